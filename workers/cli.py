@@ -1,0 +1,339 @@
+"""`agentic`: the command line.
+
+Every command is an edge: it translates what the operator asks into Temporal starts (or
+runs the embedded stack). Errors print one line, `error: <what is wrong and what to do>`,
+and exit 2; a failed health check exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentic_core.models import Collection
+from workers.errors import AgenticError
+from workers.settings import Settings, load_settings
+
+app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
+runbooks_app = typer.Typer(help="Runbooks in the knowledge base.", no_args_is_help=True)
+docs_app = typer.Typer(help="Operator documentation in the knowledge base.", no_args_is_help=True)
+app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(docs_app, name="docs")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        return load_settings(data_dir=data_dir)
+    except ValueError as exc:  # pydantic ValidationError: name the variable
+        first = str(exc).splitlines()
+        raise AgenticError(f"bad configuration: {' '.join(first[1:3]).strip()} (see docs/configuration.md)") from exc
+
+
+# --------------------------------------------------------------------------- stack
+
+
+def _print_table(settings: Settings) -> None:
+    from workers.stack import read_state
+
+    st = read_state(settings.data_path)
+    if st is None:
+        return
+    table = Table(title="agentic-platform: embedded stack", title_justify="left")
+    for col in ("part", "mode", "where", "pid", "role"):
+        table.add_column(col)
+    for p in st.parts.values():
+        table.add_row(p.name, p.mode, p.url, str(p.pid or ""), p.role)
+    console.print(table)
+    console.print(f"data dir: {st.data_dir}    logs: {Path(st.data_dir) / 'logs'}")
+    if st.ui_url:
+        console.print(f"Temporal Web UI: {st.ui_url}")
+    console.print("stop with Ctrl-C or `agentic down`; check with `agentic status`")
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="start in the background and return")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for all-healthy with --detach")] = 300.0,
+) -> None:
+    """Start the embedded stack (Temporal, PostgreSQL, llama.cpp, the worker) and supervise it."""
+    settings = _settings(data_dir)
+    if detach:
+        _up_detached(settings, timeout)
+        return
+    from workers.stack import Supervisor
+
+    console.print(f"starting agentic-platform in {settings.data_path} …")
+    sup = Supervisor(settings, out=lambda line: console.print(line, highlight=False))
+    t0 = time.monotonic()
+
+    def ready(_state: object) -> None:
+        console.print(f"all parts healthy in {time.monotonic() - t0:.1f}s")
+        _print_table(settings)
+
+    asyncio.run(sup.run(on_ready=ready))
+
+
+def _up_detached(settings: Settings, timeout: float) -> None:
+    from workers.stack import read_state
+
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "logs").mkdir(exist_ok=True)
+    log = data / "logs" / "supervisor.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "up", "--data-dir", str(data)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    t0 = time.monotonic()
+    with console.status("starting the stack…"):
+        while time.monotonic() - t0 < timeout:
+            code = proc.poll()
+            st = None
+            with contextlib.suppress(AgenticError):
+                st = read_state(data)
+            if st is not None and st.supervisor_pid == proc.pid and st.ready:
+                break
+            if code is not None:
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error:")]
+                raise AgenticError(
+                    lines[-1].removeprefix("error: ") if lines else f"the stack exited (code {code}); log: {log}"
+                )
+            time.sleep(0.3)
+        else:
+            raise AgenticError(f"the stack did not become healthy within {timeout:.0f}s; log: {log}")
+    console.print(f"all parts healthy in {time.monotonic() - t0:.1f}s (supervisor pid {proc.pid}, log {log})")
+    _print_table(settings)
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop the embedded stack that runs on the data dir."""
+    from workers.stack import stop_stack
+
+    settings = _settings(data_dir)
+    if stop_stack(settings, out=console.print):
+        console.print(f"stopped the stack on {settings.data_path}")
+    else:
+        console.print(f"no stack is running on {settings.data_path}")
+
+
+@app.command()
+def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Report each part's health (exit 1 when a part is unhealthy or nothing runs)."""
+    from workers.stack import stack_health
+
+    settings = _settings(data_dir)
+    st, parts = asyncio.run(stack_health(settings))
+    healthy = all(p.healthy is not False for p in parts)
+    if as_json:
+        doc = {
+            "running": st is not None,
+            "healthy": healthy,
+            "data_dir": str(settings.data_path),
+            "parts": [p.model_dump() for p in parts],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        if st is None:
+            console.print(f"no stack supervisor runs on {settings.data_path}")
+        table = Table(title=f"agentic-platform status ({settings.data_path})", title_justify="left")
+        for col in ("part", "mode", "health", "detail", "where"):
+            table.add_column(col)
+        for p in parts:
+            mark = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]planned[/]"}[p.healthy]
+            table.add_row(p.name, p.mode, mark, p.detail, p.url)
+        console.print(table)
+    raise typer.Exit(0 if healthy else 1)
+
+
+# --------------------------------------------------------------------------- runbooks
+
+
+@runbooks_app.command("import")
+def runbooks_import(
+    path: Annotated[Path, typer.Argument(help="a directory of markdown runbooks (or one file)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Import markdown runbooks (idempotent: unchanged files are skipped)."""
+    from activities.knowledge.markdown import load_runbooks
+    from workers.knowledge_client import import_runbooks
+
+    settings = _settings(data_dir)
+    if not path.exists():
+        raise AgenticError(f"no such file or directory: {path}")
+    runbooks, errors = load_runbooks(path)
+    for e in errors:
+        err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
+    if not runbooks:
+        raise AgenticError(f"no runbooks found under {path}")
+    with Progress(
+        TextColumn("importing runbooks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as bar:
+        task = bar.add_task("import", total=len(runbooks))
+        report = asyncio.run(import_runbooks(settings, runbooks, progress=lambda n: bar.advance(task, n)))
+    console.print(
+        f"imported {report.total} runbooks: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged; {len(errors)} skipped"
+    )
+
+
+@runbooks_app.command("list")
+def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """List runbooks with their automation level."""
+    from workers.knowledge_client import list_runbooks
+
+    rbs = asyncio.run(list_runbooks(_settings(data_dir)))
+    if as_json:
+        print(json.dumps([r.model_dump() for r in rbs], indent=2))
+        return
+    table = Table(title=f"{len(rbs)} runbooks", title_justify="left")
+    for col in ("id", "title", "level"):
+        table.add_column(col)
+    for r in rbs:
+        table.add_row(r.id, r.title, r.automation_level)
+    console.print(table)
+
+
+def _parse_labels(labels: list[str] | None) -> dict[str, str] | None:
+    if not labels:
+        return None
+    out: dict[str, str] = {}
+    for item in labels:
+        if "=" not in item:
+            raise AgenticError(f"bad --label {item!r}: expected name=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
+    if as_json:
+        print(json.dumps([{"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits], indent=2))
+        return
+    table = Table(show_header=True)
+    for col in ("#", "score", "id", "title"):
+        table.add_column(col)
+    for i, h in enumerate(hits, 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.id, h.title)
+    console.print(table)
+
+
+@runbooks_app.command("search")
+def runbooks_search(
+    text: Annotated[str, typer.Argument(help="what is happening, in words or as an alert text")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
+    label: Annotated[list[str] | None, typer.Option("--label", help="alert label name=value (repeatable)")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Hybrid search (dense + BM25) over runbooks, best first."""
+    from workers.knowledge_client import search
+
+    if not text.strip():
+        raise AgenticError("search text is empty")
+    hits = asyncio.run(search(_settings(data_dir), Collection.RUNBOOKS, text, limit, _parse_labels(label)))
+    _print_hits(hits, as_json)
+
+
+# --------------------------------------------------------------------------- docs
+
+
+@docs_app.command("ingest")
+def docs_ingest(
+    path: Annotated[Path, typer.Argument(help="a directory of markdown documents (or one file)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Chunk markdown documentation by section into the knowledge base (idempotent)."""
+    from workers.knowledge_client import ingest_docs
+
+    report = asyncio.run(ingest_docs(_settings(data_dir), path))
+    console.print(
+        f"ingested {report.total} sections: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged"
+    )
+
+
+@docs_app.command("search")
+def docs_search(
+    text: Annotated[str, typer.Argument(help="what to look up")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Search the operator documentation."""
+    from workers.knowledge_client import search
+
+    if not text.strip():
+        raise AgenticError("search text is empty")
+    hits = asyncio.run(search(_settings(data_dir), Collection.DOCUMENTATION, text, limit))
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"id": h.id, "title": h.title, "score": round(h.score, 6), "source": h.payload.get("source")}
+                    for h in hits
+                ],
+                indent=2,
+            )
+        )
+        return
+    for i, h in enumerate(hits, 1):
+        console.print(f"[bold]{i}. {h.title}[/]  ({h.payload.get('source', '')}, score {h.score:.4f})")
+        text_ = str(h.payload.get("text", "")).strip().replace("\n", " ")
+        console.print(f"   {text_[:240]}{'…' if len(text_) > 240 else ''}", highlight=False)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one clear line on error, and an explicit exit (sdk-python#300)."""
+    code = 0
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            code = rv
+    except AgenticError as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The client side of the knowledge-base commands: parse locally, act through Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from agentic_core.messages import (
+    IngestDocsInput,
+    ListRunbooksInput,
+    RunbookSummary,
+    SearchInput,
+    UpsertReport,
+    UpsertRunbooksInput,
+)
+from agentic_core.models import Collection, Runbook, SearchHit
+from workers.errors import AgenticError
+from workers.settings import Settings
+from workers.stack import pid_alive, read_state
+from workers.temporal import connect
+from workflows.knowledge import (
+    IngestDocsWorkflow,
+    ListRunbooksWorkflow,
+    SearchKnowledgeWorkflow,
+    UpsertRunbooksWorkflow,
+)
+
+IMPORT_BATCH = 16
+IMPORT_PARALLEL = 2
+
+
+async def platform_client(settings: Settings) -> tuple[Client, str]:
+    """A client for the running platform: the stack in the data dir if one runs, else the settings."""
+    target, namespace, queue = settings.temporal_target, settings.temporal_namespace, settings.task_queue
+    st = read_state(settings.data_path)
+    if st is not None and pid_alive(st.supervisor_pid):
+        target, namespace, queue = st.temporal_target, st.temporal_namespace, st.task_queue
+    return await connect(target, namespace), queue
+
+
+def _failure(exc: WorkflowFailureError) -> AgenticError:
+    cause = exc.cause
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # type: ignore[union-attr]
+    return AgenticError(f"the platform could not do it: {cause}")
+
+
+async def start_docs_ingest(settings: Settings, src: Path) -> str | None:
+    """Start the docs ingestion for this exact content once; None when it already ran."""
+    from activities.knowledge.markdown import load_docs
+
+    chunks = await asyncio.to_thread(load_docs, src)
+    if not chunks:
+        return None
+    digest = hashlib.sha256("".join(sorted(c.content_hash or c.text for c in chunks)).encode()).hexdigest()
+    wf_id = f"docs-ingest-{digest[:16]}"
+    client, queue = await platform_client(settings)
+    try:
+        await client.start_workflow(
+            IngestDocsWorkflow.run,
+            IngestDocsInput(chunks=chunks),
+            id=wf_id,
+            task_queue=queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+    except WorkflowAlreadyStartedError:
+        return None
+    return wf_id
+
+
+async def ingest_docs(settings: Settings, src: Path) -> UpsertReport:
+    from activities.knowledge.markdown import load_docs
+
+    if not await asyncio.to_thread(src.exists):
+        raise AgenticError(f"no such file or directory: {src}")
+    chunks = await asyncio.to_thread(load_docs, src)
+    if not chunks:
+        raise AgenticError(f"no markdown sections found under {src}")
+    client, queue = await platform_client(settings)
+    try:
+        return await client.execute_workflow(
+            IngestDocsWorkflow.run,
+            IngestDocsInput(chunks=chunks),
+            id=f"docs-ingest-cli-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+    except WorkflowFailureError as exc:
+        raise _failure(exc) from exc
+
+
+async def import_runbooks(
+    settings: Settings,
+    runbooks: list[Runbook],
+    progress: Callable[[int], None] | None = None,
+) -> UpsertReport:
+    """Send runbooks to the platform in batches (a short workflow each), a few at a time."""
+    client, queue = await platform_client(settings)
+    batches = [runbooks[i : i + IMPORT_BATCH] for i in range(0, len(runbooks), IMPORT_BATCH)]
+    sem = asyncio.Semaphore(IMPORT_PARALLEL)
+    report = UpsertReport()
+
+    async def one(batch: list[Runbook]) -> UpsertReport:
+        async with sem:
+            try:
+                res = await client.execute_workflow(
+                    UpsertRunbooksWorkflow.run,
+                    UpsertRunbooksInput(runbooks=batch),
+                    id=f"runbooks-import-{uuid.uuid4()}",
+                    task_queue=queue,
+                )
+            except WorkflowFailureError as exc:
+                raise _failure(exc) from exc
+            if progress:
+                progress(len(batch))
+            return res
+
+    for part in await asyncio.gather(*(one(b) for b in batches)):
+        report = report.merge(part)
+    return report
+
+
+async def search(
+    settings: Settings, collection: Collection, text: str, limit: int, labels: dict[str, str] | None = None
+) -> list[SearchHit]:
+    client, queue = await platform_client(settings)
+    try:
+        out = await client.execute_workflow(
+            SearchKnowledgeWorkflow.run,
+            SearchInput(collection=collection, text=text, limit=limit, labels=labels),
+            id=f"search-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+    except WorkflowFailureError as exc:
+        raise _failure(exc) from exc
+    return out.hits
+
+
+async def list_runbooks(settings: Settings) -> list[RunbookSummary]:
+    client, queue = await platform_client(settings)
+    try:
+        out = await client.execute_workflow(
+            ListRunbooksWorkflow.run, ListRunbooksInput(), id=f"runbooks-list-{uuid.uuid4()}", task_queue=queue
+        )
+    except WorkflowFailureError as exc:
+        raise _failure(exc) from exc
+    return out.runbooks

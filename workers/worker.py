@@ -1,0 +1,117 @@
+"""The Temporal worker process: `python -m workers.worker` (started by `agentic up`).
+
+It builds every client once (asyncpg pool, knowledge store, embedder), registers the bound
+activity methods and the workflows, warms the embedding model, then polls its task queue.
+It is healthy when Temporal sees it polling. SIGTERM drains and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+from temporalio.worker import Worker
+
+from workers.errors import AgenticError
+from workers.settings import Settings
+
+log = logging.getLogger("agentic.worker")
+
+
+def build_store(settings: Settings):  # type: ignore[no-untyped-def]
+    """Qdrant Edge in the data dir by default; a Qdrant server when AGENTIC_QDRANT_URL is set."""
+    if settings.qdrant_embedded:
+        from activities.knowledge.edge_store import EdgeStore
+
+        return EdgeStore(settings.qdrant_path)
+    from activities.knowledge.server_store import ServerStore
+
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return ServerStore(url=settings.qdrant_url, api_key=key)
+
+
+def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
+    from activities.knowledge.embeddings import build_embedder
+
+    key = settings.pool_api_key.get_secret_value() if settings.pool_api_key else None
+    return build_embedder(settings.embedder, url=settings.embed_url, model=settings.embed_model, api_key=key)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from activities.knowledge.kb import KnowledgeBase
+    from activities.ledger.repository import Ledger
+
+    from activities.knowledge.activities import KnowledgeActivities
+    from activities.ledger.db import create_pool
+    from workers.temporal import connect
+    from workflows.knowledge import WORKFLOWS
+
+    async with AsyncExitStack() as stack:
+        client = await connect(settings.temporal_target, settings.temporal_namespace)
+        pool = await create_pool(settings.postgres_target(), max_size=settings.postgres_pool_max)
+        stack.push_async_callback(pool.close)
+        ledger = Ledger(pool)
+
+        store = build_store(settings)
+        stack.push_async_callback(store.close)
+        embedder = build_embedder_from(settings)
+        kb = KnowledgeBase(store, embedder)
+        await kb.ensure()
+        await embedder.embed_query("warm up")  # load the model before we accept work
+
+        knowledge = KnowledgeActivities(kb, ledger)
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=[
+                knowledge.upsert_runbooks,
+                knowledge.search,
+                knowledge.list_runbooks,
+                knowledge.ingest_docs,
+            ],
+            identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
+        )
+        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_target)
+        async with worker:
+            await stop.wait()
+            log.info("stopping: draining the worker")
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    code = 0
+    try:
+        asyncio.run(_main())
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except Exception as exc:
+        # One line for the operator (the supervisor shows the log's tail), details in the log.
+        log.exception("worker failed")
+        print(f"error: worker failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit
+
+
+if __name__ == "__main__":
+    main()
