@@ -1,0 +1,44 @@
+"""The settings object: env prefix, secrets, validation, and the docs that describe it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tests.conftest import REPO
+from workers.settings import Settings
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    missing = [f"AGENTIC_{n.upper()}" for n in Settings.model_fields if f"`AGENTIC_{n.upper()}`" not in doc]
+    assert missing == []
+
+
+def test_env_prefix_and_external_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIC_TEMPORAL_ADDRESS", "temporal.example:7233")
+    monkeypatch.setenv("AGENTIC_POSTGRES_DSN", "postgresql://u:hunter2@db:5432/ledger")
+    monkeypatch.setenv("AGENTIC_QDRANT_URL", "http://qdrant:6333")
+    s = Settings()
+    assert s.temporal_target == "temporal.example:7233"
+    assert not s.temporal_embedded and not s.postgres_embedded and not s.qdrant_embedded
+    assert s.postgres_target() == "postgresql://u:hunter2@db:5432/ledger"
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+
+
+def test_embedded_defaults() -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.temporal_embedded and s.postgres_embedded and s.qdrant_embedded and s.llm_embedded
+    assert s.temporal_target == "127.0.0.1:7233"
+    assert s.planner_base_url == "http://127.0.0.1:8090/v1"
+    assert s.approval_mode == "VERBOSE"
+
+
+def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIC_TEMPORAL_PORT", "70000")
+    with pytest.raises(ValidationError, match="outside 1..65535"):
+        Settings()
+    monkeypatch.setenv("AGENTIC_TEMPORAL_PORT", "7233")
+    monkeypatch.setenv("AGENTIC_APPROVAL_MODE", "YOLO")
+    with pytest.raises(ValidationError):
+        Settings()
