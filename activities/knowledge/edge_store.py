@@ -1,0 +1,396 @@
+"""`EdgeStore`: the vector store on Qdrant Edge (`qdrant-edge-py`), in-process, on a directory.
+
+The embedded default. Each collection is one Edge shard in its own sub-directory:
+
+    <path>/runbooks/        edge_config.json, segments/, wal/
+    <path>/decisions/
+    <path>/documentation/
+
+Qdrant Edge is synchronous; every engine call runs in a worker thread (`asyncio.to_thread`),
+and the engine releases the GIL while it works, so the event loop stays responsive.
+
+**When to call `optimize()`.** Edge runs no background optimizer. New points land in an
+appendable segment that is searched by brute force, and deleted points are only vacuumed by
+the optimizer. Brute force stays in the low milliseconds up to about 10-20K points of 384
+dims, so a knowledge base of a few thousand runbooks and decisions never needs it. Call
+`optimize()` after a bulk load (a re-index, a documentation import of thousands of chunks)
+or after deleting many points: it builds the HNSW index for segments above the indexing
+threshold and merges small segments. It blocks a worker thread for seconds to a minute
+(100K x 384: see `benchmarks/vector_search.py`), while searches keep working.
+
+Durability: the write-ahead log is on, so an acknowledged upsert survives a crash; `close()`
+flushes the segments and releases the directory lock (one process per directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qdrant_edge as qe
+
+from activities.knowledge.store import DENSE, SPARSE, Point, QueryMode, ScoredPoint, SparseVector, point_uuid
+from agentic_core.models import Collection
+
+T = TypeVar("T")
+
+#: RRF constant shared by both adapters (Cormack et al.'s 60; Qdrant's own default is 2).
+RRF_K = 60
+#: Payload key that keeps our string id.
+ID_KEY = "_id"
+_UPSERT_BATCH = 1024
+_SCROLL_PAGE = 1024
+# Engine messages that tell which kind of failure a load hit.
+_LOCKED_MARKERS = ("WouldBlock", "already accessed", "lock")
+
+
+class StoreError(RuntimeError):
+    """A vector store failure, with a message that says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class EdgeTuning:
+    """Index build and search parameters (defaults tuned with `benchmarks/vector_search.py`)."""
+
+    m: int = 16
+    ef_construct: int = 128
+    #: Segments with fewer vectors than this (in KB of vector data) are searched by brute force.
+    full_scan_threshold_kb: int = 10_000
+    #: Threads used by `optimize()` to build the graph (0 = one per core).
+    max_indexing_threads: int = 0
+    #: Candidate list size at search time (`hnsw_ef`); higher is slower and more accurate.
+    ef: int = 64
+    #: Segments above this size (KB of vector data) get an HNSW index from `optimize()`
+    #: (None: the engine's default, 10 MB, about 6,500 vectors of 384 dims).
+    indexing_threshold_kb: int | None = None
+    #: Number of segments the optimizer aims for (None or 0: derived from the CPU count).
+    default_segment_number: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared with `server_store.py`
+# --------------------------------------------------------------------------------------------
+
+
+def branches(dense: list[float] | None, sparse: SparseVector | None, mode: QueryMode | None) -> str:
+    """Which retrieval to run: "dense", "sparse" or "hybrid".
+
+    A branch needs its query vector: when only one is given, that branch is searched whatever
+    the mode says; when both are given, the mode decides.
+    """
+    has_dense = dense is not None and len(dense) > 0
+    has_sparse = sparse is not None and len(sparse.indices) > 0
+    if not has_dense and not has_sparse:
+        raise ValueError("search needs a dense vector, a non-empty sparse vector, or both")
+    if has_dense and not has_sparse:
+        return "dense"
+    if has_sparse and not has_dense:
+        return "sparse"
+    kind = (mode or QueryMode()).kind
+    if kind not in ("dense", "sparse", "hybrid"):
+        raise ValueError(f"unknown query mode {kind!r}: expected 'dense', 'sparse' or 'hybrid'")
+    return kind
+
+
+def check_points(points: Iterable[Point], dim: int) -> None:
+    for p in points:
+        if len(p.dense) != dim:
+            raise ValueError(f"point {p.id!r}: dense vector has {len(p.dense)} dimensions, the store expects {dim}")
+        if len(p.sparse.indices) != len(p.sparse.values):
+            raise ValueError(f"point {p.id!r}: sparse vector has {len(p.sparse.indices)} indices but values differ")
+
+
+def check_query(dense: list[float] | None, dim: int) -> None:
+    if dense is not None and len(dense) and len(dense) != dim:
+        raise ValueError(f"query vector has {len(dense)} dimensions, the store expects {dim}")
+
+
+def to_payload(p: Point) -> dict[str, Any]:
+    return {**p.payload, ID_KEY: p.id}
+
+
+def from_payload(point_id: Any, payload: dict[str, Any] | None, score: float) -> ScoredPoint:
+    """Our id comes back from `_id`; the returned payload leaves `_id` out."""
+    data = dict(payload or {})
+    sid = data.pop(ID_KEY, None)
+    return ScoredPoint(id=str(sid if sid is not None else point_id), score=float(score), payload=data)
+
+
+def in_request_order(ids: list[str], found: Iterable[ScoredPoint]) -> list[ScoredPoint]:
+    by_id = {sp.id: sp for sp in found}
+    out: list[ScoredPoint] = []
+    seen: set[str] = set()
+    for i in ids:
+        if i in by_id and i not in seen:
+            seen.add(i)
+            out.append(by_id[i])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------------
+
+
+class EdgeStore:
+    """`VectorStore` on Qdrant Edge shards under `path` (created if missing, reopened if present)."""
+
+    def __init__(
+        self,
+        path: Path,
+        dim: int = 384,
+        *,
+        tuning: EdgeTuning | None = None,
+        max_search_threads: int | None = 1,
+    ) -> None:
+        """No I/O here: shards open in `ensure_collections()` (or on first use, if they exist).
+
+        `max_search_threads=1` keeps one query on one core (the machine is shared); `None` lets
+        the engine use one thread per core to search segments in parallel.
+        """
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, not {dim}")
+        self.path = Path(path)
+        self.dim = dim
+        self.tuning = tuning or EdgeTuning()
+        self.max_search_threads = max_search_threads
+        self._shards: dict[Collection, qe.EdgeShard] = {}
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> EdgeStore:
+        await self.ensure_collections()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _config(self) -> qe.EdgeConfig:
+        h = self.tuning
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=h.m,
+                ef_construct=h.ef_construct,
+                full_scan_threshold=h.full_scan_threshold_kb,
+                max_indexing_threads=h.max_indexing_threads,
+            ),
+            optimizers=qe.EdgeOptimizersConfig(
+                indexing_threshold=h.indexing_threshold_kb,
+                default_segment_number=h.default_segment_number,
+            ),
+            max_search_threads=self.max_search_threads,
+        )
+
+    def _dir(self, collection: Collection) -> Path:
+        return self.path / str(collection)
+
+    @staticmethod
+    def _has_data(d: Path) -> bool:
+        return (d / "edge_config.json").exists() or (d / "segments").exists() or (d / "wal").exists()
+
+    def _open_sync(self, collection: Collection, create: bool) -> qe.EdgeShard | None:
+        """Load the shard if its directory holds one; create it if allowed; else None."""
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"vector store path {self.path} is a file, not a directory: point it at a directory")
+        d = self._dir(collection)
+        if d.exists() and not d.is_dir():
+            raise StoreError(f"vector store collection path {d} is a file, not a directory: move it away")
+        if d.is_dir() and self._has_data(d):
+            try:
+                return qe.EdgeShard.load(str(d), self._config())
+            except Exception as exc:
+                raise self._load_error(collection, d, exc) from exc
+        if d.is_dir() and any(d.iterdir()):
+            raise StoreError(
+                f"vector store collection directory {d} holds files that are not a Qdrant Edge shard "
+                f"(no edge_config.json, segments/ or wal/): move them away, or point the store at another directory"
+            )
+        if not create:
+            return None
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            return qe.EdgeShard.create(str(d), self._config())
+        except Exception as exc:
+            raise StoreError(f"cannot create vector store collection {collection!s} in {d}: {exc}") from exc
+
+    def _load_error(self, collection: Collection, d: Path, exc: Exception) -> StoreError:
+        msg = str(exc)
+        if any(m in msg for m in _LOCKED_MARKERS):
+            return StoreError(
+                f"vector store {d} is already open in another process (its write-ahead log is locked): "
+                f"stop the other worker, or give this one its own data directory"
+            )
+        if "incompatible" in msg.lower():
+            return StoreError(
+                f"vector store {d} was created with other vector settings than this one (dim={self.dim}): {msg}. "
+                f"Use the embedder it was built with, or move the directory away and re-index"
+            )
+        return StoreError(
+            f"vector store collection {collection!s} at {d} is damaged and cannot be opened ({msg}). "
+            f"The knowledge base is only an index: stop the worker, move {self.path} aside (or delete it), "
+            f"and re-index (import the runbooks and documents again) to rebuild it"
+        )
+
+    async def _shard(self, collection: Collection, create: bool = False) -> qe.EdgeShard:
+        if self._closed:
+            raise StoreError(f"vector store {self.path} is closed")
+        collection = Collection(collection)
+        shard = self._shards.get(collection)
+        if shard is not None:
+            return shard
+        async with self._open_lock:
+            shard = self._shards.get(collection)
+            if shard is None:
+                shard = await asyncio.to_thread(self._open_sync, collection, create)
+                if shard is None:
+                    raise StoreError(
+                        f"collection {collection!s} does not exist in {self.path}: call ensure_collections() first"
+                    )
+                self._shards[collection] = shard
+            return shard
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError:
+            raise
+        except Exception as exc:  # the engine raises plain Exception("Service runtime error: ...")
+            raise StoreError(f"Qdrant Edge {what} failed in {self.path}: {exc}") from exc
+
+    async def ensure_collections(self) -> None:
+        for c in Collection:
+            await self._shard(c, create=True)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        async with self._open_lock:
+            self._closed = True
+            shards, self._shards = list(self._shards.values()), {}
+
+            def _close_all() -> None:
+                for s in shards:
+                    s.flush()
+                    s.close()
+
+            await self._run("close", _close_all)
+
+    async def optimize(self, collection: Collection | None = None) -> bool:
+        """Build HNSW indexes and merge/vacuum segments (see the module docstring for when).
+
+        Returns True if anything was optimized.
+        """
+        targets = [Collection(collection)] if collection is not None else list(Collection)
+        changed = False
+        for c in targets:
+            shard = await self._shard(c)
+            changed = await self._run(f"optimize of {c!s}", shard.optimize) or changed
+        return changed
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def upsert(self, collection: Collection, points: list[Point]) -> None:
+        if not points:
+            return
+        check_points(points, self.dim)
+        shard = await self._shard(collection)
+        name = str(Collection(collection))
+
+        def _upsert(batch: list[Point]) -> None:
+            edge_points = []
+            for p in batch:
+                vector: dict[str, Any] = {DENSE: p.dense}
+                if p.sparse.indices:
+                    vector[SPARSE] = qe.SparseVector(p.sparse.indices, p.sparse.values)
+                edge_points.append(qe.Point(point_uuid(name, p.id), vector, to_payload(p)))
+            shard.update(qe.UpdateOperation.upsert_points(edge_points))
+
+        for i in range(0, len(points), _UPSERT_BATCH):
+            await self._run(f"upsert into {name}", _upsert, points[i : i + _UPSERT_BATCH])
+
+    async def delete(self, collection: Collection, ids: list[str]) -> None:
+        if not ids:
+            return
+        shard = await self._shard(collection)
+        name = str(Collection(collection))
+        op = qe.UpdateOperation.delete_points([point_uuid(name, i) for i in ids])
+        await self._run(f"delete from {name}", shard.update, op)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, collection: Collection, ids: list[str]) -> list[ScoredPoint]:
+        if not ids:
+            return []
+        shard = await self._shard(collection)
+        name = str(Collection(collection))
+        records = await self._run(f"get from {name}", shard.retrieve, [point_uuid(name, i) for i in ids], True, False)
+        return in_request_order(ids, (from_payload(r.id, r.payload, 0.0) for r in records))
+
+    async def count(self, collection: Collection) -> int:
+        shard = await self._shard(collection)
+        return await self._run(f"count of {collection!s}", shard.count, qe.CountRequest(exact=True))
+
+    async def scroll(self, collection: Collection) -> list[ScoredPoint]:
+        shard = await self._shard(collection)
+
+        def _scroll_all() -> list[ScoredPoint]:
+            out: list[ScoredPoint] = []
+            offset: Any = None
+            while True:
+                req = qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=True, with_vector=False)
+                records, offset = shard.scroll(req)
+                out.extend(from_payload(r.id, r.payload, 0.0) for r in records)
+                if offset is None or not records:
+                    return out
+
+        points = await self._run(f"scroll of {collection!s}", _scroll_all)
+        return sorted(points, key=lambda sp: sp.id)
+
+    async def search(
+        self,
+        collection: Collection,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        limit: int = 5,
+        mode: QueryMode | None = None,
+        exact: bool = False,
+    ) -> list[ScoredPoint]:
+        kind = branches(dense, sparse, mode)
+        check_query(dense, self.dim)
+        if limit <= 0:
+            return []
+        shard = await self._shard(collection)
+        params = qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(self.tuning.ef, limit))
+
+        def dense_query() -> Any:
+            return qe.Query.Nearest(list(dense or []), using=DENSE)
+
+        def sparse_query() -> Any:
+            assert sparse is not None
+            return qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE)
+
+        if kind == "hybrid":
+            n = max((mode or QueryMode()).prefetch, limit)
+            params_n = params if exact else qe.SearchParams(hnsw_ef=max(self.tuning.ef, n))
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=[
+                    qe.Prefetch(limit=n, query=dense_query(), params=params_n),
+                    qe.Prefetch(limit=n, query=sparse_query(), params=params_n),
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                with_payload=True,
+                with_vector=False,
+            )
+        else:
+            query = dense_query() if kind == "dense" else sparse_query()
+            request = qe.QueryRequest(limit=limit, query=query, params=params, with_payload=True, with_vector=False)
+        hits = await self._run(f"search of {collection!s}", shard.query, request)
+        return [from_payload(h.id, h.payload, h.score) for h in hits]
