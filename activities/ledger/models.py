@@ -1,0 +1,174 @@
+"""Row models of the ledger: what `activities.ledger.repository.Ledger` returns.
+
+The enums here mirror the CHECK constraints in `migrations/0001_init.sql`; change both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
+
+IncidentStatus = Literal[
+    "open",
+    "triaging",
+    "awaiting_approval",
+    "executing",
+    "verifying",
+    "resolved",
+    "failed",
+    "ignored",
+    "expired",
+    "closed",
+]
+# Statuses that close an incident (closed_at is set; leaving them clears it again).
+CLOSED_STATUSES: frozenset[str] = frozenset({"resolved", "failed", "ignored", "expired", "closed"})
+
+AlertStatus = Literal["firing", "resolved"]
+DecisionChoice = Literal["approved", "ignored", "modified", "expired", "automatic"]
+ActionStatus = Literal["running", "succeeded", "failed", "refused", "skipped"]
+OutcomeResult = Literal["success", "failure", "unknown"]
+UpsertResult = Literal["added", "updated", "unchanged"]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IncidentRow(_Row):
+    id: str
+    group_key: str
+    status: IncidentStatus
+    severity: str
+    category: str
+    title: str
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+
+
+class AlertRow(_Row):
+    id: int
+    fingerprint: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime
+    ends_at: datetime | None = None
+    status: AlertStatus
+    received_at: datetime
+    updated_at: datetime
+    incident_id: str | None = None
+
+
+class ProposalRow(_Row):
+    id: int
+    incident_id: str
+    model: str
+    source: str
+    summary: str
+    diagnosis: str
+    runbook_id: str | None = None
+    actions: list[ToolCall] = Field(default_factory=list)
+    confidence: float
+    risk: Risk
+    fallback: bool
+    created_at: datetime
+
+    def to_proposal(self) -> Proposal:
+        return Proposal(
+            summary=self.summary,
+            diagnosis=self.diagnosis,
+            runbook_id=self.runbook_id,
+            actions=list(self.actions),
+            confidence=self.confidence,
+            risk=self.risk,
+        )
+
+
+class DecisionRow(_Row):
+    id: int
+    incident_id: str | None = None
+    proposal_id: int | None = None
+    approval_id: str | None = None
+    runbook_id: str | None = None
+    choice: DecisionChoice
+    decided_by: str | None = None
+    plan_hash: str | None = None
+    arguments: Any = None
+    decided_at: datetime
+
+
+class ActionRow(_Row):
+    id: int
+    incident_id: str
+    action_index: int
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    status: ActionStatus
+    result: Any = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    # Not a column: set by `Ledger.start_action` when the key was already there, i.e. this
+    # action was started before (maybe finished) and must not be run again blindly.
+    existed: bool = False
+
+
+class OutcomeRow(_Row):
+    id: int
+    incident_id: str
+    result: OutcomeResult
+    detail: str
+    verified_at: datetime
+
+
+class NotificationRow(_Row):
+    id: int
+    incident_id: str | None = None
+    channel: str
+    target: str
+    thread: str | None = None
+    message_id: str | None = None
+    kind: str
+    text: str
+    sent_at: datetime
+    edited_at: datetime | None = None
+
+
+class RunbookRow(Runbook):
+    """A runbook as the ledger holds it: the shared `Runbook` plus its timestamps."""
+
+    created_at: datetime
+    updated_at: datetime
+
+    def to_runbook(self) -> Runbook:
+        return Runbook.model_validate(self.model_dump(exclude={"created_at", "updated_at"}))
+
+
+class RunbookStats(_Row):
+    runbook_id: str
+    executions: int = 0
+    successes: int = 0
+    failures: int = 0
+    approvals: int = 0
+    ignores: int = 0
+    modifications: int = 0
+    expirations: int = 0
+    automatic_decisions: int = 0
+    last_executed_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+
+
+class LevelChange(_Row):
+    id: int
+    runbook_id: str
+    from_level: AutomationLevel | None = None  # None: the level it was created with
+    to_level: AutomationLevel
+    reason: str
+    changed_by: str
+    changed_at: datetime
