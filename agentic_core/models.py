@@ -167,7 +167,7 @@ class SearchHit(BaseModel):
     id: str
     title: str
     score: float
-    payload: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    payload: dict[str, Any] = Field(default_factory=dict)
 
 
 class Risk(StrEnum):
