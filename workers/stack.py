@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -237,7 +238,9 @@ def find_temporal_binary() -> str:
 
 def postgres_bin() -> Path:
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR: noise for us
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
         raise AgenticError(
             "PostgreSQL binaries are missing: install them with `pip install pgserver==0.1.4` "
