@@ -1,0 +1,564 @@
+"""`KnowledgeBase`: runbooks, documentation and decisions over a `VectorStore`.
+
+Retrieval design (measured with `benchmarks/retrieval_eval.py`):
+
+- **Several points per runbook.** The runbook's main point (id = runbook id) carries the
+  whole runbook in its payload, a dense vector of its *summary view* (title, the alert name
+  split into words, and the "Meaning" section) and the BM25 vector of the whole runbook
+  (title counted twice, then the body). Each section of the body (`Diagnosis`, `Impact`, ...,
+  long ones split) is one more point, `<id>#<n>`, with a dense vector of
+  `"<title>: <section heading>" + text` and no sparse vector.
+- **Two branches, fused client-side.** Dense: nearest views by cosine, aggregated per
+  runbook by max, where a section view counts `section_weight` of the summary view.
+  Sparse: BM25 over whole runbooks (IDF applied by the store). The per-runbook scores are
+  fused (`fusion="weighted"`: each branch divided by its best score, then
+  `dense_weight * dense + (1 - dense_weight) * sparse`; `fusion="rrf"` is also available).
+- **Label routing.** With alert labels, runbooks whose matchers all match the labels come
+  first (score 1 + text score), found through route terms (`name=value` of each equality
+  matcher) indexed in the main point's sparse vector, and checked with `matches_all`.
+  Runbooks with only regular-expression matchers are boosted when text retrieval finds them.
+
+Writes are idempotent: the main point's payload keeps the runbook's `content_hash` (and the
+index layout version); an unchanged runbook is not re-embedded. Section points are written
+before the main point, so a crash mid-way leaves the old hash and the next import redoes it.
+
+Hit payloads: runbook hits carry `{"runbook": <Runbook JSON>, "matched_labels": bool,
+"dense": float, "sparse": float}`; documentation hits the chunk (`source`, `heading`,
+`text`, `content_hash`); decision hits the `DecisionRecord` JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from activities.knowledge.markdown import chunk_text
+from activities.knowledge.sparse import Bm25Encoder, expand_query, term_id
+from activities.knowledge.store import Point, QueryMode, ScoredPoint, SparseVector, VectorStore
+from agentic_core.messages import UpsertReport
+from agentic_core.models import Collection, DecisionRecord, DocChunk, Runbook, SearchHit, matches_all
+
+__all__ = ["Embedder", "KnowledgeBase", "RetrievalTuning", "SearchMode", "UpsertReport"]
+
+#: Bumped when the way runbooks are turned into points changes: stored runbooks with another
+#: version are re-indexed by the next import even when their content is unchanged.
+INDEX_VERSION = 1
+EMBED_BATCH = 64  # texts per embed_documents call
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+
+_CAMEL_SPLIT = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_SUMMARY_HEADINGS = ("meaning", "summary", "description", "overview", "what", "about")
+
+
+class Embedder(Protocol):
+    """What the knowledge base needs from an embedding model (see `embeddings.py`)."""
+
+    dim: int
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def embed_query(self, text: str) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class RetrievalTuning:
+    """Retrieval parameters; the defaults are the ones chosen with `benchmarks/retrieval_eval.py`."""
+
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    dense_weight: float = 0.7  # weighted fusion: share of the dense branch
+    rrf_k: int = 60  # rrf fusion constant
+    section_weight: float = 0.8  # a section view's dense score counts this much of the summary's
+    expand_queries: bool = True  # add the ops vocabulary of `sparse.expand_query` to both branches
+    title_repeat: int = 2  # times the title is counted in a runbook's BM25 text
+    section_chars: int = 800  # sections longer than this are split into several views
+    summary_chars: int = 700  # characters of the "Meaning" section in the summary view
+    dense_candidates: int = 256  # points asked of the dense branch (several per runbook)
+    sparse_candidates: int = 100  # runbooks asked of the sparse branch
+    route_candidates: int = 50  # runbooks asked by label routing
+
+
+# ------------------------------------------------------------------------------------------
+# text views
+
+
+def humanize_identifier(name: str) -> str:
+    """`KubePodCrashLooping` -> `Kube Pod Crash Looping` (other text unchanged)."""
+    if " " in name.strip() or not re.fullmatch(r"[A-Za-z0-9_]+", name.strip()):
+        return name
+    return " ".join(_CAMEL_SPLIT.findall(name.replace("_", " ")))
+
+
+def _alert_names(runbook: Runbook) -> list[str]:
+    return [m.value for m in runbook.match if m.name == "alertname" and m.op == "="]
+
+
+def _sections(runbook: Runbook, max_chars: int) -> list[tuple[str, str]]:
+    """(leaf heading, text) of each non-empty section of the body."""
+    out = []
+    for chunk in chunk_text(runbook.body, runbook.source or runbook.id, max_chars=max_chars, title=runbook.title):
+        leaf = chunk.heading.split(" > ")[-1].strip()
+        out.append((leaf, chunk.text))
+    return out
+
+
+def _summary_view(runbook: Runbook, sections: list[tuple[str, str]], max_chars: int) -> str:
+    names = {humanize_identifier(n) for n in _alert_names(runbook)} - {runbook.title}
+    lead = ""
+    for heading, text in sections:
+        if heading.lower().startswith(_SUMMARY_HEADINGS):
+            lead = text
+            break
+    if not lead and sections:
+        lead = sections[0][1]
+    parts = [runbook.title, *sorted(names), lead[:max_chars]]
+    return "\n".join(p for p in parts if p).strip()
+
+
+def _sparse_text(runbook: Runbook, title_repeat: int) -> str:
+    names = " ".join(_alert_names(runbook))
+    return "\n".join([*([runbook.title] * max(title_repeat, 1)), names, runbook.body])
+
+
+def _route_terms(pairs: Sequence[tuple[str, str]]) -> list[int]:
+    # A control character keeps route terms apart from every token tokenize() can produce.
+    return sorted({term_id(f"\x1froute:{name}={value}") for name, value in pairs})
+
+
+def _with_route(sparse: SparseVector, runbook: Runbook) -> SparseVector:
+    routes = _route_terms([(m.name, m.value) for m in runbook.match if m.op == "="])
+    if not routes:
+        return sparse
+    weights = dict(zip(sparse.indices, sparse.values, strict=True))
+    for r in routes:
+        weights[r] = 1.0
+    idx = sorted(weights)
+    return SparseVector(indices=idx, values=[weights[i] for i in idx])
+
+
+# ------------------------------------------------------------------------------------------
+# fusion
+
+
+def _normalized(scores: dict[str, float]) -> dict[str, float]:
+    top = max(scores.values(), default=0.0)
+    if top <= 0:
+        return dict.fromkeys(scores, 0.0)
+    return {k: max(v, 0.0) / top for k, v in scores.items()}
+
+
+def _ranks(scores: dict[str, float]) -> dict[str, int]:
+    return {k: i for i, (k, _) in enumerate(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+
+def fuse(dense: dict[str, float], sparse: dict[str, float], tuning: RetrievalTuning) -> dict[str, float]:
+    """Per-id fused score of two branches' per-id scores (missing from a branch: 0 there)."""
+    ids = set(dense) | set(sparse)
+    if not dense or not sparse:  # one branch only (a mode, or a query without known terms)
+        return _normalized(dense or sparse)
+    if tuning.fusion == "rrf":
+        dr, sr = _ranks(dense), _ranks(sparse)
+        k = tuning.rrf_k
+        return {
+            i: (1.0 / (k + dr[i] + 1) if i in dr else 0.0) + (1.0 / (k + sr[i] + 1) if i in sr else 0.0) for i in ids
+        }
+    dn, sn = _normalized(dense), _normalized(sparse)
+    w = tuning.dense_weight
+    return {i: w * dn.get(i, 0.0) + (1.0 - w) * sn.get(i, 0.0) for i in ids}
+
+
+def _content_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# the facade
+
+
+class KnowledgeBase:
+    """Runbooks, documentation chunks and decisions, indexed for hybrid retrieval."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        sparse: Bm25Encoder | None = None,
+        *,
+        tuning: RetrievalTuning | None = None,
+    ) -> None:
+        if getattr(embedder, "dim", store.dim) != store.dim:
+            raise ValueError(f"embedder dimension {embedder.dim} does not match the store's {store.dim}")
+        self.store = store
+        self.embedder = embedder
+        self.sparse = sparse or Bm25Encoder()
+        self.tuning = tuning or RetrievalTuning()
+
+    async def ensure(self) -> None:
+        """Create the collections if missing (idempotent)."""
+        await self.store.ensure_collections()
+
+    # -- embedding helpers -------------------------------------------------------------------
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            out.extend(await self.embedder.embed_documents(texts[i : i + EMBED_BATCH]))
+        if len(out) != len(texts):
+            raise RuntimeError(f"embedder returned {len(out)} vectors for {len(texts)} texts")
+        return out
+
+    async def _query_vectors(self, text: str, mode: SearchMode) -> tuple[list[float] | None, SparseVector | None]:
+        expand = self.tuning.expand_queries
+        dense: list[float] | None = None
+        if mode != "sparse":
+            extra = expand_query(text) if expand else []
+            dense = await self.embedder.embed_query(f"{text} ({', '.join(extra)})" if extra else text)
+        sparse = self.sparse.encode_query(text, expand=expand) if mode != "dense" else None
+        return dense, sparse
+
+    # -- runbooks ----------------------------------------------------------------------------
+
+    def _runbook_views(self, runbook: Runbook) -> tuple[list[str], list[str], SparseVector]:
+        """(view ids, dense texts, sparse vector of the main point); view 0 is the main point."""
+        t = self.tuning
+        sections = _sections(runbook, t.section_chars)
+        ids = [runbook.id]
+        texts = [_summary_view(runbook, sections, t.summary_chars)]
+        for n, (heading, text) in enumerate(sections):
+            ids.append(f"{runbook.id}#{n}")
+            texts.append(f"{runbook.title}: {heading}\n{text}")
+        sparse = _with_route(self.sparse.encode_document(_sparse_text(runbook, t.title_repeat)), runbook)
+        return ids, texts, sparse
+
+    async def upsert_runbooks(
+        self, runbooks: list[Runbook], progress: Callable[[int], None] | None = None
+    ) -> UpsertReport:
+        """Index runbooks; unchanged ones (same content hash) are skipped without embedding.
+
+        `progress(n)` is called with the number of runbooks just handled (an increment;
+        the calls add up to `len(runbooks)`).
+        """
+        report = UpsertReport()
+        if not runbooks:
+            return report
+        latest: dict[str, Runbook] = {}
+        for rb in runbooks:  # the last one of a repeated id wins
+            if not rb.content_hash:
+                rb = rb.model_copy(update={"content_hash": rb.compute_hash()})
+            latest[rb.id] = rb
+        existing = {p.id: p.payload for p in await self.store.get(Collection.RUNBOOKS, list(latest))}
+
+        todo: list[Runbook] = []
+        unchanged = 0
+        for rid, rb in latest.items():
+            old = existing.get(rid)
+            if old is None:
+                report.added.append(rid)
+                todo.append(rb)
+            elif (
+                old.get("content_hash") == rb.content_hash
+                and old.get("index_version") == INDEX_VERSION
+                and old.get("runbook") == rb.model_dump(mode="json")
+            ):
+                report.unchanged.append(rid)
+                unchanged += 1
+            else:
+                report.updated.append(rid)
+                todo.append(rb)
+        if progress and unchanged:
+            progress(unchanged)
+
+        batch_size = max(1, EMBED_BATCH // 8)
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i : i + batch_size]
+            views = await asyncio.to_thread(lambda b=batch: [self._runbook_views(rb) for rb in b])
+            vectors = await self._embed([text for _, texts, _ in views for text in texts])
+            pos = 0
+            stale: list[str] = []
+            sections: list[Point] = []
+            mains: list[Point] = []
+            for rb, (ids, texts, sparse) in zip(batch, views, strict=True):
+                vecs = vectors[pos : pos + len(texts)]
+                pos += len(texts)
+                for sid, vec in zip(ids[1:], vecs[1:], strict=True):
+                    sections.append(
+                        Point(
+                            id=sid,
+                            dense=vec,
+                            payload={"kind": "section", "runbook_id": rb.id, "content_hash": rb.content_hash},
+                        )
+                    )
+                mains.append(
+                    Point(
+                        id=rb.id,
+                        dense=vecs[0],
+                        sparse=sparse,
+                        payload={
+                            "kind": "runbook",
+                            "runbook_id": rb.id,
+                            "content_hash": rb.content_hash,
+                            "index_version": INDEX_VERSION,
+                            "sections": ids[1:],
+                            "runbook": rb.model_dump(mode="json"),
+                        },
+                    )
+                )
+                old_sections = (existing.get(rb.id) or {}).get("sections") or []
+                stale.extend(s for s in old_sections if s not in set(ids[1:]))
+            await self.store.upsert(Collection.RUNBOOKS, sections)
+            await self.store.upsert(Collection.RUNBOOKS, mains)
+            await self.store.delete(Collection.RUNBOOKS, stale)
+            if progress:
+                progress(len(batch))
+        return report
+
+    async def get_runbook(self, runbook_id: str) -> Runbook | None:
+        found = await self.store.get(Collection.RUNBOOKS, [runbook_id])
+        for p in found:
+            if p.payload.get("kind") == "runbook":
+                return Runbook.model_validate(p.payload["runbook"])
+        return None
+
+    async def list_runbooks(self) -> list[Runbook]:
+        points = await self.store.scroll(Collection.RUNBOOKS)
+        runbooks = [Runbook.model_validate(p.payload["runbook"]) for p in points if p.payload.get("kind") == "runbook"]
+        return sorted(runbooks, key=lambda r: r.id)
+
+    async def delete_runbooks(self, ids: list[str]) -> None:
+        """Delete runbooks and all their points; unknown ids are ignored."""
+        if not ids:
+            return
+        found = await self.store.get(Collection.RUNBOOKS, list(ids))
+        doomed = set(ids)
+        for p in found:
+            doomed.update(p.payload.get("sections") or [])
+        await self.store.delete(Collection.RUNBOOKS, sorted(doomed))
+
+    async def search_runbooks(
+        self,
+        text: str,
+        limit: int = 5,
+        labels: dict[str, str] | None = None,
+        *,
+        mode: SearchMode = "hybrid",
+    ) -> list[SearchHit]:
+        """Best runbooks for an alert text, best first; with `labels`, matching runbooks first.
+
+        `mode="dense"` or `"sparse"` runs one branch only (for measurements).
+        """
+        if limit <= 0:
+            return []
+        t = self.tuning
+        text = text.strip()
+        dense_q, sparse_q = await self._query_vectors(text, mode) if text else (None, None)
+        if sparse_q is not None and not sparse_q.indices:
+            sparse_q = None
+
+        async def nothing() -> list[ScoredPoint]:
+            return []
+
+        dense_task = (
+            self.store.search(
+                Collection.RUNBOOKS, dense_q, None, limit=max(t.dense_candidates, limit), mode=QueryMode(kind="dense")
+            )
+            if dense_q
+            else nothing()
+        )
+        sparse_task = (
+            self.store.search(
+                Collection.RUNBOOKS,
+                None,
+                sparse_q,
+                limit=max(t.sparse_candidates, limit),
+                mode=QueryMode(kind="sparse"),
+            )
+            if sparse_q is not None
+            else nothing()
+        )
+        route_q = SparseVector(indices=_route_terms(list(labels.items())), values=[]) if labels else None
+        if route_q is not None:
+            route_q.values = [1.0] * len(route_q.indices)
+        route_task = (
+            self.store.search(
+                Collection.RUNBOOKS, None, route_q, limit=t.route_candidates, mode=QueryMode(kind="sparse")
+            )
+            if route_q is not None
+            else nothing()
+        )
+        dense_hits, sparse_hits, route_hits = await asyncio.gather(dense_task, sparse_task, route_task)
+
+        dense_scores: dict[str, float] = {}
+        payloads: dict[str, dict[str, Any]] = {}
+        for hit in dense_hits:
+            rid = hit.payload.get("runbook_id", hit.id)
+            weight = 1.0 if hit.payload.get("kind") == "runbook" else t.section_weight
+            score = hit.score * weight
+            if score > dense_scores.get(rid, float("-inf")):
+                dense_scores[rid] = score
+            if hit.payload.get("kind") == "runbook":
+                payloads[rid] = hit.payload
+        sparse_scores: dict[str, float] = {}
+        for hit in sparse_hits:
+            if hit.payload.get("kind") == "runbook":
+                sparse_scores[hit.id] = hit.score
+                payloads[hit.id] = hit.payload
+        fused = fuse(dense_scores, sparse_scores, t)
+
+        matched: set[str] = set()
+        if labels:
+            for hit in route_hits:
+                if hit.payload.get("kind") == "runbook":
+                    payloads[hit.id] = hit.payload
+            candidates = set(fused) | {h.id for h in route_hits}
+            missing = [rid for rid in candidates if rid not in payloads]
+            for p in await self.store.get(Collection.RUNBOOKS, missing):
+                payloads[p.id] = p.payload
+            for rid in candidates:
+                payload = payloads.get(rid)
+                if payload and payload.get("kind") == "runbook":
+                    rb = Runbook.model_validate(payload["runbook"])
+                    if matches_all(rb.match, labels):
+                        matched.add(rid)
+                        fused.setdefault(rid, 0.0)
+
+        ranked = sorted(fused, key=lambda rid: (rid not in matched, -fused[rid], rid))[:limit]
+        missing = [rid for rid in ranked if rid not in payloads]
+        for p in await self.store.get(Collection.RUNBOOKS, missing):
+            payloads[p.id] = p.payload
+        hits: list[SearchHit] = []
+        for rid in ranked:
+            payload = payloads.get(rid)
+            if not payload or payload.get("kind") != "runbook":
+                continue  # a section whose runbook was deleted meanwhile
+            rb_json = payload["runbook"]
+            hits.append(
+                SearchHit(
+                    id=rid,
+                    title=str(rb_json.get("title", rid)),
+                    score=(1.0 if rid in matched else 0.0) + fused[rid],
+                    payload={
+                        "runbook": rb_json,
+                        "matched_labels": rid in matched,
+                        "dense": dense_scores.get(rid, 0.0),
+                        "sparse": sparse_scores.get(rid, 0.0),
+                    },
+                )
+            )
+        return hits
+
+    # -- generic hybrid search over one-point-per-item collections ---------------------------
+
+    async def _search_flat(self, collection: Collection, text: str, limit: int, mode: SearchMode) -> list[ScoredPoint]:
+        t = self.tuning
+        text = text.strip()
+        if not text or limit <= 0:
+            return []
+        dense_q, sparse_q = await self._query_vectors(text, mode)
+        if sparse_q is not None and not sparse_q.indices:
+            sparse_q = None
+        n = max(t.sparse_candidates, limit)
+        dense_hits, sparse_hits = await asyncio.gather(
+            self.store.search(collection, dense_q, None, limit=n, mode=QueryMode(kind="dense"))
+            if dense_q
+            else _empty(),
+            self.store.search(collection, None, sparse_q, limit=n, mode=QueryMode(kind="sparse"))
+            if sparse_q is not None
+            else _empty(),
+        )
+        by_id = {h.id: h for h in [*sparse_hits, *dense_hits]}
+        fused = fuse({h.id: h.score for h in dense_hits}, {h.id: h.score for h in sparse_hits}, t)
+        ranked = sorted(fused, key=lambda i: (-fused[i], i))[:limit]
+        return [ScoredPoint(id=i, score=fused[i], payload=by_id[i].payload) for i in ranked]
+
+    async def _upsert_flat(
+        self, collection: Collection, items: list[tuple[str, str, str, str, dict[str, Any]]]
+    ) -> UpsertReport:
+        """items: (id, content hash, dense text, sparse text, payload)."""
+        report = UpsertReport()
+        latest = {item[0]: item for item in items}
+        existing = {p.id: p.payload for p in await self.store.get(collection, list(latest))}
+        todo = []
+        for pid, digest, *_ in latest.values():
+            old = existing.get(pid)
+            if old is None:
+                report.added.append(pid)
+                todo.append(latest[pid])
+            elif old.get("content_hash") == digest:
+                report.unchanged.append(pid)
+            else:
+                report.updated.append(pid)
+                todo.append(latest[pid])
+        for i in range(0, len(todo), EMBED_BATCH):
+            batch = todo[i : i + EMBED_BATCH]
+            vectors = await self._embed([dense_text for _, _, dense_text, _, _ in batch])
+            sparse = await asyncio.to_thread(lambda b=batch: [self.sparse.encode_document(s) for _, _, _, s, _ in b])
+            points = [
+                Point(id=pid, dense=vec, sparse=sv, payload={**payload, "content_hash": digest})
+                for (pid, digest, _, _, payload), vec, sv in zip(batch, vectors, sparse, strict=True)
+            ]
+            await self.store.upsert(collection, points)
+        return report
+
+    # -- documentation -----------------------------------------------------------------------
+
+    async def upsert_docs(self, chunks: list[DocChunk]) -> UpsertReport:
+        """Index documentation chunks (idempotent by content hash).
+
+        Chunks of the same sources that the new list no longer holds (a section removed from
+        an edited file) are deleted.
+        """
+        items = []
+        for c in chunks:
+            digest = c.content_hash or _content_hash(c.source, c.heading, c.text)
+            text = f"{c.heading}\n{c.text}"
+            payload = {"kind": "doc", "source": c.source, "heading": c.heading, "text": c.text}
+            items.append((c.id, digest, text, f"{c.heading}\n{text}", payload))
+        report = await self._upsert_flat(Collection.DOCUMENTATION, items)
+        sources = {c.source for c in chunks}
+        keep = {c.id for c in chunks}
+        if sources:
+            stale = [
+                p.id
+                for p in await self.store.scroll(Collection.DOCUMENTATION)
+                if p.payload.get("source") in sources and p.id not in keep
+            ]
+            await self.store.delete(Collection.DOCUMENTATION, stale)
+        return report
+
+    async def search_docs(self, text: str, limit: int = 5, *, mode: SearchMode = "hybrid") -> list[SearchHit]:
+        hits = await self._search_flat(Collection.DOCUMENTATION, text, limit, mode)
+        return [
+            SearchHit(id=h.id, title=str(h.payload.get("heading", h.id)), score=h.score, payload=h.payload)
+            for h in hits
+        ]
+
+    async def docs_count(self) -> int:
+        return await self.store.count(Collection.DOCUMENTATION)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    async def upsert_decision(self, record: DecisionRecord) -> None:
+        """Index (or re-index) one decision for recall by similar alerts."""
+        data = record.model_dump(mode="json")
+        tools = " ".join(a.tool for a in record.actions)
+        labels = " ".join(f"{k} {v}" for k, v in sorted(record.labels.items()))
+        sparse_text = "\n".join(p for p in (record.summary, record.runbook_id or "", tools, labels) if p)
+        digest = _content_hash(repr(sorted(data.items())))
+        await self._upsert_flat(
+            Collection.DECISIONS, [(record.id, digest, record.summary, sparse_text, {"kind": "decision", **data})]
+        )
+
+    async def search_decisions(self, text: str, limit: int = 5, *, mode: SearchMode = "hybrid") -> list[SearchHit]:
+        hits = await self._search_flat(Collection.DECISIONS, text, limit, mode)
+        return [
+            SearchHit(id=h.id, title=str(h.payload.get("summary", h.id)), score=h.score, payload=h.payload)
+            for h in hits
+        ]
+
+
+async def _empty() -> list[ScoredPoint]:
+    return []
