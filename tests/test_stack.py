@@ -112,11 +112,23 @@ def test_import_and_search_the_corpus(stack: tuple[dict[str, str], Path]) -> Non
     assert "kubernetes/KubePodCrashLooping" in [h["id"] for h in hits]
 
 
+def wait_for_docs(env: dict[str, str], text: str, within: float) -> list[dict]:  # type: ignore[type-arg]
+    """`up` starts the docs ingestion as a durable workflow and does not wait for it."""
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        res = agentic(env, "docs", "search", text, "--json")
+        assert res.returncode == 0, res.stderr
+        hits: list[dict] = json.loads(res.stdout)  # type: ignore[type-arg]
+        if hits or time.monotonic() > deadline:
+            return hits
+        time.sleep(2)
+
+
 def test_docs_are_ingested_on_first_start(stack: tuple[dict[str, str], Path]) -> None:
     env, _ = stack
-    res = agentic(env, "docs", "search", "how do I point the platform at an external PostgreSQL", "--json")
-    assert res.returncode == 0, res.stderr
-    hits = json.loads(res.stdout)
+    hits = wait_for_docs(env, "how do I point the platform at an external PostgreSQL", within=90)
     assert hits, "docs/ was not ingested on first start"
     assert any(h["source"] and h["source"].endswith(".md") for h in hits)
 
@@ -138,8 +150,9 @@ def test_supervisor_restarts_a_part_that_dies(stack: tuple[dict[str, str], Path]
     assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1
     assert status(env)["healthy"] is True
     # And the restarted worker serves: a search goes through it.
-    res = agentic(env, "docs", "search", "where does the ledger keep its data", "--json")
-    assert res.returncode == 0 and json.loads(res.stdout), res.stderr
+    # The docs ingestion started by `up` may have been running in the killed worker: its
+    # activity heartbeats, so Temporal retries it on the new worker within the heartbeat timeout.
+    assert wait_for_docs(env, "where does the ledger keep its data", within=90)
 
 
 def test_down_then_up_resumes_with_data_intact(stack: tuple[dict[str, str], Path]) -> None:

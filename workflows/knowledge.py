@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         UpsertRunbooksInput,
     )
 
-_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn
@@ -37,8 +37,8 @@ class UpsertRunbooksWorkflow:
         return await workflow.execute_activity_method(
             KnowledgeActivities.upsert_runbooks,
             inp,
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(minutes=2),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=_RETRY,
         )
 
@@ -50,7 +50,8 @@ class IngestDocsWorkflow:
         return await workflow.execute_activity_method(
             KnowledgeActivities.ingest_docs,
             inp,
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=_RETRY,
         )
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from temporalio import activity
@@ -23,6 +26,28 @@ if TYPE_CHECKING:
     from activities.ledger.repository import Ledger
 
 
+HEARTBEAT_EVERY_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
+    """Heartbeat on a ticker while the body runs, so a dead worker's activity is retried within
+    the heartbeat timeout instead of the whole start-to-close timeout."""
+
+    async def tick() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class KnowledgeActivities:
     """Runbooks live in the ledger (the truth) and in Qdrant (the index, rebuildable)."""
 
@@ -35,16 +60,17 @@ class KnowledgeActivities:
         # The ledger decides added/updated/unchanged; the index is brought in line either way,
         # so a wiped Qdrant is rebuilt by importing again.
         report = UpsertReport()
-        for rb in inp.runbooks:
-            state = await self.ledger.upsert_runbook(rb)
-            getattr(report, state).append(rb.id)
-        # The level belongs to the trust record in the ledger, not to the file.
-        levels = {r.id: r.automation_level for r in await self.ledger.list_runbooks()}
-        indexed = [
-            rb.model_copy(update={"automation_level": levels.get(rb.id, rb.automation_level)}) for rb in inp.runbooks
-        ]
-        await self.kb.upsert_runbooks(indexed)
-        activity.heartbeat(len(inp.runbooks))
+        async with heartbeating():
+            for rb in inp.runbooks:
+                state = await self.ledger.upsert_runbook(rb)
+                getattr(report, state).append(rb.id)
+            # The level belongs to the trust record in the ledger, not to the file.
+            levels = {r.id: r.automation_level for r in await self.ledger.list_runbooks()}
+            indexed = [
+                rb.model_copy(update={"automation_level": levels.get(rb.id, rb.automation_level)})
+                for rb in inp.runbooks
+            ]
+            await self.kb.upsert_runbooks(indexed)
         return report
 
     @activity.defn(name="knowledge.search")
@@ -72,4 +98,5 @@ class KnowledgeActivities:
 
     @activity.defn(name="knowledge.ingest_docs")
     async def ingest_docs(self, inp: IngestDocsInput) -> UpsertReport:
-        return await self.kb.upsert_docs(inp.chunks)
+        async with heartbeating():
+            return await self.kb.upsert_docs(inp.chunks)
