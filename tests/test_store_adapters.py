@@ -327,6 +327,30 @@ async def test_edge_store_optimize_builds_the_index_and_keeps_results(tmp_path: 
         assert [h.id for h in await s.search(RB, queries[0], None, limit=5, exact=True)] == before[0]
 
 
+async def test_edge_store_optimize_leaves_the_loop_and_other_collections_running(tmp_path: Path) -> None:
+    # qdrant-edge holds the GIL while optimizing: EdgeStore runs it in a child process.
+    tuning = EdgeTuning(indexing_threshold_kb=10, full_scan_threshold_kb=1, default_segment_number=1)
+    rng = random.Random(2)
+    async with EdgeStore(tmp_path / "q", dim=DIM, tuning=tuning) as s:
+        await s.upsert(RB, [Point(id=f"p{i}", dense=axis(i % DIM, 0.5, rng)) for i in range(3000)])
+        await s.upsert(Collection.DECISIONS, [Point(id="d", dense=axis(1))])
+        query = axis(0, 0.5, rng)
+        expected = [h.id for h in await s.search(RB, query, None, limit=3, exact=True)]
+
+        optimizing = asyncio.create_task(s.optimize(RB))
+        await asyncio.sleep(0)  # the collection is now offline
+        same = asyncio.create_task(s.search(RB, query, None, limit=3, exact=True))
+        other: list[str] = []
+        while not optimizing.done():
+            assert not same.done()  # waits for the shard to come back
+            other.append((await s.search(Collection.DECISIONS, axis(1), None, limit=1))[0].id)
+            await asyncio.sleep(0.005)
+        assert await optimizing is True
+        assert len(other) > 5 and set(other) == {"d"}  # the loop and other collections kept going
+        assert [h.id for h in await same] == expected
+        assert (await s.info(RB))["points"] == 3000
+
+
 async def test_edge_store_on_a_damaged_directory_raises_a_clear_store_error(tmp_path: Path) -> None:
     path = tmp_path / "qdrant"
     async with EdgeStore(path, dim=DIM) as s:

@@ -6,8 +6,11 @@ The embedded default. Each collection is one Edge shard in its own sub-directory
     <path>/decisions/
     <path>/documentation/
 
-Qdrant Edge is synchronous; every engine call runs in a worker thread (`asyncio.to_thread`),
-and the engine releases the GIL while it works, so the event loop stays responsive.
+Qdrant Edge is synchronous: every engine call runs in a worker thread (`asyncio.to_thread`).
+Note that qdrant-edge 0.9 does *not* release the GIL inside its calls, so a call still stalls
+the event loop for as long as it runs: under a millisecond for an indexed search, a few ms
+for brute force (`exact=True`, or an unindexed segment of 100K points: ~6 ms), ~10 ms per
+1,000-point upsert batch. The one long call, `optimize()`, runs in a child process.
 
 **When to call `optimize()`.** Edge runs no background optimizer. New points land in an
 appendable segment that is searched by brute force, and deleted points are only vacuumed by
@@ -15,8 +18,9 @@ the optimizer. Brute force stays in the low milliseconds up to about 10-20K poin
 dims, so a knowledge base of a few thousand runbooks and decisions never needs it. Call
 `optimize()` after a bulk load (a re-index, a documentation import of thousands of chunks)
 or after deleting many points: it builds the HNSW index for segments above the indexing
-threshold and merges small segments. It blocks a worker thread for seconds to a minute
-(100K x 384: see `benchmarks/vector_search.py`), while searches keep working.
+threshold and merges small segments. It takes seconds to a minute (100K x 384: 30-45 s on
+two shared cores, see `benchmarks/vector_search.py`), during which calls on *that*
+collection wait; the event loop and the other collections keep working.
 
 Durability: the write-ahead log is on, so an acknowledged upsert survives a crash; `close()`
 flushes the segments and releases the directory lock (one process per directory).
@@ -25,7 +29,9 @@ flushes the segments and releases the directory lock (one process per directory)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +68,7 @@ class EdgeTuning:
     #: Threads used by `optimize()` to build the graph (0 = one per core).
     max_indexing_threads: int = 0
     #: Candidate list size at search time (`hnsw_ef`); higher is slower and more accurate.
-    ef: int = 64
+    ef: int = 96
     #: Segments above this size (KB of vector data) get an HNSW index from `optimize()`
     #: (None: the engine's default, 10 MB, about 6,500 vectors of 384 dims).
     indexing_threshold_kb: int | None = None
@@ -135,6 +141,18 @@ def in_request_order(ids: list[str], found: Iterable[ScoredPoint]) -> list[Score
 # --------------------------------------------------------------------------------------------
 
 
+class _Gate:
+    """Counts the calls using one collection's shard, and holds new ones back while the shard
+    is taken offline (by `optimize()` or `close()`)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.open = asyncio.Event()
+        self.open.set()
+
+
 class EdgeStore:
     """`VectorStore` on Qdrant Edge shards under `path` (created if missing, reopened if present)."""
 
@@ -158,7 +176,9 @@ class EdgeStore:
         self.tuning = tuning or EdgeTuning()
         self.max_search_threads = max_search_threads
         self._shards: dict[Collection, qe.EdgeShard] = {}
+        self._gates = {c: _Gate() for c in Collection}
         self._open_lock = asyncio.Lock()
+        self._maintenance = asyncio.Lock()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -241,11 +261,12 @@ class EdgeStore:
     async def _shard(self, collection: Collection, create: bool = False) -> qe.EdgeShard:
         if self._closed:
             raise StoreError(f"vector store {self.path} is closed")
-        collection = Collection(collection)
         shard = self._shards.get(collection)
         if shard is not None:
             return shard
         async with self._open_lock:
+            if self._closed:
+                raise StoreError(f"vector store {self.path} is closed")
             shard = self._shards.get(collection)
             if shard is None:
                 shard = await asyncio.to_thread(self._open_sync, collection, create)
@@ -256,6 +277,34 @@ class EdgeStore:
                 self._shards[collection] = shard
             return shard
 
+    @contextlib.asynccontextmanager
+    async def _use(self, collection: Collection, create: bool = False) -> AsyncIterator[qe.EdgeShard]:
+        """The collection's shard, held open (not closed under the caller) until the block ends."""
+        gate = self._gates[Collection(collection)]
+        while not gate.open.is_set():
+            await gate.open.wait()
+        gate.active += 1  # no await between the check and here: optimize()/close() see this call
+        gate.idle.clear()
+        try:
+            yield await self._shard(Collection(collection), create)
+        finally:
+            gate.active -= 1
+            if gate.active == 0:
+                gate.idle.set()
+
+    @contextlib.asynccontextmanager
+    async def _offline(self, collection: Collection) -> AsyncIterator[qe.EdgeShard | None]:
+        """Hold new calls back, wait for running ones, and hand over the shard (or None)."""
+        gate = self._gates[collection]
+        gate.open.clear()
+        try:
+            await gate.idle.wait()
+            async with self._open_lock:
+                shard = self._shards.pop(collection, None)
+            yield shard
+        finally:
+            gate.open.set()
+
     async def _run(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args)
@@ -264,35 +313,87 @@ class EdgeStore:
         except Exception as exc:  # the engine raises plain Exception("Service runtime error: ...")
             raise StoreError(f"Qdrant Edge {what} failed in {self.path}: {exc}") from exc
 
+    @staticmethod
+    def _close_shard(shard: qe.EdgeShard) -> None:
+        shard.flush()
+        shard.close()
+
     async def ensure_collections(self) -> None:
         for c in Collection:
-            await self._shard(c, create=True)
+            async with self._use(c, create=True):
+                pass
 
     async def close(self) -> None:
+        """Flush and close every shard (waiting for calls in progress); later calls raise StoreError."""
         if self._closed:
             return
-        async with self._open_lock:
-            self._closed = True
-            shards, self._shards = list(self._shards.values()), {}
-
-            def _close_all() -> None:
-                for s in shards:
-                    s.flush()
-                    s.close()
-
-            await self._run("close", _close_all)
+        async with self._maintenance:
+            if self._closed:
+                return
+            self._closed = True  # calls not yet holding a shard now raise StoreError
+            for c in Collection:
+                async with self._offline(c) as shard:
+                    if shard is not None:
+                        await self._run(f"close of {c!s}", self._close_shard, shard)
 
     async def optimize(self, collection: Collection | None = None) -> bool:
         """Build HNSW indexes and merge/vacuum segments (see the module docstring for when).
+
+        qdrant-edge 0.9 holds the GIL while it optimizes, which would freeze the event loop (and
+        every other thread of the process) for the whole build. So the shard is flushed and
+        closed, optimized by a child Python process, and reopened. Meanwhile calls on that
+        collection wait; other collections and the event loop keep working.
 
         Returns True if anything was optimized.
         """
         targets = [Collection(collection)] if collection is not None else list(Collection)
         changed = False
-        for c in targets:
-            shard = await self._shard(c)
-            changed = await self._run(f"optimize of {c!s}", shard.optimize) or changed
+        async with self._maintenance:
+            for c in targets:
+                if self._closed:
+                    raise StoreError(f"vector store {self.path} is closed")
+                async with self._offline(c) as shard:
+                    if shard is None:
+                        if not self._has_data(self._dir(c)):
+                            raise StoreError(
+                                f"collection {c!s} does not exist in {self.path}: call ensure_collections() first"
+                            )
+                    else:
+                        await self._run(f"close of {c!s}", self._close_shard, shard)
+                    try:
+                        changed = await self._optimize_in_child(c) or changed
+                    finally:
+                        reopened = await asyncio.to_thread(self._open_sync, c, False)
+                        if reopened is not None:
+                            self._shards[c] = reopened
         return changed
+
+    async def _optimize_in_child(self, collection: Collection) -> bool:
+        d = self._dir(collection)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OPTIMIZE_SCRIPT,
+            str(d),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:  # cancelled: the engine's optimizers are crash-safe
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            raise StoreError(f"optimizing collection {collection!s} in {d} failed: {' / '.join(tail)}")
+        return out.decode().strip().endswith("changed=1")
+
+    async def info(self, collection: Collection) -> dict[str, int]:
+        """Segments, points and indexed vectors of one collection (for status pages and benchmarks)."""
+        async with self._use(collection) as shard:
+            i = await self._run(f"info of {collection!s}", shard.info)
+        return {"segments": i.segments_count, "points": i.points_count, "indexed_vectors": i.indexed_vectors_count}
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -300,10 +401,9 @@ class EdgeStore:
         if not points:
             return
         check_points(points, self.dim)
-        shard = await self._shard(collection)
         name = str(Collection(collection))
 
-        def _upsert(batch: list[Point]) -> None:
+        def _upsert(shard: qe.EdgeShard, batch: list[Point]) -> None:
             edge_points = []
             for p in batch:
                 vector: dict[str, Any] = {DENSE: p.dense}
@@ -313,34 +413,34 @@ class EdgeStore:
             shard.update(qe.UpdateOperation.upsert_points(edge_points))
 
         for i in range(0, len(points), _UPSERT_BATCH):
-            await self._run(f"upsert into {name}", _upsert, points[i : i + _UPSERT_BATCH])
+            async with self._use(collection) as shard:
+                await self._run(f"upsert into {name}", _upsert, shard, points[i : i + _UPSERT_BATCH])
 
     async def delete(self, collection: Collection, ids: list[str]) -> None:
         if not ids:
             return
-        shard = await self._shard(collection)
         name = str(Collection(collection))
         op = qe.UpdateOperation.delete_points([point_uuid(name, i) for i in ids])
-        await self._run(f"delete from {name}", shard.update, op)
+        async with self._use(collection) as shard:
+            await self._run(f"delete from {name}", shard.update, op)
 
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, collection: Collection, ids: list[str]) -> list[ScoredPoint]:
         if not ids:
             return []
-        shard = await self._shard(collection)
         name = str(Collection(collection))
-        records = await self._run(f"get from {name}", shard.retrieve, [point_uuid(name, i) for i in ids], True, False)
+        uuids = [point_uuid(name, i) for i in ids]
+        async with self._use(collection) as shard:
+            records = await self._run(f"get from {name}", shard.retrieve, uuids, True, False)
         return in_request_order(ids, (from_payload(r.id, r.payload, 0.0) for r in records))
 
     async def count(self, collection: Collection) -> int:
-        shard = await self._shard(collection)
-        return await self._run(f"count of {collection!s}", shard.count, qe.CountRequest(exact=True))
+        async with self._use(collection) as shard:
+            return await self._run(f"count of {collection!s}", shard.count, qe.CountRequest(exact=True))
 
     async def scroll(self, collection: Collection) -> list[ScoredPoint]:
-        shard = await self._shard(collection)
-
-        def _scroll_all() -> list[ScoredPoint]:
+        def _scroll_all(shard: qe.EdgeShard) -> list[ScoredPoint]:
             out: list[ScoredPoint] = []
             offset: Any = None
             while True:
@@ -350,7 +450,8 @@ class EdgeStore:
                 if offset is None or not records:
                     return out
 
-        points = await self._run(f"scroll of {collection!s}", _scroll_all)
+        async with self._use(collection) as shard:
+            points = await self._run(f"scroll of {collection!s}", _scroll_all, shard)
         return sorted(points, key=lambda sp: sp.id)
 
     async def search(
@@ -366,7 +467,6 @@ class EdgeStore:
         check_query(dense, self.dim)
         if limit <= 0:
             return []
-        shard = await self._shard(collection)
         params = qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(self.tuning.ef, limit))
 
         def dense_query() -> Any:
@@ -392,5 +492,20 @@ class EdgeStore:
         else:
             query = dense_query() if kind == "dense" else sparse_query()
             request = qe.QueryRequest(limit=limit, query=query, params=params, with_payload=True, with_vector=False)
-        hits = await self._run(f"search of {collection!s}", shard.query, request)
+        async with self._use(collection) as shard:
+            hits = await self._run(f"search of {collection!s}", shard.query, request)
         return [from_payload(h.id, h.payload, h.score) for h in hits]
+
+
+# Runs in a child process: qdrant-edge holds the GIL while it optimizes.
+_OPTIMIZE_SCRIPT = """
+import sys
+import qdrant_edge as qe
+shard = qe.EdgeShard.load(sys.argv[1])
+try:
+    changed = shard.optimize()
+    shard.flush()
+finally:
+    shard.close()
+print(f"changed={int(changed)}")
+"""
