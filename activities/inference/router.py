@@ -1,0 +1,412 @@
+"""The inference router: LiteLLM in front of the inference pools, plus structured output.
+
+Model groups (LiteLLM `model_name`s):
+
+- `planner`: diagnoses and plans. Default: the embedded llama.cpp server (`workers.llm_server`)
+  at `settings.planner_base_url`, model `openai/<planner_model>`.
+- `code`: the code pool (`code_url`), else the planner's server.
+- `embed`: only when `embed_url` is set (the default embedder runs in process).
+- `cloud`: only when `cloud_model` is set and the mode is not LOCAL_ONLY (escalation and
+  redaction come later; nothing calls it yet).
+
+Client-side retries are off everywhere (router, LiteLLM call and the OpenAI client under it):
+Temporal retries activities, and a retry inside an activity would hide failures from it.
+Failures come out as `InferenceUnavailable` (the pool cannot be reached or failed: retry
+later), `StructuredOutputError` (the model answered, but not with valid JSON for the schema:
+the caller decides) or `InferenceError` (a request the pool refused: fix the request).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import time
+from typing import Any, Generic, TypeVar
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
+
+import httpx
+import litellm
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from agentic_core.models import InferenceMode
+from workers.settings import Settings
+
+litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
+
+__all__ = [
+    "Completion",
+    "GroupConfig",
+    "InferenceError",
+    "InferenceRouter",
+    "InferenceUnavailable",
+    "Structured",
+    "StructuredOutputError",
+    "generation_schema",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_TIMEOUT_S = 120.0  # one whole request; llama.cpp on one CPU thread does ~75 tokens/s
+# Generation bounds for the embedded small model (see `generation_schema`). Measured with
+# SmolLM2-135M on 18 alert prompts, max_tokens 256-768: strings capped at 120 characters gave
+# 18/18 valid Proposals; 160-200 gave 14/18, 500 gave 10-13/18 (runaway strings, the JSON never
+# closes before max_tokens).
+EMBEDDED_MAX_STRING_LENGTH = 120
+EMBEDDED_MAX_ITEMS = 8
+HEALTH_TIMEOUT_S = 3.0
+NO_KEY = "no-key"  # the OpenAI client insists on a key; llama.cpp without --api-key ignores it
+_TRUNCATE = 2000
+
+
+class InferenceError(Exception):
+    """An inference request failed. The base class; catch this to handle them all."""
+
+
+class InferenceUnavailable(InferenceError):
+    """The pool could not be reached, timed out, or failed on its side (5xx): try again later."""
+
+
+class StructuredOutputError(InferenceError):
+    """The model replied, but the reply is not valid JSON for the requested schema."""
+
+    def __init__(self, message: str, *, raw: str = "", error: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw[:_TRUNCATE]
+        self.error = error[:_TRUNCATE]
+
+
+class GroupConfig(BaseModel):
+    """One model group. `api_key` is a secret: it never appears in `describe()` or reprs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    model: str  # LiteLLM model string, e.g. "openai/smollm2"
+    api_base: str | None = None  # OpenAI-compatible base URL ending in /v1; None: the provider's own
+    api_key: SecretStr | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    # bounds added to structured-output schemas for this group's model (None: none added)
+    max_string_length: int | None = None
+    max_items: int | None = None
+
+
+class Completion(BaseModel):
+    text: str
+    model: str
+    group: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float
+    finish_reason: str | None = None
+
+
+class Structured(BaseModel, Generic[T]):
+    """A validated structured reply: `.value` is the schema's model."""
+
+    value: T
+    model: str
+    group: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float
+    raw: str = Field(default="", description="the JSON text the model produced")
+
+
+_UNBOUNDED_STRING_KEYS = {"maxLength", "enum", "const", "pattern", "format"}
+
+
+def generation_schema(
+    schema: dict[str, Any], *, max_string_length: int | None = None, max_items: int | None = None
+) -> dict[str, Any]:
+    """The JSON schema sent to constrain generation: the model's schema, tightened.
+
+    Every reply this schema allows is also valid for the original. Objects with declared
+    properties get `additionalProperties: false` (unless the schema says otherwise); with
+    the bounds given, strings without a bound get `maxLength` and arrays `maxItems`, so a
+    small model cannot run away: without the string bound SmolLM2 sometimes repeats a
+    sentence or a digit until `max_tokens` and the JSON never closes.
+    """
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "string" and max_string_length is not None and not (_UNBOUNDED_STRING_KEYS & node.keys()):
+                node["maxLength"] = max_string_length
+            elif kind == "array" and max_items is not None and "maxItems" not in node:
+                node["maxItems"] = max_items
+            elif kind == "object" and "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out
+
+
+def _schema_name(schema: type[BaseModel]) -> str:
+    """OpenAI requires ^[a-zA-Z0-9_-]{1,64}$ for json_schema.name."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", schema.__name__)[:64] or "reply"
+
+
+_FENCE_RE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def _strip_fences(text: str) -> str:
+    """Cloud models sometimes wrap JSON in a Markdown fence; llama.cpp with a schema never does."""
+    m = _FENCE_RE.match(text)
+    return m.group(1) if m else text
+
+
+def _short(text: str, n: int = 300) -> str:
+    """One line, at most n characters (LiteLLM's messages span several lines)."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "…"
+
+
+# LiteLLM maps provider errors onto OpenAI's exception types. A refused connection arrives as
+# InternalServerError (not APIConnectionError), so every 5xx counts as "unavailable".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    litellm.APIConnectionError,
+    litellm.Timeout,
+    litellm.InternalServerError,
+    litellm.ServiceUnavailableError,
+    litellm.BadGatewayError,
+    litellm.RateLimitError,
+    httpx.TransportError,
+)
+
+
+class InferenceRouter:
+    """LiteLLM `Router` over the configured model groups."""
+
+    def __init__(self, groups: list[GroupConfig], *, mode: InferenceMode = InferenceMode.LOCAL_FIRST) -> None:
+        if not groups:
+            raise ValueError("an inference router needs at least one model group")
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate model group names: {names}")
+        self.mode = mode
+        self._groups = {g.name: g for g in groups}
+        model_list = []
+        for g in groups:
+            params: dict[str, Any] = {
+                "model": g.model,
+                "api_key": g.api_key.get_secret_value() if g.api_key else (NO_KEY if g.api_base else None),
+                "timeout": g.timeout_s,
+                "max_retries": 0,  # the OpenAI client's own retries, pinned too (tests count requests)
+            }
+            if g.api_base:
+                params["api_base"] = g.api_base
+            model_list.append({"model_name": g.name, "litellm_params": params})
+        self._router = litellm.Router(
+            model_list=model_list,
+            num_retries=0,
+            max_fallbacks=0,
+            timeout=max(g.timeout_s for g in groups),
+            disable_cooldowns=True,  # one deployment per group: a cooldown would only turn errors into "no deployments"
+            set_verbose=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> InferenceRouter:
+        """The groups the settings describe. Groups served by the embedded llama.cpp server get
+        the small-model generation bounds; external pools and the cloud get none."""
+        embedded = settings.llm_embedded
+        small: dict[str, Any] = (
+            {"max_string_length": EMBEDDED_MAX_STRING_LENGTH, "max_items": EMBEDDED_MAX_ITEMS} if embedded else {}
+        )
+        planner_key = settings.llm_api_key if embedded else settings.pool_api_key
+        groups = [
+            GroupConfig(
+                name="planner",
+                model=f"openai/{settings.planner_model}",
+                api_base=settings.planner_base_url,
+                api_key=planner_key,
+                timeout_s=timeout_s,
+                **small,
+            ),
+            GroupConfig(
+                name="code",
+                model=f"openai/{settings.code_model}",
+                api_base=settings.code_url or settings.planner_base_url,
+                api_key=settings.pool_api_key if settings.code_url else planner_key,
+                timeout_s=timeout_s,
+                **({} if settings.code_url else small),
+            ),
+        ]
+        if settings.embed_url:
+            groups.append(
+                GroupConfig(
+                    name="embed",
+                    model=f"openai/{settings.embed_model}",
+                    api_base=settings.embed_url,
+                    api_key=settings.pool_api_key,
+                    timeout_s=timeout_s,
+                )
+            )
+        if settings.cloud_model and settings.inference_mode != InferenceMode.LOCAL_ONLY:
+            groups.append(
+                GroupConfig(
+                    name="cloud", model=settings.cloud_model, api_key=settings.cloud_api_key, timeout_s=timeout_s
+                )
+            )
+        return cls(groups, mode=settings.inference_mode)
+
+    # --- introspection -------------------------------------------------------------------
+    @property
+    def groups(self) -> list[str]:
+        return list(self._groups)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Groups, models and endpoints for `agentic status`. Never the keys."""
+        return [
+            {
+                "group": g.name,
+                "model": g.model,
+                "api_base": g.api_base,
+                "api_key_set": g.api_key is not None,
+                "timeout_s": g.timeout_s,
+            }
+            for g in self._groups.values()
+        ]
+
+    def _group(self, group: str) -> GroupConfig:
+        try:
+            return self._groups[group]
+        except KeyError:
+            raise InferenceError(f"unknown model group {group!r} (configured: {', '.join(self._groups)})") from None
+
+    # --- calls ---------------------------------------------------------------------------
+    async def _acompletion(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        try:
+            return await self._router.acompletion(
+                model=g.name,
+                messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
+                num_retries=0,
+                timeout=g.timeout_s,
+                **kwargs,
+            )
+        except _UNAVAILABLE as exc:
+            raise InferenceUnavailable(
+                f"{g.name}: {g.model} at {g.api_base or 'provider'} unavailable: {_short(str(exc))}"
+            ) from exc
+        except Exception as exc:
+            raise InferenceError(f"{g.name}: {g.model} refused the request: {_short(str(exc))}") from exc
+
+    @staticmethod
+    def _choice(g: GroupConfig, resp: Any) -> Any:
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise InferenceError(f"{g.name}: {g.model} returned no choices")
+        return choices[0]
+
+    @staticmethod
+    def _usage(resp: Any) -> tuple[int, int]:
+        usage = getattr(resp, "usage", None)
+        if usage is None:
+            return 0, 0
+        return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+    async def complete(
+        self, group: str, messages: list[dict[str, Any]], *, max_tokens: int = 512, temperature: float = 0.2
+    ) -> Completion:
+        g = self._group(group)
+        start = time.perf_counter()
+        resp = await self._acompletion(g, messages, max_tokens=max_tokens, temperature=temperature)
+        latency_ms = (time.perf_counter() - start) * 1000
+        choice = self._choice(g, resp)
+        prompt_tokens, completion_tokens = self._usage(resp)
+        return Completion(
+            text=choice.message.content or "",
+            model=str(resp.model or g.model),
+            group=group,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def structured(
+        self,
+        group: str,
+        messages: list[dict[str, Any]],
+        schema: type[T],
+        *,
+        max_tokens: int = 768,
+        temperature: float = 0.0,
+    ) -> Structured[T]:
+        """Ask for JSON constrained by `schema`'s JSON schema and validate the reply into it.
+
+        llama.cpp turns `response_format.json_schema.schema` into a grammar with its built-in
+        JSON-schema converter (vLLM and cloud providers do the same their way), so the reply
+        is JSON of the right shape unless it runs out of `max_tokens`. llama.cpp's converter
+        does not enforce every keyword (number `minimum`/`maximum` are not), so the reply is
+        always validated; a reply that does not validate raises `StructuredOutputError`.
+        The group's `max_string_length`/`max_items` tighten the schema sent (never the one
+        validated against): see `generation_schema`.
+        """
+        g = self._group(group)
+        json_schema = generation_schema(
+            schema.model_json_schema(), max_string_length=g.max_string_length, max_items=g.max_items
+        )
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": _schema_name(schema), "schema": json_schema, "strict": True},
+        }
+        start = time.perf_counter()
+        resp = await self._acompletion(
+            g, messages, max_tokens=max_tokens, temperature=temperature, response_format=response_format
+        )
+        latency_ms = (time.perf_counter() - start) * 1000
+        choice = self._choice(g, resp)
+        raw = choice.message.content or ""
+        try:
+            value = schema.model_validate_json(_strip_fences(raw))
+        except ValidationError as exc:
+            cut = " (the reply was cut off at max_tokens)" if choice.finish_reason == "length" else ""
+            error = str(exc)
+            raise StructuredOutputError(
+                f"{group}: the reply is not a valid {schema.__name__}{cut}: {_short(error)}; "
+                f"reply: {_short(raw, 200)!r}",
+                raw=raw,
+                error=error,
+            ) from None
+        prompt_tokens, completion_tokens = self._usage(resp)
+        return Structured[schema](  # type: ignore[valid-type]
+            value=value,
+            model=str(resp.model or g.model),
+            group=group,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            raw=raw,
+        )
+
+    async def health(self, group: str = "planner") -> bool:
+        """True when the group's server answers `/health` (llama.cpp, vLLM) or `/v1/models`.
+
+        Groups without an api_base (a cloud provider) are not probed and report False.
+        """
+        g = self._group(group)
+        if not g.api_base:
+            return False
+        base = g.api_base.rstrip("/")
+        root = base[: -len("/v1")] if base.endswith("/v1") else base
+        headers = {"Authorization": f"Bearer {g.api_key.get_secret_value()}"} if g.api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=headers) as client:
+                resp = await client.get(f"{root}/health")
+                if resp.status_code == 200:
+                    return True
+                if resp.status_code in (404, 405):
+                    resp = await client.get(f"{base}/models")
+                    return resp.status_code == 200
+                return False
+        except httpx.HTTPError:
+            return False
