@@ -223,9 +223,9 @@ async def sweep(kb: KnowledgeBase, queries: list[Query]) -> None:
     for tuning in grid:
         trial = KnowledgeBase(kb.store, kb.embedder, kb.sparse, tuning=tuning)
         r = await evaluate("sweep", queries, kb_ranker(trial, "hybrid"))
-        w = f"{tuning.dense_weight:.2f}" if tuning.fusion == "weighted" else "-"
-        k = str(tuning.rrf_k) if tuning.fusion == "rrf" else "-"
-        cols = f"{tuning.fusion:<8} {w:>7} {k:>5} {tuning.section_weight:>6.2f} {tuning.expand_queries!s:>6}"
+        wcol = f"{tuning.dense_weight:.2f}" if tuning.fusion == "weighted" else "-"
+        kcol = str(tuning.rrf_k) if tuning.fusion == "rrf" else "-"
+        cols = f"{tuning.fusion:<8} {wcol:>7} {kcol:>5} {tuning.section_weight:>6.2f} {tuning.expand_queries!s:>6}"
         print(f"  {cols} {r.at(1):>7.1%} {r.at(3):>7.1%} {r.mrr:>6.3f}")
 
 

@@ -80,7 +80,7 @@ async def small(model: LocalEmbedder, tmp_path: Path) -> AsyncIterator[tuple[Kno
 
 
 def rb(rid: str, title: str, body: str, match: list[str] | None = None) -> Runbook:
-    r = Runbook(id=rid, title=title, body=body, match=match or [])
+    r = Runbook.model_validate({"id": rid, "title": title, "body": body, "match": match or []})
     return r.model_copy(update={"content_hash": r.compute_hash()})
 
 

@@ -234,6 +234,12 @@ class KnowledgeBase:
         sparse = _with_route(self.sparse.encode_document(_sparse_text(runbook, t.title_repeat)), runbook)
         return ids, texts, sparse
 
+    def _views_of(self, runbooks: list[Runbook]) -> list[tuple[list[str], list[str], SparseVector]]:
+        return [self._runbook_views(rb) for rb in runbooks]
+
+    def _encode_documents(self, texts: list[str]) -> list[SparseVector]:
+        return [self.sparse.encode_document(t) for t in texts]
+
     async def upsert_runbooks(
         self, runbooks: list[Runbook], progress: Callable[[int], None] | None = None
     ) -> UpsertReport:
@@ -275,7 +281,7 @@ class KnowledgeBase:
         batch_size = max(1, EMBED_BATCH // 8)
         for i in range(0, len(todo), batch_size):
             batch = todo[i : i + batch_size]
-            views = await asyncio.to_thread(lambda b=batch: [self._runbook_views(rb) for rb in b])
+            views = await asyncio.to_thread(self._views_of, batch)
             vectors = await self._embed([text for _, texts, _ in views for text in texts])
             pos = 0
             stale: list[str] = []
@@ -379,9 +385,10 @@ class KnowledgeBase:
             if sparse_q is not None
             else nothing()
         )
-        route_q = SparseVector(indices=_route_terms(list(labels.items())), values=[]) if labels else None
-        if route_q is not None:
-            route_q.values = [1.0] * len(route_q.indices)
+        route_q: SparseVector | None = None
+        if labels:
+            routes = _route_terms(list(labels.items()))
+            route_q = SparseVector(indices=routes, values=[1.0] * len(routes))
         route_task = (
             self.store.search(
                 Collection.RUNBOOKS, None, route_q, limit=t.route_candidates, mode=QueryMode(kind="sparse")
@@ -495,7 +502,7 @@ class KnowledgeBase:
         for i in range(0, len(todo), EMBED_BATCH):
             batch = todo[i : i + EMBED_BATCH]
             vectors = await self._embed([dense_text for _, _, dense_text, _, _ in batch])
-            sparse = await asyncio.to_thread(lambda b=batch: [self.sparse.encode_document(s) for _, _, _, s, _ in b])
+            sparse = await asyncio.to_thread(self._encode_documents, [s for _, _, _, s, _ in batch])
             points = [
                 Point(id=pid, dense=vec, sparse=sv, payload={**payload, "content_hash": digest})
                 for (pid, digest, _, _, payload), vec, sv in zip(batch, vectors, sparse, strict=True)

@@ -113,6 +113,7 @@ def split_front_matter(text: str) -> tuple[str | None, str, str]:
     if not lines:
         return None, "", ""
     first = lines[0].strip()
+    closers: tuple[str, ...]
     if first == "---":
         closers, fmt = ("---", "..."), "yaml"
     elif first == "+++":
@@ -226,27 +227,29 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
         if "arguments" in action and action["arguments"] is not None and not isinstance(action["arguments"], dict):
             raise ValueError(f"front-matter actions[{i}].arguments must be a mapping")
 
-    level = meta.get("automation_level")
-    if level is None:
+    raw_level = meta.get("automation_level")
+    if raw_level is None:
         level = AutomationLevel.MANUAL
-    elif not isinstance(level, str) or level.strip().lower() not in {lv.value for lv in AutomationLevel}:
+    elif not isinstance(raw_level, str) or raw_level.strip().lower() not in {lv.value for lv in AutomationLevel}:
         allowed = ", ".join(lv.value for lv in AutomationLevel)
-        raise ValueError(f"front-matter 'automation_level' must be one of {allowed}, got {level!r}")
+        raise ValueError(f"front-matter 'automation_level' must be one of {allowed}, got {raw_level!r}")
     else:
-        level = level.strip().lower()
+        level = AutomationLevel(raw_level.strip().lower())
 
     if not body and not actions:
         raise ValueError("no runbook text after the front matter and no actions")
 
     try:
-        runbook = Runbook(
-            id=rid,
-            title=title,
-            body=body,
-            source=rel_path,
-            match=match,
-            actions=[{"tool": a.get("tool"), "arguments": a.get("arguments") or {}} for a in actions],
-            automation_level=level,
+        runbook = Runbook.model_validate(
+            {
+                "id": rid,
+                "title": title,
+                "body": body,
+                "source": rel_path,
+                "match": match,
+                "actions": [{"tool": a.get("tool"), "arguments": a.get("arguments") or {}} for a in actions],
+                "automation_level": level,
+            }
         )
     except ValidationError as exc:
         raise ValueError(_format_validation_error(exc)) from exc
