@@ -105,6 +105,15 @@ async def test_scroll_lists_every_point_across_pages(store: VectorStore) -> None
     assert await store.scroll(Collection.DECISIONS) == []
 
 
+async def test_optimize_keeps_the_data(store: EdgeStore | ServerStore) -> None:
+    await store.upsert(RB, [Point(id=f"p{i}", dense=axis(i), payload={"i": i}) for i in range(DIM)])
+    await store.optimize()  # all collections, some of them empty
+    await store.optimize(RB)
+    assert await store.count(RB) == DIM
+    assert [h.id for h in await store.search(RB, axis(3), None, limit=1)] == ["p3"]
+    assert [p.payload for p in await store.get(RB, ["p5"])] == [{"i": 5}]
+
+
 async def test_upsert_of_an_existing_id_replaces_it(store: VectorStore) -> None:
     await store.upsert(RB, [Point(id="x", dense=axis(0), payload={"v": 1}), Point(id="y", dense=axis(1))])
     await store.upsert(RB, [Point(id="x", dense=axis(2), payload={"v": 2, "new": True})])

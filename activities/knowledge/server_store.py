@@ -211,6 +211,13 @@ class ServerStore:
             self._executor.shutdown(wait=False)
         self._aclient = self._sclient = self._executor = None
 
+    async def optimize(self, collection: Collection | None = None) -> bool:
+        """Nothing to do: a server indexes in the background, local mode never indexes.
+
+        Here so that code written for `EdgeStore.optimize()` runs on either adapter.
+        """
+        return False
+
     # -- writes ------------------------------------------------------------------------------
 
     async def upsert(self, collection: Collection, points: list[Point]) -> None:
