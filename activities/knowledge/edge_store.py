@@ -485,7 +485,7 @@ class EdgeStore:
                     qe.Prefetch(limit=n, query=dense_query(), params=params_n),
                     qe.Prefetch(limit=n, query=sparse_query(), params=params_n),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub types Fusion.Rrf apart from Fusion
                 with_payload=True,
                 with_vector=False,
             )
