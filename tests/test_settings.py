@@ -36,7 +36,7 @@ def test_embedded_defaults() -> None:
 
 def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTIC_TEMPORAL_PORT", "70000")
-    with pytest.raises(ValidationError, match="outside 1..65535"):
+    with pytest.raises(ValidationError, match=r"outside 1\.\.65535"):
         Settings()
     monkeypatch.setenv("AGENTIC_TEMPORAL_PORT", "7233")
     monkeypatch.setenv("AGENTIC_APPROVAL_MODE", "YOLO")

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     embedder: Literal["local", "pool"] = Field(
         default="local", description="`local`: all-MiniLM-L6-v2 in process; `pool`: LiteLLM embeddings"
     )
+    embed_threads: int = Field(default=2, ge=1, description="torch threads of the in-process embedder")
     embed_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the embed pool")
     embed_model: str = Field(default="all-minilm-l6-v2", description="model name served by the embed pool")
     cloud_model: str | None = Field(default=None, description="LiteLLM model string for cloud escalation")

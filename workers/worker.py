@@ -38,15 +38,20 @@ def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
     from activities.knowledge.embeddings import build_embedder
 
     key = settings.pool_api_key.get_secret_value() if settings.pool_api_key else None
-    return build_embedder(settings.embedder, url=settings.embed_url, model=settings.embed_model, api_key=key)
+    return build_embedder(
+        settings.embedder,
+        url=settings.embed_url,
+        model=settings.embed_model,
+        api_key=key,
+        threads=settings.embed_threads,
+    )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    from activities.knowledge.kb import KnowledgeBase
-    from activities.ledger.repository import Ledger
-
     from activities.knowledge.activities import KnowledgeActivities
+    from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.db import create_pool
+    from activities.ledger.repository import Ledger
     from workers.temporal import connect
     from workflows.knowledge import WORKFLOWS
 

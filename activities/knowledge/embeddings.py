@@ -196,10 +196,11 @@ def build_embedder(
     model: str | None = None,
     api_key: str | None = None,
     dim: int = LOCAL_DIM,
+    threads: int = 1,
 ) -> Embedder:
-    """`kind`: "local" (in process) or "pool" (needs `url` and `model`)."""
+    """`kind`: "local" (in process, on `threads` torch threads) or "pool" (needs `url` and `model`)."""
     if kind == "local":
-        return LocalEmbedder()
+        return LocalEmbedder(threads=threads)
     if kind == "pool":
         if not url or not model:
             raise ValueError("embedder 'pool' needs embed_url and embed_model (an OpenAI-compatible endpoint)")
