@@ -28,6 +28,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy agentic_core workflows activities workers
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: setup
@@ -36,6 +37,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy agentic_core workflows activities workers
 
 bench: setup
 	$(BIN)/python benchmarks/retrieval_eval.py

@@ -46,9 +46,9 @@ async def platform_client(settings: Settings) -> tuple[Client, str]:
 
 
 def _failure(exc: WorkflowFailureError) -> AgenticError:
-    cause = exc.cause
+    cause: BaseException | None = exc.cause
     while getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[union-attr]
+        cause = getattr(cause, "cause", None)
     return AgenticError(f"the platform could not do it: {cause}")
 
 

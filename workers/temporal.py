@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -26,7 +27,11 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     """Register the platform's custom search attributes that are missing; returns those added."""
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     have = set(existing.custom_attributes) | set(existing.system_attributes)
-    missing = {key.name: key.indexed_value_type for key in search_attributes.ALL if key.name not in have}
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in search_attributes.ALL
+        if key.name not in have
+    }
     if missing:
         try:
             await client.operator_service.add_search_attributes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from temporalio import activity
@@ -19,7 +19,7 @@ from agentic_core.messages import (
     UpsertReport,
     UpsertRunbooksInput,
 )
-from agentic_core.models import Collection
+from agentic_core.models import Collection, Runbook
 
 if TYPE_CHECKING:
     from activities.knowledge.kb import KnowledgeBase
@@ -85,6 +85,7 @@ class KnowledgeActivities:
 
     @activity.defn(name="knowledge.list_runbooks")
     async def list_runbooks(self, inp: ListRunbooksInput) -> ListRunbooksOutput:
+        rbs: Sequence[Runbook]
         if inp.source == "knowledge":
             rbs = await self.kb.list_runbooks()
         else:
