@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.knowledge.edge_store import EdgeStore, EdgeTuning, StoreError
+from activities.knowledge.edge_store import EdgeStore, EdgeTuning
 from activities.knowledge.server_store import ServerStore
-from activities.knowledge.store import Point, QueryMode, SparseVector, VectorStore
+from activities.knowledge.store import Point, QueryMode, SparseVector, StoreError, VectorStore
 from agentic_core.models import Collection
 
 DIM = 8

@@ -31,30 +31,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import qdrant_edge as qe
 
-from activities.knowledge.store import DENSE, SPARSE, Point, QueryMode, ScoredPoint, SparseVector, point_uuid
+from activities.knowledge.store import (
+    DENSE,
+    RRF_K,
+    SPARSE,
+    Point,
+    QueryMode,
+    ScoredPoint,
+    SparseVector,
+    StoreError,
+    branches,
+    check_points,
+    check_query,
+    from_payload,
+    in_request_order,
+    point_uuid,
+    to_payload,
+)
 from agentic_core.models import Collection
 
 T = TypeVar("T")
 
-#: RRF constant shared by both adapters (Cormack et al.'s 60; Qdrant's own default is 2).
-RRF_K = 60
-#: Payload key that keeps our string id.
-ID_KEY = "_id"
 _UPSERT_BATCH = 1024
 _SCROLL_PAGE = 1024
 # Engine messages that tell which kind of failure a load hit.
 _LOCKED_MARKERS = ("WouldBlock", "already accessed", "lock")
-
-
-class StoreError(RuntimeError):
-    """A vector store failure, with a message that says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -79,61 +87,6 @@ class EdgeTuning:
 # --------------------------------------------------------------------------------------------
 # Helpers shared with `server_store.py`
 # --------------------------------------------------------------------------------------------
-
-
-def branches(dense: list[float] | None, sparse: SparseVector | None, mode: QueryMode | None) -> str:
-    """Which retrieval to run: "dense", "sparse" or "hybrid".
-
-    A branch needs its query vector: when only one is given, that branch is searched whatever
-    the mode says; when both are given, the mode decides.
-    """
-    has_dense = dense is not None and len(dense) > 0
-    has_sparse = sparse is not None and len(sparse.indices) > 0
-    if not has_dense and not has_sparse:
-        raise ValueError("search needs a dense vector, a non-empty sparse vector, or both")
-    if has_dense and not has_sparse:
-        return "dense"
-    if has_sparse and not has_dense:
-        return "sparse"
-    kind = (mode or QueryMode()).kind
-    if kind not in ("dense", "sparse", "hybrid"):
-        raise ValueError(f"unknown query mode {kind!r}: expected 'dense', 'sparse' or 'hybrid'")
-    return kind
-
-
-def check_points(points: Iterable[Point], dim: int) -> None:
-    for p in points:
-        if len(p.dense) != dim:
-            raise ValueError(f"point {p.id!r}: dense vector has {len(p.dense)} dimensions, the store expects {dim}")
-        if len(p.sparse.indices) != len(p.sparse.values):
-            raise ValueError(f"point {p.id!r}: sparse vector has {len(p.sparse.indices)} indices but values differ")
-
-
-def check_query(dense: list[float] | None, dim: int) -> None:
-    if dense is not None and len(dense) and len(dense) != dim:
-        raise ValueError(f"query vector has {len(dense)} dimensions, the store expects {dim}")
-
-
-def to_payload(p: Point) -> dict[str, Any]:
-    return {**p.payload, ID_KEY: p.id}
-
-
-def from_payload(point_id: Any, payload: dict[str, Any] | None, score: float) -> ScoredPoint:
-    """Our id comes back from `_id`; the returned payload leaves `_id` out."""
-    data = dict(payload or {})
-    sid = data.pop(ID_KEY, None)
-    return ScoredPoint(id=str(sid if sid is not None else point_id), score=float(score), payload=data)
-
-
-def in_request_order(ids: list[str], found: Iterable[ScoredPoint]) -> list[ScoredPoint]:
-    by_id = {sp.id: sp for sp in found}
-    out: list[ScoredPoint] = []
-    seen: set[str] = set()
-    for i in ids:
-        if i in by_id and i not in seen:
-            seen.add(i)
-            out.append(by_id[i])
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,17 +27,23 @@ from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.common.version_check import is_compatible
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from activities.knowledge.edge_store import (
+from activities.knowledge.store import (
+    DENSE,
     RRF_K,
+    SPARSE,
+    Point,
+    QueryMode,
+    ScoredPoint,
+    SparseVector,
     StoreError,
     branches,
     check_points,
     check_query,
     from_payload,
     in_request_order,
+    point_uuid,
     to_payload,
 )
-from activities.knowledge.store import DENSE, SPARSE, Point, QueryMode, ScoredPoint, SparseVector, point_uuid
 from agentic_core.models import Collection
 
 __all__ = ["ServerStore", "StoreError"]
