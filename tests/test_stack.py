@@ -133,6 +133,57 @@ def test_docs_are_ingested_on_first_start(stack: tuple[dict[str, str], Path]) ->
     assert any(h["source"] and h["source"].endswith(".md") for h in hits)
 
 
+def test_docs_ingest_and_search_from_the_cli(stack: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    env, _ = stack
+    (tmp_path / "ops.md").write_text(
+        "# Backups\n\n## Restic repository\n\nThe nightly restic job writes to the NAS share zebra-vault.\n"
+    )
+    res = agentic(env, "docs", "ingest", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "1 added" in res.stdout
+    again = agentic(env, "docs", "ingest", str(tmp_path))
+    assert "0 added, 0 updated, 1 unchanged" in again.stdout
+    hits = json.loads(agentic(env, "docs", "search", "where does restic write the nightly backup", "--json").stdout)
+    assert hits[0]["source"] == "ops.md" and "Restic" in hits[0]["title"]
+
+
+def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str], Path]) -> None:
+    """A second stack that starts only its worker, on the first stack's Temporal, PostgreSQL and LLM."""
+    env_a, data_a = stack
+    pw = (data_a / "secrets" / "postgres.password").read_text().strip()
+    key = (data_a / "secrets" / "llm.key").read_text().strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        env_b = stack_env(Path(tmp) / "b")
+        env_b.update(
+            AGENTIC_TEMPORAL_ADDRESS=f"127.0.0.1:{env_a['AGENTIC_TEMPORAL_PORT']}",
+            AGENTIC_POSTGRES_DSN=f"postgresql://postgres:{pw}@127.0.0.1:{env_a['AGENTIC_POSTGRES_PORT']}/postgres",
+            AGENTIC_PLANNER_URL=f"http://127.0.0.1:{env_a['AGENTIC_LLM_PORT']}/v1",
+            AGENTIC_POOL_API_KEY=key,
+            AGENTIC_TASK_QUEUE="second-stack",
+        )
+        up = agentic(env_b, "up", "--detach")
+        try:
+            assert up.returncode == 0, up.stdout + up.stderr
+            doc = status(env_b)
+            parts = {p["name"]: p for p in doc["parts"]}
+            assert doc["rc"] == 0 and doc["healthy"], doc
+            assert {n: parts[n]["mode"] for n in ("postgres", "temporal", "llm", "worker")} == {
+                "postgres": "external",
+                "temporal": "external",
+                "llm": "external",
+                "worker": "embedded",
+            }
+            assert "second-stack" in parts["worker"]["detail"]
+            state = json.loads((Path(tmp) / "b" / "stack.json").read_text())
+            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker"]
+            assert pw not in json.dumps(state) and key not in json.dumps(doc)
+            # The second worker reads the shared ledger: the runbooks imported through the first stack.
+            rbs = json.loads(agentic(env_b, "runbooks", "list", "--json").stdout)
+            assert rbs == json.loads(agentic(env_a, "runbooks", "list", "--json").stdout)
+        finally:
+            agentic(env_b, "down", timeout=120)
+
+
 def test_supervisor_restarts_a_part_that_dies(stack: tuple[dict[str, str], Path]) -> None:
     import signal
     import time
