@@ -69,13 +69,40 @@ class Settings(BaseSettings):
     cloud_api_key: SecretStr | None = Field(default=None, description="API key for the cloud model")
     pool_api_key: SecretStr | None = Field(default=None, description="API key of the vLLM pools")
 
+    # --- Alert intake ---------------------------------------------------------------------
+    intake_port: int = Field(default=8088, description="embedded alert intake port (POST /alerts, /events)")
+    intake_token: SecretStr | None = Field(
+        default=None, description="bearer token the intake requires (generated into the data dir when empty)"
+    )
+    intake_max_body: int = Field(default=1_048_576, ge=1024, description="largest accepted request body, bytes")
+    intake_url: str | None = Field(default=None, description="URL of an external intake, for `agentic alert send`")
+
+    # --- MCP tool servers -----------------------------------------------------------------
+    mcp_infra_port: int = Field(default=8091, description="embedded MCP infrastructure server port")
+    mcp_infra_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP infrastructure server")
+    mcp_token: SecretStr | None = Field(
+        default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
+    )
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig of the cluster (else in-cluster config)")
+    incident_tools: str = Field(
+        default="get_nodes,get_pods,get_events,get_pod_logs,describe_pod,rollout_restart,set_memory_limit,"
+        "scale_deployment,talos_health",
+        description="comma-separated allow-list of MCP tools the incident agent may call",
+    )
+
     # --- Policy -------------------------------------------------------------------------
     approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
+    approvers: str = Field(default="", description="comma-separated names/ids allowed to answer (empty: anyone)")
+    confidence_threshold: float = Field(default=0.7, ge=0, le=1, description="below this even standard asks")
+    remind_after_s: int = Field(default=900, ge=1, description="remind an unanswered approval after")
+    escalate_after_s: int = Field(default=3600, ge=1, description="escalate an unanswered approval after")
+    expire_after_s: int = Field(default=14400, ge=1, description="expire an unanswered approval after")
+    verify_window_s: int = Field(default=600, ge=1, description="wait this long for the alert to resolve")
 
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 
-    @field_validator("temporal_port", "temporal_ui_port", "postgres_port", "llm_port")
+    @field_validator("temporal_port", "temporal_ui_port", "postgres_port", "llm_port", "intake_port", "mcp_infra_port")
     @classmethod
     def _port_range(cls, v: int) -> int:
         if not 0 < v < 65536:
@@ -120,6 +147,22 @@ class Settings(BaseSettings):
     @property
     def planner_base_url(self) -> str:
         return self.planner_url or f"http://{self.host}:{self.llm_port}/v1"
+
+    @property
+    def intake_base_url(self) -> str:
+        return self.intake_url or f"http://{self.host}:{self.intake_port}"
+
+    @property
+    def mcp_infra_endpoint(self) -> str:
+        return self.mcp_infra_url or f"http://{self.host}:{self.mcp_infra_port}/mcp"
+
+    @property
+    def incident_tool_list(self) -> list[str]:
+        return [t.strip() for t in self.incident_tools.split(",") if t.strip()]
+
+    @property
+    def approver_list(self) -> list[str]:
+        return [a.strip() for a in self.approvers.split(",") if a.strip()]
 
     @property
     def qdrant_path(self) -> Path:

@@ -1,0 +1,201 @@
+"""Alerts as they arrive (Alertmanager webhook v4, generic events) and as the platform holds them.
+
+No I/O. The intake validates payloads with these models, turns them into one `AlertGroup`
+per Alertmanager group, and derives the incident's workflow id from the group with
+`incident_id_for`, so repeats and retries of a group always reach the same incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Alertmanager's "zero" time for an alert that has not ended.
+_ZERO_TIME_YEAR = 1
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+def _labels(value: Any) -> Any:
+    """Label and annotation values are strings; numbers and booleans are coerced, not refused."""
+    if isinstance(value, dict):
+        return {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in value.items()}
+    return value
+
+
+class AmAlert(BaseModel):
+    """One alert of an Alertmanager webhook (version 4)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    status: AlertStatus
+    labels: dict[str, str] = Field(min_length=1)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    generator_url: str = Field(default="", alias="generatorURL")
+    fingerprint: str = Field(min_length=1, max_length=128)
+
+    _coerce = field_validator("labels", "annotations", mode="before")(_labels)
+
+    @field_validator("ends_at")
+    @classmethod
+    def _zero_is_none(cls, v: datetime | None) -> datetime | None:
+        return None if v is not None and v.year <= _ZERO_TIME_YEAR else v
+
+
+class AmWebhook(BaseModel):
+    """The Alertmanager webhook payload, version 4."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    version: Literal["4"]
+    group_key: str = Field(alias="groupKey", min_length=1, max_length=4096)
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    status: AlertStatus
+    receiver: str = Field(min_length=1, max_length=256)
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field(default="", alias="externalURL")
+    alerts: list[AmAlert] = Field(min_length=1, max_length=1000)
+
+    _coerce = field_validator("group_labels", "common_labels", "common_annotations", mode="before")(_labels)
+
+
+class GenericEvent(BaseModel):
+    """`POST /events`: another detector's event (Coroot, Renovate, a script) in a neutral shape."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = Field(min_length=1, max_length=128, description="the detector, e.g. coroot, renovate")
+    title: str = Field(min_length=1, max_length=1024, description="what happened, one line")
+    status: AlertStatus = AlertStatus.FIRING
+    severity: str = Field(default="warning", max_length=32)
+    description: str = Field(default="", max_length=16384)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    group: str | None = Field(
+        default=None, max_length=1024, description="events with the same group are one incident (default: source+title)"
+    )
+    fingerprint: str | None = Field(default=None, max_length=128)
+    url: str = ""
+    occurred_at: datetime | None = None
+
+    _coerce = field_validator("labels", "annotations", mode="before")(_labels)
+
+
+class Alert(BaseModel):
+    """One alert as the platform holds it, whatever its source."""
+
+    fingerprint: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+    source: str = "alertmanager"
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def summary(self) -> str:
+        a = self.annotations
+        return a.get("summary") or a.get("description") or a.get("message") or self.alertname or self.fingerprint
+
+
+class AlertGroup(BaseModel):
+    """One Alertmanager group (or one generic event group): the unit that becomes one incident."""
+
+    incident_id: str
+    receiver: str
+    group_key: str
+    status: AlertStatus
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    common_labels: dict[str, str] = Field(default_factory=dict)
+    common_annotations: dict[str, str] = Field(default_factory=dict)
+    external_url: str = ""
+    truncated_alerts: int = 0
+    alerts: list[Alert] = Field(default_factory=list)
+    source: str = "alertmanager"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels that describe the group: common labels, else the first alert's."""
+        if self.common_labels:
+            return self.common_labels
+        return self.alerts[0].labels if self.alerts else dict(self.group_labels)
+
+
+def incident_id_for(receiver: str, group_key: str) -> str:
+    """The incident's workflow id: stable for a group, safe in URLs and Telegram callback data."""
+    digest = hashlib.sha256(f"{receiver}\x00{group_key}".encode()).hexdigest()
+    return f"inc-{digest[:20]}"
+
+
+def group_from_webhook(hook: AmWebhook) -> AlertGroup:
+    return AlertGroup(
+        incident_id=incident_id_for(hook.receiver, hook.group_key),
+        receiver=hook.receiver,
+        group_key=hook.group_key,
+        status=hook.status,
+        group_labels=hook.group_labels,
+        common_labels=hook.common_labels,
+        common_annotations=hook.common_annotations,
+        external_url=hook.external_url,
+        truncated_alerts=hook.truncated_alerts,
+        alerts=[
+            Alert(
+                fingerprint=a.fingerprint,
+                status=a.status,
+                labels=a.labels,
+                annotations=a.annotations,
+                starts_at=a.starts_at,
+                ends_at=a.ends_at,
+                generator_url=a.generator_url,
+            )
+            for a in hook.alerts
+        ],
+    )
+
+
+def group_from_event(ev: GenericEvent, now: datetime | None = None) -> AlertGroup:
+    group_key = ev.group or f"{ev.source}:{ev.title}"
+    labels = {"alertname": ev.labels.get("alertname", ev.title[:120]), "severity": ev.severity, **ev.labels}
+    labels["source"] = ev.source
+    annotations = {"summary": ev.title, **({"description": ev.description} if ev.description else {}), **ev.annotations}
+    fingerprint = ev.fingerprint or hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
+    started = ev.occurred_at or now or datetime.now(UTC)
+    receiver = f"events:{ev.source}"
+    return AlertGroup(
+        incident_id=incident_id_for(receiver, group_key),
+        receiver=receiver,
+        group_key=group_key,
+        status=ev.status,
+        group_labels={"source": ev.source},
+        common_labels=labels,
+        common_annotations=annotations,
+        source=ev.source,
+        alerts=[
+            Alert(
+                fingerprint=fingerprint,
+                status=ev.status,
+                labels=labels,
+                annotations=annotations,
+                starts_at=started,
+                generator_url=ev.url,
+                source=ev.source,
+            )
+        ],
+    )

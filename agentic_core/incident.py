@@ -1,0 +1,351 @@
+"""The incident loop's contracts: workflow inputs, signals, updates, queries and activity I/O.
+
+One input and one output type per workflow, activity, signal and update, so fields can be
+added later without breaking running workflows. No I/O here.
+
+Names other processes rely on (the intake, the CLI, the Telegram bot):
+
+- workflow type `IncidentWorkflow`, id = `AlertGroup.incident_id`, input `IncidentInput`,
+  started by signal-with-start with signal `SIGNAL_ALERTS` carrying `AlertsSignal`;
+- query `QUERY_STATE` on an incident returns `IncidentState`;
+- workflow type `ApprovalWorkflow`, id = `approval_id_for(incident_id, n)`, input
+  `ApprovalRequest`, update `UPDATE_DECIDE` taking `DecideInput` and returning
+  `DecideResult`; query `QUERY_APPROVAL` returns `ApprovalState`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agentic_core.alerts import AlertGroup
+from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, SearchHit, ToolCall
+
+SIGNAL_ALERTS = "alerts"
+QUERY_STATE = "state"
+UPDATE_DECIDE = "decide"
+QUERY_APPROVAL = "approval"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Category(StrEnum):
+    INFRASTRUCTURE = "infrastructure"
+    ARR = "arr"
+    HOME_ASSISTANT = "home_assistant"
+    PLATFORM = "platform"
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    AWAITING_APPROVAL = "awaiting_approval"
+    EXECUTING = "executing"
+    VERIFYING = "verifying"
+    RESOLVED = "resolved"  # verified success, or the alert resolved by itself
+    FAILED = "failed"  # an action or the verification failed
+    IGNORED = "ignored"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # actions ran, outcome could not be verified
+
+
+class PolicyVerdict(StrEnum):
+    ASK = "ask"  # ask a human
+    ASK_RECOMMEND = "ask_recommend"  # ask, with a recommendation to approve
+    RUN_THEN_NOTIFY = "run_then_notify"  # run first, tell after
+    NOTHING_TO_DO = "nothing_to_do"  # no action survived the guard
+
+
+def plan_hash(actions: list[ToolCall]) -> str:
+    """Hash of the exact plan (tools and arguments, in order) a human is shown."""
+    doc = [{"tool": a.tool, "arguments": a.arguments} for a in actions]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def idempotency_key(incident_id: str, index: int, attempt: int = 0) -> str:
+    """One key per action of an incident: a retried or replayed activity never runs it twice."""
+    return f"{incident_id}/action/{attempt}/{index}"
+
+
+def approval_id_for(incident_id: str, n: int) -> str:
+    return f"{incident_id}-approval-{n}"
+
+
+# --------------------------------------------------------------------------- workflow I/O
+
+
+class IncidentConfig(BaseModel):
+    """Knobs the edge passes in at start (workflows never read the environment)."""
+
+    approval_mode: ApprovalMode = ApprovalMode.VERBOSE
+    approvers: list[str] = Field(default_factory=list, description="who may answer; empty: anyone")
+    confidence_threshold: float = Field(default=0.7, ge=0, le=1, description="below this even standard asks")
+    remind_after_s: int = 15 * 60
+    escalate_after_s: int = 60 * 60
+    expire_after_s: int = 4 * 60 * 60
+    verify_window_s: int = 10 * 60
+    recall_limit: int = 3
+
+
+class IncidentInput(BaseModel):
+    incident_id: str
+    group: AlertGroup
+    config: IncidentConfig = Field(default_factory=IncidentConfig)
+
+
+class AlertsSignal(BaseModel):
+    """New alerts for a group (a repeat, a new member, or `resolved`)."""
+
+    group: AlertGroup
+
+
+class StageRecord(BaseModel):
+    name: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    detail: str = ""
+
+
+class IncidentState(BaseModel):
+    """What `agentic incidents show` and the query return."""
+
+    incident_id: str
+    status: IncidentStatus = IncidentStatus.OPEN
+    title: str = ""
+    severity: Severity | None = None
+    category: Category | None = None
+    stages: list[StageRecord] = Field(default_factory=list)
+    alerts_seen: int = 0
+    signals: int = 0
+    resolved_by_alertmanager: bool = False
+    runbook_id: str | None = None
+    proposal: Proposal | None = None
+    proposal_source: str | None = None  # "llm" | "fallback"
+    verdict: PolicyVerdict | None = None
+    refused: list[GuardedAction] = Field(default_factory=list)
+    plan: list[ToolCall] = Field(default_factory=list)
+    plan_hash: str | None = None
+    approval_id: str | None = None
+    decision: ApprovalResult | None = None
+    actions: list[ActionResult] = Field(default_factory=list)
+    outcome: VerifyResult | None = None
+
+
+# --------------------------------------------------------------------------- activity I/O
+
+
+class TriageResult(BaseModel):
+    severity: Severity
+    category: Category
+    route: str  # notification route, e.g. "critical", "infrastructure"
+    alertname: str
+    title: str
+
+
+class RecallInput(BaseModel):
+    incident_id: str
+    text: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    limit: int = 3
+
+
+class RecalledRunbook(BaseModel):
+    id: str
+    title: str
+    score: float
+    automation_level: AutomationLevel = AutomationLevel.MANUAL
+    actions: list[ToolCall] = Field(default_factory=list)  # rendered for the alert's labels
+    matched_labels: bool = False
+
+
+class RecallResult(BaseModel):
+    runbooks: list[RecalledRunbook] = Field(default_factory=list)
+    decisions: list[SearchHit] = Field(default_factory=list)
+
+
+class ProposeInput(BaseModel):
+    incident_id: str
+    title: str
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    recall: RecallResult
+    tools: list[ToolSpec] = Field(default_factory=list)
+
+
+class ProposeResult(BaseModel):
+    proposal: Proposal
+    source: Literal["llm", "fallback"]
+    note: str = ""  # e.g. why the fallback was taken
+    model: str = ""
+
+
+class ToolSpec(BaseModel):
+    """A tool the incident agent may call: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    server: str = ""  # which MCP server offers it
+    mutating: bool = True
+
+
+class ListToolsInput(BaseModel):
+    agent: str = "incident"
+
+
+class ListToolsResult(BaseModel):
+    tools: list[ToolSpec] = Field(default_factory=list)
+
+
+class GuardInput(BaseModel):
+    incident_id: str
+    actions: list[ToolCall]
+    agent: str = "incident"
+
+
+class GuardedAction(BaseModel):
+    index: int
+    call: ToolCall
+    allowed: bool
+    reason: str = ""
+
+
+class GuardResult(BaseModel):
+    actions: list[GuardedAction] = Field(default_factory=list)
+
+    @property
+    def allowed(self) -> list[ToolCall]:
+        return [a.call for a in self.actions if a.allowed]
+
+    @property
+    def refused(self) -> list[GuardedAction]:
+        return [a for a in self.actions if not a.allowed]
+
+
+class ExecuteInput(BaseModel):
+    incident_id: str
+    index: int
+    call: ToolCall
+    idempotency_key: str
+    agent: str = "incident"
+
+
+class ActionResult(BaseModel):
+    index: int
+    tool: str
+    idempotency_key: str = ""
+    status: Literal["succeeded", "failed", "refused", "skipped"]
+    output: str = ""  # the tool's text result (truncated)
+    error: str = ""
+    already_ran: bool = False  # the key had a finished row: the result is the recorded one
+
+
+class VerifyInput(BaseModel):
+    incident_id: str
+    check: ToolCall | None = None
+
+
+class VerifyResult(BaseModel):
+    outcome: Literal["success", "failure", "unknown"]
+    detail: str = ""
+
+
+class NotifyKind(StrEnum):
+    QUESTION = "question"  # the approval question (first notification)
+    DIAGNOSIS = "diagnosis"  # the model's diagnosis attached to the question
+    UPDATE = "update"  # approved/executing/executed/verified
+    DONE = "done"  # a standard runbook ran: here is what ran
+    REMINDER = "reminder"
+    ESCALATION = "escalation"
+    EXPIRED = "expired"
+    RESOLVED = "resolved"  # the short line in the Resolved topic
+
+
+class NotifyInput(BaseModel):
+    incident_id: str
+    kind: NotifyKind
+    route: str
+    text: str
+    approval_id: str | None = None
+    plan: list[ToolCall] = Field(default_factory=list)
+    plan_hash: str | None = None
+    edit_of: str | None = None  # message ref to edit instead of posting anew
+
+
+class NotifyResult(BaseModel):
+    message_ref: str  # channel-specific reference, for later edits
+
+
+class RecordInput(BaseModel):
+    """Everything the incident learned, written to the ledger and Qdrant at the end."""
+
+    state: IncidentState
+    group: AlertGroup
+
+
+class RecordResult(BaseModel):
+    decision_indexed: bool = False
+
+
+# --------------------------------------------------------------------------- approval
+
+
+class ApprovalRequest(BaseModel):
+    approval_id: str
+    incident_id: str
+    question: str
+    plan: list[ToolCall]
+    plan_hash: str
+    route: str
+    recommendation: str = ""  # e.g. "approve: prompted runbook, 7/7 successes"
+    approvers: list[str] = Field(default_factory=list)  # empty: anyone
+    remind_after_s: int = 15 * 60
+    escalate_after_s: int = 60 * 60
+    expire_after_s: int = 4 * 60 * 60
+    message_ref: str | None = None  # the question's message, for edits
+
+
+class DecideInput(BaseModel):
+    """A human's answer. `plan_hash` must be the hash of the plan that was shown."""
+
+    choice: Literal["approved", "ignored", "modified"]
+    by: str = Field(min_length=1)
+    plan_hash: str = Field(min_length=8)
+    modified_plan: list[ToolCall] | None = None  # required for "modified"
+    comment: str = ""
+
+
+class DecideResult(BaseModel):
+    accepted: bool
+    choice: str
+    by: str
+    plan_hash: str
+
+
+class ApprovalResult(BaseModel):
+    approval_id: str
+    choice: Literal["approved", "ignored", "modified", "expired"]
+    by: str | None = None
+    plan: list[ToolCall] = Field(default_factory=list)  # the plan to run (modified if so)
+    plan_hash: str = ""
+    decided_at: datetime | None = None
+    comment: str = ""
+
+
+class ApprovalState(BaseModel):
+    request: ApprovalRequest
+    result: ApprovalResult | None = None
+    reminded: bool = False
+    escalated: bool = False
+
+
+IncidentState.model_rebuild()
+ProposeInput.model_rebuild()
