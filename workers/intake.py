@@ -1,0 +1,726 @@
+"""The alert intake: Alertmanager (and other detectors) in, one IncidentWorkflow per alert group out.
+
+    AGENTIC_INTAKE_TOKEN=... python -m workers.intake
+
+Routes (every answer is JSON):
+
+- `POST /alerts`: an Alertmanager webhook (version 4). One webhook is one alert group, so one
+  signal-with-start of `IncidentWorkflow` (id = `AlertGroup.incident_id`, signal `alerts`).
+  202 `{"accepted": true, "incidents": [id], "alerts": N}`.
+- `POST /events`: a generic event (`GenericEvent`) or a list of up to 100; each is its own
+  group. 202 `{"accepted": true, "incidents": [ids], "events": N}`.
+- `GET /healthz` (no auth): 200 when Temporal answers its health check (cached a few
+  seconds), else 503.
+- `GET /`: what this is and which routes it has.
+
+Status codes, checked in this order; nothing reaches Temporal unless the whole payload is
+valid, so a bad request never leaves a half-processed incident:
+
+    401  no bearer token, or the wrong one (constant-time compare; `WWW-Authenticate: Bearer`)
+    415  Content-Type is not JSON (`application/json` or `application/*+json`)
+    413  body larger than AGENTIC_INTAKE_MAX_BODY: by Content-Length, or counted while reading
+    400  Content-Length not a number, body not JSON, or JSON of the wrong kind
+         (`/alerts` needs an object; `/events` an object or a list)
+    422  schema violation; the message names every failing field, e.g.
+         `alerts[0].fingerprint: field required`
+    503  Temporal unreachable or failing (with `Retry-After`, so Alertmanager retries). This
+         is the only 5xx: an unexpected error also answers 503 (logged with its traceback),
+         never 500, because a retry is always safe (see below).
+
+How a group reaches its incident:
+
+- firing (or mixed): `start_workflow(..., start_signal=...)`, i.e. signal-with-start. If the
+  incident runs, only the signal is delivered; otherwise a run starts with the signal as
+  its first event. Repeats and retries of a group are therefore just more signals to the
+  same incident, and a request that timed out and is retried at worst delivers a signal
+  twice (delivery is at least once; the workflow treats a repeat as a repeat).
+- an incident that already closed (resolved, expired, ignored) and fires again: the id
+  reuse policy is ALLOW_DUPLICATE, so signal-with-start starts a **new run under the same
+  workflow id**: a new incident for the same group, with the old run's history kept.
+- `status: resolved` (every alert of the group resolved): a plain signal to the running
+  incident, never a start: a resolution must not open an incident to ask a human about a
+  problem that is already gone. With no incident running (it closed, or never existed) the
+  request is still a 202 and the answer lists the group under `ignored`.
+
+Process: `python -m workers.intake` reads the settings from the environment (AGENTIC_*),
+refuses to start without AGENTIC_INTAKE_TOKEN, listens on AGENTIC_HOST:AGENTIC_INTAKE_PORT
+and talks to Temporal at AGENTIC_TEMPORAL_ADDRESS (default: the embedded one) on
+AGENTIC_TASK_QUEUE. It starts even when Temporal is down: `/healthz` and the POST routes
+answer 503 until Temporal is reachable, then it carries on without a restart (a supervisor
+or Alertmanager sees a clear 503, not a crash loop). Start-up problems (bad settings, no
+token, port in use) give one `error:` line on stderr and exit code 2. SIGTERM or SIGINT
+stops accepting connections, lets requests in flight finish, and exits 0.
+
+Logging: one access line per request (client, method, path without the query string,
+status, duration) and one line per delivered group (incident id, status, alert count).
+Headers, the token and payload contents (labels, annotations) are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import uvicorn
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentic_core.alerts import (
+    AlertGroup,
+    AlertStatus,
+    AmWebhook,
+    GenericEvent,
+    group_from_event,
+    group_from_webhook,
+)
+from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
+from workers.errors import AgenticError
+from workers.settings import Settings
+
+__all__ = ["INCIDENT_WORKFLOW", "MAX_EVENTS", "ClientFactory", "Intake", "create_app", "incident_config", "main"]
+
+log = logging.getLogger("agentic.intake")
+access_log = logging.getLogger("agentic.intake.access")
+
+INCIDENT_WORKFLOW = "IncidentWorkflow"
+MAX_EVENTS = 100  # events in one `POST /events` list
+TEMPORAL_TIMEOUT_S = 10.0  # one signal-with-start, connecting included (the SDK retries inside it)
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_TTL_S = 3.0  # `/healthz` answers from a cached check this long
+RETRY_AFTER_S = 10  # what a 503 tells Alertmanager
+MAX_ERRORS_SHOWN = 20  # schema errors named in one 422
+EVENT_CONCURRENCY = 8  # incidents signalled at once for one `/events` list
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STARTUP = 2
+
+ClientFactory = Callable[[], Awaitable[Client]]
+
+_WEBHOOK = TypeAdapter(AmWebhook)
+_EVENT = TypeAdapter(GenericEvent)
+_EVENTS = TypeAdapter(list[GenericEvent])
+
+
+# --------------------------------------------------------------------------- errors and answers
+
+
+class IntakeError(Exception):
+    """A request the intake refuses: its status and the one-line message the caller sees."""
+
+    def __init__(
+        self, status: int, message: str, *, details: Sequence[str] = (), headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = list(details)
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"accepted": False, "error": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+class TemporalUnavailable(IntakeError):
+    def __init__(self, message: str, *, delivered: Sequence[str] = ()) -> None:
+        super().__init__(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.delivered = list(delivered)
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.delivered:  # a partly delivered /events list: sending all of it again is safe
+            body["delivered"] = self.delivered
+        return body
+
+
+def _unauthorized(message: str, *, invalid: bool) -> IntakeError:
+    challenge = 'Bearer realm="agentic-intake"' + (', error="invalid_token"' if invalid else "")
+    return IntakeError(401, message, headers={"WWW-Authenticate": challenge})
+
+
+def _field_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(body)"
+
+
+def _error_lines(errors: Sequence[ErrorDetails]) -> list[str]:
+    """`alerts[0].fingerprint: field required` for each error; the offending values are never echoed."""
+    lines = []
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        msg = err["msg"]
+        lines.append(f"{_field_path(err['loc'])}: {msg[:1].lower()}{msg[1:]}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"(and {len(errors) - MAX_ERRORS_SHOWN} more)")
+    return lines
+
+
+def _schema_error(what: str, exc: ValidationError) -> IntakeError:
+    lines = _error_lines(exc.errors(include_input=False, include_url=False))
+    return IntakeError(422, f"invalid {what}: " + "; ".join(lines), details=lines)
+
+
+# --------------------------------------------------------------------------- request checks
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_json(body: bytes) -> Any:
+    if not body.strip():
+        raise IntakeError(400, "the request body is empty: send a JSON document")
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise IntakeError(
+            400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # bad encoding, NaN, absurd nesting or number size
+        raise IntakeError(400, f"the request body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def _kind(doc: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(doc), "a number"
+    )
+
+
+# --------------------------------------------------------------------------- the intake
+
+
+def incident_config(settings: Settings) -> IncidentConfig:
+    """The knobs every new incident starts with (workflows never read the environment)."""
+    return IncidentConfig(
+        approval_mode=settings.approval_mode,
+        approvers=settings.approver_list,
+        confidence_threshold=settings.confidence_threshold,
+        remind_after_s=settings.remind_after_s,
+        escalate_after_s=settings.escalate_after_s,
+        expire_after_s=settings.expire_after_s,
+        verify_window_s=settings.verify_window_s,
+    )
+
+
+@dataclass
+class Delivery:
+    """What happened to one group."""
+
+    incident_id: str
+    signalled: bool  # False: a resolution with no incident running, nothing delivered
+    run_id: str | None = None
+
+
+@dataclass
+class Intake:
+    """The app's state: settings, the lazily connected Temporal client, the cached health check."""
+
+    client_factory: ClientFactory
+    settings: Settings
+    token: bytes
+    config: IncidentConfig
+    _client: Client | None = None
+    _connect_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _health: tuple[float, bool, str] | None = None
+    _health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # ---- Temporal ------------------------------------------------------------------------
+
+    async def client(self) -> Client:
+        """The client, connecting on first use (and again after a failed attempt)."""
+        if self._client is not None:
+            return self._client
+        async with self._connect_lock:
+            if self._client is None:
+                try:
+                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                        self._client = await self.client_factory()
+                except TimeoutError:
+                    raise TemporalUnavailable(
+                        f"Temporal at {self.settings.temporal_target} did not answer within {CONNECT_TIMEOUT_S:g}s"
+                    ) from None
+                except AgenticError as exc:
+                    raise TemporalUnavailable(str(exc)) from None
+                except Exception as exc:
+                    raise TemporalUnavailable(
+                        f"cannot reach Temporal at {self.settings.temporal_target}: {_one_line(exc)}"
+                    ) from None
+                log.info("connected to Temporal at %s", self.settings.temporal_target)
+            return self._client
+
+    async def temporal_health(self) -> tuple[bool, str]:
+        """(reachable, detail), from a check at most HEALTH_TTL_S old."""
+        now = time.monotonic()
+        if self._health is not None and now - self._health[0] < HEALTH_TTL_S:
+            return self._health[1], self._health[2]
+        async with self._health_lock:
+            if self._health is not None and time.monotonic() - self._health[0] < HEALTH_TTL_S:
+                return self._health[1], self._health[2]
+            try:
+                client = await self.client()
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    ok = await client.service_client.check_health(timeout=timedelta(seconds=3))
+                result = (bool(ok), "serving" if ok else "not serving")
+            except TemporalUnavailable as exc:
+                result = (False, exc.message)
+            except Exception as exc:
+                result = (False, f"Temporal at {self.settings.temporal_target} is unreachable: {_one_line(exc)}")
+            self._health = (time.monotonic(), *result)
+            return result
+
+    async def deliver(self, group: AlertGroup) -> Delivery:
+        """Signal-with-start the group's incident; a resolution only signals a running one."""
+        client = await self.client()
+        signal_arg = AlertsSignal(group=group)
+        try:
+            async with asyncio.timeout(TEMPORAL_TIMEOUT_S):
+                if group.status == AlertStatus.RESOLVED:
+                    handle = client.get_workflow_handle(group.incident_id)
+                    try:
+                        await handle.signal(SIGNAL_ALERTS, signal_arg)
+                    except RPCError as exc:
+                        if exc.status == RPCStatusCode.NOT_FOUND:  # closed, or never opened
+                            return Delivery(group.incident_id, signalled=False)
+                        raise
+                    return Delivery(group.incident_id, signalled=True)
+                handle = await client.start_workflow(
+                    INCIDENT_WORKFLOW,
+                    IncidentInput(incident_id=group.incident_id, group=group, config=self.config),
+                    id=group.incident_id,
+                    task_queue=self.settings.task_queue,
+                    start_signal=SIGNAL_ALERTS,
+                    start_signal_args=[signal_arg],
+                    # a closed incident that fires again is a new run under the same id
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    static_summary=_summary(group),
+                )
+                return Delivery(group.incident_id, signalled=True, run_id=handle.result_run_id)
+        except TimeoutError:
+            raise TemporalUnavailable(
+                f"Temporal at {self.settings.temporal_target} did not answer within {TEMPORAL_TIMEOUT_S:g}s"
+            ) from None
+        except RPCError as exc:
+            raise TemporalUnavailable(
+                f"Temporal at {self.settings.temporal_target} refused or failed the request "
+                f"({exc.status.name if exc.status is not None else 'unknown'}): {_one_line(exc)}"
+            ) from None
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthorized(
+                "missing bearer token: send `Authorization: Bearer <AGENTIC_INTAKE_TOKEN>`", invalid=False
+            )
+        scheme, _, given = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise _unauthorized("the Authorization header must be `Bearer <token>`", invalid=True)
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token):
+            raise _unauthorized("invalid bearer token", invalid=True)
+
+    async def read_json(self, request: Request) -> Any:
+        """The body as JSON, after the content-type and size checks."""
+        content_type = request.headers.get("content-type", "")
+        if not _is_json(content_type):
+            shown = content_type.split(";", 1)[0].strip()[:100] or "none"
+            raise IntakeError(415, f"Content-Type must be application/json (got {shown})")
+        limit = self.settings.intake_max_body
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise IntakeError(400, "Content-Length is not a number") from None
+            if length < 0:
+                raise IntakeError(400, "Content-Length is negative")
+            if length > limit:
+                raise IntakeError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # a missing or lying Content-Length, or a chunked body
+                raise IntakeError(413, f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return _load_json(b"".join(chunks))
+
+    async def deliver_all(self, groups: list[AlertGroup]) -> list[Delivery]:
+        """Deliver every group: one incident's groups in order, different incidents concurrently."""
+        if len(groups) == 1:
+            return [await self.deliver(groups[0])]
+        by_incident: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_incident.setdefault(g.incident_id, []).append(i)
+        results: list[Delivery | None] = [None] * len(groups)
+        gate = asyncio.Semaphore(EVENT_CONCURRENCY)
+
+        async def one_incident(indexes: list[int]) -> None:
+            async with gate:
+                for i in indexes:
+                    results[i] = await self.deliver(groups[i])
+
+        outcome = await asyncio.gather(*(one_incident(ix) for ix in by_incident.values()), return_exceptions=True)
+        failures = [r for r in outcome if isinstance(r, BaseException)]
+        if failures:
+            delivered = _unique(r.incident_id for r in results if r is not None and r.signalled)
+            first = failures[0]
+            if isinstance(first, TemporalUnavailable):
+                raise TemporalUnavailable(first.message, delivered=delivered)
+            raise first
+        return [r for r in results if r is not None]
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _summary(group: AlertGroup) -> str:
+    """One line for the Temporal UI: alert name and summary (labels, not secrets)."""
+    name = group.labels.get("alertname", "") or group.group_key
+    first = group.alerts[0].summary if group.alerts else ""
+    text = f"{name}: {first}" if first and first != name else name
+    return text.replace("\n", " ")[:200]
+
+
+def _accepted(deliveries: list[Delivery], **counts: int) -> JSONResponse:
+    body: dict[str, Any] = {
+        "accepted": True,
+        "incidents": _unique(d.incident_id for d in deliveries if d.signalled),
+        **counts,
+    }
+    ignored = _unique(d.incident_id for d in deliveries if not d.signalled)
+    if ignored:
+        body["ignored"] = [
+            {"incident_id": i, "reason": "resolved, and no incident of this group is open: nothing to do"}
+            for i in ignored
+        ]
+    return JSONResponse(body, status_code=202)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _guarded(
+    handler: Callable[[Intake, Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Answer IntakeErrors with their status, and anything unexpected with a logged 503, never a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        intake: Intake = request.app.state.intake
+        try:
+            return await handler(intake, request)
+        except TemporalUnavailable as exc:
+            log.warning("%s %s: 503: %s", request.method, request.url.path, exc.message)
+            return exc.response()
+        except IntakeError as exc:
+            log.info("%s %s: %d: %s", request.method, request.url.path, exc.status, exc.message)
+            return exc.response()
+        except Exception:
+            log.exception("%s %s: unexpected error (answered 503)", request.method, request.url.path)
+            return TemporalUnavailable("the intake failed unexpectedly; retry later").response()
+
+    return endpoint
+
+
+async def _post_alerts(intake: Intake, request: Request) -> Response:
+    intake.authorize(request)
+    doc = await intake.read_json(request)
+    if not isinstance(doc, dict):
+        raise IntakeError(400, f"expected a JSON object (an Alertmanager webhook, version 4), got {_kind(doc)}")
+    try:
+        hook = _WEBHOOK.validate_python(doc)
+    except ValidationError as exc:
+        raise _schema_error("Alertmanager webhook", exc) from None
+    group = group_from_webhook(hook)
+    [delivery] = await intake.deliver_all([group])
+    log.info(
+        "alerts: receiver %s, %s, %d alert(s) → incident %s%s",
+        hook.receiver,
+        group.status.value,
+        len(group.alerts),
+        group.incident_id,
+        "" if delivery.signalled else " (not open: ignored)",
+    )
+    return _accepted([delivery], alerts=len(group.alerts))
+
+
+async def _post_events(intake: Intake, request: Request) -> Response:
+    intake.authorize(request)
+    doc = await intake.read_json(request)
+    try:
+        if isinstance(doc, dict):
+            events = [_EVENT.validate_python(doc)]
+        elif isinstance(doc, list):
+            if not doc:
+                raise IntakeError(422, "invalid events: the list is empty (send 1 to 100 events)")
+            if len(doc) > MAX_EVENTS:
+                raise IntakeError(422, f"invalid events: {len(doc)} events in one request (at most {MAX_EVENTS})")
+            events = _EVENTS.validate_python(doc)
+        else:
+            raise IntakeError(400, f"expected a JSON object or an array of objects (events), got {_kind(doc)}")
+    except ValidationError as exc:
+        raise _schema_error("event" if isinstance(doc, dict) else "events", exc) from None
+    groups = [group_from_event(ev) for ev in events]
+    deliveries = await intake.deliver_all(groups)
+    log.info(
+        "events: %d event(s) from %s → incident(s) %s",
+        len(events),
+        ",".join(_unique(ev.source for ev in events))[:200],
+        ",".join(_unique(d.incident_id for d in deliveries)),
+    )
+    return _accepted(deliveries, events=len(events))
+
+
+async def _healthz(intake: Intake, request: Request) -> Response:
+    ok, detail = await intake.temporal_health()
+    body = {"status": "ok" if ok else "unavailable", "temporal": detail}
+    if ok:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _index(intake: Intake, request: Request) -> Response:
+    return JSONResponse(
+        {
+            "service": "agentic-platform alert intake",
+            "auth": "Authorization: Bearer <AGENTIC_INTAKE_TOKEN> (POST routes)",
+            "routes": {
+                "POST /alerts": "Alertmanager webhook (version 4): one alert group → one IncidentWorkflow",
+                "POST /events": f"generic event, or a list of up to {MAX_EVENTS}: each its own incident",
+                "GET /healthz": "200 when Temporal is reachable, else 503",
+            },
+            "max_body_bytes": intake.settings.intake_max_body,
+        }
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    headers = getattr(exc, "headers", None)
+    message = {404: "no such route (see GET /)", 405: f"method {request.method} not allowed here"}.get(
+        status, "bad request"
+    )
+    return JSONResponse({"accepted": False, "error": message}, status_code=status, headers=headers)
+
+
+class AccessLog:
+    """One line per request: client, method, path (no query string), status, milliseconds. No headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client")
+            access_log.info(
+                '%s "%s %s" %d %.1fms',
+                client[0] if client else "-",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def create_app(client_factory: ClientFactory, settings: Settings) -> Starlette:
+    """The intake as an ASGI app. `client_factory` connects to Temporal (called lazily, retried)."""
+    token = settings.intake_token.get_secret_value().strip() if settings.intake_token else ""
+    if not token:
+        raise AgenticError(
+            "AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "
+            "(`agentic up` generates one into DATA_DIR/secrets/intake.token)"
+        )
+    app = Starlette(
+        routes=[
+            Route("/alerts", _guarded(_post_alerts), methods=["POST"]),
+            Route("/events", _guarded(_post_events), methods=["POST"]),
+            Route("/healthz", _guarded(_healthz), methods=["GET"]),
+            Route("/", _guarded(_index), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.intake = Intake(
+        client_factory=client_factory,
+        settings=settings,
+        token=token.encode("utf-8", "surrogateescape"),
+        config=incident_config(settings),
+    )
+    app.add_middleware(AccessLog)
+    return app
+
+
+# --------------------------------------------------------------------------- the process
+
+
+class StartupError(Exception):
+    """A problem the operator can fix; its message is the one line printed on stderr."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is one clear line (uvicorn would exit 1)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
+    family, kind, proto, _name, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"error: port {port} on {host} is already in use (set AGENTIC_INTAKE_PORT to another port)"
+            ) from None
+        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn minus its own signal capture: ours stops it gracefully and the process exits 0
+    (uvicorn re-raises a captured SIGTERM after its shutdown, which would end us with -15)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Settings, sock: socket.socket) -> int:
+    from workers.temporal import connect
+
+    async def factory() -> Client:
+        return await connect(settings.temporal_target, settings.temporal_namespace)
+
+    app = create_app(factory, settings)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,  # our logging.basicConfig; uvicorn's access log is replaced by AccessLog
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=15,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+
+    intake: Intake = app.state.intake
+    ok, detail = await intake.temporal_health()
+    port = sock.getsockname()[1]
+    print(
+        f"intake: listening on http://{settings.host}:{port} (POST /alerts, POST /events, GET /healthz); "
+        f"Temporal {settings.temporal_target} namespace {settings.temporal_namespace} "
+        f"task queue {settings.task_queue}: " + ("reachable" if ok else f"NOT reachable yet, answering 503 ({detail})"),
+        file=sys.stderr,
+        flush=True,
+    )
+    await server.serve(sockets=[sock])
+    print("intake: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def _settings_error(exc: ValidationError) -> str:
+    errs = exc.errors(include_input=False, include_url=False)
+    parts = [f"AGENTIC_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}" for e in errs[:3]]
+    return "error: invalid settings: " + "; ".join(parts)
+
+
+def main() -> None:
+    code = EXIT_OK
+    try:
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            raise StartupError(_settings_error(exc)) from None
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if settings.intake_token is None or not settings.intake_token.get_secret_value().strip():
+            raise StartupError(
+                "error: AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "
+                "(`agentic up` generates one into DATA_DIR/secrets/intake.token)"
+            )
+        sock = _bind(settings.host, settings.intake_port)
+        code = asyncio.run(serve(settings, sock))
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        code = EXIT_STARTUP
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_STARTUP
+    except Exception as exc:
+        log.exception("intake failed")
+        print(f"error: intake failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        code = EXIT_FAILED
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit with a live client
+
+
+if __name__ == "__main__":
+    main()
