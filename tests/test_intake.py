@@ -554,6 +554,23 @@ async def test_temporal_unreachable_is_503(temporal: Client) -> None:
     await assert_not_started(temporal, incident_of(doc))
 
 
+async def test_temporal_going_away_is_503() -> None:
+    env = await start_dev_server()
+    target = env.client.service_client.config.target_host
+    app = create_app(factory_for(env.client), settings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        before = await post(http, "/alerts", webhook("agentic-" + uniq()))
+        assert before.status_code == 202, before.text
+        await env.shutdown()
+        started = time.monotonic()
+        r = await post(http, "/alerts", webhook("agentic-" + uniq()))
+        assert time.monotonic() - started < 12  # the SDK's own retries, bounded by the intake
+        assert r.status_code == 503 and r.headers["retry-after"] == "10", r.text
+        assert f"Temporal at {target}" in r.json()["error"] and "UNAVAILABLE" in r.json()["error"]
+        r = await http.get("/healthz")
+        assert r.status_code == 503
+
+
 async def test_unexpected_error_is_503_not_500(temporal: Client) -> None:
     async def broken() -> Client:
         raise RuntimeError("boom")
@@ -637,8 +654,7 @@ async def test_process_serves_and_stops_on_sigterm(temporal: Client) -> None:
             assert bad.status_code == 401
         assert len((await received(temporal, incident_of(doc), signals=1)).signals) == 1
     finally:
-        if proc.returncode is None:
-            code, log = await stop(proc)
+        code, log = await stop(proc) if proc.returncode is None else (proc.returncode, "")
     assert code == 0, log
     assert "intake: listening on http://127.0.0.1:" in log and "reachable" in log
     assert '"POST /alerts" 202' in log and '"POST /alerts" 401' in log

@@ -108,6 +108,7 @@ INCIDENT_WORKFLOW = "IncidentWorkflow"
 MAX_EVENTS = 100  # events in one `POST /events` list
 TEMPORAL_TIMEOUT_S = 10.0  # one signal-with-start, connecting included (the SDK retries inside it)
 CONNECT_TIMEOUT_S = 5.0
+CONNECT_BACKOFF_S = 1.0  # after a failed connect, answer 503 at once for this long
 HEALTH_TTL_S = 3.0  # `/healthz` answers from a cached check this long
 RETRY_AFTER_S = 10  # what a 503 tells Alertmanager
 MAX_ERRORS_SHOWN = 20  # schema errors named in one 422
@@ -257,31 +258,41 @@ class Intake:
     config: IncidentConfig
     _client: Client | None = None
     _connect_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _connect_failure: tuple[float, str] | None = None
     _health: tuple[float, bool, str] | None = None
     _health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # ---- Temporal ------------------------------------------------------------------------
 
+    @property
+    def target(self) -> str:
+        """Where Temporal is: the connected client's address, else the configured one."""
+        return self._client.service_client.config.target_host if self._client else self.settings.temporal_target
+
     async def client(self) -> Client:
-        """The client, connecting on first use (and again after a failed attempt)."""
+        """The client, connecting on first use, and again after a failure once CONNECT_BACKOFF_S has passed
+        (so a burst of requests while Temporal is down gets quick 503s, not a queue of connect attempts)."""
         if self._client is not None:
             return self._client
         async with self._connect_lock:
-            if self._client is None:
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                        self._client = await self.client_factory()
-                except TimeoutError:
-                    raise TemporalUnavailable(
-                        f"Temporal at {self.settings.temporal_target} did not answer within {CONNECT_TIMEOUT_S:g}s"
-                    ) from None
-                except AgenticError as exc:
-                    raise TemporalUnavailable(str(exc)) from None
-                except Exception as exc:
-                    raise TemporalUnavailable(
-                        f"cannot reach Temporal at {self.settings.temporal_target}: {_one_line(exc)}"
-                    ) from None
-                log.info("connected to Temporal at %s", self.settings.temporal_target)
+            if self._client is not None:
+                return self._client
+            if self._connect_failure is not None and time.monotonic() - self._connect_failure[0] < CONNECT_BACKOFF_S:
+                raise TemporalUnavailable(self._connect_failure[1])
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    self._client = await self.client_factory()
+            except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    message = f"Temporal at {self.target} did not answer within {CONNECT_TIMEOUT_S:g}s"
+                elif isinstance(exc, AgenticError):
+                    message = str(exc)
+                else:
+                    message = f"cannot reach Temporal at {self.target}: {_one_line(exc)}"
+                self._connect_failure = (time.monotonic(), message)
+                raise TemporalUnavailable(message) from None
+            self._connect_failure = None
+            log.info("connected to Temporal at %s", self.target)
             return self._client
 
     async def temporal_health(self) -> tuple[bool, str]:
@@ -300,7 +311,7 @@ class Intake:
             except TemporalUnavailable as exc:
                 result = (False, exc.message)
             except Exception as exc:
-                result = (False, f"Temporal at {self.settings.temporal_target} is unreachable: {_one_line(exc)}")
+                result = (False, f"Temporal at {self.target} is unreachable: {_one_line(exc)}")
             self._health = (time.monotonic(), *result)
             return result
 
@@ -333,11 +344,11 @@ class Intake:
                 return Delivery(group.incident_id, signalled=True, run_id=handle.result_run_id)
         except TimeoutError:
             raise TemporalUnavailable(
-                f"Temporal at {self.settings.temporal_target} did not answer within {TEMPORAL_TIMEOUT_S:g}s"
+                f"Temporal at {self.target} did not answer within {TEMPORAL_TIMEOUT_S:g}s"
             ) from None
         except RPCError as exc:
             raise TemporalUnavailable(
-                f"Temporal at {self.settings.temporal_target} refused or failed the request "
+                f"Temporal at {self.target} refused or failed the request "
                 f"({exc.status.name if exc.status is not None else 'unknown'}): {_one_line(exc)}"
             ) from None
 
@@ -455,7 +466,14 @@ def _guarded(
             log.warning("%s %s: 503: %s", request.method, request.url.path, exc.message)
             return exc.response()
         except IntakeError as exc:
-            log.info("%s %s: %d: %s", request.method, request.url.path, exc.status, exc.message)
+            log.log(
+                logging.WARNING if exc.status == 401 else logging.INFO,
+                "%s %s: %d: %s",
+                request.method,
+                request.url.path,
+                exc.status,
+                exc.message,
+            )
             return exc.response()
         except Exception:
             log.exception("%s %s: unexpected error (answered 503)", request.method, request.url.path)
@@ -695,11 +713,14 @@ def main() -> None:
             settings = Settings()
         except ValidationError as exc:
             raise StartupError(_settings_error(exc)) from None
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        try:
+            logging.basicConfig(
+                level=settings.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                stream=sys.stderr,
+            )
+        except ValueError:
+            raise StartupError(f"error: AGENTIC_LOG_LEVEL {settings.log_level!r} is not a log level") from None
         if settings.intake_token is None or not settings.intake_token.get_secret_value().strip():
             raise StartupError(
                 "error: AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "
