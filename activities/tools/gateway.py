@@ -1,0 +1,492 @@
+"""The tool gateway: the only way the platform calls MCP tools. The worker builds one
+`ToolActivities` and registers its three activities.
+
+    ToolActivities(ledger, servers={"infra": "http://127.0.0.1:8091/mcp"}, token=...,
+                   allow={"incident": settings.incident_tool_list})
+
+- `tools.list_tools`: the tools of every configured server that are on the agent's allow-list,
+  with their JSON input schemas. The tool catalogue is cached for `cache_ttl_s` (30 s).
+- `tools.guard`: each proposed action must name a tool on the agent's allow-list that a server
+  offers, with arguments valid under the tool's input schema (jsonschema; unknown arguments and
+  unrendered `{{ templates }}` are refused too). Refusals carry a precise reason and are recorded
+  in the ledger as `refused` actions under the key
+  `idempotency_key(incident_id, index) + "/guard/" + <hash of tool and arguments>`, so they never
+  clash with execution keys and refusing the same action twice records it once.
+- `tools.execute`: runs one approved action exactly once (see below).
+
+Exactly once. The ledger row of the action's idempotency key is the claim:
+
+1. A finished row (succeeded/failed/refused/skipped) → its recorded result is returned with
+   `already_ran=True`; the tool is not called (the MCP server need not even be up).
+2. The allow-list and schema are checked again (defence in depth). A refusal is recorded under
+   the action's key and raised as a non-retryable `ApplicationError` (type `ToolRefused`).
+3. `Ledger.start_action` claims the key. A new row → call the tool. An existing `running` row
+   means an earlier attempt died mid-call (worker crash, heartbeat timeout) and nobody knows
+   whether the call reached the cluster:
+   - tools that are safe to repeat are called again: read-only tools, tools annotated
+     `idempotentHint` (absolute settings: `scale_deployment`, `set_memory_limit`), and tools
+     whose `_meta` names an idempotency-timestamp argument (`rollout_restart`). The gateway
+     fills that argument, when the plan left it out, with the time the row was first claimed
+     (`started_at`, from the ledger), so every attempt sends the same `restartedAt` and the
+     deployment restarts once;
+   - any other tool is not called again: the action is finished as `failed` with an error that
+     says the outcome is unknown and a human must check, and that result is returned.
+4. The call runs with a heartbeat every few seconds. A tool error (`isError`) → `failed`; a
+   result → `succeeded`; both recorded with the tool's output. A server that cannot be reached
+   before the call → retryable `ApplicationError` (type `ToolServerUnavailable`), nothing
+   recorded. A connection lost during the call → retryable for tools that are safe to repeat
+   (the retry resumes as in 3), else `failed` with "outcome unknown".
+
+Results are recorded before they are returned, and the first recorded result wins: two
+attempts racing on one key (a zombie and its retry) return the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+import jsonschema
+from jsonschema.exceptions import ValidationError as SchemaError
+from jsonschema.exceptions import best_match
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.ledger.db import ConflictError, LedgerUnavailable
+from activities.tools import IDEMPOTENCY_TIMESTAMP_META
+from agentic_core.incident import (
+    ActionResult,
+    ExecuteInput,
+    GuardedAction,
+    GuardInput,
+    GuardResult,
+    ListToolsInput,
+    ListToolsResult,
+    ToolSpec,
+    idempotency_key,
+)
+from agentic_core.models import ToolCall
+
+if TYPE_CHECKING:
+    from activities.ledger.models import ActionRow, ActionStatus
+    from activities.ledger.repository import Ledger
+
+__all__ = [
+    "ERR_CONFLICT",
+    "ERR_REFUSED",
+    "ERR_UNAVAILABLE",
+    "ToolActivities",
+    "guard_key",
+]
+
+ERR_REFUSED = "ToolRefused"
+ERR_UNAVAILABLE = "ToolServerUnavailable"
+ERR_CONFLICT = "ActionConflict"
+
+CACHE_TTL_S = 30.0
+CALL_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 10.0
+HEARTBEAT_EVERY_S = 5.0
+MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
+MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
+FINISH_ATTEMPTS = 4
+
+
+def guard_key(incident_id: str, index: int, call: ToolCall) -> str:
+    """The ledger key of a guard refusal: apart from execution keys, one per distinct action."""
+    doc = json.dumps({"tool": call.tool, "arguments": call.arguments}, sort_keys=True, separators=(",", ":"))
+    return f"{idempotency_key(incident_id, index)}/guard/{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class _Tool:
+    spec: ToolSpec
+    url: str
+    read_only: bool
+    idempotent: bool
+    timestamp_arg: str | None  # argument the gateway fills with the action's claim time
+
+    @property
+    def safe_to_repeat(self) -> bool:
+        return self.read_only or self.idempotent or self.timestamp_arg is not None
+
+
+class _ServerError(Exception):
+    """An MCP server could not be used. `sent`: the failure came after the call was sent."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _describe(exc: BaseException) -> str:
+    leaf = _leaves(exc)[0]
+    text = str(leaf).strip().splitlines()[0] if str(leaf).strip() else ""
+    return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
+
+
+def _text_of(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(every: float, *details: Any) -> AsyncIterator[None]:
+    async def tick() -> None:
+        while True:
+            activity.heartbeat(*details)
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class ToolActivities:
+    """Tool listing, guarding and exactly-once execution over MCP servers (see the module doc)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        servers: dict[str, str],
+        token: str | None,
+        allow: dict[str, list[str]],
+        *,
+        cache_ttl_s: float = CACHE_TTL_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        heartbeat_every_s: float = HEARTBEAT_EVERY_S,
+    ) -> None:
+        self.ledger = ledger
+        self.servers = dict(servers)
+        self._token = token
+        self.allow = {agent: list(tools) for agent, tools in allow.items()}
+        self.cache_ttl_s = cache_ttl_s
+        self.call_timeout_s = call_timeout_s
+        self.heartbeat_every_s = heartbeat_every_s
+        self._catalog: dict[str, _Tool] | None = None
+        self._catalog_at = 0.0
+        self._catalog_lock = asyncio.Lock()
+
+    # --- MCP plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _client(self, url: str, statuses: list[int]) -> AsyncIterator[Client]:
+        async def on_response(response: httpx2.Response) -> None:
+            statuses.append(response.status_code)
+
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=self.call_timeout_s),
+            event_hooks={"response": [on_response]},
+        )
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            yield client
+
+    def _failure(self, server: str, url: str, exc: BaseException, statuses: list[int], *, sent: bool) -> _ServerError:
+        if 401 in statuses or 403 in statuses:
+            code = 401 if 401 in statuses else 403
+            return _ServerError(
+                f"MCP server {server!r} at {url} refused the gateway's bearer token ({code}): "
+                "give the worker the server's token (AGENTIC_MCP_TOKEN)",
+                sent=False,
+            )
+        if any(isinstance(leaf, httpx2.ConnectError) for leaf in _leaves(exc)):
+            return _ServerError(
+                f"cannot reach MCP server {server!r} at {url} ({_describe(exc)}): is it running? (agentic status)",
+                sent=False,
+            )
+        what = "lost the connection during the call" if sent else "failed"
+        return _ServerError(f"MCP server {server!r} at {url} {what}: {_describe(exc)}", sent=sent)
+
+    async def _list_server(self, server: str, url: str) -> list[_Tool]:
+        statuses: list[int] = []
+        tools: list[_Tool] = []
+        try:
+            async with self._client(url, statuses) as client:
+                cursor: str | None = None
+                for _ in range(100):  # pages
+                    page = await client.list_tools(cursor=cursor)
+                    for t in page.tools:
+                        ann = t.annotations
+                        meta = t.meta or {}
+                        stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
+                        read_only = bool(ann and ann.read_only_hint)
+                        tools.append(
+                            _Tool(
+                                spec=ToolSpec(
+                                    name=t.name,
+                                    description=t.description or t.title or "",
+                                    input_schema=dict(t.input_schema or {}),
+                                    server=server,
+                                    mutating=not read_only,
+                                ),
+                                url=url,
+                                read_only=read_only,
+                                idempotent=bool(ann and ann.idempotent_hint),
+                                timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
+                            )
+                        )
+                    cursor = page.next_cursor
+                    if not cursor:
+                        break
+        except Exception as exc:
+            raise self._failure(server, url, exc, statuses, sent=False) from None
+        return tools
+
+    async def _tools(self) -> dict[str, _Tool]:
+        """The catalogue of every server's tools by name (cached; the first server wins a name)."""
+        async with self._catalog_lock:
+            if self._catalog is not None and time.monotonic() - self._catalog_at < self.cache_ttl_s:
+                return self._catalog
+            try:
+                lists = await asyncio.gather(*(self._list_server(s, u) for s, u in self.servers.items()))
+            except _ServerError as exc:
+                raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
+            catalog: dict[str, _Tool] = {}
+            for tools in lists:
+                for tool in tools:
+                    if tool.spec.name in catalog:
+                        activity.logger.warning(
+                            "tool %s is offered by MCP servers %s and %s; using %s",
+                            tool.spec.name,
+                            catalog[tool.spec.name].spec.server,
+                            tool.spec.server,
+                            catalog[tool.spec.name].spec.server,
+                        )
+                        continue
+                    catalog[tool.spec.name] = tool
+            self._catalog, self._catalog_at = catalog, time.monotonic()
+            return catalog
+
+    async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
+        statuses: list[int] = []
+        sent = False
+        result: CallToolResult | None = None
+        try:
+            async with self._client(tool.url, statuses) as client:
+                sent = True
+                result = await client.call_tool(tool.spec.name, arguments, read_timeout_seconds=self.call_timeout_s)
+        except Exception as exc:
+            if result is None:
+                raise self._failure(tool.spec.server, tool.url, exc, statuses, sent=sent) from None
+            # The answer arrived; only closing the session failed.
+        assert result is not None
+        return result
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def _check(self, agent: str, call: ToolCall, catalog: dict[str, _Tool]) -> str | None:
+        """None when the action may run, else the precise reason it may not."""
+        allowed = self.allow.get(agent, [])
+        if call.tool not in allowed:
+            listed = ", ".join(allowed) if allowed else "it is empty"
+            return f"tool {call.tool!r} is not on the {agent} agent's allow-list ({listed})"
+        tool = catalog.get(call.tool)
+        if tool is None:
+            servers = ", ".join(self.servers) or "none configured"
+            return (
+                f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
+                f"(servers: {servers}): check the server version or the allow-list"
+            )
+        problems = _argument_problems(tool.spec, call.arguments)
+        if problems:
+            return f"{call.tool}: " + "; ".join(problems)
+        return None
+
+    async def _record_refusal(self, incident_id: str, index: int, call: ToolCall, key: str, reason: str) -> None:
+        row = await self.ledger.start_action(incident_id, index, call.tool, call.arguments, key)
+        if row.status == "running":
+            await self._finish(key, "refused", None, reason)
+
+    async def _finish(self, key: str, status: ActionStatus, result: Any, error: str | None) -> ActionRow:
+        """Record the outcome; retried while the ledger is unreachable (the tool already ran).
+        The first recorded outcome wins (a racing attempt may have recorded it)."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                return await self.ledger.finish_action(key, status, result, error)
+            except ConflictError:
+                row = await self.ledger.get_action(key)
+                assert row is not None
+                return row
+            except LedgerUnavailable:
+                if attempt + 1 == FINISH_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- activities -----------------------------------------------------------------------------
+
+    @activity.defn(name="tools.list_tools")
+    async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
+        catalog = await self._tools()
+        allowed = self.allow.get(inp.agent, [])
+        return ListToolsResult(tools=[catalog[name].spec for name in allowed if name in catalog])
+
+    @activity.defn(name="tools.guard")
+    async def guard(self, inp: GuardInput) -> GuardResult:
+        catalog = await self._tools()
+        out: list[GuardedAction] = []
+        for index, call in enumerate(inp.actions):
+            reason = self._check(inp.agent, call, catalog)
+            if reason is not None:
+                await self._record_refusal(
+                    inp.incident_id, index, call, guard_key(inp.incident_id, index, call), reason
+                )
+                activity.logger.info("refused action %d of %s: %s", index, inp.incident_id, reason)
+            out.append(GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or ""))
+        return GuardResult(actions=out)
+
+    @activity.defn(name="tools.execute")
+    async def execute(self, inp: ExecuteInput) -> ActionResult:
+        key, call = inp.idempotency_key, inp.call
+
+        # 1. Already finished: the recorded result, without calling anything.
+        existing = await self.ledger.get_action(key)
+        if existing is not None:
+            self._same_action(existing, inp)
+            if existing.status != "running":
+                return _recorded(existing)
+
+        # 2. Defence in depth: the guard's checks again, on the current catalogue.
+        catalog = await self._tools()
+        reason = self._check(inp.agent, call, catalog)
+        if reason is not None:
+            if existing is not None:  # interrupted earlier, and now no longer allowed: not resumed
+                row = await self._finish(key, "failed", None, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")
+                return _recorded(row, already_ran=False)
+            await self._record_refusal(inp.incident_id, inp.index, call, key, reason)
+            refused = ActionResult(index=inp.index, tool=call.tool, idempotency_key=key, status="refused", error=reason)
+            raise ApplicationError(reason, refused.model_dump(), type=ERR_REFUSED, non_retryable=True)
+        tool = catalog[call.tool]
+
+        # 3. Claim the key.
+        try:
+            row = await self.ledger.start_action(inp.incident_id, inp.index, call.tool, call.arguments, key)
+        except ConflictError as exc:
+            raise ApplicationError(str(exc), type=ERR_CONFLICT, non_retryable=True) from None
+        if row.existed and row.status != "running":
+            return _recorded(row)  # another attempt finished it meanwhile
+        if row.existed and not tool.safe_to_repeat:
+            activity.logger.warning("action %s was interrupted mid-call; %s is not safe to repeat", key, call.tool)
+            row = await self._finish(
+                key, "failed", None, f"outcome unknown: {_UNKNOWN}; {call.tool} is not safe to repeat, so it was not"
+            )
+            return _recorded(row, already_ran=False)
+
+        # 4. Call the tool.
+        arguments = dict(call.arguments)
+        if tool.timestamp_arg and arguments.get(tool.timestamp_arg) is None:
+            arguments[tool.timestamp_arg] = _rfc3339(row.started_at)
+        try:
+            async with _heartbeating(self.heartbeat_every_s, key):
+                result = await self._call(tool, arguments)
+        except _ServerError as exc:
+            if exc.sent and not tool.safe_to_repeat:
+                row = await self._finish(key, "failed", None, f"outcome unknown: {exc}; check the cluster by hand")
+                return _recorded(row, already_ran=False)
+            # Not sent, or safe to repeat: the retry resumes from the running row.
+            raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
+
+        text = _text_of(result)
+        prefix = f"Error executing tool {call.tool}: "
+        if result.is_error and text.startswith(prefix):
+            text = text[len(prefix) :]
+        record: dict[str, Any] = {"text": text[:MAX_RECORD_CHARS], "server": tool.spec.server, "arguments": arguments}
+        if result.structured_content is not None and len(json.dumps(result.structured_content)) <= MAX_RECORD_CHARS:
+            record["structured"] = result.structured_content
+        if result.is_error:
+            row = await self._finish(
+                key, "failed", record, text[:MAX_OUTPUT_CHARS] or "the tool failed without a message"
+            )
+        else:
+            row = await self._finish(key, "succeeded", record, None)
+        return _recorded(row, already_ran=row.status != ("failed" if result.is_error else "succeeded"))
+
+    @staticmethod
+    def _same_action(row: ActionRow, inp: ExecuteInput) -> None:
+        mine = (inp.incident_id, inp.index, inp.call.tool, _normalise(inp.call.arguments))
+        theirs = (row.incident_id, row.action_index, row.tool, row.arguments)
+        if mine != theirs:
+            raise ApplicationError(
+                f"idempotency key {inp.idempotency_key!r} already belongs to action {row.action_index} "
+                f"({row.tool}) of incident {row.incident_id} with other arguments",
+                type=ERR_CONFLICT,
+                non_retryable=True,
+            )
+
+
+_UNKNOWN = "an earlier attempt was interrupted during the call and may or may not have changed the cluster"
+
+
+def _recorded(row: ActionRow, *, already_ran: bool = True) -> ActionResult:
+    result = row.result if isinstance(row.result, dict) else {}
+    status = row.status if row.status != "running" else "failed"
+    return ActionResult(
+        index=row.action_index,
+        tool=row.tool,
+        idempotency_key=row.idempotency_key,
+        status=status,
+        output=str(result.get("text", ""))[:MAX_OUTPUT_CHARS],
+        error=(row.error or "")[:MAX_OUTPUT_CHARS],
+        already_ran=already_ran,
+    )
+
+
+def _argument_problems(spec: ToolSpec, arguments: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    schema = spec.input_schema or {"type": "object"}
+    properties = schema.get("properties", {}) if isinstance(schema.get("properties"), dict) else {}
+    for name, value in arguments.items():
+        if isinstance(value, str) and "{{" in value:
+            problems.append(
+                f"argument {name!r} still holds a template ({value!r}): the runbook was not rendered for this alert"
+            )
+    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    errors = sorted(validator_cls(schema).iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
+    for err in errors:
+        problems.append(_explain_schema_error(spec.name, err, properties))
+    return problems
+
+
+def _explain_schema_error(tool: str, err: SchemaError, properties: dict[str, Any]) -> str:
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [r for r in err.validator_value if r not in err.instance]
+        return f"argument {missing[0]!r} is required" if missing else err.message
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        extra = sorted(k for k in err.instance if k not in properties)
+        params = ", ".join(properties) or "none"
+        return f"argument {', '.join(repr(e) for e in extra)} is not a parameter of {tool} (parameters: {params})"
+    detail = err
+    if err.context:
+        detail = best_match(err.context)
+    path = ".".join(str(p) for p in err.absolute_path)
+    return f"argument {path!r}: {detail.message}" if path else detail.message

@@ -1,0 +1,802 @@
+"""The Kubernetes operations behind the MCP infrastructure server's tools.
+
+`KubeOps` wraps the official (synchronous) `kubernetes` client. Every public method is async and
+runs the client in a worker thread (`asyncio.to_thread`), so the server's event loop never
+blocks on the API. Methods return typed pydantic results and raise `KubeError` with a message
+meant for both the model and the human: what went wrong and what to do (a 404 names the object
+and the kubectl command to look for it, a 403 names the missing RBAC verb and resource).
+
+Writes are JSON merge patches (`application/merge-patch+json`, RFC 7386), which every API
+server (and the kmock emulator in tests) understands:
+
+- `rollout_restart` sets the pod template annotation `kubectl.kubernetes.io/restartedAt`, as
+  `kubectl rollout restart` does. Given the same `restarted_at`, a repeated call changes nothing.
+- `set_memory_limit` reads the deployment and sends the whole `containers` list with one limit
+  changed (a merge patch replaces lists whole), with `metadata.resourceVersion` as a precondition:
+  a concurrent change makes the API answer 409 and the read-modify-write is retried, so nothing
+  another writer did is lost. Objects are read as raw JSON so fields this client version does
+  not model survive the round trip.
+- `scale_deployment` patches `spec.replicas`.
+
+All three read the deployment first and skip the patch when it is already in the asked state
+(`changed=False`), so repeating a call is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "MEMORY_QUANTITY",
+    "RESTART_ANNOTATION",
+    "RFC3339",
+    "ContainerResources",
+    "ContainerState",
+    "EventInfo",
+    "EventsResult",
+    "KubeConfigError",
+    "KubeError",
+    "KubeOps",
+    "MemoryLimitResult",
+    "NodeInfo",
+    "NodesResult",
+    "PodDescription",
+    "PodInfo",
+    "PodLogsResult",
+    "PodsResult",
+    "RolloutRestartResult",
+    "ScaleResult",
+    "load_api_client",
+    "memory_bytes",
+]
+
+RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+MERGE_PATCH = "application/merge-patch+json"
+
+# Argument patterns (also published in the tools' JSON schemas, so the gateway refuses bad
+# values before they reach the server).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # namespaces, container names (max 63)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # object names (max 253)
+MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+
+MIN_MEMORY_LIMIT = 4 * 1024 * 1024  # below this no container runtime starts a container
+MAX_PODS = 200
+MAX_LOG_BYTES = 256 * 1024
+CONFLICT_RETRIES = 3
+
+_SUFFIX = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+class KubeError(Exception):
+    """A failed operation; the message says what went wrong and what to do about it.
+
+    `status` is the Kubernetes API's HTTP status when the API answered (e.g. 404, 403, 409).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeConfigError(Exception):
+    """The Kubernetes client configuration cannot be loaded (one line, for stderr)."""
+
+
+def memory_bytes(quantity: str) -> int | None:
+    """Bytes in a memory quantity such as "512Mi" or "2G"; None when it is not one."""
+    m = _QUANTITY.match(quantity.strip())
+    if m is None:
+        return None
+    return int(float(m.group(1)) * _SUFFIX[m.group(2) or ""])
+
+
+# --------------------------------------------------------------------------- results
+
+
+class NodeInfo(BaseModel):
+    name: str
+    ready: bool
+    roles: list[str] = Field(default_factory=list)
+    unschedulable: bool = False
+    kubelet_version: str = ""
+    internal_ip: str = ""
+    allocatable_cpu: str = ""
+    allocatable_memory: str = ""
+    problems: list[str] = Field(default_factory=list, description="conditions other than Ready that are True")
+    taints: list[str] = Field(default_factory=list)
+
+
+class NodesResult(BaseModel):
+    nodes: list[NodeInfo]
+
+
+class ContainerState(BaseModel):
+    name: str
+    ready: bool = False
+    restarts: int = 0
+    state: str = Field(default="", description='e.g. "running", "waiting: CrashLoopBackOff", "terminated: Error"')
+    last_termination: str = Field(default="", description='e.g. "OOMKilled (exit 137) at 2024-05-01T10:00:00Z"')
+
+
+class PodInfo(BaseModel):
+    name: str
+    namespace: str
+    phase: str = ""
+    reason: str = ""
+    ready: str = Field(default="0/0", description="ready containers / containers")
+    restarts: int = 0
+    node: str = ""
+    started_at: str = ""
+    containers: list[ContainerState] = Field(default_factory=list)
+
+
+class PodsResult(BaseModel):
+    namespace: str
+    label_selector: str = ""
+    pods: list[PodInfo]
+    truncated: bool = False
+
+
+class EventInfo(BaseModel):
+    type: str = ""
+    reason: str = ""
+    message: str = ""
+    object: str = Field(default="", description="Kind/name of the object the event is about")
+    count: int = 1
+    last_seen: str = ""
+
+
+class EventsResult(BaseModel):
+    namespace: str
+    involved_object: str = ""
+    events: list[EventInfo]
+    truncated: bool = False
+
+
+class PodLogsResult(BaseModel):
+    namespace: str
+    pod: str
+    container: str = ""
+    previous: bool = False
+    lines: int
+    truncated: bool = False
+    log: str
+
+
+class ContainerResources(BaseModel):
+    name: str
+    image: str = ""
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class PodDescription(BaseModel):
+    pod: PodInfo
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str = Field(default="", description="Kind/name of the controller that owns the pod")
+    qos_class: str = ""
+    conditions: list[str] = Field(default_factory=list, description="conditions that are not True, with reasons")
+    containers: list[ContainerResources] = Field(default_factory=list)
+    events: list[EventInfo] = Field(default_factory=list)
+
+
+class RolloutRestartResult(BaseModel):
+    namespace: str
+    deployment: str
+    restarted_at: str
+    changed: bool
+    message: str
+
+
+class MemoryLimitResult(BaseModel):
+    namespace: str
+    deployment: str
+    container: str
+    previous: str | None
+    value: str
+    changed: bool
+    message: str
+
+
+class ScaleResult(BaseModel):
+    namespace: str
+    deployment: str
+    previous: int
+    replicas: int
+    changed: bool
+    message: str
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def load_api_client(kubeconfig: Path | None) -> tuple[k8s_client.ApiClient, str]:
+    """An API client from `kubeconfig`, else the in-cluster service account, else the default
+    kubeconfig ($KUBECONFIG or ~/.kube/config). Returns the client and a one-line description.
+
+    Raises `KubeConfigError` for a file that is missing or that the client cannot use, and when
+    no configuration can be found at all.
+    """
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        cfg = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        except Exception as exc:
+            raise KubeConfigError(f"cannot load the in-cluster Kubernetes configuration: {_one_line(exc)}") from None
+        return k8s_client.ApiClient(cfg), f"in-cluster ({cfg.host})"
+    path = kubeconfig
+    if path is None:
+        default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+        path = Path(default)
+        if not path.expanduser().is_file():
+            raise KubeConfigError(
+                "no Kubernetes configuration: pass --kubeconfig PATH (AGENTIC_KUBECONFIG) or run in a cluster"
+            )
+    path = path.expanduser()
+    if not path.is_file():
+        raise KubeConfigError(f"kubeconfig not found: {path} (check --kubeconfig / AGENTIC_KUBECONFIG)")
+    try:
+        api = k8s_config.new_client_from_config(config_file=str(path))
+    except Exception as exc:
+        what = "it is not valid YAML: " if type(exc).__module__.startswith("yaml") else ""
+        raise KubeConfigError(f"cannot use kubeconfig {path}: {what}{_one_line(exc)}") from None
+    host = api.configuration.host
+    if not host or not str(host).startswith(("http://", "https://")):
+        raise KubeConfigError(f"cannot use kubeconfig {path}: its cluster has no server URL")
+    return api, f"kubeconfig {path} ({host})"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class _Op:
+    """What a call does, to explain its failure: `patch` `deployments` in `apps`, ns/name."""
+
+    verb: str
+    resource: str
+    group: str = ""
+    namespace: str = ""
+    name: str = ""
+    kind: str = ""  # e.g. "deployment", for messages
+    short: str = ""  # kubectl short name, e.g. "deploy"
+
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def _api_message(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return body.strip().splitlines()[0][:300]
+        if isinstance(doc, dict) and doc.get("message"):
+            return str(doc["message"]).splitlines()[0][:300]
+    return str(exc.reason or "").strip() or f"HTTP {exc.status}"
+
+
+def _explain(exc: ApiException, op: _Op) -> KubeError:
+    status = exc.status or 0
+    api_says = _api_message(exc)
+    ns_flag = f"-n {op.namespace} " if op.namespace else ""
+    error = _explain_text(status, api_says, ns_flag, exc, op)
+    return KubeError(error, status)
+
+
+def _explain_text(status: int, api_says: str, ns_flag: str, exc: ApiException, op: _Op) -> str:
+    if status == 404:
+        if op.name:
+            return (
+                f"{op.kind} {op.where} not found: check the namespace and name "
+                f"(kubectl {ns_flag}get {op.short or op.resource})"
+            )
+        return f"the Kubernetes API does not serve {op.resource}{_dot(op.group)}: {api_says}"
+    if status == 403:
+        scope = f"a Role in namespace {op.namespace}" if op.namespace else "a ClusterRole"
+        return (
+            f"forbidden: the MCP server's Kubernetes identity may not {op.verb} {op.resource}{_dot(op.group)}"
+            f"{' in namespace ' + op.namespace if op.namespace else ''}: grant it through {scope} with the rule "
+            f'apiGroups: ["{op.group}"], resources: ["{op.resource}"], verbs: ["{op.verb}"] '
+            f"(API: {api_says})"
+        )
+    if status == 401:
+        return (
+            "the Kubernetes API rejected the MCP server's credentials (401 Unauthorized): "
+            "check the kubeconfig user or the service-account token"
+        )
+    if status == 409:
+        return (
+            f"{op.kind or op.resource} {op.where} kept changing while it was being updated (409 Conflict): "
+            f"try again (API: {api_says})"
+        )
+    if status in (400, 422):
+        return f"the Kubernetes API refused to {op.verb} {op.kind or op.resource} {op.where}: {api_says}"
+    if status == 429 or status >= 500:
+        return (
+            f"the Kubernetes API failed to {op.verb} {op.resource} ({status} {exc.reason}): {api_says}; try again later"
+        )
+    return f"cannot {op.verb} {op.kind or op.resource} {op.where}: {status} {exc.reason}: {api_says}"
+
+
+def _dot(group: str) -> str:
+    return f".{group}" if group else ""
+
+
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------- helpers on raw JSON
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return default
+        obj = obj.get(key)
+    return default if obj is None else obj
+
+
+def _container_state(status: dict[str, Any]) -> ContainerState:
+    state = _get(status, "state", default={})
+    if "running" in state:
+        text = "running"
+    elif "waiting" in state:
+        text = f"waiting: {_get(state, 'waiting', 'reason', default='')}".rstrip(": ")
+    elif "terminated" in state:
+        text = f"terminated: {_get(state, 'terminated', 'reason', default='')}".rstrip(": ")
+    else:
+        text = ""
+    last = _get(status, "lastState", "terminated")
+    last_text = ""
+    if isinstance(last, dict):
+        last_text = (
+            f"{last.get('reason') or 'terminated'} (exit {last.get('exitCode', '?')})"
+            f"{' at ' + last['finishedAt'] if last.get('finishedAt') else ''}"
+        )
+    return ContainerState(
+        name=str(status.get("name", "")),
+        ready=bool(status.get("ready", False)),
+        restarts=int(status.get("restartCount", 0) or 0),
+        state=text,
+        last_termination=last_text,
+    )
+
+
+def _pod_info(pod: dict[str, Any]) -> PodInfo:
+    statuses = [_container_state(s) for s in _get(pod, "status", "containerStatuses", default=[])]
+    n_containers = len(_get(pod, "spec", "containers", default=[])) or len(statuses)
+    return PodInfo(
+        name=_get(pod, "metadata", "name", default=""),
+        namespace=_get(pod, "metadata", "namespace", default=""),
+        phase=_get(pod, "status", "phase", default=""),
+        reason=_get(pod, "status", "reason", default=""),
+        ready=f"{sum(1 for s in statuses if s.ready)}/{n_containers}",
+        restarts=sum(s.restarts for s in statuses),
+        node=_get(pod, "spec", "nodeName", default=""),
+        started_at=_get(pod, "status", "startTime", default=""),
+        containers=statuses,
+    )
+
+
+def _event_info(ev: dict[str, Any]) -> EventInfo:
+    obj = _get(ev, "involvedObject", default={}) or _get(ev, "regarding", default={})
+    return EventInfo(
+        type=_get(ev, "type", default=""),
+        reason=_get(ev, "reason", default=""),
+        message=str(_get(ev, "message", default="")).strip()[:1000],
+        object=f"{obj.get('kind', '')}/{obj.get('name', '')}".strip("/"),
+        count=int(_get(ev, "count", default=1) or 1),
+        last_seen=_event_time(ev),
+    )
+
+
+def _event_time(ev: dict[str, Any]) -> str:
+    for path in (("lastTimestamp",), ("eventTime",), ("series", "lastObservedTime"), ("metadata", "creationTimestamp")):
+        value = _get(ev, *path)
+        if value:
+            return str(value)
+    return ""
+
+
+def _node_info(node: dict[str, Any]) -> NodeInfo:
+    labels = _get(node, "metadata", "labels", default={})
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k)
+    conditions = _get(node, "status", "conditions", default=[])
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    problems = [
+        f"{c.get('type')}{': ' + c['message'] if c.get('message') else ''}"
+        for c in conditions
+        if c.get("type") != "Ready" and c.get("status") == "True"
+    ]
+    addresses = _get(node, "status", "addresses", default=[])
+    ip = next((a.get("address", "") for a in addresses if a.get("type") == "InternalIP"), "")
+    taints = [
+        f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
+        for t in _get(node, "spec", "taints", default=[])
+    ]
+    return NodeInfo(
+        name=_get(node, "metadata", "name", default=""),
+        ready=ready,
+        roles=roles,
+        unschedulable=bool(_get(node, "spec", "unschedulable", default=False)),
+        kubelet_version=_get(node, "status", "nodeInfo", "kubeletVersion", default=""),
+        internal_ip=ip,
+        allocatable_cpu=str(_get(node, "status", "allocatable", "cpu", default="")),
+        allocatable_memory=str(_get(node, "status", "allocatable", "memory", default="")),
+        problems=problems,
+        taints=taints,
+    )
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class KubeOps:
+    """The operations, over one API client. Thread-safe: calls run in worker threads."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        where: str = "",
+        request_timeout: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
+        self._api = api
+        # The generated client picks JSON Patch (or strategic merge) for PATCH; a second client
+        # on the same configuration sends JSON merge patches instead.
+        self._patch_api = k8s_client.ApiClient(
+            configuration=api.configuration, header_name="Content-Type", header_value=MERGE_PATCH
+        )
+        self.core = k8s_client.CoreV1Api(api)
+        self.apps = k8s_client.AppsV1Api(api)
+        self.apps_patch = k8s_client.AppsV1Api(self._patch_api)
+        self.host = str(api.configuration.host)
+        self.where = where or self.host
+        self.timeout = request_timeout
+
+    def close(self) -> None:
+        for api in (self._patch_api, self._api):
+            api.close()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, op: _Op, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the client (in a worker thread) and parse the raw JSON answer."""
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        except ApiException as exc:
+            raise _explain(exc, op) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot reach the Kubernetes API at {self.host}: {_reason(exc)}: "
+                "check that the cluster is up and the kubeconfig server address"
+            ) from None
+        data = resp.data
+        if op.resource == "pods/log":
+            return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise KubeError(f"the Kubernetes API answered {op.verb} {op.resource} with something not JSON") from None
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.to_thread(fn, *args)
+
+    def _read_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        op = _Op("get", "deployments", "apps", namespace, name, "deployment", "deploy")
+        doc: dict[str, Any] = self._call(op, self.apps.read_namespaced_deployment, name, namespace)
+        return doc
+
+    def _patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        op = _Op("patch", "deployments", "apps", namespace, name, "deployment", "deploy")
+        doc: dict[str, Any] = self._call(op, self.apps_patch.patch_namespaced_deployment, name, namespace, patch)
+        return doc
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get_nodes(self) -> NodesResult:
+        def work() -> NodesResult:
+            doc = self._call(_Op("list", "nodes", short="nodes"), self.core.list_node)
+            return NodesResult(nodes=[_node_info(n) for n in doc.get("items", [])])
+
+        return await self._run(work)
+
+    async def get_pods(self, namespace: str, label_selector: str = "") -> PodsResult:
+        def work() -> PodsResult:
+            kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
+            op = _Op("list", "pods", namespace=namespace, short="pods")
+            doc = self._call(op, self.core.list_namespaced_pod, namespace, **kwargs)
+            items = doc.get("items", [])
+            pods = [_pod_info(p) for p in items[:MAX_PODS]]
+            return PodsResult(
+                namespace=namespace, label_selector=label_selector, pods=pods, truncated=len(items) > MAX_PODS
+            )
+
+        return await self._run(work)
+
+    def _events(self, namespace: str, name: str = "", kind: str = "") -> list[dict[str, Any]]:
+        selector = ",".join(
+            s
+            for s in (f"involvedObject.name={name}" if name else "", f"involvedObject.kind={kind}" if kind else "")
+            if s
+        )
+        kwargs: dict[str, Any] = {"field_selector": selector} if selector else {}
+        op = _Op("list", "events", namespace=namespace, short="events")
+        doc = self._call(op, self.core.list_namespaced_event, namespace, **kwargs)
+        items = [
+            ev
+            for ev in doc.get("items", [])
+            if (not name or _get(ev, "involvedObject", "name") == name)
+            and (not kind or _get(ev, "involvedObject", "kind") == kind)
+        ]
+        items.sort(key=_event_time, reverse=True)
+        return items
+
+    async def get_events(self, namespace: str, involved_object: str = "", limit: int = 50) -> EventsResult:
+        def work() -> EventsResult:
+            items = self._events(namespace, involved_object)
+            return EventsResult(
+                namespace=namespace,
+                involved_object=involved_object,
+                events=[_event_info(e) for e in items[:limit]],
+                truncated=len(items) > limit,
+            )
+
+        return await self._run(work)
+
+    async def get_pod_logs(
+        self, namespace: str, pod: str, container: str = "", tail_lines: int = 100, previous: bool = False
+    ) -> PodLogsResult:
+        def work() -> PodLogsResult:
+            kwargs: dict[str, Any] = {"tail_lines": tail_lines, "limit_bytes": MAX_LOG_BYTES}
+            if container:
+                kwargs["container"] = container
+            if previous:
+                kwargs["previous"] = True
+            op = _Op("get", "pods/log", "", namespace, pod, "pod", "pods")
+            text: str = self._call(op, self.core.read_namespaced_pod_log, pod, namespace, **kwargs)
+            truncated = len(text.encode()) >= MAX_LOG_BYTES
+            return PodLogsResult(
+                namespace=namespace,
+                pod=pod,
+                container=container,
+                previous=previous,
+                lines=text.count("\n") + (1 if text and not text.endswith("\n") else 0),
+                truncated=truncated,
+                log=text,
+            )
+
+        return await self._run(work)
+
+    async def describe_pod(self, namespace: str, pod: str) -> PodDescription:
+        def work() -> PodDescription:
+            op = _Op("get", "pods", "", namespace, pod, "pod", "pods")
+            doc = self._call(op, self.core.read_namespaced_pod, pod, namespace)
+            owners = _get(doc, "metadata", "ownerReferences", default=[])
+            owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+            conditions = [
+                f"{c.get('type')}={c.get('status')}{': ' + c['reason'] if c.get('reason') else ''}"
+                f"{' (' + c['message'] + ')' if c.get('message') else ''}"
+                for c in _get(doc, "status", "conditions", default=[])
+                if c.get("status") != "True"
+            ]
+            containers = [
+                ContainerResources(
+                    name=c.get("name", ""),
+                    image=c.get("image", ""),
+                    requests={k: str(v) for k, v in _get(c, "resources", "requests", default={}).items()},
+                    limits={k: str(v) for k, v in _get(c, "resources", "limits", default={}).items()},
+                )
+                for c in _get(doc, "spec", "containers", default=[])
+            ]
+            try:
+                events = [_event_info(e) for e in self._events(namespace, pod, "Pod")[:20]]
+            except KubeError:
+                events = []  # events are a bonus: a pod description without them still helps
+            return PodDescription(
+                pod=_pod_info(doc),
+                labels={str(k): str(v) for k, v in _get(doc, "metadata", "labels", default={}).items()},
+                owner=f"{owner.get('kind')}/{owner.get('name')}" if owner else "",
+                qos_class=_get(doc, "status", "qosClass", default=""),
+                conditions=conditions,
+                containers=containers,
+                events=events,
+            )
+
+        return await self._run(work)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def rollout_restart(
+        self, namespace: str, deployment: str, restarted_at: str | None = None
+    ) -> RolloutRestartResult:
+        def work() -> RolloutRestartResult:
+            stamp = restarted_at or _now_rfc3339()
+            current = self._read_deployment(namespace, deployment)
+            if _get(current, "spec", "paused", default=False):
+                raise KubeError(
+                    f"deployment {namespace}/{deployment} is paused: a restart would not roll out "
+                    f"(kubectl -n {namespace} rollout resume deploy/{deployment} first)"
+                )
+            annotations = _get(current, "spec", "template", "metadata", "annotations", default={})
+            if annotations.get(RESTART_ANNOTATION) == stamp:
+                return RolloutRestartResult(
+                    namespace=namespace,
+                    deployment=deployment,
+                    restarted_at=stamp,
+                    changed=False,
+                    message=f"deployment {namespace}/{deployment} was already restarted at {stamp}: nothing to do",
+                )
+            patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}}
+            self._patch_deployment(namespace, deployment, patch)
+            return RolloutRestartResult(
+                namespace=namespace,
+                deployment=deployment,
+                restarted_at=stamp,
+                changed=True,
+                message=f"deployment {namespace}/{deployment} restarting (restartedAt={stamp}); "
+                f"watch it with kubectl -n {namespace} rollout status deploy/{deployment}",
+            )
+
+        return await self._run(work)
+
+    async def set_memory_limit(
+        self, namespace: str, deployment: str, value: str, container: str | None = None
+    ) -> MemoryLimitResult:
+        wanted = memory_bytes(value)
+        if wanted is None:
+            raise KubeError(f"memory limit {value!r} is not a Kubernetes quantity: use e.g. 512Mi or 2Gi")
+        if wanted < MIN_MEMORY_LIMIT:
+            hint = f": did you mean {value}Mi?" if value.isdigit() else ""
+            raise KubeError(f"memory limit {value!r} is {wanted} bytes, below the 4Mi minimum{hint}")
+
+        def work() -> MemoryLimitResult:
+            for attempt in range(CONFLICT_RETRIES):
+                current = self._read_deployment(namespace, deployment)
+                containers: list[dict[str, Any]] = _get(current, "spec", "template", "spec", "containers", default=[])
+                names = [c.get("name", "") for c in containers]
+                if container is None:
+                    if len(containers) != 1:
+                        raise KubeError(
+                            f"deployment {namespace}/{deployment} has {len(containers)} containers "
+                            f"({', '.join(names)}): name the one to change with the container argument"
+                        )
+                    target = containers[0]
+                else:
+                    found = [c for c in containers if c.get("name") == container]
+                    if not found:
+                        raise KubeError(
+                            f"deployment {namespace}/{deployment} has no container {container!r}: "
+                            f"its containers are {', '.join(names) or 'none'}"
+                        )
+                    target = found[0]
+                name = str(target.get("name", ""))
+                resources = target.setdefault("resources", {})
+                limits = resources.setdefault("limits", {})
+                previous = limits.get("memory")
+                if previous is not None and memory_bytes(str(previous)) == wanted:
+                    return MemoryLimitResult(
+                        namespace=namespace,
+                        deployment=deployment,
+                        container=name,
+                        previous=str(previous),
+                        value=value,
+                        changed=False,
+                        message=f"container {name} of deployment {namespace}/{deployment} already has "
+                        f"memory limit {previous}: nothing to do",
+                    )
+                request = _get(resources, "requests", "memory")
+                request_bytes = memory_bytes(str(request)) if request is not None else None
+                if request_bytes is not None and request_bytes > wanted:
+                    raise KubeError(
+                        f"memory limit {value} is below the memory request {request} of container {name} in "
+                        f"deployment {namespace}/{deployment}: choose a limit of at least {request}"
+                    )
+                limits["memory"] = value
+                patch = {
+                    "metadata": {"resourceVersion": _get(current, "metadata", "resourceVersion")},
+                    "spec": {"template": {"spec": {"containers": containers}}},
+                }
+                if patch["metadata"]["resourceVersion"] is None:
+                    del patch["metadata"]
+                try:
+                    self._patch_deployment(namespace, deployment, patch)
+                except KubeError as exc:
+                    if exc.status == 409 and attempt + 1 < CONFLICT_RETRIES:
+                        continue
+                    raise
+                return MemoryLimitResult(
+                    namespace=namespace,
+                    deployment=deployment,
+                    container=name,
+                    previous=None if previous is None else str(previous),
+                    value=value,
+                    changed=True,
+                    message=f"memory limit of container {name} in deployment {namespace}/{deployment} set to "
+                    f"{value} (was {previous or 'unset'}); pods roll out with the new limit",
+                )
+            raise KubeError(f"deployment {namespace}/{deployment} kept changing: try again")  # pragma: no cover
+
+        return await self._run(work)
+
+    async def scale_deployment(self, namespace: str, deployment: str, replicas: int) -> ScaleResult:
+        def work() -> ScaleResult:
+            current = self._read_deployment(namespace, deployment)
+            previous = int(_get(current, "spec", "replicas", default=1))
+            if previous == replicas:
+                return ScaleResult(
+                    namespace=namespace,
+                    deployment=deployment,
+                    previous=previous,
+                    replicas=replicas,
+                    changed=False,
+                    message=f"deployment {namespace}/{deployment} already has {replicas} replicas: nothing to do",
+                )
+            self._patch_deployment(namespace, deployment, {"spec": {"replicas": replicas}})
+            return ScaleResult(
+                namespace=namespace,
+                deployment=deployment,
+                previous=previous,
+                replicas=replicas,
+                changed=True,
+                message=f"deployment {namespace}/{deployment} scaled from {previous} to {replicas} replicas",
+            )
+
+        return await self._run(work)
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        return _reason(reason)
+    text = _one_line(exc)
+    # urllib3 wraps the socket error in a long sentence; keep its tail.
+    if "]" in text and "Errno" in text:
+        text = text[text.rfind("[Errno") :].rstrip(")'\"")
+    return text
