@@ -728,3 +728,67 @@ async def test_process_bad_setting_exits_2_with_one_line() -> None:
     code, lines = await run_once(process_env(intake_token=TOKEN, intake_port="eighty"))
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: invalid settings: AGENTIC_INTAKE_PORT"), lines
+
+
+# --------------------------------------------------------------------------- real Alertmanager
+
+
+@pytest.mark.slow
+async def test_real_alertmanager_fires_and_resolves_an_incident(temporal: Client, tmp_path: Path) -> None:
+    """Prometheus → Alertmanager (webhook, bearer token from a file) → the intake process → Temporal."""
+    from tests.promstack import MetricsSource, alerting_stack
+
+    port = free_port()
+    target = temporal.service_client.config.target_host
+    proc = await spawn(
+        process_env(
+            intake_token=TOKEN, intake_port=str(port), host="127.0.0.1", temporal_address=target, task_queue=TASK_QUEUE
+        )
+    )
+    namespace = "media-" + uniq()
+    incident = incident_id_for("agentic", f'{{}}:{{alertname="DemoDeploymentUnhealthy", namespace="{namespace}"}}')
+    handle = temporal.get_workflow_handle(incident, result_type=Received)
+    log = ""
+    try:
+        await wait_health(port, proc, want=200)
+        with MetricsSource() as metrics:
+            metrics.values[(namespace, "sonarr")] = 1
+            stack = alerting_stack(tmp_path, metrics.port, f"http://127.0.0.1:{port}/alerts", TOKEN)
+            await asyncio.to_thread(stack.__enter__)
+            try:
+                metrics.values[(namespace, "sonarr")] = 0  # the deployment breaks: the rule fires
+                state = await wait_for_incident(temporal, incident, within=60)
+                group = state.signals[0].group
+                assert group.status == AlertStatus.FIRING and group.receiver == "agentic"
+                a = group.alerts[0]
+                assert a.labels["alertname"] == "DemoDeploymentUnhealthy" and a.labels["deployment"] == "sonarr"
+                assert a.labels["namespace"] == namespace and a.labels["severity"] == "warning"
+                assert a.summary == f"Deployment {namespace}/sonarr is unhealthy"
+                assert a.fingerprint and a.ends_at is None and a.generator_url.startswith("http://")
+
+                metrics.values[(namespace, "sonarr")] = 1  # fixed: Alertmanager sends the resolution
+                async with asyncio.timeout(60):
+                    result = await handle.result()
+                assert result.signals[-1].group.status == AlertStatus.RESOLVED
+                assert {s.group.incident_id for s in result.signals} == {incident}
+            finally:
+                await asyncio.to_thread(stack.__exit__, None, None, None)
+    finally:
+        code, log = await stop(proc) if proc.returncode is None else (proc.returncode, "")
+    assert code == 0, log
+    assert '"POST /alerts" 202' in log and '"POST /alerts" 4' not in log, log
+
+
+async def wait_for_incident(client: Client, incident_id: str, *, within: float) -> Received:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            state = await received(client, incident_id, signals=1)
+            if state.signals:
+                return state
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no incident {incident_id} within {within}s")
+        await asyncio.sleep(0.25)
