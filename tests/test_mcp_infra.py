@@ -12,11 +12,12 @@ from typing import Any
 import httpx2
 import kmock
 import pytest
+from kubernetes import client as k8s_client
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from activities.tools.k8s import RESTART_ANNOTATION, memory_bytes
+from activities.tools.k8s import RESTART_ANNOTATION, KubeOps, memory_bytes
 from tests.conftest import free_port
 from tests.kmock_helpers import NS, McpProcess, emulated_cluster, mcp_client, requests_for, run_server_cli, start_server
 from workers.mcp_infra import NO_CLUSTER, TALOSCTL_MISSING, build_server
@@ -333,6 +334,15 @@ async def test_in_process_talos_health_and_no_cluster(tmp_path: Path, monkeypatc
         assert bad.structured_content["healthy"] is False and "etcd: unhealthy" in bad.structured_content["output"]
         pods = await c.call_tool("get_pods", {"namespace": NS})
         assert pods.is_error and NO_CLUSTER in text(pods)
+
+
+async def test_an_unreachable_api_is_a_tool_error() -> None:
+    cfg = k8s_client.Configuration()
+    cfg.host = f"http://127.0.0.1:{free_port()}"
+    async with Client(build_server(KubeOps(k8s_client.ApiClient(cfg)))) as c:
+        result = await c.call_tool("get_nodes", {})
+    assert result.is_error
+    assert f"cannot reach the Kubernetes API at {cfg.host}: [Errno 111] Connection refused" in text(result)
 
 
 def test_memory_quantities() -> None:

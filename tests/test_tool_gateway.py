@@ -1,0 +1,365 @@
+"""The tool gateway activities against the real MCP server process (kmock as the cluster) and a real
+PostgreSQL ledger, run through temporalio's ActivityEnvironment."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import kmock
+import pgserver
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.ledger.repository import Ledger
+from activities.tools.gateway import (
+    ERR_CONFLICT,
+    ERR_REFUSED,
+    ERR_UNAVAILABLE,
+    ToolActivities,
+    _Tool,
+    guard_key,
+)
+from activities.tools.k8s import RESTART_ANNOTATION
+from agentic_core.incident import (
+    ExecuteInput,
+    GuardInput,
+    ListToolsInput,
+    idempotency_key,
+)
+from agentic_core.models import ToolCall
+from tests.conftest import free_port
+from tests.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
+
+TOKEN = "gateway-test-token"
+# The incident agent may call these; describe_pod is offered but not allowed, delete_namespace is
+# allowed but offered by no server.
+ALLOWED = [
+    "get_pods",
+    "get_events",
+    "get_pod_logs",
+    "rollout_restart",
+    "set_memory_limit",
+    "scale_deployment",
+    "delete_namespace",
+]
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# --- fixtures: PostgreSQL (as in test_ledger.py), kmock, the MCP server ------------------------
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    # Under /tmp so the `pgserver` system user (used when we run as root) can reach it.
+    data_dir = tempfile.mkdtemp(prefix="agentic-gateway-pg-")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server.psql(
+        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+        " ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();"
+    )
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
+    admin = await asyncpg.connect(pg.get_uri())
+    await admin.execute('CREATE DATABASE "gateway"')
+    await admin.close()
+    led = await Ledger.connect(pg.get_uri("gateway"), max_size=4)
+    yield led
+    await led.close()
+
+
+@pytest.fixture(scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[kmock.KubernetesEmulator, Path]]:
+    async with emulated_cluster(tmp_path_factory.mktemp("kube")) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+async def server(cluster: tuple[kmock.KubernetesEmulator, Path]) -> AsyncIterator[McpProcess]:
+    proc = await start_server(free_port(), cluster[1], TOKEN)
+    yield proc
+    await proc.stop()
+
+
+@pytest.fixture
+def k(cluster: tuple[kmock.KubernetesEmulator, Path]) -> kmock.KubernetesEmulator:
+    return cluster[0]
+
+
+@pytest.fixture
+def acts(ledger: Ledger, server: McpProcess) -> ToolActivities:
+    return ToolActivities(ledger, {"infra": server.url}, TOKEN, {"incident": ALLOWED}, heartbeat_every_s=0.05)
+
+
+@pytest.fixture
+def env() -> ActivityEnvironment:
+    return ActivityEnvironment()
+
+
+def execute_input(incident: str, index: int, tool: str, arguments: dict[str, Any]) -> ExecuteInput:
+    return ExecuteInput(
+        incident_id=incident,
+        index=index,
+        call=ToolCall(tool=tool, arguments=arguments),
+        idempotency_key=idempotency_key(incident, index),
+    )
+
+
+# --- list_tools ---------------------------------------------------------------------------------
+
+
+async def test_list_tools_returns_the_allowed_tools_with_schemas(
+    acts: ToolActivities, env: ActivityEnvironment
+) -> None:
+    result = await env.run(acts.list_tools, ListToolsInput(agent="incident"))
+    by_name = {t.name: t for t in result.tools}
+    # Allowed and offered, in allow-list order; describe_pod (not allowed) and delete_namespace
+    # (offered by no server) are left out.
+    assert list(by_name) == [
+        "get_pods",
+        "get_events",
+        "get_pod_logs",
+        "rollout_restart",
+        "set_memory_limit",
+        "scale_deployment",
+    ]
+    scale = by_name["scale_deployment"]
+    assert scale.server == "infra" and scale.mutating is True and scale.description
+    assert scale.input_schema["properties"]["replicas"]["minimum"] == 0
+    assert by_name["get_pods"].mutating is False
+    assert (await env.run(acts.list_tools, ListToolsInput(agent="digest"))).tools == []
+
+    cached = acts._catalog
+    await env.run(acts.list_tools, ListToolsInput())
+    assert acts._catalog is cached  # served from the cache, no second listing
+
+
+# --- guard ----------------------------------------------------------------------------------------
+
+
+async def test_guard_refuses_with_reasons_and_records_them(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger
+) -> None:
+    incident = uid("guard")
+    actions = [
+        ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": 2}),
+        ToolCall(tool="describe_pod", arguments={"namespace": NS, "pod": "sonarr-7d4b9-abcde"}),
+        ToolCall(tool="delete_namespace", arguments={"namespace": NS}),
+        ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": -1}),
+        ToolCall(tool="get_pods", arguments={"namespace": NS, "selector": "app=sonarr"}),
+        ToolCall(tool="rollout_restart", arguments={"namespace": NS}),
+        ToolCall(tool="rollout_restart", arguments={"namespace": "{{ labels.namespace }}", "deployment": "sonarr"}),
+        ToolCall(tool="set_memory_limit", arguments={"namespace": NS, "deployment": "sonarr", "value": "lots"}),
+    ]
+    result = await env.run(acts.guard, GuardInput(incident_id=incident, actions=actions))
+    assert [a.index for a in result.actions] == list(range(len(actions)))
+    assert [a.allowed for a in result.actions] == [True, False, False, False, False, False, False, False]
+    assert result.allowed == [actions[0]]
+    reasons = [a.reason for a in result.actions]
+    assert reasons[0] == ""
+    assert reasons[1].startswith("tool 'describe_pod' is not on the incident agent's allow-list (get_pods, ")
+    assert reasons[2].startswith("tool 'delete_namespace' is on the incident agent's allow-list but no MCP server")
+    assert reasons[3] == "scale_deployment: argument 'replicas': -1 is less than the minimum of 0"
+    assert reasons[4] == (
+        "get_pods: argument 'selector' is not a parameter of get_pods (parameters: namespace, label_selector)"
+    )
+    assert reasons[5] == "rollout_restart: argument 'deployment' is required"
+    assert reasons[6].startswith("rollout_restart: argument 'namespace' still holds a template")
+    assert "the runbook was not rendered for this alert" in reasons[6]
+    assert reasons[7].startswith("set_memory_limit: argument 'value': 'lots' does not match")
+
+    rows = await ledger.list_actions(incident)
+    assert sorted((r.action_index, r.status, r.error) for r in rows) == [
+        (i, "refused", reasons[i]) for i in range(1, len(actions))
+    ]
+    assert all(r.idempotency_key == guard_key(incident, r.action_index, actions[r.action_index]) for r in rows)
+    assert all("/guard/" in r.idempotency_key for r in rows)
+
+    # Guarding the same plan again records nothing new.
+    await env.run(acts.guard, GuardInput(incident_id=incident, actions=actions))
+    assert len(await ledger.list_actions(incident)) == len(rows)
+
+
+# --- execute --------------------------------------------------------------------------------------
+
+
+async def test_execute_runs_once(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    incident = uid("exec")
+    inp = execute_input(incident, 0, "scale_deployment", {"namespace": NS, "deployment": "prowlarr", "replicas": 3})
+    first = await env.run(acts.execute, inp)
+    assert first.status == "succeeded" and first.already_ran is False
+    assert first.idempotency_key == inp.idempotency_key and first.tool == "scale_deployment"
+    assert "scaled from 1 to 3 replicas" in first.output
+    assert beats and beats[0] == (inp.idempotency_key,)
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and row.status == "succeeded"
+    assert row.result["structured"]["replicas"] == 3 and row.result["server"] == "infra"
+    assert [p.data for p in requests_for(k, "prowlarr", "PATCH")] == [{"spec": {"replicas": 3}}]
+    seen = len(requests_for(k, "prowlarr"))
+
+    # A retried or replayed activity with the same key: the recorded result, the tool not called.
+    again = await env.run(acts.execute, inp)
+    assert again.already_ran is True
+    assert (again.status, again.output, again.idempotency_key) == (first.status, first.output, first.idempotency_key)
+    assert len(requests_for(k, "prowlarr")) == seen
+
+    # Even with every MCP server gone, a finished action answers from the ledger.
+    offline = ToolActivities(ledger, {"infra": f"http://127.0.0.1:{free_port()}/mcp"}, TOKEN, {"incident": ALLOWED})
+    assert (await env.run(offline.execute, inp)).already_ran is True
+
+
+async def test_a_failing_tool_is_recorded_as_failed(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    incident = uid("fail")
+    inp = execute_input(incident, 0, "scale_deployment", {"namespace": NS, "deployment": "sonar", "replicas": 2})
+    result = await env.run(acts.execute, inp)
+    assert result.status == "failed" and result.already_ran is False
+    assert result.error == (
+        "deployment media/sonar not found: check the namespace and name (kubectl -n media get deploy)"
+    )
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and (row.status, row.error) == ("failed", result.error)
+    seen = len(list(k))
+    again = await env.run(acts.execute, inp)
+    assert (again.status, again.error, again.already_ran) == ("failed", result.error, True)
+    assert len(list(k)) == seen
+
+
+async def test_execute_refuses_what_the_guard_would(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    incident = uid("refuse")
+    seen = len(list(k))
+    inp = execute_input(incident, 0, "describe_pod", {"namespace": NS, "pod": "sonarr-7d4b9-abcde"})
+    with pytest.raises(ApplicationError) as info:
+        await env.run(acts.execute, inp)
+    assert info.value.type == ERR_REFUSED and info.value.non_retryable
+    assert "not on the incident agent's allow-list" in info.value.message
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and row.status == "refused" and row.error == info.value.message
+
+    bad = execute_input(incident, 1, "scale_deployment", {"namespace": NS, "deployment": "sonarr", "replicas": -1})
+    with pytest.raises(ApplicationError) as info:
+        await env.run(acts.execute, bad)
+    assert info.value.type == ERR_REFUSED and "less than the minimum of 0" in info.value.message
+    assert len(list(k)) == seen  # nothing reached the cluster
+
+    # The refusal is what the key recorded: a replay returns it without raising again.
+    replay = await env.run(acts.execute, bad)
+    assert replay.status == "refused" and replay.already_ran is True
+
+
+async def test_an_interrupted_restart_resumes_with_the_same_timestamp(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    incident = uid("resume")
+    args = {"namespace": NS, "deployment": "bazarr"}
+    inp = execute_input(incident, 0, "rollout_restart", args)
+    # A worker claimed the action, sent the patch, and died before recording the outcome.
+    claimed = await ledger.start_action(incident, 0, "rollout_restart", args, inp.idempotency_key)
+    stamp = claimed.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    k.objects["apps/v1/deployments", NS, "bazarr"].patch(
+        {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}}
+    )
+
+    result = await env.run(acts.execute, inp)
+    assert result.status == "succeeded" and result.already_ran is False
+    assert "already restarted at" in result.output
+    assert requests_for(k, "bazarr", "PATCH") == []  # the retry restarted nothing a second time
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and row.result["arguments"]["restarted_at"] == stamp
+
+
+async def test_an_interrupted_restart_that_never_reached_the_cluster_runs_once(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    incident = uid("resume2")
+    args = {"namespace": NS, "deployment": "readarr"}
+    inp = execute_input(incident, 0, "rollout_restart", args)
+    claimed = await ledger.start_action(incident, 0, "rollout_restart", args, inp.idempotency_key)
+    first = await env.run(acts.execute, inp)
+    assert first.status == "succeeded" and first.already_ran is False
+    patches = requests_for(k, "readarr", "PATCH")
+    assert len(patches) == 1
+    stamp = patches[0].data["spec"]["template"]["metadata"]["annotations"][RESTART_ANNOTATION]
+    # The claim time from the ledger, not "now": every attempt would send this same value.
+    assert stamp == claimed.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_an_interrupted_call_of_a_tool_unsafe_to_repeat_is_not_repeated(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    catalog = dict(await acts._tools())
+    # A tool with no idempotency promise (as another MCP server might offer).
+    real = catalog["scale_deployment"]
+    catalog["scale_deployment"] = _Tool(
+        spec=real.spec, url=real.url, read_only=False, idempotent=False, timestamp_arg=None
+    )
+    acts._catalog = catalog
+    incident = uid("unsafe")
+    args = {"namespace": NS, "deployment": "whisparr", "replicas": 0}
+    inp = execute_input(incident, 0, "scale_deployment", args)
+    await ledger.start_action(incident, 0, "scale_deployment", args, inp.idempotency_key)
+    result = await env.run(acts.execute, inp)
+    assert result.status == "failed" and result.error.startswith("outcome unknown: ")
+    assert "not safe to repeat" in result.error
+    assert requests_for(k, "whisparr") == []
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and row.status == "failed"
+
+
+async def test_a_key_reused_with_other_arguments_is_a_conflict(acts: ToolActivities, env: ActivityEnvironment) -> None:
+    incident = uid("conflict")
+    inp = execute_input(incident, 0, "get_pods", {"namespace": NS})
+    assert (await env.run(acts.execute, inp)).status == "succeeded"
+    other = inp.model_copy(update={"call": ToolCall(tool="get_pods", arguments={"namespace": "kube-system"})})
+    with pytest.raises(ApplicationError) as info:
+        await env.run(acts.execute, other)
+    assert info.value.type == ERR_CONFLICT and info.value.non_retryable
+
+
+# --- the servers' failures --------------------------------------------------------------------------
+
+
+async def test_an_unreachable_server_is_a_retryable_error(ledger: Ledger, env: ActivityEnvironment) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    offline = ToolActivities(ledger, {"infra": url}, TOKEN, {"incident": ALLOWED})
+    with pytest.raises(ApplicationError) as info:
+        await env.run(offline.list_tools, ListToolsInput())
+    assert info.value.type == ERR_UNAVAILABLE and not info.value.non_retryable
+    assert info.value.message.startswith(f"cannot reach MCP server 'infra' at {url}")
+    incident = uid("offline")
+    inp = execute_input(incident, 0, "get_pods", {"namespace": NS})
+    with pytest.raises(ApplicationError):
+        await env.run(offline.execute, inp)
+    assert await ledger.get_action(inp.idempotency_key) is None  # nothing claimed: nothing ran
+
+
+async def test_a_wrong_token_says_so(ledger: Ledger, server: McpProcess, env: ActivityEnvironment) -> None:
+    wrong = ToolActivities(ledger, {"infra": server.url}, "not-the-token", {"incident": ALLOWED})
+    with pytest.raises(ApplicationError) as info:
+        await env.run(wrong.list_tools, ListToolsInput())
+    assert "refused the gateway's bearer token (401)" in info.value.message
+    assert "AGENTIC_MCP_TOKEN" in info.value.message
