@@ -6,8 +6,15 @@
 Tools (typed arguments, so `tools/list` carries JSON input schemas with descriptions; typed
 results, so calls return structured content as well as JSON text):
 
-  read-only   get_nodes, get_pods, get_events, get_pod_logs, describe_pod, talos_health
-  mutating    rollout_restart, set_memory_limit, scale_deployment
+  read-only   get_nodes()
+              get_pods(namespace, label_selector?)
+              get_events(namespace, involved_object?, limit?)
+              get_pod_logs(namespace, pod, container?, tail_lines?, previous?)
+              describe_pod(namespace, pod)
+              talos_health(nodes?, wait_timeout_s?)
+  mutating    rollout_restart(namespace, deployment, restarted_at?)
+              set_memory_limit(namespace, deployment, value, container?)
+              scale_deployment(namespace, deployment, replicas)
 
 Read-only tools carry the MCP annotations readOnlyHint=true, idempotentHint=true; mutating tools
 readOnlyHint=false, destructiveHint=true. `set_memory_limit` and `scale_deployment` set absolute
@@ -38,6 +45,7 @@ import argparse
 import asyncio
 import errno
 import hmac
+import inspect
 import ipaddress
 import logging
 import os
@@ -116,9 +124,13 @@ Namespace = Annotated[
 DeploymentName = Annotated[
     str, Field(description="name of the deployment", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
 ]
+LABEL_SELECTOR = r"^[A-Za-z0-9._/=!,() -]*$"
 PodName = Annotated[str, Field(description="name of the pod", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+READ_ONLY_OPEN = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
 MUTATING_IDEMPOTENT = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
@@ -143,6 +155,11 @@ class StaticTokenVerifier:
 
 
 # --------------------------------------------------------------------------- the server
+
+
+def _tool(fn: Callable[..., Any], title: str, annotations: ToolAnnotations, meta: dict[str, Any] | None = None) -> Tool:
+    description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
+    return _strict(Tool.from_function(fn, title=title, description=description, annotations=annotations, meta=meta))
 
 
 def _strict(tool: Tool) -> Tool:
@@ -188,7 +205,12 @@ def build_server(
     async def get_pods(
         namespace: Namespace,
         label_selector: Annotated[
-            str, Field(description='label selector, e.g. "app=sonarr" (default: every pod)', max_length=500)
+            str,
+            Field(
+                description='label selector, e.g. "app=sonarr" or "app in (sonarr,radarr)" (default: every pod)',
+                max_length=500,
+                pattern=LABEL_SELECTOR,
+            ),
         ] = "",
     ) -> PodsResult:
         """List the pods of a namespace: phase, ready containers, restarts, node, and each
@@ -198,32 +220,35 @@ def build_server(
     async def get_events(
         namespace: Namespace,
         involved_object: Annotated[
-            str,
+            str | None,
             Field(
                 description="only events about the object with this name (a pod, deployment, ...); default: all",
                 max_length=253,
+                pattern=DNS_SUBDOMAIN,
             ),
-        ] = "",
+        ] = None,
         limit: Annotated[int, Field(description="most recent events to return", ge=1, le=200)] = 50,
     ) -> EventsResult:
         """Recent events of a namespace, newest first (warnings such as BackOff, FailedScheduling,
         OOMKilling, Unhealthy explain most incidents)."""
-        return await k8s("get_events", lambda o: o.get_events(namespace, involved_object, limit))
+        return await k8s("get_events", lambda o: o.get_events(namespace, involved_object or "", limit))
 
     async def get_pod_logs(
         namespace: Namespace,
         pod: PodName,
         container: Annotated[
-            str,
-            Field(description="container name; required when the pod has several", max_length=63),
-        ] = "",
+            str | None,
+            Field(description="container name; required when the pod has several", max_length=63, pattern=DNS_LABEL),
+        ] = None,
         tail_lines: Annotated[int, Field(description="how many of the last lines to return", ge=1, le=5000)] = 100,
         previous: Annotated[
             bool, Field(description="logs of the previous (crashed) container instead of the running one")
         ] = False,
     ) -> PodLogsResult:
         """The last lines of a pod's logs (at most 256 KiB)."""
-        return await k8s("get_pod_logs", lambda o: o.get_pod_logs(namespace, pod, container, tail_lines, previous))
+        return await k8s(
+            "get_pod_logs", lambda o: o.get_pod_logs(namespace, pod, container or "", tail_lines, previous)
+        )
 
     async def describe_pod(namespace: Namespace, pod: PodName) -> PodDescription:
         """Describe one pod: status, owner, QoS class, conditions that are not true, each
@@ -316,32 +341,15 @@ def build_server(
         )
 
     tools = [
-        _strict(Tool.from_function(get_nodes, title="Cluster nodes", annotations=READ_ONLY)),
-        _strict(Tool.from_function(get_pods, title="Pods of a namespace", annotations=READ_ONLY)),
-        _strict(Tool.from_function(get_events, title="Events of a namespace", annotations=READ_ONLY)),
-        _strict(Tool.from_function(get_pod_logs, title="Pod logs", annotations=READ_ONLY)),
-        _strict(Tool.from_function(describe_pod, title="Describe a pod", annotations=READ_ONLY)),
-        _strict(
-            Tool.from_function(
-                rollout_restart,
-                title="Restart a deployment",
-                annotations=MUTATING,
-                meta={IDEMPOTENCY_TIMESTAMP_META: "restarted_at"},
-            )
-        ),
-        _strict(
-            Tool.from_function(
-                set_memory_limit, title="Set a container's memory limit", annotations=MUTATING_IDEMPOTENT
-            )
-        ),
-        _strict(Tool.from_function(scale_deployment, title="Scale a deployment", annotations=MUTATING_IDEMPOTENT)),
-        _strict(
-            Tool.from_function(
-                talos_health,
-                title="Talos cluster health",
-                annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-            )
-        ),
+        _tool(get_nodes, "Cluster nodes", READ_ONLY),
+        _tool(get_pods, "Pods of a namespace", READ_ONLY),
+        _tool(get_events, "Events of a namespace", READ_ONLY),
+        _tool(get_pod_logs, "Pod logs", READ_ONLY),
+        _tool(describe_pod, "Describe a pod", READ_ONLY),
+        _tool(rollout_restart, "Restart a deployment", MUTATING, {IDEMPOTENCY_TIMESTAMP_META: "restarted_at"}),
+        _tool(set_memory_limit, "Set a container's memory limit", MUTATING_IDEMPOTENT),
+        _tool(scale_deployment, "Scale a deployment", MUTATING_IDEMPOTENT),
+        _tool(talos_health, "Talos cluster health", READ_ONLY_OPEN),
     ]
 
     auth: dict[str, Any] = {}
