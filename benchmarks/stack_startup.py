@@ -40,6 +40,8 @@ def env_for(data: Path) -> dict[str, str]:
         AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
         AGENTIC_POSTGRES_PORT=str(free_port()),
         AGENTIC_LLM_PORT=str(free_port()),
+        AGENTIC_INTAKE_PORT=str(free_port()),
+        AGENTIC_MCP_INFRA_PORT=str(free_port()),
     )
     return env
 

@@ -40,6 +40,8 @@ def stack_env(data: Path) -> dict[str, str]:
         AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
         AGENTIC_POSTGRES_PORT=str(free_port()),
         AGENTIC_LLM_PORT=str(free_port()),
+        AGENTIC_INTAKE_PORT=str(free_port()),
+        AGENTIC_MCP_INFRA_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env
@@ -69,9 +71,11 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     assert doc["rc"] == 0, doc
     assert doc["running"] and doc["healthy"]
     parts = {p["name"]: p for p in doc["parts"]}
-    for name in ("postgres", "temporal", "llm", "worker"):
+    for name in ("postgres", "temporal", "llm", "worker", "intake"):
         assert parts[name]["healthy"] is True, parts[name]
-    assert parts["intake"]["mode"] == "planned"
+    assert parts["bot"]["mode"] == "planned"
+    # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
+    assert parts["mcp"]["mode"] == "disabled" and "AGENTIC_KUBECONFIG" in parts["mcp"]["detail"]
     assert "schema 0001" in parts["postgres"]["detail"]  # migrations applied by `up`
     state = json.loads((data / "stack.json").read_text())
     assert state["ready"] is True
@@ -175,7 +179,7 @@ def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str]
             }
             assert "second-stack" in parts["worker"]["detail"]
             state = json.loads((Path(tmp) / "b" / "stack.json").read_text())
-            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker"]
+            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker", "intake"]
             assert pw not in json.dumps(state) and key not in json.dumps(doc)
             # The second worker reads the shared ledger: the runbooks imported through the first stack.
             rbs = json.loads(agentic(env_b, "runbooks", "list", "--json").stdout)

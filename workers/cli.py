@@ -32,6 +32,10 @@ runbooks_app = typer.Typer(help="Runbooks in the knowledge base.", no_args_is_he
 docs_app = typer.Typer(help="Operator documentation in the knowledge base.", no_args_is_help=True)
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(docs_app, name="docs")
+alert_app = typer.Typer(help="Send alerts to the intake.", no_args_is_help=True)
+incidents_app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
+app.add_typer(alert_app, name="alert")
+app.add_typer(incidents_app, name="incidents")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -310,6 +314,126 @@ def docs_search(
         console.print(f"   {text_[:240]}{'…' if len(text_) > 240 else ''}", highlight=False)
 
 
+# --------------------------------------------------------------------------- alerts and incidents
+
+
+@alert_app.command("send")
+def alert_send(
+    file: Annotated[str, typer.Argument(help="a JSON payload file, or - for standard input")],
+    events: Annotated[
+        bool, typer.Option("--events", help="a generic event (POST /events), not Alertmanager's")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Post an Alertmanager webhook payload (or a generic event) to the intake, with the token."""
+    from workers.incident_client import send_alert
+
+    if file == "-":
+        payload = sys.stdin.buffer.read()
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise AgenticError(f"no such file: {file}")
+        payload = path.read_bytes()
+    body = asyncio.run(send_alert(_settings(data_dir), payload, "events" if events else "alerts"))
+    console.print(f"accepted: incidents {', '.join(body.get('incidents', []))}", highlight=False)
+
+
+@incidents_app.command("list")
+def incidents_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Incidents, newest first, with status, severity and category."""
+    from workers.incident_client import list_incidents
+
+    rows = asyncio.run(list_incidents(_settings(data_dir), limit))
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    table = Table(title=f"{len(rows)} incidents", title_justify="left")
+    for col in ("id", "status", "severity", "category", "alert", "runbook", "started"):
+        table.add_column(col)
+    for r in rows:
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
+        table.add_row(r.id, r.status, r.severity, r.category, r.alertname, r.runbook, started)
+    console.print(table)
+
+
+@incidents_app.command("show")
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="incident id (inc-…)")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Status, stages with timestamps, proposal, decision, actions and outcome."""
+    from workers.incident_client import incident_state
+
+    st = asyncio.run(incident_state(_settings(data_dir), incident_id))
+    if as_json:
+        print(st.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]{st.incident_id}[/]  {st.title}", highlight=False)
+    console.print(f"status {st.status}   severity {st.severity}   category {st.category}   runbook {st.runbook_id}")
+    table = Table(title="stages", title_justify="left")
+    for col in ("stage", "started", "finished", "detail"):
+        table.add_column(col)
+    for stage in st.stages:
+        fin = stage.finished_at.strftime("%H:%M:%S.%f")[:-3] if stage.finished_at else "…"
+        table.add_row(stage.name, stage.started_at.strftime("%H:%M:%S.%f")[:-3], fin, stage.detail)
+    console.print(table)
+    if st.proposal:
+        p = st.proposal
+        console.print(f"proposal ({st.proposal_source}): {p.summary} — confidence {p.confidence:.2f}, risk {p.risk}")
+        console.print(f"  diagnosis: {p.diagnosis}", highlight=False)
+    for i, call in enumerate(st.plan):
+        console.print(f"  plan[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
+    for ref in st.refused:
+        console.print(f"  refused[{ref.index}] {ref.call.tool}: {ref.reason}", highlight=False)
+    if st.decision:
+        d = st.decision
+        console.print(f"decision: {d.choice} by {d.by or '-'} at {d.decided_at}")
+    for a in st.actions:
+        console.print(f"  action[{a.index}] {a.tool}: {a.status} {a.error or a.output[:120]}", highlight=False)
+    if st.outcome:
+        console.print(f"outcome: {st.outcome.outcome} {st.outcome.detail}")
+
+
+def _decide(choice: str, incident_id: str, by: str | None, args: str | None, data_dir: Path | None) -> None:
+    from workers.incident_client import decide
+
+    who = by or os.environ.get("USER") or "cli"
+    result, _ = asyncio.run(decide(_settings(data_dir), incident_id, choice, who, args))  # type: ignore[arg-type]
+    console.print(f"{result.choice} by {result.by}: incident {incident_id} (plan {result.plan_hash[:12]})")
+
+
+By = Annotated[str | None, typer.Option("--by", help="who answers (default: $USER); must be an allowed approver")]
+
+
+@app.command()
+def approve(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
+    """Approve the plan an incident is waiting on."""
+    _decide("approved", incident_id, by, None, data_dir)
+
+
+@app.command()
+def ignore(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
+    """Ignore: nothing runs, the incident closes as ignored."""
+    _decide("ignored", incident_id, by, None, data_dir)
+
+
+@app.command()
+def modify(
+    incident_id: Annotated[str, typer.Argument()],
+    args: Annotated[str, typer.Option("--args", help='changed arguments, e.g. \'{"value": "2Gi"}\', or a plan')],
+    by: By = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Approve a modified plan: changed arguments (a JSON object) or a whole new plan (a JSON list)."""
+    _decide("modified", incident_id, by, args, data_dir)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -330,6 +454,18 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = 130
+    except Exception as exc:  # a bug: still one line, with the details on demand
+        if os.environ.get("AGENTIC_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {exc} (set AGENTIC_DEBUG=1 for the traceback)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

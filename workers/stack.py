@@ -37,19 +37,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from workers.errors import AgenticError
 from workers.settings import Settings
 
-PartMode = Literal["embedded", "external", "planned"]
+PartMode = Literal["embedded", "external", "planned", "disabled"]
 PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
 PLANNED: dict[str, str] = {
-    "intake": "Alertmanager webhook intake",
     "bot": "Telegram bot",
-    "mcp": "MCP tool servers",
 }
 
 
@@ -175,6 +173,12 @@ class EmbeddedSecrets:
     def llm_key(self) -> str:
         return self._get("llm.key")
 
+    def intake_token(self) -> str:
+        return self._get("intake.token")
+
+    def mcp_token(self) -> str:
+        return self._get("mcp.token")
+
 
 def effective_settings(settings: Settings) -> Settings:
     """The settings every child process gets: embedded parts resolved to concrete addresses and secrets."""
@@ -182,15 +186,15 @@ def effective_settings(settings: Settings) -> Settings:
     sec = EmbeddedSecrets(data)
     update: dict[str, Any] = {"data_dir": data}
     if settings.postgres_embedded:
-        from pydantic import SecretStr
-
         update["postgres_dsn"] = SecretStr(
             f"postgresql://postgres:{sec.postgres_password()}@{settings.host}:{settings.postgres_port}/postgres"
         )
     if settings.llm_embedded and settings.llm_api_key is None:
-        from pydantic import SecretStr
-
         update["llm_api_key"] = SecretStr(sec.llm_key())
+    if settings.intake_token is None:
+        update["intake_token"] = SecretStr(sec.intake_token())
+    if settings.mcp_token is None and settings.mcp_infra_url is None:
+        update["mcp_token"] = SecretStr(sec.mcp_token())
     return settings.model_copy(update=update)
 
 
@@ -322,6 +326,27 @@ async def check_llm(base_url: str, api_key: str | None) -> tuple[bool, str]:
             return r.status_code == 200, f"HTTP {r.status_code}"
     except Exception as exc:
         return False, f"unreachable: {type(exc).__name__}"
+
+
+async def check_http(url: str, token: str | None, *, ok_below: int = 300) -> tuple[bool, str]:
+    """A part that serves HTTP: healthy when it answers below `ok_below`."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with httpx.AsyncClient(timeout=3) as http:
+            r = await http.get(url, headers=headers)
+    except Exception as exc:
+        return False, f"unreachable: {type(exc).__name__}"
+    return r.status_code < ok_below, f"HTTP {r.status_code}" if r.status_code >= ok_below else "serving"
+
+
+def cluster_configured(settings: Settings) -> bool:
+    return (
+        settings.kubeconfig is not None
+        or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        or (Path.home() / ".kube" / "config").exists()
+    )
 
 
 async def check_worker(target: str, namespace: str, task_queue: str) -> tuple[bool, str]:
@@ -525,6 +550,54 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             )
         )
 
+    mcp_token = eff.mcp_token.get_secret_value() if eff.mcp_token else None
+    mcp_health = settings.mcp_infra_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
+    if settings.mcp_infra_url is not None:
+        parts.append(
+            Part(
+                name="mcp",
+                role="MCP infrastructure tools (external)",
+                mode="external",
+                url=settings.mcp_infra_endpoint,
+                health=lambda: check_http(mcp_health, mcp_token),
+            )
+        )
+    elif not cluster_configured(settings):
+        parts.append(
+            Part(
+                name="mcp",
+                role="MCP infrastructure tools (Kubernetes, Talos)",
+                mode="disabled",
+                url="no cluster configured: set AGENTIC_KUBECONFIG",
+            )
+        )
+    else:
+        kube = ["--kubeconfig", str(settings.kubeconfig.expanduser())] if settings.kubeconfig else []
+        parts.append(
+            Part(
+                name="mcp",
+                role="MCP infrastructure tools (Kubernetes, Talos)",
+                mode="embedded",
+                url=settings.mcp_infra_endpoint,
+                port=settings.mcp_infra_port,
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "workers.mcp_infra",
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.mcp_infra_port),
+                    "--token-env",
+                    "AGENTIC_MCP_TOKEN",
+                    *kube,
+                ],
+                env=env,
+                health=lambda: check_http(mcp_health, mcp_token),
+                log=logs / "mcp.log",
+            )
+        )
+
     store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
     parts.append(
         Part(
@@ -537,6 +610,21 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             health=lambda: check_worker(target, ns, tq),
             start_timeout=180.0,
             log=logs / "worker.log",
+        )
+    )
+    intake_token = eff.intake_token.get_secret_value() if eff.intake_token else None
+    intake_health = f"http://{host}:{settings.intake_port}/healthz"
+    parts.append(
+        Part(
+            name="intake",
+            role="alert intake (POST /alerts, /events; bearer token)",
+            mode="embedded",
+            url=f"http://{host}:{settings.intake_port}/alerts",
+            port=settings.intake_port,
+            argv=[sys.executable, "-m", "workers.intake"],
+            env=env,
+            health=lambda: check_http(intake_health, intake_token),
+            log=logs / "intake.log",
         )
     )
     for name, role in PLANNED.items():
@@ -572,6 +660,8 @@ def preflight(parts: list[Part], settings: Settings) -> None:
         "postgres": "AGENTIC_POSTGRES_PORT",
         "temporal": "AGENTIC_TEMPORAL_PORT",
         "llm": "AGENTIC_LLM_PORT",
+        "mcp": "AGENTIC_MCP_INFRA_PORT",
+        "intake": "AGENTIC_INTAKE_PORT",
     }
     ports = [(p.name, p.port, env_names.get(p.name, "")) for p in parts if p.mode == "embedded" and p.port]
     if settings.temporal_embedded:
@@ -770,7 +860,11 @@ class Supervisor:
             (self.data / "temporal").mkdir(exist_ok=True)
             self.save(ready=False)
 
-            base = [p for p in self.parts if p.name in ("postgres", "temporal", "llm")]
+            base = [
+                p
+                for p in self.parts
+                if p.name in ("postgres", "temporal", "llm", "mcp") and p.mode in ("embedded", "external")
+            ]
             for p in base:
                 if p.mode == "embedded":
                     await self.spawn(p)
@@ -779,10 +873,12 @@ class Supervisor:
 
             await self.prepare_services(eff)
 
-            worker = self.part("worker")
-            await self.spawn(worker)
-            self.save(ready=False)
-            await self._announce(worker)
+            # The worker, then the intake: alerts are accepted once a worker polls.
+            for name in ("worker", "intake"):
+                part = self.part(name)
+                await self.spawn(part)
+                self.save(ready=False)
+                await self._announce(part)
             await self.ingest_docs(eff)
             self.save(ready=True)
         except BaseException as exc:
@@ -902,8 +998,8 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
     async def one(p: Part) -> PartHealth:
         ps = st.parts.get(p.name) if st else None
         pid = ps.pid if ps else None
-        if p.mode == "planned":
-            return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=None, detail="not in this release")
+        if p.mode in ("planned", "disabled"):
+            return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=None, detail=p.url)
         in_stack = p.name != "worker" or settings.temporal_embedded
         if p.mode == "embedded" and in_stack and not (running and pid_alive(pid)):
             return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=False, detail="not running", url=p.url)
