@@ -16,6 +16,7 @@ from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.knowledge.markdown import chunk_text, load_runbooks
+from activities.knowledge.store import Point
 from agentic_core.messages import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall
 from tests.conftest import RUNBOOKS_CORPUS
@@ -95,8 +96,9 @@ async def test_import_indexes_every_runbook(corpus: Corpus) -> None:
     assert sum(corpus.progress) == 108  # increments that add up to the number of runbooks
     listed = await corpus.kb.list_runbooks()
     assert [r.id for r in listed] == sorted(r.id for r in corpus.runbooks)
-    # several points per runbook: the main point and one per section
-    assert await corpus.kb.store.count(Collection.RUNBOOKS) > 3 * 108
+    # one point per runbook (index layout 2: no section views), one text embedded for each
+    assert await corpus.kb.store.count(Collection.RUNBOOKS) == 108
+    assert corpus.embedder.documents == 108
 
 
 async def test_get_runbook_round_trips_the_payload(corpus: Corpus) -> None:
@@ -104,7 +106,7 @@ async def test_get_runbook_round_trips_the_payload(corpus: Corpus) -> None:
     got = await corpus.kb.get_runbook("kubernetes/KubePodCrashLooping")
     assert got == original
     assert await corpus.kb.get_runbook("no/such-runbook") is None
-    assert await corpus.kb.get_runbook("kubernetes/KubePodCrashLooping#0") is None  # a section, not a runbook
+    assert await corpus.kb.get_runbook("kubernetes/KubePodCrashLooping#0") is None  # no such point
 
 
 @pytest.mark.parametrize(
@@ -200,23 +202,21 @@ LONG_BODY = (
 )
 
 
-async def test_update_reembeds_only_the_changed_runbook_and_drops_stale_sections(
-    small: tuple[KnowledgeBase, CountingEmbedder],
-) -> None:
+async def test_update_reembeds_only_the_changed_runbook(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
     kb, embedder = small
     a = rb("disk", "Disk full", LONG_BODY)
     b = rb("cert", "Certificate expiring", "## Meaning\n\nThe TLS certificate expires soon.\n")
     report = await kb.upsert_runbooks([a, b])
     assert sorted(report.added) == ["cert", "disk"]
-    points = await kb.store.count(Collection.RUNBOOKS)
-    assert points == 1 + 3 + 1 + 1  # disk: main + 3 sections; cert: main + 1 section
+    assert await kb.store.count(Collection.RUNBOOKS) == 2  # one point per runbook
+    assert embedder.documents == 2  # one summary view each
 
     embedded = embedder.documents
     shorter = rb("disk", "Disk full", "## Meaning\n\nThe root disk is nearly full.\n")
     report = await kb.upsert_runbooks([shorter, b])
     assert report.updated == ["disk"] and report.unchanged == ["cert"] and report.added == []
-    assert embedder.documents - embedded == 2  # the changed runbook's summary and its one section
-    assert await kb.store.count(Collection.RUNBOOKS) == 1 + 1 + 1 + 1  # stale sections removed
+    assert embedder.documents - embedded == 1  # the changed runbook's summary view
+    assert await kb.store.count(Collection.RUNBOOKS) == 2
     got = await kb.get_runbook("disk")
     assert got is not None and "nearly full" in got.body
 
@@ -228,12 +228,48 @@ async def test_update_reembeds_only_the_changed_runbook_and_drops_stale_sections
     assert got is not None and got.automation_level == "standard"
 
 
+async def test_reimport_migrates_layout_1_section_points(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
+    """A runbook indexed by layout 1 (a main point plus section points) is re-indexed as one
+    point, its section points deleted, even though its content is unchanged."""
+    kb, embedder = small
+    disk = rb("disk", "Disk full", LONG_BODY)
+    vec = (await embedder.embed_documents(["Disk full"]))[0]
+    sections = [f"disk#{n}" for n in range(3)]
+    await kb.store.upsert(
+        Collection.RUNBOOKS,
+        [
+            *(Point(id=s, dense=vec, payload={"kind": "section", "runbook_id": "disk"}) for s in sections),
+            Point(
+                id="disk",
+                dense=vec,
+                payload={
+                    "kind": "runbook",
+                    "runbook_id": "disk",
+                    "content_hash": disk.content_hash,
+                    "index_version": 1,
+                    "sections": sections,
+                    "runbook": disk.model_dump(mode="json"),
+                },
+            ),
+        ],
+    )
+    # layout-1 section points are ignored by search even before the re-import
+    hits = await kb.search_runbooks("run df -h and delete old images", limit=5)
+    assert [h.id for h in hits] == ["disk"]
+    report = await kb.upsert_runbooks([disk])
+    assert report.updated == ["disk"]
+    assert await kb.store.count(Collection.RUNBOOKS) == 1
+    assert await kb.store.get(Collection.RUNBOOKS, sections) == []
+    report = await kb.upsert_runbooks([disk])
+    assert report.unchanged == ["disk"]
+
+
 async def test_delete_runbooks_removes_all_their_points(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
     kb, _ = small
     await kb.upsert_runbooks([rb("disk", "Disk full", LONG_BODY), rb("other", "Other", "## Meaning\n\nx y z\n")])
     await kb.delete_runbooks(["disk", "never-existed"])
     assert [r.id for r in await kb.list_runbooks()] == ["other"]
-    assert await kb.store.count(Collection.RUNBOOKS) == 2
+    assert await kb.store.count(Collection.RUNBOOKS) == 1
     assert await kb.get_runbook("disk") is None
     hits = await kb.search_runbooks("the disk is full", limit=5)
     assert [h.id for h in hits] == ["other"]

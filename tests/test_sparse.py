@@ -25,6 +25,11 @@ from activities.knowledge.sparse import Bm25Encoder, expand_query, stem, term_id
         ("The node is not ready and is down", ["node", "not", "ready", "down"]),
         ("pods keep restarting; restarts, restarted", ["pod", "restart", "restart", "restart"]),
         ("110 pods", ["110", "pod"]),
+        # instance names lose their ordinal; other numbers stay
+        ("alertmanager-main-0", ["alertmanager-main", "alertmanager", "main"]),
+        ("node worker-3", ["node", "worker"]),
+        ("prometheus-k8s-1 on 1.28", ["prometheus-k8s", "prometheus", "k8s", "1.28", "1", "28"]),
+        ("checkout-7d9f", ["checkout-7d9f", "checkout", "7d9f"]),
     ],
 )
 def test_tokenize(text: str, expected: list[str]) -> None:

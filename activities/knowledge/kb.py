@@ -2,25 +2,34 @@
 
 Retrieval design (measured with `benchmarks/retrieval_eval.py`):
 
-- **Several points per runbook.** The runbook's main point (id = runbook id) carries the
-  whole runbook in its payload, a dense vector of its *summary view* (title, the alert name
-  split into words, and the "Meaning" section) and the BM25 vector of the whole runbook
-  (title counted twice, then the body). Each section of the body (`Diagnosis`, `Impact`, ...,
-  long ones split) is one more point, `<id>#<n>`, with a dense vector of
-  `"<title>: <section heading>" + text` and no sparse vector.
-- **Two branches, fused client-side.** Dense: nearest views by cosine, aggregated per
-  runbook by max, where a section view counts `section_weight` of the summary view.
-  Sparse: BM25 over whole runbooks (IDF applied by the store). The per-runbook scores are
-  fused (`fusion="weighted"`: each branch divided by its best score, then
+- **One point per runbook** (id = runbook id). Its payload carries the whole runbook; its
+  dense vector is the embedding of the runbook's *summary view* (title, the alert name split
+  into words, and the "Meaning" section); its sparse vector is BM25 over the whole runbook
+  (title counted twice, the alert names, then the body).
+  Index layout 1 also embedded every section of the body (`Diagnosis`, `Impact`, ...) as a
+  point of its own, aggregated per runbook by max at a weight of the summary's. Measured on
+  the evaluation set and the awesome-prometheus-alerts check set, those views never helped:
+  weighted 0.7 or less they changed no ranking, at 0.8 they cost a top-3 hit, at 0.9-1.0
+  up to eleven top-1 hits. A procedure mentions the components and symptoms of its
+  neighbours ("misconfigured alertmanager" in Watchdog's Diagnosis, "make sure pods have
+  enough resources" in an Alertmanager Mitigation), so its view pulls the wrong runbook up;
+  keeping only sections that no other runbook shares did no better. The body still reaches
+  retrieval through the BM25 branch, and layout 2 embeds one text per runbook instead of
+  about five, so an import takes a fifth of the embedding time.
+- **Two branches, fused client-side.** Dense: nearest runbooks by cosine of the summary
+  view. Sparse: BM25 over whole runbooks (IDF applied by the store). The per-runbook scores
+  are fused (`fusion="weighted"`: each branch divided by its best score, then
   `dense_weight * dense + (1 - dense_weight) * sparse`; `fusion="rrf"` is also available).
 - **Label routing.** With alert labels, runbooks whose matchers all match the labels come
   first (score 1 + text score), found through route terms (`name=value` of each equality
-  matcher) indexed in the main point's sparse vector, and checked with `matches_all`.
+  matcher) indexed in the runbook point's sparse vector, and checked with `matches_all`.
   Runbooks with only regular-expression matchers are boosted when text retrieval finds them.
 
-Writes are idempotent: the main point's payload keeps the runbook's `content_hash` (and the
-index layout version); an unchanged runbook is not re-embedded. Section points are written
-before the main point, so a crash mid-way leaves the old hash and the next import redoes it.
+Writes are idempotent: the point's payload keeps the runbook's `content_hash` and the index
+layout version (`INDEX_VERSION`); an unchanged runbook is not re-embedded, one indexed with
+another layout is. Re-indexing a layout-1 runbook deletes its section points (listed in the
+old payload's `sections`) before writing the new point, so a crash mid-way leaves the old
+version and hash behind and the next import redoes it.
 
 Hit payloads: runbook hits carry `{"runbook": <Runbook JSON>, "matched_labels": bool,
 "dense": float, "sparse": float}`; documentation hits the chunk (`source`, `heading`,
@@ -46,8 +55,10 @@ __all__ = ["Embedder", "KnowledgeBase", "RetrievalTuning", "SearchMode", "Upsert
 
 #: Bumped when the way runbooks are turned into points changes: stored runbooks with another
 #: version are re-indexed by the next import even when their content is unchanged.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 EMBED_BATCH = 64  # texts per embed_documents call
+RUNBOOK_BATCH = 32  # runbooks embedded and written per step of an import
+_WHOLE_SECTION = 1 << 20  # chunk size that never splits a runbook section
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
 
@@ -72,12 +83,10 @@ class RetrievalTuning:
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = 0.7  # weighted fusion: share of the dense branch
     rrf_k: int = 60  # rrf fusion constant
-    section_weight: float = 0.8  # a section view's dense score counts this much of the summary's
     expand_queries: bool = True  # add the ops vocabulary of `sparse.expand_query` to both branches
     title_repeat: int = 2  # times the title is counted in a runbook's BM25 text
-    section_chars: int = 800  # sections longer than this are split into several views
     summary_chars: int = 700  # characters of the "Meaning" section in the summary view
-    dense_candidates: int = 256  # points asked of the dense branch (several per runbook)
+    dense_candidates: int = 100  # runbooks asked of the dense branch
     sparse_candidates: int = 100  # runbooks asked of the sparse branch
     route_candidates: int = 50  # runbooks asked by label routing
 
@@ -97,10 +106,11 @@ def _alert_names(runbook: Runbook) -> list[str]:
     return [m.value for m in runbook.match if m.name == "alertname" and m.op == "="]
 
 
-def _sections(runbook: Runbook, max_chars: int) -> list[tuple[str, str]]:
-    """(leaf heading, text) of each non-empty section of the body."""
+def _sections(runbook: Runbook) -> list[tuple[str, str]]:
+    """(leaf heading, text) of each non-empty section of the body, whole."""
     out = []
-    for chunk in chunk_text(runbook.body, runbook.source or runbook.id, max_chars=max_chars, title=runbook.title):
+    source = runbook.source or runbook.id
+    for chunk in chunk_text(runbook.body, source, max_chars=_WHOLE_SECTION, title=runbook.title):
         leaf = chunk.heading.split(" > ")[-1].strip()
         out.append((leaf, chunk.text))
     return out
@@ -222,19 +232,14 @@ class KnowledgeBase:
 
     # -- runbooks ----------------------------------------------------------------------------
 
-    def _runbook_views(self, runbook: Runbook) -> tuple[list[str], list[str], SparseVector]:
-        """(view ids, dense texts, sparse vector of the main point); view 0 is the main point."""
+    def _runbook_views(self, runbook: Runbook) -> tuple[str, SparseVector]:
+        """(dense text, sparse vector) of a runbook's point."""
         t = self.tuning
-        sections = _sections(runbook, t.section_chars)
-        ids = [runbook.id]
-        texts = [_summary_view(runbook, sections, t.summary_chars)]
-        for n, (heading, text) in enumerate(sections):
-            ids.append(f"{runbook.id}#{n}")
-            texts.append(f"{runbook.title}: {heading}\n{text}")
+        summary = _summary_view(runbook, _sections(runbook), t.summary_chars)
         sparse = _with_route(self.sparse.encode_document(_sparse_text(runbook, t.title_repeat)), runbook)
-        return ids, texts, sparse
+        return summary, sparse
 
-    def _views_of(self, runbooks: list[Runbook]) -> list[tuple[list[str], list[str], SparseVector]]:
+    def _views_of(self, runbooks: list[Runbook]) -> list[tuple[str, SparseVector]]:
         return [self._runbook_views(rb) for rb in runbooks]
 
     def _encode_documents(self, texts: list[str]) -> list[SparseVector]:
@@ -278,46 +283,30 @@ class KnowledgeBase:
         if progress and unchanged:
             progress(unchanged)
 
-        batch_size = max(1, EMBED_BATCH // 8)
-        for i in range(0, len(todo), batch_size):
-            batch = todo[i : i + batch_size]
+        for i in range(0, len(todo), RUNBOOK_BATCH):
+            batch = todo[i : i + RUNBOOK_BATCH]
             views = await asyncio.to_thread(self._views_of, batch)
-            vectors = await self._embed([text for _, texts, _ in views for text in texts])
-            pos = 0
+            vectors = await self._embed([text for text, _ in views])
+            points: list[Point] = []
             stale: list[str] = []
-            sections: list[Point] = []
-            mains: list[Point] = []
-            for rb, (ids, texts, sparse) in zip(batch, views, strict=True):
-                vecs = vectors[pos : pos + len(texts)]
-                pos += len(texts)
-                for sid, vec in zip(ids[1:], vecs[1:], strict=True):
-                    sections.append(
-                        Point(
-                            id=sid,
-                            dense=vec,
-                            payload={"kind": "section", "runbook_id": rb.id, "content_hash": rb.content_hash},
-                        )
-                    )
-                mains.append(
+            for rb, (_, sparse), vec in zip(batch, views, vectors, strict=True):
+                points.append(
                     Point(
                         id=rb.id,
-                        dense=vecs[0],
+                        dense=vec,
                         sparse=sparse,
                         payload={
                             "kind": "runbook",
                             "runbook_id": rb.id,
                             "content_hash": rb.content_hash,
                             "index_version": INDEX_VERSION,
-                            "sections": ids[1:],
                             "runbook": rb.model_dump(mode="json"),
                         },
                     )
                 )
-                old_sections = (existing.get(rb.id) or {}).get("sections") or []
-                stale.extend(s for s in old_sections if s not in set(ids[1:]))
-            await self.store.upsert(Collection.RUNBOOKS, sections)
-            await self.store.upsert(Collection.RUNBOOKS, mains)
+                stale.extend((existing.get(rb.id) or {}).get("sections") or [])  # layout 1's section points
             await self.store.delete(Collection.RUNBOOKS, stale)
+            await self.store.upsert(Collection.RUNBOOKS, points)
             if progress:
                 progress(len(batch))
         return report
@@ -335,7 +324,7 @@ class KnowledgeBase:
         return sorted(runbooks, key=lambda r: r.id)
 
     async def delete_runbooks(self, ids: list[str]) -> None:
-        """Delete runbooks and all their points; unknown ids are ignored."""
+        """Delete runbooks (and the section points of layout 1); unknown ids are ignored."""
         if not ids:
             return
         found = await self.store.get(Collection.RUNBOOKS, list(ids))
@@ -401,13 +390,9 @@ class KnowledgeBase:
         dense_scores: dict[str, float] = {}
         payloads: dict[str, dict[str, Any]] = {}
         for hit in dense_hits:
-            rid = hit.payload.get("runbook_id", hit.id)
-            weight = 1.0 if hit.payload.get("kind") == "runbook" else t.section_weight
-            score = hit.score * weight
-            if score > dense_scores.get(rid, float("-inf")):
-                dense_scores[rid] = score
-            if hit.payload.get("kind") == "runbook":
-                payloads[rid] = hit.payload
+            if hit.payload.get("kind") == "runbook":  # not a section point left by layout 1
+                dense_scores[hit.id] = hit.score
+                payloads[hit.id] = hit.payload
         sparse_scores: dict[str, float] = {}
         for hit in sparse_hits:
             if hit.payload.get("kind") == "runbook":
