@@ -1,0 +1,1 @@
+"""Incident activities: triage, recall, propose, notify, record (see `activities.py`)."""

@@ -1,0 +1,521 @@
+"""Incident activities: the I/O of `IncidentWorkflow` and `ApprovalWorkflow` that is not a tool.
+
+The worker builds one `IncidentActivities(kb, ledger, router, notifier)` and registers its
+bound methods:
+
+| name                    | input          | output         | what it does                                      |
+|-------------------------|----------------|----------------|---------------------------------------------------|
+| `incident.triage`       | IncidentInput  | TriageResult   | policy.triage; opens the ledger row; alerts        |
+| `incident.stage`        | StageInput     | StageResult    | the incident's status in the ledger; new alerts    |
+| `incident.recall`       | RecallInput    | RecallResult   | runbooks (levels from the ledger, rendered) + decisions |
+| `incident.propose`      | ProposeInput   | ProposeResult  | the planner model, or the best runbook (fallback)  |
+| `incident.notify`       | NotifyInput    | NotifyResult   | the notifier (ledger + log by default)             |
+| `incident.record`       | RecordInput    | RecordResult   | proposal, decision, outcome, runbook stats, Qdrant |
+
+Every write is safe to retry: the ledger's natural keys (alerts, decisions by approval id,
+notifications by the activity's key, runbook counters by event key) or a look-up first
+(proposals, outcomes), and the decision's Qdrant point has the incident's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.incident.notifier import Notifier
+from agentic_core import policy
+from agentic_core.alerts import Alert, AlertGroup
+from agentic_core.incident import (
+    IncidentInput,
+    IncidentState,
+    IncidentStatus,
+    NotifyInput,
+    NotifyResult,
+    PolicyVerdict,
+    ProposeInput,
+    ProposeResult,
+    RecalledRunbook,
+    RecallInput,
+    RecallResult,
+    RecordInput,
+    RecordResult,
+    TriageResult,
+    plan_hash,
+)
+from agentic_core.models import DecisionRecord, Proposal, Risk, Runbook
+
+if TYPE_CHECKING:
+    from activities.knowledge.kb import KnowledgeBase
+    from activities.ledger.repository import Ledger
+
+log = logging.getLogger("agentic.incident")
+
+PLANNER_GROUP = "planner"
+MODEL_TIMEOUT_S = 25.0  # one planner attempt; two attempts and the back-off stay under a minute
+MODEL_ATTEMPTS = 2  # attempts that may end in "model unavailable, retry"; the last one falls back
+MAX_PROMPT_TOOLS = 40
+MAX_PROMPT_DECISIONS = 3
+
+# The ledger's statuses (see activities/ledger/models.py) for the workflow's.
+_LEDGER_STATUS: dict[IncidentStatus, str] = {
+    IncidentStatus.OPEN: "open",
+    IncidentStatus.AWAITING_APPROVAL: "awaiting_approval",
+    IncidentStatus.EXECUTING: "executing",
+    IncidentStatus.VERIFYING: "verifying",
+    IncidentStatus.RESOLVED: "resolved",
+    IncidentStatus.FAILED: "failed",
+    IncidentStatus.IGNORED: "ignored",
+    IncidentStatus.EXPIRED: "expired",
+    IncidentStatus.UNKNOWN: "closed",  # actions ran, the outcome is unknown: closed all the same
+}
+
+
+class StageInput(BaseModel):
+    """A stage change of an incident: its status, and alerts that arrived or changed since."""
+
+    incident_id: str
+    status: IncidentStatus
+    alerts: list[Alert] = Field(default_factory=list)
+
+
+class StageResult(BaseModel):
+    alerts_recorded: int = 0
+
+
+def group_annotations(group: AlertGroup) -> dict[str, str]:
+    """The annotations that describe a group: common ones, else the first alert's."""
+    if group.common_annotations:
+        return dict(group.common_annotations)
+    return dict(group.alerts[0].annotations) if group.alerts else {}
+
+
+def ledger_status(status: IncidentStatus) -> str:
+    return _LEDGER_STATUS[status]
+
+
+@asynccontextmanager
+async def _ledger_errors(what: str) -> AsyncIterator[None]:
+    """Ledger errors as Temporal sees them: unavailable retries, a refused write does not."""
+    from activities.ledger.db import LedgerError, LedgerUnavailable
+
+    try:
+        yield
+    except LedgerUnavailable:
+        raise
+    except LedgerError as exc:
+        raise ApplicationError(f"{what}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
+
+
+def _attempt() -> int:
+    try:
+        return activity.info().attempt
+    except RuntimeError:  # called outside an activity (a script, a test)
+        return MODEL_ATTEMPTS
+
+
+def _activity_key() -> str | None:
+    """Stable across retries of one activity: the notifier's deduplication key."""
+    try:
+        info = activity.info()
+    except RuntimeError:
+        return None
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+
+
+# --------------------------------------------------------------------------- the prompt
+
+SYSTEM_PROMPT = """You are the on-call assistant of a small Kubernetes cluster.
+You read one alert, the runbooks recalled for it and the tools you may call, then answer
+with JSON only, for this schema:
+- summary: one line, what is wrong;
+- diagnosis: the likely cause, in a few sentences;
+- runbook_id: the id of the recalled runbook that fits, or null;
+- actions: the tool calls that fix it, in order, each {"tool": <a tool name from the list>,
+  "arguments": {...matching that tool's input schema}}; an empty list when nothing should run;
+- confidence: a number from 0 to 1, how sure you are that these actions fix the alert;
+- risk: "low", "medium" or "high".
+Use only tools from the list. Prefer the runbook's actions when the runbook fits.
+A human approves the plan before it runs."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
+    """The planner's chat messages for an incident."""
+    parts = [
+        f"Alert: {inp.title}",
+        f"Labels: {_json(inp.labels)}",
+        f"Annotations: {_json(inp.annotations)}",
+        "",
+        "Recalled runbooks (best first):",
+    ]
+    if not inp.recall.runbooks:
+        parts.append("- none")
+    for rb in inp.recall.runbooks:
+        matched = ", labels match" if rb.matched_labels else ""
+        parts.append(f"- id={rb.id} title={rb.title!r} level={rb.automation_level.value} score={rb.score:.2f}{matched}")
+        parts.append(f"  actions: {_json([a.model_dump(mode='json') for a in rb.actions])}")
+    if inp.recall.decisions:
+        parts += ["", "Past decisions on similar alerts:"]
+        for hit in inp.recall.decisions[:MAX_PROMPT_DECISIONS]:
+            p = hit.payload
+            parts.append(
+                f"- {hit.title!r}: {p.get('decision', '?')} by {p.get('decided_by') or 'the agent'},"
+                f" outcome {p.get('outcome', '?')}, runbook {p.get('runbook_id') or 'none'}"
+            )
+    parts += ["", "Tools you may call (name, description, JSON schema of the arguments):"]
+    if not inp.tools:
+        parts.append("- none: propose no actions")
+    for t in inp.tools[:MAX_PROMPT_TOOLS]:
+        parts.append(f"- {t.name}: {t.description} schema={_json(t.input_schema)}")
+    parts += ["", "Answer with the JSON object only. confidence is a number from 0 to 1."]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:
+    """Why the model's proposal cannot be used as it is, or None when it can."""
+    import jsonschema
+
+    tools = {t.name: t for t in inp.tools}
+    for i, call in enumerate(proposal.actions):
+        spec = tools.get(call.tool)
+        if spec is None:
+            known = ", ".join(sorted(tools)) or "none"
+            return f"action {i} calls {call.tool!r}, which is not an available tool (available: {known})"
+        if policy.has_templates(call.arguments):
+            return f"action {i} ({call.tool}) has an unfilled template in its arguments"
+        if spec.input_schema:
+            try:
+                validator = jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema)
+                error = jsonschema.exceptions.best_match(validator.iter_errors(call.arguments))
+            except jsonschema.exceptions.SchemaError:
+                continue  # the tool's own schema is broken: leave the arguments to the guard
+            if error is not None:
+                return f"action {i} ({call.tool}): invalid arguments: {error.message}"
+    if not proposal.actions and inp.recall.runbooks and inp.recall.runbooks[0].actions:
+        return f"the model proposed no action, but runbook {inp.recall.runbooks[0].id} has a plan"
+    return None
+
+
+def fallback_proposal(inp: ProposeInput, reason: str, model: Proposal | None = None) -> ProposeResult:
+    """The best recalled runbook's (rendered) plan, when the model's answer cannot be used."""
+    best: RecalledRunbook | None = inp.recall.runbooks[0] if inp.recall.runbooks else None
+    if best is None:
+        proposal = Proposal(
+            summary=inp.title,
+            diagnosis=f"No runbook was recalled for this alert and the model gave no usable plan ({reason}).",
+            runbook_id=None,
+            actions=[],
+            confidence=0.0,
+            risk=Risk.MEDIUM,
+        )
+        return ProposeResult(proposal=proposal, source="fallback", note=f"fallback, no runbook: {reason}")
+    proposal = Proposal(
+        summary=model.summary if model is not None else inp.title,
+        diagnosis=(model.diagnosis if model is not None else "")
+        or f"Following runbook {best.id} ({best.title}): the model gave no usable plan.",
+        runbook_id=best.id,
+        actions=list(best.actions),
+        confidence=policy.fallback_confidence(best.score, best.matched_labels),
+        risk=Risk.MEDIUM,
+    )
+    return ProposeResult(proposal=proposal, source="fallback", note=f"fallback to runbook {best.id}: {reason}")
+
+
+# --------------------------------------------------------------------------- activities
+
+
+class IncidentActivities:
+    """The incident loop's I/O. `router` needs `structured(group, messages, schema)` (the
+    `InferenceRouter`); `notifier` defaults to `LedgerNotifier(ledger)`."""
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        ledger: Ledger,
+        router: Any,
+        notifier: Notifier | None = None,
+        *,
+        planner_group: str = PLANNER_GROUP,
+        model_timeout_s: float = MODEL_TIMEOUT_S,
+        model_attempts: int = MODEL_ATTEMPTS,
+    ) -> None:
+        from activities.incident.notifier import LedgerNotifier
+
+        self.kb = kb
+        self.ledger = ledger
+        self.router = router
+        self.notifier: Notifier = notifier if notifier is not None else LedgerNotifier(ledger)
+        self.planner_group = planner_group
+        self.model_timeout_s = model_timeout_s
+        self.model_attempts = model_attempts
+
+    # -- open, stages ------------------------------------------------------------------------
+
+    async def _record_alerts(self, incident_id: str, alerts: list[Alert]) -> int:
+        for a in alerts:
+            await self.ledger.record_alert(
+                a.fingerprint,
+                starts_at=a.starts_at,
+                labels=a.labels,
+                annotations=a.annotations,
+                status=a.status.value,  # type: ignore[arg-type]  # "firing" | "resolved"
+                ends_at=a.ends_at,
+                incident_id=incident_id,
+            )
+        return len(alerts)
+
+    @activity.defn(name="incident.triage")
+    async def triage(self, inp: IncidentInput) -> TriageResult:
+        """Severity, category, route and title (`policy.triage`); opens the incident in the
+        ledger with its alerts. The result is in history, so a later change of the triage
+        policy never changes a running incident."""
+        group = inp.group
+        result = policy.triage(group.labels, group_annotations(group))
+        async with _ledger_errors("incident.triage"):
+            await self.ledger.upsert_incident(
+                inp.incident_id,
+                group_key=group.group_key,
+                status="open",
+                severity=result.severity.value,
+                category=result.category.value,
+                title=result.title,
+            )
+            await self._record_alerts(inp.incident_id, group.alerts)
+        return result
+
+    @activity.defn(name="incident.stage")
+    async def stage(self, inp: StageInput) -> StageResult:
+        """The incident's status in the ledger, and the alerts that arrived or changed since."""
+        async with _ledger_errors("incident.stage"):
+            await self.ledger.upsert_incident(inp.incident_id, status=ledger_status(inp.status))  # type: ignore[arg-type]
+            n = await self._record_alerts(inp.incident_id, inp.alerts)
+        return StageResult(alerts_recorded=n)
+
+    # -- recall ------------------------------------------------------------------------------
+
+    @activity.defn(name="incident.recall")
+    async def recall(self, inp: RecallInput) -> RecallResult:
+        """Runbooks for the alert, best first (label matches first), with their level from the
+        ledger (the trust record; the index may lag) and their actions rendered for the alert's
+        labels; plus past decisions on similar alerts.
+
+        A runbook whose templates name a label the alert lacks keeps its place with no actions
+        (it cannot be run as written); the reason is logged.
+        """
+        hits = await self.kb.search_runbooks(inp.text, limit=inp.limit, labels=inp.labels or None)
+        runbooks: list[RecalledRunbook] = []
+        for hit in hits:
+            try:
+                rb = Runbook.model_validate(hit.payload["runbook"])
+            except (KeyError, ValidationError) as exc:
+                log.warning("recall %s: hit %s has no usable runbook payload: %s", inp.incident_id, hit.id, exc)
+                continue
+            level = rb.automation_level
+            async with _ledger_errors("incident.recall"):
+                row = await self.ledger.get_runbook(rb.id)
+            if row is not None:
+                level = row.automation_level
+            try:
+                actions = policy.render_actions(rb.actions, inp.labels)
+            except ValueError as exc:
+                log.warning("recall %s: runbook %s cannot be rendered: %s", inp.incident_id, rb.id, exc)
+                actions = []
+            runbooks.append(
+                RecalledRunbook(
+                    id=rb.id,
+                    title=rb.title,
+                    score=hit.score,
+                    automation_level=level,
+                    actions=actions,
+                    matched_labels=bool(hit.payload.get("matched_labels", False)),
+                )
+            )
+        decisions = await self.kb.search_decisions(inp.text, limit=inp.limit) if inp.text.strip() else []
+        return RecallResult(runbooks=runbooks, decisions=decisions)
+
+    # -- propose -----------------------------------------------------------------------------
+
+    @activity.defn(name="incident.propose")
+    async def propose(self, inp: ProposeInput) -> ProposeResult:
+        """The planner model's proposal, or the best runbook's plan when the model cannot help.
+
+        One model call per attempt, bounded by `model_timeout_s`. An unreachable model is
+        retried by Temporal for the first `model_attempts - 1` attempts; the last attempt, and
+        any invalid answer (not valid JSON for `Proposal`, a tool not in `inp.tools`, arguments
+        against the tool's schema), falls back at once. The note says why.
+        """
+        from activities.inference.router import InferenceError, InferenceUnavailable
+
+        messages = build_messages(inp)
+        reason: str
+        try:
+            answer = await asyncio.wait_for(
+                self.router.structured(self.planner_group, messages, Proposal), timeout=self.model_timeout_s
+            )
+        except (InferenceUnavailable, TimeoutError) as exc:
+            reason = (
+                f"the model did not answer within {self.model_timeout_s:g}s"
+                if isinstance(exc, TimeoutError)
+                else f"the model is unavailable: {exc}"
+            )
+            if _attempt() < self.model_attempts:
+                raise ApplicationError(reason, type="InferenceUnavailable") from exc
+            log.warning("propose %s: %s; falling back", inp.incident_id, reason)
+            return fallback_proposal(inp, reason)
+        except InferenceError as exc:
+            log.warning("propose %s: the model failed: %s; falling back", inp.incident_id, exc)
+            return fallback_proposal(inp, f"the model failed: {exc}")
+
+        proposal: Proposal = answer.value
+        problem = check_proposal(proposal, inp)
+        if problem is not None:
+            log.warning("propose %s: unusable proposal: %s; falling back", inp.incident_id, problem)
+            return fallback_proposal(inp, f"invalid proposal: {problem}", model=proposal)
+        note = ""
+        recalled = {rb.id for rb in inp.recall.runbooks}
+        if proposal.runbook_id is not None and proposal.runbook_id not in recalled:
+            note = f"the model named runbook {proposal.runbook_id!r}, which was not recalled: dropped"
+            proposal = proposal.model_copy(update={"runbook_id": None})
+        return ProposeResult(proposal=proposal, source="llm", note=note, model=str(getattr(answer, "model", "")))
+
+    # -- notify ------------------------------------------------------------------------------
+
+    @activity.defn(name="incident.notify")
+    async def notify(self, inp: NotifyInput) -> NotifyResult:
+        async with _ledger_errors("incident.notify"):
+            return await self.notifier.notify(inp, key=_activity_key())
+
+    # -- record ------------------------------------------------------------------------------
+
+    @activity.defn(name="incident.record")
+    async def record(self, inp: RecordInput) -> RecordResult:
+        """Everything the incident learned: final status, proposal, decision, outcome and the
+        runbook's counters in the ledger, and the decision in Qdrant for the next recall.
+
+        Runbook counters carry event keys (`<incident>/decision`, `<incident>/execution`), so a
+        retried activity counts once. An execution counts for the runbook only when the plan
+        that ran is the runbook's own plan, rendered for this alert.
+        """
+        state, group = inp.state, inp.group
+        iid = state.incident_id
+        async with _ledger_errors("incident.record"):
+            await self.ledger.upsert_incident(
+                iid,
+                group_key=group.group_key,
+                status=ledger_status(state.status),  # type: ignore[arg-type]
+                severity=state.severity.value if state.severity else None,
+                category=state.category.value if state.category else None,
+                title=state.title or None,
+            )
+            proposal_id = await self._record_proposal(state)
+            choice, decided_by = _choice(state)
+            if choice is not None:
+                dec = state.decision
+                await self.ledger.record_decision(
+                    iid,
+                    choice,  # type: ignore[arg-type]
+                    proposal_id=proposal_id,
+                    approval_id=dec.approval_id if dec is not None else f"{iid}-automatic",
+                    runbook_id=state.runbook_id,
+                    decided_by=decided_by,
+                    plan_hash=(dec.plan_hash or None) if dec is not None else state.plan_hash,
+                    arguments=[a.model_dump(mode="json") for a in (dec.plan if dec is not None else state.plan)],
+                    decided_at=dec.decided_at if dec is not None else None,
+                )
+            if state.outcome is not None:
+                existing = await self.ledger.list_outcomes(iid)
+                if not any(o.result == state.outcome.outcome and o.detail == state.outcome.detail for o in existing):
+                    await self.ledger.record_outcome(iid, state.outcome.outcome, state.outcome.detail)
+            if state.runbook_id:
+                await self._record_stats(state, group, choice)
+        indexed = False
+        if choice is not None:
+            await self.kb.upsert_decision(
+                DecisionRecord(
+                    id=f"{iid}/decision",
+                    incident_id=iid,
+                    summary=state.title or (state.proposal.summary if state.proposal else iid),
+                    runbook_id=state.runbook_id,
+                    actions=list(state.plan),
+                    decision=choice,  # type: ignore[arg-type]
+                    decided_by=decided_by,
+                    outcome=state.outcome.outcome if state.outcome is not None else "pending",
+                    labels=dict(group.labels),
+                )
+            )
+            indexed = True
+        return RecordResult(decision_indexed=indexed)
+
+    async def _record_proposal(self, state: IncidentState) -> int | None:
+        if state.proposal is None:
+            return None
+        p = state.proposal
+        source = state.proposal_source or "llm"
+        for row in await self.ledger.list_proposals(state.incident_id):
+            if row.source == source and row.to_proposal() == p:
+                return row.id  # recorded by an earlier attempt
+        row = await self.ledger.record_proposal(state.incident_id, p, source=source, fallback=source == "fallback")
+        return row.id
+
+    async def _record_stats(self, state: IncidentState, group: AlertGroup, choice: str | None) -> None:
+        from activities.ledger.db import NotFound
+
+        assert state.runbook_id is not None
+        rid, iid = state.runbook_id, state.incident_id
+        try:
+            if choice is not None:
+                await self.ledger.record_decision_stat(rid, choice, event_key=f"{iid}/decision")  # type: ignore[arg-type]
+            ran = [a for a in state.actions if a.status in ("succeeded", "failed")]
+            if not ran or choice not in ("approved", "automatic"):
+                return
+            failed = any(a.status == "failed" for a in state.actions)
+            outcome = state.outcome.outcome if state.outcome is not None else "unknown"
+            if not failed and outcome == "unknown":
+                return  # ran, but nobody knows whether it helped: no evidence either way
+            row = await self.ledger.get_runbook(rid)
+            if row is None:
+                return
+            try:
+                own_plan = policy.render_actions(row.actions, group.labels)
+            except ValueError:
+                return
+            if plan_hash(own_plan) != plan_hash(state.plan):
+                return  # another plan ran under this runbook's name: not its record
+            await self.ledger.record_execution(
+                rid, success=not failed and outcome == "success", event_key=f"{iid}/execution"
+            )
+        except NotFound:
+            log.info("record %s: runbook %s is not in the ledger: no stats", iid, rid)
+
+
+def _choice(state: IncidentState) -> tuple[str | None, str | None]:
+    """The decision to record: the human's answer, "automatic" for a run-then-notify plan, or
+    None when nothing was decided (nothing to do, or the alert resolved before an answer)."""
+    if state.decision is not None:
+        return state.decision.choice, state.decision.by
+    if state.verdict == PolicyVerdict.RUN_THEN_NOTIFY and state.actions:
+        return "automatic", None
+    return None, None
+
+
+__all__ = [
+    "IncidentActivities",
+    "StageInput",
+    "StageResult",
+    "build_messages",
+    "check_proposal",
+    "fallback_proposal",
+    "group_annotations",
+    "ledger_status",
+]

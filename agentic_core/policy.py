@@ -1,0 +1,242 @@
+"""The platform's policies: pure functions, no I/O, one place.
+
+Workflows call these directly (they are deterministic), activities call them too. A change
+to a function that a running workflow calls can change that workflow's commands on replay:
+guard such a change with `workflow.patched()` in the workflow, or compute the result in an
+activity (triage does: its result is recorded in history).
+
+- `triage`: severity, category and notification route from an alert's labels.
+- `decide`: automation level × approval mode × confidence → what to do with a plan.
+- `plan_level`: the automation level a plan may use (a runbook's level covers only its own plan).
+- `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
+- `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
+
+Promotion and demotion thresholds (5+ approved executions, smoothed success rate) come later
+and belong here too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agentic_core.incident import Category, PolicyVerdict, Severity, TriageResult, plan_hash
+from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
+
+# --------------------------------------------------------------------------- triage
+
+_SEVERITY: dict[str, Severity] = {
+    "critical": Severity.CRITICAL,
+    "error": Severity.CRITICAL,
+    "page": Severity.CRITICAL,
+    "warning": Severity.WARNING,
+    "warn": Severity.WARNING,
+}
+
+# Labels that hint at what is affected, in the order they are read.
+HINT_LABELS: tuple[str, ...] = (
+    "namespace",
+    "job",
+    "service",
+    "app",
+    "app_kubernetes_io_name",
+    "container",
+    "deployment",
+    "alertname",
+)
+
+# Substrings that name a component (matched in lower case, anywhere in a hint label's value,
+# so `SonarrDown`, `radarr-4k` and `zigbee2mqtt` are recognised).
+_ARR_NAMES = ("sonarr", "radarr", "prowlarr", "lidarr", "readarr", "bazarr", "qbittorrent", "sabnzbd")
+_HOME_ASSISTANT_NAMES = ("homeassistant", "home-assistant", "home_assistant", "zigbee", "mqtt", "esphome")
+_PLATFORM_NAMES = ("agentic", "temporal", "qdrant", "vllm", "litellm")
+_TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def normalise_severity(value: str | None) -> Severity:
+    """critical/error/page → critical; warning/warn → warning; anything else → info."""
+    return _SEVERITY.get((value or "").strip().lower(), Severity.INFO)
+
+
+def _hints(labels: Mapping[str, str]) -> list[str]:
+    return [labels[k].strip().lower() for k in HINT_LABELS if labels.get(k)]
+
+
+def _is_arr(value: str) -> bool:
+    # "arr" alone is too short to match as a substring (array, carrier): it must be a whole token.
+    return any(n in value for n in _ARR_NAMES) or "arr" in _TOKEN_SPLIT.split(value)
+
+
+def _is_platform(value: str, *, namespace: bool) -> bool:
+    if any(n in value for n in _PLATFORM_NAMES):
+        return True
+    return namespace and (value == "ai" or value.startswith("ai-"))
+
+
+def categorise(labels: Mapping[str, str]) -> Category:
+    """The category from namespace/job/service/app/alertname hints; infrastructure by default.
+
+    Applications win over the platform (a Sonarr pod in an `ai-tools` namespace is an arr
+    incident), and the platform over infrastructure.
+    """
+    hints = _hints(labels)
+    if any(_is_arr(h) for h in hints):
+        return Category.ARR
+    if any(n in h for h in hints for n in _HOME_ASSISTANT_NAMES):
+        return Category.HOME_ASSISTANT
+    namespace = (labels.get("namespace") or "").strip().lower()
+    if _is_platform(namespace, namespace=True) or any(_is_platform(h, namespace=False) for h in hints):
+        return Category.PLATFORM
+    return Category.INFRASTRUCTURE
+
+
+def route_for(severity: Severity, category: Category) -> str:
+    """Critical incidents go to the critical route whatever their category."""
+    return "critical" if severity == Severity.CRITICAL else category.value
+
+
+def triage(labels: Mapping[str, str], annotations: Mapping[str, str] | None = None) -> TriageResult:
+    """Severity, category, route and title of an alert (or alert group) from its labels."""
+    annotations = annotations or {}
+    severity = normalise_severity(labels.get("severity"))
+    category = categorise(labels)
+    alertname = (labels.get("alertname") or "").strip()
+    title = (annotations.get("summary") or "").strip() or alertname or "unnamed alert"
+    return TriageResult(
+        severity=severity,
+        category=category,
+        route=route_for(severity, category),
+        alertname=alertname,
+        title=title,
+    )
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(
+    level: AutomationLevel,
+    mode: ApprovalMode,
+    confidence: float,
+    threshold: float,
+    has_actions: bool,
+) -> PolicyVerdict:
+    """What to do with a guarded plan.
+
+    - no action survived the guard: NOTHING_TO_DO;
+    - VERBOSE (the go-live default): ASK, always;
+    - NORMAL: manual → ASK; prompted → ASK_RECOMMEND; standard → RUN_THEN_NOTIFY when the
+      confidence reaches the threshold, else ASK_RECOMMEND.
+    """
+    if not has_actions:
+        return PolicyVerdict.NOTHING_TO_DO
+    if mode == ApprovalMode.VERBOSE:
+        return PolicyVerdict.ASK
+    if level == AutomationLevel.STANDARD:
+        # NaN never reaches a threshold.
+        return PolicyVerdict.RUN_THEN_NOTIFY if confidence >= threshold else PolicyVerdict.ASK_RECOMMEND
+    if level == AutomationLevel.PROMPTED:
+        return PolicyVerdict.ASK_RECOMMEND
+    return PolicyVerdict.ASK
+
+
+def plan_level(
+    runbook_level: AutomationLevel | None, runbook_actions: Iterable[ToolCall], plan: list[ToolCall]
+) -> AutomationLevel:
+    """The level a plan may run at: the runbook's, but only for the runbook's own (rendered) plan.
+
+    A runbook earns its level for the actions it holds. A plan that differs in any tool or
+    argument, or in order (the model's own idea, or a plan the guard cut down) is new and
+    asks a human, whatever runbook it names.
+    """
+    if runbook_level is None or not plan:
+        return AutomationLevel.MANUAL
+    if plan_hash(list(runbook_actions)) != plan_hash(plan):
+        return AutomationLevel.MANUAL
+    return runbook_level
+
+
+# --------------------------------------------------------------------------- templates
+
+TEMPLATE_RE = re.compile(r"\{\{\s*labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def render_value(value: Any, labels: Mapping[str, str]) -> Any:
+    """`value` with every `{{ labels.NAME }}` replaced (strings inside dicts and lists too).
+
+    Raises ValueError naming the label when the alert does not carry it: running a tool with
+    a half-filled argument is worse than not proposing it.
+    """
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in labels:
+                have = ", ".join(sorted(labels)) or "none"
+                raise ValueError(
+                    f"template {m.group(0)!r} needs label {name!r}, which the alert lacks (labels: {have})"
+                )
+            return labels[name]
+
+        return TEMPLATE_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: render_value(v, labels) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, labels) for v in value]
+    return value
+
+
+def render_actions(actions: Iterable[ToolCall], labels: Mapping[str, str]) -> list[ToolCall]:
+    """Runbook actions with their argument templates filled from the alert's labels.
+
+    Raises ValueError (naming the label and the tool) when a template names a label the alert
+    does not have.
+    """
+    out: list[ToolCall] = []
+    for call in actions:
+        try:
+            arguments = render_value(call.arguments, labels)
+        except ValueError as exc:
+            raise ValueError(f"{call.tool}: {exc}") from None
+        out.append(ToolCall(tool=call.tool, arguments=arguments))
+    return out
+
+
+def has_templates(value: Any) -> bool:
+    """True when `value` still holds a `{{ labels.NAME }}` template anywhere."""
+    if isinstance(value, str):
+        return TEMPLATE_RE.search(value) is not None
+    if isinstance(value, dict):
+        return any(has_templates(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_templates(v) for v in value)
+    return False
+
+
+# --------------------------------------------------------------------------- confidence
+
+# The fallback's confidence bands: a runbook whose matchers all match the alert's labels is
+# trusted more than one that text retrieval merely found. Kept apart and below 1, so that a
+# runbook found by text alone never reaches the default threshold (0.7) on its own.
+MATCHED_FLOOR = 0.6
+MATCHED_SPAN = 0.3
+TEXT_ONLY_SPAN = 0.5
+
+
+def fallback_confidence(score: float, matched_labels: bool) -> float:
+    """Confidence in a recalled runbook's plan without the model's opinion, in [0, 1].
+
+    `score` is the retrieval score as `KnowledgeBase.search_runbooks` returns it: the fused
+    text score in [0, 1], plus 1 for a runbook whose matchers matched the labels.
+
+    - labels matched: 0.6 + 0.3 × text score → [0.6, 0.9];
+    - text only: 0.5 × text score → [0, 0.5].
+    """
+    if not math.isfinite(score):
+        score = 0.0
+    if matched_labels:
+        text = score - 1.0 if score >= 1.0 else score
+        return round(MATCHED_FLOOR + MATCHED_SPAN * min(max(text, 0.0), 1.0), 4)
+    return round(TEXT_ONLY_SPAN * min(max(score, 0.0), 1.0), 4)

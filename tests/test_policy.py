@@ -1,0 +1,251 @@
+"""The pure policies: triage, decide, plan_level, render_actions, fallback_confidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentic_core import policy
+from agentic_core.incident import Category, PolicyVerdict, Severity
+from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
+
+# --------------------------------------------------------------------------- triage
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("critical", Severity.CRITICAL),
+        ("CRITICAL", Severity.CRITICAL),
+        ("error", Severity.CRITICAL),
+        (" page ", Severity.CRITICAL),
+        ("warning", Severity.WARNING),
+        ("Warn", Severity.WARNING),
+        ("info", Severity.INFO),
+        ("none", Severity.INFO),
+        ("", Severity.INFO),
+        (None, Severity.INFO),
+    ],
+)
+def test_severity_is_normalised(value: str | None, expected: Severity) -> None:
+    assert policy.normalise_severity(value) == expected
+    labels = {"alertname": "X"} if value is None else {"alertname": "X", "severity": value}
+    assert policy.triage(labels, {}).severity == expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"alertname": "KubePodCrashLooping", "namespace": "media", "app": "sonarr"}, Category.ARR),
+        ({"alertname": "SonarrDown"}, Category.ARR),
+        ({"alertname": "TargetDown", "job": "radarr-4k"}, Category.ARR),
+        ({"alertname": "X", "service": "qbittorrent"}, Category.ARR),
+        ({"alertname": "X", "namespace": "arr"}, Category.ARR),
+        ({"alertname": "X", "namespace": "arr-stack"}, Category.ARR),
+        ({"alertname": "ArrayDegraded", "namespace": "storage"}, Category.INFRASTRUCTURE),  # "arr" is a token only
+        ({"alertname": "X", "namespace": "home-assistant"}, Category.HOME_ASSISTANT),
+        ({"alertname": "X", "app": "zigbee2mqtt"}, Category.HOME_ASSISTANT),
+        ({"alertname": "HomeAssistantDown"}, Category.HOME_ASSISTANT),
+        ({"alertname": "X", "job": "esphome"}, Category.HOME_ASSISTANT),
+        ({"alertname": "X", "namespace": "temporal"}, Category.PLATFORM),
+        ({"alertname": "X", "namespace": "ai-inference"}, Category.PLATFORM),
+        ({"alertname": "X", "service": "qdrant"}, Category.PLATFORM),
+        ({"alertname": "VllmQueueFull"}, Category.PLATFORM),
+        ({"alertname": "X", "job": "litellm"}, Category.PLATFORM),
+        ({"alertname": "X", "namespace": "agentic"}, Category.PLATFORM),
+        ({"alertname": "X", "namespace": "ai-tools", "app": "sonarr"}, Category.ARR),  # the app wins
+        ({"alertname": "KubeNodeNotReady", "node": "worker-2"}, Category.INFRASTRUCTURE),
+        ({"alertname": "X", "namespace": "kube-system"}, Category.INFRASTRUCTURE),
+        ({"alertname": "X", "namespace": "maintenance"}, Category.INFRASTRUCTURE),  # "ai" inside a word
+    ],
+)
+def test_category_from_label_hints(labels: dict[str, str], expected: Category) -> None:
+    assert policy.categorise(labels) == expected
+
+
+def test_route_is_critical_for_critical_alerts_else_the_category() -> None:
+    crit = policy.triage({"alertname": "X", "app": "sonarr", "severity": "critical"}, {})
+    assert (crit.category, crit.route) == (Category.ARR, "critical")
+    warn = policy.triage({"alertname": "X", "app": "sonarr", "severity": "warning"}, {})
+    assert warn.route == "arr"
+    info = policy.triage({"alertname": "X"}, {})
+    assert info.route == "infrastructure"
+
+
+def test_title_from_summary_else_alertname() -> None:
+    r = policy.triage({"alertname": "KubePodCrashLooping"}, {"summary": "Pod shop/checkout is crash looping."})
+    assert (r.title, r.alertname) == ("Pod shop/checkout is crash looping.", "KubePodCrashLooping")
+    assert policy.triage({"alertname": "KubePodCrashLooping"}, {"description": "long"}).title == "KubePodCrashLooping"
+    assert policy.triage({"job": "x"}, {}).title == "unnamed alert"
+
+
+# --------------------------------------------------------------------------- decide
+
+L = AutomationLevel
+V = PolicyVerdict
+
+
+@pytest.mark.parametrize(
+    ("level", "mode", "confidence", "has_actions", "expected"),
+    [
+        (L.STANDARD, ApprovalMode.NORMAL, 0.9, False, V.NOTHING_TO_DO),
+        (L.MANUAL, ApprovalMode.VERBOSE, 0.0, False, V.NOTHING_TO_DO),
+        (L.STANDARD, ApprovalMode.VERBOSE, 1.0, True, V.ASK),
+        (L.PROMPTED, ApprovalMode.VERBOSE, 1.0, True, V.ASK),
+        (L.MANUAL, ApprovalMode.NORMAL, 1.0, True, V.ASK),
+        (L.PROMPTED, ApprovalMode.NORMAL, 1.0, True, V.ASK_RECOMMEND),
+        (L.PROMPTED, ApprovalMode.NORMAL, 0.1, True, V.ASK_RECOMMEND),
+        (L.STANDARD, ApprovalMode.NORMAL, 0.7, True, V.RUN_THEN_NOTIFY),  # at the threshold
+        (L.STANDARD, ApprovalMode.NORMAL, 0.95, True, V.RUN_THEN_NOTIFY),
+        (L.STANDARD, ApprovalMode.NORMAL, 0.69, True, V.ASK_RECOMMEND),
+        (L.STANDARD, ApprovalMode.NORMAL, float("nan"), True, V.ASK_RECOMMEND),
+    ],
+)
+def test_decide(level: L, mode: ApprovalMode, confidence: float, has_actions: bool, expected: V) -> None:
+    assert policy.decide(level, mode, confidence, 0.7, has_actions) == expected
+
+
+@given(
+    level=st.sampled_from(list(AutomationLevel)),
+    confidence=st.floats(allow_nan=True),
+    threshold=st.floats(0, 1),
+)
+def test_verbose_always_asks(level: AutomationLevel, confidence: float, threshold: float) -> None:
+    assert policy.decide(level, ApprovalMode.VERBOSE, confidence, threshold, True) == PolicyVerdict.ASK
+
+
+@given(
+    level=st.sampled_from(list(AutomationLevel)),
+    mode=st.sampled_from(list(ApprovalMode)),
+    confidence=st.floats(allow_nan=True),
+    threshold=st.floats(0, 1),
+)
+def test_no_actions_is_nothing_to_do(
+    level: AutomationLevel, mode: ApprovalMode, confidence: float, threshold: float
+) -> None:
+    assert policy.decide(level, mode, confidence, threshold, False) == PolicyVerdict.NOTHING_TO_DO
+
+
+@given(level=st.sampled_from(list(AutomationLevel)), confidence=st.floats(0, 1), threshold=st.floats(0, 1))
+def test_only_standard_runs_without_asking(level: AutomationLevel, confidence: float, threshold: float) -> None:
+    verdict = policy.decide(level, ApprovalMode.NORMAL, confidence, threshold, True)
+    assert (verdict == PolicyVerdict.RUN_THEN_NOTIFY) == (level == AutomationLevel.STANDARD and confidence >= threshold)
+
+
+# --------------------------------------------------------------------------- plan_level
+
+RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
+SCALE = ToolCall(tool="kubernetes.scale_deployment", arguments={"namespace": "shop", "name": "checkout", "replicas": 2})
+
+
+def test_plan_level_holds_only_for_the_runbooks_own_plan() -> None:
+    assert policy.plan_level(L.STANDARD, [RESTART, SCALE], [RESTART, SCALE]) == L.STANDARD
+    assert policy.plan_level(L.STANDARD, [RESTART, SCALE], [SCALE, RESTART]) == L.MANUAL  # order
+    assert policy.plan_level(L.STANDARD, [RESTART, SCALE], [RESTART]) == L.MANUAL  # cut by the guard
+    other = ToolCall(tool=RESTART.tool, arguments={**RESTART.arguments, "name": "cart"})
+    assert policy.plan_level(L.PROMPTED, [RESTART], [other]) == L.MANUAL  # other arguments
+    assert policy.plan_level(None, [], [RESTART]) == L.MANUAL  # no runbook
+    assert policy.plan_level(L.STANDARD, [], []) == L.MANUAL  # nothing to run
+
+
+# --------------------------------------------------------------------------- render
+
+
+def test_render_fills_label_templates_recursively() -> None:
+    actions = [
+        ToolCall(
+            tool="kubernetes.restart_deployment",
+            arguments={
+                "namespace": "{{ labels.namespace }}",
+                "name": "{{labels.deployment}}",
+                "note": "restart {{  labels.deployment  }} in {{ labels.namespace }}",
+                "nested": {"list": ["{{ labels.namespace }}", 3, None, {"deep": "{{ labels.pod }}"}]},
+                "count": 2,
+                "flag": True,
+            },
+        )
+    ]
+    labels = {"namespace": "shop", "deployment": "checkout", "pod": "checkout-7d9f"}
+    out = policy.render_actions(actions, labels)
+    assert out[0].tool == "kubernetes.restart_deployment"
+    assert out[0].arguments == {
+        "namespace": "shop",
+        "name": "checkout",
+        "note": "restart checkout in shop",
+        "nested": {"list": ["shop", 3, None, {"deep": "checkout-7d9f"}]},
+        "count": 2,
+        "flag": True,
+    }
+    assert actions[0].arguments["namespace"] == "{{ labels.namespace }}"  # the input is not changed
+    assert not policy.has_templates(out[0].arguments)
+    assert policy.has_templates(actions[0].arguments)
+
+
+def test_render_refuses_a_missing_label_and_names_it() -> None:
+    actions = [ToolCall(tool="kubernetes.restart_deployment", arguments={"name": "{{ labels.deployment }}"})]
+    with pytest.raises(ValueError, match=r"deployment") as exc:
+        policy.render_actions(actions, {"namespace": "shop"})
+    assert "kubernetes.restart_deployment" in str(exc.value)
+    assert "namespace" in str(exc.value)  # the labels the alert has
+
+
+def test_render_leaves_other_braces_alone() -> None:
+    call = ToolCall(tool="t", arguments={"q": "{{ annotations.summary }}", "json": '{"a": 1}', "x": "{labels.y}"})
+    assert policy.render_actions([call], {}) == [call]
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
+_json = st.recursive(
+    _json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    tool=st.text(min_size=1, max_size=30),
+    arguments=st.dictionaries(st.text(max_size=10), _json, max_size=5),
+    labels=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=5),
+)
+def test_render_is_identity_without_templates(tool: str, arguments: dict[str, Any], labels: dict[str, str]) -> None:
+    call = ToolCall(tool=tool, arguments=arguments)
+    if policy.has_templates(arguments):
+        return  # hypothesis writing a template by chance: not this property
+    assert policy.render_actions([call], labels) == [call]
+
+
+# --------------------------------------------------------------------------- fallback confidence
+
+
+def test_fallback_confidence_bands() -> None:
+    assert policy.fallback_confidence(1.0 + 1.0, True) == pytest.approx(0.9)
+    assert policy.fallback_confidence(1.0 + 0.0, True) == pytest.approx(0.6)
+    assert policy.fallback_confidence(1.5, True) == pytest.approx(0.75)
+    assert policy.fallback_confidence(1.0, False) == pytest.approx(0.5)
+    assert policy.fallback_confidence(0.4, False) == pytest.approx(0.2)
+    assert policy.fallback_confidence(0.0, False) == 0.0
+    assert policy.fallback_confidence(float("nan"), True) == pytest.approx(0.6)
+    assert policy.fallback_confidence(-3.0, False) == 0.0
+
+
+@given(score=st.floats(allow_nan=True, allow_infinity=True), matched=st.booleans())
+def test_fallback_confidence_is_a_probability_and_text_only_stays_below_the_default_threshold(
+    score: float, matched: bool
+) -> None:
+    c = policy.fallback_confidence(score, matched)
+    assert 0.0 <= c <= 1.0
+    if not matched:
+        assert c <= 0.5  # text retrieval alone never lets a standard runbook run unasked
+
+
+@given(a=st.floats(0, 2), b=st.floats(0, 2), matched=st.booleans())
+def test_fallback_confidence_is_monotonic(a: float, b: float, matched: bool) -> None:
+    lo, hi = sorted((a, b))
+    if matched and lo < 1.0 <= hi:
+        return  # a label match is scored from 1 up; below 1 the score is the text part alone
+    assert policy.fallback_confidence(lo, matched) <= policy.fallback_confidence(hi, matched)

@@ -1,0 +1,626 @@
+"""`IncidentWorkflow`: one alert group, from the first alert to the recorded outcome.
+
+Stages (each in `IncidentState.stages` with its start and finish times):
+
+1. **triage** (`incident.triage`): severity, category, route, title; opens the ledger row.
+2. **recall** (`incident.recall`): runbooks (label matches first) and past decisions. Right
+   after it, before the model is asked, the QUESTION notification: the alert, the best
+   runbook and its plan. It is sent once per incident, whatever the signals.
+3. **propose** (`tools.list_tools`, `incident.propose`): the planner's proposal, or the best
+   runbook's plan when the model is down or answers badly (`proposal_source="fallback"`).
+4. **guard** (`tools.guard`): refused actions go to `state.refused` with their reasons and
+   never run. If the guard cannot be reached nothing runs (every action is refused).
+5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the
+   runbook's own plan. The DIAGNOSIS notification edits the QUESTION message with the exact
+   plan (and its hash) a human may approve.
+6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, 1)`, cancelled if
+   the incident closes first). Skipped for RUN_THEN_NOTIFY and NOTHING_TO_DO.
+7. **execute** (`tools.execute`): the approved plan in order, one idempotency key per action
+   (`idempotency_key(incident, index)`); stops at the first action that does not succeed.
+   A plan modified by the human is guarded again first; if any of it is refused, none runs.
+8. **verify**: wait up to `verify_window_s` for the group to resolve: success when it does,
+   "unknown" when the window ends (there is no check tool yet).
+9. **record** (`incident.record`), then the closing notification (RESOLVED, or an UPDATE).
+
+Alerts (`SIGNAL_ALERTS`) are merged by fingerprint at any time. A repeat of what the incident
+already holds only counts (`state.signals`). At most `MAX_ALERTS` distinct alerts are kept.
+The group counts as resolved when a signal says the group is resolved and every alert held is
+resolved. Resolution before anything ran ends the incident as RESOLVED
+(`resolved_by_alertmanager`): a pending approval is cancelled (its ApprovalState becomes
+"cancelled"), and nothing runs, even if the answer and the resolution cross.
+
+Every activity call has a start-to-close timeout and a bounded retry policy. The incident is
+bounded in time (approval expiry + verify window), so it never continues-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.incident.activities import (
+        IncidentActivities,
+        StageInput,
+        fallback_proposal,
+        group_annotations,
+    )
+    from agentic_core import policy
+    from agentic_core import search_attributes as sa
+    from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+    from agentic_core.incident import (
+        QUERY_STATE,
+        SIGNAL_ALERTS,
+        ActionResult,
+        AlertsSignal,
+        ApprovalRequest,
+        ApprovalResult,
+        ExecuteInput,
+        GuardedAction,
+        GuardInput,
+        GuardResult,
+        IncidentConfig,
+        IncidentInput,
+        IncidentState,
+        IncidentStatus,
+        ListToolsInput,
+        ListToolsResult,
+        NotifyInput,
+        NotifyKind,
+        PolicyVerdict,
+        ProposeInput,
+        ProposeResult,
+        RecalledRunbook,
+        RecallInput,
+        RecallResult,
+        RecordInput,
+        StageRecord,
+        TriageResult,
+        VerifyResult,
+        approval_id_for,
+        idempotency_key,
+        plan_hash,
+    )
+    from agentic_core.models import AutomationLevel, ToolCall
+    from workflows.approval import ApprovalWorkflow
+
+MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
+AGENT = "incident"
+
+_SHORT = timedelta(seconds=30)
+_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+_RETRY_FEW = RetryPolicy(
+    maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
+)
+# incident.propose: one model call of at most 25 s per attempt, the second attempt falls back.
+PROPOSE_TIMEOUT = timedelta(seconds=60)
+PROPOSE_RETRY = RetryPolicy(
+    maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=5)
+)
+EXECUTE_TIMEOUT = timedelta(minutes=5)
+EXECUTE_RETRY = RetryPolicy(
+    maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)
+)
+
+_ACTIVE = {IncidentStatus.OPEN, IncidentStatus.AWAITING_APPROVAL, IncidentStatus.EXECUTING, IncidentStatus.VERIFYING}
+
+
+def _error(exc: BaseException) -> str:
+    """The innermost message of an activity or child error."""
+    while exc.__cause__ is not None and isinstance(exc, (ActivityError, ChildWorkflowError)):
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+@workflow.defn
+class IncidentWorkflow:
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self._inp = inp
+        self._state = IncidentState(incident_id=inp.incident_id)
+        self._group: AlertGroup = inp.group
+        self._alerts: dict[str, Alert] = {}
+        self._unrecorded: dict[str, Alert] = {}  # arrived or changed since the ledger last saw them
+        self._dropped = 0
+        self._resolved = False
+        self._route = "infrastructure"
+        self._message_ref: str | None = None
+        self._merge(inp.group, record=False)  # incident.triage records the first alerts
+
+    # -- signals and queries ---------------------------------------------------------------------
+
+    @workflow.signal(name=SIGNAL_ALERTS)
+    def alerts(self, sig: AlertsSignal) -> None:
+        self._state.signals += 1
+        if sig.group.incident_id != self._state.incident_id:
+            workflow.logger.warning(
+                "incident %s: ignored alerts of group %s", self._state.incident_id, sig.group.incident_id
+            )
+            return
+        self._merge(sig.group)
+
+    @workflow.query(name=QUERY_STATE)
+    def state(self) -> IncidentState:
+        return self._state
+
+    def _merge(self, group: AlertGroup, *, record: bool = True) -> None:
+        """Merge alerts by fingerprint; a repeat changes nothing."""
+        for a in group.alerts:
+            old = self._alerts.get(a.fingerprint)
+            if old is None and len(self._alerts) >= MAX_ALERTS:
+                self._dropped += 1
+                continue
+            if old is not None and (old.status, old.starts_at, old.ends_at) == (a.status, a.starts_at, a.ends_at):
+                continue
+            self._alerts[a.fingerprint] = a
+            if record:
+                self._unrecorded[a.fingerprint] = a
+        self._group = group
+        self._state.alerts_seen = len(self._alerts) + self._dropped
+        if (
+            group.status == AlertStatus.RESOLVED
+            and all(a.status == AlertStatus.RESOLVED for a in self._alerts.values())
+            and not self._resolved
+        ):
+            self._resolved = True
+            self._state.resolved_by_alertmanager = True
+
+    def _merged_group(self) -> AlertGroup:
+        return self._group.model_copy(update={"alerts": list(self._alerts.values())})
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _begin(self, name: str) -> StageRecord:
+        rec = StageRecord(name=name, started_at=workflow.now())
+        self._state.stages.append(rec)
+        return rec
+
+    @staticmethod
+    def _end(rec: StageRecord, detail: str = "") -> None:
+        rec.finished_at = workflow.now()
+        if detail:
+            rec.detail = detail
+
+    async def _set_status(self, status: IncidentStatus) -> None:
+        """The status in state and search attributes; active statuses go to the ledger now,
+        final ones with the record."""
+        self._state.status = status
+        workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(status.value)])
+        if status not in _ACTIVE:
+            return
+        alerts, self._unrecorded = list(self._unrecorded.values()), {}
+        try:
+            await workflow.execute_activity_method(
+                IncidentActivities.stage,
+                StageInput(incident_id=self._state.incident_id, status=status, alerts=alerts),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: stage %s not recorded: %s", self._state.incident_id, status, exc)
+
+    async def _notify(self, kind: NotifyKind, text: str, **extra: Any) -> str | None:
+        try:
+            res = await workflow.execute_activity_method(
+                IncidentActivities.notify,
+                NotifyInput(incident_id=self._state.incident_id, kind=kind, route=self._route, text=text, **extra),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: %s notification failed: %s", self._state.incident_id, kind, exc)
+            return None
+        return res.message_ref
+
+    async def _guard(self, actions: list[ToolCall]) -> GuardResult:
+        """The guard's verdict; if it cannot be reached, everything is refused (fail closed)."""
+        try:
+            return await workflow.execute_activity(
+                "tools.guard",
+                GuardInput(incident_id=self._state.incident_id, actions=actions, agent=AGENT),
+                result_type=GuardResult,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY_FEW,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            reason = f"guard unavailable: {_error(exc)}"
+            return GuardResult(
+                actions=[GuardedAction(index=i, call=c, allowed=False, reason=reason) for i, c in enumerate(actions)]
+            )
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> IncidentState:
+        st, cfg = self._state, inp.config
+        iid = inp.incident_id
+        workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
+
+        # 1. triage
+        rec = self._begin("triage")
+        try:
+            tri = await workflow.execute_activity_method(
+                IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
+            )
+            detail = ""
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            tri = policy.triage(inp.group.labels, group_annotations(inp.group))
+            detail = f"not recorded in the ledger: {_error(exc)}"
+        st.title, st.severity, st.category, self._route = tri.title, tri.severity, tri.category, tri.route
+        workflow.upsert_search_attributes(
+            [
+                sa.INCIDENT_SEVERITY.value_set(tri.severity.value),
+                sa.INCIDENT_CATEGORY.value_set(tri.category.value),
+                *([sa.ALERT_NAME.value_set(tri.alertname)] if tri.alertname else []),
+            ]
+        )
+        self._end(rec, detail or f"{tri.severity.value}/{tri.category.value} → {tri.route}")
+
+        # 2. recall, then the question (before the model: people see the alert at once)
+        rec = self._begin("recall")
+        labels = inp.group.labels
+        annotations = group_annotations(inp.group)
+        text = "\n".join(
+            t for t in (tri.title, tri.alertname, annotations.get("description", "")) if t and t.strip()
+        ) or (tri.alertname or tri.title)
+        try:
+            recall = await workflow.execute_activity_method(
+                IncidentActivities.recall,
+                RecallInput(incident_id=iid, text=text, labels=labels, limit=cfg.recall_limit),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY_FEW,
+            )
+            detail = ", ".join(f"{r.id} ({r.score:.2f})" for r in recall.runbooks) or "no runbook"
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            recall, detail = RecallResult(), f"recall failed: {_error(exc)}"
+        best = recall.runbooks[0] if recall.runbooks else None
+        if best is not None:
+            self._set_runbook(best.id)
+        self._end(rec, detail)
+        if self._resolved:
+            return await self._close_resolved_early()
+
+        self._message_ref = await self._notify(
+            NotifyKind.QUESTION,
+            question_text(tri, self._merged_group(), best),
+            plan=list(best.actions) if best is not None else [],
+            approval_id=approval_id_for(iid, 1),
+        )
+
+        # 3. propose
+        rec = self._begin("propose")
+        try:
+            tools = (
+                await workflow.execute_activity(
+                    "tools.list_tools",
+                    ListToolsInput(agent=AGENT),
+                    result_type=ListToolsResult,
+                    start_to_close_timeout=_SHORT,
+                    retry_policy=_RETRY_FEW,
+                )
+            ).tools
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: no tool list: %s", iid, exc)
+            tools = []
+        pinp = ProposeInput(
+            incident_id=iid, title=tri.title, labels=labels, annotations=annotations, recall=recall, tools=tools
+        )
+        try:
+            prop = await workflow.execute_activity_method(
+                IncidentActivities.propose, pinp, start_to_close_timeout=PROPOSE_TIMEOUT, retry_policy=PROPOSE_RETRY
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            prop = fallback_proposal(pinp, f"propose failed: {_error(exc)}")
+        st.proposal, st.proposal_source = prop.proposal, prop.source
+        if prop.proposal.runbook_id:
+            self._set_runbook(prop.proposal.runbook_id)
+        self._end(rec, prop.note or f"{prop.source}: confidence {prop.proposal.confidence:.2f}")
+
+        # 4. guard
+        rec = self._begin("guard")
+        allowed: list[ToolCall] = []
+        if prop.proposal.actions:
+            guarded = await self._guard(list(prop.proposal.actions))
+            st.refused.extend(guarded.refused)
+            allowed = guarded.allowed
+        self._end(rec, f"{len(allowed)} allowed, {len(st.refused)} refused")
+
+        # 5. policy
+        rec = self._begin("policy")
+        runbook = next((r for r in recall.runbooks if r.id == st.runbook_id), None)
+        level = policy.plan_level(
+            runbook.automation_level if runbook is not None else None,
+            runbook.actions if runbook is not None else [],
+            allowed,
+        )
+        verdict = policy.decide(
+            level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
+        )
+        st.verdict, st.plan = verdict, allowed
+        st.plan_hash = plan_hash(allowed) if allowed else None
+        self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
+        asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
+        recommendation = _recommendation(verdict, runbook, level, prop.proposal.confidence)
+        diagnosis = diagnosis_text(st, prop, verdict, recommendation)
+        self._message_ref = (
+            await self._notify(
+                NotifyKind.DIAGNOSIS,
+                diagnosis,
+                edit_of=self._message_ref,
+                plan=allowed,
+                plan_hash=st.plan_hash,
+                approval_id=approval_id_for(iid, 1) if asking else None,
+            )
+            or self._message_ref
+        )
+        if self._resolved:
+            return await self._close_resolved_early()
+
+        # 6. approval
+        plan = allowed
+        if verdict == PolicyVerdict.NOTHING_TO_DO:
+            return await self._close_nothing_to_do()
+        if asking:
+            decision = await self._approve(cfg, diagnosis, recommendation)
+            if decision is None:  # the alert resolved first
+                return await self._close_resolved_early()
+            st.decision = decision
+            if decision.choice in ("ignored", "expired"):
+                status = IncidentStatus.IGNORED if decision.choice == "ignored" else IncidentStatus.EXPIRED
+                return await self._close(status, None)
+            plan = list(decision.plan)
+            if decision.choice == "modified":
+                rec = self._begin("guard")
+                guarded = await self._guard(plan)
+                st.refused.extend(guarded.refused)
+                st.plan, st.plan_hash = plan, plan_hash(plan)
+                refused = guarded.refused
+                self._end(rec, f"modified plan: {len(refused)} refused")
+                if refused:
+                    reasons = "; ".join(f"{r.call.tool}: {r.reason}" for r in refused)
+                    return await self._close(
+                        IncidentStatus.FAILED,
+                        VerifyResult(
+                            outcome="failure", detail=f"the modified plan was refused, nothing ran: {reasons}"
+                        ),
+                    )
+            if self._resolved:
+                return await self._close_resolved_early()
+
+        # 7. execute
+        await self._set_status(IncidentStatus.EXECUTING)
+        rec = self._begin("execute")
+        failed = await self._execute(plan)
+        self._end(rec, failed.error if failed is not None else f"{len(plan)} action(s) succeeded")
+        done_text = executed_text(st)
+        if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
+            await self._notify(NotifyKind.DONE, done_text, plan=plan, plan_hash=plan_hash(plan))
+        else:
+            self._message_ref = (
+                await self._notify(NotifyKind.UPDATE, done_text, edit_of=self._message_ref) or self._message_ref
+            )
+        if failed is not None:
+            return await self._close(
+                IncidentStatus.FAILED,
+                VerifyResult(outcome="failure", detail=f"action {failed.index} ({failed.tool}): {failed.error}"),
+            )
+
+        # 8. verify
+        await self._set_status(IncidentStatus.VERIFYING)
+        rec = self._begin("verify")
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._resolved, timeout=timedelta(seconds=cfg.verify_window_s))
+        if self._resolved:
+            outcome = VerifyResult(outcome="success", detail="the alert resolved after the actions ran")
+            self._end(rec, outcome.detail)
+            return await self._close(IncidentStatus.RESOLVED, outcome)
+        outcome = VerifyResult(
+            outcome="unknown", detail=f"the alert did not resolve within {cfg.verify_window_s // 60} min; no check ran"
+        )
+        self._end(rec, outcome.detail)
+        return await self._close(IncidentStatus.UNKNOWN, outcome)
+
+    def _set_runbook(self, runbook_id: str) -> None:
+        if self._state.runbook_id != runbook_id:
+            self._state.runbook_id = runbook_id
+            workflow.upsert_search_attributes([sa.RUNBOOK_ID.value_set(runbook_id)])
+
+    async def _approve(self, cfg: IncidentConfig, question: str, recommendation: str) -> ApprovalResult | None:
+        """Ask a human (child workflow); None when the alert resolved before the answer."""
+        st = self._state
+        aid = approval_id_for(st.incident_id, 1)
+        rec = self._begin("approval")
+        req = ApprovalRequest(
+            approval_id=aid,
+            incident_id=st.incident_id,
+            question=question,
+            plan=st.plan,
+            plan_hash=st.plan_hash or plan_hash(st.plan),
+            route=self._route,
+            recommendation=recommendation,
+            approvers=list(cfg.approvers),
+            remind_after_s=cfg.remind_after_s,
+            escalate_after_s=cfg.escalate_after_s,
+            expire_after_s=cfg.expire_after_s,
+            message_ref=self._message_ref,
+        )
+        handle = await workflow.start_child_workflow(
+            ApprovalWorkflow.run,
+            req,
+            id=aid,
+            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+        )
+        st.approval_id = aid
+        await self._set_status(IncidentStatus.AWAITING_APPROVAL)
+        await workflow.wait_condition(lambda: handle.done() or self._resolved)
+        if not handle.done():
+            handle.cancel()
+            with contextlib.suppress(ChildWorkflowError, asyncio.CancelledError):
+                await handle
+            self._end(rec, "cancelled: the alert resolved before an answer")
+            return None
+        try:
+            result = handle.result()
+        except ChildWorkflowError as exc:
+            self._end(rec, f"approval failed: {_error(exc)}")
+            return ApprovalResult(approval_id=aid, choice="expired", decided_at=workflow.now())
+        self._end(rec, f"{result.choice} by {result.by or 'nobody'}")
+        return result
+
+    async def _execute(self, plan: list[ToolCall]) -> ActionResult | None:
+        """Run the plan in order; the first action that does not succeed stops it (and is returned)."""
+        st = self._state
+        for i, call in enumerate(plan):
+            key = idempotency_key(st.incident_id, i)
+            try:
+                res = await workflow.execute_activity(
+                    "tools.execute",
+                    ExecuteInput(incident_id=st.incident_id, index=i, call=call, idempotency_key=key, agent=AGENT),
+                    result_type=ActionResult,
+                    start_to_close_timeout=EXECUTE_TIMEOUT,
+                    retry_policy=EXECUTE_RETRY,
+                )
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                res = ActionResult(index=i, tool=call.tool, idempotency_key=key, status="failed", error=_error(exc))
+            st.actions.append(res)
+            if res.status == "refused":
+                st.refused.append(GuardedAction(index=i, call=call, allowed=False, reason=res.error or "refused"))
+            if res.status != "succeeded":
+                return res
+        return None
+
+    # -- endings ---------------------------------------------------------------------------------
+
+    async def _close_resolved_early(self) -> IncidentState:
+        return await self._close(
+            IncidentStatus.RESOLVED,
+            VerifyResult(outcome="unknown", detail="the alert resolved before any action ran"),
+        )
+
+    async def _close_nothing_to_do(self) -> IncidentState:
+        """No action survived: wait for the alert to resolve (so repeats join this incident)."""
+        cfg = self._inp.config
+        rec = self._begin("verify")
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._resolved, timeout=timedelta(seconds=cfg.verify_window_s))
+        if self._resolved:
+            self._end(rec, "resolved; nothing ran")
+            return await self._close_resolved_early()
+        outcome = VerifyResult(outcome="unknown", detail="nothing to run; the alert is still firing")
+        self._end(rec, outcome.detail)
+        return await self._close(IncidentStatus.UNKNOWN, outcome)
+
+    async def _close(self, status: IncidentStatus, outcome: VerifyResult | None) -> IncidentState:
+        st = self._state
+        st.outcome = outcome
+        await self._set_status(status)
+        rec = self._begin("record")
+        try:
+            res = await workflow.execute_activity_method(
+                IncidentActivities.record,
+                RecordInput(state=st, group=self._merged_group()),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+            )
+            self._end(rec, "decision indexed" if res.decision_indexed else "recorded")
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            self._end(rec, f"record failed: {_error(exc)}")
+        text = closing_text(st)
+        if status == IncidentStatus.RESOLVED:
+            await self._notify(NotifyKind.RESOLVED, text)
+        else:
+            await self._notify(NotifyKind.UPDATE, text, edit_of=self._message_ref)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return st
+
+
+# --------------------------------------------------------------------------- message texts
+
+
+def _call(c: ToolCall) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(c.arguments.items()))
+    return f"{c.tool}({args})"
+
+
+def _plan_lines(plan: list[ToolCall]) -> list[str]:
+    return [f"  {i + 1}. {_call(c)}" for i, c in enumerate(plan)] or ["  (none)"]
+
+
+def question_text(tri: TriageResult, group: AlertGroup, best: RecalledRunbook | None) -> str:
+    firing = sum(1 for a in group.alerts if a.status == AlertStatus.FIRING)
+    lines = [f"{tri.title}", f"{tri.severity.value} · {tri.category.value} · {firing} alert(s) firing"]
+    if best is not None:
+        lines.append(f"Runbook: {best.id}: {best.title} ({best.automation_level.value})")
+        lines += ["Runbook plan:", *_plan_lines(list(best.actions))]
+    else:
+        lines.append("No runbook found for this alert.")
+    lines.append("The diagnosis follows; then approve, ignore or modify.")
+    return "\n".join(lines)
+
+
+def _recommendation(
+    verdict: PolicyVerdict, runbook: RecalledRunbook | None, level: AutomationLevel, confidence: float
+) -> str:
+    if verdict != PolicyVerdict.ASK_RECOMMEND or runbook is None:
+        return ""
+    return f"approve: {level.value} runbook {runbook.id}, confidence {confidence:.2f}"
+
+
+def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdict, recommendation: str) -> str:
+    p = prop.proposal
+    lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
+    if prop.source == "fallback":
+        lines.append(f"(model fallback: {prop.note})")
+    lines += [f"Confidence {p.confidence:.2f}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
+    for r in st.refused:
+        lines.append(f"Refused: {_call(r.call)}: {r.reason}")
+    if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
+        lines.append("Standard runbook: running it now; the result follows.")
+    elif verdict == PolicyVerdict.NOTHING_TO_DO:
+        lines.append("Nothing to run.")
+    elif recommendation:
+        lines.append(f"Recommended: {recommendation}. Approve, ignore or modify?")
+    else:
+        lines.append("Approve, ignore or modify?")
+    return "\n".join(line for line in lines if line)
+
+
+def executed_text(st: IncidentState) -> str:
+    lines = [st.title, "Ran:"]
+    for a in st.actions:
+        tail = f": {a.error}" if a.error else ""
+        lines.append(f"  {a.index + 1}. {a.tool}: {a.status}{tail}")
+    return "\n".join(lines)
+
+
+def closing_text(st: IncidentState) -> str:
+    detail = f": {st.outcome.detail}" if st.outcome is not None and st.outcome.detail else ""
+    who = f" ({st.decision.choice} by {st.decision.by})" if st.decision is not None and st.decision.by else ""
+    return f"{st.status.value}{who}: {st.title}{detail}"
+
+
+WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow]
