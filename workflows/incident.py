@@ -6,8 +6,10 @@ Stages (each in `IncidentState.stages` with its start and finish times):
 2. **recall** (`incident.recall`): runbooks (label matches first) and past decisions. Right
    after it, before the model is asked, the QUESTION notification: the alert, the best
    runbook and its plan. It is sent once per incident, whatever the signals.
-3. **propose** (`tools.list_tools`, `incident.propose`): the planner's proposal, or the best
-   runbook's plan when the model is down or answers badly (`proposal_source="fallback"`).
+3. **propose** (`tools.list_tools`, `incident.propose`): the planner's diagnosis; the plan is
+   the runbook's when one fits (the one the model names, else a label match), the model's own
+   only when none does; the best runbook's plan when the model is down or answers badly
+   (`proposal_source="fallback"`, the note says why).
 4. **guard** (`tools.guard`): refused actions go to `state.refused` with their reasons and
    never run. If the guard cannot be reached nothing runs (every action is refused).
 5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the

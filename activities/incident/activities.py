@@ -182,6 +182,36 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
 
 
+def ground_proposal(proposal: Proposal, inp: ProposeInput) -> tuple[Proposal, str]:
+    """The model explains and ranks; retrieval decides the plan when a runbook fits.
+
+    - A runbook id that was not recalled is dropped.
+    - The model named a recalled runbook that has actions: the plan is that runbook's
+      (rendered) plan, whatever actions the model wrote.
+    - The model named none, but the best recalled runbook matched the alert's labels and has
+      actions: that runbook and its plan.
+    - Otherwise the model's own plan stands (checked by `check_proposal`): a novel plan,
+      which `policy.plan_level` sends to a human.
+
+    Returns the proposal to use and a note saying what was changed ("" when nothing).
+    """
+    recalled = {rb.id: rb for rb in inp.recall.runbooks}
+    notes: list[str] = []
+    if proposal.runbook_id is not None and proposal.runbook_id not in recalled:
+        notes.append(f"the model named runbook {proposal.runbook_id!r}, which was not recalled: dropped")
+        proposal = proposal.model_copy(update={"runbook_id": None})
+    chosen = recalled.get(proposal.runbook_id) if proposal.runbook_id is not None else None
+    best = inp.recall.runbooks[0] if inp.recall.runbooks else None
+    if chosen is None and best is not None and best.matched_labels and best.actions:
+        chosen = best
+        notes.append(f"runbook {best.id} matches the alert's labels")
+    if chosen is not None and chosen.actions:
+        if plan_hash(list(proposal.actions)) != plan_hash(list(chosen.actions)):
+            notes.append(f"the plan is runbook {chosen.id}'s (the model proposed other actions)")
+        proposal = proposal.model_copy(update={"runbook_id": chosen.id, "actions": list(chosen.actions)})
+    return proposal, "; ".join(notes)
+
+
 def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:
     """Why the model's proposal cannot be used as it is, or None when it can."""
     import jsonschema
@@ -348,7 +378,9 @@ class IncidentActivities:
 
     @activity.defn(name="incident.propose")
     async def propose(self, inp: ProposeInput) -> ProposeResult:
-        """The planner model's proposal, or the best runbook's plan when the model cannot help.
+        """The planner model's proposal, grounded in the recalled runbooks (`ground_proposal`: a
+        runbook that fits supplies the plan, the model the diagnosis and confidence), or the
+        best runbook's plan when the model cannot help.
 
         One model call per attempt, bounded by `model_timeout_s`. An unreachable model is
         retried by Temporal for the first `model_attempts - 1` attempts; the last attempt, and
@@ -377,16 +409,11 @@ class IncidentActivities:
             log.warning("propose %s: the model failed: %s; falling back", inp.incident_id, exc)
             return fallback_proposal(inp, f"the model failed: {exc}")
 
-        proposal: Proposal = answer.value
+        proposal, note = ground_proposal(answer.value, inp)
         problem = check_proposal(proposal, inp)
         if problem is not None:
             log.warning("propose %s: unusable proposal: %s; falling back", inp.incident_id, problem)
             return fallback_proposal(inp, f"invalid proposal: {problem}", model=proposal)
-        note = ""
-        recalled = {rb.id for rb in inp.recall.runbooks}
-        if proposal.runbook_id is not None and proposal.runbook_id not in recalled:
-            note = f"the model named runbook {proposal.runbook_id!r}, which was not recalled: dropped"
-            proposal = proposal.model_copy(update={"runbook_id": None})
         return ProposeResult(proposal=proposal, source="llm", note=note, model=str(getattr(answer, "model", "")))
 
     # -- notify ------------------------------------------------------------------------------
@@ -400,8 +427,8 @@ class IncidentActivities:
 
     @activity.defn(name="incident.record")
     async def record(self, inp: RecordInput) -> RecordResult:
-        """Everything the incident learned: final status, proposal, decision, outcome and the
-        runbook's counters in the ledger, and the decision in Qdrant for the next recall.
+        """Everything the incident learned: final status, alerts, proposal, decision, outcome and
+        the runbook's counters in the ledger, and the decision in Qdrant for the next recall.
 
         Runbook counters carry event keys (`<incident>/decision`, `<incident>/execution`), so a
         retried activity counts once. An execution counts for the runbook only when the plan
@@ -418,6 +445,7 @@ class IncidentActivities:
                 category=state.category.value if state.category else None,
                 title=state.title or None,
             )
+            await self._record_alerts(iid, group.alerts)  # the merged group: every alert's last state
             proposal_id = await self._record_proposal(state)
             choice, decided_by = _choice(state)
             if choice is not None:
@@ -516,6 +544,7 @@ __all__ = [
     "build_messages",
     "check_proposal",
     "fallback_proposal",
+    "ground_proposal",
     "group_annotations",
     "ledger_status",
 ]

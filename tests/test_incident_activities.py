@@ -1,0 +1,514 @@
+"""`IncidentActivities` on the real stores: PostgreSQL 16 (pgserver), Qdrant Edge in a tmp dir
+and all-MiniLM-L6-v2; the planner is a fake router object (valid, invalid, down, slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pgserver
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.incident.activities import IncidentActivities, StageInput, build_messages
+from activities.incident.notifier import LedgerNotifier
+from activities.inference.router import InferenceUnavailable, StructuredOutputError
+from activities.knowledge.edge_store import EdgeStore
+from activities.knowledge.embeddings import LocalEmbedder
+from activities.knowledge.kb import KnowledgeBase
+from activities.ledger.repository import Ledger
+from agentic_core import policy
+from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+from agentic_core.incident import (
+    ActionResult,
+    ApprovalResult,
+    IncidentInput,
+    IncidentState,
+    IncidentStatus,
+    NotifyInput,
+    NotifyKind,
+    PolicyVerdict,
+    ProposeInput,
+    RecallInput,
+    RecallResult,
+    RecordInput,
+    ToolSpec,
+    VerifyResult,
+    idempotency_key,
+    plan_hash,
+)
+from agentic_core.models import AutomationLevel, LabelMatcher, Proposal, Runbook, ToolCall
+from tests.pg import create_database, pg_server
+
+RB_ID = "kubernetes/KubePodCrashLooping"
+LABELS = {"alertname": "KubePodCrashLooping", "namespace": "shop", "deployment": "checkout", "severity": "warning"}
+TEMPLATE_ACTIONS = [
+    ToolCall(
+        tool="kubernetes.restart_deployment",
+        arguments={"namespace": "{{ labels.namespace }}", "name": "{{labels.deployment}}"},
+    )
+]
+RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
+TOOLS = [
+    ToolSpec(
+        name="kubernetes.restart_deployment",
+        description="Rolling restart of a deployment",
+        input_schema={
+            "type": "object",
+            "properties": {"namespace": {"type": "string"}, "name": {"type": "string"}},
+            "required": ["namespace", "name"],
+            "additionalProperties": False,
+        },
+    ),
+    ToolSpec(name="kubernetes.get_logs", description="Recent logs of a pod"),
+]
+RUNBOOKS = [
+    Runbook(
+        id=RB_ID,
+        title="Pod is crash looping",
+        body="A container keeps restarting. Look at the logs, then restart the deployment.",
+        match=[LabelMatcher.parse("alertname=KubePodCrashLooping")],
+        actions=TEMPLATE_ACTIONS,
+    ),
+    Runbook(
+        id="kubernetes/KubePersistentVolumeFillingUp",
+        title="Persistent volume is filling up",
+        body="The volume claimed by a pod is almost full. Expand it or clean up old data.",
+        match=[LabelMatcher.parse("alertname=KubePersistentVolumeFillingUp")],
+        actions=[ToolCall(tool="kubernetes.expand_pvc", arguments={"name": "{{ labels.persistentvolumeclaim }}"})],
+    ),
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    yield from pg_server("agentic-incident-pg-")
+
+
+@pytest.fixture(scope="module")
+async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
+    led = await Ledger.connect(await create_database(pg, "incident"), max_size=4)
+    for rb in RUNBOOKS:
+        await led.upsert_runbook(rb)
+    yield led
+    await led.close()
+
+
+@pytest.fixture(scope="module")
+async def model() -> AsyncIterator[LocalEmbedder]:
+    e = LocalEmbedder(threads=2)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+async def kb(model: LocalEmbedder, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KnowledgeBase]:
+    store = EdgeStore(tmp_path_factory.mktemp("incident-kb") / "qdrant", dim=model.dim)
+    kb = KnowledgeBase(store, model)
+    await kb.ensure()
+    await kb.upsert_runbooks([rb.model_copy(update={"content_hash": rb.compute_hash()}) for rb in RUNBOOKS])
+    yield kb
+    await store.close()
+
+
+@dataclass
+class Answer:
+    value: Proposal
+    model: str = "fake-planner"
+
+
+class FakeRouter:
+    """`structured()` like `InferenceRouter`: returns a proposal, raises, or hangs."""
+
+    def __init__(self, answer: Proposal | BaseException | None) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, list[dict[str, Any]], type[Any]]] = []
+
+    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> Answer:
+        self.calls.append((group, messages, schema))
+        if self.answer is None:
+            await asyncio.sleep(3600)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        assert isinstance(self.answer, Proposal)
+        return Answer(self.answer)
+
+
+def acts(kb: KnowledgeBase, ledger: Ledger, answer: Proposal | BaseException | None = None) -> IncidentActivities:
+    return IncidentActivities(kb, ledger, FakeRouter(answer), model_timeout_s=0.5)
+
+
+def uid() -> str:
+    return f"inc-{uuid.uuid4().hex[:12]}"
+
+
+def group(
+    incident_id: str, status: AlertStatus = AlertStatus.FIRING, fingerprints: tuple[str, ...] = ("a",)
+) -> AlertGroup:
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    return AlertGroup(
+        incident_id=incident_id,
+        receiver="agentic",
+        group_key="{}:{alertname=KubePodCrashLooping}",
+        status=status,
+        common_labels=LABELS,
+        common_annotations={"summary": "Pod shop/checkout is crash looping."},
+        alerts=[
+            Alert(
+                fingerprint=f"{incident_id}-{fp}",
+                status=status,
+                labels=LABELS,
+                annotations={"summary": "Pod shop/checkout is crash looping."},
+                starts_at=start,
+            )
+            for fp in fingerprints
+        ],
+    )
+
+
+def attempt(n: int) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=n, activity_id=f"act-{uuid.uuid4().hex[:6]}")
+    return env
+
+
+async def recall(a: IncidentActivities, labels: dict[str, str] | None = None) -> RecallResult:
+    return await a.recall(
+        RecallInput(incident_id=uid(), text="Pod shop/checkout is crash looping", labels=labels or LABELS)
+    )
+
+
+# --------------------------------------------------------------------------- triage, stage
+
+
+async def test_triage_opens_the_incident_with_its_alerts(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    res = await a.triage(IncidentInput(incident_id=iid, group=group(iid, fingerprints=("a", "b"))))
+    assert (res.severity.value, res.category.value, res.route) == ("warning", "infrastructure", "infrastructure")
+    assert res.title == "Pod shop/checkout is crash looping."
+    row = await ledger.get_incident(iid)
+    assert row is not None
+    assert (row.status, row.severity, row.category, row.title) == ("open", "warning", "infrastructure", res.title)
+    assert row.group_key == "{}:{alertname=KubePodCrashLooping}"
+    assert sorted(r.fingerprint for r in await ledger.list_alerts(iid)) == [f"{iid}-a", f"{iid}-b"]
+    # A retry changes nothing.
+    await a.triage(IncidentInput(incident_id=iid, group=group(iid, fingerprints=("a", "b"))))
+    assert len(await ledger.list_alerts(iid)) == 2
+
+
+async def test_stage_records_status_and_new_alerts(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    await a.triage(IncidentInput(incident_id=iid, group=group(iid)))
+    resolved = group(iid, AlertStatus.RESOLVED, ("a", "c")).alerts
+    res = await a.stage(StageInput(incident_id=iid, status=IncidentStatus.AWAITING_APPROVAL, alerts=resolved))
+    assert res.alerts_recorded == 2
+    row = await ledger.get_incident(iid)
+    assert row is not None and row.status == "awaiting_approval" and row.closed_at is None
+    alerts = {r.fingerprint: r.status for r in await ledger.list_alerts(iid)}
+    assert alerts == {f"{iid}-a": "resolved", f"{iid}-c": "resolved"}
+    await a.stage(StageInput(incident_id=iid, status=IncidentStatus.UNKNOWN))
+    row = await ledger.get_incident(iid)
+    assert row is not None and row.status == "closed" and row.closed_at is not None
+
+
+# --------------------------------------------------------------------------- recall
+
+
+async def test_recall_renders_actions_and_takes_the_level_from_the_ledger(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger)
+    await ledger.set_runbook_level(RB_ID, AutomationLevel.PROMPTED, "test", "pytest")
+    try:
+        res = await recall(a)
+    finally:
+        await ledger.set_runbook_level(RB_ID, AutomationLevel.MANUAL, "test", "pytest")
+    best = res.runbooks[0]
+    assert best.id == RB_ID and best.matched_labels and best.score >= 1.0
+    assert best.automation_level == AutomationLevel.PROMPTED  # the index still says manual
+    assert best.actions == [RESTART]
+
+
+async def test_recall_keeps_a_runbook_it_cannot_render_without_actions(kb: KnowledgeBase, ledger: Ledger) -> None:
+    labels = {k: v for k, v in LABELS.items() if k != "deployment"}
+    res = await recall(acts(kb, ledger), labels)
+    assert res.runbooks[0].id == RB_ID
+    assert res.runbooks[0].actions == []
+
+
+# --------------------------------------------------------------------------- propose
+
+
+def propose_input(rec: RecallResult, tools: list[ToolSpec] | None = None) -> ProposeInput:
+    return ProposeInput(
+        incident_id=uid(),
+        title="Pod shop/checkout is crash looping.",
+        labels=LABELS,
+        annotations={"summary": "Pod shop/checkout is crash looping."},
+        recall=rec,
+        tools=TOOLS if tools is None else tools,
+    )
+
+
+def proposal(actions: list[ToolCall], runbook_id: str | None = RB_ID) -> Proposal:
+    return Proposal(
+        summary="checkout crash loops",
+        diagnosis="OOM killed since the last deploy",
+        runbook_id=runbook_id,
+        actions=actions,
+        confidence=0.83,
+    )
+
+
+async def test_propose_uses_a_valid_model_answer(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger, proposal([RESTART]))
+    inp = propose_input(await recall(a))
+    res = await attempt(1).run(a.propose, inp)
+    assert res.source == "llm" and res.model == "fake-planner" and res.note == ""
+    assert res.proposal.actions == [RESTART] and res.proposal.confidence == 0.83
+    group_name, messages, schema = a.router.calls[0]
+    assert (group_name, schema) == ("planner", Proposal)
+    prompt = messages[-1]["content"]
+    assert "confidence is a number from 0 to 1" in prompt
+    assert "Pod shop/checkout is crash looping." in prompt
+    assert f"id={RB_ID}" in prompt and '"name": "checkout"' in prompt  # the rendered runbook actions
+    assert "kubernetes.restart_deployment: Rolling restart" in prompt and '"required"' in prompt  # tool schemas
+    assert build_messages(inp) == messages
+
+
+async def test_propose_drops_a_runbook_id_that_was_not_recalled(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger, proposal([RESTART], runbook_id="made/up"))
+    res = await attempt(1).run(a.propose, propose_input(await recall(a)))
+    assert res.source == "llm" and "made/up" in res.note
+    assert res.proposal.runbook_id == RB_ID and "matches the alert's labels" in res.note
+
+
+async def test_the_named_runbooks_plan_wins_over_the_models_actions(kb: KnowledgeBase, ledger: Ledger) -> None:
+    scale = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "default", "name": "web"})
+    a = acts(kb, ledger, proposal([scale]))
+    res = await attempt(1).run(a.propose, propose_input(text_only(await recall(a))))
+    assert res.source == "llm" and res.proposal.actions == [RESTART] and res.proposal.runbook_id == RB_ID
+    assert "the plan is runbook" in res.note
+    assert res.proposal.diagnosis == "OOM killed since the last deploy"  # the model still explains
+
+
+async def test_a_novel_plan_stands_when_no_runbook_fits(kb: KnowledgeBase, ledger: Ledger) -> None:
+    novel = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "cart"})
+    a = acts(kb, ledger, proposal([novel], runbook_id=None))
+    res = await attempt(1).run(a.propose, propose_input(text_only(await recall(a))))
+    assert res.source == "llm" and res.proposal.actions == [novel] and res.proposal.runbook_id is None
+
+
+def text_only(rec: RecallResult) -> RecallResult:
+    """The same runbooks as if text retrieval alone had found them (no label match)."""
+    return RecallResult(
+        runbooks=[r.model_copy(update={"matched_labels": False, "score": r.score % 1}) for r in rec.runbooks],
+        decisions=rec.decisions,
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            proposal([ToolCall(tool="kubernetes.delete_namespace", arguments={"name": "shop"})], None),
+            "not an available tool",
+        ),
+        (proposal([ToolCall(tool="kubernetes.restart_deployment", arguments={"name": 3})], None), "invalid arguments"),
+        (proposal([], None), "proposed no action"),
+        (StructuredOutputError("planner: the reply is not a valid Proposal", raw="{"), "not a valid Proposal"),
+    ],
+)
+async def test_propose_falls_back_on_an_unusable_answer(
+    kb: KnowledgeBase, ledger: Ledger, answer: Proposal | BaseException, reason: str
+) -> None:
+    a = acts(kb, ledger, answer)
+    rec = text_only(await recall(a))
+    res = await attempt(1).run(a.propose, propose_input(rec))
+    assert res.source == "fallback"
+    assert reason in res.note and f"fallback to runbook {RB_ID}" in res.note
+    assert res.proposal.actions == [RESTART] and res.proposal.runbook_id == RB_ID
+    assert res.proposal.confidence == policy.fallback_confidence(rec.runbooks[0].score, False)
+    assert len(a.router.calls) == 1
+
+
+async def test_propose_retries_an_unavailable_model_once_then_falls_back(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger, InferenceUnavailable("planner: connection refused"))
+    inp = propose_input(await recall(a))
+    with pytest.raises(ApplicationError) as exc:
+        await attempt(1).run(a.propose, inp)
+    assert not exc.value.non_retryable and "unavailable" in str(exc.value)
+    res = await attempt(2).run(a.propose, inp)
+    assert res.source == "fallback" and "connection refused" in res.note
+
+
+async def test_propose_falls_back_when_the_model_hangs(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger, None)
+    res = await attempt(2).run(a.propose, propose_input(await recall(a)))
+    assert res.source == "fallback" and "did not answer within 0.5s" in res.note
+
+
+async def test_propose_without_a_runbook_falls_back_to_nothing(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a = acts(kb, ledger, StructuredOutputError("bad"))
+    res = await attempt(1).run(a.propose, propose_input(RecallResult()))
+    assert res.source == "fallback" and res.proposal.actions == [] and res.proposal.confidence == 0.0
+    assert "no runbook" in res.note
+
+
+# --------------------------------------------------------------------------- notify
+
+
+async def test_ledger_notifier_records_posts_and_edits(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    env = attempt(1)
+    q = NotifyInput(incident_id=iid, kind=NotifyKind.QUESTION, route="infrastructure", text="Restart checkout?")
+    first = await env.run(a.notify, q)
+    again = await env.run(a.notify, q)  # a retried activity: same key, same row
+    assert first.message_ref == again.message_ref and first.message_ref.startswith("ledger:")
+    edit = q.model_copy(
+        update={"kind": NotifyKind.DIAGNOSIS, "text": "OOM killed. Restart?", "edit_of": first.message_ref}
+    )
+    assert (await attempt(1).run(a.notify, edit)).message_ref == first.message_ref
+    done = NotifyInput(incident_id=iid, kind=NotifyKind.RESOLVED, route="infrastructure", text="resolved")
+    resolved = await attempt(1).run(a.notify, done)
+    assert resolved.message_ref != first.message_ref
+    rows = await ledger.list_notifications(iid)
+    assert [(r.kind, r.text, r.target, r.channel) for r in rows] == [
+        ("question", "OOM killed. Restart?", "infrastructure", "ledger"),
+        ("resolved", "resolved", "infrastructure", "ledger"),
+    ]
+    assert rows[0].edited_at is not None and rows[1].edited_at is None
+    # An edit of a message the ledger does not know is posted anew.
+    gone = await LedgerNotifier(ledger).notify(done.model_copy(update={"edit_of": "ledger:999999999"}))
+    assert gone.message_ref not in (first.message_ref, resolved.message_ref)
+
+
+# --------------------------------------------------------------------------- record
+
+
+def final_state(
+    iid: str,
+    *,
+    choice: str | None = "approved",
+    plan: list[ToolCall] | None = None,
+    outcome: str = "success",
+    verdict: PolicyVerdict = PolicyVerdict.ASK,
+) -> IncidentState:
+    plan = [RESTART] if plan is None else plan
+    decision = (
+        ApprovalResult(
+            approval_id=f"{iid}-approval-1",
+            choice=choice,  # type: ignore[arg-type]
+            by="alice",
+            plan=plan,
+            plan_hash=plan_hash(plan),
+            decided_at=datetime.now(UTC),
+        )
+        if choice is not None
+        else None
+    )
+    return IncidentState(
+        incident_id=iid,
+        status=IncidentStatus.RESOLVED if outcome == "success" else IncidentStatus.FAILED,
+        title="Pod shop/checkout is crash looping.",
+        runbook_id=RB_ID,
+        proposal=proposal([RESTART]),
+        proposal_source="llm",
+        verdict=verdict,
+        plan=plan,
+        plan_hash=plan_hash(plan),
+        decision=decision,
+        actions=[
+            ActionResult(
+                index=i,
+                tool=c.tool,
+                idempotency_key=idempotency_key(iid, i),
+                status="succeeded" if outcome == "success" else "failed",
+            )
+            for i, c in enumerate(plan)
+        ],
+        outcome=VerifyResult(outcome=outcome, detail="the alert resolved" if outcome == "success" else "boom"),  # type: ignore[arg-type]
+    )
+
+
+async def test_record_writes_everything_once_and_indexes_the_decision(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    before = await ledger.runbook_stats(RB_ID)
+    assert before is not None
+    inp = RecordInput(state=final_state(iid), group=group(iid, AlertStatus.RESOLVED))
+    assert (await a.record(inp)).decision_indexed
+    assert (await a.record(inp)).decision_indexed  # a retry: nothing twice
+
+    row = await ledger.get_incident(iid)
+    assert row is not None and row.status == "resolved" and row.closed_at is not None
+    proposals = await ledger.list_proposals(iid)
+    assert len(proposals) == 1 and proposals[0].actions == [RESTART] and not proposals[0].fallback
+    decisions = await ledger.list_decisions(incident_id=iid)
+    assert [(d.choice, d.decided_by, d.approval_id, d.proposal_id) for d in decisions] == [
+        ("approved", "alice", f"{iid}-approval-1", proposals[0].id)
+    ]
+    assert decisions[0].plan_hash == plan_hash([RESTART])
+    assert [(o.result, o.detail) for o in await ledger.list_outcomes(iid)] == [("success", "the alert resolved")]
+    assert [a.status for a in await ledger.list_alerts(iid)] == ["resolved"]
+    after = await ledger.runbook_stats(RB_ID)
+    assert after is not None
+    assert (after.approvals, after.executions, after.successes) == (
+        before.approvals + 1,
+        before.executions + 1,
+        before.successes + 1,
+    )
+    # The next similar incident recalls this decision.
+    res = await recall(a)
+    hit = next(h for h in res.decisions if h.id == f"{iid}/decision")
+    assert hit.payload["decision"] == "approved" and hit.payload["outcome"] == "success"
+    assert hit.payload["runbook_id"] == RB_ID and hit.payload["labels"]["namespace"] == "shop"
+
+
+async def test_record_counts_an_automatic_run_and_a_failure(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    before = await ledger.runbook_stats(RB_ID)
+    assert before is not None
+    state = final_state(iid, choice=None, outcome="failure", verdict=PolicyVerdict.RUN_THEN_NOTIFY)
+    await a.record(RecordInput(state=state, group=group(iid)))
+    decisions = await ledger.list_decisions(incident_id=iid)
+    assert [(d.choice, d.approval_id) for d in decisions] == [("automatic", f"{iid}-automatic")]
+    after = await ledger.runbook_stats(RB_ID)
+    assert after is not None
+    assert (after.automatic_decisions, after.executions, after.failures) == (
+        before.automatic_decisions + 1,
+        before.executions + 1,
+        before.failures + 1,
+    )
+
+
+async def test_record_does_not_credit_the_runbook_with_another_plan(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    before = await ledger.runbook_stats(RB_ID)
+    assert before is not None
+    other = [ToolCall(tool="kubernetes.scale_deployment", arguments={"name": "checkout", "replicas": 3})]
+    await a.record(RecordInput(state=final_state(iid, choice="modified", plan=other), group=group(iid)))
+    after = await ledger.runbook_stats(RB_ID)
+    assert after is not None
+    assert after.modifications == before.modifications + 1
+    assert (after.executions, after.successes) == (before.executions, before.successes)
+
+
+async def test_record_of_an_incident_that_resolved_by_itself(kb: KnowledgeBase, ledger: Ledger) -> None:
+    a, iid = acts(kb, ledger), uid()
+    state = IncidentState(
+        incident_id=iid,
+        status=IncidentStatus.RESOLVED,
+        title="Pod shop/checkout is crash looping.",
+        resolved_by_alertmanager=True,
+        outcome=VerifyResult(outcome="unknown", detail="the alert resolved before any action ran"),
+    )
+    assert not (await a.record(RecordInput(state=state, group=group(iid, AlertStatus.RESOLVED)))).decision_indexed
+    assert await ledger.list_decisions(incident_id=iid) == []
+    assert [o.result for o in await ledger.list_outcomes(iid)] == ["unknown"]
