@@ -164,6 +164,7 @@ class Fakes:
     confidence: float = 0.8
     refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
     fail_tools: set[str] = field(default_factory=set)
+    refuse_at_execute: set[str] = field(default_factory=set)
     notifications: list[NotifyInput] = field(default_factory=list)
     executed: list[ExecuteInput] = field(default_factory=list)
     guarded: list[GuardInput] = field(default_factory=list)
@@ -242,6 +243,8 @@ class Fakes:
     @activity.defn(name="tools.execute")
     async def execute(self, inp: ExecuteInput) -> ActionResult:
         self.executed.append(inp)
+        if inp.call.tool in self.refuse_at_execute:  # the gateway's defence in depth
+            raise ApplicationError(f"{inp.call.tool} is no longer allowed", type="ToolRefused", non_retryable=True)
         if inp.call.tool in self.fail_tools:
             return ActionResult(
                 index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="failed", error="boom"
@@ -389,7 +392,11 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
     approval = await run.approval().describe()
     assert approval.typed_search_attributes.get(sa.APPROVAL_STATE) == "approved"
 
-    # Replay: both histories replay with today's code.
+    await replay(run)
+
+
+async def replay(run: Run) -> None:
+    """The incident's history and its approval's replay with today's code (no nondeterminism)."""
     replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(await run.handle.fetch_history())
     await replayer.replay_workflow(await run.approval().fetch_history())
@@ -562,6 +569,7 @@ async def test_resolved_before_approval_cancels_the_question(env: WorkflowEnviro
     desc = await run.approval().describe()
     assert desc.status == WorkflowExecutionStatus.CANCELED
     assert desc.typed_search_attributes.get(sa.APPROVAL_STATE) == "cancelled"
+    await replay(run)
 
 
 async def test_unanswered_question_expires(env: WorkflowEnvironment) -> None:
@@ -585,6 +593,7 @@ async def test_unanswered_question_expires(env: WorkflowEnvironment) -> None:
     approval = next(s for s in final.stages if s.name == "approval")
     assert approval.finished_at is not None
     assert approval.finished_at - started >= timedelta(hours=4)
+    await replay(run)
 
 
 async def test_first_failed_action_stops_the_plan(env: WorkflowEnvironment) -> None:
@@ -637,3 +646,15 @@ async def test_failing_ledger_activities_do_not_stop_the_incident(env: WorkflowE
         final = await run.result()
     assert final.status == IncidentStatus.RESOLVED
     assert len(fakes.executed) == 2
+
+
+async def test_action_refused_at_execution_is_recorded_and_stops_the_plan(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refuse_at_execute={LOGS.tool})
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+    assert [e.call for e in fakes.executed] == [LOGS]  # not retried, and RESTART never ran
+    assert [(a.status, a.error) for a in final.actions] == [("refused", "kubernetes.get_logs is no longer allowed")]
+    assert [(r.index, r.call) for r in final.refused] == [(0, LOGS)]
+    assert final.status == IncidentStatus.FAILED

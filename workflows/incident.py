@@ -44,7 +44,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import (
@@ -106,6 +112,8 @@ PROPOSE_RETRY = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=5)
 )
 EXECUTE_TIMEOUT = timedelta(minutes=5)
+EXECUTE_HEARTBEAT = timedelta(seconds=30)  # a killed worker's call is retried within this
+TOOL_REFUSED = "ToolRefused"  # the gateway's non-retryable error type for a refused action
 EXECUTE_RETRY = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)
 )
@@ -117,7 +125,8 @@ def _error(exc: BaseException) -> str:
     """The innermost message of an activity or child error."""
     while exc.__cause__ is not None and isinstance(exc, (ActivityError, ChildWorkflowError)):
         exc = exc.__cause__
-    return str(exc) or type(exc).__name__
+    message = exc.message if isinstance(exc, FailureError) else str(exc)
+    return message or type(exc).__name__
 
 
 @workflow.defn
@@ -500,12 +509,20 @@ class IncidentWorkflow:
                     ExecuteInput(incident_id=st.incident_id, index=i, call=call, idempotency_key=key, agent=AGENT),
                     result_type=ActionResult,
                     start_to_close_timeout=EXECUTE_TIMEOUT,
+                    heartbeat_timeout=EXECUTE_HEARTBEAT,  # the gateway heartbeats during the call
                     retry_policy=EXECUTE_RETRY,
                 )
             except ActivityError as exc:
                 if is_cancelled_exception(exc):
                     raise
-                res = ActionResult(index=i, tool=call.tool, idempotency_key=key, status="failed", error=_error(exc))
+                refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == TOOL_REFUSED
+                res = ActionResult(
+                    index=i,
+                    tool=call.tool,
+                    idempotency_key=key,
+                    status="refused" if refused else "failed",
+                    error=_error(exc),
+                )
             st.actions.append(res)
             if res.status == "refused":
                 st.refused.append(GuardedAction(index=i, call=call, allowed=False, reason=res.error or "refused"))
