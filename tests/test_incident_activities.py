@@ -8,7 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pgserver
@@ -16,7 +16,13 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.incident.activities import IncidentActivities, StageInput, build_messages
+from activities.incident.activities import (
+    IncidentActivities,
+    StageInput,
+    build_messages,
+    occurrence,
+    state_occurrence,
+)
 from activities.incident.notifier import LedgerNotifier
 from activities.inference.router import InferenceUnavailable, StructuredOutputError
 from activities.knowledge.edge_store import EdgeStore
@@ -38,8 +44,10 @@ from agentic_core.incident import (
     RecallInput,
     RecallResult,
     RecordInput,
+    StageRecord,
     ToolSpec,
     VerifyResult,
+    approval_id_for,
     idempotency_key,
     plan_hash,
 )
@@ -400,11 +408,14 @@ def final_state(
     plan: list[ToolCall] | None = None,
     outcome: str = "success",
     verdict: PolicyVerdict = PolicyVerdict.ASK,
+    started_at: datetime | None = None,
 ) -> IncidentState:
     plan = [RESTART] if plan is None else plan
+    started = started_at or datetime.now(UTC)
+    occ = occurrence(started)
     decision = (
         ApprovalResult(
-            approval_id=f"{iid}-approval-1",
+            approval_id=approval_id_for(iid, occ),
             choice=choice,  # type: ignore[arg-type]
             by="alice",
             plan=plan,
@@ -418,6 +429,7 @@ def final_state(
         incident_id=iid,
         status=IncidentStatus.RESOLVED if outcome == "success" else IncidentStatus.FAILED,
         title="Pod shop/checkout is crash looping.",
+        stages=[StageRecord(name="triage", started_at=started, finished_at=started)],
         runbook_id=RB_ID,
         proposal=proposal([RESTART]),
         proposal_source="llm",
@@ -429,7 +441,7 @@ def final_state(
             ActionResult(
                 index=i,
                 tool=c.tool,
-                idempotency_key=idempotency_key(iid, i),
+                idempotency_key=idempotency_key(iid, i, occ),
                 status="succeeded" if outcome == "success" else "failed",
             )
             for i, c in enumerate(plan)
@@ -442,7 +454,9 @@ async def test_record_writes_everything_once_and_indexes_the_decision(kb: Knowle
     a, iid = acts(kb, ledger), uid()
     before = await ledger.runbook_stats(RB_ID)
     assert before is not None
-    inp = RecordInput(state=final_state(iid), group=group(iid, AlertStatus.RESOLVED))
+    state = final_state(iid)
+    occ = state_occurrence(state)
+    inp = RecordInput(state=state, group=group(iid, AlertStatus.RESOLVED))
     assert (await a.record(inp)).decision_indexed
     assert (await a.record(inp)).decision_indexed  # a retry: nothing twice
 
@@ -452,7 +466,7 @@ async def test_record_writes_everything_once_and_indexes_the_decision(kb: Knowle
     assert len(proposals) == 1 and proposals[0].actions == [RESTART] and not proposals[0].fallback
     decisions = await ledger.list_decisions(incident_id=iid)
     assert [(d.choice, d.decided_by, d.approval_id, d.proposal_id) for d in decisions] == [
-        ("approved", "alice", f"{iid}-approval-1", proposals[0].id)
+        ("approved", "alice", approval_id_for(iid, occ), proposals[0].id)
     ]
     assert decisions[0].plan_hash == plan_hash([RESTART])
     assert [(o.result, o.detail) for o in await ledger.list_outcomes(iid)] == [("success", "the alert resolved")]
@@ -466,7 +480,7 @@ async def test_record_writes_everything_once_and_indexes_the_decision(kb: Knowle
     )
     # The next similar incident recalls this decision.
     res = await recall(a)
-    hit = next(h for h in res.decisions if h.id == f"{iid}/decision")
+    hit = next(h for h in res.decisions if h.id == f"{iid}/{occ}/decision")
     assert hit.payload["decision"] == "approved" and hit.payload["outcome"] == "success"
     assert hit.payload["runbook_id"] == RB_ID and hit.payload["labels"]["namespace"] == "shop"
 
@@ -478,7 +492,9 @@ async def test_record_counts_an_automatic_run_and_a_failure(kb: KnowledgeBase, l
     state = final_state(iid, choice=None, outcome="failure", verdict=PolicyVerdict.RUN_THEN_NOTIFY)
     await a.record(RecordInput(state=state, group=group(iid)))
     decisions = await ledger.list_decisions(incident_id=iid)
-    assert [(d.choice, d.approval_id) for d in decisions] == [("automatic", f"{iid}-automatic")]
+    assert [(d.choice, d.approval_id) for d in decisions] == [
+        ("automatic", f"{iid}-automatic-{state_occurrence(state)}")
+    ]
     after = await ledger.runbook_stats(RB_ID)
     assert after is not None
     assert (after.automatic_decisions, after.executions, after.failures) == (
@@ -512,3 +528,27 @@ async def test_record_of_an_incident_that_resolved_by_itself(kb: KnowledgeBase, 
     assert not (await a.record(RecordInput(state=state, group=group(iid, AlertStatus.RESOLVED)))).decision_indexed
     assert await ledger.list_decisions(incident_id=iid) == []
     assert [o.result for o in await ledger.list_outcomes(iid)] == ["unknown"]
+
+
+async def test_a_recurrence_is_recorded_and_counted_again(kb: KnowledgeBase, ledger: Ledger) -> None:
+    """The same alert group, a second run of its incident: new decision, proposal, outcome and
+    counts, and a second decision point in Qdrant; a retry of either run writes nothing twice."""
+    a, iid = acts(kb, ledger), uid()
+    before = await ledger.runbook_stats(RB_ID)
+    assert before is not None
+    first = final_state(iid, started_at=datetime.now(UTC) - timedelta(hours=2))
+    await a.record(RecordInput(state=first, group=group(iid, AlertStatus.RESOLVED)))
+    second = final_state(iid, started_at=datetime.now(UTC))  # the group fired again later
+    for state in (second, second, first):  # retries of both
+        await a.record(RecordInput(state=state, group=group(iid, AlertStatus.RESOLVED)))
+    decisions = await ledger.list_decisions(incident_id=iid)
+    assert sorted(d.approval_id or "" for d in decisions) == sorted(
+        approval_id_for(iid, state_occurrence(s)) for s in (first, second)
+    )
+    assert len(await ledger.list_proposals(iid)) == 2
+    assert len(await ledger.list_outcomes(iid)) == 2
+    after = await ledger.runbook_stats(RB_ID)
+    assert after is not None
+    assert (after.approvals, after.executions) == (before.approvals + 2, before.executions + 2)
+    ids = {h.id for h in (await recall(a)).decisions}
+    assert {f"{iid}/{state_occurrence(s)}/decision" for s in (first, second)} <= ids

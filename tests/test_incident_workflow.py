@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.incident.activities import IncidentActivities, StageInput, StageResult
+from activities.incident.activities import IncidentActivities, StageInput, StageResult, state_occurrence
 from activities.inference.router import InferenceUnavailable
 from agentic_core import policy
 from agentic_core import search_attributes as sa
@@ -277,8 +277,17 @@ class Run:
     incident_id: str
     task_queue: str
 
+    occurrence: int | None = None  # learnt from the first state that has stages
+
     async def state(self) -> IncidentState:
-        return await self.handle.query(QUERY_STATE, result_type=IncidentState)
+        st = await self.handle.query(QUERY_STATE, result_type=IncidentState)
+        if st.stages and self.occurrence is None:
+            self.occurrence = state_occurrence(st)
+        return st
+
+    def key(self, index: int) -> str:
+        assert self.occurrence is not None
+        return idempotency_key(self.incident_id, index, self.occurrence)
 
     async def wait_for(self, pred: Callable[[IncidentState], bool], within_s: float = 20.0) -> IncidentState:
         deadline = asyncio.get_running_loop().time() + within_s
@@ -294,7 +303,8 @@ class Run:
         return await self.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
 
     def approval(self) -> WorkflowHandle[Any, Any]:
-        return self.client.get_workflow_handle(approval_id_for(self.incident_id, 1))
+        assert self.occurrence is not None, "query the state first"
+        return self.client.get_workflow_handle(approval_id_for(self.incident_id, self.occurrence))
 
     async def decide(self, inp: DecideInput) -> DecideResult:
         return await self.approval().execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
@@ -342,7 +352,11 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
         st = await run.awaiting()
         assert st.plan == [LOGS, RESTART]
         assert st.plan_hash == plan_hash([LOGS, RESTART])
-        assert st.approval_id == approval_id_for(run.incident_id, 1)
+        assert st.approval_id == approval_id_for(run.incident_id, state_occurrence(st))
+        assert (
+            run.occurrence == state_occurrence(st)
+            and abs(run.occurrence / 1000 - st.stages[0].started_at.timestamp()) < 0.002
+        )
         assert st.verdict == PolicyVerdict.ASK  # VERBOSE by default
         # The question went out first, the diagnosis edited it.
         assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS]
@@ -363,8 +377,8 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
     assert final.outcome is not None and final.outcome.outcome == "success"
     assert final.decision is not None and (final.decision.choice, final.decision.by) == ("approved", "alice")
     assert [(e.index, e.call, e.idempotency_key) for e in fakes.executed] == [
-        (0, LOGS, idempotency_key(run.incident_id, 0)),
-        (1, RESTART, idempotency_key(run.incident_id, 1)),
+        (0, LOGS, run.key(0)),
+        (1, RESTART, run.key(1)),
     ]
     assert [a.status for a in final.actions] == ["succeeded", "succeeded"]
     assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.UPDATE, NotifyKind.RESOLVED]
@@ -493,7 +507,7 @@ async def test_modified_plan_runs_the_modified_actions(env: WorkflowEnvironment)
         await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
         final = await run.result()
     assert [e.call for e in fakes.executed] == [SCALE, RESTART]
-    assert [e.idempotency_key for e in fakes.executed] == [idempotency_key(run.incident_id, i) for i in (0, 1)]
+    assert [e.idempotency_key for e in fakes.executed] == [run.key(i) for i in (0, 1)]
     assert fakes.guarded[-1].actions == [SCALE, RESTART]  # the human's plan is guarded too
     assert final.plan == [SCALE, RESTART] and final.plan_hash == plan_hash([SCALE, RESTART])
     assert final.decision is not None and final.decision.choice == "modified"
@@ -658,3 +672,42 @@ async def test_action_refused_at_execution_is_recorded_and_stops_the_plan(env: W
     assert [(a.status, a.error) for a in final.actions] == [("refused", "kubernetes.get_logs is no longer allowed")]
     assert [(r.index, r.call) for r in final.refused] == [(0, LOGS)]
     assert final.status == IncidentStatus.FAILED
+
+
+async def test_a_recurrence_of_the_group_is_a_new_run_with_its_own_keys(env: WorkflowEnvironment) -> None:
+    """The group fires again after its incident closed: same incident id, a new run; its approval
+    and action keys differ from the first run's, so nothing is answered or skipped by mistake."""
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        first = await run.result()
+        await env.sleep(timedelta(minutes=5))
+
+        group = make_group(run.incident_id)
+        handle = await env.client.start_workflow(
+            IncidentWorkflow.run,
+            IncidentInput(incident_id=run.incident_id, group=group),
+            id=run.incident_id,
+            task_queue=run.task_queue,
+            start_signal=SIGNAL_ALERTS,
+            start_signal_args=[AlertsSignal(group=group)],
+        )
+        again = Run(env.client, handle, run.incident_id, run.task_queue)
+        st2 = await again.awaiting()
+        assert handle.result_run_id != run.handle.result_run_id
+        assert st2.approval_id is not None and st2.approval_id != first.approval_id
+        assert st2.signals == 1 and st2.alerts_seen == 1 and not st2.resolved_by_alertmanager
+        await again.decide(DecideInput(choice="approved", by="bob", plan_hash=st2.plan_hash or ""))
+        await again.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await again.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        second = await again.result()
+
+    keys = [e.idempotency_key for e in fakes.executed]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    assert keys[2:] == [again.key(0), again.key(1)]
+    assert second.status == IncidentStatus.RESOLVED and second.decision is not None
+    assert second.decision.by == "bob"
+    assert [n.kind for n in fakes.notifications].count(NotifyKind.QUESTION) == 2  # one per run

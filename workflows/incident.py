@@ -15,10 +15,10 @@ Stages (each in `IncidentState.stages` with its start and finish times):
 5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the
    runbook's own plan. The DIAGNOSIS notification edits the QUESTION message with the exact
    plan (and its hash) a human may approve.
-6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, 1)`, cancelled if
+6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, occurrence)`, cancelled if
    the incident closes first). Skipped for RUN_THEN_NOTIFY and NOTHING_TO_DO.
 7. **execute** (`tools.execute`): the approved plan in order, one idempotency key per action
-   (`idempotency_key(incident, index)`); stops at the first action that does not succeed.
+   (`idempotency_key(incident, index, occurrence)`); stops at the first action that does not succeed.
    A plan modified by the human is guarded again first; if any of it is refused, none runs.
 8. **verify**: wait up to `verify_window_s` for the group to resolve: success when it does,
    "unknown" when the window ends (there is no check tool yet).
@@ -30,6 +30,12 @@ The group counts as resolved when a signal says the group is resolved and every 
 resolved. Resolution before anything ran ends the incident as RESOLVED
 (`resolved_by_alertmanager`): a pending approval is cancelled (its ApprovalState becomes
 "cancelled"), and nothing runs, even if the answer and the resolution cross.
+
+An incident id belongs to an alert group, so a group that fires again after its incident
+closed starts a new run with the same id. Each run is one *occurrence* (`occurrence()`: the
+run's start in epoch milliseconds, from history, so replay and reset keep it); approval ids,
+action idempotency keys and the record's keys include it, so a recurrence never collides with
+(or is answered by) an earlier run's rows.
 
 Every activity call has a start-to-close timeout and a bounded retry policy. The incident is
 bounded in time (approval expiry + verify window), so it never continues-as-new.
@@ -58,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         StageInput,
         fallback_proposal,
         group_annotations,
+        occurrence,
     )
     from agentic_core import policy
     from agentic_core import search_attributes as sa
@@ -142,6 +149,7 @@ class IncidentWorkflow:
         self._resolved = False
         self._route = "infrastructure"
         self._message_ref: str | None = None
+        self._occurrence = 0  # set when the run starts
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -261,6 +269,7 @@ class IncidentWorkflow:
 
         # 1. triage
         rec = self._begin("triage")
+        self._occurrence = occurrence(rec.started_at)
         try:
             tri = await workflow.execute_activity_method(
                 IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
@@ -311,7 +320,7 @@ class IncidentWorkflow:
             NotifyKind.QUESTION,
             question_text(tri, self._merged_group(), best),
             plan=list(best.actions) if best is not None else [],
-            approval_id=approval_id_for(iid, 1),
+            approval_id=approval_id_for(iid, self._occurrence),
         )
 
         # 3. propose
@@ -380,7 +389,7 @@ class IncidentWorkflow:
                 edit_of=self._message_ref,
                 plan=allowed,
                 plan_hash=st.plan_hash,
-                approval_id=approval_id_for(iid, 1) if asking else None,
+                approval_id=approval_id_for(iid, self._occurrence) if asking else None,
             )
             or self._message_ref
         )
@@ -459,7 +468,7 @@ class IncidentWorkflow:
     async def _approve(self, cfg: IncidentConfig, question: str, recommendation: str) -> ApprovalResult | None:
         """Ask a human (child workflow); None when the alert resolved before the answer."""
         st = self._state
-        aid = approval_id_for(st.incident_id, 1)
+        aid = approval_id_for(st.incident_id, self._occurrence)
         rec = self._begin("approval")
         req = ApprovalRequest(
             approval_id=aid,
@@ -502,7 +511,7 @@ class IncidentWorkflow:
         """Run the plan in order; the first action that does not succeed stops it (and is returned)."""
         st = self._state
         for i, call in enumerate(plan):
-            key = idempotency_key(st.incident_id, i)
+            key = idempotency_key(st.incident_id, i, self._occurrence)
             try:
                 res = await workflow.execute_activity(
                     "tools.execute",

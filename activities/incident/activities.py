@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -95,6 +96,26 @@ def group_annotations(group: AlertGroup) -> dict[str, str]:
     if group.common_annotations:
         return dict(group.common_annotations)
     return dict(group.alerts[0].annotations) if group.alerts else {}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def occurrence(started_at: datetime) -> int:
+    """Which run of an incident this is: the run's start in epoch milliseconds.
+
+    An incident id belongs to an alert group; a group that fires again after its incident
+    closed is a new run under the same id. Keys that must differ between runs (approval ids,
+    action idempotency keys, runbook counter events, the decision's Qdrant point) include it.
+    """
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return (started_at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def state_occurrence(state: IncidentState) -> int:
+    """The occurrence of the run that `state` describes (its first stage's start)."""
+    return occurrence(state.stages[0].started_at) if state.stages else 0
 
 
 def ledger_status(status: IncidentStatus) -> str:
@@ -430,12 +451,18 @@ class IncidentActivities:
         """Everything the incident learned: final status, alerts, proposal, decision, outcome and
         the runbook's counters in the ledger, and the decision in Qdrant for the next recall.
 
-        Runbook counters carry event keys (`<incident>/decision`, `<incident>/execution`), so a
-        retried activity counts once. An execution counts for the runbook only when the plan
-        that ran is the runbook's own plan, rendered for this alert.
+        Keys carry the run's occurrence (`<incident>/<occurrence>/decision` and `/execution` for
+        the runbook counters, the Qdrant point, `<incident>-automatic-<occurrence>` for an
+        automatic decision), so a retried activity counts once and a recurrence of the alert
+        group counts again. Proposals and outcomes have no natural key: a retry finds the rows
+        this run wrote (since its start) and does not write them twice. An execution counts
+        for the runbook only when the plan that ran is the runbook's own plan, rendered for
+        this alert.
         """
         state, group = inp.state, inp.group
         iid = state.incident_id
+        scope = f"{iid}/{state_occurrence(state)}"
+        since = state.stages[0].started_at if state.stages else None
         async with _ledger_errors("incident.record"):
             await self.ledger.upsert_incident(
                 iid,
@@ -446,7 +473,7 @@ class IncidentActivities:
                 title=state.title or None,
             )
             await self._record_alerts(iid, group.alerts)  # the merged group: every alert's last state
-            proposal_id = await self._record_proposal(state)
+            proposal_id = await self._record_proposal(state, since)
             choice, decided_by = _choice(state)
             if choice is not None:
                 dec = state.decision
@@ -454,7 +481,7 @@ class IncidentActivities:
                     iid,
                     choice,  # type: ignore[arg-type]
                     proposal_id=proposal_id,
-                    approval_id=dec.approval_id if dec is not None else f"{iid}-automatic",
+                    approval_id=dec.approval_id if dec is not None else f"{iid}-automatic-{state_occurrence(state)}",
                     runbook_id=state.runbook_id,
                     decided_by=decided_by,
                     plan_hash=(dec.plan_hash or None) if dec is not None else state.plan_hash,
@@ -462,16 +489,16 @@ class IncidentActivities:
                     decided_at=dec.decided_at if dec is not None else None,
                 )
             if state.outcome is not None:
-                existing = await self.ledger.list_outcomes(iid)
+                existing = [o for o in await self.ledger.list_outcomes(iid) if since is None or o.verified_at >= since]
                 if not any(o.result == state.outcome.outcome and o.detail == state.outcome.detail for o in existing):
                     await self.ledger.record_outcome(iid, state.outcome.outcome, state.outcome.detail)
             if state.runbook_id:
-                await self._record_stats(state, group, choice)
+                await self._record_stats(state, group, choice, scope)
         indexed = False
         if choice is not None:
             await self.kb.upsert_decision(
                 DecisionRecord(
-                    id=f"{iid}/decision",
+                    id=f"{scope}/decision",
                     incident_id=iid,
                     summary=state.title or (state.proposal.summary if state.proposal else iid),
                     runbook_id=state.runbook_id,
@@ -485,25 +512,25 @@ class IncidentActivities:
             indexed = True
         return RecordResult(decision_indexed=indexed)
 
-    async def _record_proposal(self, state: IncidentState) -> int | None:
+    async def _record_proposal(self, state: IncidentState, since: datetime | None) -> int | None:
         if state.proposal is None:
             return None
         p = state.proposal
         source = state.proposal_source or "llm"
         for row in await self.ledger.list_proposals(state.incident_id):
-            if row.source == source and row.to_proposal() == p:
+            if (since is None or row.created_at >= since) and row.source == source and row.to_proposal() == p:
                 return row.id  # recorded by an earlier attempt
         row = await self.ledger.record_proposal(state.incident_id, p, source=source, fallback=source == "fallback")
         return row.id
 
-    async def _record_stats(self, state: IncidentState, group: AlertGroup, choice: str | None) -> None:
+    async def _record_stats(self, state: IncidentState, group: AlertGroup, choice: str | None, scope: str) -> None:
         from activities.ledger.db import NotFound
 
         assert state.runbook_id is not None
         rid, iid = state.runbook_id, state.incident_id
         try:
             if choice is not None:
-                await self.ledger.record_decision_stat(rid, choice, event_key=f"{iid}/decision")  # type: ignore[arg-type]
+                await self.ledger.record_decision_stat(rid, choice, event_key=f"{scope}/decision")  # type: ignore[arg-type]
             ran = [a for a in state.actions if a.status in ("succeeded", "failed")]
             if not ran or choice not in ("approved", "automatic"):
                 return
@@ -521,7 +548,7 @@ class IncidentActivities:
             if plan_hash(own_plan) != plan_hash(state.plan):
                 return  # another plan ran under this runbook's name: not its record
             await self.ledger.record_execution(
-                rid, success=not failed and outcome == "success", event_key=f"{iid}/execution"
+                rid, success=not failed and outcome == "success", event_key=f"{scope}/execution"
             )
         except NotFound:
             log.info("record %s: runbook %s is not in the ledger: no stats", iid, rid)
@@ -547,4 +574,6 @@ __all__ = [
     "ground_proposal",
     "group_annotations",
     "ledger_status",
+    "occurrence",
+    "state_occurrence",
 ]
