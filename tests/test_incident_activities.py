@@ -20,6 +20,7 @@ from activities.incident.activities import (
     IncidentActivities,
     StageInput,
     build_messages,
+    compact_tool,
     occurrence,
     state_occurrence,
 )
@@ -287,7 +288,8 @@ async def test_propose_uses_a_valid_model_answer(kb: KnowledgeBase, ledger: Ledg
     assert "confidence is a number from 0 to 1" in prompt
     assert "Pod shop/checkout is crash looping." in prompt
     assert f"id={RB_ID}" in prompt and '"name": "checkout"' in prompt  # the rendered runbook actions
-    assert "kubernetes.restart_deployment: Rolling restart" in prompt and '"required"' in prompt  # tool schemas
+    assert "kubernetes.restart_deployment: Rolling restart" in prompt  # the tools, their schemas compactly
+    assert "arguments: namespace*: string; name*: string" in prompt
     assert build_messages(inp) == messages
 
 
@@ -550,5 +552,30 @@ async def test_a_recurrence_is_recorded_and_counted_again(kb: KnowledgeBase, led
     after = await ledger.runbook_stats(RB_ID)
     assert after is not None
     assert (after.approvals, after.executions) == (before.approvals + 2, before.executions + 2)
-    ids = {h.id for h in (await recall(a)).decisions}
+    ids = {h.id for h in await kb.search_decisions("Pod shop/checkout is crash looping.", limit=100)}
     assert {f"{iid}/{state_occurrence(s)}/decision" for s in (first, second)} <= ids
+
+
+def test_compact_tool_schema() -> None:
+    spec = ToolSpec(
+        name="scale",
+        description="Set a deployment's\n  number of replicas.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "namespace": {"type": "string", "description": "Kubernetes namespace"},
+                "replicas": {"type": "integer", "minimum": 0, "maximum": 100},
+                "mode": {"enum": ["fast", "safe"]},
+                "owner": {"anyOf": [{"$ref": "#/$defs/Owner"}, {"type": "null"}]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["namespace", "replicas"],
+            "$defs": {"Owner": {"type": "object"}},
+        },
+    )
+    assert compact_tool(spec) == (
+        "- scale: Set a deployment's number of replicas.\n"
+        '  arguments: namespace*: string (Kubernetes namespace); replicas*: integer 0..100; mode: "fast"|"safe";'
+        " owner: object|null; tags: list of string"
+    )
+    assert compact_tool(ToolSpec(name="ping")) == "- ping: no description\n  arguments: none"

@@ -48,6 +48,7 @@ from agentic_core.incident import (
     RecallResult,
     RecordInput,
     RecordResult,
+    ToolSpec,
     TriageResult,
     plan_hash,
 )
@@ -171,6 +172,50 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _schema_type(node: Any, defs: dict[str, Any], depth: int = 0) -> str:
+    """A JSON schema node as a short type: `string`, `integer 0..100`, `"a"|"b"`, `string|null`."""
+    if not isinstance(node, dict) or depth > 3:
+        return "any"
+    if "$ref" in node:
+        name = str(node["$ref"]).rsplit("/", 1)[-1]
+        return _schema_type(defs.get(name, {}), defs, depth + 1) if name in defs else name
+    if "enum" in node:
+        return "|".join(json.dumps(v) for v in node["enum"])
+    if "const" in node:
+        return json.dumps(node["const"])
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            return "|".join(_schema_type(n, defs, depth + 1) for n in node[key])
+    kind = node.get("type", "any")
+    if isinstance(kind, list):
+        return "|".join(str(k) for k in kind)
+    if kind in ("integer", "number") and ("minimum" in node or "maximum" in node):
+        return f"{kind} {node.get('minimum', '')}..{node.get('maximum', '')}"
+    if kind == "array":
+        return f"list of {_schema_type(node.get('items', {}), defs, depth + 1)}"
+    return str(kind)
+
+
+def compact_tool(spec: ToolSpec) -> str:
+    """One tool for the prompt: its name, what it does, and its arguments from the JSON schema,
+    compactly (a full JSON schema costs a small model thousands of prompt tokens)."""
+    schema = spec.input_schema or {}
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    required = set(schema.get("required") or [])
+    args = []
+    for name, node in (schema.get("properties") or {}).items():
+        desc = node.get("description", "") if isinstance(node, dict) else ""
+        mark = "*" if name in required else ""
+        args.append(f"{name}{mark}: {_schema_type(node, defs)}" + (f" ({_short(desc, 80)})" if desc else ""))
+    line = f"- {spec.name}: {_short(spec.description, 160) or 'no description'}"
+    return line + ("\n  arguments: " + "; ".join(args) if args else "\n  arguments: none")
+
+
 def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
     """The planner's chat messages for an incident."""
     parts = [
@@ -194,11 +239,11 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
                 f"- {hit.title!r}: {p.get('decision', '?')} by {p.get('decided_by') or 'the agent'},"
                 f" outcome {p.get('outcome', '?')}, runbook {p.get('runbook_id') or 'none'}"
             )
-    parts += ["", "Tools you may call (name, description, JSON schema of the arguments):"]
+    parts += ["", "Tools you may call (name: what it does; its arguments, * = required):"]
     if not inp.tools:
         parts.append("- none: propose no actions")
     for t in inp.tools[:MAX_PROMPT_TOOLS]:
-        parts.append(f"- {t.name}: {t.description} schema={_json(t.input_schema)}")
+        parts.append(compact_tool(t))
     parts += ["", "Answer with the JSON object only. confidence is a number from 0 to 1."]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
 
@@ -570,6 +615,7 @@ __all__ = [
     "StageResult",
     "build_messages",
     "check_proposal",
+    "compact_tool",
     "fallback_proposal",
     "ground_proposal",
     "group_annotations",
