@@ -94,6 +94,7 @@ def alerting_stack(tmp: Path, metrics_port: int, intake_url: str, token: str) ->
     am_bin = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if not prom_bin or not am_bin:
         raise RuntimeError("prometheus and prometheus-alertmanager are needed: `make system-deps` installs them")
+    tmp.mkdir(parents=True, exist_ok=True)
     am_port, am_cluster, prom_port = free_port(), free_port(), free_port()
     (tmp / "token").write_text(token)
     (tmp / "alertmanager.yml").write_text(

@@ -48,11 +48,16 @@ def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from activities.incident.activities import IncidentActivities
+    from activities.inference.router import InferenceRouter
     from activities.knowledge.activities import KnowledgeActivities
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.db import create_pool
     from activities.ledger.repository import Ledger
+    from activities.tools.gateway import ToolActivities
     from workers.temporal import connect
+    from workflows.approval import ApprovalWorkflow
+    from workflows.incident import IncidentWorkflow
     from workflows.knowledge import WORKFLOWS
 
     async with AsyncExitStack() as stack:
@@ -69,15 +74,33 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await embedder.embed_query("warm up")  # load the model before we accept work
 
         knowledge = KnowledgeActivities(kb, ledger)
+        router = InferenceRouter.from_settings(settings)
+        incident = IncidentActivities(kb, ledger, router)
+        mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
+        tools = ToolActivities(
+            ledger,
+            servers={"infra": settings.mcp_infra_endpoint},
+            token=mcp_token,
+            allow={"incident": settings.incident_tool_list},
+        )
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=WORKFLOWS,
+            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow],
             activities=[
                 knowledge.upsert_runbooks,
                 knowledge.search,
                 knowledge.list_runbooks,
                 knowledge.ingest_docs,
+                incident.triage,
+                incident.stage,
+                incident.recall,
+                incident.propose,
+                incident.notify,
+                incident.record,
+                tools.list_tools,
+                tools.guard,
+                tools.execute,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
         )

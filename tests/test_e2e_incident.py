@@ -1,0 +1,377 @@
+"""The incident loop end to end, on the real embedded stack.
+
+Real Prometheus fires a rule → real Alertmanager posts the group to the intake (bearer
+token) → IncidentWorkflow → the approval question → `agentic approve` → the MCP
+infrastructure server patches the deployment on kmock (the emulated cluster) → the
+"cluster" heals, the alert resolves → verified → ledger and Qdrant hold the decision.
+
+Every `agentic` call here is an asyncio subprocess: kmock serves the Kubernetes API from
+this test's event loop, so the loop must keep running while the CLI works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import kmock
+import pytest
+
+from tests.conftest import REPO, free_port
+from tests.kmock_helpers import NS, emulated_cluster, requests_for
+from tests.promstack import MetricsSource, alerting_stack
+
+pytestmark = pytest.mark.slow
+
+RUNBOOK = """---
+id: demo/restart-unhealthy-deployment
+title: Restart an unhealthy deployment
+match:
+  - alertname=DemoDeploymentUnhealthy
+actions:
+  - tool: rollout_restart
+    arguments:
+      namespace: "{{ labels.namespace }}"
+      deployment: "{{ labels.deployment }}"
+---
+# Restart an unhealthy deployment
+
+## Meaning
+A deployment's health gauge reports 0: its pods are up but do not serve.
+
+## Mitigation
+Restart the deployment with a rollout restart; it comes back healthy in a few seconds.
+"""
+
+
+@dataclass
+class World:
+    k: kmock.KubernetesEmulator
+    env: dict[str, str]
+    data: Path
+    tmp: Path
+
+
+async def agentic(
+    env: dict[str, str], *args: str, stdin: bytes | None = None, limit: float = 300
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        *args,
+        env=env,
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what} (last: {last!r})")
+
+
+async def diagnose(world: World, incident_id: str) -> str:
+    """What a failing test shows: the incident's state and the tails of the parts' logs."""
+    rc, out, err = await agentic(world.env, "incidents", "show", incident_id, "--json")
+    lines = [f"incident {incident_id}: {out[-3000:] if rc == 0 else err}"]
+    for name in ("worker", "mcp", "intake"):
+        log = world.data / "logs" / f"{name}.log"
+        if log.exists():
+            lines.append(f"--- {name}.log\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
+    return "\n".join(lines)
+
+
+async def incidents(env: dict[str, str]) -> list[dict[str, Any]]:
+    rc, out, err = await agentic(env, "incidents", "list", "--json")
+    assert rc == 0, err
+    return list(json.loads(out))
+
+
+async def show(env: dict[str, str], incident_id: str) -> dict[str, Any]:
+    rc, out, err = await agentic(env, "incidents", "show", incident_id, "--json")
+    assert rc == 0, err
+    return dict(json.loads(out))
+
+
+async def status_of(env: dict[str, str], incident_id: str, wanted: set[str]) -> dict[str, Any] | None:
+    st = await show(env, incident_id)
+    return st if st["status"] in wanted else None
+
+
+async def ledger(data: Path, env: dict[str, str]) -> asyncpg.Connection:
+    pw = (data / "secrets" / "postgres.password").read_text().strip()
+    return await asyncpg.connect(
+        f"postgresql://postgres:{pw}@127.0.0.1:{env['AGENTIC_POSTGRES_PORT']}/postgres", timeout=10
+    )
+
+
+def webhook(alertname: str, deployment: str, status: str = "firing") -> bytes:
+    labels = {"alertname": alertname, "namespace": NS, "deployment": deployment, "severity": "warning"}
+    return json.dumps(
+        {
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="{alertname}", namespace="{NS}"}}',
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": "agentic",
+            "groupLabels": {"alertname": alertname, "namespace": NS},
+            "commonLabels": labels,
+            "commonAnnotations": {"summary": f"Deployment {NS}/{deployment} is unhealthy"},
+            "externalURL": "http://alertmanager.local",
+            "alerts": [
+                {
+                    "status": status,
+                    "labels": {
+                        "alertname": alertname,
+                        "namespace": NS,
+                        "deployment": deployment,
+                        "severity": "warning",
+                    },
+                    "annotations": {"summary": f"Deployment {NS}/{deployment} is unhealthy"},
+                    "startsAt": "2026-11-21T10:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus.local/graph",
+                    "fingerprint": f"fp-{alertname}-{deployment}",
+                }
+            ],
+        }
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+async def world() -> AsyncIterator[World]:
+    with tempfile.TemporaryDirectory(prefix="agentic-e2e-") as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "kube").mkdir()
+        async with emulated_cluster(tmp / "kube") as (k, kubeconfig):
+            data = tmp / "data"
+            env = {k_: v for k_, v in os.environ.items() if not k_.startswith("AGENTIC_")}
+            env.update(
+                AGENTIC_DATA_DIR=str(data),
+                AGENTIC_TEMPORAL_PORT=str(free_port()),
+                AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
+                AGENTIC_POSTGRES_PORT=str(free_port()),
+                AGENTIC_LLM_PORT=str(free_port()),
+                AGENTIC_INTAKE_PORT=str(free_port()),
+                AGENTIC_MCP_INFRA_PORT=str(free_port()),
+                AGENTIC_KUBECONFIG=str(kubeconfig),
+                AGENTIC_APPROVERS="alice,bob",
+                AGENTIC_VERIFY_WINDOW_S="120",
+            )
+            rc, out, err = await agentic(env, "up", "--detach")
+            assert rc == 0, out + err
+            try:
+                rb = tmp / "runbooks"
+                rb.mkdir()
+                (rb / "restart.md").write_text(RUNBOOK)
+                rc, out, err = await agentic(env, "runbooks", "import", str(rb))
+                assert rc == 0 and "1 added" in out, out + err
+                yield World(k=k, env=env, data=data, tmp=tmp)
+            finally:
+                await agentic(env, "down", limit=120)
+
+
+async def test_prometheus_alert_to_verified_outcome(world: World) -> None:
+    env, data = world.env, world.data
+    token = (data / "secrets" / "intake.token").read_text().strip()
+    intake = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}/alerts"
+    patches_before = len(requests_for(world.k, "sonarr", "PATCH"))
+    with MetricsSource() as metrics:
+        metrics.values[(NS, "sonarr")] = 0
+        with alerting_stack(world.tmp / "prom", metrics.port, intake, token):
+            found = await eventually(
+                lambda: _awaiting(env, "DemoDeploymentUnhealthy"), 120, "an incident awaiting approval"
+            )
+            inc = found["id"]
+            st = await show(env, inc)
+            assert st["runbook_id"] == "demo/restart-unhealthy-deployment"
+            assert [c["tool"] for c in st["plan"]] == ["rollout_restart"]
+            assert st["plan"][0]["arguments"] == {"namespace": NS, "deployment": "sonarr"}
+            assert len(requests_for(world.k, "sonarr", "PATCH")) == patches_before  # nothing ran yet
+
+            # Someone not on the approver list is refused, and nothing runs.
+            rc, _, err = await agentic(env, "approve", inc, "--by", "mallory")
+            assert rc == 2 and "mallory" in err
+            rc, _, err = await agentic(env, "approve", inc, "--by", "alice")
+            assert rc == 0, err
+
+            try:
+                await eventually(
+                    lambda: _n(len(requests_for(world.k, "sonarr", "PATCH")) > patches_before), 60, "the restart patch"
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{await diagnose(world, inc)}") from None
+            metrics.values[(NS, "sonarr")] = 1  # the restart healed it: the alert resolves
+            st = await eventually(lambda: status_of(env, inc, {"resolved"}), 120, "the verified outcome")
+
+    assert st["decision"]["choice"] == "approved" and st["decision"]["by"] == "alice"
+    assert [a["status"] for a in st["actions"]] == ["succeeded"]
+    assert st["outcome"]["outcome"] == "success"
+    stages = [s["name"] for s in st["stages"]]
+    for stage in ("triage", "recall", "propose", "guard", "policy", "approval", "execute", "verify", "record"):
+        assert stage in stages, stages
+    patch = requests_for(world.k, "sonarr", "PATCH")[-1]
+    assert "kubectl.kubernetes.io/restartedAt" in json.dumps(patch.data)
+
+    conn = await ledger(data, env)
+    try:
+        decisions = await conn.fetch("select choice, decided_by from decisions where incident_id = $1", inc)
+        assert [(r["choice"], r["decided_by"]) for r in decisions] == [("approved", "alice")]
+        actions = await conn.fetch("select tool, status from actions where incident_id = $1", inc)
+        assert [(r["tool"], r["status"]) for r in actions] == [("rollout_restart", "succeeded")]
+        outcome = await conn.fetchval("select result from outcomes where incident_id = $1", inc)
+        assert outcome == "success"
+        questions = await conn.fetchval(
+            "select count(*) from notifications where incident_id = $1 and kind = 'question'", inc
+        )
+        assert questions == 1
+    finally:
+        await conn.close()
+
+    # Qdrant: the next similar incident recalls this decision.
+    from agentic_core.models import Collection
+    from workers.knowledge_client import search
+    from workers.settings import Settings
+
+    hits = await search(
+        Settings(data_dir=data, temporal_port=int(env["AGENTIC_TEMPORAL_PORT"])),  # type: ignore[call-arg]
+        Collection.DECISIONS,
+        "deployment media/sonarr is unhealthy",
+        5,
+    )
+    assert any(h.payload.get("incident_id") == inc for h in hits), hits
+
+
+async def _awaiting(env: dict[str, str], alertname: str) -> dict[str, Any] | None:
+    for row in await incidents(env):
+        if row["alertname"] == alertname and row["status"] == "awaiting_approval":
+            return row
+    return None
+
+
+async def _n(value: bool) -> bool:
+    return value
+
+
+async def test_same_group_five_times_is_one_incident_one_notification(world: World) -> None:
+    env = world.env
+    ids = set()
+    for _ in range(5):
+        rc, out, err = await agentic(env, "alert", "send", "-", stdin=webhook("DemoRepeated", "radarr"))
+        assert rc == 0, err
+        ids.add(out.strip().split()[-1])
+    assert len(ids) == 1
+    inc = ids.pop()
+    await eventually(lambda: status_of(env, inc, {"awaiting_approval"}), 90, "the approval question")
+    await asyncio.sleep(2)  # give any duplicate a chance to show
+    rows = [r for r in await incidents(env) if r["alertname"] == "DemoRepeated"]
+    assert len(rows) == 1
+    st = await show(env, inc)
+    assert st["signals"] >= 5 and st["alerts_seen"] == 1
+    conn = await ledger(world.data, env)
+    try:
+        n = await conn.fetchval("select count(*) from notifications where incident_id = $1 and kind = 'question'", inc)
+    finally:
+        await conn.close()
+    assert n == 1
+    rc, _, err = await agentic(env, "ignore", inc, "--by", "bob")
+    assert rc == 0, err
+    st = await eventually(lambda: status_of(env, inc, {"ignored"}), 60, "the ignored incident")
+    assert st["actions"] == []
+
+
+async def test_bad_payloads_leave_nothing_behind(world: World) -> None:
+    env = world.env
+    before = await incidents(env)
+    bad = json.loads(webhook("DemoBad", "lidarr"))
+    del bad["alerts"][0]["fingerprint"]
+    rc, _, err = await agentic(env, "alert", "send", "-", stdin=json.dumps(bad).encode())
+    assert rc == 2 and "422" in err and "fingerprint" in err
+    rc, _, err = await agentic(env, "alert", "send", "-", stdin=b"{not json")
+    assert rc == 2 and "400" in err
+    assert await incidents(env) == before
+
+
+async def test_worker_killed_while_waiting_and_while_executing(world: World) -> None:
+    """kill -9 of the worker while the incident awaits approval, and again during the MCP call:
+    the supervisor restarts it, the incident completes, and the deployment was patched once."""
+    env, data, k = world.env, world.data, world.k
+    rc, out, err = await agentic(env, "alert", "send", "-", stdin=webhook("DemoDeploymentUnhealthy", "lidarr"))
+    assert rc == 0, err
+    inc = out.strip().split()[-1]
+    await eventually(lambda: status_of(env, inc, {"awaiting_approval"}), 90, "the approval question")
+
+    await _kill_worker(data)
+
+    # The emulated API server holds lidarr's PATCH, so the worker can be killed while the tool call is in flight.
+    release = asyncio.Event()
+    held = asyncio.Event()
+
+    async def slow_patch(_: Any) -> Any:
+        held.set()
+        await release.wait()
+        return k.objects["apps/v1/deployments", NS, "lidarr"].raw  # the patched object, as the API answers
+
+    k["patch", kmock.resource("apps/v1/deployments"), kmock.name("lidarr")] << slow_patch
+    rc, _, err = await agentic(env, "approve", inc, "--by", "bob", limit=180)
+    assert rc == 0, err
+
+    await asyncio.wait_for(held.wait(), 120)
+    await _kill_worker(data)
+    release.set()
+
+    # The alert resolves once lidarr has restarted.
+    await eventually(lambda: _n(len(requests_for(k, "lidarr", "PATCH")) >= 1), 60, "the restart patch")
+    rc, _, err = await agentic(
+        env, "alert", "send", "-", stdin=webhook("DemoDeploymentUnhealthy", "lidarr", "resolved")
+    )
+    assert rc == 0, err
+    st = await eventually(lambda: status_of(env, inc, {"resolved"}), 240, "the completed incident")
+    assert [a["status"] for a in st["actions"]] == ["succeeded"]
+    restarted = {
+        json.dumps(r.data.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {}))
+        for r in requests_for(k, "lidarr", "PATCH")
+    }
+    assert len(restarted) == 1, restarted  # one restart timestamp: the deployment restarted once
+    conn = await ledger(data, env)
+    try:
+        # The same group fired earlier in this module (sonarr): that occurrence has its own action.
+        n = await conn.fetchval(
+            "select count(*) from actions where incident_id = $1 and arguments->>'deployment' = 'lidarr'", inc
+        )
+    finally:
+        await conn.close()
+    assert n == 1
+
+
+async def _kill_worker(data: Path) -> None:
+    state = json.loads((data / "stack.json").read_text())
+    pid = state["parts"]["worker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    async def back() -> bool:
+        now = json.loads((data / "stack.json").read_text())["parts"]["worker"]
+        return bool(now["pid"] != pid and now["pid"])
+
+    await eventually(back, 120, "the supervisor to restart the worker")
