@@ -27,7 +27,7 @@ import asyncpg
 import kmock
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, stack_env
 from tests.kmock_helpers import NS, emulated_cluster, requests_for
 from tests.promstack import MetricsSource, alerting_stack
 
@@ -166,15 +166,8 @@ async def world() -> AsyncIterator[World]:
         (tmp / "kube").mkdir()
         async with emulated_cluster(tmp / "kube") as (k, kubeconfig):
             data = tmp / "data"
-            env = {k_: v for k_, v in os.environ.items() if not k_.startswith("AGENTIC_")}
+            env = stack_env(data)
             env.update(
-                AGENTIC_DATA_DIR=str(data),
-                AGENTIC_TEMPORAL_PORT=str(free_port()),
-                AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
-                AGENTIC_POSTGRES_PORT=str(free_port()),
-                AGENTIC_LLM_PORT=str(free_port()),
-                AGENTIC_INTAKE_PORT=str(free_port()),
-                AGENTIC_MCP_INFRA_PORT=str(free_port()),
                 AGENTIC_KUBECONFIG=str(kubeconfig),
                 AGENTIC_APPROVERS="alice,bob",
                 AGENTIC_VERIFY_WINDOW_S="120",

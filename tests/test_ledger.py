@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from activities.ledger.db import (
 )
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
+from tests.pg import pg_server
 
 EXPECTED_TABLES = {
     "schema_migrations",
@@ -53,19 +52,7 @@ def uid(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[pgserver.PostgresServer]:
-    # Under /tmp so the `pgserver` system user (used when we run as root) can reach it.
-    data_dir = tempfile.mkdtemp(prefix="agentic-ledger-pg-")
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    # A throwaway cluster: durability only costs time here.
-    server.psql(
-        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-        " ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();"
-    )
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    yield from pg_server("agentic-ledger-pg-")
 
 
 @pytest.fixture

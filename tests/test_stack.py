@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, RUNBOOKS_CORPUS, free_port
+from tests.conftest import REPO, RUNBOOKS_CORPUS, stack_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +30,6 @@ def agentic(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess
         text=True,
         timeout=timeout,
     )
-
-
-def stack_env(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
-    env.update(
-        AGENTIC_DATA_DIR=str(data),
-        AGENTIC_TEMPORAL_PORT=str(free_port()),
-        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
-        AGENTIC_POSTGRES_PORT=str(free_port()),
-        AGENTIC_LLM_PORT=str(free_port()),
-        AGENTIC_INTAKE_PORT=str(free_port()),
-        AGENTIC_MCP_INFRA_PORT=str(free_port()),
-        COLUMNS="200",
-    )
-    return env
 
 
 @pytest.fixture(scope="module")

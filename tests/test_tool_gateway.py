@@ -3,8 +3,6 @@ PostgreSQL ledger, run through temporalio's ActivityEnvironment."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
@@ -37,6 +35,7 @@ from agentic_core.incident import (
 from agentic_core.models import ToolCall
 from tests.conftest import free_port
 from tests.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
+from tests.pg import pg_server
 
 TOKEN = "gateway-test-token"
 # The incident agent may call these; describe_pod is offered but not allowed, delete_namespace is
@@ -61,18 +60,7 @@ def uid(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[pgserver.PostgresServer]:
-    # Under /tmp so the `pgserver` system user (used when we run as root) can reach it.
-    data_dir = tempfile.mkdtemp(prefix="agentic-gateway-pg-")
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    server.psql(
-        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-        " ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();"
-    )
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    yield from pg_server("agentic-gateway-pg-")
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
 import json
 import logging
@@ -97,6 +96,7 @@ from agentic_core.alerts import (
 )
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
 from workers.errors import AgenticError
+from workers.process import StartupError, bind_listener
 from workers.settings import Settings
 
 __all__ = ["INCIDENT_WORKFLOW", "MAX_EVENTS", "ClientFactory", "Intake", "create_app", "incident_config", "main"]
@@ -626,35 +626,6 @@ def create_app(client_factory: ClientFactory, settings: Settings) -> Starlette:
 # --------------------------------------------------------------------------- the process
 
 
-class StartupError(Exception):
-    """A problem the operator can fix; its message is the one line printed on stderr."""
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so a port in use is one clear line (uvicorn would exit 1)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
-    family, kind, proto, _name, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(addr)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(
-                f"error: port {port} on {host} is already in use (set AGENTIC_INTAKE_PORT to another port)"
-            ) from None
-        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(False)
-    return sock
-
-
 class _Server(uvicorn.Server):
     """uvicorn minus its own signal capture: ours stops it gracefully and the process exits 0
     (uvicorn re-raises a captured SIGTERM after its shutdown, which would end us with -15)."""
@@ -726,7 +697,7 @@ def main() -> None:
                 "error: AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "
                 "(`agentic up` generates one into DATA_DIR/secrets/intake.token)"
             )
-        sock = _bind(settings.host, settings.intake_port)
+        sock = bind_listener(settings.host, settings.intake_port, "AGENTIC_INTAKE_PORT")
         code = asyncio.run(serve(settings, sock))
     except StartupError as exc:
         print(str(exc), file=sys.stderr)

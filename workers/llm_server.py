@@ -32,15 +32,12 @@ from types import FrameType
 from typing import IO
 
 from activities.inference.model_files import DEFAULT_MODEL_ALIAS, INSTALL_HINT, default_model_path
+from workers.process import StartupError, secret_from_env
 
 __all__ = ["StartupError", "build_params", "default_model_path", "main"]
 
 EXIT_OK = 0
 EXIT_STARTUP = 2
-
-
-class StartupError(Exception):
-    """A problem the operator can fix; its message is the one line printed on stderr."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,15 +80,6 @@ def _resolve_model(model: Path | None) -> Path:
     if not path.is_file():
         raise StartupError(f"error: model file not found: {path} ({INSTALL_HINT})")
     return path
-
-
-def _read_api_key(var: str | None) -> str | None:
-    if var is None:
-        return None
-    value = os.environ.get(var, "").strip()
-    if not value:
-        raise StartupError(f"error: --api-key-env {var}: the environment variable {var} is not set or empty")
-    return value
 
 
 def _port_in_use(host: str, port: int) -> str:
@@ -196,7 +184,7 @@ def _start_server(params: object, model: Path, host: str, port: int) -> object:
 def serve(args: argparse.Namespace) -> int:
     _check_args(args)
     model = _resolve_model(args.model)
-    api_key = _read_api_key(args.api_key_env)
+    api_key = secret_from_env(args.api_key_env, "--api-key-env")
     _check_port_free(args.host, args.port)
 
     stop = threading.Event()

@@ -43,15 +43,12 @@ crashes the server.
 
 import argparse
 import asyncio
-import errno
 import hmac
 import inspect
 import ipaddress
 import logging
-import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -88,6 +85,7 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
+from workers.process import StartupError, bind_listener, secret_from_env
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 
@@ -103,10 +101,6 @@ NO_CLUSTER = (
 )
 
 log = logging.getLogger("workers.mcp_infra")
-
-
-class StartupError(Exception):
-    """A problem the operator can fix; its message is the one line printed on stderr."""
 
 
 class TalosHealthResult(BaseModel):
@@ -400,15 +394,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_token(var: str | None) -> str | None:
-    if var is None:
-        return None
-    value = os.environ.get(var, "").strip()
-    if not value:
-        raise StartupError(f"error: --token-env {var}: the environment variable {var} is not set or empty")
-    return value
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -416,30 +401,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Claim the listening socket up front: a port in use is one clear line, not a traceback."""
-    if not 0 < port < 65536:
-        raise StartupError(f"error: port {port} is outside 1..65535")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
-    family, kind, proto, _name, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(
-                f"error: port {port} on {host} is already in use (set AGENTIC_MCP_INFRA_PORT to another port)"
-            ) from None
-        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
 
 
 def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
@@ -455,14 +416,14 @@ def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    token = _read_token(args.token_env)
+    token = secret_from_env(args.token_env, "--token-env")
     if token is None and not _is_loopback(args.host):
         raise StartupError(
             f"error: refusing to serve cluster-changing tools on {args.host} without a token: "
             "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
         )
     ops, where = _load_cluster(args.kubeconfig)
-    sock = _bind(args.host, args.port)
+    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_INFRA_PORT")
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     server = build_server(ops, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
     app = server.streamable_http_app(host=args.host)

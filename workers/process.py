@@ -1,0 +1,50 @@
+"""What every server process of the platform needs at start: one-line errors, secrets from the
+environment (never argv), and a listening socket claimed up front so a port in use is one clear
+line instead of a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+
+class StartupError(Exception):
+    """A problem the operator can fix; its message is the one line printed on stderr."""
+
+
+def secret_from_env(var: str | None, flag: str) -> str | None:
+    """The secret held by the environment variable `var` (named by `flag`), or None when no var is named."""
+    if var is None:
+        return None
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise StartupError(f"error: {flag} {var}: the environment variable {var} is not set or empty")
+    return value
+
+
+def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
+    """Bind and listen on host:port; `port_setting` names the variable that changes the port."""
+    if not 0 < port < 65536:
+        raise StartupError(f"error: port {port} is outside 1..65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
+    family, kind, proto, _name, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"error: port {port} on {host} is already in use (set {port_setting} to another port)"
+            ) from None
+        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
