@@ -168,7 +168,8 @@ def test_every_container_has_probes_limits_and_a_locked_down_security_context(na
         for c in spec.get("initContainers", []) + spec["containers"]:
             at = f"{where}/{c['name']}"
             checked += 1
-            assert "livenessProbe" in c and "readinessProbe" in c, at
+            if c in spec["containers"]:  # init containers run to completion: no probes
+                assert "livenessProbe" in c and "readinessProbe" in c, at
             limits = c["resources"]["limits"]
             assert "cpu" in limits and "memory" in limits, at
             sc = c["securityContext"]
@@ -190,6 +191,10 @@ def test_worker_exec_probes_and_http_probes() -> None:
     for name in ("intake", "mcp-infra"):
         c = by_name[name]["spec"]["template"]["spec"]["containers"][0]
         assert c["readinessProbe"]["httpGet"]["path"] == "/healthz", name
+    init = by_name["worker"]["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"] == ["python", "/etc/agentic/prepare/prepare.py"]
+    prepare = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-prepare")
+    assert prepare["data"]["prepare.py"] == (CHART / "files" / "prepare.py").read_text()
     mcp = by_name["mcp-infra"]["spec"]["template"]["spec"]["containers"][0]
     assert mcp["command"][:3] == ["python", "-m", "workers.mcp_infra"]
     assert mcp["command"][-2:] == ["--token-env", "AGENTIC_MCP_TOKEN"]
@@ -338,3 +343,13 @@ def test_dockerfile_runs_non_root_on_python_311_slim() -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert "10001" in users[-1]  # matches the chart's runAsUser
     assert (REPO / ".dockerignore").exists()
+
+
+def test_worker_prepare_script_imports() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chart_prepare", CHART / "files" / "prepare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports only: the work runs under __main__
+    assert callable(module.prepare)
