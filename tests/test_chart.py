@@ -353,3 +353,12 @@ def test_worker_prepare_script_imports() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports only: the work runs under __main__
     assert callable(module.prepare)
+
+
+def test_mcp_server_command_matches_its_cli() -> None:
+    from workers import mcp_infra
+
+    dep = next(d for d in render("default") if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-infra")
+    command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = mcp_infra._parser().parse_args(command[3:])
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8091, "AGENTIC_MCP_TOKEN")
