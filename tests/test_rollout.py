@@ -76,6 +76,7 @@ class Cluster:
     url: str
     dns_phase: str = "Succeeded"
     sync_phase: str = "Succeeded"
+    recreate_pods: bool = True  # False: a deleted qdrant-0 stays gone (a check waits on it)
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def app(self, name: str) -> dict[str, Any]:
@@ -121,7 +122,7 @@ class Cluster:
             ):
                 raw["status"] = {"phase": self.dns_phase}
                 self.k.objects[key] = raw
-        if raw_or_none(self.k, ("v1/pods", "ai-vector", "qdrant-0")) is None:
+        if self.recreate_pods and raw_or_none(self.k, ("v1/pods", "ai-vector", "qdrant-0")) is None:
             self.k.objects["v1/pods", "ai-vector", "qdrant-0"] = _stateful_pod("qdrant-0")
 
 
@@ -488,6 +489,32 @@ async def test_worker_restart_resumes_without_reapplying(env: WorkflowEnvironmen
         assert st.status == RolloutStatus.SUCCEEDED, st.reasons
         assert r.apply_calls == [0, 1, 2]
         assert all(len(r.cluster.sync_requests(a)) == 1 for a in r.acts.plan.wave(0).synced_applications())
+
+
+async def test_worker_killed_mid_wave_resumes_in_the_check(env: WorkflowEnvironment) -> None:
+    async with rig(env) as r:
+        r.cluster.recreate_pods = False
+        async with r.worker():
+            handle = await r.start(RolloutInput(from_wave=1, to_wave=2))
+            # wave 1 applied, its persistence check waits for qdrant-0 to come back
+            await state_when(handle, lambda s: bool(s.waves) and s.waves[0].phase == "validating")
+            for _ in range(200):
+                if raw_or_none(r.cluster.k, ("v1/pods", "ai-vector", "qdrant-0")) is None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("qdrant-0 was never deleted")
+        # the worker is gone mid-check; a new one takes over and the pod comes back
+        r.cluster.recreate_pods = True
+        async with r.worker():
+            await answer_gate(r, handle, 2)
+            st = await handle.result()
+        assert st.status == RolloutStatus.SUCCEEDED, st.reasons
+        assert r.apply_calls == [1, 2]  # wave 1 was not applied again
+        assert len(r.cluster.sync_requests("platform-01-stores")) == 1
+        assert all(c.passed for c in st.waves[0].checks)
+        # the cut-off check ran again on the new worker (a second restart of qdrant-0)
+        assert len([q for q in list(r.cluster.k) if q.method == "DELETE" and q.name == "qdrant-0"]) == 2
 
 
 async def test_dry_run_patches_nothing(env: WorkflowEnvironment) -> None:
