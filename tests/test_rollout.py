@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import kmock
+import pgserver
 import pytest
 from aiohttp import web
 from temporalio import activity
@@ -30,7 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.rollout.activities import KubeClient, RolloutActivities
+from activities.rollout.activities import KubeClient, PostgresProbe, QdrantHttpProbe, RolloutActivities
 from agentic_core import search_attributes as sa
 from agentic_core.incident import (
     QUERY_APPROVAL,
@@ -50,6 +51,8 @@ from agentic_core.rollout import (
     Check,
     CheckInput,
     PlanError,
+    RecordInput,
+    RollbackInput,
     RolloutInput,
     RolloutPlan,
     RolloutState,
@@ -58,6 +61,7 @@ from agentic_core.rollout import (
     parse_plan,
 )
 from tests.conftest import free_port
+from tests.pg import create_database, pg_server
 from tests.test_incident_workflow import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
 from workflows.rollout import RolloutWorkflow
@@ -570,3 +574,139 @@ async def test_pinned_pods_and_missing_gpus_fail(env: WorkflowEnvironment) -> No
         assert not pinned.passed and pinned.detail == "pinned to a node: deployments/ai-agents/pinned"
         gpus = await ae.run(r.acts.check_gpu_nodes, CheckInput(wave=2, check=Check(name="gpu_nodes_labeled")))
         assert not gpus.passed and "no node has nvidia.com/gpu.product" in gpus.detail
+
+
+async def test_values_toggle_applied_then_reverted(env: WorkflowEnvironment) -> None:
+    async with rig(env) as r:
+        wave = r.acts.plan.wave(6)
+        app = "platform-06-observability"
+        r.cluster.k.objects[APPS, ARGO_NS, app] = {
+            **r.cluster.app(app),
+            "spec": {
+                **r.cluster.app(app)["spec"],
+                "source": {"targetRevision": "HEAD", "helm": {"valuesObject": {"rollout": {"waves": [6]}}}},
+            },
+        }
+        ae = ActivityEnvironment()
+        rec = await ae.run(
+            r.acts.record,
+            RecordInput(wave=6, argocd_namespace=ARGO_NS, applications=wave.synced_applications(), toggled=wave.values),
+        )
+        assert rec.applications[0].previous_values == {"observability.serviceMonitors.enabled": None}
+        applied = await ae.run(
+            r.acts.apply,
+            ApplyInput(wave=6, argocd_namespace=ARGO_NS, applications=wave.synced_applications(), values=wave.values),
+        )
+        assert applied.ok, applied.reason
+        values = r.cluster.app(app)["spec"]["source"]["helm"]["valuesObject"]
+        assert values == {"rollout": {"waves": [6]}, "observability": {"serviceMonitors": {"enabled": True}}}
+        back = await ae.run(
+            r.acts.rollback,
+            RollbackInput(wave=6, argocd_namespace=ARGO_NS, recorded=rec.applications, toggled=wave.values),
+        )
+        assert back.ok, back.reason
+        source = r.cluster.app(app)["spec"]["source"]
+        assert source["targetRevision"] == f"sha-old-{app}"
+        # the toggled key is removed again (merge patch null); the rest of the values stay
+        assert source["helm"]["valuesObject"]["rollout"] == {"waves": [6]}
+        assert not (source["helm"]["valuesObject"].get("observability") or {}).get("serviceMonitors")
+
+
+async def test_failed_sync_is_reported(env: WorkflowEnvironment) -> None:
+    async with rig(env) as r:
+        r.cluster.sync_phase = "Failed"
+        res = await ActivityEnvironment().run(
+            r.acts.apply, ApplyInput(wave=8, argocd_namespace=ARGO_NS, applications=["platform-08-ui"])
+        )
+        assert not res.ok and "one or more objects failed to apply" in res.reason
+        missing = await ActivityEnvironment().run(
+            r.acts.apply, ApplyInput(wave=8, argocd_namespace=ARGO_NS, applications=["no-such-app"])
+        )
+        assert not missing.ok and missing.reason == "Application argocd/no-such-app not found"
+
+
+async def test_inference_check_counts_streamed_chunks() -> None:
+    acts = RolloutActivities(kube=KubeClient(httpx.AsyncClient()), plan=load_plan())
+    async with inference_server(["only one"]) as url:
+        check = Check(name="inference_streams", params={"url": url, "min_chunks": 2, "timeout_s": 10})
+        res = await ActivityEnvironment().run(acts.check_inference, CheckInput(wave=2, check=check))
+    assert not res.passed and res.detail.startswith("1 streamed chunks")
+    down = Check(name="inference_streams", params={"url": f"http://127.0.0.1:{free_port()}/v1", "timeout_s": 5})
+    res = await ActivityEnvironment().run(acts.check_inference, CheckInput(wave=2, check=down))
+    assert not res.passed
+
+
+@asynccontextmanager
+async def fake_qdrant() -> AsyncIterator[str]:
+    """Qdrant's REST API, the few routes `QdrantHttpProbe` uses, over HTTP."""
+    collections: dict[str, dict[str, Any]] = {}
+
+    async def get_collection(request: web.Request) -> web.Response:
+        if request.match_info["c"] not in collections:
+            return web.json_response({"status": {"error": "Not found"}}, status=404)
+        return web.json_response({"result": {"status": "green"}})
+
+    async def put_collection(request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body["vectors"]["size"] == 1
+        collections[request.match_info["c"]] = {}
+        return web.json_response({"result": True})
+
+    async def put_points(request: web.Request) -> web.Response:
+        for p in (await request.json())["points"]:
+            collections[request.match_info["c"]][p["id"]] = p
+        return web.json_response({"result": {"status": "completed"}})
+
+    async def get_point(request: web.Request) -> web.Response:
+        point = collections.get(request.match_info["c"], {}).get(request.match_info["id"])
+        if point is None:
+            return web.json_response({"status": {"error": "Not found"}}, status=404)
+        return web.json_response({"result": {"id": point["id"], "payload": point["payload"]}})
+
+    app = web.Application()
+    app.router.add_get("/collections/{c}", get_collection)
+    app.router.add_put("/collections/{c}", put_collection)
+    app.router.add_put("/collections/{c}/points", put_points)
+    app.router.add_get("/collections/{c}/points/{id}", get_point)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_qdrant_http_probe_round_trip() -> None:
+    async with fake_qdrant() as url, httpx.AsyncClient(base_url=url) as http:
+        acts = RolloutActivities(kube=KubeClient(http), plan=load_plan(), qdrant=QdrantHttpProbe(http))
+        check = Check(name="qdrant_roundtrip", params={"collection": "rollout_probe"})
+        res = await ActivityEnvironment().run(acts.check_qdrant, CheckInput(wave=1, check=check))
+    assert res.passed, res.detail
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    yield from pg_server("agentic-rollout-pg-")
+
+
+async def test_postgres_probe_on_real_postgres(pg: pgserver.PostgresServer) -> None:
+    probe = PostgresProbe(await create_database(pg, "rollout"))
+    acts = RolloutActivities(kube=KubeClient(httpx.AsyncClient()), plan=load_plan(), postgres=probe)
+    res = await ActivityEnvironment().run(
+        acts.check_postgres, CheckInput(wave=1, check=Check(name="postgres_reachable"))
+    )
+    assert res.passed and res.detail.startswith("PostgreSQL")
+    await probe.put("s", "k", "v1")
+    await probe.put("s", "k", "v2")
+    assert await probe.get("s", "k") == "v2" and await probe.get("s", "missing") is None
+    down = RolloutActivities(
+        kube=KubeClient(httpx.AsyncClient()),
+        plan=load_plan(),
+        postgres=PostgresProbe(f"postgresql://nobody@127.0.0.1:{free_port()}/none"),
+    )
+    res = await ActivityEnvironment().run(
+        down.check_postgres, CheckInput(wave=1, check=Check(name="postgres_reachable"))
+    )
+    assert not res.passed and "unreachable" in res.detail
