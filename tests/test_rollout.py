@@ -61,6 +61,7 @@ from agentic_core.rollout import (
     parse_plan,
 )
 from tests.conftest import free_port
+from tests.kmock_helpers import write_kubeconfig
 from tests.pg import create_database, pg_server
 from tests.test_incident_workflow import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
@@ -710,3 +711,20 @@ async def test_postgres_probe_on_real_postgres(pg: pgserver.PostgresServer) -> N
         down.check_postgres, CheckInput(wave=1, check=Check(name="postgres_reachable"))
     )
     assert not res.passed and "unreachable" in res.detail
+
+
+async def test_build_from_kubeconfig(env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async with rig(env) as r:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", r.cluster.url)
+        acts = RolloutActivities.build(
+            kubeconfig=kubeconfig, qdrant_url="http://127.0.0.1:1", postgres_dsn="postgresql://x@127.0.0.1:1/x"
+        )
+        try:
+            assert acts.kube.http.headers["Authorization"] == "Bearer kmock-does-not-check"
+            res = await ActivityEnvironment().run(
+                acts.check_gpu_nodes, CheckInput(wave=2, check=Check(name="gpu_nodes_labeled"))
+            )
+            assert res.passed and "gpu-1=NVIDIA-GeForce-RTX-4090" in res.detail
+            assert len(acts.plan.waves) == 11 and acts.qdrant is not None and acts.postgres is not None
+        finally:
+            await acts.kube.aclose()

@@ -55,6 +55,7 @@ from agentic_core.rollout import (
     RolloutPlan,
     ValuesToggle,
     dotted_to_nested,
+    load_plan,
     lookup,
 )
 
@@ -259,6 +260,30 @@ class RolloutActivities:
     postgres: StoreProbe | None = None
     http: httpx.AsyncClient | None = None  # for the inference check; one is made when None
     poll_interval_s: float = 5.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        kubeconfig: Path | None = None,
+        waves_file: Path | None = None,
+        qdrant_url: str | None = None,
+        qdrant_api_key: str | None = None,
+        postgres_dsn: str | None = None,
+    ) -> RolloutActivities:
+        """What the worker builds: the cluster from `kubeconfig` (else in-cluster config), the
+        plan from `waves_file` (else deploy/waves.yaml), probes for the stores it can reach."""
+        kube = KubeClient.from_kubeconfig(kubeconfig, in_cluster=kubeconfig is None)
+        qdrant: StoreProbe | None = None
+        if qdrant_url:
+            headers = {"api-key": qdrant_api_key} if qdrant_api_key else {}
+            qdrant = QdrantHttpProbe(httpx.AsyncClient(base_url=qdrant_url, headers=headers, timeout=30.0))
+        return cls(
+            kube=kube,
+            plan=load_plan(waves_file) if waves_file else load_plan(),
+            qdrant=qdrant,
+            postgres=PostgresProbe(postgres_dsn) if postgres_dsn else None,
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return [
