@@ -27,12 +27,14 @@ RUN groupadd --system --gid 10001 agentic \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin agentic
 COPY --from=build /opt/venv /opt/venv
 COPY docs /app/docs
+COPY deploy/waves.yaml /app/deploy/waves.yaml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     AGENTIC_DATA_DIR=/tmp/agentic \
     AGENTIC_DOCS_DIR=/app/docs \
+    AGENTIC_WAVES_FILE=/app/deploy/waves.yaml \
     AGENTIC_HOST=0.0.0.0
 WORKDIR /app
 USER 10001:10001

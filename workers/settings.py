@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
     )
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of the cluster (else in-cluster config)")
+    waves_file: Path | None = Field(
+        default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
+    )
     incident_tools: str = Field(
         default="get_nodes,get_pods,get_events,get_pod_logs,describe_pod,rollout_restart,set_memory_limit,"
         "scale_deployment,talos_health",

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from contextlib import AsyncExitStack
+from typing import Any
 
 from temporalio.worker import Worker
 
@@ -45,6 +46,25 @@ def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
         api_key=key,
         threads=settings.embed_threads,
     )
+
+
+def build_rollout(settings: Settings) -> tuple[list[Any], list[type]]:
+    """The rollout activities and workflow, when a cluster is configured; none otherwise."""
+    from activities.rollout.activities import RolloutActivities
+    from workflows.rollout import RolloutWorkflow
+
+    try:
+        acts = RolloutActivities.build(
+            kubeconfig=settings.kubeconfig,
+            waves_file=settings.waves_file,
+            qdrant_url=settings.qdrant_url,
+            qdrant_api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            postgres_dsn=settings.postgres_target(),
+        )
+    except Exception as exc:
+        log.warning("rollouts disabled on this worker: no Kubernetes cluster (%s); set AGENTIC_KUBECONFIG", exc)
+        return [], []
+    return list(acts.all()), [RolloutWorkflow]
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -83,10 +103,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             token=mcp_token,
             allow={"incident": settings.incident_tool_list},
         )
+        rollout_activities, rollout_workflows = build_rollout(settings)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow],
+            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow, *rollout_workflows],
             activities=[
                 knowledge.upsert_runbooks,
                 knowledge.search,
@@ -101,6 +122,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                *rollout_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
         )
