@@ -365,6 +365,24 @@ async def test_propose_falls_back_when_the_model_hangs(kb: KnowledgeBase, ledger
     assert res.source == "fallback" and "did not answer within 0.5s" in res.note
 
 
+async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBase, ledger: Ledger) -> None:
+    """One model slot: a second incident waits at most slot_wait_s, then takes the runbook's plan
+    without asking the model (and without a retry), while the first keeps the slot."""
+    a = IncidentActivities(kb, ledger, FakeRouter(None), model_timeout_s=2.0, model_slots=1, slot_wait_s=0.2)
+    inp = propose_input(await recall(a))
+    first = asyncio.create_task(attempt(1).run(a.propose, inp))
+    await asyncio.sleep(0.1)  # the first holds the slot (its model call hangs)
+    t0 = asyncio.get_running_loop().time()
+    second = await attempt(1).run(a.propose, inp)
+    assert asyncio.get_running_loop().time() - t0 < 1.0
+    assert second.source == "fallback" and "busy" in second.note
+    assert len(a.router.calls) == 1  # the busy incident never reached the model
+    with pytest.raises(ApplicationError):  # the first times out; attempt 1 of 2 is retried by Temporal
+        await first
+    third = await attempt(2).run(a.propose, inp)  # the slot was released
+    assert len(a.router.calls) == 2 and third.source == "fallback" and "did not answer" in third.note
+
+
 async def test_propose_without_a_runbook_falls_back_to_nothing(kb: KnowledgeBase, ledger: Ledger) -> None:
     a = acts(kb, ledger, StructuredOutputError("bad"))
     res = await attempt(1).run(a.propose, propose_input(RecallResult()))

@@ -57,12 +57,15 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="API key the embedded llama.cpp server requires")
     planner_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the planner pool")
     planner_model: str = Field(default="smollm2", description="model name served by the planner pool")
+    planner_slots: int = Field(
+        default=0, ge=0, description="model calls in flight at once (0: 1 for the embedded model, 16 for a pool)"
+    )
     code_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the code pool")
     code_model: str = Field(default="smollm2", description="model name served by the code pool")
     embedder: Literal["local", "pool"] = Field(
         default="local", description="`local`: all-MiniLM-L6-v2 in process; `pool`: LiteLLM embeddings"
     )
-    embed_threads: int = Field(default=2, ge=1, description="torch threads of the in-process embedder")
+    embed_threads: int = Field(default=1, ge=1, description="torch threads of the in-process embedder")
     embed_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the embed pool")
     embed_model: str = Field(default="all-minilm-l6-v2", description="model name served by the embed pool")
     cloud_model: str | None = Field(default=None, description="LiteLLM model string for cloud escalation")

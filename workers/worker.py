@@ -95,7 +95,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
         knowledge = KnowledgeActivities(kb, ledger)
         router = InferenceRouter.from_settings(settings)
-        incident = IncidentActivities(kb, ledger, router)
+        slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
+        incident = IncidentActivities(kb, ledger, router, model_slots=slots)
         mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         tools = ToolActivities(
             ledger,

@@ -345,6 +345,8 @@ class IncidentActivities:
         planner_group: str = PLANNER_GROUP,
         model_timeout_s: float = MODEL_TIMEOUT_S,
         model_attempts: int = MODEL_ATTEMPTS,
+        model_slots: int = 1,
+        slot_wait_s: float | None = None,
     ) -> None:
         from activities.incident.notifier import LedgerNotifier
 
@@ -355,6 +357,11 @@ class IncidentActivities:
         self.planner_group = planner_group
         self.model_timeout_s = model_timeout_s
         self.model_attempts = model_attempts
+        # As many calls in flight as the pool serves at once (llama.cpp: one slot). A request
+        # queued behind a busy model would time out anyway: wait a bounded time for a slot,
+        # then fall back at once, so a burst of incidents reaches its questions quickly.
+        self._model_slots = asyncio.Semaphore(model_slots)
+        self.slot_wait_s = model_timeout_s / 2 if slot_wait_s is None else slot_wait_s
 
     # -- open, stages ------------------------------------------------------------------------
 
@@ -458,6 +465,12 @@ class IncidentActivities:
         messages = build_messages(inp)
         reason: str
         try:
+            await asyncio.wait_for(self._model_slots.acquire(), timeout=self.slot_wait_s)
+        except TimeoutError:
+            reason = f"the model is busy with other incidents (no free slot within {self.slot_wait_s:g}s)"
+            log.warning("propose %s: %s; falling back", inp.incident_id, reason)
+            return fallback_proposal(inp, reason)
+        try:
             answer = await asyncio.wait_for(
                 self.router.structured(self.planner_group, messages, Proposal), timeout=self.model_timeout_s
             )
@@ -474,6 +487,8 @@ class IncidentActivities:
         except InferenceError as exc:
             log.warning("propose %s: the model failed: %s; falling back", inp.incident_id, exc)
             return fallback_proposal(inp, f"the model failed: {exc}")
+        finally:
+            self._model_slots.release()
 
         proposal, note = ground_proposal(answer.value, inp)
         problem = check_proposal(proposal, inp)
