@@ -49,30 +49,27 @@ The figures:
 - CPU: user + system seconds of each part's tree over the wait, and of the whole machine, so a
   run disturbed by other jobs shows it.
 
-Recorded on the 2-core reference machine (commit aab0193, embedded defaults: SmolLM2-135M on
-one llama.cpp thread, MiniLM on 2 torch threads), default arguments, a quiet machine (4 CPU-s
-of other work in the window):
+Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
-    POST burst, 200 requests                      1.4 s, 200 × 202
-    first POST → all 100 awaiting_approval        108.2 s        (target < 20 s)
+Commit 83b0223 (planner calls gated by the model's one slot, MiniLM on 1 torch thread):
+
+    POST burst, 200 requests                      1.3 s, 200 × 202
+    first POST → all 100 awaiting_approval        24.5 s         (target < 20 s)
     runs − groups; questions per incident         0; exactly 1 for 100/100
-    alert → first notification p50 / p95         39.2 s / 54.7 s   (target p95 < 1 s)
-    alert → diagnosis p50 / p95                   91.7 s / 106.8 s, 100/100; 5 model, 95 fallback
-    orchestration overhead, median share          2.9 % (strict 32.1 %; path to QUESTION 6.3 %)
-    median per incident: recall 33.8 s, triage 2.6 s, propose 52.0 s (2 × 25 s + back-off)
-    CPU in the window: llm 99 s, worker 57 s, temporal 13 s, postgres 1 s (of 2 × 108 s)
-    peak RSS whole stack                          2399 MiB (worker 914, llm 774, temporal 253, postgres 232)
+    alert → first notification p50 / p95         5.1 s / 6.6 s    (target p95 < 1 s)
+    alert → diagnosis p50 / p95                   19.4 s / 21.4 s, 100/100; 3 model, 97 fallback (busy)
+    orchestration overhead, median share          23.5 % (workflow tasks 4.5 s median per incident)
+    median per incident: recall 1.2 s, triage 1.1 s, propose 12.5 s
+    peak RSS whole stack                          1970 MiB (worker 1006, llm 322, temporal 250, postgres 232)
 
-Another default run (20c7bf3, 57 CPU-s of other work in the window): all awaiting 81.7 s, first
-notification p50 / p95 21.4 s / 28.0 s, diagnosis p50 / p95 73.9 s / 80.5 s (1 model, 99
-fallback), overhead 4.4 %, recall 15.7 s, peak RSS 2226 MiB: the recall figure swings with how
-the embedder's threads get scheduled (see below).
+Before (commit aab0193: the model queue unbounded, MiniLM on 2 torch threads): all awaiting
+108.2 s, first notification p50 / p95 39.2 s / 54.7 s, diagnosis p95 106.8 s (95 fallbacks after
+two 25 s timeouts each), recall 33.8 s median, peak RSS 2399 MiB. MiniLM on two torch threads
+while llama.cpp holds the other core spins: 100 recalls took 9 s with 2 threads, 3.6 s with 1.
 
-With `--env AGENTIC_EMBED_THREADS=1` (44 CPU-s of other work in that window): recall 1.4 s,
-alert → first notification p50 / p95 6.7 s / 8.1 s, all awaiting 66.3 s, worker CPU 11 s,
-overhead 11.0 % (workflow tasks 6.4 s median per incident). MiniLM on two torch threads while
-llama.cpp holds the other core spins: 100 recalls took 9 s alone next to a busy core with
-2 threads, 3.6 s with 1.
+What is left: with the model out of the way, the share of time outside activities is workflow
+task scheduling for 100 runs started at once on a 2-core machine (4.5 s median per incident),
+and triage writes each alert in its own transaction.
 """
 
 from __future__ import annotations
