@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from agentic_core.messages import (
     IngestDocsInput,
     ListRunbooksInput,
@@ -24,28 +23,6 @@ from agentic_core.models import Collection, Runbook
 if TYPE_CHECKING:
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.repository import Ledger
-
-
-HEARTBEAT_EVERY_S = 5.0
-
-
-@contextlib.asynccontextmanager
-async def heartbeating(every: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
-    """Heartbeat on a ticker while the body runs, so a dead worker's activity is retried within
-    the heartbeat timeout instead of the whole start-to-close timeout."""
-
-    async def tick() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class KnowledgeActivities:

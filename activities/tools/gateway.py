@@ -63,6 +63,7 @@ from mcp_types import CallToolResult, TextContent
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from agentic_core.incident import (
@@ -97,7 +98,7 @@ ERR_CONFLICT = "ActionConflict"
 CACHE_TTL_S = 30.0
 CALL_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
-HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_EVERY_S = 5.0  # the gateway heartbeats while a tool call runs
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
 MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
 FINISH_ATTEMPTS = 4
@@ -152,22 +153,6 @@ def _normalise(value: Any) -> Any:
 
 def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(every: float, *details: Any) -> AsyncIterator[None]:
-    async def tick() -> None:
-        while True:
-            activity.heartbeat(*details)
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class ToolActivities:
@@ -407,7 +392,7 @@ class ToolActivities:
         if tool.timestamp_arg and arguments.get(tool.timestamp_arg) is None:
             arguments[tool.timestamp_arg] = _rfc3339(row.started_at)
         try:
-            async with _heartbeating(self.heartbeat_every_s, key):
+            async with heartbeating(self.heartbeat_every_s, key):
                 result = await self._call(tool, arguments)
         except _ServerError as exc:
             if exc.sent and not tool.safe_to_repeat:
