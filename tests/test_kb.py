@@ -359,6 +359,17 @@ async def test_docs_chunk_upsert_and_search(small: tuple[KnowledgeBase, Counting
     assert all(h.title != "Operations guide > Backups" for h in await kb.search_docs("pg_dump backup", limit=5))
 
 
+async def test_one_text_is_embedded_once_across_searches(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
+    """Recall searches runbooks and then decisions with the same alert text: one model call."""
+    kb, embedder = small
+    before = embedder.queries
+    await kb.search_runbooks("pods of checkout keep restarting", limit=3)
+    await kb.search_decisions("pods of checkout keep restarting", limit=3)
+    assert embedder.queries == before + 1
+    await kb.search_decisions("a different alert text", limit=3)
+    assert embedder.queries == before + 2
+
+
 async def test_decisions_upsert_and_search(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
     kb, _ = small
     records = [

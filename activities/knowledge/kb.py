@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -57,6 +58,7 @@ __all__ = ["Embedder", "KnowledgeBase", "RetrievalTuning", "SearchMode", "Upsert
 #: version are re-indexed by the next import even when their content is unchanged.
 INDEX_VERSION = 2
 EMBED_BATCH = 64  # texts per embed_documents call
+QUERY_CACHE_SIZE = 256  # query vectors kept (a few hundred KiB)
 RUNBOOK_BATCH = 32  # runbooks embedded and written per step of an import
 _WHOLE_SECTION = 1 << 20  # chunk size that never splits a runbook section
 
@@ -206,6 +208,8 @@ class KnowledgeBase:
         self.embedder = embedder
         self.sparse = sparse or Bm25Encoder()
         self.tuning = tuning or RetrievalTuning()
+        # Recall searches runbooks and decisions with the same text: embed it once.
+        self._query_cache: OrderedDict[str, list[float]] = OrderedDict()
 
     async def ensure(self) -> None:
         """Create the collections if missing (idempotent)."""
@@ -221,12 +225,24 @@ class KnowledgeBase:
             raise RuntimeError(f"embedder returned {len(out)} vectors for {len(texts)} texts")
         return out
 
+    async def _embed_query(self, text: str) -> list[float]:
+        """The query's vector, from a small LRU cache when the same text was embedded lately."""
+        cached = self._query_cache.get(text)
+        if cached is not None:
+            self._query_cache.move_to_end(text)
+            return cached
+        vector = await self.embedder.embed_query(text)
+        self._query_cache[text] = vector
+        if len(self._query_cache) > QUERY_CACHE_SIZE:
+            self._query_cache.popitem(last=False)
+        return vector
+
     async def _query_vectors(self, text: str, mode: SearchMode) -> tuple[list[float] | None, SparseVector | None]:
         expand = self.tuning.expand_queries
         dense: list[float] | None = None
         if mode != "sparse":
             extra = expand_query(text) if expand else []
-            dense = await self.embedder.embed_query(f"{text} ({', '.join(extra)})" if extra else text)
+            dense = await self._embed_query(f"{text} ({', '.join(extra)})" if extra else text)
         sparse = self.sparse.encode_query(text, expand=expand) if mode != "dense" else None
         return dense, sparse
 

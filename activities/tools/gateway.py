@@ -63,7 +63,7 @@ from mcp_types import CallToolResult, TextContent
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
+from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from agentic_core.incident import (
@@ -98,7 +98,6 @@ ERR_CONFLICT = "ActionConflict"
 CACHE_TTL_S = 30.0
 CALL_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
-HEARTBEAT_EVERY_S = 5.0  # the gateway heartbeats while a tool call runs
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
 MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
 FINISH_ATTEMPTS = 4
