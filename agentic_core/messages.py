@@ -60,12 +60,3 @@ class ListRunbooksOutput(BaseModel):
 
 class IngestDocsInput(BaseModel):
     chunks: list[DocChunk]
-
-
-class PingInput(BaseModel):
-    note: str = "ping"
-
-
-class PingOutput(BaseModel):
-    note: str
-    worker: str

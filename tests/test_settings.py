@@ -32,6 +32,13 @@ def test_embedded_defaults() -> None:
     assert s.temporal_target == "127.0.0.1:7233"
     assert s.planner_base_url == "http://127.0.0.1:8090/v1"
     assert s.approval_mode == "VERBOSE"
+    assert s.approver_list == [] and "rollout_restart" in s.incident_tool_list
+
+
+def test_comma_separated_lists() -> None:
+    s = Settings(approvers=" alice, ,bob ", incident_tools="get_pods,,scale_deployment ")
+    assert s.approver_list == ["alice", "bob"]
+    assert s.incident_tool_list == ["get_pods", "scale_deployment"]
 
 
 def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,15 +164,19 @@ class Settings(BaseSettings):
 
     @property
     def incident_tool_list(self) -> list[str]:
-        return [t.strip() for t in self.incident_tools.split(",") if t.strip()]
+        return _csv(self.incident_tools)
 
     @property
     def approver_list(self) -> list[str]:
-        return [a.strip() for a in self.approvers.split(",") if a.strip()]
+        return _csv(self.approvers)
 
     @property
     def qdrant_path(self) -> Path:
         return self.data_path / "qdrant"
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -993,7 +992,6 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
         # Use the addresses the running stack was started with.
         eff = eff.model_copy(update={"temporal_address": st.temporal_target, "task_queue": st.task_queue})
     parts = build_parts(settings, eff, resolve_binaries=False)
-    results: list[PartHealth] = []
 
     async def one(p: Part) -> PartHealth:
         ps = st.parts.get(p.name) if st else None
@@ -1007,8 +1005,7 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
         ok, detail = await p.health()
         return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=ok, detail=detail, url=p.url, pid=pid)
 
-    results = list(await asyncio.gather(*(one(p) for p in parts)))
-    return (st if running else None), results
+    return (st if running else None), list(await asyncio.gather(*(one(p) for p in parts)))
 
 
 def stop_stack(settings: Settings, timeout: float = 60.0, out: Callable[[str], None] = print) -> bool:
@@ -1048,7 +1045,3 @@ def _is_ours(pid: int, data: Path) -> bool:
         return Path(f"/proc/{pid}/cwd").resolve() == data.resolve()
     except OSError:
         return False
-
-
-def dump_state(state: StackState) -> str:
-    return json.dumps(state.model_dump(mode="json"), indent=2)

@@ -19,8 +19,6 @@ with workflow.unsafe.imports_passed_through():
         IngestDocsInput,
         ListRunbooksInput,
         ListRunbooksOutput,
-        PingInput,
-        PingOutput,
         SearchInput,
         SearchOutput,
         UpsertReport,
@@ -80,13 +78,4 @@ class ListRunbooksWorkflow:
         )
 
 
-@workflow.defn
-class PingWorkflow:
-    """Answers from inside the worker: proves the whole path client → server → worker."""
-
-    @workflow.run
-    async def run(self, inp: PingInput) -> PingOutput:
-        return PingOutput(note=inp.note, worker=workflow.info().task_queue)
-
-
-WORKFLOWS = [UpsertRunbooksWorkflow, IngestDocsWorkflow, SearchKnowledgeWorkflow, ListRunbooksWorkflow, PingWorkflow]
+WORKFLOWS = [UpsertRunbooksWorkflow, IngestDocsWorkflow, SearchKnowledgeWorkflow, ListRunbooksWorkflow]
