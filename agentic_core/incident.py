@@ -267,10 +267,16 @@ class NotifyKind(StrEnum):
     ESCALATION = "escalation"
     EXPIRED = "expired"
     RESOLVED = "resolved"  # the short line in the Resolved topic
+    REPORT = "report"  # a weekly digest or a trust review (with `photo` when there is a chart)
+    NOTICE = "notice"  # an announcement that asks nothing (e.g. a runbook's level changed)
 
 
 class NotifyInput(BaseModel):
-    incident_id: str
+    """One message for a channel. `incident_id` is None for messages that belong to no incident
+    (digests, reviews, level changes). `photo` is the path of a PNG on the worker's disk that a
+    channel able to show pictures attaches (Telegram: `sendPhoto` with `text` as the caption)."""
+
+    incident_id: str | None
     kind: NotifyKind
     route: str
     text: str
@@ -278,6 +284,7 @@ class NotifyInput(BaseModel):
     plan: list[ToolCall] = Field(default_factory=list)
     plan_hash: str | None = None
     edit_of: str | None = None  # message ref to edit instead of posting anew
+    photo: str | None = None
 
 
 class NotifyResult(BaseModel):

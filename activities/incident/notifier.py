@@ -62,7 +62,7 @@ class LedgerNotifier:
             self.channel,
             incident_id=inp.incident_id,
             target=inp.route,
-            message_id=key or f"{inp.incident_id}/{inp.kind.value}/{now}",
+            message_id=key or f"{inp.incident_id or '-'}/{inp.kind.value}/{now}",
             kind=inp.kind.value,
             text=inp.text,
         )
