@@ -26,6 +26,7 @@ from rich.table import Table
 from agentic_core.models import Collection
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
+from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
 runbooks_app = typer.Typer(help="Runbooks in the knowledge base.", no_args_is_help=True)
@@ -38,6 +39,7 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(incidents_app, name="incidents")
 rollout_app = typer.Typer(help="The platform's own rollout, wave by wave (RolloutWorkflow).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(telegram_app, name="telegram")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -105,14 +105,48 @@ class Settings(BaseSettings):
     expire_after_s: int = Field(default=14400, ge=1, description="expire an unanswered approval after")
     verify_window_s: int = Field(default=600, ge=1, description="wait this long for the alert to resolve")
 
+    # --- Telegram (the operator's console; off while no token is set) -------------------
+    telegram_token: SecretStr | None = Field(default=None, description="Bot API token; setting it starts the bot")
+    telegram_chat_id: int | None = Field(default=None, description="the forum supergroup the bot posts into")
+    telegram_approvers: str = Field(
+        default="",
+        description="comma-separated Telegram user ids whose button presses count (empty: anyone in the chat)",
+    )
+    telegram_api_base: str = Field(
+        default="https://api.telegram.org", description="Bot API base URL (a self-hosted Bot API server works too)"
+    )
+    telegram_callback_secret: SecretStr | None = Field(
+        default=None, description="HMAC key signing the buttons' callback data (generated into the data dir when empty)"
+    )
+    telegram_webhook_url: str | None = Field(
+        default=None, description="public URL (…/telegram) of the bot's webhook; empty: long polling"
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, description="secret_token Telegram sends with every webhook call (required for webhooks)"
+    )
+    telegram_routes: str = Field(
+        default="", description="route=topic overrides, e.g. `platform=infrastructure,arr=arr` (topic keys in docs)"
+    )
+    bot_port: int = Field(default=8089, description="bot's HTTP port (GET /healthz; POST /telegram in webhook mode)")
+
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 
-    @field_validator("temporal_port", "temporal_ui_port", "postgres_port", "llm_port", "intake_port", "mcp_infra_port")
+    @field_validator(
+        "temporal_port", "temporal_ui_port", "postgres_port", "llm_port", "intake_port", "mcp_infra_port", "bot_port"
+    )
     @classmethod
     def _port_range(cls, v: int) -> int:
         if not 0 < v < 65536:
             raise ValueError(f"port {v} is outside 1..65535")
+        return v
+
+    @field_validator("telegram_approvers")
+    @classmethod
+    def _telegram_ids(cls, v: str) -> str:
+        bad = [item for item in _csv(v) if not item.lstrip("-").isdigit()]
+        if bad:
+            raise ValueError(f"Telegram approvers are numeric user ids, not {', '.join(bad)}")
         return v
 
     # --- derived --------------------------------------------------------------------------
@@ -168,7 +202,20 @@ class Settings(BaseSettings):
 
     @property
     def approver_list(self) -> list[str]:
-        return _csv(self.approvers)
+        """Who may answer approvals. Telegram users answer as `tg:<user id>`: when the list is
+        not empty, the Telegram approvers are added to it so their presses pass the validator."""
+        names = _csv(self.approvers)
+        if not names:
+            return []
+        return [*names, *(f"tg:{uid}" for uid in self.telegram_approver_ids if f"tg:{uid}" not in names)]
+
+    @property
+    def telegram_approver_ids(self) -> list[int]:
+        return [int(item) for item in _csv(self.telegram_approvers)]
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_token is not None
 
     @property
     def qdrant_path(self) -> Path:

@@ -1,0 +1,371 @@
+"""Telegram end to end: the real python-telegram-bot Application against the Bot API emulator,
+the real Temporal dev server, the real ledger, the real workflows and notifier (see
+tests/telegram_harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pgserver
+import pytest
+import uvicorn
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.ledger.repository import Ledger
+from agentic_core.incident import (
+    QUERY_APPROVAL,
+    ApprovalState,
+    IncidentStatus,
+    NotifyInput,
+    NotifyKind,
+    plan_hash,
+)
+from agentic_core.models import ToolCall
+from tests.conftest import free_port
+from tests.pg import create_database, pg_server
+from tests.telegram_emulator import BotApiEmulator, emulator
+from tests.telegram_harness import (
+    ALICE,
+    BOB,
+    CHAT,
+    MALLORY,
+    OTHER_CHAT,
+    SECRET,
+    Telegram,
+    ask,
+    buttons,
+    platform_worker,
+    start_incident,
+    telegram,
+)
+from tests.test_incident_workflow import LOGS, RESTART, Fakes
+from tests.test_intake import start_dev_server
+from workers.telegram.bot import BotConfig, TelegramBot, build_application
+from workers.telegram.notifier import CHANNEL
+from workers.temporal import ensure_search_attributes
+
+pytestmark = pytest.mark.slow
+
+SET_MEMORY = ToolCall(
+    tool="set_memory_limit", arguments={"namespace": "shop", "deployment": "checkout", "value": "1Gi"}
+)
+MEMORY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "namespace": {"type": "string"},
+        "deployment": {"type": "string"},
+        "value": {"type": "string", "pattern": r"^[0-9]+(Mi|Gi)$"},
+    },
+    "required": ["namespace", "deployment", "value"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    yield from pg_server("agentic-telegram-pg-")
+
+
+@pytest.fixture(scope="module")
+async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
+    led = await Ledger.connect(await create_database(pg, "tg"), max_size=8)
+    yield led
+    await led.close()
+
+
+@pytest.fixture(scope="module")
+async def client() -> AsyncIterator[Client]:
+    env: WorkflowEnvironment = await start_dev_server()
+    await ensure_search_attributes(env.client, "default")
+    yield env.client
+    await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def emu() -> AsyncIterator[BotApiEmulator]:
+    async with emulator() as e:
+        yield e
+
+
+@pytest.fixture
+async def tg(emu: BotApiEmulator, ledger: Ledger, client: Client) -> AsyncIterator[Telegram]:
+    async def schemas(tool: str) -> dict[str, Any] | None:
+        return MEMORY_SCHEMA if tool == "set_memory_limit" else None
+
+    async with telegram(emu, ledger, client, schemas=schemas) as t:
+        yield t
+
+
+async def refusals(ledger: Ledger, incident_id: str) -> list[str]:
+    rows = await ledger.list_notifications(incident_id)
+    return [r.text for r in rows if r.kind == "refused"]
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes()
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+        infra = tg.topics["infrastructure"]
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        assert card.thread == infra  # the routed topic (warning, infrastructure)
+        assert "kubernetes.restart_deployment" in card.text and "Approve, ignore or modify?" in card.text
+        assert [b["text"] for row in card.reply_markup["inline_keyboard"] for b in row] == [  # type: ignore[index]
+            "✅ Approve",
+            "🚫 Ignore",
+            "✏️ Modify",
+            "🔎 Details",
+        ]
+        assert all(len(d.encode()) <= 64 for d in buttons(card))
+
+        answer = await tg.press(ALICE, card, 0)
+        assert answer["text"].startswith("✅ Approved") and not answer["show_alert"]
+        st = await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        assert st.decision is not None and st.decision.by == f"tg:{ALICE}" and st.decision.choice == "approved"
+        assert [e.call for e in fakes.executed] == [LOGS, RESTART]  # the action ran
+        card = tg.emu.messages[(CHAT, card.message_id)]
+        assert f"Approved by @u{ALICE} (tg:{ALICE})" in card.text
+        assert "Ran:" in card.text and buttons(card) == []  # edited: executed, no buttons left
+
+        await inc.resolve()
+        final = await inc.handle.result()
+        assert final.status == IncidentStatus.RESOLVED
+        line = await tg.wait_message(lambda m: m.thread == tg.topics["resolved"] and inc.incident_id in m.text)
+        assert "resolved" in line.text and f"approved by tg:{ALICE}" in line.text
+        assert "✅ resolved at" in tg.emu.messages[(CHAT, card.message_id)].text
+
+    rows = await ledger.list_notifications(inc.incident_id)
+    assert {r.channel for r in rows} == {CHANNEL}
+    assert {r.kind for r in rows} >= {"diagnosis", "resolved"} or {r.kind for r in rows} >= {"update", "resolved"}
+    assert any(r.thread == str(tg.topics["resolved"]) for r in rows)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+async def test_forged_wrong_user_wrong_chat_replay_are_refused(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes()
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        approve = buttons(card)[0]
+
+        forged = approve[:-4] + ("AAAA" if not approve.endswith("AAAA") else "BBBB")
+        a = await tg.press(ALICE, card, 0, data=forged)
+        assert "forged button" in a["text"] and a["show_alert"]
+        other_question = approve.replace(approve.split(":")[1], "a" * 16)
+        a = await tg.press(ALICE, card, 0, data=other_question)
+        assert "forged button" in a["text"]
+        a = await tg.press(ALICE, card, 0, data="not-ours")
+        assert "not a button of this platform" in a["text"]
+
+        a = await tg.press(MALLORY, card, 0)
+        assert "not allowed" in a["text"] and f"tg:{MALLORY}" in a["text"]
+
+        a = await tg.press(ALICE, card, 0, chat=OTHER_CHAT)
+        assert "wrong chat" in a["text"]
+
+        await asyncio.sleep(0.5)
+        st = await inc.state()
+        assert st.status == IncidentStatus.AWAITING_APPROVAL and st.decision is None and fakes.executed == []
+
+        a = await tg.press(BOB, card, 1)  # Ignore
+        assert a["text"].startswith("🚫 Ignored")
+        await inc.wait_for(lambda s: s.status == IncidentStatus.IGNORED)
+        a = await tg.press(ALICE, card, 0, data=approve)  # replayed / late press
+        assert f"already decided by tg:{BOB} (ignored)" in a["text"]
+        assert fakes.executed == []
+
+    texts = await refusals(ledger, inc.incident_id)
+    assert len(texts) == 4  # the two presses that name no question of ours belong to no incident:
+    async with ledger.pool.acquire() as conn:
+        loose = await conn.fetch("SELECT text FROM notifications WHERE kind = 'refused' AND incident_id IS NULL")
+    assert any("no question of this platform" in r["text"] for r in loose)
+    assert any("not a button of this platform" in r["text"] for r in loose)
+    assert any("forged" in t for t in texts) and any("not allowed" in t for t in texts)
+    assert any("wrong chat" in t for t in texts) and any("already decided" in t for t in texts)
+
+
+async def test_press_after_plan_change_and_after_expiry(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes()
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        # the message shows plan P1, the question (by now) is about P2
+        handle, msg = await ask(client, tq, tg, plan=[RESTART], shown=[LOGS])
+        a = await tg.press(ALICE, msg, 0)
+        assert "plan changed" in a["text"] and a["show_alert"]
+        st = await handle.query(QUERY_APPROVAL, result_type=ApprovalState)
+        assert st.result is None
+        await handle.cancel()
+
+        # expiry: the notifier marks the card and removes its buttons; an old press is refused
+        handle, msg = await ask(client, tq, tg, plan=[RESTART], expire_after_s=2)
+        data = buttons(msg)[0]
+        result = await handle.result()
+        assert result.choice == "expired"
+        expired_post = await tg.wait_message(lambda m: m.text.startswith("⌛ Expired") and handle.id in m.text)
+        assert expired_post.thread == tg.topics["infrastructure"]
+        await tg.wait_message(lambda m: m.message_id == msg.message_id and "⌛ expired at" in m.text)
+        assert buttons(tg.emu.messages[(CHAT, msg.message_id)]) == []
+        a = await tg.press(ALICE, msg, 0, data=data)
+        assert "expired" in a["text"]
+    assert fakes.executed == []
+
+
+# --------------------------------------------------------------------------- modify
+
+
+async def test_modify_with_invalid_then_valid_arguments(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes(runbook_actions=[SET_MEMORY])
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        a = await tg.press(ALICE, card, 2)
+        assert "Reply to the prompt" in a["text"]
+        prompt = await tg.wait_message(lambda m: m.reply_to == card.message_id and "changed arguments" in m.text)
+        assert prompt.thread == card.thread and prompt.reply_markup == {
+            "force_reply": True,
+            "selective": True,
+            "input_field_placeholder": "deployment=…",
+        }
+
+        async def reply(user: int, text: str) -> str:
+            before = {m.message_id for m in tg.emu.bot_messages(CHAT)}
+            said = await tg.emu.say(
+                user, CHAT, text, thread=card.thread, reply_to=prompt.message_id, username=f"u{user}"
+            )
+            msg = await tg.wait_message(lambda m: m.message_id not in before and m.reply_to == said.message_id)
+            return msg.text
+
+        assert "does not match" in await reply(ALICE, "value=2Gx")
+        assert "no action of the plan takes memory" in await reply(ALICE, "memory=2Gi")
+        assert "only tg:111 answers this prompt" in await reply(BOB, "value=2Gi")
+        st = await inc.state()
+        assert st.decision is None and st.status == IncidentStatus.AWAITING_APPROVAL
+
+        new_plan = [ToolCall(tool="set_memory_limit", arguments={**SET_MEMORY.arguments, "value": "2Gi"})]
+        text = await reply(ALICE, "value=2Gi")
+        assert "Modified plan" in text and plan_hash(new_plan)[:12] in text and "'2Gi'" in text
+        st = await inc.wait_for(lambda s: s.status in (IncidentStatus.VERIFYING, IncidentStatus.FAILED))
+        assert st.decision is not None and st.decision.choice == "modified" and st.decision.by == f"tg:{ALICE}"
+        assert [e.call for e in fakes.executed] == new_plan
+        assert f"Modified by @u{ALICE}" in tg.emu.messages[(CHAT, card.message_id)].text
+        await inc.handle.cancel()
+    assert len(await refusals(ledger, inc.incident_id)) == 3
+
+
+# --------------------------------------------------------------------------- 429 and deduplication
+
+
+async def test_429_storm_neither_loses_nor_duplicates(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes()
+    tg.emu.fail("sendMessage", 3, retry_after=1)
+    tg.emu.fail("editMessageText", 2, retry_after=1)
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL, within_s=60)
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        assert tg.emu.rejected_429["sendMessage"] >= 3 and tg.emu.rejected_429["editMessageText"] >= 2
+        ours = [m for m in tg.emu.bot_messages(CHAT) if inc.incident_id in m.text]
+        assert [m.message_id for m in ours] == [card.message_id]  # one card, edited, never posted twice
+        await inc.handle.cancel()
+
+    # a retried activity (same key) returns the first message instead of posting again
+    inp = NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route="platform", text="level changed")
+    first = await tg.notifier.notify(inp, key="wf/run/7")
+    again = await tg.notifier.notify(inp, key="wf/run/7")
+    assert first == again
+    assert len([m for m in tg.emu.bot_messages(CHAT) if "level changed" in m.text]) == 1
+
+
+async def test_reports_photos_long_text_and_escaping(tg: Telegram, tmp_path: Any) -> None:
+    png = tmp_path / "week.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    res = await tg.notifier.notify(
+        NotifyInput(
+            incident_id=None, kind=NotifyKind.REPORT, route="weekly", text="Week 47 <b>" + "x" * 3000, photo=str(png)
+        )
+    )
+    msg = tg.emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))]
+    assert msg.photo is not None and msg.thread == tg.topics["weekly"]
+    assert len(msg.text) <= 1024 and "Week 47 <b>" in msg.text and "truncated" in msg.text
+
+    nasty = 'alert <script>&"x" </code> ' + "y" * 6000
+    res = await tg.notifier.notify(NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route="critical", text=nasty))
+    msg = tg.emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))]
+    assert msg.thread == tg.topics["critical"] and msg.text.count('<script>&"x" </code>') == 1
+    assert len(msg.text) <= 4096 and buttons(msg)  # 🔎 Details
+    a = await tg.press(ALICE, msg, 0)
+    assert "Full text" in a["text"]
+    parts = [m for m in tg.emu.bot_messages(CHAT) if m.reply_to == msg.message_id]
+    assert parts and "".join(p.text for p in parts).count("y") == 6000
+
+
+# --------------------------------------------------------------------------- commands and webhook
+
+
+async def test_commands(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    fakes = Fakes()
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+
+        async def command(text: str) -> str:
+            said = await tg.emu.say(ALICE, CHAT, text)
+            return (await tg.wait_message(lambda m: m.reply_to == said.message_id)).text
+
+        assert inc.incident_id in await command("/incidents")
+        status = await command(f"/status {inc.incident_id}")
+        assert "awaiting_approval" in status and "kubernetes.restart_deployment" in status
+        assert "Runbooks" in await command("/runbooks")
+        await inc.handle.cancel()
+
+
+async def test_webhook_rejects_a_wrong_secret_token(emu: BotApiEmulator, ledger: Ledger, client: Client) -> None:
+    app = build_application(emu.token, emu.base_url, polling=False)
+    bot = TelegramBot(
+        app, client, ledger, BotConfig(chat_id=CHAT, secret=SECRET, approvers=[ALICE], webhook_secret="s3cret-token")
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(bot.http_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    url = f"http://127.0.0.1:{port}/telegram"
+    try:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.02)
+        await bot.start(webhook_url=url)
+        assert emu.webhook == {"url": url, "secret_token": "s3cret-token"}
+        update = {
+            "update_id": 9001,
+            "message": {"message_id": 1, "date": 0, "chat": {"id": CHAT, "type": "supergroup"}, "text": "/runbooks"},
+        }
+        async with httpx.AsyncClient() as http:
+            wrong = await http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+            missing = await http.post(url, json=update)
+            health = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert wrong.status_code == 403 and missing.status_code == 403 and health.status_code == 200
+        await asyncio.sleep(0.3)
+        assert not any(m.text.startswith("Runbooks") for m in emu.bot_messages(CHAT) if m.reply_to == 1)
+
+        said = await emu.say(ALICE, CHAT, "/runbooks")  # the emulator posts with the right secret
+        assert emu.webhook_status[-1] == 200
+        for _ in range(200):
+            if any(m.reply_to == said.message_id for m in emu.bot_messages(CHAT)):
+                break
+            await asyncio.sleep(0.02)
+        assert any(m.reply_to == said.message_id and "Runbooks" in m.text for m in emu.bot_messages(CHAT))
+    finally:
+        await app.bot.delete_webhook()
+        await bot.stop()
+        server.should_exit = True
+        await task

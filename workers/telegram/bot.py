@@ -1,0 +1,531 @@
+"""The bot: a python-telegram-bot `Application` that turns button presses into Temporal updates.
+
+A press on ✅ Approve, 🚫 Ignore or ✏️ Modify is checked in this order, and the first failure
+refuses it (the callback is answered with the reason, shown as an alert, and the refusal is a
+ledger `notifications` row of kind "refused"):
+
+1. the callback data parses (`signing.parse`): else "not a button of this platform";
+2. it comes from the configured chat: else "wrong chat";
+3. the user is in `AGENTIC_TELEGRAM_APPROVERS` (when set): else "not allowed";
+4. its ref names a question this platform asked (`tg:ref:<ref>` in the ledger's kv) and its
+   signature is right for that approval: else "forged button";
+5. the `decide` update to the `ApprovalWorkflow`; its validator's reason is passed on as it
+   is ("plan changed …", "already decided by …", "… expired …", "… may not answer …"). An
+   approval that has already closed is queried for why ("already decided", "expired",
+   "withdrawn").
+
+Telegram users answer as `tg:<user id>`. An accepted answer edits every card of the question
+("✅ Approved by @name at …") and removes its buttons. ✏️ Modify asks for the changed
+arguments as a reply (`memory=2Gi value="512Mi"`), validates them against the tools' input
+schemas, then sends the decision as `modified` and shows the new plan and its hash.
+🔎 Details posts the card's full text. Commands: /incidents, /status ID, /runbooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from telegram import ForceReply, Update
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentic_core.incident import (
+    QUERY_APPROVAL,
+    QUERY_STATE,
+    UPDATE_DECIDE,
+    ApprovalState,
+    DecideInput,
+    DecideResult,
+    IncidentState,
+    plan_hash,
+)
+from agentic_core.models import ToolCall
+from workers.telegram import signing
+from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
+from workers.telegram.render import chunks, esc
+
+if TYPE_CHECKING:
+    from activities.ledger.repository import Ledger
+
+log = logging.getLogger("agentic.telegram.bot")
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+WEBHOOK_PATH = "/telegram"
+SchemaSource = Callable[[str], Awaitable[dict[str, Any] | None]]
+VERBS = {"approved": "✅ Approved", "ignored": "🚫 Ignored", "modified": "✏️ Modified"}
+
+
+class PendingModify(BaseModel):
+    approval_id: str
+    incident_id: str | None = None
+    plan_hash: str
+    plan: list[ToolCall] = Field(default_factory=list)
+    user_id: int
+
+
+@dataclass
+class Outcome:
+    accepted: bool
+    text: str
+    approval_id: str | None = None
+    incident_id: str | None = None
+
+
+@dataclass
+class BotConfig:
+    chat_id: int
+    secret: bytes
+    approvers: list[int] = field(default_factory=list)  # empty: anyone in the chat
+    webhook_secret: str | None = None
+
+
+def build_application(token: str, api_base: str, *, polling: bool) -> Application[Any, Any, Any, Any, Any, Any]:
+    base = api_base.rstrip("/")
+    builder = (
+        Application.builder()
+        .token(token)
+        .base_url(f"{base}/bot")
+        .base_file_url(f"{base}/file/bot")
+        .concurrent_updates(True)
+    )
+    if not polling:
+        builder = builder.updater(None)
+    return builder.build()
+
+
+def parse_assignments(text: str) -> dict[str, Any]:
+    """`memory=2Gi replicas=3 name="a b"` (spaces or commas between) → arguments. Values are
+    JSON when they parse as JSON (numbers, booleans, quoted strings), else text."""
+    try:
+        tokens = shlex.split(text.replace(",", " "))
+    except ValueError as exc:
+        raise ValueError(f"cannot read the arguments: {exc}") from exc
+    out: dict[str, Any] = {}
+    for tok in tokens:
+        name, sep, raw = tok.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"cannot read {tok!r}: write name=value, e.g. memory=2Gi")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    if not out:
+        raise ValueError("no arguments: write name=value, e.g. memory=2Gi")
+    return out
+
+
+def apply_arguments(plan: list[ToolCall], args: dict[str, Any]) -> list[ToolCall]:
+    """Override arguments the plan already has; an argument no action takes is an error."""
+    unknown = [k for k in args if not any(k in c.arguments for c in plan)]
+    if unknown:
+        have = sorted({k for c in plan for k in c.arguments})
+        raise ValueError(f"no action of the plan takes {', '.join(unknown)} (arguments: {', '.join(have) or 'none'})")
+    return [
+        ToolCall(tool=c.tool, arguments={**c.arguments, **{k: v for k, v in args.items() if k in c.arguments}})
+        for c in plan
+    ]
+
+
+def call_text(c: ToolCall) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(c.arguments.items()))
+    return f"{c.tool}({args})"
+
+
+class TelegramBot:
+    """The handlers, the Temporal client and the ledger; `app` is the PTB Application."""
+
+    def __init__(
+        self,
+        app: Application[Any, Any, Any, Any, Any, Any],
+        client: Client,
+        ledger: Ledger,
+        cfg: BotConfig,
+        *,
+        schemas: SchemaSource | None = None,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.ledger = ledger
+        self.cfg = cfg
+        self.schemas = schemas
+        self.store = CardStore(ledger)
+        self.cards = TelegramNotifier(app.bot, ledger, cfg.chat_id, cfg.secret)
+        app.add_handler(CallbackQueryHandler(self.on_callback))
+        app.add_handler(CommandHandler("incidents", self.cmd_incidents))
+        app.add_handler(CommandHandler("status", self.cmd_status))
+        app.add_handler(CommandHandler("runbooks", self.cmd_runbooks))
+        app.add_handler(MessageHandler(filters.REPLY & filters.TEXT & ~filters.COMMAND, self.on_reply))
+        app.add_error_handler(self.on_error)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, poll_timeout: float = 10.0, webhook_url: str | None = None) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        if webhook_url is not None:
+            await self.app.bot.set_webhook(
+                webhook_url, secret_token=self.cfg.webhook_secret, allowed_updates=["message", "callback_query"]
+            )
+        else:
+            assert self.app.updater is not None
+            await self.app.updater.start_polling(
+                timeout=int(poll_timeout), allowed_updates=["message", "callback_query"], drop_pending_updates=False
+            )
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    def http_app(self, health: Callable[[], Awaitable[tuple[bool, str]]] | None = None) -> Starlette:
+        """GET /healthz, and POST /telegram (the webhook; checks the secret_token header)."""
+
+        async def healthz(request: Request) -> Response:
+            ok, detail = await health() if health is not None else (True, "ok")
+            return JSONResponse({"ok": ok, "detail": detail}, status_code=200 if ok else 503)
+
+        async def webhook(request: Request) -> Response:
+            expected = self.cfg.webhook_secret
+            given = request.headers.get(SECRET_HEADER, "")
+            if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                log.warning("webhook: refused a call with a wrong secret_token")
+                return JSONResponse({"error": "wrong secret_token"}, status_code=403)
+            try:
+                payload = await request.json()
+                update = Update.de_json(payload, self.app.bot)
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+            await self.app.update_queue.put(update)
+            return JSONResponse({"ok": True})
+
+        return Starlette(
+            routes=[Route("/healthz", healthz, methods=["GET"]), Route(WEBHOOK_PATH, webhook, methods=["POST"])]
+        )
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram handler failed: %s", context.error, exc_info=context.error)
+
+    # -- presses -------------------------------------------------------------------------------
+
+    async def on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        q = update.callback_query
+        if q is None:
+            return
+        msg = q.message
+        chat_id = msg.chat.id if msg is not None else None
+        message_id = msg.message_id if msg is not None else None
+        thread = getattr(msg, "message_thread_id", None) if msg is not None else None
+        out = await self.press(q.data or "", q.from_user.id, q.from_user.username, chat_id, message_id, thread)
+        with contextlib.suppress(TelegramError):
+            await q.answer(out.text[:200], show_alert=not out.accepted)
+        if not out.accepted:
+            await self._record_refusal(q.id, q.from_user.id, chat_id, out)
+
+    async def press(
+        self,
+        data: str,
+        user_id: int,
+        username: str | None,
+        chat_id: int | None,
+        message_id: int | None,
+        thread: int | None,
+    ) -> Outcome:
+        try:
+            cb = signing.parse(data)
+        except signing.BadCallback as exc:
+            return Outcome(False, f"Refused: {exc}")
+        link = await self.store.link(cb.ref) if cb.choice != "details" else None
+        aid = link.approval_id if link is not None else None
+        iid = link.incident_id if link is not None else None
+        if chat_id != self.cfg.chat_id:
+            return Outcome(False, "Refused: wrong chat: this bot answers only in its operations group", aid, iid)
+        if self.cfg.approvers and user_id not in self.cfg.approvers:
+            return Outcome(False, f"Refused: not allowed: tg:{user_id} is not an approver", aid, iid)
+        if cb.choice == "details":
+            if not signing.verify(self.cfg.secret, DETAILS_ID, cb):
+                return Outcome(False, "Refused: forged button (bad signature)")
+            return await self._details(chat_id, message_id, thread)
+        if link is None:
+            return Outcome(False, "Refused: forged button (no question of this platform has it)")
+        if not signing.verify(self.cfg.secret, link.approval_id, cb):
+            return Outcome(False, "Refused: forged button (bad signature)", aid, iid)
+        full_hash = link.hashes.get(cb.hash8, cb.hash8)
+        who = f"@{username}" if username else f"tg:{user_id}"
+        if cb.choice == "modified":
+            return await self._ask_modify(
+                link.approval_id, iid, full_hash, link.plans.get(cb.hash8, []), user_id, who, thread, message_id
+            )
+        return await self.decide(
+            link.approval_id,
+            iid,
+            DecideInput(choice=cb.choice, by=f"tg:{user_id}", plan_hash=full_hash, comment=f"Telegram {who}"),
+            who,
+        )
+
+    async def decide(self, approval_id: str, incident_id: str | None, inp: DecideInput, who: str) -> Outcome:
+        handle = self.client.get_workflow_handle(approval_id)
+        try:
+            res = await handle.execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            reason = getattr(cause, "message", None) or str(cause)
+            return Outcome(False, f"Refused: {reason}", approval_id, incident_id)
+        except RPCError as exc:
+            return Outcome(False, f"Refused: {await self._closed_reason(approval_id, exc)}", approval_id, incident_id)
+        line = f"{VERBS.get(res.choice, res.choice)} by {who} ({inp.by}) at {now_hm()}"
+        if res.choice == "modified" and inp.modified_plan is not None:
+            line += f": new plan {plan_hash(inp.modified_plan)[:12]}"
+        try:
+            await self.cards.mark_approval(approval_id, line, keep_buttons=False)
+        except TelegramError as exc:
+            log.warning("decision on %s recorded, but its message was not edited: %s", approval_id, exc)
+        return Outcome(
+            True, f"{VERBS.get(res.choice, res.choice)}: recorded for {approval_id}", approval_id, incident_id
+        )
+
+    async def _closed_reason(self, approval_id: str, exc: RPCError) -> str:
+        """Why an update could not reach the approval: it closed (decided, expired, withdrawn) or never opened."""
+        try:
+            st = await self.client.get_workflow_handle(approval_id).query(QUERY_APPROVAL, result_type=ApprovalState)
+        except RPCError:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return f"approval {approval_id} is not open (not asked yet, or gone)"
+            return f"cannot reach approval {approval_id}: {exc.message}"
+        done = st.result
+        if done is None:
+            return f"approval {approval_id} was withdrawn (the alert resolved before an answer)"
+        if done.choice == "expired":
+            return f"approval {approval_id} expired at {done.decided_at}"
+        return f"approval {approval_id} was already decided by {done.by} ({done.choice})"
+
+    async def _record_refusal(self, press_id: str, user_id: int, chat_id: int | None, out: Outcome) -> None:
+        try:
+            await self.ledger.record_notification(
+                CHANNEL,
+                incident_id=out.incident_id,
+                target=str(chat_id if chat_id is not None else ""),
+                message_id=f"refused:{press_id}",
+                kind="refused",
+                text=f"tg:{user_id} on {out.approval_id or '?'}: {out.text}",
+            )
+        except Exception as exc:  # the answer was given; the audit row is best effort, loudly
+            log.error("refusal not recorded in the ledger: %s", exc)
+
+    # -- details -------------------------------------------------------------------------------
+
+    async def _details(self, chat_id: int | None, message_id: int | None, thread: int | None) -> Outcome:
+        card = await self.store.card(chat_id, message_id) if chat_id is not None and message_id is not None else None
+        if card is None:
+            return Outcome(False, "No details kept for this message")
+        for piece in chunks("\n".join([*card.history, card.text])):
+            await self.app.bot.send_message(
+                chat_id=card.chat_id,
+                message_thread_id=card.thread,
+                text=piece,
+                parse_mode=ParseMode.HTML,
+                reply_to_message_id=card.message_id,
+            )
+        return Outcome(True, "🔎 Full text posted below")
+
+    # -- modify --------------------------------------------------------------------------------
+
+    async def _ask_modify(
+        self,
+        approval_id: str,
+        incident_id: str | None,
+        full_hash: str,
+        plan: list[ToolCall],
+        user_id: int,
+        who: str,
+        thread: int | None,
+        message_id: int | None,
+    ) -> Outcome:
+        args = sorted({k for c in plan for k in c.arguments})
+        example = f"{args[0]}=…" if args else "name=value"
+        lines = [
+            f"✏️ {esc(who)}: reply to this message with the changed arguments, e.g. <code>{esc(example)}</code>",
+            f"Plan <code>{esc(full_hash[:12])}</code>:",
+            *(f"  {i + 1}. <code>{esc(call_text(c))}</code>" for i, c in enumerate(plan)),
+        ]
+        prompt = await self.app.bot.send_message(
+            chat_id=self.cfg.chat_id,
+            message_thread_id=thread,
+            text="\n".join(lines),
+            parse_mode=ParseMode.HTML,
+            reply_to_message_id=message_id,
+            reply_markup=ForceReply(selective=True, input_field_placeholder=example),
+        )
+        pending = PendingModify(
+            approval_id=approval_id, incident_id=incident_id, plan_hash=full_hash, plan=plan, user_id=user_id
+        )
+        await self.ledger.kv_set(f"tg:modify:{self.cfg.chat_id}:{prompt.message_id}", pending.model_dump(mode="json"))
+        return Outcome(True, "✏️ Reply to the prompt with the changed arguments", approval_id, incident_id)
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.effective_message
+        if msg is None or msg.reply_to_message is None or msg.from_user is None or msg.chat.id != self.cfg.chat_id:
+            return
+        key = f"tg:modify:{msg.chat.id}:{msg.reply_to_message.message_id}"
+        raw = await self.ledger.kv_get(key)
+        if raw is None:
+            return
+        pending = PendingModify.model_validate(raw)
+        user = msg.from_user
+        who = f"@{user.username}" if user.username else f"tg:{user.id}"
+        out = await self.modify(pending, user.id, who, msg.text or "")
+        if out.accepted:
+            await self.ledger.kv_set(key, None)
+        else:
+            await self._record_refusal(f"{msg.chat.id}:{msg.message_id}", user.id, msg.chat.id, out)
+        await msg.reply_text(out.text, parse_mode=ParseMode.HTML)
+
+    async def modify(self, pending: PendingModify, user_id: int, who: str, text: str) -> Outcome:
+        aid, iid = pending.approval_id, pending.incident_id
+        if user_id != pending.user_id:
+            return Outcome(False, f"Refused: only tg:{pending.user_id} answers this prompt", aid, iid)
+        if self.cfg.approvers and user_id not in self.cfg.approvers:
+            return Outcome(False, f"Refused: not allowed: tg:{user_id} is not an approver", aid, iid)
+        try:
+            new_plan = apply_arguments(pending.plan, parse_assignments(text))
+        except ValueError as exc:
+            return Outcome(False, f"❌ {esc(str(exc))}. Reply again to try once more.", aid, iid)
+        problems = await self._schema_problems(new_plan)
+        if problems:
+            return Outcome(
+                False, "❌ invalid arguments: " + esc("; ".join(problems)) + ". Reply again to try once more.", aid, iid
+            )
+        out = await self.decide(
+            aid,
+            iid,
+            DecideInput(
+                choice="modified",
+                by=f"tg:{user_id}",
+                plan_hash=pending.plan_hash,
+                modified_plan=new_plan,
+                comment=f"Telegram {who}: {text}",
+            ),
+            who,
+        )
+        if not out.accepted:
+            out.text = esc(out.text)
+            return out
+        new_hash = plan_hash(new_plan)
+        lines = [
+            f"✏️ Modified plan <code>{esc(new_hash[:12])}</code>, recorded as <b>modified</b> by {esc(who)}:",
+            *(f"  {i + 1}. <code>{esc(call_text(c))}</code>" for i, c in enumerate(new_plan)),
+        ]
+        return Outcome(True, "\n".join(lines), aid, iid)
+
+    async def _schema_problems(self, plan: list[ToolCall]) -> list[str]:
+        problems: list[str] = []
+        if self.schemas is None:
+            return problems
+        for c in plan:
+            schema = await self.schemas(c.tool)
+            if not schema:
+                continue
+            for err in sorted(Draft202012Validator(schema).iter_errors(c.arguments), key=lambda e: list(e.path)):
+                where = ".".join(str(p) for p in err.path) or "arguments"
+                problems.append(f"{c.tool}.{where}: {err.message}")
+        return problems
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _from_our_chat(self, update: Update) -> bool:
+        chat = update.effective_chat
+        return chat is not None and chat.id == self.cfg.chat_id
+
+    async def _reply(self, update: Update, html: str) -> None:
+        msg = update.effective_message
+        if msg is not None:
+            for piece in _split_html(html):
+                await msg.reply_text(piece, parse_mode=ParseMode.HTML)
+
+    async def cmd_incidents(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._from_our_chat(update):
+            return
+        from agentic_core import search_attributes as sa
+
+        lines: list[str] = []
+        query = "WorkflowType = 'IncidentWorkflow' AND ExecutionStatus = 'Running'"
+        async for wf in self.client.list_workflows(query, limit=30):
+            attrs = wf.typed_search_attributes
+            status = attrs.get(sa.INCIDENT_STATUS) or "open"
+            sev = attrs.get(sa.INCIDENT_SEVERITY) or "?"
+            name = attrs.get(sa.ALERT_NAME) or ""
+            lines.append(f"• <code>{esc(wf.id)}</code> {esc(status)} · {esc(sev)} · {esc(name)}")
+        await self._reply(update, "<b>Open incidents</b>\n" + ("\n".join(lines) if lines else "none"))
+
+    async def cmd_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._from_our_chat(update):
+            return
+        if not context.args:
+            await self._reply(update, "usage: /status INCIDENT_ID")
+            return
+        iid = context.args[0]
+        try:
+            st = await self.client.get_workflow_handle(iid).query(QUERY_STATE, result_type=IncidentState)
+        except RPCError as exc:
+            await self._reply(update, f"no incident <code>{esc(iid)}</code>: {esc(exc.message)}")
+            return
+        lines = [f"<b>{esc(st.title or iid)}</b>", f"status: {esc(st.status.value)}"]
+        if st.runbook_id:
+            lines.append(f"runbook: <code>{esc(st.runbook_id)}</code>")
+        if st.plan:
+            lines.append(f"plan <code>{esc((st.plan_hash or '')[:12])}</code>:")
+            lines += [f"  {i + 1}. <code>{esc(call_text(c))}</code>" for i, c in enumerate(st.plan)]
+        if st.decision is not None:
+            lines.append(f"decision: {esc(st.decision.choice)} by {esc(st.decision.by or 'nobody')}")
+        lines += [f"  ran {a.index + 1}. {esc(a.tool)}: {esc(a.status)}" for a in st.actions]
+        if st.outcome is not None:
+            lines.append(f"outcome: {esc(st.outcome.outcome)} {esc(st.outcome.detail)}")
+        await self._reply(update, "\n".join(lines))
+
+    async def cmd_runbooks(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._from_our_chat(update):
+            return
+        lines = ["<b>Runbooks</b> (level · successes/executions)"]
+        for rb in await self.ledger.list_runbooks():
+            stats = await self.ledger.runbook_stats(rb.id)
+            record = f"{stats.successes}/{stats.executions}" if stats is not None else "0/0"
+            lines.append(f"• <code>{esc(rb.id)}</code> {esc(rb.automation_level.value)} · {record}")
+        await self._reply(update, "\n".join(lines))
+
+
+def _split_html(text: str, size: int = 4000) -> list[str]:
+    """Split on line ends (our command answers never open a tag across lines)."""
+    out: list[str] = []
+    cur = ""
+    for line in text.split("\n"):
+        if cur and len(cur) + len(line) + 1 > size:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur}\n{line}" if cur else line[:size]
+    return [*out, cur] if cur else out
+
+
+async def temporal_health(client: Client) -> tuple[bool, str]:
+    try:
+        await client.service_client.check_health()
+    except Exception as exc:  # any failure means "not ready"
+        return False, f"Temporal unreachable: {type(exc).__name__}"
+    return True, "ok"

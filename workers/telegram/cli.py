@@ -1,0 +1,86 @@
+"""`agentic telegram …`: setting up the forum topics.
+
+`agentic telegram setup` creates the standing topics (🔴 Critical Alerts, 🟡 Arr Suite,
+🔵 Infrastructure, 🏠 Home Assistant, 📊 Weekly Reports, ✅ Resolved) in the configured forum
+supergroup and stores their thread ids in the ledger (`kv` key `telegram.topics`). It is
+idempotent: a topic whose thread id is stored is not created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import typer
+
+from workers.errors import AgenticError
+from workers.settings import Settings, load_settings
+from workers.telegram.routing import TOPICS, TOPICS_KEY
+
+if TYPE_CHECKING:
+    from telegram import Bot
+
+    from activities.ledger.repository import Ledger
+
+app = typer.Typer(help="Telegram: the operator's console (forum topics, buttons).", no_args_is_help=True)
+
+
+def make_bot(settings: Settings) -> Bot:
+    from telegram import Bot
+
+    if settings.telegram_token is None:
+        raise AgenticError("no Telegram bot: set AGENTIC_TELEGRAM_TOKEN (from @BotFather)")
+    base = settings.telegram_api_base.rstrip("/")
+    return Bot(settings.telegram_token.get_secret_value(), base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
+
+
+async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str, str, int, bool]]:
+    """Create the missing standing topics; returns (key, name, thread id, created) per topic."""
+    from telegram.error import TelegramError
+
+    stored = {str(k): int(v) for k, v in ((await ledger.kv_get(TOPICS_KEY)) or {}).items()}
+    out: list[tuple[str, str, int, bool]] = []
+    for topic in TOPICS:
+        if topic.key in stored:
+            out.append((topic.key, topic.name, stored[topic.key], False))
+            continue
+        try:
+            created = await bot.create_forum_topic(chat_id, topic.name, icon_color=topic.icon_color)
+        except TelegramError as exc:
+            raise AgenticError(
+                f"cannot create topic {topic.name}: {exc.message} (is chat {chat_id} a forum supergroup, "
+                "and the bot an admin allowed to manage topics?)"
+            ) from exc
+        stored[topic.key] = created.message_thread_id
+        await ledger.kv_set(TOPICS_KEY, stored)  # after each, so a failure half-way loses nothing
+        out.append((topic.key, topic.name, created.message_thread_id, True))
+    return out
+
+
+async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
+    from telegram.error import TelegramError
+
+    from activities.ledger.repository import Ledger
+    from workers.stack import effective_settings
+
+    if settings.telegram_chat_id is None:
+        raise AgenticError("no chat: set AGENTIC_TELEGRAM_CHAT_ID to the forum supergroup's id (-100…)")
+    eff = effective_settings(settings)
+    ledger = await Ledger.connect(eff.postgres_target(), max_size=2)
+    try:
+        async with make_bot(settings) as bot:
+            return await setup_topics(bot, ledger, settings.telegram_chat_id)
+    except TelegramError as exc:
+        raise AgenticError(f"Telegram refused the bot: {exc.message}") from exc
+    finally:
+        await ledger.close()
+
+
+@app.command("setup")
+def setup(
+    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
+) -> None:
+    """Create the standing forum topics (idempotent) and store their thread ids in the ledger."""
+    rows = asyncio.run(_setup(load_settings(data_dir=data_dir)))
+    for key, name, thread, created in rows:
+        print(f"{name:<22} {key:<15} thread {thread:<8} {'created' if created else 'exists'}")

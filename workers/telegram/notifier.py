@@ -1,0 +1,383 @@
+"""`TelegramNotifier`: the `Notifier` the worker uses when a bot token is configured.
+
+- A message goes into the forum topic its route names (`routing.Router`). A question with a
+  plan (`approval_id` and `plan_hash`) carries the inline keyboard ✅ Approve · 🚫 Ignore ·
+  ✏️ Modify · 🔎 Details, each button's callback data signed (`signing`).
+- `edit_of` edits the message (the card) instead of posting: the diagnosis, then "executed",
+  then the outcome. The card (kind, text, history lines such as "approved by …") is kept in
+  the ledger's `kv` (`tg:card:<chat>:<message id>`) so the bot and later edits re-render it.
+- REMINDER and EXPIRED also mark the question's card; EXPIRED removes its buttons; RESOLVED
+  posts the short line in ✅ Resolved and marks the incident's card.
+- Every post and edit is a row of the ledger's `notifications` table (channel "telegram",
+  target = chat id, thread = topic thread id, message_id = Telegram's), so
+  `agentic incidents show` lists them.
+- Deduplication: the activity's `key` (stable across retries) maps to the message it sent
+  (`tg:sent:<key>`); a retried activity returns that message instead of posting again.
+- Telegram's flood control (429 `retry_after`) becomes an `ApplicationError` with
+  `next_retry_delay`, so Temporal retries the activity after exactly that delay.
+
+Message refs look like `tg:<chat id>:<message id>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from temporalio.exceptions import ApplicationError
+
+from agentic_core.incident import NotifyInput, NotifyKind, NotifyResult
+from agentic_core.models import ToolCall
+from workers.telegram import signing
+from workers.telegram.render import CAPTION_LIMIT, TEXT_LIMIT, Card
+from workers.telegram.routing import TOPICS_KEY, Router
+
+if TYPE_CHECKING:
+    from activities.ledger.repository import Ledger
+
+log = logging.getLogger("agentic.telegram")
+
+CHANNEL = "telegram"
+REF_PREFIX = "tg:"
+RETRY_AFTER = "TelegramRetryAfter"
+DETAILS_ID = "details"  # the 🔎 Details button names no approval: the bot reads the message it sits on
+ASKING = {NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.REMINDER, NotifyKind.ESCALATION}
+
+
+class CardState(BaseModel):
+    """A message as the ledger keeps it (`tg:card:<chat>:<message id>`)."""
+
+    chat_id: int
+    message_id: int
+    thread: int | None = None
+    kind: NotifyKind
+    text: str
+    subject: str = ""
+    incident_id: str | None = None
+    approval_id: str | None = None
+    plan_hash: str | None = None
+    history: list[str] = Field(default_factory=list)
+    buttons: bool = False
+    photo: bool = False
+
+    def card(self) -> Card:
+        return Card(
+            kind=self.kind, text=self.text, subject=self.subject, plan_hash=self.plan_hash, history=self.history
+        )
+
+
+class ApprovalLink(BaseModel):
+    """What a button's `ref` stands for (`tg:ref:<ref>`): the approval and the plans shown for it."""
+
+    approval_id: str
+    incident_id: str | None = None
+    hashes: dict[str, str] = Field(default_factory=dict)  # hash8 → full plan hash
+    plans: dict[str, list[ToolCall]] = Field(default_factory=dict)  # hash8 → plan
+    cards: list[str] = Field(default_factory=list)  # refs of the messages that carry its buttons
+
+
+def message_ref(chat_id: int, message_id: int) -> str:
+    return f"{REF_PREFIX}{chat_id}:{message_id}"
+
+
+def parse_ref(ref: str | None) -> tuple[int, int] | None:
+    if not ref or not ref.startswith(REF_PREFIX):
+        return None
+    try:
+        chat, mid = ref[len(REF_PREFIX) :].rsplit(":", 1)
+        return int(chat), int(mid)
+    except ValueError:
+        return None
+
+
+def now_hm() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def keyboard(
+    secret: bytes, approval_id: str | None, plan_hash_: str | None, *, details: bool
+) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    if approval_id and plan_hash_:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    "✅ Approve", callback_data=signing.sign(secret, approval_id, plan_hash_, "approved")
+                ),
+                InlineKeyboardButton(
+                    "🚫 Ignore", callback_data=signing.sign(secret, approval_id, plan_hash_, "ignored")
+                ),
+            ]
+        )
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    "✏️ Modify", callback_data=signing.sign(secret, approval_id, plan_hash_, "modified")
+                ),
+                InlineKeyboardButton("🔎 Details", callback_data=signing.sign(secret, DETAILS_ID, None, "details")),
+            ]
+        )
+    elif details:
+        rows.append(
+            [InlineKeyboardButton("🔎 Details", callback_data=signing.sign(secret, DETAILS_ID, None, "details"))]
+        )
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def telegram_failure(what: str, exc: TelegramError) -> ApplicationError:
+    """A Bot API error as Temporal should see it: flood control retries after `retry_after`;
+    a refused request (bad token, bot not in the chat, bad request) does not retry."""
+    if isinstance(exc, RetryAfter):
+        delay = exc._retry_after  # the timedelta behind the deprecated int property
+        return ApplicationError(
+            f"{what}: Telegram flood control, retry in {delay.total_seconds():.0f}s",
+            type=RETRY_AFTER,
+            next_retry_delay=max(delay, timedelta(seconds=1)),
+        )
+    if isinstance(exc, (Forbidden, InvalidToken, BadRequest)):
+        return ApplicationError(
+            f"{what}: Telegram refused it: {exc.message}", type=type(exc).__name__, non_retryable=True
+        )
+    return ApplicationError(f"{what}: {type(exc).__name__}: {exc.message}", type=type(exc).__name__)
+
+
+class CardStore:
+    """Cards, approval links, topics and sent keys in the ledger's `kv` table."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def card(self, chat_id: int, message_id: int) -> CardState | None:
+        raw = await self.ledger.kv_get(f"tg:card:{chat_id}:{message_id}")
+        return CardState.model_validate(raw) if raw is not None else None
+
+    async def save_card(self, card: CardState) -> None:
+        await self.ledger.kv_set(f"tg:card:{card.chat_id}:{card.message_id}", card.model_dump(mode="json"))
+
+    async def link(self, ref: str) -> ApprovalLink | None:
+        raw = await self.ledger.kv_get(f"tg:ref:{ref}")
+        return ApprovalLink.model_validate(raw) if raw is not None else None
+
+    async def add_link(
+        self, approval_id: str, incident_id: str | None, plan: list[ToolCall], full_hash: str, card: str
+    ) -> None:
+        ref = signing.approval_ref(approval_id)
+        link = await self.link(ref) or ApprovalLink(approval_id=approval_id, incident_id=incident_id)
+        link.hashes[full_hash[:8]] = full_hash
+        link.plans[full_hash[:8]] = list(plan)
+        if card not in link.cards:
+            link.cards.append(card)
+        await self.ledger.kv_set(f"tg:ref:{ref}", link.model_dump(mode="json"))
+
+    async def topics(self) -> dict[str, int]:
+        raw = await self.ledger.kv_get(TOPICS_KEY, {})
+        return {str(k): int(v) for k, v in (raw or {}).items()}
+
+    async def incident_card(self, incident_id: str) -> str | None:
+        ref = await self.ledger.kv_get(f"tg:incident:{incident_id}")
+        return str(ref) if ref else None
+
+
+class TelegramNotifier:
+    def __init__(self, bot: Bot, ledger: Ledger, chat_id: int, secret: bytes, router: Router | None = None) -> None:
+        self.bot = bot
+        self.ledger = ledger
+        self.chat_id = chat_id
+        self.secret = secret
+        self.router = router or Router()
+        self.store = CardStore(ledger)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    async def notify(self, inp: NotifyInput, key: str | None = None) -> NotifyResult:
+        if key is not None:
+            sent = await self.ledger.kv_get(f"tg:sent:{key}")
+            if sent:
+                return NotifyResult(message_ref=str(sent))
+        try:
+            ref = await self._deliver(inp)
+        except TelegramError as exc:
+            raise telegram_failure(f"telegram {inp.kind.value}", exc) from exc
+        if key is not None:
+            await self.ledger.kv_set(f"tg:sent:{key}", ref)
+        return NotifyResult(message_ref=ref)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _deliver(self, inp: NotifyInput) -> str:
+        full_hash = inp.plan_hash
+        asking = bool(inp.approval_id and full_hash and inp.kind in ASKING)
+        target = parse_ref(inp.edit_of)
+        if target is not None and target[0] == self.chat_id:
+            edited = await self._edit(inp, target[1], asking)
+            if edited is not None:
+                return edited
+        if inp.kind == NotifyKind.RESOLVED and inp.incident_id:
+            await self.mark_incident(inp.incident_id, f"✅ resolved at {now_hm()}")
+        if inp.kind in (NotifyKind.REMINDER, NotifyKind.EXPIRED) and inp.approval_id:
+            line = f"⏰ reminded at {now_hm()}" if inp.kind == NotifyKind.REMINDER else f"⌛ expired at {now_hm()}"
+            await self.mark_approval(inp.approval_id, line, keep_buttons=inp.kind == NotifyKind.REMINDER)
+        topics = await self.store.topics()
+        thread = topics.get(self.router.topic_for(inp))
+        card = CardState(
+            chat_id=self.chat_id,
+            message_id=0,
+            thread=thread,
+            kind=inp.kind,
+            text=inp.text,
+            subject=inp.incident_id or inp.approval_id or "",
+            incident_id=inp.incident_id,
+            approval_id=inp.approval_id if asking else None,
+            plan_hash=full_hash if asking else None,
+            buttons=asking,
+            photo=bool(inp.photo),
+        )
+        msg = await self._post(card, inp.photo)
+        card.message_id = msg.message_id
+        ref = message_ref(self.chat_id, msg.message_id)
+        await self.store.save_card(card)
+        if asking and inp.approval_id and full_hash:
+            await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), full_hash, ref)
+        first_card = inp.kind in (NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.DONE)
+        if inp.incident_id and first_card and await self.store.incident_card(inp.incident_id) is None:
+            await self.ledger.kv_set(f"tg:incident:{inp.incident_id}", ref)
+        await self.ledger.record_notification(
+            CHANNEL,
+            incident_id=inp.incident_id,
+            target=str(self.chat_id),
+            thread=str(thread) if thread is not None else None,
+            message_id=str(msg.message_id),
+            kind=inp.kind.value,
+            text=inp.text,
+        )
+        return ref
+
+    async def _post(self, card: CardState, photo: str | None) -> Message:
+        if photo:
+            caption, cut = card.card().render(CAPTION_LIMIT)
+            try:
+                data = await _read(photo)
+            except OSError as exc:
+                raise ApplicationError(f"telegram report: cannot read {photo}: {exc}", non_retryable=True) from exc
+            return await self.bot.send_photo(
+                chat_id=card.chat_id,
+                message_thread_id=card.thread,
+                photo=data,
+                caption=caption,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard(self.secret, None, None, details=cut),
+            )
+        html, cut = card.card().render(TEXT_LIMIT)
+        markup = keyboard(self.secret, card.approval_id, card.plan_hash, details=cut)
+        return await self.bot.send_message(
+            chat_id=card.chat_id,
+            message_thread_id=card.thread,
+            text=html,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            disable_web_page_preview=True,
+        )
+
+    async def _edit(self, inp: NotifyInput, message_id: int, asking: bool) -> str | None:
+        """Edit the card; None when it is gone (the caller posts anew)."""
+        card = await self.store.card(self.chat_id, message_id)
+        if card is None:
+            return None
+        card.kind, card.text = inp.kind, inp.text
+        card.approval_id = inp.approval_id if asking else None
+        card.plan_hash = inp.plan_hash if asking else None
+        card.buttons = asking
+        if inp.incident_id and not card.incident_id:
+            card.incident_id = inp.incident_id
+        try:
+            await self.render_card(card)
+        except BadRequest as exc:
+            if "not found" in exc.message.lower():
+                log.warning("telegram: message %s to edit is gone; posting anew", message_id)
+                return None
+            raise
+        ref = message_ref(self.chat_id, message_id)
+        if asking and inp.approval_id and inp.plan_hash:
+            await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), inp.plan_hash, ref)
+        await self._record_edit(card)
+        return ref
+
+    async def render_card(self, card: CardState) -> None:
+        """Push the card's current state to its message (its buttons only while it asks)."""
+        await self.store.save_card(card)
+        if card.photo:
+            caption, cut = card.card().render(CAPTION_LIMIT)
+            await _ignore_unchanged(
+                self.bot.edit_message_caption(
+                    chat_id=card.chat_id,
+                    message_id=card.message_id,
+                    caption=caption,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=keyboard(self.secret, None, None, details=cut),
+                )
+            )
+            return
+        html, cut = card.card().render(TEXT_LIMIT)
+        markup = keyboard(self.secret, card.approval_id if card.buttons else None, card.plan_hash, details=cut)
+        await _ignore_unchanged(
+            self.bot.edit_message_text(
+                chat_id=card.chat_id,
+                message_id=card.message_id,
+                text=html,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+                disable_web_page_preview=True,
+            )
+        )
+
+    async def _record_edit(self, card: CardState) -> None:
+        row = await self.ledger.find_notification(CHANNEL, str(card.chat_id), str(card.message_id))
+        text = "\n".join([*card.history, card.text])
+        if row is not None:
+            await self.ledger.update_notification(row.id, text=text, kind=card.kind.value)
+
+    # -- marks on earlier cards ----------------------------------------------------------------
+
+    async def add_history(self, chat_id: int, message_id: int, line: str, *, keep_buttons: bool) -> CardState | None:
+        card = await self.store.card(chat_id, message_id)
+        if card is None:
+            return None
+        card.history.append(line)
+        card.buttons = card.buttons and keep_buttons
+        try:
+            await self.render_card(card)
+        except BadRequest as exc:
+            log.warning("telegram: cannot mark message %s: %s", message_id, exc.message)
+        await self._record_edit(card)
+        return card
+
+    async def mark_approval(self, approval_id: str, line: str, *, keep_buttons: bool) -> None:
+        link = await self.store.link(signing.approval_ref(approval_id))
+        for ref in link.cards if link is not None else []:
+            target = parse_ref(ref)
+            if target is not None:
+                await self.add_history(target[0], target[1], line, keep_buttons=keep_buttons)
+
+    async def mark_incident(self, incident_id: str, line: str) -> None:
+        target = parse_ref(await self.store.incident_card(incident_id))
+        if target is not None:
+            await self.add_history(target[0], target[1], line, keep_buttons=False)
+
+
+async def _ignore_unchanged(call: Any) -> None:
+    try:
+        await call
+    except BadRequest as exc:
+        if "not modified" not in exc.message.lower():
+            raise
+
+
+async def _read(path: str) -> bytes:
+    return await asyncio.to_thread(Path(path).read_bytes)
