@@ -58,7 +58,7 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     parts = {p["name"]: p for p in doc["parts"]}
     for name in ("postgres", "temporal", "llm", "worker", "intake"):
         assert parts[name]["healthy"] is True, parts[name]
-    assert parts["bot"]["mode"] == "planned"
+    assert parts["bot"]["mode"] == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in parts["bot"]["detail"]
     # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
     assert parts["mcp"]["mode"] == "disabled" and "AGENTIC_KUBECONFIG" in parts["mcp"]["detail"]
     assert "schema 0001" in parts["postgres"]["detail"]  # migrations applied by `up`

@@ -3,6 +3,8 @@ the modify reply parser, the settings. (End to end: tests/test_telegram_e2e.py.)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,3 +145,18 @@ def test_telegram_settings_and_approver_identities() -> None:
     assert "1:x" not in repr(s)
     with pytest.raises(ValueError, match="numeric user ids"):
         Settings(telegram_approvers="alice")
+
+
+def test_stack_starts_a_bot_part_only_with_a_token(tmp_path: Path) -> None:
+    from workers.stack import build_parts, effective_settings
+
+    s = Settings(data_dir=tmp_path, telegram_token="1:x", telegram_chat_id=-100123)
+    eff = effective_settings(s)
+    bot = {p.name: p for p in build_parts(s, eff, resolve_binaries=False)}["bot"]
+    assert bot.mode == "embedded" and bot.argv[-2:] == ["-m", "workers.bot"] and bot.port == 8089
+    secret = (tmp_path / "secrets" / "telegram.secret").read_text().strip()
+    assert eff.telegram_callback_secret is not None and eff.telegram_callback_secret.get_secret_value() == secret
+    assert bot.env["AGENTIC_TELEGRAM_CALLBACK_SECRET"] == secret  # the worker gets the same env
+    off = Settings(data_dir=tmp_path)
+    bot = {p.name: p for p in build_parts(off, effective_settings(off), resolve_binaries=False)}["bot"]
+    assert bot.mode == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in bot.url

@@ -5,6 +5,11 @@ tests/telegram_harness.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,7 +30,7 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ToolCall
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.pg import create_database, pg_server
 from tests.telegram_emulator import BotApiEmulator, emulator
 from tests.telegram_harness import (
@@ -46,6 +51,7 @@ from tests.test_incident_workflow import LOGS, RESTART, Fakes
 from tests.test_intake import start_dev_server
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.notifier import CHANNEL
+from workers.telegram.routing import TOPICS, TOPICS_KEY
 from workers.temporal import ensure_search_attributes
 
 pytestmark = pytest.mark.slow
@@ -369,3 +375,88 @@ async def test_webhook_rejects_a_wrong_secret_token(emu: BotApiEmulator, ledger:
         await bot.stop()
         server.should_exit = True
         await task
+
+
+# --------------------------------------------------------------------------- the processes
+
+
+def process_env(emu: BotApiEmulator, dsn: str, client: Client, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_TELEGRAM_TOKEN=emu.token,
+        AGENTIC_TELEGRAM_API_BASE=emu.base_url,
+        AGENTIC_TELEGRAM_CHAT_ID=str(CHAT),
+        AGENTIC_TELEGRAM_APPROVERS=f"{ALICE}",
+        AGENTIC_TELEGRAM_CALLBACK_SECRET=SECRET.decode(),
+        AGENTIC_POSTGRES_DSN=dsn,
+        AGENTIC_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        AGENTIC_MCP_INFRA_URL="http://127.0.0.1:9/mcp",
+        PYTHONPATH=str(REPO),
+    )
+    env.update(extra)
+    return env
+
+
+async def test_setup_command_is_idempotent(emu: BotApiEmulator, pg: pgserver.PostgresServer, client: Client) -> None:
+    dsn = await create_database(pg, "setup")
+    env = process_env(emu, dsn, client)
+    before = len(emu.topics)
+    runs = []
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.cli", "telegram", "setup", env=env, stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        runs.append(out.decode())
+    assert runs[0].count("created") == 6 and runs[1].count("exists") == 6
+    assert len(emu.topics) == before + 6
+    names = [t["name"] for t in list(emu.topics.values())[-6:]]
+    assert names == [t.name for t in TOPICS]
+    led = await Ledger.connect(dsn, max_size=1)
+    try:
+        stored = await led.kv_get(TOPICS_KEY)
+    finally:
+        await led.close()
+    assert set(stored) == {t.key for t in TOPICS} and set(stored.values()) <= set(emu.topics)
+
+
+async def test_bot_process_polls_answers_and_stops(
+    emu: BotApiEmulator, pg: pgserver.PostgresServer, client: Client
+) -> None:
+    dsn = await create_database(pg, "proc")
+    port = free_port()
+    env = process_env(emu, dsn, client, AGENTIC_BOT_PORT=str(port))
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the bot never became healthy")
+        said = await emu.say(ALICE, CHAT, "/runbooks")
+        for _ in range(300):
+            if any(m.reply_to == said.message_id for m in emu.bot_messages(CHAT)):
+                break
+            await asyncio.sleep(0.05)
+        assert any(m.reply_to == said.message_id and "Runbooks" in m.text for m in emu.bot_messages(CHAT))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert emu.token not in err.decode()  # the token never reaches the log
+
+
+async def test_bot_process_start_up_errors_are_one_line(emu: BotApiEmulator, client: Client) -> None:
+    env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client)
+    del env["AGENTIC_TELEGRAM_CHAT_ID"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and err.decode().strip().startswith("error: AGENTIC_TELEGRAM_CHAT_ID is not set")
+    env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client, AGENTIC_TELEGRAM_TOKEN="999:wrong")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and "999:wrong" not in err.decode(), err.decode()

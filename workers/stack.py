@@ -45,9 +45,7 @@ PartMode = Literal["embedded", "external", "planned", "disabled"]
 PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
-PLANNED: dict[str, str] = {
-    "bot": "Telegram bot",
-}
+PLANNED: dict[str, str] = {}
 
 
 class PartState(BaseModel):
@@ -178,6 +176,9 @@ class EmbeddedSecrets:
     def mcp_token(self) -> str:
         return self._get("mcp.token")
 
+    def telegram_secret(self) -> str:
+        return self._get("telegram.secret")
+
 
 def effective_settings(settings: Settings) -> Settings:
     """The settings every child process gets: embedded parts resolved to concrete addresses and secrets."""
@@ -194,6 +195,8 @@ def effective_settings(settings: Settings) -> Settings:
         update["intake_token"] = SecretStr(sec.intake_token())
     if settings.mcp_token is None and settings.mcp_infra_url is None:
         update["mcp_token"] = SecretStr(sec.mcp_token())
+    if settings.telegram_token is not None and settings.telegram_callback_secret is None:
+        update["telegram_callback_secret"] = SecretStr(sec.telegram_secret())
     return settings.model_copy(update=update)
 
 
@@ -626,6 +629,31 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             log=logs / "intake.log",
         )
     )
+    if settings.telegram_token is None:
+        parts.append(
+            Part(
+                name="bot",
+                role="Telegram bot",
+                mode="disabled",
+                url="no bot: set AGENTIC_TELEGRAM_TOKEN (docs/telegram.md)",
+            )
+        )
+    else:
+        bot_health = f"http://{host}:{settings.bot_port}/healthz"
+        mode = f"webhook {settings.telegram_webhook_url}" if settings.telegram_webhook_url else "long polling"
+        parts.append(
+            Part(
+                name="bot",
+                role=f"Telegram bot ({mode}, chat {settings.telegram_chat_id})",
+                mode="embedded",
+                url=bot_health,
+                port=settings.bot_port,
+                argv=[sys.executable, "-m", "workers.bot"],
+                env=env,
+                health=lambda: check_http(bot_health, None),
+                log=logs / "bot.log",
+            )
+        )
     for name, role in PLANNED.items():
         parts.append(Part(name=name, role=role, mode="planned", url="not in this release"))
     return parts
@@ -661,6 +689,7 @@ def preflight(parts: list[Part], settings: Settings) -> None:
         "llm": "AGENTIC_LLM_PORT",
         "mcp": "AGENTIC_MCP_INFRA_PORT",
         "intake": "AGENTIC_INTAKE_PORT",
+        "bot": "AGENTIC_BOT_PORT",
     }
     ports = [(p.name, p.port, env_names.get(p.name, "")) for p in parts if p.mode == "embedded" and p.port]
     if settings.temporal_embedded:

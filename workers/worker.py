@@ -48,6 +48,32 @@ def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
+async def build_notifier(settings: Settings, ledger: Any, stack: AsyncExitStack) -> Any:
+    """Telegram when a bot token is set (it records every message in the ledger too); else None:
+    the activities' default, ledger rows and log lines."""
+    if settings.telegram_token is None:
+        return None
+    from workers.bot import secrets_from
+    from workers.telegram.cli import make_bot
+    from workers.telegram.notifier import TelegramNotifier
+    from workers.telegram.routing import Router, parse_routes
+
+    _, chat_id, secret = secrets_from(settings.model_copy(update={"telegram_webhook_url": None}))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the bot token in URLs
+    from telegram.error import InvalidToken, TelegramError
+
+    bot = make_bot(settings)
+    try:
+        await bot.initialize()
+    except InvalidToken:
+        raise AgenticError("Telegram rejected AGENTIC_TELEGRAM_TOKEN (check it with @BotFather)") from None
+    except TelegramError as exc:  # Telegram unreachable for now: notifications retry, the worker runs
+        log.warning("Telegram not reachable at start (%s); notifications will retry", type(exc).__name__)
+    stack.push_async_callback(bot.shutdown)
+    log.info("notifications go to Telegram chat %s", chat_id)
+    return TelegramNotifier(bot, ledger, chat_id, secret, Router(parse_routes(settings.telegram_routes)))
+
+
 def build_rollout(settings: Settings) -> tuple[list[Any], list[type]]:
     """The rollout activities and workflow, when a cluster is configured; none otherwise."""
     from activities.rollout.activities import RolloutActivities
@@ -96,7 +122,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         knowledge = KnowledgeActivities(kb, ledger)
         router = InferenceRouter.from_settings(settings)
         slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
-        incident = IncidentActivities(kb, ledger, router, model_slots=slots)
+        notifier = await build_notifier(settings, ledger, stack)
+        incident = IncidentActivities(kb, ledger, router, notifier, model_slots=slots)
         mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         tools = ToolActivities(
             ledger,

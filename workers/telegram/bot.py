@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import ForceReply, Update
 from telegram.constants import ParseMode
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -57,6 +57,7 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ToolCall
+from workers.errors import AgenticError
 from workers.telegram import signing
 from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
 from workers.telegram.render import chunks, esc
@@ -177,7 +178,10 @@ class TelegramBot:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, *, poll_timeout: float = 10.0, webhook_url: str | None = None) -> None:
-        await self.app.initialize()
+        try:
+            await self.app.initialize()
+        except InvalidToken:  # its message holds the token: never show it
+            raise AgenticError("Telegram rejected AGENTIC_TELEGRAM_TOKEN (check it with @BotFather)") from None
         await self.app.start()
         if webhook_url is not None:
             await self.app.bot.set_webhook(

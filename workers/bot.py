@@ -1,0 +1,171 @@
+"""The Telegram bot process: `python -m workers.bot` (started by `agentic up` when
+`AGENTIC_TELEGRAM_TOKEN` is set; the Helm chart's `bot` Deployment in a cluster).
+
+- Long polling by default (homelab: no inbound port needed); webhook mode when
+  `AGENTIC_TELEGRAM_WEBHOOK_URL` is set: it registers the webhook with
+  `AGENTIC_TELEGRAM_WEBHOOK_SECRET` as Telegram's `secret_token` and refuses (403) any call to
+  `POST /telegram` without it.
+- `GET /healthz` on `AGENTIC_BOT_PORT` answers 503 while Temporal is unreachable.
+- Start-up problems print one line starting with `error:` and exit 2. SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from workers.errors import AgenticError
+from workers.settings import Settings
+
+log = logging.getLogger("agentic.bot")
+
+
+async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
+    """The tools' input schemas from the MCP gateway (cached); None for a tool it cannot tell."""
+    from activities.tools.gateway import ToolActivities
+    from agentic_core.incident import ListToolsInput
+
+    token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
+    tools = ToolActivities(
+        ledger,
+        servers={"infra": settings.mcp_infra_endpoint},
+        token=token,
+        allow={"incident": settings.incident_tool_list},
+    )
+    cache: dict[str, dict[str, Any]] = {}
+
+    async def schema(tool: str) -> dict[str, Any] | None:
+        if tool not in cache:
+            try:
+                listed = await tools.list_tools(ListToolsInput(agent="incident"))
+            except Exception as exc:  # no MCP server: the modify is still checked against the plan
+                log.warning("cannot read the tools' schemas (%s): modify checks argument names only", exc)
+                return None
+            cache.update({t.name: t.input_schema for t in listed.tools})
+        return cache.get(tool)
+
+    return schema
+
+
+def secrets_from(settings: Settings) -> tuple[str, int, bytes]:
+    if settings.telegram_token is None:
+        raise AgenticError("AGENTIC_TELEGRAM_TOKEN is not set: the bot has nothing to run as")
+    if settings.telegram_chat_id is None:
+        raise AgenticError("AGENTIC_TELEGRAM_CHAT_ID is not set: the id of the forum supergroup (-100…)")
+    if settings.telegram_callback_secret is None:
+        raise AgenticError(
+            "AGENTIC_TELEGRAM_CALLBACK_SECRET is not set (`agentic up` generates one; in a cluster set it "
+            "for the bot and the worker alike)"
+        )
+    if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
+        raise AgenticError("webhook mode needs AGENTIC_TELEGRAM_WEBHOOK_SECRET (Telegram's secret_token)")
+    return (
+        settings.telegram_token.get_secret_value(),
+        settings.telegram_chat_id,
+        settings.telegram_callback_secret.get_secret_value().encode(),
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    from telegram.error import InvalidToken, TelegramError
+
+    from activities.ledger.db import LedgerError
+    from activities.ledger.repository import Ledger
+    from workers.telegram.bot import BotConfig, TelegramBot, build_application, temporal_health
+    from workers.temporal import connect
+
+    token, chat_id, secret = secrets_from(settings)
+    webhook = settings.telegram_webhook_url
+    app = build_application(token, settings.telegram_api_base, polling=webhook is None)
+    try:
+        await app.initialize()  # checks the token first (getMe)
+    except InvalidToken:  # its message holds the token: never show it
+        raise AgenticError("Telegram rejected AGENTIC_TELEGRAM_TOKEN (check it with @BotFather)") from None
+    except TelegramError as exc:
+        raise AgenticError(
+            f"cannot reach the Bot API at {settings.telegram_api_base} ({type(exc).__name__}); "
+            "see AGENTIC_TELEGRAM_API_BASE"
+        ) from None
+    client = await connect(settings.temporal_target, settings.temporal_namespace)
+    try:
+        ledger = await Ledger.connect(settings.postgres_target(), max_size=4)
+    except LedgerError as exc:
+        raise AgenticError(f"{exc} (AGENTIC_POSTGRES_DSN)") from None
+    cfg = BotConfig(
+        chat_id=chat_id,
+        secret=secret,
+        approvers=settings.telegram_approver_ids,
+        webhook_secret=settings.telegram_webhook_secret.get_secret_value()
+        if settings.telegram_webhook_secret
+        else None,
+    )
+    bot = TelegramBot(app, client, ledger, cfg, schemas=await mcp_schemas(settings, ledger))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            bot.http_app(lambda: temporal_health(client)),
+            host=settings.host,
+            port=settings.bot_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    http = asyncio.create_task(server.serve())
+    try:
+        await bot.start(webhook_url=webhook)
+        log.info(
+            "bot running (%s) for chat %s on port %s", "webhook" if webhook else "polling", chat_id, settings.bot_port
+        )
+        done, _ = await asyncio.wait([http, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if http in done:
+            raise AgenticError(f"the bot's HTTP server stopped (is port {settings.bot_port} free? AGENTIC_BOT_PORT)")
+    finally:
+        log.info("stopping the bot")
+        await bot.stop()
+        server.should_exit = True
+        await asyncio.gather(http, return_exceptions=True)
+        await ledger.close()
+
+
+def main() -> None:
+    code = 0
+    try:
+        settings = Settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
+
+        async def _main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await serve(settings, stop)
+
+        asyncio.run(_main())
+    except ValidationError as exc:
+        print(f"error: bad configuration: {exc.errors()[0]['msg']} (see docs/configuration.md)", file=sys.stderr)
+        code = 2
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except Exception as exc:
+        log.exception("bot failed")
+        print(f"error: bot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit
+
+
+if __name__ == "__main__":
+    main()
