@@ -285,6 +285,8 @@ class NotifyInput(BaseModel):
     plan_hash: str | None = None
     edit_of: str | None = None  # message ref to edit instead of posting anew
     photo: str | None = None
+    runbook_id: str | None = None  # the runbook behind the plan: channels show its level and record
+    confidence: float | None = None  # the planner's confidence in the plan
 
 
 class NotifyResult(BaseModel):

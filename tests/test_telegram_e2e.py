@@ -29,7 +29,7 @@ from agentic_core.incident import (
     NotifyKind,
     plan_hash,
 )
-from agentic_core.models import ToolCall
+from agentic_core.models import AutomationLevel, Runbook, ToolCall
 from tests.conftest import REPO, free_port
 from tests.pg import create_database, pg_server
 from tests.telegram_emulator import BotApiEmulator, emulator
@@ -47,7 +47,7 @@ from tests.telegram_harness import (
     start_incident,
     telegram,
 )
-from tests.test_incident_workflow import LOGS, RESTART, Fakes
+from tests.test_incident_workflow import LOGS, RESTART, RUNBOOK_ID, Fakes
 from tests.test_intake import start_dev_server
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.notifier import CHANNEL
@@ -116,6 +116,10 @@ async def refusals(ledger: Ledger, incident_id: str) -> list[str]:
 
 async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: Ledger, client: Client) -> None:
     fakes = Fakes()
+    rb = Runbook(id=RUNBOOK_ID, title="Pod is crash looping", automation_level=AutomationLevel.PROMPTED)
+    await ledger.upsert_runbook(rb)
+    for i in range(3):
+        await ledger.record_execution(RUNBOOK_ID, success=i != 1, event_key=f"tg-e2e-{i}")
     async with platform_worker(client, ledger, tg, fakes) as tq:
         inc = await start_incident(client, tq, fakes)
         await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
@@ -123,6 +127,8 @@ async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: 
         card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
         assert card.thread == infra  # the routed topic (warning, infrastructure)
         assert "kubernetes.restart_deployment" in card.text and "Approve, ignore or modify?" in card.text
+        # the runbook with its level and record, and the planner's confidence
+        assert f"📘 {RUNBOOK_ID} · prompted · record 2/3 succeeded · confidence 0.80" in card.text
         assert [b["text"] for row in card.reply_markup["inline_keyboard"] for b in row] == [  # type: ignore[index]
             "✅ Approve",
             "🚫 Ignore",

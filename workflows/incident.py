@@ -321,6 +321,7 @@ class IncidentWorkflow:
             question_text(tri, self._merged_group(), best),
             plan=list(best.actions) if best is not None else [],
             approval_id=approval_id_for(iid, self._occurrence),
+            runbook_id=best.id if best is not None else None,
         )
 
         # 3. propose
@@ -390,6 +391,8 @@ class IncidentWorkflow:
                 plan=allowed,
                 plan_hash=st.plan_hash,
                 approval_id=approval_id_for(iid, self._occurrence) if asking else None,
+                runbook_id=st.runbook_id,
+                confidence=prop.proposal.confidence,
             )
             or self._message_ref
         )

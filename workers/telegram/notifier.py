@@ -66,10 +66,16 @@ class CardState(BaseModel):
     history: list[str] = Field(default_factory=list)
     buttons: bool = False
     photo: bool = False
+    facts: str = ""
 
     def card(self) -> Card:
         return Card(
-            kind=self.kind, text=self.text, subject=self.subject, plan_hash=self.plan_hash, history=self.history
+            kind=self.kind,
+            text=self.text,
+            subject=self.subject,
+            plan_hash=self.plan_hash,
+            history=self.history,
+            facts=self.facts,
         )
 
 
@@ -209,6 +215,21 @@ class TelegramNotifier:
             await self.ledger.kv_set(f"tg:sent:{key}", ref)
         return NotifyResult(message_ref=ref)
 
+    async def facts(self, inp: NotifyInput) -> str:
+        """The runbook's level and record (from the ledger) and the planner's confidence."""
+        bits: list[str] = []
+        if inp.runbook_id:
+            row = await self.ledger.get_runbook(inp.runbook_id)
+            stats = await self.ledger.runbook_stats(inp.runbook_id) if row is not None else None
+            bits.append(f"📘 {inp.runbook_id}")
+            if row is not None:
+                bits.append(row.automation_level.value)
+            if stats is not None:
+                bits.append(f"record {stats.successes}/{stats.executions} succeeded")
+        if inp.confidence is not None:
+            bits.append(f"confidence {inp.confidence:.2f}")
+        return " · ".join(bits)
+
     # -- delivery ----------------------------------------------------------------------------
 
     async def _deliver(self, inp: NotifyInput) -> str:
@@ -221,9 +242,15 @@ class TelegramNotifier:
                 return edited
         if inp.kind == NotifyKind.RESOLVED and inp.incident_id:
             await self.mark_incident(inp.incident_id, f"✅ resolved at {now_hm()}")
-        if inp.kind in (NotifyKind.REMINDER, NotifyKind.EXPIRED) and inp.approval_id:
-            line = f"⏰ reminded at {now_hm()}" if inp.kind == NotifyKind.REMINDER else f"⌛ expired at {now_hm()}"
-            await self.mark_approval(inp.approval_id, line, keep_buttons=inp.kind == NotifyKind.REMINDER)
+        marks = {
+            NotifyKind.REMINDER: "⏰ reminded at",
+            NotifyKind.ESCALATION: "📣 escalated to Critical Alerts at",
+            NotifyKind.EXPIRED: "⌛ expired at",
+        }
+        if inp.kind in marks and inp.approval_id:
+            await self.mark_approval(
+                inp.approval_id, f"{marks[inp.kind]} {now_hm()}", keep_buttons=inp.kind != NotifyKind.EXPIRED
+            )
         topics = await self.store.topics()
         thread = topics.get(self.router.topic_for(inp))
         card = CardState(
@@ -238,6 +265,7 @@ class TelegramNotifier:
             plan_hash=full_hash if asking else None,
             buttons=asking,
             photo=bool(inp.photo),
+            facts=await self.facts(inp),
         )
         msg = await self._post(card, inp.photo)
         card.message_id = msg.message_id
@@ -294,6 +322,7 @@ class TelegramNotifier:
         card.approval_id = inp.approval_id if asking else None
         card.plan_hash = inp.plan_hash if asking else None
         card.buttons = asking
+        card.facts = await self.facts(inp) or card.facts
         if inp.incident_id and not card.incident_id:
             card.incident_id = inp.incident_id
         try:

@@ -51,13 +51,14 @@ class Card:
     subject: str = ""  # incident or approval id
     plan_hash: str | None = None
     history: list[str] = field(default_factory=list)  # plain lines: who decided, when, …
+    facts: str = ""  # e.g. "runbook x · prompted · 7/7 succeeded · confidence 0.80"
 
     def render(self, limit: int = TEXT_LIMIT, *, details: bool = True) -> tuple[str, bool]:
         """The HTML and whether the body was truncated."""
         head = f"<b>{esc(HEADERS.get(self.kind, self.kind.value))}</b>"
         if self.subject:
             head += f" · <code>{esc(self.subject)}</code>"
-        top = [head, *(f"<i>{esc(h)}</i>" for h in self.history)]
+        top = [head, *([esc(self.facts)] if self.facts else []), *(f"<i>{esc(h)}</i>" for h in self.history)]
         tail = [f"Plan <code>{esc(self.plan_hash[:12])}</code>"] if self.plan_hash else []
         frame = "\n".join(top) + "\n\n" + "{body}" + ("\n\n" + "\n".join(tail) if tail else "")
         room = limit - (u16(frame) - len("{body}"))
