@@ -422,9 +422,21 @@ async def test_setup_command_is_idempotent(emu: BotApiEmulator, pg: pgserver.Pos
     led = await Ledger.connect(dsn, max_size=1)
     try:
         stored = await led.kv_get(TOPICS_KEY)
+        await led.record_notification(
+            CHANNEL, incident_id="inc-x", target=str(CHAT), message_id="refused:1", kind="refused", text="tg:666: no"
+        )
+        await led.record_notification(CHANNEL, incident_id="inc-x", target=str(CHAT), message_id="5", kind="question")
     finally:
         await led.close()
     assert set(stored) == {t.key for t in TOPICS} and set(stored.values()) <= set(emu.topics)
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", "telegram", "log", "--refused", env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert len(lines) == 1 and "refused" in lines[0] and "inc-x" in lines[0] and "tg:666: no" in lines[0]
 
 
 async def test_bot_process_polls_answers_and_stops(

@@ -769,3 +769,23 @@ class Ledger:
                 key,
                 value,
             )
+
+    # --- Telegram (#4) -------------------------------------------------------------------------
+
+    async def recent_notifications(
+        self, channel: str, *, kind: str | None = None, incident_id: str | None = None, limit: int = 50
+    ) -> list[NotificationRow]:
+        """The latest rows of a channel, newest first (e.g. Telegram's refused presses)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT * FROM notifications
+                WHERE channel = $1 AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR incident_id = $3)
+                ORDER BY sent_at DESC, id DESC LIMIT $4
+                """,
+                channel,
+                kind,
+                incident_id,
+                limit,
+            )
+        return [NotificationRow.model_validate(dict(r)) for r in rows]

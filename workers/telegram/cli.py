@@ -9,7 +9,7 @@ idempotent: a topic whose thread id is stored is not created again.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -57,6 +57,20 @@ async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str
     return out
 
 
+async def _log(settings: Settings, incident_id: str | None, refused: bool, limit: int) -> list[Any]:
+    from activities.ledger.repository import Ledger
+    from workers.stack import effective_settings
+    from workers.telegram.notifier import CHANNEL
+
+    ledger = await Ledger.connect(effective_settings(settings).postgres_target(), max_size=1)
+    try:
+        return await ledger.recent_notifications(
+            CHANNEL, kind="refused" if refused else None, incident_id=incident_id, limit=limit
+        )
+    finally:
+        await ledger.close()
+
+
 async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
     from telegram.error import TelegramError
 
@@ -84,3 +98,21 @@ def setup(
     rows = asyncio.run(_setup(load_settings(data_dir=data_dir)))
     for key, name, thread, created in rows:
         print(f"{name:<22} {key:<15} thread {thread:<8} {'created' if created else 'exists'}")
+
+
+@app.command("log")
+def log(
+    incident_id: str | None = typer.Argument(None, help="only this incident's messages"),
+    refused: bool = typer.Option(False, "--refused", help="only refused button presses"),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
+) -> None:
+    """What the bot posted, edited and refused (newest first), from the ledger."""
+    rows = asyncio.run(_log(load_settings(data_dir=data_dir), incident_id, refused, limit))
+    for r in rows:
+        when = (r.edited_at or r.sent_at).strftime("%Y-%m-%d %H:%M:%S")
+        first = r.text.splitlines()[0] if r.text else ""
+        where = f"thread {r.thread}" if r.thread else "-"
+        print(f"{when}  {r.kind:<10} {r.incident_id or '-':<24} {where:<12} {first[:100]}")
+    if not rows:
+        print("nothing recorded")
