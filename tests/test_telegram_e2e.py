@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import uuid
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.ledger.repository import Ledger
 from agentic_core.incident import (
     QUERY_APPROVAL,
+    ApprovalRequest,
     ApprovalState,
     IncidentStatus,
     NotifyInput,
@@ -49,10 +51,12 @@ from tests.telegram_harness import (
 )
 from tests.test_incident_workflow import LOGS, RESTART, RUNBOOK_ID, Fakes
 from tests.test_intake import start_dev_server
+from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.notifier import CHANNEL
 from workers.telegram.routing import TOPICS, TOPICS_KEY
 from workers.temporal import ensure_search_attributes
+from workflows.approval import ApprovalWorkflow
 
 pytestmark = pytest.mark.slow
 
@@ -229,6 +233,47 @@ async def test_press_after_plan_change_and_after_expiry(tg: Telegram, ledger: Le
         a = await tg.press(ALICE, msg, 0, data=data)
         assert "expired" in a["text"]
     assert fakes.executed == []
+
+
+async def test_press_that_beats_the_question_waits_for_it(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    """The buttons go out with the diagnosis just before the ApprovalWorkflow starts."""
+    fakes = Fakes()
+    aid = "early-" + uuid.uuid4().hex[:8]
+    res = await tg.notifier.notify(
+        NotifyInput(
+            incident_id=None,
+            kind=NotifyKind.DIAGNOSIS,
+            route="arr",
+            text="Restart?",
+            approval_id=aid,
+            plan=[RESTART],
+            plan_hash=plan_hash([RESTART]),
+        )
+    )
+    msg = tg.emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))]
+    assert msg.thread == tg.topics["arr"]
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        cq = await tg.emu.press(ALICE, CHAT, msg.message_id, buttons(msg)[0], username="alice")
+        await asyncio.sleep(0.6)
+        await client.start_workflow(
+            ApprovalWorkflow.run,
+            ApprovalRequest(
+                approval_id=aid,
+                incident_id=aid,
+                question="Restart?",
+                plan=[RESTART],
+                plan_hash=plan_hash([RESTART]),
+                route="arr",
+                remind_after_s=0,
+                escalate_after_s=0,
+            ),
+            id=aid,
+            task_queue=tq,
+        )
+        answer = await tg.emu.wait_answer(cq)
+        assert answer["text"].startswith("✅ Approved"), answer
+        a = await tg.press(ALICE, msg, 0, data=signing.sign(SECRET, "never-asked", plan_hash([RESTART]), "approved"))
+        assert "forged button" in a["text"]  # a question we never posted
 
 
 # --------------------------------------------------------------------------- modify

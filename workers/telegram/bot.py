@@ -23,6 +23,7 @@ schemas, then sends the decision as `modified` and shows the new plan and its ha
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -70,6 +71,8 @@ log = logging.getLogger("agentic.telegram.bot")
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/telegram"
 SchemaSource = Callable[[str], Awaitable[dict[str, Any] | None]]
+OPEN_WAIT_TRIES = 4  # a press that beats the question's start waits for it, up to 4 × 0.5 s
+OPEN_WAIT_S = 0.5
 VERBS = {"approved": "✅ Approved", "ignored": "🚫 Ignored", "modified": "✏️ Modified"}
 
 
@@ -287,14 +290,23 @@ class TelegramBot:
 
     async def decide(self, approval_id: str, incident_id: str | None, inp: DecideInput, who: str) -> Outcome:
         handle = self.client.get_workflow_handle(approval_id)
-        try:
-            res = await handle.execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            reason = getattr(cause, "message", None) or str(cause)
-            return Outcome(False, f"Refused: {reason}", approval_id, incident_id)
-        except RPCError as exc:
-            return Outcome(False, f"Refused: {await self._closed_reason(approval_id, exc)}", approval_id, incident_id)
+        for attempt in range(OPEN_WAIT_TRIES + 1):
+            try:
+                res = await handle.execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
+                break
+            except WorkflowUpdateFailedError as exc:
+                cause = exc.cause
+                reason = getattr(cause, "message", None) or str(cause)
+                return Outcome(False, f"Refused: {reason}", approval_id, incident_id)
+            except RPCError as exc:
+                reason, not_yet = await self._closed_reason(approval_id, exc)
+                if not_yet and attempt < OPEN_WAIT_TRIES:
+                    # The buttons go out with the diagnosis, just before the question opens.
+                    await asyncio.sleep(OPEN_WAIT_S)
+                    continue
+                return Outcome(False, f"Refused: {reason}", approval_id, incident_id)
+        else:  # pragma: no cover - the loop always breaks or returns
+            raise AssertionError("unreachable")
         line = f"{VERBS.get(res.choice, res.choice)} by {who} ({inp.by}) at {now_hm()}"
         if res.choice == "modified" and inp.modified_plan is not None:
             line += f": new plan {plan_hash(inp.modified_plan)[:12]}"
@@ -306,20 +318,21 @@ class TelegramBot:
             True, f"{VERBS.get(res.choice, res.choice)}: recorded for {approval_id}", approval_id, incident_id
         )
 
-    async def _closed_reason(self, approval_id: str, exc: RPCError) -> str:
-        """Why an update could not reach the approval: it closed (decided, expired, withdrawn) or never opened."""
+    async def _closed_reason(self, approval_id: str, exc: RPCError) -> tuple[str, bool]:
+        """Why an update could not reach the approval: it closed (decided, expired, withdrawn) or
+        is not open; the flag says "no such workflow (yet)"."""
         try:
             st = await self.client.get_workflow_handle(approval_id).query(QUERY_APPROVAL, result_type=ApprovalState)
-        except RPCError:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return f"approval {approval_id} is not open (not asked yet, or gone)"
-            return f"cannot reach approval {approval_id}: {exc.message}"
+        except RPCError as qexc:
+            if qexc.status == RPCStatusCode.NOT_FOUND:
+                return f"approval {approval_id} is not open (not asked yet, or gone)", True
+            return f"cannot reach approval {approval_id}: {exc.message}", False
         done = st.result
         if done is None:
-            return f"approval {approval_id} was withdrawn (the alert resolved before an answer)"
+            return f"approval {approval_id} was withdrawn (the alert resolved before an answer)", False
         if done.choice == "expired":
-            return f"approval {approval_id} expired at {done.decided_at}"
-        return f"approval {approval_id} was already decided by {done.by} ({done.choice})"
+            return f"approval {approval_id} expired at {done.decided_at}", False
+        return f"approval {approval_id} was already decided by {done.by} ({done.choice})", False
 
     async def _record_refusal(self, press_id: str, user_id: int, chat_id: int | None, out: Outcome) -> None:
         try:
