@@ -333,6 +333,18 @@ async def test_429_storm_neither_loses_nor_duplicates(tg: Telegram, ledger: Ledg
         assert tg.emu.rejected_429["sendMessage"] >= 3 and tg.emu.rejected_429["editMessageText"] >= 2
         ours = [m for m in tg.emu.bot_messages(CHAT) if inc.incident_id in m.text]
         assert [m.message_id for m in ours] == [card.message_id]  # one card, edited, never posted twice
+
+        # the bot's own calls wait out a short flood control too
+        tg.emu.fail("answerCallbackQuery", 1, retry_after=1)
+        tg.emu.fail("editMessageText", 1, retry_after=1)
+        before = dict(tg.emu.rejected_429)
+        answer = await tg.press(ALICE, card, 0)
+        assert answer["text"].startswith("✅ Approved")
+        assert tg.emu.rejected_429["answerCallbackQuery"] == before.get("answerCallbackQuery", 0) + 1
+        assert tg.emu.rejected_429["editMessageText"] == before["editMessageText"] + 1
+        await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        card_text = (await tg.wait_message(lambda m: m.message_id == card.message_id and "Ran:" in m.text)).text
+        assert card_text.count(f"Approved by @u{ALICE}") == 1
         await inc.handle.cancel()
 
     # a retried activity (same key) returns the first message instead of posting again

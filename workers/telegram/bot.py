@@ -32,7 +32,7 @@ import re
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import ForceReply, Update
 from telegram.constants import ParseMode
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentic.telegram.bot")
 
+T = TypeVar("T")
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/telegram"
 SchemaSource = Callable[[str], Awaitable[dict[str, Any] | None]]
@@ -112,6 +113,20 @@ def build_application(token: str, api_base: str, *, polling: bool) -> Applicatio
     if not polling:
         builder = builder.updater(None)
     return builder.build()
+
+
+async def flood_retry(call: Callable[[], Awaitable[T]], tries: int = 3, max_wait_s: float = 15.0) -> T:
+    """Run a Bot API call again after Telegram's `retry_after` (429), a few times, when the wait is short."""
+    for attempt in range(tries):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            wait = exc._retry_after.total_seconds()
+            if attempt == tries - 1 or wait > max_wait_s:
+                raise
+            log.warning("Telegram flood control: retrying in %.0fs", wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def parse_assignments(text: str) -> dict[str, Any]:
@@ -243,7 +258,7 @@ class TelegramBot:
         thread = getattr(msg, "message_thread_id", None) if msg is not None else None
         out = await self.press(q.data or "", q.from_user.id, q.from_user.username, chat_id, message_id, thread)
         with contextlib.suppress(TelegramError):
-            await q.answer(out.text[:200], show_alert=not out.accepted)
+            await flood_retry(lambda: q.answer(out.text[:200], show_alert=not out.accepted))
         if not out.accepted:
             await self._record_refusal(q.id, q.from_user.id, chat_id, out)
 
@@ -311,7 +326,7 @@ class TelegramBot:
         if res.choice == "modified" and inp.modified_plan is not None:
             line += f": new plan {plan_hash(inp.modified_plan)[:12]}"
         try:
-            await self.cards.mark_approval(approval_id, line, keep_buttons=False)
+            await flood_retry(lambda: self.cards.mark_approval(approval_id, line, keep_buttons=False))
         except TelegramError as exc:
             log.warning("decision on %s recorded, but its message was not edited: %s", approval_id, exc)
         return Outcome(
@@ -413,7 +428,7 @@ class TelegramBot:
             await self.ledger.kv_set(key, None)
         else:
             await self._record_refusal(f"{msg.chat.id}:{msg.message_id}", user.id, msg.chat.id, out)
-        await msg.reply_text(out.text, parse_mode=ParseMode.HTML)
+        await flood_retry(lambda: msg.reply_text(out.text, parse_mode=ParseMode.HTML))
 
     async def modify(self, pending: PendingModify, user_id: int, who: str, text: str) -> Outcome:
         aid, iid = pending.approval_id, pending.incident_id

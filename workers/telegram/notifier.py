@@ -378,7 +378,8 @@ class TelegramNotifier:
         card = await self.store.card(chat_id, message_id)
         if card is None:
             return None
-        card.history.append(line)
+        if line not in card.history:  # a retried mark does not repeat itself
+            card.history.append(line)
         card.buttons = card.buttons and keep_buttons
         try:
             await self.render_card(card)
