@@ -53,6 +53,7 @@ from tests.test_incident_workflow import LOGS, RESTART, RUNBOOK_ID, Fakes
 from tests.test_intake import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
+from workers.telegram.cli import setup_topics
 from workers.telegram.notifier import CHANNEL
 from workers.telegram.routing import TOPICS, TOPICS_KEY
 from workers.temporal import ensure_search_attributes
@@ -535,3 +536,30 @@ async def test_bot_process_start_up_errors_are_one_line(emu: BotApiEmulator, cli
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and "999:wrong" not in err.decode(), err.decode()
+
+
+async def test_worker_builds_the_telegram_notifier_from_settings(emu: BotApiEmulator, ledger: Ledger) -> None:
+    from contextlib import AsyncExitStack
+
+    from workers.errors import AgenticError
+    from workers.settings import Settings
+    from workers.telegram.notifier import TelegramNotifier
+    from workers.worker import build_notifier
+
+    base = {"telegram_api_base": emu.base_url, "telegram_chat_id": CHAT, "telegram_callback_secret": "s"}
+    async with AsyncExitStack() as stack:
+        assert await build_notifier(Settings(), ledger, stack) is None  # no token: the ledger notifier
+        notifier = await build_notifier(
+            Settings(telegram_token=emu.token, telegram_routes="platform=arr", **base), ledger, stack
+        )
+        assert isinstance(notifier, TelegramNotifier) and notifier.secret == b"s"
+        if not await ledger.kv_get(TOPICS_KEY):
+            await setup_topics(notifier.bot, ledger, CHAT)
+        res = await notifier.notify(NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route="platform", text="hi"))
+        assert (
+            emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))].thread
+            == (await ledger.kv_get(TOPICS_KEY))["arr"]
+        )
+        with pytest.raises(AgenticError, match="rejected AGENTIC_TELEGRAM_TOKEN") as err:
+            await build_notifier(Settings(telegram_token="999:nope", **base), ledger, stack)
+        assert "999:nope" not in str(err.value)
