@@ -34,7 +34,7 @@ from agentic_core.incident import (
 from agentic_core.models import AutomationLevel, Runbook, ToolCall
 from tests.conftest import REPO, free_port
 from tests.pg import create_database, pg_server
-from tests.telegram_emulator import BotApiEmulator, emulator
+from tests.telegram_emulator import BotApiEmulator, Stored, emulator
 from tests.telegram_harness import (
     ALICE,
     BOB,
@@ -234,6 +234,30 @@ async def test_press_after_plan_change_and_after_expiry(tg: Telegram, ledger: Le
         a = await tg.press(ALICE, msg, 0, data=data)
         assert "expired" in a["text"]
     assert fakes.executed == []
+
+
+async def test_reminder_escalation_expiry_are_posts_and_edits(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    async with platform_worker(client, ledger, tg, Fakes()) as tq:
+        handle, card = await ask(
+            client, tq, tg, plan=[RESTART], route="arr", remind_after_s=1, escalate_after_s=2, expire_after_s=4
+        )
+        assert (await handle.result()).choice == "expired"
+    posts = [m for m in tg.emu.bot_messages(CHAT) if handle.id in m.text and m.message_id != card.message_id]
+
+    def first_buttons(m: Stored) -> int:  # as posted, before later edits
+        first = m.edits[0]["reply_markup"] if m.edits else m.reply_markup
+        return len([b for row in (first or {}).get("inline_keyboard", []) for b in row])
+
+    heads = [(m.text.splitlines()[0].split(" · ")[0], m.thread, first_buttons(m)) for m in posts]
+    assert heads == [
+        ("⏰ Reminder: still waiting for an answer", tg.topics["arr"], 4),
+        ("📣 Escalation: no answer yet", tg.topics["critical"], 4),
+        ("⌛ Expired: nothing was run", tg.topics["arr"], 0),
+    ]
+    text = tg.emu.messages[(CHAT, card.message_id)].text
+    assert "⏰ reminded at" in text and "📣 escalated to Critical Alerts at" in text and "⌛ expired at" in text
+    for m in [card, *posts]:  # expired: no button is left to press on any of them
+        assert buttons(tg.emu.messages[(CHAT, m.message_id)]) == []
 
 
 async def test_press_that_beats_the_question_waits_for_it(tg: Telegram, ledger: Ledger, client: Client) -> None:
