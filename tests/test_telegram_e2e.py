@@ -403,6 +403,19 @@ async def test_reports_photos_long_text_and_escaping(tg: Telegram, tmp_path: Any
     assert parts and "".join(p.text for p in parts).count("y") == 6000
 
 
+async def test_a_deleted_topic_falls_back_to_general(tg: Telegram, ledger: Ledger) -> None:
+    topics = await ledger.kv_get(TOPICS_KEY)
+    await ledger.kv_set(TOPICS_KEY, {**topics, "home-assistant": 99999})
+    try:
+        res = await tg.notifier.notify(
+            NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route="home_assistant", text="lights out")
+        )
+    finally:
+        await ledger.kv_set(TOPICS_KEY, topics)
+    msg = tg.emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))]
+    assert msg.thread is None and "lights out" in msg.text
+
+
 # --------------------------------------------------------------------------- commands and webhook
 
 

@@ -280,7 +280,7 @@ class TelegramNotifier:
             CHANNEL,
             incident_id=inp.incident_id,
             target=str(self.chat_id),
-            thread=str(thread) if thread is not None else None,
+            thread=str(card.thread) if card.thread is not None else None,
             message_id=str(msg.message_id),
             kind=inp.kind.value,
             text=inp.text,
@@ -288,6 +288,19 @@ class TelegramNotifier:
         return ref
 
     async def _post(self, card: CardState, photo: str | None) -> Message:
+        try:
+            return await self._send(card, photo)
+        except BadRequest as exc:
+            if card.thread is None or "thread not found" not in exc.message.lower():
+                raise
+            log.warning(
+                "telegram: topic %s is gone; posting in the group's General topic (run `agentic telegram setup`)",
+                card.thread,
+            )
+            card.thread = None
+            return await self._send(card, photo)
+
+    async def _send(self, card: CardState, photo: str | None) -> Message:
         if photo:
             caption, cut = card.card().render(CAPTION_LIMIT)
             try:
