@@ -173,7 +173,7 @@ async def test_forged_wrong_user_wrong_chat_replay_are_refused(tg: Telegram, led
         inc = await start_incident(client, tq, fakes)
         await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
         card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
-        approve = buttons(card)[0]
+        approve, modify = buttons(card)[0], buttons(card)[2]
 
         forged = approve[:-4] + ("AAAA" if not approve.endswith("AAAA") else "BBBB")
         a = await tg.press(ALICE, card, 0, data=forged)
@@ -199,10 +199,12 @@ async def test_forged_wrong_user_wrong_chat_replay_are_refused(tg: Telegram, led
         await inc.wait_for(lambda s: s.status == IncidentStatus.IGNORED)
         a = await tg.press(ALICE, card, 0, data=approve)  # replayed / late press
         assert f"already decided by tg:{BOB} (ignored)" in a["text"]
+        a = await tg.press(ALICE, card, 2, data=modify)  # a late Modify
+        assert f"already decided by tg:{BOB} (ignored)" in a["text"]
         assert fakes.executed == []
 
     texts = await refusals(ledger, inc.incident_id)
-    assert len(texts) == 4  # the two presses that name no question of ours belong to no incident:
+    assert len(texts) == 5  # the two presses that name no question of ours belong to no incident:
     async with ledger.pool.acquire() as conn:
         loose = await conn.fetch("SELECT text FROM notifications WHERE kind = 'refused' AND incident_id IS NULL")
     assert any("no question of this platform" in r["text"] for r in loose)
@@ -218,6 +220,9 @@ async def test_press_after_plan_change_and_after_expiry(tg: Telegram, ledger: Le
         handle, msg = await ask(client, tq, tg, plan=[RESTART], shown=[LOGS])
         a = await tg.press(ALICE, msg, 0)
         assert "plan changed" in a["text"] and a["show_alert"]
+        a = await tg.press(ALICE, msg, 2)  # Modify is refused at once, no prompt
+        assert "plan changed" in a["text"]
+        assert not any(m.reply_to == msg.message_id for m in tg.emu.bot_messages(CHAT))
         st = await handle.query(QUERY_APPROVAL, result_type=ApprovalState)
         assert st.result is None
         await handle.cancel()

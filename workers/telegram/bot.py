@@ -256,7 +256,13 @@ class TelegramBot:
         chat_id = msg.chat.id if msg is not None else None
         message_id = msg.message_id if msg is not None else None
         thread = getattr(msg, "message_thread_id", None) if msg is not None else None
-        out = await self.press(q.data or "", q.from_user.id, q.from_user.username, chat_id, message_id, thread)
+        try:
+            out = await self.press(q.data or "", q.from_user.id, q.from_user.username, chat_id, message_id, thread)
+        except Exception as exc:  # answer anyway: a press left unanswered spins on the phone
+            log.exception("press not handled")
+            out = Outcome(
+                False, f"Not recorded: the platform cannot be reached right now ({type(exc).__name__}); retry"
+            )
         with contextlib.suppress(TelegramError):
             await flood_retry(lambda: q.answer(out.text[:200], show_alert=not out.accepted))
         if not out.accepted:
@@ -293,6 +299,9 @@ class TelegramBot:
         full_hash = link.hashes.get(cb.hash8, cb.hash8)
         who = f"@{username}" if username else f"tg:{user_id}"
         if cb.choice == "modified":
+            closed = await self._not_answerable(link.approval_id, full_hash)
+            if closed:
+                return Outcome(False, f"Refused: {closed}", aid, iid)
             return await self._ask_modify(
                 link.approval_id, iid, full_hash, link.plans.get(cb.hash8, []), user_id, who, thread, message_id
             )
@@ -332,6 +341,21 @@ class TelegramBot:
         return Outcome(
             True, f"{VERBS.get(res.choice, res.choice)}: recorded for {approval_id}", approval_id, incident_id
         )
+
+    async def _not_answerable(self, approval_id: str, full_hash: str) -> str | None:
+        """Before asking for a modification: why the question cannot take an answer, if it cannot."""
+        try:
+            st = await self.client.get_workflow_handle(approval_id).query(QUERY_APPROVAL, result_type=ApprovalState)
+        except RPCError:
+            return None  # not open yet: the answer will tell
+        if st.result is not None:
+            if st.result.choice == "expired":
+                return f"approval {approval_id} expired at {st.result.decided_at}"
+            return f"approval {approval_id} was already decided by {st.result.by} ({st.result.choice})"
+        if st.request.plan_hash != full_hash:
+            shown, asked = full_hash[:12], st.request.plan_hash[:12]
+            return f"plan changed: the button is for plan {shown}, the question is about {asked}"
+        return None
 
     async def _closed_reason(self, approval_id: str, exc: RPCError) -> tuple[str, bool]:
         """Why an update could not reach the approval: it closed (decided, expired, withdrawn) or
