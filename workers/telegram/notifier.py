@@ -208,11 +208,9 @@ class TelegramNotifier:
             if sent:
                 return NotifyResult(message_ref=str(sent))
         try:
-            ref = await self._deliver(inp)
+            ref = await self._deliver(inp, key)
         except TelegramError as exc:
             raise telegram_failure(f"telegram {inp.kind.value}", exc) from exc
-        if key is not None:
-            await self.ledger.kv_set(f"tg:sent:{key}", ref)
         return NotifyResult(message_ref=ref)
 
     async def facts(self, inp: NotifyInput) -> str:
@@ -232,14 +230,28 @@ class TelegramNotifier:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    async def _deliver(self, inp: NotifyInput) -> str:
+    async def _deliver(self, inp: NotifyInput, key: str | None) -> str:
+        """Edit or post; then remember the message for `key`, then mark earlier cards (best effort:
+        once the message is out, a failure must not make a retry post it again)."""
         full_hash = inp.plan_hash
         asking = bool(inp.approval_id and full_hash and inp.kind in ASKING)
         target = parse_ref(inp.edit_of)
+        ref: str | None = None
         if target is not None and target[0] == self.chat_id:
-            edited = await self._edit(inp, target[1], asking)
-            if edited is not None:
-                return edited
+            ref = await self._edit(inp, target[1], asking)
+        if ref is None:
+            ref = await self._post_new(inp, asking, key)
+        elif key is not None:
+            await self.ledger.kv_set(f"tg:sent:{key}", ref)
+        try:
+            await self._marks(inp, ref)
+        except TelegramError as exc:
+            log.warning("telegram: %s sent, but earlier messages were not marked: %s", inp.kind.value, exc.message)
+        return ref
+
+    async def _marks(self, inp: NotifyInput, ref: str) -> None:
+        """Earlier cards learn what happened: the incident's card that it resolved, the
+        question's cards that it was reminded, escalated or expired (not `ref`, the new post)."""
         if inp.kind == NotifyKind.RESOLVED and inp.incident_id:
             await self.mark_incident(inp.incident_id, f"✅ resolved at {now_hm()}")
         marks = {
@@ -249,8 +261,14 @@ class TelegramNotifier:
         }
         if inp.kind in marks and inp.approval_id:
             await self.mark_approval(
-                inp.approval_id, f"{marks[inp.kind]} {now_hm()}", keep_buttons=inp.kind != NotifyKind.EXPIRED
+                inp.approval_id,
+                f"{marks[inp.kind]} {now_hm()}",
+                keep_buttons=inp.kind != NotifyKind.EXPIRED,
+                skip=ref,
             )
+
+    async def _post_new(self, inp: NotifyInput, asking: bool, key: str | None) -> str:
+        full_hash = inp.plan_hash
         topics = await self.store.topics()
         thread = topics.get(self.router.topic_for(inp))
         card = CardState(
@@ -270,6 +288,8 @@ class TelegramNotifier:
         msg = await self._post(card, inp.photo)
         card.message_id = msg.message_id
         ref = message_ref(self.chat_id, msg.message_id)
+        if key is not None:  # first: a retry from here on returns this message instead of posting again
+            await self.ledger.kv_set(f"tg:sent:{key}", ref)
         await self.store.save_card(card)
         if asking and inp.approval_id and full_hash:
             await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), full_hash, ref)
@@ -401,9 +421,11 @@ class TelegramNotifier:
         await self._record_edit(card)
         return card
 
-    async def mark_approval(self, approval_id: str, line: str, *, keep_buttons: bool) -> None:
+    async def mark_approval(self, approval_id: str, line: str, *, keep_buttons: bool, skip: str | None = None) -> None:
         link = await self.store.link(signing.approval_ref(approval_id))
         for ref in link.cards if link is not None else []:
+            if ref == skip:
+                continue
             target = parse_ref(ref)
             if target is not None:
                 await self.add_history(target[0], target[1], line, keep_buttons=keep_buttons)
