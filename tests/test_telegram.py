@@ -76,6 +76,13 @@ def test_markup_in_alert_text_is_shown_as_typed() -> None:
     assert parse_html(html).endswith('Pod <b>x</b> & "y" </code>')
 
 
+def test_executed_actions_are_marked() -> None:
+    html, _ = Card(
+        NotifyKind.UPDATE, "Title\nRan:\n  1. get_pods: succeeded\n  2. rollout_restart: failed: boom"
+    ).render()
+    assert "1. get_pods: ✓ succeeded" in html and "2. rollout_restart: ✗ failed: boom" in html
+
+
 def test_long_text_is_truncated_and_split_for_details() -> None:
     text = "line\n" * 2000
     html, cut = Card(NotifyKind.DIAGNOSIS, text).render()

@@ -149,7 +149,9 @@ async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: 
         assert [e.call for e in fakes.executed] == [LOGS, RESTART]  # the action ran
         card = tg.emu.messages[(CHAT, card.message_id)]
         assert f"Approved by @u{ALICE} (tg:{ALICE})" in card.text
-        assert "Ran:" in card.text and buttons(card) == []  # edited: executed, no buttons left
+        assert (
+            "Ran:" in card.text and "restart_deployment: ✓ succeeded" in card.text and buttons(card) == []
+        )  # edited: executed, no buttons left
 
         await inc.resolve()
         final = await inc.handle.result()

@@ -10,6 +10,7 @@ entity, and says so: the full text is one 🔎 Details press away.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 from agentic_core.incident import NotifyKind
@@ -31,6 +32,15 @@ HEADERS: dict[NotifyKind, str] = {
     NotifyKind.REPORT: "📊 Report",
     NotifyKind.NOTICE: "📢 Notice",
 }
+
+
+_RAN = re.compile(r"^(\s*\d+\. \S+): (succeeded|failed|refused|skipped)\b", re.MULTILINE)
+_MARK = {"succeeded": "✓", "failed": "✗", "refused": "⛔", "skipped": "–"}
+
+
+def marked(text: str) -> str:
+    """`1. rollout_restart: succeeded` → `1. rollout_restart: ✓ succeeded` (the executed list)."""
+    return _RAN.sub(lambda m: f"{m.group(1)}: {_MARK[m.group(2)]} {m.group(2)}", text)
 
 
 def u16(text: str) -> int:
@@ -62,7 +72,7 @@ class Card:
         tail = [f"Plan <code>{esc(self.plan_hash[:12])}</code>"] if self.plan_hash else []
         frame = "\n".join(top) + "\n\n" + "{body}" + ("\n\n" + "\n".join(tail) if tail else "")
         room = limit - (u16(frame) - len("{body}"))
-        body, cut = fit(self.text, max(room, 0), TRUNCATED if details else TRUNCATED_NO_DETAILS)
+        body, cut = fit(marked(self.text), max(room, 0), TRUNCATED if details else TRUNCATED_NO_DETAILS)
         return frame.replace("{body}", body), cut
 
 
