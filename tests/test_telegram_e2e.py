@@ -540,6 +540,14 @@ async def test_setup_command_is_idempotent(emu: BotApiEmulator, pg: pgserver.Pos
     lines = out.decode().splitlines()
     assert len(lines) == 1 and "refused" in lines[0] and "inc-x" in lines[0] and "tg:666: no" in lines[0]
 
+    bad = {**env, "AGENTIC_TELEGRAM_TOKEN": "999:wrong-token"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", "telegram", "setup", env=bad, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2 and "rejected AGENTIC_TELEGRAM_TOKEN" in err.decode()
+    assert "wrong-token" not in (out + err).decode()
+
 
 async def test_bot_process_polls_answers_and_stops(
     emu: BotApiEmulator, pg: pgserver.PostgresServer, client: Client

@@ -72,18 +72,24 @@ async def _log(settings: Settings, incident_id: str | None, refused: bool, limit
 
 
 async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
-    from telegram.error import TelegramError
+    from telegram.error import InvalidToken, TelegramError
 
+    from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
     from workers.stack import effective_settings
 
+    bot = make_bot(settings)
     if settings.telegram_chat_id is None:
         raise AgenticError("no chat: set AGENTIC_TELEGRAM_CHAT_ID to the forum supergroup's id (-100…)")
-    eff = effective_settings(settings)
-    ledger = await Ledger.connect(eff.postgres_target(), max_size=2)
     try:
-        async with make_bot(settings) as bot:
+        ledger = await Ledger.connect(effective_settings(settings).postgres_target(), max_size=2)
+    except LedgerError as exc:
+        raise AgenticError(f"{exc} (is `agentic up` running, or AGENTIC_POSTGRES_DSN set?)") from None
+    try:
+        async with bot:
             return await setup_topics(bot, ledger, settings.telegram_chat_id)
+    except InvalidToken:  # its message holds the token: never show it
+        raise AgenticError("Telegram rejected AGENTIC_TELEGRAM_TOKEN (check it with @BotFather)") from None
     except TelegramError as exc:
         raise AgenticError(f"Telegram refused the bot: {exc.message}") from exc
     finally:
