@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, description="embedded Temporal frontend port")
     temporal_ui_port: int = Field(default=8233, description="embedded Temporal Web UI port")
     task_queue: str = Field(default=TASK_QUEUE, description="task queue of the platform's worker")
+    worker_workflow_tasks: int = Field(
+        default=200, ge=2, description="workflow tasks a worker runs at once (local activities hold one)"
+    )
+    workflow_sandbox: Literal["passthrough", "strict"] = Field(
+        default="passthrough",
+        description="`passthrough`: modules imported once per worker; `strict`: re-imported per run",
+    )
 
     # --- PostgreSQL ledger --------------------------------------------------------------
     postgres_dsn: SecretStr | None = Field(default=None, description="DSN of an external PostgreSQL")
