@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     worker_workflow_tasks: int = Field(
         default=200, ge=2, description="workflow tasks a worker runs at once (local activities hold one)"
     )
+    worker_workflow_pollers: int = Field(
+        default=20, ge=2, description="workflow-task polls a worker keeps open (half for new runs)"
+    )
     workflow_sandbox: Literal["passthrough", "strict"] = Field(
         default="passthrough",
         description="`passthrough`: modules imported once per worker; `strict`: re-imported per run",

@@ -15,7 +15,7 @@ import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workers.errors import AgenticError
@@ -140,6 +140,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
+            # A burst of new incidents: their first workflow tasks are on the normal queue,
+            # which the SDK's default (5 polls, a fifth of them there) drains one at a time.
+            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=settings.worker_workflow_pollers),
+            nonsticky_to_sticky_poll_ratio=0.5,
             workflow_runner=workflow_runner(settings.workflow_sandbox),
         )
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_target)
