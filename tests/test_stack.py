@@ -154,6 +154,25 @@ async def test_knowledge_mcp_server_of_the_stack(stack: tuple[dict[str, str], Pa
     assert all(h["source"].endswith(".md") for h in docs.structured_content["hits"])
 
 
+def test_weekly_digest_and_schedules_on_the_stack(stack: tuple[dict[str, str], Path]) -> None:
+    """The stack's worker runs WeeklyDigestWorkflow with its real activities; schedules apply once."""
+    from tests.report_helpers import check_png
+
+    env, data = stack
+    res = agentic(env, "report", "weekly", "--week", "2026-W10", "--json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["week"] == "2026-W10" and doc["summary"].startswith("📊 Weekly digest 2026-W10")
+    assert doc["files"]["png"] == str(data.resolve() / "reports" / "2026-W10.png")
+    check_png(Path(doc["files"]["png"]).read_bytes())
+    assert doc["message_ref"].startswith("ledger:")
+    first = agentic(env, "schedules", "apply", "--json")
+    again = agentic(env, "schedules", "apply", "--json")
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert set(json.loads(first.stdout).values()) == {"created"}
+    assert set(json.loads(again.stdout).values()) == {"unchanged"}
+
+
 def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str], Path]) -> None:
     """A second stack that starts only its worker, on the first stack's Temporal, PostgreSQL and LLM."""
     env_a, data_a = stack
