@@ -336,6 +336,7 @@ def stack_env(data: Path, kubeconfig: Path, extra: list[str]) -> dict[str, str]:
         AGENTIC_LLM_PORT=str(free_port()),
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
+        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
         AGENTIC_KUBECONFIG=str(kubeconfig),
     )
     return env

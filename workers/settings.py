@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
     )
+    mcp_knowledge_port: int = Field(default=8092, description="embedded MCP knowledge server port")
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of the cluster (else in-cluster config)")
     waves_file: Path | None = Field(
         default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
@@ -115,10 +116,32 @@ class Settings(BaseSettings):
     expire_after_s: int = Field(default=14400, ge=1, description="expire an unanswered approval after")
     verify_window_s: int = Field(default=600, ge=1, description="wait this long for the alert to resolve")
 
+    # --- Reports and schedules ----------------------------------------------------------
+    digest_cron: str = Field(default="0 6 * * 1", description="when the weekly digest runs (cron; Monday 06:00)")
+    trust_review_cron: str = Field(
+        default="0 7 1 1,4,7,10 *", description="when the quarterly trust review runs (cron; 1st of each quarter)"
+    )
+    schedule_timezone: str = Field(default="UTC", description="time zone of the schedules' cron expressions")
+
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 
-    @field_validator("temporal_port", "temporal_ui_port", "postgres_port", "llm_port", "intake_port", "mcp_infra_port")
+    @field_validator("digest_cron", "trust_review_cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron expression {v!r} needs 5 fields: minute hour day-of-month month day-of-week")
+        return v.strip()
+
+    @field_validator(
+        "temporal_port",
+        "temporal_ui_port",
+        "postgres_port",
+        "llm_port",
+        "intake_port",
+        "mcp_infra_port",
+        "mcp_knowledge_port",
+    )
     @classmethod
     def _port_range(cls, v: int) -> int:
         if not 0 < v < 65536:
@@ -171,6 +194,10 @@ class Settings(BaseSettings):
     @property
     def mcp_infra_endpoint(self) -> str:
         return self.mcp_infra_url or f"http://{self.host}:{self.mcp_infra_port}/mcp"
+
+    @property
+    def mcp_knowledge_endpoint(self) -> str:
+        return f"http://{self.host}:{self.mcp_knowledge_port}/mcp"
 
     @property
     def incident_tool_list(self) -> list[str]:

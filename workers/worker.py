@@ -87,9 +87,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.db import create_pool
     from activities.ledger.repository import Ledger
+    from activities.reports.activities import ReportActivities
     from activities.tools.gateway import ToolActivities
     from workers.temporal import connect
     from workflows.approval import ApprovalWorkflow
+    from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
     from workflows.knowledge import WORKFLOWS
 
@@ -117,11 +119,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             token=mcp_token,
             allow={"incident": settings.incident_tool_list},
         )
+        reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow, *rollout_workflows],
+            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow, WeeklyDigestWorkflow, *rollout_workflows],
             activities=[
                 knowledge.upsert_runbooks,
                 knowledge.search,
@@ -136,6 +139,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                reports.compute_digest,
+                reports.write_digest,
                 *rollout_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
