@@ -52,7 +52,7 @@ from activities.ledger.repository import Ledger
 from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
-from workers.mcp_infra import StaticTokenVerifier, _is_loopback, _tool
+from workers.mcp_common import StaticTokenVerifier, is_loopback, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.settings import Settings
 
@@ -446,11 +446,11 @@ def build_server(
         return record
 
     tools = [
-        _tool(search_runbooks, "Search runbooks", READ_ONLY),
-        _tool(search_decisions, "Search past decisions", READ_ONLY),
-        _tool(search_docs, "Search the operator docs", READ_ONLY),
-        _tool(runbook_stats, "Runbook levels and counters", READ_ONLY),
-        _tool(runbook_record, "A runbook's trust record", READ_ONLY),
+        tool(search_runbooks, "Search runbooks", READ_ONLY),
+        tool(search_decisions, "Search past decisions", READ_ONLY),
+        tool(search_docs, "Search the operator docs", READ_ONLY),
+        tool(runbook_stats, "Runbook levels and counters", READ_ONLY),
+        tool(runbook_record, "A runbook's trust record", READ_ONLY),
     ]
     auth: dict[str, Any] = {}
     if token:
@@ -498,7 +498,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not _is_loopback(args.host):
+    if token is None and not is_loopback(args.host):
         raise StartupError(
             f"error: refusing to serve the knowledge base on {args.host} without a token: "
             "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
