@@ -336,6 +336,7 @@ def stack_env(data: Path, kubeconfig: Path, extra: list[str]) -> dict[str, str]:
         AGENTIC_LLM_PORT=str(free_port()),
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
+        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
         AGENTIC_KUBECONFIG=str(kubeconfig),
     )
     return env
@@ -481,7 +482,9 @@ class Timeline:
     activity_run_s: float = 0.0  # Σ ActivityTaskStarted → Completed/Failed (the last attempt)
     activity_queue_s: float = 0.0  # Σ Scheduled → Started of first attempts (waiting for a worker slot)
     retry_s: float = 0.0  # Σ Scheduled → Started of retried activities (earlier attempts + back-off)
-    wft_s: float = 0.0  # Σ WorkflowTaskScheduled → Completed (queue + the workflow code)
+    wft_s: float = 0.0  # Σ WorkflowTaskScheduled → Completed (queue + the workflow code), local activities excluded
+    wft_queue_s: float = 0.0  # Σ WorkflowTaskScheduled → Started (waiting for a worker to poll it)
+    local_s: float = 0.0  # Σ local activity runs (inside workflow tasks), part of activity_run_s
     retried: int = 0
     by_activity: dict[str, float] = field(default_factory=dict)  # Scheduled → Completed per activity type
     question_at: datetime | None = None  # the first incident.notify (the QUESTION) completed
@@ -523,6 +526,8 @@ async def timeline(handle: WorkflowHandle[Any, Any]) -> Timeline | None:
     scheduled: dict[int, tuple[datetime, str]] = {}
     started: dict[int, tuple[datetime, int]] = {}
     wft_scheduled: datetime | None = None
+    mark: datetime | None = None  # the start of the current workflow task, then each local activity's end
+    local_in_wft = 0.0
     for e in events:
         t, et = _dt(e.event_time), e.event_type
         if et == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
@@ -536,8 +541,14 @@ async def timeline(handle: WorkflowHandle[Any, Any]) -> Timeline | None:
             tl.child_initiated = t
         elif et == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
             wft_scheduled = t
+        elif et == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and wft_scheduled is not None:
+            tl.wft_queue_s += (t - wft_scheduled).total_seconds()
+            mark = t
         elif et == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and wft_scheduled is not None:
-            tl.wft_s += (t - wft_scheduled).total_seconds()
+            # The local activities this task ran come right after it, as markers: count them
+            # as activity time, and the rest of the task as workflow-task time.
+            local_in_wft = _local_runs(events, e.event_id, mark or t, tl)
+            tl.wft_s += max((t - wft_scheduled).total_seconds() - local_in_wft, 0.0)
             wft_scheduled = None
         elif et == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = e.activity_task_scheduled_event_attributes
@@ -575,6 +586,39 @@ async def timeline(handle: WorkflowHandle[Any, Any]) -> Timeline | None:
                 tl.question_at = t
                 tl.run_to_question_s = tl.activity_run_s + tl.retry_s
     return tl
+
+
+def _local_runs(events: list[Any], completed_id: int, mark: datetime, tl: Timeline) -> float:
+    """Add the local activities recorded by the workflow task completed at `completed_id` to
+    `tl` and return their total run time. Each `core_local_activity` marker carries its
+    `complete_time`; they ran one after another from the task's start, so each one's run is
+    its completion minus the previous one's (or the task's start)."""
+    total = 0.0
+    for e in events:
+        if e.event_id <= completed_id:
+            continue
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            break  # the next task's commands
+        if e.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        attrs = e.marker_recorded_event_attributes
+        if attrs.marker_name != "core_local_activity" or "data" not in attrs.details:
+            continue
+        data = json.loads(attrs.details["data"].payloads[0].data)
+        ct = data.get("complete_time") or {}
+        done = datetime.fromtimestamp(ct.get("seconds", 0) + ct.get("nanos", 0) / 1e9, tz=UTC)
+        run = max((done - mark).total_seconds(), 0.0)
+        mark = max(mark, done)
+        name = str(data.get("activity_type", "?"))
+        total += run
+        tl.local_s += run
+        tl.activity_run_s += run
+        tl.by_activity[name] = tl.by_activity.get(name, 0.0) + run
+        tl.activities.append({"name": name, "attempt": data.get("attempt", 1), "local": True, "closed": done})
+        if name == "incident.notify" and tl.question_at is None:
+            tl.question_at = done
+            tl.run_to_question_s = tl.activity_run_s + tl.retry_s
+    return total
 
 
 def cpu_seconds(data: Path) -> dict[str, float]:
@@ -738,14 +782,16 @@ def print_results(r: Results, cap: float) -> None:
         med = statistics.median
         print(
             f"| per incident, median: span start → approval child {fmt_s(med([t.span_s or 0 for t in spans]))}; "
-            f"inside activities {fmt_s(med([t.activity_run_s for t in spans]))}; "
+            f"inside activities {fmt_s(med([t.activity_run_s for t in spans]))} "
+            f"(local {fmt_s(med([t.local_s for t in spans]))}); "
             f"retried attempts + back-off {fmt_s(med([t.retry_s for t in spans]))}; "
             f"activity queue {fmt_s(med([t.activity_queue_s for t in spans]))}; "
-            f"workflow tasks {fmt_s(med([t.wft_s for t in spans]))} | | |"
+            f"workflow tasks {fmt_s(med([t.wft_s for t in spans]))} "
+            f"(of which waiting to be polled {fmt_s(med([t.wft_queue_s for t in spans]))}) | | |"
         )
         names = sorted({n for t in spans for n in t.by_activity})
         parts = [f"{n} {fmt_s(med([t.by_activity.get(n, 0.0) for t in spans]))}" for n in names]
-        print(f"| per activity, median scheduled → completed | {'; '.join(parts)} | |")
+        print(f"| per activity, median scheduled → completed (local: its run) | {'; '.join(parts)} | |")
     if r.cpu_used:
         cores = psutil.cpu_count() or 1
         busy = sum(r.cpu_used.values())

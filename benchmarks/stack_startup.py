@@ -42,6 +42,7 @@ def env_for(data: Path) -> dict[str, str]:
         AGENTIC_LLM_PORT=str(free_port()),
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
+        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
     )
     return env
 

@@ -30,6 +30,7 @@ def stack_env(data: Path) -> dict[str, str]:
         AGENTIC_LLM_PORT=str(free_port()),
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
+        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env

@@ -362,3 +362,40 @@ def test_mcp_server_command_matches_its_cli() -> None:
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
     args = mcp_infra._parser().parse_args(command[3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8091, "AGENTIC_MCP_TOKEN")
+
+
+def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> None:
+    from workers import mcp_knowledge
+
+    docs = render("default")
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-knowledge")
+    assert dep["metadata"]["namespace"] == "ai-tools"
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = mcp_knowledge._parser().parse_args(c["command"][3:])
+    assert c["command"][:3] == ["python", "-m", "workers.mcp_knowledge"]
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8092, "AGENTIC_MCP_TOKEN")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AGENTIC_TEMPORAL_ADDRESS"]["value"]
+    assert env["AGENTIC_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"]["key"] == "AGENTIC_POSTGRES_DSN"
+    # no Kubernetes API: no token mount, no ClusterRole
+    assert all(v["name"] != "kube-api-access" for v in pod["volumes"])
+    assert not any(d["kind"] == "ClusterRole" and d["metadata"]["name"] == "agentic-mcp-knowledge" for d in docs)
+    assert any(d["kind"] == "ClusterRole" and d["metadata"]["name"] == "agentic-mcp-infra" for d in docs)
+    pols = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+    }
+    egress = pols[("ai-tools", "allow-mcp-platform-egress")]
+    assert egress["podSelector"]["matchExpressions"][0]["values"] == ["mcp-knowledge"]
+    ports = {p["port"] for rule in egress["egress"] for p in rule["ports"]}
+    assert ports == {5432, 7233}
+    stores = pols[("ai-vector", "allow-stores")]["ingress"]
+    assert any(
+        sel.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "ai-tools"
+        and [p["port"] for p in rule["ports"]] == [5432]
+        for rule in stores
+        for sel in rule["from"]
+    )
+    # the agents reach it like the other MCP servers
+    agents = pols[("ai-agents", "allow-platform-egress")]["egress"]
+    assert any(p["port"] == 8092 for rule in agents for p in rule.get("ports", []))

@@ -110,6 +110,41 @@ async def test_local_embedder_is_offline_single_threaded_and_off_the_loop(local:
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
+async def test_local_embedder_batches_concurrent_queries(local: LocalEmbedder) -> None:
+    """A burst of queries (100 incidents recalling at once) goes through the model in a few
+    forward passes, each caller gets its own text's vector, and a failed pass fails only its
+    own callers."""
+    texts = [f"pod {i} in namespace shop is crash looping" for i in range(40)]
+    alone = [await local.embed_query(t) for t in texts[:3]]
+    passes: list[int] = []
+    encode = local._encode
+
+    def counting(batch: list[str]) -> list[list[float]]:
+        passes.append(len(batch))
+        return encode(batch)
+
+    local._encode = counting  # type: ignore[method-assign]
+    try:
+        vectors = await asyncio.gather(*(local.embed_query(t) for t in texts))
+        assert sum(passes) == 40 and len(passes) <= 3  # the first alone, the rest together (32 max)
+        assert max(passes) <= local.batch_size
+        for v, a in zip(vectors[:3], alone, strict=True):
+            assert cos(v, a) > 0.9999  # the same vector as embedded alone (padding aside)
+        assert cos(vectors[0], vectors[1]) < 0.9999  # and not one vector for everyone
+
+        def broken(batch: list[str]) -> list[list[float]]:
+            passes.append(len(batch))
+            raise RuntimeError("model fell over")
+
+        local._encode = broken  # type: ignore[method-assign]
+        results = await asyncio.gather(*(local.embed_query(t) for t in texts[:5]), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        local._encode = counting  # type: ignore[method-assign]
+        assert len(await local.embed_query("after the failure")) == 384  # the queue still works
+    finally:
+        local._encode = encode  # type: ignore[method-assign]
+
+
 # --------------------------------------------------------------------------------------------
 # PoolEmbedder (LiteLLM against an OpenAI-compatible endpoint)
 # --------------------------------------------------------------------------------------------

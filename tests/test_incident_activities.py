@@ -383,6 +383,35 @@ async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBa
     assert len(a.router.calls) == 2 and third.source == "fallback" and "did not answer" in third.note
 
 
+async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb: KnowledgeBase, ledger: Ledger) -> None:
+    """A burst: with more callers queued than the model can serve within the slot bound, a new
+    caller takes the runbook's plan at once instead of sitting out the bound first."""
+    a = IncidentActivities(kb, ledger, FakeRouter(None), model_timeout_s=3.0, model_slots=1, slot_wait_s=1.0)
+    inp = propose_input(await recall(a))
+    assert a.expected_wait_s() == 0.0  # a slot is free
+    first = asyncio.create_task(attempt(2).run(a.propose, inp))  # holds the slot (the call hangs)
+    await asyncio.sleep(0.05)
+    assert a.expected_wait_s() == 0.5  # nothing timed yet: half the bound per call
+    queued = [asyncio.create_task(attempt(1).run(a.propose, inp)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert a.expected_wait_s() == 1.5  # two ahead + itself, over the 1 s bound
+    t0 = asyncio.get_running_loop().time()
+    shed = await attempt(1).run(a.propose, inp)
+    assert asyncio.get_running_loop().time() - t0 < 0.2
+    assert shed.source == "fallback" and "3 waiting for it" in shed.note
+    for res in await asyncio.gather(*queued):  # the queued ones waited out the bound
+        assert res.source == "fallback" and "no free slot within 1s" in res.note
+    assert (await first).source == "fallback"  # the hung call timed out on its last attempt
+    assert len(a.router.calls) == 1
+    # the timed call (about 3 s) now sets the estimate: one caller ahead is already too many
+    assert a.expected_wait_s() == 0.0  # the slot is free again
+    held = asyncio.create_task(attempt(2).run(a.propose, inp))
+    await asyncio.sleep(0.05)
+    assert a.expected_wait_s() > 2.5
+    assert "waiting for it" in (await attempt(1).run(a.propose, inp)).note
+    await held
+
+
 async def test_propose_without_a_runbook_falls_back_to_nothing(kb: KnowledgeBase, ledger: Ledger) -> None:
     a = acts(kb, ledger, StructuredOutputError("bad"))
     res = await attempt(1).run(a.propose, propose_input(RecallResult()))

@@ -262,6 +262,37 @@ async def test_alerts_dedupe_and_may_arrive_before_the_incident(ledger: Ledger) 
     assert filled.title == "X in prod" and filled.opened_at == stub.opened_at
 
 
+async def test_record_alerts_writes_a_batch_in_one_transaction(ledger: Ledger) -> None:
+    from agentic_core.alerts import Alert, AlertStatus
+
+    iid = uid("inc")
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    batch = [
+        Alert(fingerprint=uid("fp"), status=AlertStatus.FIRING, labels={"alertname": "X", "i": str(i)}, starts_at=start)
+        for i in range(5)
+    ]
+    assert await ledger.record_alerts(iid, []) == 0
+    assert await ledger.get_incident(iid) is None  # an empty batch opens nothing
+    assert await ledger.record_alerts(iid, batch) == 5
+    assert (await ledger.get_incident(iid)) is not None
+    # the same batch again (a retried activity), one of them now resolved: updated, not doubled
+    batch[0] = batch[0].model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": start + timedelta(minutes=1)})
+    assert await ledger.record_alerts(iid, batch) == 5
+    rows = await ledger.list_alerts(iid)
+    assert len(rows) == 5
+    assert {r.fingerprint: r.status for r in rows}[batch[0].fingerprint] == "resolved"
+    # one bad row (a NUL byte PostgreSQL refuses in text) fails the whole batch: nothing half-written
+    bad_iid = uid("inc")
+    bad = [
+        Alert(fingerprint=uid("fp"), status=AlertStatus.FIRING, labels={}, starts_at=start),
+        Alert(fingerprint="bad\x00fp", status=AlertStatus.FIRING, labels={}, starts_at=start),
+    ]
+    with pytest.raises(Exception):  # noqa: B017 - asyncpg's error type for NUL bytes varies
+        await ledger.record_alerts(bad_iid, bad)
+    assert await ledger.list_alerts(bad_iid) == []
+    assert await ledger.get_incident(bad_iid) is None
+
+
 async def test_proposal_round_trip(ledger: Ledger) -> None:
     iid = uid("inc")
     proposal = Proposal(

@@ -56,7 +56,7 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     assert doc["rc"] == 0, doc
     assert doc["running"] and doc["healthy"]
     parts = {p["name"]: p for p in doc["parts"]}
-    for name in ("postgres", "temporal", "llm", "worker", "intake"):
+    for name in ("postgres", "temporal", "llm", "worker", "mcp-knowledge", "intake"):
         assert parts[name]["healthy"] is True, parts[name]
     assert parts["bot"]["mode"] == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in parts["bot"]["detail"]
     # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
@@ -136,6 +136,43 @@ def test_docs_ingest_and_search_from_the_cli(stack: tuple[dict[str, str], Path],
     assert hits[0]["source"] == "ops.md" and "Restic" in hits[0]["title"]
 
 
+async def test_knowledge_mcp_server_of_the_stack(stack: tuple[dict[str, str], Path]) -> None:
+    """The `mcp-knowledge` part answers the real MCP client with the stack's token: a docs search
+    runs through the stack's worker, the level counts come from its ledger."""
+    from tests.kmock_helpers import mcp_client
+
+    env, data = stack
+    token = (data / "secrets" / "mcp.token").read_text().strip()
+    url = f"http://127.0.0.1:{env['AGENTIC_MCP_KNOWLEDGE_PORT']}/mcp"
+    async with mcp_client(url, token) as c:
+        assert {t.name for t in (await c.list_tools()).tools} >= {"search_docs", "runbook_stats"}
+        stats = await c.call_tool("runbook_stats", {})
+        docs = await c.call_tool("search_docs", {"query": "point the platform at an external PostgreSQL"})
+    assert not stats.is_error and stats.structured_content is not None
+    assert set(stats.structured_content["level_counts"]) == {"manual", "prompted", "standard"}
+    assert not docs.is_error and docs.structured_content is not None
+    assert all(h["source"].endswith(".md") for h in docs.structured_content["hits"])
+
+
+def test_weekly_digest_and_schedules_on_the_stack(stack: tuple[dict[str, str], Path]) -> None:
+    """The stack's worker runs WeeklyDigestWorkflow with its real activities; schedules apply once."""
+    from tests.report_helpers import check_png
+
+    env, data = stack
+    res = agentic(env, "report", "weekly", "--week", "2026-W10", "--json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["week"] == "2026-W10" and doc["summary"].startswith("📊 Weekly digest 2026-W10")
+    assert doc["files"]["png"] == str(data.resolve() / "reports" / "2026-W10.png")
+    check_png(Path(doc["files"]["png"]).read_bytes())
+    assert doc["message_ref"].startswith("ledger:")
+    first = agentic(env, "schedules", "apply", "--json")
+    again = agentic(env, "schedules", "apply", "--json")
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert set(json.loads(first.stdout).values()) == {"created"}
+    assert set(json.loads(again.stdout).values()) == {"unchanged"}
+
+
 def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str], Path]) -> None:
     """A second stack that starts only its worker, on the first stack's Temporal, PostgreSQL and LLM."""
     env_a, data_a = stack
@@ -164,7 +201,7 @@ def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str]
             }
             assert "second-stack" in parts["worker"]["detail"]
             state = json.loads((Path(tmp) / "b" / "stack.json").read_text())
-            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker", "intake"]
+            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker", "mcp-knowledge", "intake"]
             assert pw not in json.dumps(state) and key not in json.dumps(doc)
             # The second worker reads the shared ledger: the runbooks imported through the first stack.
             rbs = json.loads(agentic(env_b, "runbooks", "list", "--json").stdout)

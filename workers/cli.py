@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentic_core.models import Collection
+from workers import reports_cli
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
 from workers.telegram.cli import app as telegram_app
@@ -40,6 +41,8 @@ app.add_typer(incidents_app, name="incidents")
 rollout_app = typer.Typer(help="The platform's own rollout, wave by wave (RolloutWorkflow).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(reports_cli.schedules_app, name="schedules")  # workers/reports_cli.py
+app.add_typer(reports_cli.report_app, name="report")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -43,9 +43,6 @@ crashes the server.
 
 import argparse
 import asyncio
-import hmac
-import inspect
-import ipaddress
 import logging
 import shutil
 import signal
@@ -55,14 +52,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -85,6 +79,7 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
+from workers.mcp_common import StaticTokenVerifier, is_loopback, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
@@ -136,37 +131,7 @@ _R = TypeVar("_R")
 # --------------------------------------------------------------------------- auth
 
 
-class StaticTokenVerifier:
-    """The MCP SDK's `TokenVerifier` for one shared bearer token (constant-time comparison)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token):
-            return AccessToken(token="<redacted>", client_id="agentic", scopes=[])
-        return None
-
-
 # --------------------------------------------------------------------------- the server
-
-
-def _tool(fn: Callable[..., Any], title: str, annotations: ToolAnnotations, meta: dict[str, Any] | None = None) -> Tool:
-    description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
-    return _strict(Tool.from_function(fn, title=title, description=description, annotations=annotations, meta=meta))
-
-
-def _strict(tool: Tool) -> Tool:
-    """Refuse unknown arguments: an argument the model made up must not be silently dropped."""
-    base = tool.fn_metadata.arg_model
-    strict: type[ArgModelBase] = type(
-        base.__name__,
-        (base,),
-        {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True), "__module__": base.__module__},
-    )
-    tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
-    return tool
 
 
 def build_server(
@@ -335,15 +300,15 @@ def build_server(
         )
 
     tools = [
-        _tool(get_nodes, "Cluster nodes", READ_ONLY),
-        _tool(get_pods, "Pods of a namespace", READ_ONLY),
-        _tool(get_events, "Events of a namespace", READ_ONLY),
-        _tool(get_pod_logs, "Pod logs", READ_ONLY),
-        _tool(describe_pod, "Describe a pod", READ_ONLY),
-        _tool(rollout_restart, "Restart a deployment", MUTATING, {IDEMPOTENCY_TIMESTAMP_META: "restarted_at"}),
-        _tool(set_memory_limit, "Set a container's memory limit", MUTATING_IDEMPOTENT),
-        _tool(scale_deployment, "Scale a deployment", MUTATING_IDEMPOTENT),
-        _tool(talos_health, "Talos cluster health", READ_ONLY_OPEN),
+        tool(get_nodes, "Cluster nodes", READ_ONLY),
+        tool(get_pods, "Pods of a namespace", READ_ONLY),
+        tool(get_events, "Events of a namespace", READ_ONLY),
+        tool(get_pod_logs, "Pod logs", READ_ONLY),
+        tool(describe_pod, "Describe a pod", READ_ONLY),
+        tool(rollout_restart, "Restart a deployment", MUTATING, {IDEMPOTENCY_TIMESTAMP_META: "restarted_at"}),
+        tool(set_memory_limit, "Set a container's memory limit", MUTATING_IDEMPOTENT),
+        tool(scale_deployment, "Scale a deployment", MUTATING_IDEMPOTENT),
+        tool(talos_health, "Talos cluster health", READ_ONLY_OPEN),
     ]
 
     auth: dict[str, Any] = {}
@@ -394,15 +359,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
     try:
         api, where = load_api_client(kubeconfig)
@@ -417,7 +373,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not _is_loopback(args.host):
+    if token is None and not is_loopback(args.host):
         raise StartupError(
             f"error: refusing to serve cluster-changing tools on {args.host} without a token: "
             "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"

@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, description="embedded Temporal frontend port")
     temporal_ui_port: int = Field(default=8233, description="embedded Temporal Web UI port")
     task_queue: str = Field(default=TASK_QUEUE, description="task queue of the platform's worker")
+    worker_workflow_tasks: int = Field(
+        default=200, ge=2, description="workflow tasks a worker runs at once (local activities hold one)"
+    )
+    worker_workflow_pollers: int = Field(
+        default=20, ge=2, description="workflow-task polls a worker keeps open (half for new runs)"
+    )
+    workflow_sandbox: Literal["passthrough", "strict"] = Field(
+        default="passthrough",
+        description="`passthrough`: modules imported once per worker; `strict`: re-imported per run",
+    )
 
     # --- PostgreSQL ledger --------------------------------------------------------------
     postgres_dsn: SecretStr | None = Field(default=None, description="DSN of an external PostgreSQL")
@@ -86,6 +96,7 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
     )
+    mcp_knowledge_port: int = Field(default=8092, description="embedded MCP knowledge server port")
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of the cluster (else in-cluster config)")
     waves_file: Path | None = Field(
         default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
@@ -129,11 +140,32 @@ class Settings(BaseSettings):
     )
     bot_port: int = Field(default=8089, description="bot's HTTP port (GET /healthz; POST /telegram in webhook mode)")
 
+    # --- Reports and schedules ----------------------------------------------------------
+    digest_cron: str = Field(default="0 6 * * 1", description="when the weekly digest runs (cron; Monday 06:00)")
+    trust_review_cron: str = Field(
+        default="0 7 1 1,4,7,10 *", description="when the quarterly trust review runs (cron; 1st of each quarter)"
+    )
+    schedule_timezone: str = Field(default="UTC", description="time zone of the schedules' cron expressions")
+
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 
+    @field_validator("digest_cron", "trust_review_cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron expression {v!r} needs 5 fields: minute hour day-of-month month day-of-week")
+        return v.strip()
+
     @field_validator(
-        "temporal_port", "temporal_ui_port", "postgres_port", "llm_port", "intake_port", "mcp_infra_port", "bot_port"
+        "temporal_port",
+        "temporal_ui_port",
+        "postgres_port",
+        "llm_port",
+        "intake_port",
+        "mcp_infra_port",
+        "mcp_knowledge_port",
+        "bot_port",
     )
     @classmethod
     def _port_range(cls, v: int) -> int:
@@ -195,6 +227,10 @@ class Settings(BaseSettings):
     @property
     def mcp_infra_endpoint(self) -> str:
         return self.mcp_infra_url or f"http://{self.host}:{self.mcp_infra_port}/mcp"
+
+    @property
+    def mcp_knowledge_endpoint(self) -> str:
+        return f"http://{self.host}:{self.mcp_knowledge_port}/mcp"
 
     @property
     def incident_tool_list(self) -> list[str]:

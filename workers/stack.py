@@ -614,6 +614,29 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             log=logs / "worker.log",
         )
     )
+    knowledge_health = settings.mcp_knowledge_endpoint.removesuffix("/mcp") + "/healthz"
+    parts.append(
+        Part(
+            name="mcp-knowledge",
+            role="MCP knowledge base (runbooks, decisions, docs, trust records)",
+            mode="embedded",
+            url=settings.mcp_knowledge_endpoint,
+            port=settings.mcp_knowledge_port,
+            argv=[
+                sys.executable,
+                "-m",
+                "workers.mcp_knowledge",
+                "--host",
+                host,
+                "--port",
+                str(settings.mcp_knowledge_port),
+                *(["--token-env", "AGENTIC_MCP_TOKEN"] if mcp_token else []),
+            ],
+            env=env,
+            health=lambda: check_http(knowledge_health, mcp_token),
+            log=logs / "mcp-knowledge.log",
+        )
+    )
     intake_token = eff.intake_token.get_secret_value() if eff.intake_token else None
     intake_health = f"http://{host}:{settings.intake_port}/healthz"
     parts.append(
@@ -688,6 +711,7 @@ def preflight(parts: list[Part], settings: Settings) -> None:
         "temporal": "AGENTIC_TEMPORAL_PORT",
         "llm": "AGENTIC_LLM_PORT",
         "mcp": "AGENTIC_MCP_INFRA_PORT",
+        "mcp-knowledge": "AGENTIC_MCP_KNOWLEDGE_PORT",
         "intake": "AGENTIC_INTAKE_PORT",
         "bot": "AGENTIC_BOT_PORT",
     }
@@ -901,12 +925,17 @@ class Supervisor:
 
             await self.prepare_services(eff)
 
-            # The worker, then the intake: alerts are accepted once a worker polls.
-            for name in ("worker", "intake"):
-                part = self.part(name)
+            # The worker, then the intake: alerts are accepted once a worker polls. The knowledge
+            # MCP server (its searches run on the worker) starts beside the intake.
+            worker = self.part("worker")
+            await self.spawn(worker)
+            self.save(ready=False)
+            await self._announce(worker)
+            edges = [self.part(n) for n in ("mcp-knowledge", "intake")]
+            for part in edges:
                 await self.spawn(part)
-                self.save(ready=False)
-                await self._announce(part)
+            self.save(ready=False)
+            await asyncio.gather(*(self._announce(p) for p in edges))
             await self.ingest_docs(eff)
             self.save(ready=True)
         except BaseException as exc:

@@ -105,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
     from agentic_core.models import AutomationLevel, ToolCall
     from workflows.approval import ApprovalWorkflow
 
+LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
 
@@ -150,6 +151,7 @@ class IncidentWorkflow:
         self._route = "infrastructure"
         self._message_ref: str | None = None
         self._occurrence = 0  # set when the run starts
+        self._local = False  # short stages as local activities (set when the run starts)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -206,6 +208,68 @@ class IncidentWorkflow:
         if detail:
             rec.detail = detail
 
+    async def _short(
+        self,
+        activity: Any,
+        arg: Any,
+        *,
+        start_to_close_timeout: timedelta,
+        retry_policy: RetryPolicy,
+        result_type: type | None = None,
+    ) -> Any:
+        """A short stage (triage, recall, stage, notify, list_tools, guard) as a LOCAL activity:
+        it runs in this worker inside the workflow task, with no task-queue round trip and no
+        extra workflow task per stage, so the question reaches people sooner (a burst of
+        incidents spends less time in workflow tasks). Retries and timeouts are the same; the
+        result is recorded in history as a marker, so a replay never runs it again. Runs that
+        started before this change (no `LOCAL_STAGES_PATCH` marker) keep regular activities."""
+        if self._local:
+            try:
+                if isinstance(activity, str):
+                    return await workflow.execute_local_activity(
+                        activity,
+                        arg,
+                        result_type=result_type,
+                        start_to_close_timeout=start_to_close_timeout,
+                        schedule_to_close_timeout=start_to_close_timeout * 4,
+                        retry_policy=retry_policy,
+                    )
+                return await workflow.execute_local_activity_method(
+                    activity,
+                    arg,
+                    start_to_close_timeout=start_to_close_timeout,
+                    schedule_to_close_timeout=start_to_close_timeout * 4,
+                    retry_policy=retry_policy,
+                )
+            except ActivityError:
+                raise
+            except FailureError as exc:
+                # A local activity's last failure can arrive unwrapped (its ApplicationError or
+                # TimeoutError): wrap it, so callers handle both kinds of stage alike.
+                if is_cancelled_exception(exc):
+                    raise
+                name = activity if isinstance(activity, str) else getattr(activity, "__name__", "activity")
+                raise ActivityError(
+                    f"local activity {name} failed",
+                    scheduled_event_id=0,
+                    started_event_id=0,
+                    identity="",
+                    activity_type=name,
+                    activity_id="",
+                    retry_state=None,
+                ) from exc
+        if isinstance(activity, str):
+            return await workflow.execute_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=start_to_close_timeout,
+                retry_policy=retry_policy,
+            )
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=start_to_close_timeout, retry_policy=retry_policy
+        )
+
     async def _set_status(self, status: IncidentStatus) -> None:
         """The status in state and search attributes; active statuses go to the ledger now,
         final ones with the record."""
@@ -215,7 +279,7 @@ class IncidentWorkflow:
             return
         alerts, self._unrecorded = list(self._unrecorded.values()), {}
         try:
-            await workflow.execute_activity_method(
+            await self._short(
                 IncidentActivities.stage,
                 StageInput(incident_id=self._state.incident_id, status=status, alerts=alerts),
                 start_to_close_timeout=_SHORT,
@@ -228,7 +292,7 @@ class IncidentWorkflow:
 
     async def _notify(self, kind: NotifyKind, text: str, **extra: Any) -> str | None:
         try:
-            res = await workflow.execute_activity_method(
+            res = await self._short(
                 IncidentActivities.notify,
                 NotifyInput(incident_id=self._state.incident_id, kind=kind, route=self._route, text=text, **extra),
                 start_to_close_timeout=_SHORT,
@@ -244,7 +308,7 @@ class IncidentWorkflow:
     async def _guard(self, actions: list[ToolCall]) -> GuardResult:
         """The guard's verdict; if it cannot be reached, everything is refused (fail closed)."""
         try:
-            return await workflow.execute_activity(
+            return await self._short(
                 "tools.guard",
                 GuardInput(incident_id=self._state.incident_id, actions=actions, agent=AGENT),
                 result_type=GuardResult,
@@ -265,15 +329,14 @@ class IncidentWorkflow:
     async def run(self, inp: IncidentInput) -> IncidentState:
         st, cfg = self._state, inp.config
         iid = inp.incident_id
+        self._local = workflow.patched(LOCAL_STAGES_PATCH)
         workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
 
         # 1. triage
         rec = self._begin("triage")
         self._occurrence = occurrence(rec.started_at)
         try:
-            tri = await workflow.execute_activity_method(
-                IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
-            )
+            tri = await self._short(IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY)
             detail = ""
         except ActivityError as exc:
             if is_cancelled_exception(exc):
@@ -298,7 +361,7 @@ class IncidentWorkflow:
             t for t in (tri.title, tri.alertname, annotations.get("description", "")) if t and t.strip()
         ) or (tri.alertname or tri.title)
         try:
-            recall = await workflow.execute_activity_method(
+            recall = await self._short(
                 IncidentActivities.recall,
                 RecallInput(incident_id=iid, text=text, labels=labels, limit=cfg.recall_limit),
                 start_to_close_timeout=timedelta(minutes=2),
@@ -328,7 +391,7 @@ class IncidentWorkflow:
         rec = self._begin("propose")
         try:
             tools = (
-                await workflow.execute_activity(
+                await self._short(
                     "tools.list_tools",
                     ListToolsInput(agent=AGENT),
                     result_type=ListToolsResult,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -359,24 +360,31 @@ class IncidentActivities:
         self.model_attempts = model_attempts
         # As many calls in flight as the pool serves at once (llama.cpp: one slot). A request
         # queued behind a busy model would time out anyway: wait a bounded time for a slot,
-        # then fall back at once, so a burst of incidents reaches its questions quickly.
+        # then fall back, so a burst of incidents reaches its questions quickly. A caller
+        # whose expected wait (`expected_wait_s`) is already over that bound falls back at
+        # once instead of sitting out the bound first.
+        self.model_slots = model_slots
         self._model_slots = asyncio.Semaphore(model_slots)
         self.slot_wait_s = model_timeout_s / 2 if slot_wait_s is None else slot_wait_s
+        self._waiting = 0  # callers queued for a slot
+        self._call_s: float | None = None  # moving average of a model call's duration
+
+    def expected_wait_s(self) -> float:
+        """How long a caller arriving now would wait for a model slot: 0 with a slot free, else
+        one model call (the moving average of the timed calls; half the slot bound before any
+        call was timed) per round of `model_slots` callers ahead of it, itself included."""
+        if not self._model_slots.locked():
+            return 0.0
+        per_call = self._call_s if self._call_s is not None else self.slot_wait_s / 2
+        return (self._waiting // self.model_slots + 1) * per_call
+
+    def _timed_call(self, seconds: float) -> None:
+        self._call_s = seconds if self._call_s is None else 0.7 * self._call_s + 0.3 * seconds
 
     # -- open, stages ------------------------------------------------------------------------
 
     async def _record_alerts(self, incident_id: str, alerts: list[Alert]) -> int:
-        for a in alerts:
-            await self.ledger.record_alert(
-                a.fingerprint,
-                starts_at=a.starts_at,
-                labels=a.labels,
-                annotations=a.annotations,
-                status=a.status.value,  # type: ignore[arg-type]  # "firing" | "resolved"
-                ends_at=a.ends_at,
-                incident_id=incident_id,
-            )
-        return len(alerts)
+        return await self.ledger.record_alerts(incident_id, alerts)
 
     @activity.defn(name="incident.triage")
     async def triage(self, inp: IncidentInput) -> TriageResult:
@@ -464,12 +472,24 @@ class IncidentActivities:
 
         messages = build_messages(inp)
         reason: str
+        expected = self.expected_wait_s()
+        if expected > self.slot_wait_s:
+            reason = (
+                f"the model is busy with other incidents ({self._waiting + 1} waiting for it, about "
+                f"{expected:.0f}s expected, over the {self.slot_wait_s:g}s bound)"
+            )
+            log.warning("propose %s: %s; falling back", inp.incident_id, reason)
+            return fallback_proposal(inp, reason)
+        self._waiting += 1
         try:
             await asyncio.wait_for(self._model_slots.acquire(), timeout=self.slot_wait_s)
         except TimeoutError:
             reason = f"the model is busy with other incidents (no free slot within {self.slot_wait_s:g}s)"
             log.warning("propose %s: %s; falling back", inp.incident_id, reason)
             return fallback_proposal(inp, reason)
+        finally:
+            self._waiting -= 1
+        started = time.monotonic()
         try:
             answer = await asyncio.wait_for(
                 self.router.structured(self.planner_group, messages, Proposal), timeout=self.model_timeout_s
@@ -488,6 +508,7 @@ class IncidentActivities:
             log.warning("propose %s: the model failed: %s; falling back", inp.incident_id, exc)
             return fallback_proposal(inp, f"the model failed: {exc}")
         finally:
+            self._timed_call(time.monotonic() - started)
             self._model_slots.release()
 
         proposal, note = ground_proposal(answer.value, inp)

@@ -62,6 +62,10 @@ class LocalEmbedder:
         self._load_lock = threading.Lock()
         # One worker: calls run one at a time, on one core, always on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        # Queries that arrive while the model is busy wait here and go in together as one
+        # batch (one forward pass for many short texts: a burst of incidents recalls at once).
+        self._queued: list[tuple[str, asyncio.Future[list[float]]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     def _load(self) -> SentenceTransformer:
         with self._load_lock:
@@ -114,7 +118,37 @@ class LocalEmbedder:
         return await self._run(list(texts))
 
     async def embed_query(self, text: str) -> list[float]:
-        return (await self._run([text]))[0]
+        """One query's vector. Concurrent queries are micro-batched: the first runs at once;
+        those that arrive while it runs go in together, up to `batch_size` per forward pass.
+        A lone query waits for nothing."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[float]] = loop.create_future()
+        self._queued.append((text, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[: self.batch_size], self._queued[self.batch_size :]
+            live = [(t, f) for t, f in batch if not f.done()]  # a caller may have been cancelled
+            if not live:
+                continue
+            try:
+                vectors = await self._run([t for t, _ in live])
+            except asyncio.CancelledError:
+                for _, f in live + self._queued:
+                    f.cancel()
+                self._queued = []
+                raise
+            except Exception as exc:
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for (_, f), v in zip(live, vectors, strict=True):
+                if not f.done():
+                    f.set_result(v)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)

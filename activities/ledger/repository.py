@@ -19,7 +19,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -81,6 +81,36 @@ def _first_line(exc: BaseException) -> str:
 def _normalise(value: Any) -> Any:
     """`value` as it comes back from a jsonb column (tuples become lists, ...)."""
     return json.loads(json.dumps(value))
+
+
+_ALERT_UPSERT = """
+INSERT INTO alerts AS a (fingerprint, labels, annotations, starts_at, ends_at, status, incident_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+    labels = EXCLUDED.labels,
+    annotations = EXCLUDED.annotations,
+    ends_at = EXCLUDED.ends_at,
+    status = EXCLUDED.status,
+    incident_id = COALESCE(EXCLUDED.incident_id, a.incident_id),
+    updated_at = now()
+"""
+
+
+class AlertIn(Protocol):
+    """What `record_alerts` reads of an alert (`agentic_core.alerts.Alert` fits)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def annotations(self) -> dict[str, str]: ...
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def ends_at(self) -> datetime | None: ...
+    @property
+    def status(self) -> str: ...
 
 
 async def _ensure_incident(conn: asyncpg.Connection, incident_id: str) -> None:
@@ -220,18 +250,7 @@ class Ledger:
             if incident_id is not None:
                 await _ensure_incident(conn, incident_id)
             row = await conn.fetchrow(
-                """
-                INSERT INTO alerts AS a (fingerprint, labels, annotations, starts_at, ends_at, status, incident_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
-                ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
-                    labels = EXCLUDED.labels,
-                    annotations = EXCLUDED.annotations,
-                    ends_at = EXCLUDED.ends_at,
-                    status = EXCLUDED.status,
-                    incident_id = COALESCE(EXCLUDED.incident_id, a.incident_id),
-                    updated_at = now()
-                RETURNING *
-                """,
+                _ALERT_UPSERT + " RETURNING *",
                 fingerprint,
                 labels,
                 annotations or {},
@@ -241,6 +260,22 @@ class Ledger:
                 incident_id,
             )
         return AlertRow.model_validate(dict(row))
+
+    async def record_alerts(self, incident_id: str, alerts: Sequence[AlertIn]) -> int:
+        """Record an incident's alerts, and open the incident row if it is new, in ONE
+        transaction (one commit, not one per alert: a burst of incidents shares the pool)."""
+        if not alerts:
+            return 0
+        async with self._conn(transaction=True) as conn:
+            await _ensure_incident(conn, incident_id)
+            await conn.executemany(
+                _ALERT_UPSERT,
+                [
+                    (a.fingerprint, a.labels, a.annotations or {}, a.starts_at, a.ends_at, a.status, incident_id)
+                    for a in alerts
+                ],
+            )
+        return len(alerts)
 
     async def list_alerts(self, incident_id: str) -> list[AlertRow]:
         async with self._conn() as conn:

@@ -1,0 +1,1 @@
+"""Reports: the weekly digest's ledger reads, chart and files."""

@@ -1,0 +1,51 @@
+"""Capture the histories of one finished incident (and its approval) for the replay-compatibility
+test: `python -m tests.capture_history NAME` writes `tests/histories/NAME.incident.json` and
+`NAME.approval.json`.
+
+The incident is the happy path of `test_incident_workflow` (question, approve, two actions,
+verified by the alert resolving) on the time-skipping server with the fake activities. Capture
+a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
+and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
+that would break running incidents fails there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from agentic_core.alerts import AlertStatus
+from agentic_core.incident import DecideInput, IncidentStatus
+from tests import test_incident_workflow as t
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def capture(name: str) -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=t.time_skipping_server()
+    )
+    try:
+        await t.register_search_attributes(env.client)
+        async with t.incident(env, t.Fakes()) as run:
+            st = await run.awaiting()
+            await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+            await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+            await run.signal(t.make_group(run.incident_id, AlertStatus.RESOLVED))
+            await run.result()
+            incident = await run.handle.fetch_history()
+            approval = await run.approval().fetch_history()
+    finally:
+        await env.shutdown()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.incident.json").write_text(incident.to_json())
+    (HISTORIES / f"{name}.approval.json").write_text(approval.to_json())
+    print(f"wrote {HISTORIES}/{name}.incident.json and .approval.json")
+
+
+if __name__ == "__main__":
+    asyncio.run(capture(sys.argv[1]))

@@ -1,0 +1,56 @@
+"""Running incidents survive upgrades: every captured history in `tests/histories/` (finished
+incidents and their approvals, captured with `python -m tests.capture_history NAME` by the code
+of their time) replays with today's workflows under the strict sandbox.
+
+A change to what a workflow does must keep these replaying (`workflow.patched` for new
+commands); then capture a new pair for the new code and keep the old ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.approval import ApprovalWorkflow
+from workflows.incident import LOCAL_STAGES_PATCH, IncidentWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+CAPTURED = sorted(HISTORIES.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_there_are_histories_of_both_stage_kinds() -> None:
+    names = {p.name for p in CAPTURED}
+    assert {"v1-regular-stages.incident.json", "v2-local-stages.incident.json"} <= names
+    # v1 predates local stages (no patch marker); v2 has it: both code paths are replayed
+    assert "core_patch" not in (HISTORIES / "v1-regular-stages.incident.json").read_text()
+    assert "core_patch" in (HISTORIES / "v2-local-stages.incident.json").read_text()
+
+
+@pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])
+async def test_captured_history_replays_with_todays_code(path: Path) -> None:
+    history = load(path)
+    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+async def test_replay_catches_a_change_without_a_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check has teeth: today's code with the local stages forced on (as if the change had
+    shipped without `workflow.patched`) cannot replay an incident that ran before it."""
+    from temporalio import workflow
+
+    assert LOCAL_STAGES_PATCH  # the patch this forces
+    monkeypatch.setattr(workflow, "patched", lambda _id: True)
+    path = HISTORIES / "v1-regular-stages.incident.json"
+    history = load(path)
+    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
