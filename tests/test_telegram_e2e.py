@@ -12,6 +12,8 @@ import sys
 import uuid
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ import pytest
 import uvicorn
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.ledger.repository import Ledger
 from agentic_core.incident import (
@@ -54,7 +57,7 @@ from tests.test_intake import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.cli import setup_topics
-from workers.telegram.notifier import CHANNEL
+from workers.telegram.notifier import CHANNEL, TelegramNotifier
 from workers.telegram.routing import TOPICS, TOPICS_KEY
 from workers.temporal import ensure_search_attributes
 from workflows.approval import ApprovalWorkflow
@@ -615,3 +618,46 @@ async def test_worker_builds_the_telegram_notifier_from_settings(emu: BotApiEmul
         with pytest.raises(AgenticError, match="rejected AGENTIC_TELEGRAM_TOKEN") as err:
             await build_notifier(Settings(telegram_token="999:nope", **base), ledger, stack)
         assert "999:nope" not in str(err.value)
+
+
+async def test_weekly_digest_lands_in_weekly_reports_as_a_photo(
+    tg: Telegram, pg: pgserver.PostgresServer, client: Client, tmp_path: Path
+) -> None:
+    """The reports helper's real WeeklyDigestWorkflow and activities, through the Telegram notifier."""
+    from activities.incident.activities import IncidentActivities
+    from activities.reports.activities import ReportActivities
+    from agentic_core.reports import WeeklyDigestResult, shift_week, week_of
+    from tests.report_helpers import check_png, seed_week
+    from workflows.digest import WeeklyDigestWorkflow
+
+    led = await Ledger.connect(await create_database(pg, "digest"), max_size=4)
+    try:
+        await led.kv_set(TOPICS_KEY, tg.topics)
+        notifier = TelegramNotifier(tg.notifier.bot, led, CHAT, SECRET)
+        week = shift_week(week_of(datetime.now(UTC)), -1)
+        await seed_week(led, week)
+        queue = f"digest-{uuid.uuid4().hex[:8]}"
+        incident = IncidentActivities(None, led, None, notifier)  # type: ignore[arg-type]  # notify only
+        reports = ReportActivities(led, tmp_path)
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[WeeklyDigestWorkflow],
+            activities=[reports.compute_digest, reports.write_digest, incident.notify],
+        ):
+            res = await client.execute_workflow(
+                "WeeklyDigestWorkflow",
+                {"week": week},
+                id=f"weekly-digest-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+                result_type=WeeklyDigestResult,
+            )
+        assert res.message_ref is not None and res.message_ref.startswith("tg:")
+        msg = tg.emu.messages[(CHAT, int(res.message_ref.rsplit(":", 1)[1]))]
+        assert msg.thread == tg.topics["weekly"] and msg.photo is not None
+        check_png(msg.photo)
+        assert msg.text.startswith("📊 Report") and res.summary.splitlines()[0] in msg.text
+        rows = await led.recent_notifications(CHANNEL)
+        assert [(r.kind, r.thread, r.incident_id) for r in rows] == [("report", str(tg.topics["weekly"]), None)]
+    finally:
+        await led.close()
