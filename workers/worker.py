@@ -75,10 +75,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.ledger.db import create_pool
     from activities.ledger.repository import Ledger
     from activities.tools.gateway import ToolActivities
+    from activities.trust.activities import TrustActivities
+    from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
     from workflows.approval import ApprovalWorkflow
     from workflows.incident import IncidentWorkflow
     from workflows.knowledge import WORKFLOWS
+    from workflows.promotion import RunbookPromotionWorkflow
+    from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
         client = await connect(settings.temporal_target, settings.temporal_namespace)
@@ -105,10 +109,27 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             allow={"incident": settings.incident_tool_list},
         )
         rollout_activities, rollout_workflows = build_rollout(settings)
+        trust_acts = TrustActivities(
+            ledger,
+            kb,
+            TrustConfig(
+                approvers=settings.approver_list,
+                remind_after_s=settings.remind_after_s,
+                escalate_after_s=settings.escalate_after_s,
+                expire_after_s=settings.expire_after_s,
+            ),
+        )
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow, *rollout_workflows],
+            workflows=[
+                *WORKFLOWS,
+                IncidentWorkflow,
+                ApprovalWorkflow,
+                RunbookPromotionWorkflow,
+                TrustReviewWorkflow,
+                *rollout_workflows,
+            ],
             activities=[
                 knowledge.upsert_runbooks,
                 knowledge.search,
@@ -123,6 +144,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                *trust_acts.all(),
                 *rollout_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",

@@ -55,6 +55,7 @@ from temporalio.exceptions import (
     ApplicationError,
     ChildWorkflowError,
     FailureError,
+    WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
 
@@ -66,9 +67,17 @@ with workflow.unsafe.imports_passed_through():
         group_annotations,
         occurrence,
     )
-    from agentic_core import policy
+    from activities.trust.activities import TrustActivities
+    from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
     from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+    from agentic_core.autonomy import (
+        LEVEL_ROUTE,
+        EvaluateTrustInput,
+        EvaluateTrustResult,
+        PromotionInput,
+        promotion_workflow_id,
+    )
     from agentic_core.incident import (
         QUERY_STATE,
         SIGNAL_ALERTS,
@@ -104,6 +113,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentic_core.models import AutomationLevel, ToolCall
     from workflows.approval import ApprovalWorkflow
+    from workflows.promotion import RunbookPromotionWorkflow
 
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
@@ -150,6 +160,8 @@ class IncidentWorkflow:
         self._route = "infrastructure"
         self._message_ref: str | None = None
         self._occurrence = 0  # set when the run starts
+        self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
+        self._trust = False  # earned autonomy (patched in: histories from before it replay without)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -377,6 +389,8 @@ class IncidentWorkflow:
             level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
         )
         st.verdict, st.plan = verdict, allowed
+        self._level = level
+        self._trust = workflow.patched("autonomy-trust")
         st.plan_hash = plan_hash(allowed) if allowed else None
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
@@ -434,7 +448,8 @@ class IncidentWorkflow:
         self._end(rec, failed.error if failed is not None else f"{len(plan)} action(s) succeeded")
         done_text = executed_text(st)
         if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
-            await self._notify(NotifyKind.DONE, done_text, plan=plan, plan_hash=plan_hash(plan))
+            if not self._trust:  # with earned autonomy, DONE follows the outcome (in `_close`)
+                await self._notify(NotifyKind.DONE, done_text, plan=plan, plan_hash=plan_hash(plan))
         else:
             self._message_ref = (
                 await self._notify(NotifyKind.UPDATE, done_text, edit_of=self._message_ref) or self._message_ref
@@ -573,17 +588,114 @@ class IncidentWorkflow:
                 retry_policy=_RETRY,
             )
             self._end(rec, "decision indexed" if res.decision_indexed else "recorded")
+            if res.learned_runbook_id:
+                self._set_runbook(res.learned_runbook_id)
+                rec.detail += f"; new runbook {res.learned_runbook_id}"
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
             self._end(rec, f"record failed: {_error(exc)}")
+        evaluation = await self._evaluate_trust() if self._trust else None
+        if self._trust and st.verdict == PolicyVerdict.RUN_THEN_NOTIFY and st.actions:
+            # Standard runbooks run first and tell after, with the outcome.
+            await self._notify(
+                NotifyKind.DONE, done_with_outcome_text(st, evaluation), plan=st.plan, plan_hash=st.plan_hash
+            )
+        if evaluation is not None:
+            await self._announce_levels(evaluation)
         text = closing_text(st)
         if status == IncidentStatus.RESOLVED:
             await self._notify(NotifyKind.RESOLVED, text)
         else:
             await self._notify(NotifyKind.UPDATE, text, edit_of=self._message_ref)
+        if evaluation is not None and evaluation.ask_promotion is not None:
+            await self._start_promotion(evaluation)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return st
+
+    # -- earned autonomy -------------------------------------------------------------------------
+
+    def _evidence(self) -> tuple[AutomationLevel | None, bool | None]:
+        """The level the runbook's own plan ran at (None: it did not run as approved or
+        automatic) and whether it worked (None: no evidence, e.g. the outcome is unknown)."""
+        st = self._state
+        ran = [a for a in st.actions if a.status in ("succeeded", "failed")]
+        choice = st.decision.choice if st.decision is not None else ("automatic" if ran else None)
+        if not ran or choice not in ("approved", "automatic"):
+            return None, None
+        if any(a.status == "failed" for a in st.actions):
+            return self._level, False
+        outcome = st.outcome.outcome if st.outcome is not None else "unknown"
+        return self._level, (None if outcome == "unknown" else outcome == "success")
+
+    async def _evaluate_trust(self) -> EvaluateTrustResult | None:
+        """After the record: demote a standard runbook that failed here (at once, inside this
+        incident), promote manual → prompted, and learn whether to ask for standard."""
+        st = self._state
+        if not st.runbook_id:
+            return None
+        ran_at, success = self._evidence()
+        rec = self._begin("trust")
+        try:
+            res = await workflow.execute_activity_method(
+                TrustActivities.evaluate,
+                EvaluateTrustInput(
+                    runbook_id=st.runbook_id, incident_id=st.incident_id, ran_at=ran_at, success=success
+                ),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            self._end(rec, f"trust not evaluated: {_error(exc)}")
+            return None
+        change = res.demoted or res.promoted
+        detail = f"{change.from_level.value} → {change.to_level.value}" if change else res.level.value
+        if res.ask_promotion is not None:
+            detail += f"; asking for {res.ask_promotion.value}"
+        self._end(rec, detail)
+        return res
+
+    async def _announce_levels(self, res: EvaluateTrustResult) -> None:
+        for change, verb in ((res.demoted, "demoted"), (res.promoted, "promoted")):
+            if change is None:
+                continue
+            text = (
+                f"Runbook {change.runbook_id} {verb}: {change.from_level.value} → {change.to_level.value}"
+                f" (incident {self._state.incident_id}). {change.reason}"
+            )
+            try:
+                await workflow.execute_activity_method(
+                    IncidentActivities.notify,
+                    NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route=LEVEL_ROUTE, text=text),
+                    start_to_close_timeout=_SHORT,
+                    retry_policy=_RETRY,
+                )
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                workflow.logger.warning("incident %s: level notice failed: %s", self._state.incident_id, exc)
+
+    async def _start_promotion(self, res: EvaluateTrustResult) -> None:
+        """Ask a human before the runbook becomes standard: a `RunbookPromotionWorkflow` that
+        outlives this incident (ABANDON); its id makes it one question per runbook and level."""
+        assert res.ask_promotion is not None
+        wid = promotion_workflow_id(res.runbook_id, res.ask_promotion)
+        try:
+            await workflow.start_child_workflow(
+                RunbookPromotionWorkflow.run,
+                PromotionInput(
+                    runbook_id=res.runbook_id,
+                    from_level=res.level,
+                    to_level=res.ask_promotion,
+                    reason=f"its record after incident {self._state.incident_id}: {trust.record_text(res.record)}",
+                ),
+                id=wid,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("incident %s: promotion %s already asked", self._state.incident_id, wid)
 
 
 # --------------------------------------------------------------------------- message texts
@@ -645,10 +757,21 @@ def executed_text(st: IncidentState) -> str:
     return "\n".join(lines)
 
 
+def done_with_outcome_text(st: IncidentState, evaluation: EvaluateTrustResult | None) -> str:
+    """What a standard runbook did, told after it ran: its actions, the outcome, any demotion."""
+    lines = [executed_text(st)]
+    if st.outcome is not None:
+        lines.append(f"Outcome: {st.outcome.outcome}" + (f": {st.outcome.detail}" if st.outcome.detail else ""))
+    if evaluation is not None and evaluation.demoted is not None:
+        d = evaluation.demoted
+        lines.append(f"Runbook {d.runbook_id} demoted {d.from_level.value} → {d.to_level.value}: it will ask again.")
+    return "\n".join(lines)
+
+
 def closing_text(st: IncidentState) -> str:
     detail = f": {st.outcome.detail}" if st.outcome is not None and st.outcome.detail else ""
     who = f" ({st.decision.choice} by {st.decision.by})" if st.decision is not None and st.decision.by else ""
     return f"{st.status.value}{who}: {st.title}{detail}"
 
 
-WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow]
+WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow]
