@@ -11,8 +11,11 @@ activities; only the outside world (triage/notify/tools/model) is faked.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pgserver
@@ -36,7 +39,11 @@ from agentic_core.autonomy import (
     PromotionInput,
     PromotionResult,
     TrustConfig,
+    TrustReviewInput,
+    previous_quarter,
     promotion_workflow_id,
+    quarter_bounds,
+    quarter_of,
 )
 from agentic_core.incident import (
     QUERY_APPROVAL,
@@ -68,6 +75,7 @@ from tests.test_incident_workflow import (
 )
 from workflows.approval import ApprovalWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
+from workflows.trust_review import TrustReviewWorkflow
 
 M, P, S = AutomationLevel.MANUAL, AutomationLevel.PROMPTED, AutomationLevel.STANDARD
 
@@ -451,3 +459,108 @@ async def test_a_novel_approved_plan_becomes_a_runbook_that_the_next_similar_ale
         assert learned in fakes2.notifications[0].text
         await run2.decide(DecideInput(choice="ignored", by="alice", plan_hash=st2.plan_hash or ""))
         await run2.result()
+
+
+# --------------------------------------------------------------------------- quarterly review, CLI
+
+
+async def test_trust_review_audits_the_quarter_and_applies_approved_proposals(
+    env: WorkflowEnvironment, pg: pgserver.PostgresServer, kb: KnowledgeBase
+) -> None:
+    led = await Ledger.connect(await create_database(pg, "review"), max_size=2)
+    try:
+        shaky = await add_runbook(led, kb, S)
+        strong = await add_runbook(led, kb, P)
+        steady = await add_runbook(led, kb, S)
+        for i in range(40):
+            await led.record_execution(shaky, i % 8 != 0, event_key=f"shaky/{i}")  # 5 failures
+            await led.record_execution(steady, True, event_key=f"steady/{i}")
+        for i in range(70):
+            await led.record_execution(strong, True, event_key=f"strong/{i}")
+            await led.record_execution(steady, True, event_key=f"steady/more/{i}")
+        for i in range(3):
+            await led.record_decision(f"inc-auto-{i}", "automatic", approval_id=f"inc-auto-{i}-a", runbook_id=steady)
+        await led.record_outcome("inc-auto-0", "failure", "boom")
+        await led.record_outcome("inc-auto-1", "success")
+
+        fakes = Fakes()
+        tq = f"review-{uuid.uuid4().hex[:8]}"
+        quarter = quarter_of(datetime.now(UTC))
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=[TrustReviewWorkflow, ApprovalWorkflow],
+            activities=[fakes.notify, *TrustActivities(led, kb, TrustConfig(approvers=["alice"])).all()],
+        ):
+            wid = f"trust-review/{uuid.uuid4().hex[:6]}"
+            handle = await env.client.start_workflow(
+                TrustReviewWorkflow.run, TrustReviewInput(quarter=quarter), id=wid, task_queue=tq
+            )
+            await answer(env, f"{wid}/{shaky}/approval", "approved", "alice")
+            await answer(env, f"{wid}/{strong}/approval", "ignored", "alice", "wait for the upgrade")
+            result = await handle.result()
+        assert result.quarter == quarter
+        assert (result.automated_actions, result.automated_failures, result.automated_unknown) == (3, 1, 1)
+        by_id = {o.proposal.runbook_id: o for o in result.outcomes}
+        assert set(by_id) == {shaky, strong}  # the steady standard runbook is left alone
+        assert by_id[shaky].proposal.to_level == P and by_id[shaky].answer == "applied"
+        assert by_id[strong].proposal.to_level == S and by_id[strong].answer == "refused"
+        assert (await led.get_runbook(shaky)).automation_level == P  # type: ignore[union-attr]
+        assert (await led.get_runbook(strong)).automation_level == P  # type: ignore[union-attr]
+        assert "5 failure(s) this quarter" in by_id[shaky].proposal.reason
+        report = fakes.notifications[-1]
+        assert report.kind == NotifyKind.REPORT and report.route == "weekly" and report.incident_id is None
+        assert quarter in report.text and "3 (33.3% failed" in report.text
+        assert [r.status for r in await led.promotion_requests(strong)] == ["refused"]
+    finally:
+        await led.close()
+
+
+def test_review_input_is_exactly_the_quarter() -> None:
+    assert TrustReviewInput.model_validate({"quarter": None}).quarter is None
+    assert TrustReviewInput.model_validate_json('{"quarter": "2026-Q3"}').quarter == "2026-Q3"
+    assert TrustReviewInput().model_dump(mode="json") == {"quarter": None}
+    with pytest.raises(ValueError):
+        TrustReviewInput(quarter="2026-Q5")
+    assert previous_quarter(datetime(2026, 1, 15, tzinfo=UTC)) == "2025-Q4"
+    assert previous_quarter(datetime(2026, 8, 1, tzinfo=UTC)) == "2026-Q2"
+    assert quarter_bounds("2026-Q4") == (datetime(2026, 10, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+async def test_cli_runbooks_stats_and_show(
+    pg: pgserver.PostgresServer, kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    dsn = await create_database(pg, "cli")
+    led = await Ledger.connect(dsn, max_size=2)
+    try:
+        rid = await add_runbook(led, kb, M)
+        await add_runbook(led, kb, P)
+        await add_runbook(led, kb, S)
+        await add_runbook(led, kb, S)
+        await led.record_execution(rid, True)
+        await led.set_runbook_level(rid, P, "earned", "trust-policy")
+    finally:
+        await led.close()
+    monkeypatch.setenv("AGENTIC_POSTGRES_DSN", dsn)
+    monkeypatch.setenv("AGENTIC_DATA_DIR", str(tmp_path))
+
+    def run(*args: str) -> str:
+        res = CliRunner().invoke(app, list(args))
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    out = await asyncio.to_thread(run, "runbooks", "stats", "--json")
+    assert json.loads(out) == {"manual": 0, "prompted": 2, "standard": 2}
+    view = json.loads(await asyncio.to_thread(run, "runbooks", "show", rid, "--json"))
+    assert view["runbook"]["id"] == rid and view["runbook"]["automation_level"] == "prompted"
+    assert view["record"]["executions"] == 1 and view["record"]["successes"] == 1
+    assert [(h["from_level"], h["to_level"]) for h in view["level_history"]] == [
+        (None, "manual"),
+        ("manual", "prompted"),
+    ]
+    text = await asyncio.to_thread(run, "runbooks", "show", rid)
+    assert "level history" in text and "earned" in text

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentic_core.models import Collection
+from workers.autonomy_cli import register as register_autonomy
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
 
@@ -38,6 +39,7 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(incidents_app, name="incidents")
 rollout_app = typer.Typer(help="The platform's own rollout, wave by wave (RolloutWorkflow).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+register_autonomy(app, runbooks_app)  # runbooks show|stats, review run (workers/autonomy_cli.py)
 
 console = Console()
 err_console = Console(stderr=True)
