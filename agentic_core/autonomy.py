@@ -144,6 +144,11 @@ class PromotionInput(BaseModel):
     config: TrustConfig | None = None  # None: ask the worker (`trust.config`)
 
 
+class StartPromotionResult(BaseModel):
+    workflow_id: str
+    started: bool  # False: a question for this runbook and level is already open
+
+
 class PromotionResult(BaseModel):
     runbook_id: str
     outcome: Literal["promoted", "refused", "expired", "stale"]

@@ -335,8 +335,9 @@ async def incident(
     config: IncidentConfig | None = None,
     activities: list[Callable[..., Awaitable[Any]]] | None = None,
     labels: dict[str, str] | None = None,
+    task_queue: str | None = None,
 ) -> AsyncIterator[Run]:
-    task_queue = f"incident-{uuid.uuid4().hex[:8]}"
+    task_queue = task_queue or f"incident-{uuid.uuid4().hex[:8]}"
     incident_id = f"inc-{uuid.uuid4().hex[:12]}"
     async with Worker(
         env.client,

@@ -118,6 +118,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 escalate_after_s=settings.escalate_after_s,
                 expire_after_s=settings.expire_after_s,
             ),
+            client=client,
+            task_queue=settings.task_queue,
         )
         worker = Worker(
             client,

@@ -55,7 +55,6 @@ from temporalio.exceptions import (
     ApplicationError,
     ChildWorkflowError,
     FailureError,
-    WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
 
@@ -76,7 +75,6 @@ with workflow.unsafe.imports_passed_through():
         EvaluateTrustInput,
         EvaluateTrustResult,
         PromotionInput,
-        promotion_workflow_id,
     )
     from agentic_core.incident import (
         QUERY_STATE,
@@ -678,24 +676,31 @@ class IncidentWorkflow:
                 workflow.logger.warning("incident %s: level notice failed: %s", self._state.incident_id, exc)
 
     async def _start_promotion(self, res: EvaluateTrustResult) -> None:
-        """Ask a human before the runbook becomes standard: a `RunbookPromotionWorkflow` that
-        outlives this incident (ABANDON); its id makes it one question per runbook and level."""
+        """Ask a human before the runbook becomes standard: `trust.ask_promotion` starts a
+        `RunbookPromotionWorkflow` that outlives this incident; its id makes it one question per
+        runbook and level."""
         assert res.ask_promotion is not None
-        wid = promotion_workflow_id(res.runbook_id, res.ask_promotion)
         try:
-            await workflow.start_child_workflow(
-                RunbookPromotionWorkflow.run,
+            started = await workflow.execute_activity_method(
+                TrustActivities.ask_promotion,
                 PromotionInput(
                     runbook_id=res.runbook_id,
                     from_level=res.level,
                     to_level=res.ask_promotion,
                     reason=f"its record after incident {self._state.incident_id}: {trust.record_text(res.record)}",
                 ),
-                id=wid,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
             )
-        except WorkflowAlreadyStartedError:
-            workflow.logger.info("incident %s: promotion %s already asked", self._state.incident_id, wid)
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: promotion not asked: %s", self._state.incident_id, exc)
+            return
+        if not started.started:
+            workflow.logger.info(
+                "incident %s: promotion %s already asked", self._state.incident_id, started.workflow_id
+            )
 
 
 # --------------------------------------------------------------------------- message texts

@@ -10,6 +10,7 @@ The worker builds one `TrustActivities(ledger, kb, config)` and registers its bo
 | `trust.request`        | PromotionRequestInput | TrustSnapshot       | record a promotion question                   |
 | `trust.answer`         | PromotionAnswerInput  | TrustSnapshot       | record its answer                             |
 | `trust.config`         | TrustSnapshotInput    | TrustConfig         | approvers and delays from the settings        |
+| `trust.ask_promotion`  | PromotionInput        | StartPromotionResult| start RunbookPromotionWorkflow (idempotent)   |
 | `trust.audit`          | AuditInput            | AuditResult         | a quarter's automated actions and proposals   |
 
 The ledger holds the truth (`runbooks.automation_level`, `runbook_level_history`); the
@@ -25,10 +26,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.incident.activities import _ledger_errors
 from agentic_core import trust
 from agentic_core.autonomy import (
+    PROMOTION_WORKFLOW,
     AuditedRunbook,
     AuditInput,
     AuditResult,
@@ -36,18 +39,23 @@ from agentic_core.autonomy import (
     EvaluateTrustResult,
     LevelChangeInfo,
     PromotionAnswerInput,
+    PromotionInput,
     PromotionRequestInput,
     SetLevelInput,
     SetLevelResult,
+    StartPromotionResult,
     TrustConfig,
     TrustSnapshot,
     TrustSnapshotInput,
+    promotion_workflow_id,
     quarter_bounds,
 )
 from agentic_core.models import AutomationLevel
 from agentic_core.trust import TrustPolicy, TrustRecord
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.models import RunbookStats
     from activities.ledger.repository import Ledger
@@ -77,9 +85,14 @@ class TrustActivities:
         kb: KnowledgeBase | None,
         config: TrustConfig | None = None,
         policy: TrustPolicy | None = None,
+        *,
+        client: Client | None = None,
+        task_queue: str = "",
     ) -> None:
         self.ledger = ledger
         self.kb = kb
+        self.client = client  # starts promotion questions (`trust.ask_promotion`)
+        self.task_queue = task_queue
         self.config = config or TrustConfig()
         self.policy = policy or trust.DEFAULT_POLICY
 
@@ -213,6 +226,24 @@ class TrustActivities:
     async def get_config(self, inp: TrustSnapshotInput) -> TrustConfig:
         return self.config
 
+    @activity.defn(name="trust.ask_promotion")
+    async def ask_promotion(self, inp: PromotionInput) -> StartPromotionResult:
+        """Start the `RunbookPromotionWorkflow` that asks a human, outside the asking incident
+        (which closes right after). Its id (`promotion_workflow_id`) makes it one question per
+        runbook and level at a time: a retry, or a second incident, finds it open."""
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        wid = promotion_workflow_id(inp.runbook_id, inp.to_level)
+        if self.client is None:
+            raise ApplicationError("this worker has no Temporal client to ask with", non_retryable=True)
+        try:
+            await self.client.start_workflow(
+                PROMOTION_WORKFLOW, inp, id=wid, task_queue=self.task_queue or activity.info().task_queue
+            )
+        except WorkflowAlreadyStartedError:
+            return StartPromotionResult(workflow_id=wid, started=False)
+        return StartPromotionResult(workflow_id=wid, started=True)
+
     @activity.defn(name="trust.audit")
     async def audit(self, inp: AuditInput) -> AuditResult:
         """The quarter's automated actions (decisions taken alone, with their outcomes) and, per
@@ -260,5 +291,6 @@ class TrustActivities:
             self.request,
             self.answer,
             self.get_config,
+            self.ask_promotion,
             self.audit,
         ]
