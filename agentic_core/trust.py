@@ -15,7 +15,7 @@ how a runbook *earns* and *loses* its level:
   interval for the success rate, one-sided at `Z_STANDARD` = 1.645 (95 %). It reads "we are
   95 % sure the true success rate is at least this". A short lucky streak cannot promote:
   with no failure at all the bound is n / (n + z²), which passes 0.95 only from n = 52.
-  A failure costs much more: 1 failure in n needs n ≈ 90, 2 need n ≈ 125. The raw rate s/n
+  A failure costs much more: with 1 failure it takes 87 executions, with 2, 118. The raw rate s/n
   would promote a runbook after 5 lucky runs; a posterior mean under a uniform prior after
   19. Measured in `benchmarks/autonomy_sim.py` against the issue's targets.
 - **manual → prompted: automatic, announced** (`promotion_target`): at least

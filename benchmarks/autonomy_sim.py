@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -367,8 +367,25 @@ async def one_alert(
     if "asking for standard" in detail:
         week.promotion_questions += 1
         wid = promotion_workflow_id(runbook_id(i), AutomationLevel.STANDARD)
-        await decide(client, f"{wid}/approval", sound)
-        res = await client.get_workflow_handle(wid, result_type=PromotionResult).result()
+        promotion = client.get_workflow_handle(wid, result_type=PromotionResult)
+        approval = client.get_workflow_handle(f"{wid}/approval")
+
+        async def asking() -> str | None:
+            # The latest promotion run either asks (its approval runs) or ended without asking
+            # (stale); an earlier run's approval under the same id is closed.
+            if (await promotion.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return "ended"
+            try:
+                running = (await approval.describe()).status == WorkflowExecutionStatus.RUNNING
+            except RPCError:
+                return None
+            return "asking" if running else None
+
+        if await until(asking) == "asking":
+            await decide(client, f"{wid}/approval", sound)
+        else:
+            week.promotion_questions -= 1  # not asked after all
+        res = await promotion.result()
         if res.outcome == "promoted":
             week.promotions += 1
 

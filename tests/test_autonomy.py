@@ -522,6 +522,8 @@ async def test_trust_review_audits_the_quarter_and_applies_approved_proposals(
         assert report.kind == NotifyKind.REPORT and report.route == "weekly" and report.incident_id is None
         assert quarter in report.text and "3 (33.3% failed" in report.text
         assert [r.status for r in await led.promotion_requests(strong)] == ["refused"]
+        replayer = Replayer(workflows=[TrustReviewWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(await handle.fetch_history())
     finally:
         await led.close()
 
