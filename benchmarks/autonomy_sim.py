@@ -33,6 +33,32 @@ actions (standard runbooks that ran without asking), failed automated actions, p
 1. at least 60 % fewer human prompts in week 8 than in week 1;
 2. failed automated actions ≤ 1 % of automated actions (all weeks);
 3. each runbook whose true rate is below 0.90 spends under 2 % of its executions at standard.
+
+Recorded on the 2-core reference machine at commits 0c9cd4e–66276aa (the policy unchanged since
+b314ee2: Wilson lower bound z = 1.645,
+standard needs > 0.95 and ≥ 5 runs, demotion on any standard failure), 150 alerts/week:
+
+    volume        seed  week 1 → week 8 prompts   failed automated   < 0.90 at standard   wall
+    correlated    1     156 → 57   (63 % fewer)    0 / 910  (0.00 %)   0 % (6 runbooks)     348 s
+    correlated    2     140 → 53   (62 % fewer)    1 / 957  (0.10 %)   0 % (6 runbooks)     247 s
+    shuffled      1     161 → 108  (33 % fewer)    7 / 549  (1.28 %)   0 % (6 runbooks)     318 s
+
+Correlated, seed 1, per week (prompts include promotion questions; promotions include the
+automatic manual → prompted ones):
+
+    week alerts prompts (promo q)  auto failed promo  demo
+       1    156     156         0     0      0    13     0
+       2    141     110         1    32      0     4     0
+       4    149      87         1    63      0     1     0
+       8    143      57         1    87      0     1     0
+      12    157      44         0   113      0     0     0
+
+All three targets hold when the chronic (high-volume) alerts are the ones with reliable fixes.
+With volume independent of reliability (shuffled) the two runbooks at 0.80 and 0.71 carry
+~300 of the alerts and must keep asking, and the 0.98 and 0.993 runbooks that earn standard
+fail 1.3 % of the time: targets 1 and 2 are then out of reach of any policy that keeps a
+human on every plan below 0.95 (target 3 still holds). The per-runbook lines show which
+runbooks reached standard and for how many of their executions.
 """
 
 from __future__ import annotations
