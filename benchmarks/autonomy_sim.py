@@ -35,8 +35,8 @@ actions (standard runbooks that ran without asking), failed automated actions, p
 3. each runbook whose true rate is below 0.90 spends under 2 % of its executions at standard.
 
 Recorded on the 2-core reference machine at commits 0c9cd4e–66276aa (the policy unchanged since
-b314ee2: Wilson lower bound z = 1.645,
-standard needs > 0.95 and ≥ 5 runs, demotion on any standard failure), 150 alerts/week:
+b314ee2: Wilson lower bound z = 1.645, standard needs > 0.95 and ≥ 5 runs, demotion on any
+standard failure), 150 alerts/week:
 
     volume        seed  week 1 → week 8 prompts   failed automated   < 0.90 at standard   wall
     correlated    1     156 → 57   (63 % fewer)    0 / 910  (0.00 %)   0 % (6 runbooks)     348 s
