@@ -52,6 +52,7 @@ from agentic_core.incident import (
     DecideInput,
     DecideResult,
     IncidentConfig,
+    IncidentState,
     IncidentStatus,
     NotifyKind,
     PolicyVerdict,
@@ -576,3 +577,33 @@ async def test_cli_runbooks_stats_and_show(
     ]
     text = await asyncio.to_thread(run, "runbooks", "show", rid)
     assert "level history" in text and "earned" in text
+
+
+def test_only_a_novel_approved_plan_that_ran_is_learned() -> None:
+    from activities.incident.activities import learned_runbook
+    from agentic_core.incident import ActionResult, ApprovalResult
+
+    labels = {"alertname": "DiskFull", "namespace": "media", "pod": "plex-0", "severity": "warning"}
+    group = make_group("inc-x", labels=labels)
+    plan = [ToolCall(tool="kubernetes.expand_pvc", arguments={"namespace": "media", "size": "20Gi"})]
+    base = IncidentState(
+        incident_id="inc-x",
+        title="Disk full",
+        proposal=Proposal(summary="disk", diagnosis="full", actions=plan, confidence=0.5),
+        plan=plan,
+        decision=ApprovalResult(approval_id="a", choice="approved", by="bob", plan=plan),
+        actions=[ActionResult(index=0, tool=plan[0].tool, status="succeeded")],
+    )
+    rb = learned_runbook(base, group)
+    assert rb is not None and rb.source == "approval:inc-x" and rb.automation_level == M
+    assert {str(m) for m in rb.match} == {"alertname=DiskFull", "namespace=media"}  # no pod, no severity
+    assert rb.actions[0].arguments == {"namespace": "{{ labels.namespace }}", "size": "20Gi"}
+    assert rb.content_hash == rb.compute_hash()
+    assert learned_runbook(base, make_group("inc-y", labels=labels)).id == rb.id  # type: ignore[union-attr]
+    named = base.model_copy(update={"proposal": base.proposal.model_copy(update={"runbook_id": "k/x"})})  # type: ignore[union-attr]
+    assert learned_runbook(named, group) is None
+    ignored = base.model_copy(update={"decision": base.decision.model_copy(update={"choice": "ignored"})})  # type: ignore[union-attr]
+    assert learned_runbook(ignored, group) is None
+    assert learned_runbook(base.model_copy(update={"actions": []}), group) is None
+    automatic = base.model_copy(update={"decision": None})
+    assert learned_runbook(automatic, group) is None

@@ -22,7 +22,13 @@ Stages (each in `IncidentState.stages` with its start and finish times):
    A plan modified by the human is guarded again first; if any of it is refused, none runs.
 8. **verify**: wait up to `verify_window_s` for the group to resolve: success when it does,
    "unknown" when the window ends (there is no check tool yet).
-9. **record** (`incident.record`), then the closing notification (RESOLVED, or an UPDATE).
+9. **record** (`incident.record`; a novel approved plan becomes a new manual runbook here).
+10. **trust** (`trust.evaluate`, earned autonomy, docs/autonomy.md): a failure of a runbook that
+   ran at standard demotes it at once (NOTICE); a record that earns prompted promotes it
+   (NOTICE); one that earns standard starts a `RunbookPromotionWorkflow` through
+   `trust.ask_promotion` (it outlives this incident). A standard runbook's DONE notification,
+   with the outcome, comes here. Then the closing notification (RESOLVED, or an UPDATE).
+   Histories from before this stage replay without it (`workflow.patched("autonomy-trust")`).
 
 Alerts (`SIGNAL_ALERTS`) are merged by fingerprint at any time. A repeat of what the incident
 already holds only counts (`state.signals`). At most `MAX_ALERTS` distinct alerts are kept.
