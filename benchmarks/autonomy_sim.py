@@ -506,9 +506,12 @@ async def simulate(args: argparse.Namespace) -> Tally:
         counts = await ledger.level_counts()
         print(f"levels at the end: {counts}", file=sys.stderr)
     finally:
-        await env.shutdown()
-        await ledger.close()
-        await store.close()
+        # Every step, even when one fails: never leave a PostgreSQL or a test server behind.
+        for step in (env.shutdown, ledger.close, store.close):
+            try:
+                await step()
+            except Exception as exc:
+                print(f"cleanup: {exc}", file=sys.stderr)
         embedder.close()
         pg.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
