@@ -3,12 +3,13 @@
 Started by an incident (after its record) when a runbook's record supports the next level
 that needs a human (`trust.needs_approval`: standard), or by the quarterly review. Its id is
 `promotion_workflow_id(runbook, level)`, so one question per runbook and level is open at a
-time; the incident starts it with parent-close ABANDON, so it outlives the incident.
+time; the incident starts it through the `trust.ask_promotion` activity (a client start, not
+a child), so it outlives the incident.
 
 1. `trust.snapshot`: the runbook must still be at `from_level` with a record that supports
    `to_level`; otherwise it ends "stale" without asking (e.g. a failure demoted it meanwhile).
-2. `trust.request` records the question; a NOTICE-free QUESTION notification (incident_id
-   None) carries the record; a child `ApprovalWorkflow` (id `<this id>/approval`, the plan
+2. `trust.request` records the question; a QUESTION notification (incident_id None, the
+   approval id, an empty plan) carries the record; a child `ApprovalWorkflow` (id `<this id>/approval`, the plan
    empty) waits for the answer with its usual reminders, escalation and expiry.
 3. Approved: `trust.set_level` (ledger + history + index) with `expected_from`, so a
    demotion that crossed the question wins. Ignored or expired: the level stays.
