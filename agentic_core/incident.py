@@ -302,6 +302,7 @@ class RecordInput(BaseModel):
 
 class RecordResult(BaseModel):
     decision_indexed: bool = False
+    learned_runbook_id: str | None = None  # a novel approved plan became this new manual runbook
 
 
 # --------------------------------------------------------------------------- approval
@@ -320,6 +321,9 @@ class ApprovalRequest(BaseModel):
     escalate_after_s: int = 60 * 60
     expire_after_s: int = 4 * 60 * 60
     message_ref: str | None = None  # the question's message, for edits
+    # "level": a question about a runbook's automation level (promotion, trust review), not an
+    # incident: `incident_id` then holds the asking workflow's id and notifications carry None.
+    kind: Literal["incident", "level"] = "incident"
 
 
 class DecideInput(BaseModel):

@@ -11,8 +11,8 @@ activity (triage does: its result is recorded in history).
 - `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
 
-Promotion and demotion thresholds (5+ approved executions, smoothed success rate) come later
-and belong here too.
+How a runbook earns and loses its level (promotion and demotion, the smoothed success rate)
+is `agentic_core.trust`; what the level then allows is `decide` and `plan_level` here.
 """
 
 from __future__ import annotations

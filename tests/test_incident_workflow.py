@@ -34,6 +34,7 @@ from activities.inference.router import InferenceUnavailable
 from agentic_core import policy
 from agentic_core import search_attributes as sa
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+from agentic_core.autonomy import EvaluateTrustInput, EvaluateTrustResult
 from agentic_core.incident import (
     QUERY_APPROVAL,
     QUERY_STATE,
@@ -74,6 +75,7 @@ from agentic_core.incident import (
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, ToolCall
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.promotion import RunbookPromotionWorkflow
 
 LABELS = {
     "alertname": "KubePodCrashLooping",
@@ -171,6 +173,8 @@ class Fakes:
     stages: list[StageInput] = field(default_factory=list)
     records: list[RecordInput] = field(default_factory=list)
     proposes: list[ProposeInput] = field(default_factory=list)
+    evaluations: list[EvaluateTrustInput] = field(default_factory=list)
+    trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
 
     @activity.defn(name="incident.triage")
     async def triage(self, inp: IncidentInput) -> TriageResult:
@@ -221,6 +225,13 @@ class Fakes:
         self.records.append(inp)
         return RecordResult(decision_indexed=inp.state.decision is not None)
 
+    @activity.defn(name="trust.evaluate")
+    async def evaluate(self, inp: EvaluateTrustInput) -> EvaluateTrustResult:
+        self.evaluations.append(inp)
+        if self.trust_result is not None:
+            return self.trust_result(inp)
+        return EvaluateTrustResult(runbook_id=inp.runbook_id, level=self.runbook_level)
+
     @activity.defn(name="tools.list_tools")
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
         return ListToolsResult(tools=TOOLS)
@@ -261,6 +272,7 @@ class Fakes:
             self.propose,
             self.notify,
             self.record,
+            self.evaluate,
             self.list_tools,
             self.guard,
             self.execute,
@@ -322,16 +334,18 @@ async def incident(
     fakes: Fakes,
     config: IncidentConfig | None = None,
     activities: list[Callable[..., Awaitable[Any]]] | None = None,
+    labels: dict[str, str] | None = None,
+    task_queue: str | None = None,
 ) -> AsyncIterator[Run]:
-    task_queue = f"incident-{uuid.uuid4().hex[:8]}"
+    task_queue = task_queue or f"incident-{uuid.uuid4().hex[:8]}"
     incident_id = f"inc-{uuid.uuid4().hex[:12]}"
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow],
         activities=activities or fakes.activities(),
     ):
-        group = make_group(incident_id)
+        group = make_group(incident_id, labels=labels)
         handle = await env.client.start_workflow(
             IncidentWorkflow.run,
             IncidentInput(incident_id=incident_id, group=group, config=config or IncidentConfig()),
@@ -383,7 +397,21 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
     assert [a.status for a in final.actions] == ["succeeded", "succeeded"]
     assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.UPDATE, NotifyKind.RESOLVED]
     names = [s.name for s in final.stages]
-    assert names == ["triage", "recall", "propose", "guard", "policy", "approval", "execute", "verify", "record"]
+    assert names == [
+        "triage",
+        "recall",
+        "propose",
+        "guard",
+        "policy",
+        "approval",
+        "execute",
+        "verify",
+        "record",
+        "trust",
+    ]
+    assert [(e.runbook_id, e.ran_at, e.success) for e in fakes.evaluations] == [
+        (RUNBOOK_ID, AutomationLevel.MANUAL, True)
+    ]
     for s in final.stages:
         assert s.finished_at is not None and s.finished_at >= s.started_at
     assert [s.status for s in fakes.stages] == [

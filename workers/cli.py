@@ -25,6 +25,7 @@ from rich.table import Table
 
 from agentic_core.models import Collection
 from workers import reports_cli
+from workers.autonomy_cli import register as register_autonomy
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
 from workers.telegram.cli import app as telegram_app
@@ -43,6 +44,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(reports_cli.schedules_app, name="schedules")  # workers/reports_cli.py
 app.add_typer(reports_cli.report_app, name="report")
+register_autonomy(app, runbooks_app)  # runbooks show|stats, review run (workers/autonomy_cli.py)
 
 console = Console()
 err_console = Console(stderr=True)

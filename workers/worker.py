@@ -115,11 +115,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.ledger.repository import Ledger
     from activities.reports.activities import ReportActivities
     from activities.tools.gateway import ToolActivities
+    from activities.trust.activities import TrustActivities
+    from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
     from workflows.knowledge import WORKFLOWS
+    from workflows.promotion import RunbookPromotionWorkflow
+    from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
         client = await connect(settings.temporal_target, settings.temporal_namespace)
@@ -148,10 +152,30 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
+        trust_acts = TrustActivities(
+            ledger,
+            kb,
+            TrustConfig(
+                approvers=settings.approver_list,
+                remind_after_s=settings.remind_after_s,
+                escalate_after_s=settings.escalate_after_s,
+                expire_after_s=settings.expire_after_s,
+            ),
+            client=client,
+            task_queue=settings.task_queue,
+        )
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[*WORKFLOWS, IncidentWorkflow, ApprovalWorkflow, WeeklyDigestWorkflow, *rollout_workflows],
+            workflows=[
+                *WORKFLOWS,
+                IncidentWorkflow,
+                ApprovalWorkflow,
+                RunbookPromotionWorkflow,
+                TrustReviewWorkflow,
+                WeeklyDigestWorkflow,
+                *rollout_workflows,
+            ],
             activities=[
                 knowledge.upsert_runbooks,
                 knowledge.search,
@@ -168,6 +192,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.execute,
                 reports.compute_digest,
                 reports.write_digest,
+                *trust_acts.all(),
                 *rollout_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",

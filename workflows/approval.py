@@ -162,7 +162,7 @@ class ApprovalWorkflow:
             await workflow.execute_activity_method(
                 IncidentActivities.notify,
                 NotifyInput(
-                    incident_id=req.incident_id,
+                    incident_id=req.incident_id if req.kind == "incident" else None,
                     kind=kind,
                     route=ESCALATION_ROUTE if kind == NotifyKind.ESCALATION else req.route,
                     text=text,

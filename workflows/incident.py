@@ -22,7 +22,13 @@ Stages (each in `IncidentState.stages` with its start and finish times):
    A plan modified by the human is guarded again first; if any of it is refused, none runs.
 8. **verify**: wait up to `verify_window_s` for the group to resolve: success when it does,
    "unknown" when the window ends (there is no check tool yet).
-9. **record** (`incident.record`), then the closing notification (RESOLVED, or an UPDATE).
+9. **record** (`incident.record`; a novel approved plan becomes a new manual runbook here).
+10. **trust** (`trust.evaluate`, earned autonomy, docs/autonomy.md): a failure of a runbook that
+   ran at standard demotes it at once (NOTICE); a record that earns prompted promotes it
+   (NOTICE); one that earns standard starts a `RunbookPromotionWorkflow` through
+   `trust.ask_promotion` (it outlives this incident). A standard runbook's DONE notification,
+   with the outcome, comes here. Then the closing notification (RESOLVED, or an UPDATE).
+   Histories from before this stage replay without it (`workflow.patched("autonomy-trust")`).
 
 Alerts (`SIGNAL_ALERTS`) are merged by fingerprint at any time. A repeat of what the incident
 already holds only counts (`state.signals`). At most `MAX_ALERTS` distinct alerts are kept.
@@ -66,9 +72,16 @@ with workflow.unsafe.imports_passed_through():
         group_annotations,
         occurrence,
     )
-    from agentic_core import policy
+    from activities.trust.activities import TrustActivities
+    from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
     from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+    from agentic_core.autonomy import (
+        LEVEL_ROUTE,
+        EvaluateTrustInput,
+        EvaluateTrustResult,
+        PromotionInput,
+    )
     from agentic_core.incident import (
         QUERY_STATE,
         SIGNAL_ALERTS,
@@ -104,6 +117,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentic_core.models import AutomationLevel, ToolCall
     from workflows.approval import ApprovalWorkflow
+    from workflows.promotion import RunbookPromotionWorkflow
 
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
@@ -152,6 +166,8 @@ class IncidentWorkflow:
         self._message_ref: str | None = None
         self._occurrence = 0  # set when the run starts
         self._local = False  # short stages as local activities (set when the run starts)
+        self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
+        self._trust = False  # earned autonomy (patched in: histories from before it replay without)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -441,6 +457,8 @@ class IncidentWorkflow:
             level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
         )
         st.verdict, st.plan = verdict, allowed
+        self._level = level
+        self._trust = workflow.patched("autonomy-trust")
         st.plan_hash = plan_hash(allowed) if allowed else None
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
@@ -500,7 +518,8 @@ class IncidentWorkflow:
         self._end(rec, failed.error if failed is not None else f"{len(plan)} action(s) succeeded")
         done_text = executed_text(st)
         if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
-            await self._notify(NotifyKind.DONE, done_text, plan=plan, plan_hash=plan_hash(plan))
+            if not self._trust:  # with earned autonomy, DONE follows the outcome (in `_close`)
+                await self._notify(NotifyKind.DONE, done_text, plan=plan, plan_hash=plan_hash(plan))
         else:
             self._message_ref = (
                 await self._notify(NotifyKind.UPDATE, done_text, edit_of=self._message_ref) or self._message_ref
@@ -639,17 +658,121 @@ class IncidentWorkflow:
                 retry_policy=_RETRY,
             )
             self._end(rec, "decision indexed" if res.decision_indexed else "recorded")
+            if res.learned_runbook_id:
+                self._set_runbook(res.learned_runbook_id)
+                rec.detail += f"; new runbook {res.learned_runbook_id}"
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
             self._end(rec, f"record failed: {_error(exc)}")
+        evaluation = await self._evaluate_trust() if self._trust else None
+        if self._trust and st.verdict == PolicyVerdict.RUN_THEN_NOTIFY and st.actions:
+            # Standard runbooks run first and tell after, with the outcome.
+            await self._notify(
+                NotifyKind.DONE, done_with_outcome_text(st, evaluation), plan=st.plan, plan_hash=st.plan_hash
+            )
+        if evaluation is not None:
+            await self._announce_levels(evaluation)
         text = closing_text(st)
         if status == IncidentStatus.RESOLVED:
             await self._notify(NotifyKind.RESOLVED, text)
         else:
             await self._notify(NotifyKind.UPDATE, text, edit_of=self._message_ref)
+        if evaluation is not None and evaluation.ask_promotion is not None:
+            await self._start_promotion(evaluation)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return st
+
+    # -- earned autonomy -------------------------------------------------------------------------
+
+    def _evidence(self) -> tuple[AutomationLevel | None, bool | None]:
+        """The level the runbook's own plan ran at (None: it did not run as approved or
+        automatic) and whether it worked (None: no evidence, e.g. the outcome is unknown)."""
+        st = self._state
+        ran = [a for a in st.actions if a.status in ("succeeded", "failed")]
+        choice = st.decision.choice if st.decision is not None else ("automatic" if ran else None)
+        if not ran or choice not in ("approved", "automatic"):
+            return None, None
+        if any(a.status == "failed" for a in st.actions):
+            return self._level, False
+        outcome = st.outcome.outcome if st.outcome is not None else "unknown"
+        return self._level, (None if outcome == "unknown" else outcome == "success")
+
+    async def _evaluate_trust(self) -> EvaluateTrustResult | None:
+        """After the record: demote a standard runbook that failed here (at once, inside this
+        incident), promote manual → prompted, and learn whether to ask for standard."""
+        st = self._state
+        if not st.runbook_id:
+            return None
+        ran_at, success = self._evidence()
+        rec = self._begin("trust")
+        try:
+            res = await workflow.execute_activity_method(
+                TrustActivities.evaluate,
+                EvaluateTrustInput(
+                    runbook_id=st.runbook_id, incident_id=st.incident_id, ran_at=ran_at, success=success
+                ),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            self._end(rec, f"trust not evaluated: {_error(exc)}")
+            return None
+        change = res.demoted or res.promoted
+        detail = f"{change.from_level.value} → {change.to_level.value}" if change else res.level.value
+        if res.ask_promotion is not None:
+            detail += f"; asking for {res.ask_promotion.value}"
+        self._end(rec, detail)
+        return res
+
+    async def _announce_levels(self, res: EvaluateTrustResult) -> None:
+        for change, verb in ((res.demoted, "demoted"), (res.promoted, "promoted")):
+            if change is None:
+                continue
+            text = (
+                f"Runbook {change.runbook_id} {verb}: {change.from_level.value} → {change.to_level.value}"
+                f" (incident {self._state.incident_id}). {change.reason}"
+            )
+            try:
+                await workflow.execute_activity_method(
+                    IncidentActivities.notify,
+                    NotifyInput(incident_id=None, kind=NotifyKind.NOTICE, route=LEVEL_ROUTE, text=text),
+                    start_to_close_timeout=_SHORT,
+                    retry_policy=_RETRY,
+                )
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                workflow.logger.warning("incident %s: level notice failed: %s", self._state.incident_id, exc)
+
+    async def _start_promotion(self, res: EvaluateTrustResult) -> None:
+        """Ask a human before the runbook becomes standard: `trust.ask_promotion` starts a
+        `RunbookPromotionWorkflow` that outlives this incident; its id makes it one question per
+        runbook and level."""
+        assert res.ask_promotion is not None
+        try:
+            started = await workflow.execute_activity_method(
+                TrustActivities.ask_promotion,
+                PromotionInput(
+                    runbook_id=res.runbook_id,
+                    from_level=res.level,
+                    to_level=res.ask_promotion,
+                    reason=f"its record after incident {self._state.incident_id}: {trust.record_text(res.record)}",
+                ),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: promotion not asked: %s", self._state.incident_id, exc)
+            return
+        if not started.started:
+            workflow.logger.info(
+                "incident %s: promotion %s already asked", self._state.incident_id, started.workflow_id
+            )
 
 
 # --------------------------------------------------------------------------- message texts
@@ -711,10 +834,21 @@ def executed_text(st: IncidentState) -> str:
     return "\n".join(lines)
 
 
+def done_with_outcome_text(st: IncidentState, evaluation: EvaluateTrustResult | None) -> str:
+    """What a standard runbook did, told after it ran: its actions, the outcome, any demotion."""
+    lines = [executed_text(st)]
+    if st.outcome is not None:
+        lines.append(f"Outcome: {st.outcome.outcome}" + (f": {st.outcome.detail}" if st.outcome.detail else ""))
+    if evaluation is not None and evaluation.demoted is not None:
+        d = evaluation.demoted
+        lines.append(f"Runbook {d.runbook_id} demoted {d.from_level.value} → {d.to_level.value}: it will ask again.")
+    return "\n".join(lines)
+
+
 def closing_text(st: IncidentState) -> str:
     detail = f": {st.outcome.detail}" if st.outcome is not None and st.outcome.detail else ""
     who = f" ({st.decision.choice} by {st.decision.by})" if st.decision is not None and st.decision.by else ""
     return f"{st.status.value}{who}: {st.title}{detail}"
 
 
-WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow]
+WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow]

@@ -20,8 +20,10 @@ notifications by the activity's key, runbook counters by event key) or a look-up
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,7 +55,7 @@ from agentic_core.incident import (
     TriageResult,
     plan_hash,
 )
-from agentic_core.models import DecisionRecord, Proposal, Risk, Runbook
+from agentic_core.models import AutomationLevel, DecisionRecord, LabelMatcher, Proposal, Risk, Runbook, ToolCall
 
 if TYPE_CHECKING:
     from activities.knowledge.kb import KnowledgeBase
@@ -544,6 +546,16 @@ class IncidentActivities:
         iid = state.incident_id
         scope = f"{iid}/{state_occurrence(state)}"
         since = state.stages[0].started_at if state.stages else None
+        learned = learned_runbook(state, group)
+        if learned is not None:
+            # A novel approved plan: a new manual runbook, indexed for the next similar alert,
+            # and counted below as this incident's runbook (its first execution).
+            async with _ledger_errors("incident.record"):
+                await self.ledger.upsert_runbook(
+                    learned, changed_by=(state.decision.by if state.decision else None) or "approval"
+                )
+            await self.kb.upsert_runbooks([learned])
+            state = state.model_copy(update={"runbook_id": learned.id})
         async with _ledger_errors("incident.record"):
             await self.ledger.upsert_incident(
                 iid,
@@ -574,7 +586,7 @@ class IncidentActivities:
                 if not any(o.result == state.outcome.outcome and o.detail == state.outcome.detail for o in existing):
                     await self.ledger.record_outcome(iid, state.outcome.outcome, state.outcome.detail)
             if state.runbook_id:
-                await self._record_stats(state, group, choice, scope)
+                await self._record_stats(state, group, choice, scope, learned=learned is not None)
         indexed = False
         if choice is not None:
             await self.kb.upsert_decision(
@@ -591,7 +603,7 @@ class IncidentActivities:
                 )
             )
             indexed = True
-        return RecordResult(decision_indexed=indexed)
+        return RecordResult(decision_indexed=indexed, learned_runbook_id=learned.id if learned is not None else None)
 
     async def _record_proposal(self, state: IncidentState, since: datetime | None) -> int | None:
         if state.proposal is None:
@@ -604,7 +616,9 @@ class IncidentActivities:
         row = await self.ledger.record_proposal(state.incident_id, p, source=source, fallback=source == "fallback")
         return row.id
 
-    async def _record_stats(self, state: IncidentState, group: AlertGroup, choice: str | None, scope: str) -> None:
+    async def _record_stats(
+        self, state: IncidentState, group: AlertGroup, choice: str | None, scope: str, *, learned: bool = False
+    ) -> None:
         from activities.ledger.db import NotFound
 
         assert state.runbook_id is not None
@@ -613,7 +627,10 @@ class IncidentActivities:
             if choice is not None:
                 await self.ledger.record_decision_stat(rid, choice, event_key=f"{scope}/decision")  # type: ignore[arg-type]
             ran = [a for a in state.actions if a.status in ("succeeded", "failed")]
-            if not ran or choice not in ("approved", "automatic"):
+            # A modified plan is not its runbook's plan, unless the runbook was learned from it.
+            if not ran or choice not in (
+                ("approved", "automatic", "modified") if learned else ("approved", "automatic")
+            ):
                 return
             failed = any(a.status == "failed" for a in state.actions)
             outcome = state.outcome.outcome if state.outcome is not None else "unknown"
@@ -633,6 +650,90 @@ class IncidentActivities:
             )
         except NotFound:
             log.info("record %s: runbook %s is not in the ledger: no stats", iid, rid)
+
+
+# --------------------------------------------------------------------------- runbooks from approvals
+
+# Labels that describe *what* is affected and stay the same from one firing to the next; the
+# learned runbook's matchers use those the alert carries (never pod, instance or severity).
+STABLE_LABELS: tuple[str, ...] = (
+    "alertname",
+    "namespace",
+    "job",
+    "service",
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "app",
+    "app_kubernetes_io_name",
+    "container",
+    "persistentvolumeclaim",
+)
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _templated(value: object, labels: dict[str, str]) -> object:
+    """Argument values equal to one of the alert's label values become `{{ labels.NAME }}`, so
+    the runbook renders right for the next alert (the first label name in order wins)."""
+    if isinstance(value, str):
+        for name in sorted(labels):
+            if name not in ("alertname", "severity") and len(labels[name]) >= 2 and labels[name] == value:
+                return f"{{{{ labels.{name} }}}}"
+        return value
+    if isinstance(value, dict):
+        return {k: _templated(v, labels) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_templated(v, labels) for v in value]
+    return value
+
+
+def learned_runbook(state: IncidentState, group: AlertGroup) -> Runbook | None:
+    """The new `manual` runbook an approved (or modified) plan becomes when it matched no
+    runbook (the proposal named none), and ran; None otherwise.
+
+    Its matchers are the alert group's stable labels (`STABLE_LABELS`: alertname, namespace,
+    job, ...); its actions the plan that ran, with argument values that equal a label value
+    turned into templates; its id `learned/<alertname>-<hash of matchers and actions>`, so
+    the same plan for the same alert is one runbook; its source `approval:<incident>`.
+    """
+    dec = state.decision
+    if dec is None or dec.choice not in ("approved", "modified") or state.proposal is None:
+        return None
+    if state.proposal.runbook_id is not None or not state.plan:
+        return None
+    if not any(a.status in ("succeeded", "failed") for a in state.actions):
+        return None
+    labels = dict(group.labels)
+    alertname = labels.get("alertname", "").strip()
+    if not alertname:
+        return None
+    match = [LabelMatcher(name=k, op="=", value=labels[k]) for k in STABLE_LABELS if labels.get(k)]
+    actions = [ToolCall(tool=c.tool, arguments=_templated(c.arguments, labels)) for c in state.plan]  # type: ignore[arg-type]
+    doc = json.dumps(
+        {"match": [str(m) for m in match], "actions": [a.model_dump(mode="json") for a in actions]}, sort_keys=True
+    )
+    digest = hashlib.sha256(doc.encode()).hexdigest()[:10]
+    rid = f"learned/{_ID_UNSAFE.sub('-', alertname).strip('-.') or 'alert'}-{digest}"
+    p = state.proposal
+    body = "\n\n".join(
+        t
+        for t in (
+            p.diagnosis,
+            f"Learned from incident {state.incident_id}: plan {dec.choice} by {dec.by or 'a human'}.",
+            "Alert: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        )
+        if t
+    )
+    rb = Runbook(
+        id=rid,
+        title=state.title or p.summary or alertname,
+        body=body,
+        source=f"approval:{state.incident_id}",
+        match=match,
+        actions=actions,
+        automation_level=AutomationLevel.MANUAL,
+    )
+    return rb.model_copy(update={"content_hash": rb.compute_hash()})
 
 
 def _choice(state: IncidentState) -> tuple[str | None, str | None]:
@@ -655,6 +756,7 @@ __all__ = [
     "fallback_proposal",
     "ground_proposal",
     "group_annotations",
+    "learned_runbook",
     "ledger_status",
     "occurrence",
     "state_occurrence",

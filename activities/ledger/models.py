@@ -172,3 +172,45 @@ class LevelChange(_Row):
     reason: str
     changed_by: str
     changed_at: datetime
+
+
+PromotionStatus = Literal["pending", "approved", "refused", "expired", "stale"]
+
+
+class PromotionRequestRow(_Row):
+    """A promotion question put to a human (migrations/0003_autonomy.sql)."""
+
+    id: int
+    request_key: str
+    workflow_id: str
+    runbook_id: str
+    from_level: AutomationLevel
+    to_level: AutomationLevel
+    executions: int
+    status: PromotionStatus
+    decided_by: str | None = None
+    reason: str
+    created_at: datetime
+    decided_at: datetime | None = None
+
+
+class RunbookPeriodStats(_Row):
+    """What a runbook did between two instants (runbook_stat_events): the quarterly review."""
+
+    runbook_id: str
+    successes: int = 0
+    failures: int = 0
+    automatic: int = 0  # runs without a question (standard)
+    approvals: int = 0
+    ignores: int = 0
+    modifications: int = 0
+
+
+class AutomatedAction(_Row):
+    """One decision the agent took alone (choice "automatic") and how it ended."""
+
+    incident_id: str | None
+    runbook_id: str | None
+    decided_at: datetime
+    outcome: str | None = None  # the incident's last outcome: success, failure, unknown
+    title: str = ""

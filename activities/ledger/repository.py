@@ -38,6 +38,7 @@ from activities.ledger.models import (
     ActionStatus,
     AlertRow,
     AlertStatus,
+    AutomatedAction,
     DecisionChoice,
     DecisionRow,
     IncidentRow,
@@ -46,7 +47,10 @@ from activities.ledger.models import (
     NotificationRow,
     OutcomeResult,
     OutcomeRow,
+    PromotionRequestRow,
+    PromotionStatus,
     ProposalRow,
+    RunbookPeriodStats,
     RunbookRow,
     RunbookStats,
     UpsertResult,
@@ -824,3 +828,105 @@ class Ledger:
                 limit,
             )
         return [NotificationRow.model_validate(dict(r)) for r in rows]
+
+    # --- earned autonomy (0003_autonomy.sql) -------------------------------------------------
+
+    async def record_promotion_request(
+        self,
+        request_key: str,
+        runbook_id: str,
+        from_level: AutomationLevel,
+        to_level: AutomationLevel,
+        *,
+        executions: int,
+        workflow_id: str = "",
+    ) -> PromotionRequestRow:
+        """A promotion question asked; asking again with the same key returns the first row."""
+        async with self._conn() as conn:
+            await conn.execute(
+                """
+                INSERT INTO runbook_promotion_requests
+                    (request_key, workflow_id, runbook_id, from_level, to_level, executions)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (request_key) DO NOTHING
+                """,
+                request_key,
+                workflow_id,
+                runbook_id,
+                from_level.value,
+                to_level.value,
+                executions,
+            )
+            row = await conn.fetchrow("SELECT * FROM runbook_promotion_requests WHERE request_key = $1", request_key)
+        return PromotionRequestRow.model_validate(dict(row))
+
+    async def finish_promotion_request(
+        self, request_key: str, status: PromotionStatus, *, decided_by: str | None, reason: str
+    ) -> PromotionRequestRow:
+        """The answer to a promotion question (idempotent: the first answer stays)."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                """
+                UPDATE runbook_promotion_requests
+                SET status = $2, decided_by = $3, reason = $4, decided_at = now()
+                WHERE request_key = $1 AND status = 'pending'
+                RETURNING *
+                """,
+                request_key,
+                status,
+                decided_by,
+                reason,
+            )
+            if row is None:
+                row = await conn.fetchrow(
+                    "SELECT * FROM runbook_promotion_requests WHERE request_key = $1", request_key
+                )
+        if row is None:
+            raise NotFound(f"no promotion request {request_key!r}")
+        return PromotionRequestRow.model_validate(dict(row))
+
+    async def promotion_requests(self, runbook_id: str) -> list[PromotionRequestRow]:
+        """Every promotion question about a runbook, oldest first."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM runbook_promotion_requests WHERE runbook_id = $1 ORDER BY created_at, id", runbook_id
+            )
+        return [PromotionRequestRow.model_validate(dict(r)) for r in rows]
+
+    async def runbook_period_stats(self, since: datetime, until: datetime) -> list[RunbookPeriodStats]:
+        """Per runbook, the counted events in [since, until) (successes, failures, decisions)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT runbook_id,
+                       count(*) FILTER (WHERE kind = 'success') AS successes,
+                       count(*) FILTER (WHERE kind = 'failure') AS failures,
+                       count(*) FILTER (WHERE kind = 'automatic') AS automatic,
+                       count(*) FILTER (WHERE kind = 'approved') AS approvals,
+                       count(*) FILTER (WHERE kind = 'ignored') AS ignores,
+                       count(*) FILTER (WHERE kind = 'modified') AS modifications
+                FROM runbook_stat_events
+                WHERE created_at >= $1 AND created_at < $2
+                GROUP BY runbook_id ORDER BY runbook_id
+                """,
+                since,
+                until,
+            )
+        return [RunbookPeriodStats.model_validate(dict(r)) for r in rows]
+
+    async def automated_actions(self, since: datetime, until: datetime) -> list[AutomatedAction]:
+        """Every decision the agent took alone in [since, until), with the incident's outcome."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT d.incident_id, d.runbook_id, d.decided_at, i.title,
+                       (SELECT o.result FROM outcomes o WHERE o.incident_id = d.incident_id
+                        ORDER BY o.verified_at DESC, o.id DESC LIMIT 1) AS outcome
+                FROM decisions d LEFT JOIN incidents i ON i.id = d.incident_id
+                WHERE d.choice = 'automatic' AND d.decided_at >= $1 AND d.decided_at < $2
+                ORDER BY d.decided_at, d.id
+                """,
+                since,
+                until,
+            )
+        return [AutomatedAction.model_validate({**dict(r), "title": r["title"] or ""}) for r in rows]

@@ -1,0 +1,208 @@
+"""Earned autonomy on the command line: `agentic runbooks show|stats` and `agentic review run`.
+
+`runbooks show` and `runbooks stats` read the ledger (PostgreSQL: the trust record's truth)
+directly, read-only; `review run` starts `TrustReviewWorkflow` through Temporal and waits for
+its result (each proposal waits for a human: answer it like any approval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult, quarter_bounds
+from agentic_core.models import Runbook
+from workers.errors import AgenticError
+from workers.settings import Settings, load_settings
+
+console = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+review_app = typer.Typer(help="The quarterly trust review (TrustReviewWorkflow).", no_args_is_help=True)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        return load_settings(data_dir=data_dir)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise AgenticError(f"bad configuration: {' '.join(first[1:3]).strip()} (see docs/configuration.md)") from exc
+
+
+class LevelChangeView(BaseModel):
+    from_level: str | None
+    to_level: str
+    reason: str
+    changed_by: str
+    changed_at: datetime
+
+
+class RunbookRecordView(BaseModel):
+    """What `agentic runbooks show ID --json` prints."""
+
+    runbook: Runbook
+    record: dict[str, Any]
+    smoothed_success: float
+    eligible_for: str | None = None  # the next level the record supports
+    level_history: list[LevelChangeView] = Field(default_factory=list)
+    promotion_requests: list[dict[str, Any]] = Field(default_factory=list)
+
+
+async def _ledger(settings: Settings) -> Any:
+    from activities.ledger.db import LedgerError
+    from activities.ledger.repository import Ledger
+
+    try:
+        return await Ledger.connect(settings.postgres_target(), min_size=1, max_size=2, apply_migrations=False)
+    except LedgerError as exc:
+        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
+
+
+async def runbook_record(settings: Settings, runbook_id: str) -> RunbookRecordView:
+    from activities.trust.activities import to_record
+    from agentic_core import trust
+
+    ledger = await _ledger(settings)
+    try:
+        row = await ledger.get_runbook(runbook_id)
+        if row is None:
+            raise AgenticError(f"no runbook {runbook_id!r}: see `agentic runbooks list`")
+        stats = await ledger.runbook_stats(runbook_id)
+        history = await ledger.level_history(runbook_id)
+        requests = await ledger.promotion_requests(runbook_id)
+    finally:
+        await ledger.close()
+    record = to_record(stats)
+    target = trust.promotion_target(row.automation_level, record)
+    return RunbookRecordView(
+        runbook=row.to_runbook(),
+        record=stats.model_dump(mode="json", exclude={"runbook_id"}) if stats is not None else {},
+        smoothed_success=round(trust.estimate(record), 4),
+        eligible_for=target.value if target is not None else None,
+        level_history=[
+            LevelChangeView(
+                from_level=h.from_level.value if h.from_level else None,
+                to_level=h.to_level.value,
+                reason=h.reason,
+                changed_by=h.changed_by,
+                changed_at=h.changed_at,
+            )
+            for h in history
+        ],
+        promotion_requests=[r.model_dump(mode="json") for r in requests],
+    )
+
+
+async def level_counts(settings: Settings) -> dict[str, int]:
+    ledger = await _ledger(settings)
+    try:
+        counts: dict[str, int] = await ledger.level_counts()
+    finally:
+        await ledger.close()
+    return {k: counts.get(k, 0) for k in ("manual", "prompted", "standard")}
+
+
+async def run_review(settings: Settings, quarter: str | None) -> TrustReviewResult:
+    from temporalio.client import WorkflowFailureError
+
+    from workers.knowledge_client import platform_client
+
+    client, queue = await platform_client(settings)
+    wid = f"trust-review/{quarter or 'last-quarter'}/{datetime.now().strftime('%Y%m%dT%H%M%S')}"
+    try:
+        return await client.execute_workflow(
+            TRUST_REVIEW_WORKFLOW,
+            TrustReviewInput(quarter=quarter),
+            id=wid,
+            task_queue=queue,
+            result_type=TrustReviewResult,
+        )
+    except WorkflowFailureError as exc:
+        raise AgenticError(f"the trust review failed: {exc.cause}") from exc
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def show(
+    runbook_id: Annotated[str, typer.Argument(help="runbook id, e.g. kubernetes/KubePodCrashLooping")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """A runbook with its trust record and its level history."""
+    view = asyncio.run(runbook_record(_settings(data_dir), runbook_id))
+    if as_json:
+        print(view.model_dump_json(indent=2))
+        return
+    rb = view.runbook
+    console.print(f"[bold]{rb.id}[/]  {rb.title}", highlight=False)
+    console.print(f"level {rb.automation_level.value}   source {rb.source or '-'}", highlight=False)
+    console.print("match: " + (", ".join(str(m) for m in rb.match) or "-"), highlight=False)
+    for i, call in enumerate(rb.actions):
+        console.print(f"  action[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
+    r = view.record
+    console.print(
+        f"record: {r.get('executions', 0)} executions, {r.get('successes', 0)} successes,"
+        f" {r.get('failures', 0)} failures; {r.get('approvals', 0)} approvals, {r.get('ignores', 0)} ignores,"
+        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic",
+        highlight=False,
+    )
+    eligible = f"; eligible for {view.eligible_for}" if view.eligible_for else ""
+    console.print(f"smoothed success (Wilson lower bound) {view.smoothed_success:.3f}{eligible}")
+    table = Table(title="level history", title_justify="left")
+    for col in ("when", "from", "to", "by", "reason"):
+        table.add_column(col)
+    for h in view.level_history:
+        table.add_row(h.changed_at.strftime("%Y-%m-%d %H:%M"), h.from_level or "-", h.to_level, h.changed_by, h.reason)
+    console.print(table)
+
+
+def stats(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """How many runbooks sit at each automation level."""
+    counts = asyncio.run(level_counts(_settings(data_dir)))
+    if as_json:
+        print(json.dumps(counts))
+        return
+    for level, n in counts.items():
+        console.print(f"{level:9} {n}")
+
+
+@review_app.command("run")
+def review_run(
+    quarter: Annotated[
+        str | None, typer.Option("--quarter", help="YYYY-Qn (default: the quarter that just ended)")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Run the quarterly trust review now and print its result (waits for the answers)."""
+    if quarter is not None:
+        try:
+            quarter_bounds(quarter)
+        except ValueError as exc:
+            raise AgenticError(str(exc)) from exc
+    result = asyncio.run(run_review(_settings(data_dir), quarter))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    console.print(result.report, highlight=False)
+
+
+def register(app: typer.Typer, runbooks_app: typer.Typer) -> None:
+    """Add `runbooks show`, `runbooks stats` and `review run` to the CLI."""
+    runbooks_app.command("show")(show)
+    runbooks_app.command("stats")(stats)
+    app.add_typer(review_app, name="review")
