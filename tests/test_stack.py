@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from activities.ledger.db import list_migrations
 from tests.conftest import REPO, RUNBOOKS_CORPUS, stack_env
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,8 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     assert parts["bot"]["mode"] == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in parts["bot"]["detail"]
     # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
     assert parts["mcp"]["mode"] == "disabled" and "AGENTIC_KUBECONFIG" in parts["mcp"]["detail"]
-    assert "schema 0001" in parts["postgres"]["detail"]  # migrations applied by `up`
+    newest = list_migrations()[-1].version
+    assert f"schema {newest}" in parts["postgres"]["detail"]  # every migration applied by `up`
     state = json.loads((data / "stack.json").read_text())
     assert state["ready"] is True
     # Secrets are generated into the data dir, 0600, and never shown by status.
