@@ -591,6 +591,10 @@ async def test_bot_process_start_up_errors_are_one_line(emu: BotApiEmulator, cli
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and "999:wrong" not in err.decode(), err.decode()
+    env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client, AGENTIC_TELEGRAM_APPROVERS="")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and err.decode().strip().startswith("error: AGENTIC_TELEGRAM_APPROVERS is empty")
 
 
 async def test_worker_builds_the_telegram_notifier_from_settings(emu: BotApiEmulator, ledger: Ledger) -> None:

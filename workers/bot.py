@@ -82,6 +82,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     from workers.temporal import connect
 
     token, chat_id, secret = secrets_from(settings)
+    if not settings.telegram_approver_ids:
+        raise AgenticError(
+            "AGENTIC_TELEGRAM_APPROVERS is empty: list the Telegram user ids allowed to answer "
+            "(comma-separated); the bot does not take presses from just anyone in the group"
+        )
     webhook = settings.telegram_webhook_url
     app = build_application(token, settings.telegram_api_base, polling=webhook is None)
     try:

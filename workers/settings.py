@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     telegram_chat_id: int | None = Field(default=None, description="the forum supergroup the bot posts into")
     telegram_approvers: str = Field(
         default="",
-        description="comma-separated Telegram user ids whose button presses count (empty: anyone in the chat)",
+        description="comma-separated Telegram user ids whose button presses count (required to run the bot)",
     )
     telegram_api_base: str = Field(
         default="https://api.telegram.org", description="Bot API base URL (a self-hosted Bot API server works too)"

@@ -97,7 +97,7 @@ class Outcome:
 class BotConfig:
     chat_id: int
     secret: bytes
-    approvers: list[int] = field(default_factory=list)  # empty: anyone in the chat
+    approvers: list[int] = field(default_factory=list)  # empty: nobody (the process refuses to start so)
     webhook_secret: str | None = None
 
 
@@ -286,7 +286,7 @@ class TelegramBot:
         iid = link.incident_id if link is not None else None
         if chat_id != self.cfg.chat_id:
             return Outcome(False, "Refused: wrong chat: this bot answers only in its operations group", aid, iid)
-        if self.cfg.approvers and user_id not in self.cfg.approvers:
+        if user_id not in self.cfg.approvers:
             return Outcome(False, f"Refused: not allowed: tg:{user_id} is not an approver", aid, iid)
         if cb.choice == "details":
             if not signing.verify(self.cfg.secret, DETAILS_ID, cb):
@@ -458,7 +458,7 @@ class TelegramBot:
         aid, iid = pending.approval_id, pending.incident_id
         if user_id != pending.user_id:
             return Outcome(False, f"Refused: only tg:{pending.user_id} answers this prompt", aid, iid)
-        if self.cfg.approvers and user_id not in self.cfg.approvers:
+        if user_id not in self.cfg.approvers:
             return Outcome(False, f"Refused: not allowed: tg:{user_id} is not an approver", aid, iid)
         try:
             new_plan = apply_arguments(pending.plan, parse_assignments(text))
