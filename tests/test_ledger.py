@@ -568,3 +568,23 @@ async def test_kv(ledger: Ledger) -> None:
     assert await ledger.kv_get(key) == [1, "two"]
     await ledger.kv_set(key, None)
     assert await ledger.kv_get(key, "gone") == "gone"
+
+
+async def test_kv_purge_drops_only_stale_keys_under_the_prefix(ledger: Ledger) -> None:
+    prefix = uid("state") + ":"
+    for name in ("old-a", "old-b", "fresh"):
+        await ledger.kv_set(prefix + name, {"n": name})
+    other = uid("other")
+    await ledger.kv_set(other, 1)
+    async with ledger.pool.acquire() as conn:  # age two of them, and the key outside the prefix
+        await conn.execute(
+            "UPDATE kv SET updated_at = now() - interval '40 days' WHERE key = ANY($1)",
+            [prefix + "old-a", prefix + "old-b", other],
+        )
+    assert await ledger.kv_purge(prefix, timedelta(days=30)) == 2
+    assert await ledger.kv_get(prefix + "old-a") is None and await ledger.kv_get(prefix + "old-b") is None
+    assert await ledger.kv_get(prefix + "fresh") == {"n": "fresh"}
+    assert await ledger.kv_get(other) == 1  # another prefix is never touched
+    assert await ledger.kv_purge(prefix, timedelta(days=30)) == 0
+    with pytest.raises(ValueError, match="prefix"):
+        await ledger.kv_purge("", timedelta(days=1))

@@ -665,3 +665,28 @@ async def test_weekly_digest_lands_in_weekly_reports_as_a_photo(
         assert [(r.kind, r.thread, r.incident_id) for r in rows] == [("report", str(tg.topics["weekly"]), None)]
     finally:
         await led.close()
+
+
+async def test_housekeeping_purges_stale_bot_state_and_keeps_the_topics(ledger: Ledger) -> None:
+    from datetime import timedelta
+
+    from workers.bot import housekeep
+
+    topics = await ledger.kv_get(TOPICS_KEY)
+    await ledger.kv_set(TOPICS_KEY, topics or {"critical": 7})
+    stale, fresh = "tg:sent:housekeeping-stale", "tg:card:housekeeping-fresh"
+    await ledger.kv_set(stale, "tg:1:2")
+    await ledger.kv_set(fresh, {"x": 1})
+    async with ledger.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE kv SET updated_at = now() - interval '31 days' WHERE key = ANY($1)", [stale, TOPICS_KEY]
+        )
+    task = asyncio.create_task(housekeep(ledger, timedelta(days=30), every_s=3600))
+    for _ in range(100):
+        if await ledger.kv_get(stale) is None:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    assert await ledger.kv_get(stale) is None  # purged at start
+    assert await ledger.kv_get(fresh) == {"x": 1}
+    assert await ledger.kv_get(TOPICS_KEY)  # the standing topics are not state: never purged

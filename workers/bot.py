@@ -16,13 +16,17 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from workers.errors import AgenticError
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from activities.ledger.repository import Ledger
 
 log = logging.getLogger("agentic.bot")
 
@@ -71,6 +75,24 @@ def secrets_from(settings: Settings) -> tuple[str, int, bytes]:
         settings.telegram_chat_id,
         settings.telegram_callback_secret.get_secret_value().encode(),
     )
+
+
+HOUSEKEEPING_EVERY_S = 6 * 3600
+
+
+async def housekeep(ledger: Ledger, keep: timedelta, every_s: float = HOUSEKEEPING_EVERY_S) -> None:
+    """Purge the bot's stale working state now and every `every_s`; a failed purge is logged
+    and tried again next time (it never stops the bot)."""
+    from workers.telegram.notifier import purge_state
+
+    while True:
+        try:
+            n = await purge_state(ledger, keep)
+            if n:
+                log.info("purged %d Telegram state key(s) unchanged for %s", n, keep)
+        except Exception as exc:
+            log.warning("Telegram state purge failed (next try in %.0fs): %s", every_s, exc)
+        await asyncio.sleep(every_s)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -122,6 +144,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
     )
     http = asyncio.create_task(server.serve())
+    housekeeping = asyncio.create_task(housekeep(ledger, timedelta(days=settings.telegram_state_days)))
     try:
         await bot.start(webhook_url=webhook)
         log.info(
@@ -132,6 +155,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             raise AgenticError(f"the bot's HTTP server stopped (is port {settings.bot_port} free? AGENTIC_BOT_PORT)")
     finally:
         log.info("stopping the bot")
+        housekeeping.cancel()
         await bot.stop()
         server.should_exit = True
         await asyncio.gather(http, return_exceptions=True)

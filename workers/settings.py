@@ -123,6 +123,9 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated Telegram user ids whose button presses count (required to run the bot)",
     )
+    telegram_state_days: int = Field(
+        default=30, ge=1, description="days the bot keeps a card's buttons and links after its last change"
+    )
     telegram_api_base: str = Field(
         default="https://api.telegram.org", description="Bot API base URL (a self-hosted Bot API server works too)"
     )

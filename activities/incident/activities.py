@@ -25,8 +25,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +33,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.incident.notifier import Notifier
+from activities.ledger.errors import ledger_errors
 from agentic_core import policy
 from agentic_core.alerts import Alert, AlertGroup
 from agentic_core.incident import (
@@ -124,19 +123,6 @@ def state_occurrence(state: IncidentState) -> int:
 
 def ledger_status(status: IncidentStatus) -> str:
     return _LEDGER_STATUS[status]
-
-
-@asynccontextmanager
-async def _ledger_errors(what: str) -> AsyncIterator[None]:
-    """Ledger errors as Temporal sees them: unavailable retries, a refused write does not."""
-    from activities.ledger.db import LedgerError, LedgerUnavailable
-
-    try:
-        yield
-    except LedgerUnavailable:
-        raise
-    except LedgerError as exc:
-        raise ApplicationError(f"{what}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
 
 
 def _attempt() -> int:
@@ -395,7 +381,7 @@ class IncidentActivities:
         policy never changes a running incident."""
         group = inp.group
         result = policy.triage(group.labels, group_annotations(group))
-        async with _ledger_errors("incident.triage"):
+        async with ledger_errors("incident.triage"):
             await self.ledger.upsert_incident(
                 inp.incident_id,
                 group_key=group.group_key,
@@ -410,7 +396,7 @@ class IncidentActivities:
     @activity.defn(name="incident.stage")
     async def stage(self, inp: StageInput) -> StageResult:
         """The incident's status in the ledger, and the alerts that arrived or changed since."""
-        async with _ledger_errors("incident.stage"):
+        async with ledger_errors("incident.stage"):
             await self.ledger.upsert_incident(inp.incident_id, status=ledger_status(inp.status))  # type: ignore[arg-type]
             n = await self._record_alerts(inp.incident_id, inp.alerts)
         return StageResult(alerts_recorded=n)
@@ -435,7 +421,7 @@ class IncidentActivities:
                 log.warning("recall %s: hit %s has no usable runbook payload: %s", inp.incident_id, hit.id, exc)
                 continue
             level = rb.automation_level
-            async with _ledger_errors("incident.recall"):
+            async with ledger_errors("incident.recall"):
                 row = await self.ledger.get_runbook(rb.id)
             if row is not None:
                 level = row.automation_level
@@ -524,7 +510,7 @@ class IncidentActivities:
 
     @activity.defn(name="incident.notify")
     async def notify(self, inp: NotifyInput) -> NotifyResult:
-        async with _ledger_errors("incident.notify"):
+        async with ledger_errors("incident.notify"):
             return await self.notifier.notify(inp, key=_activity_key())
 
     # -- record ------------------------------------------------------------------------------
@@ -550,13 +536,13 @@ class IncidentActivities:
         if learned is not None:
             # A novel approved plan: a new manual runbook, indexed for the next similar alert,
             # and counted below as this incident's runbook (its first execution).
-            async with _ledger_errors("incident.record"):
+            async with ledger_errors("incident.record"):
                 await self.ledger.upsert_runbook(
                     learned, changed_by=(state.decision.by if state.decision else None) or "approval"
                 )
             await self.kb.upsert_runbooks([learned])
             state = state.model_copy(update={"runbook_id": learned.id})
-        async with _ledger_errors("incident.record"):
+        async with ledger_errors("incident.record"):
             await self.ledger.upsert_incident(
                 iid,
                 group_key=group.group_key,

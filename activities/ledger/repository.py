@@ -18,7 +18,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
@@ -793,6 +793,18 @@ class Ledger:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT value FROM kv WHERE key = $1", key)
         return row["value"] if row is not None else default
+
+    async def kv_purge(self, prefix: str, older_than: timedelta) -> int:
+        """Delete the keys under `prefix` not written for `older_than`; return how many went."""
+        if not prefix:
+            raise ValueError("kv_purge needs a prefix: it never empties the whole table")
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "DELETE FROM kv WHERE starts_with(key, $1) AND updated_at < now() - $2::interval",
+                prefix,
+                older_than,
+            )
+        return int(status.rsplit(" ", 1)[-1])
 
     async def kv_set(self, key: str, value: Any) -> None:
         """Store any JSON value under `key`; None deletes the key (kv_get then returns its default)."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.incident.activities import _ledger_errors
+from activities.ledger.errors import ledger_errors
 from agentic_core import trust
 from agentic_core.autonomy import (
     PROMOTION_WORKFLOW,
@@ -152,7 +152,7 @@ class TrustActivities:
         (the caller starts `RunbookPromotionWorkflow`) unless a question is pending or was
         refused too recently."""
         rid = inp.runbook_id
-        async with _ledger_errors("trust.evaluate"):
+        async with ledger_errors("trust.evaluate"):
             snap = await self._snapshot(rid)
             if not snap.exists:
                 return EvaluateTrustResult(runbook_id=rid)
@@ -185,7 +185,7 @@ class TrustActivities:
     async def set_level(self, inp: SetLevelInput) -> SetLevelResult:
         from activities.ledger.db import ConflictError, NotFound
 
-        async with _ledger_errors("trust.set_level"):
+        async with ledger_errors("trust.set_level"):
             try:
                 change = await self.ledger.set_runbook_level(
                     inp.runbook_id, inp.to_level, inp.reason, inp.changed_by, expected_from=inp.expected_from
@@ -198,12 +198,12 @@ class TrustActivities:
 
     @activity.defn(name="trust.snapshot")
     async def snapshot(self, inp: TrustSnapshotInput) -> TrustSnapshot:
-        async with _ledger_errors("trust.snapshot"):
+        async with ledger_errors("trust.snapshot"):
             return await self._snapshot(inp.runbook_id)
 
     @activity.defn(name="trust.request")
     async def request(self, inp: PromotionRequestInput) -> TrustSnapshot:
-        async with _ledger_errors("trust.request"):
+        async with ledger_errors("trust.request"):
             await self.ledger.record_promotion_request(
                 inp.request_key,
                 inp.runbook_id,
@@ -216,7 +216,7 @@ class TrustActivities:
 
     @activity.defn(name="trust.answer")
     async def answer(self, inp: PromotionAnswerInput) -> TrustSnapshot:
-        async with _ledger_errors("trust.answer"):
+        async with ledger_errors("trust.answer"):
             row = await self.ledger.finish_promotion_request(
                 inp.request_key, inp.status, decided_by=inp.decided_by, reason=inp.reason
             )
@@ -249,7 +249,7 @@ class TrustActivities:
         """The quarter's automated actions (decisions taken alone, with their outcomes) and, per
         runbook, its record, what it did in the quarter and the policy's proposal."""
         since, until = quarter_bounds(inp.quarter)
-        async with _ledger_errors("trust.audit"):
+        async with ledger_errors("trust.audit"):
             actions = await self.ledger.automated_actions(since, until)
             period = {p.runbook_id: p for p in await self.ledger.runbook_period_stats(since, until)}
             runbooks = await self.ledger.list_runbooks()

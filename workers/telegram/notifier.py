@@ -446,3 +446,14 @@ async def _ignore_unchanged(call: Any) -> None:
 
 async def _read(path: str) -> bytes:
     return await asyncio.to_thread(Path(path).read_bytes)
+
+
+# The bot's working state in the ledger's kv table (cards, button links, sent keys, pending
+# modify prompts, incident cards). It is only needed while questions can still be answered;
+# `purge_state` drops what was not touched for a retention period (the topics stay).
+STATE_PREFIXES = ("tg:card:", "tg:ref:", "tg:sent:", "tg:modify:", "tg:incident:")
+
+
+async def purge_state(ledger: Ledger, older_than: timedelta) -> int:
+    """Delete the Telegram state not written for `older_than`; return the number of keys."""
+    return sum([await ledger.kv_purge(prefix, older_than) for prefix in STATE_PREFIXES])
