@@ -588,3 +588,17 @@ async def test_kv_purge_drops_only_stale_keys_under_the_prefix(ledger: Ledger) -
     assert await ledger.kv_purge(prefix, timedelta(days=30)) == 0
     with pytest.raises(ValueError, match="prefix"):
         await ledger.kv_purge("", timedelta(days=1))
+
+
+async def test_runbook_levels_in_one_query(ledger: Ledger) -> None:
+    from agentic_core.models import AutomationLevel, Runbook
+
+    a, b = uid("rb"), uid("rb")
+    for rid in (a, b):
+        await ledger.upsert_runbook(Runbook(id=rid, title=rid, body="x"))
+    await ledger.set_runbook_level(b, AutomationLevel.PROMPTED, "test", "pytest")
+    assert await ledger.runbook_levels([]) == {}
+    assert await ledger.runbook_levels([a, b, uid("unknown")]) == {
+        a: AutomationLevel.MANUAL,
+        b: AutomationLevel.PROMPTED,
+    }

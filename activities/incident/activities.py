@@ -54,7 +54,16 @@ from agentic_core.incident import (
     TriageResult,
     plan_hash,
 )
-from agentic_core.models import AutomationLevel, DecisionRecord, LabelMatcher, Proposal, Risk, Runbook, ToolCall
+from agentic_core.models import (
+    AutomationLevel,
+    DecisionRecord,
+    LabelMatcher,
+    Proposal,
+    Risk,
+    Runbook,
+    SearchHit,
+    ToolCall,
+)
 
 if TYPE_CHECKING:
     from activities.knowledge.kb import KnowledgeBase
@@ -413,18 +422,17 @@ class IncidentActivities:
         (it cannot be run as written); the reason is logged.
         """
         hits = await self.kb.search_runbooks(inp.text, limit=inp.limit, labels=inp.labels or None)
-        runbooks: list[RecalledRunbook] = []
+        found: list[tuple[SearchHit, Runbook]] = []
         for hit in hits:
             try:
-                rb = Runbook.model_validate(hit.payload["runbook"])
+                found.append((hit, Runbook.model_validate(hit.payload["runbook"])))
             except (KeyError, ValidationError) as exc:
                 log.warning("recall %s: hit %s has no usable runbook payload: %s", inp.incident_id, hit.id, exc)
-                continue
-            level = rb.automation_level
-            async with ledger_errors("incident.recall"):
-                row = await self.ledger.get_runbook(rb.id)
-            if row is not None:
-                level = row.automation_level
+        async with ledger_errors("incident.recall"):
+            levels = await self.ledger.runbook_levels([rb.id for _, rb in found])
+        runbooks: list[RecalledRunbook] = []
+        for hit, rb in found:
+            level = levels.get(rb.id, rb.automation_level)
             try:
                 actions = policy.render_actions(rb.actions, inp.labels)
             except ValueError as exc:

@@ -661,6 +661,17 @@ class Ledger:
             row = await conn.fetchrow("SELECT * FROM runbooks WHERE id = $1", runbook_id)
         return RunbookRow.model_validate(dict(row)) if row else None
 
+    async def runbook_levels(self, runbook_ids: Sequence[str]) -> dict[str, AutomationLevel]:
+        """The automation level of each known runbook among `runbook_ids`, in one query (recall
+        needs only the levels, not the bodies)."""
+        if not runbook_ids:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, automation_level FROM runbooks WHERE id = ANY($1::text[])", list(runbook_ids)
+            )
+        return {r["id"]: AutomationLevel(r["automation_level"]) for r in rows}
+
     async def list_runbooks(self, level: AutomationLevel | None = None) -> list[RunbookRow]:
         async with self._conn() as conn:
             rows = await conn.fetch(
