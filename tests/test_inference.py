@@ -452,3 +452,14 @@ def test_file_llama_cpp_cannot_load_exits_2_with_one_line(tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         f"error: llama.cpp cannot load the model file {bogus} (not a GGUF model this build supports?)"
     ]
+
+
+def test_preload_finds_the_modules_the_first_model_call_would_import() -> None:
+    """If LiteLLM or the OpenAI client move these, the preload would silently do nothing and
+    a burst's first model call would stall the worker again on imports."""
+    import sys
+
+    from activities.inference.router import LAZY_MODULES, preload_lazy_modules
+
+    assert preload_lazy_modules() == list(LAZY_MODULES)
+    assert all(name in sys.modules for name in LAZY_MODULES)

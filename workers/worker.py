@@ -108,7 +108,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.incident.activities import IncidentActivities
-    from activities.inference.router import InferenceRouter
+    from activities.inference.router import InferenceRouter, preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.db import create_pool
@@ -140,6 +140,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
         knowledge = KnowledgeActivities(kb, ledger)
         router = InferenceRouter.from_settings(settings)
+        await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
         slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, model_slots=slots)

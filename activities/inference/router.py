@@ -18,7 +18,9 @@ the caller decides) or `InferenceError` (a request the pool refused: fix the req
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import os
 import re
 import time
@@ -58,6 +60,22 @@ EMBEDDED_MAX_ITEMS = 8
 HEALTH_TIMEOUT_S = 3.0
 NO_KEY = "no-key"  # the OpenAI client insists on a key; llama.cpp without --api-key ignores it
 _TRUNCATE = 2000
+
+
+# Modules LiteLLM and the OpenAI client import on their first call, not at import time:
+# about 0.8 s of imports under the GIL, which used to land on the worker in the middle of a
+# burst of incidents (the first model call). `preload_lazy_modules` loads them at start.
+LAZY_MODULES = ("openai.resources", "litellm.proxy.openai_files_endpoints.common_utils")
+
+
+def preload_lazy_modules() -> list[str]:
+    """Import `LAZY_MODULES` now; return the ones that could be loaded."""
+    loaded = []
+    for name in LAZY_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded
 
 
 class InferenceError(Exception):
