@@ -51,26 +51,30 @@ The figures:
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
-Commit 6244654 (the short stages as local activities, one transaction for a group's alerts,
-micro-batched query embeddings, load shedding at the model slot, 20 workflow-task polls, the
-passthrough sandbox):
+Commit 688b4e7 (the short stages as local activities, one transaction for a group's alerts,
+one query for the recalled runbooks' levels, micro-batched query embeddings, load shedding at
+the model slot, 20 workflow-task polls, the passthrough sandbox, LiteLLM's lazy imports
+preloaded):
 
-    POST burst, 200 requests                      1.8 s, 200 × 202
-    first POST → all 100 awaiting_approval        16.7 s         (target < 20 s)
+    POST burst, 200 requests                      1.3 s, 200 × 202
+    first POST → all 100 awaiting_approval        14.7 s         (target < 20 s)
     runs − groups; questions per incident         0; exactly 1 for 100/100
-    alert → first notification p50 / p95         1.8 s / 2.5 s    (target p95 < 1 s)
-    alert → diagnosis p50 / p95                   3.7 s / 4.1 s (max 16.6 s), 100/100; 2 model, 98 fallback
-    orchestration overhead, median share          61.1 % (25.8 % on the path to the question)
-    median per incident: span 3.6 s; activities 1.5 s (local 669 ms); workflow tasks 2.5 s
-                         (446 ms of it waiting to be polled)
-    CPU in the 17 s window: llm 12 s, worker 5 s, temporal 4 s (68 % of 2 cores)
-    peak RSS whole stack                          2046 MiB (worker 962, llm 291, temporal 253, postgres 231)
+    alert → first notification p50 / p95         1.8 s / 2.3 s    (target p95 < 1 s)
+    alert → diagnosis p50 / p95                   3.4 s / 5.3 s (max 14.5 s), 100/100; 2 model, 98 fallback
+    orchestration overhead, median share          63.8 % (27.9 % on the path to the question)
+    median per incident: span 3.4 s; activities 1.2 s (local 681 ms); workflow tasks 2.3 s
+                         (552 ms of it waiting to be polled)
+    CPU in the 15 s window: llm 12 s, worker 4 s, temporal 3 s (67 % of 2 cores)
+    peak RSS whole stack                          2055 MiB (worker 976, llm 291, temporal 266, postgres 230)
 
-The overhead share rose because the activities got fast (triage 48 ms, recall 572 ms, notify
-37 ms median) while the workflow tasks went from 4.5 s to 2.5 s per incident: what is left is
-CPU. In the first seconds of the burst one core runs llama.cpp for the model's two calls and
-the other serves the worker (one Python process: workflow activations, local activities and
-the embedder), Temporal and PostgreSQL for 100 new incidents at once.
+With 20 groups (`--groups 20`): first notification p50 / p95 774 ms / 905 ms.
+
+The overhead share rose because the activities got fast (triage 41 ms, recall 569 ms, notify
+30 ms median) while the workflow tasks went from 4.5 s to 2.3 s per incident. py-spy on the
+worker during the burst: the event loop is about 40 % busy and the embedder thread about 20 %;
+the rest is the SDK core's threads, the Temporal server and PostgreSQL, on two cores of which
+llama.cpp holds one for the model's two calls. Giving llama.cpp nice 10 changed nothing
+measurable. What is left is spread over every part of the stack, not one hot spot.
 
 Commit 83b0223 (planner calls gated by the model's one slot, MiniLM on 1 torch thread):
 
