@@ -1,19 +1,28 @@
 """What the platform's MCP servers share: the bearer-token verifier, strict tools (unknown
-arguments refused), and the loopback test for binding without TLS in front."""
+arguments refused), the loopback test for binding without TLS in front, the server with its
+auth and `/healthz`, and serving it over streamable HTTP on a bound socket."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import ipaddress
-from collections.abc import Callable
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import ToolAnnotations
 from pydantic import ConfigDict
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 
 class StaticTokenVerifier:
@@ -53,3 +62,69 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def new_server(
+    name: str,
+    *,
+    title: str,
+    instructions: str,
+    tools: list[Tool],
+    token: str | None,
+    issuer_url: str,
+    health: Callable[[], dict[str, Any]],
+) -> MCPServer:
+    """An MCP server with `tools`, bearer-token auth when `token` is set, and `GET /healthz`
+    answering `{"status": "ok", **health()}`."""
+    auth: dict[str, Any] = {}
+    if token:
+        auth = {
+            "auth": AuthSettings(issuer_url=issuer_url, resource_server_url=None),  # type: ignore[arg-type]
+            "token_verifier": StaticTokenVerifier(token),
+        }
+    server: MCPServer = MCPServer(name, title=title, instructions=instructions, tools=tools, log_level="INFO", **auth)
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", **health()})
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+    return server
+
+
+def serve_http(
+    server: MCPServer, sock: socket.socket, host: str, on_stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Serve `server` over streamable HTTP at /mcp on the bound `sock` until SIGTERM/SIGINT;
+    then run `on_stop` (in the same event loop) and close the socket."""
+    import uvicorn
+
+    app = server.streamable_http_app(host=host)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # use this process's logging set-up
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    userver = uvicorn.Server(config)
+
+    # uvicorn handles SIGTERM/SIGINT during serve() and re-raises them afterwards: these
+    # handlers receive the re-raised signal, so a requested stop ends with exit code 0.
+    def _stopped(_signum: int, _frame: FrameType | None) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
+
+    async def run() -> None:
+        try:
+            await userver.serve(sockets=[sock])
+        finally:
+            if on_stop is not None:
+                await on_stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        sock.close()

@@ -45,20 +45,15 @@ import argparse
 import asyncio
 import logging
 import shutil
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from activities.tools.k8s import (
@@ -79,7 +74,7 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
-from workers.mcp_common import StaticTokenVerifier, is_loopback, tool
+from workers.mcp_common import is_loopback, new_server, serve_http, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
@@ -311,27 +306,16 @@ def build_server(
         tool(talos_health, "Talos cluster health", READ_ONLY_OPEN),
     ]
 
-    auth: dict[str, Any] = {}
-    if token:
-        auth = {
-            "auth": AuthSettings(issuer_url=issuer_url, resource_server_url=None),  # type: ignore[arg-type]
-            "token_verifier": StaticTokenVerifier(token),
-        }
-    server: MCPServer = MCPServer(
+    return new_server(
         SERVER_NAME,
         title="agentic-platform infrastructure tools",
         instructions="Kubernetes and Talos tools for diagnosing and fixing incidents. "
         "Read-only tools are safe to call; mutating tools change the cluster.",
         tools=tools,
-        log_level="INFO",
-        **auth,
+        token=token,
+        issuer_url=issuer_url,
+        health=lambda: {"tools": len(tools), "kubernetes": ops is not None},
     )
-
-    async def healthz(_request: Request) -> Response:
-        return JSONResponse({"status": "ok", "tools": len(tools), "kubernetes": ops is not None})
-
-    server.custom_route("/healthz", methods=["GET"])(healthz)
-    return server
 
 
 # --------------------------------------------------------------------------- the process
@@ -370,8 +354,6 @@ def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     token = secret_from_env(args.token_env, "--token-env")
     if token is None and not is_loopback(args.host):
         raise StartupError(
@@ -382,25 +364,6 @@ def serve(args: argparse.Namespace) -> int:
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_INFRA_PORT")
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     server = build_server(ops, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
-    app = server.streamable_http_app(host=args.host)
-    config = uvicorn.Config(
-        app,
-        log_config=None,  # use this process's logging set-up
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    userver = uvicorn.Server(config)
-
-    # uvicorn handles SIGTERM/SIGINT during serve() and re-raises them afterwards: these
-    # handlers receive the re-raised signal, so a requested stop ends with exit code 0.
-    def _stopped(_signum: int, _frame: FrameType | None) -> None:
-        pass
-
-    signal.signal(signal.SIGTERM, _stopped)
-    signal.signal(signal.SIGINT, _stopped)
-
     print(
         f"mcp_infra: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; cluster: {where}; "
         f"token {'required' if token else 'off'}",
@@ -408,9 +371,8 @@ def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        asyncio.run(userver.serve(sockets=[sock]))
+        serve_http(server, sock, args.host)
     finally:
-        sock.close()
         if ops is not None:
             ops.close()
     print("mcp_infra: stopped", file=sys.stderr, flush=True)

@@ -28,21 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import FrameType
 from typing import Annotated, Any
 
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError
@@ -52,7 +47,7 @@ from activities.ledger.repository import Ledger
 from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
-from workers.mcp_common import StaticTokenVerifier, is_loopback, tool
+from workers.mcp_common import is_loopback, new_server, serve_http, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.settings import Settings
 
@@ -452,27 +447,16 @@ def build_server(
         tool(runbook_stats, "Runbook levels and counters", READ_ONLY),
         tool(runbook_record, "A runbook's trust record", READ_ONLY),
     ]
-    auth: dict[str, Any] = {}
-    if token:
-        auth = {
-            "auth": AuthSettings(issuer_url=issuer_url, resource_server_url=None),  # type: ignore[arg-type]
-            "token_verifier": StaticTokenVerifier(token),
-        }
-    server: MCPServer = MCPServer(
+    return new_server(
         SERVER_NAME,
         title="agentic-platform knowledge base",
         instructions="The platform's memory: runbooks, past decisions and their outcomes, operator docs, and each "
         "runbook's trust record (automation level, counters, level history). Every tool is read-only.",
         tools=tools,
-        log_level="INFO",
-        **auth,
+        token=token,
+        issuer_url=issuer_url,
+        health=lambda: {"tools": len(tools), "task_queue": backends.task_queue},
     )
-
-    async def healthz(_request: Request) -> Response:
-        return JSONResponse({"status": "ok", "tools": len(tools), "task_queue": backends.task_queue})
-
-    server.custom_route("/healthz", methods=["GET"])(healthz)
-    return server
 
 
 # --------------------------------------------------------------------------- the process
@@ -495,8 +479,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     token = secret_from_env(args.token_env, "--token-env")
     if token is None and not is_loopback(args.host):
         raise StartupError(
@@ -512,34 +494,13 @@ def serve(args: argparse.Namespace) -> int:
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     backends = KnowledgeBackends(settings)
     server = build_server(backends, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
-    app = server.streamable_http_app(host=args.host)
-    config = uvicorn.Config(
-        app, log_config=None, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
-    )
-    userver = uvicorn.Server(config)
-
-    def _stopped(_signum: int, _frame: FrameType | None) -> None:
-        pass
-
-    signal.signal(signal.SIGTERM, _stopped)
-    signal.signal(signal.SIGINT, _stopped)
     print(
         f"mcp_knowledge: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; "
         f"temporal {settings.temporal_target} queue {settings.task_queue}; token {'required' if token else 'off'}",
         file=sys.stderr,
         flush=True,
     )
-
-    async def run() -> None:
-        try:
-            await userver.serve(sockets=[sock])
-        finally:
-            await backends.close()
-
-    try:
-        asyncio.run(run())
-    finally:
-        sock.close()
+    serve_http(server, sock, args.host, on_stop=backends.close)
     print("mcp_knowledge: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
 
