@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pgserver
@@ -602,3 +603,15 @@ async def test_runbook_levels_in_one_query(ledger: Ledger) -> None:
         a: AutomationLevel.MANUAL,
         b: AutomationLevel.PROMPTED,
     }
+
+
+async def test_kv_update_is_atomic_under_concurrent_writers(ledger: Ledger) -> None:
+    key = uid("kv-update")
+
+    def add(n: int) -> Callable[[Any], Any]:
+        return lambda cur: [*(cur or []), n]
+
+    results = await asyncio.gather(*(ledger.kv_update(key, add(n)) for n in range(20)))
+    stored = await ledger.kv_get(key)
+    assert sorted(stored) == list(range(20))  # no writer lost another's change
+    assert max(len(r) for r in results) == 20

@@ -690,3 +690,19 @@ async def test_housekeeping_purges_stale_bot_state_and_keeps_the_topics(ledger: 
     assert await ledger.kv_get(stale) is None  # purged at start
     assert await ledger.kv_get(fresh) == {"x": 1}
     assert await ledger.kv_get(TOPICS_KEY)  # the standing topics are not state: never purged
+
+
+async def test_concurrent_links_for_one_approval_are_all_kept(ledger: Ledger) -> None:
+    """Two cards linked to the same approval at the same instant (e.g. a question and its
+    escalation): both plans and both cards stay reachable from the button's ref."""
+    from workers.telegram import signing
+    from workers.telegram.notifier import CardStore
+
+    store = CardStore(ledger)
+    aid = f"race-{uuid.uuid4().hex[:8]}"
+    plans = [[ToolCall(tool="get_pods", arguments={"namespace": f"ns{i}"})] for i in range(6)]
+    await asyncio.gather(
+        *(store.add_link(aid, None, plan, plan_hash(plan), f"tg:{CHAT}:{100 + i}") for i, plan in enumerate(plans))
+    )
+    link = await store.link(signing.approval_ref(aid))
+    assert link is not None and len(link.hashes) == 6 and len(link.cards) == 6

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -804,6 +804,18 @@ class Ledger:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT value FROM kv WHERE key = $1", key)
         return row["value"] if row is not None else default
+
+    async def kv_update(self, key: str, update: Callable[[Any], Any]) -> Any:
+        """Read-modify-write `key` atomically: `update(current value or None)` runs while the
+        row is locked, so two writers never lose each other's change. Returns the new value."""
+        async with self._conn(transaction=True) as conn:
+            await conn.execute(
+                "INSERT INTO kv (key, value) VALUES ($1, 'null'::jsonb) ON CONFLICT (key) DO NOTHING", key
+            )
+            current = await conn.fetchval("SELECT value FROM kv WHERE key = $1 FOR UPDATE", key)
+            new = update(current)
+            await conn.execute("UPDATE kv SET value = $2, updated_at = now() WHERE key = $1", key, new)
+        return new
 
     async def kv_purge(self, prefix: str, older_than: timedelta) -> int:
         """Delete the keys under `prefix` not written for `older_than`; return how many went."""

@@ -175,12 +175,20 @@ class CardStore:
         self, approval_id: str, incident_id: str | None, plan: list[ToolCall], full_hash: str, card: str
     ) -> None:
         ref = signing.approval_ref(approval_id)
-        link = await self.link(ref) or ApprovalLink(approval_id=approval_id, incident_id=incident_id)
-        link.hashes[full_hash[:8]] = full_hash
-        link.plans[full_hash[:8]] = list(plan)
-        if card not in link.cards:
-            link.cards.append(card)
-        await self.ledger.kv_set(f"tg:ref:{ref}", link.model_dump(mode="json"))
+
+        def merged(raw: Any) -> Any:  # under the row lock: concurrent links are both kept
+            link = (
+                ApprovalLink.model_validate(raw)
+                if raw is not None
+                else ApprovalLink(approval_id=approval_id, incident_id=incident_id)
+            )
+            link.hashes[full_hash[:8]] = full_hash
+            link.plans[full_hash[:8]] = list(plan)
+            if card not in link.cards:
+                link.cards.append(card)
+            return link.model_dump(mode="json")
+
+        await self.ledger.kv_update(f"tg:ref:{ref}", merged)
 
     async def topics(self) -> dict[str, int]:
         raw = await self.ledger.kv_get(TOPICS_KEY, {})
