@@ -395,7 +395,17 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
         (1, RESTART, run.key(1)),
     ]
     assert [a.status for a in final.actions] == ["succeeded", "succeeded"]
-    assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.UPDATE, NotifyKind.RESOLVED]
+    assert fakes.kinds() == [
+        NotifyKind.QUESTION,
+        NotifyKind.DIAGNOSIS,
+        NotifyKind.UPDATE,  # executing…
+        NotifyKind.UPDATE,  # executed ✓/✗
+        NotifyKind.RESOLVED,
+    ]
+    executing, executed = fakes.notifications[2], fakes.notifications[3]
+    assert executing.edit_of == "msg-1" and executed.edit_of == "msg-1"  # the same card, edited
+    assert "Executing 2 action(s) (approved by alice)" in executing.text and "restart" in executing.text.lower()
+    assert "Ran:" in executed.text
     names = [s.name for s in final.stages]
     assert names == [
         "triage",
@@ -565,7 +575,13 @@ async def test_standard_runbook_runs_first_and_tells_after(env: WorkflowEnvironm
     assert final.verdict == PolicyVerdict.RUN_THEN_NOTIFY
     assert final.approval_id is None and final.decision is None
     assert [e.call for e in fakes.executed] == [LOGS, RESTART]
-    assert fakes.kinds() == [NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.DONE, NotifyKind.RESOLVED]
+    assert fakes.kinds() == [
+        NotifyKind.QUESTION,
+        NotifyKind.DIAGNOSIS,
+        NotifyKind.UPDATE,  # executing…, on the question's card
+        NotifyKind.DONE,
+        NotifyKind.RESOLVED,
+    ]
     assert "running it now" in fakes.notifications[1].text
     assert "approval" not in [s.name for s in final.stages]
     with pytest.raises(RPCError):

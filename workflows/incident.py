@@ -120,6 +120,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.promotion import RunbookPromotionWorkflow
 
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
+EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
 
@@ -511,8 +512,13 @@ class IncidentWorkflow:
             if self._resolved:
                 return await self._close_resolved_early()
 
-        # 7. execute
+        # 7. execute (the card says so first: a human watching sees the approval taken up)
         await self._set_status(IncidentStatus.EXECUTING)
+        if self._message_ref and plan and workflow.patched(EXECUTING_NOTICE_PATCH):
+            self._message_ref = (
+                await self._notify(NotifyKind.UPDATE, executing_text(st, plan), edit_of=self._message_ref)
+                or self._message_ref
+            )
         rec = self._begin("execute")
         failed = await self._execute(plan)
         self._end(rec, failed.error if failed is not None else f"{len(plan)} action(s) succeeded")
@@ -824,6 +830,11 @@ def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdic
     else:
         lines.append("Approve, ignore or modify?")
     return "\n".join(line for line in lines if line)
+
+
+def executing_text(st: IncidentState, plan: list[ToolCall]) -> str:
+    who = f" (approved by {st.decision.by})" if st.decision is not None and st.decision.by else ""
+    return "\n".join([st.title, f"Executing {len(plan)} action(s){who}:", *_plan_lines(plan)])
 
 
 def executed_text(st: IncidentState) -> str:
