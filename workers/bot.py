@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from pydantic import ValidationError
 
 from workers.errors import AgenticError
+from workers.process import run_service
 from workers.settings import Settings
 
 if TYPE_CHECKING:
@@ -163,37 +160,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    code = 0
-    try:
-        settings = Settings()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
-
-        async def _main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await serve(settings, stop)
-
-        asyncio.run(_main())
-    except ValidationError as exc:
-        print(f"error: bad configuration: {exc.errors()[0]['msg']} (see docs/configuration.md)", file=sys.stderr)
-        code = 2
-    except AgenticError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except Exception as exc:
-        log.exception("bot failed")
-        print(f"error: bot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit
+    # httpx's INFO lines carry the token in URLs
+    run_service("bot", serve, quiet=("httpx",))
 
 
 if __name__ == "__main__":

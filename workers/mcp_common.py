@@ -24,6 +24,9 @@ from pydantic import ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+EXIT_OK = 0
+EXIT_STARTUP = 2  # the process could not start: its one line says why
+
 
 class StaticTokenVerifier:
     """The MCP SDK's `TokenVerifier` for one shared bearer token (constant-time comparison)."""
@@ -128,3 +131,21 @@ def serve_http(
         asyncio.run(run())
     finally:
         sock.close()
+
+
+def server_main(name: str, serve: Callable[[], int]) -> int:
+    """A server process's `main`: its log lines prefixed with `name`, the SDK's and uvicorn's
+    chatter at WARNING, a `StartupError` as its one line and exit 2."""
+    import logging
+    import sys
+
+    from workers.process import StartupError
+
+    logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return serve()
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return EXIT_STARTUP

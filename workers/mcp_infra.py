@@ -74,13 +74,11 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
-from workers.mcp_common import is_loopback, new_server, serve_http, tool
+from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 
-EXIT_OK = 0
-EXIT_STARTUP = 2
 SERVER_NAME = "agentic-infra"
 TALOSCTL_MISSING = (
     "talosctl is not installed on this host: install it or remove talos_health from AGENTIC_INCIDENT_TOOLS"
@@ -381,14 +379,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="mcp_infra: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return serve(args)
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        return EXIT_STARTUP
+    return server_main("mcp_infra", lambda: serve(args))
 
 
 if __name__ == "__main__":

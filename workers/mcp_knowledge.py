@@ -47,14 +47,12 @@ from activities.ledger.repository import Ledger
 from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
-from workers.mcp_common import is_loopback, new_server, serve_http, tool
+from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.settings import Settings
 
 __all__ = ["KnowledgeBackends", "build_server", "main"]
 
-EXIT_OK = 0
-EXIT_STARTUP = 2
 SERVER_NAME = "agentic-knowledge"
 SEARCH_TIMEOUT = timedelta(seconds=30)
 SNIPPET = 600
@@ -507,16 +505,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="mcp_knowledge: %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return serve(args)
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        return EXIT_STARTUP
+    return server_main("mcp_knowledge", lambda: serve(args))
 
 
 if __name__ == "__main__":

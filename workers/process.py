@@ -4,9 +4,18 @@ line instead of a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import os
+import signal
 import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 
 class StartupError(Exception):
@@ -48,3 +57,52 @@ def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
         raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(False)
     return sock
+
+
+def run_service(
+    name: str, serve: Callable[[Settings, asyncio.Event], Awaitable[None]], *, quiet: Sequence[str] = ()
+) -> NoReturn:
+    """Run a platform process (`serve(settings, stop)`) until SIGINT or SIGTERM sets `stop`.
+
+    Settings come from the environment and set up logging (`quiet` loggers at WARNING). Errors
+    are one line on stderr for the operator (the supervisor shows the log's tail): exit 2 for
+    bad configuration and `AgenticError`, 1 for anything unexpected (its traceback in the log).
+    """
+    from pydantic import ValidationError
+
+    from workers.errors import AgenticError
+    from workers.settings import Settings
+
+    log = logging.getLogger(f"agentic.{name}")
+    code = 0
+    try:
+        settings = Settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        for noisy in quiet:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        async def _main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await serve(settings, stop)
+
+        asyncio.run(_main())
+    except ValidationError as exc:
+        print(f"error: bad configuration: {exc.errors()[0]['msg']} (see docs/configuration.md)", file=sys.stderr)
+        code = 2
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except Exception as exc:
+        log.exception("%s failed", name)
+        print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,6 +17,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workers.errors import AgenticError
+from workers.process import run_service
 from workers.settings import Settings
 
 log = logging.getLogger("agentic.worker")
@@ -211,34 +210,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
-
-    code = 0
-    try:
-        asyncio.run(_main())
-    except AgenticError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except Exception as exc:
-        # One line for the operator (the supervisor shows the log's tail), details in the log.
-        log.exception("worker failed")
-        print(f"error: worker failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit
+    run_service("worker", run_worker)
 
 
 if __name__ == "__main__":
