@@ -263,10 +263,10 @@ class TelegramBot:
             out = Outcome(
                 False, f"Not recorded: the platform cannot be reached right now ({type(exc).__name__}); retry"
             )
+        if not out.accepted:  # the audit row first: once the presser sees the refusal, it is on record
+            await self._record_refusal(q.id, q.from_user.id, chat_id, out)
         with contextlib.suppress(TelegramError):
             await flood_retry(lambda: q.answer(out.text[:200], show_alert=not out.accepted))
-        if not out.accepted:
-            await self._record_refusal(q.id, q.from_user.id, chat_id, out)
 
     async def press(
         self,
