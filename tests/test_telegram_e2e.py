@@ -390,6 +390,59 @@ async def test_429_storm_neither_loses_nor_duplicates(tg: Telegram, ledger: Ledg
     assert len([m for m in tg.emu.bot_messages(CHAT) if "level changed" in m.text]) == 1
 
 
+class FlakyLedger:
+    """The ledger, whose `kv_set` fails the next `failures` times (a connection lost mid-write)."""
+
+    def __init__(self, ledger: Ledger, failures: int) -> None:
+        self._ledger, self.failures, self.failed = ledger, failures, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def kv_set(self, key: str, value: Any) -> None:
+        if self.failed < self.failures:
+            self.failed += 1
+            raise ConnectionResetError("connection lost")
+        await self._ledger.kv_set(key, value)
+
+
+async def test_a_ledger_hiccup_after_a_send_neither_duplicates_nor_orphans_the_card(
+    tg: Telegram, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.telegram.notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "SENT_MARK_DELAYS_S", (0.01, 0.01, 0.01))
+    flaky = FlakyLedger(ledger, failures=2)
+    notifier = TelegramNotifier(tg.notifier.bot, flaky, CHAT, SECRET)  # type: ignore[arg-type]
+    plan = [RESTART]
+    inp = NotifyInput(
+        incident_id=None,
+        kind=NotifyKind.QUESTION,
+        route="platform",
+        text="promote runbook-hiccup?",
+        approval_id="promote-hiccup",
+        plan=plan,
+        plan_hash=plan_hash(plan),
+    )
+    res = await notifier.notify(inp, key="wf/hiccup/1")
+    assert flaky.failed == 2  # the writes after the send failed twice and were retried
+    again = await notifier.notify(inp, key="wf/hiccup/1")  # the activity's retry
+    assert again == res
+    posted = [m for m in tg.emu.bot_messages(CHAT) if "runbook-hiccup" in m.text]
+    assert len(posted) == 1
+    # the card's buttons work: the link to the question was stored despite the hiccup
+    link = await notifier.store.link(signing.approval_ref("promote-hiccup"))
+    assert link is not None and link.approval_id == "promote-hiccup"
+    assert await notifier.store.card(CHAT, posted[0].message_id) is not None
+
+    # a ledger that stays down fails the activity (loudly) instead of pretending
+    down = FlakyLedger(ledger, failures=100)
+    notifier = TelegramNotifier(tg.notifier.bot, down, CHAT, SECRET)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionResetError):
+        await notifier.notify(inp.model_copy(update={"text": "stays down"}), key="wf/hiccup/2")
+    assert down.failed == 4  # the first write and its three retries
+
+
 async def test_reports_photos_long_text_and_escaping(tg: Telegram, tmp_path: Any) -> None:
     png = tmp_path / "week.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,9 @@ CHANNEL = "telegram"
 REF_PREFIX = "tg:"
 RETRY_AFTER = "TelegramRetryAfter"
 DETAILS_ID = "details"  # the 🔎 Details button names no approval: the bot reads the message it sits on
+# After a successful post, the "sent" marker is what stops a retried activity from posting again:
+# a failed write is retried here first (about 7 s in all) before the activity gives up.
+SENT_MARK_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.5)
 ASKING = {NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.REMINDER, NotifyKind.ESCALATION}
 
 
@@ -250,12 +254,31 @@ class TelegramNotifier:
         if ref is None:
             ref = await self._post_new(inp, asking, key)
         elif key is not None:
-            await self.ledger.kv_set(f"tg:sent:{key}", ref)
+            await self._mark_sent(key, ref)
         try:
             await self._marks(inp, ref)
         except TelegramError as exc:
             log.warning("telegram: %s sent, but earlier messages were not marked: %s", inp.kind.value, exc.message)
         return ref
+
+    async def _mark_sent(self, key: str, ref: str) -> None:
+        await self._after_send(ref, lambda: self.ledger.kv_set(f"tg:sent:{key}", ref))
+
+    async def _after_send(self, ref: str, bookkeeping: Callable[[], Awaitable[None]]) -> None:
+        """Run the ledger bookkeeping of a message that is already out. A ledger hiccup here must
+        not fail the activity (its retry would post a second message, or leave the buttons of
+        this one without their link), so the idempotent steps are retried for a while; only a
+        ledger that stays down fails the activity."""
+        for delay in (*SENT_MARK_DELAYS_S, None):
+            try:
+                await bookkeeping()
+                return
+            except Exception as exc:  # asyncpg and connection errors alike
+                if delay is None:
+                    log.error("telegram: %s was sent but not recorded; a retry may post it again: %s", ref, exc)
+                    raise
+                log.warning("telegram: recording %s failed (%s); retrying in %gs", ref, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _marks(self, inp: NotifyInput, ref: str) -> None:
         """Earlier cards learn what happened: the incident's card that it resolved, the
@@ -296,23 +319,27 @@ class TelegramNotifier:
         msg = await self._post(card, inp.photo)
         card.message_id = msg.message_id
         ref = message_ref(self.chat_id, msg.message_id)
-        if key is not None:  # first: a retry from here on returns this message instead of posting again
-            await self.ledger.kv_set(f"tg:sent:{key}", ref)
-        await self.store.save_card(card)
-        if asking and inp.approval_id and full_hash:
-            await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), full_hash, ref)
-        first_card = inp.kind in (NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.DONE)
-        if inp.incident_id and first_card and await self.store.incident_card(inp.incident_id) is None:
-            await self.ledger.kv_set(f"tg:incident:{inp.incident_id}", ref)
-        await self.ledger.record_notification(
-            CHANNEL,
-            incident_id=inp.incident_id,
-            target=str(self.chat_id),
-            thread=str(card.thread) if card.thread is not None else None,
-            message_id=str(msg.message_id),
-            kind=inp.kind.value,
-            text=inp.text,
-        )
+
+        async def bookkeeping() -> None:  # every step idempotent: `_after_send` may run it again
+            if key is not None:  # first: a retry from here on returns this message instead of posting again
+                await self.ledger.kv_set(f"tg:sent:{key}", ref)
+            await self.store.save_card(card)
+            if asking and inp.approval_id and full_hash:
+                await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), full_hash, ref)
+            first_card = inp.kind in (NotifyKind.QUESTION, NotifyKind.DIAGNOSIS, NotifyKind.DONE)
+            if inp.incident_id and first_card and await self.store.incident_card(inp.incident_id) is None:
+                await self.ledger.kv_set(f"tg:incident:{inp.incident_id}", ref)
+            await self.ledger.record_notification(
+                CHANNEL,
+                incident_id=inp.incident_id,
+                target=str(self.chat_id),
+                thread=str(card.thread) if card.thread is not None else None,
+                message_id=str(msg.message_id),
+                kind=inp.kind.value,
+                text=inp.text,
+            )
+
+        await self._after_send(ref, bookkeeping)
         return ref
 
     async def _post(self, card: CardState, photo: str | None) -> Message:
