@@ -82,7 +82,7 @@ PLACEHOLDER_RE = re.compile(r"\[(SECRET|EMAIL|PHONE)_(\d+)\]")
 # Each rule: (kind, compiled pattern, name of the group to replace, optional check on the value).
 # Rules run in order on the text; what an earlier rule replaced is a placeholder that no later
 # rule matches.
-_Check = Callable[[str], bool]
+_Check = Callable[[re.Match[str]], bool]  # on the match; False: not a secret, look further on
 
 
 def _token_like(value: str) -> bool:
@@ -93,14 +93,19 @@ def _token_like(value: str) -> bool:
 _MASKED = {"", "null", "none", "nil", "true", "false", "redacted", "<redacted>"}
 
 
-def _real_value(value: str) -> bool:
+def _on_value(check: Callable[[str], bool]) -> _Check:
+    return lambda m: check(m.group("v"))
+
+
+def _real_value(m: re.Match[str]) -> bool:
     """A key=value's value worth hiding: not a template, placeholder, boolean or mask."""
-    v = value.strip().strip("\"'").strip()
+    v = m.group("v").strip().strip("\"'").strip()
     if v.lower() in _MASKED or "{{" in v or v[:1] == "$" or PLACEHOLDER_RE.fullmatch(v):
         return False
     return not set(v) <= set("*x.-_ …")  # ****, xxxx, ----, …: already masked
 
 
+_PASSES = 4  # key=value passes at most (a value that is itself a key: see the rule)
 _SECRET_KEY = (
     r"(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key"
     r"|private[_-]?key|credentials?)"
@@ -124,9 +129,9 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
         SECRET,
         re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@\"'<>]+:(?P<v>[^\s/@\"'<>]+)@(?=[\w\[.-])"),
         "v",
-        lambda v: not PLACEHOLDER_RE.fullmatch(v),
+        _on_value(lambda v: not PLACEHOLDER_RE.fullmatch(v)),
     ),
-    (SECRET, re.compile(r"(?i:\bbearer\s+)(?P<v>[A-Za-z0-9\-._~+/]+=*)"), "v", _token_like),
+    (SECRET, re.compile(r"(?i:\bbearer\s+)(?P<v>[A-Za-z0-9\-._~+/]+=*)"), "v", _on_value(_token_like)),
     # JWT: header.payload.signature, base64url, header and payload JSON objects
     (SECRET, re.compile(r"(?P<v>\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"), "v", None),
     # well-known key formats
@@ -139,12 +144,14 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
     (SECRET, re.compile(r"(?P<v>\b[rs]k_live_[0-9A-Za-z]{16,}\b)"), "v", None),
     (SECRET, re.compile(r"(?P<v>\bsk-[A-Za-z0-9_-]{20,})"), "v", None),
     (SECRET, re.compile(r"(?P<v>(?<![\w:])\d{8,10}:AA[A-Za-z0-9_-]{33}\b)"), "v", None),
-    # key=value, key: value, "key": "value" (the key ends with a secret word)
+    # key=value, key: value, "key": "value" (the key ends with a secret word). A placeholder
+    # counts as such a key too: in `token = "db_password": "…"` the first pass redacts the
+    # value "db_password", and a second pass (see `_apply`) the value after it.
     (
         SECRET,
         re.compile(
-            r"(?i:(?<![\w-])[\"']?[\w.-]*" + _SECRET_KEY + r"[\"']?\s*(?:=(?![=~])|:(?!:))\s*)"
-            r"(?P<v>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s,;&\"'<>(){}\[\]]+)"
+            r"(?i:(?<![\w-])[\"']?(?:[\w.-]*" + _SECRET_KEY + r"|\[SECRET_\d+\])[\"']?\s*(?:=(?![=~])|:(?!:))\s*)"
+            r"(?P<v>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s,;&\"'<>(){}\[\]]*[^\s,;&\"'<>(){}\[\]:])"
         ),
         "v",
         _real_value,
@@ -158,7 +165,7 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
             r"(?P<v>[^\s\"',;]+)"
         ),
         "v",
-        lambda v: not PLACEHOLDER_RE.fullmatch(v) and v[:1] not in "<{$…" and "{{" not in v,
+        _on_value(lambda v: not PLACEHOLDER_RE.fullmatch(v) and v[:1] not in "<{$…" and "{{" not in v),
     ),
     (
         EMAIL,
@@ -170,7 +177,7 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
         PHONE,
         re.compile(r"(?P<v>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?![\w.-]*\d))"),
         "v",
-        lambda v: 8 <= sum(c.isdigit() for c in v) <= 15,
+        _on_value(lambda v: 8 <= sum(c.isdigit() for c in v) <= 15),
     ),
     (PHONE, re.compile(r"(?P<v>(?<![\w.:/+-])(?:\(\d{3}\) ?|\d{3}[.-])\d{3}[ .-]\d{4}(?![\w:-]|\.\d))"), "v", None),
 ]
@@ -255,12 +262,16 @@ class Redactor:
     def _apply(self, text: str, kinds: frozenset[str]) -> str:
         for kind, pattern, group, check in _RULES:
             if kind in kinds:
-                text = _sub(pattern, text, functools.partial(self._replace, kind=kind, group=group, check=check))
+                repl = functools.partial(self._replace, kind=kind, group=group, check=check)
+                for _ in range(_PASSES if check is _real_value else 1):
+                    before, text = text, _sub(pattern, text, repl)
+                    if text == before:
+                        break
         return text
 
     def _replace(self, m: re.Match[str], *, kind: str, group: str, check: _Check | None) -> str | None:
         value = m.group(group)
-        if not value or (check is not None and not check(value)):
+        if not value or (check is not None and not check(m)):
             return None
         inner = value
         quote = ""

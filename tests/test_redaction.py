@@ -114,6 +114,21 @@ def test_leaves_ordinary_text_alone(text: str) -> None:
     assert redact(text).text == text and redact(text).counts == {}
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [  # shapes hypothesis found, where one pattern's match used to hide the next secret
+        ("bearer Bearer 9a000000", "9a000000"),
+        ('token = "db_password": "000000"', "000000"),
+        ("token = db_password: 000000", "000000"),
+        ('Authorization: "db_password": "000000"', "000000"),
+        ("password=SECRET =", "SECRET"),
+    ],
+)
+def test_a_secret_behind_another_match_is_found(text: str, secret: str) -> None:
+    out = redact(text).text
+    assert secret not in PLACEHOLDER_RE.sub("", out), out
+
+
 def test_same_value_same_placeholder_across_messages_and_counts_are_distinct_values() -> None:
     r = Redactor()
     msgs = r.redact_messages(
