@@ -368,3 +368,27 @@ def test_filter_keeps_records_without_secrets_as_they_are() -> None:
     rec = logging.LogRecord("x", logging.INFO, __file__, 1, "propose %s: %d actions", ("inc-1", 2), None)
     assert RedactingFilter().filter(rec) and rec.getMessage() == "propose inc-1: 2 actions" and rec.args
     assert redact_secrets("mail ops@example.com token=abc123def") == "mail ops@example.com token=[SECRET_1]"
+
+
+def test_a_platform_process_redacts_its_logs() -> None:
+    """`workers.process.run_service` (the worker's and the bot's runner) installs the filter."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import logging\n"
+        "from workers.process import run_service\n"
+        "async def serve(settings, stop):\n"
+        f"    logging.getLogger('litellm').warning('retrying with api_key=%s', {GHP!r})\n"
+        "    logging.getLogger('agentic.worker').info('dsn postgres://u:hunter2@db/x ok')\n"
+        "run_service('probe', serve)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "retrying with api_key=[SECRET_1]" in proc.stderr and "postgres://u:[SECRET_1]@db/x ok" in proc.stderr
+    assert GHP not in proc.stderr and "hunter2" not in proc.stderr
