@@ -128,7 +128,9 @@ class IncidentState(BaseModel):
     resolved_by_alertmanager: bool = False
     runbook_id: str | None = None
     proposal: Proposal | None = None
-    proposal_source: str | None = None  # "llm" | "fallback"
+    proposal_source: str | None = None  # "llm" | "cloud" | "fallback"
+    # items redacted from what was sent to the cloud for this proposal, by kind (counts only)
+    proposal_redactions: dict[str, int] = Field(default_factory=dict)
     verdict: PolicyVerdict | None = None
     refused: list[GuardedAction] = Field(default_factory=list)
     plan: list[ToolCall] = Field(default_factory=list)
@@ -182,9 +184,12 @@ class ProposeInput(BaseModel):
 
 class ProposeResult(BaseModel):
     proposal: Proposal
-    source: Literal["llm", "fallback"]
-    note: str = ""  # e.g. why the fallback was taken
+    source: Literal["llm", "cloud", "fallback"]  # the local model, the cloud model, the best runbook
+    note: str = ""  # e.g. why the fallback was taken, why it escalated to the cloud
     model: str = ""
+    # items redacted from what was sent to the cloud (empty when nothing was sent), by kind:
+    # counts only, never the values
+    redactions: dict[str, int] = Field(default_factory=dict)
 
 
 class ToolSpec(BaseModel):

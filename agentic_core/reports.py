@@ -142,7 +142,10 @@ class WeeklyDigest(BaseModel):
     local_confidence_avg: float | None = None
     fallback_proposals: int = 0  # the model could not help: the best runbook's plan
     cloud_escalations: int = 0  # proposals from the cloud model (source "cloud")
-    pii_detections: int | None = None  # None: not tracked by the ledger
+    # Items redacted from what was sent to the cloud (proposals' `redactions`): personal data
+    # (email addresses, phone numbers) and secrets. None: a digest from before they were recorded.
+    pii_detections: int | None = None
+    secrets_redacted: int | None = None
 
     # Automation: decisions the platform took alone, and how their actions went.
     automatic_decisions: int = 0
@@ -197,6 +200,11 @@ def safe(text: str) -> str:
     return text.replace("&", "+").replace("<", "‹").replace(">", "›").strip()
 
 
+def _tracked(value: int | None) -> str:
+    """A redaction figure; None comes from a digest made before redactions were recorded."""
+    return str(value) if value is not None else "not tracked"
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "n/a"
 
@@ -228,7 +236,7 @@ def render_summary(d: WeeklyDigest, *, limit: int = CAPTION_LIMIT) -> str:
     lines.append(
         f"Confidence: local avg {avg} ({d.local_proposals} proposals, {d.fallback_proposals} fallbacks);"
         f" cloud escalations {d.cloud_escalations} ({_rate(d.cloud_share) if d.total_proposals else '0%'});"
-        f" PII detections {d.pii_detections if d.pii_detections is not None else 'not tracked'}"
+        f" PII detections {_tracked(d.pii_detections)}, secrets redacted {_tracked(d.secrets_redacted)}"
     )
     lines.append(
         f"Automated: {d.automatic_decisions} runs, {d.automated_actions} actions,"
@@ -276,8 +284,8 @@ def render_text(d: WeeklyDigest) -> str:
         f"  runbook fallbacks (the model could not help): {d.fallback_proposals}",
         f"  cloud escalations: {d.cloud_escalations} ({_pct(d.cloud_escalations, d.total_proposals)}"
         f" of {d.total_proposals} proposals)",
-        "  PII detections: "
-        + (str(d.pii_detections) if d.pii_detections is not None else "0 (not tracked: no redaction records yet)"),
+        f"  PII detections (personal data redacted before cloud calls): {_tracked(d.pii_detections)}",
+        f"  secrets redacted before cloud calls: {_tracked(d.secrets_redacted)}",
         "",
         "Automation",
         f"  automatic runs (standard runbooks): {d.automatic_decisions}",
@@ -340,8 +348,8 @@ def render_markdown(d: WeeklyDigest, chart_name: str | None = None) -> str:
         f"- Runbook fallbacks: {d.fallback_proposals}",
         f"- Cloud escalations: {d.cloud_escalations} ({_pct(d.cloud_escalations, d.total_proposals)} of"
         f" {d.total_proposals} proposals)",
-        "- PII detections: "
-        + (str(d.pii_detections) if d.pii_detections is not None else "0 (not tracked: no redaction records yet)"),
+        f"- PII detections (personal data redacted before cloud calls): {_tracked(d.pii_detections)}",
+        f"- Secrets redacted before cloud calls: {_tracked(d.secrets_redacted)}",
         "",
         "## Automation",
         "",

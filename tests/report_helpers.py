@@ -37,6 +37,8 @@ class Expected:
     local_avg: float = 0.7
     fallback_proposals: int = 1
     cloud_escalations: int = 1
+    pii_detections: int = 3  # redacted before cloud calls: 1 email + 1 phone, and 1 email (cloud failed)
+    secrets_redacted: int = 2
     automated_actions: int = 2
     automated_succeeded: int = 1
     automated_failed: int = 1
@@ -93,22 +95,23 @@ async def seed_week(ledger: Ledger, week: str) -> Expected:
                 labels,
                 t,
             )
-        proposals = [
-            ("inc-a", "llm", 0.8, False, at(0, 9, 1)),
-            ("inc-b", "llm", 0.6, False, at(2, 10, 1)),
-            ("inc-c", "fallback", 0.5, True, at(5, 3, 1)),
-            ("inc-a", "cloud", 0.9, False, at(0, 9, 2)),
-            ("inc-old", "llm", 0.1, False, prev + timedelta(hours=2)),
+        proposals: list[tuple[str, str, float, bool, datetime, dict[str, int]]] = [
+            ("inc-a", "llm", 0.8, False, at(0, 9, 1), {}),
+            ("inc-b", "llm", 0.6, False, at(2, 10, 1), {}),
+            ("inc-c", "fallback", 0.5, True, at(5, 3, 1), {"email": 1}),  # the cloud was asked, and failed
+            ("inc-a", "cloud", 0.9, False, at(0, 9, 2), {"secret": 2, "email": 1, "phone": 1}),
+            ("inc-old", "llm", 0.1, False, prev + timedelta(hours=2), {"secret": 7, "email": 5}),  # last week
         ]
-        for iid, source, conf, fb, t in proposals:
+        for iid, source, conf, fb, t, redactions in proposals:
             await c.execute(
-                """INSERT INTO proposals (incident_id, source, confidence, fallback, created_at)
-                   VALUES ($1, $2, $3, $4, $5)""",
+                """INSERT INTO proposals (incident_id, source, confidence, fallback, created_at, redactions)
+                   VALUES ($1, $2, $3, $4, $5, $6)""",
                 iid,
                 source,
                 conf,
                 fb,
                 t,
+                redactions,
             )
         run_start = at(5, 3)
         decisions = [

@@ -8,6 +8,7 @@ workflow's decisions, not on the activities (tests/test_incident_activities.py d
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -30,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.incident.activities import IncidentActivities, StageInput, StageResult, state_occurrence
-from activities.inference.router import InferenceUnavailable
+from activities.inference.router import GroupConfig, InferenceRouter, InferenceUnavailable
 from agentic_core import policy
 from agentic_core import search_attributes as sa
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
@@ -73,6 +75,7 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, ToolCall
+from tests.fake_openai import chat_server
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
@@ -532,6 +535,43 @@ async def test_dead_model_falls_back_to_the_runbook_with_a_note(env: WorkflowEnv
     assert "fallback to runbook" in propose.detail and "unavailable" in propose.detail
     assert "model fallback" in fakes.notifications[1].text
     assert final.status == IncidentStatus.IGNORED
+
+
+async def test_a_low_confidence_answer_escalates_to_the_cloud_redacted(env: WorkflowEnvironment) -> None:
+    """The real propose activity and `InferenceRouter` against two fake OpenAI-compatible
+    servers (local pool, cloud): the local answer is not confident, the cloud is asked with the
+    alert redacted, and the counts reach the state, the card and the record."""
+    secret, email = "Sup3rS3cret-pw", "jane.doe@example.com"
+    labels = {**LABELS, "owner": email, "db_url": f"postgres://app:{secret}@db.shop.svc:5432/app"}
+    answer = {"summary": "checkout crash loops", "diagnosis": "bad deploy", "runbook_id": RUNBOOK_ID}
+    fakes = Fakes()
+    async with chat_server("local") as local, chat_server("cloud") as cloud:
+        local.answer(json.dumps({**answer, "actions": [], "confidence": 0.2}))
+        cloud.answer(json.dumps({**answer, "actions": [], "confidence": 0.9, "diagnosis": "ask [EMAIL_1]"}))
+        router = InferenceRouter(
+            [
+                GroupConfig(name="planner", model="openai/local", api_base=local.base_url),
+                GroupConfig(name="cloud", model="openai/big", api_base=cloud.base_url, api_key=SecretStr("k")),
+            ]
+        )
+        real = IncidentActivities(None, None, router, cloud_group="cloud", model_timeout_s=5)  # type: ignore[arg-type]
+        acts = [a for a in fakes.activities() if a != fakes.propose] + [real.propose]
+        async with incident(env, fakes, activities=acts, labels=labels) as run:
+            st = await run.awaiting()
+            await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+            final = await run.result()
+        assert secret in local.sent_text() and email in local.sent_text()
+        assert len(cloud.requests) == 1
+        assert secret not in cloud.sent_text() and email not in cloud.sent_text()
+    assert final.proposal_source == "cloud" and final.proposal_redactions == {"secret": 1, "email": 1}
+    assert final.proposal is not None and final.proposal.diagnosis == f"ask {email}"  # restored in the cluster
+    assert final.proposal.actions == [LOGS, RESTART]  # grounded: the runbook's plan
+    propose = next(s for s in final.stages if s.name == "propose")
+    assert "escalated to the cloud: the local model's confidence 0.20 is below 0.5" in propose.detail
+    assert "redacted before sending: 1 secret, 1 email address" in propose.detail
+    assert "(cloud model: escalated to the cloud" in fakes.notifications[1].text
+    assert fakes.records[0].state.proposal_redactions == {"secret": 1, "email": 1}
+    await replay(run)
 
 
 async def test_modified_plan_runs_the_modified_actions(env: WorkflowEnvironment) -> None:

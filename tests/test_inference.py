@@ -367,6 +367,14 @@ def test_groups_from_settings_and_describe_without_keys() -> None:
     assert not any(secret in text for secret in secrets.values())
 
 
+def test_the_cloud_group_takes_its_base_url_and_a_bounded_timeout() -> None:
+    settings = local_settings(
+        8090, cloud_model="openai/gpt-x", cloud_base_url="https://llm.example.com/v1", cloud_timeout_s=7
+    )
+    cloud = {d["group"]: d for d in InferenceRouter.from_settings(settings).describe()}["cloud"]
+    assert (cloud["model"], cloud["api_base"], cloud["timeout_s"]) == ("openai/gpt-x", "https://llm.example.com/v1", 7)
+
+
 def test_optional_groups_only_when_configured() -> None:
     assert InferenceRouter.from_settings(local_settings(8090)).groups == ["planner", "code"]
     local_only = local_settings(8090, cloud_model="openai/gpt-x", inference_mode=InferenceMode.LOCAL_ONLY)

@@ -93,6 +93,8 @@ def _digest(**kw: object) -> WeeklyDigest:
         "local_confidence_avg": 0.734,
         "fallback_proposals": 1,
         "cloud_escalations": 2,
+        "pii_detections": 3,
+        "secrets_redacted": 1,
         "automatic_decisions": 4,
         "automated_actions": 5,
         "automated_succeeded": 4,
@@ -113,7 +115,8 @@ def test_text_has_every_section_and_exact_numbers() -> None:
     assert "approved: 3 (30%)" in text and "automatic: 4 (40%)" in text and "total: 10" in text
     assert "average confidence 0.73" in text
     assert "cloud escalations: 2 (25% of 8 proposals)" in text
-    assert "PII detections: 0 (not tracked" in text
+    assert "PII detections (personal data redacted before cloud calls): 3" in text
+    assert "secrets redacted before cloud calls: 1" in text
     assert "5 succeeded" not in text and "4 succeeded, 1 failed (success 80%)" in text
     # label values cannot inject HTML into a Telegram message
     assert "<" not in text and ">" not in text and "&" not in text
@@ -127,11 +130,18 @@ def test_summary_fits_a_caption_and_names_the_headlines() -> None:
     assert s.startswith("📊 Weekly digest 2026-W10 (02 Mar – 08 Mar 2026)")
     assert "Alerts processed: 12 in 4 incidents" in s
     assert "approved 3, modified 1, ignored 2, expired 0, automatic 4" in s
-    assert "cloud escalations 2 (25%)" in s and "PII detections not tracked" in s
+    assert "cloud escalations 2 (25%)" in s and "PII detections 3, secrets redacted 1" in s
     assert "success 80%" in s
     many = [SourceCount(label="alertname", value="X" * 200, count=1) for _ in range(10)]
     long = render_summary(_digest(top_sources=many))
     assert len(long) == CAPTION_LIMIT and long.endswith("…")
+
+
+def test_a_digest_from_before_redactions_were_recorded_says_not_tracked() -> None:
+    old = _digest(pii_detections=None, secrets_redacted=None)
+    assert "PII detections (personal data redacted before cloud calls): not tracked" in render_text(old)
+    assert "PII detections not tracked, secrets redacted not tracked" in render_summary(old)
+    assert "- Secrets redacted before cloud calls: not tracked" in render_markdown(old)
 
 
 def test_empty_week_renders_without_division_by_zero() -> None:
@@ -191,7 +201,7 @@ async def test_digest_counts_from_a_seeded_week(ledger: Ledger) -> None:
     assert d.local_confidence_avg == pytest.approx(exp.local_avg)
     assert d.fallback_proposals == exp.fallback_proposals and d.cloud_escalations == exp.cloud_escalations
     assert d.cloud_share == pytest.approx(0.25)
-    assert d.pii_detections is None
+    assert (d.pii_detections, d.secrets_redacted) == (exp.pii_detections, exp.secrets_redacted)
     assert d.automatic_decisions == exp.decisions["automatic"]
     assert (d.automated_actions, d.automated_succeeded, d.automated_failed) == (
         exp.automated_actions,

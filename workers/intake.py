@@ -95,6 +95,7 @@ from agentic_core.alerts import (
     group_from_webhook,
 )
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
+from agentic_core.redaction import install_log_redaction
 from workers.errors import AgenticError
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
@@ -692,6 +693,7 @@ def main() -> None:
             )
         except ValueError:
             raise StartupError(f"error: AGENTIC_LOG_LEVEL {settings.log_level!r} is not a log level") from None
+        install_log_redaction()
         if settings.intake_token is None or not settings.intake_token.get_secret_value().strip():
             raise StartupError(
                 "error: AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "

@@ -139,9 +139,11 @@ def server_main(name: str, serve: Callable[[], int]) -> int:
     import logging
     import sys
 
+    from agentic_core.redaction import install_log_redaction
     from workers.process import StartupError
 
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()
     for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -64,12 +64,14 @@ def run_service(
 ) -> NoReturn:
     """Run a platform process (`serve(settings, stop)`) until SIGINT or SIGTERM sets `stop`.
 
-    Settings come from the environment and set up logging (`quiet` loggers at WARNING). Errors
+    Settings come from the environment and set up logging (`quiet` loggers at WARNING; secrets
+    redacted from every record, `agentic_core.redaction.RedactingFilter`). Errors
     are one line on stderr for the operator (the supervisor shows the log's tail): exit 2 for
     bad configuration and `AgenticError`, 1 for anything unexpected (its traceback in the log).
     """
     from pydantic import ValidationError
 
+    from agentic_core.redaction import install_log_redaction
     from workers.errors import AgenticError
     from workers.settings import Settings
 
@@ -82,6 +84,7 @@ def run_service(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        install_log_redaction()  # secrets never reach the log, whoever logs them
         for noisy in quiet:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     embed_model: str = Field(default="all-minilm-l6-v2", description="model name served by the embed pool")
     cloud_model: str | None = Field(default=None, description="LiteLLM model string for cloud escalation")
     cloud_api_key: SecretStr | None = Field(default=None, description="API key for the cloud model")
+    cloud_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL (…/v1) of the cloud model (empty: the provider's own)"
+    )
+    cloud_escalate_below: float = Field(
+        default=0.5, ge=0, le=1, description="LOCAL_FIRST: a local answer less confident than this goes to the cloud"
+    )
+    cloud_timeout_s: float = Field(
+        default=20.0, gt=0, description="one cloud call, at most (also bounded by what is left of the propose activity)"
+    )
     pool_api_key: SecretStr | None = Field(default=None, description="API key of the vLLM pools")
 
     # --- Alert intake ---------------------------------------------------------------------

@@ -106,7 +106,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    from activities.incident.activities import IncidentActivities
+    from activities.incident.activities import CLOUD_GROUP, IncidentActivities
     from activities.inference.router import InferenceRouter, preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
     from activities.knowledge.kb import KnowledgeBase
@@ -142,7 +142,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
         slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
         notifier = await build_notifier(settings, ledger, stack)
-        incident = IncidentActivities(kb, ledger, router, notifier, model_slots=slots)
+        incident = IncidentActivities(
+            kb,
+            ledger,
+            router,
+            notifier,
+            model_slots=slots,
+            mode=settings.inference_mode,
+            cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
+            escalate_below=settings.cloud_escalate_below,
+            cloud_timeout_s=settings.cloud_timeout_s,
+        )
         mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         tools = ToolActivities(
             ledger,

@@ -9,7 +9,9 @@ Stages (each in `IncidentState.stages` with its start and finish times):
 3. **propose** (`tools.list_tools`, `incident.propose`): the planner's diagnosis; the plan is
    the runbook's when one fits (the one the model names, else a label match), the model's own
    only when none does; the best runbook's plan when the model is down or answers badly
-   (`proposal_source="fallback"`, the note says why).
+   (`proposal_source="fallback"`, the note says why). With a cloud model configured the
+   activity may escalate, redacted, within the same activity timeout
+   (`proposal_source="cloud"`; `proposal_redactions` counts what was redacted).
 4. **guard** (`tools.guard`): refused actions go to `state.refused` with their reasons and
    never run. If the guard cannot be reached nothing runs (every action is refused).
 5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the
@@ -129,7 +131,8 @@ _RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), 
 _RETRY_FEW = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
-# incident.propose: one model call of at most 25 s per attempt, the second attempt falls back.
+# incident.propose: one local model call of at most 25 s per attempt (after at most 12.5 s for a
+# slot), then perhaps the cloud with what is left (at most 20 s); the second attempt falls back.
 PROPOSE_TIMEOUT = timedelta(seconds=60)
 PROPOSE_RETRY = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=5)
@@ -433,6 +436,7 @@ class IncidentWorkflow:
                 raise
             prop = fallback_proposal(pinp, f"propose failed: {_error(exc)}")
         st.proposal, st.proposal_source = prop.proposal, prop.source
+        st.proposal_redactions = dict(prop.redactions)  # state only: no command, replay-safe
         if prop.proposal.runbook_id:
             self._set_runbook(prop.proposal.runbook_id)
         self._end(rec, prop.note or f"{prop.source}: confidence {prop.proposal.confidence:.2f}")
@@ -818,6 +822,8 @@ def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdic
     lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
     if prop.source == "fallback":
         lines.append(f"(model fallback: {prop.note})")
+    elif prop.source == "cloud":
+        lines.append(f"(cloud model: {prop.note})")
     lines += [f"Confidence {p.confidence:.2f}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
     for r in st.refused:
         lines.append(f"Refused: {_call(r.call)}: {r.reason}")

@@ -6,8 +6,11 @@ Model groups (LiteLLM `model_name`s):
   at `settings.planner_base_url`, model `openai/<planner_model>`.
 - `code`: the code pool (`code_url`), else the planner's server.
 - `embed`: only when `embed_url` is set (the default embedder runs in process).
-- `cloud`: only when `cloud_model` is set and the mode is not LOCAL_ONLY (escalation and
-  redaction come later; nothing calls it yet).
+- `cloud`: only when `cloud_model` is set and the mode is not LOCAL_ONLY; `cloud_base_url`
+  names an OpenAI-compatible endpoint (else LiteLLM uses the provider's own). The planner
+  (`IncidentActivities.propose`) asks it with LOCAL_FIRST when the local model fails, is busy
+  or is not confident enough, and first with CLOUD_FIRST, always with the messages redacted
+  (`agentic_core.redaction`): the router itself sends what it is given.
 
 Client-side retries are off everywhere (router, LiteLLM call and the OpenAI client under it):
 Temporal retries activities, and a retry inside an activity would hide failures from it.
@@ -271,7 +274,11 @@ class InferenceRouter:
         if settings.cloud_model and settings.inference_mode != InferenceMode.LOCAL_ONLY:
             groups.append(
                 GroupConfig(
-                    name="cloud", model=settings.cloud_model, api_key=settings.cloud_api_key, timeout_s=timeout_s
+                    name="cloud",
+                    model=settings.cloud_model,
+                    api_base=settings.cloud_base_url,
+                    api_key=settings.cloud_api_key,
+                    timeout_s=min(timeout_s, settings.cloud_timeout_s),
                 )
             )
         return cls(groups, mode=settings.inference_mode)

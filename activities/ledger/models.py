@@ -75,6 +75,7 @@ class ProposalRow(_Row):
     confidence: float
     risk: Risk
     fallback: bool
+    redactions: dict[str, int] = Field(default_factory=dict)  # redacted before a cloud call, by kind
     created_at: datetime
 
     def to_proposal(self) -> Proposal:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -296,14 +296,17 @@ class Ledger:
         model: str = "",
         source: str = "llm",
         fallback: bool = False,
+        redactions: Mapping[str, int] | None = None,
     ) -> ProposalRow:
+        """`redactions`: items redacted from what was sent to the cloud for it, by kind (counts only)."""
+        counts = {str(k): int(v) for k, v in (redactions or {}).items() if int(v) > 0}
         async with self._conn(transaction=True) as conn:
             await _ensure_incident(conn, incident_id)
             row = await conn.fetchrow(
                 """
                 INSERT INTO proposals (incident_id, model, source, summary, diagnosis, runbook_id, actions,
-                                       confidence, risk, fallback)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                       confidence, risk, fallback, redactions)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 RETURNING *
                 """,
                 incident_id,
@@ -316,6 +319,7 @@ class Ledger:
                 proposal.confidence,
                 proposal.risk.value,
                 fallback,
+                counts,
             )
         return ProposalRow.model_validate(dict(row))
 

@@ -9,6 +9,9 @@ Which rows count for a week [start, end) (UTC):
 - runbooks created: runbook rows created in the week (imports and runbooks learned from approvals);
 - confidence: proposals made in the week; source "llm" is the local model, "fallback" the best
   runbook's plan when the model could not help, "cloud" (or a `cloud/…` model) the cloud model;
+- PII detections and secrets redacted: the proposals' `redactions` (items redacted from what was
+  sent to the cloud, by kind) for proposals made in the week; PII is the personal-data kinds
+  (email addresses, phone numbers);
 - automated actions: the actions of runs decided "automatic" in the week: actions of that
   incident started between the run's start (the occurrence in the decision's approval id
   `<incident>-automatic-<epoch ms>`) and the decision;
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from activities.ledger.db import LedgerIntegrityError, unavailable
+from agentic_core.redaction import PERSONAL_KINDS, SECRET
 from agentic_core.reports import (
     DECISION_KINDS,
     RUNBOOKS_LISTED,
@@ -139,6 +143,20 @@ async def compute_digest(
             end,
         )
 
+        redacted = {
+            r["kind"]: int(r["n"])
+            for r in await conn.fetch(
+                """
+                SELECT r.key AS kind, sum(r.value::int) AS n
+                FROM proposals p, jsonb_each_text(p.redactions) r
+                WHERE p.created_at >= $1 AND p.created_at < $2
+                GROUP BY r.key
+                """,
+                start,
+                end,
+            )
+        }
+
         auto = await conn.fetchrow(
             r"""
             WITH runs AS (
@@ -219,7 +237,8 @@ async def compute_digest(
         local_confidence_avg=float(prop["local_avg"]) if prop["local_avg"] is not None else None,
         fallback_proposals=int(prop["fallback_n"]),
         cloud_escalations=int(prop["cloud_n"]),
-        pii_detections=None,  # nothing records redactions yet: "not tracked", never a made-up 0
+        pii_detections=sum(redacted.get(kind, 0) for kind in PERSONAL_KINDS),
+        secrets_redacted=redacted.get(SECRET, 0),
         automatic_decisions=decisions["automatic"],
         automated_actions=int(auto["n"]),
         automated_succeeded=int(auto["ok"]),
