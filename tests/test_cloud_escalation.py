@@ -223,6 +223,9 @@ async def test_a_low_confidence_local_answer_escalates_redacted(local: FakeChatS
     sent = cloud.requests[0]
     assert sent["body"]["model"] == "gpt-fake" and sent["headers"]["authorization"] == "Bearer cloud-key"
     assert sent["body"]["response_format"]["json_schema"]["name"] == "Proposal"
+    # OpenAI's strict mode would refuse a schema with optional fields: the cloud asks without it
+    assert sent["body"]["response_format"]["json_schema"]["strict"] is False
+    assert local.requests[0]["body"]["response_format"]["json_schema"]["strict"] is True
     assert [m["role"] for m in sent["body"]["messages"]] == [m["role"] for m in build_messages(inp)]
 
     assert res.source == "cloud" and res.model == "gpt-fake"

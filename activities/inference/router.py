@@ -111,6 +111,10 @@ class GroupConfig(BaseModel):
     # bounds added to structured-output schemas for this group's model (None: none added)
     max_string_length: int | None = None
     max_items: int | None = None
+    # send `"strict": true` with structured-output schemas. OpenAI's strict mode demands that
+    # every property be required, which our models (fields with defaults) are not, so the
+    # cloud group asks without it; the reply is validated against the model either way.
+    strict_schema: bool = True
 
 
 class Completion(BaseModel):
@@ -279,6 +283,7 @@ class InferenceRouter:
                     api_base=settings.cloud_base_url,
                     api_key=settings.cloud_api_key,
                     timeout_s=min(timeout_s, settings.cloud_timeout_s),
+                    strict_schema=False,
                 )
             )
         return cls(groups, mode=settings.inference_mode)
@@ -382,7 +387,7 @@ class InferenceRouter:
         )
         response_format = {
             "type": "json_schema",
-            "json_schema": {"name": _schema_name(schema), "schema": json_schema, "strict": True},
+            "json_schema": {"name": _schema_name(schema), "schema": json_schema, "strict": g.strict_schema},
         }
         start = time.perf_counter()
         resp = await self._acompletion(
