@@ -477,6 +477,12 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             "journal_mode=wal",
             "--sqlite-pragma",
             "synchronous=normal",
+            # One partition per task queue: the embedded stack has one worker, and with the
+            # default four a task can sit in a partition none of its pollers is on.
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
             "--log-level",
             "warn",
         ]
