@@ -448,3 +448,28 @@ async def test_arr_wrong_key_and_unreachable_are_clear(arr: dict[str, FakeArr]) 
     async with Client(arr_server({"radarr": ArrApp("radarr", url, "k")})) as c:
         r = await c.call_tool("arr_queue", {"app": "radarr"})
     assert r.is_error and f"cannot reach Radarr at {url}" in text(r) and "AGENTIC_RADARR_URL" in text(r)
+
+
+async def test_the_projects_runbooks_propose_valid_calls(ha: FakeHomeAssistant, arr: dict[str, FakeArr]) -> None:
+    """runbooks/ imports cleanly, and each action, rendered for a matching alert, names a tool of
+    these servers with arguments the gateway's guard accepts."""
+    from activities.knowledge.markdown import load_runbooks
+    from activities.tools.gateway import _argument_problems
+    from agentic_core.incident import ToolSpec
+    from agentic_core.policy import render_actions
+
+    runbooks, errors = load_runbooks(REPO / "runbooks")
+    assert errors == [] and len(runbooks) >= 4
+    assert all(not rb.id.lower().startswith("_readme") for rb in runbooks)
+    specs: dict[str, ToolSpec] = {}
+    apps = {a: ArrApp(a, f.url, f.api_key) for a, f in arr.items()}
+    for server in (ha_server(HomeAssistant(ha.url, ha.token), parse_services(DEFAULT_SERVICES)), arr_server(apps)):
+        async with Client(server) as c:
+            for t in (await c.list_tools()).tools:
+                specs[t.name] = ToolSpec(name=t.name, description="", input_schema=t.input_schema, server="x")
+    labels = {"app": "sonarr", "integration": "zha", "entity_id": "switch.aquarium_pump"}
+    for rb in runbooks:
+        assert rb.actions, rb.id
+        for call in render_actions(rb.actions, labels):
+            assert call.tool in specs, (rb.id, call.tool)
+            assert _argument_problems(specs[call.tool], call.arguments) == [], (rb.id, call)
