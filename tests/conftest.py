@@ -31,6 +31,8 @@ def stack_env(data: Path) -> dict[str, str]:
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
         AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
+        AGENTIC_MCP_HA_PORT=str(free_port()),
+        AGENTIC_MCP_ARR_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env

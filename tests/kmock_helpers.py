@@ -255,10 +255,17 @@ async def run_server_cli(*args: str, env: dict[str, str] | None = None, wait_s: 
 
 
 async def start_server(
-    port: int, kubeconfig: Path | None, token: str | None, *, env: dict[str, str] | None = None, wait_s: float = 60
+    port: int,
+    kubeconfig: Path | None,
+    token: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    wait_s: float = 60,
+    module: str = "workers.mcp_infra",
+    extra_args: list[str] | None = None,
 ) -> McpProcess:
-    """Start the real server process and wait until it serves."""
-    args = ["--host", "127.0.0.1", "--port", str(port)]
+    """Start the real server process (`python -m module`) and wait until it serves."""
+    args = ["--host", "127.0.0.1", "--port", str(port), *(extra_args or [])]
     if kubeconfig is not None:
         args += ["--kubeconfig", str(kubeconfig)]
     full_env = {**os.environ, **(env or {})}
@@ -268,7 +275,7 @@ async def start_server(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.mcp_infra",
+        module,
         *args,
         cwd=REPO,
         env=full_env,

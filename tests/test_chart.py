@@ -30,6 +30,7 @@ VALUE_SETS = {
     "default": [],
     "no-gpu": [CHART / "ci" / "no-gpu-values.yaml"],
     "operators": [CHART / "ci" / "operators-values.yaml"],
+    "apps": [CHART / "ci" / "apps-values.yaml"],
 }
 # Custom resources whose schemas are not in the Kubernetes OpenAPI: the only kinds skipped.
 CRD_KINDS = {
@@ -399,3 +400,68 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
     # the agents reach it like the other MCP servers
     agents = pols[("ai-agents", "allow-platform-egress")]["egress"]
     assert any(p["port"] == 8092 for rule in agents for p in rule.get("ports", []))
+
+
+def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enabled() -> None:
+    from workers import mcp_arr, mcp_homeassistant
+
+    default = {(d["kind"], d["metadata"]["name"]) for d in render("default")}
+    assert ("Deployment", "mcp-homeassistant") not in default and ("Deployment", "mcp-arr") not in default
+    docs = render("apps")
+    deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pols = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+    }
+    services = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Service"}
+    assert {("ai-tools", "mcp-homeassistant"), ("ai-tools", "mcp-arr")} <= services
+
+    ha = deps["mcp-homeassistant"]["spec"]["template"]["spec"]
+    c = ha["containers"][0]
+    args = mcp_homeassistant._parser().parse_args(c["command"][3:])
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8093, "AGENTIC_MCP_TOKEN")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AGENTIC_HA_URL"]["value"] == "http://home-assistant.home.svc.cluster.local:8123"
+    assert env["AGENTIC_HA_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "agentic-platform",
+        "key": "AGENTIC_HA_TOKEN",
+        "optional": False,
+    }
+    mcp_homeassistant.parse_services(env["AGENTIC_HA_SERVICES"]["value"])  # a valid allow-list
+    assert all(v["name"] != "kube-api-access" for v in ha["volumes"])  # no Kubernetes API
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+    arr = deps["mcp-arr"]["spec"]["template"]["spec"]["containers"][0]
+    assert mcp_arr._parser().parse_args(arr["command"][3:]).port == 8094
+    arr_env = {e["name"]: e for e in arr["env"]}
+    assert "AGENTIC_PROWLARR_URL" not in arr_env  # emptied in the values: Prowlarr skipped
+    assert arr_env["AGENTIC_SONARR_URL"]["value"] == "http://sonarr.media.svc.cluster.local:8989"
+    assert arr_env["AGENTIC_SONARR_API_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert not any(d["kind"] == "ClusterRole" and d["metadata"]["name"] == "agentic-mcp-arr" for d in docs)
+
+    # The worker is told where they are; it reaches them, and they reach their applications.
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")["data"]
+    assert config["AGENTIC_MCP_HA_URL"] == "http://mcp-homeassistant.ai-tools.svc.cluster.local:8093/mcp"
+    assert config["AGENTIC_MCP_ARR_URL"] == "http://mcp-arr.ai-tools.svc.cluster.local:8094/mcp"
+    assert (
+        Settings(mcp_ha_url=config["AGENTIC_MCP_HA_URL"]).mcp_servers["homeassistant"] == config["AGENTIC_MCP_HA_URL"]
+    )
+    agents = pols[("ai-agents", "allow-platform-egress")]["egress"]
+    assert {8093, 8094} <= {p["port"] for rule in agents for p in rule.get("ports", [])}
+    ingress = pols[("ai-tools", "allow-mcp")]["ingress"][0]
+    assert {8093, 8094} <= {p["port"] for p in ingress["ports"]}
+    ha_egress = pols[("ai-tools", "allow-mcp-homeassistant-egress")]
+    assert ha_egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mcp-homeassistant"}}
+    assert ha_egress["egress"] == [
+        {
+            "to": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "home"}}},
+                {"ipBlock": {"cidr": "192.168.1.20/32"}},
+            ],
+            "ports": [{"protocol": "TCP", "port": 8123}],
+        }
+    ]
+    arr_ports = [p["port"] for p in pols[("ai-tools", "allow-mcp-arr-egress")]["egress"][0]["ports"]]
+    assert arr_ports == [8989, 7878, 9696]
+    assert ("ai-tools", "allow-mcp-homeassistant-egress") not in {
+        (p["metadata"]["namespace"], p["metadata"]["name"]) for p in render("default") if p["kind"] == "NetworkPolicy"
+    }

@@ -62,6 +62,9 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     assert parts["bot"]["mode"] == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in parts["bot"]["detail"]
     # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
     assert parts["mcp"]["mode"] == "disabled" and "AGENTIC_KUBECONFIG" in parts["mcp"]["detail"]
+    # No Home Assistant or arr app configured: their MCP servers are off and say how to turn them on.
+    assert parts["mcp-ha"]["mode"] == "disabled" and "AGENTIC_HA_URL" in parts["mcp-ha"]["detail"]
+    assert parts["mcp-arr"]["mode"] == "disabled" and "AGENTIC_SONARR_URL" in parts["mcp-arr"]["detail"]
     newest = list_migrations()[-1].version
     assert f"schema {newest}" in parts["postgres"]["detail"]  # every migration applied by `up`
     state = json.loads((data / "stack.json").read_text())

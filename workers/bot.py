@@ -36,7 +36,7 @@ async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
     token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
     tools = ToolActivities(
         ledger,
-        servers={"infra": settings.mcp_infra_endpoint},
+        servers=settings.mcp_servers,
         token=token,
         allow={"incident": settings.incident_tool_list},
     )

@@ -106,15 +106,38 @@ class Settings(BaseSettings):
         default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
     )
     mcp_knowledge_port: int = Field(default=8092, description="embedded MCP knowledge server port")
+    mcp_ha_port: int = Field(default=8093, description="embedded MCP Home Assistant server port")
+    mcp_ha_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP Home Assistant server")
+    mcp_arr_port: int = Field(default=8094, description="embedded MCP arr-suite (Sonarr/Radarr/Prowlarr) server port")
+    mcp_arr_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP arr-suite server")
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of the cluster (else in-cluster config)")
     waves_file: Path | None = Field(
         default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
     )
     incident_tools: str = Field(
         default="get_nodes,get_pods,get_events,get_pod_logs,describe_pod,rollout_restart,set_memory_limit,"
-        "scale_deployment,talos_health",
-        description="comma-separated allow-list of MCP tools the incident agent may call",
+        "scale_deployment,talos_health,"
+        "ha_states,ha_entity,ha_error_log,ha_check_config,ha_call_service,ha_restart,"
+        "arr_status,arr_health,arr_queue,prowlarr_indexers,arr_command,arr_remove_queue_item,prowlarr_test_indexer",
+        description="comma-separated allow-list of MCP tools the incident agent may call "
+        "(a tool is only offered when its server is configured)",
     )
+
+    # --- Home Assistant and the arr suite (their MCP servers run when these are set) -------
+    ha_url: str | None = Field(default=None, description="Home Assistant base URL, e.g. http://homeassistant:8123")
+    ha_token: SecretStr | None = Field(default=None, description="Home Assistant long-lived access token")
+    ha_services: str = Field(
+        default="homeassistant.reload_config_entry,homeassistant.reload_core_config,automation.reload,"
+        "script.reload,scene.reload,switch.turn_on,switch.turn_off,light.turn_on,light.turn_off,"
+        "homeassistant.restart",
+        description="comma-separated `domain.service` list the Home Assistant tools may call (docs/tools.md)",
+    )
+    sonarr_url: str | None = Field(default=None, description="Sonarr base URL, e.g. http://sonarr.media:8989")
+    sonarr_api_key: SecretStr | None = Field(default=None, description="Sonarr API key (Settings → General)")
+    radarr_url: str | None = Field(default=None, description="Radarr base URL, e.g. http://radarr.media:7878")
+    radarr_api_key: SecretStr | None = Field(default=None, description="Radarr API key (Settings → General)")
+    prowlarr_url: str | None = Field(default=None, description="Prowlarr base URL, e.g. http://prowlarr.media:9696")
+    prowlarr_api_key: SecretStr | None = Field(default=None, description="Prowlarr API key (Settings → General)")
 
     # --- Policy -------------------------------------------------------------------------
     approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
@@ -177,6 +200,8 @@ class Settings(BaseSettings):
         "intake_port",
         "mcp_infra_port",
         "mcp_knowledge_port",
+        "mcp_ha_port",
+        "mcp_arr_port",
         "bot_port",
     )
     @classmethod
@@ -243,6 +268,44 @@ class Settings(BaseSettings):
     @property
     def mcp_knowledge_endpoint(self) -> str:
         return f"http://{self.host}:{self.mcp_knowledge_port}/mcp"
+
+    @property
+    def mcp_ha_endpoint(self) -> str:
+        return self.mcp_ha_url or f"http://{self.host}:{self.mcp_ha_port}/mcp"
+
+    @property
+    def mcp_arr_endpoint(self) -> str:
+        return self.mcp_arr_url or f"http://{self.host}:{self.mcp_arr_port}/mcp"
+
+    @property
+    def ha_configured(self) -> bool:
+        """Home Assistant is configured: the embedded server can run (URL and token set)."""
+        return self.ha_url is not None and self.ha_token is not None
+
+    @property
+    def arr_apps(self) -> list[str]:
+        """The arr apps with both a URL and an API key, in a fixed order."""
+        pairs = {
+            "sonarr": (self.sonarr_url, self.sonarr_api_key),
+            "radarr": (self.radarr_url, self.radarr_api_key),
+            "prowlarr": (self.prowlarr_url, self.prowlarr_api_key),
+        }
+        return [app for app, (url, key) in pairs.items() if url and key is not None]
+
+    @property
+    def ha_service_list(self) -> list[str]:
+        return _csv(self.ha_services)
+
+    @property
+    def mcp_servers(self) -> dict[str, str]:
+        """The MCP tool servers the worker's gateway uses, by name: infra always (its part says
+        whether it runs), Home Assistant and the arr suite when configured (or external)."""
+        servers = {"infra": self.mcp_infra_endpoint}
+        if self.ha_configured or self.mcp_ha_url is not None:
+            servers["homeassistant"] = self.mcp_ha_endpoint
+        if self.arr_apps or self.mcp_arr_url is not None:
+            servers["arr"] = self.mcp_arr_endpoint
+        return servers
 
     @property
     def incident_tool_list(self) -> list[str]:

@@ -606,6 +606,8 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             )
         )
 
+    parts += app_tool_parts(settings, env, mcp_token, logs)
+
     store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
     parts.append(
         Part(
@@ -688,6 +690,115 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     return parts
 
 
+def app_tool_parts(settings: Settings, env: dict[str, str], mcp_token: str | None, logs: Path) -> list[Part]:
+    """The MCP servers of the home applications: `mcp-ha` (Home Assistant) and `mcp-arr` (Sonarr,
+    Radarr, Prowlarr). Each runs when its application is configured (external when its
+    AGENTIC_MCP_*_URL is set); otherwise a disabled row names the variables to set. The apps'
+    tokens and API keys reach the servers through the environment (AGENTIC_HA_TOKEN,
+    AGENTIC_<APP>_API_KEY), never on the command line."""
+    host = settings.host
+    token_args = ["--token-env", "AGENTIC_MCP_TOKEN"] if mcp_token else []
+    parts: list[Part] = []
+
+    ha_health = settings.mcp_ha_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
+    ha_role = "MCP Home Assistant tools"
+    if settings.mcp_ha_url is not None:
+        parts.append(
+            Part(
+                name="mcp-ha",
+                role=f"{ha_role} (external)",
+                mode="external",
+                url=settings.mcp_ha_endpoint,
+                health=lambda: check_http(ha_health, mcp_token),
+            )
+        )
+    elif not settings.ha_configured:
+        parts.append(
+            Part(
+                name="mcp-ha",
+                role=ha_role,
+                mode="disabled",
+                url="no Home Assistant: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN",
+            )
+        )
+    else:
+        parts.append(
+            Part(
+                name="mcp-ha",
+                role=f"{ha_role} ({settings.ha_url})",
+                mode="embedded",
+                url=settings.mcp_ha_endpoint,
+                port=settings.mcp_ha_port,
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "workers.mcp_homeassistant",
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.mcp_ha_port),
+                    "--ha-url",
+                    str(settings.ha_url),
+                    "--services",
+                    settings.ha_services,
+                    *token_args,
+                ],
+                env=env,
+                health=lambda: check_http(ha_health, mcp_token),
+                log=logs / "mcp-ha.log",
+            )
+        )
+
+    arr_health = settings.mcp_arr_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
+    arr_role = "MCP arr-suite tools"
+    apps = settings.arr_apps
+    if settings.mcp_arr_url is not None:
+        parts.append(
+            Part(
+                name="mcp-arr",
+                role=f"{arr_role} (external)",
+                mode="external",
+                url=settings.mcp_arr_endpoint,
+                health=lambda: check_http(arr_health, mcp_token),
+            )
+        )
+    elif not apps:
+        parts.append(
+            Part(
+                name="mcp-arr",
+                role=f"{arr_role} (Sonarr, Radarr, Prowlarr)",
+                mode="disabled",
+                url="no arr app: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY (or RADARR_, PROWLARR_)",
+            )
+        )
+    else:
+        urls = {"sonarr": settings.sonarr_url, "radarr": settings.radarr_url, "prowlarr": settings.prowlarr_url}
+        parts.append(
+            Part(
+                name="mcp-arr",
+                role=f"{arr_role} ({', '.join(apps)})",
+                mode="embedded",
+                url=settings.mcp_arr_endpoint,
+                port=settings.mcp_arr_port,
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "workers.mcp_arr",
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.mcp_arr_port),
+                    *[arg for app in apps for arg in (f"--{app}-url", str(urls[app]))],
+                    *token_args,
+                ],
+                env=env,
+                health=lambda: check_http(arr_health, mcp_token),
+                log=logs / "mcp-arr.log",
+            )
+        )
+    return parts
+
+
 # --------------------------------------------------------------------------- preflight
 
 
@@ -718,6 +829,8 @@ def preflight(parts: list[Part], settings: Settings) -> None:
         "llm": "AGENTIC_LLM_PORT",
         "mcp": "AGENTIC_MCP_INFRA_PORT",
         "mcp-knowledge": "AGENTIC_MCP_KNOWLEDGE_PORT",
+        "mcp-ha": "AGENTIC_MCP_HA_PORT",
+        "mcp-arr": "AGENTIC_MCP_ARR_PORT",
         "intake": "AGENTIC_INTAKE_PORT",
         "bot": "AGENTIC_BOT_PORT",
     }
@@ -921,7 +1034,8 @@ class Supervisor:
             base = [
                 p
                 for p in self.parts
-                if p.name in ("postgres", "temporal", "llm", "mcp") and p.mode in ("embedded", "external")
+                if p.name in ("postgres", "temporal", "llm", "mcp", "mcp-ha", "mcp-arr")
+                and p.mode in ("embedded", "external")
             ]
             for p in base:
                 if p.mode == "embedded":

@@ -156,7 +156,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         tools = ToolActivities(
             ledger,
-            servers={"infra": settings.mcp_infra_endpoint},
+            servers=settings.mcp_servers,
             token=mcp_token,
             allow={"incident": settings.incident_tool_list},
         )

@@ -6,6 +6,12 @@
 
 - `tools.list_tools`: the tools of every configured server that are on the agent's allow-list,
   with their JSON input schemas. The tool catalogue is cached for `cache_ttl_s` (30 s).
+  One server down does not block the others: the catalogue holds the tools of the servers that
+  answered (the down ones are logged, and listed again after `DOWN_RETRY_S`); only when no
+  server answers is the listing a retryable `ToolServerUnavailable`. Fail closed: an action
+  whose tool is not in the catalogue is never run; when a server is down the guard's refusal
+  names it (and the server that last offered the tool), and `tools.execute` answers a retryable
+  `ToolServerUnavailable` instead of refusing, so an approved action waits for its server.
 - `tools.guard`: each proposed action must name a tool on the agent's allow-list that a server
   offers, with arguments valid under the tool's input schema (jsonschema; unknown arguments and
   unrendered `{{ templates }}` are refused too). Refusals carry a precise reason and are recorded
@@ -96,6 +102,7 @@ ERR_UNAVAILABLE = "ToolServerUnavailable"
 ERR_CONFLICT = "ActionConflict"
 
 CACHE_TTL_S = 30.0
+DOWN_RETRY_S = 5.0  # a catalogue missing a down server is listed again this soon
 CALL_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
@@ -178,6 +185,8 @@ class ToolActivities:
         self._catalog: dict[str, _Tool] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
+        self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
+        self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
 
     # --- MCP plumbing ---------------------------------------------------------------------------
 
@@ -247,14 +256,32 @@ class ToolActivities:
         return tools
 
     async def _tools(self) -> dict[str, _Tool]:
-        """The catalogue of every server's tools by name (cached; the first server wins a name)."""
+        """The catalogue of the reachable servers' tools by name (cached; the first server wins a
+        name). Raises a retryable `ToolServerUnavailable` only when no server answers."""
         async with self._catalog_lock:
-            if self._catalog is not None and time.monotonic() - self._catalog_at < self.cache_ttl_s:
+            ttl = DOWN_RETRY_S if self._down else self.cache_ttl_s
+            if self._catalog is not None and time.monotonic() - self._catalog_at < min(ttl, self.cache_ttl_s):
                 return self._catalog
-            try:
-                lists = await asyncio.gather(*(self._list_server(s, u) for s, u in self.servers.items()))
-            except _ServerError as exc:
-                raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
+            names = list(self.servers)
+            answers = await asyncio.gather(
+                *(self._list_server(s, self.servers[s]) for s in names), return_exceptions=True
+            )
+            lists: list[list[_Tool]] = []
+            down: dict[str, str] = {}
+            for name, answer in zip(names, answers, strict=True):
+                if isinstance(answer, _ServerError):
+                    down[name] = str(answer)
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    lists.append(answer)
+            if names and len(down) == len(names):
+                self._down = down
+                raise ApplicationError("; ".join(down.values()), type=ERR_UNAVAILABLE)
+            for name, why in down.items():
+                if self._down.get(name) != why:
+                    activity.logger.warning("MCP server %s is down; serving the other servers' tools: %s", name, why)
+            self._down = down
             catalog: dict[str, _Tool] = {}
             for tools in lists:
                 for tool in tools:
@@ -268,8 +295,21 @@ class ToolActivities:
                         )
                         continue
                     catalog[tool.spec.name] = tool
+                    self._offered_by[tool.spec.name] = tool.spec.server
             self._catalog, self._catalog_at = catalog, time.monotonic()
             return catalog
+
+    def _down_reason(self, tool: str) -> str | None:
+        """Why `tool` may be missing from the catalogue because a server is down; None when every
+        server answered (or the server that offered it answered and no longer does)."""
+        if not self._down:
+            return None
+        owner = self._offered_by.get(tool)
+        if owner is not None:
+            why = self._down.get(owner)
+            return f"its MCP server {owner!r} is down ({why})" if why is not None else None
+        listed = "; ".join(f"{name!r}: {why}" for name, why in self._down.items())
+        return f"it may belong to an MCP server that is down ({listed})"
 
     async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
         statuses: list[int] = []
@@ -296,6 +336,9 @@ class ToolActivities:
             return f"tool {call.tool!r} is not on the {agent} agent's allow-list ({listed})"
         tool = catalog.get(call.tool)
         if tool is None:
+            down = self._down_reason(call.tool)
+            if down is not None:
+                return f"tool {call.tool!r} is not available now: {down}; not run (fail closed)"
             servers = ", ".join(self.servers) or "none configured"
             return (
                 f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
@@ -363,6 +406,10 @@ class ToolActivities:
         # 2. Defence in depth: the guard's checks again, on the current catalogue.
         catalog = await self._tools()
         reason = self._check(inp.agent, call, catalog)
+        if reason is not None and call.tool not in catalog and call.tool in self.allow.get(inp.agent, []):
+            down = self._down_reason(call.tool)
+            if down is not None:  # not refused: the approved action waits (retries) for its server
+                raise ApplicationError(f"tool {call.tool!r} cannot run now: {down}", type=ERR_UNAVAILABLE)
         if reason is not None:
             if existing is not None:  # interrupted earlier, and now no longer allowed: not resumed
                 row = await self._finish(key, "failed", None, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")

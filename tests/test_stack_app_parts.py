@@ -1,0 +1,143 @@
+"""`agentic up`'s parts for the home applications' MCP servers: disabled until configured, the
+command lines it builds (secrets by environment only), and those command lines really serving
+against fake apps, with the worker's gateway seeing every configured server's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import REPO, free_port
+from tests.fake_apps import FakeArr, FakeHomeAssistant
+from tests.kmock_helpers import mcp_client
+from workers.settings import Settings
+from workers.stack import Part, build_parts, child_env, effective_settings
+
+
+def settings_for(tmp: Path, **over: object) -> Settings:
+    base: dict[str, object] = {
+        "data_dir": tmp,
+        "mcp_ha_port": free_port(),
+        "mcp_arr_port": free_port(),
+        "mcp_infra_port": free_port(),
+    }
+    return Settings(_env_file=None, **(base | over))  # type: ignore[call-arg, arg-type]
+
+
+def parts_of(s: Settings) -> dict[str, Part]:
+    return {p.name: p for p in build_parts(s, effective_settings(s), resolve_binaries=False)}
+
+
+def test_disabled_until_configured(tmp_path: Path) -> None:
+    s = settings_for(tmp_path, sonarr_url="http://sonarr:8989")  # a URL without its key is not enough
+    parts = parts_of(s)
+    assert parts["mcp-ha"].mode == "disabled" and parts["mcp-ha"].url.endswith("AGENTIC_HA_URL and AGENTIC_HA_TOKEN")
+    assert parts["mcp-arr"].mode == "disabled" and "AGENTIC_SONARR_API_KEY" in parts["mcp-arr"].url
+    assert s.mcp_servers == {"infra": s.mcp_infra_endpoint}
+
+
+def test_embedded_and_external_parts(tmp_path: Path) -> None:
+    s = settings_for(
+        tmp_path,
+        ha_url="http://ha:8123",
+        ha_token=SecretStr("ha-secret-token"),
+        radarr_url="http://radarr:7878",
+        radarr_api_key=SecretStr("radarr-secret-key"),
+    )
+    parts = parts_of(s)
+    ha, arr = parts["mcp-ha"], parts["mcp-arr"]
+    assert (ha.mode, arr.mode) == ("embedded", "embedded")
+    assert ha.argv[1:] == [
+        "-m",
+        "workers.mcp_homeassistant",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(s.mcp_ha_port),
+        "--ha-url",
+        "http://ha:8123",
+        "--services",
+        s.ha_services,
+        "--token-env",
+        "AGENTIC_MCP_TOKEN",
+    ]
+    assert "--radarr-url" in arr.argv and "--sonarr-url" not in arr.argv
+    for part in (ha, arr):
+        assert "ha-secret-token" not in " ".join(part.argv) and "radarr-secret-key" not in " ".join(part.argv)
+    assert ha.env["AGENTIC_HA_TOKEN"] == "ha-secret-token" and arr.env["AGENTIC_RADARR_API_KEY"] == "radarr-secret-key"
+    assert s.mcp_servers == {
+        "infra": s.mcp_infra_endpoint,
+        "homeassistant": f"http://127.0.0.1:{s.mcp_ha_port}/mcp",
+        "arr": f"http://127.0.0.1:{s.mcp_arr_port}/mcp",
+    }
+    ext = parts_of(settings_for(tmp_path, mcp_ha_url="http://mcp-ha.ai-tools:8093/mcp"))
+    assert ext["mcp-ha"].mode == "external" and ext["mcp-ha"].url == "http://mcp-ha.ai-tools:8093/mcp"
+
+
+@contextlib.asynccontextmanager
+async def running(part: Part) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        *part.argv,
+        cwd=REPO,
+        env={**part.env, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert part.health is not None
+        for _ in range(300):
+            ok, _detail = await part.health()
+            if ok:
+                break
+            if proc.returncode is not None:
+                assert proc.stderr is not None
+                pytest.fail(f"{part.name} exited: {(await proc.stderr.read()).decode()}")
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"{part.name} did not become healthy")
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_the_parts_serve_the_configured_apps(tmp_path: Path) -> None:
+    ha = FakeHomeAssistant()
+    sonarr = FakeArr(app="sonarr", api_key="sonarr-key")
+    await ha.start()
+    await sonarr.start()
+    try:
+        s = settings_for(
+            tmp_path,
+            ha_url=ha.url,
+            ha_token=SecretStr(ha.token),
+            ha_services="switch.turn_on,switch.turn_off",
+            sonarr_url=sonarr.url,
+            sonarr_api_key=SecretStr("sonarr-key"),
+        )
+        eff = effective_settings(s)
+        assert eff.mcp_token is not None
+        parts = parts_of(s)
+        assert child_env(eff)["AGENTIC_HA_TOKEN"] == ha.token
+        async with running(parts["mcp-ha"]), running(parts["mcp-arr"]):
+            token = eff.mcp_token.get_secret_value()
+            async with mcp_client(s.mcp_ha_endpoint, token) as c:
+                names = {t.name for t in (await c.list_tools()).tools}
+                assert "ha_call_service" in names and "ha_restart" not in names  # restart not on the list
+                r = await c.call_tool("ha_states", {"domain": "switch"})
+                assert not r.is_error
+            async with mcp_client(s.mcp_arr_endpoint, token) as c:
+                r = await c.call_tool("arr_status", {"app": "sonarr"})
+                assert not r.is_error and r.structured_content is not None
+                assert r.structured_content["app_name"] == "Sonarr"
+        assert ha.made("GET", "/api/states") and sonarr.made("GET", "/api/v3/system/status")
+    finally:
+        await ha.stop()
+        await sonarr.stop()
