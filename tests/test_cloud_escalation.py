@@ -283,6 +283,31 @@ async def test_a_busy_local_model_escalates(local: FakeChatServer, cloud: FakeCh
     assert len(local.requests) == 1 and len(cloud.requests) == 1
 
 
+async def test_cloud_calls_are_bounded_in_flight_and_per_hour(local: FakeChatServer, cloud: FakeChatServer) -> None:
+    """A burst must not become a bill: beyond the bounds the local answer stands (or the
+    runbook's plan), and the note says the cloud was not asked and why."""
+    local.answer(proposal_json(0.2))
+    cloud.delay_s = 1.0
+    a = planner(local, cloud, cloud_max_concurrent=1, cloud_max_per_hour=2)
+    first = asyncio.create_task(attempt().run(a.propose, propose_input()))
+    while not cloud.requests:  # noqa: ASYNC110  # the first call holds the only cloud slot
+        await asyncio.sleep(0.02)
+    second = await attempt().run(a.propose, propose_input())
+    assert second.source == "llm" and "the cloud is busy (1 calls in flight, the bound is 1)" in second.note
+    assert (await first).source == "cloud"
+    assert len(cloud.requests) == 1
+
+    cloud.delay_s = 0.0
+    assert (await attempt().run(a.propose, propose_input())).source == "cloud"  # the 2nd of 2 this hour
+    spent = await attempt().run(a.propose, propose_input())
+    assert spent.source == "llm" and "the cloud call budget (2 per hour) is spent" in spent.note
+    assert len(cloud.requests) == 2 and spent.redactions == {}  # nothing was sent, nothing counted
+
+    never = planner(local, cloud, cloud_max_per_hour=0)
+    res = await attempt().run(never.propose, propose_input())
+    assert "the cloud call budget is 0 per hour" in res.note and len(cloud.requests) == 2
+
+
 # --------------------------------------------------------------------------- the cloud fails
 
 

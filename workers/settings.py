@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     cloud_timeout_s: float = Field(
         default=20.0, gt=0, description="one cloud call, at most (also bounded by what is left of the propose activity)"
     )
+    cloud_max_concurrent: int = Field(
+        default=4, ge=1, description="cloud calls in flight at once, per worker (more: the runbook fallback)"
+    )
+    cloud_max_per_hour: int = Field(
+        default=60, ge=0, description="cloud calls per rolling hour, per worker (0: never; beyond: fallback)"
+    )
     pool_api_key: SecretStr | None = Field(default=None, description="API key of the vLLM pools")
 
     # --- Alert intake ---------------------------------------------------------------------

@@ -152,6 +152,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
             escalate_below=settings.cloud_escalate_below,
             cloud_timeout_s=settings.cloud_timeout_s,
+            cloud_max_concurrent=settings.cloud_max_concurrent,
+            cloud_max_per_hour=settings.cloud_max_per_hour,
         )
         mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         tools = ToolActivities(

@@ -20,6 +20,7 @@ notifications by the activity's key, runbook counters by event key) or a look-up
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -78,6 +79,8 @@ PLANNER_GROUP = "planner"
 CLOUD_GROUP = "cloud"
 ESCALATE_BELOW = 0.5  # LOCAL_FIRST: a local answer less confident than this goes to the cloud
 CLOUD_TIMEOUT_S = 20.0  # one cloud call; local (slot + call) and cloud stay within PROPOSE_TIMEOUT
+CLOUD_MAX_CONCURRENT = 4  # cloud calls in flight at once (a burst must not become a bill)
+CLOUD_MAX_PER_HOUR = 60  # cloud calls per rolling hour
 MIN_CLOUD_S = 2.0  # less time than this left in the activity: the cloud is not asked
 DEADLINE_MARGIN_S = 2.0  # the activity answers this long before its start-to-close timeout
 MODEL_TIMEOUT_S = 25.0  # one planner attempt; two attempts and the back-off stay under a minute
@@ -376,6 +379,8 @@ class IncidentActivities:
         cloud_group: str | None = None,
         escalate_below: float = ESCALATE_BELOW,
         cloud_timeout_s: float = CLOUD_TIMEOUT_S,
+        cloud_max_concurrent: int = CLOUD_MAX_CONCURRENT,
+        cloud_max_per_hour: int = CLOUD_MAX_PER_HOUR,
     ) -> None:
         from activities.incident.notifier import LedgerNotifier
 
@@ -401,6 +406,11 @@ class IncidentActivities:
         self.cloud_group = cloud_group
         self.escalate_below = escalate_below
         self.cloud_timeout_s = cloud_timeout_s
+        # Spending bounds (per worker process): calls in flight, and calls in the last hour.
+        self.cloud_max_concurrent = cloud_max_concurrent
+        self.cloud_max_per_hour = cloud_max_per_hour
+        self._cloud_inflight = 0
+        self._cloud_calls: collections.deque[float] = collections.deque()  # monotonic start times
 
     def expected_wait_s(self) -> float:
         """How long a caller arriving now would wait for a model slot: 0 with a slot free, else
@@ -556,6 +566,20 @@ class IncidentActivities:
             inp, f"{why}; the cloud failed too: {cloud.reason}", local.model or cloud.model, cloud.counts
         )
 
+    def _cloud_over_budget(self) -> str | None:
+        """Why the cloud may not be asked now (its spending bounds), or None."""
+        if self.cloud_max_per_hour <= 0:
+            return "the cloud call budget is 0 per hour"
+        now = time.monotonic()
+        while self._cloud_calls and now - self._cloud_calls[0] >= 3600:
+            self._cloud_calls.popleft()
+        if len(self._cloud_calls) >= self.cloud_max_per_hour:
+            return f"the cloud call budget ({self.cloud_max_per_hour} per hour) is spent"
+        if self._cloud_inflight >= self.cloud_max_concurrent:
+            n, bound = self._cloud_inflight, self.cloud_max_concurrent
+            return f"the cloud is busy ({n} calls in flight, the bound is {bound})"
+        return None
+
     @property
     def cloud_enabled(self) -> bool:
         return self.cloud_group is not None and self.mode != InferenceMode.LOCAL_ONLY
@@ -638,9 +662,14 @@ class IncidentActivities:
         timeout_s = self.cloud_timeout_s if left is None else min(self.cloud_timeout_s, left)
         if timeout_s < MIN_CLOUD_S:
             return _Asked(reason=f"no time was left to ask the cloud ({max(timeout_s, 0):.1f}s)")
+        over = self._cloud_over_budget()
+        if over is not None:
+            return _Asked(reason=over)
         redactor = Redactor()
         sent = redactor.redact_messages(messages)
         counts = redactor.counts
+        self._cloud_inflight += 1
+        self._cloud_calls.append(time.monotonic())
         try:
             answer = await asyncio.wait_for(self.router.structured(self.cloud_group, sent, Proposal), timeout=timeout_s)
         except TimeoutError:
@@ -649,6 +678,8 @@ class IncidentActivities:
             return _Asked(reason=f"the cloud is unavailable: {exc}", counts=counts)
         except InferenceError as exc:
             return _Asked(reason=f"the cloud failed: {exc}", counts=counts)
+        finally:
+            self._cloud_inflight -= 1
         restored = Proposal.model_validate(redactor.restore_obj(answer.value.model_dump(mode="json"), PERSONAL_KINDS))
         proposal, grounding = ground_proposal(restored, inp)
         problem = check_proposal(proposal, inp)
