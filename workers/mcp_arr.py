@@ -48,7 +48,16 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
+from workers.mcp_common import (
+    EXIT_OK,
+    base_parser,
+    client_token,
+    new_server,
+    serve_http,
+    server_main,
+    tool,
+    url_host,
+)
 from workers.process import StartupError, bind_listener
 from workers.rest_client import AppApi, body_message
 
@@ -488,12 +497,7 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m workers.mcp_arr",
-        description="Serve the Sonarr/Radarr/Prowlarr MCP tools over streamable HTTP at /mcp.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8094, help="TCP port (default: %(default)s)")
+    p = base_parser("workers.mcp_arr", "Serve the Sonarr/Radarr/Prowlarr MCP tools over streamable HTTP at /mcp.", 8094)
     for app in APPS:
         var = f"AGENTIC_{app.upper()}_URL"
         p.add_argument(
@@ -501,12 +505,6 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get(var) or None,
             help=f"{TITLES[app]} base URL (default: ${var}); its API key: $AGENTIC_{app.upper()}_API_KEY",
         )
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
-    )
     return p
 
 
@@ -532,17 +530,10 @@ def load_apps(args: argparse.Namespace) -> dict[str, ArrApp]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from workers.process import secret_from_env
-
-    token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not is_loopback(args.host):
-        raise StartupError(
-            f"error: refusing to serve arr tools on {args.host} without a token: "
-            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
-        )
+    token = client_token(args, "arr tools")
     apps = load_apps(args)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_ARR_PORT")
-    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    host_for_url = url_host(args.host)
     server = build_server(apps, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
     where = ", ".join(f"{a} {c.api.base_url}" for a, c in apps.items())
     print(

@@ -4,6 +4,7 @@ auth and `/healthz`, and serving it over streamable HTTP on a bound socket."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hmac
 import inspect
@@ -65,6 +66,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def base_parser(module: str, description: str, port: int) -> argparse.ArgumentParser:
+    """The options every MCP server takes: --host, --port and --token-env (add your own after)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=port, help="TCP port (default: %(default)s)")
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="name of the environment variable holding the bearer token clients must send (default: none)",
+    )
+    return p
+
+
+def client_token(args: argparse.Namespace, what: str) -> str | None:
+    """The bearer token clients must send (from `--token-env`). Without one the server only
+    listens on loopback: anything else is refused at start, saying so."""
+    from workers.process import StartupError, secret_from_env
+
+    token = secret_from_env(args.token_env, "--token-env")
+    if token is None and not is_loopback(args.host):
+        raise StartupError(
+            f"error: refusing to serve {what} on {args.host} without a token: "
+            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
+        )
+    return token
+
+
+def url_host(host: str) -> str:
+    """`host` as it stands in a URL (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def new_server(

@@ -47,7 +47,16 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
+from workers.mcp_common import (
+    EXIT_OK,
+    base_parser,
+    client_token,
+    new_server,
+    serve_http,
+    server_main,
+    tool,
+    url_host,
+)
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.rest_client import AppApi, body_message
 
@@ -412,12 +421,9 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m workers.mcp_homeassistant",
-        description="Serve the Home Assistant MCP tools over streamable HTTP at /mcp.",
+    p = base_parser(
+        "workers.mcp_homeassistant", "Serve the Home Assistant MCP tools over streamable HTTP at /mcp.", 8093
     )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8093, help="TCP port (default: %(default)s)")
     p.add_argument(
         "--ha-url",
         default=os.environ.get("AGENTIC_HA_URL"),
@@ -434,22 +440,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("AGENTIC_HA_SERVICES") or DEFAULT_SERVICES,
         help="comma-separated domain.service allow-list (default: $AGENTIC_HA_SERVICES, else the built-in list)",
     )
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
-    )
     return p
 
 
 def serve(args: argparse.Namespace) -> int:
-    token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not is_loopback(args.host):
-        raise StartupError(
-            f"error: refusing to serve Home Assistant tools on {args.host} without a token: "
-            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
-        )
+    token = client_token(args, "Home Assistant tools")
     if not args.ha_url or not args.ha_url.startswith(("http://", "https://")):
         raise StartupError(
             "error: no Home Assistant URL: set AGENTIC_HA_URL (--ha-url), e.g. http://homeassistant:8123"
@@ -458,7 +453,7 @@ def serve(args: argparse.Namespace) -> int:
     assert ha_token is not None
     services = parse_services(args.services)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_HA_PORT")
-    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    host_for_url = url_host(args.host)
     ha = HomeAssistant(args.ha_url, ha_token)
     server = build_server(ha, services, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
     print(

@@ -74,8 +74,17 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
-from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
-from workers.process import StartupError, bind_listener, secret_from_env
+from workers.mcp_common import (
+    EXIT_OK,
+    base_parser,
+    client_token,
+    new_server,
+    serve_http,
+    server_main,
+    tool,
+    url_host,
+)
+from workers.process import StartupError, bind_listener
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 
@@ -320,23 +329,12 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m workers.mcp_infra",
-        description="Serve the Kubernetes/Talos MCP tools over streamable HTTP at /mcp.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8091, help="TCP port (default: %(default)s)")
+    p = base_parser("workers.mcp_infra", "Serve the Kubernetes/Talos MCP tools over streamable HTTP at /mcp.", 8091)
     p.add_argument(
         "--kubeconfig",
         type=Path,
         default=None,
         help="kubeconfig of the cluster (default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
-    )
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
     )
     return p
 
@@ -352,15 +350,10 @@ def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not is_loopback(args.host):
-        raise StartupError(
-            f"error: refusing to serve cluster-changing tools on {args.host} without a token: "
-            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
-        )
+    token = client_token(args, "cluster-changing tools")
     ops, where = _load_cluster(args.kubeconfig)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_INFRA_PORT")
-    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    host_for_url = url_host(args.host)
     server = build_server(ops, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
     print(
         f"mcp_infra: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; cluster: {where}; "

@@ -47,8 +47,17 @@ from activities.ledger.repository import Ledger
 from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
-from workers.mcp_common import EXIT_OK, is_loopback, new_server, serve_http, server_main, tool
-from workers.process import StartupError, bind_listener, secret_from_env
+from workers.mcp_common import (
+    EXIT_OK,
+    base_parser,
+    client_token,
+    new_server,
+    serve_http,
+    server_main,
+    tool,
+    url_host,
+)
+from workers.process import StartupError, bind_listener
 from workers.settings import Settings
 
 __all__ = ["KnowledgeBackends", "build_server", "main"]
@@ -461,35 +470,19 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m workers.mcp_knowledge",
-        description="Serve the knowledge-base MCP tools over streamable HTTP at /mcp.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8092, help="TCP port (default: %(default)s)")
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
-    )
+    p = base_parser("workers.mcp_knowledge", "Serve the knowledge-base MCP tools over streamable HTTP at /mcp.", 8092)
     return p
 
 
 def serve(args: argparse.Namespace) -> int:
-    token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not is_loopback(args.host):
-        raise StartupError(
-            f"error: refusing to serve the knowledge base on {args.host} without a token: "
-            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
-        )
+    token = client_token(args, "the knowledge base")
     try:
         settings = Settings()
     except ValueError as exc:
         first = str(exc).splitlines()
         raise StartupError(f"error: bad configuration: {' '.join(first[1:3]).strip()}") from None
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_KNOWLEDGE_PORT")
-    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    host_for_url = url_host(args.host)
     backends = KnowledgeBackends(settings)
     server = build_server(backends, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
     print(
