@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -559,54 +559,22 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         )
 
     mcp_token = eff.mcp_token.get_secret_value() if eff.mcp_token else None
-    mcp_health = settings.mcp_infra_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
-    if settings.mcp_infra_url is not None:
-        parts.append(
-            Part(
-                name="mcp",
-                role="MCP infrastructure tools (external)",
-                mode="external",
-                url=settings.mcp_infra_endpoint,
-                health=lambda: check_http(mcp_health, mcp_token),
-            )
+    kube = ["--kubeconfig", str(settings.kubeconfig.expanduser())] if settings.kubeconfig else []
+    mcp = McpPartContext(host=host, env=env, token=mcp_token, logs=logs)
+    parts.append(
+        mcp.part(
+            "mcp",
+            "MCP infrastructure tools (Kubernetes, Talos)",
+            module="workers.mcp_infra",
+            endpoint=settings.mcp_infra_endpoint,
+            port=settings.mcp_infra_port,
+            external=settings.mcp_infra_url is not None,
+            external_role="MCP infrastructure tools (external)",
+            disabled=None if cluster_configured(settings) else "no cluster configured: set AGENTIC_KUBECONFIG",
+            args=kube,
         )
-    elif not cluster_configured(settings):
-        parts.append(
-            Part(
-                name="mcp",
-                role="MCP infrastructure tools (Kubernetes, Talos)",
-                mode="disabled",
-                url="no cluster configured: set AGENTIC_KUBECONFIG",
-            )
-        )
-    else:
-        kube = ["--kubeconfig", str(settings.kubeconfig.expanduser())] if settings.kubeconfig else []
-        parts.append(
-            Part(
-                name="mcp",
-                role="MCP infrastructure tools (Kubernetes, Talos)",
-                mode="embedded",
-                url=settings.mcp_infra_endpoint,
-                port=settings.mcp_infra_port,
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "workers.mcp_infra",
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.mcp_infra_port),
-                    "--token-env",
-                    "AGENTIC_MCP_TOKEN",
-                    *kube,
-                ],
-                env=env,
-                health=lambda: check_http(mcp_health, mcp_token),
-                log=logs / "mcp.log",
-            )
-        )
-
-    parts += app_tool_parts(settings, env, mcp_token, logs)
+    )
+    parts += app_tool_parts(settings, mcp)
 
     store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
     parts.append(
@@ -622,27 +590,13 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             log=logs / "worker.log",
         )
     )
-    knowledge_health = settings.mcp_knowledge_endpoint.removesuffix("/mcp") + "/healthz"
     parts.append(
-        Part(
-            name="mcp-knowledge",
-            role="MCP knowledge base (runbooks, decisions, docs, trust records)",
-            mode="embedded",
-            url=settings.mcp_knowledge_endpoint,
+        mcp.part(
+            "mcp-knowledge",
+            "MCP knowledge base (runbooks, decisions, docs, trust records)",
+            module="workers.mcp_knowledge",
+            endpoint=settings.mcp_knowledge_endpoint,
             port=settings.mcp_knowledge_port,
-            argv=[
-                sys.executable,
-                "-m",
-                "workers.mcp_knowledge",
-                "--host",
-                host,
-                "--port",
-                str(settings.mcp_knowledge_port),
-                *(["--token-env", "AGENTIC_MCP_TOKEN"] if mcp_token else []),
-            ],
-            env=env,
-            health=lambda: check_http(knowledge_health, mcp_token),
-            log=logs / "mcp-knowledge.log",
         )
     )
     intake_token = eff.intake_token.get_secret_value() if eff.intake_token else None
@@ -690,113 +644,92 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     return parts
 
 
-def app_tool_parts(settings: Settings, env: dict[str, str], mcp_token: str | None, logs: Path) -> list[Part]:
+@dataclass(frozen=True)
+class McpPartContext:
+    """What every MCP server part shares: where it listens, its environment, the bearer token
+    clients send (passed by name, `--token-env AGENTIC_MCP_TOKEN`, never on the command line)."""
+
+    host: str
+    env: dict[str, str]
+    token: str | None
+    logs: Path
+
+    def part(
+        self,
+        name: str,
+        role: str,
+        *,
+        module: str,
+        endpoint: str,
+        port: int,
+        external: bool = False,
+        external_role: str | None = None,
+        disabled: str | None = None,
+        args: Sequence[str] = (),
+    ) -> Part:
+        """An MCP server part: `external` (its URL was given: only checked), disabled (`disabled`
+        says what to set), or embedded (`python -m module` with `args`), health at /healthz."""
+        health_url = endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
+        token = self.token
+
+        def health() -> Awaitable[tuple[bool, str]]:
+            return check_http(health_url, token)
+
+        if external:
+            return Part(
+                name=name, role=external_role or f"{role} (external)", mode="external", url=endpoint, health=health
+            )
+        if disabled is not None:
+            return Part(name=name, role=role, mode="disabled", url=disabled)
+        token_args = ["--token-env", "AGENTIC_MCP_TOKEN"] if token else []
+        return Part(
+            name=name,
+            role=role,
+            mode="embedded",
+            url=endpoint,
+            port=port,
+            argv=[sys.executable, "-m", module, "--host", self.host, "--port", str(port), *args, *token_args],
+            env=self.env,
+            health=health,
+            log=self.logs / f"{name}.log",
+        )
+
+
+def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
     """The MCP servers of the home applications: `mcp-ha` (Home Assistant) and `mcp-arr` (Sonarr,
     Radarr, Prowlarr). Each runs when its application is configured (external when its
     AGENTIC_MCP_*_URL is set); otherwise a disabled row names the variables to set. The apps'
     tokens and API keys reach the servers through the environment (AGENTIC_HA_TOKEN,
     AGENTIC_<APP>_API_KEY), never on the command line."""
-    host = settings.host
-    token_args = ["--token-env", "AGENTIC_MCP_TOKEN"] if mcp_token else []
-    parts: list[Part] = []
-
-    ha_health = settings.mcp_ha_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
     ha_role = "MCP Home Assistant tools"
-    if settings.mcp_ha_url is not None:
-        parts.append(
-            Part(
-                name="mcp-ha",
-                role=f"{ha_role} (external)",
-                mode="external",
-                url=settings.mcp_ha_endpoint,
-                health=lambda: check_http(ha_health, mcp_token),
-            )
-        )
-    elif not settings.ha_configured:
-        parts.append(
-            Part(
-                name="mcp-ha",
-                role=ha_role,
-                mode="disabled",
-                url="no Home Assistant: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN",
-            )
-        )
-    else:
-        parts.append(
-            Part(
-                name="mcp-ha",
-                role=f"{ha_role} ({settings.ha_url})",
-                mode="embedded",
-                url=settings.mcp_ha_endpoint,
-                port=settings.mcp_ha_port,
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "workers.mcp_homeassistant",
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.mcp_ha_port),
-                    "--ha-url",
-                    str(settings.ha_url),
-                    "--services",
-                    settings.ha_services,
-                    *token_args,
-                ],
-                env=env,
-                health=lambda: check_http(ha_health, mcp_token),
-                log=logs / "mcp-ha.log",
-            )
-        )
-
-    arr_health = settings.mcp_arr_endpoint.rstrip("/").removesuffix("/mcp") + "/healthz"
-    arr_role = "MCP arr-suite tools"
     apps = settings.arr_apps
-    if settings.mcp_arr_url is not None:
-        parts.append(
-            Part(
-                name="mcp-arr",
-                role=f"{arr_role} (external)",
-                mode="external",
-                url=settings.mcp_arr_endpoint,
-                health=lambda: check_http(arr_health, mcp_token),
-            )
-        )
-    elif not apps:
-        parts.append(
-            Part(
-                name="mcp-arr",
-                role=f"{arr_role} (Sonarr, Radarr, Prowlarr)",
-                mode="disabled",
-                url="no arr app: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY (or RADARR_, PROWLARR_)",
-            )
-        )
-    else:
-        urls = {"sonarr": settings.sonarr_url, "radarr": settings.radarr_url, "prowlarr": settings.prowlarr_url}
-        parts.append(
-            Part(
-                name="mcp-arr",
-                role=f"{arr_role} ({', '.join(apps)})",
-                mode="embedded",
-                url=settings.mcp_arr_endpoint,
-                port=settings.mcp_arr_port,
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "workers.mcp_arr",
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.mcp_arr_port),
-                    *[arg for app in apps for arg in (f"--{app}-url", str(urls[app]))],
-                    *token_args,
-                ],
-                env=env,
-                health=lambda: check_http(arr_health, mcp_token),
-                log=logs / "mcp-arr.log",
-            )
-        )
-    return parts
+    urls = {"sonarr": settings.sonarr_url, "radarr": settings.radarr_url, "prowlarr": settings.prowlarr_url}
+    return [
+        mcp.part(
+            "mcp-ha",
+            f"{ha_role} ({settings.ha_url})" if settings.ha_configured else ha_role,
+            module="workers.mcp_homeassistant",
+            endpoint=settings.mcp_ha_endpoint,
+            port=settings.mcp_ha_port,
+            external=settings.mcp_ha_url is not None,
+            external_role=f"{ha_role} (external)",
+            disabled=None if settings.ha_configured else "no Home Assistant: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN",
+            args=["--ha-url", str(settings.ha_url), "--services", settings.ha_services],
+        ),
+        mcp.part(
+            "mcp-arr",
+            f"MCP arr-suite tools ({', '.join(apps) if apps else 'Sonarr, Radarr, Prowlarr'})",
+            module="workers.mcp_arr",
+            endpoint=settings.mcp_arr_endpoint,
+            port=settings.mcp_arr_port,
+            external=settings.mcp_arr_url is not None,
+            external_role="MCP arr-suite tools (external)",
+            disabled=None
+            if apps
+            else "no arr app: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY (or RADARR_, PROWLARR_)",
+            args=[arg for app in apps for arg in (f"--{app}-url", str(urls[app]))],
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- preflight
