@@ -51,6 +51,26 @@ The figures:
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
+Commit 716a569 (one task-queue partition on the embedded Temporal):
+
+    first POST → all 100 awaiting_approval        16.3 s         (target < 20 s)
+    alert → first notification p50 / p95         2.0 s / 2.3 s    (target p95 < 1 s)
+    alert → diagnosis p50 / p95                   3.5 s / 5.4 s
+    orchestration overhead, median share          61.9 % (19.3 % on the path to the question)
+    per activity, median                          recall 846 ms (local), propose 415 ms, triage 43 ms
+
+Where the first-notification floor is (experiments, not kept): with recall made almost free
+(sparse only, no query embedding: 15 ms median instead of ~850 ms), first notification was
+p50 968 ms / p95 1.6 s, and the median first workflow task then waited 1.7 s to be polled.
+With 100 workflow-task pollers instead of 20: p50 722 ms / p95 1.4 s (poll wait 919 ms); 200
+pollers: p95 1.7 s. With hybrid recall, 100 pollers made p95 worse (3.1 s against 2.3 s).
+So on two cores, one of them busy with llama.cpp, 100 new incidents at once cost about
+1.4 s at p95 in Temporal and the worker before any recall, and the MiniLM query embeddings
+(about 11 ms each, one after another: 1.1 s for 100) come on top. The p95 < 1 s target needs
+the embedding off this machine's CPU (an `embed` pool: `AGENTIC_EMBED_URL`) and more cores,
+or a question that does not wait for dense recall (sparse-only recall drops top-1 accuracy
+from 90.7 % to 72 % on benchmarks/retrieval_eval.py).
+
 Commit 688b4e7 (the short stages as local activities, one transaction for a group's alerts,
 one query for the recalled runbooks' levels, micro-batched query embeddings, load shedding at
 the model slot, 20 workflow-task polls, the passthrough sandbox, LiteLLM's lazy imports
