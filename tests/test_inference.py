@@ -275,6 +275,7 @@ async def test_schema_violation_raises_structured_output_error(fake: FakeOpenAI)
         await fake_router(fake).structured("planner", INCIDENT, Proposal)
     assert "confidence" in info.value.error
     assert "less than or equal to 1" in str(info.value)
+    assert "errors.pydantic.dev" not in str(info.value)  # what is wrong, not where to read about it
 
 
 async def test_long_replies_are_truncated_in_the_error(fake: FakeOpenAI) -> None:

@@ -141,3 +141,25 @@ async def test_the_parts_serve_the_configured_apps(tmp_path: Path) -> None:
     finally:
         await ha.stop()
         await sonarr.stop()
+
+
+def test_without_a_cluster_the_worker_leaves_the_infra_server_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentic up` disables the `mcp` part without a cluster; its worker must not then try to
+    reach it (a refused Kubernetes tool says what to configure instead of 'cannot reach')."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    parts = parts_of(settings_for(tmp_path))
+    assert parts["mcp"].mode == "disabled"
+    worker_env = parts["worker"].env
+    assert worker_env["AGENTIC_MCP_INFRA_ENABLED"] == "false"
+    monkeypatch.setenv("AGENTIC_MCP_INFRA_ENABLED", worker_env["AGENTIC_MCP_INFRA_ENABLED"])
+    assert settings_for(tmp_path).mcp_servers == {}  # the worker's view
+    monkeypatch.delenv("AGENTIC_MCP_INFRA_ENABLED")
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    parts = parts_of(settings_for(tmp_path, kubeconfig=kubeconfig))
+    assert parts["mcp"].mode == "embedded"
+    assert parts["worker"].env.get("AGENTIC_MCP_INFRA_ENABLED") != "false"

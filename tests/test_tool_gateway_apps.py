@@ -24,7 +24,7 @@ from tests.fake_apps import FakeArr, FakeHomeAssistant
 from tests.kmock_helpers import McpProcess
 from tests.pg import pg_server
 from tests.test_mcp_apps import TOKEN, failing_prowlarr, stalled_sonarr, start_arr, start_ha
-from workers.settings import Settings
+from workers.settings import Settings, tool_server_hint
 
 ALLOWED = Settings(_env_file=None).incident_tool_list  # type: ignore[call-arg]
 
@@ -260,3 +260,24 @@ async def test_arr_plan_list_guard_execute(
     for i, c in enumerate(plan[:3]):
         assert (await env.run(acts.execute, execute_input(incident, i, c.tool, c.arguments))).already_ran
     assert len(arr["sonarr"].calls) == seen
+
+
+async def test_a_tool_no_configured_server_offers_is_refused_with_what_to_configure(
+    ledger: Ledger, env: ActivityEnvironment
+) -> None:
+    """The embedded stack without a cluster or any app configured: no server at all. A recalled
+    arr or Home Assistant plan is refused with the settings that would make it runnable."""
+    acts = ToolActivities(ledger, {}, TOKEN, {"incident": ALLOWED}, hint=tool_server_hint)
+    assert (await env.run(acts.list_tools, ListToolsInput())).tools == []
+    plan = [
+        ToolCall(tool="arr_queue", arguments={"app": "sonarr"}),
+        ToolCall(tool="ha_check_config", arguments={}),
+        ToolCall(tool="get_pods", arguments={"namespace": "media"}),
+    ]
+    guarded = await env.run(acts.guard, GuardInput(incident_id=uid("none"), actions=plan))
+    reasons = [a.reason for a in guarded.actions]
+    assert not any(a.allowed for a in guarded.actions)
+    assert all("no MCP server offers it (servers: none configured)" in r for r in reasons)
+    assert "set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY" in reasons[0]
+    assert "set AGENTIC_HA_URL and AGENTIC_HA_TOKEN" in reasons[1]
+    assert "set AGENTIC_KUBECONFIG" in reasons[2]

@@ -20,7 +20,7 @@ import uvicorn
 
 from workers.errors import AgenticError
 from workers.process import run_service
-from workers.settings import Settings
+from workers.settings import Settings, tool_server_hint
 
 if TYPE_CHECKING:
     from activities.ledger.repository import Ledger
@@ -39,6 +39,7 @@ async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
         servers=settings.mcp_servers,
         token=token,
         allow={"incident": settings.incident_tool_list},
+        hint=tool_server_hint,
     )
     cache: dict[str, dict[str, Any]] = {}
 

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # --- MCP tool servers -----------------------------------------------------------------
     mcp_infra_port: int = Field(default=8091, description="embedded MCP infrastructure server port")
     mcp_infra_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP infrastructure server")
+    mcp_infra_enabled: bool = Field(
+        default=True,
+        description="the gateway uses the MCP infrastructure server (agentic up: off without a cluster)",
+    )
     mcp_token: SecretStr | None = Field(
         default=None, description="bearer token of the MCP servers (generated into the data dir when empty)"
     )
@@ -304,9 +308,10 @@ class Settings(BaseSettings):
 
     @property
     def mcp_servers(self) -> dict[str, str]:
-        """The MCP tool servers the worker's gateway uses, by name: infra always (its part says
-        whether it runs), Home Assistant and the arr suite when configured (or external)."""
-        servers = {"infra": self.mcp_infra_endpoint}
+        """The MCP tool servers the worker's gateway uses, by name: infra unless turned off (the
+        embedded stack turns it off when no cluster is configured), Home Assistant and the arr
+        suite when configured (or external)."""
+        servers = {"infra": self.mcp_infra_endpoint} if self.mcp_infra_enabled or self.mcp_infra_url else {}
         if self.ha_configured or self.mcp_ha_url is not None:
             servers["homeassistant"] = self.mcp_ha_endpoint
         if self.arr_apps or self.mcp_arr_url is not None:
@@ -337,6 +342,27 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_path / "qdrant"
+
+
+INFRA_TOOLS = frozenset(
+    {"get_nodes", "get_pods", "get_events", "get_pod_logs", "describe_pod", "rollout_restart"}
+    | {"set_memory_limit", "scale_deployment", "talos_health"}
+)
+
+
+def tool_server_hint(tool: str) -> str | None:
+    """Which MCP server offers `tool` and what configures it: the tool gateway adds this to a
+    refusal of a tool that no configured server offers."""
+    if tool.startswith("ha_"):
+        return "the Home Assistant tools come from its MCP server: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN"
+    if tool.startswith(("arr_", "prowlarr_")):
+        return (
+            "the arr tools come from the arr MCP server: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY "
+            "(or RADARR_, PROWLARR_)"
+        )
+    if tool in INFRA_TOOLS:
+        return "the Kubernetes/Talos tools come from the MCP infrastructure server: set AGENTIC_KUBECONFIG"
+    return None
 
 
 def _csv(value: str) -> list[str]:

@@ -415,6 +415,8 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     data = settings.data_path
     host = settings.host
     env = child_env(eff)
+    if settings.mcp_infra_url is None and not cluster_configured(settings):
+        env["AGENTIC_MCP_INFRA_ENABLED"] = "false"  # its part is disabled: the worker's gateway skips it
     logs = data / "logs"
     parts: list[Part] = []
 

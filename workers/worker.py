@@ -18,7 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workers.errors import AgenticError
 from workers.process import run_service
-from workers.settings import Settings
+from workers.settings import Settings, tool_server_hint
 
 log = logging.getLogger("agentic.worker")
 
@@ -161,6 +161,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             servers=settings.mcp_servers,
             token=mcp_token,
             allow={"incident": settings.incident_tool_list},
+            hint=tool_server_hint,
         )
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)

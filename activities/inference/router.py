@@ -400,7 +400,9 @@ class InferenceRouter:
             value = schema.model_validate_json(_strip_fences(raw))
         except ValidationError as exc:
             cut = " (the reply was cut off at max_tokens)" if choice.finish_reason == "length" else ""
-            error = str(exc)
+            # pydantic's own lines only ("1 validation error for Proposal", the error), not its
+            # "For further information visit https://errors.pydantic.dev/…" links
+            error = "\n".join(ln for ln in str(exc).splitlines() if "errors.pydantic.dev" not in ln)
             raise StructuredOutputError(
                 f"{group}: the reply is not a valid {schema.__name__}{cut}: {_short(error)}; "
                 f"reply: {_short(raw, 200)!r}",

@@ -54,7 +54,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,7 @@ class ToolActivities:
         cache_ttl_s: float = CACHE_TTL_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         heartbeat_every_s: float = HEARTBEAT_EVERY_S,
+        hint: Callable[[str], str | None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
@@ -182,6 +183,7 @@ class ToolActivities:
         self.cache_ttl_s = cache_ttl_s
         self.call_timeout_s = call_timeout_s
         self.heartbeat_every_s = heartbeat_every_s
+        self.hint = hint  # which server offers a tool and what configures it (for refusals)
         self._catalog: dict[str, _Tool] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -340,9 +342,10 @@ class ToolActivities:
             if down is not None:
                 return f"tool {call.tool!r} is not available now: {down}; not run (fail closed)"
             servers = ", ".join(self.servers) or "none configured"
+            hint = self.hint(call.tool) if self.hint is not None else None
             return (
                 f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
-                f"(servers: {servers}): check the server version or the allow-list"
+                f"(servers: {servers}): " + (hint if hint else "check the server version or the allow-list")
             )
         problems = _argument_problems(tool.spec, call.arguments)
         if problems:
