@@ -721,6 +721,12 @@ async def test_nothing_to_do_when_the_guard_refuses_everything(env: WorkflowEnvi
     fakes = Fakes(proposal_actions=[DELETE_NS], runbook_actions=[])
     async with incident(env, fakes) as run:
         await run.wait_for(lambda s: s.verdict is not None)
+        # nothing runs, the incident watches for the alert to resolve: `verifying`, for people and
+        # for the Web UI's IncidentStatus search attribute alike
+        watching = await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        assert watching.verdict == PolicyVerdict.NOTHING_TO_DO
+        desc = await run.handle.describe()
+        assert desc.typed_search_attributes.get(sa.INCIDENT_STATUS) == IncidentStatus.VERIFYING.value
         await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
         final = await run.result()
     assert final.verdict == PolicyVerdict.NOTHING_TO_DO

@@ -122,6 +122,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.promotion import RunbookPromotionWorkflow
 
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
+NOTHING_TO_DO_VERIFYING_PATCH = "nothing-to-do-verifying"  # a nothing-to-do incident shows `verifying` while it watches
 EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
@@ -646,6 +647,9 @@ class IncidentWorkflow:
         """No action survived: wait for the alert to resolve (so repeats join this incident)."""
         cfg = self._inp.config
         rec = self._begin("verify")
+        if workflow.patched(NOTHING_TO_DO_VERIFYING_PATCH):
+            # watching for the alert to resolve, nothing to run: `verifying`, not a bare `open`
+            await self._set_status(IncidentStatus.VERIFYING)
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._resolved, timeout=timedelta(seconds=cfg.verify_window_s))
         if self._resolved:
