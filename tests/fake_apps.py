@@ -7,19 +7,17 @@ the real apps. Each checks its credential the way the app does (Home Assistant:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import free_port
+from tests.http_server import LoopServer
 
 T0 = "2024-05-01T10:00:00.000000+00:00"
 
@@ -36,8 +34,7 @@ class Call:
 class _FakeServer:
     port: int = 0
     calls: list[Call] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _http: LoopServer = field(default_factory=LoopServer)
 
     @property
     def url(self) -> str:
@@ -57,20 +54,10 @@ class _FakeServer:
 
     async def start(self) -> None:
         self.port = self.port or free_port()
-        config = uvicorn.Config(
-            Starlette(routes=self.routes()), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-            await asyncio.sleep(0.02)
+        await self._http.start(Starlette(routes=self.routes()), self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._http.stop()
 
 
 # --------------------------------------------------------------------------- Home Assistant

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.conftest import free_port
+from tests.http_server import LoopServer
 
 
 @dataclass
@@ -33,8 +33,7 @@ class FakeChatServer:
     delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"body": …, "headers": …}
     port: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _http: LoopServer = field(default_factory=LoopServer)
 
     @property
     def base_url(self) -> str:
@@ -85,18 +84,10 @@ class FakeChatServer:
             ]
         )
         self.port = self.port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-            await asyncio.sleep(0.02)
+        await self._http.start(app, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._http.stop()
 
 
 @contextlib.asynccontextmanager

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.conftest import free_port
+from tests.http_server import LoopServer
 
 BOT_ID = 7000000001
 ALLOWED_TAGS = {
@@ -160,8 +160,7 @@ class BotApiEmulator:
         self._update_ids = itertools.count(1)
         self._new_update = asyncio.Event()
         self._callback_ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http = LoopServer()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -172,19 +171,10 @@ class BotApiEmulator:
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-            await asyncio.sleep(0.02)
+        await self._http.start(app, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._new_update.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._http.stop(on_exit=self._new_update.set)  # wake long polls so the server can drain
 
     # -- test controls -------------------------------------------------------------------------
 

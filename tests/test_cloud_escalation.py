@@ -40,6 +40,8 @@ from agentic_core.models import InferenceMode, ToolCall
 from agentic_core.reports import week_of
 from tests.fake_openai import FakeChatServer, chat_server
 from tests.pg import create_database, pg_server
+from tests.test_incident_activities import RESTART
+from tests.test_incident_activities import TOOLS as ACTIVITY_TOOLS
 from workers.settings import Settings
 
 # --------------------------------------------------------------------------- the planted alert
@@ -49,6 +51,7 @@ GH_TOKEN = "ghp_" + "Zx9" * 12
 EMAIL_ADDR = "jane.doe@example.com"
 PHONE_NO = "+49 30 1234 5678"
 PLANTED = (PASSWORD, GH_TOKEN, EMAIL_ADDR, PHONE_NO)
+RESTART_SPEC = ACTIVITY_TOOLS[0]  # kubernetes.restart_deployment(namespace, name)
 COUNTS = {"secret": 2, "email": 1, "phone": 1}
 
 LABELS = {
@@ -63,18 +66,8 @@ ANNOTATIONS = {
     "description": f"login failed: postgres://app:{PASSWORD}@db.shop.svc:5432/app; deploy key {GH_TOKEN};"
     f" on call {PHONE_NO}",
 }
-RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
 TOOLS = [
-    ToolSpec(
-        name="kubernetes.restart_deployment",
-        description="Rolling restart of a deployment",
-        input_schema={
-            "type": "object",
-            "properties": {"namespace": {"type": "string"}, "name": {"type": "string"}},
-            "required": ["namespace", "name"],
-            "additionalProperties": False,
-        },
-    ),
+    RESTART_SPEC,
     ToolSpec(
         name="notify.owner",
         description="Mail the owner of a workload",

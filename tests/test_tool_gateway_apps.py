@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pgserver
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -22,7 +21,7 @@ from agentic_core.models import ToolCall
 from tests.conftest import free_port
 from tests.fake_apps import FakeArr, FakeHomeAssistant
 from tests.kmock_helpers import McpProcess
-from tests.pg import pg_server
+from tests.pg import create_database, pg_server
 from tests.test_mcp_apps import TOKEN, failing_prowlarr, stalled_sonarr, start_arr, start_ha
 from workers.settings import Settings, tool_server_hint
 
@@ -49,10 +48,7 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "gwapps"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("gwapps"), max_size=4)
+    led = await Ledger.connect(await create_database(pg, "gwapps"), max_size=4)
     yield led
     await led.close()
 
