@@ -20,7 +20,7 @@ import uvicorn
 
 from workers.errors import AgenticError
 from workers.process import run_service
-from workers.settings import Settings, tool_server_hint
+from workers.settings import Settings
 
 if TYPE_CHECKING:
     from activities.ledger.repository import Ledger
@@ -33,14 +33,7 @@ async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
     from activities.tools.gateway import ToolActivities
     from agentic_core.incident import ListToolsInput
 
-    token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-    tools = ToolActivities(
-        ledger,
-        servers=settings.mcp_servers,
-        token=token,
-        allow={"incident": settings.incident_tool_list},
-        hint=tool_server_hint,
-    )
+    tools = ToolActivities.from_settings(ledger, settings)
     cache: dict[str, dict[str, Any]] = {}
 
     async def schema(tool: str) -> dict[str, Any] | None:

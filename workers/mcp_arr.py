@@ -49,14 +49,13 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from workers.mcp_common import (
-    EXIT_OK,
     base_parser,
     client_token,
+    issuer_url,
     new_server,
-    serve_http,
+    serve_and_report,
     server_main,
     tool,
-    url_host,
 )
 from workers.process import StartupError, bind_listener
 from workers.rest_client import AppApi, body_message
@@ -533,23 +532,14 @@ def serve(args: argparse.Namespace) -> int:
     token = client_token(args, "arr tools")
     apps = load_apps(args)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_ARR_PORT")
-    host_for_url = url_host(args.host)
-    server = build_server(apps, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
+    server = build_server(apps, token=token, issuer_url=issuer_url(args))
     where = ", ".join(f"{a} {c.api.base_url}" for a, c in apps.items())
-    print(
-        f"mcp_arr: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; apps: {where}; "
-        f"token {'required' if token else 'off'}",
-        file=sys.stderr,
-        flush=True,
-    )
 
     async def close() -> None:
         for c in apps.values():
             await c.close()
 
-    serve_http(server, sock, args.host, on_stop=close)
-    print("mcp_arr: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
+    return serve_and_report("mcp_arr", server, sock, args, token, f"apps: {where}", on_stop=close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import inspect
 import ipaddress
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
@@ -99,6 +100,31 @@ def client_token(args: argparse.Namespace, what: str) -> str | None:
 def url_host(host: str) -> str:
     """`host` as it stands in a URL (IPv6 literals in brackets)."""
     return f"[{host}]" if ":" in host else host
+
+
+def issuer_url(args: argparse.Namespace) -> str:
+    """The server's own base URL from `--host` and `--port` (the MCP auth issuer)."""
+    return f"http://{url_host(args.host)}:{args.port}"
+
+
+def serve_and_report(
+    name: str,
+    server: MCPServer,
+    sock: socket.socket,
+    args: argparse.Namespace,
+    token: str | None,
+    detail: str,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Say where the server listens (and what it serves, `detail`) on stderr, serve until told
+    to stop, say so; the process's exit status."""
+    auth = "required" if token else "off"
+    print(
+        f"{name}: serving {server.name} at {issuer_url(args)}/mcp; {detail}; token {auth}", file=sys.stderr, flush=True
+    )
+    serve_http(server, sock, args.host, on_stop=on_stop)
+    print(f"{name}: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
 
 
 def new_server(

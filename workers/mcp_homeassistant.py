@@ -48,14 +48,13 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from workers.mcp_common import (
-    EXIT_OK,
     base_parser,
     client_token,
+    issuer_url,
     new_server,
-    serve_http,
+    serve_and_report,
     server_main,
     tool,
-    url_host,
 )
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.rest_client import AppApi, body_message
@@ -453,18 +452,10 @@ def serve(args: argparse.Namespace) -> int:
     assert ha_token is not None
     services = parse_services(args.services)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_HA_PORT")
-    host_for_url = url_host(args.host)
     ha = HomeAssistant(args.ha_url, ha_token)
-    server = build_server(ha, services, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
-    print(
-        f"mcp_homeassistant: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; "
-        f"Home Assistant: {ha.url}; {len(services)} services allowed; token {'required' if token else 'off'}",
-        file=sys.stderr,
-        flush=True,
-    )
-    serve_http(server, sock, args.host, on_stop=ha.close)
-    print("mcp_homeassistant: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
+    server = build_server(ha, services, token=token, issuer_url=issuer_url(args))
+    detail = f"Home Assistant: {ha.url}; {len(services)} services allowed"
+    return serve_and_report("mcp_homeassistant", server, sock, args, token, detail, on_stop=ha.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,14 +75,13 @@ from activities.tools.k8s import (
     load_api_client,
 )
 from workers.mcp_common import (
-    EXIT_OK,
     base_parser,
     client_token,
+    issuer_url,
     new_server,
-    serve_http,
+    serve_and_report,
     server_main,
     tool,
-    url_host,
 )
 from workers.process import StartupError, bind_listener
 
@@ -353,21 +352,12 @@ def serve(args: argparse.Namespace) -> int:
     token = client_token(args, "cluster-changing tools")
     ops, where = _load_cluster(args.kubeconfig)
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_INFRA_PORT")
-    host_for_url = url_host(args.host)
-    server = build_server(ops, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
-    print(
-        f"mcp_infra: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; cluster: {where}; "
-        f"token {'required' if token else 'off'}",
-        file=sys.stderr,
-        flush=True,
-    )
+    server = build_server(ops, token=token, issuer_url=issuer_url(args))
     try:
-        serve_http(server, sock, args.host)
+        return serve_and_report("mcp_infra", server, sock, args, token, f"cluster: {where}")
     finally:
         if ops is not None:
             ops.close()
-    print("mcp_infra: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

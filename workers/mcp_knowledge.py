@@ -48,14 +48,13 @@ from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
 from workers.mcp_common import (
-    EXIT_OK,
     base_parser,
     client_token,
+    issuer_url,
     new_server,
-    serve_http,
+    serve_and_report,
     server_main,
     tool,
-    url_host,
 )
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
@@ -482,18 +481,10 @@ def serve(args: argparse.Namespace) -> int:
         first = str(exc).splitlines()
         raise StartupError(f"error: bad configuration: {' '.join(first[1:3]).strip()}") from None
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_KNOWLEDGE_PORT")
-    host_for_url = url_host(args.host)
     backends = KnowledgeBackends(settings)
-    server = build_server(backends, token=token, issuer_url=f"http://{host_for_url}:{args.port}")
-    print(
-        f"mcp_knowledge: serving {SERVER_NAME} at http://{host_for_url}:{args.port}/mcp; "
-        f"temporal {settings.temporal_target} queue {settings.task_queue}; token {'required' if token else 'off'}",
-        file=sys.stderr,
-        flush=True,
-    )
-    serve_http(server, sock, args.host, on_stop=backends.close)
-    print("mcp_knowledge: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
+    server = build_server(backends, token=token, issuer_url=issuer_url(args))
+    detail = f"temporal {settings.temporal_target} queue {settings.task_queue}"
+    return serve_and_report("mcp_knowledge", server, sock, args, token, detail, on_stop=backends.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

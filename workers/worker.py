@@ -18,7 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workers.errors import AgenticError
 from workers.process import run_service
-from workers.settings import Settings, tool_server_hint
+from workers.settings import Settings
 
 log = logging.getLogger("agentic.worker")
 
@@ -155,14 +155,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             cloud_max_concurrent=settings.cloud_max_concurrent,
             cloud_max_per_hour=settings.cloud_max_per_hour,
         )
-        mcp_token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-        tools = ToolActivities(
-            ledger,
-            servers=settings.mcp_servers,
-            token=mcp_token,
-            allow={"incident": settings.incident_tool_list},
-            hint=tool_server_hint,
-        )
+        tools = ToolActivities.from_settings(ledger, settings)
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
         trust_acts = TrustActivities(

@@ -88,6 +88,7 @@ from agentic_core.models import ToolCall
 if TYPE_CHECKING:
     from activities.ledger.models import ActionRow, ActionStatus
     from activities.ledger.repository import Ledger
+    from workers.settings import Settings
 
 __all__ = [
     "ERR_CONFLICT",
@@ -189,6 +190,21 @@ class ToolActivities:
         self._catalog_lock = asyncio.Lock()
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
+
+    @classmethod
+    def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
+        """The gateway as the platform's processes build it: the configured servers, the MCP
+        token, the incident agent's allow-list, and refusals that say what to configure."""
+        from workers.settings import tool_server_hint
+
+        token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
+        return cls(
+            ledger,
+            servers=settings.mcp_servers,
+            token=token,
+            allow={"incident": settings.incident_tool_list},
+            hint=tool_server_hint,
+        )
 
     # --- MCP plumbing ---------------------------------------------------------------------------
 
