@@ -43,6 +43,7 @@ Every function is total: negative or inconsistent counters are clamped, never ra
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -67,6 +68,17 @@ class TrustRecord(BaseModel):
     approvals: int = 0
     ignores: int = 0
     modifications: int = 0
+
+
+class RunbookCounters(TrustRecord):
+    """The whole trust record of a runbook as the ledger keeps it (`runbook_stats`): the
+    policy's counters plus expirations, automatic decisions and when it last ran."""
+
+    expirations: int = 0
+    automatic_decisions: int = 0
+    last_executed_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
 
 
 class TrustPolicy(BaseModel):

@@ -46,6 +46,7 @@ from activities.ledger.db import LedgerError, LedgerUnavailable
 from activities.ledger.repository import Ledger
 from agentic_core.messages import SearchInput, SearchOutput
 from agentic_core.models import Collection
+from agentic_core.trust import RunbookCounters
 from workers.errors import AgenticError
 from workers.mcp_common import (
     base_parser,
@@ -118,20 +119,6 @@ class DocHit(BaseModel):
 class DocSearchResult(BaseModel):
     query: str
     hits: list[DocHit]
-
-
-class RunbookCounters(BaseModel):
-    executions: int = 0
-    successes: int = 0
-    failures: int = 0
-    approvals: int = 0
-    ignores: int = 0
-    modifications: int = 0
-    expirations: int = 0
-    automatic_decisions: int = 0
-    last_executed_at: datetime | None = None
-    last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
 
 
 class RunbookStatsResult(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
+from agentic_core.trust import RunbookCounters
 
 IncidentStatus = Literal[
     "open",
@@ -150,19 +151,8 @@ class RunbookRow(Runbook):
         return Runbook.model_validate(self.model_dump(exclude={"created_at", "updated_at"}))
 
 
-class RunbookStats(_Row):
+class RunbookStats(_Row, RunbookCounters):
     runbook_id: str
-    executions: int = 0
-    successes: int = 0
-    failures: int = 0
-    approvals: int = 0
-    ignores: int = 0
-    modifications: int = 0
-    expirations: int = 0
-    automatic_decisions: int = 0
-    last_executed_at: datetime | None = None
-    last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
 
 
 class LevelChange(_Row):

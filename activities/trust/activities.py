@@ -68,14 +68,7 @@ POLICY_ACTOR = "trust-policy"
 def to_record(stats: RunbookStats | None) -> TrustRecord:
     if stats is None:
         return TrustRecord()
-    return TrustRecord(
-        executions=stats.executions,
-        successes=stats.successes,
-        failures=stats.failures,
-        approvals=stats.approvals,
-        ignores=stats.ignores,
-        modifications=stats.modifications,
-    )
+    return TrustRecord.model_validate(stats.model_dump(include=set(TrustRecord.model_fields)))
 
 
 class TrustActivities:
