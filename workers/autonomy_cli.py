@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,26 +19,15 @@ from rich.table import Table
 
 from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult, quarter_bounds
 from agentic_core.models import Runbook
+from workers.cli_options import DataDir, JsonOut
+from workers.cli_options import cli_settings as _settings
 from workers.errors import AgenticError
-from workers.settings import Settings, load_settings
+from workers.settings import Settings
 
 console = Console()
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 review_app = typer.Typer(help="The quarterly trust review (TrustReviewWorkflow).", no_args_is_help=True)
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    try:
-        return load_settings(data_dir=data_dir)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise AgenticError(f"bad configuration: {' '.join(first[1:3]).strip()} (see docs/configuration.md)") from exc
 
 
 class LevelChangeView(BaseModel):

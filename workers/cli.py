@@ -26,8 +26,10 @@ from rich.table import Table
 from agentic_core.models import Collection
 from workers import reports_cli
 from workers.autonomy_cli import register as register_autonomy
+from workers.cli_options import DataDir, JsonOut
+from workers.cli_options import cli_settings as _settings
 from workers.errors import AgenticError
-from workers.settings import Settings, load_settings
+from workers.settings import Settings
 from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
@@ -48,20 +50,6 @@ register_autonomy(app, runbooks_app)  # runbooks show|stats, review run (workers
 
 console = Console()
 err_console = Console(stderr=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    try:
-        return load_settings(data_dir=data_dir)
-    except ValueError as exc:  # pydantic ValidationError: name the variable
-        first = str(exc).splitlines()
-        raise AgenticError(f"bad configuration: {' '.join(first[1:3]).strip()} (see docs/configuration.md)") from exc
 
 
 # --------------------------------------------------------------------------- stack

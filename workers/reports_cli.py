@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,27 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from agentic_core.reports import WeeklyDigestResult
-from workers.errors import AgenticError
-from workers.settings import Settings, load_settings
+from workers.cli_options import DataDir, JsonOut
+from workers.cli_options import cli_settings as _settings
 
 schedules_app = typer.Typer(help="Temporal Schedules: weekly digest, quarterly trust review.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports: the weekly digest.", no_args_is_help=True)
 
 console = Console()
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    try:
-        return load_settings(data_dir=data_dir)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise AgenticError(f"bad configuration: {' '.join(first[1:3]).strip()} (see docs/configuration.md)") from exc
 
 
 @schedules_app.command("apply")
