@@ -415,7 +415,8 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     data = settings.data_path
     host = settings.host
     env = child_env(eff)
-    if settings.mcp_infra_url is None and not cluster_configured(settings):
+    has_cluster = cluster_configured(settings)
+    if settings.mcp_infra_url is None and not has_cluster:
         env["AGENTIC_MCP_INFRA_ENABLED"] = "false"  # its part is disabled: the worker's gateway skips it
     logs = data / "logs"
     parts: list[Part] = []
@@ -572,7 +573,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             port=settings.mcp_infra_port,
             external=settings.mcp_infra_url is not None,
             external_role="MCP infrastructure tools (external)",
-            disabled=None if cluster_configured(settings) else "no cluster configured: set AGENTIC_KUBECONFIG",
+            disabled=None if has_cluster else "no cluster configured: set AGENTIC_KUBECONFIG",
             args=kube,
         )
     )
