@@ -30,6 +30,7 @@ import httpx2
 import kmock
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
 
 REPO = Path(__file__).resolve().parents[1]
 NS = "media"
@@ -321,3 +322,15 @@ async def mcp_client(url: str, token: str | None) -> AsyncIterator[Client]:
         Client(streamable_http_client(url, http_client=http)) as client,
     ):
         yield client
+
+
+def result_text(result: CallToolResult) -> str:
+    """A tool result's text content (a tool error's message)."""
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def result_data(result: CallToolResult) -> dict[str, Any]:
+    """A successful tool result's structured content."""
+    assert not result.is_error, result_text(result)
+    assert result.structured_content is not None
+    return result.structured_content

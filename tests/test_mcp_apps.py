@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 
 from tests.conftest import REPO, free_port
 from tests.fake_apps import FakeArr, FakeHomeAssistant, prowlarr_indexer, queue_record
 from tests.kmock_helpers import McpProcess, mcp_client, start_server
+from tests.kmock_helpers import result_data as data
+from tests.kmock_helpers import result_text as text
 from workers.mcp_arr import ArrApp
 from workers.mcp_arr import build_server as arr_server
 from workers.mcp_homeassistant import DEFAULT_SERVICES, HomeAssistant, parse_services
@@ -27,16 +29,6 @@ HA_READ = {"ha_states", "ha_entity", "ha_error_log", "ha_check_config"}
 HA_WRITE = {"ha_call_service", "ha_restart"}
 ARR_READ = {"arr_status", "arr_health", "arr_queue", "prowlarr_indexers"}
 ARR_WRITE = {"arr_command", "arr_remove_queue_item", "prowlarr_test_indexer"}
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def stalled_sonarr() -> FakeArr:

@@ -14,12 +14,14 @@ import kmock
 import pytest
 from kubernetes import client as k8s_client
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from activities.tools.k8s import RESTART_ANNOTATION, KubeOps, memory_bytes
 from tests.conftest import free_port
 from tests.kmock_helpers import NS, McpProcess, emulated_cluster, mcp_client, requests_for, run_server_cli, start_server
+from tests.kmock_helpers import result_data as data
+from tests.kmock_helpers import result_text as text
 from workers.mcp_infra import NO_CLUSTER, TALOSCTL_MISSING, build_server
 
 TOKEN = "test-token-3f9a"
@@ -52,16 +54,6 @@ def k(cluster: tuple[kmock.KubernetesEmulator, Path]) -> kmock.KubernetesEmulato
 async def call(server: McpProcess, tool: str, args: dict[str, Any]) -> CallToolResult:
     async with mcp_client(server.url, TOKEN) as c:
         return await c.call_tool(tool, args)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 # --- the tool list ---------------------------------------------------------------------------

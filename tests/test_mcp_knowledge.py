@@ -18,7 +18,7 @@ import httpx2
 import pgserver
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 from temporalio.client import Client as TemporalClient
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -32,6 +32,8 @@ from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, DecisionRecord, DocChunk, LabelMatcher, Runbook, ToolCall
 from tests.conftest import REPO, free_port
 from tests.kmock_helpers import McpProcess, mcp_client
+from tests.kmock_helpers import result_data as data
+from tests.kmock_helpers import result_text as text
 from tests.pg import create_database, pg_server
 from tests.test_intake import temporal_bin
 from workers.mcp_knowledge import KnowledgeBackends, build_server
@@ -199,16 +201,6 @@ async def server(platform: Platform) -> AsyncIterator[McpProcess]:
 async def call(server: McpProcess, tool: str, args: dict[str, Any]) -> CallToolResult:
     async with mcp_client(server.url, TOKEN) as c:
         return await c.call_tool(tool, args)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def test_lists_five_read_only_tools_with_typed_schemas(server: McpProcess) -> None:
