@@ -153,7 +153,7 @@ def test_without_a_cluster_the_worker_leaves_the_infra_server_out(
     parts = parts_of(settings_for(tmp_path))
     assert parts["mcp"].mode == "disabled"
     worker_env = parts["worker"].env
-    assert worker_env["AGENTIC_MCP_INFRA_ENABLED"] == "false"
+    assert worker_env["AGENTIC_MCP_INFRA_ENABLED"] == "False"
     monkeypatch.setenv("AGENTIC_MCP_INFRA_ENABLED", worker_env["AGENTIC_MCP_INFRA_ENABLED"])
     assert settings_for(tmp_path).mcp_servers == {}  # the worker's view
     monkeypatch.delenv("AGENTIC_MCP_INFRA_ENABLED")
@@ -162,4 +162,4 @@ def test_without_a_cluster_the_worker_leaves_the_infra_server_out(
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     parts = parts_of(settings_for(tmp_path, kubeconfig=kubeconfig))
     assert parts["mcp"].mode == "embedded"
-    assert parts["worker"].env.get("AGENTIC_MCP_INFRA_ENABLED") != "false"
+    assert parts["worker"].env.get("AGENTIC_MCP_INFRA_ENABLED") != "False"

@@ -197,6 +197,8 @@ def effective_settings(settings: Settings) -> Settings:
         update["mcp_token"] = SecretStr(sec.mcp_token())
     if settings.telegram_token is not None and settings.telegram_callback_secret is None:
         update["telegram_callback_secret"] = SecretStr(sec.telegram_secret())
+    if settings.mcp_infra_url is None and not cluster_configured(settings):
+        update["mcp_infra_enabled"] = False  # no cluster: the `mcp` part is disabled, the gateway skips it
     return settings.model_copy(update=update)
 
 
@@ -415,9 +417,6 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     data = settings.data_path
     host = settings.host
     env = child_env(eff)
-    has_cluster = cluster_configured(settings)
-    if settings.mcp_infra_url is None and not has_cluster:
-        env["AGENTIC_MCP_INFRA_ENABLED"] = "false"  # its part is disabled: the worker's gateway skips it
     logs = data / "logs"
     parts: list[Part] = []
 
@@ -573,7 +572,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             port=settings.mcp_infra_port,
             external=settings.mcp_infra_url is not None,
             external_role="MCP infrastructure tools (external)",
-            disabled=None if has_cluster else "no cluster configured: set AGENTIC_KUBECONFIG",
+            disabled=None if eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
             args=kube,
         )
     )
