@@ -61,7 +61,16 @@ class PolicyVerdict(StrEnum):
     ASK = "ask"  # ask a human
     ASK_RECOMMEND = "ask_recommend"  # ask, with a recommendation to approve
     RUN_THEN_NOTIFY = "run_then_notify"  # run first, tell after
-    NOTHING_TO_DO = "nothing_to_do"  # no action survived the guard
+    NOTHING_TO_DO = "nothing_to_do"  # no action survived the guard (NORMAL: watch, notify)
+    # nothing to run, but VERBOSE asks about everything: a human acknowledges, ignores or modifies
+    ASK_ACKNOWLEDGE = "ask_acknowledge"
+
+
+Choice = Literal["approved", "acknowledged", "ignored", "modified"]
+# What a human may answer: to a plan, and to a question with nothing to run (no runbook, no
+# action, every action refused): "acknowledged" means a human saw it; the incident then watches.
+PLAN_CHOICES: tuple[Choice, ...] = ("approved", "ignored", "modified")
+NOTHING_TO_RUN_CHOICES: tuple[Choice, ...] = ("acknowledged", "ignored", "modified")
 
 
 def plan_hash(actions: list[ToolCall]) -> str:
@@ -292,6 +301,7 @@ class NotifyInput(BaseModel):
     photo: str | None = None
     runbook_id: str | None = None  # the runbook behind the plan: channels show its level and record
     confidence: float | None = None  # the planner's confidence in the plan
+    choices: list[Choice] = Field(default_factory=list)  # the answers offered (empty: PLAN_CHOICES)
 
 
 class NotifyResult(BaseModel):
@@ -326,6 +336,7 @@ class ApprovalRequest(BaseModel):
     escalate_after_s: int = 60 * 60
     expire_after_s: int = 4 * 60 * 60
     message_ref: str | None = None  # the question's message, for edits
+    choices: list[Choice] = Field(default_factory=lambda: list(PLAN_CHOICES))  # the answers offered
     # "level": a question about a runbook's automation level (promotion, trust review), not an
     # incident: `incident_id` then holds the asking workflow's id and notifications carry None.
     kind: Literal["incident", "level"] = "incident"
@@ -334,7 +345,7 @@ class ApprovalRequest(BaseModel):
 class DecideInput(BaseModel):
     """A human's answer. `plan_hash` must be the hash of the plan that was shown."""
 
-    choice: Literal["approved", "ignored", "modified"]
+    choice: Choice
     by: str = Field(min_length=1)
     plan_hash: str = Field(min_length=8)
     modified_plan: list[ToolCall] | None = None  # required for "modified"
@@ -350,7 +361,7 @@ class DecideResult(BaseModel):
 
 class ApprovalResult(BaseModel):
     approval_id: str
-    choice: Literal["approved", "ignored", "modified", "expired"]
+    choice: Literal["approved", "acknowledged", "ignored", "modified", "expired"]
     by: str | None = None
     plan: list[ToolCall] = Field(default_factory=list)  # the plan to run (modified if so)
     plan_hash: str = ""

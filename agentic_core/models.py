@@ -155,7 +155,7 @@ class DecisionRecord(BaseModel):
     summary: str  # the alert summary the decision was about
     runbook_id: str | None = None
     actions: list[ToolCall] = Field(default_factory=list)
-    decision: Literal["approved", "ignored", "modified", "expired", "automatic"] = "approved"
+    decision: Literal["approved", "acknowledged", "ignored", "modified", "expired", "automatic"] = "approved"
     decided_by: str | None = None
     outcome: Literal["success", "failure", "unknown", "pending"] = "pending"
     labels: dict[str, str] = Field(default_factory=dict)

@@ -125,13 +125,16 @@ def decide(
 ) -> PolicyVerdict:
     """What to do with a guarded plan.
 
-    - no action survived the guard: NOTHING_TO_DO;
-    - VERBOSE (the go-live default): ASK, always;
+    - no action survived the guard (no runbook, a plan with no actions, every action refused,
+      no tool server for the plan's tools): VERBOSE (the go-live default, "ask about
+      everything") puts it to a human all the same: ASK_ACKNOWLEDGE (acknowledge, ignore or
+      modify); NORMAL: NOTHING_TO_DO (the incident watches for the alert to resolve, and says so);
+    - VERBOSE: ASK, always;
     - NORMAL: manual → ASK; prompted → ASK_RECOMMEND; standard → RUN_THEN_NOTIFY when the
       confidence reaches the threshold, else ASK_RECOMMEND.
     """
     if not has_actions:
-        return PolicyVerdict.NOTHING_TO_DO
+        return PolicyVerdict.ASK_ACKNOWLEDGE if mode == ApprovalMode.VERBOSE else PolicyVerdict.NOTHING_TO_DO
     if mode == ApprovalMode.VERBOSE:
         return PolicyVerdict.ASK
     if level == AutomationLevel.STANDARD:

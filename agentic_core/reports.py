@@ -20,8 +20,8 @@ REPORT_ROUTE = "weekly"
 CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
 RUNBOOKS_LISTED = 25  # runbooks named in a digest; the total is always given
 TOP_SOURCES = 5  # values per label in "top alert sources"
-DECISION_KINDS: tuple[str, ...] = ("approved", "modified", "ignored", "expired", "automatic")
-DecisionKind = Literal["approved", "modified", "ignored", "expired", "automatic"]
+DECISION_KINDS: tuple[str, ...] = ("approved", "modified", "acknowledged", "ignored", "expired", "automatic")
+DecisionKind = Literal["approved", "modified", "acknowledged", "ignored", "expired", "automatic"]
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -225,7 +225,8 @@ def render_summary(d: WeeklyDigest, *, limit: int = CAPTION_LIMIT) -> str:
         f"📊 Weekly digest {d.week} ({_period(d)})",
         f"Alerts processed: {d.alerts_processed} in {d.incidents_opened} incidents",
         f"Decisions: {d.total_decisions} — approved {dec.get('approved', 0)}, modified {dec.get('modified', 0)},"
-        f" ignored {dec.get('ignored', 0)}, expired {dec.get('expired', 0)}, automatic {dec.get('automatic', 0)}",
+        + (f" acknowledged {dec['acknowledged']}," if dec.get("acknowledged") else "")
+        + f" ignored {dec.get('ignored', 0)}, expired {dec.get('expired', 0)}, automatic {dec.get('automatic', 0)}",
     ]
     if d.top_sources:
         tops = ", ".join(f"{safe(s.value)} ({s.count})" for s in d.top_sources if s.label == "alertname")

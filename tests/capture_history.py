@@ -3,7 +3,8 @@ test: `python -m tests.capture_history NAME` writes `tests/histories/NAME.incide
 `NAME.approval.json`.
 
 The incident is the happy path of `test_incident_workflow` (question, approve, two actions,
-verified by the alert resolving) on the time-skipping server with the fake activities. Capture
+verified by the alert resolving; with `--nothing-to-run`, a question about a plan whose every
+action was refused, acknowledged, then resolved) on the time-skipping server with the fake activities. Capture
 a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
 and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
 that would break running incidents fails there.
@@ -25,15 +26,19 @@ from tests import test_incident_workflow as t
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def capture(name: str) -> None:
+async def capture(name: str, *, nothing_to_run: bool = False) -> None:
+    """`nothing_to_run`: the VERBOSE question about a plan whose every action was refused,
+    acknowledged, then resolved (`python -m tests.capture_history NAME --nothing-to-run`)."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=t.time_skipping_server()
     )
+    fakes = t.Fakes(proposal_actions=[t.DELETE_NS], runbook_actions=[]) if nothing_to_run else t.Fakes()
+    choice = "acknowledged" if nothing_to_run else "approved"
     try:
         await t.register_search_attributes(env.client)
-        async with t.incident(env, t.Fakes()) as run:
+        async with t.incident(env, fakes) as run:
             st = await run.awaiting()
-            await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+            await run.decide(DecideInput(choice=choice, by="alice", plan_hash=st.plan_hash or ""))
             await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
             await run.signal(t.make_group(run.incident_id, AlertStatus.RESOLVED))
             await run.result()
@@ -48,4 +53,4 @@ async def capture(name: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(capture(sys.argv[1]))
+    asyncio.run(capture(sys.argv[1], nothing_to_run="--nothing-to-run" in sys.argv[2:]))

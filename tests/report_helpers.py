@@ -25,7 +25,14 @@ class Expected:
     alerts: int = 5
     incidents: int = 3
     decisions: dict[str, int] = field(
-        default_factory=lambda: {"approved": 2, "modified": 1, "ignored": 1, "expired": 1, "automatic": 2}
+        default_factory=lambda: {
+            "approved": 2,
+            "modified": 1,
+            "acknowledged": 1,
+            "ignored": 1,
+            "expired": 1,
+            "automatic": 2,
+        }
     )
     alertnames: list[tuple[str, int]] = field(
         default_factory=lambda: [("KubePodCrashLooping", 3), ("NodeDiskPressure", 1), ("a<b&c", 1)]
@@ -52,6 +59,7 @@ class Expected:
             0: {"approved": 1},
             1: {"approved": 1},
             2: {"ignored": 1, "modified": 1},
+            3: {"acknowledged": 1},
             4: {"expired": 1},
             5: {"automatic": 2},
         }
@@ -120,6 +128,7 @@ async def seed_week(ledger: Ledger, week: str) -> Expected:
             ("inc-b", "ignored", "inc-b-approval-1", at(2, 10, 5)),
             ("inc-b", "modified", "inc-b-approval-2", at(2, 11, 5)),
             ("inc-b", "expired", "inc-b-approval-3", at(4, 11, 5)),
+            ("inc-c", "acknowledged", "inc-c-approval-1", at(3, 8, 5)),  # nothing to run: a human saw it
             ("inc-c", "automatic", f"inc-c-automatic-{_ms(run_start)}", at(5, 3, 10)),
             ("inc-b", "automatic", f"inc-b-automatic-{_ms(at(5, 4))}", at(5, 4, 10)),
             ("inc-old", "approved", "inc-old-approval-1", prev + timedelta(hours=3)),

@@ -103,7 +103,7 @@ async def check_result(res: WeeklyDigestResult, exp: Expected, ledger: Ledger, n
     assert res.counts["runbooks_created"] == len(exp.runbooks_created)
     assert res.counts["automated_actions"] == exp.automated_actions
     assert f"Alerts processed: {exp.alerts} in {exp.incidents} incidents" in res.summary
-    assert "approved 2, modified 1, ignored 1, expired 1, automatic 2" in res.summary
+    assert "approved 2, modified 1, acknowledged 1, ignored 1, expired 1, automatic 2" in res.summary
     assert len(res.summary) <= 1024
     assert res.files.png.endswith(f"reports/{exp.week}.png")
     check_png(await asyncio.to_thread(_read, res.files.png))

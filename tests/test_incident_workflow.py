@@ -178,6 +178,8 @@ class Fakes:
     proposes: list[ProposeInput] = field(default_factory=list)
     evaluations: list[EvaluateTrustInput] = field(default_factory=list)
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
+    recall_runbook: bool = True  # False: no runbook is recalled
+    tools: list[ToolSpec] = field(default_factory=lambda: list(TOOLS))
 
     @activity.defn(name="incident.triage")
     async def triage(self, inp: IncidentInput) -> TriageResult:
@@ -198,7 +200,7 @@ class Fakes:
             actions=self.runbook_actions,
             matched_labels=True,
         )
-        return RecallResult(runbooks=[rb])
+        return RecallResult(runbooks=[rb] if self.recall_runbook else [])
 
     @activity.defn(name="incident.propose")
     async def propose(self, inp: ProposeInput) -> ProposeResult:
@@ -208,7 +210,7 @@ class Fakes:
             proposal=Proposal(
                 summary="checkout crash loops",
                 diagnosis="OOM killed after the last deploy.",
-                runbook_id=RUNBOOK_ID,
+                runbook_id=RUNBOOK_ID if self.recall_runbook else None,
                 actions=actions,
                 confidence=self.confidence,
             ),
@@ -237,7 +239,7 @@ class Fakes:
 
     @activity.defn(name="tools.list_tools")
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
-        return ListToolsResult(tools=TOOLS)
+        return ListToolsResult(tools=self.tools)
 
     @activity.defn(name="tools.guard")
     async def guard(self, inp: GuardInput) -> GuardResult:
@@ -718,8 +720,9 @@ async def test_actions_that_do_not_resolve_the_alert_end_unknown(env: WorkflowEn
 
 
 async def test_nothing_to_do_when_the_guard_refuses_everything(env: WorkflowEnvironment) -> None:
+    """NORMAL mode: nothing to run is not put to a human; the incident watches and says why."""
     fakes = Fakes(proposal_actions=[DELETE_NS], runbook_actions=[])
-    async with incident(env, fakes) as run:
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
         await run.wait_for(lambda s: s.verdict is not None)
         # nothing runs, the incident watches for the alert to resolve: `verifying`, for people and
         # for the Web UI's IncidentStatus search attribute alike
@@ -732,6 +735,81 @@ async def test_nothing_to_do_when_the_guard_refuses_everything(env: WorkflowEnvi
     assert final.verdict == PolicyVerdict.NOTHING_TO_DO
     assert final.status == IncidentStatus.RESOLVED
     assert fakes.executed == [] and final.approval_id is None
+    diagnosis = fakes.notifications[1]
+    assert diagnosis.kind == NotifyKind.DIAGNOSIS and diagnosis.approval_id is None  # told, not asked
+    assert "the only action was refused" in diagnosis.text and "nothing will run" in diagnosis.text
+
+
+async def test_verbose_asks_about_an_incident_with_nothing_to_run(env: WorkflowEnvironment) -> None:
+    """VERBOSE ("ask about everything"): every action refused still ends in a human decision:
+    acknowledge, ignore or modify, never approve (there is nothing to approve); acknowledged, the
+    incident watches for the alert to resolve, and the decision is recorded like any other."""
+    fakes = Fakes(proposal_actions=[DELETE_NS], runbook_actions=[])
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_ACKNOWLEDGE and st.plan == []
+        assert st.plan_hash == plan_hash([]) and st.approval_id is not None
+        diagnosis = fakes.notifications[-1]
+        assert diagnosis.kind == NotifyKind.DIAGNOSIS and diagnosis.approval_id == st.approval_id
+        assert diagnosis.choices == ["acknowledged", "ignored", "modified"]
+        assert f"Refused: {DELETE_NS.tool}" in diagnosis.text  # the refusal and its reason
+        assert "the only action was refused" in diagnosis.text and "Acknowledge" in diagnosis.text
+        approval = await run.approval().query(QUERY_APPROVAL, result_type=ApprovalState)
+        assert approval.request.choices == ["acknowledged", "ignored", "modified"]
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        assert "nothing to run" in str(refused.value.cause)
+        res = await run.decide(DecideInput(choice="acknowledged", by="alice", plan_hash=st.plan_hash or ""))
+        assert res.accepted and res.choice == "acknowledged"
+        watching = await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        assert watching.decision is not None and watching.decision.choice == "acknowledged"
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.status == IncidentStatus.RESOLVED and fakes.executed == []
+    assert final.decision is not None and (final.decision.choice, final.decision.by) == ("acknowledged", "alice")
+    recorded = fakes.records[-1].state
+    assert recorded.decision is not None and recorded.decision.choice == "acknowledged"
+    assert "acknowledged by alice" in fakes.notifications[-1].text
+
+
+async def test_verbose_asks_when_no_runbook_and_no_action_and_ignore_closes(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(recall_runbook=False, runbook_actions=[], proposal_actions=[])
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_ACKNOWLEDGE
+        assert "no runbook matches this alert and the model proposed no action" in fakes.notifications[-1].text
+        await run.decide(DecideInput(choice="ignored", by="bob", plan_hash=st.plan_hash or ""))
+        final = await run.result()
+    assert final.status == IncidentStatus.IGNORED and fakes.executed == []
+    assert final.decision is not None and final.decision.choice == "ignored"
+
+
+async def test_verbose_nothing_to_run_says_what_to_configure_without_tool_servers(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(recall_runbook=False, runbook_actions=[], proposal_actions=[], tools=[])
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        text = fakes.notifications[-1].text
+        assert "no MCP tool server offers the incident agent a tool" in text
+        assert "AGENTIC_KUBECONFIG" in text and "AGENTIC_HA_URL" in text and "AGENTIC_SONARR_URL" in text
+        await run.decide(DecideInput(choice="ignored", by="bob", plan_hash=st.plan_hash or ""))
+        await run.result()
+
+
+async def test_verbose_nothing_to_run_modified_with_a_plan_runs_it_guarded(env: WorkflowEnvironment) -> None:
+    """Modify on a question with nothing to run: the human's plan is guarded like any other, then runs."""
+    fakes = Fakes(recall_runbook=False, runbook_actions=[], proposal_actions=[])
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(
+            DecideInput(choice="modified", by="alice", plan_hash=st.plan_hash or "", modified_plan=[RESTART])
+        )
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert [g.actions for g in fakes.guarded][-1] == [RESTART]  # guarded again before it ran
+    assert [e.call for e in fakes.executed] == [RESTART]
+    assert final.status == IncidentStatus.RESOLVED and final.decision is not None
+    assert final.decision.choice == "modified"
 
 
 async def test_failing_ledger_activities_do_not_stop_the_incident(env: WorkflowEnvironment) -> None:

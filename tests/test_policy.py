@@ -92,7 +92,7 @@ V = PolicyVerdict
     ("level", "mode", "confidence", "has_actions", "expected"),
     [
         (L.STANDARD, ApprovalMode.NORMAL, 0.9, False, V.NOTHING_TO_DO),
-        (L.MANUAL, ApprovalMode.VERBOSE, 0.0, False, V.NOTHING_TO_DO),
+        (L.MANUAL, ApprovalMode.VERBOSE, 0.0, False, V.ASK_ACKNOWLEDGE),  # VERBOSE asks about everything
         (L.STANDARD, ApprovalMode.VERBOSE, 1.0, True, V.ASK),
         (L.PROMPTED, ApprovalMode.VERBOSE, 1.0, True, V.ASK),
         (L.MANUAL, ApprovalMode.NORMAL, 1.0, True, V.ASK),
@@ -123,10 +123,11 @@ def test_verbose_always_asks(level: AutomationLevel, confidence: float, threshol
     confidence=st.floats(allow_nan=True),
     threshold=st.floats(0, 1),
 )
-def test_no_actions_is_nothing_to_do(
+def test_no_actions_asks_in_verbose_and_is_nothing_to_do_in_normal(
     level: AutomationLevel, mode: ApprovalMode, confidence: float, threshold: float
 ) -> None:
-    assert policy.decide(level, mode, confidence, threshold, False) == PolicyVerdict.NOTHING_TO_DO
+    expected = PolicyVerdict.ASK_ACKNOWLEDGE if mode == ApprovalMode.VERBOSE else PolicyVerdict.NOTHING_TO_DO
+    assert policy.decide(level, mode, confidence, threshold, False) == expected
 
 
 @given(level=st.sampled_from(list(AutomationLevel)), confidence=st.floats(0, 1), threshold=st.floats(0, 1))

@@ -217,7 +217,7 @@ async def test_digest_counts_from_a_seeded_week(ledger: Ledger) -> None:
     assert [day.day.weekday() for day in d.daily] == list(range(7))
     assert {i: day.counts for i, day in enumerate(d.daily) if day.counts} == exp.daily
     assert [w.week for w in d.trend] == ["2026-W07", "2026-W08", "2026-W09", "2026-W10"]
-    assert [(w.automatic, w.total) for w in d.trend] == [(0, 0), (0, 0), exp.previous_week_share, (2, 7)]
+    assert [(w.automatic, w.total) for w in d.trend] == [(0, 0), (0, 0), exp.previous_week_share, (2, 8)]
 
 
 async def test_digest_of_an_empty_ledger_is_zeros(ledger: Ledger) -> None:
@@ -246,7 +246,7 @@ async def test_report_activities_write_three_files(ledger: Ledger, tmp_path: Pat
     png, md, saved = _read(files)
     assert files.png == str(_resolved(tmp_path) / "reports" / "2026-W10.png")
     check_png(png)
-    assert "| approved | 2 | 29% |" in md and "- Alerts processed: **5**" in md
+    assert "| approved | 2 | 25% |" in md and "| acknowledged | 1 | 12% |" in md and "- Alerts processed: **5**" in md
     assert saved["week"] == WEEK and saved["decisions"]["automatic"] == 2
     assert WeeklyDigest.model_validate(saved) == d
     # a retry rewrites the same files and leaves no temporaries behind

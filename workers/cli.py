@@ -415,6 +415,12 @@ def approve(incident_id: Annotated[str, typer.Argument()], by: By = None, data_d
 
 
 @app.command()
+def acknowledge(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
+    """Acknowledge a question with nothing to run: you saw it; the incident watches for the alert to resolve."""
+    _decide("acknowledged", incident_id, by, None, data_dir)
+
+
+@app.command()
 def ignore(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
     """Ignore: nothing runs, the incident closes as ignored."""
     _decide("ignored", incident_id, by, None, data_dir)

@@ -122,6 +122,11 @@ def modify_plan(plan: list[ToolCall], args: Any) -> list[ToolCall]:
             return [ToolCall.model_validate(a) for a in args]
         except ValueError as exc:
             raise AgenticError(f"--args list must hold {{tool, arguments}} objects: {exc}") from exc
+    if not plan and isinstance(args, dict):
+        raise AgenticError(
+            "the plan is empty (nothing to run): give the whole plan as a JSON list, e.g. "
+            '[{"tool": "rollout_restart", "arguments": {"namespace": "media", "deployment": "sonarr"}}]'
+        )
     if not isinstance(args, dict) or not args:
         raise AgenticError('--args must be a JSON object of arguments (e.g. {"value": "2Gi"}) or a list of tool calls')
     unknown = [k for k in args if not any(k in call.arguments for call in plan)]
@@ -137,7 +142,7 @@ def modify_plan(plan: list[ToolCall], args: Any) -> list[ToolCall]:
 async def decide(
     settings: Settings,
     incident_id: str,
-    choice: Literal["approved", "ignored", "modified"],
+    choice: Literal["approved", "acknowledged", "ignored", "modified"],
     by: str,
     args_json: str | None,
 ) -> tuple[DecideResult, IncidentState]:

@@ -18,42 +18,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentic_core.models import ApprovalMode, InferenceMode
+from agentic_core.tools import ALL_TOOLS
 
 TASK_QUEUE = "agentic-platform"
-
-
-# The MCP tools of the platform's own servers, by server, with what configures each server:
-# the incident agent's default allow-list, and the hint a refusal gives when none offers a tool.
-INFRA_TOOLS = (
-    "get_nodes",
-    "get_pods",
-    "get_events",
-    "get_pod_logs",
-    "describe_pod",
-    "rollout_restart",
-    "set_memory_limit",
-    "scale_deployment",
-    "talos_health",
-)
-HA_TOOLS = ("ha_states", "ha_entity", "ha_error_log", "ha_check_config", "ha_call_service", "ha_restart")
-ARR_TOOLS = (
-    "arr_status",
-    "arr_health",
-    "arr_queue",
-    "prowlarr_indexers",
-    "arr_command",
-    "arr_remove_queue_item",
-    "prowlarr_test_indexer",
-)
-TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (INFRA_TOOLS, "the Kubernetes/Talos tools come from the MCP infrastructure server: set AGENTIC_KUBECONFIG"),
-    (HA_TOOLS, "the Home Assistant tools come from its MCP server: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN"),
-    (
-        ARR_TOOLS,
-        "the arr tools come from the arr MCP server: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY "
-        "(or RADARR_, PROWLARR_)",
-    ),
-)
 
 
 class Settings(BaseSettings):
@@ -159,7 +126,7 @@ class Settings(BaseSettings):
         default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
     )
     incident_tools: str = Field(
-        default=",".join((*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS)),
+        default=",".join(ALL_TOOLS),
         description="comma-separated allow-list of MCP tools the incident agent may call "
         "(a tool is only offered when its server is configured)",
     )
@@ -373,12 +340,6 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_path / "qdrant"
-
-
-def tool_server_hint(tool: str) -> str | None:
-    """Which MCP server offers `tool` and what configures it: the tool gateway adds this to a
-    refusal of a tool that no configured server offers."""
-    return next((hint for tools, hint in TOOL_FAMILIES if tool in tools), None)
 
 
 def _csv(value: str) -> list[str]:

@@ -2,13 +2,15 @@
 
 - The answer is the update `UPDATE_DECIDE` (`DecideInput` → `DecideResult`). Its validator
   rejects, before anything is written to history: an answerer not in `approvers` (when the
-  list is not empty), a `plan_hash` other than the request's ("plan changed"), a second
-  answer ("already decided by X"), an answer after expiry, and "modified" without a plan.
+  list is not empty), a choice the question does not offer (`request.choices`: a question with
+  nothing to run offers acknowledged, ignored and modified), a `plan_hash` other than the
+  request's ("plan changed"), a second answer ("already decided by X"), an answer after
+  expiry, and "modified" without a plan.
 - Unanswered, it notifies a REMINDER after `remind_after_s`, an ESCALATION on the
   "critical" route after `escalate_after_s` and EXPIRED after `expire_after_s`, then
   returns choice "expired". A delay of 0 or less skips that notification.
 - `QUERY_APPROVAL` returns `ApprovalState`; the `ApprovalState` search attribute follows it
-  (pending, approved, ignored, modified, expired; "cancelled" when the asker withdrew the
+  (pending, approved, acknowledged, ignored, modified, expired; "cancelled" when the asker withdrew the
   question, e.g. the incident's alert resolved before anyone answered).
 
 Notifications go through the `incident.notify` activity; a notification that cannot be
@@ -93,6 +95,10 @@ class ApprovalWorkflow:
             raise _reject(
                 f"plan changed: the answer is for plan {inp.plan_hash[:12]}, the question is about {req.plan_hash[:12]}"
             )
+        if inp.choice not in req.choices:
+            offered = ", ".join(req.choices)
+            why = " (there is nothing to run)" if not req.plan else ""
+            raise _reject(f"{inp.choice} is not an answer to approval {req.approval_id}{why}: answer {offered}")
         if inp.choice == "modified" and not inp.modified_plan:
             raise _reject("modified needs the modified plan (modified_plan)")
 
@@ -169,6 +175,7 @@ class ApprovalWorkflow:
                     approval_id=req.approval_id,
                     plan=[] if kind == NotifyKind.EXPIRED else list(req.plan),
                     plan_hash=None if kind == NotifyKind.EXPIRED else req.plan_hash,
+                    choices=[] if kind == NotifyKind.EXPIRED else list(req.choices),
                 ),
                 start_to_close_timeout=NOTIFY_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,

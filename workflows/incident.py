@@ -85,12 +85,15 @@ with workflow.unsafe.imports_passed_through():
         PromotionInput,
     )
     from agentic_core.incident import (
+        NOTHING_TO_RUN_CHOICES,
+        PLAN_CHOICES,
         QUERY_STATE,
         SIGNAL_ALERTS,
         ActionResult,
         AlertsSignal,
         ApprovalRequest,
         ApprovalResult,
+        Choice,
         ExecuteInput,
         GuardedAction,
         GuardInput,
@@ -118,12 +121,17 @@ with workflow.unsafe.imports_passed_through():
         plan_hash,
     )
     from agentic_core.models import AutomationLevel, ToolCall
+    from agentic_core.tools import configure_hints
     from workflows.approval import ApprovalWorkflow
     from workflows.promotion import RunbookPromotionWorkflow
 
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
 NOTHING_TO_DO_VERIFYING_PATCH = "nothing-to-do-verifying"  # a nothing-to-do incident shows `verifying` while it watches
 EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
+# VERBOSE puts an incident with nothing to run to a human (acknowledge / ignore / modify). Decided
+# once at the start of the run (the marker lands in the first workflow task, so replay finds it
+# whatever the later workflow tasks look like).
+ASK_NOTHING_TO_RUN_PATCH = "ask-nothing-to-run"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
 
@@ -173,6 +181,7 @@ class IncidentWorkflow:
         self._local = False  # short stages as local activities (set when the run starts)
         self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
+        self._ask_nothing = False  # VERBOSE asks about a plan with nothing to run (set when the run starts)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -351,6 +360,7 @@ class IncidentWorkflow:
         st, cfg = self._state, inp.config
         iid = inp.incident_id
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
+        self._ask_nothing = workflow.patched(ASK_NOTHING_TO_RUN_PATCH)
         workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
 
         # 1. triage
@@ -462,14 +472,23 @@ class IncidentWorkflow:
         verdict = policy.decide(
             level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
         )
+        if verdict == PolicyVerdict.ASK_ACKNOWLEDGE and not self._ask_nothing:
+            verdict = PolicyVerdict.NOTHING_TO_DO  # a run from before VERBOSE asked about it
         st.verdict, st.plan = verdict, allowed
         self._level = level
         self._trust = workflow.patched("autonomy-trust")
-        st.plan_hash = plan_hash(allowed) if allowed else None
+        nothing_to_run = verdict == PolicyVerdict.ASK_ACKNOWLEDGE
+        st.plan_hash = plan_hash(allowed) if allowed or nothing_to_run else None  # the empty plan is asked about
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
-        asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
+        asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND, PolicyVerdict.ASK_ACKNOWLEDGE)
+        choices = list(NOTHING_TO_RUN_CHOICES) if nothing_to_run else []
         recommendation = _recommendation(verdict, runbook, level, prop.proposal.confidence)
-        diagnosis = diagnosis_text(st, prop, verdict, recommendation)
+        why_nothing = (
+            nothing_to_run_reason(st, prop, len(tools), runbook)
+            if verdict in (PolicyVerdict.ASK_ACKNOWLEDGE, PolicyVerdict.NOTHING_TO_DO)
+            else ""
+        )
+        diagnosis = diagnosis_text(st, prop, verdict, recommendation, why_nothing)
         self._message_ref = (
             await self._notify(
                 NotifyKind.DIAGNOSIS,
@@ -480,6 +499,7 @@ class IncidentWorkflow:
                 approval_id=approval_id_for(iid, self._occurrence) if asking else None,
                 runbook_id=st.runbook_id,
                 confidence=prop.proposal.confidence,
+                choices=choices,
             )
             or self._message_ref
         )
@@ -491,10 +511,12 @@ class IncidentWorkflow:
         if verdict == PolicyVerdict.NOTHING_TO_DO:
             return await self._close_nothing_to_do()
         if asking:
-            decision = await self._approve(cfg, diagnosis, recommendation)
+            decision = await self._approve(cfg, diagnosis, recommendation, choices)
             if decision is None:  # the alert resolved first
                 return await self._close_resolved_early()
             st.decision = decision
+            if decision.choice == "acknowledged":  # a human saw it: nothing runs, watch for resolution
+                return await self._close_nothing_to_do()
             if decision.choice in ("ignored", "expired"):
                 status = IncidentStatus.IGNORED if decision.choice == "ignored" else IncidentStatus.EXPIRED
                 return await self._close(status, None)
@@ -561,8 +583,11 @@ class IncidentWorkflow:
             self._state.runbook_id = runbook_id
             workflow.upsert_search_attributes([sa.RUNBOOK_ID.value_set(runbook_id)])
 
-    async def _approve(self, cfg: IncidentConfig, question: str, recommendation: str) -> ApprovalResult | None:
-        """Ask a human (child workflow); None when the alert resolved before the answer."""
+    async def _approve(
+        self, cfg: IncidentConfig, question: str, recommendation: str, choices: list[Choice]
+    ) -> ApprovalResult | None:
+        """Ask a human (child workflow); None when the alert resolved before the answer.
+        `choices`: the answers offered (empty: approve, ignore, modify)."""
         st = self._state
         aid = approval_id_for(st.incident_id, self._occurrence)
         rec = self._begin("approval")
@@ -579,6 +604,7 @@ class IncidentWorkflow:
             escalate_after_s=cfg.escalate_after_s,
             expire_after_s=cfg.expire_after_s,
             message_ref=self._message_ref,
+            choices=choices or list(PLAN_CHOICES),
         )
         handle = await workflow.start_child_workflow(
             ApprovalWorkflow.run,
@@ -821,7 +847,28 @@ def _recommendation(
     return f"approve: {level.value} runbook {runbook.id}, confidence {confidence:.2f}"
 
 
-def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdict, recommendation: str) -> str:
+def nothing_to_run_reason(
+    st: IncidentState, prop: ProposeResult, tools_offered: int, runbook: RecalledRunbook | None
+) -> str:
+    """Why a plan has nothing to run, in the operator's words: every action refused (each with
+    the guard's reason, which says what to configure when no server offers a tool), no tool
+    server configured, no runbook and no action from the model, or a runbook without actions."""
+    if st.refused:
+        n = len(st.refused)
+        return f"Nothing can run: {'the only action was' if n == 1 else f'all {n} actions were'} refused (see above)."
+    if tools_offered == 0:
+        return "Nothing can run: no MCP tool server offers the incident agent a tool. " + " ".join(
+            f"{hint[:1].upper()}{hint[1:]}." for hint in configure_hints()
+        )
+    if runbook is None:
+        model = "the model proposed no action" if prop.source != "fallback" else "the model gave no usable plan"
+        return f"Nothing to run: no runbook matches this alert and {model}."
+    return f"Nothing to run: runbook {runbook.id} has no action that can run for this alert."
+
+
+def diagnosis_text(
+    st: IncidentState, prop: ProposeResult, verdict: PolicyVerdict, recommendation: str, why_nothing: str = ""
+) -> str:
     p = prop.proposal
     lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
     if prop.source == "fallback":
@@ -831,10 +878,17 @@ def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdic
     lines += [f"Confidence {p.confidence:.2f}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
     for r in st.refused:
         lines.append(f"Refused: {_call(r.call)}: {r.reason}")
+    if why_nothing:
+        lines.append(why_nothing)
     if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
         lines.append("Standard runbook: running it now; the result follows.")
+    elif verdict == PolicyVerdict.ASK_ACKNOWLEDGE:
+        lines.append(
+            "Acknowledge (you saw it; the incident watches for the alert to resolve), ignore, "
+            "or modify (give a plan: it is checked like any other)?"
+        )
     elif verdict == PolicyVerdict.NOTHING_TO_DO:
-        lines.append("Nothing to run.")
+        lines.append("Nothing to run." if not why_nothing else "Watching for the alert to resolve; nothing will run.")
     elif recommendation:
         lines.append(f"Recommended: {recommendation}. Approve, ignore or modify?")
     else:

@@ -812,7 +812,7 @@ class IncidentActivities:
         assert state.runbook_id is not None
         rid, iid = state.runbook_id, state.incident_id
         try:
-            if choice is not None:
+            if choice is not None and choice != "acknowledged":  # a human saw it: says nothing of the runbook
                 await self.ledger.record_decision_stat(rid, choice, event_key=f"{scope}/decision")  # type: ignore[arg-type]
             ran = [a for a in state.actions if a.status in ("succeeded", "failed")]
             # A modified plan is not its runbook's plan, unless the runbook was learned from it.

@@ -29,7 +29,7 @@ IncidentStatus = Literal[
 CLOSED_STATUSES: frozenset[str] = frozenset({"resolved", "failed", "ignored", "expired", "closed"})
 
 AlertStatus = Literal["firing", "resolved"]
-DecisionChoice = Literal["approved", "ignored", "modified", "expired", "automatic"]
+DecisionChoice = Literal["approved", "acknowledged", "ignored", "modified", "expired", "automatic"]
 ActionStatus = Literal["running", "succeeded", "failed", "refused", "skipped"]
 OutcomeResult = Literal["success", "failure", "unknown"]
 UpsertResult = Literal["added", "updated", "unchanged"]

@@ -15,6 +15,7 @@ from agentic_core.reports import DECISION_KINDS, WeeklyDigest
 COLORS = {
     "approved": "#2e7d32",
     "modified": "#f9a825",
+    "acknowledged": "#8e24aa",
     "ignored": "#757575",
     "expired": "#c62828",
     "automatic": "#1565c0",

@@ -195,7 +195,7 @@ class ToolActivities:
     def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
         """The gateway as the platform's processes build it: the configured servers, the MCP
         token, the incident agent's allow-list, and refusals that say what to configure."""
-        from workers.settings import tool_server_hint
+        from agentic_core.tools import tool_server_hint
 
         token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
         return cls(

@@ -74,7 +74,12 @@ WEBHOOK_PATH = "/telegram"
 SchemaSource = Callable[[str], Awaitable[dict[str, Any] | None]]
 OPEN_WAIT_TRIES = 4  # a press that beats the question's start waits for it, up to 4 × 0.5 s
 OPEN_WAIT_S = 0.5
-VERBS = {"approved": "✅ Approved", "ignored": "🚫 Ignored", "modified": "✏️ Modified"}
+VERBS = {
+    "approved": "✅ Approved",
+    "acknowledged": "👀 Acknowledged",
+    "ignored": "🚫 Ignored",
+    "modified": "✏️ Modified",
+}
 
 
 class PendingModify(BaseModel):

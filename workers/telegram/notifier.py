@@ -2,7 +2,8 @@
 
 - A message goes into the forum topic its route names (`routing.Router`). A question with a
   plan (`approval_id` and `plan_hash`) carries the inline keyboard ✅ Approve · 🚫 Ignore ·
-  ✏️ Modify · 🔎 Details, each button's callback data signed (`signing`).
+  ✏️ Modify · 🔎 Details, each button's callback data signed (`signing`); a question with
+  nothing to run (`choices` offer "acknowledged") has 👀 Acknowledge instead of ✅ Approve.
 - `edit_of` edits the message (the card) instead of posting: the diagnosis, then "executed",
   then the outcome. The card (kind, text, history lines such as "approved by …") is kept in
   the ledger's `kv` (`tg:card:<chat>:<message id>`) so the bot and later edits re-render it.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ class CardState(BaseModel):
     buttons: bool = False
     photo: bool = False
     facts: str = ""
+    choices: list[str] = Field(default_factory=list)  # the answers its buttons offer (empty: a plan's)
 
     def card(self) -> Card:
         return Card(
@@ -112,15 +114,29 @@ def now_hm() -> str:
 
 
 def keyboard(
-    secret: bytes, approval_id: str | None, plan_hash_: str | None, *, details: bool
+    secret: bytes,
+    approval_id: str | None,
+    plan_hash_: str | None,
+    *,
+    details: bool,
+    choices: Sequence[str] = (),
 ) -> InlineKeyboardMarkup | None:
+    """The buttons of a card: ✅ Approve (or 👀 Acknowledge when `choices` offer it: a question with
+    nothing to run) · 🚫 Ignore · ✏️ Modify · 🔎 Details while it asks; 🔎 Details alone when cut."""
     rows: list[list[InlineKeyboardButton]] = []
     if approval_id and plan_hash_:
+        first = (
+            InlineKeyboardButton(
+                "👀 Acknowledge", callback_data=signing.sign(secret, approval_id, plan_hash_, "acknowledged")
+            )
+            if "acknowledged" in choices
+            else InlineKeyboardButton(
+                "✅ Approve", callback_data=signing.sign(secret, approval_id, plan_hash_, "approved")
+            )
+        )
         rows.append(
             [
-                InlineKeyboardButton(
-                    "✅ Approve", callback_data=signing.sign(secret, approval_id, plan_hash_, "approved")
-                ),
+                first,
                 InlineKeyboardButton(
                     "🚫 Ignore", callback_data=signing.sign(secret, approval_id, plan_hash_, "ignored")
                 ),
@@ -315,6 +331,7 @@ class TelegramNotifier:
             buttons=asking,
             photo=bool(inp.photo),
             facts=await self.facts(inp),
+            choices=list(inp.choices) if asking else [],
         )
         msg = await self._post(card, inp.photo)
         card.message_id = msg.message_id
@@ -371,7 +388,7 @@ class TelegramNotifier:
                 reply_markup=keyboard(self.secret, None, None, details=cut),
             )
         html, cut = card.card().render(TEXT_LIMIT)
-        markup = keyboard(self.secret, card.approval_id, card.plan_hash, details=cut)
+        markup = keyboard(self.secret, card.approval_id, card.plan_hash, details=cut, choices=card.choices)
         return await self.bot.send_message(
             chat_id=card.chat_id,
             message_thread_id=card.thread,
@@ -390,6 +407,7 @@ class TelegramNotifier:
         card.approval_id = inp.approval_id if asking else None
         card.plan_hash = inp.plan_hash if asking else None
         card.buttons = asking
+        card.choices = list(inp.choices) if asking else []
         card.facts = await self.facts(inp) or card.facts
         if inp.incident_id and not card.incident_id:
             card.incident_id = inp.incident_id
@@ -422,7 +440,13 @@ class TelegramNotifier:
             )
             return
         html, cut = card.card().render(TEXT_LIMIT)
-        markup = keyboard(self.secret, card.approval_id if card.buttons else None, card.plan_hash, details=cut)
+        markup = keyboard(
+            self.secret,
+            card.approval_id if card.buttons else None,
+            card.plan_hash,
+            details=cut,
+            choices=card.choices,
+        )
         await _ignore_unchanged(
             self.bot.edit_message_text(
                 chat_id=card.chat_id,

@@ -2,7 +2,8 @@
 
 Layout (ASCII, 45 bytes): `1<c>:<ref>:<hash8>:<sig>`
 
-- `1` the format version; `<c>` the choice: `a` approve, `i` ignore, `m` modify, `d` details;
+- `1` the format version; `<c>` the choice: `a` approve, `k` acknowledge (a question with
+  nothing to run), `i` ignore, `m` modify, `d` details;
 - `<ref>` 16 base32 characters naming the approval: the first 80 bits of SHA-256 of its id
   (approval ids are longer than 64 bytes allows); the notifier stores ref → approval id in
   the ledger (`kv`), the bot looks it up;
@@ -24,8 +25,14 @@ from typing import Literal
 
 VERSION = "1"
 MAX_BYTES = 64
-Choice = Literal["approved", "ignored", "modified", "details"]
-CHOICE_CODES: dict[str, Choice] = {"a": "approved", "i": "ignored", "m": "modified", "d": "details"}
+Choice = Literal["approved", "acknowledged", "ignored", "modified", "details"]
+CHOICE_CODES: dict[str, Choice] = {
+    "a": "approved",
+    "k": "acknowledged",
+    "i": "ignored",
+    "m": "modified",
+    "d": "details",
+}
 CODE_OF: dict[Choice, str] = {v: k for k, v in CHOICE_CODES.items()}
 NO_HASH = "--------"
 
