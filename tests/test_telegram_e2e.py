@@ -52,7 +52,7 @@ from tests.telegram_harness import (
     start_incident,
     telegram,
 )
-from tests.test_incident_workflow import LOGS, RESTART, RUNBOOK_ID, Fakes
+from tests.test_incident_workflow import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, Fakes
 from tests.test_intake import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
@@ -167,6 +167,31 @@ async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: 
     assert {r.channel for r in rows} == {CHANNEL}
     assert {r.kind for r in rows} >= {"diagnosis", "resolved"} or {r.kind for r in rows} >= {"update", "resolved"}
     assert any(r.thread == str(tg.topics["resolved"]) for r in rows)
+
+
+async def test_nothing_to_run_card_offers_acknowledge(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    """VERBOSE: a plan whose every action was refused is still a question; its card says why
+    and offers 👀 Acknowledge (no ✅ Approve: there is nothing to approve); a press records it."""
+    fakes = Fakes(proposal_actions=[DELETE_NS], runbook_actions=[])
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        assert [b["text"] for row in card.reply_markup["inline_keyboard"] for b in row] == [  # type: ignore[index]
+            "👀 Acknowledge",
+            "🚫 Ignore",
+            "✏️ Modify",
+            "🔎 Details",
+        ]
+        assert "the only action was refused" in card.text and f"Refused: {DELETE_NS.tool}" in card.text
+        answer = await tg.press(ALICE, card, 0)
+        assert answer["text"].startswith("👀 Acknowledged"), answer
+        st = await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        assert st.decision is not None and (st.decision.choice, st.decision.by) == ("acknowledged", f"tg:{ALICE}")
+        assert fakes.executed == []
+        await inc.resolve()
+        final = await inc.handle.result()
+        assert final.status == IncidentStatus.RESOLVED
 
 
 # --------------------------------------------------------------------------- refusals
