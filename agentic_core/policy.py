@@ -97,13 +97,24 @@ def route_for(severity: Severity, category: Category) -> str:
     return "critical" if severity == Severity.CRITICAL else category.value
 
 
+TITLE_MAX = 300  # an incident's title is a display value: one line, cut with a marker
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending with "… [cut]" when it was longer."""
+    marker = "… [cut]"
+    return text if len(text) <= limit else text[: max(limit - len(marker), 0)] + marker
+
+
 def triage(labels: Mapping[str, str], annotations: Mapping[str, str] | None = None) -> TriageResult:
-    """Severity, category, route and title of an alert (or alert group) from its labels."""
+    """Severity, category, route and title of an alert (or alert group) from its labels. The
+    title (the summary annotation, else the alert's name) is one line of at most `TITLE_MAX`
+    characters: alert text is untrusted and may be any size."""
     annotations = annotations or {}
     severity = normalise_severity(labels.get("severity"))
     category = categorise(labels)
     alertname = (labels.get("alertname") or "").strip()
-    title = (annotations.get("summary") or "").strip() or alertname or "unnamed alert"
+    title = clip(" ".join((annotations.get("summary") or "").split()) or alertname or "unnamed alert", TITLE_MAX)
     return TriageResult(
         severity=severity,
         category=category,

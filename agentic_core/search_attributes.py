@@ -17,6 +17,23 @@ AUTOMATION_LEVEL = SearchAttributeKey.for_keyword("AutomationLevel")
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ApprovalState")
 ROLLOUT_WAVE = SearchAttributeKey.for_int("RolloutWave")
 
+# Temporal refuses a keyword value over 2 KiB (`limit.searchAttributeValueSize`), failing the
+# workflow task that sets it, and the server then ends the run: a value from outside (an alert's
+# name, a learned runbook's id) is cut well below that, with a marker.
+KEYWORD_MAX_BYTES = 512
+_CUT = "…"
+
+
+def keyword(value: str) -> str:
+    """`value` cut to at most `KEYWORD_MAX_BYTES` bytes of UTF-8 (never inside a character),
+    ending with "…" when cut. Values within the limit are unchanged."""
+    data = value.encode("utf-8", "replace")
+    if len(data) <= KEYWORD_MAX_BYTES:
+        return value
+    room = KEYWORD_MAX_BYTES - len(_CUT.encode())
+    return data[:room].decode("utf-8", "ignore") + _CUT
+
+
 ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     ALERT_NAME,
     INCIDENT_SEVERITY,

@@ -45,6 +45,11 @@ run's start in epoch milliseconds, from history, so replay and reset keep it); a
 action idempotency keys and the record's keys include it, so a recurrence never collides with
 (or is answered by) an earlier run's rows.
 
+Alert text is untrusted and may be any size: the title is one line of at most 300 characters
+and search attribute values from outside (AlertName, RunbookId) are cut below Temporal's 2 KiB
+limit, with a marker. A run that hits an error the code did not expect ends FAILED (recorded,
+notified, the error in its outcome) instead of retrying its workflow task forever.
+
 Every activity call has a start-to-close timeout and a bounded retry policy. The incident is
 bounded in time (approval expiry + verify window), so it never continues-as-new.
 """
@@ -65,6 +70,7 @@ from temporalio.exceptions import (
     FailureError,
     is_cancelled_exception,
 )
+from temporalio.workflow import ReadOnlyContextError
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import (
@@ -133,6 +139,7 @@ EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing"
 # whatever the later workflow tasks look like).
 ASK_NOTHING_TO_RUN_PATCH = "ask-nothing-to-run"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
+MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
 
 _SHORT = timedelta(seconds=30)
@@ -182,6 +189,7 @@ class IncidentWorkflow:
         self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
         self._ask_nothing = False  # VERBOSE asks about a plan with nothing to run (set when the run starts)
+        self._failing = False  # the run hit an unexpected error and is closing as FAILED
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -357,6 +365,31 @@ class IncidentWorkflow:
 
     @workflow.run
     async def run(self, inp: IncidentInput) -> IncidentState:
+        """The stages (`_stages`). A run that cannot go on (a bug, data the code did not expect)
+        ends visibly: FAILED in the ledger, with the error, and a notification; never a workflow
+        task retried forever while the incident looks open."""
+        try:
+            return await self._stages(inp)
+        except (workflow.NondeterminismError, ReadOnlyContextError):
+            raise  # replay problems are the worker's to report, not the incident's
+        except Exception as exc:
+            if is_cancelled_exception(exc) or self._failing:
+                raise
+            return await self._end_visibly(exc)
+
+    async def _end_visibly(self, exc: Exception) -> IncidentState:
+        self._failing = True
+        detail = f"the incident could not proceed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        workflow.logger.error("incident %s: %s", self._state.incident_id, detail)
+        self._end_open_stages(detail)
+        return await self._close(IncidentStatus.FAILED, VerifyResult(outcome="failure", detail=detail))
+
+    def _end_open_stages(self, detail: str) -> None:
+        for rec in self._state.stages:
+            if rec.finished_at is None:
+                self._end(rec, detail)
+
+    async def _stages(self, inp: IncidentInput) -> IncidentState:
         st, cfg = self._state, inp.config
         iid = inp.incident_id
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
@@ -379,7 +412,7 @@ class IncidentWorkflow:
             [
                 sa.INCIDENT_SEVERITY.value_set(tri.severity.value),
                 sa.INCIDENT_CATEGORY.value_set(tri.category.value),
-                *([sa.ALERT_NAME.value_set(tri.alertname)] if tri.alertname else []),
+                *([sa.ALERT_NAME.value_set(sa.keyword(tri.alertname))] if tri.alertname else []),
             ]
         )
         self._end(rec, detail or f"{tri.severity.value}/{tri.category.value} → {tri.route}")
@@ -581,7 +614,7 @@ class IncidentWorkflow:
     def _set_runbook(self, runbook_id: str) -> None:
         if self._state.runbook_id != runbook_id:
             self._state.runbook_id = runbook_id
-            workflow.upsert_search_attributes([sa.RUNBOOK_ID.value_set(runbook_id)])
+            workflow.upsert_search_attributes([sa.RUNBOOK_ID.value_set(sa.keyword(runbook_id))])
 
     async def _approve(
         self, cfg: IncidentConfig, question: str, recommendation: str, choices: list[Choice]
@@ -705,7 +738,8 @@ class IncidentWorkflow:
             if is_cancelled_exception(exc):
                 raise
             self._end(rec, f"record failed: {_error(exc)}")
-        evaluation = await self._evaluate_trust() if self._trust else None
+        # A run closing on its own error says nothing about the runbook: no trust evaluation.
+        evaluation = await self._evaluate_trust() if self._trust and not self._failing else None
         if self._trust and st.verdict == PolicyVerdict.RUN_THEN_NOTIFY and st.actions:
             # Standard runbooks run first and tell after, with the outcome.
             await self._notify(

@@ -858,6 +858,7 @@ STABLE_LABELS: tuple[str, ...] = (
     "persistentvolumeclaim",
 )
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+LEARNED_NAME_MAX = 120  # the alert's name in a learned runbook's id (ids are shown and indexed)
 
 
 def _templated(value: object, labels: dict[str, str]) -> object:
@@ -901,7 +902,8 @@ def learned_runbook(state: IncidentState, group: AlertGroup) -> Runbook | None:
         {"match": [str(m) for m in match], "actions": [a.model_dump(mode="json") for a in actions]}, sort_keys=True
     )
     digest = hashlib.sha256(doc.encode()).hexdigest()[:10]
-    rid = f"learned/{_ID_UNSAFE.sub('-', alertname).strip('-.') or 'alert'}-{digest}"
+    name = _ID_UNSAFE.sub("-", alertname).strip("-.")[:LEARNED_NAME_MAX].strip("-.")
+    rid = f"learned/{name or 'alert'}-{digest}"
     p = state.proposal
     body = "\n\n".join(
         t
