@@ -21,7 +21,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.incident.activities import CLOUD_GROUP, IncidentActivities, build_messages
-from activities.inference.router import InferenceRouter
 from activities.ledger.repository import Ledger
 from activities.reports.queries import compute_digest
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
@@ -43,6 +42,7 @@ from tests.pg import create_database, pg_server
 from tests.test_incident_activities import RESTART
 from tests.test_incident_activities import TOOLS as ACTIVITY_TOOLS
 from workers.settings import Settings
+from workers.wiring import inference_router
 
 # --------------------------------------------------------------------------- the planted alert
 
@@ -163,7 +163,7 @@ def planner(
 ) -> IncidentActivities:
     """The worker's wiring (workers/worker.py) against the fakes."""
     settings = settings_for(local, cloud, mode)
-    router = InferenceRouter.from_settings(settings)
+    router = inference_router(settings)
     return IncidentActivities(
         None,  # type: ignore[arg-type]  # propose needs no knowledge base
         ledger,  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ from agentic_core.models import InferenceMode, Proposal
 from tests.conftest import REPO, free_port
 from workers.llm_server import default_model_path
 from workers.settings import Settings
+from workers.wiring import inference_router
 
 SERVER = [sys.executable, "-m", "workers.llm_server"]
 
@@ -134,7 +135,7 @@ def llm_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def router(llm_port: int) -> InferenceRouter:
-    return InferenceRouter.from_settings(local_settings(llm_port))
+    return inference_router(local_settings(llm_port))
 
 
 # --- the real model ----------------------------------------------------------------------------
@@ -175,7 +176,7 @@ async def test_code_group_uses_the_embedded_server_when_no_code_pool(router: Inf
 async def test_health(router: InferenceRouter) -> None:
     assert await router.health() is True
     assert await router.health("code") is True
-    dead = InferenceRouter.from_settings(local_settings(free_port()))
+    dead = inference_router(local_settings(free_port()))
     assert await dead.health() is False
 
 
@@ -328,14 +329,14 @@ async def test_bad_request_is_an_inference_error_not_unavailable(fake: FakeOpenA
 async def test_pool_key_is_sent_as_bearer(fake: FakeOpenAI) -> None:
     fake.content = "hello"
     settings = local_settings(1, planner_url=fake.base_url, pool_api_key=SecretStr("pool-secret"))
-    result = await InferenceRouter.from_settings(settings).complete("planner", [{"role": "user", "content": "hi"}])
+    result = await inference_router(settings).complete("planner", [{"role": "user", "content": "hi"}])
     assert result.text == "hello"
     assert fake.requests[0]["headers"]["authorization"] == "Bearer pool-secret"
     assert fake.requests[0]["json"]["model"] == "smollm2"
 
 
 async def test_refused_connection_raises_inference_unavailable() -> None:
-    router = InferenceRouter.from_settings(local_settings(free_port()))
+    router = inference_router(local_settings(free_port()))
     with pytest.raises(InferenceUnavailable, match="unavailable"):
         await router.complete("planner", [{"role": "user", "content": "hi"}], max_tokens=4)
     with pytest.raises(InferenceUnavailable):
@@ -353,7 +354,7 @@ def test_groups_from_settings_and_describe_without_keys() -> None:
         cloud_model="anthropic/claude-x",
         **{k: SecretStr(v) for k, v in secrets.items()},
     )
-    router = InferenceRouter.from_settings(settings)
+    router = inference_router(settings)
     described = router.describe()
     by_group = {d["group"]: d for d in described}
 
@@ -372,20 +373,20 @@ def test_the_cloud_group_takes_its_base_url_and_a_bounded_timeout() -> None:
     settings = local_settings(
         8090, cloud_model="openai/gpt-x", cloud_base_url="https://llm.example.com/v1", cloud_timeout_s=7
     )
-    cloud = {d["group"]: d for d in InferenceRouter.from_settings(settings).describe()}["cloud"]
+    cloud = {d["group"]: d for d in inference_router(settings).describe()}["cloud"]
     assert (cloud["model"], cloud["api_base"], cloud["timeout_s"]) == ("openai/gpt-x", "https://llm.example.com/v1", 7)
 
 
 def test_optional_groups_only_when_configured() -> None:
-    assert InferenceRouter.from_settings(local_settings(8090)).groups == ["planner", "code"]
+    assert inference_router(local_settings(8090)).groups == ["planner", "code"]
     local_only = local_settings(8090, cloud_model="openai/gpt-x", inference_mode=InferenceMode.LOCAL_ONLY)
-    assert "cloud" not in InferenceRouter.from_settings(local_only).groups
+    assert "cloud" not in inference_router(local_only).groups
 
 
 def test_pools_get_no_small_model_bounds() -> None:
-    pools = InferenceRouter.from_settings(local_settings(8090, planner_url="http://vllm:8000/v1"))
+    pools = inference_router(local_settings(8090, planner_url="http://vllm:8000/v1"))
     assert pools._groups["planner"].max_string_length is None
-    embedded = InferenceRouter.from_settings(local_settings(8090))
+    embedded = inference_router(local_settings(8090))
     assert embedded._groups["planner"].max_string_length == EMBEDDED_MAX_STRING_LENGTH
 
 

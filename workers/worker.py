@@ -23,31 +23,6 @@ from workers.settings import Settings
 log = logging.getLogger("agentic.worker")
 
 
-def build_store(settings: Settings):  # type: ignore[no-untyped-def]
-    """Qdrant Edge in the data dir by default; a Qdrant server when AGENTIC_QDRANT_URL is set."""
-    if settings.qdrant_embedded:
-        from activities.knowledge.edge_store import EdgeStore
-
-        return EdgeStore(settings.qdrant_path)
-    from activities.knowledge.server_store import ServerStore
-
-    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    return ServerStore(url=settings.qdrant_url, api_key=key)
-
-
-def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
-    from activities.knowledge.embeddings import build_embedder
-
-    key = settings.pool_api_key.get_secret_value() if settings.pool_api_key else None
-    return build_embedder(
-        settings.embedder,
-        url=settings.embed_url,
-        model=settings.embed_model,
-        api_key=key,
-        threads=settings.embed_threads,
-    )
-
-
 async def build_notifier(settings: Settings, ledger: Any, stack: AsyncExitStack) -> Any:
     """Telegram when a bot token is set (it records every message in the ledger too); else None:
     the activities' default, ledger rows and log lines."""
@@ -107,7 +82,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.incident.activities import CLOUD_GROUP, IncidentActivities
-    from activities.inference.router import InferenceRouter, preload_lazy_modules
+    from activities.inference.router import preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
     from activities.knowledge.kb import KnowledgeBase
     from activities.ledger.db import create_pool
@@ -117,6 +92,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.trust.activities import TrustActivities
     from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
+    from workers.wiring import build_embedder_from, build_store, inference_router
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
@@ -138,7 +114,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await embedder.embed_query("warm up")  # load the model before we accept work
 
         knowledge = KnowledgeActivities(kb, ledger)
-        router = InferenceRouter.from_settings(settings)
+        router = inference_router(settings)
         await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
         slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
         notifier = await build_notifier(settings, ledger, stack)

@@ -1,6 +1,7 @@
 """The inference router: LiteLLM in front of the inference pools, plus structured output.
 
-Model groups (LiteLLM `model_name`s):
+Model groups (LiteLLM `model_name`s; `workers.wiring.inference_router` builds them from the
+settings):
 
 - `planner`: diagnoses and plans. Default: the embedded llama.cpp server (`workers.llm_server`)
   at `settings.planner_base_url`, model `openai/<planner_model>`.
@@ -36,7 +37,6 @@ import litellm
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agentic_core.models import InferenceMode
-from workers.settings import Settings
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
 
@@ -237,56 +237,6 @@ class InferenceRouter:
             disable_cooldowns=True,  # one deployment per group: a cooldown would only turn errors into "no deployments"
             set_verbose=False,
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> InferenceRouter:
-        """The groups the settings describe. Groups served by the embedded llama.cpp server get
-        the small-model generation bounds; external pools and the cloud get none."""
-        embedded = settings.llm_embedded
-        small: dict[str, Any] = (
-            {"max_string_length": EMBEDDED_MAX_STRING_LENGTH, "max_items": EMBEDDED_MAX_ITEMS} if embedded else {}
-        )
-        planner_key = settings.llm_api_key if embedded else settings.pool_api_key
-        groups = [
-            GroupConfig(
-                name="planner",
-                model=f"openai/{settings.planner_model}",
-                api_base=settings.planner_base_url,
-                api_key=planner_key,
-                timeout_s=timeout_s,
-                **small,
-            ),
-            GroupConfig(
-                name="code",
-                model=f"openai/{settings.code_model}",
-                api_base=settings.code_url or settings.planner_base_url,
-                api_key=settings.pool_api_key if settings.code_url else planner_key,
-                timeout_s=timeout_s,
-                **({} if settings.code_url else small),
-            ),
-        ]
-        if settings.embed_url:
-            groups.append(
-                GroupConfig(
-                    name="embed",
-                    model=f"openai/{settings.embed_model}",
-                    api_base=settings.embed_url,
-                    api_key=settings.pool_api_key,
-                    timeout_s=timeout_s,
-                )
-            )
-        if settings.cloud_model and settings.inference_mode != InferenceMode.LOCAL_ONLY:
-            groups.append(
-                GroupConfig(
-                    name="cloud",
-                    model=settings.cloud_model,
-                    api_base=settings.cloud_base_url,
-                    api_key=settings.cloud_api_key,
-                    timeout_s=min(timeout_s, settings.cloud_timeout_s),
-                    strict_schema=False,
-                )
-            )
-        return cls(groups, mode=settings.inference_mode)
 
     # --- introspection -------------------------------------------------------------------
     @property

@@ -1,0 +1,95 @@
+"""How the worker (and the bot) build the activities' clients from the settings.
+
+Activities take plain values (`activities/` never imports `workers/`); this module is where the
+one typed settings object becomes those values: the knowledge store and embedder, the inference
+router's groups, the tool gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activities.inference.router import (
+    DEFAULT_TIMEOUT_S,
+    EMBEDDED_MAX_ITEMS,
+    EMBEDDED_MAX_STRING_LENGTH,
+    GroupConfig,
+    InferenceRouter,
+)
+from agentic_core.models import InferenceMode
+from workers.settings import Settings
+
+
+def build_store(settings: Settings):  # type: ignore[no-untyped-def]
+    """Qdrant Edge in the data dir by default; a Qdrant server when AGENTIC_QDRANT_URL is set."""
+    if settings.qdrant_embedded:
+        from activities.knowledge.edge_store import EdgeStore
+
+        return EdgeStore(settings.qdrant_path)
+    from activities.knowledge.server_store import ServerStore
+
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return ServerStore(url=settings.qdrant_url, api_key=key)
+
+
+def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
+    from activities.knowledge.embeddings import build_embedder
+
+    key = settings.pool_api_key.get_secret_value() if settings.pool_api_key else None
+    return build_embedder(
+        settings.embedder,
+        url=settings.embed_url,
+        model=settings.embed_model,
+        api_key=key,
+        threads=settings.embed_threads,
+    )
+
+
+def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> InferenceRouter:
+    """The groups the settings describe. Groups served by the embedded llama.cpp server get
+    the small-model generation bounds; external pools and the cloud get none."""
+    embedded = settings.llm_embedded
+    small: dict[str, Any] = (
+        {"max_string_length": EMBEDDED_MAX_STRING_LENGTH, "max_items": EMBEDDED_MAX_ITEMS} if embedded else {}
+    )
+    planner_key = settings.llm_api_key if embedded else settings.pool_api_key
+    groups = [
+        GroupConfig(
+            name="planner",
+            model=f"openai/{settings.planner_model}",
+            api_base=settings.planner_base_url,
+            api_key=planner_key,
+            timeout_s=timeout_s,
+            **small,
+        ),
+        GroupConfig(
+            name="code",
+            model=f"openai/{settings.code_model}",
+            api_base=settings.code_url or settings.planner_base_url,
+            api_key=settings.pool_api_key if settings.code_url else planner_key,
+            timeout_s=timeout_s,
+            **({} if settings.code_url else small),
+        ),
+    ]
+    if settings.embed_url:
+        groups.append(
+            GroupConfig(
+                name="embed",
+                model=f"openai/{settings.embed_model}",
+                api_base=settings.embed_url,
+                api_key=settings.pool_api_key,
+                timeout_s=timeout_s,
+            )
+        )
+    if settings.cloud_model and settings.inference_mode != InferenceMode.LOCAL_ONLY:
+        groups.append(
+            GroupConfig(
+                name="cloud",
+                model=settings.cloud_model,
+                api_base=settings.cloud_base_url,
+                api_key=settings.cloud_api_key,
+                timeout_s=min(timeout_s, settings.cloud_timeout_s),
+                strict_schema=False,
+            )
+        )
+    return InferenceRouter(groups, mode=settings.inference_mode)
