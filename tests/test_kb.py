@@ -17,7 +17,7 @@ from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.knowledge.markdown import chunk_text, load_runbooks
 from activities.knowledge.store import Point
-from agentic_core.messages import UpsertReport
+from agentic_core.knowledge import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall
 from tests.conftest import RUNBOOKS_CORPUS
 

@@ -12,7 +12,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentic_core.messages import (
+from agentic_core.knowledge import (
     IngestDocsInput,
     ListRunbooksInput,
     RunbookSummary,

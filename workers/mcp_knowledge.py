@@ -44,7 +44,7 @@ from temporalio.service import RPCError
 
 from activities.ledger.db import LedgerError, LedgerUnavailable
 from activities.ledger.repository import Ledger
-from agentic_core.messages import SearchInput, SearchOutput
+from agentic_core.knowledge import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from agentic_core.trust import RunbookCounters
 from workers.errors import AgenticError

@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.knowledge.activities import KnowledgeActivities
-    from agentic_core.messages import (
+    from agentic_core.knowledge import (
         IngestDocsInput,
         ListRunbooksInput,
         ListRunbooksOutput,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
-from agentic_core.messages import (
+from agentic_core.knowledge import (
     IngestDocsInput,
     ListRunbooksInput,
     ListRunbooksOutput,

@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 from activities.knowledge.markdown import chunk_text
 from activities.knowledge.sparse import Bm25Encoder, expand_query, term_id
 from activities.knowledge.store import Point, QueryMode, ScoredPoint, SparseVector, VectorStore
-from agentic_core.messages import UpsertReport
+from agentic_core.knowledge import UpsertReport
 from agentic_core.models import Collection, DecisionRecord, DocChunk, Runbook, SearchHit, matches_all
 
 __all__ = ["Embedder", "KnowledgeBase", "RetrievalTuning", "SearchMode", "UpsertReport"]

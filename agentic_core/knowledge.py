@@ -1,4 +1,5 @@
-"""Inputs and outputs of workflows and activities: one type each, so fields can be added later."""
+"""The knowledge base's contracts: inputs and outputs of its workflows and activities (import,
+search, list, docs ingest), one type each, so fields can be added later."""
 
 from __future__ import annotations
 
