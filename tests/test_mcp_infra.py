@@ -16,8 +16,8 @@ from kubernetes import client as k8s_client
 from mcp import Client
 from mcp_types import CallToolResult
 
+from activities.kube.ops import RESTART_ANNOTATION, KubeOps, memory_bytes
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from activities.tools.k8s import RESTART_ANNOTATION, KubeOps, memory_bytes
 from tests.conftest import free_port
 from tests.kmock_helpers import NS, McpProcess, emulated_cluster, mcp_client, requests_for, run_server_cli, start_server
 from tests.kmock_helpers import result_data as data

@@ -31,7 +31,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.rollout.activities import KubeClient, PostgresProbe, QdrantHttpProbe, RolloutActivities
+from activities.kube.client import KubeClient
+from activities.rollout.activities import PostgresProbe, QdrantHttpProbe, RolloutActivities
 from agentic_core import search_attributes as sa
 from agentic_core.incident import (
     QUERY_APPROVAL,

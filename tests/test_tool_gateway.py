@@ -16,6 +16,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.kube.ops import RESTART_ANNOTATION
 from activities.ledger.repository import Ledger
 from activities.tools.gateway import (
     ERR_CONFLICT,
@@ -25,7 +26,6 @@ from activities.tools.gateway import (
     _Tool,
     guard_key,
 )
-from activities.tools.k8s import RESTART_ANNOTATION
 from agentic_core.incident import (
     ExecuteInput,
     GuardInput,

@@ -55,8 +55,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from activities.tools.k8s import (
+from activities.kube.ops import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     MEMORY_QUANTITY,
@@ -74,6 +73,7 @@ from activities.tools.k8s import (
     ScaleResult,
     load_api_client,
 )
+from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from workers.mcp_common import (
     base_parser,
     client_token,

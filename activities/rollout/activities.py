@@ -40,6 +40,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.kube.client import KubeClient, KubeError
 from agentic_core.rollout import (
     ApplyInput,
     ApplyResult,
@@ -63,83 +64,6 @@ ARGO_APPS = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications"
 GPU_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 INITIATOR = "agentic-rollout"
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
-
-
-class KubeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-
-
-class KubeClient:
-    """The few Kubernetes API calls the rollout needs, over async HTTP."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-
-    @classmethod
-    def from_kubeconfig(cls, path: Path | None = None, *, in_cluster: bool = False) -> KubeClient:
-        from kubernetes import client as k8s_client
-        from kubernetes import config as k8s_config
-
-        cfg = k8s_client.Configuration()
-        if in_cluster:
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        else:
-            k8s_config.load_kube_config(config_file=str(path) if path else None, client_configuration=cfg)
-        headers: dict[str, str] = {}
-        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-        if token:
-            prefix = cfg.api_key_prefix.get("authorization", "")
-            headers["Authorization"] = f"{prefix} {token}".strip() if prefix else token
-        verify: bool | str = cfg.ssl_ca_cert or cfg.verify_ssl
-        cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file else None
-        http = httpx.AsyncClient(
-            base_url=cfg.host, headers=headers, verify=verify, cert=cert, timeout=httpx.Timeout(30.0)
-        )
-        return cls(http)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    async def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        r = await self.http.request(method, path, **kw)
-        if r.status_code >= 400:
-            try:
-                message = str(r.json().get("message", r.text))
-            except ValueError:
-                message = r.text
-            raise KubeError(r.status_code, f"{method} {path}: {message[:300]}")
-        body = r.json() if r.content else {}
-        return body if isinstance(body, dict) else {}
-
-    async def get(self, path: str) -> dict[str, Any]:
-        return await self._call("GET", path)
-
-    async def get_or_none(self, path: str) -> dict[str, Any] | None:
-        try:
-            return await self.get(path)
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def items(self, path: str) -> list[dict[str, Any]]:
-        return list((await self.get(path)).get("items") or [])
-
-    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", path, content=json.dumps(body), headers=MERGE_PATCH)
-
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", path, json=body)
-
-    async def delete(self, path: str) -> None:
-        try:
-            await self._call("DELETE", path)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
 
 
 class StoreProbe(Protocol):
@@ -271,9 +195,10 @@ class RolloutActivities:
         qdrant_api_key: str | None = None,
         postgres_dsn: str | None = None,
     ) -> RolloutActivities:
-        """What the worker builds: the cluster from `kubeconfig` (else in-cluster config), the
+        """What the worker builds: the cluster as `activities.kube.client.load_api_client` finds it
+        (`kubeconfig`, else in-cluster, else the default kubeconfig, as the infrastructure tools), the
         plan from `waves_file` (else deploy/waves.yaml), probes for the stores it can reach."""
-        kube = KubeClient.from_kubeconfig(kubeconfig, in_cluster=kubeconfig is None)
+        kube = KubeClient.from_kubeconfig(kubeconfig)
         qdrant: StoreProbe | None = None
         if qdrant_url:
             headers = {"api-key": qdrant_api_key} if qdrant_api_key else {}

@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, Field
+
+from activities.kube.client import KubeConfigError, KubeError, _one_line, load_api_client
 
 __all__ = [
     "DNS_LABEL",
@@ -97,21 +96,6 @@ _SUFFIX = {
     "Ei": 2**60,
 }
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-
-
-class KubeError(Exception):
-    """A failed operation; the message says what went wrong and what to do about it.
-
-    `status` is the Kubernetes API's HTTP status when the API answered (e.g. 404, 403, 409).
-    """
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class KubeConfigError(Exception):
-    """The Kubernetes client configuration cannot be loaded (one line, for stderr)."""
 
 
 def memory_bytes(quantity: str) -> int | None:
@@ -237,50 +221,6 @@ class ScaleResult(BaseModel):
     replicas: int
     changed: bool
     message: str
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def load_api_client(kubeconfig: Path | None) -> tuple[k8s_client.ApiClient, str]:
-    """An API client from `kubeconfig`, else the in-cluster service account, else the default
-    kubeconfig ($KUBECONFIG or ~/.kube/config). Returns the client and a one-line description.
-
-    Raises `KubeConfigError` for a file that is missing or that the client cannot use, and when
-    no configuration can be found at all.
-    """
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        cfg = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        except Exception as exc:
-            raise KubeConfigError(f"cannot load the in-cluster Kubernetes configuration: {_one_line(exc)}") from None
-        return k8s_client.ApiClient(cfg), f"in-cluster ({cfg.host})"
-    path = kubeconfig
-    if path is None:
-        default = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
-        path = Path(default)
-        if not path.expanduser().is_file():
-            raise KubeConfigError(
-                "no Kubernetes configuration: pass --kubeconfig PATH (AGENTIC_KUBECONFIG) or run in a cluster"
-            )
-    path = path.expanduser()
-    if not path.is_file():
-        raise KubeConfigError(f"kubeconfig not found: {path} (check --kubeconfig / AGENTIC_KUBECONFIG)")
-    try:
-        api = k8s_config.new_client_from_config(config_file=str(path))
-    except Exception as exc:
-        what = "it is not valid YAML: " if type(exc).__module__.startswith("yaml") else ""
-        raise KubeConfigError(f"cannot use kubeconfig {path}: {what}{_one_line(exc)}") from None
-    host = api.configuration.host
-    if not host or not str(host).startswith(("http://", "https://")):
-        raise KubeConfigError(f"cannot use kubeconfig {path}: its cluster has no server URL")
-    return api, f"kubeconfig {path} ({host})"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # --------------------------------------------------------------------------- errors

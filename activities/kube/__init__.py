@@ -1,0 +1,1 @@
+"""The Kubernetes API: one configuration rule and client (`client`), the typed operations (`ops`)."""
