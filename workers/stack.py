@@ -42,6 +42,12 @@ from workers.errors import AgenticError
 from workers.settings import Settings
 
 PartMode = Literal["embedded", "external", "planned", "disabled"]
+# When `agentic up` starts a part: the services (ledger, orchestration, model, tool servers), then
+# the migrations and search attributes, then the worker, then the edges that need a worker (the
+# intake, the knowledge MCP server, the bot). `Supervisor.start` walks the parts of each phase in
+# this order, so every embedded part `build_parts` lists is started.
+PartPhase = Literal["service", "worker", "edge"]
+PHASES: tuple[PartPhase, ...] = ("service", "worker", "edge")
 PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
@@ -386,6 +392,7 @@ class Part:
     mode: PartMode
     url: str = ""
     port: int | None = None
+    phase: PartPhase = "edge"
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
@@ -442,6 +449,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=f"postgresql://postgres@{host}:{settings.postgres_port}/postgres",
                 port=settings.postgres_port,
+                phase="service",
                 argv=pg_argv,
                 env={k: v for k, v in env.items() if not k.startswith("AGENTIC_")},
                 user=PG_USER if os.geteuid() == 0 else None,
@@ -455,6 +463,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="postgres",
                 role="ledger (external PostgreSQL)",
                 mode="external",
+                phase="service",
                 url="(AGENTIC_POSTGRES_DSN)",
                 health=lambda: check_postgres(pg_dsn),
             )
@@ -497,6 +506,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=f"grpc://{target}  ui: http://{host}:{settings.temporal_ui_port}",
                 port=settings.temporal_port,
+                phase="service",
                 argv=t_argv,
                 env=env,
                 health=lambda: check_temporal(target, ns),
@@ -509,6 +519,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="temporal",
                 role="orchestration (external Temporal)",
                 mode="external",
+                phase="service",
                 url=f"grpc://{target} ns={ns}",
                 health=lambda: check_temporal(target, ns),
             )
@@ -524,6 +535,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=settings.planner_base_url,
                 port=settings.llm_port,
+                phase="service",
                 argv=[
                     sys.executable,
                     "-m",
@@ -555,6 +567,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="llm",
                 role="inference: planner pool (external)",
                 mode="external",
+                phase="service",
                 url=settings.planner_base_url,
                 health=lambda: check_llm(settings.planner_base_url, pool_key),
             )
@@ -574,6 +587,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             external_role="MCP infrastructure tools (external)",
             disabled=None if eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
             args=kube,
+            phase="service",
         )
     )
     parts += app_tool_parts(settings, mcp)
@@ -584,6 +598,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             name="worker",
             role=f"Temporal worker ({store})",
             mode="embedded",
+            phase="worker",
             url=f"task queue {tq}",
             argv=[sys.executable, "-m", "workers.worker"],
             env=env,
@@ -668,6 +683,7 @@ class McpPartContext:
         external_role: str | None = None,
         disabled: str | None = None,
         args: Sequence[str] = (),
+        phase: PartPhase = "edge",
     ) -> Part:
         """An MCP server part: `external` (its URL was given: only checked), disabled (`disabled`
         says what to set), or embedded (`python -m module` with `args`), health at /healthz."""
@@ -679,10 +695,15 @@ class McpPartContext:
 
         if external:
             return Part(
-                name=name, role=external_role or f"{role} (external)", mode="external", url=endpoint, health=health
+                name=name,
+                role=external_role or f"{role} (external)",
+                mode="external",
+                url=endpoint,
+                phase=phase,
+                health=health,
             )
         if disabled is not None:
-            return Part(name=name, role=role, mode="disabled", url=disabled)
+            return Part(name=name, role=role, mode="disabled", url=disabled, phase=phase)
         token_args = ["--token-env", "AGENTIC_MCP_TOKEN"] if token else []
         return Part(
             name=name,
@@ -690,6 +711,7 @@ class McpPartContext:
             mode="embedded",
             url=endpoint,
             port=port,
+            phase=phase,
             argv=[sys.executable, "-m", module, "--host", self.host, "--port", str(port), *args, *token_args],
             env=self.env,
             health=health,
@@ -717,6 +739,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
             external_role=f"{ha_role} (external)",
             disabled=None if settings.ha_configured else "no Home Assistant: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN",
             args=["--ha-url", str(settings.ha_url), "--services", settings.ha_services],
+            phase="service",
         ),
         mcp.part(
             "mcp-arr",
@@ -730,6 +753,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
             if apps
             else "no arr app: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY (or RADARR_, PROWLARR_)",
             args=[arg for app in apps for arg in (f"--{app}-url", str(urls[app]))],
+            phase="service",
         ),
     ]
 
@@ -966,31 +990,19 @@ class Supervisor:
             (self.data / "temporal").mkdir(exist_ok=True)
             self.save(ready=False)
 
-            base = [
-                p
-                for p in self.parts
-                if p.name in ("postgres", "temporal", "llm", "mcp", "mcp-ha", "mcp-arr")
-                and p.mode in ("embedded", "external")
-            ]
-            for p in base:
-                if p.mode == "embedded":
-                    await self.spawn(p)
-            self.save(ready=False)
-            await asyncio.gather(*(self._announce(p) for p in base))
-
-            await self.prepare_services(eff)
-
-            # The worker, then the intake: alerts are accepted once a worker polls. The knowledge
-            # MCP server (its searches run on the worker) starts beside the intake.
-            worker = self.part("worker")
-            await self.spawn(worker)
-            self.save(ready=False)
-            await self._announce(worker)
-            edges = [self.part(n) for n in ("mcp-knowledge", "intake")]
-            for part in edges:
-                await self.spawn(part)
-            self.save(ready=False)
-            await asyncio.gather(*(self._announce(p) for p in edges))
+            # Phase by phase (PHASES): every embedded part is started, every embedded or external
+            # part must be healthy before the next phase. The services first, then the ledger's
+            # migrations; the worker; then the edges, so alerts and presses are accepted once a
+            # worker polls.
+            for phase in PHASES:
+                group = [p for p in self.parts if p.phase == phase and p.mode in ("embedded", "external")]
+                for p in group:
+                    if p.mode == "embedded":
+                        await self.spawn(p)
+                self.save(ready=False)
+                await asyncio.gather(*(self._announce(p) for p in group))
+                if phase == "service":
+                    await self.prepare_services(eff)
             await self.ingest_docs(eff)
             self.save(ready=True)
         except BaseException as exc:
@@ -1007,9 +1019,6 @@ class Supervisor:
         t0 = time.monotonic()
         detail = await self.wait_healthy(part)
         self.out(f"  ✓ {part.name:<9} {detail} ({time.monotonic() - t0:.1f}s)")
-
-    def part(self, name: str) -> Part:
-        return next(p for p in self.parts if p.name == name)
 
     async def prepare_services(self, eff: Settings) -> None:
         """Ledger migrations and Temporal search attributes, before the worker starts."""
