@@ -104,3 +104,58 @@ async def test_start_spawns_every_embedded_part_in_phase_order(
     assert order[len(services) + 1] == "worker"
     assert {"intake", "mcp-knowledge"} <= set(order[len(services) + 2 :])
     assert stack.read_state(s.data_path) is not None and stack.read_state(s.data_path).ready  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- platform_settings
+
+
+def fake_stack(data: Path, pid: int, **ports: int) -> None:
+    """A stack.json as a supervisor with `pid` writes it, with its embedded parts on `ports`."""
+    from datetime import UTC, datetime
+
+    parts = {
+        name: stack.PartState(name=name, role=name, mode="embedded", port=port, pid=pid) for name, port in ports.items()
+    }
+    st = stack.StackState(
+        supervisor_pid=pid,
+        ready=True,
+        started_at=datetime.now(UTC),
+        data_dir=str(data),
+        host="127.0.0.1",
+        temporal_target=f"127.0.0.1:{ports['temporal']}",
+        temporal_namespace="ops",
+        task_queue="q-of-the-stack",
+        parts=parts,
+    )
+    (data / "stack.json").write_text(st.model_dump_json())
+
+
+def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(tmp_path: Path) -> None:
+    import os
+
+    data = tmp_path / "d"
+    (data / "secrets").mkdir(parents=True)
+    (data / "secrets" / "postgres.password").write_text("pw-from-the-data-dir\n")
+    plain = Settings(_env_file=None, data_dir=data)  # type: ignore[call-arg]
+
+    # No stack runs: the settings' own ports, with the generated password; nothing new is written.
+    eff = stack.platform_settings(plain)
+    assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:5433/postgres"
+    assert eff.intake_token is None and sorted(p.name for p in (data / "secrets").iterdir()) == ["postgres.password"]
+
+    # A stack runs (this process stands for its supervisor): its ports, target, namespace and queue.
+    fake_stack(data, os.getpid(), postgres=15433, temporal=17233, intake=18088, bot=18089)
+    (data / "secrets" / "intake.token").write_text("tok")
+    eff = stack.platform_settings(plain)
+    assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:15433/postgres"
+    assert (eff.temporal_target, eff.temporal_namespace, eff.task_queue) == ("127.0.0.1:17233", "ops", "q-of-the-stack")
+    assert eff.intake_base_url == "http://127.0.0.1:18088" and eff.bot_port == 18089
+    assert eff.intake_token is not None and eff.intake_token.get_secret_value() == "tok"
+
+    # An explicit external PostgreSQL is kept.
+    ext = Settings(_env_file=None, data_dir=data, postgres_dsn=SecretStr("postgresql://u:p@db:5432/x"))  # type: ignore[call-arg]
+    assert stack.platform_settings(ext).postgres_target() == "postgresql://u:p@db:5432/x"
+
+    # A stack.json left by a supervisor that is gone: the settings' own addresses again.
+    fake_stack(data, 2**22 + 12345, postgres=15433, temporal=17233, intake=18088)
+    assert stack.platform_settings(plain).temporal_target == "127.0.0.1:7233"

@@ -73,6 +73,7 @@ class StackState(BaseModel):
     error: str | None = None
     started_at: datetime
     data_dir: str
+    host: str | None = None  # the interface its embedded parts listen on (None: written by an older version)
     temporal_target: str
     temporal_namespace: str
     task_queue: str
@@ -158,10 +159,20 @@ class EmbeddedSecrets:
     def __init__(self, data: Path) -> None:
         self.dir = data / "secrets"
 
-    def _get(self, name: str) -> str:
+    def read(self, name: str) -> str | None:
+        """The secret `name` (e.g. `postgres.password`) if it was generated, else None."""
         path = self.dir / name
-        if path.exists():
-            return path.read_text().strip()
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def get(self, name: str) -> str:
+        """The secret `name`, generated (and kept, 0600) on first use."""
+        found = self.read(name)
+        if found is not None:
+            return found
+        path = self.dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         value = secrets.token_urlsafe(24)
@@ -171,41 +182,85 @@ class EmbeddedSecrets:
         return value
 
     def postgres_password(self) -> str:
-        return self._get("postgres.password")
-
-    def llm_key(self) -> str:
-        return self._get("llm.key")
-
-    def intake_token(self) -> str:
-        return self._get("intake.token")
-
-    def mcp_token(self) -> str:
-        return self._get("mcp.token")
-
-    def telegram_secret(self) -> str:
-        return self._get("telegram.secret")
+        return self.get("postgres.password")
 
 
-def effective_settings(settings: Settings) -> Settings:
-    """The settings every child process gets: embedded parts resolved to concrete addresses and secrets."""
+def effective_settings(settings: Settings, *, generate: bool = True) -> Settings:
+    """The settings every child process gets: embedded parts resolved to concrete addresses and secrets.
+
+    `generate=False` (for commands and processes outside `agentic up`) only reads the secrets the
+    stack generated: a missing one stays unset, and nothing is written to the data dir.
+    """
     data = settings.data_path
     sec = EmbeddedSecrets(data)
+
+    def secret(name: str) -> SecretStr | None:
+        value = sec.get(name) if generate else sec.read(name)
+        return SecretStr(value) if value is not None else None
+
     update: dict[str, Any] = {"data_dir": data}
-    if settings.postgres_embedded:
+    if settings.postgres_embedded and (pw := secret("postgres.password")) is not None:
         update["postgres_dsn"] = SecretStr(
-            f"postgresql://postgres:{sec.postgres_password()}@{settings.host}:{settings.postgres_port}/postgres"
+            f"postgresql://postgres:{pw.get_secret_value()}@{settings.host}:{settings.postgres_port}/postgres"
         )
     if settings.llm_embedded and settings.llm_api_key is None:
-        update["llm_api_key"] = SecretStr(sec.llm_key())
+        update["llm_api_key"] = secret("llm.key")
     if settings.intake_token is None:
-        update["intake_token"] = SecretStr(sec.intake_token())
+        update["intake_token"] = secret("intake.token")
     if settings.mcp_token is None and settings.mcp_infra_url is None:
-        update["mcp_token"] = SecretStr(sec.mcp_token())
+        update["mcp_token"] = secret("mcp.token")
     if settings.telegram_token is not None and settings.telegram_callback_secret is None:
-        update["telegram_callback_secret"] = SecretStr(sec.telegram_secret())
+        update["telegram_callback_secret"] = secret("telegram.secret")
     if settings.mcp_infra_url is None and not cluster_configured(settings):
         update["mcp_infra_enabled"] = False  # no cluster: the `mcp` part is disabled, the gateway skips it
     return settings.model_copy(update=update)
+
+
+# The setting that holds each embedded part's port (`agentic up` names it when the port is taken;
+# `stack_addresses` takes the running stack's ports from stack.json).
+PORT_SETTINGS: dict[str, str] = {
+    "postgres": "postgres_port",
+    "temporal": "temporal_port",
+    "llm": "llm_port",
+    "mcp": "mcp_infra_port",
+    "mcp-knowledge": "mcp_knowledge_port",
+    "mcp-ha": "mcp_ha_port",
+    "mcp-arr": "mcp_arr_port",
+    "intake": "intake_port",
+    "bot": "bot_port",
+}
+
+
+def stack_addresses(settings: Settings) -> Settings:
+    """`settings` on the addresses of the stack that runs on its data dir (stack.json): the host,
+    the ports of its embedded parts, its Temporal target, namespace and task queue. Unchanged when
+    no supervisor runs there. So `agentic … --data-dir D` reaches the stack on D whatever ports it
+    was started with."""
+    st = read_state(settings.data_path)
+    if st is None or not pid_alive(st.supervisor_pid):
+        return settings
+    update: dict[str, Any] = {"temporal_namespace": st.temporal_namespace, "task_queue": st.task_queue}
+    if st.host:
+        update["host"] = st.host
+    for name, part in st.parts.items():
+        field_name = PORT_SETTINGS.get(name)
+        if field_name and part.mode == "embedded" and part.port:
+            update[field_name] = part.port
+    temporal = st.parts.get("temporal")
+    if temporal is not None and temporal.mode == "embedded":
+        update["temporal_address"] = None  # host and temporal_port (above) make the target
+    else:
+        update["temporal_address"] = st.temporal_target
+    return settings.model_copy(update=update)
+
+
+def platform_settings(settings: Settings) -> Settings:
+    """What every command and process outside the supervisor connects with: the effective settings
+    every part of `agentic up` gets (the embedded PostgreSQL's generated password, the intake and
+    MCP tokens, read from DATA_DIR/secrets, never created) on the addresses of the stack that runs
+    on the data dir (`stack_addresses`). Explicit external services (a DSN, a Temporal address of
+    one's own) are kept."""
+    return effective_settings(stack_addresses(settings), generate=False)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -782,17 +837,7 @@ def check_data_dir(data: Path) -> None:
 
 
 def preflight(parts: list[Part], settings: Settings) -> None:
-    env_names = {
-        "postgres": "AGENTIC_POSTGRES_PORT",
-        "temporal": "AGENTIC_TEMPORAL_PORT",
-        "llm": "AGENTIC_LLM_PORT",
-        "mcp": "AGENTIC_MCP_INFRA_PORT",
-        "mcp-knowledge": "AGENTIC_MCP_KNOWLEDGE_PORT",
-        "mcp-ha": "AGENTIC_MCP_HA_PORT",
-        "mcp-arr": "AGENTIC_MCP_ARR_PORT",
-        "intake": "AGENTIC_INTAKE_PORT",
-        "bot": "AGENTIC_BOT_PORT",
-    }
+    env_names = {name: f"AGENTIC_{field_name.upper()}" for name, field_name in PORT_SETTINGS.items()}
     ports = [(p.name, p.port, env_names.get(p.name, "")) for p in parts if p.mode == "embedded" and p.port]
     if settings.temporal_embedded:
         ports.append(("temporal web ui", settings.temporal_ui_port, "AGENTIC_TEMPORAL_UI_PORT"))
@@ -905,6 +950,7 @@ class Supervisor:
             error=error,
             started_at=self.started_at,
             data_dir=str(self.data),
+            host=s.host,
             temporal_target=s.temporal_target,
             temporal_namespace=s.temporal_namespace,
             task_queue=s.task_queue,
@@ -1109,10 +1155,8 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
     data = settings.data_path
     st = read_state(data)
     running = st is not None and pid_alive(st.supervisor_pid)
-    eff = effective_settings(settings) if (data / "secrets").exists() or not settings.postgres_embedded else settings
-    if st is not None:
-        # Use the addresses the running stack was started with.
-        eff = eff.model_copy(update={"temporal_address": st.temporal_target, "task_queue": st.task_queue})
+    settings = stack_addresses(settings)  # the addresses the running stack was started with
+    eff = effective_settings(settings, generate=False)
     parts = build_parts(settings, eff, resolve_binaries=False)
 
     async def one(p: Part) -> PartHealth:
