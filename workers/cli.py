@@ -167,11 +167,13 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         if st is None:
             console.print(f"no stack supervisor runs on {settings.data_path}")
         table = Table(title=f"agentic-platform status ({settings.data_path})", title_justify="left")
-        for col in ("part", "mode", "health", "detail", "where"):
+        for col in ("part", "mode", "health", "restarts", "detail", "where"):
             table.add_column(col)
         for p in parts:
             mark = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]planned[/]"}[p.healthy]
-            table.add_row(p.name, p.mode, mark, p.detail, p.url)
+            if p.down:
+                mark = "[bold red]down[/]"
+            table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
         console.print(table)
     raise typer.Exit(0 if healthy else 1)
 
