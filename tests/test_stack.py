@@ -106,6 +106,62 @@ def test_import_and_search_the_corpus(stack: tuple[dict[str, str], Path]) -> Non
     assert "kubernetes/KubePodCrashLooping" in [h["id"] for h in hits]
 
 
+OWN_RUNBOOK = """---
+id: demo/ledger-reader
+title: A runbook the ledger commands read
+match:
+  - alertname=DemoLedgerReader
+actions:
+  - tool: rollout_restart
+    arguments:
+      namespace: demo
+      deployment: reader
+---
+# A runbook the ledger commands read
+
+Restart the reader.
+"""
+
+
+def test_every_command_reaches_the_stack_with_only_the_data_dir(
+    stack: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    """Commands that read the ledger directly (runbooks show|stats, telegram log) and those that go
+    through Temporal or the intake, run as a newcomer runs them: `--data-dir D` and nothing else.
+    They take the embedded PostgreSQL's generated password from D/secrets and every address from
+    the running stack, not the default ports."""
+    env, data = stack
+    (tmp_path / "rb").mkdir()
+    (tmp_path / "rb" / "reader.md").write_text(OWN_RUNBOOK)
+    assert agentic(env, "runbooks", "import", str(tmp_path / "rb")).returncode == 0
+    bare = {k: v for k, v in env.items() if not k.startswith("AGENTIC_")}
+    d = ["--data-dir", str(data)]
+
+    def ok(*args: str, e: dict[str, str] = bare) -> str:
+        res = agentic(e, *args, *d, timeout=180)
+        assert res.returncode == 0, f"agentic {' '.join(args)}: {res.stderr}"
+        assert "error" not in res.stderr, res.stderr
+        return res.stdout
+
+    for e in (env, bare):  # with the stack's own environment too: the password comes from D/secrets
+        counts = json.loads(ok("runbooks", "stats", "--json", e=e))
+        assert set(counts) == {"manual", "prompted", "standard"} and counts["manual"] >= 1
+        shown = json.loads(ok("runbooks", "show", "demo/ledger-reader", "--json", e=e))
+        assert shown["runbook"]["id"] == "demo/ledger-reader" and shown["runbook"]["automation_level"] == "manual"
+        assert shown["record"] == {} or shown["record"]["executions"] == 0
+    assert ok("telegram", "log").strip() == "nothing recorded"  # no bot here: the ledger holds no message
+    review = json.loads(ok("review", "run", "--quarter", "2026-Q1", "--json"))
+    assert review["quarter"] == "2026-Q1" and review["automated_actions"] == 0
+    weekly = json.loads(ok("report", "weekly", "--week", "2026-W11", "--json"))
+    assert weekly["week"] == "2026-W11"
+    schedules = json.loads(ok("schedules", "list", "--json"))
+    assert {s["id"] for s in schedules} == {"agentic-weekly-digest", "agentic-trust-review"}
+    assert any(r["id"] == "demo/ledger-reader" for r in json.loads(ok("runbooks", "list", "--json")))
+    assert isinstance(json.loads(ok("incidents", "list", "--json")), list)
+    doc = json.loads(agentic(bare, "status", "--json", *d, timeout=60).stdout)
+    assert doc["healthy"] and all(p["healthy"] is not False for p in doc["parts"]), doc
+
+
 def wait_for_docs(env: dict[str, str], text: str, within: float) -> list[dict]:  # type: ignore[type-arg]
     """`up` starts the docs ingestion as a durable workflow and does not wait for it."""
     import time

@@ -52,9 +52,12 @@ class RunbookRecordView(BaseModel):
 async def _ledger(settings: Settings) -> Any:
     from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
+    from workers.stack import platform_settings
 
     try:
-        return await Ledger.connect(settings.postgres_target(), min_size=1, max_size=2, apply_migrations=False)
+        return await Ledger.connect(
+            platform_settings(settings).postgres_target(), min_size=1, max_size=2, apply_migrations=False
+        )
     except LedgerError as exc:
         raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
 

@@ -1,8 +1,10 @@
 """`agentic`: the command line.
 
-Every command is an edge: it translates what the operator asks into Temporal starts (or
-runs the embedded stack). Errors print one line, `error: <what is wrong and what to do>`,
-and exit 2; a failed health check exits 1.
+Every command is an edge: it translates what the operator asks into Temporal starts, queries
+and updates (or runs the embedded stack); `runbooks show|stats` and `telegram setup|log` read
+the ledger directly (docs/architecture.md). All connect with `workers.stack.platform_settings`.
+Errors print one line, `error: <what is wrong and what to do>`, and exit 2; a failed health
+check exits 1.
 """
 
 from __future__ import annotations
@@ -165,11 +167,13 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         if st is None:
             console.print(f"no stack supervisor runs on {settings.data_path}")
         table = Table(title=f"agentic-platform status ({settings.data_path})", title_justify="left")
-        for col in ("part", "mode", "health", "detail", "where"):
+        for col in ("part", "mode", "health", "restarts", "detail", "where"):
             table.add_column(col)
         for p in parts:
             mark = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]planned[/]"}[p.healthy]
-            table.add_row(p.name, p.mode, mark, p.detail, p.url)
+            if p.down:
+                mark = "[bold red]down[/]"
+            table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
         console.print(table)
     raise typer.Exit(0 if healthy else 1)
 

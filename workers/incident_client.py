@@ -28,7 +28,7 @@ from agentic_core.models import ToolCall
 from workers.errors import AgenticError
 from workers.knowledge_client import platform_client
 from workers.settings import Settings
-from workers.stack import EmbeddedSecrets, pid_alive, read_state
+from workers.stack import platform_settings
 
 
 class IncidentSummary(BaseModel):
@@ -44,18 +44,11 @@ class IncidentSummary(BaseModel):
 
 
 def intake_target(settings: Settings) -> tuple[str, str]:
-    """The intake URL and its token: the running stack's, else the settings'."""
-    url = settings.intake_base_url
-    st = read_state(settings.data_path)
-    if settings.intake_url is None and st is not None and pid_alive(st.supervisor_pid) and "intake" in st.parts:
-        part = st.parts["intake"]
-        if part.port:
-            url = f"http://{settings.host}:{part.port}"
-    if settings.intake_token is not None:
-        return url, settings.intake_token.get_secret_value()
-    if (settings.data_path / "secrets" / "intake.token").exists():
-        return url, EmbeddedSecrets(settings.data_path).intake_token()
-    raise AgenticError("no intake token: set AGENTIC_INTAKE_TOKEN (or run against the embedded stack's data dir)")
+    """The intake URL and its token: the running stack's (`platform_settings`), else the settings'."""
+    eff = platform_settings(settings)
+    if eff.intake_token is None:
+        raise AgenticError("no intake token: set AGENTIC_INTAKE_TOKEN (or run against the embedded stack's data dir)")
+    return eff.intake_base_url, eff.intake_token.get_secret_value()
 
 
 async def send_alert(settings: Settings, payload: bytes, kind: Literal["alerts", "events"]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from agentic_core.knowledge import (
 from agentic_core.models import Collection, Runbook, SearchHit
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.stack import pid_alive, read_state
+from workers.stack import platform_settings
 from workers.temporal import connect
 from workflows.knowledge import (
     IngestDocsWorkflow,
@@ -37,12 +37,10 @@ IMPORT_PARALLEL = 2
 
 
 async def platform_client(settings: Settings) -> tuple[Client, str]:
-    """A client for the running platform: the stack in the data dir if one runs, else the settings."""
-    target, namespace, queue = settings.temporal_target, settings.temporal_namespace, settings.task_queue
-    st = read_state(settings.data_path)
-    if st is not None and pid_alive(st.supervisor_pid):
-        target, namespace, queue = st.temporal_target, st.temporal_namespace, st.task_queue
-    return await connect(target, namespace), queue
+    """A client for the running platform: the stack in the data dir if one runs, else the settings
+    (`platform_settings`)."""
+    eff = platform_settings(settings)
+    return await connect(eff.temporal_target, eff.temporal_namespace), eff.task_queue
 
 
 def _failure(exc: WorkflowFailureError) -> AgenticError:

@@ -15,7 +15,9 @@ The platform's knowledge base, offered to any agent or MCP client (all tools rea
 Where the answers come from: the three searches run the `SearchKnowledgeWorkflow` through
 Temporal, like the `agentic` CLI (Qdrant Edge belongs to the worker process; no other process
 opens it). The trust tools read the ledger (PostgreSQL) directly. Connections come from the
-`AGENTIC_*` settings (temporal address, namespace, task queue, PostgreSQL DSN) and open on the
+`AGENTIC_*` settings (temporal address, namespace, task queue, PostgreSQL DSN), completed from the
+data dir like every part's (`workers.stack.platform_settings`: the embedded PostgreSQL's password,
+the running stack's addresses), and open on the
 first call that needs them, so the server starts, and answers /healthz, before its backends do.
 
 Failures are MCP tool errors that say what to do (no worker polling the task queue, PostgreSQL
@@ -59,6 +61,7 @@ from workers.mcp_common import (
 )
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
+from workers.stack import platform_settings
 
 __all__ = ["KnowledgeBackends", "build_server", "main"]
 
@@ -463,10 +466,12 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     token = client_token(args, "the knowledge base")
     try:
-        settings = Settings()
+        settings = platform_settings(Settings())  # the stack's secrets and addresses, as every part gets them
     except ValueError as exc:
         first = str(exc).splitlines()
         raise StartupError(f"error: bad configuration: {' '.join(first[1:3]).strip()}") from None
+    except AgenticError as exc:
+        raise StartupError(f"error: {exc}") from None
     sock = bind_listener(args.host, args.port, "AGENTIC_MCP_KNOWLEDGE_PORT")
     backends = KnowledgeBackends(settings)
     server = build_server(backends, token=token, issuer_url=issuer_url(args))

@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     docs_dir: Path | None = Field(
         default=None, description="operator docs ingested on first start (default: the repository's docs/)"
     )
+    supervisor_backoff_min_s: float = Field(
+        default=1.0, gt=0, description="agentic up: wait before restarting a part that died; doubles with each crash"
+    )
+    supervisor_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="agentic up: longest wait between two restarts of a part that keeps crashing"
+    )
+    supervisor_healthy_reset_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="agentic up: a part that was healthy this long before it died starts its count of crashes over",
+    )
+    supervisor_down_after: int = Field(
+        default=5,
+        ge=1,
+        description="agentic up: crashes in a row that make a part down (an event to the intake, a Telegram message)",
+    )
 
     # --- Temporal -----------------------------------------------------------------------
     temporal_address: str | None = Field(default=None, description="host:port of an external Temporal frontend")

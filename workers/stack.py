@@ -1,10 +1,14 @@
 """The embedded stack: `agentic up`, `agentic status`, `agentic down`.
 
 `agentic up` starts every part of the platform as a child process, checks each one's
-health, prints what runs where, then supervises: a part that dies is restarted (with
-back-off, a bounded number of times). Ctrl-C or `agentic down` stops everything in
-reverse order. All state is in the data dir, so a second `agentic up` resumes with every
-incident, ledger row and indexed runbook intact.
+health, prints what runs where, then supervises: a part that dies is restarted, for as long
+as the stack runs, after a wait that doubles with each crash in a row (up to a cap) and starts
+over once the part had stayed healthy for a while (`RestartPolicy`). A part that keeps
+crashing is *down*: the supervisor posts a generic event for it to the intake and, with
+Telegram configured, messages the chat itself (`PartAlerts`); a `resolved` event follows when
+the part is healthy again. Ctrl-C or `agentic down` stops everything in reverse order. All
+state is in the data dir, so a second `agentic up` resumes with every incident, ledger row and
+indexed runbook intact.
 
 Layout of the data dir::
 
@@ -32,7 +36,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -42,6 +46,12 @@ from workers.errors import AgenticError
 from workers.settings import Settings
 
 PartMode = Literal["embedded", "external", "planned", "disabled"]
+# When `agentic up` starts a part: the services (ledger, orchestration, model, tool servers), then
+# the migrations and search attributes, then the worker, then the edges that need a worker (the
+# intake, the knowledge MCP server, the bot). `Supervisor.start` walks the parts of each phase in
+# this order, so every embedded part `build_parts` lists is started.
+PartPhase = Literal["service", "worker", "edge"]
+PHASES: tuple[PartPhase, ...] = ("service", "worker", "edge")
 PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
@@ -56,7 +66,11 @@ class PartState(BaseModel):
     port: int | None = None
     pid: int | None = None
     log: str | None = None
-    restarts: int = 0
+    restarts: int = 0  # restarts since `agentic up`
+    crash_streak: int = 0  # crashes in a row (none after a healthy run of supervisor_healthy_reset_s)
+    last_exit: int | None = None  # exit code of the last crash (negative: killed by that signal)
+    down_since: datetime | None = None  # set while the part is down (RestartPolicy.is_down)
+    next_start_at: datetime | None = None  # when the supervisor starts it again, while it waits
 
 
 class StackState(BaseModel):
@@ -67,6 +81,7 @@ class StackState(BaseModel):
     error: str | None = None
     started_at: datetime
     data_dir: str
+    host: str | None = None  # the interface its embedded parts listen on (None: written by an older version)
     temporal_target: str
     temporal_namespace: str
     task_queue: str
@@ -82,6 +97,8 @@ class PartHealth(BaseModel):
     detail: str
     url: str = ""
     pid: int | None = None
+    restarts: int = 0
+    down: bool = False  # down (RestartPolicy.is_down) and not healthy since
 
 
 # --------------------------------------------------------------------------- helpers
@@ -152,10 +169,20 @@ class EmbeddedSecrets:
     def __init__(self, data: Path) -> None:
         self.dir = data / "secrets"
 
-    def _get(self, name: str) -> str:
+    def read(self, name: str) -> str | None:
+        """The secret `name` (e.g. `postgres.password`) if it was generated, else None."""
         path = self.dir / name
-        if path.exists():
-            return path.read_text().strip()
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def get(self, name: str) -> str:
+        """The secret `name`, generated (and kept, 0600) on first use."""
+        found = self.read(name)
+        if found is not None:
+            return found
+        path = self.dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         value = secrets.token_urlsafe(24)
@@ -165,41 +192,85 @@ class EmbeddedSecrets:
         return value
 
     def postgres_password(self) -> str:
-        return self._get("postgres.password")
-
-    def llm_key(self) -> str:
-        return self._get("llm.key")
-
-    def intake_token(self) -> str:
-        return self._get("intake.token")
-
-    def mcp_token(self) -> str:
-        return self._get("mcp.token")
-
-    def telegram_secret(self) -> str:
-        return self._get("telegram.secret")
+        return self.get("postgres.password")
 
 
-def effective_settings(settings: Settings) -> Settings:
-    """The settings every child process gets: embedded parts resolved to concrete addresses and secrets."""
+def effective_settings(settings: Settings, *, generate: bool = True) -> Settings:
+    """The settings every child process gets: embedded parts resolved to concrete addresses and secrets.
+
+    `generate=False` (for commands and processes outside `agentic up`) only reads the secrets the
+    stack generated: a missing one stays unset, and nothing is written to the data dir.
+    """
     data = settings.data_path
     sec = EmbeddedSecrets(data)
+
+    def secret(name: str) -> SecretStr | None:
+        value = sec.get(name) if generate else sec.read(name)
+        return SecretStr(value) if value is not None else None
+
     update: dict[str, Any] = {"data_dir": data}
-    if settings.postgres_embedded:
+    if settings.postgres_embedded and (pw := secret("postgres.password")) is not None:
         update["postgres_dsn"] = SecretStr(
-            f"postgresql://postgres:{sec.postgres_password()}@{settings.host}:{settings.postgres_port}/postgres"
+            f"postgresql://postgres:{pw.get_secret_value()}@{settings.host}:{settings.postgres_port}/postgres"
         )
     if settings.llm_embedded and settings.llm_api_key is None:
-        update["llm_api_key"] = SecretStr(sec.llm_key())
+        update["llm_api_key"] = secret("llm.key")
     if settings.intake_token is None:
-        update["intake_token"] = SecretStr(sec.intake_token())
+        update["intake_token"] = secret("intake.token")
     if settings.mcp_token is None and settings.mcp_infra_url is None:
-        update["mcp_token"] = SecretStr(sec.mcp_token())
+        update["mcp_token"] = secret("mcp.token")
     if settings.telegram_token is not None and settings.telegram_callback_secret is None:
-        update["telegram_callback_secret"] = SecretStr(sec.telegram_secret())
+        update["telegram_callback_secret"] = secret("telegram.secret")
     if settings.mcp_infra_url is None and not cluster_configured(settings):
         update["mcp_infra_enabled"] = False  # no cluster: the `mcp` part is disabled, the gateway skips it
     return settings.model_copy(update=update)
+
+
+# The setting that holds each embedded part's port (`agentic up` names it when the port is taken;
+# `stack_addresses` takes the running stack's ports from stack.json).
+PORT_SETTINGS: dict[str, str] = {
+    "postgres": "postgres_port",
+    "temporal": "temporal_port",
+    "llm": "llm_port",
+    "mcp": "mcp_infra_port",
+    "mcp-knowledge": "mcp_knowledge_port",
+    "mcp-ha": "mcp_ha_port",
+    "mcp-arr": "mcp_arr_port",
+    "intake": "intake_port",
+    "bot": "bot_port",
+}
+
+
+def stack_addresses(settings: Settings) -> Settings:
+    """`settings` on the addresses of the stack that runs on its data dir (stack.json): the host,
+    the ports of its embedded parts, its Temporal target, namespace and task queue. Unchanged when
+    no supervisor runs there. So `agentic … --data-dir D` reaches the stack on D whatever ports it
+    was started with."""
+    st = read_state(settings.data_path)
+    if st is None or not pid_alive(st.supervisor_pid):
+        return settings
+    update: dict[str, Any] = {"temporal_namespace": st.temporal_namespace, "task_queue": st.task_queue}
+    if st.host:
+        update["host"] = st.host
+    for name, part in st.parts.items():
+        field_name = PORT_SETTINGS.get(name)
+        if field_name and part.mode == "embedded" and part.port:
+            update[field_name] = part.port
+    temporal = st.parts.get("temporal")
+    if temporal is not None and temporal.mode == "embedded":
+        update["temporal_address"] = None  # host and temporal_port (above) make the target
+    else:
+        update["temporal_address"] = st.temporal_target
+    return settings.model_copy(update=update)
+
+
+def platform_settings(settings: Settings) -> Settings:
+    """What every command and process outside the supervisor connects with: the effective settings
+    every part of `agentic up` gets (the embedded PostgreSQL's generated password, the intake and
+    MCP tokens, read from DATA_DIR/secrets, never created) on the addresses of the stack that runs
+    on the data dir (`stack_addresses`). Explicit external services (a DSN, a Temporal address of
+    one's own) are kept."""
+    return effective_settings(stack_addresses(settings), generate=False)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -386,6 +457,7 @@ class Part:
     mode: PartMode
     url: str = ""
     port: int | None = None
+    phase: PartPhase = "edge"
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
@@ -393,8 +465,15 @@ class Part:
     start_timeout: float = 60.0
     proc: asyncio.subprocess.Process | None = None
     log: Path | None = None
-    restarts: int = 0
     log_file: IO[bytes] | None = None
+    # what the supervisor knows of its runs (PartState has the same fields)
+    restarts: int = 0
+    crash_streak: int = 0
+    last_exit: int | None = None
+    down_since: datetime | None = None
+    next_start_at: datetime | None = None
+    healthy_since: float | None = None  # time.monotonic() when it last became healthy; None while not
+    failed_starts: int = 0  # crashes since it was last healthy (its crash included)
 
     def state(self) -> PartState:
         return PartState(
@@ -406,6 +485,10 @@ class Part:
             pid=self.proc.pid if self.proc else None,
             log=str(self.log) if self.log else None,
             restarts=self.restarts,
+            crash_streak=self.crash_streak,
+            last_exit=self.last_exit,
+            down_since=self.down_since,
+            next_start_at=self.next_start_at,
         )
 
 
@@ -442,6 +525,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=f"postgresql://postgres@{host}:{settings.postgres_port}/postgres",
                 port=settings.postgres_port,
+                phase="service",
                 argv=pg_argv,
                 env={k: v for k, v in env.items() if not k.startswith("AGENTIC_")},
                 user=PG_USER if os.geteuid() == 0 else None,
@@ -455,6 +539,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="postgres",
                 role="ledger (external PostgreSQL)",
                 mode="external",
+                phase="service",
                 url="(AGENTIC_POSTGRES_DSN)",
                 health=lambda: check_postgres(pg_dsn),
             )
@@ -497,6 +582,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=f"grpc://{target}  ui: http://{host}:{settings.temporal_ui_port}",
                 port=settings.temporal_port,
+                phase="service",
                 argv=t_argv,
                 env=env,
                 health=lambda: check_temporal(target, ns),
@@ -509,6 +595,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="temporal",
                 role="orchestration (external Temporal)",
                 mode="external",
+                phase="service",
                 url=f"grpc://{target} ns={ns}",
                 health=lambda: check_temporal(target, ns),
             )
@@ -524,6 +611,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 mode="embedded",
                 url=settings.planner_base_url,
                 port=settings.llm_port,
+                phase="service",
                 argv=[
                     sys.executable,
                     "-m",
@@ -555,6 +643,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
                 name="llm",
                 role="inference: planner pool (external)",
                 mode="external",
+                phase="service",
                 url=settings.planner_base_url,
                 health=lambda: check_llm(settings.planner_base_url, pool_key),
             )
@@ -574,6 +663,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             external_role="MCP infrastructure tools (external)",
             disabled=None if eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
             args=kube,
+            phase="service",
         )
     )
     parts += app_tool_parts(settings, mcp)
@@ -584,6 +674,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
             name="worker",
             role=f"Temporal worker ({store})",
             mode="embedded",
+            phase="worker",
             url=f"task queue {tq}",
             argv=[sys.executable, "-m", "workers.worker"],
             env=env,
@@ -668,6 +759,7 @@ class McpPartContext:
         external_role: str | None = None,
         disabled: str | None = None,
         args: Sequence[str] = (),
+        phase: PartPhase = "edge",
     ) -> Part:
         """An MCP server part: `external` (its URL was given: only checked), disabled (`disabled`
         says what to set), or embedded (`python -m module` with `args`), health at /healthz."""
@@ -679,10 +771,15 @@ class McpPartContext:
 
         if external:
             return Part(
-                name=name, role=external_role or f"{role} (external)", mode="external", url=endpoint, health=health
+                name=name,
+                role=external_role or f"{role} (external)",
+                mode="external",
+                url=endpoint,
+                phase=phase,
+                health=health,
             )
         if disabled is not None:
-            return Part(name=name, role=role, mode="disabled", url=disabled)
+            return Part(name=name, role=role, mode="disabled", url=disabled, phase=phase)
         token_args = ["--token-env", "AGENTIC_MCP_TOKEN"] if token else []
         return Part(
             name=name,
@@ -690,6 +787,7 @@ class McpPartContext:
             mode="embedded",
             url=endpoint,
             port=port,
+            phase=phase,
             argv=[sys.executable, "-m", module, "--host", self.host, "--port", str(port), *args, *token_args],
             env=self.env,
             health=health,
@@ -717,6 +815,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
             external_role=f"{ha_role} (external)",
             disabled=None if settings.ha_configured else "no Home Assistant: set AGENTIC_HA_URL and AGENTIC_HA_TOKEN",
             args=["--ha-url", str(settings.ha_url), "--services", settings.ha_services],
+            phase="service",
         ),
         mcp.part(
             "mcp-arr",
@@ -730,6 +829,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
             if apps
             else "no arr app: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY (or RADARR_, PROWLARR_)",
             args=[arg for app in apps for arg in (f"--{app}-url", str(urls[app]))],
+            phase="service",
         ),
     ]
 
@@ -758,17 +858,7 @@ def check_data_dir(data: Path) -> None:
 
 
 def preflight(parts: list[Part], settings: Settings) -> None:
-    env_names = {
-        "postgres": "AGENTIC_POSTGRES_PORT",
-        "temporal": "AGENTIC_TEMPORAL_PORT",
-        "llm": "AGENTIC_LLM_PORT",
-        "mcp": "AGENTIC_MCP_INFRA_PORT",
-        "mcp-knowledge": "AGENTIC_MCP_KNOWLEDGE_PORT",
-        "mcp-ha": "AGENTIC_MCP_HA_PORT",
-        "mcp-arr": "AGENTIC_MCP_ARR_PORT",
-        "intake": "AGENTIC_INTAKE_PORT",
-        "bot": "AGENTIC_BOT_PORT",
-    }
+    env_names = {name: f"AGENTIC_{field_name.upper()}" for name, field_name in PORT_SETTINGS.items()}
     ports = [(p.name, p.port, env_names.get(p.name, "")) for p in parts if p.mode == "embedded" and p.port]
     if settings.temporal_embedded:
         ports.append(("temporal web ui", settings.temporal_ui_port, "AGENTIC_TEMPORAL_UI_PORT"))
@@ -835,14 +925,203 @@ def init_postgres(settings: Settings, password: str) -> None:
         raise AgenticError(f"initdb failed for {pg}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
 
 
+# --------------------------------------------------------------------------- restarts and the operator
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor starts a part that died again, and when the part counts as down.
+
+    Each crash waits `backoff_min_s`, doubled for each crash in a row, at most `backoff_max_s`;
+    the supervisor never gives up. A crash after the part had been healthy for `healthy_reset_s`
+    starts the count over (one crash, the shortest wait). A start that exits or does not become
+    healthy within the part's start timeout counts as a crash. The part is down, until it is
+    healthy again, at every `down_after`-th crash in a row (it keeps dying, even if it comes
+    back in between: a part that keeps flapping is reported again every `down_after` crashes),
+    or when `down_after` starts in a row have failed since it was last healthy (it does not come
+    back). Settings `supervisor_*` (docs/configuration.md).
+    """
+
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    healthy_reset_s: float = 300.0
+    down_after: int = 5
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RestartPolicy:
+        return cls(
+            backoff_min_s=s.supervisor_backoff_min_s,
+            backoff_max_s=max(s.supervisor_backoff_max_s, s.supervisor_backoff_min_s),
+            healthy_reset_s=s.supervisor_healthy_reset_s,
+            down_after=s.supervisor_down_after,
+        )
+
+    def delay(self, crash_streak: int) -> float:
+        """Seconds to wait before the next start, after the `crash_streak`-th crash in a row."""
+        return float(min(self.backoff_min_s * 2 ** min(max(crash_streak - 1, 0), 32), self.backoff_max_s))
+
+    def streak_after_crash(self, streak: int, healthy_for: float | None) -> int:
+        """The crash count once a part that had been healthy for `healthy_for` seconds (None: it
+        never became healthy) dies."""
+        return 1 if healthy_for is not None and healthy_for >= self.healthy_reset_s else streak + 1
+
+    def is_down(self, crash_streak: int, failed_starts: int) -> bool:
+        return crash_streak % self.down_after == 0 or failed_starts >= self.down_after
+
+
+SUPERVISOR_SOURCE = "agentic-supervisor"  # the `source` of the supervisor's events at the intake
+PART_DOWN_ALERT = "AgenticPartDown"
+
+
+@dataclass
+class _Notice:
+    channel: Literal["intake", "telegram"]
+    what: str  # for the supervisor's own log lines
+    body: dict[str, Any]
+    warned: bool = False  # the supervisor's log said once that it could not be sent yet
+
+
+class PartAlerts:
+    """Tells the operator that a part is down, and that it is back, through what still works:
+
+    - a generic event to the stack's intake (`POST /events`, source `agentic-supervisor`, one group
+      per part, `firing` then `resolved`): the intake signals the incident into Temporal, which
+      keeps it even while the worker is down;
+    - with Telegram configured, a `sendMessage` to the chat straight from the supervisor (the bot
+      may be the part that is down).
+
+    Undelivered notices (the intake may be the part that is down) are tried again every
+    `retry_s`, in order per channel; one refused for good (a 4xx other than 429) is dropped with a
+    line in the supervisor's log.
+    """
+
+    MAX_PENDING = 200
+
+    def __init__(self, eff: Settings, out: Callable[[str], None], *, retry_s: float = 2.0) -> None:
+        self.eff = eff
+        self.out = out
+        self.retry_s = retry_s
+        self.pending: list[_Notice] = []
+        self._wake = asyncio.Event()
+
+    @property
+    def telegram(self) -> bool:
+        return self.eff.telegram_token is not None and self.eff.telegram_chat_id is not None
+
+    def part_down(self, p: Part, policy: RestartPolicy) -> None:
+        tail = log_tail(p.log, 3)
+        detail = (
+            f"{p.name} ({p.role}) crashed {p.crash_streak} times in a row (last exit code {p.last_exit}); "
+            f"the supervisor keeps starting it again, every {policy.backoff_max_s:.0f}s at most. Log: {p.log}"
+        )
+        self._event(p, "firing", detail + (f". Last lines: {tail}" if tail else ""))
+        if self.telegram:
+            text = f"🚨 agentic-platform: part {p.name} is down. {detail}" + (f"\n{tail}" if tail else "")
+            self._telegram(p, text[:4000])
+
+    def part_back(self, p: Part, down_for: timedelta) -> None:
+        detail = f"{p.name} is healthy again after {p.restarts} restarts (down {int(down_for.total_seconds())}s)"
+        self._event(p, "resolved", detail)
+        if self.telegram:
+            self._telegram(p, f"✅ agentic-platform: part {p.name} is back. {detail}")
+
+    def _event(self, p: Part, status: str, description: str) -> None:
+        body = {
+            "source": SUPERVISOR_SOURCE,
+            "title": f"agentic part {p.name} is down",
+            "status": status,
+            "severity": "critical",
+            "description": description,
+            "labels": {"alertname": PART_DOWN_ALERT, "part": p.name},
+            "group": f"{SUPERVISOR_SOURCE}/part/{p.name}",
+            "fingerprint": f"agentic-part-{p.name}",
+        }
+        self._queue(_Notice("intake", f"{status} event for {p.name}", body))
+
+    def _telegram(self, p: Part, text: str) -> None:
+        self._queue(
+            _Notice(
+                "telegram", f"Telegram message about {p.name}", {"chat_id": self.eff.telegram_chat_id, "text": text}
+            )
+        )
+
+    def _queue(self, notice: _Notice) -> None:
+        self.pending.append(notice)
+        del self.pending[: -self.MAX_PENDING]
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver what is pending, now and every `retry_s` while anything is left; until cancelled."""
+        while True:
+            self._wake.clear()
+            await self.flush()
+            wait = self.retry_s if self.pending else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def flush(self) -> None:
+        import httpx
+
+        blocked: set[str] = set()
+        async with httpx.AsyncClient(timeout=10) as http:
+            for notice in list(self.pending):
+                if notice.channel in blocked:
+                    continue
+                outcome = await self._send(http, notice)
+                if outcome == "retry":
+                    blocked.add(notice.channel)  # keep the order of a channel's notices
+                    continue
+                self.pending.remove(notice)
+
+    async def _send(self, http: Any, notice: _Notice) -> Literal["sent", "retry", "dropped"]:
+        import httpx
+
+        eff = self.eff
+        if notice.channel == "intake":
+            token = eff.intake_token.get_secret_value() if eff.intake_token else ""
+            url = f"http://{eff.host}:{eff.intake_port}/events"
+            headers = {"Authorization": f"Bearer {token}"}
+            where = url
+        else:
+            assert eff.telegram_token is not None
+            base = eff.telegram_api_base.rstrip("/")
+            url = f"{base}/bot{eff.telegram_token.get_secret_value()}/sendMessage"
+            headers = {}
+            where = f"the Bot API at {base}"  # the URL holds the token: never print it
+        try:
+            r = await http.post(url, json=notice.body, headers=headers)
+        except httpx.HTTPError as exc:
+            if not notice.warned:
+                self.out(f"! cannot send the {notice.what} to {where} yet ({type(exc).__name__}): will retry")
+                notice.warned = True
+            return "retry"
+        if r.status_code < 300:
+            self.out(f"  → sent the {notice.what} to {where}")
+            return "sent"
+        if r.status_code == 429 or r.status_code >= 500:
+            return "retry"
+        self.out(f"! {where} refused the {notice.what} (HTTP {r.status_code}): {r.text[:200]}")
+        return "dropped"
+
+
 # --------------------------------------------------------------------------- the supervisor
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, out: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        out: Callable[[str], None] = print,
+        policy: RestartPolicy | None = None,
+        alert_retry_s: float = 2.0,
+    ) -> None:
         self.settings = settings
         self.data = settings.data_path
         self.out = out
+        self.policy = policy or RestartPolicy.from_settings(settings)
+        self.alert_retry_s = alert_retry_s
+        self.alerts: PartAlerts | None = None
         self.parts: list[Part] = []
         self.stopping = asyncio.Event()
         self._lock_fd: int | None = None
@@ -881,6 +1160,7 @@ class Supervisor:
             error=error,
             started_at=self.started_at,
             data_dir=str(self.data),
+            host=s.host,
             temporal_target=s.temporal_target,
             temporal_namespace=s.temporal_namespace,
             task_queue=s.task_queue,
@@ -966,31 +1246,19 @@ class Supervisor:
             (self.data / "temporal").mkdir(exist_ok=True)
             self.save(ready=False)
 
-            base = [
-                p
-                for p in self.parts
-                if p.name in ("postgres", "temporal", "llm", "mcp", "mcp-ha", "mcp-arr")
-                and p.mode in ("embedded", "external")
-            ]
-            for p in base:
-                if p.mode == "embedded":
-                    await self.spawn(p)
-            self.save(ready=False)
-            await asyncio.gather(*(self._announce(p) for p in base))
-
-            await self.prepare_services(eff)
-
-            # The worker, then the intake: alerts are accepted once a worker polls. The knowledge
-            # MCP server (its searches run on the worker) starts beside the intake.
-            worker = self.part("worker")
-            await self.spawn(worker)
-            self.save(ready=False)
-            await self._announce(worker)
-            edges = [self.part(n) for n in ("mcp-knowledge", "intake")]
-            for part in edges:
-                await self.spawn(part)
-            self.save(ready=False)
-            await asyncio.gather(*(self._announce(p) for p in edges))
+            # Phase by phase (PHASES): every embedded part is started, every embedded or external
+            # part must be healthy before the next phase. The services first, then the ledger's
+            # migrations; the worker; then the edges, so alerts and presses are accepted once a
+            # worker polls.
+            for phase in PHASES:
+                group = [p for p in self.parts if p.phase == phase and p.mode in ("embedded", "external")]
+                for p in group:
+                    if p.mode == "embedded":
+                        await self.spawn(p)
+                self.save(ready=False)
+                await asyncio.gather(*(self._announce(p) for p in group))
+                if phase == "service":
+                    await self.prepare_services(eff)
             await self.ingest_docs(eff)
             self.save(ready=True)
         except BaseException as exc:
@@ -1006,10 +1274,8 @@ class Supervisor:
     async def _announce(self, part: Part) -> None:
         t0 = time.monotonic()
         detail = await self.wait_healthy(part)
+        part.healthy_since = time.monotonic()
         self.out(f"  ✓ {part.name:<9} {detail} ({time.monotonic() - t0:.1f}s)")
-
-    def part(self, name: str) -> Part:
-        return next(p for p in self.parts if p.name == name)
 
     async def prepare_services(self, eff: Settings) -> None:
         """Ledger migrations and Temporal search attributes, before the worker starts."""
@@ -1049,31 +1315,84 @@ class Supervisor:
                 p.log_file = None
 
     async def supervise(self) -> None:
-        """Restart parts that die, until asked to stop."""
-        max_restarts = 5
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
-            if self.stopping.is_set():
-                break
-            for p in self.parts:
-                if p.mode != "embedded" or p.proc is None or p.proc.returncode is None:
-                    continue
-                if p.restarts >= max_restarts:
-                    continue
-                p.restarts += 1
+        """Watch every embedded part until asked to stop: restart one that dies (`RestartPolicy`,
+        for as long as the stack runs), and tell the operator about one that stays down (`PartAlerts`)."""
+        self.alerts = PartAlerts(self.eff or self.settings, self.out, retry_s=self.alert_retry_s)
+        tasks = [asyncio.create_task(self.alerts.run(), name="part-alerts")]
+        tasks += [
+            asyncio.create_task(self._watch(p), name=f"watch-{p.name}")
+            for p in self.parts
+            if p.mode == "embedded" and p.proc is not None
+        ]
+        try:
+            await self.stopping.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, p: Part) -> None:
+        while True:
+            try:
+                assert p.proc is not None
+                code = await p.proc.wait()
+                await self._bring_back(p, code)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not leave the part unsupervised
+                self.out(f"! supervising {p.name} failed ({type(exc).__name__}: {exc}); watching it again")
+                await asyncio.sleep(self.policy.backoff_min_s)
+
+    async def _bring_back(self, p: Part, code: int | None) -> None:
+        """`p` exited with `code`: start it again, with back-off, until it is healthy."""
+        assert self.alerts is not None
+        policy = self.policy
+        while True:
+            healthy_for = time.monotonic() - p.healthy_since if p.healthy_since is not None else None
+            p.crash_streak = policy.streak_after_crash(p.crash_streak, healthy_for)
+            p.failed_starts += 1
+            p.healthy_since = None
+            p.last_exit = code
+            p.restarts += 1
+            delay = policy.delay(p.crash_streak)
+            p.next_start_at = datetime.now(UTC) + timedelta(seconds=delay)
+            ran = f"after {healthy_for:.0f}s healthy" if healthy_for is not None else "before it was healthy"
+            self.out(
+                f"! {p.name} exited (code {code}) {ran}: restart {p.restarts} in {delay:.1f}s"
+                f" (crash {p.crash_streak} in a row) — {log_tail(p.log)}"
+            )
+            if p.down_since is None and policy.is_down(p.crash_streak, p.failed_starts):
+                p.down_since = datetime.now(UTC)
                 self.out(
-                    f"! {p.name} exited (code {p.proc.returncode}): restarting, attempt {p.restarts}/{max_restarts}"
-                    f" — {log_tail(p.log)}"
+                    f"! {p.name} is down: {p.crash_streak} crashes in a row, {p.failed_starts} since it was last"
+                    " healthy; telling the operator"
                 )
-                await asyncio.sleep(min(2**p.restarts, 30) / 4)
+                self.alerts.part_down(p, policy)
+            self.save(ready=True)
+            await asyncio.sleep(delay)
+            p.next_start_at = None
+            try:
                 await self.spawn(p)
-                try:
-                    await self.wait_healthy(p)
-                    self.out(f"  ✓ {p.name} is back")
-                except AgenticError as exc:
-                    self.out(f"! {exc}")
-                self.save(ready=True)
+            except OSError as exc:
+                self.out(f"! cannot start {p.name}: {exc}")
+                code = None
+                continue
+            self.save(ready=True)
+            try:
+                await self.wait_healthy(p)
+            except AgenticError as exc:
+                self.out(f"! {exc}")
+                await self.stop_part(p)  # not healthy in time: stop it; it counts as a crash
+                code = p.proc.returncode if p.proc is not None else None
+                continue
+            p.healthy_since = time.monotonic()
+            p.failed_starts = 0
+            self.out(f"  ✓ {p.name} is back (restart {p.restarts})")
+            if p.down_since is not None:
+                self.alerts.part_back(p, datetime.now(UTC) - p.down_since)
+                p.down_since = None
+            self.save(ready=True)
+            return
 
     async def run(self, on_ready: Callable[[StackState], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -1100,25 +1419,59 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
     data = settings.data_path
     st = read_state(data)
     running = st is not None and pid_alive(st.supervisor_pid)
-    eff = effective_settings(settings) if (data / "secrets").exists() or not settings.postgres_embedded else settings
-    if st is not None:
-        # Use the addresses the running stack was started with.
-        eff = eff.model_copy(update={"temporal_address": st.temporal_target, "task_queue": st.task_queue})
+    settings = stack_addresses(settings)  # the addresses the running stack was started with
+    eff = effective_settings(settings, generate=False)
     parts = build_parts(settings, eff, resolve_binaries=False)
 
     async def one(p: Part) -> PartHealth:
-        ps = st.parts.get(p.name) if st else None
+        ps = st.parts.get(p.name) if st and running else None
         pid = ps.pid if ps else None
+        restarts, down = (ps.restarts, ps.down_since is not None) if ps else (0, False)
         if p.mode in ("planned", "disabled"):
             return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=None, detail=p.url)
         in_stack = p.name != "worker" or settings.temporal_embedded
         if p.mode == "embedded" and in_stack and not (running and pid_alive(pid)):
-            return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=False, detail="not running", url=p.url)
+            detail = restart_detail(ps) or "not running"
+            return PartHealth(
+                name=p.name,
+                role=p.role,
+                mode=p.mode,
+                healthy=False,
+                detail=detail,
+                url=p.url,
+                restarts=restarts,
+                down=down,
+            )
         assert p.health is not None
         ok, detail = await p.health()
-        return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=ok, detail=detail, url=p.url, pid=pid)
+        if not ok and (restarting := restart_detail(ps)):
+            detail = f"{restarting}; {detail}"
+        return PartHealth(
+            name=p.name,
+            role=p.role,
+            mode=p.mode,
+            healthy=ok,
+            detail=detail,
+            url=p.url,
+            pid=pid,
+            restarts=restarts,
+            down=down,
+        )
 
     return (st if running else None), list(await asyncio.gather(*(one(p) for p in parts)))
+
+
+def restart_detail(ps: PartState | None) -> str:
+    """What `agentic status` says of a part the supervisor is restarting (empty when it is not)."""
+    if ps is None or (ps.down_since is None and ps.next_start_at is None):
+        return ""
+    head = f"down since {ps.down_since:%H:%M:%S} UTC" if ps.down_since is not None else "restarting"
+    out = f"{head}: crashed {ps.crash_streak} time{'s' if ps.crash_streak != 1 else ''} in a row"
+    out += f" (last exit code {ps.last_exit}), {ps.restarts} restarts"
+    if ps.next_start_at is not None:
+        wait = max(0.0, (ps.next_start_at - datetime.now(UTC)).total_seconds())
+        out += f", next start in {wait:.0f}s"
+    return out
 
 
 def stop_stack(settings: Settings, timeout: float = 60.0, out: Callable[[str], None] = print) -> bool:

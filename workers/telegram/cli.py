@@ -59,10 +59,10 @@ async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str
 
 async def _log(settings: Settings, incident_id: str | None, refused: bool, limit: int) -> list[Any]:
     from activities.ledger.repository import Ledger
-    from workers.stack import effective_settings
+    from workers.stack import platform_settings
     from workers.telegram.notifier import CHANNEL
 
-    ledger = await Ledger.connect(effective_settings(settings).postgres_target(), max_size=1)
+    ledger = await Ledger.connect(platform_settings(settings).postgres_target(), max_size=1)
     try:
         return await ledger.recent_notifications(
             CHANNEL, kind="refused" if refused else None, incident_id=incident_id, limit=limit
@@ -76,13 +76,13 @@ async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
 
     from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
-    from workers.stack import effective_settings
+    from workers.stack import platform_settings
 
     bot = make_bot(settings)
     if settings.telegram_chat_id is None:
         raise AgenticError("no chat: set AGENTIC_TELEGRAM_CHAT_ID to the forum supergroup's id (-100…)")
     try:
-        ledger = await Ledger.connect(effective_settings(settings).postgres_target(), max_size=2)
+        ledger = await Ledger.connect(platform_settings(settings).postgres_target(), max_size=2)
     except LedgerError as exc:
         raise AgenticError(f"{exc} (is `agentic up` running, or AGENTIC_POSTGRES_DSN set?)") from None
     try:
