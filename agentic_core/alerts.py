@@ -11,9 +11,10 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 # Alertmanager's "zero" time for an alert that has not ended.
 _ZERO_TIME_YEAR = 1
@@ -22,6 +23,26 @@ _ZERO_TIME_YEAR = 1
 class AlertStatus(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+def _text(value: str) -> str:
+    """Text the platform can carry: valid Unicode. JSON lets a payload escape a lone surrogate
+    (`"\\ud800"`); Python keeps it, but no UTF-8 encoder (Temporal's payloads, the ledger,
+    Telegram) can write it, so it is refused here, with the field's name, not later."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "contains a lone surrogate (U+{code}) at character {at}: not valid Unicode text",
+                {"code": f"{ord(value[exc.start]):04X}", "at": exc.start},
+            ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+"""A string of an incoming payload (see `_text`)."""
 
 
 def _labels(value: Any) -> Any:
@@ -37,12 +58,12 @@ class AmAlert(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     status: AlertStatus
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Text, Text] = Field(min_length=1)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
     starts_at: datetime = Field(alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = Field(min_length=1, max_length=128)
+    generator_url: Text = Field(default="", alias="generatorURL")
+    fingerprint: Text = Field(min_length=1, max_length=128)
 
     _coerce = field_validator("labels", "annotations", mode="before")(_labels)
 
@@ -58,14 +79,14 @@ class AmWebhook(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1, max_length=4096)
+    group_key: Text = Field(alias="groupKey", min_length=1, max_length=4096)
     truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
     status: AlertStatus
-    receiver: str = Field(min_length=1, max_length=256)
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL")
+    receiver: Text = Field(min_length=1, max_length=256)
+    group_labels: dict[Text, Text] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[Text, Text] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[Text, Text] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: Text = Field(default="", alias="externalURL")
     alerts: list[AmAlert] = Field(min_length=1, max_length=1000)
 
     _coerce = field_validator("group_labels", "common_labels", "common_annotations", mode="before")(_labels)
@@ -76,18 +97,18 @@ class GenericEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    source: str = Field(min_length=1, max_length=128, description="the detector, e.g. coroot, renovate")
-    title: str = Field(min_length=1, max_length=1024, description="what happened, one line")
+    source: Text = Field(min_length=1, max_length=128, description="the detector, e.g. coroot, renovate")
+    title: Text = Field(min_length=1, max_length=1024, description="what happened, one line")
     status: AlertStatus = AlertStatus.FIRING
-    severity: str = Field(default="warning", max_length=32)
-    description: str = Field(default="", max_length=16384)
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    group: str | None = Field(
+    severity: Text = Field(default="warning", max_length=32)
+    description: Text = Field(default="", max_length=16384)
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
+    group: Text | None = Field(
         default=None, max_length=1024, description="events with the same group are one incident (default: source+title)"
     )
-    fingerprint: str | None = Field(default=None, max_length=128)
-    url: str = ""
+    fingerprint: Text | None = Field(default=None, max_length=128)
+    url: Text = ""
     occurred_at: datetime | None = None
 
     _coerce = field_validator("labels", "annotations", mode="before")(_labels)

@@ -588,6 +588,140 @@ def test_app_requires_a_token() -> None:
         create_app(factory_for(None), settings(intake_token=None))  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- text no store can hold
+
+HOSTILE = "@@hostile@@"  # stands for a raw JSON escape in a payload (json.dumps cannot write one)
+
+
+def with_escape(doc: Any, escape: str) -> bytes:
+    """`doc` as JSON with every HOSTILE replaced by `escape`, e.g. the six characters `\\ud800`."""
+    text = json.dumps(doc)
+    assert HOSTILE in text
+    return text.replace(HOSTILE, escape).encode()
+
+
+def _webhook_case(where: str) -> tuple[dict[str, Any], str]:
+    """A valid webhook with HOSTILE planted at `where`, and the field the 422 must name."""
+    doc = webhook("agentic-" + uniq())
+    a = doc["alerts"][0]
+    field = {
+        "label value": "alerts[0].labels.pod",
+        "annotation value": "alerts[0].annotations.description",
+        "label name": "alerts[0].labels.x",
+        "common label": "commonLabels.namespace",
+        "common annotation": "commonAnnotations.summary",
+        "group label": "groupLabels.alertname",
+        "generatorURL": "alerts[0].generatorURL",
+        "externalURL": "externalURL",
+        "fingerprint": "alerts[0].fingerprint",
+        "groupKey": "groupKey",
+        "receiver": "receiver",
+    }[where]
+    if where == "label value":
+        a["labels"]["pod"] += HOSTILE
+    elif where == "annotation value":
+        a["annotations"]["description"] = HOSTILE + a["annotations"]["description"]
+    elif where == "label name":
+        a["labels"]["x" + HOSTILE] = "v"
+    elif where == "common label":
+        doc["commonLabels"]["namespace"] = HOSTILE
+    elif where == "common annotation":
+        doc["commonAnnotations"]["summary"] += HOSTILE
+    elif where == "group label":
+        doc["groupLabels"]["alertname"] += HOSTILE
+    elif where == "generatorURL":
+        a["generatorURL"] += HOSTILE
+    elif where == "externalURL":
+        doc["externalURL"] += HOSTILE
+    elif where == "fingerprint":
+        a["fingerprint"] += HOSTILE
+    elif where == "groupKey":
+        doc["groupKey"] += HOSTILE
+    else:
+        doc["receiver"] += HOSTILE
+    return doc, field
+
+
+WEBHOOK_PLACES = [
+    "label value",
+    "annotation value",
+    "label name",
+    "common label",
+    "common annotation",
+    "group label",
+    "generatorURL",
+    "externalURL",
+    "fingerprint",
+    "groupKey",
+    "receiver",
+]
+EVENT_PLACES = {
+    "title": "title",
+    "description": "description",
+    "labels": "labels.app",
+    "annotations": "annotations.note",
+    "url": "url",
+    "group": "group",
+    "source": "source",
+}
+
+
+def _event_case(where: str) -> tuple[dict[str, Any], str]:
+    ev = event(group="hostile-" + uniq(), annotations={"note": "x"})
+    if where == "labels":
+        ev["labels"]["app"] += HOSTILE
+    elif where == "annotations":
+        ev["annotations"]["note"] += HOSTILE
+    else:
+        ev[where] += HOSTILE
+    return ev, EVENT_PLACES[where]
+
+
+def assert_refused_naming(r: httpx.Response, field: str) -> None:
+    assert r.status_code == 422, (field, r.status_code, r.text)
+    assert "retry-after" not in r.headers
+    body = r.json()  # valid JSON, whatever the payload held
+    assert body["accepted"] is False
+    assert any(line.startswith(field) for line in body["details"]), (field, body)
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d"])
+async def test_a_lone_surrogate_is_a_422_naming_the_field(
+    temporal: Client, http: httpx.AsyncClient, escape: str
+) -> None:
+    """A lone surrogate used to pass validation in label and annotation values and fail when the
+    workflow input was serialised: a 503, which Alertmanager retries forever."""
+    for where in WEBHOOK_PLACES:
+        doc, field = _webhook_case(where)
+        r = await post(http, "/alerts", content=with_escape(doc, escape))
+        assert_refused_naming(r, field)
+        assert "lone surrogate" in r.text or "unicode" in r.text, r.text
+        if where not in ("groupKey", "receiver"):
+            await assert_not_started(temporal, incident_of(doc))
+    for where in EVENT_PLACES:
+        ev, field = _event_case(where)
+        r = await post(http, "/events", content=with_escape(ev, escape))
+        assert_refused_naming(r, field)
+        r = await post(http, "/events", content=with_escape([event(group="ok-" + uniq()), ev], escape))
+        assert_refused_naming(r, f"[1].{field}")
+
+
+async def test_a_label_name_is_shown_escaped_in_the_error(http: httpx.AsyncClient) -> None:
+    doc, _ = _webhook_case("label name")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\ud800"))
+    assert r.status_code == 422
+    [line] = r.json()["details"]  # pydantic shows the name's surrogate as U+FFFD: still valid JSON
+    assert line.startswith("alerts[0].labels.x") and ".[key]: contains a lone surrogate (U+D800)" in line, line
+
+
+async def test_a_surrogate_pair_is_one_character_and_welcome(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc, _ = _webhook_case("label value")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\ud83d\\ude00"))
+    assert r.status_code == 202, r.text
+    state = await received(temporal, incident_of(doc), signals=1)
+    assert state.signals[0].group.alerts[0].labels["pod"].endswith("\U0001f600")
+
+
 # --------------------------------------------------------------------------- the process
 
 

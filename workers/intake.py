@@ -22,7 +22,8 @@ valid, so a bad request never leaves a half-processed incident:
     400  Content-Length not a number, body not JSON, or JSON of the wrong kind
          (`/alerts` needs an object; `/events` an object or a list)
     422  schema violation; the message names every failing field, e.g.
-         `alerts[0].fingerprint: field required`
+         `alerts[0].fingerprint: field required`; text no store can hold (a lone surrogate)
+         is one too (`agentic_core.alerts.Text`)
     503  Temporal unreachable or failing (with `Retry-After`, so Alertmanager retries). This
          is the only 5xx: an unexpected error also answers 503 (logged with its traceback),
          never 500, because a retry is always safe (see below).
@@ -167,13 +168,27 @@ def _unauthorized(message: str, *, invalid: bool) -> IntakeError:
     return IntakeError(401, message, headers={"WWW-Authenticate": challenge})
 
 
+MAX_KEY_SHOWN = 64  # characters of a label or annotation name shown in an error
+
+
+def _shown_key(part: str) -> str:
+    """A label or annotation name as an error shows it: control characters, surrogates and
+    other unprintable characters escaped (`\\ud800`), so the answer is always valid UTF-8 JSON."""
+    if len(part) > MAX_KEY_SHOWN:
+        part = part[:MAX_KEY_SHOWN] + "…"
+    if part.isprintable():  # surrogates and control characters are not
+        return part
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in part)
+
+
 def _field_path(loc: Iterable[int | str]) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            shown = _shown_key(part)
+            path += f".{shown}" if path else shown
     return path or "(body)"
 
 
