@@ -26,9 +26,17 @@ class AlertStatus(StrEnum):
 
 
 def _text(value: str) -> str:
-    """Text the platform can carry: valid Unicode. JSON lets a payload escape a lone surrogate
-    (`"\\ud800"`); Python keeps it, but no UTF-8 encoder (Temporal's payloads, the ledger,
-    Telegram) can write it, so it is refused here, with the field's name, not later."""
+    """Text the platform can carry and store: valid Unicode without NUL. JSON lets a payload
+    escape a lone surrogate (`"\\ud800"`) or a NUL (`"\\u0000"`); Python keeps both, but no
+    UTF-8 encoder (Temporal's payloads, Telegram) can write the first and PostgreSQL's text and
+    jsonb refuse the second, so they are refused here, with the field's name, not later."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        raise PydanticCustomError(
+            "nul_character",
+            "contains a NUL character (U+0000) at character {at}, which the ledger cannot store",
+            {"at": nul},
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -43,6 +51,26 @@ def _text(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_text)]
 """A string of an incoming payload (see `_text`)."""
+
+
+def _storable_time(value: datetime) -> datetime:
+    """A timestamp the ledger (PostgreSQL timestamptz, written through asyncpg in UTC) can hold.
+    A time without a zone is taken as UTC. One whose UTC instant falls outside years 1 to 9999
+    (`0001-01-01T00:00:00+14:00`, `9999-12-31T23:59:59-14:00`) cannot be converted: refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range",
+            "is outside the range the ledger can store: in UTC it must fall within the years 1 to 9999",
+        ) from None
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_storable_time)]
+"""A timestamp of an incoming payload (see `_storable_time`)."""
 
 
 def _labels(value: Any) -> Any:
@@ -60,7 +88,7 @@ class AmAlert(BaseModel):
     status: AlertStatus
     labels: dict[Text, Text] = Field(min_length=1)
     annotations: dict[Text, Text] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
+    starts_at: Timestamp = Field(alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     generator_url: Text = Field(default="", alias="generatorURL")
     fingerprint: Text = Field(min_length=1, max_length=128)
@@ -70,7 +98,10 @@ class AmAlert(BaseModel):
     @field_validator("ends_at")
     @classmethod
     def _zero_is_none(cls, v: datetime | None) -> datetime | None:
-        return None if v is not None and v.year <= _ZERO_TIME_YEAR else v
+        """Alertmanager's zero time (`0001-01-01T00:00:00Z`, any zone) means "not ended"."""
+        if v is None or v.year <= _ZERO_TIME_YEAR:
+            return None
+        return _storable_time(v)
 
 
 class AmWebhook(BaseModel):
@@ -109,7 +140,7 @@ class GenericEvent(BaseModel):
     )
     fingerprint: Text | None = Field(default=None, max_length=128)
     url: Text = ""
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
 
     _coerce = field_validator("labels", "annotations", mode="before")(_labels)
 

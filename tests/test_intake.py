@@ -722,6 +722,76 @@ async def test_a_surrogate_pair_is_one_character_and_welcome(temporal: Client, h
     assert state.signals[0].group.alerts[0].labels["pod"].endswith("\U0001f600")
 
 
+async def test_a_nul_character_is_a_422_naming_the_field(temporal: Client, http: httpx.AsyncClient) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: such an alert used to get a 202, then the
+    ledger refused its rows and the incident stayed with 0 alerts."""
+    for where in WEBHOOK_PLACES:
+        doc, field = _webhook_case(where)
+        r = await post(http, "/alerts", content=with_escape(doc, "\\u0000"))
+        assert_refused_naming(r, field)
+        assert "NUL character (U+0000)" in r.text, r.text
+        if where not in ("groupKey", "receiver"):
+            await assert_not_started(temporal, incident_of(doc))
+    doc, _ = _webhook_case("label name")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\u0000"))
+    assert r.json()["details"][0].startswith("alerts[0].labels.x\\x00.[key]: contains a NUL"), r.text
+    for where in EVENT_PLACES:
+        ev, field = _event_case(where)
+        r = await post(http, "/events", content=with_escape(ev, "\\u0000"))
+        assert_refused_naming(r, field)
+    # Nested values are coerced to their JSON text, where a NUL is the escape `\u0000`: storable.
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"][0]["annotations"]["nested"] = {"k": "a\x00b"}  # type: ignore[assignment]
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    state = await received(temporal, incident_of(doc), signals=1)
+    assert state.signals[0].group.alerts[0].annotations["nested"] == '{"k": "a\\u0000b"}'
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("startsAt", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        ("startsAt", "9999-12-31T23:59:59-14:00"),  # after year 9999 in UTC
+        ("endsAt", "9999-12-31T23:59:59-14:00"),
+    ],
+)
+async def test_a_time_the_ledger_cannot_store_is_a_422(
+    temporal: Client, http: httpx.AsyncClient, field: str, value: str
+) -> None:
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"].append({**alert(pod="other"), field: value})
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 422, r.text
+    assert r.json()["details"] == [
+        f"alerts[1].{field}: is outside the range the ledger can store: in UTC it must fall within the years 1 to 9999"
+    ]
+    await assert_not_started(temporal, incident_of(doc))
+
+    ev = event(group="time-" + uniq(), occurred_at=value)
+    r = await post(http, "/events", ev)
+    assert r.status_code == 422 and r.json()["details"][0].startswith("occurred_at: is outside the range"), r.text
+    await assert_not_started(temporal, incident_id_for("events:coroot", ev["group"]))
+
+
+async def test_times_at_the_edges_that_the_ledger_can_store(temporal: Client, http: httpx.AsyncClient) -> None:
+    members = [
+        {**alert(pod="a"), "endsAt": "0001-01-01T00:00:00Z"},  # Alertmanager's zero time: not ended
+        {**alert(pod="b"), "endsAt": "0001-01-01T00:00:00+14:00"},  # a zero time in any zone
+        {**alert(pod="c"), "startsAt": "0001-01-01T00:00:00-14:00"},  # year 1 in UTC too
+        {**alert(pod="d"), "startsAt": "9999-12-31T23:59:59Z"},
+        {**alert(pod="e"), "startsAt": "2026-11-21T14:02:11"},  # no zone: UTC
+    ]
+    doc = webhook("agentic-" + uniq(), alerts=members)
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    alerts = (await received(temporal, incident_of(doc), signals=1)).signals[0].group.alerts
+    assert [a.ends_at for a in alerts[:2]] == [None, None]
+    assert alerts[2].starts_at.isoformat() == "0001-01-01T00:00:00-14:00"
+    assert alerts[3].starts_at.year == 9999
+    assert alerts[4].starts_at.isoformat() == "2026-11-21T14:02:11+00:00"
+
+
 # --------------------------------------------------------------------------- the process
 
 

@@ -22,8 +22,9 @@ valid, so a bad request never leaves a half-processed incident:
     400  Content-Length not a number, body not JSON, or JSON of the wrong kind
          (`/alerts` needs an object; `/events` an object or a list)
     422  schema violation; the message names every failing field, e.g.
-         `alerts[0].fingerprint: field required`; text no store can hold (a lone surrogate)
-         is one too (`agentic_core.alerts.Text`)
+         `alerts[0].fingerprint: field required`; text or a time no store can hold (a lone
+         surrogate, a NUL, a time outside years 1-9999 in UTC) is one too
+         (`agentic_core.alerts.Text`, `Timestamp`)
     503  Temporal unreachable or failing (with `Retry-After`, so Alertmanager retries). This
          is the only 5xx: an unexpected error also answers 503 (logged with its traceback),
          never 500, because a retry is always safe (see below).
