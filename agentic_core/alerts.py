@@ -3,6 +3,7 @@
 No I/O. The intake validates payloads with these models, turns them into one `AlertGroup`
 per Alertmanager group, and derives the incident's workflow id from the group with
 `incident_id_for`, so repeats and retries of a group always reach the same incident.
+`redact_group` takes the secrets out of a group's texts before anything stores or shows them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+
+from agentic_core.redaction import SECRET, Redactor
 
 # Alertmanager's "zero" time for an alert that has not ended.
 _ZERO_TIME_YEAR = 1
@@ -251,3 +254,47 @@ def group_from_event(ev: GenericEvent, now: datetime | None = None) -> AlertGrou
             )
         ],
     )
+
+
+def redact_group(group: AlertGroup) -> tuple[AlertGroup, int]:
+    """The group with the secrets in its texts replaced by `[SECRET_n]` placeholders, and how
+    many distinct secrets were replaced (`agentic_core.redaction`; personal data is kept).
+
+    Redacted: every label and annotation value (each alert's, the common and group ones), the
+    group key and the URLs. Kept as they are: label and annotation names, the incident id and
+    the fingerprints (derived from the raw values, so repeats of a group still reach the same
+    incident and alert). One redactor serves the whole group: the same secret gets the same
+    placeholder wherever it appears in it. Ordinary alerts have no secret, so nothing changes
+    in them (no false positives on the awesome-prometheus-alerts and kube-prometheus rules:
+    tests/test_redaction.py); a label value is changed only when it holds a secret.
+    """
+    r = Redactor()
+    kinds = frozenset({SECRET})
+
+    def text(value: str) -> str:
+        return r.redact(value, kinds)
+
+    def texts(values: dict[str, str]) -> dict[str, str]:
+        return {k: text(v) for k, v in values.items()}
+
+    alerts = [
+        a.model_copy(
+            update={
+                "labels": texts(a.labels),
+                "annotations": texts(a.annotations),
+                "generator_url": text(a.generator_url),
+            }
+        )
+        for a in group.alerts
+    ]
+    clean = group.model_copy(
+        update={
+            "group_key": text(group.group_key),
+            "group_labels": texts(group.group_labels),
+            "common_labels": texts(group.common_labels),
+            "common_annotations": texts(group.common_annotations),
+            "external_url": text(group.external_url),
+            "alerts": alerts,
+        }
+    )
+    return clean, r.counts.get(SECRET, 0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -790,6 +792,147 @@ async def test_times_at_the_edges_that_the_ledger_can_store(temporal: Client, ht
     assert alerts[2].starts_at.isoformat() == "0001-01-01T00:00:00-14:00"
     assert alerts[3].starts_at.year == 9999
     assert alerts[4].starts_at.isoformat() == "2026-11-21T14:02:11+00:00"
+
+
+# --------------------------------------------------------------------------- secrets
+
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+BEARER = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiIsImlhdCI6MTcwMDAwMDAwMH0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+SECRETS = {
+    "bearer": BEARER,
+    "aws key id": AWS_KEY_ID,
+    "aws secret": AWS_SECRET,
+    "password": "Tr0ub4dor#3",
+    "url password": "s3cr3t-pw",
+    "jwt": JWT,
+    "dollar password": "$uperS3cret!",
+    "pwd": "hunter2",
+    "DB_PASS": "correct-horse-42",
+}
+
+
+def secret_annotations() -> dict[str, str]:
+    s = SECRETS
+    return {
+        "summary": f"Login to db failed with password={s['password']}",
+        "description": (
+            f"curl -H 'Authorization: Bearer {s['bearer']}' answered 401; "
+            f"AWS_ACCESS_KEY_ID={s['aws key id']} AWS_SECRET_ACCESS_KEY={s['aws secret']}; "
+            f"dsn postgres://app:{s['url password']}@db.shop.svc:5432/app; session {s['jwt']}; "
+            f"password={s['password']} (again)"
+        ),
+        "config": f"db_password={s['dollar password']} pwd={s['pwd']} DB_PASS={s['DB_PASS']}",
+    }
+
+
+def payload_texts(history: Any) -> str:
+    """Every payload of a workflow's history (input, signals, the UI summary), decoded."""
+    import base64
+
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(history.to_json_dict())
+    return "\n".join(found)
+
+
+async def test_secrets_are_redacted_before_the_workflow_sees_them(
+    temporal: Client, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The secrets of an alert used to travel verbatim into the workflow input, its history, the
+    ledger's alerts table and the title Telegram shows."""
+    doc = webhook("agentic-" + uniq())
+    a = doc["alerts"][0]
+    a["annotations"] = secret_annotations()
+    a["labels"]["dsn"] = f"postgres://app:{SECRETS['url password']}@db.shop.svc:5432/app"
+    a["generatorURL"] += f"&api_key={SECRETS['pwd']}"
+    doc["commonAnnotations"] = {"summary": a["annotations"]["summary"]}
+    raw_labels = dict(a["labels"])
+    with caplog.at_level(logging.INFO, logger="agentic.intake"):
+        r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    incident = incident_of(doc)  # from the raw group key: repeats still reach the same incident
+    assert r.json()["incidents"] == [incident]
+
+    state = await received(temporal, incident, signals=1)
+    group = state.signals[0].group
+    everything = state.model_dump_json()
+    history = payload_texts(await temporal.get_workflow_handle(incident).fetch_history())
+    assert "Login to db failed" in history  # the payloads were read
+    for name, value in SECRETS.items():
+        assert value not in everything, name
+        assert value not in history, name
+    got = group.alerts[0]
+    # the same secret, the same placeholder, everywhere in the group
+    m = re.fullmatch(r"Login to db failed with password=(\[SECRET_\d+\])", got.annotations["summary"])
+    assert m is not None, got.annotations["summary"]
+    assert group.common_annotations["summary"] == got.annotations["summary"]
+    assert f"password={m.group(1)} (again)" in got.annotations["description"]
+    url = re.fullmatch(r"postgres://app:(\[SECRET_\d+\])@db.shop.svc:5432/app", got.labels["dsn"])
+    assert url is not None and f"postgres://app:{url.group(1)}@db" in got.annotations["description"]
+    assert len(set(re.findall(r"\[SECRET_\d+\]", everything))) == len(SECRETS)  # one placeholder per value
+    # what the platform groups, fingerprints and matches runbooks on is untouched
+    assert {k: v for k, v in got.labels.items() if k != "dsn"} == {k: v for k, v in raw_labels.items() if k != "dsn"}
+    assert got.fingerprint == a["fingerprint"] and group.group_key == doc["groupKey"]
+    assert group.common_labels == doc["commonLabels"] and group.group_labels == doc["groupLabels"]
+    # counted in the log, never shown
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "agentic.intake"]
+    assert any(line.endswith(f"; {len(SECRETS)} secret(s) redacted") for line in lines), lines
+    for value in SECRETS.values():
+        assert value not in caplog.text
+
+
+async def test_event_secrets_are_redacted(temporal: Client, http: httpx.AsyncClient) -> None:
+    ann = secret_annotations()
+    ev = event(
+        title=ann["summary"],
+        description=ann["description"],
+        annotations={"config": ann["config"]},
+        group="secret-" + uniq(),
+    )
+    r = await post(http, "/events", ev)
+    assert r.status_code == 202, r.text
+    incident = incident_id_for("events:coroot", ev["group"])
+    everything = (await received(temporal, incident, signals=1)).model_dump_json()
+    for name, value in SECRETS.items():
+        assert value not in everything, name
+    assert "Login to db failed with password=[SECRET_1]" in everything
+
+
+async def test_keep_secrets_keeps_the_alert_as_it_came(temporal: Client) -> None:
+    app = create_app(factory_for(temporal), settings(intake_keep_secrets=True))
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"][0]["annotations"] = secret_annotations()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    got = (await received(temporal, incident_of(doc), signals=1)).signals[0].group.alerts[0]
+    assert got.annotations == secret_annotations()
+
+
+async def test_ordinary_alerts_are_unchanged_by_redaction(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq(), alerts=[alert(pod=f"sonarr-{i}") for i in range(3)])
+    doc["alerts"][0]["annotations"]["description"] = "GET /api 401 Unauthorized: missing token: send a bearer token"
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    group = (await received(temporal, incident_of(doc), signals=1)).signals[0].group
+    for got, sent in zip(group.alerts, doc["alerts"], strict=True):
+        assert (got.labels, got.annotations, got.generator_url) == (
+            sent["labels"],
+            sent["annotations"],
+            sent["generatorURL"],
+        )
 
 
 # --------------------------------------------------------------------------- the process

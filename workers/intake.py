@@ -29,6 +29,12 @@ valid, so a bad request never leaves a half-processed incident:
          is the only 5xx: an unexpected error also answers 503 (logged with its traceback),
          never 500, because a retry is always safe (see below).
 
+Secrets: before a group goes anywhere, the secrets in its texts (label and annotation values,
+the group key, the URLs; an event's title, description, labels and annotations with them) are
+replaced by `[SECRET_n]` placeholders (`agentic_core.alerts.redact_group`), so the workflow
+input, Temporal's history, the ledger, Telegram and the CLI never hold them. The incident id
+and fingerprints come from the raw values. AGENTIC_INTAKE_KEEP_SECRETS=true keeps them.
+
 How a group reaches its incident:
 
 - firing (or mixed): `start_workflow(..., start_signal=...)`, i.e. signal-with-start. If the
@@ -54,7 +60,8 @@ token, port in use) give one `error:` line on stderr and exit code 2. SIGTERM or
 stops accepting connections, lets requests in flight finish, and exits 0.
 
 Logging: one access line per request (client, method, path without the query string,
-status, duration) and one line per delivered group (incident id, status, alert count).
+status, duration) and one line per delivered group (incident id, status, alert count, how
+many secrets were redacted).
 Headers, the token and payload contents (labels, annotations) are never logged.
 """
 
@@ -95,6 +102,7 @@ from agentic_core.alerts import (
     GenericEvent,
     group_from_event,
     group_from_webhook,
+    redact_group,
 )
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
 from agentic_core.redaction import install_log_redaction
@@ -409,6 +417,13 @@ class Intake:
             chunks.append(chunk)
         return _load_json(b"".join(chunks))
 
+    def protect(self, group: AlertGroup) -> tuple[AlertGroup, int]:
+        """The group with its secrets redacted (`redact_group`), and how many; as it came with
+        AGENTIC_INTAKE_KEEP_SECRETS."""
+        if self.settings.intake_keep_secrets:
+            return group, 0
+        return redact_group(group)
+
     async def deliver_all(self, groups: list[AlertGroup]) -> list[Delivery]:
         """Deliver every group: one incident's groups in order, different incidents concurrently."""
         if len(groups) == 1:
@@ -442,6 +457,10 @@ def _unique(ids: Iterable[str]) -> list[str]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _redacted(secrets: int) -> str:
+    return f"; {secrets} secret(s) redacted" if secrets else ""
 
 
 def _summary(group: AlertGroup) -> str:
@@ -508,15 +527,16 @@ async def _post_alerts(intake: Intake, request: Request) -> Response:
         hook = _WEBHOOK.validate_python(doc)
     except ValidationError as exc:
         raise _schema_error("Alertmanager webhook", exc) from None
-    group = group_from_webhook(hook)
+    group, secrets = intake.protect(group_from_webhook(hook))
     [delivery] = await intake.deliver_all([group])
     log.info(
-        "alerts: receiver %s, %s, %d alert(s) → incident %s%s",
-        hook.receiver,
+        "alerts: receiver %s, %s, %d alert(s) → incident %s%s%s",
+        group.receiver,
         group.status.value,
         len(group.alerts),
         group.incident_id,
         "" if delivery.signalled else " (not open: ignored)",
+        _redacted(secrets),
     )
     return _accepted([delivery], alerts=len(group.alerts))
 
@@ -537,13 +557,14 @@ async def _post_events(intake: Intake, request: Request) -> Response:
             raise IntakeError(400, f"expected a JSON object or an array of objects (events), got {_kind(doc)}")
     except ValidationError as exc:
         raise _schema_error("event" if isinstance(doc, dict) else "events", exc) from None
-    groups = [group_from_event(ev) for ev in events]
-    deliveries = await intake.deliver_all(groups)
+    protected = [intake.protect(group_from_event(ev)) for ev in events]
+    deliveries = await intake.deliver_all([g for g, _n in protected])
     log.info(
-        "events: %d event(s) from %s → incident(s) %s",
+        "events: %d event(s) from %s → incident(s) %s%s",
         len(events),
-        ",".join(_unique(ev.source for ev in events))[:200],
+        ",".join(_unique(g.source for g, _n in protected))[:200],
         ",".join(_unique(d.incident_id for d in deliveries)),
+        _redacted(sum(n for _g, n in protected)),
     )
     return _accepted(deliveries, events=len(events))
 
