@@ -19,6 +19,8 @@ valid, so a bad request never leaves a half-processed incident:
     401  no bearer token, or the wrong one (constant-time compare; `WWW-Authenticate: Bearer`)
     415  Content-Type is not JSON (`application/json` or `application/*+json`)
     413  body larger than AGENTIC_INTAKE_MAX_BODY: by Content-Length, or counted while reading
+    408  headers not complete within 5 s, or the body within 10 s of them; the connection is
+         closed (workers/http_limits.py). Content-Length with Transfer-Encoding: 400, closed
     400  Content-Length not a number, body not JSON, or JSON of the wrong kind
          (`/alerts` needs an object; `/events` an object or a list)
     422  schema violation; the message names every failing field, e.g.
@@ -87,7 +89,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -107,6 +109,7 @@ from agentic_core.alerts import (
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
 from agentic_core.redaction import install_log_redaction
 from workers.errors import AgenticError
+from workers.http_limits import bounded_config
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
 
@@ -410,11 +413,14 @@ class Intake:
                 raise IntakeError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # a missing or lying Content-Length, or a chunked body
-                raise IntakeError(413, f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # a missing or lying Content-Length, or a chunked body
+                    raise IntakeError(413, f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut off by the server's body deadline (http_limits)
+            raise IntakeError(408, "the request body did not arrive in full") from None
         return _load_json(b"".join(chunks))
 
     def protect(self, group: AlertGroup) -> tuple[AlertGroup, int]:
@@ -680,7 +686,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         return await connect(settings.temporal_target, settings.temporal_namespace)
 
     app = create_app(factory, settings)
-    config = uvicorn.Config(
+    config = bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
         app,
         lifespan="off",
         log_config=None,  # our logging.basicConfig; uvicorn's access log is replaced by AccessLog
