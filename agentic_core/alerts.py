@@ -3,6 +3,7 @@
 No I/O. The intake validates payloads with these models, turns them into one `AlertGroup`
 per Alertmanager group, and derives the incident's workflow id from the group with
 `incident_id_for`, so repeats and retries of a group always reach the same incident.
+`redact_group` takes the secrets out of a group's texts before anything stores or shows them.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from agentic_core.redaction import SECRET, Redactor
 
 # Alertmanager's "zero" time for an alert that has not ended.
 _ZERO_TIME_YEAR = 1
@@ -22,6 +26,54 @@ _ZERO_TIME_YEAR = 1
 class AlertStatus(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+def _text(value: str) -> str:
+    """Text the platform can carry and store: valid Unicode without NUL. JSON lets a payload
+    escape a lone surrogate (`"\\ud800"`) or a NUL (`"\\u0000"`); Python keeps both, but no
+    UTF-8 encoder (Temporal's payloads, Telegram) can write the first and PostgreSQL's text and
+    jsonb refuse the second, so they are refused here, with the field's name, not later."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        raise PydanticCustomError(
+            "nul_character",
+            "contains a NUL character (U+0000) at character {at}, which the ledger cannot store",
+            {"at": nul},
+        )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "contains a lone surrogate (U+{code}) at character {at}: not valid Unicode text",
+                {"code": f"{ord(value[exc.start]):04X}", "at": exc.start},
+            ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+"""A string of an incoming payload (see `_text`)."""
+
+
+def _storable_time(value: datetime) -> datetime:
+    """A timestamp the ledger (PostgreSQL timestamptz, written through asyncpg in UTC) can hold.
+    A time without a zone is taken as UTC. One whose UTC instant falls outside years 1 to 9999
+    (`0001-01-01T00:00:00+14:00`, `9999-12-31T23:59:59-14:00`) cannot be converted: refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range",
+            "is outside the range the ledger can store: in UTC it must fall within the years 1 to 9999",
+        ) from None
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_storable_time)]
+"""A timestamp of an incoming payload (see `_storable_time`)."""
 
 
 def _labels(value: Any) -> Any:
@@ -37,19 +89,22 @@ class AmAlert(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     status: AlertStatus
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
+    labels: dict[Text, Text] = Field(min_length=1)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
+    starts_at: Timestamp = Field(alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = Field(min_length=1, max_length=128)
+    generator_url: Text = Field(default="", alias="generatorURL")
+    fingerprint: Text = Field(min_length=1, max_length=128)
 
     _coerce = field_validator("labels", "annotations", mode="before")(_labels)
 
     @field_validator("ends_at")
     @classmethod
     def _zero_is_none(cls, v: datetime | None) -> datetime | None:
-        return None if v is not None and v.year <= _ZERO_TIME_YEAR else v
+        """Alertmanager's zero time (`0001-01-01T00:00:00Z`, any zone) means "not ended"."""
+        if v is None or v.year <= _ZERO_TIME_YEAR:
+            return None
+        return _storable_time(v)
 
 
 class AmWebhook(BaseModel):
@@ -58,14 +113,14 @@ class AmWebhook(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1, max_length=4096)
+    group_key: Text = Field(alias="groupKey", min_length=1, max_length=4096)
     truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
     status: AlertStatus
-    receiver: str = Field(min_length=1, max_length=256)
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL")
+    receiver: Text = Field(min_length=1, max_length=256)
+    group_labels: dict[Text, Text] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[Text, Text] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[Text, Text] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: Text = Field(default="", alias="externalURL")
     alerts: list[AmAlert] = Field(min_length=1, max_length=1000)
 
     _coerce = field_validator("group_labels", "common_labels", "common_annotations", mode="before")(_labels)
@@ -76,19 +131,19 @@ class GenericEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    source: str = Field(min_length=1, max_length=128, description="the detector, e.g. coroot, renovate")
-    title: str = Field(min_length=1, max_length=1024, description="what happened, one line")
+    source: Text = Field(min_length=1, max_length=128, description="the detector, e.g. coroot, renovate")
+    title: Text = Field(min_length=1, max_length=1024, description="what happened, one line")
     status: AlertStatus = AlertStatus.FIRING
-    severity: str = Field(default="warning", max_length=32)
-    description: str = Field(default="", max_length=16384)
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    group: str | None = Field(
+    severity: Text = Field(default="warning", max_length=32)
+    description: Text = Field(default="", max_length=16384)
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
+    group: Text | None = Field(
         default=None, max_length=1024, description="events with the same group are one incident (default: source+title)"
     )
-    fingerprint: str | None = Field(default=None, max_length=128)
-    url: str = ""
-    occurred_at: datetime | None = None
+    fingerprint: Text | None = Field(default=None, max_length=128)
+    url: Text = ""
+    occurred_at: Timestamp | None = None
 
     _coerce = field_validator("labels", "annotations", mode="before")(_labels)
 
@@ -199,3 +254,47 @@ def group_from_event(ev: GenericEvent, now: datetime | None = None) -> AlertGrou
             )
         ],
     )
+
+
+def redact_group(group: AlertGroup) -> tuple[AlertGroup, int]:
+    """The group with the secrets in its texts replaced by `[SECRET_n]` placeholders, and how
+    many distinct secrets were replaced (`agentic_core.redaction`; personal data is kept).
+
+    Redacted: every label and annotation value (each alert's, the common and group ones), the
+    group key and the URLs. Kept as they are: label and annotation names, the incident id and
+    the fingerprints (derived from the raw values, so repeats of a group still reach the same
+    incident and alert). One redactor serves the whole group: the same secret gets the same
+    placeholder wherever it appears in it. Ordinary alerts have no secret, so nothing changes
+    in them (no false positives on the awesome-prometheus-alerts and kube-prometheus rules:
+    tests/test_redaction.py); a label value is changed only when it holds a secret.
+    """
+    r = Redactor()
+    kinds = frozenset({SECRET})
+
+    def text(value: str) -> str:
+        return r.redact(value, kinds)
+
+    def texts(values: dict[str, str]) -> dict[str, str]:
+        return {k: text(v) for k, v in values.items()}
+
+    alerts = [
+        a.model_copy(
+            update={
+                "labels": texts(a.labels),
+                "annotations": texts(a.annotations),
+                "generator_url": text(a.generator_url),
+            }
+        )
+        for a in group.alerts
+    ]
+    clean = group.model_copy(
+        update={
+            "group_key": text(group.group_key),
+            "group_labels": texts(group.group_labels),
+            "common_labels": texts(group.common_labels),
+            "common_annotations": texts(group.common_annotations),
+            "external_url": text(group.external_url),
+            "alerts": alerts,
+        }
+    )
+    return clean, r.counts.get(SECRET, 0)

@@ -20,9 +20,14 @@ What counts as a **secret** (kind `secret`):
 - the value of a `key=value`, `key: value` or `"key": "value"` pair whose key *ends* with
   password, passwd, passphrase, secret, token, api_key/apikey, access_key, secret_key,
   private_key, credential(s) or authorization (so `db_password=…`, `GITHUB_TOKEN: …`,
-  `"client_secret": "…"`; but not `secret_name: …` or `token_count=…`, which name things).
-  Templates (`{{ $value }}`), booleans, `null`/`none`, empty and already masked values
-  (`***`, placeholders) are left alone.
+  `"client_secret": "…"`; but not `secret_name: …` or `token_count=…`, which name things),
+  or whose key is, or ends after `_`, `.` or `-` with, pass, pwd or pw (`DB_PASS=…`, `pwd=…`;
+  not `bypass=…`; not `PWD=/srv`, a directory, nor `tests_pass=3`, a count of 4 digits or
+  fewer). Templates (`{{ $value }}`), references to a secret kept elsewhere (`$DB_PASSWORD`,
+  `${…}`, `$(…)`, `$1`, `$labels.x`; any other value starting with `$` is a secret),
+  booleans, `null`/`none`, empty and already masked values (`***`, placeholders) are left
+  alone, and so is a lower-case word after a bare lower-case key when the sentence goes on
+  or it is a status word ("missing token: send one", "token: expired": prose).
 
 What counts as **personal data** (kinds `email`, `phone`):
 
@@ -97,18 +102,52 @@ def _on_value(check: Callable[[str], bool]) -> _Check:
     return lambda m: check(m.group("v"))
 
 
+# A value that only refers to a secret kept elsewhere: `${DB_PASSWORD}`, `$(cat f)`, `$DB_PASSWORD`
+# (environment variables are upper case), `$1`, Prometheus' `$labels.x`, `$value`. Any other
+# value that starts with `$` (`$ecretP4ss`, a bcrypt hash `$2b$12$…`) is the secret itself.
+_REFERENCE = re.compile(
+    r"\$(?:\{[^}]*\}|\([^)]*\)|[A-Z_][A-Z0-9_]*|\d+|(?:labels|value|externalLabels|externalURL)(?:\.\w+)*)"
+)
+# After a bare lower-case `token:` (`secret:`, `password:`…), a lower-case word is prose when
+# the sentence goes on after it ("missing token: send one") or it is one of these words.
+_PROSE_WORDS = frozenset(
+    {
+        *("send", "sent", "set", "unset", "required", "missing", "invalid", "expired", "revoked"),
+        *("rejected", "denied", "empty", "none", "not", "is", "was", "has", "had", "found", "given"),
+        *("provided", "needed", "refreshed", "rotated", "ok"),
+    }
+)
+
+
 def _real_value(m: re.Match[str]) -> bool:
-    """A key=value's value worth hiding: not a template, placeholder, boolean or mask."""
+    """A key=value's value worth hiding: not a template, a reference, a placeholder, a boolean,
+    a mask, a working directory (`PWD=/srv`) or a prose word after a bare lower-case key."""
     v = m.group("v").strip().strip("\"'").strip()
-    if v.lower() in _MASKED or "{{" in v or v[:1] == "$" or PLACEHOLDER_RE.fullmatch(v):
+    if v.lower() in _MASKED or "{{" in v or PLACEHOLDER_RE.fullmatch(v):
         return False
-    return not set(v) <= set("*x.-_ …")  # ****, xxxx, ----, …: already masked
+    if v[:1] == "$":  # the reference may go on past the value's end: `${DB_PASSWORD}`
+        ref = _REFERENCE.match(m.string, m.start("v") + m.group("v").index("$"))
+        if ref is not None and ref.end() >= m.end("v") - (m.group("v")[-1:] in "\"'"):
+            return False
+    if set(v) <= set("*x.-_ …"):  # ****, xxxx, ----, …: already masked
+        return False
+    key = m.group("k").lower()
+    if key.endswith("pwd") and v[:1] in "/~":  # the shell's PWD: a directory
+        return False
+    if key.endswith(("pass", "pw")) and v.isdigit() and len(v) <= 4:  # tests_pass=3: a count
+        return False
+    bare = m.group("k").isalpha() and m.group("k").islower()  # `token`, not `API_TOKEN` or `Token`
+    if bare and m.group("sep") == ":" and m.group("v") == v and v.isalpha() and v.islower():
+        return not (v in _PROSE_WORDS or re.match(r" +[a-z]", m.string[m.end("v") :]))
+    return True
 
 
 _PASSES = 4  # key=value passes at most (a value that is itself a key: see the rule)
 _SECRET_KEY = (
-    r"(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key"
+    r"(?:[\w.-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key"
     r"|private[_-]?key|credentials?)"
+    # short forms only as the whole key or after a separator: DB_PASS, pwd, db.pw (not bypass, cwd)
+    r"|(?:[\w.-]*[_.-])?(?:pass|pwd|pw))"
 )
 
 _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
@@ -150,7 +189,7 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
     (
         SECRET,
         re.compile(
-            r"(?i:(?<![\w-])[\"']?(?:[\w.-]*" + _SECRET_KEY + r"|\[SECRET_\d+\])[\"']?\s*(?:=(?![=~])|:(?!:))\s*)"
+            r"(?i:(?<![\w-])[\"']?(?P<k>" + _SECRET_KEY + r"|\[SECRET_\d+\])[\"']?\s*(?P<sep>=(?![=~])|:(?!:))\s*)"
             r"(?P<v>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s,;&\"'<>(){}\[\]]*[^\s,;&\"'<>(){}\[\]:])"
         ),
         "v",
@@ -250,14 +289,14 @@ class Redactor:
         self._value[ph] = key
         return ph
 
-    def redact(self, text: str) -> str:
-        """`text` with every secret and personal datum replaced by its placeholder."""
+    def redact(self, text: str, kinds: Iterable[str] = ALL_KINDS) -> str:
+        """`text` with every secret and personal datum (of `kinds`) replaced by its placeholder."""
         if not text:
             return text
         # Placeholder-like text already in the input is never assigned, so restoring cannot
         # turn a literal "[EMAIL_1]" into somebody's address.
         self._reserved.update(m.group(0) for m in PLACEHOLDER_RE.finditer(text))
-        return self._apply(text, ALL_KINDS)
+        return self._apply(text, kinds if isinstance(kinds, frozenset) else frozenset(kinds))
 
     def _apply(self, text: str, kinds: frozenset[str]) -> str:
         for kind, pattern, group, check in _RULES:

@@ -306,6 +306,118 @@ async def test_bad_payloads_leave_nothing_behind(world: World) -> None:
     assert await incidents(env) == before
 
 
+async def test_hostile_but_valid_payloads_are_incidents_within_seconds_with_secrets_redacted(world: World) -> None:
+    """Odd but valid Unicode (non-BMP characters sent as surrogate-pair escapes, RTL marks,
+    quotes, newlines), a large annotation, numbers and nested objects as values, times at the
+    edges of what the ledger stores, and secrets: a 202, an incident in `agentic incidents list`
+    within seconds, every alert in the ledger, no secret in the ledger or the CLI."""
+    import httpx
+
+    env, data = world.env, world.data
+    token = (data / "secrets" / "intake.token").read_text().strip()
+    base = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}"
+    password, bearer = "Tr0ub4dor#3-e2e", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    alertname = "DemoHostile💥\u202eliveD"
+    labels = {"alertname": alertname, "namespace": NS, "deployment": "bazarr", "severity": "warning"}
+    summary = f"Login to db failed with password={password} 😀"
+    annotations = {
+        "summary": summary,
+        "description": f'curl -H "Authorization: Bearer {bearer}"\n said: \\"no\\" ' + "é" * 100_000,
+        "nested": {"list": [1, 2.5, None, {"k": "v"}], "flag": True},  # coerced to its JSON text
+    }
+    doc = {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{alertname}", namespace="{NS}"}}',
+        "status": "firing",
+        "receiver": "agentic",
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": summary},
+        "externalURL": "http://alertmanager.local",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {**labels, "replicas": 3, "pod": 'bazarr-"0"\\x'},
+                "annotations": annotations,
+                "startsAt": "0001-01-01T00:00:00-14:00",  # year 1 in UTC: still storable
+                "endsAt": "0001-01-01T00:00:00+14:00",  # Alertmanager's zero time, in another zone
+                "generatorURL": "http://prometheus.local/graph?g0.expr=up%3D%3D0",
+                "fingerprint": "fp-hostile-1",
+            },
+            {
+                "status": "firing",
+                "labels": {**labels, "pod": "bazarr-1"},
+                "annotations": {"summary": summary},
+                "startsAt": "9999-12-31T23:59:59Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": "fp-hostile-2",
+            },
+        ],
+    }
+    body = json.dumps(doc).encode()  # ASCII: 💥 and 😀 travel as surrogate-pair escapes
+    assert b"\\ud83d\\udca5" in body
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        started = time.monotonic()
+        r = await http.post(f"{base}/alerts", content=body, headers=headers)
+        assert r.status_code == 202, r.text
+        [inc] = r.json()["incidents"]
+
+        await eventually(lambda: _listed(env, inc), 30, "the hostile incident in `agentic incidents list`", every=0.5)
+        assert time.monotonic() - started < 30
+
+        async def triaged() -> dict[str, Any] | None:  # the search attributes come with triage
+            row = await _listed(env, inc)
+            return row if row and row["alertname"] else None
+
+        row = await eventually(triaged, 30, "the incident's alert name in the list", every=0.5)
+        assert row["alertname"] == alertname and row["severity"] == "warning", row
+
+        # A hostile generic event too.
+        ev = {"source": "script", "title": f"disk full; DB_PASS={password}", "occurred_at": "2026-11-21T10:00:00"}
+        r = await http.post(f"{base}/events", content=json.dumps(ev).encode(), headers=headers)
+        assert r.status_code == 202, r.text
+        [ev_inc] = r.json()["incidents"]
+        await eventually(lambda: _listed(env, ev_inc), 30, "the event's incident", every=0.5)
+
+    async def alerts_recorded() -> int:
+        conn = await ledger(data, env)
+        try:
+            return int(await conn.fetchval("select count(*) from alerts where incident_id = $1", inc))
+        finally:
+            await conn.close()
+
+    assert await eventually(alerts_recorded, 30, "both alerts in the ledger", every=0.5) == 2
+    conn = await ledger(data, env)
+    try:
+        rows = await conn.fetch(
+            "select fingerprint, labels::text, annotations::text, starts_at, ends_at from alerts"
+            " where incident_id = $1 order by fingerprint",
+            inc,
+        )
+        stored = await conn.fetch("select title, group_key from incidents where id = any($1)", [inc, ev_inc])
+    finally:
+        await conn.close()
+    assert [r["fingerprint"] for r in rows] == ["fp-hostile-1", "fp-hostile-2"]
+    assert [r["ends_at"] for r in rows] == [None, None]
+    assert rows[0]["starts_at"].year == 1 and rows[1]["starts_at"].year == 9999
+    ledger_text = json.dumps([dict(r) for r in rows], default=str, ensure_ascii=False)
+    ledger_text += json.dumps([dict(r) for r in stored], ensure_ascii=False)
+    st = await show(env, inc)
+    shown = json.dumps(st)
+    for secret in (password, bearer):
+        assert secret not in ledger_text and secret not in shown, secret
+    assert "[SECRET_" in ledger_text and "é" * 1000 in ledger_text
+    titles = {r["title"] for r in stored}
+    assert "Login to db failed with password=[SECRET_1] 😀" in titles, titles
+    assert any(t.startswith("disk full; DB_PASS=[SECRET_") for t in titles), titles
+
+
+async def _listed(env: dict[str, str], incident_id: str) -> dict[str, Any] | None:
+    return next((row for row in await incidents(env) if row["id"] == incident_id), None)
+
+
 async def test_worker_killed_while_waiting_and_while_executing(world: World) -> None:
     """kill -9 of the worker while the incident awaits approval, and again during the MCP call:
     the supervisor restarts it, the incident completes, and the deployment was patched once."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -586,6 +588,351 @@ def test_app_requires_a_token() -> None:
 
     with pytest.raises(AgenticError, match="AGENTIC_INTAKE_TOKEN"):
         create_app(factory_for(None), settings(intake_token=None))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- text no store can hold
+
+HOSTILE = "@@hostile@@"  # stands for a raw JSON escape in a payload (json.dumps cannot write one)
+
+
+def with_escape(doc: Any, escape: str) -> bytes:
+    """`doc` as JSON with every HOSTILE replaced by `escape`, e.g. the six characters `\\ud800`."""
+    text = json.dumps(doc)
+    assert HOSTILE in text
+    return text.replace(HOSTILE, escape).encode()
+
+
+def _webhook_case(where: str) -> tuple[dict[str, Any], str]:
+    """A valid webhook with HOSTILE planted at `where`, and the field the 422 must name."""
+    doc = webhook("agentic-" + uniq())
+    a = doc["alerts"][0]
+    field = {
+        "label value": "alerts[0].labels.pod",
+        "annotation value": "alerts[0].annotations.description",
+        "label name": "alerts[0].labels.x",
+        "common label": "commonLabels.namespace",
+        "common annotation": "commonAnnotations.summary",
+        "group label": "groupLabels.alertname",
+        "generatorURL": "alerts[0].generatorURL",
+        "externalURL": "externalURL",
+        "fingerprint": "alerts[0].fingerprint",
+        "groupKey": "groupKey",
+        "receiver": "receiver",
+    }[where]
+    if where == "label value":
+        a["labels"]["pod"] += HOSTILE
+    elif where == "annotation value":
+        a["annotations"]["description"] = HOSTILE + a["annotations"]["description"]
+    elif where == "label name":
+        a["labels"]["x" + HOSTILE] = "v"
+    elif where == "common label":
+        doc["commonLabels"]["namespace"] = HOSTILE
+    elif where == "common annotation":
+        doc["commonAnnotations"]["summary"] += HOSTILE
+    elif where == "group label":
+        doc["groupLabels"]["alertname"] += HOSTILE
+    elif where == "generatorURL":
+        a["generatorURL"] += HOSTILE
+    elif where == "externalURL":
+        doc["externalURL"] += HOSTILE
+    elif where == "fingerprint":
+        a["fingerprint"] += HOSTILE
+    elif where == "groupKey":
+        doc["groupKey"] += HOSTILE
+    else:
+        doc["receiver"] += HOSTILE
+    return doc, field
+
+
+WEBHOOK_PLACES = [
+    "label value",
+    "annotation value",
+    "label name",
+    "common label",
+    "common annotation",
+    "group label",
+    "generatorURL",
+    "externalURL",
+    "fingerprint",
+    "groupKey",
+    "receiver",
+]
+EVENT_PLACES = {
+    "title": "title",
+    "description": "description",
+    "labels": "labels.app",
+    "annotations": "annotations.note",
+    "url": "url",
+    "group": "group",
+    "source": "source",
+}
+
+
+def _event_case(where: str) -> tuple[dict[str, Any], str]:
+    ev = event(group="hostile-" + uniq(), annotations={"note": "x"})
+    if where == "labels":
+        ev["labels"]["app"] += HOSTILE
+    elif where == "annotations":
+        ev["annotations"]["note"] += HOSTILE
+    else:
+        ev[where] += HOSTILE
+    return ev, EVENT_PLACES[where]
+
+
+def assert_refused_naming(r: httpx.Response, field: str) -> None:
+    assert r.status_code == 422, (field, r.status_code, r.text)
+    assert "retry-after" not in r.headers
+    body = r.json()  # valid JSON, whatever the payload held
+    assert body["accepted"] is False
+    assert any(line.startswith(field) for line in body["details"]), (field, body)
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d"])
+async def test_a_lone_surrogate_is_a_422_naming_the_field(
+    temporal: Client, http: httpx.AsyncClient, escape: str
+) -> None:
+    """A lone surrogate used to pass validation in label and annotation values and fail when the
+    workflow input was serialised: a 503, which Alertmanager retries forever."""
+    for where in WEBHOOK_PLACES:
+        doc, field = _webhook_case(where)
+        r = await post(http, "/alerts", content=with_escape(doc, escape))
+        assert_refused_naming(r, field)
+        assert "lone surrogate" in r.text or "unicode" in r.text, r.text
+        if where not in ("groupKey", "receiver"):
+            await assert_not_started(temporal, incident_of(doc))
+    for where in EVENT_PLACES:
+        ev, field = _event_case(where)
+        r = await post(http, "/events", content=with_escape(ev, escape))
+        assert_refused_naming(r, field)
+        r = await post(http, "/events", content=with_escape([event(group="ok-" + uniq()), ev], escape))
+        assert_refused_naming(r, f"[1].{field}")
+
+
+async def test_a_label_name_is_shown_escaped_in_the_error(http: httpx.AsyncClient) -> None:
+    doc, _ = _webhook_case("label name")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\ud800"))
+    assert r.status_code == 422
+    [line] = r.json()["details"]  # pydantic shows the name's surrogate as U+FFFD: still valid JSON
+    assert line.startswith("alerts[0].labels.x") and ".[key]: contains a lone surrogate (U+D800)" in line, line
+
+
+async def test_a_surrogate_pair_is_one_character_and_welcome(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc, _ = _webhook_case("label value")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\ud83d\\ude00"))
+    assert r.status_code == 202, r.text
+    state = await received(temporal, incident_of(doc), signals=1)
+    assert state.signals[0].group.alerts[0].labels["pod"].endswith("\U0001f600")
+
+
+async def test_a_nul_character_is_a_422_naming_the_field(temporal: Client, http: httpx.AsyncClient) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: such an alert used to get a 202, then the
+    ledger refused its rows and the incident stayed with 0 alerts."""
+    for where in WEBHOOK_PLACES:
+        doc, field = _webhook_case(where)
+        r = await post(http, "/alerts", content=with_escape(doc, "\\u0000"))
+        assert_refused_naming(r, field)
+        assert "NUL character (U+0000)" in r.text, r.text
+        if where not in ("groupKey", "receiver"):
+            await assert_not_started(temporal, incident_of(doc))
+    doc, _ = _webhook_case("label name")
+    r = await post(http, "/alerts", content=with_escape(doc, "\\u0000"))
+    assert r.json()["details"][0].startswith("alerts[0].labels.x\\x00.[key]: contains a NUL"), r.text
+    for where in EVENT_PLACES:
+        ev, field = _event_case(where)
+        r = await post(http, "/events", content=with_escape(ev, "\\u0000"))
+        assert_refused_naming(r, field)
+    # Nested values are coerced to their JSON text, where a NUL is the escape `\u0000`: storable.
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"][0]["annotations"]["nested"] = {"k": "a\x00b"}  # type: ignore[assignment]
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    state = await received(temporal, incident_of(doc), signals=1)
+    assert state.signals[0].group.alerts[0].annotations["nested"] == '{"k": "a\\u0000b"}'
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("startsAt", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        ("startsAt", "9999-12-31T23:59:59-14:00"),  # after year 9999 in UTC
+        ("endsAt", "9999-12-31T23:59:59-14:00"),
+    ],
+)
+async def test_a_time_the_ledger_cannot_store_is_a_422(
+    temporal: Client, http: httpx.AsyncClient, field: str, value: str
+) -> None:
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"].append({**alert(pod="other"), field: value})
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 422, r.text
+    assert r.json()["details"] == [
+        f"alerts[1].{field}: is outside the range the ledger can store: in UTC it must fall within the years 1 to 9999"
+    ]
+    await assert_not_started(temporal, incident_of(doc))
+
+    ev = event(group="time-" + uniq(), occurred_at=value)
+    r = await post(http, "/events", ev)
+    assert r.status_code == 422 and r.json()["details"][0].startswith("occurred_at: is outside the range"), r.text
+    await assert_not_started(temporal, incident_id_for("events:coroot", ev["group"]))
+
+
+async def test_times_at_the_edges_that_the_ledger_can_store(temporal: Client, http: httpx.AsyncClient) -> None:
+    members = [
+        {**alert(pod="a"), "endsAt": "0001-01-01T00:00:00Z"},  # Alertmanager's zero time: not ended
+        {**alert(pod="b"), "endsAt": "0001-01-01T00:00:00+14:00"},  # a zero time in any zone
+        {**alert(pod="c"), "startsAt": "0001-01-01T00:00:00-14:00"},  # year 1 in UTC too
+        {**alert(pod="d"), "startsAt": "9999-12-31T23:59:59Z"},
+        {**alert(pod="e"), "startsAt": "2026-11-21T14:02:11"},  # no zone: UTC
+    ]
+    doc = webhook("agentic-" + uniq(), alerts=members)
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    alerts = (await received(temporal, incident_of(doc), signals=1)).signals[0].group.alerts
+    assert [a.ends_at for a in alerts[:2]] == [None, None]
+    assert alerts[2].starts_at.isoformat() == "0001-01-01T00:00:00-14:00"
+    assert alerts[3].starts_at.year == 9999
+    assert alerts[4].starts_at.isoformat() == "2026-11-21T14:02:11+00:00"
+
+
+# --------------------------------------------------------------------------- secrets
+
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+BEARER = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiIsImlhdCI6MTcwMDAwMDAwMH0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+SECRETS = {
+    "bearer": BEARER,
+    "aws key id": AWS_KEY_ID,
+    "aws secret": AWS_SECRET,
+    "password": "Tr0ub4dor#3",
+    "url password": "s3cr3t-pw",
+    "jwt": JWT,
+    "dollar password": "$uperS3cret!",
+    "pwd": "hunter2",
+    "DB_PASS": "correct-horse-42",
+}
+
+
+def secret_annotations() -> dict[str, str]:
+    s = SECRETS
+    return {
+        "summary": f"Login to db failed with password={s['password']}",
+        "description": (
+            f"curl -H 'Authorization: Bearer {s['bearer']}' answered 401; "
+            f"AWS_ACCESS_KEY_ID={s['aws key id']} AWS_SECRET_ACCESS_KEY={s['aws secret']}; "
+            f"dsn postgres://app:{s['url password']}@db.shop.svc:5432/app; session {s['jwt']}; "
+            f"password={s['password']} (again)"
+        ),
+        "config": f"db_password={s['dollar password']} pwd={s['pwd']} DB_PASS={s['DB_PASS']}",
+    }
+
+
+def payload_texts(history: Any) -> str:
+    """Every payload of a workflow's history (input, signals, the UI summary), decoded."""
+    import base64
+
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(history.to_json_dict())
+    return "\n".join(found)
+
+
+async def test_secrets_are_redacted_before_the_workflow_sees_them(
+    temporal: Client, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The secrets of an alert used to travel verbatim into the workflow input, its history, the
+    ledger's alerts table and the title Telegram shows."""
+    doc = webhook("agentic-" + uniq())
+    a = doc["alerts"][0]
+    a["annotations"] = secret_annotations()
+    a["labels"]["dsn"] = f"postgres://app:{SECRETS['url password']}@db.shop.svc:5432/app"
+    a["generatorURL"] += f"&api_key={SECRETS['pwd']}"
+    doc["commonAnnotations"] = {"summary": a["annotations"]["summary"]}
+    raw_labels = dict(a["labels"])
+    with caplog.at_level(logging.INFO, logger="agentic.intake"):
+        r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    incident = incident_of(doc)  # from the raw group key: repeats still reach the same incident
+    assert r.json()["incidents"] == [incident]
+
+    state = await received(temporal, incident, signals=1)
+    group = state.signals[0].group
+    everything = state.model_dump_json()
+    history = payload_texts(await temporal.get_workflow_handle(incident).fetch_history())
+    assert "Login to db failed" in history  # the payloads were read
+    for name, value in SECRETS.items():
+        assert value not in everything, name
+        assert value not in history, name
+    got = group.alerts[0]
+    # the same secret, the same placeholder, everywhere in the group
+    m = re.fullmatch(r"Login to db failed with password=(\[SECRET_\d+\])", got.annotations["summary"])
+    assert m is not None, got.annotations["summary"]
+    assert group.common_annotations["summary"] == got.annotations["summary"]
+    assert f"password={m.group(1)} (again)" in got.annotations["description"]
+    url = re.fullmatch(r"postgres://app:(\[SECRET_\d+\])@db.shop.svc:5432/app", got.labels["dsn"])
+    assert url is not None and f"postgres://app:{url.group(1)}@db" in got.annotations["description"]
+    assert len(set(re.findall(r"\[SECRET_\d+\]", everything))) == len(SECRETS)  # one placeholder per value
+    # what the platform groups, fingerprints and matches runbooks on is untouched
+    assert {k: v for k, v in got.labels.items() if k != "dsn"} == {k: v for k, v in raw_labels.items() if k != "dsn"}
+    assert got.fingerprint == a["fingerprint"] and group.group_key == doc["groupKey"]
+    assert group.common_labels == doc["commonLabels"] and group.group_labels == doc["groupLabels"]
+    # counted in the log, never shown
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "agentic.intake"]
+    assert any(line.endswith(f"; {len(SECRETS)} secret(s) redacted") for line in lines), lines
+    for value in SECRETS.values():
+        assert value not in caplog.text
+
+
+async def test_event_secrets_are_redacted(temporal: Client, http: httpx.AsyncClient) -> None:
+    ann = secret_annotations()
+    ev = event(
+        title=ann["summary"],
+        description=ann["description"],
+        annotations={"config": ann["config"]},
+        group="secret-" + uniq(),
+    )
+    r = await post(http, "/events", ev)
+    assert r.status_code == 202, r.text
+    incident = incident_id_for("events:coroot", ev["group"])
+    everything = (await received(temporal, incident, signals=1)).model_dump_json()
+    for name, value in SECRETS.items():
+        assert value not in everything, name
+    assert "Login to db failed with password=[SECRET_1]" in everything
+
+
+async def test_keep_secrets_keeps_the_alert_as_it_came(temporal: Client) -> None:
+    app = create_app(factory_for(temporal), settings(intake_keep_secrets=True))
+    doc = webhook("agentic-" + uniq())
+    doc["alerts"][0]["annotations"] = secret_annotations()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    got = (await received(temporal, incident_of(doc), signals=1)).signals[0].group.alerts[0]
+    assert got.annotations == secret_annotations()
+
+
+async def test_ordinary_alerts_are_unchanged_by_redaction(temporal: Client, http: httpx.AsyncClient) -> None:
+    doc = webhook("agentic-" + uniq(), alerts=[alert(pod=f"sonarr-{i}") for i in range(3)])
+    doc["alerts"][0]["annotations"]["description"] = "GET /api 401 Unauthorized: missing token: send a bearer token"
+    r = await post(http, "/alerts", doc)
+    assert r.status_code == 202, r.text
+    group = (await received(temporal, incident_of(doc), signals=1)).signals[0].group
+    for got, sent in zip(group.alerts, doc["alerts"], strict=True):
+        assert (got.labels, got.annotations, got.generator_url) == (
+            sent["labels"],
+            sent["annotations"],
+            sent["generatorURL"],
+        )
 
 
 # --------------------------------------------------------------------------- the process

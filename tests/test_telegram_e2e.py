@@ -784,3 +784,40 @@ async def test_concurrent_links_for_one_approval_are_all_kept(ledger: Ledger) ->
     )
     link = await store.link(signing.approval_ref(aid))
     assert link is not None and len(link.hashes) == 6 and len(link.cards) == 6
+
+
+async def test_bot_http_server_bounds_header_and_body_reads(
+    emu: BotApiEmulator, pg: pgserver.PostgresServer, client: Client
+) -> None:
+    """The bot's HTTP server (webhook and /healthz) against slow and malformed clients, over raw
+    sockets: each is answered or closed within seconds (workers/http_limits.py)."""
+    from tests.raw_http import assert_bounded, slow_clients
+
+    dsn = await create_database(pg, "limits")
+    port = free_port()
+    hook_secret = "hook-secret-" + uuid.uuid4().hex[:8]
+    env = process_env(
+        emu,
+        dsn,
+        client,
+        AGENTIC_BOT_PORT=str(port),
+        AGENTIC_TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
+        AGENTIC_TELEGRAM_WEBHOOK_SECRET=hook_secret,
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the bot never became healthy")
+        assert_bounded(await slow_clients(port, "/telegram", f"X-Telegram-Bot-Api-Secret-Token: {hook_secret}"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        emu.webhook = None  # the other tests of this module poll
+    assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode(), err.decode()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from workers.errors import AgenticError
+from workers.http_limits import bounded_config
 from workers.process import run_service
 from workers.settings import Settings
 
@@ -126,7 +127,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     bot = TelegramBot(app, client, ledger, cfg, schemas=await mcp_schemas(settings, ledger))
     server = uvicorn.Server(
-        uvicorn.Config(
+        bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
             bot.http_app(lambda: temporal_health(client)),
             host=settings.host,
             port=settings.bot_port,

@@ -19,13 +19,23 @@ valid, so a bad request never leaves a half-processed incident:
     401  no bearer token, or the wrong one (constant-time compare; `WWW-Authenticate: Bearer`)
     415  Content-Type is not JSON (`application/json` or `application/*+json`)
     413  body larger than AGENTIC_INTAKE_MAX_BODY: by Content-Length, or counted while reading
+    408  headers not complete within 5 s, or the body within 10 s of them; the connection is
+         closed (workers/http_limits.py). Content-Length with Transfer-Encoding: 400, closed
     400  Content-Length not a number, body not JSON, or JSON of the wrong kind
          (`/alerts` needs an object; `/events` an object or a list)
     422  schema violation; the message names every failing field, e.g.
-         `alerts[0].fingerprint: field required`
+         `alerts[0].fingerprint: field required`; text or a time no store can hold (a lone
+         surrogate, a NUL, a time outside years 1-9999 in UTC) is one too
+         (`agentic_core.alerts.Text`, `Timestamp`)
     503  Temporal unreachable or failing (with `Retry-After`, so Alertmanager retries). This
          is the only 5xx: an unexpected error also answers 503 (logged with its traceback),
          never 500, because a retry is always safe (see below).
+
+Secrets: before a group goes anywhere, the secrets in its texts (label and annotation values,
+the group key, the URLs; an event's title, description, labels and annotations with them) are
+replaced by `[SECRET_n]` placeholders (`agentic_core.alerts.redact_group`), so the workflow
+input, Temporal's history, the ledger, Telegram and the CLI never hold them. The incident id
+and fingerprints come from the raw values. AGENTIC_INTAKE_KEEP_SECRETS=true keeps them.
 
 How a group reaches its incident:
 
@@ -52,7 +62,8 @@ token, port in use) give one `error:` line on stderr and exit code 2. SIGTERM or
 stops accepting connections, lets requests in flight finish, and exits 0.
 
 Logging: one access line per request (client, method, path without the query string,
-status, duration) and one line per delivered group (incident id, status, alert count).
+status, duration) and one line per delivered group (incident id, status, alert count, how
+many secrets were redacted).
 Headers, the token and payload contents (labels, annotations) are never logged.
 """
 
@@ -78,7 +89,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,10 +104,12 @@ from agentic_core.alerts import (
     GenericEvent,
     group_from_event,
     group_from_webhook,
+    redact_group,
 )
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
 from agentic_core.redaction import install_log_redaction
 from workers.errors import AgenticError
+from workers.http_limits import bounded_config
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
 
@@ -167,13 +180,27 @@ def _unauthorized(message: str, *, invalid: bool) -> IntakeError:
     return IntakeError(401, message, headers={"WWW-Authenticate": challenge})
 
 
+MAX_KEY_SHOWN = 64  # characters of a label or annotation name shown in an error
+
+
+def _shown_key(part: str) -> str:
+    """A label or annotation name as an error shows it: control characters, surrogates and
+    other unprintable characters escaped (`\\ud800`), so the answer is always valid UTF-8 JSON."""
+    if len(part) > MAX_KEY_SHOWN:
+        part = part[:MAX_KEY_SHOWN] + "…"
+    if part.isprintable():  # surrogates and control characters are not
+        return part
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in part)
+
+
 def _field_path(loc: Iterable[int | str]) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            shown = _shown_key(part)
+            path += f".{shown}" if path else shown
     return path or "(body)"
 
 
@@ -386,12 +413,22 @@ class Intake:
                 raise IntakeError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # a missing or lying Content-Length, or a chunked body
-                raise IntakeError(413, f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # a missing or lying Content-Length, or a chunked body
+                    raise IntakeError(413, f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut off by the server's body deadline (http_limits)
+            raise IntakeError(408, "the request body did not arrive in full") from None
         return _load_json(b"".join(chunks))
+
+    def protect(self, group: AlertGroup) -> tuple[AlertGroup, int]:
+        """The group with its secrets redacted (`redact_group`), and how many; as it came with
+        AGENTIC_INTAKE_KEEP_SECRETS."""
+        if self.settings.intake_keep_secrets:
+            return group, 0
+        return redact_group(group)
 
     async def deliver_all(self, groups: list[AlertGroup]) -> list[Delivery]:
         """Deliver every group: one incident's groups in order, different incidents concurrently."""
@@ -426,6 +463,10 @@ def _unique(ids: Iterable[str]) -> list[str]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _redacted(secrets: int) -> str:
+    return f"; {secrets} secret(s) redacted" if secrets else ""
 
 
 def _summary(group: AlertGroup) -> str:
@@ -492,15 +533,16 @@ async def _post_alerts(intake: Intake, request: Request) -> Response:
         hook = _WEBHOOK.validate_python(doc)
     except ValidationError as exc:
         raise _schema_error("Alertmanager webhook", exc) from None
-    group = group_from_webhook(hook)
+    group, secrets = intake.protect(group_from_webhook(hook))
     [delivery] = await intake.deliver_all([group])
     log.info(
-        "alerts: receiver %s, %s, %d alert(s) → incident %s%s",
-        hook.receiver,
+        "alerts: receiver %s, %s, %d alert(s) → incident %s%s%s",
+        group.receiver,
         group.status.value,
         len(group.alerts),
         group.incident_id,
         "" if delivery.signalled else " (not open: ignored)",
+        _redacted(secrets),
     )
     return _accepted([delivery], alerts=len(group.alerts))
 
@@ -521,13 +563,14 @@ async def _post_events(intake: Intake, request: Request) -> Response:
             raise IntakeError(400, f"expected a JSON object or an array of objects (events), got {_kind(doc)}")
     except ValidationError as exc:
         raise _schema_error("event" if isinstance(doc, dict) else "events", exc) from None
-    groups = [group_from_event(ev) for ev in events]
-    deliveries = await intake.deliver_all(groups)
+    protected = [intake.protect(group_from_event(ev)) for ev in events]
+    deliveries = await intake.deliver_all([g for g, _n in protected])
     log.info(
-        "events: %d event(s) from %s → incident(s) %s",
+        "events: %d event(s) from %s → incident(s) %s%s",
         len(events),
-        ",".join(_unique(ev.source for ev in events))[:200],
+        ",".join(_unique(g.source for g, _n in protected))[:200],
         ",".join(_unique(d.incident_id for d in deliveries)),
+        _redacted(sum(n for _g, n in protected)),
     )
     return _accepted(deliveries, events=len(events))
 
@@ -643,7 +686,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         return await connect(settings.temporal_target, settings.temporal_namespace)
 
     app = create_app(factory, settings)
-    config = uvicorn.Config(
+    config = bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
         app,
         lifespan="off",
         log_config=None,  # our logging.basicConfig; uvicorn's access log is replaced by AccessLog

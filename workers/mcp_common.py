@@ -161,8 +161,10 @@ def serve_http(
     then run `on_stop` (in the same event loop) and close the socket."""
     import uvicorn
 
+    from workers.http_limits import bounded_config
+
     app = server.streamable_http_app(host=host)
-    config = uvicorn.Config(
+    config = bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
         app,
         log_config=None,  # use this process's logging set-up
         log_level="warning",

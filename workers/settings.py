@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     )
     intake_max_body: int = Field(default=1_048_576, ge=1024, description="largest accepted request body, bytes")
     intake_url: str | None = Field(default=None, description="URL of an external intake, for `agentic alert send`")
+    intake_keep_secrets: bool = Field(
+        default=False,
+        description="keep secrets in alert texts as they came (default: replaced by [SECRET_n] at the intake)",
+    )
 
     # --- MCP tool servers -----------------------------------------------------------------
     mcp_infra_port: int = Field(default=8091, description="embedded MCP infrastructure server port")
