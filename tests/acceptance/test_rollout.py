@@ -100,20 +100,47 @@ def test_the_web_ui_lists_rollouts_by_rollout_wave(configured_stack: Configured,
     assert res.rc == 0 and "rollout-1" in res.out, res
 
 
-def test_rollout_start_dry_run_patches_nothing(configured_stack: Configured) -> None:
+@pytest.fixture(scope="module")
+def dry_run(configured_stack: Configured, rollout_1: Ran) -> tuple[Ran, str, int]:
+    """`agentic rollout start --from 0 --to 3 --dry-run` (after rollout-1 reached its gate): its
+    output, its rollout id and how many writes the cluster had seen before it."""
     c = configured_stack
+    settled(c, "rollout-1")
     writes = cluster_writes(c)
     res = c.stack.readme("agentic rollout start --from 0 --to 3 [--dry-run]", {"[--dry-run]": "--dry-run"})
     assert res.rc == 0, res
     m = re.search(r"started rollout (\S+) \(waves 0\.\.3\)", res.out)
     assert m, res
-    st = settled(c, m.group(1))
+    return res, m.group(1), writes
+
+
+def test_rollout_start_dry_run_patches_nothing(configured_stack: Configured, dry_run: tuple[Ran, str, int]) -> None:
+    c = configured_stack
+    _, rid, writes = dry_run
+    st = settled(c, rid)
     # docs/rollout.md: "`dry_run: true` reads the Applications and shows each wave; nothing is
     # patched, no check runs, no gate is asked."
     assert st["status"] == "succeeded" and [w["wave"] for w in st["waves"]] == [0, 1, 2, 3], st
+    checks = [ck for w in st["waves"] for ck in w["checks"]]
+    assert checks and all(ck["detail"] == "dry run: not run" for ck in checks), st
+    assert st["gate_id"] is None and all(w["gate"] is None for w in st["waves"]), st
     assert cluster_writes(c) == writes, "the dry run wrote to the cluster"
+
+
+def test_rollout_status_follows_the_rollout_just_started(
+    configured_stack: Configured, dry_run: tuple[Ran, str, int]
+) -> None:
+    c = configured_stack
+    started, rid, _ = dry_run
+    settled(c, rid)
+    # README: `agentic rollout status   # progress per wave and check, the pending gate`, right
+    # after `agentic rollout start`, whose own output says "follow it with `agentic rollout status`".
+    assert "follow it with `agentic rollout status`" in started.out, started
     shown = c.stack.readme("agentic rollout status")
-    assert shown.rc == 0 and m.group(1) in shown.out and "succeeded" in shown.out, shown
+    assert shown.rc == 0, shown
+    assert shown.out.startswith(f"{rid} "), (
+        f"`agentic rollout status` does not show the rollout just started ({rid}) but another one:\n{shown}"
+    )
 
 
 def test_rollout_start_from_the_cli_is_the_same(configured_stack: Configured, rollout_1: Ran) -> None:

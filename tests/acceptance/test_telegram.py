@@ -47,7 +47,7 @@ def test_agentic_up_starts_the_bot(configured_stack: Configured) -> None:
     c = configured_stack
     # README: "... set, `agentic up` also starts the bot"
     bot = c.stack.status()["parts_by_name"]["bot"]
-    assert bot["mode"] == "embedded" and bot["healthy"] is True, bot
+    assert bot["mode"] == "embedded" and bot["healthy"] is True, f"README: `agentic up` also starts the bot: {bot}"
     # A started bot polls the Bot API for updates.
     polled = c.outside.call(lambda: [m for m, _ in c.emu.calls if m == "getUpdates"])
     assert polled, (
