@@ -11,14 +11,16 @@ speak those services' wire formats.
 Stacks (`agentic up --detach` on a temporary data dir, every part on its own free port through
 the AGENTIC_*_PORT variables, as tests/conftest.py `stack_env` sets them):
 
-- `first_stack` (session): the embedded defaults, nothing configured: the README's quick start,
+- `first_stack`: the embedded defaults, nothing configured: the README's quick start,
   reports, earned autonomy. Its README flow is sequential, so one stack serves them all.
-- `configured_stack` (session): the Configuration block's second stack, pointed at the first
+- `configured_stack`: the Configuration block's second stack, pointed at the first
   stack's Temporal (namespace `ops`), PostgreSQL (role and database `agentic`) and LLM, with
   Home Assistant, Sonarr, a cloud model, a cluster (kmock) and Telegram (the Bot API emulator)
   configured: the Configuration, cluster, rollout and Telegram sections.
 
-A failed test gets the tail of every part's log of the stacks it used (a report section).
+Both are package-scoped: started by the first acceptance test that needs them, stopped after
+the last one of tests/acceptance (not left running through the rest of `make test`). A failed
+test gets the tail of every part's log of the stacks it used (a report section).
 """
 
 from __future__ import annotations
@@ -380,7 +382,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def workdir() -> Iterator[Path]:
     """A short temporary directory (PostgreSQL's socket path must stay under 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="agentic-acc-"))
@@ -390,14 +392,14 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def first_stack(workdir: Path) -> Iterator[Stack]:
     """The README's stack: `agentic up` with the embedded defaults and nothing configured."""
     with running_stack("first", base_env(workdir / "first")) as stack:
         yield stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def corpus(first_stack: Stack) -> Ran:
     """`agentic runbooks import ../shared/corpora/prometheus-operator-runbooks`, run once, as
     README.md prints it, from the repository root (the path is relative to it)."""
@@ -407,7 +409,7 @@ def corpus(first_stack: Stack) -> Ran:
     return first_stack.readme("agentic runbooks import ../shared/corpora/prometheus-operator-runbooks", timeout=600)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def outside() -> Iterator[Any]:
     """The loop the fakes of outside services run in (tests/acceptance/outside.py)."""
     from tests.acceptance.outside import BackgroundLoop
@@ -458,7 +460,7 @@ def _stalled_queue() -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def configured_stack(first_stack: Stack, outside: Any, workdir: Path) -> Iterator[Configured]:
     """README's Configuration: a second `agentic up` whose Temporal, PostgreSQL and planner are the
     first stack's (as `export AGENTIC_TEMPORAL_ADDRESS=… AGENTIC_TEMPORAL_NAMESPACE=ops`,
