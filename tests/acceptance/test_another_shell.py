@@ -1,18 +1,20 @@
-"""README, "The two commands": `make run` prints what runs where, and "In another shell":
+"""README: `agentic up --detach` and the example output of "The two commands", then "In another shell":
 
-    agentic status
-    agentic runbooks import ../shared/corpora/prometheus-operator-runbooks
-    agentic runbooks search "pods keep restarting after the last deploy" --limit 3 --json
-    agentic runbooks list
-    agentic docs search "point the platform at an external PostgreSQL"
-    agentic alert send alert.json
-    agentic incidents list
-    agentic incidents show inc-…
-    agentic approve inc-… --by alice
-    agentic down
+agentic status
+agentic runbooks import ../shared/corpora/prometheus-operator-runbooks
+agentic runbooks search "pods keep restarting after the last deploy" --limit 3 --json
+agentic runbooks list
+agentic docs search "point the platform at an external PostgreSQL"
+agentic alert send alert.json
+agentic incidents list
+agentic incidents show inc-…
+agentic approve inc-… --by alice
+agentic down
 
-in that order, on the first stack (`agentic up --detach`, the embedded defaults). The alert is
-an Alertmanager webhook rendered from kube-prometheus's KubePodCrashLooping rule.
+in that order, on the first stack (the embedded defaults). The alert is an Alertmanager webhook
+rendered from kube-prometheus's KubePodCrashLooping rule. The last tests stop the stack and start
+it again (README: "resumes with all data intact"): this module runs before the second stack,
+which lives on the first one's services, exists (the modules run in name order).
 """
 
 from __future__ import annotations
