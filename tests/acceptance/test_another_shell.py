@@ -8,7 +8,7 @@ agentic docs search "point the platform at an external PostgreSQL"
 agentic alert send alert.json
 agentic incidents list
 agentic incidents show inc-…
-agentic approve inc-… --by alice
+agentic acknowledge inc-… --by alice
 agentic down
 
 in that order, on the first stack (the embedded defaults). The alert is an Alertmanager webhook
@@ -229,23 +229,26 @@ def test_incidents_show(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert "runbook kubernetes/KubePodCrashLooping" in res.out, res
 
 
-def test_approve(first_stack: Stack, sent: tuple[Ran, str]) -> None:
+def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     _, incident = sent
     # README (Earned autonomy): "the default, `VERBOSE`, asks a human about everything (the
-    # go-live setting)": the incident waits for an answer, which `agentic approve` gives.
+    # go-live setting)"; README (In another shell): "On this fresh stack nothing can act on a
+    # cluster, so the alert's question has nothing to run: the default `VERBOSE` mode still asks,
+    # and you acknowledge, ignore, or modify".
     st = first_stack.wait_incident(incident, PAST_PROPOSAL, 120, "the model's proposal")
     policy = next((s["detail"] for s in st["stages"] if s["name"] == "policy"), None)
     assert st["status"] == "awaiting_approval", (
         f"README: the default VERBOSE mode 'asks a human about everything', but incident {incident} went to "
         f"{st['status']!r} without asking (policy: {policy!r})"
     )
-    res = first_stack.readme("agentic approve inc-… --by alice", {"inc-…": incident})
+    assert st["plan"] == [] and st["verdict"] == "ask_acknowledge", st  # "has nothing to run"
+    res = first_stack.readme("agentic acknowledge inc-… --by alice", {"inc-…": incident})
     assert res.rc == 0, res
-    assert f"approved by alice: incident {incident}" in res.out, res
+    assert f"acknowledged by alice: incident {incident}" in res.out, res
     st = first_stack.incident(incident)
-    assert st["decision"]["choice"] == "approved" and st["decision"]["by"] == "alice", st["decision"]
+    assert st["decision"]["choice"] == "acknowledged" and st["decision"]["by"] == "alice", st["decision"]
     shown = first_stack.readme("agentic incidents show inc-…", {"inc-…": incident})
-    assert "decision: approved by alice" in shown.out, shown
+    assert "decision: acknowledged by alice" in shown.out, shown
 
 
 def test_down_stops_everything_and_up_resumes(first_stack: Stack, sent: tuple[Ran, str]) -> None:
