@@ -10,6 +10,8 @@ activity (triage does: its result is recorded in history).
 - `plan_level`: the automation level a plan may use (a runbook's level covers only its own plan).
 - `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
+- `run_confidence`: the confidence `decide` gets: the runbook's evidence, which the model can
+  lower but never raise.
 
 How a runbook earns and loses its level (promotion and demotion, the smoothed success rate)
 is `agentic_core.trust`; what the level then allows is `decide` and `plan_level` here.
@@ -22,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentic_core.incident import Category, PolicyVerdict, Severity, TriageResult, plan_hash
+from agentic_core.incident import Category, PolicyVerdict, RecalledRunbook, Severity, TriageResult, plan_hash
 from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
 
 # --------------------------------------------------------------------------- triage
@@ -240,3 +242,19 @@ def fallback_confidence(score: float, matched_labels: bool) -> float:
         text = score - 1.0 if score >= 1.0 else score
         return round(MATCHED_FLOOR + MATCHED_SPAN * min(max(text, 0.0), 1.0), 4)
     return round(TEXT_ONLY_SPAN * min(max(score, 0.0), 1.0), 4)
+
+
+def run_confidence(runbook: RecalledRunbook | None, model_confidence: float) -> float:
+    """The confidence that decides whether a plan runs without asking (`decide`), in [0, 1].
+
+    The model reports its own confidence, and a model can be talked into any number (alert
+    text and recalled decisions reach its prompt). So a plan runs alone only on evidence the
+    model cannot forge: the recalled runbook whose plan it is, its labels matching the alert
+    and its retrieval score (`fallback_confidence`). The model's confidence can lower that
+    (a doubtful model makes the agent ask), never raise it. No runbook: 0 (a model's own plan
+    asks anyway, see `plan_level`).
+    """
+    if runbook is None:
+        return 0.0
+    model = model_confidence if math.isfinite(model_confidence) else 0.0
+    return min(fallback_confidence(runbook.score, runbook.matched_labels), max(model, 0.0))

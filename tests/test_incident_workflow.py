@@ -165,6 +165,8 @@ class Fakes:
 
     runbook_level: AutomationLevel = AutomationLevel.MANUAL
     runbook_actions: list[ToolCall] = field(default_factory=lambda: [LOGS, RESTART])
+    runbook_score: float = 1.8  # the retrieval score: 1 + text score for a label match
+    runbook_matched_labels: bool = True
     proposal_actions: list[ToolCall] | None = None  # None: the runbook's
     confidence: float = 0.8
     refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
@@ -193,10 +195,10 @@ class Fakes:
         rb = RecalledRunbook(
             id=RUNBOOK_ID,
             title="Pod is crash looping",
-            score=1.8,
+            score=self.runbook_score,
             automation_level=self.runbook_level,
             actions=self.runbook_actions,
-            matched_labels=True,
+            matched_labels=self.runbook_matched_labels,
         )
         return RecallResult(runbooks=[rb])
 
@@ -638,6 +640,43 @@ async def test_standard_runbook_with_low_confidence_asks_with_a_recommendation(e
         assert approval.request.recommendation.startswith("approve: standard runbook")
         await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
         assert (await run.result()).status == IncidentStatus.IGNORED
+
+
+@pytest.mark.parametrize(
+    ("score", "matched", "evidence"),
+    [(0.9, False, "0.45"), (1.05, True, "0.61")],  # found by text alone; labels match, text barely
+    ids=["text-only", "weak-label-match"],
+)
+async def test_the_models_confidence_never_makes_a_standard_runbook_run_alone(
+    env: WorkflowEnvironment, score: float, matched: bool, evidence: str
+) -> None:
+    # A model talked into confidence 1.0 (by alert text or a recalled decision) names a standard
+    # runbook on weak evidence: in NORMAL mode a human is asked all the same.
+    fakes = Fakes(
+        runbook_level=AutomationLevel.STANDARD, confidence=1.0, runbook_score=score, runbook_matched_labels=matched
+    )
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_RECOMMEND
+        approval = await run.approval().query(QUERY_APPROVAL, result_type=ApprovalState)
+        assert approval.request.recommendation == f"approve: standard runbook {RUNBOOK_ID}, confidence {evidence}"
+        diagnosis = fakes.notifications[1]
+        assert diagnosis.kind == NotifyKind.DIAGNOSIS and diagnosis.confidence == 1.0  # shown to the human
+        assert f"Confidence 1.00 (the model's; the runbook's evidence gives {evidence})" in diagnosis.text
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        assert (await run.result()).status == IncidentStatus.IGNORED
+    assert fakes.executed == []
+
+
+async def test_a_standard_runbook_matched_by_labels_still_runs_alone(env: WorkflowEnvironment) -> None:
+    # Strong evidence (labels match, a good text score: 0.84) and a confident model: it runs.
+    fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=1.0, runbook_score=1.8)
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.verdict == PolicyVerdict.RUN_THEN_NOTIFY and final.approval_id is None
+    assert [e.call for e in fakes.executed] == [LOGS, RESTART]
 
 
 async def test_standard_runbook_with_another_plan_asks(env: WorkflowEnvironment) -> None:

@@ -124,6 +124,8 @@ with workflow.unsafe.imports_passed_through():
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
 NOTHING_TO_DO_VERIFYING_PATCH = "nothing-to-do-verifying"  # a nothing-to-do incident shows `verifying` while it watches
 EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
+# run-then-notify rests on the runbook's evidence (labels, retrieval score), never on the model's own confidence
+EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
 
@@ -459,17 +461,21 @@ class IncidentWorkflow:
             runbook.actions if runbook is not None else [],
             allowed,
         )
-        verdict = policy.decide(
-            level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
-        )
+        confidence = prop.proposal.confidence
+        if workflow.patched(EVIDENCE_CONFIDENCE_PATCH):
+            # The model's confidence can make the agent ask, never make it run (policy.run_confidence).
+            confidence = policy.run_confidence(runbook, confidence)
+        verdict = policy.decide(level, cfg.approval_mode, confidence, cfg.confidence_threshold, bool(allowed))
         st.verdict, st.plan = verdict, allowed
         self._level = level
         self._trust = workflow.patched("autonomy-trust")
         st.plan_hash = plan_hash(allowed) if allowed else None
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
-        recommendation = _recommendation(verdict, runbook, level, prop.proposal.confidence)
-        diagnosis = diagnosis_text(st, prop, verdict, recommendation)
+        recommendation = _recommendation(verdict, runbook, level, confidence)
+        diagnosis = diagnosis_text(
+            st, prop, verdict, recommendation, run_confidence=confidence if runbook is not None else None
+        )
         self._message_ref = (
             await self._notify(
                 NotifyKind.DIAGNOSIS,
@@ -821,14 +827,25 @@ def _recommendation(
     return f"approve: {level.value} runbook {runbook.id}, confidence {confidence:.2f}"
 
 
-def diagnosis_text(st: IncidentState, prop: ProposeResult, verdict: PolicyVerdict, recommendation: str) -> str:
+def diagnosis_text(
+    st: IncidentState,
+    prop: ProposeResult,
+    verdict: PolicyVerdict,
+    recommendation: str,
+    run_confidence: float | None = None,
+) -> str:
+    """`run_confidence`: the confidence the policy used (`policy.run_confidence`); shown when it
+    is below the model's own (the runbook's evidence, not the model, set it)."""
     p = prop.proposal
     lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
     if prop.source == "fallback":
         lines.append(f"(model fallback: {prop.note})")
     elif prop.source == "cloud":
         lines.append(f"(cloud model: {prop.note})")
-    lines += [f"Confidence {p.confidence:.2f}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
+    confidence = f"Confidence {p.confidence:.2f}"
+    if run_confidence is not None and run_confidence < p.confidence:
+        confidence += f" (the model's; the runbook's evidence gives {run_confidence:.2f})"
+    lines += [f"{confidence}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
     for r in st.refused:
         lines.append(f"Refused: {_call(r.call)}: {r.reason}")
     if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
