@@ -12,6 +12,8 @@ activity (triage does: its result is recorded in history).
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
 - `run_confidence`: the confidence `decide` gets: the runbook's evidence, which the model can
   lower but never raise.
+- `protected_namespaces`: the namespaces an action names that the platform protects
+  (kube-system, its own ai-* namespaces, the operators it installs...).
 
 How a runbook earns and loses its level (promotion and demotion, the smoothed success rate)
 is `agentic_core.trust`; what the level then allows is `decide` and `plan_level` here.
@@ -19,9 +21,10 @@ is `agentic_core.trust`; what the level then allows is `decide` and `plan_level`
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agentic_core.incident import Category, PolicyVerdict, RecalledRunbook, Severity, TriageResult, plan_hash
@@ -124,18 +127,24 @@ def decide(
     confidence: float,
     threshold: float,
     has_actions: bool,
+    *,
+    protected: bool = False,
 ) -> PolicyVerdict:
     """What to do with a guarded plan.
 
     - no action survived the guard: NOTHING_TO_DO;
     - VERBOSE (the go-live default): ASK, always;
     - NORMAL: manual → ASK; prompted → ASK_RECOMMEND; standard → RUN_THEN_NOTIFY when the
-      confidence reaches the threshold, else ASK_RECOMMEND.
+      confidence reaches the threshold, else ASK_RECOMMEND;
+    - `protected` (the plan changes a protected namespace its runbook allows): never
+      RUN_THEN_NOTIFY; a standard runbook asks, with a recommendation.
     """
     if not has_actions:
         return PolicyVerdict.NOTHING_TO_DO
     if mode == ApprovalMode.VERBOSE:
         return PolicyVerdict.ASK
+    if level == AutomationLevel.STANDARD and protected:
+        return PolicyVerdict.ASK_RECOMMEND
     if level == AutomationLevel.STANDARD:
         # NaN never reaches a threshold.
         return PolicyVerdict.RUN_THEN_NOTIFY if confidence >= threshold else PolicyVerdict.ASK_RECOMMEND
@@ -158,6 +167,55 @@ def plan_level(
     if plan_hash(list(runbook_actions)) != plan_hash(plan):
         return AutomationLevel.MANUAL
     return runbook_level
+
+
+# --------------------------------------------------------------------------- protected namespaces
+
+# Namespaces the agent never changes on its own (AGENTIC_PROTECTED_NAMESPACES; glob patterns):
+# the cluster's own (kube-system, kube-public, kube-node-lease), the platform's own namespaces
+# (the chart's ai-inference, ai-router, ai-agents, ai-tools, ai-vector with its PostgreSQL and
+# Qdrant, ai-observability: ai-*), Temporal's, and the operators the platform's ArgoCD
+# applications install (argocd, cert-manager, cnpg-system, infisical-operator-system,
+# local-path-storage). A runbook lists the ones its own plan may change under
+# `allow_namespaces`; such a plan still always asks a human.
+DEFAULT_PROTECTED_NAMESPACES: tuple[str, ...] = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "ai-*",
+    "temporal",
+    "argocd",
+    "cert-manager",
+    "cnpg-system",
+    "infisical-operator-system",
+    "local-path-storage",
+)
+# Tool arguments that name a namespace: `namespace` (the infrastructure tools), `namespaces`
+# (a list, for tools that take several).
+NAMESPACE_ARGUMENTS: tuple[str, ...] = ("namespace", "namespaces")
+
+
+def action_namespaces(call: ToolCall) -> list[str]:
+    """The namespaces an action's arguments name (lower-cased, stripped), in order, once each."""
+    found: list[str] = []
+    for name in NAMESPACE_ARGUMENTS:
+        value = call.arguments.get(name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, str) and v.strip() and v.strip().lower() not in found:
+                found.append(v.strip().lower())
+    return found
+
+
+def protected_namespaces(call: ToolCall, patterns: Sequence[str]) -> list[tuple[str, str]]:
+    """`(namespace, pattern)` for each namespace `call` names that one of `patterns` protects
+    (shell-style globs: `ai-*`, `kube-?ublic`; the first pattern that matches is named)."""
+    out: list[tuple[str, str]] = []
+    for ns in action_namespaces(call):
+        pattern = next((p for p in patterns if fnmatch.fnmatchcase(ns, p.strip().lower())), None)
+        if pattern is not None:
+            out.append((ns, pattern))
+    return out
 
 
 # --------------------------------------------------------------------------- templates

@@ -257,6 +257,24 @@ async def test_recall_keeps_a_runbook_it_cannot_render_without_actions(kb: Knowl
     assert res.runbooks[0].actions == []
 
 
+async def test_recall_carries_the_protected_namespaces_a_runbook_allows(kb: KnowledgeBase, ledger: Ledger) -> None:
+    rb = Runbook(
+        id="kubernetes/CoreDNSDown",
+        title="CoreDNS is down",
+        body="Cluster DNS does not answer. Restart CoreDNS.",
+        match=[LabelMatcher.parse("alertname=CoreDNSDown")],
+        actions=[ToolCall(tool="rollout_restart", arguments={"namespace": "kube-system", "deployment": "coredns"})],
+        allow_namespaces=["kube-system"],
+    )
+    await ledger.upsert_runbook(rb)
+    await kb.upsert_runbooks([rb.model_copy(update={"content_hash": rb.compute_hash()})])
+    labels = {"alertname": "CoreDNSDown", "namespace": "kube-system", "severity": "critical"}
+    res = await acts(kb, ledger).recall(RecallInput(incident_id=uid(), text="CoreDNS is down", labels=labels))
+    best = res.runbooks[0]
+    assert best.id == rb.id and best.matched_labels and best.allow_namespaces == ["kube-system"]
+    assert all(r.allow_namespaces == [] for r in res.runbooks[1:])  # the others allow nothing
+
+
 # --------------------------------------------------------------------------- propose
 
 

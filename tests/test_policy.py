@@ -1,4 +1,5 @@
-"""The pure policies: triage, decide, plan_level, render_actions, fallback_confidence, run_confidence."""
+"""The pure policies: triage, decide, plan_level, render_actions, fallback_confidence, run_confidence,
+protected namespaces."""
 
 from __future__ import annotations
 
@@ -285,3 +286,30 @@ def test_no_model_confidence_makes_a_text_only_runbook_run_alone(
     if not matched:
         verdict = policy.decide(AutomationLevel.STANDARD, ApprovalMode.NORMAL, c, threshold, True)
         assert verdict != PolicyVerdict.RUN_THEN_NOTIFY
+
+
+# --------------------------------------------------------------------------- protected namespaces
+
+
+def test_protected_namespaces_of_an_action() -> None:
+    patterns = policy.DEFAULT_PROTECTED_NAMESPACES
+    call = ToolCall(tool="rollout_restart", arguments={"namespace": "kube-system", "deployment": "coredns"})
+    assert policy.protected_namespaces(call, patterns) == [("kube-system", "kube-system")]
+    qdrant = ToolCall(tool="scale_deployment", arguments={"namespace": " AI-Vector ", "deployment": "qdrant"})
+    assert policy.protected_namespaces(qdrant, patterns) == [("ai-vector", "ai-*")]
+    several = ToolCall(tool="x", arguments={"namespaces": ["media", "cnpg-system", "argocd"]})
+    assert policy.protected_namespaces(several, patterns) == [("cnpg-system", "cnpg-system"), ("argocd", "argocd")]
+    assert policy.protected_namespaces(ToolCall(tool="x", arguments={"namespace": "media"}), patterns) == []
+    assert policy.protected_namespaces(ToolCall(tool="get_nodes"), patterns) == []
+    assert policy.protected_namespaces(call, []) == []
+
+
+@pytest.mark.parametrize("level", list(AutomationLevel))
+def test_a_protected_plan_never_runs_without_a_human(level: AutomationLevel) -> None:
+    for mode in ApprovalMode:
+        verdict = policy.decide(level, mode, 1.0, 0.7, True, protected=True)
+        assert verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
+    assert policy.decide(AutomationLevel.STANDARD, ApprovalMode.NORMAL, 1.0, 0.7, True, protected=True) == (
+        PolicyVerdict.ASK_RECOMMEND
+    )
+    assert policy.decide(level, ApprovalMode.NORMAL, 1.0, 0.7, False, protected=True) == PolicyVerdict.NOTHING_TO_DO

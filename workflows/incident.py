@@ -13,10 +13,13 @@ Stages (each in `IncidentState.stages` with its start and finish times):
    activity may escalate, redacted, within the same activity timeout
    (`proposal_source="cloud"`; `proposal_redactions` counts what was redacted).
 4. **guard** (`tools.guard`): refused actions go to `state.refused` with their reasons and
-   never run. If the guard cannot be reached nothing runs (every action is refused).
-5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the
-   runbook's own plan. The DIAGNOSIS notification edits the QUESTION message with the exact
-   plan (and its hash) a human may approve.
+   never run. If the guard cannot be reached nothing runs (every action is refused). The
+   protected namespaces a runbook allows (`namespace_allowance`) count only for its own plan.
+5. **policy** (`policy.plan_level`, `policy.run_confidence`, `policy.decide`): the runbook's
+   level counts only for the runbook's own plan, and runs it alone only on the runbook's
+   evidence (`EVIDENCE_CONFIDENCE_PATCH`); a plan that changes a protected namespace always
+   asks (`PROTECTED_NAMESPACES_PATCH`). The DIAGNOSIS notification edits the QUESTION message
+   with the exact plan (and its hash) a human may approve.
 6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, occurrence)`, cancelled if
    the incident closes first). Skipped for RUN_THEN_NOTIFY and NOTHING_TO_DO.
 7. **execute** (`tools.execute`): the approved plan in order, one idempotency key per action
@@ -126,6 +129,8 @@ NOTHING_TO_DO_VERIFYING_PATCH = "nothing-to-do-verifying"  # a nothing-to-do inc
 EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
 # run-then-notify rests on the runbook's evidence (labels, retrieval score), never on the model's own confidence
 EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
+# an allowed action in a protected namespace (kube-system, ...) never runs without a human
+PROTECTED_NAMESPACES_PATCH = "protected-namespaces"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 AGENT = "incident"
 
@@ -175,6 +180,7 @@ class IncidentWorkflow:
         self._local = False  # short stages as local activities (set when the run starts)
         self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
+        self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -333,7 +339,12 @@ class IncidentWorkflow:
         try:
             return await self._short(
                 "tools.guard",
-                GuardInput(incident_id=self._state.incident_id, actions=actions, agent=AGENT),
+                GuardInput(
+                    incident_id=self._state.incident_id,
+                    actions=actions,
+                    agent=AGENT,
+                    allow_namespaces=self._allow_namespaces,
+                ),
                 result_type=GuardResult,
                 start_to_close_timeout=_SHORT,
                 retry_policy=_RETRY_FEW,
@@ -447,10 +458,13 @@ class IncidentWorkflow:
         # 4. guard
         rec = self._begin("guard")
         allowed: list[ToolCall] = []
+        protected: list[str] = []  # protected namespaces the allowed plan changes (its runbook allows them)
         if prop.proposal.actions:
+            self._allow_namespaces = namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
             guarded = await self._guard(list(prop.proposal.actions))
             st.refused.extend(guarded.refused)
             allowed = guarded.allowed
+            protected = sorted({ns for a in guarded.actions if a.allowed for ns in a.protected})
         self._end(rec, f"{len(allowed)} allowed, {len(st.refused)} refused")
 
         # 5. policy
@@ -465,7 +479,11 @@ class IncidentWorkflow:
         if workflow.patched(EVIDENCE_CONFIDENCE_PATCH):
             # The model's confidence can make the agent ask, never make it run (policy.run_confidence).
             confidence = policy.run_confidence(runbook, confidence)
-        verdict = policy.decide(level, cfg.approval_mode, confidence, cfg.confidence_threshold, bool(allowed))
+        # A protected namespace a runbook allows: a human approves every run, whatever its level.
+        protected_asks = bool(protected) and workflow.patched(PROTECTED_NAMESPACES_PATCH)
+        verdict = policy.decide(
+            level, cfg.approval_mode, confidence, cfg.confidence_threshold, bool(allowed), protected=protected_asks
+        )
         st.verdict, st.plan = verdict, allowed
         self._level = level
         self._trust = workflow.patched("autonomy-trust")
@@ -474,7 +492,12 @@ class IncidentWorkflow:
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
         recommendation = _recommendation(verdict, runbook, level, confidence)
         diagnosis = diagnosis_text(
-            st, prop, verdict, recommendation, run_confidence=confidence if runbook is not None else None
+            st,
+            prop,
+            verdict,
+            recommendation,
+            run_confidence=confidence if runbook is not None else None,
+            protected=protected if protected_asks else [],
         )
         self._message_ref = (
             await self._notify(
@@ -617,7 +640,14 @@ class IncidentWorkflow:
             try:
                 res = await workflow.execute_activity(
                     "tools.execute",
-                    ExecuteInput(incident_id=st.incident_id, index=i, call=call, idempotency_key=key, agent=AGENT),
+                    ExecuteInput(
+                        incident_id=st.incident_id,
+                        index=i,
+                        call=call,
+                        idempotency_key=key,
+                        agent=AGENT,
+                        allow_namespaces=self._allow_namespaces,
+                    ),
                     result_type=ActionResult,
                     start_to_close_timeout=EXECUTE_TIMEOUT,
                     heartbeat_timeout=EXECUTE_HEARTBEAT,  # the gateway heartbeats during the call
@@ -795,6 +825,18 @@ class IncidentWorkflow:
             )
 
 
+def namespace_allowance(recall: RecallResult, runbook_id: str | None, plan: list[ToolCall]) -> list[str]:
+    """The protected namespaces `plan` may change: those its runbook lists under
+    `allow_namespaces`, and only when the plan is that runbook's own (rendered) plan; none for a
+    model's own plan or any other."""
+    runbook = next((r for r in recall.runbooks if r.id == runbook_id), None)
+    if runbook is None or not runbook.allow_namespaces or not plan:
+        return []
+    if plan_hash(plan) != plan_hash(list(runbook.actions)):
+        return []
+    return list(runbook.allow_namespaces)
+
+
 # --------------------------------------------------------------------------- message texts
 
 
@@ -833,9 +875,11 @@ def diagnosis_text(
     verdict: PolicyVerdict,
     recommendation: str,
     run_confidence: float | None = None,
+    protected: list[str] | None = None,
 ) -> str:
     """`run_confidence`: the confidence the policy used (`policy.run_confidence`); shown when it
-    is below the model's own (the runbook's evidence, not the model, set it)."""
+    is below the model's own (the runbook's evidence, not the model, set it). `protected`: the
+    protected namespaces the plan changes (its runbook allows them; a human decides)."""
     p = prop.proposal
     lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
     if prop.source == "fallback":
@@ -848,6 +892,9 @@ def diagnosis_text(
     lines += [f"{confidence}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
     for r in st.refused:
         lines.append(f"Refused: {_call(r.call)}: {r.reason}")
+    if protected:
+        names = ", ".join(protected)
+        lines.append(f"Changes protected namespace(s) {names} (runbook {st.runbook_id} allows it): a human decides.")
     if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
         lines.append("Standard runbook: running it now; the result follows.")
     elif verdict == PolicyVerdict.NOTHING_TO_DO:

@@ -553,6 +553,7 @@ class IncidentActivities:
                     automation_level=level,
                     actions=actions,
                     matched_labels=bool(hit.payload.get("matched_labels", False)),
+                    allow_namespaces=list(rb.allow_namespaces),
                 )
             )
         decisions = await self.kb.search_decisions(inp.text, limit=inp.limit) if inp.text.strip() else []

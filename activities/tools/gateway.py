@@ -14,8 +14,13 @@
   `ToolServerUnavailable` instead of refusing, so an approved action waits for its server.
 - `tools.guard`: each proposed action must name a tool on the agent's allow-list that a server
   offers, with arguments valid under the tool's input schema (jsonschema; unknown arguments and
-  unrendered `{{ templates }}` are refused too). Refusals carry a precise reason and are recorded
-  in the ledger as `refused` actions under the key
+  unrendered `{{ templates }}` are refused too). A tool that is not read-only may not act in a
+  protected namespace (`protected_namespaces`, AGENTIC_PROTECTED_NAMESPACES: kube-system, the
+  platform's own ai-* namespaces, the operators it installs; glob patterns) unless the
+  runbook whose plan it is allows that namespace (`GuardInput.allow_namespaces`); such an
+  allowed action comes back with `protected` set, and the workflow then asks a human whatever
+  the runbook's level. Read-only tools may look anywhere. Refusals carry a precise reason and
+  are recorded in the ledger as `refused` actions under the key
   `idempotency_key(incident_id, index) + "/guard/" + <hash of tool and arguments>`, so they never
   clash with execution keys and refusing the same action twice records it once.
 - `tools.execute`: runs one approved action exactly once (see below).
@@ -24,7 +29,8 @@ Exactly once. The ledger row of the action's idempotency key is the claim:
 
 1. A finished row (succeeded/failed/refused/skipped) → its recorded result is returned with
    `already_ran=True`; the tool is not called (the MCP server need not even be up).
-2. The allow-list and schema are checked again (defence in depth). A refusal is recorded under
+2. The allow-list, protected namespaces (`ExecuteInput.allow_namespaces`) and schema are
+   checked again (defence in depth). A refusal is recorded under
    the action's key and raised as a non-retryable `ApplicationError` (type `ToolRefused`).
 3. `Ledger.start_action` claims the key. A new row → call the tool. An existing `running` row
    means an earlier attempt died mid-call (worker crash, heartbeat timeout) and nobody knows
@@ -54,7 +60,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -72,6 +78,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
+from agentic_core import policy
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
@@ -176,6 +183,7 @@ class ToolActivities:
         call_timeout_s: float = CALL_TIMEOUT_S,
         heartbeat_every_s: float = HEARTBEAT_EVERY_S,
         hint: Callable[[str], str | None] | None = None,
+        protected_namespaces: Sequence[str] = policy.DEFAULT_PROTECTED_NAMESPACES,
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
@@ -185,6 +193,7 @@ class ToolActivities:
         self.call_timeout_s = call_timeout_s
         self.heartbeat_every_s = heartbeat_every_s
         self.hint = hint  # which server offers a tool and what configures it (for refusals)
+        self.protected_namespaces = [p.strip().lower() for p in protected_namespaces if p.strip()]
         self._catalog: dict[str, _Tool] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -194,7 +203,8 @@ class ToolActivities:
     @classmethod
     def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
         """The gateway as the platform's processes build it: the configured servers, the MCP
-        token, the incident agent's allow-list, and refusals that say what to configure."""
+        token, the incident agent's allow-list, the protected namespaces, and refusals that say
+        what to configure."""
         from workers.settings import tool_server_hint
 
         token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
@@ -204,6 +214,7 @@ class ToolActivities:
             token=token,
             allow={"incident": settings.incident_tool_list},
             hint=tool_server_hint,
+            protected_namespaces=settings.protected_namespace_list,
         )
 
     # --- MCP plumbing ---------------------------------------------------------------------------
@@ -346,8 +357,19 @@ class ToolActivities:
 
     # --- checks ---------------------------------------------------------------------------------
 
-    def _check(self, agent: str, call: ToolCall, catalog: dict[str, _Tool]) -> str | None:
-        """None when the action may run, else the precise reason it may not."""
+    def _protected(self, call: ToolCall, catalog: dict[str, _Tool]) -> list[tuple[str, str]]:
+        """`(namespace, pattern)` for each protected namespace the action would change (none for a
+        read-only tool: looking is allowed anywhere)."""
+        tool = catalog.get(call.tool)
+        if tool is not None and tool.read_only:
+            return []
+        return policy.protected_namespaces(call, self.protected_namespaces)
+
+    def _check(
+        self, agent: str, call: ToolCall, catalog: dict[str, _Tool], allow_namespaces: Iterable[str] = ()
+    ) -> str | None:
+        """None when the action may run, else the precise reason it may not. `allow_namespaces`:
+        protected namespaces the runbook whose plan this is allows."""
         allowed = self.allow.get(agent, [])
         if call.tool not in allowed:
             listed = ", ".join(allowed) if allowed else "it is empty"
@@ -363,6 +385,15 @@ class ToolActivities:
                 f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
                 f"(servers: {servers}): " + (hint if hint else "check the server version or the allow-list")
             )
+        allowed_ns = set(allow_namespaces)
+        for ns, pattern in self._protected(call, catalog):
+            if ns not in allowed_ns:
+                return (
+                    f"{call.tool}: namespace {ns!r} is protected (it matches {pattern!r} in "
+                    f"AGENTIC_PROTECTED_NAMESPACES): the agent does not change it on its own. A runbook whose "
+                    f"plan must act there lists it in its front matter (allow_namespaces: [{ns}]), and even then "
+                    "a human approves every run"
+                )
         problems = _argument_problems(tool.spec, call.arguments)
         if problems:
             return f"{call.tool}: " + "; ".join(problems)
@@ -402,13 +433,16 @@ class ToolActivities:
         catalog = await self._tools()
         out: list[GuardedAction] = []
         for index, call in enumerate(inp.actions):
-            reason = self._check(inp.agent, call, catalog)
+            reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
             if reason is not None:
                 await self._record_refusal(
                     inp.incident_id, index, call, guard_key(inp.incident_id, index, call), reason
                 )
                 activity.logger.info("refused action %d of %s: %s", index, inp.incident_id, reason)
-            out.append(GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or ""))
+            protected = [ns for ns, _ in self._protected(call, catalog)] if reason is None else []
+            out.append(
+                GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or "", protected=protected)
+            )
         return GuardResult(actions=out)
 
     @activity.defn(name="tools.execute")
@@ -424,7 +458,7 @@ class ToolActivities:
 
         # 2. Defence in depth: the guard's checks again, on the current catalogue.
         catalog = await self._tools()
-        reason = self._check(inp.agent, call, catalog)
+        reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
         if reason is not None and call.tool not in catalog and call.tool in self.allow.get(inp.agent, []):
             down = self._down_reason(call.tool)
             if down is not None:  # not refused: the approved action waits (retries) for its server
