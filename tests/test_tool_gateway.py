@@ -185,6 +185,80 @@ async def test_guard_refuses_with_reasons_and_records_them(
     assert len(await ledger.list_actions(incident)) == len(rows)
 
 
+# --- refusals in words -----------------------------------------------------------------------------
+
+TALOS_NODES = "(nodes: Talos node addresses to check (default: those of the talosconfig))"
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        # A list that may be left out: jsonschema said "is not of type 'null'" (its last anyOf branch).
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": "cp-1"}),
+            "talos_health: argument 'nodes' must be a list of strings or be left out; got the string 'cp-1' "
+            + TALOS_NODES,
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": [1]}),
+            f"talos_health: item 1 of argument 'nodes' must be a string; got the number 1 {TALOS_NODES}",
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": ["10.0.0.10", "cp 2"]}),
+            "talos_health: item 2 of argument 'nodes': 'cp 2' does not match '^[A-Za-z0-9.:-]+$' " + TALOS_NODES,
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"node": "cp-1"}),
+            "talos_health: argument 'node' is not a parameter of talos_health (parameters: nodes, wait_timeout_s)",
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"wait_timeout_s": "60"}),
+            "talos_health: argument 'wait_timeout_s' must be a whole number from 5 to 300; got the string '60' "
+            "(wait_timeout_s: how long talosctl may wait for the cluster to be healthy)",
+        ),
+        (
+            ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": True}),
+            "scale_deployment: argument 'replicas' must be a whole number from 0 to 100; got true "
+            "(replicas: desired number of replicas (0 stops the app))",
+        ),
+        (
+            ToolCall(tool="get_events", arguments={"namespace": NS, "involved_object": 5}),
+            "get_events: argument 'involved_object' must be a string or be left out; got the number 5 "
+            "(involved_object: only events about the object with this name (a pod, deployment, ...); default: all)",
+        ),
+        (
+            ToolCall(tool="get_pod_logs", arguments={"namespace": NS, "pod": "sonarr-1", "previous": "yes"}),
+            "get_pod_logs: argument 'previous' must be true or false; got the string 'yes' "
+            "(previous: logs of the previous (crashed) container instead of the running one)",
+        ),
+        (
+            ToolCall(tool="get_pods", arguments={"namespace": None}),
+            "get_pods: argument 'namespace' must be a string; got null (namespace: Kubernetes namespace, e.g. media)",
+        ),
+    ],
+    ids=[
+        "list-or-null-got-string",
+        "list-item-type",
+        "list-item-pattern",
+        "unknown-argument",
+        "integer-got-string",
+        "integer-got-boolean",
+        "string-or-null-got-number",
+        "boolean-got-string",
+        "string-got-null",
+    ],
+)
+async def test_refusals_say_in_words_what_an_argument_must_be(
+    ledger: Ledger, server: McpProcess, env: ActivityEnvironment, call: ToolCall, reason: str
+) -> None:
+    # The real schemas of the infrastructure tools, as the MCP server lists them.
+    tools = ["talos_health", "scale_deployment", "get_events", "get_pod_logs", "get_pods"]
+    gw = ToolActivities(ledger, {"infra": server.url}, TOKEN, {"incident": tools})
+    result = await env.run(gw.guard, GuardInput(incident_id=uid("words"), actions=[call]))
+    assert [(a.allowed, a.reason) for a in result.actions] == [(False, reason)]
+    assert "of type" not in reason and "'null'" not in reason
+
+
 # --- protected namespaces -------------------------------------------------------------------------
 
 # What a planner that obeys an injected instruction proposed, and the guard let through to the
