@@ -180,6 +180,8 @@ class IncidentWorkflow:
         self._local = False  # short stages as local activities (set when the run starts)
         self._level = AutomationLevel.MANUAL  # the level the plan may run at (policy stage)
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
+        self._evidence_rule = False  # EVIDENCE_CONFIDENCE_PATCH (set when the run starts)
+        self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
@@ -364,6 +366,10 @@ class IncidentWorkflow:
         st, cfg = self._state, inp.config
         iid = inp.incident_id
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
+        # Decided here, before any local activity (a patch marker right behind a local activity's
+        # marker in one workflow task once failed a query's replay), and used at the policy stage.
+        self._evidence_rule = workflow.patched(EVIDENCE_CONFIDENCE_PATCH)
+        self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
         workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
 
         # 1. triage
@@ -460,7 +466,8 @@ class IncidentWorkflow:
         allowed: list[ToolCall] = []
         protected: list[str] = []  # protected namespaces the allowed plan changes (its runbook allows them)
         if prop.proposal.actions:
-            self._allow_namespaces = namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
+            if self._protected_rule:  # runs from before it get no allowance: protected namespaces are refused
+                self._allow_namespaces = namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
             guarded = await self._guard(list(prop.proposal.actions))
             st.refused.extend(guarded.refused)
             allowed = guarded.allowed
@@ -476,11 +483,11 @@ class IncidentWorkflow:
             allowed,
         )
         confidence = prop.proposal.confidence
-        if workflow.patched(EVIDENCE_CONFIDENCE_PATCH):
+        if self._evidence_rule:
             # The model's confidence can make the agent ask, never make it run (policy.run_confidence).
             confidence = policy.run_confidence(runbook, confidence)
         # A protected namespace a runbook allows: a human approves every run, whatever its level.
-        protected_asks = bool(protected) and workflow.patched(PROTECTED_NAMESPACES_PATCH)
+        protected_asks = bool(protected) and self._protected_rule
         verdict = policy.decide(
             level, cfg.approval_mode, confidence, cfg.confidence_threshold, bool(allowed), protected=protected_asks
         )
