@@ -175,6 +175,7 @@ class RecalledRunbook(BaseModel):
     automation_level: AutomationLevel = AutomationLevel.MANUAL
     actions: list[ToolCall] = Field(default_factory=list)  # rendered for the alert's labels
     matched_labels: bool = False
+    allow_namespaces: list[str] = Field(default_factory=list)  # protected namespaces its own plan may change
 
 
 class RecallResult(BaseModel):
@@ -223,6 +224,9 @@ class GuardInput(BaseModel):
     incident_id: str
     actions: list[ToolCall]
     agent: str = "incident"
+    # Protected namespaces (AGENTIC_PROTECTED_NAMESPACES) these actions may change: those the
+    # runbook whose plan they are lists under `allow_namespaces`; empty for any other plan.
+    allow_namespaces: list[str] = Field(default_factory=list)
 
 
 class GuardedAction(BaseModel):
@@ -230,6 +234,9 @@ class GuardedAction(BaseModel):
     call: ToolCall
     allowed: bool
     reason: str = ""
+    # Protected namespaces this allowed action changes (its runbook allows them): a human
+    # must approve the plan, whatever the runbook's level.
+    protected: list[str] = Field(default_factory=list)
 
 
 class GuardResult(BaseModel):
@@ -250,6 +257,7 @@ class ExecuteInput(BaseModel):
     call: ToolCall
     idempotency_key: str
     agent: str = "incident"
+    allow_namespaces: list[str] = Field(default_factory=list)  # as in GuardInput (checked again)
 
 
 class ActionResult(BaseModel):

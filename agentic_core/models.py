@@ -43,6 +43,7 @@ class Collection(StrEnum):
     DOCUMENTATION = "documentation"
 
 
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a Kubernetes namespace (DNS label)
 _MATCHER_RE = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 
 
@@ -106,6 +107,31 @@ class Runbook(BaseModel):
     actions: list[ToolCall] = Field(default_factory=list)
     automation_level: AutomationLevel = AutomationLevel.MANUAL
     content_hash: str = ""
+    # Protected namespaces (AGENTIC_PROTECTED_NAMESPACES, e.g. kube-system) this runbook's own
+    # plan may change. Its actions there pass the guard, and still always ask a human.
+    allow_namespaces: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_namespaces", mode="before")
+    @classmethod
+    def _parse_namespaces(cls, value: Any) -> Any:
+        """A list of namespace names (or one name); exact names, no patterns."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            names = []
+            for v in value:
+                name = str(v).strip() if isinstance(v, str) else v
+                if not isinstance(name, str) or not _NAMESPACE_RE.fullmatch(name):
+                    raise ValueError(
+                        f"{v!r} is not a Kubernetes namespace name "
+                        "(lower-case letters, digits and '-', at most 63 characters; exact names, no patterns)"
+                    )
+                if name not in names:
+                    names.append(name)
+            return names
+        return value
 
     @field_validator("match", mode="before")
     @classmethod
@@ -130,6 +156,8 @@ class Runbook(BaseModel):
             "match": [str(m) for m in self.match],
             "actions": [a.model_dump(mode="json") for a in self.actions],
         }
+        if self.allow_namespaces:  # only when set, so the hashes of runbooks without it stay as they were
+            doc["allow_namespaces"] = sorted(self.allow_namespaces)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def search_text(self) -> str:

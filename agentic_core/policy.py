@@ -10,6 +10,10 @@ activity (triage does: its result is recorded in history).
 - `plan_level`: the automation level a plan may use (a runbook's level covers only its own plan).
 - `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
+- `run_confidence`: the confidence `decide` gets: the runbook's evidence, which the model can
+  lower but never raise.
+- `protected_namespaces`: the namespaces an action names that the platform protects
+  (kube-system, its own ai-* namespaces, the operators it installs...).
 
 How a runbook earns and loses its level (promotion and demotion, the smoothed success rate)
 is `agentic_core.trust`; what the level then allows is `decide` and `plan_level` here.
@@ -17,12 +21,13 @@ is `agentic_core.trust`; what the level then allows is `decide` and `plan_level`
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agentic_core.incident import Category, PolicyVerdict, Severity, TriageResult, plan_hash
+from agentic_core.incident import Category, PolicyVerdict, RecalledRunbook, Severity, TriageResult, plan_hash
 from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
 
 # --------------------------------------------------------------------------- triage
@@ -133,6 +138,8 @@ def decide(
     confidence: float,
     threshold: float,
     has_actions: bool,
+    *,
+    protected: bool = False,
 ) -> PolicyVerdict:
     """What to do with a guarded plan.
 
@@ -142,12 +149,16 @@ def decide(
       modify); NORMAL: NOTHING_TO_DO (the incident watches for the alert to resolve, and says so);
     - VERBOSE: ASK, always;
     - NORMAL: manual → ASK; prompted → ASK_RECOMMEND; standard → RUN_THEN_NOTIFY when the
-      confidence reaches the threshold, else ASK_RECOMMEND.
+      confidence reaches the threshold, else ASK_RECOMMEND;
+    - `protected` (the plan changes a protected namespace its runbook allows): never
+      RUN_THEN_NOTIFY; a standard runbook asks, with a recommendation.
     """
     if not has_actions:
         return PolicyVerdict.ASK_ACKNOWLEDGE if mode == ApprovalMode.VERBOSE else PolicyVerdict.NOTHING_TO_DO
     if mode == ApprovalMode.VERBOSE:
         return PolicyVerdict.ASK
+    if level == AutomationLevel.STANDARD and protected:
+        return PolicyVerdict.ASK_RECOMMEND
     if level == AutomationLevel.STANDARD:
         # NaN never reaches a threshold.
         return PolicyVerdict.RUN_THEN_NOTIFY if confidence >= threshold else PolicyVerdict.ASK_RECOMMEND
@@ -170,6 +181,55 @@ def plan_level(
     if plan_hash(list(runbook_actions)) != plan_hash(plan):
         return AutomationLevel.MANUAL
     return runbook_level
+
+
+# --------------------------------------------------------------------------- protected namespaces
+
+# Namespaces the agent never changes on its own (AGENTIC_PROTECTED_NAMESPACES; glob patterns):
+# the cluster's own (kube-system, kube-public, kube-node-lease), the platform's own namespaces
+# (the chart's ai-inference, ai-router, ai-agents, ai-tools, ai-vector with its PostgreSQL and
+# Qdrant, ai-observability: ai-*), Temporal's, and the operators the platform's ArgoCD
+# applications install (argocd, cert-manager, cnpg-system, infisical-operator-system,
+# local-path-storage). A runbook lists the ones its own plan may change under
+# `allow_namespaces`; such a plan still always asks a human.
+DEFAULT_PROTECTED_NAMESPACES: tuple[str, ...] = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "ai-*",
+    "temporal",
+    "argocd",
+    "cert-manager",
+    "cnpg-system",
+    "infisical-operator-system",
+    "local-path-storage",
+)
+# Tool arguments that name a namespace: `namespace` (the infrastructure tools), `namespaces`
+# (a list, for tools that take several).
+NAMESPACE_ARGUMENTS: tuple[str, ...] = ("namespace", "namespaces")
+
+
+def action_namespaces(call: ToolCall) -> list[str]:
+    """The namespaces an action's arguments name (lower-cased, stripped), in order, once each."""
+    found: list[str] = []
+    for name in NAMESPACE_ARGUMENTS:
+        value = call.arguments.get(name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, str) and v.strip() and v.strip().lower() not in found:
+                found.append(v.strip().lower())
+    return found
+
+
+def protected_namespaces(call: ToolCall, patterns: Sequence[str]) -> list[tuple[str, str]]:
+    """`(namespace, pattern)` for each namespace `call` names that one of `patterns` protects
+    (shell-style globs: `ai-*`, `kube-?ublic`; the first pattern that matches is named)."""
+    out: list[tuple[str, str]] = []
+    for ns in action_namespaces(call):
+        pattern = next((p for p in patterns if fnmatch.fnmatchcase(ns, p.strip().lower())), None)
+        if pattern is not None:
+            out.append((ns, pattern))
+    return out
 
 
 # --------------------------------------------------------------------------- templates
@@ -254,3 +314,19 @@ def fallback_confidence(score: float, matched_labels: bool) -> float:
         text = score - 1.0 if score >= 1.0 else score
         return round(MATCHED_FLOOR + MATCHED_SPAN * min(max(text, 0.0), 1.0), 4)
     return round(TEXT_ONLY_SPAN * min(max(score, 0.0), 1.0), 4)
+
+
+def run_confidence(runbook: RecalledRunbook | None, model_confidence: float) -> float:
+    """The confidence that decides whether a plan runs without asking (`decide`), in [0, 1].
+
+    The model reports its own confidence, and a model can be talked into any number (alert
+    text and recalled decisions reach its prompt). So a plan runs alone only on evidence the
+    model cannot forge: the recalled runbook whose plan it is, its labels matching the alert
+    and its retrieval score (`fallback_confidence`). The model's confidence can lower that
+    (a doubtful model makes the agent ask), never raise it. No runbook: 0 (a model's own plan
+    asks anyway, see `plan_level`).
+    """
+    if runbook is None:
+        return 0.0
+    model = model_confidence if math.isfinite(model_confidence) else 0.0
+    return min(fallback_confidence(runbook.score, runbook.matched_labels), max(model, 0.0))

@@ -187,7 +187,7 @@ class _Answer:
 class SimRouter:
     """The planner model: names the first recalled runbook (the grounding takes its plan)."""
 
-    _ID = re.compile(r"- id=(\S+) ")
+    _ID = re.compile(r'"runbooks":\[\{"id":"([^"]+)"')  # the first recalled runbook in the prompt's data
 
     async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> _Answer:
         m = self._ID.search(messages[-1]["content"])

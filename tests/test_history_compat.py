@@ -8,6 +8,7 @@ commands); then capture a new pair for the new code and keep the old ones.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.approval import ApprovalWorkflow
-from workflows.incident import LOCAL_STAGES_PATCH, IncidentWorkflow
+from workflows.incident import (
+    EVIDENCE_CONFIDENCE_PATCH,
+    LOCAL_STAGES_PATCH,
+    PROTECTED_NAMESPACES_PATCH,
+    IncidentWorkflow,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 CAPTURED = sorted(HISTORIES.glob("*.json"))
@@ -32,6 +38,18 @@ def test_there_are_histories_of_both_stage_kinds() -> None:
     # v1 predates local stages (no patch marker); v2 has it: both code paths are replayed
     assert "core_patch" not in (HISTORIES / "v1-regular-stages.incident.json").read_text()
     assert "core_patch" in (HISTORIES / "v2-local-stages.incident.json").read_text()
+
+
+def test_a_history_with_the_evidence_and_protected_namespace_patches_is_kept() -> None:
+    # Captured with both markers recorded when the run starts: incidents that run the
+    # evidence-confidence and protected-namespaces rules keep replaying after later changes.
+    history = load(HISTORIES / "v4-evidence-and-protected.incident.json")
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert patches[:3] == [LOCAL_STAGES_PATCH, EVIDENCE_CONFIDENCE_PATCH, PROTECTED_NAMESPACES_PATCH]
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

@@ -165,6 +165,9 @@ class Fakes:
 
     runbook_level: AutomationLevel = AutomationLevel.MANUAL
     runbook_actions: list[ToolCall] = field(default_factory=lambda: [LOGS, RESTART])
+    runbook_score: float = 1.8  # the retrieval score: 1 + text score for a label match
+    runbook_matched_labels: bool = True
+    runbook_allow_namespaces: list[str] = field(default_factory=list)
     proposal_actions: list[ToolCall] | None = None  # None: the runbook's
     confidence: float = 0.8
     refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
@@ -195,10 +198,11 @@ class Fakes:
         rb = RecalledRunbook(
             id=RUNBOOK_ID,
             title="Pod is crash looping",
-            score=1.8,
+            score=self.runbook_score,
             automation_level=self.runbook_level,
             actions=self.runbook_actions,
-            matched_labels=True,
+            matched_labels=self.runbook_matched_labels,
+            allow_namespaces=self.runbook_allow_namespaces,
         )
         return RecallResult(runbooks=[rb] if self.recall_runbook else [])
 
@@ -243,18 +247,22 @@ class Fakes:
 
     @activity.defn(name="tools.guard")
     async def guard(self, inp: GuardInput) -> GuardResult:
+        """The gateway's verdicts: the allow-list (`refuse`), and the default protected namespaces
+        (refused unless `inp.allow_namespaces` has them; then allowed and marked protected)."""
         self.guarded.append(inp)
-        return GuardResult(
-            actions=[
-                GuardedAction(
-                    index=i,
-                    call=c,
-                    allowed=c.tool not in self.refuse,
-                    reason=f"{c.tool} is not on the incident agent's allow-list" if c.tool in self.refuse else "",
-                )
-                for i, c in enumerate(inp.actions)
-            ]
-        )
+        out = []
+        for i, c in enumerate(inp.actions):
+            hits = [ns for ns, _ in policy.protected_namespaces(c, policy.DEFAULT_PROTECTED_NAMESPACES)]
+            barred = [ns for ns in hits if ns not in inp.allow_namespaces]
+            reason = (
+                f"{c.tool} is not on the incident agent's allow-list"
+                if c.tool in self.refuse
+                else (f"{c.tool}: namespace {barred[0]!r} is protected" if barred else "")
+            )
+            out.append(
+                GuardedAction(index=i, call=c, allowed=not reason, reason=reason, protected=[] if reason else hits)
+            )
+        return GuardResult(actions=out)
 
     @activity.defn(name="tools.execute")
     async def execute(self, inp: ExecuteInput) -> ActionResult:
@@ -607,6 +615,75 @@ async def test_modified_plan_with_a_refused_tool_runs_nothing(env: WorkflowEnvir
     assert [r.call for r in final.refused] == [DELETE_NS]
 
 
+# --------------------------------------------------------------------------- protected namespaces
+
+COREDNS_RESTART = ToolCall(
+    tool="kubernetes.restart_deployment", arguments={"namespace": "kube-system", "name": "coredns"}
+)
+
+
+async def test_a_runbook_allowed_protected_namespace_passes_the_guard_but_asks_even_at_standard(
+    env: WorkflowEnvironment,
+) -> None:
+    # A standard runbook whose own plan changes kube-system, which it allows; a confident model
+    # and strong evidence: in NORMAL mode it would run alone, but a protected namespace asks.
+    fakes = Fakes(
+        runbook_level=AutomationLevel.STANDARD,
+        runbook_actions=[COREDNS_RESTART],
+        runbook_allow_namespaces=["kube-system"],
+        confidence=1.0,
+    )
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_RECOMMEND and st.plan == [COREDNS_RESTART] and st.refused == []
+        assert [g.allow_namespaces for g in fakes.guarded] == [["kube-system"]]
+        diagnosis = fakes.notifications[1]
+        assert f"Changes protected namespace(s) kube-system (runbook {RUNBOOK_ID} allows it)" in diagnosis.text
+        assert "running it now" not in diagnosis.text
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+        await replay(run)
+    assert final.decision is not None and final.decision.by == "alice"
+    # The allowance travels with the approved action: the gateway checks it again at execution.
+    assert [(e.call, e.allow_namespaces) for e in fakes.executed] == [(COREDNS_RESTART, ["kube-system"])]
+
+
+async def test_a_protected_namespace_is_refused_without_the_runbooks_allowance(env: WorkflowEnvironment) -> None:
+    # The runbook does not allow kube-system; and one that does, but whose plan the model
+    # replaced, allows nothing for that plan.
+    for fakes in (
+        Fakes(runbook_level=AutomationLevel.STANDARD, runbook_actions=[COREDNS_RESTART], confidence=1.0),
+        Fakes(
+            runbook_level=AutomationLevel.STANDARD,
+            runbook_allow_namespaces=["kube-system"],
+            proposal_actions=[COREDNS_RESTART],
+            confidence=1.0,
+        ),
+    ):
+        async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+            final = await run.result()
+        assert [g.allow_namespaces for g in fakes.guarded] == [[]]
+        assert final.verdict == PolicyVerdict.NOTHING_TO_DO and fakes.executed == []
+        assert [(r.call, r.reason) for r in final.refused] == [
+            (COREDNS_RESTART, "kubernetes.restart_deployment: namespace 'kube-system' is protected")
+        ]
+
+
+async def test_a_modified_plan_into_a_protected_namespace_is_guarded_the_same_way(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(
+            DecideInput(choice="modified", by="alice", plan_hash=st.plan_hash or "", modified_plan=[COREDNS_RESTART])
+        )
+        final = await run.result()
+    assert fakes.executed == []
+    assert final.status == IncidentStatus.FAILED
+    assert final.outcome is not None and "namespace 'kube-system' is protected" in final.outcome.detail
+
+
 async def test_standard_runbook_runs_first_and_tells_after(env: WorkflowEnvironment) -> None:
     fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.9)
     config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
@@ -640,6 +717,43 @@ async def test_standard_runbook_with_low_confidence_asks_with_a_recommendation(e
         assert approval.request.recommendation.startswith("approve: standard runbook")
         await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
         assert (await run.result()).status == IncidentStatus.IGNORED
+
+
+@pytest.mark.parametrize(
+    ("score", "matched", "evidence"),
+    [(0.9, False, "0.45"), (1.05, True, "0.61")],  # found by text alone; labels match, text barely
+    ids=["text-only", "weak-label-match"],
+)
+async def test_the_models_confidence_never_makes_a_standard_runbook_run_alone(
+    env: WorkflowEnvironment, score: float, matched: bool, evidence: str
+) -> None:
+    # A model talked into confidence 1.0 (by alert text or a recalled decision) names a standard
+    # runbook on weak evidence: in NORMAL mode a human is asked all the same.
+    fakes = Fakes(
+        runbook_level=AutomationLevel.STANDARD, confidence=1.0, runbook_score=score, runbook_matched_labels=matched
+    )
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK_RECOMMEND
+        approval = await run.approval().query(QUERY_APPROVAL, result_type=ApprovalState)
+        assert approval.request.recommendation == f"approve: standard runbook {RUNBOOK_ID}, confidence {evidence}"
+        diagnosis = fakes.notifications[1]
+        assert diagnosis.kind == NotifyKind.DIAGNOSIS and diagnosis.confidence == 1.0  # shown to the human
+        assert f"Confidence 1.00 (the model's; the runbook's evidence gives {evidence})" in diagnosis.text
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        assert (await run.result()).status == IncidentStatus.IGNORED
+    assert fakes.executed == []
+
+
+async def test_a_standard_runbook_matched_by_labels_still_runs_alone(env: WorkflowEnvironment) -> None:
+    # Strong evidence (labels match, a good text score: 0.84) and a confident model: it runs.
+    fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=1.0, runbook_score=1.8)
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        final = await run.result()
+    assert final.verdict == PolicyVerdict.RUN_THEN_NOTIFY and final.approval_id is None
+    assert [e.call for e in fakes.executed] == [LOGS, RESTART]
 
 
 async def test_standard_runbook_with_another_plan_asks(env: WorkflowEnvironment) -> None:

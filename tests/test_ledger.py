@@ -442,6 +442,19 @@ async def test_upsert_runbook_added_unchanged_updated_keeps_level(ledger: Ledger
     assert await ledger.get_runbook(uid("nope")) is None
 
 
+async def test_a_runbooks_allowed_namespaces_are_kept(ledger: Ledger) -> None:
+    # The ledger's copy is what re-indexes the runbook after a level change: it keeps them.
+    rid = uid("rb")
+    rb = make_runbook(rid).model_copy(update={"allow_namespaces": ["kube-system"]})
+    assert await ledger.upsert_runbook(rb) == "added"
+    stored = await ledger.get_runbook(rid)
+    assert stored is not None and stored.to_runbook().allow_namespaces == ["kube-system"]
+    assert stored.content_hash == rb.compute_hash()
+    assert await ledger.upsert_runbook(rb.model_copy(update={"allow_namespaces": []})) == "updated"
+    after = await ledger.get_runbook(rid)
+    assert after is not None and after.allow_namespaces == []
+
+
 async def test_set_runbook_level_writes_history(ledger: Ledger) -> None:
     rid = uid("rb")
     await ledger.upsert_runbook(make_runbook(rid), changed_by="import")

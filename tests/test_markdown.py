@@ -65,6 +65,20 @@ def test_front_matter_with_all_fields(tmp_path: Path) -> None:
     assert rb.content_hash == rb.compute_hash() and len(rb.content_hash) == 64
 
 
+def test_allow_namespaces_lists_the_protected_namespaces_the_runbook_may_change(tmp_path: Path) -> None:
+    text = FULL.replace("automation_level: prompted\n", "automation_level: prompted\nallow_namespaces: [kube-system]\n")
+    rb = parse_runbook_file(write(tmp_path, "apps/coredns.md", text), tmp_path)
+    assert rb.allow_namespaces == ["kube-system"]
+    plain = parse_runbook_file(write(tmp_path, "apps/restart.md", FULL), tmp_path)
+    assert plain.allow_namespaces == []
+    # Allowing a namespace is a change of the runbook (re-imported, re-indexed); a runbook without
+    # the key keeps the hash it had before the key existed.
+    assert rb.content_hash != plain.content_hash
+    assert plain.content_hash == plain.model_copy(update={"allow_namespaces": []}).compute_hash()
+    one = parse_runbook_file(write(tmp_path, "one.md", "---\nallow_namespaces: kube-system\n---\nbody\n"), tmp_path)
+    assert one.allow_namespaces == ["kube-system"]
+
+
 def test_match_as_mapping(tmp_path: Path) -> None:
     path = write(tmp_path, "x.md", "---\nmatch: {alertname: NodeDown, severity: critical}\n---\nbody\n")
     rb = parse_runbook_file(path, tmp_path)
@@ -148,6 +162,8 @@ def test_toml_front_matter(tmp_path: Path) -> None:
         ("---\nautomation_level: yolo\n---\nbody\n", "automation_level"),
         ("---\nid: ../etc/passwd\n---\nbody\n", "id"),
         ("---\ntitle: only front matter\n---\n", "no runbook text"),
+        ("---\nallow_namespaces: {kube-system: yes}\n---\nbody\n", "'allow_namespaces' must be a list"),
+        ("---\nallow_namespaces: [kube-*]\n---\nbody\n", "'kube-*' is not a Kubernetes namespace name"),
     ],
 )
 def test_malformed_files_raise_one_line_errors(tmp_path: Path, text: str, reason: str) -> None:

@@ -1,4 +1,5 @@
-"""The pure policies: triage, decide, plan_level, render_actions, fallback_confidence."""
+"""The pure policies: triage, decide, plan_level, render_actions, fallback_confidence, run_confidence,
+protected namespaces."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentic_core import policy
-from agentic_core.incident import Category, PolicyVerdict, Severity
+from agentic_core.incident import Category, PolicyVerdict, RecalledRunbook, Severity
 from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
 
 # --------------------------------------------------------------------------- triage
@@ -250,3 +251,66 @@ def test_fallback_confidence_is_monotonic(a: float, b: float, matched: bool) -> 
     if matched and lo < 1.0 <= hi:
         return  # a label match is scored from 1 up; below 1 the score is the text part alone
     assert policy.fallback_confidence(lo, matched) <= policy.fallback_confidence(hi, matched)
+
+
+# --------------------------------------------------------------------------- run_confidence
+
+
+def _recalled(score: float, matched: bool) -> RecalledRunbook:
+    return RecalledRunbook(id="rb", title="rb", score=score, matched_labels=matched)
+
+
+def test_run_confidence_is_the_runbooks_evidence_which_the_model_can_only_lower() -> None:
+    # A model that reports 1.0 gets no further than the evidence: a text-only match stays at or
+    # below 0.5, a weak label match below the default threshold, a good one above it.
+    assert policy.run_confidence(_recalled(0.9, False), 1.0) == pytest.approx(0.45)
+    assert policy.run_confidence(_recalled(1.05, True), 1.0) == pytest.approx(0.615)
+    assert policy.run_confidence(_recalled(1.8, True), 1.0) == pytest.approx(0.84)
+    # A doubtful model lowers it (it can make the agent ask).
+    assert policy.run_confidence(_recalled(1.8, True), 0.3) == pytest.approx(0.3)
+    # No runbook, or a confidence that is no number: nothing to run alone on.
+    assert policy.run_confidence(None, 1.0) == 0.0
+    assert policy.run_confidence(_recalled(1.8, True), float("nan")) == 0.0
+
+
+@given(
+    score=st.floats(allow_nan=True, allow_infinity=True),
+    matched=st.booleans(),
+    model=st.floats(allow_nan=True, allow_infinity=True),
+    threshold=st.floats(0.51, 1.0),
+)
+def test_no_model_confidence_makes_a_text_only_runbook_run_alone(
+    score: float, matched: bool, model: float, threshold: float
+) -> None:
+    c = policy.run_confidence(_recalled(score, matched), model)
+    assert 0.0 <= c <= 1.0 and c <= policy.fallback_confidence(score, matched)
+    if not matched:
+        verdict = policy.decide(AutomationLevel.STANDARD, ApprovalMode.NORMAL, c, threshold, True)
+        assert verdict != PolicyVerdict.RUN_THEN_NOTIFY
+
+
+# --------------------------------------------------------------------------- protected namespaces
+
+
+def test_protected_namespaces_of_an_action() -> None:
+    patterns = policy.DEFAULT_PROTECTED_NAMESPACES
+    call = ToolCall(tool="rollout_restart", arguments={"namespace": "kube-system", "deployment": "coredns"})
+    assert policy.protected_namespaces(call, patterns) == [("kube-system", "kube-system")]
+    qdrant = ToolCall(tool="scale_deployment", arguments={"namespace": " AI-Vector ", "deployment": "qdrant"})
+    assert policy.protected_namespaces(qdrant, patterns) == [("ai-vector", "ai-*")]
+    several = ToolCall(tool="x", arguments={"namespaces": ["media", "cnpg-system", "argocd"]})
+    assert policy.protected_namespaces(several, patterns) == [("cnpg-system", "cnpg-system"), ("argocd", "argocd")]
+    assert policy.protected_namespaces(ToolCall(tool="x", arguments={"namespace": "media"}), patterns) == []
+    assert policy.protected_namespaces(ToolCall(tool="get_nodes"), patterns) == []
+    assert policy.protected_namespaces(call, []) == []
+
+
+@pytest.mark.parametrize("level", list(AutomationLevel))
+def test_a_protected_plan_never_runs_without_a_human(level: AutomationLevel) -> None:
+    for mode in ApprovalMode:
+        verdict = policy.decide(level, mode, 1.0, 0.7, True, protected=True)
+        assert verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND)
+    assert policy.decide(AutomationLevel.STANDARD, ApprovalMode.NORMAL, 1.0, 0.7, True, protected=True) == (
+        PolicyVerdict.ASK_RECOMMEND
+    )
+    assert policy.decide(level, ApprovalMode.NORMAL, 1.0, 0.7, False, protected=True) == PolicyVerdict.NOTHING_TO_DO

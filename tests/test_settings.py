@@ -41,6 +41,16 @@ def test_comma_separated_lists() -> None:
     assert s.incident_tool_list == ["get_pods", "scale_deployment"]
 
 
+def test_protected_namespaces() -> None:
+    default = Settings().protected_namespace_list
+    assert {"kube-system", "kube-public", "kube-node-lease", "ai-*", "argocd", "cnpg-system"} <= set(default)
+    s = Settings(protected_namespaces=" kube-system, Prod-* ,,")
+    assert s.protected_namespace_list == ["kube-system", "prod-*"]
+    assert Settings(protected_namespaces="").protected_namespace_list == []  # an explicit opt-out
+    with pytest.raises(ValidationError, match=r"not 'kube system'"):
+        Settings(protected_namespaces="kube system,ai-*")
+
+
 def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTIC_TEMPORAL_PORT", "70000")
     with pytest.raises(ValidationError, match=r"outside 1\.\.65535"):

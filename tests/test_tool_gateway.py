@@ -34,7 +34,7 @@ from agentic_core.incident import (
 )
 from agentic_core.models import ToolCall
 from tests.conftest import free_port
-from tests.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
+from tests.kmock_helpers import NS, McpProcess, deployment, emulated_cluster, requests_for, start_server
 from tests.pg import pg_server
 
 TOKEN = "gateway-test-token"
@@ -183,6 +183,176 @@ async def test_guard_refuses_with_reasons_and_records_them(
     # Guarding the same plan again records nothing new.
     await env.run(acts.guard, GuardInput(incident_id=incident, actions=actions))
     assert len(await ledger.list_actions(incident)) == len(rows)
+
+
+# --- refusals in words -----------------------------------------------------------------------------
+
+TALOS_NODES = "(nodes: Talos node addresses to check (default: those of the talosconfig))"
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        # A list that may be left out: jsonschema said "is not of type 'null'" (its last anyOf branch).
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": "cp-1"}),
+            "talos_health: argument 'nodes' must be a list of strings or be left out; got the string 'cp-1' "
+            + TALOS_NODES,
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": [1]}),
+            f"talos_health: item 1 of argument 'nodes' must be a string; got the number 1 {TALOS_NODES}",
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"nodes": ["10.0.0.10", "cp 2"]}),
+            "talos_health: item 2 of argument 'nodes': 'cp 2' does not match '^[A-Za-z0-9.:-]+$' " + TALOS_NODES,
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"node": "cp-1"}),
+            "talos_health: argument 'node' is not a parameter of talos_health (parameters: nodes, wait_timeout_s)",
+        ),
+        (
+            ToolCall(tool="talos_health", arguments={"wait_timeout_s": "60"}),
+            "talos_health: argument 'wait_timeout_s' must be a whole number from 5 to 300; got the string '60' "
+            "(wait_timeout_s: how long talosctl may wait for the cluster to be healthy)",
+        ),
+        (
+            ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": True}),
+            "scale_deployment: argument 'replicas' must be a whole number from 0 to 100; got true "
+            "(replicas: desired number of replicas (0 stops the app))",
+        ),
+        (
+            ToolCall(tool="get_events", arguments={"namespace": NS, "involved_object": 5}),
+            "get_events: argument 'involved_object' must be a string or be left out; got the number 5 "
+            "(involved_object: only events about the object with this name (a pod, deployment, ...); default: all)",
+        ),
+        (
+            ToolCall(tool="get_pod_logs", arguments={"namespace": NS, "pod": "sonarr-1", "previous": "yes"}),
+            "get_pod_logs: argument 'previous' must be true or false; got the string 'yes' "
+            "(previous: logs of the previous (crashed) container instead of the running one)",
+        ),
+        (
+            ToolCall(tool="get_pods", arguments={"namespace": None}),
+            "get_pods: argument 'namespace' must be a string; got null (namespace: Kubernetes namespace, e.g. media)",
+        ),
+    ],
+    ids=[
+        "list-or-null-got-string",
+        "list-item-type",
+        "list-item-pattern",
+        "unknown-argument",
+        "integer-got-string",
+        "integer-got-boolean",
+        "string-or-null-got-number",
+        "boolean-got-string",
+        "string-got-null",
+    ],
+)
+async def test_refusals_say_in_words_what_an_argument_must_be(
+    ledger: Ledger, server: McpProcess, env: ActivityEnvironment, call: ToolCall, reason: str
+) -> None:
+    # The real schemas of the infrastructure tools, as the MCP server lists them.
+    tools = ["talos_health", "scale_deployment", "get_events", "get_pod_logs", "get_pods"]
+    gw = ToolActivities(ledger, {"infra": server.url}, TOKEN, {"incident": tools})
+    result = await env.run(gw.guard, GuardInput(incident_id=uid("words"), actions=[call]))
+    assert [(a.allowed, a.reason) for a in result.actions] == [(False, reason)]
+    assert "of type" not in reason and "'null'" not in reason
+
+
+# --- protected namespaces -------------------------------------------------------------------------
+
+# What a planner that obeys an injected instruction proposed, and the guard let through to the
+# approval question: change kube-system.
+COREDNS_LIMIT = ToolCall(
+    tool="set_memory_limit", arguments={"namespace": "kube-system", "deployment": "coredns", "value": "1Mi"}
+)
+COREDNS_RESTART = ToolCall(tool="rollout_restart", arguments={"namespace": "kube-system", "deployment": "coredns"})
+
+
+async def test_guard_refuses_changes_in_protected_namespaces_and_records_them(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger
+) -> None:
+    incident = uid("protected")
+    actions = [
+        COREDNS_LIMIT,
+        COREDNS_RESTART,
+        ToolCall(tool="scale_deployment", arguments={"namespace": "ai-vector", "deployment": "qdrant", "replicas": 0}),
+        ToolCall(tool="get_pods", arguments={"namespace": "kube-system"}),  # read-only: looking is fine
+        ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": 2}),
+    ]
+    result = await env.run(acts.guard, GuardInput(incident_id=incident, actions=actions))
+    assert [a.allowed for a in result.actions] == [False, False, False, True, True]
+    assert [a.protected for a in result.actions] == [[], [], [], [], []]
+    reasons = [a.reason for a in result.actions]
+    assert reasons[0] == (
+        "set_memory_limit: namespace 'kube-system' is protected (it matches 'kube-system' in "
+        "AGENTIC_PROTECTED_NAMESPACES): the agent does not change it on its own. A runbook whose plan must act "
+        "there lists it in its front matter (allow_namespaces: [kube-system]), and even then a human approves "
+        "every run"
+    )
+    assert reasons[1].startswith("rollout_restart: namespace 'kube-system' is protected")
+    assert reasons[2].startswith("scale_deployment: namespace 'ai-vector' is protected (it matches 'ai-*' in ")
+    # The refusals reach the ledger as refused actions, under their guard keys.
+    rows = await ledger.list_actions(incident)
+    assert sorted((r.action_index, r.tool, r.status, r.error) for r in rows) == [
+        (i, actions[i].tool, "refused", reasons[i]) for i in range(3)
+    ]
+    assert all(r.idempotency_key == guard_key(incident, r.action_index, actions[r.action_index]) for r in rows)
+
+
+async def test_a_runbook_allowance_passes_the_guard_marked_protected(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger
+) -> None:
+    incident = uid("allowed")
+    qdrant = ToolCall(tool="scale_deployment", arguments={"namespace": "ai-vector", "deployment": "q", "replicas": 0})
+    inp = GuardInput(
+        incident_id=incident, actions=[COREDNS_LIMIT, COREDNS_RESTART, qdrant], allow_namespaces=["kube-system"]
+    )
+    result = await env.run(acts.guard, inp)
+    assert [(a.allowed, a.protected) for a in result.actions] == [
+        (True, ["kube-system"]),
+        (True, ["kube-system"]),
+        (False, []),  # the runbook allows kube-system, not ai-vector
+    ]
+    assert [(r.action_index, r.status) for r in await ledger.list_actions(incident)] == [(2, "refused")]
+
+
+async def test_protected_namespaces_are_configurable_with_patterns(
+    ledger: Ledger, server: McpProcess, env: ActivityEnvironment
+) -> None:
+    gw = ToolActivities(
+        ledger, {"infra": server.url}, TOKEN, {"incident": ALLOWED}, protected_namespaces=["prod-*", "Media"]
+    )
+    prod = ToolCall(tool="rollout_restart", arguments={"namespace": "prod-eu", "deployment": "shop"})
+    media = ToolCall(tool="rollout_restart", arguments={"namespace": NS, "deployment": "sonarr"})
+    result = await env.run(gw.guard, GuardInput(incident_id=uid("patterns"), actions=[prod, media, COREDNS_RESTART]))
+    assert [a.allowed for a in result.actions] == [False, False, True]  # kube-system: not in this list
+    assert "'prod-eu' is protected (it matches 'prod-*' in AGENTIC_PROTECTED_NAMESPACES)" in result.actions[0].reason
+    assert "'media' is protected (it matches 'media' in " in result.actions[1].reason
+
+
+async def test_execute_refuses_a_protected_namespace_unless_the_runbook_allows_it(
+    acts: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    coredns = deployment("coredns")
+    coredns["metadata"]["namespace"] = "kube-system"
+    k.objects["apps/v1/deployments", "kube-system", "coredns"] = coredns
+    incident = uid("exec-protected")
+    inp = execute_input(incident, 0, COREDNS_RESTART.tool, COREDNS_RESTART.arguments)
+    with pytest.raises(ApplicationError) as info:
+        await env.run(acts.execute, inp)  # defence in depth: the guard's check again
+    assert info.value.type == ERR_REFUSED and info.value.non_retryable
+    assert "namespace 'kube-system' is protected" in info.value.message
+    row = await ledger.get_action(inp.idempotency_key)
+    assert row is not None and row.status == "refused"
+    assert requests_for(k, "coredns") == []
+
+    allowed = execute_input(incident, 1, COREDNS_RESTART.tool, COREDNS_RESTART.arguments).model_copy(
+        update={"allow_namespaces": ["kube-system"]}
+    )
+    result = await env.run(acts.execute, allowed)
+    assert result.status == "succeeded"
+    assert len(requests_for(k, "coredns", "PATCH")) == 1
 
 
 # --- execute --------------------------------------------------------------------------------------

@@ -242,7 +242,10 @@ async def test_arr_plan_list_guard_execute(
     ]
     guarded = await env.run(acts.guard, GuardInput(incident_id=incident, actions=plan))
     assert [a.allowed for a in guarded.actions] == [True, True, True, False]
-    assert guarded.actions[3].reason.startswith("arr_command: argument 'name': 'DeleteEverything' is not one of")
+    assert guarded.actions[3].reason.startswith(
+        'arr_command: argument \'name\' must be one of "RefreshMonitoredDownloads", "RssSync", '
+    )
+    assert "; got the string 'DeleteEverything' (name: the command to queue (sonarr: " in guarded.actions[3].reason
     results = [
         await env.run(acts.execute, execute_input(incident, i, c.tool, c.arguments)) for i, c in enumerate(plan[:3])
     ]

@@ -11,6 +11,7 @@ starts"; setting it points the platform at an existing service instead.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,9 +19,11 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentic_core.models import ApprovalMode, InferenceMode
+from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
 from agentic_core.tools import ALL_TOOLS
 
 TASK_QUEUE = "agentic-platform"
+_NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]!-]{1,63}")  # a namespace name or a glob of one
 
 
 class Settings(BaseSettings):
@@ -150,6 +153,11 @@ class Settings(BaseSettings):
         description="comma-separated allow-list of MCP tools the incident agent may call "
         "(a tool is only offered when its server is configured)",
     )
+    protected_namespaces: str = Field(
+        default=",".join(DEFAULT_PROTECTED_NAMESPACES),
+        description="comma-separated namespaces (glob patterns allowed) that tools which change the cluster "
+        "may not touch unless the runbook allows it (allow_namespaces); such a plan always asks a human",
+    )
 
     # --- Home Assistant and the arr suite (their MCP servers run when these are set) -------
     ha_url: str | None = Field(default=None, description="Home Assistant base URL, e.g. http://homeassistant:8123")
@@ -236,6 +244,17 @@ class Settings(BaseSettings):
     def _port_range(cls, v: int) -> int:
         if not 0 < v < 65536:
             raise ValueError(f"port {v} is outside 1..65535")
+        return v
+
+    @field_validator("protected_namespaces")
+    @classmethod
+    def _namespace_patterns(cls, v: str) -> str:
+        bad = [item for item in _csv(v) if not _NAMESPACE_PATTERN.fullmatch(item)]
+        if bad:
+            raise ValueError(
+                f"protected namespaces are namespace names or glob patterns (a-z, 0-9, '-', '*', '?', '[...]'), "
+                f"not {', '.join(repr(b) for b in bad)}"
+            )
         return v
 
     @field_validator("telegram_approvers")
@@ -339,6 +358,10 @@ class Settings(BaseSettings):
     @property
     def incident_tool_list(self) -> list[str]:
         return _csv(self.incident_tools)
+
+    @property
+    def protected_namespace_list(self) -> list[str]:
+        return [p.lower() for p in _csv(self.protected_namespaces)]
 
     @property
     def approver_list(self) -> list[str]:

@@ -13,10 +13,13 @@ Stages (each in `IncidentState.stages` with its start and finish times):
    activity may escalate, redacted, within the same activity timeout
    (`proposal_source="cloud"`; `proposal_redactions` counts what was redacted).
 4. **guard** (`tools.guard`): refused actions go to `state.refused` with their reasons and
-   never run. If the guard cannot be reached nothing runs (every action is refused).
-5. **policy** (`policy.plan_level`, `policy.decide`): the runbook's level counts only for the
-   runbook's own plan. The DIAGNOSIS notification edits the QUESTION message with the exact
-   plan (and its hash) a human may approve.
+   never run. If the guard cannot be reached nothing runs (every action is refused). The
+   protected namespaces a runbook allows (`namespace_allowance`) count only for its own plan.
+5. **policy** (`policy.plan_level`, `policy.run_confidence`, `policy.decide`): the runbook's
+   level counts only for the runbook's own plan, and runs it alone only on the runbook's
+   evidence (`EVIDENCE_CONFIDENCE_PATCH`); a plan that changes a protected namespace always
+   asks (`PROTECTED_NAMESPACES_PATCH`). The DIAGNOSIS notification edits the QUESTION message
+   with the exact plan (and its hash) a human may approve.
 6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, occurrence)`, cancelled if
    the incident closes first). Skipped for RUN_THEN_NOTIFY and NOTHING_TO_DO.
 7. **execute** (`tools.execute`): the approved plan in order, one idempotency key per action
@@ -138,6 +141,10 @@ EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing"
 # once at the start of the run (the marker lands in the first workflow task, so replay finds it
 # whatever the later workflow tasks look like).
 ASK_NOTHING_TO_RUN_PATCH = "ask-nothing-to-run"
+# run-then-notify rests on the runbook's evidence (labels, retrieval score), never on the model's own confidence
+EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
+# an allowed action in a protected namespace (kube-system, ...) never runs without a human
+PROTECTED_NAMESPACES_PATCH = "protected-namespaces"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -190,6 +197,9 @@ class IncidentWorkflow:
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
         self._ask_nothing = False  # VERBOSE asks about a plan with nothing to run (set when the run starts)
         self._failing = False  # the run hit an unexpected error and is closing as FAILED
+        self._evidence_rule = False  # EVIDENCE_CONFIDENCE_PATCH (set when the run starts)
+        self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
+        self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
     # -- signals and queries ---------------------------------------------------------------------
@@ -348,7 +358,12 @@ class IncidentWorkflow:
         try:
             return await self._short(
                 "tools.guard",
-                GuardInput(incident_id=self._state.incident_id, actions=actions, agent=AGENT),
+                GuardInput(
+                    incident_id=self._state.incident_id,
+                    actions=actions,
+                    agent=AGENT,
+                    allow_namespaces=self._allow_namespaces,
+                ),
                 result_type=GuardResult,
                 start_to_close_timeout=_SHORT,
                 retry_policy=_RETRY_FEW,
@@ -394,6 +409,10 @@ class IncidentWorkflow:
         iid = inp.incident_id
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
         self._ask_nothing = workflow.patched(ASK_NOTHING_TO_RUN_PATCH)
+        # Decided here, before any local activity (a patch marker right behind a local activity's
+        # marker in one workflow task once failed a query's replay), and used at the policy stage.
+        self._evidence_rule = workflow.patched(EVIDENCE_CONFIDENCE_PATCH)
+        self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
         workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
 
         # 1. triage
@@ -488,10 +507,14 @@ class IncidentWorkflow:
         # 4. guard
         rec = self._begin("guard")
         allowed: list[ToolCall] = []
+        protected: list[str] = []  # protected namespaces the allowed plan changes (its runbook allows them)
         if prop.proposal.actions:
+            if self._protected_rule:  # runs from before it get no allowance: protected namespaces are refused
+                self._allow_namespaces = namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
             guarded = await self._guard(list(prop.proposal.actions))
             st.refused.extend(guarded.refused)
             allowed = guarded.allowed
+            protected = sorted({ns for a in guarded.actions if a.allowed for ns in a.protected})
         self._end(rec, f"{len(allowed)} allowed, {len(st.refused)} refused")
 
         # 5. policy
@@ -502,8 +525,14 @@ class IncidentWorkflow:
             runbook.actions if runbook is not None else [],
             allowed,
         )
+        confidence = prop.proposal.confidence
+        if self._evidence_rule:
+            # The model's confidence can make the agent ask, never make it run (policy.run_confidence).
+            confidence = policy.run_confidence(runbook, confidence)
+        # A protected namespace a runbook allows: a human approves every run, whatever its level.
+        protected_asks = bool(protected) and self._protected_rule
         verdict = policy.decide(
-            level, cfg.approval_mode, prop.proposal.confidence, cfg.confidence_threshold, bool(allowed)
+            level, cfg.approval_mode, confidence, cfg.confidence_threshold, bool(allowed), protected=protected_asks
         )
         if verdict == PolicyVerdict.ASK_ACKNOWLEDGE and not self._ask_nothing:
             verdict = PolicyVerdict.NOTHING_TO_DO  # a run from before VERBOSE asked about it
@@ -515,13 +544,21 @@ class IncidentWorkflow:
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND, PolicyVerdict.ASK_ACKNOWLEDGE)
         choices = list(NOTHING_TO_RUN_CHOICES) if nothing_to_run else []
-        recommendation = _recommendation(verdict, runbook, level, prop.proposal.confidence)
+        recommendation = _recommendation(verdict, runbook, level, confidence)
         why_nothing = (
             nothing_to_run_reason(st, prop, len(tools), runbook)
             if verdict in (PolicyVerdict.ASK_ACKNOWLEDGE, PolicyVerdict.NOTHING_TO_DO)
             else ""
         )
-        diagnosis = diagnosis_text(st, prop, verdict, recommendation, why_nothing)
+        diagnosis = diagnosis_text(
+            st,
+            prop,
+            verdict,
+            recommendation,
+            run_confidence=confidence if runbook is not None else None,
+            protected=protected if protected_asks else [],
+            why_nothing=why_nothing,
+        )
         self._message_ref = (
             await self._notify(
                 NotifyKind.DIAGNOSIS,
@@ -670,7 +707,14 @@ class IncidentWorkflow:
             try:
                 res = await workflow.execute_activity(
                     "tools.execute",
-                    ExecuteInput(incident_id=st.incident_id, index=i, call=call, idempotency_key=key, agent=AGENT),
+                    ExecuteInput(
+                        incident_id=st.incident_id,
+                        index=i,
+                        call=call,
+                        idempotency_key=key,
+                        agent=AGENT,
+                        allow_namespaces=self._allow_namespaces,
+                    ),
                     result_type=ActionResult,
                     start_to_close_timeout=EXECUTE_TIMEOUT,
                     heartbeat_timeout=EXECUTE_HEARTBEAT,  # the gateway heartbeats during the call
@@ -849,6 +893,18 @@ class IncidentWorkflow:
             )
 
 
+def namespace_allowance(recall: RecallResult, runbook_id: str | None, plan: list[ToolCall]) -> list[str]:
+    """The protected namespaces `plan` may change: those its runbook lists under
+    `allow_namespaces`, and only when the plan is that runbook's own (rendered) plan; none for a
+    model's own plan or any other."""
+    runbook = next((r for r in recall.runbooks if r.id == runbook_id), None)
+    if runbook is None or not runbook.allow_namespaces or not plan:
+        return []
+    if plan_hash(plan) != plan_hash(list(runbook.actions)):
+        return []
+    return list(runbook.allow_namespaces)
+
+
 # --------------------------------------------------------------------------- message texts
 
 
@@ -901,17 +957,33 @@ def nothing_to_run_reason(
 
 
 def diagnosis_text(
-    st: IncidentState, prop: ProposeResult, verdict: PolicyVerdict, recommendation: str, why_nothing: str = ""
+    st: IncidentState,
+    prop: ProposeResult,
+    verdict: PolicyVerdict,
+    recommendation: str,
+    run_confidence: float | None = None,
+    protected: list[str] | None = None,
+    why_nothing: str = "",
 ) -> str:
+    """`run_confidence`: the confidence the policy used (`policy.run_confidence`); shown when it
+    is below the model's own (the runbook's evidence, not the model, set it). `protected`: the
+    protected namespaces the plan changes (its runbook allows them; a human decides).
+    `why_nothing`: why there is nothing to run (`nothing_to_run_reason`)."""
     p = prop.proposal
     lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
     if prop.source == "fallback":
         lines.append(f"(model fallback: {prop.note})")
     elif prop.source == "cloud":
         lines.append(f"(cloud model: {prop.note})")
-    lines += [f"Confidence {p.confidence:.2f}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
+    confidence = f"Confidence {p.confidence:.2f}"
+    if run_confidence is not None and run_confidence < p.confidence:
+        confidence += f" (the model's; the runbook's evidence gives {run_confidence:.2f})"
+    lines += [f"{confidence}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
     for r in st.refused:
         lines.append(f"Refused: {_call(r.call)}: {r.reason}")
+    if protected:
+        names = ", ".join(protected)
+        lines.append(f"Changes protected namespace(s) {names} (runbook {st.runbook_id} allows it): a human decides.")
     if why_nothing:
         lines.append(why_nothing)
     if verdict == PolicyVerdict.RUN_THEN_NOTIFY:

@@ -15,6 +15,7 @@ lines (TOML front matter between `+++` lines, as Hugo writes it, is read too)::
       - tool: kubernetes.restart_deployment
         arguments: {namespace: "{{ labels.namespace }}"}
     automation_level: manual                      # manual | prompted | standard
+    allow_namespaces: [kube-system]               # protected namespaces its plan may change, optional
     ---
     # Restart a crash-looping deployment
     ...
@@ -37,6 +38,9 @@ Rules, in order:
   `etcdNoLeader`, `Watchdog`) gets `alertname=<stem>`. An explicit `match: []` turns this off.
 - **body**: the markdown after the front matter. A file with neither body nor actions is
   malformed.
+- **allow_namespaces**: the front matter's `allow_namespaces` (a list of namespace names, or
+  one name): protected namespaces (AGENTIC_PROTECTED_NAMESPACES) the runbook's own plan may
+  change. Exact names, no patterns. Default: none.
 
 `iter_markdown_files` skips files whose name starts with `_` (Hugo section pages such as
 `_index.md`, which hold only navigation front matter) and anything under a hidden folder.
@@ -87,7 +91,7 @@ _ALERT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NOT_ALERT_NAMES = frozenset(
     {"readme", "changelog", "contributing", "license", "index", "overview", "introduction", "summary", "todo"}
 )
-_KNOWN_KEYS = ("id", "title", "match", "actions", "automation_level")
+_KNOWN_KEYS = ("id", "title", "match", "actions", "automation_level", "allow_namespaces")
 
 
 class RunbookFormatError(ValueError):
@@ -236,6 +240,16 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
     else:
         level = AutomationLevel(raw_level.strip().lower())
 
+    allow_namespaces = meta.get("allow_namespaces")
+    if allow_namespaces is not None and not (
+        isinstance(allow_namespaces, str)
+        or (isinstance(allow_namespaces, list) and all(isinstance(n, str) for n in allow_namespaces))
+    ):
+        raise ValueError(
+            "front-matter 'allow_namespaces' must be a list of namespace names (e.g. [kube-system]), "
+            f"got {allow_namespaces!r}"
+        )
+
     if not body and not actions:
         raise ValueError("no runbook text after the front matter and no actions")
 
@@ -249,6 +263,7 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
                 "match": match,
                 "actions": [{"tool": a.get("tool"), "arguments": a.get("arguments") or {}} for a in actions],
                 "automation_level": level,
+                "allow_namespaces": allow_namespaces or [],
             }
         )
     except ValidationError as exc:

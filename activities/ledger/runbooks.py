@@ -58,8 +58,9 @@ class RunbookStore(LedgerBase):
             if current is None:
                 inserted = await conn.fetchval(
                     """
-                    INSERT INTO runbooks (id, title, body, source, match, actions, automation_level, content_hash)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    INSERT INTO runbooks (id, title, body, source, match, actions, automation_level, content_hash,
+                                          allow_namespaces)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                     ON CONFLICT (id) DO NOTHING
                     RETURNING id
                     """,
@@ -71,6 +72,7 @@ class RunbookStore(LedgerBase):
                     actions,
                     runbook.automation_level.value,
                     content_hash,
+                    list(runbook.allow_namespaces),
                 )
                 if inserted is not None:
                     await conn.execute("INSERT INTO runbook_stats (runbook_id) VALUES ($1)", runbook.id)
@@ -95,7 +97,7 @@ class RunbookStore(LedgerBase):
             await conn.execute(
                 """
                 UPDATE runbooks SET title = $2, body = $3, source = $4, match = $5, actions = $6,
-                                    content_hash = $7, updated_at = now()
+                                    content_hash = $7, allow_namespaces = $8, updated_at = now()
                 WHERE id = $1
                 """,
                 runbook.id,
@@ -105,6 +107,7 @@ class RunbookStore(LedgerBase):
                 match,
                 actions,
                 content_hash,
+                list(runbook.allow_namespaces),
             )
             return "updated"
 

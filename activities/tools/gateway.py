@@ -14,8 +14,13 @@
   `ToolServerUnavailable` instead of refusing, so an approved action waits for its server.
 - `tools.guard`: each proposed action must name a tool on the agent's allow-list that a server
   offers, with arguments valid under the tool's input schema (jsonschema; unknown arguments and
-  unrendered `{{ templates }}` are refused too). Refusals carry a precise reason and are recorded
-  in the ledger as `refused` actions under the key
+  unrendered `{{ templates }}` are refused too). A tool that is not read-only may not act in a
+  protected namespace (`protected_namespaces`, AGENTIC_PROTECTED_NAMESPACES: kube-system, the
+  platform's own ai-* namespaces, the operators it installs; glob patterns) unless the
+  runbook whose plan it is allows that namespace (`GuardInput.allow_namespaces`); such an
+  allowed action comes back with `protected` set, and the workflow then asks a human whatever
+  the runbook's level. Read-only tools may look anywhere. Refusals carry a precise reason and
+  are recorded in the ledger as `refused` actions under the key
   `idempotency_key(incident_id, index) + "/guard/" + <hash of tool and arguments>`, so they never
   clash with execution keys and refusing the same action twice records it once.
 - `tools.execute`: runs one approved action exactly once (see below).
@@ -24,7 +29,8 @@ Exactly once. The ledger row of the action's idempotency key is the claim:
 
 1. A finished row (succeeded/failed/refused/skipped) → its recorded result is returned with
    `already_ran=True`; the tool is not called (the MCP server need not even be up).
-2. The allow-list and schema are checked again (defence in depth). A refusal is recorded under
+2. The allow-list, protected namespaces (`ExecuteInput.allow_namespaces`) and schema are
+   checked again (defence in depth). A refusal is recorded under
    the action's key and raised as a non-retryable `ApplicationError` (type `ToolRefused`).
 3. `Ledger.start_action` claims the key. A new row → call the tool. An existing `running` row
    means an earlier attempt died mid-call (worker crash, heartbeat timeout) and nobody knows
@@ -54,7 +60,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -72,6 +78,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
+from agentic_core import policy
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
@@ -176,6 +183,7 @@ class ToolActivities:
         call_timeout_s: float = CALL_TIMEOUT_S,
         heartbeat_every_s: float = HEARTBEAT_EVERY_S,
         hint: Callable[[str], str | None] | None = None,
+        protected_namespaces: Sequence[str] = policy.DEFAULT_PROTECTED_NAMESPACES,
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
@@ -185,6 +193,7 @@ class ToolActivities:
         self.call_timeout_s = call_timeout_s
         self.heartbeat_every_s = heartbeat_every_s
         self.hint = hint  # which server offers a tool and what configures it (for refusals)
+        self.protected_namespaces = [p.strip().lower() for p in protected_namespaces if p.strip()]
         self._catalog: dict[str, _Tool] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -194,7 +203,8 @@ class ToolActivities:
     @classmethod
     def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
         """The gateway as the platform's processes build it: the configured servers, the MCP
-        token, the incident agent's allow-list, and refusals that say what to configure."""
+        token, the incident agent's allow-list, the protected namespaces, and refusals that say
+        what to configure."""
         from agentic_core.tools import tool_server_hint
 
         token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
@@ -204,6 +214,7 @@ class ToolActivities:
             token=token,
             allow={"incident": settings.incident_tool_list},
             hint=tool_server_hint,
+            protected_namespaces=settings.protected_namespace_list,
         )
 
     # --- MCP plumbing ---------------------------------------------------------------------------
@@ -346,8 +357,19 @@ class ToolActivities:
 
     # --- checks ---------------------------------------------------------------------------------
 
-    def _check(self, agent: str, call: ToolCall, catalog: dict[str, _Tool]) -> str | None:
-        """None when the action may run, else the precise reason it may not."""
+    def _protected(self, call: ToolCall, catalog: dict[str, _Tool]) -> list[tuple[str, str]]:
+        """`(namespace, pattern)` for each protected namespace the action would change (none for a
+        read-only tool: looking is allowed anywhere)."""
+        tool = catalog.get(call.tool)
+        if tool is not None and tool.read_only:
+            return []
+        return policy.protected_namespaces(call, self.protected_namespaces)
+
+    def _check(
+        self, agent: str, call: ToolCall, catalog: dict[str, _Tool], allow_namespaces: Iterable[str] = ()
+    ) -> str | None:
+        """None when the action may run, else the precise reason it may not. `allow_namespaces`:
+        protected namespaces the runbook whose plan this is allows."""
         allowed = self.allow.get(agent, [])
         if call.tool not in allowed:
             listed = ", ".join(allowed) if allowed else "it is empty"
@@ -363,6 +385,15 @@ class ToolActivities:
                 f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
                 f"(servers: {servers}): " + (hint if hint else "check the server version or the allow-list")
             )
+        allowed_ns = set(allow_namespaces)
+        for ns, pattern in self._protected(call, catalog):
+            if ns not in allowed_ns:
+                return (
+                    f"{call.tool}: namespace {ns!r} is protected (it matches {pattern!r} in "
+                    f"AGENTIC_PROTECTED_NAMESPACES): the agent does not change it on its own. A runbook whose "
+                    f"plan must act there lists it in its front matter (allow_namespaces: [{ns}]), and even then "
+                    "a human approves every run"
+                )
         problems = _argument_problems(tool.spec, call.arguments)
         if problems:
             return f"{call.tool}: " + "; ".join(problems)
@@ -402,13 +433,16 @@ class ToolActivities:
         catalog = await self._tools()
         out: list[GuardedAction] = []
         for index, call in enumerate(inp.actions):
-            reason = self._check(inp.agent, call, catalog)
+            reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
             if reason is not None:
                 await self._record_refusal(
                     inp.incident_id, index, call, guard_key(inp.incident_id, index, call), reason
                 )
                 activity.logger.info("refused action %d of %s: %s", index, inp.incident_id, reason)
-            out.append(GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or ""))
+            protected = [ns for ns, _ in self._protected(call, catalog)] if reason is None else []
+            out.append(
+                GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or "", protected=protected)
+            )
         return GuardResult(actions=out)
 
     @activity.defn(name="tools.execute")
@@ -424,7 +458,7 @@ class ToolActivities:
 
         # 2. Defence in depth: the guard's checks again, on the current catalogue.
         catalog = await self._tools()
-        reason = self._check(inp.agent, call, catalog)
+        reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
         if reason is not None and call.tool not in catalog and call.tool in self.allow.get(inp.agent, []):
             down = self._down_reason(call.tool)
             if down is not None:  # not refused: the approved action waits (retries) for its server
@@ -523,20 +557,166 @@ def _argument_problems(spec: ToolSpec, arguments: dict[str, Any]) -> list[str]:
     validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     errors = sorted(validator_cls(schema).iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
     for err in errors:
-        problems.append(_explain_schema_error(spec.name, err, properties))
+        text = _explain_schema_error(spec.name, err, properties, schema)
+        if text not in problems:  # e.g. an enum and a type error of one argument say the same
+            problems.append(text)
     return problems
 
 
-def _explain_schema_error(tool: str, err: SchemaError, properties: dict[str, Any]) -> str:
-    if err.validator == "required" and isinstance(err.instance, dict):
+# --- schema errors in words ---------------------------------------------------------------------
+# jsonschema's messages speak JSON Schema ("[1] is not of type 'null'", for a list argument that
+# may be left out: the last branch of its `anyOf` tried). A refusal is read by an operator, so
+# it says what the argument must be, what it got, and what the argument is for.
+
+_KIND_WORDS = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping of names to values",
+    "null": "null",
+}
+_KIND_PLURALS = {
+    "string": "strings",
+    "integer": "whole numbers",
+    "number": "numbers",
+    "boolean": "true/false values",
+    "array": "lists",
+    "object": "mappings",
+}
+
+
+def _resolve(node: Any, root: dict[str, Any]) -> Any:
+    """A `$ref` to the schema's own `$defs`/`definitions`, resolved (once; anything else as is)."""
+    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        name = node["$ref"].rsplit("/", 1)[-1]
+        defs = root.get("$defs") or root.get("definitions") or {}
+        return defs.get(name, node)
+    return node
+
+
+def _is_null(node: Any) -> bool:
+    return isinstance(node, dict) and node.get("type") == "null" and len(node.keys() - {"title", "description"}) == 1
+
+
+def _bounds(node: dict[str, Any]) -> str:
+    lo, hi = node.get("minimum"), node.get("maximum")
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    if lo is not None:
+        return f" of at least {lo}"
+    if hi is not None:
+        return f" of at most {hi}"
+    return ""
+
+
+def _expected(node: Any, root: dict[str, Any], depth: int = 0) -> str:
+    """What a schema node accepts, in words: "a whole number from 5 to 300", "a list of strings",
+    "one of "a", "b"", "a string or null"."""
+    node = _resolve(node, root)
+    if not isinstance(node, dict) or depth > 4:
+        return "a value"
+    if "enum" in node and isinstance(node["enum"], list):
+        return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
+    if "const" in node:
+        return json.dumps(node["const"])
+    for key in ("anyOf", "oneOf"):
+        if isinstance(node.get(key), list):
+            return " or ".join(_expected(n, root, depth + 1) for n in node[key])
+    kind = node.get("type")
+    if isinstance(kind, list):
+        return " or ".join(_expected({**node, "type": k}, root, depth + 1) for k in kind)
+    if kind in ("integer", "number"):
+        return _KIND_WORDS[kind] + _bounds(node)
+    if kind == "array":
+        items = _resolve(node.get("items"), root)
+        if isinstance(items, dict) and "enum" in items:
+            return f"a list of values, each {_expected(items, root, depth + 1)}"
+        if isinstance(items, dict) and items.get("type") in _KIND_PLURALS:
+            return f"a list of {_KIND_PLURALS[items['type']]}"
+        return "a list"
+    return _KIND_WORDS.get(kind, "a value") if isinstance(kind, str) else "a value"
+
+
+def _got(value: Any) -> str:
+    """The value an argument had, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:59] + "…"
+        return f"the string {text!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _where(path: list[Any]) -> str:
+    """`argument 'nodes'`, `item 2 of argument 'nodes'`, `argument 'a.b[0]'`."""
+    if not path:
+        return "the arguments"
+    first, rest = str(path[0]), path[1:]
+    if len(rest) == 1 and isinstance(rest[0], int):
+        return f"item {rest[0] + 1} of argument {first!r}"
+    tail = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest)
+    return f"argument {first + tail!r}"
+
+
+def _explain_schema_error(
+    tool: str, err: SchemaError, properties: dict[str, Any], root: dict[str, Any] | None = None
+) -> str:
+    """One schema error of a tool's arguments, in words an operator understands."""
+    root = root if root is not None else {"properties": properties}
+    path = list(err.absolute_path)
+    if not path and err.validator == "required" and isinstance(err.instance, dict):
         missing = [r for r in err.validator_value if r not in err.instance]
         return f"argument {missing[0]!r} is required" if missing else err.message
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+    if not path and err.validator == "additionalProperties" and isinstance(err.instance, dict):
         extra = sorted(k for k in err.instance if k not in properties)
         params = ", ".join(properties) or "none"
         return f"argument {', '.join(repr(e) for e in extra)} is not a parameter of {tool} (parameters: {params})"
-    detail = err
-    if err.context:
-        detail = best_match(err.context)
-    path = ".".join(str(p) for p in err.absolute_path)
-    return f"argument {path!r}: {detail.message}" if path else detail.message
+
+    where = _where(path)
+    prop = properties.get(path[0]) if path and isinstance(path[0], str) else None
+    desc = prop.get("description") if isinstance(prop, dict) else None
+    about = f" ({path[0]}: {desc})" if isinstance(desc, str) and desc else ""
+    # Left out, the argument takes its default; null is the same for an optional one.
+    optional = len(path) == 1 and path[0] not in set(root.get("required") or [])
+
+    if err.validator in ("anyOf", "oneOf") and isinstance(err.validator_value, list):
+        branches = [_resolve(b, root) for b in err.validator_value]
+        by_branch: dict[int, list[SchemaError]] = {}
+        for sub in err.context or []:
+            if sub.relative_schema_path and isinstance(sub.relative_schema_path[0], int):
+                by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+        candidates = [i for i, b in enumerate(branches) if not _is_null(b)]
+        # A branch of the value's own type (e.g. a list with a bad item): what is wrong inside it.
+        fitting = [
+            i
+            for i in candidates
+            if by_branch.get(i) and not any(e.validator == "type" and not e.relative_path for e in by_branch[i])
+        ]
+        if fitting:
+            return _explain_schema_error(tool, best_match(by_branch[fitting[0]]), properties, root)
+        expected = " or ".join(_expected(branches[i], root) for i in candidates) or "null"
+        if len(candidates) < len(branches):  # null is allowed
+            expected += " or be left out" if optional else " or null"
+        return f"{where} must be {expected}; got {_got(err.instance)}{about}"
+    if err.validator == "type":
+        kinds = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        expected = _expected({**err.schema, "type": [k for k in kinds if k != "null"] or ["null"]}, root)
+        if "null" in kinds and len(kinds) > 1:
+            expected += " or be left out" if optional else " or null"
+        return f"{where} must be {expected}; got {_got(err.instance)}{about}"
+    if err.validator in ("enum", "const"):
+        return f"{where} must be {_expected(err.schema, root)}; got {_got(err.instance)}{about}"
+    if err.validator == "pattern":
+        return f"{where}: {err.message}{about}"  # the pattern itself says little: the description helps
+    detail = best_match(err.context) if err.context else err
+    return f"{where}: {detail.message}" if path else detail.message
