@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agentic_core.alerts import AlertGroup
+from agentic_core.alerts import Alert, AlertGroup
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, SearchHit, ToolCall
 
 SIGNAL_ALERTS = "alerts"
@@ -382,6 +382,48 @@ class ApprovalState(BaseModel):
     result: ApprovalResult | None = None
     reminded: bool = False
     escalated: bool = False
+
+
+# --------------------------------------------------------------------------- stages and occurrences
+
+
+class StageInput(BaseModel):
+    """A stage change of an incident: its status, and alerts that arrived or changed since."""
+
+    incident_id: str
+    status: IncidentStatus
+    alerts: list[Alert] = Field(default_factory=list)
+
+
+class StageResult(BaseModel):
+    alerts_recorded: int = 0
+
+
+def group_annotations(group: AlertGroup) -> dict[str, str]:
+    """The annotations that describe a group: common ones, else the first alert's."""
+    if group.common_annotations:
+        return dict(group.common_annotations)
+    return dict(group.alerts[0].annotations) if group.alerts else {}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def occurrence(started_at: datetime) -> int:
+    """Which run of an incident this is: the run's start in epoch milliseconds.
+
+    An incident id belongs to an alert group; a group that fires again after its incident
+    closed is a new run under the same id. Keys that must differ between runs (approval ids,
+    action idempotency keys, runbook counter events, the decision's Qdrant point) include it.
+    """
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return (started_at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def state_occurrence(state: IncidentState) -> int:
+    """The occurrence of the run that `state` describes (its first stage's start)."""
+    return occurrence(state.stages[0].started_at) if state.stages else 0
 
 
 IncidentState.model_rebuild()

@@ -46,7 +46,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def prompt_messages() -> list[dict[str, Any]]:
-    from activities.incident.activities import build_messages
+    from activities.incident.prompt import build_messages
     from agentic_core.incident import ProposeInput, RecallResult
 
     inp = ProposeInput(

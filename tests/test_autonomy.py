@@ -27,7 +27,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.incident.activities import IncidentActivities, fallback_proposal
+from activities.incident.activities import IncidentActivities
 from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
@@ -63,6 +63,7 @@ from agentic_core.incident import (
     RecallResult,
 )
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, Runbook, ToolCall
+from agentic_core.proposals import fallback_proposal
 from tests.pg import create_database, pg_server
 from tests.test_incident_workflow import (
     LABELS,
@@ -580,8 +581,8 @@ async def test_cli_runbooks_stats_and_show(
 
 
 def test_only_a_novel_approved_plan_that_ran_is_learned() -> None:
-    from activities.incident.activities import learned_runbook
     from agentic_core.incident import ActionResult, ApprovalResult
+    from agentic_core.learning import learned_runbook
 
     labels = {"alertname": "DiskFull", "namespace": "media", "pod": "plex-0", "severity": "warning"}
     group = make_group("inc-x", labels=labels)

@@ -20,7 +20,9 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.incident.activities import CLOUD_GROUP, IncidentActivities, build_messages
+from activities.incident.activities import IncidentActivities
+from activities.incident.planner import CLOUD_GROUP
+from activities.incident.prompt import build_messages
 from activities.ledger.repository import Ledger
 from activities.reports.queries import compute_digest
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
@@ -42,7 +44,7 @@ from tests.pg import create_database, pg_server
 from tests.test_incident_activities import RESTART
 from tests.test_incident_activities import TOOLS as ACTIVITY_TOOLS
 from workers.settings import Settings
-from workers.wiring import inference_router
+from workers.wiring import inference_router, planner_config
 
 # --------------------------------------------------------------------------- the planted alert
 
@@ -164,16 +166,17 @@ def planner(
     """The worker's wiring (workers/worker.py) against the fakes."""
     settings = settings_for(local, cloud, mode)
     router = inference_router(settings)
+    config = dataclasses.replace(
+        planner_config(settings, router),
+        model_slots=kw.pop("model_slots", 1),
+        model_timeout_s=kw.pop("model_timeout_s", 5.0),
+        **kw,
+    )
     return IncidentActivities(
         None,  # type: ignore[arg-type]  # propose needs no knowledge base
         ledger,  # type: ignore[arg-type]
         router,
-        mode=settings.inference_mode,
-        cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
-        escalate_below=settings.cloud_escalate_below,
-        cloud_timeout_s=kw.pop("cloud_timeout_s", settings.cloud_timeout_s),
-        model_timeout_s=kw.pop("model_timeout_s", 5.0),
-        **kw,
+        planner=config,
     )
 
 
@@ -371,10 +374,10 @@ async def test_the_cloud_is_bounded_by_the_activity_timeout(local: FakeChatServe
 async def test_local_only_never_asks_the_cloud(local: FakeChatServer, cloud: FakeChatServer) -> None:
     local.answer(proposal_json(0.1))
     a = planner(local, cloud, InferenceMode.LOCAL_ONLY)
-    assert a.cloud_group is None  # the router has no cloud group in LOCAL_ONLY
+    assert a.planner.cloud_group is None  # the router has no cloud group in LOCAL_ONLY
     assert (await attempt().run(a.propose, propose_input())).source == "llm"
     # even handed a cloud group, LOCAL_ONLY never uses it
-    a.cloud_group = CLOUD_GROUP
+    a.planner.cloud_group = CLOUD_GROUP
     local.status = 500
     res = await attempt(2).run(a.propose, propose_input())
     assert res.source == "fallback" and "cloud" not in res.note

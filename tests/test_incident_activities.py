@@ -17,18 +17,16 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.incident.activities import (
+from activities.incident.activities import IncidentActivities
+from activities.incident.notifier import LedgerNotifier
+from activities.incident.planner import PlannerConfig
+from activities.incident.prompt import (
     DATA_FOOTER,
     DATA_HEADER,
     MAX_DECISION_SUMMARY_CHARS,
-    IncidentActivities,
-    StageInput,
     build_messages,
     compact_tool,
-    occurrence,
-    state_occurrence,
 )
-from activities.incident.notifier import LedgerNotifier
 from activities.inference.router import InferenceUnavailable, StructuredOutputError
 from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
@@ -50,12 +48,15 @@ from agentic_core.incident import (
     RecallInput,
     RecallResult,
     RecordInput,
+    StageInput,
     StageRecord,
     ToolSpec,
     VerifyResult,
     approval_id_for,
     idempotency_key,
+    occurrence,
     plan_hash,
+    state_occurrence,
 )
 from agentic_core.models import AutomationLevel, LabelMatcher, Proposal, Runbook, SearchHit, ToolCall
 from tests.pg import create_database, pg_server
@@ -158,7 +159,7 @@ class FakeRouter:
 
 
 def acts(kb: KnowledgeBase, ledger: Ledger, answer: Proposal | BaseException | None = None) -> IncidentActivities:
-    return IncidentActivities(kb, ledger, FakeRouter(answer), model_timeout_s=0.5)
+    return IncidentActivities(kb, ledger, FakeRouter(answer), planner=PlannerConfig(model_timeout_s=0.5))
 
 
 def uid() -> str:
@@ -391,7 +392,9 @@ async def test_propose_falls_back_when_the_model_hangs(kb: KnowledgeBase, ledger
 async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBase, ledger: Ledger) -> None:
     """One model slot: a second incident waits at most slot_wait_s, then takes the runbook's plan
     without asking the model (and without a retry), while the first keeps the slot."""
-    a = IncidentActivities(kb, ledger, FakeRouter(None), model_timeout_s=2.0, model_slots=1, slot_wait_s=0.2)
+    a = IncidentActivities(
+        kb, ledger, FakeRouter(None), planner=PlannerConfig(model_timeout_s=2.0, model_slots=1, slot_wait_s=0.2)
+    )
     inp = propose_input(await recall(a))
     first = asyncio.create_task(attempt(1).run(a.propose, inp))
     await asyncio.sleep(0.1)  # the first holds the slot (its model call hangs)
@@ -409,15 +412,17 @@ async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBa
 async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb: KnowledgeBase, ledger: Ledger) -> None:
     """A burst: with more callers queued than the model can serve within the slot bound, a new
     caller takes the runbook's plan at once instead of sitting out the bound first."""
-    a = IncidentActivities(kb, ledger, FakeRouter(None), model_timeout_s=3.0, model_slots=1, slot_wait_s=1.0)
+    a = IncidentActivities(
+        kb, ledger, FakeRouter(None), planner=PlannerConfig(model_timeout_s=3.0, model_slots=1, slot_wait_s=1.0)
+    )
     inp = propose_input(await recall(a))
-    assert a.expected_wait_s() == 0.0  # a slot is free
+    assert a.planner.expected_wait_s() == 0.0  # a slot is free
     first = asyncio.create_task(attempt(2).run(a.propose, inp))  # holds the slot (the call hangs)
     await asyncio.sleep(0.05)
-    assert a.expected_wait_s() == 0.5  # nothing timed yet: half the bound per call
+    assert a.planner.expected_wait_s() == 0.5  # nothing timed yet: half the bound per call
     queued = [asyncio.create_task(attempt(1).run(a.propose, inp)) for _ in range(2)]
     await asyncio.sleep(0.05)
-    assert a.expected_wait_s() == 1.5  # two ahead + itself, over the 1 s bound
+    assert a.planner.expected_wait_s() == 1.5  # two ahead + itself, over the 1 s bound
     t0 = asyncio.get_running_loop().time()
     shed = await attempt(1).run(a.propose, inp)
     assert asyncio.get_running_loop().time() - t0 < 0.2
@@ -427,10 +432,10 @@ async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb:
     assert (await first).source == "fallback"  # the hung call timed out on its last attempt
     assert len(a.router.calls) == 1
     # the timed call (about 3 s) now sets the estimate: one caller ahead is already too many
-    assert a.expected_wait_s() == 0.0  # the slot is free again
+    assert a.planner.expected_wait_s() == 0.0  # the slot is free again
     held = asyncio.create_task(attempt(2).run(a.propose, inp))
     await asyncio.sleep(0.05)
-    assert a.expected_wait_s() > 2.5
+    assert a.planner.expected_wait_s() > 2.5
     assert "waiting for it" in (await attempt(1).run(a.propose, inp)).note
     await held
 

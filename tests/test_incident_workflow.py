@@ -31,7 +31,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.incident.activities import IncidentActivities, StageInput, StageResult, state_occurrence
+from activities.incident.activities import IncidentActivities
+from activities.incident.planner import PlannerConfig
 from activities.inference.router import GroupConfig, InferenceRouter, InferenceUnavailable
 from agentic_core import policy
 from agentic_core import search_attributes as sa
@@ -68,11 +69,14 @@ from agentic_core.incident import (
     RecallResult,
     RecordInput,
     RecordResult,
+    StageInput,
+    StageResult,
     ToolSpec,
     TriageResult,
     approval_id_for,
     idempotency_key,
     plan_hash,
+    state_occurrence,
 )
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, ToolCall
 from tests.fake_openai import chat_server
@@ -530,7 +534,9 @@ class DeadModel:
 async def test_dead_model_falls_back_to_the_runbook_with_a_note(env: WorkflowEnvironment) -> None:
     fakes = Fakes()
     model = DeadModel()
-    real = IncidentActivities(kb=None, ledger=None, router=model, notifier=None, model_timeout_s=5)  # type: ignore[arg-type]
+    real = IncidentActivities(
+        kb=None, ledger=None, router=model, notifier=None, planner=PlannerConfig(model_timeout_s=5)
+    )  # type: ignore[arg-type]
     acts = [a for a in fakes.activities() if a != fakes.propose] + [real.propose]
     async with incident(env, fakes, activities=acts) as run:
         st = await run.awaiting()
@@ -564,7 +570,7 @@ async def test_a_low_confidence_answer_escalates_to_the_cloud_redacted(env: Work
                 GroupConfig(name="cloud", model="openai/big", api_base=cloud.base_url, api_key=SecretStr("k")),
             ]
         )
-        real = IncidentActivities(None, None, router, cloud_group="cloud", model_timeout_s=5)  # type: ignore[arg-type]
+        real = IncidentActivities(None, None, router, planner=PlannerConfig(cloud_group="cloud", model_timeout_s=5))  # type: ignore[arg-type]
         acts = [a for a in fakes.activities() if a != fakes.propose] + [real.propose]
         async with incident(env, fakes, activities=acts, labels=labels) as run:
             st = await run.awaiting()

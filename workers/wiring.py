@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from activities.incident.planner import CLOUD_GROUP, PlannerConfig
 from activities.inference.router import (
     DEFAULT_TIMEOUT_S,
     EMBEDDED_MAX_ITEMS,
@@ -93,3 +94,18 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
             )
         )
     return InferenceRouter(groups, mode=settings.inference_mode)
+
+
+def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig:
+    """The planner's bounds: the model's slots (1 for the embedded llama.cpp, 16 for a pool,
+    unless AGENTIC_PLANNER_SLOTS says), the inference mode, and the cloud group when the router
+    has one, with its timeout and spending bounds."""
+    return PlannerConfig(
+        model_slots=settings.planner_slots or (1 if settings.llm_embedded else 16),
+        mode=settings.inference_mode,
+        cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
+        escalate_below=settings.cloud_escalate_below,
+        cloud_timeout_s=settings.cloud_timeout_s,
+        cloud_max_concurrent=settings.cloud_max_concurrent,
+        cloud_max_per_hour=settings.cloud_max_per_hour,
+    )

@@ -81,7 +81,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    from activities.incident.activities import CLOUD_GROUP, IncidentActivities
+    from activities.incident.activities import IncidentActivities
     from activities.inference.router import preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
     from activities.knowledge.kb import KnowledgeBase
@@ -92,7 +92,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.trust.activities import TrustActivities
     from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
-    from workers.wiring import build_embedder_from, build_store, inference_router
+    from workers.wiring import build_embedder_from, build_store, inference_router, planner_config
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
@@ -116,21 +116,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         knowledge = KnowledgeActivities(kb, ledger)
         router = inference_router(settings)
         await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
-        slots = settings.planner_slots or (1 if settings.llm_embedded else 16)
         notifier = await build_notifier(settings, ledger, stack)
-        incident = IncidentActivities(
-            kb,
-            ledger,
-            router,
-            notifier,
-            model_slots=slots,
-            mode=settings.inference_mode,
-            cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
-            escalate_below=settings.cloud_escalate_below,
-            cloud_timeout_s=settings.cloud_timeout_s,
-            cloud_max_concurrent=settings.cloud_max_concurrent,
-            cloud_max_per_hour=settings.cloud_max_per_hour,
-        )
+        incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
         tools = ToolActivities.from_settings(ledger, settings)
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)

@@ -76,13 +76,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ReadOnlyContextError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.incident.activities import (
-        IncidentActivities,
-        StageInput,
-        fallback_proposal,
-        group_annotations,
-        occurrence,
-    )
+    from activities.incident.activities import IncidentActivities
     from activities.trust.activities import TrustActivities
     from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
@@ -122,14 +116,18 @@ with workflow.unsafe.imports_passed_through():
         RecallInput,
         RecallResult,
         RecordInput,
+        StageInput,
         StageRecord,
         TriageResult,
         VerifyResult,
         approval_id_for,
+        group_annotations,
         idempotency_key,
+        occurrence,
         plan_hash,
     )
     from agentic_core.models import AutomationLevel, ToolCall
+    from agentic_core.proposals import fallback_proposal
     from agentic_core.tools import configure_hints
     from workflows.approval import ApprovalWorkflow
     from workflows.promotion import RunbookPromotionWorkflow
