@@ -27,7 +27,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agentic_core.incident import Category, PolicyVerdict, RecalledRunbook, Severity, TriageResult, plan_hash
+from agentic_core.incident import (
+    Category,
+    PolicyVerdict,
+    RecalledRunbook,
+    RecallResult,
+    Severity,
+    TriageResult,
+    plan_hash,
+)
 from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
 
 # --------------------------------------------------------------------------- triage
@@ -330,3 +338,18 @@ def run_confidence(runbook: RecalledRunbook | None, model_confidence: float) -> 
         return 0.0
     model = model_confidence if math.isfinite(model_confidence) else 0.0
     return min(fallback_confidence(runbook.score, runbook.matched_labels), max(model, 0.0))
+
+
+# --------------------------------------------------------------------------- protected namespaces (allowance)
+
+
+def namespace_allowance(recall: RecallResult, runbook_id: str | None, plan: list[ToolCall]) -> list[str]:
+    """The protected namespaces `plan` may change: those its runbook lists under
+    `allow_namespaces`, and only when the plan is that runbook's own (rendered) plan; none for a
+    model's own plan or any other."""
+    runbook = next((r for r in recall.runbooks if r.id == runbook_id), None)
+    if runbook is None or not runbook.allow_namespaces or not plan:
+        return []
+    if plan_hash(plan) != plan_hash(list(runbook.actions)):
+        return []
+    return list(runbook.allow_namespaces)

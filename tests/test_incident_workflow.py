@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -999,3 +999,32 @@ async def test_a_recurrence_of_the_group_is_a_new_run_with_its_own_keys(env: Wor
     assert second.status == IncidentStatus.RESOLVED and second.decision is not None
     assert second.decision.by == "bob"
     assert [n.kind for n in fakes.notifications].count(NotifyKind.QUESTION) == 2  # one per run
+
+
+async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEnvironment) -> None:
+    """A `workflow.patched` call right after a local activity is not replay-safe: when the worker
+    is slow, the activity's marker closes one workflow task and the code after it runs in the
+    next, but a replay resumes that code inside the first task, before the patch is known, and
+    fails ("patch marker encountered … but there is no corresponding change command"; seen
+    under CPU load for `autonomy-trust` and `executing-notice`, about 1 run in 35). So a new run
+    decides every patch in its first workflow task, before any local activity: all its patch
+    markers are recorded by that task's completion."""
+    fakes = Fakes()
+    async with incident(env, fakes) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+        await run.result()
+        history = await run.handle.fetch_history()
+    events = list(history.events)
+    completed = [i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    patches = [
+        i
+        for i, e in enumerate(events)
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert len(patches) == 7  # local stages, at start, nothing to run, evidence, protected, trust, executing
+    # every marker is a command of the first workflow task: after its completion, before the second
+    assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])

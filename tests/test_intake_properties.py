@@ -31,8 +31,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from agentic_core.alerts import AlertGroup
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentInput
-from workers.intake import INCIDENT_WORKFLOW, create_app
+from workers.intake import create_app
 from workers.settings import Settings
+from workflows.incident import IncidentWorkflow
 
 TOKEN = "property-token"
 MAX_BODY = 262_144
@@ -58,8 +59,8 @@ class FakeTemporal:
         assert back == value, "the data converter changed the value"
         return back
 
-    async def start_workflow(self, workflow: str, arg: IncidentInput, **kw: Any) -> Any:
-        assert workflow == INCIDENT_WORKFLOW and kw["id"] == arg.incident_id
+    async def start_workflow(self, workflow: Any, arg: IncidentInput, **kw: Any) -> Any:
+        assert workflow == IncidentWorkflow.run and kw["id"] == arg.incident_id
         assert kw["start_signal"] == SIGNAL_ALERTS
         self.inputs.append(self._round_trip(arg, IncidentInput))
         [sig] = kw["start_signal_args"]

@@ -112,13 +112,13 @@ from workers.errors import AgenticError
 from workers.http_limits import bounded_config
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
+from workflows.incident import IncidentWorkflow
 
-__all__ = ["INCIDENT_WORKFLOW", "MAX_EVENTS", "ClientFactory", "Intake", "create_app", "incident_config", "main"]
+__all__ = ["MAX_EVENTS", "ClientFactory", "Intake", "create_app", "incident_config", "main"]
 
 log = logging.getLogger("agentic.intake")
 access_log = logging.getLogger("agentic.intake.access")
 
-INCIDENT_WORKFLOW = "IncidentWorkflow"
 MAX_EVENTS = 100  # events in one `POST /events` list
 TEMPORAL_TIMEOUT_S = 10.0  # one signal-with-start, connecting included (the SDK retries inside it)
 CONNECT_TIMEOUT_S = 5.0
@@ -359,7 +359,7 @@ class Intake:
                         raise
                     return Delivery(group.incident_id, signalled=True)
                 handle = await client.start_workflow(
-                    INCIDENT_WORKFLOW,
+                    IncidentWorkflow.run,
                     IncidentInput(incident_id=group.incident_id, group=group, config=self.config),
                     id=group.incident_id,
                     task_queue=self.settings.task_queue,

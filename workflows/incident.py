@@ -53,6 +53,12 @@ and search attribute values from outside (AlertName, RunbookId) are cut below Te
 limit, with a marker. A run that hits an error the code did not expect ends FAILED (recorded,
 notified, the error in its outcome) instead of retrying its workflow task forever.
 
+Long because one incident is one workflow class: its stages (one method each), its signal and
+query handlers and its endings share the run's state, and the order of the commands they issue
+is the history every running incident replays; splitting the class would scatter that order
+across files. The message texts are `agentic_core.incident_texts`, the proposal rules
+`agentic_core.proposals`, the short-stage helper `workflows.stages`.
+
 Every activity call has a start-to-close timeout and a bounded retry policy. The incident is
 bounded in time (approval expiry + verify window), so it never continues-as-new.
 """
@@ -61,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -70,13 +77,15 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
-    FailureError,
     is_cancelled_exception,
 )
 from temporalio.workflow import ReadOnlyContextError
 
+from workflows.stages import error_message, short_stage
+
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import IncidentActivities
+    from activities.tools import ERR_REFUSED, EXECUTE, GUARD, LIST_TOOLS
     from activities.trust.activities import TrustActivities
     from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
@@ -112,12 +121,12 @@ with workflow.unsafe.imports_passed_through():
         PolicyVerdict,
         ProposeInput,
         ProposeResult,
-        RecalledRunbook,
         RecallInput,
         RecallResult,
         RecordInput,
         StageInput,
         StageRecord,
+        ToolSpec,
         TriageResult,
         VerifyResult,
         approval_id_for,
@@ -126,19 +135,30 @@ with workflow.unsafe.imports_passed_through():
         occurrence,
         plan_hash,
     )
+    from agentic_core.incident_texts import (
+        closing_text,
+        diagnosis_text,
+        done_with_outcome_text,
+        executed_text,
+        executing_text,
+        nothing_to_run_reason,
+        question_text,
+        recommendation_text,
+    )
     from agentic_core.models import AutomationLevel, ToolCall
     from agentic_core.proposals import fallback_proposal
-    from agentic_core.tools import configure_hints
     from workflows.approval import ApprovalWorkflow
-    from workflows.promotion import RunbookPromotionWorkflow
 
 LOCAL_STAGES_PATCH = "local-short-stages"  # the short stages became local activities
 NOTHING_TO_DO_VERIFYING_PATCH = "nothing-to-do-verifying"  # a nothing-to-do incident shows `verifying` while it watches
+AUTONOMY_TRUST_PATCH = "autonomy-trust"  # earned autonomy: the trust stage after the record
 EXECUTING_NOTICE_PATCH = "executing-notice"  # the card is edited to "executing" before the actions run
 # VERBOSE puts an incident with nothing to run to a human (acknowledge / ignore / modify). Decided
 # once at the start of the run (the marker lands in the first workflow task, so replay finds it
 # whatever the later workflow tasks look like).
 ASK_NOTHING_TO_RUN_PATCH = "ask-nothing-to-run"
+# every patch is decided in the run's first workflow task (`_decide_patches` says why)
+PATCHES_AT_START_PATCH = "patches-at-start"
 # run-then-notify rests on the runbook's evidence (labels, retrieval score), never on the model's own confidence
 EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
 # an allowed action in a protected namespace (kube-system, ...) never runs without a human
@@ -160,7 +180,6 @@ PROPOSE_RETRY = RetryPolicy(
 )
 EXECUTE_TIMEOUT = timedelta(minutes=5)
 EXECUTE_HEARTBEAT = timedelta(seconds=30)  # a killed worker's call is retried within this
-TOOL_REFUSED = "ToolRefused"  # the gateway's non-retryable error type for a refused action
 EXECUTE_RETRY = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)
 )
@@ -168,12 +187,15 @@ EXECUTE_RETRY = RetryPolicy(
 _ACTIVE = {IncidentStatus.OPEN, IncidentStatus.AWAITING_APPROVAL, IncidentStatus.EXECUTING, IncidentStatus.VERIFYING}
 
 
-def _error(exc: BaseException) -> str:
-    """The innermost message of an activity or child error."""
-    while exc.__cause__ is not None and isinstance(exc, (ActivityError, ChildWorkflowError)):
-        exc = exc.__cause__
-    message = exc.message if isinstance(exc, FailureError) else str(exc)
-    return message or type(exc).__name__
+@dataclass(frozen=True)
+class _Ask:
+    """What the policy stage decided and what a human is asked, if anything."""
+
+    verdict: PolicyVerdict
+    asking: bool
+    choices: list[Choice]
+    recommendation: str
+    diagnosis: str
 
 
 @workflow.defn
@@ -195,6 +217,9 @@ class IncidentWorkflow:
         self._trust = False  # earned autonomy (patched in: histories from before it replay without)
         self._ask_nothing = False  # VERBOSE asks about a plan with nothing to run (set when the run starts)
         self._failing = False  # the run hit an unexpected error and is closing as FAILED
+        self._at_start = False  # PATCHES_AT_START_PATCH (set when the run starts)
+        self._executing_notice = False  # EXECUTING_NOTICE_PATCH, when decided at the start
+        self._trust_patch = False  # AUTONOMY_TRUST_PATCH, when decided at the start
         self._evidence_rule = False  # EVIDENCE_CONFIDENCE_PATCH (set when the run starts)
         self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
@@ -254,68 +279,6 @@ class IncidentWorkflow:
         if detail:
             rec.detail = detail
 
-    async def _short(
-        self,
-        activity: Any,
-        arg: Any,
-        *,
-        start_to_close_timeout: timedelta,
-        retry_policy: RetryPolicy,
-        result_type: type | None = None,
-    ) -> Any:
-        """A short stage (triage, recall, stage, notify, list_tools, guard) as a LOCAL activity:
-        it runs in this worker inside the workflow task, with no task-queue round trip and no
-        extra workflow task per stage, so the question reaches people sooner (a burst of
-        incidents spends less time in workflow tasks). Retries and timeouts are the same; the
-        result is recorded in history as a marker, so a replay never runs it again. Runs that
-        started before this change (no `LOCAL_STAGES_PATCH` marker) keep regular activities."""
-        if self._local:
-            try:
-                if isinstance(activity, str):
-                    return await workflow.execute_local_activity(
-                        activity,
-                        arg,
-                        result_type=result_type,
-                        start_to_close_timeout=start_to_close_timeout,
-                        schedule_to_close_timeout=start_to_close_timeout * 4,
-                        retry_policy=retry_policy,
-                    )
-                return await workflow.execute_local_activity_method(
-                    activity,
-                    arg,
-                    start_to_close_timeout=start_to_close_timeout,
-                    schedule_to_close_timeout=start_to_close_timeout * 4,
-                    retry_policy=retry_policy,
-                )
-            except ActivityError:
-                raise
-            except FailureError as exc:
-                # A local activity's last failure can arrive unwrapped (its ApplicationError or
-                # TimeoutError): wrap it, so callers handle both kinds of stage alike.
-                if is_cancelled_exception(exc):
-                    raise
-                name = activity if isinstance(activity, str) else getattr(activity, "__name__", "activity")
-                raise ActivityError(
-                    f"local activity {name} failed",
-                    scheduled_event_id=0,
-                    started_event_id=0,
-                    identity="",
-                    activity_type=name,
-                    activity_id="",
-                    retry_state=None,
-                ) from exc
-        if isinstance(activity, str):
-            return await workflow.execute_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=start_to_close_timeout,
-                retry_policy=retry_policy,
-            )
-        return await workflow.execute_activity_method(
-            activity, arg, start_to_close_timeout=start_to_close_timeout, retry_policy=retry_policy
-        )
-
     async def _set_status(self, status: IncidentStatus) -> None:
         """The status in state and search attributes; active statuses go to the ledger now,
         final ones with the record."""
@@ -325,7 +288,8 @@ class IncidentWorkflow:
             return
         alerts, self._unrecorded = list(self._unrecorded.values()), {}
         try:
-            await self._short(
+            await short_stage(
+                self._local,
                 IncidentActivities.stage,
                 StageInput(incident_id=self._state.incident_id, status=status, alerts=alerts),
                 start_to_close_timeout=_SHORT,
@@ -338,7 +302,8 @@ class IncidentWorkflow:
 
     async def _notify(self, kind: NotifyKind, text: str, **extra: Any) -> str | None:
         try:
-            res = await self._short(
+            res = await short_stage(
+                self._local,
                 IncidentActivities.notify,
                 NotifyInput(incident_id=self._state.incident_id, kind=kind, route=self._route, text=text, **extra),
                 start_to_close_timeout=_SHORT,
@@ -354,8 +319,9 @@ class IncidentWorkflow:
     async def _guard(self, actions: list[ToolCall]) -> GuardResult:
         """The guard's verdict; if it cannot be reached, everything is refused (fail closed)."""
         try:
-            return await self._short(
-                "tools.guard",
+            return await short_stage(
+                self._local,
+                GUARD,
                 GuardInput(
                     incident_id=self._state.incident_id,
                     actions=actions,
@@ -369,7 +335,7 @@ class IncidentWorkflow:
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
-            reason = f"guard unavailable: {_error(exc)}"
+            reason = f"guard unavailable: {error_message(exc)}"
             return GuardResult(
                 actions=[GuardedAction(index=i, call=c, allowed=False, reason=reason) for i, c in enumerate(actions)]
             )
@@ -403,27 +369,70 @@ class IncidentWorkflow:
                 self._end(rec, detail)
 
     async def _stages(self, inp: IncidentInput) -> IncidentState:
-        st, cfg = self._state, inp.config
-        iid = inp.incident_id
+        """The stages in order; each is its own method and says, by returning the closed state,
+        when the incident ends early. The commands they issue, and their order, are the run's
+        history: change them only behind `workflow.patched`."""
+        cfg = inp.config
+        self._decide_patches()
+        workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(self._state.status.value)])
+        tri = await self._triage(inp)
+        recall = await self._recall(inp, tri)
+        if self._resolved:
+            return await self._close_resolved_early()
+        await self._question(tri, recall)
+        tools, prop = await self._propose(inp, tri, recall)
+        allowed, protected = await self._guard_proposal(recall, prop)
+        ask = await self._policy(cfg, recall, prop, tools, allowed, protected)
+        if self._resolved:
+            return await self._close_resolved_early()
+        if ask.verdict == PolicyVerdict.NOTHING_TO_DO:
+            return await self._close_nothing_to_do()
+        plan = allowed
+        if ask.asking:
+            answered = await self._answer(cfg, ask)
+            if isinstance(answered, IncidentState):
+                return answered
+            plan = answered
+        ended = await self._run_plan(plan, ask.verdict)
+        if ended is not None:
+            return ended
+        return await self._verify(cfg)
+
+    def _decide_patches(self) -> None:
+        """Patches decided once, in the run's first workflow task, before any local activity.
+
+        A `workflow.patched` call right after a local activity is not replay-safe: when the
+        worker was slow, the activity's marker closes one workflow task and the code after it
+        (with its patch marker) runs in the next, but a replay resumes that code inside the
+        first task, before the patch is known, and fails ("patch marker encountered … but there
+        is no corresponding change command"; reproduced under CPU load). So every patch is
+        decided here, where its marker is in the first task. Runs from before
+        `PATCHES_AT_START_PATCH` decide `autonomy-trust` and `executing-notice` where they did."""
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
+        self._at_start = workflow.patched(PATCHES_AT_START_PATCH)
         self._ask_nothing = workflow.patched(ASK_NOTHING_TO_RUN_PATCH)
-        # Decided here, before any local activity (a patch marker right behind a local activity's
-        # marker in one workflow task once failed a query's replay), and used at the policy stage.
         self._evidence_rule = workflow.patched(EVIDENCE_CONFIDENCE_PATCH)
         self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
-        workflow.upsert_search_attributes([sa.INCIDENT_STATUS.value_set(st.status.value)])
+        if self._at_start:
+            self._trust_patch = workflow.patched(AUTONOMY_TRUST_PATCH)
+            self._executing_notice = workflow.patched(EXECUTING_NOTICE_PATCH)
 
-        # 1. triage
+    # -- 1. triage -------------------------------------------------------------------------------
+
+    async def _triage(self, inp: IncidentInput) -> TriageResult:
+        st = self._state
         rec = self._begin("triage")
         self._occurrence = occurrence(rec.started_at)
         try:
-            tri = await self._short(IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY)
+            tri = await short_stage(
+                self._local, IncidentActivities.triage, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
+            )
             detail = ""
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
             tri = policy.triage(inp.group.labels, group_annotations(inp.group))
-            detail = f"not recorded in the ledger: {_error(exc)}"
+            detail = f"not recorded in the ledger: {error_message(exc)}"
         st.title, st.severity, st.category, self._route = tri.title, tri.severity, tri.category, tri.route
         workflow.upsert_search_attributes(
             [
@@ -433,18 +442,23 @@ class IncidentWorkflow:
             ]
         )
         self._end(rec, detail or f"{tri.severity.value}/{tri.category.value} → {tri.route}")
+        return tri
 
-        # 2. recall, then the question (before the model: people see the alert at once)
+    # -- 2. recall, then the question (before the model: people see the alert at once) ------------
+
+    async def _recall(self, inp: IncidentInput, tri: TriageResult) -> RecallResult:
         rec = self._begin("recall")
-        labels = inp.group.labels
         annotations = group_annotations(inp.group)
         text = "\n".join(
             t for t in (tri.title, tri.alertname, annotations.get("description", "")) if t and t.strip()
         ) or (tri.alertname or tri.title)
         try:
-            recall = await self._short(
+            recall = await short_stage(
+                self._local,
                 IncidentActivities.recall,
-                RecallInput(incident_id=iid, text=text, labels=labels, limit=cfg.recall_limit),
+                RecallInput(
+                    incident_id=inp.incident_id, text=text, labels=inp.group.labels, limit=inp.config.recall_limit
+                ),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=_RETRY_FEW,
             )
@@ -452,28 +466,34 @@ class IncidentWorkflow:
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
-            recall, detail = RecallResult(), f"recall failed: {_error(exc)}"
-        best = recall.runbooks[0] if recall.runbooks else None
-        if best is not None:
-            self._set_runbook(best.id)
+            recall, detail = RecallResult(), f"recall failed: {error_message(exc)}"
+        if recall.runbooks:
+            self._set_runbook(recall.runbooks[0].id)
         self._end(rec, detail)
-        if self._resolved:
-            return await self._close_resolved_early()
+        return recall
 
+    async def _question(self, tri: TriageResult, recall: RecallResult) -> None:
+        best = recall.runbooks[0] if recall.runbooks else None
         self._message_ref = await self._notify(
             NotifyKind.QUESTION,
             question_text(tri, self._merged_group(), best),
             plan=list(best.actions) if best is not None else [],
-            approval_id=approval_id_for(iid, self._occurrence),
+            approval_id=approval_id_for(self._state.incident_id, self._occurrence),
             runbook_id=best.id if best is not None else None,
         )
 
-        # 3. propose
+    # -- 3. propose ------------------------------------------------------------------------------
+
+    async def _propose(
+        self, inp: IncidentInput, tri: TriageResult, recall: RecallResult
+    ) -> tuple[list[ToolSpec], ProposeResult]:
+        st, iid = self._state, inp.incident_id
         rec = self._begin("propose")
         try:
             tools = (
-                await self._short(
-                    "tools.list_tools",
+                await short_stage(
+                    self._local,
+                    LIST_TOOLS,
                     ListToolsInput(agent=AGENT),
                     result_type=ListToolsResult,
                     start_to_close_timeout=_SHORT,
@@ -486,7 +506,12 @@ class IncidentWorkflow:
             workflow.logger.warning("incident %s: no tool list: %s", iid, exc)
             tools = []
         pinp = ProposeInput(
-            incident_id=iid, title=tri.title, labels=labels, annotations=annotations, recall=recall, tools=tools
+            incident_id=iid,
+            title=tri.title,
+            labels=inp.group.labels,
+            annotations=group_annotations(inp.group),
+            recall=recall,
+            tools=tools,
         )
         try:
             prop = await workflow.execute_activity_method(
@@ -495,27 +520,46 @@ class IncidentWorkflow:
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
-            prop = fallback_proposal(pinp, f"propose failed: {_error(exc)}")
+            prop = fallback_proposal(pinp, f"propose failed: {error_message(exc)}")
         st.proposal, st.proposal_source = prop.proposal, prop.source
         st.proposal_redactions = dict(prop.redactions)  # state only: no command, replay-safe
         if prop.proposal.runbook_id:
             self._set_runbook(prop.proposal.runbook_id)
         self._end(rec, prop.note or f"{prop.source}: confidence {prop.proposal.confidence:.2f}")
+        return tools, prop
 
-        # 4. guard
+    # -- 4. guard --------------------------------------------------------------------------------
+
+    async def _guard_proposal(self, recall: RecallResult, prop: ProposeResult) -> tuple[list[ToolCall], list[str]]:
+        """The actions that passed the guard, and the protected namespaces they change (their
+        runbook allows them)."""
+        st = self._state
         rec = self._begin("guard")
         allowed: list[ToolCall] = []
-        protected: list[str] = []  # protected namespaces the allowed plan changes (its runbook allows them)
+        protected: list[str] = []
         if prop.proposal.actions:
             if self._protected_rule:  # runs from before it get no allowance: protected namespaces are refused
-                self._allow_namespaces = namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
+                self._allow_namespaces = policy.namespace_allowance(recall, st.runbook_id, list(prop.proposal.actions))
             guarded = await self._guard(list(prop.proposal.actions))
             st.refused.extend(guarded.refused)
             allowed = guarded.allowed
             protected = sorted({ns for a in guarded.actions if a.allowed for ns in a.protected})
         self._end(rec, f"{len(allowed)} allowed, {len(st.refused)} refused")
+        return allowed, protected
 
-        # 5. policy
+    # -- 5. policy -------------------------------------------------------------------------------
+
+    async def _policy(
+        self,
+        cfg: IncidentConfig,
+        recall: RecallResult,
+        prop: ProposeResult,
+        tools: list[ToolSpec],
+        allowed: list[ToolCall],
+        protected: list[str],
+    ) -> _Ask:
+        """The verdict (`policy.decide`) and the DIAGNOSIS notification with the exact plan."""
+        st = self._state
         rec = self._begin("policy")
         runbook = next((r for r in recall.runbooks if r.id == st.runbook_id), None)
         level = policy.plan_level(
@@ -536,13 +580,14 @@ class IncidentWorkflow:
             verdict = PolicyVerdict.NOTHING_TO_DO  # a run from before VERBOSE asked about it
         st.verdict, st.plan = verdict, allowed
         self._level = level
-        self._trust = workflow.patched("autonomy-trust")
+        # earned autonomy applies from here on (an incident closed before its policy has no trust stage)
+        self._trust = self._trust_patch if self._at_start else workflow.patched(AUTONOMY_TRUST_PATCH)
         nothing_to_run = verdict == PolicyVerdict.ASK_ACKNOWLEDGE
         st.plan_hash = plan_hash(allowed) if allowed or nothing_to_run else None  # the empty plan is asked about
         self._end(rec, f"{verdict.value} ({level.value}, {cfg.approval_mode.value})")
         asking = verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND, PolicyVerdict.ASK_ACKNOWLEDGE)
         choices = list(NOTHING_TO_RUN_CHOICES) if nothing_to_run else []
-        recommendation = _recommendation(verdict, runbook, level, confidence)
+        recommendation = recommendation_text(verdict, runbook, level, confidence)
         why_nothing = (
             nothing_to_run_reason(st, prop, len(tools), runbook)
             if verdict in (PolicyVerdict.ASK_ACKNOWLEDGE, PolicyVerdict.NOTHING_TO_DO)
@@ -564,52 +609,61 @@ class IncidentWorkflow:
                 edit_of=self._message_ref,
                 plan=allowed,
                 plan_hash=st.plan_hash,
-                approval_id=approval_id_for(iid, self._occurrence) if asking else None,
+                approval_id=approval_id_for(st.incident_id, self._occurrence) if asking else None,
                 runbook_id=st.runbook_id,
                 confidence=prop.proposal.confidence,
                 choices=choices,
             )
             or self._message_ref
         )
+        return _Ask(verdict, asking, choices, recommendation, diagnosis)
+
+    # -- 6. approval -----------------------------------------------------------------------------
+
+    async def _answer(self, cfg: IncidentConfig, ask: _Ask) -> list[ToolCall] | IncidentState:
+        """A human's answer: the plan to run (approved, or modified and guarded again), or the
+        incident's closed state (ignored, expired, acknowledged and watched, resolved first, a
+        modified plan refused)."""
+        st = self._state
+        decision = await self._approve(cfg, ask.diagnosis, ask.recommendation, ask.choices)
+        if decision is None:  # the alert resolved first
+            return await self._close_resolved_early()
+        st.decision = decision
+        if decision.choice == "acknowledged":  # a human saw it: nothing runs, watch for resolution
+            return await self._close_nothing_to_do()
+        if decision.choice in ("ignored", "expired"):
+            status = IncidentStatus.IGNORED if decision.choice == "ignored" else IncidentStatus.EXPIRED
+            return await self._close(status, None)
+        plan = list(decision.plan)
+        if decision.choice == "modified":
+            rec = self._begin("guard")
+            guarded = await self._guard(plan)
+            st.refused.extend(guarded.refused)
+            st.plan, st.plan_hash = plan, plan_hash(plan)
+            refused = guarded.refused
+            self._end(rec, f"modified plan: {len(refused)} refused")
+            if refused:
+                reasons = "; ".join(f"{r.call.tool}: {r.reason}" for r in refused)
+                return await self._close(
+                    IncidentStatus.FAILED,
+                    VerifyResult(outcome="failure", detail=f"the modified plan was refused, nothing ran: {reasons}"),
+                )
         if self._resolved:
             return await self._close_resolved_early()
+        return plan
 
-        # 6. approval
-        plan = allowed
-        if verdict == PolicyVerdict.NOTHING_TO_DO:
-            return await self._close_nothing_to_do()
-        if asking:
-            decision = await self._approve(cfg, diagnosis, recommendation, choices)
-            if decision is None:  # the alert resolved first
-                return await self._close_resolved_early()
-            st.decision = decision
-            if decision.choice == "acknowledged":  # a human saw it: nothing runs, watch for resolution
-                return await self._close_nothing_to_do()
-            if decision.choice in ("ignored", "expired"):
-                status = IncidentStatus.IGNORED if decision.choice == "ignored" else IncidentStatus.EXPIRED
-                return await self._close(status, None)
-            plan = list(decision.plan)
-            if decision.choice == "modified":
-                rec = self._begin("guard")
-                guarded = await self._guard(plan)
-                st.refused.extend(guarded.refused)
-                st.plan, st.plan_hash = plan, plan_hash(plan)
-                refused = guarded.refused
-                self._end(rec, f"modified plan: {len(refused)} refused")
-                if refused:
-                    reasons = "; ".join(f"{r.call.tool}: {r.reason}" for r in refused)
-                    return await self._close(
-                        IncidentStatus.FAILED,
-                        VerifyResult(
-                            outcome="failure", detail=f"the modified plan was refused, nothing ran: {reasons}"
-                        ),
-                    )
-            if self._resolved:
-                return await self._close_resolved_early()
+    # -- 7. execute (the card says so first: a human watching sees the approval taken up) --------
 
-        # 7. execute (the card says so first: a human watching sees the approval taken up)
+    async def _run_plan(self, plan: list[ToolCall], verdict: PolicyVerdict) -> IncidentState | None:
+        """Run the plan; the closed state when an action did not succeed, None to go on."""
+        st = self._state
         await self._set_status(IncidentStatus.EXECUTING)
-        if self._message_ref and plan and workflow.patched(EXECUTING_NOTICE_PATCH):
+        notice = (
+            self._executing_notice
+            if self._at_start
+            else bool(self._message_ref and plan) and workflow.patched(EXECUTING_NOTICE_PATCH)
+        )
+        if self._message_ref and plan and notice:
             self._message_ref = (
                 await self._notify(NotifyKind.UPDATE, executing_text(st, plan), edit_of=self._message_ref)
                 or self._message_ref
@@ -630,8 +684,11 @@ class IncidentWorkflow:
                 IncidentStatus.FAILED,
                 VerifyResult(outcome="failure", detail=f"action {failed.index} ({failed.tool}): {failed.error}"),
             )
+        return None
 
-        # 8. verify
+    # -- 8. verify -------------------------------------------------------------------------------
+
+    async def _verify(self, cfg: IncidentConfig) -> IncidentState:
         await self._set_status(IncidentStatus.VERIFYING)
         rec = self._begin("verify")
         with contextlib.suppress(TimeoutError):
@@ -692,7 +749,7 @@ class IncidentWorkflow:
         try:
             result = handle.result()
         except ChildWorkflowError as exc:
-            self._end(rec, f"approval failed: {_error(exc)}")
+            self._end(rec, f"approval failed: {error_message(exc)}")
             return ApprovalResult(approval_id=aid, choice="expired", decided_at=workflow.now())
         self._end(rec, f"{result.choice} by {result.by or 'nobody'}")
         return result
@@ -704,7 +761,7 @@ class IncidentWorkflow:
             key = idempotency_key(st.incident_id, i, self._occurrence)
             try:
                 res = await workflow.execute_activity(
-                    "tools.execute",
+                    EXECUTE,
                     ExecuteInput(
                         incident_id=st.incident_id,
                         index=i,
@@ -721,13 +778,13 @@ class IncidentWorkflow:
             except ActivityError as exc:
                 if is_cancelled_exception(exc):
                     raise
-                refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == TOOL_REFUSED
+                refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == ERR_REFUSED
                 res = ActionResult(
                     index=i,
                     tool=call.tool,
                     idempotency_key=key,
                     status="refused" if refused else "failed",
-                    error=_error(exc),
+                    error=error_message(exc),
                 )
             st.actions.append(res)
             if res.status == "refused":
@@ -779,7 +836,7 @@ class IncidentWorkflow:
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
-            self._end(rec, f"record failed: {_error(exc)}")
+            self._end(rec, f"record failed: {error_message(exc)}")
         # A run closing on its own error says nothing about the runbook: no trust evaluation.
         evaluation = await self._evaluate_trust() if self._trust and not self._failing else None
         if self._trust and st.verdict == PolicyVerdict.RUN_THEN_NOTIFY and st.actions:
@@ -834,7 +891,7 @@ class IncidentWorkflow:
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
-            self._end(rec, f"trust not evaluated: {_error(exc)}")
+            self._end(rec, f"trust not evaluated: {error_message(exc)}")
             return None
         change = res.demoted or res.promoted
         detail = f"{change.from_level.value} → {change.to_level.value}" if change else res.level.value
@@ -889,145 +946,3 @@ class IncidentWorkflow:
             workflow.logger.info(
                 "incident %s: promotion %s already asked", self._state.incident_id, started.workflow_id
             )
-
-
-def namespace_allowance(recall: RecallResult, runbook_id: str | None, plan: list[ToolCall]) -> list[str]:
-    """The protected namespaces `plan` may change: those its runbook lists under
-    `allow_namespaces`, and only when the plan is that runbook's own (rendered) plan; none for a
-    model's own plan or any other."""
-    runbook = next((r for r in recall.runbooks if r.id == runbook_id), None)
-    if runbook is None or not runbook.allow_namespaces or not plan:
-        return []
-    if plan_hash(plan) != plan_hash(list(runbook.actions)):
-        return []
-    return list(runbook.allow_namespaces)
-
-
-# --------------------------------------------------------------------------- message texts
-
-
-def _call(c: ToolCall) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in sorted(c.arguments.items()))
-    return f"{c.tool}({args})"
-
-
-def _plan_lines(plan: list[ToolCall]) -> list[str]:
-    return [f"  {i + 1}. {_call(c)}" for i, c in enumerate(plan)] or ["  (none)"]
-
-
-def question_text(tri: TriageResult, group: AlertGroup, best: RecalledRunbook | None) -> str:
-    firing = sum(1 for a in group.alerts if a.status == AlertStatus.FIRING)
-    lines = [f"{tri.title}", f"{tri.severity.value} · {tri.category.value} · {firing} alert(s) firing"]
-    if best is not None:
-        lines.append(f"Runbook: {best.id}: {best.title} ({best.automation_level.value})")
-        lines += ["Runbook plan:", *_plan_lines(list(best.actions))]
-    else:
-        lines.append("No runbook found for this alert.")
-    lines.append("The diagnosis follows; then approve, ignore or modify.")
-    return "\n".join(lines)
-
-
-def _recommendation(
-    verdict: PolicyVerdict, runbook: RecalledRunbook | None, level: AutomationLevel, confidence: float
-) -> str:
-    if verdict != PolicyVerdict.ASK_RECOMMEND or runbook is None:
-        return ""
-    return f"approve: {level.value} runbook {runbook.id}, confidence {confidence:.2f}"
-
-
-def nothing_to_run_reason(
-    st: IncidentState, prop: ProposeResult, tools_offered: int, runbook: RecalledRunbook | None
-) -> str:
-    """Why a plan has nothing to run, in the operator's words: every action refused (each with
-    the guard's reason, which says what to configure when no server offers a tool), no tool
-    server configured, no runbook and no action from the model, or a runbook without actions."""
-    if st.refused:
-        n = len(st.refused)
-        return f"Nothing can run: {'the only action was' if n == 1 else f'all {n} actions were'} refused (see above)."
-    if tools_offered == 0:
-        return "Nothing can run: no MCP tool server offers the incident agent a tool. " + " ".join(
-            f"{hint[:1].upper()}{hint[1:]}." for hint in configure_hints()
-        )
-    if runbook is None:
-        model = "the model proposed no action" if prop.source != "fallback" else "the model gave no usable plan"
-        return f"Nothing to run: no runbook matches this alert and {model}."
-    return f"Nothing to run: runbook {runbook.id} has no action that can run for this alert."
-
-
-def diagnosis_text(
-    st: IncidentState,
-    prop: ProposeResult,
-    verdict: PolicyVerdict,
-    recommendation: str,
-    run_confidence: float | None = None,
-    protected: list[str] | None = None,
-    why_nothing: str = "",
-) -> str:
-    """`run_confidence`: the confidence the policy used (`policy.run_confidence`); shown when it
-    is below the model's own (the runbook's evidence, not the model, set it). `protected`: the
-    protected namespaces the plan changes (its runbook allows them; a human decides).
-    `why_nothing`: why there is nothing to run (`nothing_to_run_reason`)."""
-    p = prop.proposal
-    lines = [st.title, f"Diagnosis: {p.summary}", p.diagnosis]
-    if prop.source == "fallback":
-        lines.append(f"(model fallback: {prop.note})")
-    elif prop.source == "cloud":
-        lines.append(f"(cloud model: {prop.note})")
-    confidence = f"Confidence {p.confidence:.2f}"
-    if run_confidence is not None and run_confidence < p.confidence:
-        confidence += f" (the model's; the runbook's evidence gives {run_confidence:.2f})"
-    lines += [f"{confidence}, risk {p.risk.value}.", "Plan:", *_plan_lines(st.plan)]
-    for r in st.refused:
-        lines.append(f"Refused: {_call(r.call)}: {r.reason}")
-    if protected:
-        names = ", ".join(protected)
-        lines.append(f"Changes protected namespace(s) {names} (runbook {st.runbook_id} allows it): a human decides.")
-    if why_nothing:
-        lines.append(why_nothing)
-    if verdict == PolicyVerdict.RUN_THEN_NOTIFY:
-        lines.append("Standard runbook: running it now; the result follows.")
-    elif verdict == PolicyVerdict.ASK_ACKNOWLEDGE:
-        lines.append(
-            "Acknowledge (you saw it; the incident watches for the alert to resolve), ignore, "
-            "or modify (give a plan: it is checked like any other)?"
-        )
-    elif verdict == PolicyVerdict.NOTHING_TO_DO:
-        lines.append("Nothing to run." if not why_nothing else "Watching for the alert to resolve; nothing will run.")
-    elif recommendation:
-        lines.append(f"Recommended: {recommendation}. Approve, ignore or modify?")
-    else:
-        lines.append("Approve, ignore or modify?")
-    return "\n".join(line for line in lines if line)
-
-
-def executing_text(st: IncidentState, plan: list[ToolCall]) -> str:
-    who = f" (approved by {st.decision.by})" if st.decision is not None and st.decision.by else ""
-    return "\n".join([st.title, f"Executing {len(plan)} action(s){who}:", *_plan_lines(plan)])
-
-
-def executed_text(st: IncidentState) -> str:
-    lines = [st.title, "Ran:"]
-    for a in st.actions:
-        tail = f": {a.error}" if a.error else ""
-        lines.append(f"  {a.index + 1}. {a.tool}: {a.status}{tail}")
-    return "\n".join(lines)
-
-
-def done_with_outcome_text(st: IncidentState, evaluation: EvaluateTrustResult | None) -> str:
-    """What a standard runbook did, told after it ran: its actions, the outcome, any demotion."""
-    lines = [executed_text(st)]
-    if st.outcome is not None:
-        lines.append(f"Outcome: {st.outcome.outcome}" + (f": {st.outcome.detail}" if st.outcome.detail else ""))
-    if evaluation is not None and evaluation.demoted is not None:
-        d = evaluation.demoted
-        lines.append(f"Runbook {d.runbook_id} demoted {d.from_level.value} → {d.to_level.value}: it will ask again.")
-    return "\n".join(lines)
-
-
-def closing_text(st: IncidentState) -> str:
-    detail = f": {st.outcome.detail}" if st.outcome is not None and st.outcome.detail else ""
-    who = f" ({st.decision.choice} by {st.decision.by})" if st.decision is not None and st.decision.by else ""
-    return f"{st.status.value}{who}: {st.title}{detail}"
-
-
-WORKFLOWS = [IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow]

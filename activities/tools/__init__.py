@@ -1,7 +1,11 @@
-"""MCP tools: the Kubernetes operations the infrastructure server exposes (`k8s`) and the
-tool gateway activities the worker registers (`gateway`).
+"""MCP tools: the tool gateway activities the worker registers (`gateway`).
 
-Shared between the server and the gateway (no heavy imports here):
+Shared between the MCP servers, the gateway and the workflows that call the gateway (no heavy
+imports here, so a workflow can import these names):
+
+- the activity names `LIST_TOOLS`, `GUARD`, `EXECUTE`, and the error types the gateway raises:
+  `ERR_REFUSED` (non-retryable: the action may not run), `ERR_UNAVAILABLE` (retryable: its
+  server cannot be reached), `ERR_CONFLICT` (an idempotency key reused for another action);
 
 - `IDEMPOTENCY_TIMESTAMP_META`: a tool's `_meta` key naming an argument that takes an RFC 3339
   timestamp identifying the call; calls with the same value have no additional effect. The
@@ -14,4 +18,20 @@ from __future__ import annotations
 
 IDEMPOTENCY_TIMESTAMP_META = "agentic.dev/idempotency-timestamp"
 
-__all__ = ["IDEMPOTENCY_TIMESTAMP_META"]
+LIST_TOOLS = "tools.list_tools"
+GUARD = "tools.guard"
+EXECUTE = "tools.execute"
+
+ERR_REFUSED = "ToolRefused"
+ERR_UNAVAILABLE = "ToolServerUnavailable"
+ERR_CONFLICT = "ActionConflict"
+
+__all__ = [
+    "ERR_CONFLICT",
+    "ERR_REFUSED",
+    "ERR_UNAVAILABLE",
+    "EXECUTE",
+    "GUARD",
+    "IDEMPOTENCY_TIMESTAMP_META",
+    "LIST_TOOLS",
+]

@@ -77,7 +77,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
-from activities.tools import IDEMPOTENCY_TIMESTAMP_META
+from activities.tools import (
+    ERR_CONFLICT,
+    ERR_REFUSED,
+    ERR_UNAVAILABLE,
+    EXECUTE,
+    GUARD,
+    IDEMPOTENCY_TIMESTAMP_META,
+    LIST_TOOLS,
+)
 from agentic_core import policy
 from agentic_core.incident import (
     ActionResult,
@@ -105,9 +113,6 @@ __all__ = [
     "guard_key",
 ]
 
-ERR_REFUSED = "ToolRefused"
-ERR_UNAVAILABLE = "ToolServerUnavailable"
-ERR_CONFLICT = "ActionConflict"
 
 CACHE_TTL_S = 30.0
 DOWN_RETRY_S = 5.0  # a catalogue missing a down server is listed again this soon
@@ -422,13 +427,13 @@ class ToolActivities:
 
     # --- activities -----------------------------------------------------------------------------
 
-    @activity.defn(name="tools.list_tools")
+    @activity.defn(name=LIST_TOOLS)
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
         catalog = await self._tools()
         allowed = self.allow.get(inp.agent, [])
         return ListToolsResult(tools=[catalog[name].spec for name in allowed if name in catalog])
 
-    @activity.defn(name="tools.guard")
+    @activity.defn(name=GUARD)
     async def guard(self, inp: GuardInput) -> GuardResult:
         catalog = await self._tools()
         out: list[GuardedAction] = []
@@ -445,7 +450,7 @@ class ToolActivities:
             )
         return GuardResult(actions=out)
 
-    @activity.defn(name="tools.execute")
+    @activity.defn(name=EXECUTE)
     async def execute(self, inp: ExecuteInput) -> ActionResult:
         key, call = inp.idempotency_key, inp.call
 
