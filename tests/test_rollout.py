@@ -32,7 +32,8 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.kube.client import KubeClient
-from activities.rollout.activities import PostgresProbe, QdrantHttpProbe, RolloutActivities
+from activities.rollout.activities import RolloutActivities
+from activities.rollout.probes import PostgresProbe, QdrantHttpProbe
 from agentic_core import search_attributes as sa
 from agentic_core.incident import (
     QUERY_APPROVAL,

@@ -40,14 +40,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from activities.knowledge.markdown import chunk_text
-from activities.knowledge.sparse import Bm25Encoder, expand_query, term_id
+from activities.knowledge.retrieval import (
+    RetrievalTuning,
+    _route_terms,
+    _sections,
+    _sparse_text,
+    _summary_view,
+    _with_route,
+    fuse,
+)
+from activities.knowledge.sparse import Bm25Encoder, expand_query
 from activities.knowledge.store import Point, QueryMode, ScoredPoint, SparseVector, VectorStore
 from agentic_core.knowledge import UpsertReport
 from agentic_core.models import Collection, DecisionRecord, DocChunk, Runbook, SearchHit, matches_all
@@ -60,12 +66,8 @@ INDEX_VERSION = 2
 EMBED_BATCH = 64  # texts per embed_documents call
 QUERY_CACHE_SIZE = 256  # query vectors kept (a few hundred KiB)
 RUNBOOK_BATCH = 32  # runbooks embedded and written per step of an import
-_WHOLE_SECTION = 1 << 20  # chunk size that never splits a runbook section
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
-
-_CAMEL_SPLIT = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-_SUMMARY_HEADINGS = ("meaning", "summary", "description", "overview", "what", "about")
 
 
 class Embedder(Protocol):
@@ -76,111 +78,6 @@ class Embedder(Protocol):
     async def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
 
     async def embed_query(self, text: str) -> list[float]: ...
-
-
-@dataclass(frozen=True)
-class RetrievalTuning:
-    """Retrieval parameters; the defaults are the ones chosen with `benchmarks/retrieval_eval.py`."""
-
-    fusion: Literal["weighted", "rrf"] = "weighted"
-    dense_weight: float = 0.7  # weighted fusion: share of the dense branch
-    rrf_k: int = 60  # rrf fusion constant
-    expand_queries: bool = True  # add the ops vocabulary of `sparse.expand_query` to both branches
-    title_repeat: int = 2  # times the title is counted in a runbook's BM25 text
-    summary_chars: int = 700  # characters of the "Meaning" section in the summary view
-    dense_candidates: int = 100  # runbooks asked of the dense branch
-    sparse_candidates: int = 100  # runbooks asked of the sparse branch
-    route_candidates: int = 50  # runbooks asked by label routing
-
-
-# ------------------------------------------------------------------------------------------
-# text views
-
-
-def humanize_identifier(name: str) -> str:
-    """`KubePodCrashLooping` -> `Kube Pod Crash Looping` (other text unchanged)."""
-    if " " in name.strip() or not re.fullmatch(r"[A-Za-z0-9_]+", name.strip()):
-        return name
-    return " ".join(_CAMEL_SPLIT.findall(name.replace("_", " ")))
-
-
-def _alert_names(runbook: Runbook) -> list[str]:
-    return [m.value for m in runbook.match if m.name == "alertname" and m.op == "="]
-
-
-def _sections(runbook: Runbook) -> list[tuple[str, str]]:
-    """(leaf heading, text) of each non-empty section of the body, whole."""
-    out = []
-    source = runbook.source or runbook.id
-    for chunk in chunk_text(runbook.body, source, max_chars=_WHOLE_SECTION, title=runbook.title):
-        leaf = chunk.heading.split(" > ")[-1].strip()
-        out.append((leaf, chunk.text))
-    return out
-
-
-def _summary_view(runbook: Runbook, sections: list[tuple[str, str]], max_chars: int) -> str:
-    names = {humanize_identifier(n) for n in _alert_names(runbook)} - {runbook.title}
-    lead = ""
-    for heading, text in sections:
-        if heading.lower().startswith(_SUMMARY_HEADINGS):
-            lead = text
-            break
-    if not lead and sections:
-        lead = sections[0][1]
-    parts = [runbook.title, *sorted(names), lead[:max_chars]]
-    return "\n".join(p for p in parts if p).strip()
-
-
-def _sparse_text(runbook: Runbook, title_repeat: int) -> str:
-    names = " ".join(_alert_names(runbook))
-    return "\n".join([*([runbook.title] * max(title_repeat, 1)), names, runbook.body])
-
-
-def _route_terms(pairs: Sequence[tuple[str, str]]) -> list[int]:
-    # A control character keeps route terms apart from every token tokenize() can produce.
-    return sorted({term_id(f"\x1froute:{name}={value}") for name, value in pairs})
-
-
-def _with_route(sparse: SparseVector, runbook: Runbook) -> SparseVector:
-    routes = _route_terms([(m.name, m.value) for m in runbook.match if m.op == "="])
-    if not routes:
-        return sparse
-    weights = dict(zip(sparse.indices, sparse.values, strict=True))
-    for r in routes:
-        weights[r] = 1.0
-    idx = sorted(weights)
-    return SparseVector(indices=idx, values=[weights[i] for i in idx])
-
-
-# ------------------------------------------------------------------------------------------
-# fusion
-
-
-def _normalized(scores: dict[str, float]) -> dict[str, float]:
-    top = max(scores.values(), default=0.0)
-    if top <= 0:
-        return dict.fromkeys(scores, 0.0)
-    return {k: max(v, 0.0) / top for k, v in scores.items()}
-
-
-def _ranks(scores: dict[str, float]) -> dict[str, int]:
-    return {k: i for i, (k, _) in enumerate(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))}
-
-
-def fuse(dense: dict[str, float], sparse: dict[str, float], tuning: RetrievalTuning) -> dict[str, float]:
-    """Per-id fused score of two branches' per-id scores (missing from a branch: 0 there)."""
-    ids = set(dense) | set(sparse)
-    if not dense or not sparse:  # one branch only (a mode, or a query without known terms)
-        return _normalized(dense or sparse)
-    if tuning.fusion == "rrf":
-        dr, sr = _ranks(dense), _ranks(sparse)
-        k = tuning.rrf_k
-        return {
-            i: (1.0 / (k + dr[i] + 1) if i in dr else 0.0) + (1.0 / (k + sr[i] + 1) if i in sr else 0.0) for i in ids
-        }
-    dn, sn = _normalized(dense), _normalized(sparse)
-    w = tuning.dense_weight
-    return {i: w * dn.get(i, 0.0) + (1.0 - w) * sn.get(i, 0.0) for i in ids}
 
 
 def _content_hash(*parts: str) -> str:

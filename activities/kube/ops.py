@@ -20,6 +20,10 @@ server (and the kmock emulator in tests) understands:
 
 All three read the deployment first and skip the patch when it is already in the asked state
 (`changed=False`), so repeating a call is harmless.
+
+Long because the operations behind the nine tools share one client, its error explanations
+(a 404 or 403 in words, with the kubectl command) and the patch rules above; the typed
+results and their parsing are `activities.kube.results`, the configuration `client`.
 """
 
 from __future__ import annotations
@@ -29,15 +33,34 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, Field
 
 from activities.kube.client import KubeConfigError, KubeError, _one_line, load_api_client
+from activities.kube.results import (
+    ContainerResources,
+    ContainerState,
+    EventInfo,
+    EventsResult,
+    MemoryLimitResult,
+    NodeInfo,
+    NodesResult,
+    PodDescription,
+    PodInfo,
+    PodLogsResult,
+    PodsResult,
+    RolloutRestartResult,
+    ScaleResult,
+    event_info,
+    event_time,
+    get_path,
+    node_info,
+    now_rfc3339,
+    pod_info,
+)
 
 __all__ = [
     "DNS_LABEL",
@@ -104,123 +127,6 @@ def memory_bytes(quantity: str) -> int | None:
     if m is None:
         return None
     return int(float(m.group(1)) * _SUFFIX[m.group(2) or ""])
-
-
-# --------------------------------------------------------------------------- results
-
-
-class NodeInfo(BaseModel):
-    name: str
-    ready: bool
-    roles: list[str] = Field(default_factory=list)
-    unschedulable: bool = False
-    kubelet_version: str = ""
-    internal_ip: str = ""
-    allocatable_cpu: str = ""
-    allocatable_memory: str = ""
-    problems: list[str] = Field(default_factory=list, description="conditions other than Ready that are True")
-    taints: list[str] = Field(default_factory=list)
-
-
-class NodesResult(BaseModel):
-    nodes: list[NodeInfo]
-
-
-class ContainerState(BaseModel):
-    name: str
-    ready: bool = False
-    restarts: int = 0
-    state: str = Field(default="", description='e.g. "running", "waiting: CrashLoopBackOff", "terminated: Error"')
-    last_termination: str = Field(default="", description='e.g. "OOMKilled (exit 137) at 2024-05-01T10:00:00Z"')
-
-
-class PodInfo(BaseModel):
-    name: str
-    namespace: str
-    phase: str = ""
-    reason: str = ""
-    ready: str = Field(default="0/0", description="ready containers / containers")
-    restarts: int = 0
-    node: str = ""
-    started_at: str = ""
-    containers: list[ContainerState] = Field(default_factory=list)
-
-
-class PodsResult(BaseModel):
-    namespace: str
-    label_selector: str = ""
-    pods: list[PodInfo]
-    truncated: bool = False
-
-
-class EventInfo(BaseModel):
-    type: str = ""
-    reason: str = ""
-    message: str = ""
-    object: str = Field(default="", description="Kind/name of the object the event is about")
-    count: int = 1
-    last_seen: str = ""
-
-
-class EventsResult(BaseModel):
-    namespace: str
-    involved_object: str = ""
-    events: list[EventInfo]
-    truncated: bool = False
-
-
-class PodLogsResult(BaseModel):
-    namespace: str
-    pod: str
-    container: str = ""
-    previous: bool = False
-    lines: int
-    truncated: bool = False
-    log: str
-
-
-class ContainerResources(BaseModel):
-    name: str
-    image: str = ""
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
-
-
-class PodDescription(BaseModel):
-    pod: PodInfo
-    labels: dict[str, str] = Field(default_factory=dict)
-    owner: str = Field(default="", description="Kind/name of the controller that owns the pod")
-    qos_class: str = ""
-    conditions: list[str] = Field(default_factory=list, description="conditions that are not True, with reasons")
-    containers: list[ContainerResources] = Field(default_factory=list)
-    events: list[EventInfo] = Field(default_factory=list)
-
-
-class RolloutRestartResult(BaseModel):
-    namespace: str
-    deployment: str
-    restarted_at: str
-    changed: bool
-    message: str
-
-
-class MemoryLimitResult(BaseModel):
-    namespace: str
-    deployment: str
-    container: str
-    previous: str | None
-    value: str
-    changed: bool
-    message: str
-
-
-class ScaleResult(BaseModel):
-    namespace: str
-    deployment: str
-    previous: int
-    replicas: int
-    changed: bool
-    message: str
 
 
 # --------------------------------------------------------------------------- errors
@@ -307,113 +213,6 @@ def _dot(group: str) -> str:
 _T = TypeVar("_T")
 
 
-# --------------------------------------------------------------------------- helpers on raw JSON
-
-
-def _get(obj: Any, *path: str, default: Any = None) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return default
-        obj = obj.get(key)
-    return default if obj is None else obj
-
-
-def _container_state(status: dict[str, Any]) -> ContainerState:
-    state = _get(status, "state", default={})
-    if "running" in state:
-        text = "running"
-    elif "waiting" in state:
-        text = f"waiting: {_get(state, 'waiting', 'reason', default='')}".rstrip(": ")
-    elif "terminated" in state:
-        text = f"terminated: {_get(state, 'terminated', 'reason', default='')}".rstrip(": ")
-    else:
-        text = ""
-    last = _get(status, "lastState", "terminated")
-    last_text = ""
-    if isinstance(last, dict):
-        last_text = (
-            f"{last.get('reason') or 'terminated'} (exit {last.get('exitCode', '?')})"
-            f"{' at ' + last['finishedAt'] if last.get('finishedAt') else ''}"
-        )
-    return ContainerState(
-        name=str(status.get("name", "")),
-        ready=bool(status.get("ready", False)),
-        restarts=int(status.get("restartCount", 0) or 0),
-        state=text,
-        last_termination=last_text,
-    )
-
-
-def _pod_info(pod: dict[str, Any]) -> PodInfo:
-    statuses = [_container_state(s) for s in _get(pod, "status", "containerStatuses", default=[])]
-    n_containers = len(_get(pod, "spec", "containers", default=[])) or len(statuses)
-    return PodInfo(
-        name=_get(pod, "metadata", "name", default=""),
-        namespace=_get(pod, "metadata", "namespace", default=""),
-        phase=_get(pod, "status", "phase", default=""),
-        reason=_get(pod, "status", "reason", default=""),
-        ready=f"{sum(1 for s in statuses if s.ready)}/{n_containers}",
-        restarts=sum(s.restarts for s in statuses),
-        node=_get(pod, "spec", "nodeName", default=""),
-        started_at=_get(pod, "status", "startTime", default=""),
-        containers=statuses,
-    )
-
-
-def _event_info(ev: dict[str, Any]) -> EventInfo:
-    obj = _get(ev, "involvedObject", default={}) or _get(ev, "regarding", default={})
-    return EventInfo(
-        type=_get(ev, "type", default=""),
-        reason=_get(ev, "reason", default=""),
-        message=str(_get(ev, "message", default="")).strip()[:1000],
-        object=f"{obj.get('kind', '')}/{obj.get('name', '')}".strip("/"),
-        count=int(_get(ev, "count", default=1) or 1),
-        last_seen=_event_time(ev),
-    )
-
-
-def _event_time(ev: dict[str, Any]) -> str:
-    for path in (("lastTimestamp",), ("eventTime",), ("series", "lastObservedTime"), ("metadata", "creationTimestamp")):
-        value = _get(ev, *path)
-        if value:
-            return str(value)
-    return ""
-
-
-def _node_info(node: dict[str, Any]) -> NodeInfo:
-    labels = _get(node, "metadata", "labels", default={})
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k)
-    conditions = _get(node, "status", "conditions", default=[])
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    problems = [
-        f"{c.get('type')}{': ' + c['message'] if c.get('message') else ''}"
-        for c in conditions
-        if c.get("type") != "Ready" and c.get("status") == "True"
-    ]
-    addresses = _get(node, "status", "addresses", default=[])
-    ip = next((a.get("address", "") for a in addresses if a.get("type") == "InternalIP"), "")
-    taints = [
-        f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
-        for t in _get(node, "spec", "taints", default=[])
-    ]
-    return NodeInfo(
-        name=_get(node, "metadata", "name", default=""),
-        ready=ready,
-        roles=roles,
-        unschedulable=bool(_get(node, "spec", "unschedulable", default=False)),
-        kubelet_version=_get(node, "status", "nodeInfo", "kubeletVersion", default=""),
-        internal_ip=ip,
-        allocatable_cpu=str(_get(node, "status", "allocatable", "cpu", default="")),
-        allocatable_memory=str(_get(node, "status", "allocatable", "memory", default="")),
-        problems=problems,
-        taints=taints,
-    )
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --------------------------------------------------------------------------- operations
 
 
@@ -483,7 +282,7 @@ class KubeOps:
     async def get_nodes(self) -> NodesResult:
         def work() -> NodesResult:
             doc = self._call(_Op("list", "nodes", short="nodes"), self.core.list_node)
-            return NodesResult(nodes=[_node_info(n) for n in doc.get("items", [])])
+            return NodesResult(nodes=[node_info(n) for n in doc.get("items", [])])
 
         return await self._run(work)
 
@@ -493,7 +292,7 @@ class KubeOps:
             op = _Op("list", "pods", namespace=namespace, short="pods")
             doc = self._call(op, self.core.list_namespaced_pod, namespace, **kwargs)
             items = doc.get("items", [])
-            pods = [_pod_info(p) for p in items[:MAX_PODS]]
+            pods = [pod_info(p) for p in items[:MAX_PODS]]
             return PodsResult(
                 namespace=namespace, label_selector=label_selector, pods=pods, truncated=len(items) > MAX_PODS
             )
@@ -512,10 +311,10 @@ class KubeOps:
         items = [
             ev
             for ev in doc.get("items", [])
-            if (not name or _get(ev, "involvedObject", "name") == name)
-            and (not kind or _get(ev, "involvedObject", "kind") == kind)
+            if (not name or get_path(ev, "involvedObject", "name") == name)
+            and (not kind or get_path(ev, "involvedObject", "kind") == kind)
         ]
-        items.sort(key=_event_time, reverse=True)
+        items.sort(key=event_time, reverse=True)
         return items
 
     async def get_events(self, namespace: str, involved_object: str = "", limit: int = 50) -> EventsResult:
@@ -524,7 +323,7 @@ class KubeOps:
             return EventsResult(
                 namespace=namespace,
                 involved_object=involved_object,
-                events=[_event_info(e) for e in items[:limit]],
+                events=[event_info(e) for e in items[:limit]],
                 truncated=len(items) > limit,
             )
 
@@ -558,32 +357,32 @@ class KubeOps:
         def work() -> PodDescription:
             op = _Op("get", "pods", "", namespace, pod, "pod", "pods")
             doc = self._call(op, self.core.read_namespaced_pod, pod, namespace)
-            owners = _get(doc, "metadata", "ownerReferences", default=[])
+            owners = get_path(doc, "metadata", "ownerReferences", default=[])
             owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
             conditions = [
                 f"{c.get('type')}={c.get('status')}{': ' + c['reason'] if c.get('reason') else ''}"
                 f"{' (' + c['message'] + ')' if c.get('message') else ''}"
-                for c in _get(doc, "status", "conditions", default=[])
+                for c in get_path(doc, "status", "conditions", default=[])
                 if c.get("status") != "True"
             ]
             containers = [
                 ContainerResources(
                     name=c.get("name", ""),
                     image=c.get("image", ""),
-                    requests={k: str(v) for k, v in _get(c, "resources", "requests", default={}).items()},
-                    limits={k: str(v) for k, v in _get(c, "resources", "limits", default={}).items()},
+                    requests={k: str(v) for k, v in get_path(c, "resources", "requests", default={}).items()},
+                    limits={k: str(v) for k, v in get_path(c, "resources", "limits", default={}).items()},
                 )
-                for c in _get(doc, "spec", "containers", default=[])
+                for c in get_path(doc, "spec", "containers", default=[])
             ]
             try:
-                events = [_event_info(e) for e in self._events(namespace, pod, "Pod")[:20]]
+                events = [event_info(e) for e in self._events(namespace, pod, "Pod")[:20]]
             except KubeError:
                 events = []  # events are a bonus: a pod description without them still helps
             return PodDescription(
-                pod=_pod_info(doc),
-                labels={str(k): str(v) for k, v in _get(doc, "metadata", "labels", default={}).items()},
+                pod=pod_info(doc),
+                labels={str(k): str(v) for k, v in get_path(doc, "metadata", "labels", default={}).items()},
                 owner=f"{owner.get('kind')}/{owner.get('name')}" if owner else "",
-                qos_class=_get(doc, "status", "qosClass", default=""),
+                qos_class=get_path(doc, "status", "qosClass", default=""),
                 conditions=conditions,
                 containers=containers,
                 events=events,
@@ -597,14 +396,14 @@ class KubeOps:
         self, namespace: str, deployment: str, restarted_at: str | None = None
     ) -> RolloutRestartResult:
         def work() -> RolloutRestartResult:
-            stamp = restarted_at or _now_rfc3339()
+            stamp = restarted_at or now_rfc3339()
             current = self._read_deployment(namespace, deployment)
-            if _get(current, "spec", "paused", default=False):
+            if get_path(current, "spec", "paused", default=False):
                 raise KubeError(
                     f"deployment {namespace}/{deployment} is paused: a restart would not roll out "
                     f"(kubectl -n {namespace} rollout resume deploy/{deployment} first)"
                 )
-            annotations = _get(current, "spec", "template", "metadata", "annotations", default={})
+            annotations = get_path(current, "spec", "template", "metadata", "annotations", default={})
             if annotations.get(RESTART_ANNOTATION) == stamp:
                 return RolloutRestartResult(
                     namespace=namespace,
@@ -639,7 +438,9 @@ class KubeOps:
         def work() -> MemoryLimitResult:
             for attempt in range(CONFLICT_RETRIES):
                 current = self._read_deployment(namespace, deployment)
-                containers: list[dict[str, Any]] = _get(current, "spec", "template", "spec", "containers", default=[])
+                containers: list[dict[str, Any]] = get_path(
+                    current, "spec", "template", "spec", "containers", default=[]
+                )
                 names = [c.get("name", "") for c in containers]
                 if container is None:
                     if len(containers) != 1:
@@ -671,7 +472,7 @@ class KubeOps:
                         message=f"container {name} of deployment {namespace}/{deployment} already has "
                         f"memory limit {previous}: nothing to do",
                     )
-                request = _get(resources, "requests", "memory")
+                request = get_path(resources, "requests", "memory")
                 request_bytes = memory_bytes(str(request)) if request is not None else None
                 if request_bytes is not None and request_bytes > wanted:
                     raise KubeError(
@@ -680,7 +481,7 @@ class KubeOps:
                     )
                 limits["memory"] = value
                 patch = {
-                    "metadata": {"resourceVersion": _get(current, "metadata", "resourceVersion")},
+                    "metadata": {"resourceVersion": get_path(current, "metadata", "resourceVersion")},
                     "spec": {"template": {"spec": {"containers": containers}}},
                 }
                 if patch["metadata"]["resourceVersion"] is None:
@@ -708,7 +509,7 @@ class KubeOps:
     async def scale_deployment(self, namespace: str, deployment: str, replicas: int) -> ScaleResult:
         def work() -> ScaleResult:
             current = self._read_deployment(namespace, deployment)
-            previous = int(_get(current, "spec", "replicas", default=1))
+            previous = int(get_path(current, "spec", "replicas", default=1))
             if previous == replicas:
                 return ScaleResult(
                     namespace=namespace,
