@@ -48,8 +48,8 @@ if str(REPO) not in sys.path:
 
 from activities.knowledge.edge_store import EdgeStore  # noqa: E402
 from activities.knowledge.kb import KnowledgeBase  # noqa: E402
-from activities.knowledge.retrieval import RetrievalTuning  # noqa: E402
 from activities.knowledge.markdown import load_runbooks  # noqa: E402
+from activities.knowledge.retrieval import RetrievalTuning  # noqa: E402
 from activities.knowledge.sparse import Bm25Encoder  # noqa: E402
 from activities.knowledge.store import Point, QueryMode  # noqa: E402
 from agentic_core.models import Collection, Runbook  # noqa: E402
