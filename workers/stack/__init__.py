@@ -349,7 +349,7 @@ def model_path(settings: Settings) -> Path:
 def docs_dir(settings: Settings) -> Path | None:
     if settings.docs_dir is not None:
         return settings.docs_dir.expanduser()
-    repo_docs = Path(__file__).resolve().parents[1] / "docs"
+    repo_docs = Path(__file__).resolve().parents[2] / "docs"
     return repo_docs if repo_docs.is_dir() else None
 
 
