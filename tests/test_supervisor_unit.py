@@ -27,6 +27,7 @@ from tests.telegram_harness import CHAT
 from workers import stack
 from workers.settings import Settings
 from workers.stack import Part, Supervisor, build_parts
+from workers.stack.state import PartState, StackState, read_state
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:
@@ -117,7 +118,7 @@ async def test_start_spawns_every_embedded_part_in_phase_order(
     assert set(order[: len(services)]) == services and order[len(services)] == "<migrations>"
     assert order[len(services) + 1] == "worker"
     assert {"intake", "mcp-knowledge"} <= set(order[len(services) + 2 :])
-    assert stack.read_state(s.data_path) is not None and stack.read_state(s.data_path).ready  # type: ignore[union-attr]
+    assert read_state(s.data_path) is not None and read_state(s.data_path).ready  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- platform_settings
@@ -127,10 +128,8 @@ def fake_stack(data: Path, pid: int, **ports: int) -> None:
     """A stack.json as a supervisor with `pid` writes it, with its embedded parts on `ports`."""
     from datetime import UTC, datetime
 
-    parts = {
-        name: stack.PartState(name=name, role=name, mode="embedded", port=port, pid=pid) for name, port in ports.items()
-    }
-    st = stack.StackState(
+    parts = {name: PartState(name=name, role=name, mode="embedded", port=port, pid=pid) for name, port in ports.items()}
+    st = StackState(
         supervisor_pid=pid,
         ready=True,
         started_at=datetime.now(UTC),
@@ -292,7 +291,7 @@ async def test_a_part_killed_again_and_again_keeps_coming_back(rig: Rig) -> None
         os.kill(part.proc.pid, signal.SIGKILL)
         await until(lambda: alive(part) and part.proc.pid not in pids, 20, f"restart {i + 1}", rig)  # type: ignore[union-attr]
     assert part.restarts == 7 and part.crash_streak == 7 and part.down_since is None
-    state = stack.read_state(rig.sup.data)
+    state = read_state(rig.sup.data)
     assert state is not None and state.parts["sleeper"].restarts == 7 and state.parts["sleeper"].pid == part.proc.pid  # type: ignore[union-attr]
 
     # Its 3rd and 6th crashes in a row made it down, and each time it came back: four messages,
@@ -329,7 +328,7 @@ async def test_a_part_that_cannot_start_is_down_until_it_can(rig: Rig) -> None:
     assert rig.intake.events[0]["status"] == "firing" and "exit code 3" in rig.intake.events[0]["description"]
     assert any("part sleeper is down" in t for t in telegram_texts(emu))
 
-    state = stack.read_state(rig.sup.data)
+    state = read_state(rig.sup.data)
     assert state is not None
     ps = state.parts["sleeper"]
     assert ps.down_since is not None and ps.last_exit == 3 and ps.crash_streak >= 3

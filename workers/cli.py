@@ -58,7 +58,7 @@ err_console = Console(stderr=True)
 
 
 def _print_table(settings: Settings) -> None:
-    from workers.stack import read_state
+    from workers.stack.state import read_state
 
     st = read_state(settings.data_path)
     if st is None:
@@ -100,7 +100,7 @@ def up(
 
 
 def _up_detached(settings: Settings, timeout: float) -> None:
-    from workers.stack import read_state
+    from workers.stack.state import read_state
 
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)

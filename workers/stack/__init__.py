@@ -40,12 +40,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, SecretStr
 
 from workers.errors import AgenticError
 from workers.settings import Settings
+from workers.stack.state import PartMode, PartState, StackState, pid_alive, read_state, state_path, write_state
 
-PartMode = Literal["embedded", "external", "planned", "disabled"]
 # When `agentic up` starts a part: the services (ledger, orchestration, model, tool servers), then
 # the migrations and search attributes, then the worker, then the edges that need a worker (the
 # intake, the knowledge MCP server, the bot). `Supervisor.start` walks the parts of each phase in
@@ -56,37 +56,6 @@ PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as 
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
 PLANNED: dict[str, str] = {}
-
-
-class PartState(BaseModel):
-    name: str
-    role: str
-    mode: PartMode
-    url: str = ""
-    port: int | None = None
-    pid: int | None = None
-    log: str | None = None
-    restarts: int = 0  # restarts since `agentic up`
-    crash_streak: int = 0  # crashes in a row (none after a healthy run of supervisor_healthy_reset_s)
-    last_exit: int | None = None  # exit code of the last crash (negative: killed by that signal)
-    down_since: datetime | None = None  # set while the part is down (RestartPolicy.is_down)
-    next_start_at: datetime | None = None  # when the supervisor starts it again, while it waits
-
-
-class StackState(BaseModel):
-    """The content of stack.json: what `agentic status` and the other commands read."""
-
-    supervisor_pid: int
-    ready: bool = False
-    error: str | None = None
-    started_at: datetime
-    data_dir: str
-    host: str | None = None  # the interface its embedded parts listen on (None: written by an older version)
-    temporal_target: str
-    temporal_namespace: str
-    task_queue: str
-    ui_url: str | None = None
-    parts: dict[str, PartState] = Field(default_factory=dict)
 
 
 class PartHealth(BaseModel):
@@ -102,46 +71,6 @@ class PartHealth(BaseModel):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def state_path(data: Path) -> Path:
-    return data / "stack.json"
-
-
-def read_state(data: Path) -> StackState | None:
-    path = state_path(data)
-    if not path.exists():
-        return None
-    try:
-        return StackState.model_validate_json(path.read_text())
-    except ValueError as exc:
-        raise AgenticError(
-            f"{path} is not a valid stack file ({str(exc).splitlines()[0]}): "
-            "if no stack is running, delete it and run `agentic up` again"
-        ) from exc
-
-
-def _write_state(data: Path, state: StackState) -> None:
-    tmp = state_path(data).with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
-    tmp.replace(state_path(data))
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -1169,7 +1098,7 @@ class Supervisor:
         )
 
     def save(self, ready: bool, error: str | None = None) -> None:
-        _write_state(self.data, self.snapshot(ready, error))
+        write_state(self.data, self.snapshot(ready, error))
 
     # -- processes -------------------------------------------------------------------
     async def spawn(self, part: Part) -> None:
