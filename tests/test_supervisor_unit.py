@@ -27,6 +27,7 @@ from tests.telegram_harness import CHAT
 from workers import stack
 from workers.settings import Settings
 from workers.stack import Part, Supervisor, build_parts
+from workers.stack.env import platform_settings
 from workers.stack.state import PartState, StackState, read_state
 
 
@@ -150,14 +151,14 @@ def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(t
     plain = Settings(_env_file=None, data_dir=data)  # type: ignore[call-arg]
 
     # No stack runs: the settings' own ports, with the generated password; nothing new is written.
-    eff = stack.platform_settings(plain)
+    eff = platform_settings(plain)
     assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:5433/postgres"
     assert eff.intake_token is None and sorted(p.name for p in (data / "secrets").iterdir()) == ["postgres.password"]
 
     # A stack runs (this process stands for its supervisor): its ports, target, namespace and queue.
     fake_stack(data, os.getpid(), postgres=15433, temporal=17233, intake=18088, bot=18089)
     (data / "secrets" / "intake.token").write_text("tok")
-    eff = stack.platform_settings(plain)
+    eff = platform_settings(plain)
     assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:15433/postgres"
     assert (eff.temporal_target, eff.temporal_namespace, eff.task_queue) == ("127.0.0.1:17233", "ops", "q-of-the-stack")
     assert eff.intake_base_url == "http://127.0.0.1:18088" and eff.bot_port == 18089
@@ -165,11 +166,11 @@ def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(t
 
     # An explicit external PostgreSQL is kept.
     ext = Settings(_env_file=None, data_dir=data, postgres_dsn=SecretStr("postgresql://u:p@db:5432/x"))  # type: ignore[call-arg]
-    assert stack.platform_settings(ext).postgres_target() == "postgresql://u:p@db:5432/x"
+    assert platform_settings(ext).postgres_target() == "postgresql://u:p@db:5432/x"
 
     # A stack.json left by a supervisor that is gone: the settings' own addresses again.
     fake_stack(data, 2**22 + 12345, postgres=15433, temporal=17233, intake=18088)
-    assert stack.platform_settings(plain).temporal_target == "127.0.0.1:7233"
+    assert platform_settings(plain).temporal_target == "127.0.0.1:7233"
 
 
 # --------------------------------------------------------------------------- restarts

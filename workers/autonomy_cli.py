@@ -52,7 +52,7 @@ class RunbookRecordView(BaseModel):
 async def _ledger(settings: Settings) -> Any:
     from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
 
     try:
         return await Ledger.connect(

@@ -2,7 +2,7 @@
 
 Every command is an edge: it translates what the operator asks into Temporal starts, queries
 and updates (or runs the embedded stack); `runbooks show|stats` and `telegram setup|log` read
-the ledger directly (docs/architecture.md). All connect with `workers.stack.platform_settings`.
+the ledger directly (docs/architecture.md). All connect with `workers.stack.env.platform_settings`.
 Errors print one line, `error: <what is wrong and what to do>`, and exit 2; a failed health
 check exits 1.
 """

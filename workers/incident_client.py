@@ -28,7 +28,7 @@ from agentic_core.models import ToolCall
 from workers.errors import AgenticError
 from workers.knowledge_client import platform_client
 from workers.settings import Settings
-from workers.stack import platform_settings
+from workers.stack.env import platform_settings
 
 
 class IncidentSummary(BaseModel):

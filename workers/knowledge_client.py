@@ -23,7 +23,7 @@ from agentic_core.knowledge import (
 from agentic_core.models import Collection, Runbook, SearchHit
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.stack import platform_settings
+from workers.stack.env import platform_settings
 from workers.temporal import connect
 from workflows.knowledge import (
     IngestDocsWorkflow,

@@ -65,7 +65,7 @@ def run_service(
     """Run a platform process (`serve(settings, stop)`) until SIGINT or SIGTERM sets `stop`.
 
     Settings come from the environment, completed the way every part of `agentic up` gets them
-    (`workers.stack.platform_settings`: the data dir's generated secrets, the running stack's
+    (`workers.stack.env.platform_settings`: the data dir's generated secrets, the running stack's
     addresses), and set up logging (`quiet` loggers at WARNING; secrets
     redacted from every record, `agentic_core.redaction.RedactingFilter`). Errors
     are one line on stderr for the operator (the supervisor shows the log's tail): exit 2 for
@@ -76,7 +76,7 @@ def run_service(
     from agentic_core.redaction import install_log_redaction
     from workers.errors import AgenticError
     from workers.settings import Settings
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
 
     log = logging.getLogger(f"agentic.{name}")
     code = 0

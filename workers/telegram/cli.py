@@ -59,7 +59,7 @@ async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str
 
 async def _log(settings: Settings, incident_id: str | None, refused: bool, limit: int) -> list[Any]:
     from activities.ledger.repository import Ledger
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
     from workers.telegram.notifier import CHANNEL
 
     ledger = await Ledger.connect(platform_settings(settings).postgres_target(), max_size=1)
@@ -76,7 +76,7 @@ async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
 
     from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
 
     bot = make_bot(settings)
     if settings.telegram_chat_id is None:
