@@ -109,7 +109,7 @@ async def level_counts(settings: Settings) -> dict[str, int]:
 async def run_review(settings: Settings, quarter: str | None) -> TrustReviewResult:
     from temporalio.client import WorkflowFailureError
 
-    from workers.knowledge_client import platform_client
+    from workers.temporal import platform_client
 
     client, queue = await platform_client(settings)
     wid = f"trust-review/{quarter or 'last-quarter'}/{datetime.now().strftime('%Y%m%dT%H%M%S')}"

@@ -27,8 +27,8 @@ console = Console()
 @schedules_app.command("apply")
 def schedules_apply(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Create or update the schedules (idempotent: an identical schedule is left alone)."""
-    from workers.knowledge_client import platform_client
     from workers.schedules import apply_schedules
+    from workers.temporal import platform_client
 
     settings = _settings(data_dir)
 
@@ -47,8 +47,8 @@ def schedules_apply(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
 @schedules_app.command("list")
 def schedules_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """The platform's schedules: workflow, cron, next runs, paused, in step with the settings."""
-    from workers.knowledge_client import platform_client
     from workers.schedules import ScheduleInfo, describe_schedules
+    from workers.temporal import platform_client
 
     settings = _settings(data_dir)
 
@@ -95,8 +95,8 @@ def report_weekly(
     as_json: JsonOut = False,
 ) -> None:
     """Run the weekly digest now, wait for it, and print its summary and files."""
-    from workers.knowledge_client import platform_client
     from workers.schedules import run_weekly_digest
+    from workers.temporal import platform_client
 
     settings = _settings(data_dir)
 
