@@ -32,7 +32,6 @@ import signal
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +50,7 @@ from workers.stack.env import (
     stack_addresses,
 )
 from workers.stack.health import check_http, check_llm, check_postgres, check_temporal, check_worker
+from workers.stack.postgres import PG_USER, init_postgres, postgres_bin
 from workers.stack.state import PartMode, PartState, StackState, pid_alive, read_state, state_path, write_state
 
 # When `agentic up` starts a part: the services (ledger, orchestration, model, tool servers), then
@@ -59,7 +59,6 @@ from workers.stack.state import PartMode, PartState, StackState, pid_alive, read
 # this order, so every embedded part `build_parts` lists is started.
 PartPhase = Literal["service", "worker", "edge"]
 PHASES: tuple[PartPhase, ...] = ("service", "worker", "edge")
-PG_USER = "pgserver"  # the system user PostgreSQL runs as when we are root (as pgserver does)
 
 # Parts that later issues add. They show in the table so the shape of the stack is visible.
 PLANNED: dict[str, str] = {}
@@ -110,19 +109,6 @@ def find_temporal_binary() -> str:
             "(`make setup` does), or point AGENTIC_TEMPORAL_ADDRESS at an existing Temporal"
         )
     return found
-
-
-def postgres_bin() -> Path:
-    try:
-        with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR: noise for us
-            warnings.simplefilter("ignore")
-            from pgserver._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:
-        raise AgenticError(
-            "PostgreSQL binaries are missing: install them with `pip install pgserver==0.1.4` "
-            "(`make setup` does), or set AGENTIC_POSTGRES_DSN to an existing PostgreSQL"
-        ) from exc
-    return Path(POSTGRES_BIN_PATH)
 
 
 def model_path(settings: Settings) -> Path:
@@ -572,60 +558,6 @@ def preflight(parts: list[Part], settings: Settings) -> None:
                 f"port {port} on {settings.host} is already in use (needed by {name}): "
                 f"stop what holds it, or set {env_name} to a free port"
             )
-
-
-def init_postgres(settings: Settings, password: str) -> None:
-    """initdb on first start (SCRAM auth, generated password), as the pgserver user when root."""
-    pg = settings.data_path / "postgres"
-    if (pg / "PG_VERSION").exists():
-        return
-    import subprocess
-
-    pg.mkdir(parents=True, exist_ok=True)
-    user = None
-    if os.geteuid() == 0:
-        import pwd
-
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-        ensure_user_exists(PG_USER)
-        ensure_prefix_permissions(pg)
-        binp = postgres_bin()
-        ensure_folder_permissions(binp, 0o055)
-        ensure_folder_permissions(binp.parent / "lib", 0o044)
-        ent = pwd.getpwnam(PG_USER)
-        os.chown(pg, ent.pw_uid, ent.pw_gid)
-        user = PG_USER
-    pg.chmod(0o700)
-    pwfile = pg.parent / ".pg-initdb-pw"
-    pwfile.write_text(password)
-    if user:
-        import pwd
-
-        ent = pwd.getpwnam(user)
-        os.chown(pwfile, ent.pw_uid, ent.pw_gid)
-    pwfile.chmod(0o600)
-    try:
-        result = subprocess.run(
-            [
-                str(postgres_bin() / "initdb"),
-                "-D",
-                str(pg),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "--encoding=UTF8",
-            ],
-            capture_output=True,
-            text=True,
-            user=user,
-            timeout=120,
-        )
-    finally:
-        pwfile.unlink(missing_ok=True)
-    if result.returncode != 0:
-        raise AgenticError(f"initdb failed for {pg}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
 
 
 # --------------------------------------------------------------------------- restarts and the operator
