@@ -114,249 +114,284 @@ class Part:
         )
 
 
+@dataclass(frozen=True)
+class PartContext:
+    """What every part's builder reads: the settings as given (`settings`: which parts are
+    embedded, their ports) and as every child gets them (`eff`: the resolved DSN and keys; `env`,
+    their environment)."""
+
+    settings: Settings
+    eff: Settings
+    env: dict[str, str]
+    logs: Path
+    resolve_binaries: bool  # False (`agentic status`): never fail on a missing binary or model
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    @property
+    def mcp(self) -> McpPartContext:
+        token = self.eff.mcp_token.get_secret_value() if self.eff.mcp_token else None
+        return McpPartContext(host=self.host, env=self.env, token=token, logs=self.logs)
+
+
 def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = True) -> list[Part]:
     """The parts in start order. `eff` carries the resolved DSN and keys.
 
     `resolve_binaries=False` (for `agentic status`) never fails on a missing binary or model.
     """
-    data = settings.data_path
-    host = settings.host
-    env = child_env(eff)
-    logs = data / "logs"
-    parts: list[Part] = []
-
-    pg_dsn = eff.postgres_target()
-    if settings.postgres_embedded:
-        pg_argv = [
-            str(postgres_bin() / "postgres") if resolve_binaries else "postgres",
-            "-D",
-            str(data / "postgres"),
-            "-p",
-            str(settings.postgres_port),
-            "-h",
-            host,
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "listen_addresses=" + host,
-        ]
-        parts.append(
-            Part(
-                name="postgres",
-                role="ledger (PostgreSQL 16, pgserver)",
-                mode="embedded",
-                url=f"postgresql://postgres@{host}:{settings.postgres_port}/postgres",
-                port=settings.postgres_port,
-                phase="service",
-                argv=pg_argv,
-                env={k: v for k, v in env.items() if not k.startswith("AGENTIC_")},
-                user=PG_USER if os.geteuid() == 0 else None,
-                health=lambda: check_postgres(pg_dsn),
-                log=logs / "postgres.log",
-            )
-        )
-    else:
-        parts.append(
-            Part(
-                name="postgres",
-                role="ledger (external PostgreSQL)",
-                mode="external",
-                phase="service",
-                url="(AGENTIC_POSTGRES_DSN)",
-                health=lambda: check_postgres(pg_dsn),
-            )
-        )
-
-    target, ns, tq = settings.temporal_target, settings.temporal_namespace, settings.task_queue
-    if settings.temporal_embedded:
-        tdir = data / "temporal"
-        t_argv = [
-            find_temporal_binary() if resolve_binaries else "temporal",
-            "server",
-            "start-dev",
-            "--ip",
-            host,
-            "--port",
-            str(settings.temporal_port),
-            "--ui-port",
-            str(settings.temporal_ui_port),
-            "--db-filename",
-            str(tdir / "temporal.db"),
-            "--sqlite-pragma",
-            "journal_mode=wal",
-            "--sqlite-pragma",
-            "synchronous=normal",
-            # One partition per task queue: the embedded stack has one worker, and with the
-            # default four a task can sit in a partition none of its pollers is on.
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-            "--log-level",
-            "warn",
-        ]
-        if ns != "default":
-            t_argv += ["--namespace", ns]
-        parts.append(
-            Part(
-                name="temporal",
-                role="orchestration (Temporal dev server, SQLite)",
-                mode="embedded",
-                url=f"grpc://{target}  ui: http://{host}:{settings.temporal_ui_port}",
-                port=settings.temporal_port,
-                phase="service",
-                argv=t_argv,
-                env=env,
-                health=lambda: check_temporal(target, ns),
-                log=logs / "temporal.log",
-            )
-        )
-    else:
-        parts.append(
-            Part(
-                name="temporal",
-                role="orchestration (external Temporal)",
-                mode="external",
-                phase="service",
-                url=f"grpc://{target} ns={ns}",
-                health=lambda: check_temporal(target, ns),
-            )
-        )
-
-    llm_key = eff.llm_api_key.get_secret_value() if eff.llm_api_key else None
-    if settings.llm_embedded:
-        mp = model_path(settings) if resolve_binaries else (settings.llm_model_path or Path("SmolLM2"))
-        parts.append(
-            Part(
-                name="llm",
-                role=f"inference: planner pool (llama.cpp, {mp.stem}, {settings.llm_threads} thread)",
-                mode="embedded",
-                url=settings.planner_base_url,
-                port=settings.llm_port,
-                phase="service",
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "workers.llm_server",
-                    "--model",
-                    str(mp),
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.llm_port),
-                    "--threads",
-                    str(settings.llm_threads),
-                    "--ctx",
-                    str(settings.llm_ctx),
-                    "--alias",
-                    settings.planner_model,
-                    "--api-key-env",
-                    "AGENTIC_LLM_API_KEY",
-                ],
-                env=env,
-                health=lambda: check_llm(settings.planner_base_url, llm_key),
-                log=logs / "llm.log",
-            )
-        )
-    else:
-        pool_key = eff.pool_api_key.get_secret_value() if eff.pool_api_key else None
-        parts.append(
-            Part(
-                name="llm",
-                role="inference: planner pool (external)",
-                mode="external",
-                phase="service",
-                url=settings.planner_base_url,
-                health=lambda: check_llm(settings.planner_base_url, pool_key),
-            )
-        )
-
-    mcp_token = eff.mcp_token.get_secret_value() if eff.mcp_token else None
-    kube = ["--kubeconfig", str(settings.kubeconfig.expanduser())] if settings.kubeconfig else []
-    mcp = McpPartContext(host=host, env=env, token=mcp_token, logs=logs)
-    parts.append(
-        mcp.part(
-            "mcp",
-            "MCP infrastructure tools (Kubernetes, Talos)",
-            module="workers.mcp_infra",
-            endpoint=settings.mcp_infra_endpoint,
-            port=settings.mcp_infra_port,
-            external=settings.mcp_infra_url is not None,
-            external_role="MCP infrastructure tools (external)",
-            disabled=None if eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
-            args=kube,
-            phase="service",
-        )
-    )
-    parts += app_tool_parts(settings, mcp)
-
-    store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
-    parts.append(
-        Part(
-            name="worker",
-            role=f"Temporal worker ({store})",
-            mode="embedded",
-            phase="worker",
-            url=f"task queue {tq}",
-            argv=[sys.executable, "-m", "workers.worker"],
-            env=env,
-            health=lambda: check_worker(target, ns, tq),
-            start_timeout=180.0,
-            log=logs / "worker.log",
-        )
-    )
-    parts.append(
-        mcp.part(
-            "mcp-knowledge",
-            "MCP knowledge base (runbooks, decisions, docs, trust records)",
-            module="workers.mcp_knowledge",
-            endpoint=settings.mcp_knowledge_endpoint,
-            port=settings.mcp_knowledge_port,
-        )
-    )
-    intake_token = eff.intake_token.get_secret_value() if eff.intake_token else None
-    intake_health = f"http://{host}:{settings.intake_port}/healthz"
-    parts.append(
-        Part(
-            name="intake",
-            role="alert intake (POST /alerts, /events; bearer token)",
-            mode="embedded",
-            url=f"http://{host}:{settings.intake_port}/alerts",
-            port=settings.intake_port,
-            argv=[sys.executable, "-m", "workers.intake"],
-            env=env,
-            health=lambda: check_http(intake_health, intake_token),
-            log=logs / "intake.log",
-        )
-    )
-    if settings.telegram_token is None:
-        parts.append(
-            Part(
-                name="bot",
-                role="Telegram bot",
-                mode="disabled",
-                url="no bot: set AGENTIC_TELEGRAM_TOKEN (docs/telegram.md)",
-            )
-        )
-    else:
-        bot_health = f"http://{host}:{settings.bot_port}/healthz"
-        mode = f"webhook {settings.telegram_webhook_url}" if settings.telegram_webhook_url else "long polling"
-        parts.append(
-            Part(
-                name="bot",
-                role=f"Telegram bot ({mode}, chat {settings.telegram_chat_id})",
-                mode="embedded",
-                url=bot_health,
-                port=settings.bot_port,
-                argv=[sys.executable, "-m", "workers.bot"],
-                env=env,
-                health=lambda: check_http(bot_health, None),
-                log=logs / "bot.log",
-            )
-        )
+    ctx = PartContext(settings, eff, child_env(eff), settings.data_path / "logs", resolve_binaries)
+    parts = [
+        postgres_part(ctx),
+        temporal_part(ctx),
+        llm_part(ctx),
+        infra_tools_part(ctx),
+        *app_tool_parts(settings, ctx.mcp),
+        worker_part(ctx),
+        knowledge_part(ctx),
+        intake_part(ctx),
+        bot_part(ctx),
+    ]
     for name, role in PLANNED.items():
         parts.append(Part(name=name, role=role, mode="planned", url="not in this release"))
     return parts
+
+
+def postgres_part(ctx: PartContext) -> Part:
+    """The ledger: PostgreSQL 16 from pgserver's binaries (as the pgserver user when root), or the
+    external one of AGENTIC_POSTGRES_DSN (only checked)."""
+    settings, host = ctx.settings, ctx.host
+    pg_dsn = ctx.eff.postgres_target()
+    if not settings.postgres_embedded:
+        return Part(
+            name="postgres",
+            role="ledger (external PostgreSQL)",
+            mode="external",
+            phase="service",
+            url="(AGENTIC_POSTGRES_DSN)",
+            health=lambda: check_postgres(pg_dsn),
+        )
+    pg_argv = [
+        str(postgres_bin() / "postgres") if ctx.resolve_binaries else "postgres",
+        "-D",
+        str(settings.data_path / "postgres"),
+        "-p",
+        str(settings.postgres_port),
+        "-h",
+        host,
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "listen_addresses=" + host,
+    ]
+    return Part(
+        name="postgres",
+        role="ledger (PostgreSQL 16, pgserver)",
+        mode="embedded",
+        url=f"postgresql://postgres@{host}:{settings.postgres_port}/postgres",
+        port=settings.postgres_port,
+        phase="service",
+        argv=pg_argv,
+        env={k: v for k, v in ctx.env.items() if not k.startswith("AGENTIC_")},
+        user=PG_USER if os.geteuid() == 0 else None,
+        health=lambda: check_postgres(pg_dsn),
+        log=ctx.logs / "postgres.log",
+    )
+
+
+def temporal_part(ctx: PartContext) -> Part:
+    """Orchestration: the Temporal dev server on SQLite in the data dir, or an external Temporal."""
+    settings, host = ctx.settings, ctx.host
+    target, ns = settings.temporal_target, settings.temporal_namespace
+    if not settings.temporal_embedded:
+        return Part(
+            name="temporal",
+            role="orchestration (external Temporal)",
+            mode="external",
+            phase="service",
+            url=f"grpc://{target} ns={ns}",
+            health=lambda: check_temporal(target, ns),
+        )
+    t_argv = [
+        find_temporal_binary() if ctx.resolve_binaries else "temporal",
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--db-filename",
+        str(settings.data_path / "temporal" / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        # One partition per task queue: the embedded stack has one worker, and with the
+        # default four a task can sit in a partition none of its pollers is on.
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
+        "--log-level",
+        "warn",
+    ]
+    if ns != "default":
+        t_argv += ["--namespace", ns]
+    return Part(
+        name="temporal",
+        role="orchestration (Temporal dev server, SQLite)",
+        mode="embedded",
+        url=f"grpc://{target}  ui: http://{host}:{settings.temporal_ui_port}",
+        port=settings.temporal_port,
+        phase="service",
+        argv=t_argv,
+        env=ctx.env,
+        health=lambda: check_temporal(target, ns),
+        log=ctx.logs / "temporal.log",
+    )
+
+
+def llm_part(ctx: PartContext) -> Part:
+    """The planner pool: llama.cpp serving the GGUF model (`workers.llm_server`), or an external
+    OpenAI-compatible pool (AGENTIC_PLANNER_URL)."""
+    settings, eff = ctx.settings, ctx.eff
+    if not settings.llm_embedded:
+        pool_key = eff.pool_api_key.get_secret_value() if eff.pool_api_key else None
+        return Part(
+            name="llm",
+            role="inference: planner pool (external)",
+            mode="external",
+            phase="service",
+            url=settings.planner_base_url,
+            health=lambda: check_llm(settings.planner_base_url, pool_key),
+        )
+    llm_key = eff.llm_api_key.get_secret_value() if eff.llm_api_key else None
+    mp = model_path(settings) if ctx.resolve_binaries else (settings.llm_model_path or Path("SmolLM2"))
+    return Part(
+        name="llm",
+        role=f"inference: planner pool (llama.cpp, {mp.stem}, {settings.llm_threads} thread)",
+        mode="embedded",
+        url=settings.planner_base_url,
+        port=settings.llm_port,
+        phase="service",
+        argv=[
+            sys.executable,
+            "-m",
+            "workers.llm_server",
+            "--model",
+            str(mp),
+            "--host",
+            ctx.host,
+            "--port",
+            str(settings.llm_port),
+            "--threads",
+            str(settings.llm_threads),
+            "--ctx",
+            str(settings.llm_ctx),
+            "--alias",
+            settings.planner_model,
+            "--api-key-env",
+            "AGENTIC_LLM_API_KEY",
+        ],
+        env=ctx.env,
+        health=lambda: check_llm(settings.planner_base_url, llm_key),
+        log=ctx.logs / "llm.log",
+    )
+
+
+def infra_tools_part(ctx: PartContext) -> Part:
+    """The MCP infrastructure server (Kubernetes, Talos): when a cluster is configured."""
+    settings = ctx.settings
+    kube = ["--kubeconfig", str(settings.kubeconfig.expanduser())] if settings.kubeconfig else []
+    return ctx.mcp.part(
+        "mcp",
+        "MCP infrastructure tools (Kubernetes, Talos)",
+        module="workers.mcp_infra",
+        endpoint=settings.mcp_infra_endpoint,
+        port=settings.mcp_infra_port,
+        external=settings.mcp_infra_url is not None,
+        external_role="MCP infrastructure tools (external)",
+        disabled=None if ctx.eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
+        args=kube,
+        phase="service",
+    )
+
+
+def worker_part(ctx: PartContext) -> Part:
+    """The Temporal worker (`workers.worker`): the workflows and activities, Qdrant in process."""
+    settings = ctx.settings
+    target, ns, tq = settings.temporal_target, settings.temporal_namespace, settings.task_queue
+    store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
+    return Part(
+        name="worker",
+        role=f"Temporal worker ({store})",
+        mode="embedded",
+        phase="worker",
+        url=f"task queue {tq}",
+        argv=[sys.executable, "-m", "workers.worker"],
+        env=ctx.env,
+        health=lambda: check_worker(target, ns, tq),
+        start_timeout=180.0,
+        log=ctx.logs / "worker.log",
+    )
+
+
+def knowledge_part(ctx: PartContext) -> Part:
+    """The knowledge MCP server: the knowledge base for any MCP client."""
+    settings = ctx.settings
+    return ctx.mcp.part(
+        "mcp-knowledge",
+        "MCP knowledge base (runbooks, decisions, docs, trust records)",
+        module="workers.mcp_knowledge",
+        endpoint=settings.mcp_knowledge_endpoint,
+        port=settings.mcp_knowledge_port,
+    )
+
+
+def intake_part(ctx: PartContext) -> Part:
+    """The alert intake (`workers.intake`): Alertmanager webhooks and generic events."""
+    settings, host = ctx.settings, ctx.host
+    intake_token = ctx.eff.intake_token.get_secret_value() if ctx.eff.intake_token else None
+    intake_health = f"http://{host}:{settings.intake_port}/healthz"
+    return Part(
+        name="intake",
+        role="alert intake (POST /alerts, /events; bearer token)",
+        mode="embedded",
+        url=f"http://{host}:{settings.intake_port}/alerts",
+        port=settings.intake_port,
+        argv=[sys.executable, "-m", "workers.intake"],
+        env=ctx.env,
+        health=lambda: check_http(intake_health, intake_token),
+        log=ctx.logs / "intake.log",
+    )
+
+
+def bot_part(ctx: PartContext) -> Part:
+    """The Telegram bot (`workers.bot`): when AGENTIC_TELEGRAM_TOKEN is set."""
+    settings = ctx.settings
+    if settings.telegram_token is None:
+        return Part(
+            name="bot",
+            role="Telegram bot",
+            mode="disabled",
+            url="no bot: set AGENTIC_TELEGRAM_TOKEN (docs/telegram.md)",
+        )
+    bot_health = f"http://{ctx.host}:{settings.bot_port}/healthz"
+    mode = f"webhook {settings.telegram_webhook_url}" if settings.telegram_webhook_url else "long polling"
+    return Part(
+        name="bot",
+        role=f"Telegram bot ({mode}, chat {settings.telegram_chat_id})",
+        mode="embedded",
+        url=bot_health,
+        port=settings.bot_port,
+        argv=[sys.executable, "-m", "workers.bot"],
+        env=ctx.env,
+        health=lambda: check_http(bot_health, None),
+        log=ctx.logs / "bot.log",
+    )
 
 
 @dataclass(frozen=True)
