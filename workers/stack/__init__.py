@@ -55,7 +55,7 @@ class PartHealth(BaseModel):
     name: str
     role: str
     mode: PartMode
-    healthy: bool | None  # None: not applicable (planned)
+    healthy: bool | None  # None: not applicable (disabled)
     detail: str
     url: str = ""
     pid: int | None = None
@@ -622,7 +622,7 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
         ps = st.parts.get(p.name) if st and running else None
         pid = ps.pid if ps else None
         restarts, down = (ps.restarts, ps.down_since is not None) if ps else (0, False)
-        if p.mode in ("planned", "disabled"):
+        if p.mode == "disabled":
             return PartHealth(name=p.name, role=p.role, mode=p.mode, healthy=None, detail=p.url)
         in_stack = p.name != "worker" or settings.temporal_embedded
         if p.mode == "embedded" and in_stack and not (running and pid_alive(pid)):

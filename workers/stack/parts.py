@@ -28,9 +28,6 @@ from workers.stack.state import PartMode, PartState
 PartPhase = Literal["service", "worker", "edge"]
 PHASES: tuple[PartPhase, ...] = ("service", "worker", "edge")
 
-# Parts that later issues add. They show in the table so the shape of the stack is visible.
-PLANNED: dict[str, str] = {}
-
 
 def log_tail(path: Path | None, lines: int = 1) -> str:
     """The last meaningful lines of a log, for one-line error messages."""
@@ -142,7 +139,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
     `resolve_binaries=False` (for `agentic status`) never fails on a missing binary or model.
     """
     ctx = PartContext(settings, eff, child_env(eff), settings.data_path / "logs", resolve_binaries)
-    parts = [
+    return [
         postgres_part(ctx),
         temporal_part(ctx),
         llm_part(ctx),
@@ -153,9 +150,6 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         intake_part(ctx),
         bot_part(ctx),
     ]
-    for name, role in PLANNED.items():
-        parts.append(Part(name=name, role=role, mode="planned", url="not in this release"))
-    return parts
 
 
 def postgres_part(ctx: PartContext) -> Part:

@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 
 from workers.errors import AgenticError
 
-PartMode = Literal["embedded", "external", "planned", "disabled"]
+# embedded: `agentic up` runs it; external: only checked (its address was given); disabled: not
+# configured (its url says what to set)
+PartMode = Literal["embedded", "external", "disabled"]
 
 
 class PartState(BaseModel):
