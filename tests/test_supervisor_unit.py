@@ -28,6 +28,7 @@ from workers import stack
 from workers.settings import Settings
 from workers.stack import Part, Supervisor, build_parts
 from workers.stack.env import platform_settings
+from workers.stack.restarts import RestartPolicy
 from workers.stack.state import PartState, StackState, read_state
 
 
@@ -177,7 +178,7 @@ def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(t
 
 
 def test_backoff_doubles_up_to_the_cap_and_starts_over_after_a_healthy_run() -> None:
-    policy = stack.RestartPolicy(backoff_min_s=1, backoff_max_s=60, healthy_reset_s=300, down_after=5)
+    policy = RestartPolicy(backoff_min_s=1, backoff_max_s=60, healthy_reset_s=300, down_after=5)
     assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert policy.delay(10_000) == 60  # never gives up, never overflows
     assert policy.streak_after_crash(6, healthy_for=None) == 7  # died before it was healthy
@@ -186,7 +187,7 @@ def test_backoff_doubles_up_to_the_cap_and_starts_over_after_a_healthy_run() -> 
     assert policy.is_down(5, 1) and policy.is_down(2, 5) and policy.is_down(10, 1)  # every 5th crash in a row
     assert not policy.is_down(6, 1) and not policy.is_down(4, 4)
     s = Settings(_env_file=None, supervisor_backoff_min_s=0.5, supervisor_backoff_max_s=0.1)  # type: ignore[call-arg]
-    assert stack.RestartPolicy.from_settings(s).backoff_max_s == 0.5  # a cap below the first wait is the first wait
+    assert RestartPolicy.from_settings(s).backoff_max_s == 0.5  # a cap below the first wait is the first wait
 
 
 # The test part: ready (its health check passes) once it wrote `ready-<pid>` in its cwd, the data dir.
@@ -241,7 +242,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         )
         s.data_path.mkdir(parents=True)
         lines: list[str] = []
-        policy = stack.RestartPolicy(backoff_min_s=0.05, backoff_max_s=0.2, healthy_reset_s=600, down_after=3)
+        policy = RestartPolicy(backoff_min_s=0.05, backoff_max_s=0.2, healthy_reset_s=600, down_after=3)
         sup = Supervisor(s, out=lines.append, policy=policy, alert_retry_s=0.1)
         sup.eff = s
         part = Part(name="sleeper", role="a test part", mode="embedded", argv=list(SLEEP), env=dict(os.environ))

@@ -31,15 +31,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
 from workers.errors import AgenticError
 from workers.settings import Settings
+from workers.stack.alerts import PartAlerts
 from workers.stack.env import (
     PORT_SETTINGS,
     EmbeddedSecrets,
@@ -48,6 +48,7 @@ from workers.stack.env import (
 )
 from workers.stack.parts import PHASES, Part, build_parts, log_tail
 from workers.stack.postgres import init_postgres
+from workers.stack.restarts import RestartPolicy
 from workers.stack.state import PartMode, PartState, StackState, pid_alive, read_state, state_path, write_state
 
 
@@ -118,185 +119,6 @@ def preflight(parts: list[Part], settings: Settings) -> None:
                 f"port {port} on {settings.host} is already in use (needed by {name}): "
                 f"stop what holds it, or set {env_name} to a free port"
             )
-
-
-# --------------------------------------------------------------------------- restarts and the operator
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When the supervisor starts a part that died again, and when the part counts as down.
-
-    Each crash waits `backoff_min_s`, doubled for each crash in a row, at most `backoff_max_s`;
-    the supervisor never gives up. A crash after the part had been healthy for `healthy_reset_s`
-    starts the count over (one crash, the shortest wait). A start that exits or does not become
-    healthy within the part's start timeout counts as a crash. The part is down, until it is
-    healthy again, at every `down_after`-th crash in a row (it keeps dying, even if it comes
-    back in between: a part that keeps flapping is reported again every `down_after` crashes),
-    or when `down_after` starts in a row have failed since it was last healthy (it does not come
-    back). Settings `supervisor_*` (docs/configuration.md).
-    """
-
-    backoff_min_s: float = 1.0
-    backoff_max_s: float = 60.0
-    healthy_reset_s: float = 300.0
-    down_after: int = 5
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> RestartPolicy:
-        return cls(
-            backoff_min_s=s.supervisor_backoff_min_s,
-            backoff_max_s=max(s.supervisor_backoff_max_s, s.supervisor_backoff_min_s),
-            healthy_reset_s=s.supervisor_healthy_reset_s,
-            down_after=s.supervisor_down_after,
-        )
-
-    def delay(self, crash_streak: int) -> float:
-        """Seconds to wait before the next start, after the `crash_streak`-th crash in a row."""
-        return float(min(self.backoff_min_s * 2 ** min(max(crash_streak - 1, 0), 32), self.backoff_max_s))
-
-    def streak_after_crash(self, streak: int, healthy_for: float | None) -> int:
-        """The crash count once a part that had been healthy for `healthy_for` seconds (None: it
-        never became healthy) dies."""
-        return 1 if healthy_for is not None and healthy_for >= self.healthy_reset_s else streak + 1
-
-    def is_down(self, crash_streak: int, failed_starts: int) -> bool:
-        return crash_streak % self.down_after == 0 or failed_starts >= self.down_after
-
-
-SUPERVISOR_SOURCE = "agentic-supervisor"  # the `source` of the supervisor's events at the intake
-PART_DOWN_ALERT = "AgenticPartDown"
-
-
-@dataclass
-class _Notice:
-    channel: Literal["intake", "telegram"]
-    what: str  # for the supervisor's own log lines
-    body: dict[str, Any]
-    warned: bool = False  # the supervisor's log said once that it could not be sent yet
-
-
-class PartAlerts:
-    """Tells the operator that a part is down, and that it is back, through what still works:
-
-    - a generic event to the stack's intake (`POST /events`, source `agentic-supervisor`, one group
-      per part, `firing` then `resolved`): the intake signals the incident into Temporal, which
-      keeps it even while the worker is down;
-    - with Telegram configured, a `sendMessage` to the chat straight from the supervisor (the bot
-      may be the part that is down).
-
-    Undelivered notices (the intake may be the part that is down) are tried again every
-    `retry_s`, in order per channel; one refused for good (a 4xx other than 429) is dropped with a
-    line in the supervisor's log.
-    """
-
-    MAX_PENDING = 200
-
-    def __init__(self, eff: Settings, out: Callable[[str], None], *, retry_s: float = 2.0) -> None:
-        self.eff = eff
-        self.out = out
-        self.retry_s = retry_s
-        self.pending: list[_Notice] = []
-        self._wake = asyncio.Event()
-
-    @property
-    def telegram(self) -> bool:
-        return self.eff.telegram_token is not None and self.eff.telegram_chat_id is not None
-
-    def part_down(self, p: Part, policy: RestartPolicy) -> None:
-        tail = log_tail(p.log, 3)
-        detail = (
-            f"{p.name} ({p.role}) crashed {p.crash_streak} times in a row (last exit code {p.last_exit}); "
-            f"the supervisor keeps starting it again, every {policy.backoff_max_s:.0f}s at most. Log: {p.log}"
-        )
-        self._event(p, "firing", detail + (f". Last lines: {tail}" if tail else ""))
-        if self.telegram:
-            text = f"🚨 agentic-platform: part {p.name} is down. {detail}" + (f"\n{tail}" if tail else "")
-            self._telegram(p, text[:4000])
-
-    def part_back(self, p: Part, down_for: timedelta) -> None:
-        detail = f"{p.name} is healthy again after {p.restarts} restarts (down {int(down_for.total_seconds())}s)"
-        self._event(p, "resolved", detail)
-        if self.telegram:
-            self._telegram(p, f"✅ agentic-platform: part {p.name} is back. {detail}")
-
-    def _event(self, p: Part, status: str, description: str) -> None:
-        body = {
-            "source": SUPERVISOR_SOURCE,
-            "title": f"agentic part {p.name} is down",
-            "status": status,
-            "severity": "critical",
-            "description": description,
-            "labels": {"alertname": PART_DOWN_ALERT, "part": p.name},
-            "group": f"{SUPERVISOR_SOURCE}/part/{p.name}",
-            "fingerprint": f"agentic-part-{p.name}",
-        }
-        self._queue(_Notice("intake", f"{status} event for {p.name}", body))
-
-    def _telegram(self, p: Part, text: str) -> None:
-        self._queue(
-            _Notice(
-                "telegram", f"Telegram message about {p.name}", {"chat_id": self.eff.telegram_chat_id, "text": text}
-            )
-        )
-
-    def _queue(self, notice: _Notice) -> None:
-        self.pending.append(notice)
-        del self.pending[: -self.MAX_PENDING]
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver what is pending, now and every `retry_s` while anything is left; until cancelled."""
-        while True:
-            self._wake.clear()
-            await self.flush()
-            wait = self.retry_s if self.pending else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def flush(self) -> None:
-        import httpx
-
-        blocked: set[str] = set()
-        async with httpx.AsyncClient(timeout=10) as http:
-            for notice in list(self.pending):
-                if notice.channel in blocked:
-                    continue
-                outcome = await self._send(http, notice)
-                if outcome == "retry":
-                    blocked.add(notice.channel)  # keep the order of a channel's notices
-                    continue
-                self.pending.remove(notice)
-
-    async def _send(self, http: Any, notice: _Notice) -> Literal["sent", "retry", "dropped"]:
-        import httpx
-
-        eff = self.eff
-        if notice.channel == "intake":
-            token = eff.intake_token.get_secret_value() if eff.intake_token else ""
-            url = f"http://{eff.host}:{eff.intake_port}/events"
-            headers = {"Authorization": f"Bearer {token}"}
-            where = url
-        else:
-            assert eff.telegram_token is not None
-            base = eff.telegram_api_base.rstrip("/")
-            url = f"{base}/bot{eff.telegram_token.get_secret_value()}/sendMessage"
-            headers = {}
-            where = f"the Bot API at {base}"  # the URL holds the token: never print it
-        try:
-            r = await http.post(url, json=notice.body, headers=headers)
-        except httpx.HTTPError as exc:
-            if not notice.warned:
-                self.out(f"! cannot send the {notice.what} to {where} yet ({type(exc).__name__}): will retry")
-                notice.warned = True
-            return "retry"
-        if r.status_code < 300:
-            self.out(f"  → sent the {notice.what} to {where}")
-            return "sent"
-        if r.status_code == 429 or r.status_code >= 500:
-            return "retry"
-        self.out(f"! {where} refused the {notice.what} (HTTP {r.status_code}): {r.text[:200]}")
-        return "dropped"
 
 
 # --------------------------------------------------------------------------- the supervisor
