@@ -30,6 +30,7 @@ from workers.stack import Part, Supervisor, build_parts
 from workers.stack.env import platform_settings
 from workers.stack.restarts import RestartPolicy
 from workers.stack.state import PartState, StackState, read_state
+from workers.stack.status import restart_detail
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:
@@ -334,7 +335,7 @@ async def test_a_part_that_cannot_start_is_down_until_it_can(rig: Rig) -> None:
     assert state is not None
     ps = state.parts["sleeper"]
     assert ps.down_since is not None and ps.last_exit == 3 and ps.crash_streak >= 3
-    assert stack.restart_detail(ps).startswith("down since") and "last exit code 3" in stack.restart_detail(ps)
+    assert restart_detail(ps).startswith("down since") and "last exit code 3" in restart_detail(ps)
 
     part.argv = list(SLEEP)  # fixed: it comes back
     await until(lambda: alive(part) and part.down_since is None, 20, "the part to be back", rig)

@@ -138,7 +138,7 @@ def _up_detached(settings: Settings, timeout: float) -> None:
 @app.command()
 def down(data_dir: DataDir = None) -> None:
     """Stop the embedded stack that runs on the data dir."""
-    from workers.stack import stop_stack
+    from workers.stack.status import stop_stack
 
     settings = _settings(data_dir)
     if stop_stack(settings, out=console.print):
@@ -150,7 +150,7 @@ def down(data_dir: DataDir = None) -> None:
 @app.command()
 def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Report each part's health (exit 1 when a part is unhealthy or nothing runs)."""
-    from workers.stack import stack_health
+    from workers.stack.status import stack_health
 
     settings = _settings(data_dir)
     st, parts = asyncio.run(stack_health(settings))
