@@ -24,13 +24,14 @@ from tests.conftest import free_port
 from tests.http_server import LoopServer
 from tests.telegram_emulator import BotApiEmulator, emulator
 from tests.telegram_harness import CHAT
-from workers import stack
 from workers.settings import Settings
-from workers.stack import Part, Supervisor, build_parts
+from workers.stack import supervisor
 from workers.stack.env import platform_settings
+from workers.stack.parts import Part, build_parts
 from workers.stack.restarts import RestartPolicy
 from workers.stack.state import PartState, StackState, read_state
 from workers.stack.status import restart_detail
+from workers.stack.supervisor import Supervisor
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:
@@ -81,8 +82,8 @@ def no_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
     def parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = True) -> list[Part]:
         return real(settings, eff, resolve_binaries=False)
 
-    monkeypatch.setattr(stack, "build_parts", parts)
-    monkeypatch.setattr(stack, "init_postgres", lambda *_a: None)
+    monkeypatch.setattr(supervisor, "build_parts", parts)
+    monkeypatch.setattr(supervisor, "init_postgres", lambda *_a: None)
 
 
 @pytest.mark.parametrize(

@@ -155,8 +155,8 @@ def test_telegram_settings_and_approver_identities() -> None:
 
 
 def test_stack_starts_a_bot_part_only_with_a_token(tmp_path: Path) -> None:
-    from workers.stack import build_parts
     from workers.stack.env import effective_settings
+    from workers.stack.parts import build_parts
 
     s = Settings(data_dir=tmp_path, telegram_token="1:x", telegram_chat_id=-100123)
     eff = effective_settings(s)

@@ -86,7 +86,7 @@ def up(
     if detach:
         _up_detached(settings, timeout)
         return
-    from workers.stack import Supervisor
+    from workers.stack.supervisor import Supervisor
 
     console.print(f"starting agentic-platform in {settings.data_path} …")
     sup = Supervisor(settings, out=lambda line: console.print(line, highlight=False))
