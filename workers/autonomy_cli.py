@@ -19,8 +19,8 @@ from rich.table import Table
 
 from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult, quarter_bounds
 from agentic_core.models import Runbook
-from workers.cli_options import DataDir, JsonOut
-from workers.cli_options import cli_settings as _settings
+from workers.cli.options import DataDir, JsonOut
+from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
 

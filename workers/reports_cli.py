@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentic_core.reports import WeeklyDigestResult
-from workers.cli_options import DataDir, JsonOut
-from workers.cli_options import cli_settings as _settings
+from workers.cli.options import DataDir, JsonOut
+from workers.cli.options import cli_settings as _settings
 
 schedules_app = typer.Typer(help="Temporal Schedules: weekly digest, quarterly trust review.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports: the weekly digest.", no_args_is_help=True)

@@ -28,8 +28,8 @@ from rich.table import Table
 from agentic_core.models import Collection
 from workers import reports_cli
 from workers.autonomy_cli import register as register_autonomy
-from workers.cli_options import DataDir, JsonOut
-from workers.cli_options import cli_settings as _settings
+from workers.cli.options import DataDir, JsonOut
+from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.telegram.cli import app as telegram_app
