@@ -1,4 +1,5 @@
-"""Earned autonomy on the command line: `agentic runbooks show|stats` and `agentic review run`.
+"""Earned autonomy on the command line: `agentic review run`, and the ledger reads behind
+`agentic runbooks show|stats` (workers/cli/runbooks.py).
 
 `runbooks show` and `runbooks stats` read the ledger (PostgreSQL: the trust record's truth)
 directly, read-only; `review run` starts `TrustReviewWorkflow` through Temporal and waits for
@@ -8,14 +9,12 @@ its result (each proposal waits for a human: answer it like any approval).
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, Field
 from rich.console import Console
-from rich.table import Table
 
 from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult, quarter_bounds
 from agentic_core.models import Runbook
@@ -128,49 +127,6 @@ async def run_review(settings: Settings, quarter: str | None) -> TrustReviewResu
 # --------------------------------------------------------------------------- commands
 
 
-def show(
-    runbook_id: Annotated[str, typer.Argument(help="runbook id, e.g. kubernetes/KubePodCrashLooping")],
-    data_dir: DataDir = None,
-    as_json: JsonOut = False,
-) -> None:
-    """A runbook with its trust record and its level history."""
-    view = asyncio.run(runbook_record(_settings(data_dir), runbook_id))
-    if as_json:
-        print(view.model_dump_json(indent=2))
-        return
-    rb = view.runbook
-    console.print(f"[bold]{rb.id}[/]  {rb.title}", highlight=False)
-    console.print(f"level {rb.automation_level.value}   source {rb.source or '-'}", highlight=False)
-    console.print("match: " + (", ".join(str(m) for m in rb.match) or "-"), highlight=False)
-    for i, call in enumerate(rb.actions):
-        console.print(f"  action[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
-    r = view.record
-    console.print(
-        f"record: {r.get('executions', 0)} executions, {r.get('successes', 0)} successes,"
-        f" {r.get('failures', 0)} failures; {r.get('approvals', 0)} approvals, {r.get('ignores', 0)} ignores,"
-        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic",
-        highlight=False,
-    )
-    eligible = f"; eligible for {view.eligible_for}" if view.eligible_for else ""
-    console.print(f"smoothed success (Wilson lower bound) {view.smoothed_success:.3f}{eligible}")
-    table = Table(title="level history", title_justify="left")
-    for col in ("when", "from", "to", "by", "reason"):
-        table.add_column(col)
-    for h in view.level_history:
-        table.add_row(h.changed_at.strftime("%Y-%m-%d %H:%M"), h.from_level or "-", h.to_level, h.changed_by, h.reason)
-    console.print(table)
-
-
-def stats(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """How many runbooks sit at each automation level."""
-    counts = asyncio.run(level_counts(_settings(data_dir)))
-    if as_json:
-        print(json.dumps(counts))
-        return
-    for level, n in counts.items():
-        console.print(f"{level:9} {n}")
-
-
 @review_app.command("run")
 def review_run(
     quarter: Annotated[
@@ -192,8 +148,6 @@ def review_run(
     console.print(result.report, highlight=False)
 
 
-def register(app: typer.Typer, runbooks_app: typer.Typer) -> None:
-    """Add `runbooks show`, `runbooks stats` and `review run` to the CLI."""
-    runbooks_app.command("show")(show)
-    runbooks_app.command("stats")(stats)
+def register(app: typer.Typer) -> None:
+    """Add `review run` to the CLI."""
     app.add_typer(review_app, name="review")

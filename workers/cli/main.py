@@ -21,23 +21,21 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentic_core.models import Collection
 from workers import reports_cli
 from workers.autonomy_cli import register as register_autonomy
-from workers.cli.options import DataDir, JsonOut
+from workers.cli import runbooks
+from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
-runbooks_app = typer.Typer(help="Runbooks in the knowledge base.", no_args_is_help=True)
 docs_app = typer.Typer(help="Operator documentation in the knowledge base.", no_args_is_help=True)
-app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(runbooks.app, name="runbooks")
 app.add_typer(docs_app, name="docs")
 alert_app = typer.Typer(help="Send alerts to the intake.", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
@@ -48,10 +46,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(reports_cli.schedules_app, name="schedules")  # workers/reports_cli.py
 app.add_typer(reports_cli.report_app, name="report")
-register_autonomy(app, runbooks_app)  # runbooks show|stats, review run (workers/autonomy_cli.py)
-
-console = Console()
-err_console = Console(stderr=True)
+register_autonomy(app)  # review run (workers/autonomy_cli.py)
 
 
 # --------------------------------------------------------------------------- stack
@@ -176,95 +171,6 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
         console.print(table)
     raise typer.Exit(0 if healthy else 1)
-
-
-# --------------------------------------------------------------------------- runbooks
-
-
-@runbooks_app.command("import")
-def runbooks_import(
-    path: Annotated[Path, typer.Argument(help="a directory of markdown runbooks (or one file)")],
-    data_dir: DataDir = None,
-) -> None:
-    """Import markdown runbooks (idempotent: unchanged files are skipped)."""
-    from activities.knowledge.markdown import load_runbooks
-    from workers.knowledge_client import import_runbooks
-
-    settings = _settings(data_dir)
-    if not path.exists():
-        raise AgenticError(f"no such file or directory: {path}")
-    runbooks, errors = load_runbooks(path)
-    for e in errors:
-        err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
-    if not runbooks:
-        raise AgenticError(f"no runbooks found under {path}")
-    with Progress(
-        TextColumn("importing runbooks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
-    ) as bar:
-        task = bar.add_task("import", total=len(runbooks))
-        report = asyncio.run(import_runbooks(settings, runbooks, progress=lambda n: bar.advance(task, n)))
-    console.print(
-        f"imported {report.total} runbooks: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged; {len(errors)} skipped"
-    )
-
-
-@runbooks_app.command("list")
-def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """List runbooks with their automation level."""
-    from workers.knowledge_client import list_runbooks
-
-    rbs = asyncio.run(list_runbooks(_settings(data_dir)))
-    if as_json:
-        print(json.dumps([r.model_dump() for r in rbs], indent=2))
-        return
-    table = Table(title=f"{len(rbs)} runbooks", title_justify="left")
-    for col in ("id", "title", "level"):
-        table.add_column(col)
-    for r in rbs:
-        table.add_row(r.id, r.title, r.automation_level)
-    console.print(table)
-
-
-def _parse_labels(labels: list[str] | None) -> dict[str, str] | None:
-    if not labels:
-        return None
-    out: dict[str, str] = {}
-    for item in labels:
-        if "=" not in item:
-            raise AgenticError(f"bad --label {item!r}: expected name=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
-    if as_json:
-        print(json.dumps([{"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits], indent=2))
-        return
-    table = Table(show_header=True)
-    for col in ("#", "score", "id", "title"):
-        table.add_column(col)
-    for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, h.title)
-    console.print(table)
-
-
-@runbooks_app.command("search")
-def runbooks_search(
-    text: Annotated[str, typer.Argument(help="what is happening, in words or as an alert text")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
-    label: Annotated[list[str] | None, typer.Option("--label", help="alert label name=value (repeatable)")] = None,
-    data_dir: DataDir = None,
-    as_json: JsonOut = False,
-) -> None:
-    """Hybrid search (dense + BM25) over runbooks, best first."""
-    from workers.knowledge_client import search
-
-    if not text.strip():
-        raise AgenticError("search text is empty")
-    hits = asyncio.run(search(_settings(data_dir), Collection.RUNBOOKS, text, limit, _parse_labels(label)))
-    _print_hits(hits, as_json)
 
 
 # --------------------------------------------------------------------------- docs
