@@ -25,8 +25,7 @@ from rich.table import Table
 
 from agentic_core.models import Collection
 from workers import reports_cli
-from workers.autonomy_cli import register as register_autonomy
-from workers.cli import runbooks
+from workers.cli import review, runbooks
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -46,7 +45,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(reports_cli.schedules_app, name="schedules")  # workers/reports_cli.py
 app.add_typer(reports_cli.report_app, name="report")
-register_autonomy(app)  # review run (workers/autonomy_cli.py)
+app.add_typer(review.app, name="review")
 
 
 # --------------------------------------------------------------------------- stack

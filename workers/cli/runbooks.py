@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentic_core.models import Collection
-from workers.autonomy_cli import level_counts, runbook_record
+from workers.autonomy_client import level_counts, runbook_record
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError

@@ -1,32 +1,20 @@
-"""Earned autonomy on the command line: `agentic review run`, and the ledger reads behind
-`agentic runbooks show|stats` (workers/cli/runbooks.py).
-
-`runbooks show` and `runbooks stats` read the ledger (PostgreSQL: the trust record's truth)
-directly, read-only; `review run` starts `TrustReviewWorkflow` through Temporal and waits for
-its result (each proposal waits for a human: answer it like any approval).
+"""The client side of the autonomy commands: a runbook's trust record and level history, and the
+level counts, read from the ledger (PostgreSQL: the trust record's truth) directly, read-only
+(`agentic runbooks show|stats`); the quarterly trust review started through Temporal, waiting for
+its result (`agentic review run`: each proposal waits for a human, answered like any approval).
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pydantic import BaseModel, Field
-from rich.console import Console
 
-from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult, quarter_bounds
+from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult
 from agentic_core.models import Runbook
-from workers.cli.options import DataDir, JsonOut
-from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
-
-console = Console()
-
-
-review_app = typer.Typer(help="The quarterly trust review (TrustReviewWorkflow).", no_args_is_help=True)
 
 
 class LevelChangeView(BaseModel):
@@ -122,32 +110,3 @@ async def run_review(settings: Settings, quarter: str | None) -> TrustReviewResu
         )
     except WorkflowFailureError as exc:
         raise AgenticError(f"the trust review failed: {exc.cause}") from exc
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@review_app.command("run")
-def review_run(
-    quarter: Annotated[
-        str | None, typer.Option("--quarter", help="YYYY-Qn (default: the quarter that just ended)")
-    ] = None,
-    data_dir: DataDir = None,
-    as_json: JsonOut = False,
-) -> None:
-    """Run the quarterly trust review now and print its result (waits for the answers)."""
-    if quarter is not None:
-        try:
-            quarter_bounds(quarter)
-        except ValueError as exc:
-            raise AgenticError(str(exc)) from exc
-    result = asyncio.run(run_review(_settings(data_dir), quarter))
-    if as_json:
-        print(result.model_dump_json(indent=2))
-        return
-    console.print(result.report, highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `review run` to the CLI."""
-    app.add_typer(review_app, name="review")
