@@ -23,9 +23,8 @@ import click
 import typer
 from rich.table import Table
 
-from agentic_core.models import Collection
 from workers import reports_cli
-from workers.cli import review, runbooks
+from workers.cli import docs, review, runbooks
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -33,9 +32,8 @@ from workers.settings import Settings
 from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
-docs_app = typer.Typer(help="Operator documentation in the knowledge base.", no_args_is_help=True)
 app.add_typer(runbooks.app, name="runbooks")
-app.add_typer(docs_app, name="docs")
+app.add_typer(docs.app, name="docs")
 alert_app = typer.Typer(help="Send alerts to the intake.", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
 app.add_typer(alert_app, name="alert")
@@ -170,54 +168,6 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
         console.print(table)
     raise typer.Exit(0 if healthy else 1)
-
-
-# --------------------------------------------------------------------------- docs
-
-
-@docs_app.command("ingest")
-def docs_ingest(
-    path: Annotated[Path, typer.Argument(help="a directory of markdown documents (or one file)")],
-    data_dir: DataDir = None,
-) -> None:
-    """Chunk markdown documentation by section into the knowledge base (idempotent)."""
-    from workers.knowledge_client import ingest_docs
-
-    report = asyncio.run(ingest_docs(_settings(data_dir), path))
-    console.print(
-        f"ingested {report.total} sections: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged"
-    )
-
-
-@docs_app.command("search")
-def docs_search(
-    text: Annotated[str, typer.Argument(help="what to look up")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
-    data_dir: DataDir = None,
-    as_json: JsonOut = False,
-) -> None:
-    """Search the operator documentation."""
-    from workers.knowledge_client import search
-
-    if not text.strip():
-        raise AgenticError("search text is empty")
-    hits = asyncio.run(search(_settings(data_dir), Collection.DOCUMENTATION, text, limit))
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {"id": h.id, "title": h.title, "score": round(h.score, 6), "source": h.payload.get("source")}
-                    for h in hits
-                ],
-                indent=2,
-            )
-        )
-        return
-    for i, h in enumerate(hits, 1):
-        console.print(f"[bold]{i}. {h.title}[/]  ({h.payload.get('source', '')}, score {h.score:.4f})")
-        text_ = str(h.payload.get("text", "")).strip().replace("\n", " ")
-        console.print(f"   {text_[:240]}{'…' if len(text_) > 240 else ''}", highlight=False)
 
 
 # --------------------------------------------------------------------------- alerts and incidents
