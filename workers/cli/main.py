@@ -24,7 +24,7 @@ import typer
 from rich.table import Table
 
 from workers import reports_cli
-from workers.cli import alert, docs, incidents, review, runbooks
+from workers.cli import alert, decide, docs, incidents, review, runbooks
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -32,6 +32,7 @@ from workers.settings import Settings
 from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
+app.add_typer(decide.app)  # approve, acknowledge, ignore, modify
 app.add_typer(runbooks.app, name="runbooks")
 app.add_typer(docs.app, name="docs")
 app.add_typer(alert.app, name="alert")
@@ -169,46 +170,6 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
 
 
 # --------------------------------------------------------------------------- alerts and incidents
-
-
-def _decide(choice: str, incident_id: str, by: str | None, args: str | None, data_dir: Path | None) -> None:
-    from workers.incident_client import decide
-
-    who = by or os.environ.get("USER") or "cli"
-    result, _ = asyncio.run(decide(_settings(data_dir), incident_id, choice, who, args))  # type: ignore[arg-type]
-    console.print(f"{result.choice} by {result.by}: incident {incident_id} (plan {result.plan_hash[:12]})")
-
-
-By = Annotated[str | None, typer.Option("--by", help="who answers (default: $USER); must be an allowed approver")]
-
-
-@app.command()
-def approve(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
-    """Approve the plan an incident is waiting on."""
-    _decide("approved", incident_id, by, None, data_dir)
-
-
-@app.command()
-def acknowledge(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
-    """Acknowledge a question with nothing to run: you saw it; the incident watches for the alert to resolve."""
-    _decide("acknowledged", incident_id, by, None, data_dir)
-
-
-@app.command()
-def ignore(incident_id: Annotated[str, typer.Argument()], by: By = None, data_dir: DataDir = None) -> None:
-    """Ignore: nothing runs, the incident closes as ignored."""
-    _decide("ignored", incident_id, by, None, data_dir)
-
-
-@app.command()
-def modify(
-    incident_id: Annotated[str, typer.Argument()],
-    args: Annotated[str, typer.Option("--args", help='changed arguments, e.g. \'{"value": "2Gi"}\', or a plan')],
-    by: By = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Approve a modified plan: changed arguments (a JSON object) or a whole new plan (a JSON list)."""
-    _decide("modified", incident_id, by, args, data_dir)
 
 
 # --------------------------------------------------------------------------- rollout
