@@ -23,8 +23,7 @@ import click
 import typer
 from rich.table import Table
 
-from workers import reports_cli
-from workers.cli import alert, decide, docs, incidents, review, rollout, runbooks
+from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -39,8 +38,8 @@ app.add_typer(alert.app, name="alert")
 app.add_typer(incidents.app, name="incidents")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(telegram_app, name="telegram")
-app.add_typer(reports_cli.schedules_app, name="schedules")  # workers/reports_cli.py
-app.add_typer(reports_cli.report_app, name="report")
+app.add_typer(schedules.app, name="schedules")
+app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
 
 
