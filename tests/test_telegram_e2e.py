@@ -56,9 +56,8 @@ from tests.test_incident_workflow import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, F
 from tests.test_intake import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
-from workers.telegram.cli import setup_topics
 from workers.telegram.notifier import CHANNEL, TelegramNotifier
-from workers.telegram.routing import TOPICS, TOPICS_KEY
+from workers.telegram.routing import TOPICS, TOPICS_KEY, setup_topics
 from workers.temporal import ensure_search_attributes
 from workflows.approval import ApprovalWorkflow
 

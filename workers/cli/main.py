@@ -23,12 +23,11 @@ import click
 import typer
 from rich.table import Table
 
-from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules
+from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules, telegram
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.telegram.cli import app as telegram_app
 
 app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
 app.add_typer(decide.app)  # approve, acknowledge, ignore, modify
@@ -37,7 +36,7 @@ app.add_typer(docs.app, name="docs")
 app.add_typer(alert.app, name="alert")
 app.add_typer(incidents.app, name="incidents")
 app.add_typer(rollout.app, name="rollout")
-app.add_typer(telegram_app, name="telegram")
+app.add_typer(telegram.app, name="telegram")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")

@@ -1,60 +1,25 @@
-"""`agentic telegram …`: setting up the forum topics.
+"""`agentic telegram …`: setting up the forum topics, and what the bot posted.
 
 `agentic telegram setup` creates the standing topics (🔴 Critical Alerts, 🟡 Arr Suite,
 🔵 Infrastructure, 🏠 Home Assistant, 📊 Weekly Reports, ✅ Resolved) in the configured forum
 supergroup and stores their thread ids in the ledger (`kv` key `telegram.topics`). It is
-idempotent: a topic whose thread id is stored is not created again.
+idempotent: a topic whose thread id is stored is not created again. `agentic telegram log` lists
+what the bot posted, edited and refused, from the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
-from workers.telegram.routing import TOPICS, TOPICS_KEY
-
-if TYPE_CHECKING:
-    from telegram import Bot
-
-    from activities.ledger.repository import Ledger
+from workers.telegram.client import make_bot
+from workers.telegram.routing import setup_topics
 
 app = typer.Typer(help="Telegram: the operator's console (forum topics, buttons).", no_args_is_help=True)
-
-
-def make_bot(settings: Settings) -> Bot:
-    from telegram import Bot
-
-    if settings.telegram_token is None:
-        raise AgenticError("no Telegram bot: set AGENTIC_TELEGRAM_TOKEN (from @BotFather)")
-    base = settings.telegram_api_base.rstrip("/")
-    return Bot(settings.telegram_token.get_secret_value(), base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
-
-
-async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str, str, int, bool]]:
-    """Create the missing standing topics; returns (key, name, thread id, created) per topic."""
-    from telegram.error import TelegramError
-
-    stored = {str(k): int(v) for k, v in ((await ledger.kv_get(TOPICS_KEY)) or {}).items()}
-    out: list[tuple[str, str, int, bool]] = []
-    for topic in TOPICS:
-        if topic.key in stored:
-            out.append((topic.key, topic.name, stored[topic.key], False))
-            continue
-        try:
-            created = await bot.create_forum_topic(chat_id, topic.name, icon_color=topic.icon_color)
-        except TelegramError as exc:
-            raise AgenticError(
-                f"cannot create topic {topic.name}: {exc.message} (is chat {chat_id} a forum supergroup, "
-                "and the bot an admin allowed to manage topics?)"
-            ) from exc
-        stored[topic.key] = created.message_thread_id
-        await ledger.kv_set(TOPICS_KEY, stored)  # after each, so a failure half-way loses nothing
-        out.append((topic.key, topic.name, created.message_thread_id, True))
-    return out
 
 
 async def _log(settings: Settings, incident_id: str | None, refused: bool, limit: int) -> list[Any]:
