@@ -14,8 +14,9 @@ from typing import Any
 
 import typer
 
+from workers.cli.options import DataDir, cli_settings
 from workers.errors import AgenticError
-from workers.settings import Settings, load_settings
+from workers.settings import Settings
 from workers.telegram.client import make_bot
 from workers.telegram.routing import setup_topics
 
@@ -62,11 +63,9 @@ async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
 
 
 @app.command("setup")
-def setup(
-    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
-) -> None:
+def setup(data_dir: DataDir = None) -> None:
     """Create the standing forum topics (idempotent) and store their thread ids in the ledger."""
-    rows = asyncio.run(_setup(load_settings(data_dir=data_dir)))
+    rows = asyncio.run(_setup(cli_settings(data_dir)))
     for key, name, thread, created in rows:
         print(f"{name:<22} {key:<15} thread {thread:<8} {'created' if created else 'exists'}")
 
@@ -76,10 +75,10 @@ def log(
     incident_id: str | None = typer.Argument(None, help="only this incident's messages"),
     refused: bool = typer.Option(False, "--refused", help="only refused button presses"),
     limit: int = typer.Option(50, "--limit", min=1, max=1000),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
+    data_dir: DataDir = None,
 ) -> None:
     """What the bot posted, edited and refused (newest first), from the ledger."""
-    rows = asyncio.run(_log(load_settings(data_dir=data_dir), incident_id, refused, limit))
+    rows = asyncio.run(_log(cli_settings(data_dir), incident_id, refused, limit))
     for r in rows:
         when = (r.edited_at or r.sent_at).strftime("%Y-%m-%d %H:%M:%S")
         first = r.text.splitlines()[0] if r.text else ""
