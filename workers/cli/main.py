@@ -1,4 +1,5 @@
-"""`agentic`: the command line.
+"""The `agentic` root app: every group mounted under its name, the stack's own commands
+(`up`, `down`, `status`), and `main`, the console script.
 
 Every command is an edge: it translates what the operator asks into Temporal starts, queries
 and updates (or runs the embedded stack); `runbooks show|stats` and `telegram setup|log` read
