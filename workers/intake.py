@@ -744,10 +744,7 @@ def main() -> None:
             )
         sock = bind_listener(settings.host, settings.intake_port, "AGENTIC_INTAKE_PORT")
         code = asyncio.run(serve(settings, sock))
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr)
-        code = EXIT_STARTUP
-    except AgenticError as exc:
+    except AgenticError as exc:  # a StartupError is one
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_STARTUP
     except Exception as exc:

@@ -14,12 +14,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from workers.errors import AgenticError, StartupError
+
 if TYPE_CHECKING:
     from workers.settings import Settings
 
-
-class StartupError(Exception):
-    """A problem the operator can fix; its message is the one line printed on stderr."""
+__all__ = ["StartupError", "bind_listener", "run_service", "secret_from_env"]
 
 
 def secret_from_env(var: str | None, flag: str) -> str | None:
@@ -28,18 +28,18 @@ def secret_from_env(var: str | None, flag: str) -> str | None:
         return None
     value = os.environ.get(var, "").strip()
     if not value:
-        raise StartupError(f"error: {flag} {var}: the environment variable {var} is not set or empty")
+        raise StartupError(f"{flag} {var}: the environment variable {var} is not set or empty")
     return value
 
 
 def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
     """Bind and listen on host:port; `port_setting` names the variable that changes the port."""
     if not 0 < port < 65536:
-        raise StartupError(f"error: port {port} is outside 1..65535")
+        raise StartupError(f"port {port} is outside 1..65535")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
+        raise StartupError(f"cannot resolve host {host!r} to listen on: {exc.strerror}") from None
     family, kind, proto, _name, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -52,9 +52,9 @@ def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
-                f"error: port {port} on {host} is already in use (set {port_setting} to another port)"
+                f"port {port} on {host} is already in use (set {port_setting} to another port)"
             ) from None
-        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(False)
     return sock
 
@@ -74,7 +74,6 @@ def run_service(
     from pydantic import ValidationError
 
     from agentic_core.redaction import install_log_redaction
-    from workers.errors import AgenticError
     from workers.settings import Settings
     from workers.stack.env import platform_settings
 
@@ -104,7 +103,7 @@ def run_service(
         code = 2
     except AgenticError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        code = 2
+        code = exc.exit_code
     except Exception as exc:
         log.exception("%s failed", name)
         print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
