@@ -364,7 +364,7 @@ def intake_part(ctx: PartContext) -> Part:
 
 
 def bot_part(ctx: PartContext) -> Part:
-    """The Telegram bot (`workers.bot`): when AGENTIC_TELEGRAM_TOKEN is set."""
+    """The Telegram bot (`workers.telegram`): when AGENTIC_TELEGRAM_TOKEN is set."""
     settings = ctx.settings
     if settings.telegram_token is None:
         return Part(
@@ -381,7 +381,7 @@ def bot_part(ctx: PartContext) -> Part:
         mode="embedded",
         url=bot_health,
         port=settings.bot_port,
-        argv=[sys.executable, "-m", "workers.bot"],
+        argv=[sys.executable, "-m", "workers.telegram"],
         env=ctx.env,
         health=lambda: check_http(bot_health, None),
         log=ctx.logs / "bot.log",

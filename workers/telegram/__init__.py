@@ -6,5 +6,6 @@
 - `render`: HTML rendering, escaping and truncation of messages;
 - `notifier`: `TelegramNotifier`, the `Notifier` the worker uses when a token is set;
 - `bot`: the python-telegram-bot `Application` (callbacks → the `decide` update, commands);
+- `process` (`python -m workers.telegram`): the bot process that runs it;
 - the commands, `agentic telegram setup|log`, are workers/cli/telegram.py.
 """
