@@ -3,10 +3,15 @@ errors are `AgenticError`s too, printed as one `error: …` line by whoever catc
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from workers.errors import AgenticError, StartupError
 from workers.process import bind_listener, secret_from_env
 
@@ -29,3 +34,31 @@ def test_the_process_helpers_raise_agentic_errors(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("TEST_UNSET_SECRET", raising=False)
     with pytest.raises(AgenticError, match=r"^--token-env TEST_UNSET_SECRET: the environment variable"):
         secret_from_env("TEST_UNSET_SECRET", "--token-env")
+
+
+PROBE = (
+    "from workers.process import run_service\nasync def serve(settings, stop):\n    pass\nrun_service('probe', serve)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        (
+            "AGENTIC_INTAKE_PORT",
+            "eighty",
+            "error: invalid settings: AGENTIC_INTAKE_PORT: Input should be a valid integer",
+        ),
+        ("AGENTIC_LOG_LEVEL", "loud", "error: AGENTIC_LOG_LEVEL 'loud' is not a log level"),
+    ],
+)
+def test_a_process_with_a_bad_setting_says_which_in_one_line_and_exits_2(
+    variable: str, value: str, line: str, tmp_path: Path
+) -> None:
+    """Every process started by `run_service` (the worker, the bot, the intake)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update({"PYTHONPATH": str(REPO), "AGENTIC_DATA_DIR": str(tmp_path), variable: value})
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), proc.stderr

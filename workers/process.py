@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, NoReturn
 from workers.errors import AgenticError, StartupError
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from workers.settings import Settings
 
-__all__ = ["StartupError", "bind_listener", "run_service", "secret_from_env"]
+__all__ = ["StartupError", "bind_listener", "one_line", "run_service", "secret_from_env", "settings_error"]
 
 
 def secret_from_env(var: str | None, flag: str) -> str | None:
@@ -59,6 +61,19 @@ def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
     return sock
 
 
+def settings_error(exc: ValidationError) -> str:
+    """A settings error as the operator reads it: each failing variable (up to three) and why."""
+    errs = exc.errors(include_input=False, include_url=False)
+    parts = [f"AGENTIC_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}" for e in errs[:3]]
+    return "invalid settings: " + "; ".join(parts)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's text (at most 200 characters), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
 def run_service(
     name: str, serve: Callable[[Settings, asyncio.Event], Awaitable[None]], *, quiet: Sequence[str] = ()
 ) -> NoReturn:
@@ -69,7 +84,9 @@ def run_service(
     addresses), and set up logging (`quiet` loggers at WARNING; secrets
     redacted from every record, `agentic_core.redaction.RedactingFilter`). Errors
     are one line on stderr for the operator (the supervisor shows the log's tail): exit 2 for
-    bad configuration and `AgenticError`, 1 for anything unexpected (its traceback in the log).
+    bad configuration (`error: invalid settings: AGENTIC_X: …`, naming each variable, or a log
+    level that is none) and `AgenticError`, 1 for anything unexpected (its first line; the
+    traceback in the log).
     """
     from pydantic import ValidationError
 
@@ -80,12 +97,18 @@ def run_service(
     log = logging.getLogger(f"agentic.{name}")
     code = 0
     try:
-        settings = platform_settings(Settings())
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        try:
+            settings = platform_settings(Settings())
+        except ValidationError as exc:
+            raise AgenticError(settings_error(exc)) from None
+        try:
+            logging.basicConfig(
+                level=settings.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                stream=sys.stderr,
+            )
+        except ValueError:
+            raise AgenticError(f"AGENTIC_LOG_LEVEL {settings.log_level!r} is not a log level") from None
         install_log_redaction()  # secrets never reach the log, whoever logs them
         for noisy in quiet:
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -98,15 +121,12 @@ def run_service(
             await serve(settings, stop)
 
         asyncio.run(_main())
-    except ValidationError as exc:
-        print(f"error: bad configuration: {exc.errors()[0]['msg']} (see docs/configuration.md)", file=sys.stderr)
-        code = 2
     except AgenticError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except Exception as exc:
         log.exception("%s failed", name)
-        print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {name} failed: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
