@@ -28,7 +28,7 @@ NORMAL, confidence threshold 0.7.
 
 Per week it prints: human prompts (incident questions + promotion questions), automated
 actions (standard runbooks that ran without asking), failed automated actions, promotions
-(manual → prompted and prompted → standard), demotions; then the three targets of issue #5:
+(manual → prompted and prompted → standard), demotions; then the three targets earned autonomy is held to:
 
 1. at least 60 % fewer human prompts in week 8 than in week 1;
 2. failed automated actions ≤ 1 % of automated actions (all weeks);

@@ -38,9 +38,8 @@ from agentic_core.models import ToolCall
 from tests.telegram_emulator import BotApiEmulator, Stored
 from tests.test_incident_workflow import Fakes, make_group
 from workers.telegram.bot import BotConfig, SchemaSource, TelegramBot, build_application
-from workers.telegram.cli import setup_topics
 from workers.telegram.notifier import TelegramNotifier
-from workers.telegram.routing import TOPICS_KEY
+from workers.telegram.routing import TOPICS_KEY, setup_topics
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 

@@ -17,7 +17,8 @@ from tests.conftest import REPO, free_port
 from tests.fake_apps import FakeArr, FakeHomeAssistant
 from tests.kmock_helpers import mcp_client
 from workers.settings import Settings
-from workers.stack import Part, build_parts, child_env, effective_settings
+from workers.stack.env import child_env, effective_settings
+from workers.stack.parts import Part, build_parts
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:

@@ -24,9 +24,14 @@ from tests.conftest import free_port
 from tests.http_server import LoopServer
 from tests.telegram_emulator import BotApiEmulator, emulator
 from tests.telegram_harness import CHAT
-from workers import stack
 from workers.settings import Settings
-from workers.stack import Part, Supervisor, build_parts
+from workers.stack import supervisor
+from workers.stack.env import platform_settings
+from workers.stack.parts import Part, build_parts
+from workers.stack.restarts import RestartPolicy
+from workers.stack.state import PartState, StackState, read_state
+from workers.stack.status import restart_detail
+from workers.stack.supervisor import Supervisor
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:
@@ -77,8 +82,8 @@ def no_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
     def parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = True) -> list[Part]:
         return real(settings, eff, resolve_binaries=False)
 
-    monkeypatch.setattr(stack, "build_parts", parts)
-    monkeypatch.setattr(stack, "init_postgres", lambda *_a: None)
+    monkeypatch.setattr(supervisor, "build_parts", parts)
+    monkeypatch.setattr(supervisor, "init_postgres", lambda *_a: None)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +122,7 @@ async def test_start_spawns_every_embedded_part_in_phase_order(
     assert set(order[: len(services)]) == services and order[len(services)] == "<migrations>"
     assert order[len(services) + 1] == "worker"
     assert {"intake", "mcp-knowledge"} <= set(order[len(services) + 2 :])
-    assert stack.read_state(s.data_path) is not None and stack.read_state(s.data_path).ready  # type: ignore[union-attr]
+    assert read_state(s.data_path) is not None and read_state(s.data_path).ready  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- platform_settings
@@ -127,10 +132,8 @@ def fake_stack(data: Path, pid: int, **ports: int) -> None:
     """A stack.json as a supervisor with `pid` writes it, with its embedded parts on `ports`."""
     from datetime import UTC, datetime
 
-    parts = {
-        name: stack.PartState(name=name, role=name, mode="embedded", port=port, pid=pid) for name, port in ports.items()
-    }
-    st = stack.StackState(
+    parts = {name: PartState(name=name, role=name, mode="embedded", port=port, pid=pid) for name, port in ports.items()}
+    st = StackState(
         supervisor_pid=pid,
         ready=True,
         started_at=datetime.now(UTC),
@@ -151,14 +154,14 @@ def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(t
     plain = Settings(_env_file=None, data_dir=data)  # type: ignore[call-arg]
 
     # No stack runs: the settings' own ports, with the generated password; nothing new is written.
-    eff = stack.platform_settings(plain)
+    eff = platform_settings(plain)
     assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:5433/postgres"
     assert eff.intake_token is None and sorted(p.name for p in (data / "secrets").iterdir()) == ["postgres.password"]
 
     # A stack runs (this process stands for its supervisor): its ports, target, namespace and queue.
     fake_stack(data, os.getpid(), postgres=15433, temporal=17233, intake=18088, bot=18089)
     (data / "secrets" / "intake.token").write_text("tok")
-    eff = stack.platform_settings(plain)
+    eff = platform_settings(plain)
     assert eff.postgres_target() == "postgresql://postgres:pw-from-the-data-dir@127.0.0.1:15433/postgres"
     assert (eff.temporal_target, eff.temporal_namespace, eff.task_queue) == ("127.0.0.1:17233", "ops", "q-of-the-stack")
     assert eff.intake_base_url == "http://127.0.0.1:18088" and eff.bot_port == 18089
@@ -166,18 +169,18 @@ def test_platform_settings_carry_the_password_and_the_running_stacks_addresses(t
 
     # An explicit external PostgreSQL is kept.
     ext = Settings(_env_file=None, data_dir=data, postgres_dsn=SecretStr("postgresql://u:p@db:5432/x"))  # type: ignore[call-arg]
-    assert stack.platform_settings(ext).postgres_target() == "postgresql://u:p@db:5432/x"
+    assert platform_settings(ext).postgres_target() == "postgresql://u:p@db:5432/x"
 
     # A stack.json left by a supervisor that is gone: the settings' own addresses again.
     fake_stack(data, 2**22 + 12345, postgres=15433, temporal=17233, intake=18088)
-    assert stack.platform_settings(plain).temporal_target == "127.0.0.1:7233"
+    assert platform_settings(plain).temporal_target == "127.0.0.1:7233"
 
 
 # --------------------------------------------------------------------------- restarts
 
 
 def test_backoff_doubles_up_to_the_cap_and_starts_over_after_a_healthy_run() -> None:
-    policy = stack.RestartPolicy(backoff_min_s=1, backoff_max_s=60, healthy_reset_s=300, down_after=5)
+    policy = RestartPolicy(backoff_min_s=1, backoff_max_s=60, healthy_reset_s=300, down_after=5)
     assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert policy.delay(10_000) == 60  # never gives up, never overflows
     assert policy.streak_after_crash(6, healthy_for=None) == 7  # died before it was healthy
@@ -186,7 +189,7 @@ def test_backoff_doubles_up_to_the_cap_and_starts_over_after_a_healthy_run() -> 
     assert policy.is_down(5, 1) and policy.is_down(2, 5) and policy.is_down(10, 1)  # every 5th crash in a row
     assert not policy.is_down(6, 1) and not policy.is_down(4, 4)
     s = Settings(_env_file=None, supervisor_backoff_min_s=0.5, supervisor_backoff_max_s=0.1)  # type: ignore[call-arg]
-    assert stack.RestartPolicy.from_settings(s).backoff_max_s == 0.5  # a cap below the first wait is the first wait
+    assert RestartPolicy.from_settings(s).backoff_max_s == 0.5  # a cap below the first wait is the first wait
 
 
 # The test part: ready (its health check passes) once it wrote `ready-<pid>` in its cwd, the data dir.
@@ -241,7 +244,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         )
         s.data_path.mkdir(parents=True)
         lines: list[str] = []
-        policy = stack.RestartPolicy(backoff_min_s=0.05, backoff_max_s=0.2, healthy_reset_s=600, down_after=3)
+        policy = RestartPolicy(backoff_min_s=0.05, backoff_max_s=0.2, healthy_reset_s=600, down_after=3)
         sup = Supervisor(s, out=lines.append, policy=policy, alert_retry_s=0.1)
         sup.eff = s
         part = Part(name="sleeper", role="a test part", mode="embedded", argv=list(SLEEP), env=dict(os.environ))
@@ -292,7 +295,7 @@ async def test_a_part_killed_again_and_again_keeps_coming_back(rig: Rig) -> None
         os.kill(part.proc.pid, signal.SIGKILL)
         await until(lambda: alive(part) and part.proc.pid not in pids, 20, f"restart {i + 1}", rig)  # type: ignore[union-attr]
     assert part.restarts == 7 and part.crash_streak == 7 and part.down_since is None
-    state = stack.read_state(rig.sup.data)
+    state = read_state(rig.sup.data)
     assert state is not None and state.parts["sleeper"].restarts == 7 and state.parts["sleeper"].pid == part.proc.pid  # type: ignore[union-attr]
 
     # Its 3rd and 6th crashes in a row made it down, and each time it came back: four messages,
@@ -329,11 +332,11 @@ async def test_a_part_that_cannot_start_is_down_until_it_can(rig: Rig) -> None:
     assert rig.intake.events[0]["status"] == "firing" and "exit code 3" in rig.intake.events[0]["description"]
     assert any("part sleeper is down" in t for t in telegram_texts(emu))
 
-    state = stack.read_state(rig.sup.data)
+    state = read_state(rig.sup.data)
     assert state is not None
     ps = state.parts["sleeper"]
     assert ps.down_since is not None and ps.last_exit == 3 and ps.crash_streak >= 3
-    assert stack.restart_detail(ps).startswith("down since") and "last exit code 3" in stack.restart_detail(ps)
+    assert restart_detail(ps).startswith("down since") and "last exit code 3" in restart_detail(ps)
 
     part.argv = list(SLEEP)  # fixed: it comes back
     await until(lambda: alive(part) and part.down_since is None, 20, "the part to be back", rig)

@@ -155,12 +155,13 @@ def test_telegram_settings_and_approver_identities() -> None:
 
 
 def test_stack_starts_a_bot_part_only_with_a_token(tmp_path: Path) -> None:
-    from workers.stack import build_parts, effective_settings
+    from workers.stack.env import effective_settings
+    from workers.stack.parts import build_parts
 
     s = Settings(data_dir=tmp_path, telegram_token="1:x", telegram_chat_id=-100123)
     eff = effective_settings(s)
     bot = {p.name: p for p in build_parts(s, eff, resolve_binaries=False)}["bot"]
-    assert bot.mode == "embedded" and bot.argv[-2:] == ["-m", "workers.bot"] and bot.port == 8089
+    assert bot.mode == "embedded" and bot.argv[-2:] == ["-m", "workers.telegram"] and bot.port == 8089
     secret = (tmp_path / "secrets" / "telegram.secret").read_text().strip()
     assert eff.telegram_callback_secret is not None and eff.telegram_callback_secret.get_secret_value() == secret
     assert bot.env["AGENTIC_TELEGRAM_CALLBACK_SECRET"] == secret  # the worker gets the same env

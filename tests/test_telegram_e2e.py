@@ -56,9 +56,8 @@ from tests.test_incident_workflow import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, F
 from tests.test_intake import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
-from workers.telegram.cli import setup_topics
 from workers.telegram.notifier import CHANNEL, TelegramNotifier
-from workers.telegram.routing import TOPICS, TOPICS_KEY
+from workers.telegram.routing import TOPICS, TOPICS_KEY, setup_topics
 from workers.temporal import ensure_search_attributes
 from workflows.approval import ApprovalWorkflow
 
@@ -636,7 +635,9 @@ async def test_bot_process_polls_answers_and_stops(
     dsn = await create_database(pg, "proc")
     port = free_port()
     env = process_env(emu, dsn, client, AGENTIC_BOT_PORT=str(port))
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.telegram", env=env, stdout=PIPE, stderr=PIPE
+    )
     try:
         async with httpx.AsyncClient() as http:
             for _ in range(300):
@@ -662,15 +663,21 @@ async def test_bot_process_polls_answers_and_stops(
 async def test_bot_process_start_up_errors_are_one_line(emu: BotApiEmulator, client: Client) -> None:
     env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client)
     del env["AGENTIC_TELEGRAM_CHAT_ID"]
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.telegram", env=env, stdout=PIPE, stderr=PIPE
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and err.decode().strip().startswith("error: AGENTIC_TELEGRAM_CHAT_ID is not set")
     env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client, AGENTIC_TELEGRAM_TOKEN="999:wrong")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.telegram", env=env, stdout=PIPE, stderr=PIPE
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and "999:wrong" not in err.decode(), err.decode()
     env = process_env(emu, "postgresql://x@127.0.0.1:9/x", client, AGENTIC_TELEGRAM_APPROVERS="")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.telegram", env=env, stdout=PIPE, stderr=PIPE
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and err.decode().strip().startswith("error: AGENTIC_TELEGRAM_APPROVERS is empty")
 
@@ -748,7 +755,7 @@ async def test_weekly_digest_lands_in_weekly_reports_as_a_photo(
 async def test_housekeeping_purges_stale_bot_state_and_keeps_the_topics(ledger: Ledger) -> None:
     from datetime import timedelta
 
-    from workers.bot import housekeep
+    from workers.telegram.process import housekeep
 
     topics = await ledger.kv_get(TOPICS_KEY)
     await ledger.kv_set(TOPICS_KEY, topics or {"critical": 7})
@@ -804,7 +811,9 @@ async def test_bot_http_server_bounds_header_and_body_reads(
         AGENTIC_TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
         AGENTIC_TELEGRAM_WEBHOOK_SECRET=hook_secret,
     )
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.bot", env=env, stdout=PIPE, stderr=PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.telegram", env=env, stdout=PIPE, stderr=PIPE
+    )
     try:
         async with httpx.AsyncClient() as http:
             for _ in range(300):

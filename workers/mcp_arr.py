@@ -48,6 +48,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from workers.app_api import AppApi, body_message
 from workers.mcp_common import (
     base_parser,
     client_token,
@@ -58,7 +59,6 @@ from workers.mcp_common import (
     tool,
 )
 from workers.process import StartupError, bind_listener
-from workers.rest_client import AppApi, body_message
 
 __all__ = ["APPS", "COMMANDS", "ArrApp", "build_server", "main"]
 

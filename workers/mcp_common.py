@@ -197,12 +197,12 @@ def serve_http(
 
 def server_main(name: str, serve: Callable[[], int]) -> int:
     """A server process's `main`: its log lines prefixed with `name`, the SDK's and uvicorn's
-    chatter at WARNING, a `StartupError` as its one line and exit 2."""
+    chatter at WARNING, an `AgenticError` (a `StartupError` is one) as its one line and exit 2."""
     import logging
     import sys
 
     from agentic_core.redaction import install_log_redaction
-    from workers.process import StartupError
+    from workers.errors import AgenticError
 
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     install_log_redaction()
@@ -210,6 +210,6 @@ def server_main(name: str, serve: Callable[[], int]) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return serve()
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        return EXIT_STARTUP
+    except AgenticError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code

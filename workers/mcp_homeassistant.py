@@ -47,6 +47,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from workers.app_api import AppApi, body_message
 from workers.mcp_common import (
     base_parser,
     client_token,
@@ -57,7 +58,6 @@ from workers.mcp_common import (
     tool,
 )
 from workers.process import StartupError, bind_listener, secret_from_env
-from workers.rest_client import AppApi, body_message
 
 __all__ = ["DEFAULT_SERVICES", "HomeAssistant", "build_server", "main", "parse_services"]
 

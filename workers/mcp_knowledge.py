@@ -16,7 +16,7 @@ Where the answers come from: the three searches run the `SearchKnowledgeWorkflow
 Temporal, like the `agentic` CLI (Qdrant Edge belongs to the worker process; no other process
 opens it). The trust tools read the ledger (PostgreSQL) directly. Connections come from the
 `AGENTIC_*` settings (temporal address, namespace, task queue, PostgreSQL DSN), completed from the
-data dir like every part's (`workers.stack.platform_settings`: the embedded PostgreSQL's password,
+data dir like every part's (`workers.stack.env.platform_settings`: the embedded PostgreSQL's password,
 the running stack's addresses), and open on the
 first call that needs them, so the server starts, and answers /healthz, before its backends do.
 
@@ -61,7 +61,7 @@ from workers.mcp_common import (
 )
 from workers.process import StartupError, bind_listener
 from workers.settings import Settings
-from workers.stack import platform_settings
+from workers.stack.env import platform_settings
 
 __all__ = ["KnowledgeBackends", "build_server", "main"]
 

@@ -14,12 +14,14 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from workers.errors import AgenticError, StartupError
+
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from workers.settings import Settings
 
-
-class StartupError(Exception):
-    """A problem the operator can fix; its message is the one line printed on stderr."""
+__all__ = ["StartupError", "bind_listener", "one_line", "run_service", "secret_from_env", "settings_error"]
 
 
 def secret_from_env(var: str | None, flag: str) -> str | None:
@@ -28,18 +30,18 @@ def secret_from_env(var: str | None, flag: str) -> str | None:
         return None
     value = os.environ.get(var, "").strip()
     if not value:
-        raise StartupError(f"error: {flag} {var}: the environment variable {var} is not set or empty")
+        raise StartupError(f"{flag} {var}: the environment variable {var} is not set or empty")
     return value
 
 
 def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
     """Bind and listen on host:port; `port_setting` names the variable that changes the port."""
     if not 0 < port < 65536:
-        raise StartupError(f"error: port {port} is outside 1..65535")
+        raise StartupError(f"port {port} is outside 1..65535")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"error: cannot resolve host {host!r} to listen on: {exc.strerror}") from None
+        raise StartupError(f"cannot resolve host {host!r} to listen on: {exc.strerror}") from None
     family, kind, proto, _name, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -52,11 +54,24 @@ def bind_listener(host: str, port: int, port_setting: str) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
-                f"error: port {port} on {host} is already in use (set {port_setting} to another port)"
+                f"port {port} on {host} is already in use (set {port_setting} to another port)"
             ) from None
-        raise StartupError(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(False)
     return sock
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A settings error as the operator reads it: each failing variable (up to three) and why."""
+    errs = exc.errors(include_input=False, include_url=False)
+    parts = [f"AGENTIC_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}" for e in errs[:3]]
+    return "invalid settings: " + "; ".join(parts)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's text (at most 200 characters), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def run_service(
@@ -65,28 +80,35 @@ def run_service(
     """Run a platform process (`serve(settings, stop)`) until SIGINT or SIGTERM sets `stop`.
 
     Settings come from the environment, completed the way every part of `agentic up` gets them
-    (`workers.stack.platform_settings`: the data dir's generated secrets, the running stack's
+    (`workers.stack.env.platform_settings`: the data dir's generated secrets, the running stack's
     addresses), and set up logging (`quiet` loggers at WARNING; secrets
     redacted from every record, `agentic_core.redaction.RedactingFilter`). Errors
     are one line on stderr for the operator (the supervisor shows the log's tail): exit 2 for
-    bad configuration and `AgenticError`, 1 for anything unexpected (its traceback in the log).
+    bad configuration (`error: invalid settings: AGENTIC_X: …`, naming each variable, or a log
+    level that is none) and `AgenticError`, 1 for anything unexpected (its first line; the
+    traceback in the log).
     """
     from pydantic import ValidationError
 
     from agentic_core.redaction import install_log_redaction
-    from workers.errors import AgenticError
     from workers.settings import Settings
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
 
     log = logging.getLogger(f"agentic.{name}")
     code = 0
     try:
-        settings = platform_settings(Settings())
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        try:
+            settings = platform_settings(Settings())
+        except ValidationError as exc:
+            raise AgenticError(settings_error(exc)) from None
+        try:
+            logging.basicConfig(
+                level=settings.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                stream=sys.stderr,
+            )
+        except ValueError:
+            raise AgenticError(f"AGENTIC_LOG_LEVEL {settings.log_level!r} is not a log level") from None
         install_log_redaction()  # secrets never reach the log, whoever logs them
         for noisy in quiet:
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -99,15 +121,12 @@ def run_service(
             await serve(settings, stop)
 
         asyncio.run(_main())
-    except ValidationError as exc:
-        print(f"error: bad configuration: {exc.errors()[0]['msg']} (see docs/configuration.md)", file=sys.stderr)
-        code = 2
     except AgenticError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        code = 2
+        code = exc.exit_code
     except Exception as exc:
         log.exception("%s failed", name)
-        print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {name} failed: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

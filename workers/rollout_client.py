@@ -10,8 +10,8 @@ from temporalio.service import RPCError
 
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutInput, RolloutState
 from workers.errors import AgenticError
-from workers.knowledge_client import platform_client
 from workers.settings import Settings
+from workers.temporal import platform_client
 
 WORKFLOW = "RolloutWorkflow"
 

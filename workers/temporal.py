@@ -1,4 +1,5 @@
-"""Connecting to Temporal and preparing the namespace."""
+"""Connecting to Temporal (`connect`; `platform_client`: the running platform's, for the commands
+and the edges) and preparing the namespace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from temporalio.service import RPCError
 
 from agentic_core import search_attributes
 from workers.errors import AgenticError
+from workers.settings import Settings
+from workers.stack.env import platform_settings
 
 
 async def connect(target: str, namespace: str = "default") -> Client:
@@ -21,6 +24,13 @@ async def connect(target: str, namespace: str = "default") -> Client:
             f"cannot reach Temporal at {target}: is the platform running? "
             f"Start it with `agentic up`, or set AGENTIC_TEMPORAL_ADDRESS ({str(exc).splitlines()[0][:120]})"
         ) from exc
+
+
+async def platform_client(settings: Settings) -> tuple[Client, str]:
+    """A client for the running platform and its task queue: the stack in the data dir if one runs,
+    else the settings (`workers.stack.env.platform_settings`)."""
+    eff = platform_settings(settings)
+    return await connect(eff.temporal_target, eff.temporal_namespace), eff.task_queue
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:

@@ -28,8 +28,7 @@ async def build_notifier(settings: Settings, ledger: Any, stack: AsyncExitStack)
     the activities' default, ledger rows and log lines."""
     if settings.telegram_token is None:
         return None
-    from workers.bot import secrets_from
-    from workers.telegram.cli import make_bot
+    from workers.telegram.client import make_bot, secrets_from
     from workers.telegram.notifier import TelegramNotifier
     from workers.telegram.routing import Router, parse_routes
 

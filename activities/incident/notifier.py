@@ -3,7 +3,8 @@
 `Notifier` is what the incident activities need from a channel. `LedgerNotifier` is the
 embedded default: every message becomes a row of the ledger's `notifications` table (edits
 update the row) and a log line with a timestamp, so a stack without Telegram still shows
-what it would have said and when. A Telegram notifier comes later, with the same protocol.
+what it would have said and when. With a bot token the worker uses the Telegram one instead
+(`TelegramNotifier`, workers/telegram/notifier.py), the same protocol.
 """
 
 from __future__ import annotations

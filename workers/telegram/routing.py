@@ -5,14 +5,21 @@ A notification's `route` (from triage: "critical", "infrastructure", "arr", "hom
 `DEFAULT_ROUTES`, overridable with `AGENTIC_TELEGRAM_ROUTES` (`route=topic,…`). Escalations
 travel on the "critical" route, so they reach 🔴 Critical Alerts whatever the override says,
 and RESOLVED lines always land in ✅ Resolved. Thread ids live in the ledger's `kv` under
-`TOPICS_KEY` (written by `agentic telegram setup`).
+`TOPICS_KEY`, written by `setup_topics` (`agentic telegram setup`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agentic_core.incident import NotifyInput, NotifyKind
+from workers.errors import AgenticError
+
+if TYPE_CHECKING:
+    from telegram import Bot
+
+    from activities.ledger.repository import Ledger
 
 TOPICS_KEY = "telegram.topics"
 
@@ -78,3 +85,26 @@ class Router:
         if inp.kind == NotifyKind.REPORT and inp.route not in self.routes:
             return "weekly"
         return self.routes.get(inp.route, FALLBACK_TOPIC)
+
+
+async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str, str, int, bool]]:
+    """Create the missing standing topics; returns (key, name, thread id, created) per topic."""
+    from telegram.error import TelegramError
+
+    stored = {str(k): int(v) for k, v in ((await ledger.kv_get(TOPICS_KEY)) or {}).items()}
+    out: list[tuple[str, str, int, bool]] = []
+    for topic in TOPICS:
+        if topic.key in stored:
+            out.append((topic.key, topic.name, stored[topic.key], False))
+            continue
+        try:
+            created = await bot.create_forum_topic(chat_id, topic.name, icon_color=topic.icon_color)
+        except TelegramError as exc:
+            raise AgenticError(
+                f"cannot create topic {topic.name}: {exc.message} (is chat {chat_id} a forum supergroup, "
+                "and the bot an admin allowed to manage topics?)"
+            ) from exc
+        stored[topic.key] = created.message_thread_id
+        await ledger.kv_set(TOPICS_KEY, stored)  # after each, so a failure half-way loses nothing
+        out.append((topic.key, topic.name, created.message_thread_id, True))
+    return out

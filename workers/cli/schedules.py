@@ -1,34 +1,26 @@
-"""`agentic schedules …` and `agentic report …`: the platform's Temporal Schedules and reports.
-
-Mounted on the main CLI (`workers/cli.py`). Like every command, these are edges: they talk to
-Temporal only (the running stack in the data dir, else the settings' Temporal).
-"""
+"""`agentic schedules …`: the platform's Temporal Schedules (the weekly digest, the quarterly
+trust review): apply them (idempotent), list them. Edges: they talk to Temporal only (the running
+stack in the data dir, else the settings' Temporal)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from agentic_core.reports import WeeklyDigestResult
-from workers.cli_options import DataDir, JsonOut
-from workers.cli_options import cli_settings as _settings
+from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import cli_settings as _settings
 
-schedules_app = typer.Typer(help="Temporal Schedules: weekly digest, quarterly trust review.", no_args_is_help=True)
-report_app = typer.Typer(help="Reports: the weekly digest.", no_args_is_help=True)
-
-console = Console()
+app = typer.Typer(help="Temporal Schedules: weekly digest, quarterly trust review.", no_args_is_help=True)
 
 
-@schedules_app.command("apply")
+@app.command("apply")
 def schedules_apply(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Create or update the schedules (idempotent: an identical schedule is left alone)."""
-    from workers.knowledge_client import platform_client
     from workers.schedules import apply_schedules
+    from workers.temporal import platform_client
 
     settings = _settings(data_dir)
 
@@ -44,11 +36,11 @@ def schedules_apply(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         console.print(f"{what:9} {sid}", highlight=False, soft_wrap=True)
 
 
-@schedules_app.command("list")
+@app.command("list")
 def schedules_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """The platform's schedules: workflow, cron, next runs, paused, in step with the settings."""
-    from workers.knowledge_client import platform_client
     from workers.schedules import ScheduleInfo, describe_schedules
+    from workers.temporal import platform_client
 
     settings = _settings(data_dir)
 
@@ -84,34 +76,3 @@ def schedules_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         nxt = i.next_runs[0].strftime("%Y-%m-%d %H:%M %Z") if i.next_runs else ""
         table.add_row(i.schedule_id, i.workflow_type, i.cron, state, nxt, ", ".join(i.recent_runs))
     console.print(table)
-
-
-@report_app.command("weekly")
-def report_weekly(
-    week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W47 (default: the week that just ended)")
-    ] = None,
-    data_dir: DataDir = None,
-    as_json: JsonOut = False,
-) -> None:
-    """Run the weekly digest now, wait for it, and print its summary and files."""
-    from workers.knowledge_client import platform_client
-    from workers.schedules import run_weekly_digest
-
-    settings = _settings(data_dir)
-
-    async def run() -> WeeklyDigestResult:
-        client, queue = await platform_client(settings)
-        return await run_weekly_digest(client, queue, week)
-
-    res = asyncio.run(run())
-    if as_json:
-        print(res.model_dump_json(indent=2))
-        return
-    console.print(res.summary, highlight=False, markup=False, soft_wrap=True)
-    console.print("")
-    console.print(f"chart:    {res.files.png}", highlight=False, soft_wrap=True)
-    console.print(f"report:   {res.files.markdown}", highlight=False, soft_wrap=True)
-    console.print(f"data:     {res.files.json_path}", highlight=False, soft_wrap=True)
-    if res.message_ref:
-        console.print(f"posted:   {res.message_ref} (route weekly)", highlight=False, soft_wrap=True)

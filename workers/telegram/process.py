@@ -1,5 +1,7 @@
-"""The Telegram bot process: `python -m workers.bot` (started by `agentic up` when
-`AGENTIC_TELEGRAM_TOKEN` is set; the Helm chart's `bot` Deployment in a cluster).
+"""The Telegram bot process: `python -m workers.telegram` (started by `agentic up` when
+`AGENTIC_TELEGRAM_TOKEN` is set; the Helm chart's `bot` Deployment in a cluster). The bot's
+logic is workers/telegram/bot.py; this module runs it: settings, the ledger, Temporal, the HTTP
+server for `/healthz` and the webhook, housekeeping.
 
 - Long polling by default (homelab: no inbound port needed); webhook mode when
   `AGENTIC_TELEGRAM_WEBHOOK_URL` is set: it registers the webhook with
@@ -22,6 +24,7 @@ from workers.errors import AgenticError
 from workers.http_limits import bounded_config
 from workers.process import run_service
 from workers.settings import Settings
+from workers.telegram.client import secrets_from
 
 if TYPE_CHECKING:
     from activities.ledger.repository import Ledger
@@ -48,25 +51,6 @@ async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
         return cache.get(tool)
 
     return schema
-
-
-def secrets_from(settings: Settings) -> tuple[str, int, bytes]:
-    if settings.telegram_token is None:
-        raise AgenticError("AGENTIC_TELEGRAM_TOKEN is not set: the bot has nothing to run as")
-    if settings.telegram_chat_id is None:
-        raise AgenticError("AGENTIC_TELEGRAM_CHAT_ID is not set: the id of the forum supergroup (-100…)")
-    if settings.telegram_callback_secret is None:
-        raise AgenticError(
-            "AGENTIC_TELEGRAM_CALLBACK_SECRET is not set (`agentic up` generates one; in a cluster set it "
-            "for the bot and the worker alike)"
-        )
-    if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
-        raise AgenticError("webhook mode needs AGENTIC_TELEGRAM_WEBHOOK_SECRET (Telegram's secret_token)")
-    return (
-        settings.telegram_token.get_secret_value(),
-        settings.telegram_chat_id,
-        settings.telegram_callback_secret.get_secret_value().encode(),
-    )
 
 
 HOUSEKEEPING_EVERY_S = 6 * 3600
@@ -157,7 +141,3 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     # httpx's INFO lines carry the token in URLs
     run_service("bot", serve, quiet=("httpx",))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,6 @@
-"""What every `agentic` command group shares: the `--data-dir` and `--json` options, and the
-settings read the way the commands read them (a bad value is one line naming the variable)."""
+"""What every `agentic` command group shares: the `--data-dir` and `--json` options, the
+settings read the way the commands read them (a bad value is one line naming the variable), and
+the consoles they print on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
@@ -16,6 +18,9 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="data dir of the embedded stack [env AGENTIC_DATA_DIR; default .agentic]"),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+console = Console()
+err_console = Console(stderr=True)  # progress, warnings and the `error:` line
 
 
 def cli_settings(data_dir: Path | None) -> Settings:

@@ -1,65 +1,31 @@
-"""`agentic telegram …`: setting up the forum topics.
+"""`agentic telegram …`: setting up the forum topics, and what the bot posted.
 
 `agentic telegram setup` creates the standing topics (🔴 Critical Alerts, 🟡 Arr Suite,
 🔵 Infrastructure, 🏠 Home Assistant, 📊 Weekly Reports, ✅ Resolved) in the configured forum
 supergroup and stores their thread ids in the ledger (`kv` key `telegram.topics`). It is
-idempotent: a topic whose thread id is stored is not created again.
+idempotent: a topic whose thread id is stored is not created again. `agentic telegram log` lists
+what the bot posted, edited and refused, from the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
+from workers.cli.options import DataDir, cli_settings
 from workers.errors import AgenticError
-from workers.settings import Settings, load_settings
-from workers.telegram.routing import TOPICS, TOPICS_KEY
-
-if TYPE_CHECKING:
-    from telegram import Bot
-
-    from activities.ledger.repository import Ledger
+from workers.settings import Settings
+from workers.telegram.client import make_bot
+from workers.telegram.routing import setup_topics
 
 app = typer.Typer(help="Telegram: the operator's console (forum topics, buttons).", no_args_is_help=True)
 
 
-def make_bot(settings: Settings) -> Bot:
-    from telegram import Bot
-
-    if settings.telegram_token is None:
-        raise AgenticError("no Telegram bot: set AGENTIC_TELEGRAM_TOKEN (from @BotFather)")
-    base = settings.telegram_api_base.rstrip("/")
-    return Bot(settings.telegram_token.get_secret_value(), base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
-
-
-async def setup_topics(bot: Bot, ledger: Ledger, chat_id: int) -> list[tuple[str, str, int, bool]]:
-    """Create the missing standing topics; returns (key, name, thread id, created) per topic."""
-    from telegram.error import TelegramError
-
-    stored = {str(k): int(v) for k, v in ((await ledger.kv_get(TOPICS_KEY)) or {}).items()}
-    out: list[tuple[str, str, int, bool]] = []
-    for topic in TOPICS:
-        if topic.key in stored:
-            out.append((topic.key, topic.name, stored[topic.key], False))
-            continue
-        try:
-            created = await bot.create_forum_topic(chat_id, topic.name, icon_color=topic.icon_color)
-        except TelegramError as exc:
-            raise AgenticError(
-                f"cannot create topic {topic.name}: {exc.message} (is chat {chat_id} a forum supergroup, "
-                "and the bot an admin allowed to manage topics?)"
-            ) from exc
-        stored[topic.key] = created.message_thread_id
-        await ledger.kv_set(TOPICS_KEY, stored)  # after each, so a failure half-way loses nothing
-        out.append((topic.key, topic.name, created.message_thread_id, True))
-    return out
-
-
 async def _log(settings: Settings, incident_id: str | None, refused: bool, limit: int) -> list[Any]:
     from activities.ledger.repository import Ledger
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
     from workers.telegram.notifier import CHANNEL
 
     ledger = await Ledger.connect(platform_settings(settings).postgres_target(), max_size=1)
@@ -76,7 +42,7 @@ async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
 
     from activities.ledger.db import LedgerError
     from activities.ledger.repository import Ledger
-    from workers.stack import platform_settings
+    from workers.stack.env import platform_settings
 
     bot = make_bot(settings)
     if settings.telegram_chat_id is None:
@@ -97,11 +63,9 @@ async def _setup(settings: Settings) -> list[tuple[str, str, int, bool]]:
 
 
 @app.command("setup")
-def setup(
-    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
-) -> None:
+def setup(data_dir: DataDir = None) -> None:
     """Create the standing forum topics (idempotent) and store their thread ids in the ledger."""
-    rows = asyncio.run(_setup(load_settings(data_dir=data_dir)))
+    rows = asyncio.run(_setup(cli_settings(data_dir)))
     for key, name, thread, created in rows:
         print(f"{name:<22} {key:<15} thread {thread:<8} {'created' if created else 'exists'}")
 
@@ -111,10 +75,10 @@ def log(
     incident_id: str | None = typer.Argument(None, help="only this incident's messages"),
     refused: bool = typer.Option(False, "--refused", help="only refused button presses"),
     limit: int = typer.Option(50, "--limit", min=1, max=1000),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="the stack's data dir (AGENTIC_DATA_DIR)"),
+    data_dir: DataDir = None,
 ) -> None:
     """What the bot posted, edited and refused (newest first), from the ledger."""
-    rows = asyncio.run(_log(load_settings(data_dir=data_dir), incident_id, refused, limit))
+    rows = asyncio.run(_log(cli_settings(data_dir), incident_id, refused, limit))
     for r in rows:
         when = (r.edited_at or r.sent_at).strftime("%Y-%m-%d %H:%M:%S")
         first = r.text.splitlines()[0] if r.text else ""

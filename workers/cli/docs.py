@@ -1,0 +1,62 @@
+"""`agentic docs …`: the operator documentation in the knowledge base (ingest, search: through Temporal)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentic_core.models import Collection
+from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import cli_settings as _settings
+from workers.errors import AgenticError
+
+app = typer.Typer(help="Operator documentation in the knowledge base.", no_args_is_help=True)
+
+
+@app.command("ingest")
+def docs_ingest(
+    path: Annotated[Path, typer.Argument(help="a directory of markdown documents (or one file)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Chunk markdown documentation by section into the knowledge base (idempotent)."""
+    from workers.knowledge_client import ingest_docs
+
+    report = asyncio.run(ingest_docs(_settings(data_dir), path))
+    console.print(
+        f"ingested {report.total} sections: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged"
+    )
+
+
+@app.command("search")
+def docs_search(
+    text: Annotated[str, typer.Argument(help="what to look up")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Search the operator documentation."""
+    from workers.knowledge_client import search
+
+    if not text.strip():
+        raise AgenticError("search text is empty")
+    hits = asyncio.run(search(_settings(data_dir), Collection.DOCUMENTATION, text, limit))
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"id": h.id, "title": h.title, "score": round(h.score, 6), "source": h.payload.get("source")}
+                    for h in hits
+                ],
+                indent=2,
+            )
+        )
+        return
+    for i, h in enumerate(hits, 1):
+        console.print(f"[bold]{i}. {h.title}[/]  ({h.payload.get('source', '')}, score {h.score:.4f})")
+        text_ = str(h.payload.get("text", "")).strip().replace("\n", " ")
+        console.print(f"   {text_[:240]}{'…' if len(text_) > 240 else ''}", highlight=False)

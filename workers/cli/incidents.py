@@ -1,0 +1,76 @@
+"""`agentic incidents …`: the incidents, one per alert group (list, show: Temporal's visibility and queries)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import cli_settings as _settings
+
+app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
+
+
+@app.command("list")
+def incidents_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Incidents, newest first, with status, severity and category."""
+    from workers.incident_client import list_incidents
+
+    rows = asyncio.run(list_incidents(_settings(data_dir), limit))
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    table = Table(title=f"{len(rows)} incidents", title_justify="left")
+    for col in ("id", "status", "severity", "category", "alert", "runbook", "started"):
+        table.add_column(col)
+    for r in rows:
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
+        table.add_row(r.id, r.status, r.severity, r.category, r.alertname, r.runbook, started)
+    console.print(table)
+
+
+@app.command("show")
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="incident id (inc-…)")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Status, stages with timestamps, proposal, decision, actions and outcome."""
+    from workers.incident_client import incident_state
+
+    st = asyncio.run(incident_state(_settings(data_dir), incident_id))
+    if as_json:
+        print(st.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]{st.incident_id}[/]  {st.title}", highlight=False)
+    console.print(f"status {st.status}   severity {st.severity}   category {st.category}   runbook {st.runbook_id}")
+    table = Table(title="stages", title_justify="left")
+    for col in ("stage", "started", "finished", "detail"):
+        table.add_column(col)
+    for stage in st.stages:
+        fin = stage.finished_at.strftime("%H:%M:%S.%f")[:-3] if stage.finished_at else "…"
+        table.add_row(stage.name, stage.started_at.strftime("%H:%M:%S.%f")[:-3], fin, stage.detail)
+    console.print(table)
+    if st.proposal:
+        p = st.proposal
+        console.print(f"proposal ({st.proposal_source}): {p.summary} — confidence {p.confidence:.2f}, risk {p.risk}")
+        console.print(f"  diagnosis: {p.diagnosis}", highlight=False)
+    for i, call in enumerate(st.plan):
+        console.print(f"  plan[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
+    for ref in st.refused:
+        console.print(f"  refused[{ref.index}] {ref.call.tool}: {ref.reason}", highlight=False)
+    if st.decision:
+        d = st.decision
+        console.print(f"decision: {d.choice} by {d.by or '-'} at {d.decided_at}")
+    for a in st.actions:
+        console.print(f"  action[{a.index}] {a.tool}: {a.status} {a.error or a.output[:120]}", highlight=False)
+    if st.outcome:
+        console.print(f"outcome: {st.outcome.outcome} {st.outcome.detail}")

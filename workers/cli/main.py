@@ -1,0 +1,207 @@
+"""The `agentic` root app: every group mounted under its name, the stack's own commands
+(`up`, `down`, `status`), and `main`, the console script.
+
+Every command is an edge: it translates what the operator asks into Temporal starts, queries
+and updates (or runs the embedded stack); `runbooks show|stats` and `telegram setup|log` read
+the ledger directly (docs/architecture.md). All connect with `workers.stack.env.platform_settings`.
+Errors print one line, `error: <what is wrong and what to do>`, and exit 2; a failed health
+check exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.table import Table
+
+from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules, telegram
+from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import cli_settings as _settings
+from workers.errors import AgenticError
+from workers.settings import Settings
+
+app = typer.Typer(help="agentic-platform: an operations agent that earns autonomy.", no_args_is_help=True)
+app.add_typer(decide.app)  # approve, acknowledge, ignore, modify
+app.add_typer(runbooks.app, name="runbooks")
+app.add_typer(docs.app, name="docs")
+app.add_typer(alert.app, name="alert")
+app.add_typer(incidents.app, name="incidents")
+app.add_typer(rollout.app, name="rollout")
+app.add_typer(telegram.app, name="telegram")
+app.add_typer(schedules.app, name="schedules")
+app.add_typer(report.app, name="report")
+app.add_typer(review.app, name="review")
+
+
+# --------------------------------------------------------------------------- stack
+
+
+def _print_table(settings: Settings) -> None:
+    from workers.stack.state import read_state
+
+    st = read_state(settings.data_path)
+    if st is None:
+        return
+    table = Table(title="agentic-platform: embedded stack", title_justify="left")
+    for col in ("part", "mode", "where", "pid", "role"):
+        table.add_column(col)
+    for p in st.parts.values():
+        table.add_row(p.name, p.mode, p.url, str(p.pid or ""), p.role)
+    console.print(table)
+    console.print(f"data dir: {st.data_dir}    logs: {Path(st.data_dir) / 'logs'}")
+    if st.ui_url:
+        console.print(f"Temporal Web UI: {st.ui_url}")
+    console.print("stop with Ctrl-C or `agentic down`; check with `agentic status`")
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="start in the background and return")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for all-healthy with --detach")] = 300.0,
+) -> None:
+    """Start the embedded stack (Temporal, PostgreSQL, llama.cpp, the worker) and supervise it."""
+    settings = _settings(data_dir)
+    if detach:
+        _up_detached(settings, timeout)
+        return
+    from workers.stack.supervisor import Supervisor
+
+    console.print(f"starting agentic-platform in {settings.data_path} …")
+    sup = Supervisor(settings, out=lambda line: console.print(line, highlight=False))
+    t0 = time.monotonic()
+
+    def ready(_state: object) -> None:
+        console.print(f"all parts healthy in {time.monotonic() - t0:.1f}s")
+        _print_table(settings)
+
+    asyncio.run(sup.run(on_ready=ready))
+
+
+def _up_detached(settings: Settings, timeout: float) -> None:
+    from workers.stack.state import read_state
+
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "logs").mkdir(exist_ok=True)
+    log = data / "logs" / "supervisor.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "up", "--data-dir", str(data)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    t0 = time.monotonic()
+    with console.status("starting the stack…"):
+        while time.monotonic() - t0 < timeout:
+            code = proc.poll()
+            st = None
+            with contextlib.suppress(AgenticError):
+                st = read_state(data)
+            if st is not None and st.supervisor_pid == proc.pid and st.ready:
+                break
+            if code is not None:
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error:")]
+                raise AgenticError(
+                    lines[-1].removeprefix("error: ") if lines else f"the stack exited (code {code}); log: {log}"
+                )
+            time.sleep(0.3)
+        else:
+            raise AgenticError(f"the stack did not become healthy within {timeout:.0f}s; log: {log}")
+    console.print(f"all parts healthy in {time.monotonic() - t0:.1f}s (supervisor pid {proc.pid}, log {log})")
+    _print_table(settings)
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop the embedded stack that runs on the data dir."""
+    from workers.stack.status import stop_stack
+
+    settings = _settings(data_dir)
+    if stop_stack(settings, out=console.print):
+        console.print(f"stopped the stack on {settings.data_path}")
+    else:
+        console.print(f"no stack is running on {settings.data_path}")
+
+
+@app.command()
+def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Report each part's health (exit 1 when a part is unhealthy or nothing runs)."""
+    from workers.stack.status import stack_health
+
+    settings = _settings(data_dir)
+    st, parts = asyncio.run(stack_health(settings))
+    healthy = all(p.healthy is not False for p in parts)
+    if as_json:
+        doc = {
+            "running": st is not None,
+            "healthy": healthy,
+            "data_dir": str(settings.data_path),
+            "parts": [p.model_dump() for p in parts],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        if st is None:
+            console.print(f"no stack supervisor runs on {settings.data_path}")
+        table = Table(title=f"agentic-platform status ({settings.data_path})", title_justify="left")
+        for col in ("part", "mode", "health", "restarts", "detail", "where"):
+            table.add_column(col)
+        for p in parts:
+            mark = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]planned[/]"}[p.healthy]
+            if p.down:
+                mark = "[bold red]down[/]"
+            table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
+        console.print(table)
+    raise typer.Exit(0 if healthy else 1)
+
+
+# --------------------------------------------------------------------------- alerts and incidents
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one clear line on error, and an explicit exit (sdk-python#300)."""
+    code = 0
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            code = rv
+    except AgenticError as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = 130
+    except Exception as exc:  # a bug: still one line, with the details on demand
+        if os.environ.get("AGENTIC_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {exc} (set AGENTIC_DEBUG=1 for the traceback)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,155 @@
+"""`agentic runbooks …`: the runbooks in the knowledge base and their trust records.
+
+`import`, `list` and `search` go through Temporal (the knowledge workflows); `show` and `stats`
+read the ledger (PostgreSQL: the trust record's truth) directly, read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentic_core.models import Collection
+from workers.autonomy_client import level_counts, runbook_record
+from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import cli_settings as _settings
+from workers.errors import AgenticError
+
+app = typer.Typer(help="Runbooks in the knowledge base.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    runbook_id: Annotated[str, typer.Argument(help="runbook id, e.g. kubernetes/KubePodCrashLooping")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """A runbook with its trust record and its level history."""
+    view = asyncio.run(runbook_record(_settings(data_dir), runbook_id))
+    if as_json:
+        print(view.model_dump_json(indent=2))
+        return
+    rb = view.runbook
+    console.print(f"[bold]{rb.id}[/]  {rb.title}", highlight=False)
+    console.print(f"level {rb.automation_level.value}   source {rb.source or '-'}", highlight=False)
+    console.print("match: " + (", ".join(str(m) for m in rb.match) or "-"), highlight=False)
+    for i, call in enumerate(rb.actions):
+        console.print(f"  action[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
+    r = view.record
+    console.print(
+        f"record: {r.get('executions', 0)} executions, {r.get('successes', 0)} successes,"
+        f" {r.get('failures', 0)} failures; {r.get('approvals', 0)} approvals, {r.get('ignores', 0)} ignores,"
+        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic",
+        highlight=False,
+    )
+    eligible = f"; eligible for {view.eligible_for}" if view.eligible_for else ""
+    console.print(f"smoothed success (Wilson lower bound) {view.smoothed_success:.3f}{eligible}")
+    table = Table(title="level history", title_justify="left")
+    for col in ("when", "from", "to", "by", "reason"):
+        table.add_column(col)
+    for h in view.level_history:
+        table.add_row(h.changed_at.strftime("%Y-%m-%d %H:%M"), h.from_level or "-", h.to_level, h.changed_by, h.reason)
+    console.print(table)
+
+
+@app.command("stats")
+def stats(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """How many runbooks sit at each automation level."""
+    counts = asyncio.run(level_counts(_settings(data_dir)))
+    if as_json:
+        print(json.dumps(counts))
+        return
+    for level, n in counts.items():
+        console.print(f"{level:9} {n}")
+
+
+@app.command("import")
+def runbooks_import(
+    path: Annotated[Path, typer.Argument(help="a directory of markdown runbooks (or one file)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Import markdown runbooks (idempotent: unchanged files are skipped)."""
+    from activities.knowledge.markdown import load_runbooks
+    from workers.knowledge_client import import_runbooks
+
+    settings = _settings(data_dir)
+    if not path.exists():
+        raise AgenticError(f"no such file or directory: {path}")
+    runbooks, errors = load_runbooks(path)
+    for e in errors:
+        err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
+    if not runbooks:
+        raise AgenticError(f"no runbooks found under {path}")
+    with Progress(
+        TextColumn("importing runbooks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as bar:
+        task = bar.add_task("import", total=len(runbooks))
+        report = asyncio.run(import_runbooks(settings, runbooks, progress=lambda n: bar.advance(task, n)))
+    console.print(
+        f"imported {report.total} runbooks: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged; {len(errors)} skipped"
+    )
+
+
+@app.command("list")
+def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """List runbooks with their automation level."""
+    from workers.knowledge_client import list_runbooks
+
+    rbs = asyncio.run(list_runbooks(_settings(data_dir)))
+    if as_json:
+        print(json.dumps([r.model_dump() for r in rbs], indent=2))
+        return
+    table = Table(title=f"{len(rbs)} runbooks", title_justify="left")
+    for col in ("id", "title", "level"):
+        table.add_column(col)
+    for r in rbs:
+        table.add_row(r.id, r.title, r.automation_level)
+    console.print(table)
+
+
+def _parse_labels(labels: list[str] | None) -> dict[str, str] | None:
+    if not labels:
+        return None
+    out: dict[str, str] = {}
+    for item in labels:
+        if "=" not in item:
+            raise AgenticError(f"bad --label {item!r}: expected name=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
+    if as_json:
+        print(json.dumps([{"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits], indent=2))
+        return
+    table = Table(show_header=True)
+    for col in ("#", "score", "id", "title"):
+        table.add_column(col)
+    for i, h in enumerate(hits, 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.id, h.title)
+    console.print(table)
+
+
+@app.command("search")
+def runbooks_search(
+    text: Annotated[str, typer.Argument(help="what is happening, in words or as an alert text")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 5,
+    label: Annotated[list[str] | None, typer.Option("--label", help="alert label name=value (repeatable)")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Hybrid search (dense + BM25) over runbooks, best first."""
+    from workers.knowledge_client import search
+
+    if not text.strip():
+        raise AgenticError("search text is empty")
+    hits = asyncio.run(search(_settings(data_dir), Collection.RUNBOOKS, text, limit, _parse_labels(label)))
+    _print_hits(hits, as_json)
