@@ -28,7 +28,7 @@ from agentic_core.models import ToolCall
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.stack.env import platform_settings
-from workers.temporal import platform_client
+from workers.temporal import newest_first, platform_client
 
 
 class IncidentSummary(BaseModel):
@@ -76,7 +76,7 @@ async def send_alert(settings: Settings, payload: bytes, kind: Literal["alerts",
 async def list_incidents(settings: Settings, limit: int = 50) -> list[IncidentSummary]:
     client, _ = await platform_client(settings)
     out: list[IncidentSummary] = []
-    async for wf in client.list_workflows("WorkflowType = 'IncidentWorkflow'", limit=limit):
+    for wf in await newest_first(client, "WorkflowType = 'IncidentWorkflow'", limit):
         attrs = wf.typed_search_attributes
         status = attrs.get(sa.INCIDENT_STATUS) or ""
         if not status and wf.status is not None and wf.status != WorkflowExecutionStatus.RUNNING:

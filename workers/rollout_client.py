@@ -11,7 +11,7 @@ from temporalio.service import RPCError
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutInput, RolloutState
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.temporal import platform_client
+from workers.temporal import newest_first, platform_client
 
 WORKFLOW = "RolloutWorkflow"
 
@@ -48,9 +48,8 @@ async def start_rollout(settings: Settings, from_wave: int, to_wave: int, dry_ru
 async def rollout_state(settings: Settings, rollout_id: str | None) -> tuple[str, RolloutState]:
     client, _ = await platform_client(settings)
     if rollout_id is None:
-        async for wf in client.list_workflows(f"WorkflowType = '{WORKFLOW}'", limit=1):
-            rollout_id = wf.id
-            break
+        latest = await newest_first(client, f"WorkflowType = '{WORKFLOW}'", 1)
+        rollout_id = latest[0].id if latest else None
         if rollout_id is None:
             raise AgenticError("no rollout yet: start one with `agentic rollout start`")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
@@ -31,6 +31,20 @@ async def platform_client(settings: Settings) -> tuple[Client, str]:
     else the settings (`workers.stack.env.platform_settings`)."""
     eff = platform_settings(settings)
     return await connect(eff.temporal_target, eff.temporal_namespace), eff.task_queue
+
+
+async def newest_first(client: Client, query: str, limit: int) -> list[WorkflowExecution]:
+    """The workflows matching `query`, newest start first, at most `limit`.
+
+    Temporal's SQL visibility lists running workflows first and closed ones by close time, so
+    one listing's first row is not the newest: a run that started last and already finished (a
+    dry-run rollout, a short incident) comes after every running one. This lists the newest
+    running and the most recently closed ones and orders them by start time."""
+    found: list[WorkflowExecution] = []
+    for status in ("ExecutionStatus = 'Running'", "ExecutionStatus != 'Running'"):
+        found += [wf async for wf in client.list_workflows(f"{query} AND {status}", limit=limit)]
+    found.sort(key=lambda wf: (wf.start_time, wf.id), reverse=True)
+    return found[:limit]
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
