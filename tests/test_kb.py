@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from activities.knowledge.chunks import chunk_text
 from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
-from activities.knowledge.markdown import chunk_text, load_runbooks
+from activities.knowledge.markdown import load_runbooks
 from activities.knowledge.store import Point
 from agentic_core.knowledge import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall

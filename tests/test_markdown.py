@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from activities.knowledge.chunks import chunk_markdown, chunk_text, load_docs
 from activities.knowledge.markdown import (
     RunbookFormatError,
-    chunk_markdown,
-    chunk_text,
     iter_markdown_files,
-    load_docs,
     load_runbooks,
     looks_like_alert_name,
     parse_runbook_file,

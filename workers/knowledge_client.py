@@ -44,7 +44,7 @@ def _failure(exc: WorkflowFailureError) -> AgenticError:
 
 async def start_docs_ingest(settings: Settings, src: Path) -> str | None:
     """Start the docs ingestion for this exact content once; None when it already ran."""
-    from activities.knowledge.markdown import load_docs
+    from activities.knowledge.chunks import load_docs
 
     chunks = await asyncio.to_thread(load_docs, src)
     if not chunks:
@@ -66,7 +66,7 @@ async def start_docs_ingest(settings: Settings, src: Path) -> str | None:
 
 
 async def ingest_docs(settings: Settings, src: Path) -> UpsertReport:
-    from activities.knowledge.markdown import load_docs
+    from activities.knowledge.chunks import load_docs
 
     if not await asyncio.to_thread(src.exists):
         raise AgenticError(f"no such file or directory: {src}")

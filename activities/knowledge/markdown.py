@@ -1,4 +1,5 @@
-"""Runbook and documentation markdown: parsing runbook files and chunking documents.
+"""Runbook and documentation markdown: parsing runbook files, front matter and headings (the
+documents' chunking is `chunks.py`, on the same heading scanner).
 
 Runbook files
 -------------
@@ -46,8 +47,8 @@ Rules, in order:
 `_index.md`, which hold only navigation front matter) and anything under a hidden folder.
 Documentation chunking can ask for them with `include_index=True`.
 
-Documentation chunking
-----------------------
+Documentation chunking (chunks.py)
+----------------------------------
 `chunk_markdown` splits a document into sections at its headings (ATX `#` and setext
 headings, never inside fenced code), one `DocChunk` per non-empty section with the heading
 path (`Configuration > Temporal`) and a stable id `<relative path>#<heading slug>:<part>`;
@@ -56,7 +57,6 @@ sections longer than `max_chars` are split at paragraph, then line boundaries.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -65,14 +65,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agentic_core.models import AutomationLevel, DocChunk, Runbook
+from agentic_core.models import AutomationLevel, Runbook
 
 __all__ = [
     "RunbookFormatError",
-    "chunk_markdown",
-    "chunk_text",
     "iter_markdown_files",
-    "load_docs",
     "load_runbooks",
     "looks_like_alert_name",
     "parse_runbook_file",
@@ -81,11 +78,10 @@ __all__ = [
     "split_front_matter",
 ]
 
-DEFAULT_MAX_CHARS = 1200  # all-MiniLM-L6-v2 reads 256 word pieces, roughly 1,000-1,200 characters
 
-_HEADING_RE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
-_SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+HEADING_RE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
+SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9._/-]+")
 _ALERT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NOT_ALERT_NAMES = frozenset(
@@ -130,7 +126,7 @@ def split_front_matter(text: str) -> tuple[str | None, str, str]:
     raise ValueError(f"front matter opened with {first!r} on line 1 is never closed")
 
 
-def _load_front_matter(source: str, fmt: str) -> dict[str, Any]:
+def load_front_matter(source: str, fmt: str) -> dict[str, Any]:
     if fmt == "toml":
         try:
             data: Any = tomllib.loads(source)
@@ -180,7 +176,7 @@ def runbook_id_for(path: Path, root: Path) -> str:
 
 
 def _first_heading(markdown: str) -> str | None:
-    for _level, title, _ in _iter_headings(markdown.splitlines()):
+    for _level, title, _ in iter_headings(markdown.splitlines()):
         if title:
             return title
     return None
@@ -200,7 +196,7 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
     if not text.strip():
         raise ValueError("file is empty")
     fm_source, fmt, body = split_front_matter(text)
-    meta = _load_front_matter(fm_source, fmt) if fm_source is not None else {}
+    meta = load_front_matter(fm_source, fmt) if fm_source is not None else {}
     body = body.strip()
 
     for key in ("id", "title"):
@@ -342,11 +338,7 @@ def load_runbooks(root: Path) -> tuple[list[Runbook], list[RunbookFormatError]]:
     return runbooks, errors
 
 
-# --------------------------------------------------------------------------------------
-# documentation chunking
-
-
-def _iter_headings(lines: list[str]) -> Any:
+def iter_headings(lines: list[str]) -> Any:
     """Yield (level, title, line index) for each heading outside fenced code.
 
     For setext headings the index is that of the text line (the underline follows it).
@@ -355,7 +347,7 @@ def _iter_headings(lines: list[str]) -> Any:
     prev_text: str | None = None
     prev_idx = -1
     for i, line in enumerate(lines):
-        m = _FENCE_RE.match(line)
+        m = FENCE_RE.match(line)
         if fence is not None:
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
                 fence = None
@@ -365,14 +357,14 @@ def _iter_headings(lines: list[str]) -> Any:
             fence = m.group(1)
             prev_text = None
             continue
-        h = _HEADING_RE.match(line)
+        h = HEADING_RE.match(line)
         if h:
-            yield len(h.group(1)), _clean_heading(h.group(2)), i
+            yield len(h.group(1)), clean_heading(h.group(2)), i
             prev_text = None
             continue
-        s = _SETEXT_RE.match(line)
+        s = SETEXT_RE.match(line)
         if s and prev_text is not None:
-            yield (1 if s.group(1)[0] == "=" else 2), _clean_heading(prev_text), prev_idx
+            yield (1 if s.group(1)[0] == "=" else 2), clean_heading(prev_text), prev_idx
             prev_text = None
             continue
         stripped = line.strip()
@@ -382,146 +374,7 @@ def _iter_headings(lines: list[str]) -> Any:
             prev_text = None
 
 
-def _clean_heading(text: str) -> str:
+def clean_heading(text: str) -> str:
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [text](link) -> text
     text = text.replace("`", "").replace("**", "").strip()
     return text
-
-
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug or "section"
-
-
-def _split_long(text: str, max_chars: int) -> list[str]:
-    """Split text into parts of at most max_chars, at blank lines, then lines, then hard."""
-    if len(text) <= max_chars:
-        return [text]
-    blocks = _paragraphs(text)
-    pieces: list[str] = []
-    for block in blocks:
-        if len(block) <= max_chars:
-            pieces.append(block)
-            continue
-        line_buf = ""
-        for line in block.splitlines():
-            while len(line) > max_chars:
-                if line_buf:
-                    pieces.append(line_buf)
-                    line_buf = ""
-                pieces.append(line[:max_chars])
-                line = line[max_chars:]
-            if line_buf and len(line_buf) + 1 + len(line) > max_chars:
-                pieces.append(line_buf)
-                line_buf = line
-            else:
-                line_buf = f"{line_buf}\n{line}" if line_buf else line
-        if line_buf:
-            pieces.append(line_buf)
-    parts: list[str] = []
-    buf = ""
-    for piece in pieces:
-        if buf and len(buf) + 2 + len(piece) > max_chars:
-            parts.append(buf)
-            buf = piece
-        else:
-            buf = f"{buf}\n\n{piece}" if buf else piece
-    if buf:
-        parts.append(buf)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _paragraphs(text: str) -> list[str]:
-    """Blank-line separated blocks, keeping fenced code blocks whole."""
-    blocks: list[str] = []
-    cur: list[str] = []
-    fence: str | None = None
-    for line in text.splitlines():
-        m = _FENCE_RE.match(line)
-        if fence is None and m:
-            fence = m.group(1)
-        elif fence is not None and m and m.group(1)[0] == fence[0]:
-            fence = None
-        if fence is None and not line.strip():
-            if cur:
-                blocks.append("\n".join(cur))
-                cur = []
-            continue
-        cur.append(line)
-    if cur:
-        blocks.append("\n".join(cur))
-    return blocks
-
-
-def chunk_text(
-    text: str, source: str, *, max_chars: int = DEFAULT_MAX_CHARS, title: str | None = None
-) -> list[DocChunk]:
-    """Chunk markdown text (front matter already removed or not) from `source` by section."""
-    try:
-        fm_source, fmt, body = split_front_matter(text)
-    except ValueError:
-        fm_source, fmt, body = None, "", text
-    if title is None and fm_source is not None:
-        try:
-            fm_title = _load_front_matter(fm_source, fmt).get("title")
-        except ValueError:
-            fm_title = None
-        title = str(fm_title).strip() if isinstance(fm_title, str | int | float) else None
-    lines = body.splitlines()
-    headings = list(_iter_headings(lines))
-    doc_title = title or Path(source).stem
-    # Sections: (heading path, first content line, end line)
-    sections: list[tuple[str, int, int]] = []
-    stack: list[tuple[int, str]] = []
-    starts = [(idx, level, name) for level, name, idx in headings]
-    preamble_end = starts[0][0] if starts else len(lines)
-    sections.append((doc_title, 0, preamble_end))
-    for n, (idx, level, name) in enumerate(starts):
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        stack.append((level, name or "section"))
-        content_start = idx + 1
-        if content_start < len(lines) and _SETEXT_RE.match(lines[content_start]) and not _HEADING_RE.match(lines[idx]):
-            content_start += 1  # skip a setext underline
-        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
-        sections.append((" > ".join(s[1] for s in stack), content_start, end))
-
-    base = Path(source).with_suffix("").as_posix()
-    chunks: list[DocChunk] = []
-    seen: dict[str, int] = {}
-    for heading, start, end in sections:
-        content = "\n".join(lines[start:end]).strip()
-        if not content:
-            continue
-        slug = _slug(heading)
-        count = seen.get(slug, 0)
-        seen[slug] = count + 1
-        if count:
-            slug = f"{slug}-{count + 1}"
-        for part, piece in enumerate(_split_long(content, max_chars)):
-            digest = hashlib.sha256(f"{source}\n{heading}\n{piece}".encode()).hexdigest()
-            chunks.append(
-                DocChunk(id=f"{base}#{slug}:{part}", source=source, heading=heading, text=piece, content_hash=digest)
-            )
-    return chunks
-
-
-def chunk_markdown(path: Path, root: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[DocChunk]:
-    """Split one documentation file into section chunks (see the module docstring)."""
-    path = Path(path)
-    try:
-        rel = path.relative_to(root).as_posix()
-    except ValueError:
-        rel = path.name
-    text = path.read_text(encoding="utf-8", errors="replace")
-    return chunk_text(text, rel, max_chars=max_chars)
-
-
-def load_docs(root: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[DocChunk]:
-    """Chunk every markdown file under `root` (index pages included)."""
-    root = Path(root)
-    base = root.parent if root.is_file() else root
-    chunks: list[DocChunk] = []
-    for path in iter_markdown_files(root, include_index=True):
-        chunks.extend(chunk_markdown(path, base, max_chars=max_chars))
-    return chunks

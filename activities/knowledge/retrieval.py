@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from activities.knowledge.markdown import chunk_text
+from activities.knowledge.chunks import chunk_text
 from activities.knowledge.sparse import term_id
 from activities.knowledge.store import SparseVector
 from agentic_core.models import Runbook
