@@ -14,7 +14,7 @@ from agentic_core.models import ToolCall
 from tests.telegram_emulator import ApiError, parse_html
 from workers.settings import Settings
 from workers.telegram import signing
-from workers.telegram.bot import apply_arguments, parse_assignments
+from workers.telegram.modify import apply_arguments, parse_assignments
 from workers.telegram.render import CAPTION_LIMIT, TEXT_LIMIT, Card, chunks, marked, u16
 from workers.telegram.routing import Router, parse_routes
 

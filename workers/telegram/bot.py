@@ -26,10 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import re
-import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,17 +46,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core.incident import (
     QUERY_APPROVAL,
-    QUERY_STATE,
     UPDATE_DECIDE,
     ApprovalState,
     DecideInput,
     DecideResult,
-    IncidentState,
     plan_hash,
 )
 from agentic_core.models import ToolCall
 from workers.errors import AgenticError
 from workers.telegram import signing
+from workers.telegram.commands import GroupCommands
+from workers.telegram.modify import apply_arguments, call_text, parse_assignments
 from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
 from workers.telegram.render import chunks, esc
 
@@ -134,46 +131,10 @@ async def flood_retry(call: Callable[[], Awaitable[T]], tries: int = 3, max_wait
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def parse_assignments(text: str) -> dict[str, Any]:
-    """`memory=2Gi replicas=3 name="a b"` (spaces or commas between) → arguments. Values are
-    JSON when they parse as JSON (numbers, booleans, quoted strings), else text."""
-    try:
-        tokens = shlex.split(text.replace(",", " "))
-    except ValueError as exc:
-        raise ValueError(f"cannot read the arguments: {exc}") from exc
-    out: dict[str, Any] = {}
-    for tok in tokens:
-        name, sep, raw = tok.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
-            raise ValueError(f"cannot read {tok!r}: write name=value, e.g. memory=2Gi")
-        try:
-            out[name] = json.loads(raw)
-        except ValueError:
-            out[name] = raw
-    if not out:
-        raise ValueError("no arguments: write name=value, e.g. memory=2Gi")
-    return out
-
-
-def apply_arguments(plan: list[ToolCall], args: dict[str, Any]) -> list[ToolCall]:
-    """Override arguments the plan already has; an argument no action takes is an error."""
-    unknown = [k for k in args if not any(k in c.arguments for c in plan)]
-    if unknown:
-        have = sorted({k for c in plan for k in c.arguments})
-        raise ValueError(f"no action of the plan takes {', '.join(unknown)} (arguments: {', '.join(have) or 'none'})")
-    return [
-        ToolCall(tool=c.tool, arguments={**c.arguments, **{k: v for k, v in args.items() if k in c.arguments}})
-        for c in plan
-    ]
-
-
-def call_text(c: ToolCall) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in sorted(c.arguments.items()))
-    return f"{c.tool}({args})"
-
-
-class TelegramBot:
+class TelegramBot(GroupCommands):
     """The handlers, the Temporal client and the ledger; `app` is the PTB Application."""
+
+    cfg: BotConfig
 
     def __init__(
         self,
@@ -508,80 +469,6 @@ class TelegramBot:
                 where = ".".join(str(p) for p in err.path) or "arguments"
                 problems.append(f"{c.tool}.{where}: {err.message}")
         return problems
-
-    # -- commands ------------------------------------------------------------------------------
-
-    def _from_our_chat(self, update: Update) -> bool:
-        chat = update.effective_chat
-        return chat is not None and chat.id == self.cfg.chat_id
-
-    async def _reply(self, update: Update, html: str) -> None:
-        msg = update.effective_message
-        if msg is not None:
-            for piece in _split_html(html):
-                await msg.reply_text(piece, parse_mode=ParseMode.HTML)
-
-    async def cmd_incidents(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not self._from_our_chat(update):
-            return
-        from agentic_core import search_attributes as sa
-
-        lines: list[str] = []
-        query = "WorkflowType = 'IncidentWorkflow' AND ExecutionStatus = 'Running'"
-        async for wf in self.client.list_workflows(query, limit=30):
-            attrs = wf.typed_search_attributes
-            status = attrs.get(sa.INCIDENT_STATUS) or "open"
-            sev = attrs.get(sa.INCIDENT_SEVERITY) or "?"
-            name = attrs.get(sa.ALERT_NAME) or ""
-            lines.append(f"• <code>{esc(wf.id)}</code> {esc(status)} · {esc(sev)} · {esc(name)}")
-        await self._reply(update, "<b>Open incidents</b>\n" + ("\n".join(lines) if lines else "none"))
-
-    async def cmd_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not self._from_our_chat(update):
-            return
-        if not context.args:
-            await self._reply(update, "usage: /status INCIDENT_ID")
-            return
-        iid = context.args[0]
-        try:
-            st = await self.client.get_workflow_handle(iid).query(QUERY_STATE, result_type=IncidentState)
-        except RPCError as exc:
-            await self._reply(update, f"no incident <code>{esc(iid)}</code>: {esc(exc.message)}")
-            return
-        lines = [f"<b>{esc(st.title or iid)}</b>", f"status: {esc(st.status.value)}"]
-        if st.runbook_id:
-            lines.append(f"runbook: <code>{esc(st.runbook_id)}</code>")
-        if st.plan:
-            lines.append(f"plan <code>{esc((st.plan_hash or '')[:12])}</code>:")
-            lines += [f"  {i + 1}. <code>{esc(call_text(c))}</code>" for i, c in enumerate(st.plan)]
-        if st.decision is not None:
-            lines.append(f"decision: {esc(st.decision.choice)} by {esc(st.decision.by or 'nobody')}")
-        lines += [f"  ran {a.index + 1}. {esc(a.tool)}: {esc(a.status)}" for a in st.actions]
-        if st.outcome is not None:
-            lines.append(f"outcome: {esc(st.outcome.outcome)} {esc(st.outcome.detail)}")
-        await self._reply(update, "\n".join(lines))
-
-    async def cmd_runbooks(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not self._from_our_chat(update):
-            return
-        lines = ["<b>Runbooks</b> (level · successes/executions)"]
-        for rb in await self.ledger.list_runbooks():
-            stats = await self.ledger.runbook_stats(rb.id)
-            record = f"{stats.successes}/{stats.executions}" if stats is not None else "0/0"
-            lines.append(f"• <code>{esc(rb.id)}</code> {esc(rb.automation_level.value)} · {record}")
-        await self._reply(update, "\n".join(lines))
-
-
-def _split_html(text: str, size: int = 4000) -> list[str]:
-    """Split on line ends (our command answers never open a tag across lines)."""
-    out: list[str] = []
-    cur = ""
-    for line in text.split("\n"):
-        if cur and len(cur) + len(line) + 1 > size:
-            out.append(cur)
-            cur = ""
-        cur = f"{cur}\n{line}" if cur else line[:size]
-    return [*out, cur] if cur else out
 
 
 async def temporal_health(client: Client) -> tuple[bool, str]:

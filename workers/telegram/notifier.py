@@ -18,6 +18,9 @@
   `next_retry_delay`, so Temporal retries the activity after exactly that delay.
 
 Message refs look like `tg:<chat id>:<message id>`.
+
+Long because posting, editing and marking a card share one card state and its ledger
+bookkeeping (sent keys, links, topics), which must stay idempotent together.
 """
 
 from __future__ import annotations
