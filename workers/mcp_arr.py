@@ -49,7 +49,8 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from workers.app_api import AppApi, body_message
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.toolservers.common import (
     base_parser,
     client_token,
     issuer_url,
@@ -58,7 +59,6 @@ from workers.mcp_common import (
     server_main,
     tool,
 )
-from workers.process import StartupError, bind_listener
 
 __all__ = ["APPS", "COMMANDS", "ArrApp", "build_server", "main"]
 

@@ -48,7 +48,8 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from workers.app_api import AppApi, body_message
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener, secret_from_env
+from workers.toolservers.common import (
     base_parser,
     client_token,
     issuer_url,
@@ -57,7 +58,6 @@ from workers.mcp_common import (
     server_main,
     tool,
 )
-from workers.process import StartupError, bind_listener, secret_from_env
 
 __all__ = ["DEFAULT_SERVICES", "HomeAssistant", "build_server", "main", "parse_services"]
 

@@ -74,7 +74,8 @@ from activities.kube.ops import (
     load_api_client,
 )
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.toolservers.common import (
     base_parser,
     client_token,
     issuer_url,
@@ -83,7 +84,6 @@ from workers.mcp_common import (
     server_main,
     tool,
 )
-from workers.process import StartupError, bind_listener
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 

@@ -50,7 +50,10 @@ from agentic_core.knowledge import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from agentic_core.trust import RunbookCounters
 from workers.errors import AgenticError
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.settings import Settings
+from workers.stack.env import platform_settings
+from workers.toolservers.common import (
     base_parser,
     client_token,
     issuer_url,
@@ -59,9 +62,6 @@ from workers.mcp_common import (
     server_main,
     tool,
 )
-from workers.process import StartupError, bind_listener
-from workers.settings import Settings
-from workers.stack.env import platform_settings
 
 __all__ = ["KnowledgeBackends", "build_server", "main"]
 

@@ -1,0 +1,13 @@
+"""The platform's MCP tool servers, one family: each serves its tools over streamable HTTP at
+/mcp, with a bearer token (or loopback only), `GET /healthz`, `error:` lines and exit 2 for
+start-up problems, and a graceful stop on SIGTERM.
+
+- `common.py`: what every server shares: start-up (the options every server takes, the client
+  token), strict tools (unknown arguments refused), serving with auth and `/healthz`.
+- one sub-package per server, run as `python -m workers.toolservers.<name>`:
+  `server.py` holds the MCP server (its tools, `build_server`, `main`); where the server talks to
+  an outside app, `client.py` holds that app's client.
+
+A new server (metrics, Git repositories, web search...) is one more sub-package of the same
+shape; its tool names join their family in `agentic_core/tools.py`.
+"""
