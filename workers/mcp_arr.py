@@ -48,8 +48,8 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from workers.app_api import AppApi, body_message
 from workers.process import StartupError, bind_listener
+from workers.toolservers.app_api import AppApi, body_message
 from workers.toolservers.common import (
     base_parser,
     client_token,

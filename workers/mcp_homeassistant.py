@@ -47,8 +47,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from workers.app_api import AppApi, body_message
 from workers.process import StartupError, bind_listener, secret_from_env
+from workers.toolservers.app_api import AppApi, body_message
 from workers.toolservers.common import (
     base_parser,
     client_token,

@@ -4,6 +4,8 @@ start-up problems, and a graceful stop on SIGTERM.
 
 - `common.py`: what every server shares: start-up (the options every server takes, the client
   token), strict tools (unknown arguments refused), serving with auth and `/healthz`.
+- `app_api.py`: the home applications' REST APIs as their servers call them (Home Assistant,
+  the arr suite), every failure a tool error that says what to do.
 - one sub-package per server, run as `python -m workers.toolservers.<name>`:
   `server.py` holds the MCP server (its tools, `build_server`, `main`); where the server talks to
   an outside app, `client.py` holds that app's client.
