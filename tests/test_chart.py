@@ -197,7 +197,7 @@ def test_worker_exec_probes_and_http_probes() -> None:
     prepare = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-prepare")
     assert prepare["data"]["prepare.py"] == (CHART / "files" / "prepare.py").read_text()
     mcp = by_name["mcp-infra"]["spec"]["template"]["spec"]["containers"][0]
-    assert mcp["command"][:3] == ["python", "-m", "workers.mcp_infra"]
+    assert mcp["command"][:3] == ["python", "-m", "workers.toolservers.infra"]
     assert mcp["command"][-2:] == ["--token-env", "AGENTIC_MCP_TOKEN"]
 
 
@@ -357,7 +357,7 @@ def test_worker_prepare_script_imports() -> None:
 
 
 def test_mcp_server_command_matches_its_cli() -> None:
-    from workers import mcp_infra
+    from workers.toolservers.infra import server as mcp_infra
 
     dep = next(d for d in render("default") if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-infra")
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]

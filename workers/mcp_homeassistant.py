@@ -29,7 +29,7 @@ AGENTIC_HA_URL), 401 (check AGENTIC_HA_TOKEN), an unknown entity (list them with
 - Home Assistant's long-lived access token comes from the environment variable named by
   `--ha-token-env` (AGENTIC_HA_TOKEN), never from the command line.
 - Authentication of MCP clients, /healthz, start-up errors (exit 2) and SIGTERM as in
-  workers.mcp_infra.
+  workers.toolservers.infra.
 """
 
 from __future__ import annotations
