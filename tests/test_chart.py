@@ -366,7 +366,7 @@ def test_mcp_server_command_matches_its_cli() -> None:
 
 
 def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> None:
-    from workers import mcp_knowledge
+    from workers.toolservers.knowledge import server as mcp_knowledge
 
     docs = render("default")
     dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-knowledge")
@@ -374,7 +374,7 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     args = mcp_knowledge._parser().parse_args(c["command"][3:])
-    assert c["command"][:3] == ["python", "-m", "workers.mcp_knowledge"]
+    assert c["command"][:3] == ["python", "-m", "workers.toolservers.knowledge"]
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8092, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e for e in c["env"]}
     assert env["AGENTIC_TEMPORAL_ADDRESS"]["value"]
