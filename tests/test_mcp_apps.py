@@ -20,9 +20,9 @@ from tests.kmock_helpers import result_data as data
 from tests.kmock_helpers import result_text as text
 from workers.mcp_arr import ArrApp
 from workers.mcp_arr import build_server as arr_server
-from workers.mcp_homeassistant import DEFAULT_SERVICES, HomeAssistant, parse_services
-from workers.mcp_homeassistant import build_server as ha_server
 from workers.process import StartupError
+from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, HomeAssistant, parse_services
+from workers.toolservers.homeassistant.server import build_server as ha_server
 
 TOKEN = "apps-test-token"
 HA_READ = {"ha_states", "ha_entity", "ha_error_log", "ha_check_config"}
@@ -117,7 +117,7 @@ async def start_ha(ha: FakeHomeAssistant, **env: str) -> McpProcess:
         free_port(),
         None,
         TOKEN,
-        module="workers.mcp_homeassistant",
+        module="workers.toolservers.homeassistant",
         extra_args=["--ha-url", ha.url],
         env={"AGENTIC_HA_TOKEN": ha.token, **env},
     )
@@ -317,12 +317,12 @@ async def run_cli(module: str, *args: str, env: dict[str, str] | None = None) ->
 
 async def test_start_up_errors_are_one_line() -> None:
     port = str(free_port())
-    rc, err = await run_cli("workers.mcp_homeassistant", "--port", port, env={"AGENTIC_HA_TOKEN": "t"})
+    rc, err = await run_cli("workers.toolservers.homeassistant", "--port", port, env={"AGENTIC_HA_TOKEN": "t"})
     assert (rc, err.strip()) == (
         2,
         "error: no Home Assistant URL: set AGENTIC_HA_URL (--ha-url), e.g. http://homeassistant:8123",
     )
-    rc, err = await run_cli("workers.mcp_homeassistant", "--port", port, "--ha-url", "http://ha:8123")
+    rc, err = await run_cli("workers.toolservers.homeassistant", "--port", port, "--ha-url", "http://ha:8123")
     assert rc == 2 and err.strip().startswith("error: --ha-token-env AGENTIC_HA_TOKEN: the environment variable")
     rc, err = await run_cli("workers.mcp_arr", "--port", port)
     assert rc == 2 and err.strip().startswith("error: no arr app configured: set AGENTIC_SONARR_URL")
