@@ -403,7 +403,7 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
 
 
 def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enabled() -> None:
-    from workers import mcp_arr
+    from workers.toolservers.arr import server as mcp_arr
     from workers.toolservers.homeassistant import server as mcp_homeassistant
 
     default = {(d["kind"], d["metadata"]["name"]) for d in render("default")}

@@ -18,9 +18,9 @@ from tests.fake_apps import FakeArr, FakeHomeAssistant, prowlarr_indexer, queue_
 from tests.kmock_helpers import McpProcess, mcp_client, start_server
 from tests.kmock_helpers import result_data as data
 from tests.kmock_helpers import result_text as text
-from workers.mcp_arr import ArrApp
-from workers.mcp_arr import build_server as arr_server
 from workers.process import StartupError
+from workers.toolservers.arr.server import ArrApp
+from workers.toolservers.arr.server import build_server as arr_server
 from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, HomeAssistant, parse_services
 from workers.toolservers.homeassistant.server import build_server as ha_server
 
@@ -129,7 +129,7 @@ async def start_arr(fakes: dict[str, FakeArr]) -> McpProcess:
     for app, fake in fakes.items():
         args += [f"--{app}-url", fake.url]
         env[f"AGENTIC_{app.upper()}_API_KEY"] = fake.api_key
-    return await start_server(free_port(), None, TOKEN, module="workers.mcp_arr", extra_args=args, env=env)
+    return await start_server(free_port(), None, TOKEN, module="workers.toolservers.arr", extra_args=args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -324,9 +324,9 @@ async def test_start_up_errors_are_one_line() -> None:
     )
     rc, err = await run_cli("workers.toolservers.homeassistant", "--port", port, "--ha-url", "http://ha:8123")
     assert rc == 2 and err.strip().startswith("error: --ha-token-env AGENTIC_HA_TOKEN: the environment variable")
-    rc, err = await run_cli("workers.mcp_arr", "--port", port)
+    rc, err = await run_cli("workers.toolservers.arr", "--port", port)
     assert rc == 2 and err.strip().startswith("error: no arr app configured: set AGENTIC_SONARR_URL")
-    rc, err = await run_cli("workers.mcp_arr", "--port", port, env={"AGENTIC_RADARR_URL": "http://radarr:7878"})
+    rc, err = await run_cli("workers.toolservers.arr", "--port", port, env={"AGENTIC_RADARR_URL": "http://radarr:7878"})
     assert (rc, err.strip()) == (
         2,
         "error: Radarr is configured (http://radarr:7878) but AGENTIC_RADARR_API_KEY is not set or empty",
