@@ -8,7 +8,8 @@ start-up problems, and a graceful stop on SIGTERM.
   the arr suite), every failure a tool error that says what to do.
 - one sub-package per server, run as `python -m workers.toolservers.<name>`:
   `server.py` holds the MCP server (its tools, `build_server`, `main`); where the server talks to
-  an outside app, `client.py` holds that app's client.
+  an outside app, `client.py` holds that app's client; `models.py` the tools' typed results
+  where they are many.
 
 A new server (metrics, Git repositories, web search...) is one more sub-package of the same
 shape; its tool names join their family in `agentic_core/tools.py`.

@@ -45,10 +45,23 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from workers.process import StartupError, bind_listener
-from workers.toolservers.app_api import AppApi, body_message
+from workers.toolservers.app_api import body_message
+from workers.toolservers.arr.client import APPS, TITLES, ArrApp
+from workers.toolservers.arr.models import (
+    CommandResult,
+    HealthIssue,
+    HealthResult,
+    IndexerInfo,
+    IndexersResult,
+    IndexerTestResult,
+    QueueItem,
+    QueueResult,
+    RemoveResult,
+    StatusResult,
+)
 from workers.toolservers.common import (
     base_parser,
     client_token,
@@ -59,12 +72,9 @@ from workers.toolservers.common import (
     tool,
 )
 
-__all__ = ["APPS", "COMMANDS", "ArrApp", "build_server", "main"]
+__all__ = ["COMMANDS", "build_server", "main"]
 
 SERVER_NAME = "agentic-arr"
-APPS = ("sonarr", "radarr", "prowlarr")
-API_VERSION = {"sonarr": "v3", "radarr": "v3", "prowlarr": "v1"}
-TITLES = {"sonarr": "Sonarr", "radarr": "Radarr", "prowlarr": "Prowlarr"}
 QUEUE_APPS = ("sonarr", "radarr")
 COMMANDS: dict[str, tuple[str, ...]] = {
     "sonarr": ("RefreshMonitoredDownloads", "RssSync", "DownloadedEpisodesScan", "MissingEpisodeSearch", "CheckHealth"),
@@ -81,131 +91,6 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 COMMAND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 REMOVES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 TESTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-
-
-class ArrApp:
-    """One arr app's API (`X-Api-Key`)."""
-
-    def __init__(self, app: str, url: str, api_key: str, **kwargs: Any) -> None:
-        self.app = app
-        self.version = API_VERSION[app]
-        self.api = AppApi(
-            TITLES[app],
-            url,
-            {"X-Api-Key": api_key},
-            url_setting=f"AGENTIC_{app.upper()}_URL",
-            key_setting=f"AGENTIC_{app.upper()}_API_KEY",
-            **kwargs,
-        )
-
-    def path(self, rest: str) -> str:
-        return f"/api/{self.version}/{rest}"
-
-    async def get(self, rest: str, params: dict[str, Any] | None = None) -> Any:
-        return (await self.api.send("GET", self.path(rest), params=params)).body
-
-    async def close(self) -> None:
-        await self.api.close()
-
-
-# --------------------------------------------------------------------------- results
-
-
-class StatusResult(BaseModel):
-    app: str
-    app_name: str | None = None
-    instance_name: str | None = None
-    version: str | None = None
-    branch: str | None = None
-    start_time: str | None = None
-    os_name: str | None = None
-    is_docker: bool | None = None
-    url_base: str | None = None
-
-
-class HealthIssue(BaseModel):
-    source: str
-    type: str = Field(description="ok, notice, warning or error")
-    message: str
-    wiki_url: str | None = None
-
-
-class HealthResult(BaseModel):
-    app: str
-    healthy: bool = Field(description="no warning or error")
-    issues: list[HealthIssue]
-
-
-class QueueItem(BaseModel):
-    id: int
-    title: str
-    status: str = Field(description="downloading, paused, queued, completed, delay, warning, failed, ...")
-    tracked_download_status: str | None = Field(default=None, description="ok, warning or error")
-    tracked_download_state: str | None = Field(
-        default=None, description="downloading, importPending, importing, imported, importBlocked, failed, ..."
-    )
-    problem: bool = Field(description="stalled, failed, or blocked from importing")
-    messages: list[str] = Field(default_factory=list, description="the app's status messages for the item")
-    error_message: str | None = None
-    download_client: str | None = None
-    indexer: str | None = None
-    protocol: str | None = None
-    size: float | None = None
-    size_left: float | None = None
-    time_left: str | None = None
-    added: str | None = None
-
-
-class QueueResult(BaseModel):
-    app: str
-    page: int
-    page_size: int
-    total_records: int
-    items: list[QueueItem]
-    problems: int = Field(description="items of this page with a problem")
-
-
-class IndexerInfo(BaseModel):
-    id: int
-    name: str
-    enable: bool
-    protocol: str | None = None
-    implementation: str | None = None
-    priority: int | None = None
-    failing: bool = Field(description="Prowlarr has disabled it after failures (disabled_till in the future)")
-    disabled_till: str | None = None
-    most_recent_failure: str | None = None
-    initial_failure: str | None = None
-
-
-class IndexersResult(BaseModel):
-    indexers: list[IndexerInfo]
-    failing: int
-
-
-class CommandResult(BaseModel):
-    app: str
-    id: int | None = None
-    name: str
-    status: str = Field(description="queued, started, completed, failed, ...")
-    message: str | None = None
-    queued: str | None = None
-
-
-class RemoveResult(BaseModel):
-    app: str
-    id: int
-    removed: bool
-    already_gone: bool = False
-    blocklisted: bool = False
-    message: str
-
-
-class IndexerTestResult(BaseModel):
-    id: int
-    name: str
-    ok: bool
-    failures: list[str] = Field(default_factory=list, description="why the test failed, as Prowlarr says")
 
 
 # --------------------------------------------------------------------------- helpers
