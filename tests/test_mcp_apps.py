@@ -21,7 +21,8 @@ from tests.kmock_helpers import result_text as text
 from workers.process import StartupError
 from workers.toolservers.arr.client import ArrApp
 from workers.toolservers.arr.server import build_server as arr_server
-from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, HomeAssistant, parse_services
+from workers.toolservers.homeassistant.client import HomeAssistant
+from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, parse_services
 from workers.toolservers.homeassistant.server import build_server as ha_server
 
 TOKEN = "apps-test-token"

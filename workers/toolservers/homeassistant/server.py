@@ -44,10 +44,9 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from workers.process import StartupError, bind_listener, secret_from_env
-from workers.toolservers.app_api import AppApi, body_message
 from workers.toolservers.common import (
     base_parser,
     client_token,
@@ -57,8 +56,18 @@ from workers.toolservers.common import (
     server_main,
     tool,
 )
+from workers.toolservers.homeassistant.client import HomeAssistant
+from workers.toolservers.homeassistant.models import (
+    CheckConfigResult,
+    EntityBrief,
+    EntityDetail,
+    ErrorLogResult,
+    RestartResult,
+    ServiceResult,
+    StatesResult,
+)
 
-__all__ = ["DEFAULT_SERVICES", "HomeAssistant", "build_server", "main", "parse_services"]
+__all__ = ["DEFAULT_SERVICES", "build_server", "main", "parse_services"]
 
 SERVER_NAME = "agentic-homeassistant"
 DEFAULT_SERVICES = (
@@ -102,58 +111,6 @@ def parse_services(csv: str) -> list[str]:
     return items
 
 
-# --------------------------------------------------------------------------- results
-
-
-class EntityBrief(BaseModel):
-    entity_id: str
-    state: str
-    friendly_name: str | None = None
-    last_changed: str | None = None
-
-
-class EntityDetail(EntityBrief):
-    last_updated: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    attributes_truncated: bool = False
-
-
-class StatesResult(BaseModel):
-    entities: list[EntityBrief]
-    matched: int = Field(description="entities matching the filters (entities holds at most `limit` of them)")
-    truncated: bool
-    unavailable: list[str] = Field(
-        default_factory=list, description="matching entities whose state is unavailable or unknown (at most 50)"
-    )
-
-
-class ErrorLogResult(BaseModel):
-    lines: list[str]
-    total_lines: int
-    truncated: bool
-
-
-class CheckConfigResult(BaseModel):
-    valid: bool
-    result: str
-    errors: str | None = None
-    warnings: str | None = None
-
-
-class ServiceResult(BaseModel):
-    service: str
-    entity_id: str | None = None
-    changed: list[EntityBrief] = Field(description="states Home Assistant reports changed by the call")
-    state_after: EntityBrief | None = None
-    message: str
-
-
-class RestartResult(BaseModel):
-    requested: bool
-    config: CheckConfigResult
-    message: str
-
-
 def _brief(s: dict[str, Any]) -> EntityBrief:
     attrs = s.get("attributes") if isinstance(s.get("attributes"), dict) else {}
     name = attrs.get("friendly_name") if isinstance(attrs, dict) else None
@@ -163,67 +120,6 @@ def _brief(s: dict[str, Any]) -> EntityBrief:
         friendly_name=str(name) if name is not None else None,
         last_changed=s.get("last_changed"),
     )
-
-
-# --------------------------------------------------------------------------- the client
-
-
-class HomeAssistant:
-    """Home Assistant's REST API (`Authorization: Bearer <long-lived access token>`)."""
-
-    def __init__(self, url: str, token: str, **kwargs: Any) -> None:
-        self.api = AppApi(
-            "Home Assistant",
-            url,
-            {"Authorization": f"Bearer {token}"},
-            url_setting="AGENTIC_HA_URL",
-            key_setting="AGENTIC_HA_TOKEN (a long-lived access token: profile → Security)",
-            **kwargs,
-        )
-
-    @property
-    def url(self) -> str:
-        return self.api.base_url
-
-    async def close(self) -> None:
-        await self.api.close()
-
-    async def states(self) -> list[dict[str, Any]]:
-        body = (await self.api.send("GET", "/api/states")).body
-        return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
-
-    async def state(self, entity_id: str) -> dict[str, Any]:
-        answer = await self.api.send("GET", f"/api/states/{entity_id}", ok=(200, 404))
-        if answer.status == 404:
-            domain = entity_id.split(".")[0]
-            raise ToolError(
-                f"entity {entity_id} not found in Home Assistant: list the {domain} entities with "
-                f'ha_states(domain="{domain}") and use an existing entity_id'
-            )
-        return answer.body if isinstance(answer.body, dict) else {}
-
-    async def check_config(self) -> CheckConfigResult:
-        body = (await self.api.send("POST", "/api/config/core/check_config")).body
-        body = body if isinstance(body, dict) else {}
-        result = str(body.get("result", "unknown"))
-        return CheckConfigResult(
-            valid=result == "valid", result=result, errors=body.get("errors"), warnings=body.get("warnings")
-        )
-
-    async def call(self, domain: str, service: str, data: dict[str, Any], *, sent_ok: bool = False) -> list[Any]:
-        answer = await self.api.send(
-            "POST", f"/api/services/{domain}/{service}", json=data, ok=(200, 201, 400), sent_ok=sent_ok
-        )
-        if answer.status == 400:
-            raise ToolError(
-                f"Home Assistant rejected {domain}.{service} with {data} (400: {body_message(answer)}): "
-                "the service does not exist here (is its integration loaded?) or its data is wrong "
-                "(see Developer tools → Actions in Home Assistant)"
-            )
-        body = answer.body
-        if isinstance(body, dict):  # ?return_response shape
-            body = body.get("changed_states", [])
-        return body if isinstance(body, list) else []
 
 
 # --------------------------------------------------------------------------- argument types
