@@ -37,7 +37,8 @@ from tests.kmock_helpers import result_text as text
 from tests.pg import create_database, pg_server
 from tests.test_intake import temporal_bin
 from workers.settings import Settings
-from workers.toolservers.knowledge.server import KnowledgeBackends, build_server
+from workers.toolservers.knowledge.client import KnowledgeBackends
+from workers.toolservers.knowledge.server import build_server
 from workflows.knowledge import SearchKnowledgeWorkflow
 
 pytestmark = pytest.mark.slow
