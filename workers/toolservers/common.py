@@ -1,6 +1,7 @@
 """What the platform's MCP servers share: the bearer-token verifier, strict tools (unknown
-arguments refused), the loopback test for binding without TLS in front, the server with its
-auth and `/healthz`, and serving it over streamable HTTP on a bound socket."""
+arguments refused), the annotations that say what a tool does to the world, the loopback test
+for binding without TLS in front, the server with its auth and `/healthz`, and serving it over
+streamable HTTP on a bound socket."""
 
 from __future__ import annotations
 
@@ -45,6 +46,29 @@ class StaticTokenVerifier:
 def tool(fn: Callable[..., Any], title: str, annotations: ToolAnnotations, meta: dict[str, Any] | None = None) -> Tool:
     description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
     return strict(Tool.from_function(fn, title=title, description=description, annotations=annotations, meta=meta))
+
+
+# What a tool does to the world, as its MCP annotations say it. The tool gateway reads them
+# (activities/tools/gateway.py): a tool that is read-only or idempotent is called again after an
+# interrupted call; any other is never repeated blindly.
+
+
+def tool_annotations(
+    *, read_only: bool, destructive: bool, idempotent: bool, open_world: bool = False
+) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=open_world
+    )
+
+
+READ_ONLY = tool_annotations(read_only=True, destructive=False, idempotent=True)
+"""Looks, changes nothing."""
+READ_ONLY_OPEN = tool_annotations(read_only=True, destructive=False, idempotent=True, open_world=True)
+"""Looks, and reaches beyond the app it serves (e.g. talosctl to every node)."""
+MUTATING_IDEMPOTENT = tool_annotations(read_only=False, destructive=True, idempotent=True)
+"""Changes something to an absolute value: calling it twice has the effect of calling it once."""
+MUTATING = tool_annotations(read_only=False, destructive=True, idempotent=False)
+"""Changes something, and a repeat has a further effect (a restart)."""
 
 
 def strict(tool: Tool) -> Tool:

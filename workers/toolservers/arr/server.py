@@ -44,7 +44,6 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from workers.process import StartupError, bind_listener
@@ -63,6 +62,8 @@ from workers.toolservers.arr.models import (
     StatusResult,
 )
 from workers.toolservers.common import (
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
     base_parser,
     client_token,
     issuer_url,
@@ -70,6 +71,7 @@ from workers.toolservers.common import (
     serve_and_report,
     server_main,
     tool,
+    tool_annotations,
 )
 
 __all__ = ["COMMANDS", "build_server", "main"]
@@ -87,10 +89,10 @@ _FINISHED = {"completed", "failed", "aborted", "cancelled", "orphaned"}
 
 log = logging.getLogger("workers.toolservers.arr")
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-COMMAND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-REMOVES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-TESTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+# A queued background job, or an indexer test: no change to the library or the configuration
+# (a repeat has no further effect), and it reaches beyond the app (indexers).
+COMMAND = tool_annotations(read_only=False, destructive=False, idempotent=True, open_world=True)
+TESTS = tool_annotations(read_only=False, destructive=False, idempotent=True, open_world=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -360,7 +362,7 @@ def build_server(
         tools.append(tool(prowlarr_indexers, "Prowlarr indexers", READ_ONLY))
     tools.append(tool(arr_command, "Run an arr command", COMMAND))
     if queue_names:
-        tools.append(tool(arr_remove_queue_item, "Remove an arr queue item", REMOVES))
+        tools.append(tool(arr_remove_queue_item, "Remove an arr queue item", MUTATING_IDEMPOTENT))
     if "prowlarr" in apps:
         tools.append(tool(prowlarr_test_indexer, "Test a Prowlarr indexer", TESTS))
 

@@ -43,11 +43,13 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from workers.process import StartupError, bind_listener, secret_from_env
 from workers.toolservers.common import (
+    MUTATING,
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
     base_parser,
     client_token,
     issuer_url,
@@ -87,10 +89,6 @@ SERVICE_NAME = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 _NOT_IDEMPOTENT_SERVICES = {"toggle", "press", "trigger", "stop", "restart", "reboot", "shutdown"}
 # Services that act on the whole instance or a config entry, not on one entity of their domain.
 _TARGET_ANY_DOMAIN = {"homeassistant"}
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-SETS_STATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-RESTARTS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 
 def parse_services(csv: str) -> list[str]:
@@ -294,10 +292,10 @@ def build_server(
         tool(ha_entity, "A Home Assistant entity", READ_ONLY),
         tool(ha_error_log, "Home Assistant error log", READ_ONLY),
         tool(ha_check_config, "Check Home Assistant's configuration", READ_ONLY),
-        tool(ha_call_service, "Call a Home Assistant service", SETS_STATE),
+        tool(ha_call_service, "Call a Home Assistant service", MUTATING_IDEMPOTENT),
     ]
     if RESTART in services:
-        tools.append(tool(ha_restart, "Restart Home Assistant", RESTARTS))
+        tools.append(tool(ha_restart, "Restart Home Assistant", MUTATING))
 
     return new_server(
         SERVER_NAME,

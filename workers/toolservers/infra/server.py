@@ -51,7 +51,6 @@ from typing import Annotated, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from activities.kube.ops import (
@@ -75,6 +74,10 @@ from activities.kube.ops import (
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
 from workers.process import StartupError, bind_listener
 from workers.toolservers.common import (
+    MUTATING,
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
+    READ_ONLY_OPEN,
     base_parser,
     client_token,
     issuer_url,
@@ -115,15 +118,6 @@ DeploymentName = Annotated[
 ]
 LABEL_SELECTOR = r"^[A-Za-z0-9._/=!,() -]*$"
 PodName = Annotated[str, Field(description="name of the pod", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-READ_ONLY_OPEN = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-)
-MUTATING_IDEMPOTENT = ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-)
-MUTATING = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 _R = TypeVar("_R")
 

@@ -35,7 +35,6 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from activities.ledger.db import LedgerError, LedgerUnavailable
@@ -47,6 +46,7 @@ from workers.process import StartupError, bind_listener
 from workers.settings import Settings
 from workers.stack.env import platform_settings
 from workers.toolservers.common import (
+    READ_ONLY,
     base_parser,
     client_token,
     issuer_url,
@@ -75,8 +75,6 @@ SERVER_NAME = "agentic-knowledge"
 SNIPPET = 600
 
 log = logging.getLogger("workers.toolservers.knowledge")
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 async def _ledger_call(backends: KnowledgeBackends, what: str, fn: Any) -> Any:
