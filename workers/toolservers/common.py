@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import inspect
 import ipaddress
+import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import ToolAnnotations
@@ -29,6 +32,8 @@ from starlette.responses import JSONResponse, Response
 
 EXIT_OK = 0
 EXIT_STARTUP = 2  # the process could not start: its one line says why
+
+log = logging.getLogger("workers.toolservers")
 
 
 class StaticTokenVerifier:
@@ -69,6 +74,32 @@ MUTATING_IDEMPOTENT = tool_annotations(read_only=False, destructive=True, idempo
 """Changes something to an absolute value: calling it twice has the effect of calling it once."""
 MUTATING = tool_annotations(read_only=False, destructive=True, idempotent=False)
 """Changes something, and a repeat has a further effect (a restart)."""
+
+
+@contextlib.contextmanager
+def tool_errors(
+    errors: Mapping[type[Exception], Callable[[Any], str]],
+    *,
+    tool: str | None = None,
+    logger: logging.Logger = log,
+) -> Iterator[None]:
+    """Turn what the app or backend raises into a tool error the model (and the human reading the
+    action's outcome) can act on. `errors`: an exception type → the tool error's text (the first
+    type that matches, in order); a `ToolError` passes as it is. With `tool`, any other exception
+    is a bug: logged on `logger` with its traceback and answered `internal error in <tool>: ...`
+    rather than crashing the call; without, it goes to the SDK (`Error executing tool ...`)."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except Exception as exc:
+        for kind, text in errors.items():
+            if isinstance(exc, kind):
+                raise ToolError(text(exc)) from None
+        if tool is None:
+            raise
+        logger.exception("%s failed unexpectedly", tool)
+        raise ToolError(f"internal error in {tool}: {type(exc).__name__}: {exc}") from None
 
 
 def strict(tool: Tool) -> Tool:

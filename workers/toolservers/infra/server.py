@@ -85,6 +85,7 @@ from workers.toolservers.common import (
     serve_and_report,
     server_main,
     tool,
+    tool_errors,
 )
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
@@ -140,15 +141,9 @@ def build_server(
     async def k8s(name: str, fn: Callable[[KubeOps], Awaitable[_R]]) -> _R:
         if ops is None:
             raise ToolError(NO_CLUSTER)
-        try:
+        # a bug must still come back as a tool error, not a crash
+        with tool_errors({KubeError: str}, tool=name, logger=log):
             return await fn(ops)
-        except KubeError as exc:
-            raise ToolError(str(exc)) from None
-        except ToolError:
-            raise
-        except Exception as exc:  # a bug must still come back as a tool error, not a crash
-            log.exception("%s failed unexpectedly", name)
-            raise ToolError(f"internal error in {name}: {type(exc).__name__}: {exc}") from None
 
     async def get_nodes() -> NodesResult:
         """List the cluster's nodes: readiness, roles, kubelet version, allocatable CPU and memory,

@@ -8,7 +8,6 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from mcp.server.mcpserver.exceptions import ToolError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError
@@ -19,6 +18,7 @@ from agentic_core.knowledge import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from workers.errors import AgenticError
 from workers.settings import Settings
+from workers.toolservers.common import tool_errors
 
 __all__ = ["SEARCH_TIMEOUT", "KnowledgeBackends"]
 
@@ -50,21 +50,17 @@ class KnowledgeBackends:
             if self._client is None:
                 from workers.temporal import connect
 
-                try:
+                with tool_errors({AgenticError: str}):
                     self._client = await connect(self.settings.temporal_target, self.settings.temporal_namespace)
-                except AgenticError as exc:
-                    raise ToolError(str(exc)) from None
             return self._client
 
     async def ledger(self) -> Ledger:
         async with self._lock:
             if self._ledger is None:
-                try:
+                with tool_errors({LedgerError: lambda exc: f"the ledger is unavailable: {exc}"}):
                     self._ledger = await Ledger.connect(
                         self.settings.postgres_target(), max_size=4, apply_migrations=False
                     )
-                except LedgerError as exc:
-                    raise ToolError(f"the ledger is unavailable: {exc}") from None
             return self._ledger
 
     async def close(self) -> None:
@@ -78,7 +74,13 @@ class KnowledgeBackends:
         from workflows.knowledge import SearchKnowledgeWorkflow
 
         client = await self.client()
-        try:
+        errors = {
+            WorkflowFailureError: lambda exc: self._search_failure(collection, exc),
+            RPCError: lambda exc: (
+                f"Temporal refused the search ({exc.message or exc.status.name}) at {self.settings.temporal_target}"
+            ),
+        }
+        with tool_errors(errors):
             return await client.execute_workflow(
                 SearchKnowledgeWorkflow.run,
                 SearchInput(collection=collection, text=query, limit=limit, labels=labels or None),
@@ -86,17 +88,14 @@ class KnowledgeBackends:
                 task_queue=self.task_queue,
                 execution_timeout=self.search_timeout,
             )
-        except WorkflowFailureError as exc:
-            cause: BaseException | None = exc.cause
-            if isinstance(cause, TemporalTimeoutError) or "timed out" in str(cause).lower():
-                raise ToolError(
-                    f"no answer from the platform's worker within {self.search_timeout.total_seconds():g}s: "
-                    f"is the worker running and polling task queue {self.task_queue!r}? (`agentic status`)"
-                ) from None
-            while getattr(cause, "cause", None) is not None:
-                cause = getattr(cause, "cause", None)
-            raise ToolError(f"the {collection.value} search failed in the worker: {cause}") from None
-        except RPCError as exc:
-            raise ToolError(
-                f"Temporal refused the search ({exc.message or exc.status.name}) at {self.settings.temporal_target}"
-            ) from None
+
+    def _search_failure(self, collection: Collection, exc: WorkflowFailureError) -> str:
+        cause: BaseException | None = exc.cause
+        if isinstance(cause, TemporalTimeoutError) or "timed out" in str(cause).lower():
+            return (
+                f"no answer from the platform's worker within {self.search_timeout.total_seconds():g}s: "
+                f"is the worker running and polling task queue {self.task_queue!r}? (`agentic status`)"
+            )
+        while getattr(cause, "cause", None) is not None:
+            cause = getattr(cause, "cause", None)
+        return f"the {collection.value} search failed in the worker: {cause}"

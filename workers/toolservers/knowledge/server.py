@@ -54,6 +54,7 @@ from workers.toolservers.common import (
     serve_and_report,
     server_main,
     tool,
+    tool_errors,
 )
 from workers.toolservers.knowledge.client import KnowledgeBackends
 from workers.toolservers.knowledge.models import (
@@ -79,12 +80,13 @@ log = logging.getLogger("workers.toolservers.knowledge")
 
 async def _ledger_call(backends: KnowledgeBackends, what: str, fn: Any) -> Any:
     ledger = await backends.ledger()
-    try:
+    with tool_errors(
+        {
+            LedgerUnavailable: lambda exc: f"{what}: the ledger is unavailable: {exc}",
+            LedgerError: lambda exc: f"{what}: {exc}",
+        }
+    ):
         return await fn(ledger)
-    except LedgerUnavailable as exc:
-        raise ToolError(f"{what}: the ledger is unavailable: {exc}") from None
-    except LedgerError as exc:
-        raise ToolError(f"{what}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the server
