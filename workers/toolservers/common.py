@@ -12,6 +12,7 @@ import hmac
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,8 @@ from mcp_types import ToolAnnotations
 from pydantic import ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from workers.process import StartupError, secret_from_env
 
 EXIT_OK = 0
 EXIT_STARTUP = 2  # the process could not start: its one line says why
@@ -138,11 +141,31 @@ def base_parser(module: str, description: str, port: int) -> argparse.ArgumentPa
     return p
 
 
+# A server's settings are its command-line options, each defaulting to its AGENTIC_* variable
+# (`env_default`). A secret (a token, an API key) is never an option, where `ps` shows it: an
+# option names the variable that holds it (`--token-env VAR`, `--ha-token-env VAR`: read with
+# `workers.process.secret_from_env`, as `client_token` does), or it has a fixed variable of its
+# own (`env_secret`). Unset or empty, a secret that is needed stops the start with one line that
+# names the variable.
+
+
+def env_default(var: str, fallback: str | None = None) -> str | None:
+    """An option's default: `$var` when it is set and not empty, else `fallback`."""
+    return os.environ.get(var) or fallback
+
+
+def env_secret(var: str, missing: str) -> str:
+    """The secret in the environment variable `var`; unset or empty, a `StartupError` whose line
+    is `missing`."""
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise StartupError(missing)
+    return value
+
+
 def client_token(args: argparse.Namespace, what: str) -> str | None:
     """The bearer token clients must send (from `--token-env`). Without one the server only
     listens on loopback: anything else is refused at start, saying so."""
-    from workers.process import StartupError, secret_from_env
-
     token = secret_from_env(args.token_env, "--token-env")
     if token is None and not is_loopback(args.host):
         raise StartupError(

@@ -37,7 +37,6 @@ that is not on the app's list.
 import argparse
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -66,6 +65,8 @@ from workers.toolservers.common import (
     READ_ONLY,
     base_parser,
     client_token,
+    env_default,
+    env_secret,
     issuer_url,
     new_server,
     serve_and_report,
@@ -389,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
         var = f"AGENTIC_{app.upper()}_URL"
         p.add_argument(
             f"--{app}-url",
-            default=os.environ.get(var) or None,
+            default=env_default(var),
             help=f"{TITLES[app]} base URL (default: ${var}); its API key: $AGENTIC_{app.upper()}_API_KEY",
         )
     return p
@@ -403,11 +404,8 @@ def load_apps(args: argparse.Namespace) -> dict[str, ArrApp]:
             continue
         if not url.startswith(("http://", "https://")):
             raise StartupError(f"error: AGENTIC_{app.upper()}_URL: {url!r} is not an http(s) URL")
-        key = os.environ.get(f"AGENTIC_{app.upper()}_API_KEY", "").strip()
-        if not key:
-            raise StartupError(
-                f"error: {TITLES[app]} is configured ({url}) but AGENTIC_{app.upper()}_API_KEY is not set or empty"
-            )
+        var = f"AGENTIC_{app.upper()}_API_KEY"
+        key = env_secret(var, f"error: {TITLES[app]} is configured ({url}) but {var} is not set or empty")
         apps[app] = ArrApp(app, url, key)
     if not apps:
         raise StartupError(

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -52,6 +51,7 @@ from workers.toolservers.common import (
     READ_ONLY,
     base_parser,
     client_token,
+    env_default,
     issuer_url,
     new_server,
     serve_and_report,
@@ -318,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ha-url",
-        default=os.environ.get("AGENTIC_HA_URL"),
+        default=env_default("AGENTIC_HA_URL"),
         help="Home Assistant base URL (default: $AGENTIC_HA_URL)",
     )
     p.add_argument(
@@ -329,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--services",
-        default=os.environ.get("AGENTIC_HA_SERVICES") or DEFAULT_SERVICES,
+        default=env_default("AGENTIC_HA_SERVICES", DEFAULT_SERVICES),
         help="comma-separated domain.service allow-list (default: $AGENTIC_HA_SERVICES, else the built-in list)",
     )
     return p
