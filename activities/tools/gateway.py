@@ -1,5 +1,6 @@
 """The tool gateway: the only way the platform calls MCP tools. The worker builds one
-`ToolActivities` and registers its three activities.
+`ToolActivities` (from the settings: `workers.wiring.tool_gateway`) and registers its three
+activities.
 
     ToolActivities(ledger, servers={"infra": "http://127.0.0.1:8091/mcp"}, token=...,
                    allow={"incident": settings.incident_tool_list})
@@ -103,7 +104,6 @@ from agentic_core.models import ToolCall
 if TYPE_CHECKING:
     from activities.ledger.models import ActionRow, ActionStatus
     from activities.ledger.repository import Ledger
-    from workers.settings import Settings
 
 __all__ = [
     "ERR_CONFLICT",
@@ -204,23 +204,6 @@ class ToolActivities:
         self._catalog_lock = asyncio.Lock()
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
-
-    @classmethod
-    def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
-        """The gateway as the platform's processes build it: the configured servers, the MCP
-        token, the incident agent's allow-list, the protected namespaces, and refusals that say
-        what to configure."""
-        from agentic_core.tools import tool_server_hint
-
-        token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-        return cls(
-            ledger,
-            servers=settings.mcp_servers,
-            token=token,
-            allow={"incident": settings.incident_tool_list},
-            hint=tool_server_hint,
-            protected_namespaces=settings.protected_namespace_list,
-        )
 
     # --- MCP plumbing ---------------------------------------------------------------------------
 
