@@ -447,7 +447,7 @@ async def test_the_projects_runbooks_propose_valid_calls(ha: FakeHomeAssistant, 
     """runbooks/ imports cleanly, and each action, rendered for a matching alert, names a tool of
     these servers with arguments the gateway's guard accepts."""
     from activities.knowledge.markdown import load_runbooks
-    from activities.tools.gateway import _argument_problems
+    from activities.tools.arguments import argument_problems
     from agentic_core.incident import ToolSpec
     from agentic_core.policy import render_actions
 
@@ -465,4 +465,4 @@ async def test_the_projects_runbooks_propose_valid_calls(ha: FakeHomeAssistant, 
         assert rb.actions, rb.id
         for call in render_actions(rb.actions, labels):
             assert call.tool in specs, (rb.id, call.tool)
-            assert _argument_problems(specs[call.tool], call.arguments) == [], (rb.id, call)
+            assert argument_problems(specs[call.tool], call.arguments) == [], (rb.id, call)
