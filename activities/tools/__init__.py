@@ -1,6 +1,7 @@
 """MCP tools as the platform calls them: the tool gateway activities the worker registers
-(`gateway`) and the check of a call's arguments against the tool's schema, said in words
-(`arguments`).
+(`gateway`), the check of a call's arguments against the tool's schema, said in words
+(`arguments`), and the MCP client the gateway lists and calls the servers' tools with
+(`mcp_client`).
 
 Shared between the tool servers (workers/toolservers/), the gateway and the workflows that call
 the gateway (no heavy imports here, so a workflow can import these names):

@@ -57,19 +57,16 @@ attempts racing on one key (a zombie and its retry) return the same result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
+from mcp_types import Tool as ListedTool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -85,6 +82,7 @@ from activities.tools import (
     LIST_TOOLS,
 )
 from activities.tools.arguments import argument_problems
+from activities.tools.mcp_client import McpClient, ServerError
 from agentic_core import policy
 from agentic_core.incident import (
     ActionResult,
@@ -115,7 +113,6 @@ __all__ = [
 CACHE_TTL_S = 30.0
 DOWN_RETRY_S = 5.0  # a catalogue missing a down server is listed again this soon
 CALL_TIMEOUT_S = 120.0
-CONNECT_TIMEOUT_S = 10.0
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
 MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
 FINISH_ATTEMPTS = 4
@@ -138,26 +135,6 @@ class _Tool:
     @property
     def safe_to_repeat(self) -> bool:
         return self.read_only or self.idempotent or self.timestamp_arg is not None
-
-
-class _ServerError(Exception):
-    """An MCP server could not be used. `sent`: the failure came after the call was sent."""
-
-    def __init__(self, message: str, *, sent: bool = False) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-def _describe(exc: BaseException) -> str:
-    leaf = _leaves(exc)[0]
-    text = str(leaf).strip().splitlines()[0] if str(leaf).strip() else ""
-    return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
 
 
 def _text_of(result: CallToolResult) -> str:
@@ -190,10 +167,9 @@ class ToolActivities:
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
-        self._token = token
+        self._mcp = McpClient(token, call_timeout_s)
         self.allow = {agent: list(tools) for agent, tools in allow.items()}
         self.cache_ttl_s = cache_ttl_s
-        self.call_timeout_s = call_timeout_s
         self.heartbeat_every_s = heartbeat_every_s
         self.hint = hint  # which server offers a tool and what configures it (for refusals)
         self.protected_namespaces = [p.strip().lower() for p in protected_namespaces if p.strip()]
@@ -203,72 +179,29 @@ class ToolActivities:
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
 
-    # --- MCP plumbing ---------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _client(self, url: str, statuses: list[int]) -> AsyncIterator[Client]:
-        async def on_response(response: httpx2.Response) -> None:
-            statuses.append(response.status_code)
-
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        http = httpx2.AsyncClient(
-            headers=headers,
-            timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=self.call_timeout_s),
-            event_hooks={"response": [on_response]},
-        )
-        async with http, Client(streamable_http_client(url, http_client=http)) as client:
-            yield client
-
-    def _failure(self, server: str, url: str, exc: BaseException, statuses: list[int], *, sent: bool) -> _ServerError:
-        if 401 in statuses or 403 in statuses:
-            code = 401 if 401 in statuses else 403
-            return _ServerError(
-                f"MCP server {server!r} at {url} refused the gateway's bearer token ({code}): "
-                "give the worker the server's token (AGENTIC_MCP_TOKEN)",
-                sent=False,
-            )
-        if any(isinstance(leaf, httpx2.ConnectError) for leaf in _leaves(exc)):
-            return _ServerError(
-                f"cannot reach MCP server {server!r} at {url} ({_describe(exc)}): is it running? (agentic status)",
-                sent=False,
-            )
-        what = "lost the connection during the call" if sent else "failed"
-        return _ServerError(f"MCP server {server!r} at {url} {what}: {_describe(exc)}", sent=sent)
+    # --- the catalogue ------------------------------------------------------------------------
 
     async def _list_server(self, server: str, url: str) -> list[_Tool]:
-        statuses: list[int] = []
-        tools: list[_Tool] = []
-        try:
-            async with self._client(url, statuses) as client:
-                cursor: str | None = None
-                for _ in range(100):  # pages
-                    page = await client.list_tools(cursor=cursor)
-                    for t in page.tools:
-                        ann = t.annotations
-                        meta = t.meta or {}
-                        stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
-                        read_only = bool(ann and ann.read_only_hint)
-                        tools.append(
-                            _Tool(
-                                spec=ToolSpec(
-                                    name=t.name,
-                                    description=t.description or t.title or "",
-                                    input_schema=dict(t.input_schema or {}),
-                                    server=server,
-                                    mutating=not read_only,
-                                ),
-                                url=url,
-                                read_only=read_only,
-                                idempotent=bool(ann and ann.idempotent_hint),
-                                timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
-                            )
-                        )
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
-        except Exception as exc:
-            raise self._failure(server, url, exc, statuses, sent=False) from None
-        return tools
+        def entry(t: ListedTool) -> _Tool:
+            ann = t.annotations
+            meta = t.meta or {}
+            stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
+            read_only = bool(ann and ann.read_only_hint)
+            return _Tool(
+                spec=ToolSpec(
+                    name=t.name,
+                    description=t.description or t.title or "",
+                    input_schema=dict(t.input_schema or {}),
+                    server=server,
+                    mutating=not read_only,
+                ),
+                url=url,
+                read_only=read_only,
+                idempotent=bool(ann and ann.idempotent_hint),
+                timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
+            )
+
+        return await self._mcp.list_tools(server, url, entry)
 
     async def _tools(self) -> dict[str, _Tool]:
         """The catalogue of the reachable servers' tools by name (cached; the first server wins a
@@ -284,7 +217,7 @@ class ToolActivities:
             lists: list[list[_Tool]] = []
             down: dict[str, str] = {}
             for name, answer in zip(names, answers, strict=True):
-                if isinstance(answer, _ServerError):
+                if isinstance(answer, ServerError):
                     down[name] = str(answer)
                 elif isinstance(answer, BaseException):
                     raise answer
@@ -327,19 +260,7 @@ class ToolActivities:
         return f"it may belong to an MCP server that is down ({listed})"
 
     async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
-        statuses: list[int] = []
-        sent = False
-        result: CallToolResult | None = None
-        try:
-            async with self._client(tool.url, statuses) as client:
-                sent = True
-                result = await client.call_tool(tool.spec.name, arguments, read_timeout_seconds=self.call_timeout_s)
-        except Exception as exc:
-            if result is None:
-                raise self._failure(tool.spec.server, tool.url, exc, statuses, sent=sent) from None
-            # The answer arrived; only closing the session failed.
-        assert result is not None
-        return result
+        return await self._mcp.call_tool(tool.spec.server, tool.url, tool.spec.name, arguments)
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -479,7 +400,7 @@ class ToolActivities:
         try:
             async with heartbeating(self.heartbeat_every_s, key):
                 result = await self._call(tool, arguments)
-        except _ServerError as exc:
+        except ServerError as exc:
             if exc.sent and not tool.safe_to_repeat:
                 row = await self._finish(key, "failed", None, f"outcome unknown: {exc}; check the cluster by hand")
                 return _recorded(row, already_ran=False)
