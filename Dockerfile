@@ -1,8 +1,8 @@
 # One image for every platform process; the chart picks the entrypoint per Deployment:
-#   python -m workers.worker      the Temporal worker
-#   python -m workers.intake      the alert intake (GET /healthz, POST /alerts, POST /events)
-#   python -m workers.mcp_infra   the MCP infrastructure server (GET /healthz, /mcp)
-#   agentic ...                   the CLI
+#   python -m workers.worker              the Temporal worker
+#   python -m workers.intake              the alert intake (GET /healthz, POST /alerts, POST /events)
+#   python -m workers.toolservers.infra   the MCP infrastructure server (GET /healthz, /mcp)
+#   agentic ...                           the CLI
 # Runs as a non-root user (10001, the chart's runAsUser) with a read-only root filesystem:
 # only /tmp (an emptyDir in the chart) is written; AGENTIC_DATA_DIR points there.
 FROM python:3.11-slim AS build

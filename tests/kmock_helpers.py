@@ -240,11 +240,11 @@ class McpProcess:
 
 
 async def run_server_cli(*args: str, env: dict[str, str] | None = None, wait_s: float = 60) -> tuple[int, str]:
-    """Run `python -m workers.mcp_infra ARGS` to completion (for start-up failures)."""
+    """Run `python -m workers.toolservers.infra ARGS` to completion (for start-up failures)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.mcp_infra",
+        "workers.toolservers.infra",
         *args,
         cwd=REPO,
         env={**os.environ, **(env or {})},
@@ -262,7 +262,7 @@ async def start_server(
     *,
     env: dict[str, str] | None = None,
     wait_s: float = 60,
-    module: str = "workers.mcp_infra",
+    module: str = "workers.toolservers.infra",
     extra_args: list[str] | None = None,
 ) -> McpProcess:
     """Start the real server process (`python -m module`) and wait until it serves."""

@@ -197,7 +197,7 @@ def test_worker_exec_probes_and_http_probes() -> None:
     prepare = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-prepare")
     assert prepare["data"]["prepare.py"] == (CHART / "files" / "prepare.py").read_text()
     mcp = by_name["mcp-infra"]["spec"]["template"]["spec"]["containers"][0]
-    assert mcp["command"][:3] == ["python", "-m", "workers.mcp_infra"]
+    assert mcp["command"][:3] == ["python", "-m", "workers.toolservers.infra"]
     assert mcp["command"][-2:] == ["--token-env", "AGENTIC_MCP_TOKEN"]
 
 
@@ -357,7 +357,7 @@ def test_worker_prepare_script_imports() -> None:
 
 
 def test_mcp_server_command_matches_its_cli() -> None:
-    from workers import mcp_infra
+    from workers.toolservers.infra import server as mcp_infra
 
     dep = next(d for d in render("default") if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-infra")
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -366,7 +366,7 @@ def test_mcp_server_command_matches_its_cli() -> None:
 
 
 def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> None:
-    from workers import mcp_knowledge
+    from workers.toolservers.knowledge import server as mcp_knowledge
 
     docs = render("default")
     dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-knowledge")
@@ -374,7 +374,7 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     args = mcp_knowledge._parser().parse_args(c["command"][3:])
-    assert c["command"][:3] == ["python", "-m", "workers.mcp_knowledge"]
+    assert c["command"][:3] == ["python", "-m", "workers.toolservers.knowledge"]
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8092, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e for e in c["env"]}
     assert env["AGENTIC_TEMPORAL_ADDRESS"]["value"]
@@ -403,7 +403,8 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
 
 
 def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enabled() -> None:
-    from workers import mcp_arr, mcp_homeassistant
+    from workers.toolservers.arr import server as mcp_arr
+    from workers.toolservers.homeassistant import server as mcp_homeassistant
 
     default = {(d["kind"], d["metadata"]["name"]) for d in render("default")}
     assert ("Deployment", "mcp-homeassistant") not in default and ("Deployment", "mcp-arr") not in default

@@ -4,9 +4,9 @@ The Temporal dev server; PostgreSQL (pgserver); the production worker (`workers.
 built from `Settings` as `agentic up` builds it: Qdrant Edge in a temp data dir, the local
 embedder, the gateway over `Settings.mcp_servers`); the project's own runbooks from `runbooks/`
 imported the way `agentic runbooks import` does; the intake app (ASGI, in process); the arr MCP
-server process (`python -m workers.mcp_arr`) in front of a fake Sonarr that speaks Sonarr's REST
-API; and the planner model, a fake OpenAI-compatible server (so the run is deterministic and
-needs no GPU) reached through the real `InferenceRouter`.
+server process (`python -m workers.toolservers.arr`) in front of a fake Sonarr that speaks
+Sonarr's REST API; and the planner model, a fake OpenAI-compatible server (so the run is
+deterministic and needs no GPU) reached through the real `InferenceRouter`.
 
 A stalled Sonarr queue alert → triaged `arr` → the arr queue runbook recalled and asked about →
 the plan (arr tools) passes the guard → `decide` as the CLI sends it → the refresh command reaches

@@ -86,7 +86,7 @@ async def mcp() -> AsyncIterator[McpProcess]:
         free_port(),
         None,
         MCP_TOKEN,
-        module="workers.mcp_homeassistant",
+        module="workers.toolservers.homeassistant",
         extra_args=["--ha-url", f"http://127.0.0.1:{free_port()}"],
         env={"AGENTIC_HA_TOKEN": "ha-token"},
     )

@@ -18,11 +18,12 @@ from tests.fake_apps import FakeArr, FakeHomeAssistant, prowlarr_indexer, queue_
 from tests.kmock_helpers import McpProcess, mcp_client, start_server
 from tests.kmock_helpers import result_data as data
 from tests.kmock_helpers import result_text as text
-from workers.mcp_arr import ArrApp
-from workers.mcp_arr import build_server as arr_server
-from workers.mcp_homeassistant import DEFAULT_SERVICES, HomeAssistant, parse_services
-from workers.mcp_homeassistant import build_server as ha_server
 from workers.process import StartupError
+from workers.toolservers.arr.client import ArrApp
+from workers.toolservers.arr.server import build_server as arr_server
+from workers.toolservers.homeassistant.client import HomeAssistant
+from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, parse_services
+from workers.toolservers.homeassistant.server import build_server as ha_server
 
 TOKEN = "apps-test-token"
 HA_READ = {"ha_states", "ha_entity", "ha_error_log", "ha_check_config"}
@@ -117,7 +118,7 @@ async def start_ha(ha: FakeHomeAssistant, **env: str) -> McpProcess:
         free_port(),
         None,
         TOKEN,
-        module="workers.mcp_homeassistant",
+        module="workers.toolservers.homeassistant",
         extra_args=["--ha-url", ha.url],
         env={"AGENTIC_HA_TOKEN": ha.token, **env},
     )
@@ -129,7 +130,7 @@ async def start_arr(fakes: dict[str, FakeArr]) -> McpProcess:
     for app, fake in fakes.items():
         args += [f"--{app}-url", fake.url]
         env[f"AGENTIC_{app.upper()}_API_KEY"] = fake.api_key
-    return await start_server(free_port(), None, TOKEN, module="workers.mcp_arr", extra_args=args, env=env)
+    return await start_server(free_port(), None, TOKEN, module="workers.toolservers.arr", extra_args=args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -317,16 +318,16 @@ async def run_cli(module: str, *args: str, env: dict[str, str] | None = None) ->
 
 async def test_start_up_errors_are_one_line() -> None:
     port = str(free_port())
-    rc, err = await run_cli("workers.mcp_homeassistant", "--port", port, env={"AGENTIC_HA_TOKEN": "t"})
+    rc, err = await run_cli("workers.toolservers.homeassistant", "--port", port, env={"AGENTIC_HA_TOKEN": "t"})
     assert (rc, err.strip()) == (
         2,
         "error: no Home Assistant URL: set AGENTIC_HA_URL (--ha-url), e.g. http://homeassistant:8123",
     )
-    rc, err = await run_cli("workers.mcp_homeassistant", "--port", port, "--ha-url", "http://ha:8123")
+    rc, err = await run_cli("workers.toolservers.homeassistant", "--port", port, "--ha-url", "http://ha:8123")
     assert rc == 2 and err.strip().startswith("error: --ha-token-env AGENTIC_HA_TOKEN: the environment variable")
-    rc, err = await run_cli("workers.mcp_arr", "--port", port)
+    rc, err = await run_cli("workers.toolservers.arr", "--port", port)
     assert rc == 2 and err.strip().startswith("error: no arr app configured: set AGENTIC_SONARR_URL")
-    rc, err = await run_cli("workers.mcp_arr", "--port", port, env={"AGENTIC_RADARR_URL": "http://radarr:7878"})
+    rc, err = await run_cli("workers.toolservers.arr", "--port", port, env={"AGENTIC_RADARR_URL": "http://radarr:7878"})
     assert (rc, err.strip()) == (
         2,
         "error: Radarr is configured (http://radarr:7878) but AGENTIC_RADARR_API_KEY is not set or empty",
@@ -446,7 +447,7 @@ async def test_the_projects_runbooks_propose_valid_calls(ha: FakeHomeAssistant, 
     """runbooks/ imports cleanly, and each action, rendered for a matching alert, names a tool of
     these servers with arguments the gateway's guard accepts."""
     from activities.knowledge.markdown import load_runbooks
-    from activities.tools.gateway import _argument_problems
+    from activities.tools.arguments import argument_problems
     from agentic_core.incident import ToolSpec
     from agentic_core.policy import render_actions
 
@@ -464,4 +465,4 @@ async def test_the_projects_runbooks_propose_valid_calls(ha: FakeHomeAssistant, 
         assert rb.actions, rb.id
         for call in render_actions(rb.actions, labels):
             assert call.tool in specs, (rb.id, call.tool)
-            assert _argument_problems(specs[call.tool], call.arguments) == [], (rb.id, call)
+            assert argument_problems(specs[call.tool], call.arguments) == [], (rb.id, call)

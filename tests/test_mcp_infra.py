@@ -22,7 +22,7 @@ from tests.conftest import free_port
 from tests.kmock_helpers import NS, McpProcess, emulated_cluster, mcp_client, requests_for, run_server_cli, start_server
 from tests.kmock_helpers import result_data as data
 from tests.kmock_helpers import result_text as text
-from workers.mcp_infra import NO_CLUSTER, TALOSCTL_MISSING, build_server
+from workers.toolservers.infra.server import NO_CLUSTER, TALOSCTL_MISSING, build_server
 
 TOKEN = "test-token-3f9a"
 READ_TOOLS = {"get_nodes", "get_pods", "get_events", "get_pod_logs", "describe_pod", "talos_health"}

@@ -36,8 +36,9 @@ from tests.kmock_helpers import result_data as data
 from tests.kmock_helpers import result_text as text
 from tests.pg import create_database, pg_server
 from tests.test_intake import temporal_bin
-from workers.mcp_knowledge import KnowledgeBackends, build_server
 from workers.settings import Settings
+from workers.toolservers.knowledge.client import KnowledgeBackends
+from workers.toolservers.knowledge.server import build_server
 from workflows.knowledge import SearchKnowledgeWorkflow
 
 pytestmark = pytest.mark.slow
@@ -152,7 +153,7 @@ async def _start(port: int, env: dict[str, str]) -> McpProcess:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.mcp_knowledge",
+        "workers.toolservers.knowledge",
         "--host",
         "127.0.0.1",
         "--port",
@@ -313,7 +314,7 @@ async def test_refuses_a_public_interface_without_a_token() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.mcp_knowledge",
+        "workers.toolservers.knowledge",
         "--host",
         "0.0.0.0",
         "--port",

@@ -56,7 +56,7 @@ def test_embedded_and_external_parts(tmp_path: Path) -> None:
     assert (ha.mode, arr.mode) == ("embedded", "embedded")
     assert ha.argv[1:] == [
         "-m",
-        "workers.mcp_homeassistant",
+        "workers.toolservers.homeassistant",
         "--host",
         "127.0.0.1",
         "--port",

@@ -7,7 +7,7 @@ router's groups, the tool gateway.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activities.incident.planner import CLOUD_GROUP, PlannerConfig
 from activities.inference.router import (
@@ -19,6 +19,10 @@ from activities.inference.router import (
 )
 from agentic_core.models import InferenceMode
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from activities.ledger.repository import Ledger
+    from activities.tools.gateway import ToolActivities
 
 
 def build_store(settings: Settings):  # type: ignore[no-untyped-def]
@@ -108,4 +112,22 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
         cloud_timeout_s=settings.cloud_timeout_s,
         cloud_max_concurrent=settings.cloud_max_concurrent,
         cloud_max_per_hour=settings.cloud_max_per_hour,
+    )
+
+
+def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
+    """The tool gateway as the platform's processes build it: the configured servers, the MCP
+    token, the incident agent's allow-list, the protected namespaces, and refusals that say
+    what to configure."""
+    from activities.tools.gateway import ToolActivities
+    from agentic_core.tools import tool_server_hint
+
+    token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
+    return ToolActivities(
+        ledger,
+        servers=settings.mcp_servers,
+        token=token,
+        allow={"incident": settings.incident_tool_list},
+        hint=tool_server_hint,
+        protected_namespaces=settings.protected_namespace_list,
     )

@@ -87,11 +87,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.ledger.db import create_pool
     from activities.ledger.repository import Ledger
     from activities.reports.activities import ReportActivities
-    from activities.tools.gateway import ToolActivities
     from activities.trust.activities import TrustActivities
     from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
-    from workers.wiring import build_embedder_from, build_store, inference_router, planner_config
+    from workers.wiring import build_embedder_from, build_store, inference_router, planner_config, tool_gateway
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
@@ -117,7 +116,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
-        tools = ToolActivities.from_settings(ledger, settings)
+        tools = tool_gateway(ledger, settings)
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
         trust_acts = TrustActivities(

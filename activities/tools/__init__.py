@@ -1,7 +1,10 @@
-"""MCP tools: the tool gateway activities the worker registers (`gateway`).
+"""MCP tools as the platform calls them: the tool gateway activities the worker registers
+(`gateway`), the check of a call's arguments against the tool's schema, said in words
+(`arguments`), and the MCP client the gateway lists and calls the servers' tools with
+(`mcp_client`).
 
-Shared between the MCP servers, the gateway and the workflows that call the gateway (no heavy
-imports here, so a workflow can import these names):
+Shared between the tool servers (workers/toolservers/), the gateway and the workflows that call
+the gateway (no heavy imports here, so a workflow can import these names):
 
 - the activity names `LIST_TOOLS`, `GUARD`, `EXECUTE`, and the error types the gateway raises:
   `ERR_REFUSED` (non-retryable: the action may not run), `ERR_UNAVAILABLE` (retryable: its

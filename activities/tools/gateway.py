@@ -1,5 +1,6 @@
 """The tool gateway: the only way the platform calls MCP tools. The worker builds one
-`ToolActivities` and registers its three activities.
+`ToolActivities` (from the settings: `workers.wiring.tool_gateway`) and registers its three
+activities.
 
     ToolActivities(ledger, servers={"infra": "http://127.0.0.1:8091/mcp"}, token=...,
                    allow={"incident": settings.incident_tool_list})
@@ -56,22 +57,16 @@ attempts racing on one key (a zombie and its retry) return the same result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx2
-import jsonschema
-from jsonschema.exceptions import ValidationError as SchemaError
-from jsonschema.exceptions import best_match
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
+from mcp_types import Tool as ListedTool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -86,6 +81,8 @@ from activities.tools import (
     IDEMPOTENCY_TIMESTAMP_META,
     LIST_TOOLS,
 )
+from activities.tools.arguments import argument_problems
+from activities.tools.mcp_client import McpClient, ServerError
 from agentic_core import policy
 from agentic_core.incident import (
     ActionResult,
@@ -103,7 +100,6 @@ from agentic_core.models import ToolCall
 if TYPE_CHECKING:
     from activities.ledger.models import ActionRow, ActionStatus
     from activities.ledger.repository import Ledger
-    from workers.settings import Settings
 
 __all__ = [
     "ERR_CONFLICT",
@@ -117,7 +113,6 @@ __all__ = [
 CACHE_TTL_S = 30.0
 DOWN_RETRY_S = 5.0  # a catalogue missing a down server is listed again this soon
 CALL_TIMEOUT_S = 120.0
-CONNECT_TIMEOUT_S = 10.0
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
 MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
 FINISH_ATTEMPTS = 4
@@ -140,26 +135,6 @@ class _Tool:
     @property
     def safe_to_repeat(self) -> bool:
         return self.read_only or self.idempotent or self.timestamp_arg is not None
-
-
-class _ServerError(Exception):
-    """An MCP server could not be used. `sent`: the failure came after the call was sent."""
-
-    def __init__(self, message: str, *, sent: bool = False) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-def _describe(exc: BaseException) -> str:
-    leaf = _leaves(exc)[0]
-    text = str(leaf).strip().splitlines()[0] if str(leaf).strip() else ""
-    return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
 
 
 def _text_of(result: CallToolResult) -> str:
@@ -192,10 +167,9 @@ class ToolActivities:
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
-        self._token = token
+        self._mcp = McpClient(token, call_timeout_s)
         self.allow = {agent: list(tools) for agent, tools in allow.items()}
         self.cache_ttl_s = cache_ttl_s
-        self.call_timeout_s = call_timeout_s
         self.heartbeat_every_s = heartbeat_every_s
         self.hint = hint  # which server offers a tool and what configures it (for refusals)
         self.protected_namespaces = [p.strip().lower() for p in protected_namespaces if p.strip()]
@@ -205,89 +179,29 @@ class ToolActivities:
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
 
-    @classmethod
-    def from_settings(cls, ledger: Ledger, settings: Settings) -> ToolActivities:
-        """The gateway as the platform's processes build it: the configured servers, the MCP
-        token, the incident agent's allow-list, the protected namespaces, and refusals that say
-        what to configure."""
-        from agentic_core.tools import tool_server_hint
-
-        token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-        return cls(
-            ledger,
-            servers=settings.mcp_servers,
-            token=token,
-            allow={"incident": settings.incident_tool_list},
-            hint=tool_server_hint,
-            protected_namespaces=settings.protected_namespace_list,
-        )
-
-    # --- MCP plumbing ---------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _client(self, url: str, statuses: list[int]) -> AsyncIterator[Client]:
-        async def on_response(response: httpx2.Response) -> None:
-            statuses.append(response.status_code)
-
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        http = httpx2.AsyncClient(
-            headers=headers,
-            timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=self.call_timeout_s),
-            event_hooks={"response": [on_response]},
-        )
-        async with http, Client(streamable_http_client(url, http_client=http)) as client:
-            yield client
-
-    def _failure(self, server: str, url: str, exc: BaseException, statuses: list[int], *, sent: bool) -> _ServerError:
-        if 401 in statuses or 403 in statuses:
-            code = 401 if 401 in statuses else 403
-            return _ServerError(
-                f"MCP server {server!r} at {url} refused the gateway's bearer token ({code}): "
-                "give the worker the server's token (AGENTIC_MCP_TOKEN)",
-                sent=False,
-            )
-        if any(isinstance(leaf, httpx2.ConnectError) for leaf in _leaves(exc)):
-            return _ServerError(
-                f"cannot reach MCP server {server!r} at {url} ({_describe(exc)}): is it running? (agentic status)",
-                sent=False,
-            )
-        what = "lost the connection during the call" if sent else "failed"
-        return _ServerError(f"MCP server {server!r} at {url} {what}: {_describe(exc)}", sent=sent)
+    # --- the catalogue ------------------------------------------------------------------------
 
     async def _list_server(self, server: str, url: str) -> list[_Tool]:
-        statuses: list[int] = []
-        tools: list[_Tool] = []
-        try:
-            async with self._client(url, statuses) as client:
-                cursor: str | None = None
-                for _ in range(100):  # pages
-                    page = await client.list_tools(cursor=cursor)
-                    for t in page.tools:
-                        ann = t.annotations
-                        meta = t.meta or {}
-                        stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
-                        read_only = bool(ann and ann.read_only_hint)
-                        tools.append(
-                            _Tool(
-                                spec=ToolSpec(
-                                    name=t.name,
-                                    description=t.description or t.title or "",
-                                    input_schema=dict(t.input_schema or {}),
-                                    server=server,
-                                    mutating=not read_only,
-                                ),
-                                url=url,
-                                read_only=read_only,
-                                idempotent=bool(ann and ann.idempotent_hint),
-                                timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
-                            )
-                        )
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
-        except Exception as exc:
-            raise self._failure(server, url, exc, statuses, sent=False) from None
-        return tools
+        def entry(t: ListedTool) -> _Tool:
+            ann = t.annotations
+            meta = t.meta or {}
+            stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
+            read_only = bool(ann and ann.read_only_hint)
+            return _Tool(
+                spec=ToolSpec(
+                    name=t.name,
+                    description=t.description or t.title or "",
+                    input_schema=dict(t.input_schema or {}),
+                    server=server,
+                    mutating=not read_only,
+                ),
+                url=url,
+                read_only=read_only,
+                idempotent=bool(ann and ann.idempotent_hint),
+                timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
+            )
+
+        return await self._mcp.list_tools(server, url, entry)
 
     async def _tools(self) -> dict[str, _Tool]:
         """The catalogue of the reachable servers' tools by name (cached; the first server wins a
@@ -303,7 +217,7 @@ class ToolActivities:
             lists: list[list[_Tool]] = []
             down: dict[str, str] = {}
             for name, answer in zip(names, answers, strict=True):
-                if isinstance(answer, _ServerError):
+                if isinstance(answer, ServerError):
                     down[name] = str(answer)
                 elif isinstance(answer, BaseException):
                     raise answer
@@ -346,19 +260,7 @@ class ToolActivities:
         return f"it may belong to an MCP server that is down ({listed})"
 
     async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
-        statuses: list[int] = []
-        sent = False
-        result: CallToolResult | None = None
-        try:
-            async with self._client(tool.url, statuses) as client:
-                sent = True
-                result = await client.call_tool(tool.spec.name, arguments, read_timeout_seconds=self.call_timeout_s)
-        except Exception as exc:
-            if result is None:
-                raise self._failure(tool.spec.server, tool.url, exc, statuses, sent=sent) from None
-            # The answer arrived; only closing the session failed.
-        assert result is not None
-        return result
+        return await self._mcp.call_tool(tool.spec.server, tool.url, tool.spec.name, arguments)
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -399,7 +301,7 @@ class ToolActivities:
                     f"plan must act there lists it in its front matter (allow_namespaces: [{ns}]), and even then "
                     "a human approves every run"
                 )
-        problems = _argument_problems(tool.spec, call.arguments)
+        problems = argument_problems(tool.spec, call.arguments)
         if problems:
             return f"{call.tool}: " + "; ".join(problems)
         return None
@@ -498,7 +400,7 @@ class ToolActivities:
         try:
             async with heartbeating(self.heartbeat_every_s, key):
                 result = await self._call(tool, arguments)
-        except _ServerError as exc:
+        except ServerError as exc:
             if exc.sent and not tool.safe_to_repeat:
                 row = await self._finish(key, "failed", None, f"outcome unknown: {exc}; check the cluster by hand")
                 return _recorded(row, already_ran=False)
@@ -548,180 +450,3 @@ def _recorded(row: ActionRow, *, already_ran: bool = True) -> ActionResult:
         error=(row.error or "")[:MAX_OUTPUT_CHARS],
         already_ran=already_ran,
     )
-
-
-def _argument_problems(spec: ToolSpec, arguments: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    schema = spec.input_schema or {"type": "object"}
-    properties = schema.get("properties", {}) if isinstance(schema.get("properties"), dict) else {}
-    for name, value in arguments.items():
-        if isinstance(value, str) and "{{" in value:
-            problems.append(
-                f"argument {name!r} still holds a template ({value!r}): the runbook was not rendered for this alert"
-            )
-    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    errors = sorted(validator_cls(schema).iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
-    for err in errors:
-        text = _explain_schema_error(spec.name, err, properties, schema)
-        if text not in problems:  # e.g. an enum and a type error of one argument say the same
-            problems.append(text)
-    return problems
-
-
-# --- schema errors in words ---------------------------------------------------------------------
-# jsonschema's messages speak JSON Schema ("[1] is not of type 'null'", for a list argument that
-# may be left out: the last branch of its `anyOf` tried). A refusal is read by an operator, so
-# it says what the argument must be, what it got, and what the argument is for.
-
-_KIND_WORDS = {
-    "string": "a string",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "array": "a list",
-    "object": "a mapping of names to values",
-    "null": "null",
-}
-_KIND_PLURALS = {
-    "string": "strings",
-    "integer": "whole numbers",
-    "number": "numbers",
-    "boolean": "true/false values",
-    "array": "lists",
-    "object": "mappings",
-}
-
-
-def _resolve(node: Any, root: dict[str, Any]) -> Any:
-    """A `$ref` to the schema's own `$defs`/`definitions`, resolved (once; anything else as is)."""
-    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
-        name = node["$ref"].rsplit("/", 1)[-1]
-        defs = root.get("$defs") or root.get("definitions") or {}
-        return defs.get(name, node)
-    return node
-
-
-def _is_null(node: Any) -> bool:
-    return isinstance(node, dict) and node.get("type") == "null" and len(node.keys() - {"title", "description"}) == 1
-
-
-def _bounds(node: dict[str, Any]) -> str:
-    lo, hi = node.get("minimum"), node.get("maximum")
-    if lo is not None and hi is not None:
-        return f" from {lo} to {hi}"
-    if lo is not None:
-        return f" of at least {lo}"
-    if hi is not None:
-        return f" of at most {hi}"
-    return ""
-
-
-def _expected(node: Any, root: dict[str, Any], depth: int = 0) -> str:
-    """What a schema node accepts, in words: "a whole number from 5 to 300", "a list of strings",
-    "one of "a", "b"", "a string or null"."""
-    node = _resolve(node, root)
-    if not isinstance(node, dict) or depth > 4:
-        return "a value"
-    if "enum" in node and isinstance(node["enum"], list):
-        return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
-    if "const" in node:
-        return json.dumps(node["const"])
-    for key in ("anyOf", "oneOf"):
-        if isinstance(node.get(key), list):
-            return " or ".join(_expected(n, root, depth + 1) for n in node[key])
-    kind = node.get("type")
-    if isinstance(kind, list):
-        return " or ".join(_expected({**node, "type": k}, root, depth + 1) for k in kind)
-    if kind in ("integer", "number"):
-        return _KIND_WORDS[kind] + _bounds(node)
-    if kind == "array":
-        items = _resolve(node.get("items"), root)
-        if isinstance(items, dict) and "enum" in items:
-            return f"a list of values, each {_expected(items, root, depth + 1)}"
-        if isinstance(items, dict) and items.get("type") in _KIND_PLURALS:
-            return f"a list of {_KIND_PLURALS[items['type']]}"
-        return "a list"
-    return _KIND_WORDS.get(kind, "a value") if isinstance(kind, str) else "a value"
-
-
-def _got(value: Any) -> str:
-    """The value an argument had, in words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        text = value if len(value) <= 60 else value[:59] + "…"
-        return f"the string {text!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _where(path: list[Any]) -> str:
-    """`argument 'nodes'`, `item 2 of argument 'nodes'`, `argument 'a.b[0]'`."""
-    if not path:
-        return "the arguments"
-    first, rest = str(path[0]), path[1:]
-    if len(rest) == 1 and isinstance(rest[0], int):
-        return f"item {rest[0] + 1} of argument {first!r}"
-    tail = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest)
-    return f"argument {first + tail!r}"
-
-
-def _explain_schema_error(
-    tool: str, err: SchemaError, properties: dict[str, Any], root: dict[str, Any] | None = None
-) -> str:
-    """One schema error of a tool's arguments, in words an operator understands."""
-    root = root if root is not None else {"properties": properties}
-    path = list(err.absolute_path)
-    if not path and err.validator == "required" and isinstance(err.instance, dict):
-        missing = [r for r in err.validator_value if r not in err.instance]
-        return f"argument {missing[0]!r} is required" if missing else err.message
-    if not path and err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        extra = sorted(k for k in err.instance if k not in properties)
-        params = ", ".join(properties) or "none"
-        return f"argument {', '.join(repr(e) for e in extra)} is not a parameter of {tool} (parameters: {params})"
-
-    where = _where(path)
-    prop = properties.get(path[0]) if path and isinstance(path[0], str) else None
-    desc = prop.get("description") if isinstance(prop, dict) else None
-    about = f" ({path[0]}: {desc})" if isinstance(desc, str) and desc else ""
-    # Left out, the argument takes its default; null is the same for an optional one.
-    optional = len(path) == 1 and path[0] not in set(root.get("required") or [])
-
-    if err.validator in ("anyOf", "oneOf") and isinstance(err.validator_value, list):
-        branches = [_resolve(b, root) for b in err.validator_value]
-        by_branch: dict[int, list[SchemaError]] = {}
-        for sub in err.context or []:
-            if sub.relative_schema_path and isinstance(sub.relative_schema_path[0], int):
-                by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
-        candidates = [i for i, b in enumerate(branches) if not _is_null(b)]
-        # A branch of the value's own type (e.g. a list with a bad item): what is wrong inside it.
-        fitting = [
-            i
-            for i in candidates
-            if by_branch.get(i) and not any(e.validator == "type" and not e.relative_path for e in by_branch[i])
-        ]
-        if fitting:
-            return _explain_schema_error(tool, best_match(by_branch[fitting[0]]), properties, root)
-        expected = " or ".join(_expected(branches[i], root) for i in candidates) or "null"
-        if len(candidates) < len(branches):  # null is allowed
-            expected += " or be left out" if optional else " or null"
-        return f"{where} must be {expected}; got {_got(err.instance)}{about}"
-    if err.validator == "type":
-        kinds = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        expected = _expected({**err.schema, "type": [k for k in kinds if k != "null"] or ["null"]}, root)
-        if "null" in kinds and len(kinds) > 1:
-            expected += " or be left out" if optional else " or null"
-        return f"{where} must be {expected}; got {_got(err.instance)}{about}"
-    if err.validator in ("enum", "const"):
-        return f"{where} must be {_expected(err.schema, root)}; got {_got(err.instance)}{about}"
-    if err.validator == "pattern":
-        return f"{where}: {err.message}{about}"  # the pattern itself says little: the description helps
-    detail = best_match(err.context) if err.context else err
-    return f"{where}: {detail.message}" if path else detail.message

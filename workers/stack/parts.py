@@ -303,7 +303,7 @@ def infra_tools_part(ctx: PartContext) -> Part:
     return ctx.mcp.part(
         "mcp",
         "MCP infrastructure tools (Kubernetes, Talos)",
-        module="workers.mcp_infra",
+        module="workers.toolservers.infra",
         endpoint=settings.mcp_infra_endpoint,
         port=settings.mcp_infra_port,
         external=settings.mcp_infra_url is not None,
@@ -339,7 +339,7 @@ def knowledge_part(ctx: PartContext) -> Part:
     return ctx.mcp.part(
         "mcp-knowledge",
         "MCP knowledge base (runbooks, decisions, docs, trust records)",
-        module="workers.mcp_knowledge",
+        module="workers.toolservers.knowledge",
         endpoint=settings.mcp_knowledge_endpoint,
         port=settings.mcp_knowledge_port,
     )
@@ -459,7 +459,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
         mcp.part(
             "mcp-ha",
             f"{ha_role} ({settings.ha_url})" if settings.ha_configured else ha_role,
-            module="workers.mcp_homeassistant",
+            module="workers.toolservers.homeassistant",
             endpoint=settings.mcp_ha_endpoint,
             port=settings.mcp_ha_port,
             external=settings.mcp_ha_url is not None,
@@ -471,7 +471,7 @@ def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
         mcp.part(
             "mcp-arr",
             f"MCP arr-suite tools ({', '.join(apps) if apps else 'Sonarr, Radarr, Prowlarr'})",
-            module="workers.mcp_arr",
+            module="workers.toolservers.arr",
             endpoint=settings.mcp_arr_endpoint,
             port=settings.mcp_arr_port,
             external=settings.mcp_arr_url is not None,

@@ -34,10 +34,10 @@ log = logging.getLogger("agentic.bot")
 
 async def mcp_schemas(settings: Settings, ledger: Any) -> Any:
     """The tools' input schemas from the MCP gateway (cached); None for a tool it cannot tell."""
-    from activities.tools.gateway import ToolActivities
     from agentic_core.incident import ListToolsInput
+    from workers.wiring import tool_gateway
 
-    tools = ToolActivities.from_settings(ledger, settings)
+    tools = tool_gateway(ledger, settings)
     cache: dict[str, dict[str, Any]] = {}
 
     async def schema(tool: str) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The MCP knowledge server: runbooks, past decisions, operator docs and trust records at /mcp.
 
-    python -m workers.mcp_knowledge --host 127.0.0.1 --port 8092 [--token-env AGENTIC_MCP_TOKEN]
+    python -m workers.toolservers.knowledge --host 127.0.0.1 --port 8092 [--token-env AGENTIC_MCP_TOKEN]
 
 The platform's knowledge base, offered to any agent or MCP client (all tools read-only):
 
@@ -21,36 +21,32 @@ the running stack's addresses), and open on the
 first call that needs them, so the server starts, and answers /healthz, before its backends do.
 
 Failures are MCP tool errors that say what to do (no worker polling the task queue, PostgreSQL
-unreachable, an unknown runbook id). Authentication and start-up rules are mcp_infra's: a
-bearer token from `--token-env VAR`; without one, loopback only; `error:` lines and exit 2.
+unreachable, an unknown runbook id). Authentication and start-up rules are the infrastructure
+server's: a bearer token from `--token-env VAR`; without one, loopback only; `error:` lines and
+exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import sys
-import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
-from temporalio.service import RPCError
+from pydantic import Field
 
 from activities.ledger.db import LedgerError, LedgerUnavailable
 from activities.ledger.repository import Ledger
-from agentic_core.knowledge import SearchInput, SearchOutput
 from agentic_core.models import Collection
 from agentic_core.trust import RunbookCounters
 from workers.errors import AgenticError
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.settings import Settings
+from workers.stack.env import platform_settings
+from workers.toolservers.common import (
+    READ_ONLY,
     base_parser,
     client_token,
     issuer_url,
@@ -58,198 +54,39 @@ from workers.mcp_common import (
     serve_and_report,
     server_main,
     tool,
+    tool_errors,
 )
-from workers.process import StartupError, bind_listener
-from workers.settings import Settings
-from workers.stack.env import platform_settings
+from workers.toolservers.knowledge.client import KnowledgeBackends
+from workers.toolservers.knowledge.models import (
+    DecisionHit,
+    DecisionOut,
+    DecisionSearchResult,
+    DocHit,
+    DocSearchResult,
+    LevelChangeOut,
+    RunbookHit,
+    RunbookRecord,
+    RunbookSearchResult,
+    RunbookStatsResult,
+)
 
-__all__ = ["KnowledgeBackends", "build_server", "main"]
+__all__ = ["build_server", "main"]
 
 SERVER_NAME = "agentic-knowledge"
-SEARCH_TIMEOUT = timedelta(seconds=30)
 SNIPPET = 600
 
-log = logging.getLogger("workers.mcp_knowledge")
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-
-
-# --------------------------------------------------------------------------- results
-
-
-class RunbookHit(BaseModel):
-    id: str
-    title: str
-    score: float
-    automation_level: str = Field(description="manual | prompted | standard (from the ledger's trust record)")
-    matched_labels: bool = Field(default=False, description="the runbook's label matchers fit the given labels")
-    source: str = ""
-    actions: list[dict[str, Any]] = Field(default_factory=list, description="the runbook's tool calls (templates)")
-    excerpt: str = Field(default="", description="the start of the runbook's text")
-
-
-class RunbookSearchResult(BaseModel):
-    query: str
-    hits: list[RunbookHit]
-
-
-class DecisionHit(BaseModel):
-    id: str
-    incident_id: str
-    summary: str
-    score: float
-    decision: str = Field(description="approved | modified | ignored | expired | automatic")
-    decided_by: str | None = None
-    outcome: str = Field(description="success | failure | unknown | pending")
-    runbook_id: str | None = None
-    actions: list[dict[str, Any]] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
-class DecisionSearchResult(BaseModel):
-    query: str
-    hits: list[DecisionHit]
-
-
-class DocHit(BaseModel):
-    id: str
-    source: str = Field(description="the document's path")
-    heading: str = Field(description="the section's heading path")
-    score: float
-    text: str
-
-
-class DocSearchResult(BaseModel):
-    query: str
-    hits: list[DocHit]
-
-
-class RunbookStatsResult(BaseModel):
-    level_counts: dict[str, int] = Field(description="runbooks at each automation level")
-    total: int
-    runbook_id: str | None = None
-    automation_level: str | None = None
-    stats: RunbookCounters | None = None
-
-
-class LevelChangeOut(BaseModel):
-    from_level: str | None = Field(description="null: the level the runbook was added at")
-    to_level: str
-    reason: str
-    changed_by: str
-    changed_at: datetime
-
-
-class DecisionOut(BaseModel):
-    incident_id: str | None
-    choice: str
-    decided_by: str | None = None
-    decided_at: datetime
-
-
-class RunbookRecord(BaseModel):
-    id: str
-    title: str
-    source: str
-    automation_level: str
-    match: list[str] = Field(description="label matchers")
-    actions: list[dict[str, Any]]
-    body: str
-    created_at: datetime
-    updated_at: datetime
-    stats: RunbookCounters
-    level_history: list[LevelChangeOut] = Field(description="oldest first")
-    recent_decisions: list[DecisionOut] = Field(description="newest first")
-
-
-# --------------------------------------------------------------------------- backends
-
-
-class KnowledgeBackends:
-    """Temporal (for the searches) and the ledger (for trust records), opened on first use."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        client: Client | None = None,
-        ledger: Ledger | None = None,
-        task_queue: str | None = None,
-        search_timeout: timedelta = SEARCH_TIMEOUT,
-    ) -> None:
-        self.settings = settings
-        self.task_queue = task_queue or settings.task_queue
-        self.search_timeout = search_timeout
-        self._client = client
-        self._ledger = ledger
-        self._owns_ledger = ledger is None
-        self._lock = asyncio.Lock()
-
-    async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                from workers.temporal import connect
-
-                try:
-                    self._client = await connect(self.settings.temporal_target, self.settings.temporal_namespace)
-                except AgenticError as exc:
-                    raise ToolError(str(exc)) from None
-            return self._client
-
-    async def ledger(self) -> Ledger:
-        async with self._lock:
-            if self._ledger is None:
-                try:
-                    self._ledger = await Ledger.connect(
-                        self.settings.postgres_target(), max_size=4, apply_migrations=False
-                    )
-                except LedgerError as exc:
-                    raise ToolError(f"the ledger is unavailable: {exc}") from None
-            return self._ledger
-
-    async def close(self) -> None:
-        if self._ledger is not None and self._owns_ledger:
-            await self._ledger.close()
-            self._ledger = None
-
-    async def search(
-        self, collection: Collection, query: str, limit: int, labels: dict[str, str] | None
-    ) -> SearchOutput:
-        from workflows.knowledge import SearchKnowledgeWorkflow
-
-        client = await self.client()
-        try:
-            return await client.execute_workflow(
-                SearchKnowledgeWorkflow.run,
-                SearchInput(collection=collection, text=query, limit=limit, labels=labels or None),
-                id=f"mcp-search-{uuid.uuid4()}",
-                task_queue=self.task_queue,
-                execution_timeout=self.search_timeout,
-            )
-        except WorkflowFailureError as exc:
-            cause: BaseException | None = exc.cause
-            if isinstance(cause, TemporalTimeoutError) or "timed out" in str(cause).lower():
-                raise ToolError(
-                    f"no answer from the platform's worker within {self.search_timeout.total_seconds():g}s: "
-                    f"is the worker running and polling task queue {self.task_queue!r}? (`agentic status`)"
-                ) from None
-            while getattr(cause, "cause", None) is not None:
-                cause = getattr(cause, "cause", None)
-            raise ToolError(f"the {collection.value} search failed in the worker: {cause}") from None
-        except RPCError as exc:
-            raise ToolError(
-                f"Temporal refused the search ({exc.message or exc.status.name}) at {self.settings.temporal_target}"
-            ) from None
+log = logging.getLogger("workers.toolservers.knowledge")
 
 
 async def _ledger_call(backends: KnowledgeBackends, what: str, fn: Any) -> Any:
     ledger = await backends.ledger()
-    try:
+    with tool_errors(
+        {
+            LedgerUnavailable: lambda exc: f"{what}: the ledger is unavailable: {exc}",
+            LedgerError: lambda exc: f"{what}: {exc}",
+        }
+    ):
         return await fn(ledger)
-    except LedgerUnavailable as exc:
-        raise ToolError(f"{what}: the ledger is unavailable: {exc}") from None
-    except LedgerError as exc:
-        raise ToolError(f"{what}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the server
@@ -459,7 +296,9 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = base_parser("workers.mcp_knowledge", "Serve the knowledge-base MCP tools over streamable HTTP at /mcp.", 8092)
+    p = base_parser(
+        "workers.toolservers.knowledge", "Serve the knowledge-base MCP tools over streamable HTTP at /mcp.", 8092
+    )
     return p
 
 
@@ -482,7 +321,3 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return server_main("mcp_knowledge", lambda: serve(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

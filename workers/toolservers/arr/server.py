@@ -1,7 +1,7 @@
 """The MCP arr-suite server: Sonarr, Radarr (API v3) and Prowlarr (API v1) as tools over
 streamable HTTP at /mcp.
 
-    AGENTIC_SONARR_API_KEY=... AGENTIC_RADARR_API_KEY=... python -m workers.mcp_arr \\
+    AGENTIC_SONARR_API_KEY=... AGENTIC_RADARR_API_KEY=... python -m workers.toolservers.arr \\
         --host 127.0.0.1 --port 8094 --sonarr-url http://sonarr:8989 --radarr-url http://radarr:7878 \\
         [--prowlarr-url http://prowlarr:9696] [--token-env AGENTIC_MCP_TOKEN]
 
@@ -37,35 +37,47 @@ that is not on the app's list.
 import argparse
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from workers.app_api import AppApi, body_message
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.toolservers.app_api import body_message
+from workers.toolservers.arr.client import APPS, TITLES, ArrApp
+from workers.toolservers.arr.models import (
+    CommandResult,
+    HealthIssue,
+    HealthResult,
+    IndexerInfo,
+    IndexersResult,
+    IndexerTestResult,
+    QueueItem,
+    QueueResult,
+    RemoveResult,
+    StatusResult,
+)
+from workers.toolservers.common import (
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
     base_parser,
     client_token,
+    env_default,
+    env_secret,
     issuer_url,
     new_server,
     serve_and_report,
     server_main,
     tool,
+    tool_annotations,
 )
-from workers.process import StartupError, bind_listener
 
-__all__ = ["APPS", "COMMANDS", "ArrApp", "build_server", "main"]
+__all__ = ["COMMANDS", "build_server", "main"]
 
 SERVER_NAME = "agentic-arr"
-APPS = ("sonarr", "radarr", "prowlarr")
-API_VERSION = {"sonarr": "v3", "radarr": "v3", "prowlarr": "v1"}
-TITLES = {"sonarr": "Sonarr", "radarr": "Radarr", "prowlarr": "Prowlarr"}
 QUEUE_APPS = ("sonarr", "radarr")
 COMMANDS: dict[str, tuple[str, ...]] = {
     "sonarr": ("RefreshMonitoredDownloads", "RssSync", "DownloadedEpisodesScan", "MissingEpisodeSearch", "CheckHealth"),
@@ -76,137 +88,12 @@ _UNKNOWN_ITEMS = {"sonarr": "includeUnknownSeriesItems", "radarr": "includeUnkno
 _PROBLEM_STATES = {"importBlocked", "importPending", "failedPending", "failed"}
 _FINISHED = {"completed", "failed", "aborted", "cancelled", "orphaned"}
 
-log = logging.getLogger("workers.mcp_arr")
+log = logging.getLogger("workers.toolservers.arr")
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-COMMAND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-REMOVES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-TESTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-
-
-class ArrApp:
-    """One arr app's API (`X-Api-Key`)."""
-
-    def __init__(self, app: str, url: str, api_key: str, **kwargs: Any) -> None:
-        self.app = app
-        self.version = API_VERSION[app]
-        self.api = AppApi(
-            TITLES[app],
-            url,
-            {"X-Api-Key": api_key},
-            url_setting=f"AGENTIC_{app.upper()}_URL",
-            key_setting=f"AGENTIC_{app.upper()}_API_KEY",
-            **kwargs,
-        )
-
-    def path(self, rest: str) -> str:
-        return f"/api/{self.version}/{rest}"
-
-    async def get(self, rest: str, params: dict[str, Any] | None = None) -> Any:
-        return (await self.api.send("GET", self.path(rest), params=params)).body
-
-    async def close(self) -> None:
-        await self.api.close()
-
-
-# --------------------------------------------------------------------------- results
-
-
-class StatusResult(BaseModel):
-    app: str
-    app_name: str | None = None
-    instance_name: str | None = None
-    version: str | None = None
-    branch: str | None = None
-    start_time: str | None = None
-    os_name: str | None = None
-    is_docker: bool | None = None
-    url_base: str | None = None
-
-
-class HealthIssue(BaseModel):
-    source: str
-    type: str = Field(description="ok, notice, warning or error")
-    message: str
-    wiki_url: str | None = None
-
-
-class HealthResult(BaseModel):
-    app: str
-    healthy: bool = Field(description="no warning or error")
-    issues: list[HealthIssue]
-
-
-class QueueItem(BaseModel):
-    id: int
-    title: str
-    status: str = Field(description="downloading, paused, queued, completed, delay, warning, failed, ...")
-    tracked_download_status: str | None = Field(default=None, description="ok, warning or error")
-    tracked_download_state: str | None = Field(
-        default=None, description="downloading, importPending, importing, imported, importBlocked, failed, ..."
-    )
-    problem: bool = Field(description="stalled, failed, or blocked from importing")
-    messages: list[str] = Field(default_factory=list, description="the app's status messages for the item")
-    error_message: str | None = None
-    download_client: str | None = None
-    indexer: str | None = None
-    protocol: str | None = None
-    size: float | None = None
-    size_left: float | None = None
-    time_left: str | None = None
-    added: str | None = None
-
-
-class QueueResult(BaseModel):
-    app: str
-    page: int
-    page_size: int
-    total_records: int
-    items: list[QueueItem]
-    problems: int = Field(description="items of this page with a problem")
-
-
-class IndexerInfo(BaseModel):
-    id: int
-    name: str
-    enable: bool
-    protocol: str | None = None
-    implementation: str | None = None
-    priority: int | None = None
-    failing: bool = Field(description="Prowlarr has disabled it after failures (disabled_till in the future)")
-    disabled_till: str | None = None
-    most_recent_failure: str | None = None
-    initial_failure: str | None = None
-
-
-class IndexersResult(BaseModel):
-    indexers: list[IndexerInfo]
-    failing: int
-
-
-class CommandResult(BaseModel):
-    app: str
-    id: int | None = None
-    name: str
-    status: str = Field(description="queued, started, completed, failed, ...")
-    message: str | None = None
-    queued: str | None = None
-
-
-class RemoveResult(BaseModel):
-    app: str
-    id: int
-    removed: bool
-    already_gone: bool = False
-    blocklisted: bool = False
-    message: str
-
-
-class IndexerTestResult(BaseModel):
-    id: int
-    name: str
-    ok: bool
-    failures: list[str] = Field(default_factory=list, description="why the test failed, as Prowlarr says")
+# A queued background job, or an indexer test: no change to the library or the configuration
+# (a repeat has no further effect), and it reaches beyond the app (indexers).
+COMMAND = tool_annotations(read_only=False, destructive=False, idempotent=True, open_world=True)
+TESTS = tool_annotations(read_only=False, destructive=False, idempotent=True, open_world=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -476,7 +363,7 @@ def build_server(
         tools.append(tool(prowlarr_indexers, "Prowlarr indexers", READ_ONLY))
     tools.append(tool(arr_command, "Run an arr command", COMMAND))
     if queue_names:
-        tools.append(tool(arr_remove_queue_item, "Remove an arr queue item", REMOVES))
+        tools.append(tool(arr_remove_queue_item, "Remove an arr queue item", MUTATING_IDEMPOTENT))
     if "prowlarr" in apps:
         tools.append(tool(prowlarr_test_indexer, "Test a Prowlarr indexer", TESTS))
 
@@ -496,12 +383,14 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = base_parser("workers.mcp_arr", "Serve the Sonarr/Radarr/Prowlarr MCP tools over streamable HTTP at /mcp.", 8094)
+    p = base_parser(
+        "workers.toolservers.arr", "Serve the Sonarr/Radarr/Prowlarr MCP tools over streamable HTTP at /mcp.", 8094
+    )
     for app in APPS:
         var = f"AGENTIC_{app.upper()}_URL"
         p.add_argument(
             f"--{app}-url",
-            default=os.environ.get(var) or None,
+            default=env_default(var),
             help=f"{TITLES[app]} base URL (default: ${var}); its API key: $AGENTIC_{app.upper()}_API_KEY",
         )
     return p
@@ -515,11 +404,8 @@ def load_apps(args: argparse.Namespace) -> dict[str, ArrApp]:
             continue
         if not url.startswith(("http://", "https://")):
             raise StartupError(f"error: AGENTIC_{app.upper()}_URL: {url!r} is not an http(s) URL")
-        key = os.environ.get(f"AGENTIC_{app.upper()}_API_KEY", "").strip()
-        if not key:
-            raise StartupError(
-                f"error: {TITLES[app]} is configured ({url}) but AGENTIC_{app.upper()}_API_KEY is not set or empty"
-            )
+        var = f"AGENTIC_{app.upper()}_API_KEY"
+        key = env_secret(var, f"error: {TITLES[app]} is configured ({url}) but {var} is not set or empty")
         apps[app] = ArrApp(app, url, key)
     if not apps:
         raise StartupError(
@@ -545,7 +431,3 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return server_main("mcp_arr", lambda: serve(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """The home applications' REST APIs (Home Assistant, Sonarr, Radarr, Prowlarr) as their MCP tool
-servers call them (workers/mcp_homeassistant.py, workers/mcp_arr.py): one `httpx.AsyncClient` per
-server process, every failure turned into a `ToolError` whose text says what to do (an app that
-does not answer, refused credentials, a redirect: which setting to fix). The app-specific wording
-(what a 404 means) is the caller's: `AppApi.send` gives the status and body, `body_message` the
-human part of an error body."""
+servers call them (workers/toolservers/homeassistant/, workers/toolservers/arr/): one
+`httpx.AsyncClient` per server process, every failure turned into a `ToolError` whose text says
+what to do (an app that does not answer, refused credentials, a redirect: which setting to fix).
+The app-specific wording (what a 404 means) is the caller's: `AppApi.send` gives the status and
+body, `body_message` the human part of an error body."""
 
 from __future__ import annotations
 

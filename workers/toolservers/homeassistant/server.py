@@ -1,6 +1,6 @@
 """The MCP Home Assistant server: Home Assistant's REST API as tools over streamable HTTP at /mcp.
 
-    AGENTIC_HA_TOKEN=... python -m workers.mcp_homeassistant --host 127.0.0.1 --port 8093 \\
+    AGENTIC_HA_TOKEN=... python -m workers.toolservers.homeassistant --host 127.0.0.1 --port 8093 \\
         --ha-url http://homeassistant.local:8123 [--services CSV] [--token-env AGENTIC_MCP_TOKEN]
 
 Tools (typed arguments and results, like the infrastructure server's):
@@ -29,37 +29,47 @@ AGENTIC_HA_URL), 401 (check AGENTIC_HA_TOKEN), an unknown entity (list them with
 - Home Assistant's long-lived access token comes from the environment variable named by
   `--ha-token-env` (AGENTIC_HA_TOKEN), never from the command line.
 - Authentication of MCP clients, /healthz, start-up errors (exit 2) and SIGTERM as in
-  workers.mcp_infra.
+  workers.toolservers.infra.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
-import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from workers.app_api import AppApi, body_message
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener, secret_from_env
+from workers.toolservers.common import (
+    MUTATING,
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
     base_parser,
     client_token,
+    env_default,
     issuer_url,
     new_server,
     serve_and_report,
     server_main,
     tool,
 )
-from workers.process import StartupError, bind_listener, secret_from_env
+from workers.toolservers.homeassistant.client import HomeAssistant
+from workers.toolservers.homeassistant.models import (
+    CheckConfigResult,
+    EntityBrief,
+    EntityDetail,
+    ErrorLogResult,
+    RestartResult,
+    ServiceResult,
+    StatesResult,
+)
 
-__all__ = ["DEFAULT_SERVICES", "HomeAssistant", "build_server", "main", "parse_services"]
+__all__ = ["DEFAULT_SERVICES", "build_server", "main", "parse_services"]
 
 SERVER_NAME = "agentic-homeassistant"
 DEFAULT_SERVICES = (
@@ -70,7 +80,7 @@ RESTART = "homeassistant.restart"
 MAX_ATTRIBUTE_CHARS = 4_000
 MAX_LOG_CHARS = 64_000
 
-log = logging.getLogger("workers.mcp_homeassistant")
+log = logging.getLogger("workers.toolservers.homeassistant")
 
 IDENT = r"^[a-z0-9_]+$"
 ENTITY_ID = r"^[a-z0-9_]+\.[a-z0-9_]+$"
@@ -79,10 +89,6 @@ SERVICE_NAME = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 _NOT_IDEMPOTENT_SERVICES = {"toggle", "press", "trigger", "stop", "restart", "reboot", "shutdown"}
 # Services that act on the whole instance or a config entry, not on one entity of their domain.
 _TARGET_ANY_DOMAIN = {"homeassistant"}
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-SETS_STATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
-RESTARTS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 
 def parse_services(csv: str) -> list[str]:
@@ -103,58 +109,6 @@ def parse_services(csv: str) -> list[str]:
     return items
 
 
-# --------------------------------------------------------------------------- results
-
-
-class EntityBrief(BaseModel):
-    entity_id: str
-    state: str
-    friendly_name: str | None = None
-    last_changed: str | None = None
-
-
-class EntityDetail(EntityBrief):
-    last_updated: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    attributes_truncated: bool = False
-
-
-class StatesResult(BaseModel):
-    entities: list[EntityBrief]
-    matched: int = Field(description="entities matching the filters (entities holds at most `limit` of them)")
-    truncated: bool
-    unavailable: list[str] = Field(
-        default_factory=list, description="matching entities whose state is unavailable or unknown (at most 50)"
-    )
-
-
-class ErrorLogResult(BaseModel):
-    lines: list[str]
-    total_lines: int
-    truncated: bool
-
-
-class CheckConfigResult(BaseModel):
-    valid: bool
-    result: str
-    errors: str | None = None
-    warnings: str | None = None
-
-
-class ServiceResult(BaseModel):
-    service: str
-    entity_id: str | None = None
-    changed: list[EntityBrief] = Field(description="states Home Assistant reports changed by the call")
-    state_after: EntityBrief | None = None
-    message: str
-
-
-class RestartResult(BaseModel):
-    requested: bool
-    config: CheckConfigResult
-    message: str
-
-
 def _brief(s: dict[str, Any]) -> EntityBrief:
     attrs = s.get("attributes") if isinstance(s.get("attributes"), dict) else {}
     name = attrs.get("friendly_name") if isinstance(attrs, dict) else None
@@ -164,67 +118,6 @@ def _brief(s: dict[str, Any]) -> EntityBrief:
         friendly_name=str(name) if name is not None else None,
         last_changed=s.get("last_changed"),
     )
-
-
-# --------------------------------------------------------------------------- the client
-
-
-class HomeAssistant:
-    """Home Assistant's REST API (`Authorization: Bearer <long-lived access token>`)."""
-
-    def __init__(self, url: str, token: str, **kwargs: Any) -> None:
-        self.api = AppApi(
-            "Home Assistant",
-            url,
-            {"Authorization": f"Bearer {token}"},
-            url_setting="AGENTIC_HA_URL",
-            key_setting="AGENTIC_HA_TOKEN (a long-lived access token: profile → Security)",
-            **kwargs,
-        )
-
-    @property
-    def url(self) -> str:
-        return self.api.base_url
-
-    async def close(self) -> None:
-        await self.api.close()
-
-    async def states(self) -> list[dict[str, Any]]:
-        body = (await self.api.send("GET", "/api/states")).body
-        return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
-
-    async def state(self, entity_id: str) -> dict[str, Any]:
-        answer = await self.api.send("GET", f"/api/states/{entity_id}", ok=(200, 404))
-        if answer.status == 404:
-            domain = entity_id.split(".")[0]
-            raise ToolError(
-                f"entity {entity_id} not found in Home Assistant: list the {domain} entities with "
-                f'ha_states(domain="{domain}") and use an existing entity_id'
-            )
-        return answer.body if isinstance(answer.body, dict) else {}
-
-    async def check_config(self) -> CheckConfigResult:
-        body = (await self.api.send("POST", "/api/config/core/check_config")).body
-        body = body if isinstance(body, dict) else {}
-        result = str(body.get("result", "unknown"))
-        return CheckConfigResult(
-            valid=result == "valid", result=result, errors=body.get("errors"), warnings=body.get("warnings")
-        )
-
-    async def call(self, domain: str, service: str, data: dict[str, Any], *, sent_ok: bool = False) -> list[Any]:
-        answer = await self.api.send(
-            "POST", f"/api/services/{domain}/{service}", json=data, ok=(200, 201, 400), sent_ok=sent_ok
-        )
-        if answer.status == 400:
-            raise ToolError(
-                f"Home Assistant rejected {domain}.{service} with {data} (400: {body_message(answer)}): "
-                "the service does not exist here (is its integration loaded?) or its data is wrong "
-                "(see Developer tools → Actions in Home Assistant)"
-            )
-        body = answer.body
-        if isinstance(body, dict):  # ?return_response shape
-            body = body.get("changed_states", [])
-        return body if isinstance(body, list) else []
 
 
 # --------------------------------------------------------------------------- argument types
@@ -399,10 +292,10 @@ def build_server(
         tool(ha_entity, "A Home Assistant entity", READ_ONLY),
         tool(ha_error_log, "Home Assistant error log", READ_ONLY),
         tool(ha_check_config, "Check Home Assistant's configuration", READ_ONLY),
-        tool(ha_call_service, "Call a Home Assistant service", SETS_STATE),
+        tool(ha_call_service, "Call a Home Assistant service", MUTATING_IDEMPOTENT),
     ]
     if RESTART in services:
-        tools.append(tool(ha_restart, "Restart Home Assistant", RESTARTS))
+        tools.append(tool(ha_restart, "Restart Home Assistant", MUTATING))
 
     return new_server(
         SERVER_NAME,
@@ -421,11 +314,11 @@ def build_server(
 
 def _parser() -> argparse.ArgumentParser:
     p = base_parser(
-        "workers.mcp_homeassistant", "Serve the Home Assistant MCP tools over streamable HTTP at /mcp.", 8093
+        "workers.toolservers.homeassistant", "Serve the Home Assistant MCP tools over streamable HTTP at /mcp.", 8093
     )
     p.add_argument(
         "--ha-url",
-        default=os.environ.get("AGENTIC_HA_URL"),
+        default=env_default("AGENTIC_HA_URL"),
         help="Home Assistant base URL (default: $AGENTIC_HA_URL)",
     )
     p.add_argument(
@@ -436,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--services",
-        default=os.environ.get("AGENTIC_HA_SERVICES") or DEFAULT_SERVICES,
+        default=env_default("AGENTIC_HA_SERVICES", DEFAULT_SERVICES),
         help="comma-separated domain.service allow-list (default: $AGENTIC_HA_SERVICES, else the built-in list)",
     )
     return p
@@ -461,7 +354,3 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return server_main("mcp_homeassistant", lambda: serve(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The MCP infrastructure server: Kubernetes and Talos tools over streamable HTTP at /mcp.
 
-    python -m workers.mcp_infra --host 127.0.0.1 --port 8091 \\
+    python -m workers.toolservers.infra --host 127.0.0.1 --port 8091 \\
         [--kubeconfig PATH] [--token-env AGENTIC_MCP_TOKEN]
 
 Tools (typed arguments, so `tools/list` carries JSON input schemas with descriptions; typed
@@ -45,14 +45,12 @@ import argparse
 import asyncio
 import logging
 import shutil
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from activities.kube.ops import (
@@ -74,7 +72,12 @@ from activities.kube.ops import (
     load_api_client,
 )
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from workers.mcp_common import (
+from workers.process import StartupError, bind_listener
+from workers.toolservers.common import (
+    MUTATING,
+    MUTATING_IDEMPOTENT,
+    READ_ONLY,
+    READ_ONLY_OPEN,
     base_parser,
     client_token,
     issuer_url,
@@ -82,8 +85,8 @@ from workers.mcp_common import (
     serve_and_report,
     server_main,
     tool,
+    tool_errors,
 )
-from workers.process import StartupError, bind_listener
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 
@@ -96,7 +99,7 @@ NO_CLUSTER = (
     "set AGENTIC_KUBECONFIG (--kubeconfig) or run the server in the cluster"
 )
 
-log = logging.getLogger("workers.mcp_infra")
+log = logging.getLogger("workers.toolservers.infra")
 
 
 class TalosHealthResult(BaseModel):
@@ -116,15 +119,6 @@ DeploymentName = Annotated[
 ]
 LABEL_SELECTOR = r"^[A-Za-z0-9._/=!,() -]*$"
 PodName = Annotated[str, Field(description="name of the pod", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-READ_ONLY_OPEN = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-)
-MUTATING_IDEMPOTENT = ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-)
-MUTATING = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 _R = TypeVar("_R")
 
@@ -147,15 +141,9 @@ def build_server(
     async def k8s(name: str, fn: Callable[[KubeOps], Awaitable[_R]]) -> _R:
         if ops is None:
             raise ToolError(NO_CLUSTER)
-        try:
+        # a bug must still come back as a tool error, not a crash
+        with tool_errors({KubeError: str}, tool=name, logger=log):
             return await fn(ops)
-        except KubeError as exc:
-            raise ToolError(str(exc)) from None
-        except ToolError:
-            raise
-        except Exception as exc:  # a bug must still come back as a tool error, not a crash
-            log.exception("%s failed unexpectedly", name)
-            raise ToolError(f"internal error in {name}: {type(exc).__name__}: {exc}") from None
 
     async def get_nodes() -> NodesResult:
         """List the cluster's nodes: readiness, roles, kubelet version, allocatable CPU and memory,
@@ -328,7 +316,9 @@ def build_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = base_parser("workers.mcp_infra", "Serve the Kubernetes/Talos MCP tools over streamable HTTP at /mcp.", 8091)
+    p = base_parser(
+        "workers.toolservers.infra", "Serve the Kubernetes/Talos MCP tools over streamable HTTP at /mcp.", 8091
+    )
     p.add_argument(
         "--kubeconfig",
         type=Path,
@@ -363,7 +353,3 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return server_main("mcp_infra", lambda: serve(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
