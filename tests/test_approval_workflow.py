@@ -34,7 +34,7 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ToolCall
-from tests.test_incident_workflow import register_search_attributes, time_skipping_server
+from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
 
 PLAN = [ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})]

@@ -64,17 +64,9 @@ from agentic_core.incident import (
 )
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, Runbook, ToolCall
 from agentic_core.proposals import fallback_proposal
-from tests.pg import create_database, pg_server
-from tests.test_incident_workflow import (
-    LABELS,
-    LOGS,
-    RESTART,
-    Fakes,
-    incident,
-    make_group,
-    register_search_attributes,
-    time_skipping_server,
-)
+from tests.support.incident_fakes import LABELS, LOGS, RESTART, Fakes, incident, make_group
+from tests.support.pg import create_database, pg_server
+from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
 from workflows.trust_review import TrustReviewWorkflow

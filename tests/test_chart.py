@@ -1,6 +1,6 @@
 """The Helm chart (deploy/helm/agentic-platform), the ArgoCD applications and the Dockerfile.
 
-Offline: helm comes from tests/helm_tools.py (cached under .venv/helm-cache after one npm
+Offline: helm comes from tests/support/helm_tools.py (cached under .venv/helm-cache after one npm
 download), and every rendered manifest is validated against the Kubernetes OpenAPI schemas
 that ship inside the `kubernetes-validate` package.
 """
@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.helm_tools import helm_binary
+from tests.support.env import REPO
+from tests.support.helm_tools import helm_binary
 from workers.settings import Settings
 
 CHART = REPO / "deploy" / "helm" / "agentic-platform"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 
 def agentic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -39,10 +39,10 @@ from agentic_core.incident import (
 )
 from agentic_core.models import InferenceMode, ToolCall
 from agentic_core.reports import week_of
-from tests.fake_openai import FakeChatServer, chat_server
-from tests.pg import create_database, pg_server
-from tests.test_incident_activities import RESTART
-from tests.test_incident_activities import TOOLS as ACTIVITY_TOOLS
+from tests.support.fake_openai import FakeChatServer, chat_server
+from tests.support.incident_activities import RESTART
+from tests.support.incident_activities import TOOLS as ACTIVITY_TOOLS
+from tests.support.pg import create_database, pg_server
 from workers.settings import Settings
 from workers.wiring import inference_router, planner_config
 

@@ -35,11 +35,10 @@ from activities.ledger.repository import Ledger
 from activities.reports.activities import ReportActivities
 from agentic_core.incident import NotifyInput, NotifyKind, NotifyResult
 from agentic_core.reports import WeeklyDigestResult, previous_week, week_of
-from tests.conftest import REPO
-from tests.pg import create_database, pg_server
-from tests.report_helpers import Expected, check_png, seed_week
-from tests.test_incident_workflow import time_skipping_server
-from tests.test_intake import temporal_bin
+from tests.support.env import REPO
+from tests.support.pg import create_database, pg_server
+from tests.support.report_helpers import Expected, check_png, seed_week
+from tests.support.temporal import temporal_bin, time_skipping_server
 from workers.schedules import (
     TRUST_REVIEW_SCHEDULE,
     WEEKLY_DIGEST_SCHEDULE,

@@ -40,13 +40,14 @@ from activities.knowledge.markdown import load_runbooks
 from activities.ledger.repository import Ledger
 from agentic_core.incident import Category, IncidentState, IncidentStatus, PolicyVerdict, Severity
 from agentic_core.models import ToolCall
-from tests.conftest import REPO, free_port
-from tests.fake_apps import FakeArr
-from tests.fake_openai import FakeChatServer, chat_server
-from tests.kmock_helpers import McpProcess
-from tests.pg import create_database, pg_server
-from tests.test_intake import factory_for, temporal_bin
-from tests.test_mcp_apps import TOKEN, stalled_sonarr, start_arr
+from tests.support.env import REPO, free_port
+from tests.support.fake_apps import FakeArr
+from tests.support.fake_openai import FakeChatServer, chat_server
+from tests.support.intake import factory_for
+from tests.support.kmock_helpers import McpProcess
+from tests.support.mcp_apps import TOKEN, stalled_sonarr, start_arr
+from tests.support.pg import create_database, pg_server
+from tests.support.temporal import temporal_bin
 from workers.errors import AgenticError
 from workers.incident_client import decide, incident_state
 from workers.intake import create_app

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, stack_env
+from tests.support.env import REPO, stack_env
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from activities.knowledge.embeddings import (
     PoolEmbedder,
     build_embedder,
 )
-from tests.conftest import RUNBOOKS_CORPUS
+from tests.support.env import RUNBOOKS_CORPUS
 
 
 def cos(a: list[float], b: list[float]) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 from workers.errors import AgenticError, StartupError
 from workers.process import bind_listener, secret_from_env
 

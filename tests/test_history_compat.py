@@ -1,5 +1,5 @@
 """Running incidents survive upgrades: every captured history in `tests/histories/` (finished
-incidents and their approvals, captured with `python -m tests.capture_history NAME` by the code
+incidents and their approvals, captured with `python -m tests.support.capture_history NAME` by the code
 of their time) replays with today's workflows under the strict sandbox.
 
 A change to what a workflow does must keep these replaying (`workflow.patched` for new

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.kmock_helpers import McpProcess, start_server
-from tests.raw_http import assert_bounded, head, probe, slow_clients
-from tests.test_intake import TOKEN, process_env, spawn, stop, wait_health
+from tests.support.env import free_port
+from tests.support.intake import TOKEN, process_env, spawn, stop, wait_health
+from tests.support.kmock_helpers import McpProcess, start_server
+from tests.support.raw_http import assert_bounded, head, probe, slow_clients
 from workers.http_limits import HEADER_TIMEOUT_S
 
 MCP_TOKEN = "mcp-limits-token"

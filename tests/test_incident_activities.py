@@ -59,7 +59,8 @@ from agentic_core.incident import (
     state_occurrence,
 )
 from agentic_core.models import AutomationLevel, LabelMatcher, Proposal, Runbook, SearchHit, ToolCall
-from tests.pg import create_database, pg_server
+from tests.support.incident_activities import RESTART, TOOLS
+from tests.support.pg import create_database, pg_server
 
 RB_ID = "kubernetes/KubePodCrashLooping"
 LABELS = {"alertname": "KubePodCrashLooping", "namespace": "shop", "deployment": "checkout", "severity": "warning"}
@@ -68,20 +69,6 @@ TEMPLATE_ACTIONS = [
         tool="kubernetes.restart_deployment",
         arguments={"namespace": "{{ labels.namespace }}", "name": "{{labels.deployment}}"},
     )
-]
-RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
-TOOLS = [
-    ToolSpec(
-        name="kubernetes.restart_deployment",
-        description="Rolling restart of a deployment",
-        input_schema={
-            "type": "object",
-            "properties": {"namespace": {"type": "string"}, "name": {"type": "string"}},
-            "required": ["namespace", "name"],
-            "additionalProperties": False,
-        },
-    ),
-    ToolSpec(name="kubernetes.get_logs", description="Recent logs of a pod"),
 ]
 RUNBOOKS = [
     Runbook(

@@ -37,8 +37,9 @@ from agentic_core.incident import (
     NotifyKind,
 )
 from agentic_core.policy import TITLE_MAX
-from tests.test_incident_workflow import Fakes, make_group
-from tests.test_intake import TOKEN, factory_for, settings, start_dev_server, webhook
+from tests.support.incident_fakes import Fakes, make_group
+from tests.support.intake import TOKEN, factory_for, settings, webhook
+from tests.support.temporal import start_dev_server
 from workers.intake import create_app
 from workers.temporal import ensure_search_attributes
 from workflows.approval import ApprovalWorkflow

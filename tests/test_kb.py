@@ -20,7 +20,7 @@ from activities.knowledge.markdown import load_runbooks
 from activities.knowledge.store import Point
 from agentic_core.knowledge import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall
-from tests.conftest import RUNBOOKS_CORPUS
+from tests.support.env import RUNBOOKS_CORPUS
 
 
 class CountingEmbedder:

@@ -28,7 +28,7 @@ from activities.ledger.db import (
 )
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
-from tests.pg import pg_server
+from tests.support.pg import pg_server
 
 EXPECTED_TABLES = {
     "schema_migrations",

@@ -17,7 +17,7 @@ from activities.knowledge.markdown import (
     runbook_id_for,
 )
 from agentic_core.models import AutomationLevel, Runbook
-from tests.conftest import RUNBOOKS_CORPUS
+from tests.support.env import RUNBOOKS_CORPUS
 
 
 def write(root: Path, rel: str, text: str) -> Path:

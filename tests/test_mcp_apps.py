@@ -1,5 +1,5 @@
 """The Home Assistant and arr-suite MCP servers: the real server processes and the real MCP client
-against fake apps that speak the apps' REST wire format (tests/fake_apps.py)."""
+against fake apps that speak the apps' REST wire format (tests/support/fake_apps.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from tests.conftest import REPO, free_port
-from tests.fake_apps import FakeArr, FakeHomeAssistant, prowlarr_indexer, queue_record
-from tests.kmock_helpers import McpProcess, mcp_client, start_server
-from tests.kmock_helpers import result_data as data
-from tests.kmock_helpers import result_text as text
+from tests.support.env import REPO, free_port
+from tests.support.fake_apps import FakeArr, FakeHomeAssistant, prowlarr_indexer, queue_record
+from tests.support.kmock_helpers import McpProcess, mcp_client
+from tests.support.kmock_helpers import result_data as data
+from tests.support.kmock_helpers import result_text as text
+from tests.support.mcp_apps import TOKEN, failing_prowlarr, stalled_sonarr, start_arr, start_ha
 from workers.process import StartupError
 from workers.toolservers.arr.client import ArrApp
 from workers.toolservers.arr.server import build_server as arr_server
@@ -25,70 +26,10 @@ from workers.toolservers.homeassistant.client import HomeAssistant
 from workers.toolservers.homeassistant.server import DEFAULT_SERVICES, parse_services
 from workers.toolservers.homeassistant.server import build_server as ha_server
 
-TOKEN = "apps-test-token"
 HA_READ = {"ha_states", "ha_entity", "ha_error_log", "ha_check_config"}
 HA_WRITE = {"ha_call_service", "ha_restart"}
 ARR_READ = {"arr_status", "arr_health", "arr_queue", "prowlarr_indexers"}
 ARR_WRITE = {"arr_command", "arr_remove_queue_item", "prowlarr_test_indexer"}
-
-
-def stalled_sonarr() -> FakeArr:
-    return FakeArr(
-        app="sonarr",
-        api_key="sonarr-key-0001",
-        queue=[
-            queue_record(11, "Show.S01E01.1080p"),
-            queue_record(
-                12,
-                "Show.S01E02.1080p",
-                status="warning",
-                trackedDownloadStatus="warning",
-                statusMessages=[
-                    {"title": "Show.S01E02.1080p", "messages": ["The download is stalled with no connections"]}
-                ],
-                errorMessage="The download is stalled with no connections",
-            ),
-            queue_record(
-                13,
-                "Show.S01E03.1080p",
-                status="completed",
-                trackedDownloadStatus="warning",
-                trackedDownloadState="importBlocked",
-                statusMessages=[
-                    {
-                        "title": "One or more episodes expected in this release were not imported",
-                        "messages": ["Episode file already imported"],
-                    }
-                ],
-            ),
-        ],
-        health=[
-            {
-                "source": "DownloadClientCheck",
-                "type": "error",
-                "message": "Unable to communicate with qBittorrent. Connection refused",
-                "wikiUrl": "https://wiki.servarr.com/sonarr/system#download-clients-are-unavailable",
-            }
-        ],
-    )
-
-
-def failing_prowlarr() -> FakeArr:
-    return FakeArr(
-        app="prowlarr",
-        api_key="prowlarr-key-0003",
-        indexers=[prowlarr_indexer(1, "1337x"), prowlarr_indexer(2, "TorrentLeech", privacy="private")],
-        indexer_status=[
-            {
-                "id": 7,
-                "indexerId": 2,
-                "disabledTill": "2099-01-01T00:00:00Z",
-                "initialFailure": "2024-05-01T06:00:00Z",
-                "mostRecentFailure": "2024-05-01T09:00:00Z",
-            }
-        ],
-        failing_indexers={2},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +52,6 @@ async def arr() -> AsyncIterator[dict[str, FakeArr]]:
     yield fakes
     for f in fakes.values():
         await f.stop()
-
-
-async def start_ha(ha: FakeHomeAssistant, **env: str) -> McpProcess:
-    return await start_server(
-        free_port(),
-        None,
-        TOKEN,
-        module="workers.toolservers.homeassistant",
-        extra_args=["--ha-url", ha.url],
-        env={"AGENTIC_HA_TOKEN": ha.token, **env},
-    )
-
-
-async def start_arr(fakes: dict[str, FakeArr]) -> McpProcess:
-    args: list[str] = []
-    env: dict[str, str] = {}
-    for app, fake in fakes.items():
-        args += [f"--{app}-url", fake.url]
-        env[f"AGENTIC_{app.upper()}_API_KEY"] = fake.api_key
-    return await start_server(free_port(), None, TOKEN, module="workers.toolservers.arr", extra_args=args, env=env)
 
 
 @pytest.fixture(scope="module")

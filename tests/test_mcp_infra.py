@@ -18,10 +18,18 @@ from mcp_types import CallToolResult
 
 from activities.kube.ops import RESTART_ANNOTATION, KubeOps, memory_bytes
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from tests.conftest import free_port
-from tests.kmock_helpers import NS, McpProcess, emulated_cluster, mcp_client, requests_for, run_server_cli, start_server
-from tests.kmock_helpers import result_data as data
-from tests.kmock_helpers import result_text as text
+from tests.support.env import free_port
+from tests.support.kmock_helpers import (
+    NS,
+    McpProcess,
+    emulated_cluster,
+    mcp_client,
+    requests_for,
+    run_server_cli,
+    start_server,
+)
+from tests.support.kmock_helpers import result_data as data
+from tests.support.kmock_helpers import result_text as text
 from workers.toolservers.infra.server import NO_CLUSTER, TALOSCTL_MISSING, build_server
 
 TOKEN = "test-token-3f9a"

@@ -30,12 +30,12 @@ from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, DecisionRecord, DocChunk, LabelMatcher, Runbook, ToolCall
-from tests.conftest import REPO, free_port
-from tests.kmock_helpers import McpProcess, mcp_client
-from tests.kmock_helpers import result_data as data
-from tests.kmock_helpers import result_text as text
-from tests.pg import create_database, pg_server
-from tests.test_intake import temporal_bin
+from tests.support.env import REPO, free_port
+from tests.support.kmock_helpers import McpProcess, mcp_client
+from tests.support.kmock_helpers import result_data as data
+from tests.support.kmock_helpers import result_text as text
+from tests.support.pg import create_database, pg_server
+from tests.support.temporal import temporal_bin
 from workers.settings import Settings
 from workers.toolservers.knowledge.client import KnowledgeBackends
 from workers.toolservers.knowledge.server import build_server

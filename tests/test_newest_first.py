@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tests.test_intake import start_dev_server
+from tests.support.temporal import start_dev_server
 from workers.temporal import newest_first
 
 

@@ -7,7 +7,6 @@ import io
 import logging
 import re
 import string
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +27,8 @@ from agentic_core.redaction import (
     redact,
     redact_secrets,
 )
-from tests.conftest import CORPORA
-
-ALERT_RULES = CORPORA / "awesome-prometheus-alerts" / "rules.yml"
+from tests.support.corpora import rule_texts
+from tests.support.env import CORPORA
 
 # --------------------------------------------------------------------------- examples
 
@@ -327,28 +325,6 @@ def test_any_text_round_trips_and_redacting_twice_changes_nothing(text: str) -> 
 # --------------------------------------------------------------------------- real alert text
 
 
-def rule_texts(path: Path = ALERT_RULES) -> list[str]:
-    """Every rule of awesome-prometheus-alerts as the generated alerts carry it: the summary and
-    description annotations (with their templates), the comments and the query."""
-    data = yaml.safe_load(path.read_text())
-    texts: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "name" in node and "query" in node:
-                texts.append(f"{node['name']} (instance {{{{ $labels.instance }}}})")
-                texts.append(f"{node.get('description', '')}\n  VALUE = {{{{ $value }}}}\n  LABELS = {{{{ $labels }}}}")
-                texts.extend(str(node[k]) for k in ("comments", "query") if node.get(k))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(data)
-    return texts
-
-
 def test_no_false_positives_on_the_awesome_prometheus_alerts_rules() -> None:
     texts = rule_texts()
     assert len(texts) > 3000  # 3,945 texts, 413 kB
@@ -426,7 +402,7 @@ def test_a_platform_process_redacts_its_logs() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.support.env import REPO
 
     script = (
         "import logging\n"

@@ -33,8 +33,8 @@ from agentic_core.reports import (
     week_bounds,
     week_of,
 )
-from tests.pg import create_database, pg_server
-from tests.report_helpers import check_png, seed_week
+from tests.support.pg import create_database, pg_server
+from tests.support.report_helpers import check_png, seed_week
 
 WEEK = "2026-W10"  # Monday 2 March .. Sunday 8 March 2026
 

@@ -62,10 +62,10 @@ from agentic_core.rollout import (
     load_plan,
     parse_plan,
 )
-from tests.conftest import free_port
-from tests.kmock_helpers import write_kubeconfig
-from tests.pg import create_database, pg_server
-from tests.test_incident_workflow import register_search_attributes, time_skipping_server
+from tests.support.env import free_port
+from tests.support.kmock_helpers import write_kubeconfig
+from tests.support.pg import create_database, pg_server
+from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
 from workflows.rollout import RolloutWorkflow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 from workers.settings import Settings
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from activities.ledger.db import list_migrations
-from tests.conftest import REPO, RUNBOOKS_CORPUS, stack_env
+from tests.support.env import REPO, RUNBOOKS_CORPUS, stack_env
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +200,7 @@ def test_docs_ingest_and_search_from_the_cli(stack: tuple[dict[str, str], Path],
 async def test_knowledge_mcp_server_of_the_stack(stack: tuple[dict[str, str], Path]) -> None:
     """The `mcp-knowledge` part answers the real MCP client with the stack's token: a docs search
     runs through the stack's worker, the level counts come from its ledger."""
-    from tests.kmock_helpers import mcp_client
+    from tests.support.kmock_helpers import mcp_client
 
     env, data = stack
     token = (data / "secrets" / "mcp.token").read_text().strip()
@@ -217,7 +217,7 @@ async def test_knowledge_mcp_server_of_the_stack(stack: tuple[dict[str, str], Pa
 
 def test_weekly_digest_and_schedules_on_the_stack(stack: tuple[dict[str, str], Path]) -> None:
     """The stack's worker runs WeeklyDigestWorkflow with its real activities; schedules apply once."""
-    from tests.report_helpers import check_png
+    from tests.support.report_helpers import check_png
 
     env, data = stack
     res = agentic(env, "report", "weekly", "--week", "2026-W10", "--json", timeout=120)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import REPO, free_port
-from tests.fake_apps import FakeArr, FakeHomeAssistant
-from tests.kmock_helpers import mcp_client
+from tests.support.env import REPO, free_port
+from tests.support.fake_apps import FakeArr, FakeHomeAssistant
+from tests.support.kmock_helpers import mcp_client
 from workers.settings import Settings
 from workers.stack.env import child_env, effective_settings
 from workers.stack.parts import Part, build_parts

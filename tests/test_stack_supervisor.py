@@ -1,7 +1,7 @@
 """`agentic up` with Telegram configured, and what the supervisor does when parts die.
 
 One embedded stack, started through the real `agentic up --detach` with the Bot API emulator
-(tests/telegram_emulator.py) as its Telegram and short supervisor timings
+(tests/support/telegram_emulator.py) as its Telegram and short supervisor timings
 (`AGENTIC_SUPERVISOR_*`, docs/configuration.md). Every `agentic` call is an asyncio
 subprocess: the emulator serves from this test's event loop, which must keep running while
 the CLI and the stack's processes talk to it.
@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, stack_env
-from tests.kmock_helpers import emulated_cluster
-from tests.telegram_emulator import BotApiEmulator, Stored, emulator
-from tests.telegram_harness import ALICE, CHAT, buttons
-from tests.test_e2e_incident import RUNBOOK, webhook
+from tests.support.e2e import RUNBOOK, webhook
+from tests.support.env import REPO, stack_env
+from tests.support.kmock_helpers import emulated_cluster
+from tests.support.telegram_emulator import BotApiEmulator, Stored, emulator
+from tests.support.telegram_harness import ALICE, CHAT, buttons
 
 pytestmark = pytest.mark.slow
 

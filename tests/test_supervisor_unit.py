@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port
-from tests.http_server import LoopServer
-from tests.telegram_emulator import BotApiEmulator, emulator
-from tests.telegram_harness import CHAT
+from tests.support.env import free_port
+from tests.support.http_server import LoopServer
+from tests.support.telegram_emulator import BotApiEmulator, emulator
+from tests.support.telegram_harness import CHAT
 from workers.settings import Settings
 from workers.stack import supervisor
 from workers.stack.env import platform_settings

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agentic_core.incident import NotifyInput, NotifyKind
 from agentic_core.models import ToolCall
-from tests.telegram_emulator import ApiError, parse_html
+from tests.support.telegram_emulator import ApiError, parse_html
 from workers.settings import Settings
 from workers.telegram import signing
 from workers.telegram.modify import apply_arguments, parse_assignments

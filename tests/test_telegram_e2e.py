@@ -1,6 +1,6 @@
 """Telegram end to end: the real python-telegram-bot Application against the Bot API emulator,
 the real Temporal dev server, the real ledger, the real workflows and notifier (see
-tests/telegram_harness.py)."""
+tests/support/telegram_harness.py)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import AutomationLevel, Runbook, ToolCall
-from tests.conftest import REPO, free_port
-from tests.pg import create_database, pg_server
-from tests.telegram_emulator import BotApiEmulator, Stored, emulator
-from tests.telegram_harness import (
+from tests.support.env import REPO, free_port
+from tests.support.incident_fakes import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, Fakes
+from tests.support.pg import create_database, pg_server
+from tests.support.telegram_emulator import BotApiEmulator, Stored, emulator
+from tests.support.telegram_harness import (
     ALICE,
     BOB,
     CHAT,
@@ -52,8 +53,7 @@ from tests.telegram_harness import (
     start_incident,
     telegram,
 )
-from tests.test_incident_workflow import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, Fakes
-from tests.test_intake import start_dev_server
+from tests.support.temporal import start_dev_server
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.notifier import CHANNEL, TelegramNotifier
@@ -716,7 +716,7 @@ async def test_weekly_digest_lands_in_weekly_reports_as_a_photo(
     from activities.incident.activities import IncidentActivities
     from activities.reports.activities import ReportActivities
     from agentic_core.reports import WeeklyDigestResult, shift_week, week_of
-    from tests.report_helpers import check_png, seed_week
+    from tests.support.report_helpers import check_png, seed_week
     from workflows.digest import WeeklyDigestWorkflow
 
     led = await Ledger.connect(await create_database(pg, "digest"), max_size=4)
@@ -798,7 +798,7 @@ async def test_bot_http_server_bounds_header_and_body_reads(
 ) -> None:
     """The bot's HTTP server (webhook and /healthz) against slow and malformed clients, over raw
     sockets: each is answered or closed within seconds (workers/http_limits.py)."""
-    from tests.raw_http import assert_bounded, slow_clients
+    from tests.support.raw_http import assert_bounded, slow_clients
 
     dsn = await create_database(pg, "limits")
     port = free_port()

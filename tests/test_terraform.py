@@ -13,7 +13,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 TERRAFORM = REPO / "terraform"
 MODULE = TERRAFORM / "talos-cluster"

@@ -33,9 +33,9 @@ from agentic_core.incident import (
     idempotency_key,
 )
 from agentic_core.models import ToolCall
-from tests.conftest import free_port
-from tests.kmock_helpers import NS, McpProcess, deployment, emulated_cluster, requests_for, start_server
-from tests.pg import pg_server
+from tests.support.env import free_port
+from tests.support.kmock_helpers import NS, McpProcess, deployment, emulated_cluster, requests_for, start_server
+from tests.support.pg import pg_server
 
 TOKEN = "gateway-test-token"
 # The incident agent may call these; describe_pod is offered but not allowed, delete_namespace is

@@ -19,11 +19,11 @@ from activities.tools.gateway import ERR_UNAVAILABLE, ToolActivities
 from agentic_core.incident import ExecuteInput, GuardInput, ListToolsInput, idempotency_key
 from agentic_core.models import ToolCall
 from agentic_core.tools import tool_server_hint
-from tests.conftest import free_port
-from tests.fake_apps import FakeArr, FakeHomeAssistant
-from tests.kmock_helpers import McpProcess
-from tests.pg import create_database, pg_server
-from tests.test_mcp_apps import TOKEN, failing_prowlarr, stalled_sonarr, start_arr, start_ha
+from tests.support.env import free_port
+from tests.support.fake_apps import FakeArr, FakeHomeAssistant
+from tests.support.kmock_helpers import McpProcess
+from tests.support.mcp_apps import TOKEN, failing_prowlarr, stalled_sonarr, start_arr, start_ha
+from tests.support.pg import create_database, pg_server
 from workers.settings import Settings
 
 ALLOWED = Settings(_env_file=None).incident_tool_list  # type: ignore[call-arg]

@@ -28,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +42,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import CORPORA, REPO, free_port, stack_env
+from tests.support.env import CORPORA, REPO, free_port, stack_env
 
 T = TypeVar("T")
 
@@ -207,28 +205,8 @@ def run(
     return Ran(argv, res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
 
 
-_taken: set[int] = set()
-
-
 def quiet_port() -> int:
-    """A free port below the kernel's ephemeral range (net.ipv4.ip_local_port_range), so that no
-    outgoing connection and no `bind(0)` of another process (the Temporal dev server picks its
-    metrics port so, other tests pick theirs so) can take it between now and the part's start."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return free_port()
-    for _ in range(200):
-        port = random.randint(max(1024, low - 12000), low - 1)
-        if port in _taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
+    """A free port below the kernel's ephemeral range (`tests.support.env.free_port`)."""
     return free_port()
 
 
@@ -429,10 +407,10 @@ class Configured:
     first: Stack
     outside: Any  # BackgroundLoop
     cluster: Any  # outside.Cluster
-    ha: Any  # tests.fake_apps.FakeHomeAssistant
-    arr: dict[str, Any]  # app -> tests.fake_apps.FakeArr
-    cloud: Any  # tests.fake_openai.FakeChatServer
-    emu: Any  # tests.telegram_emulator.BotApiEmulator
+    ha: Any  # tests.support.fake_apps.FakeHomeAssistant
+    arr: dict[str, Any]  # app -> tests.support.fake_apps.FakeArr
+    cloud: Any  # tests.support.fake_openai.FakeChatServer
+    emu: Any  # tests.support.telegram_emulator.BotApiEmulator
     secrets: dict[str, str]  # what must never be printed
     runbooks_import: Ran  # `agentic runbooks import ./runbooks`, right after `agentic up`
     telegram_setup: Ran  # `agentic telegram setup`, right after that (docs/telegram.md's order)
@@ -445,7 +423,7 @@ STALLED = "The download is stalled with no connections"
 
 
 def _stalled_queue() -> list[dict[str, Any]]:
-    from tests.fake_apps import queue_record
+    from tests.support.fake_apps import queue_record
 
     return [
         queue_record(11, "Show.S01E01.1080p"),
@@ -470,9 +448,9 @@ def configured_stack(first_stack: Stack, outside: Any, workdir: Path) -> Iterato
     import asyncpg
 
     from tests.acceptance.outside import emulated_cluster, serving
-    from tests.fake_apps import FakeArr, FakeHomeAssistant
-    from tests.fake_openai import FakeChatServer
-    from tests.telegram_emulator import emulator
+    from tests.support.fake_apps import FakeArr, FakeHomeAssistant
+    from tests.support.fake_openai import FakeChatServer
+    from tests.support.telegram_emulator import emulator
 
     (workdir / "kube").mkdir(exist_ok=True)
     cluster = outside.enter(emulated_cluster(workdir / "kube"))

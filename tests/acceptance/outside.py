@@ -32,10 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import CORPORA, REPO, free_port
-from tests.http_server import LoopServer
-from tests.kmock_helpers import seed as seed_workloads
-from tests.kmock_helpers import write_kubeconfig
+from tests.support.env import CORPORA, REPO, free_port
+from tests.support.http_server import LoopServer
+from tests.support.kmock_helpers import seed as seed_workloads
+from tests.support.kmock_helpers import write_kubeconfig
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ class BackgroundLoop:
 
 @asynccontextmanager
 async def serving(server: T) -> AsyncIterator[T]:
-    """A fake server with `start()`/`stop()` (tests/fake_apps.py, tests/fake_openai.py) as an async context."""
+    """A fake server with `start()`/`stop()` (tests/support/fake_apps.py, fake_openai.py) as an async context."""
     await server.start()  # type: ignore[attr-defined]
     try:
         yield server

@@ -9,7 +9,7 @@
 
 The "existing services" are the first stack's (tests/acceptance/conftest.py `configured_stack`):
 its Temporal (namespace `ops`), its PostgreSQL (role and database `agentic`) and its llama.cpp.
-Home Assistant and Sonarr/Radarr/Prowlarr are the fakes of tests/fake_apps.py. Qdrant stays
+Home Assistant and Sonarr/Radarr/Prowlarr are the fakes of tests/support/fake_apps.py. Qdrant stays
 embedded: no Qdrant server can be had here.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.acceptance.conftest import REPO, Configured, program, queue_stalled, run
-from tests.kmock_helpers import mcp_client, result_data
+from tests.support.kmock_helpers import mcp_client, result_data
 
 pytestmark = pytest.mark.slow
 

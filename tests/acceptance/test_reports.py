@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.acceptance.conftest import Ran, Stack, program, run
-from tests.kmock_helpers import mcp_client, result_data
+from tests.support.kmock_helpers import mcp_client, result_data
 
 pytestmark = pytest.mark.slow
 

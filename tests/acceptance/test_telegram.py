@@ -8,7 +8,7 @@
     the group.
 
 On the second stack (tests/acceptance/conftest.py `configured_stack`), whose Telegram is the Bot
-API emulator of tests/telegram_emulator.py; the question is a stalled Radarr queue (the project's
+API emulator of tests/support/telegram_emulator.py; the question is a stalled Radarr queue (the project's
 arr runbook, the arr tool server in front of a fake Radarr).
 """
 

@@ -35,8 +35,8 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ToolCall
-from tests.telegram_emulator import BotApiEmulator, Stored
-from tests.test_incident_workflow import Fakes, make_group
+from tests.support.incident_fakes import Fakes, make_group
+from tests.support.telegram_emulator import BotApiEmulator, Stored
 from workers.telegram.bot import BotConfig, SchemaSource, TelegramBot, build_application
 from workers.telegram.notifier import TelegramNotifier
 from workers.telegram.routing import TOPICS_KEY, setup_topics

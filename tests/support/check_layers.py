@@ -1,4 +1,4 @@
-"""The house rules, checked from the source: `python -m tests.check_layers` (CI runs it through
+"""The house rules, checked from the source: `python -m tests.support.check_layers` (CI runs it through
 tests/unit/test_layers.py).
 
 1. Layers point one way: `agentic_core` ← `activities` ← `workflows` ← `workers`. A module may
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAYERS = ("agentic_core", "activities", "workflows", "workers")  # lowest first
 MAX_LINES = 500
 LONG_REASON = "Long because"

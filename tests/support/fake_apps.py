@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import free_port
-from tests.http_server import LoopServer
+from tests.support.env import free_port
+from tests.support.http_server import LoopServer
 
 T0 = "2024-05-01T10:00:00.000000+00:00"
 

