@@ -266,7 +266,7 @@ def redact_group(group: AlertGroup) -> tuple[AlertGroup, int]:
     incident and alert). One redactor serves the whole group: the same secret gets the same
     placeholder wherever it appears in it. Ordinary alerts have no secret, so nothing changes
     in them (no false positives on the awesome-prometheus-alerts and kube-prometheus rules:
-    tests/test_redaction.py); a label value is changed only when it holds a secret.
+    tests/unit/test_redaction.py); a label value is changed only when it holds a secret.
     """
     r = Redactor()
     kinds = frozenset({SECRET})

@@ -7,7 +7,7 @@
 
 Both hold three collections (`agentic_core.models.Collection`), each with one named dense
 vector `dense` (cosine) and one named sparse vector `sparse` (BM25 term weights; the store
-applies IDF at query time). Both pass `tests/test_store_adapters.py` unchanged.
+applies IDF at query time). Both pass `tests/integration/test_store_adapters.py` unchanged.
 
 Point ids are our string ids (runbook ids, chunk ids); adapters map them to the UUIDs Qdrant
 needs with `point_uuid` and keep the string in the payload under `_id`.

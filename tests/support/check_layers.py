@@ -77,13 +77,17 @@ def _known_prefix(name: str, known: dict[str, Module]) -> str | None:
     return None
 
 
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def layer_violations(known: dict[str, Module]) -> list[str]:
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     out = []
     for mod in known.values():
         for target, line in imports_of(mod, known):
             if rank[known[target].layer] > rank[mod.layer]:
-                out.append(f"{mod.path.relative_to(REPO)}:{line}: {mod.layer} imports {target} (a higher layer)")
+                out.append(f"{_shown(mod.path)}:{line}: {mod.layer} imports {target} (a higher layer)")
     return out
 
 
@@ -135,7 +139,7 @@ def long_modules(known: dict[str, Module]) -> list[str]:
             continue
         doc = ast.get_docstring(ast.parse(text)) or ""
         if LONG_REASON not in doc:
-            out.append(f"{mod.path.relative_to(REPO)}: {n} lines and no '{LONG_REASON} …' in its docstring")
+            out.append(f"{_shown(mod.path)}: {n} lines and no '{LONG_REASON} …' in its docstring")
     return out
 
 

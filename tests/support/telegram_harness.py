@@ -3,7 +3,7 @@
 The real pieces: the Temporal dev server, PostgreSQL (pgserver) with the ledger schema,
 python-telegram-bot's `Application` polling the Bot API emulator, the real
 `TelegramNotifier` behind the real `incident.notify` activity, the real `IncidentWorkflow`
-and `ApprovalWorkflow`. The other activities are the fakes of tests/test_incident_workflow.py
+and `ApprovalWorkflow`. The other activities are the fakes of tests/workflows/test_incident_workflow.py
 (they record what ran).
 """
 

@@ -24,7 +24,7 @@ from workflows.incident import (
     IncidentWorkflow,
 )
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 CAPTURED = sorted(HISTORIES.glob("*.json"))
 
 

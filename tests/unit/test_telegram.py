@@ -1,5 +1,5 @@
 """Telegram pieces without servers: signed callback data, rendering and escaping, routing,
-the modify reply parser, the settings. (End to end: tests/test_telegram_e2e.py.)"""
+the modify reply parser, the settings. (End to end: tests/e2e/test_telegram_e2e.py.)"""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ from agentic_core.rollout import (
     load_plan,
     parse_plan,
 )
-from tests.support.env import free_port
+from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import write_kubeconfig
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import register_search_attributes, time_skipping_server
@@ -405,7 +405,7 @@ def test_waves_file_validates() -> None:
     assert [w.wave for w in plan.waves] == list(range(11))
     assert all(c.name in CHECK_ACTIVITIES for w in plan.waves for c in w.checks)
     assert all(w.checks and w.synced_applications() for w in plan.waves)
-    doc = Path(__file__).resolve().parents[1].joinpath("deploy", "waves.yaml").read_text()
+    doc = REPO.joinpath("deploy", "waves.yaml").read_text()
     with pytest.raises(PlanError, match="unknown checks"):
         parse_plan(doc.replace("name: gpu_nodes_labeled", "name: gpus_look_fine", 1))
     with pytest.raises(PlanError, match=r"waves must be 0\.\.10"):

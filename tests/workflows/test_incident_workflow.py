@@ -2,7 +2,7 @@
 
 Each test gets a fresh task queue and incident id. The fakes record what the workflow asked
 for (notifications, executed actions, stages, the final record), so the tests assert on the
-workflow's decisions, not on the activities (tests/test_incident_activities.py does those).
+workflow's decisions, not on the activities (tests/integration/test_incident_activities.py does those).
 """
 
 from __future__ import annotations

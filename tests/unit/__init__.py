@@ -1,0 +1,1 @@
+"""Tests of one module or pure function at a time: no server, no process, no network."""
