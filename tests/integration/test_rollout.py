@@ -380,7 +380,15 @@ async def state_when(handle: WorkflowHandle[Any, Any], pred: Callable[[RolloutSt
 
 
 async def answer_gate(r: Rig, handle: WorkflowHandle[Any, Any], next_wave: int, choice: str = "approved") -> None:
-    st = await state_when(handle, lambda s: s.status == RolloutStatus.AWAITING_GATE and s.gate_id is not None)
+    # the previous gate's answer may not be taken up yet: wait for this wave's gate
+    st = await state_when(
+        handle,
+        lambda s: (
+            s.status == RolloutStatus.AWAITING_GATE
+            and s.gate_id is not None
+            and s.gate_id.endswith(f"-gate-{next_wave}")
+        ),
+    )
     assert st.gate_id is not None and st.gate_id.endswith(f"-gate-{next_wave}")
     gate = r.env.client.get_workflow_handle(st.gate_id)
     approval = await gate.query(QUERY_APPROVAL, result_type=ApprovalState)
