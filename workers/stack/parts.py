@@ -108,6 +108,7 @@ class Part:
             last_exit=self.last_exit,
             down_since=self.down_since,
             next_start_at=self.next_start_at,
+            starting=self.proc is not None and self.healthy_since is None,
         )
 
 

@@ -32,6 +32,7 @@ class PartState(BaseModel):
     last_exit: int | None = None  # exit code of the last crash (negative: killed by that signal)
     down_since: datetime | None = None  # set while the part is down (RestartPolicy.is_down)
     next_start_at: datetime | None = None  # when the supervisor starts it again, while it waits
+    starting: bool = False  # (re)started, the supervisor still waits for it to be healthy
 
 
 class StackState(BaseModel):
