@@ -5,7 +5,7 @@ agentic runbooks import ../shared/corpora/prometheus-operator-runbooks
 agentic runbooks search "pods keep restarting after the last deploy" --limit 3 --json
 agentic runbooks list
 agentic docs search "point the platform at an external PostgreSQL"
-agentic alert send alert.json
+agentic alert send docs/examples/alert.json
 agentic incidents list
 agentic incidents show inc-…
 agentic acknowledge inc-… --by alice
@@ -30,6 +30,7 @@ import pytest
 
 from tests.acceptance.conftest import (
     CORPORA,
+    REPO,
     Ran,
     Stack,
     alive,
@@ -71,15 +72,26 @@ def crashlooping(pod: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def alert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the reader keeps `alert.json` (the command runs there: `alert.json` is relative)."""
+    """Where the reader keeps an `alert.json` of their own (the command runs there)."""
     return tmp_path_factory.mktemp("shell")
+
+
+EXAMPLE = REPO / "docs" / "examples" / "alert.json"
+
+
+def test_the_example_alert_is_a_crash_looping_pod_in_the_shop() -> None:
+    """The README sends the shipped example: one KubePodCrashLooping alert of the same group as the
+    alerts this module sends later (alertname and namespace)."""
+    doc = json.loads(EXAMPLE.read_text())
+    assert doc["groupLabels"] == {"alertname": "KubePodCrashLooping", "namespace": NAMESPACE}, doc
+    assert [a["labels"]["pod"] for a in doc["alerts"]] == ["checkout-7d4b9c-x2kq9"], doc
 
 
 @pytest.fixture(scope="module")
 def sent(first_stack: Stack, alert_dir: Path) -> tuple[Ran, str]:
-    """`agentic alert send alert.json` with one crash-looping pod; its result and incident id."""
-    (alert_dir / "alert.json").write_text(json.dumps(webhook([crashlooping("checkout-7d4b9c-x2kq9")]), indent=2))
-    res = first_stack.readme("agentic alert send alert.json", cwd=alert_dir)
+    """`agentic alert send docs/examples/alert.json` (one crash-looping pod), from the repository
+    root as the README's shell is; its result and incident id."""
+    res = first_stack.readme("agentic alert send docs/examples/alert.json")
     assert res.rc == 0, res
     ids = re.findall(r"inc-[0-9a-z]+", res.out)
     assert len(ids) == 1, res
@@ -135,6 +147,9 @@ def test_status(first_stack: Stack) -> None:
     for part in ("postgres", "temporal", "llm", "worker", "mcp-knowledge", "intake"):
         row = next((ln for ln in res.out.splitlines() if ln.startswith(f"│ {part} ")), "")
         assert "healthy" in row and "unhealthy" not in row, f"{part}: {row!r}\n{res}"
+    for part in ("mcp ", "mcp-ha", "mcp-arr", "bot"):  # disabled: off, not "planned" (they are not coming)
+        row = next((ln for ln in res.out.splitlines() if ln.startswith(f"│ {part}")), "")
+        assert "│ disabled │ off " in row, f"{part}: {row!r}\n{res}"
 
 
 def test_runbooks_import(corpus: Ran) -> None:
@@ -190,7 +205,7 @@ def test_alertmanager_webhook_with_the_bearer_token(first_stack: Stack, sent: tu
     # README: "Point Alertmanager's webhook at `http://HOST:8088/alerts` with the bearer token from
     # `DATA_DIR/secrets/intake.token`".
     url = f"http://127.0.0.1:{first_stack.port('intake')}/alerts"
-    body = (alert_dir / "alert.json").read_bytes()
+    body = EXAMPLE.read_bytes()
     refused = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30)
     assert refused.status_code == 401, (refused.status_code, refused.text)
     token = first_stack.secret("intake.token")

@@ -136,7 +136,7 @@ def test_import_the_projects_runbooks(configured_stack: Configured) -> None:
 
 def send(c: Configured, payload: dict[str, Any], where: Path) -> str:
     (where / "alert.json").write_text(json.dumps(payload))
-    res = c.stack.readme("agentic alert send alert.json", cwd=where)
+    res = c.stack.agentic("alert", "send", "alert.json", cwd=where)  # as the README's, with this payload
     assert res.rc == 0, res
     ids = re.findall(r"inc-[0-9a-z]+", res.out)
     assert len(ids) == 1, res

@@ -159,7 +159,8 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         for col in ("part", "mode", "health", "restarts", "detail", "where"):
             table.add_column(col)
         for p in parts:
-            mark = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]planned[/]"}[p.healthy]
+            marks = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "[dim]off[/]"}  # None: disabled
+            mark = marks[p.healthy]
             if p.down:
                 mark = "[bold red]down[/]"
             table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
