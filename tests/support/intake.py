@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -170,7 +171,10 @@ async def post(
 
 
 def process_env(**agentic: str) -> dict[str, str]:
+    """The environment of an intake process: only the `AGENTIC_*` given, and a data dir of its own
+    (the default one, .agentic in the repository, may hold a token from a `make run`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env["AGENTIC_DATA_DIR"] = tempfile.mkdtemp(prefix="agentic-intake-")
     env.update({f"AGENTIC_{k.upper()}": v for k, v in agentic.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env
