@@ -216,3 +216,11 @@ class GuardrailEvent(BaseModel):
     tool: str | None = None
     detail: str = ""
     at: datetime | None = None
+
+
+class GuardrailRecorded(BaseModel):
+    """What `guardrails.record` returns: the ledger row's id, and whether this call created it
+    (False: the key was recorded before, e.g. by an earlier attempt; nothing new was written)."""
+
+    id: int
+    created: bool
