@@ -80,6 +80,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from activities.guardrails.activities import GuardrailActivities
     from activities.incident.activities import IncidentActivities
     from activities.inference.router import preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
@@ -117,6 +118,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
         tools = tool_gateway(ledger, settings)
+        guardrails = GuardrailActivities(ledger)  # guardrail events the workflows record
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
         trust_acts = TrustActivities(
@@ -157,6 +159,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                guardrails.record,
                 reports.compute_digest,
                 reports.write_digest,
                 *trust_acts.all(),
