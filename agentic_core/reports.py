@@ -326,8 +326,8 @@ def render_text(d: WeeklyDigest) -> str:
         f"  verified outcomes: {d.outcomes.get('success', 0)} success, {d.outcomes.get('failure', 0)} failure,"
         f" {d.outcomes.get('unknown', 0)} unknown",
     ]
-    total = d.guardrail_total
-    out += ["", "Guardrails", f"  events: {total if total is not None else 'not tracked'}"]
+    events = d.guardrail_total
+    out += ["", "Guardrails", f"  events: {events if events is not None else 'not tracked'}"]
     if d.guardrail_events is not None:
         for kind in _guardrail_order(d.guardrail_events):
             out.append(f"  {kind}: {d.guardrail_events[kind]}")
