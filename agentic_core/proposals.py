@@ -4,7 +4,8 @@
   fits (a recalled runbook the model names, else a label match).
 - `check_proposal`: why a model's proposal cannot be used as it is (a tool not offered,
   arguments against the tool's schema, an unfilled template, no action where a runbook has one);
-  `action_problems`: each action of it that cannot be used, with why.
+  `action_problems`: each action of it that cannot be used, with why; `dropped_actions`: those
+  and the writes dropped with them (the guardrail events of an unusable proposal).
 - `fallback_proposal`: the best recalled runbook's plan when no model can help.
 
 The incident workflow calls `fallback_proposal` itself when the propose activity fails, so a
@@ -77,6 +78,23 @@ def action_problems(proposal: Proposal, inp: ProposeInput) -> list[tuple[int, To
             if error is not None:
                 out.append((i, call, f"action {i} ({call.tool}): invalid arguments: {error.message}"))
     return out
+
+
+def dropped_actions(proposal: Proposal, inp: ProposeInput) -> list[tuple[int, ToolCall, str]]:
+    """What an unusable proposal asked for and did not get, for the guardrail events: each action
+    that cannot be used (`action_problems`), and each other action that would change something,
+    dropped with its plan. Empty when every action could be used."""
+    problems = action_problems(proposal, inp)
+    if not problems:
+        return []
+    bad = {i for i, _call, _why in problems}
+    tools = {t.name: t for t in inp.tools}
+    first = problems[0][2]
+    out = list(problems)
+    for i, call in enumerate(proposal.actions):
+        if i not in bad and tools[call.tool].mutating:
+            out.append((i, call, f"action {i} ({call.tool}) was dropped with its plan: {first}"))
+    return sorted(out, key=lambda item: item[0])
 
 
 def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:

@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.incident.prompt import build_messages
 from agentic_core.incident import ProposeInput, ProposeResult
 from agentic_core.models import InferenceMode, Proposal, ToolCall
-from agentic_core.proposals import action_problems, check_proposal, fallback_proposal, ground_proposal
+from agentic_core.proposals import check_proposal, dropped_actions, fallback_proposal, ground_proposal
 from agentic_core.redaction import PERSONAL_KINDS, SECRET, Redactor, describe_counts
 
 log = logging.getLogger("agentic.incident")
@@ -150,7 +150,8 @@ class Planner:
         how many items of each kind were redacted (`redactions`: counts only, never values).
 
         `rejected` (when given) collects every action a model proposed that could not be used
-        (`action_problems`: a tool not offered, bad arguments), for the guardrail events.
+        (a tool not offered, bad arguments) and the writes dropped with them (`dropped_actions`),
+        for the guardrail events.
         """
         started = time.monotonic()
         messages = build_messages(inp)
@@ -281,7 +282,7 @@ class Planner:
         problem = check_proposal(proposal, inp)
         if problem is not None:
             if rejected is not None:
-                rejected.extend(action_problems(proposal, inp))
+                rejected.extend(dropped_actions(proposal, inp))
             return _Asked(reason=f"invalid proposal: {problem}", model=proposal)
         model = str(getattr(answer, "model", ""))
         return _Asked(result=ProposeResult(proposal=proposal, source="llm", note=note, model=model))
@@ -331,7 +332,7 @@ class Planner:
                 problem = f"its plan's arguments use {len(refs)} redacted secret(s), which are never tool arguments"
         if problem is not None:
             if rejected is not None:
-                rejected.extend(action_problems(proposal, inp))
+                rejected.extend(dropped_actions(proposal, inp))
             return _Asked(reason=f"the cloud's proposal is unusable: {problem}", model=proposal, counts=counts)
         note = _join(
             f"escalated to the cloud: {why}" if why is not None else "CLOUD_FIRST: asked the cloud first",
