@@ -56,7 +56,7 @@ def test_a_history_with_the_evidence_and_protected_namespace_patches_is_kept() -
 def test_a_history_that_recorded_an_untrusted_plan_event_is_kept() -> None:
     # NORMAL mode, the model's own plan for a standard runbook: the patch marker at the start and
     # the guardrails.record local activity before the question; it must keep replaying.
-    history = load(HISTORIES / "v6-untrusted-plan.incident.json")
+    history = load(HISTORIES / "v7-untrusted-plan.incident.json")
     patches = [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
         for e in history.events
