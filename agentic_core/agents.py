@@ -31,6 +31,9 @@ ACTIVITY_START_RUN = "agents.start_run"
 ACTIVITY_FINISH_RUN = "agents.finish_run"
 ACTIVITY_TOOL_CALL = "tools.call"  # a read-only tool call whose result is stored and passed by reference
 GUARDRAIL_RECORD = "guardrails.record"
+# One routing decision through Temporal (RouteInput -> Route, the `agents.route` activity on the
+# platform's task queue): the rollout's "router selects the correct agent" check starts it.
+ROUTE_PROBE_WORKFLOW = "RouteProbeWorkflow"
 
 
 class AgentName(StrEnum):

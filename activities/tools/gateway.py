@@ -209,6 +209,11 @@ class ToolActivities:
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
 
+    @property
+    def call_timeout_s(self) -> float:
+        """How long one tool call (or listing) may take before it fails."""
+        return self._mcp.call_timeout_s
+
     # --- the catalogue ------------------------------------------------------------------------
 
     async def _list_server(self, server: str, url: str) -> list[_Tool]:
