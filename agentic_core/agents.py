@@ -34,6 +34,8 @@ GUARDRAIL_RECORD = "guardrails.record"
 # One routing decision through Temporal (RouteInput -> Route, the `agents.route` activity on the
 # platform's task queue): the rollout's "router selects the correct agent" check starts it.
 ROUTE_PROBE_WORKFLOW = "RouteProbeWorkflow"
+# The agent loop's workflow type (input AgentRequest, result AgentResult, id agent_run_id(request_id)).
+AGENT_WORKFLOW = "AgentWorkflow"
 
 
 class AgentName(StrEnum):

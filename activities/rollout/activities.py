@@ -15,8 +15,9 @@ its bound methods (`RolloutActivities.all()` lists them):
 - `rollout.check_postgres` (CheckInput -> CheckResult): the PostgreSQL probe client answers
 - `rollout.check_inference` (CheckInput -> CheckResult): an OpenAI-compatible endpoint streams tokens
 - `rollout.check_persistence` (CheckInput -> CheckResult): a marker written to a store survives deleting its pod
-- `rollout.check_router`, `rollout.check_allowlists`, `rollout.check_timeouts`, `rollout.check_unauthorized`,
-  `rollout.check_guardrail_events`: the agents and their guardrails (`activities.rollout.agent_checks`)
+- `rollout.check_router`, `rollout.check_agents`, `rollout.check_allowlists`, `rollout.check_timeouts`,
+  `rollout.check_unauthorized`, `rollout.check_guardrail_events`: the agents and their guardrails
+  (`activities.rollout.agent_checks`)
 
 Kubernetes is reached through its HTTP API (`KubeClient`, async httpx). A sync is requested the
 way the argocd CLI does it: a merge patch of the Application's `operation` field; ArgoCD clears

@@ -6,6 +6,10 @@
   and the Services exist (read from the cluster's API), then each case's text is routed through
   Temporal (`RouteProbeWorkflow` on the platform's task queue: the worker that polls it routes
   with its own exemplars and models) and must land on the expected agent;
+- `rollout.check_agents` (wave 5, the agents answer): each request runs as an `AgentWorkflow` on
+  the platform's task queue (routed, or naming its agent) and must end in the expected status
+  with an answer, on the expected agent: today a request for the coding or web agent ends
+  `not_configured` and says which settings enable it, with no model and no tool involved;
 - `rollout.check_allowlists` ("tool allow-lists respected"): the tool gateway refuses each listed
   call (a tool not on an agent's list, a write for a read-only agent) and allows each allowed one
   (a read tool on the list, offered by a deployed MCP server: the catalogue is listed from them);
@@ -46,7 +50,15 @@ from temporalio.service import RPCError
 
 from activities.kube.client import KubeClient
 from activities.tools.mcp_client import McpClient, ServerError
-from agentic_core.agents import ROUTE_PROBE_WORKFLOW, Route, RouteInput
+from agentic_core.agents import (
+    AGENT_WORKFLOW,
+    ROUTE_PROBE_WORKFLOW,
+    AgentRequest,
+    AgentResult,
+    Route,
+    RouteInput,
+    agent_run_id,
+)
 from agentic_core.models import ToolCall
 from agentic_core.rollout import CheckInput, CheckResult
 
@@ -138,6 +150,7 @@ class AgentChecks:
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.check_router,
+            self.check_agents,
             self.check_allowlists,
             self.check_timeouts,
             self.check_unauthorized,
@@ -218,6 +231,57 @@ class AgentChecks:
             else:
                 right += 1
         fine.append(f"{right}/{len(cases)} requests routed to the expected agent through task queue {queue}")
+        return _result(inp, problems, fine)
+
+    # -- the agents answer -----------------------------------------------------------------------
+
+    @activity.defn(name="rollout.check_agents")
+    async def check_agents(self, inp: CheckInput) -> CheckResult:
+        p = inp.check.params
+        problems: list[str] = []
+        fine: list[str] = []
+        requests = list(p.get("requests", []))
+        if not requests:
+            problems.append("no requests in the check's params (requests: [{text, agent, status, explicit}])")
+        client = await self._client(p)
+        queue = str(p.get("task_queue") or self.task_queue or "")
+        if client is None or not queue:
+            problems.append("cannot run agents: the worker running the rollout has no Temporal client")
+            return _result(inp, problems, fine)
+        timeout = timedelta(seconds=float(p.get("timeout_s", 120)))
+        for i, r in enumerate(requests):
+            text, agent, status = str(r["text"]), str(r["agent"]), str(r.get("status", "done"))
+            request_id = f"rollout-w{inp.wave}-{uuid.uuid4().hex[:10]}"
+            request = AgentRequest(
+                request_id=request_id,
+                text=text,
+                agent=agent if r.get("explicit") else None,
+                requested_by="rollout",
+                source="cli",
+            )
+            try:
+                async with _beating(f"agent request {i + 1}/{len(requests)}"):
+                    res = await client.execute_workflow(
+                        AGENT_WORKFLOW,
+                        request,
+                        id=agent_run_id(request_id),
+                        task_queue=queue,
+                        result_type=AgentResult,
+                        execution_timeout=timeout,
+                    )
+            except (WorkflowFailureError, RPCError) as exc:
+                cause = getattr(exc, "cause", None) or exc
+                problems.append(f"{text[:60]!r}: the agent run failed ({cause})")
+                continue
+            got = res.agent or (res.route.agent if res.route else None)
+            if got != agent or res.status.value != status or not res.answer.strip():
+                problems.append(
+                    f"{text[:60]!r}: {res.status.value} on {got or 'no agent'}"
+                    + ("" if res.answer.strip() else " with no answer")
+                    + f", expected {status} on {agent}"
+                )
+            else:
+                fine.append(f"{text[:40]!r}: {status} on {agent} ({res.answer[:80]})")
         return _result(inp, problems, fine)
 
     # -- the gateway's guardrails -----------------------------------------------------------------

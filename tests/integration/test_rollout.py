@@ -63,6 +63,7 @@ from agentic_core.rollout import (
     load_plan,
     parse_plan,
 )
+from tests.support.agent_fakes import FakeAgentWorkflow
 from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import write_kubeconfig
 from tests.support.pg import create_database, pg_server
@@ -379,7 +380,7 @@ class Rig:
         return Worker(
             self.env.client,
             task_queue=self.task_queue,
-            workflows=[RolloutWorkflow, ApprovalWorkflow, RouteProbeWorkflow],
+            workflows=[RolloutWorkflow, ApprovalWorkflow, RouteProbeWorkflow, FakeAgentWorkflow],
             activities=[*acts, apply, self.notes.notify, self.router.route],
             max_cached_workflows=0,  # no sticky queue: another worker can take over
         )
@@ -827,3 +828,25 @@ async def test_router_check_fails_on_a_wrong_route_an_unready_worker_or_no_tempo
         no_client = RolloutActivities(kube=r.acts.kube, plan=r.acts.plan)
         res = await ae.run(no_client.agents.check_router, router_check(3))
         assert not res.passed and "cannot route: the worker running the rollout has no Temporal client" in res.detail
+
+
+async def test_agents_check_runs_each_request_as_an_agent_workflow(env: WorkflowEnvironment) -> None:
+    check = next(c for c in load_plan().wave(5).checks if c.name == "agents_answer")
+    async with rig(env) as r, r.worker():
+        ae = ActivityEnvironment()
+        ok = await ae.run(r.acts.agents.check_agents, CheckInput(wave=5, check=check))
+        assert ok.passed, ok.detail
+        assert (
+            "not_configured on coding (the coding agent is not configured yet: set AGENTIC_CODING_TOOLS)" in ok.detail
+        )
+        # the routed request went through agents.route; the explicit one did not
+        assert r.router.texts == [check.params["requests"][0]["text"]]
+        r.router.wrong = True  # the routed request lands on web
+        bad = await ae.run(r.acts.agents.check_agents, CheckInput(wave=5, check=check))
+        assert not bad.passed
+        assert "not_configured on web, expected not_configured on coding" in bad.detail
+        no_client = RolloutActivities(kube=r.acts.kube, plan=r.acts.plan)
+        res = await ae.run(no_client.agents.check_agents, CheckInput(wave=5, check=check))
+        assert (
+            not res.passed and "cannot run agents: the worker running the rollout has no Temporal client" in res.detail
+        )
