@@ -47,7 +47,16 @@ CHECK_ACTIVITIES: dict[str, str] = {
 }
 # checks that may run for minutes (they heartbeat)
 LONG_CHECKS = frozenset(
-    {"dns_resolves", "inference_streams", "persistence_survives_restart", "router_selects_agent", "agents_answer"}
+    {
+        "dns_resolves",
+        "inference_streams",
+        "persistence_survives_restart",
+        "router_selects_agent",
+        "agents_answer",
+        # these list every MCP server's tools (each up to the gateway's call timeout)
+        "tool_allowlist_enforced",
+        "unauthorized_rejected",
+    }
 )
 
 

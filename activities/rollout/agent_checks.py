@@ -310,8 +310,9 @@ class AgentChecks:
         problems: list[str] = []
         fine: list[str] = []
         try:
-            await self._screen_all(inp, _calls(p.get("refused")), False, problems, fine)
-            await self._screen_all(inp, _calls(p.get("allowed")), True, problems, fine)
+            async with _beating("screening calls"):  # the first lists every MCP server's tools
+                await self._screen_all(inp, _calls(p.get("refused")), False, problems, fine)
+                await self._screen_all(inp, _calls(p.get("allowed")), True, problems, fine)
         except ApplicationError as exc:  # the catalogue could not be listed: no MCP server answered
             problems.append(f"the gateway could not list its tools: {exc.message}")
         return _result(inp, problems, fine)
@@ -364,7 +365,8 @@ class AgentChecks:
         problems: list[str] = []
         fine: list[str] = []
         try:
-            await self._screen_all(inp, _calls(p.get("calls")), False, problems, fine)
+            async with _beating("screening calls"):
+                await self._screen_all(inp, _calls(p.get("calls")), False, problems, fine)
         except ApplicationError as exc:
             problems.append(f"the gateway could not list its tools: {exc.message}")
         if p.get("unauthenticated", True):
