@@ -31,6 +31,11 @@ ACTIVITY_START_RUN = "agents.start_run"
 ACTIVITY_FINISH_RUN = "agents.finish_run"
 ACTIVITY_TOOL_CALL = "tools.call"  # a read-only tool call whose result is stored and passed by reference
 GUARDRAIL_RECORD = "guardrails.record"
+# One routing decision through Temporal (RouteInput -> Route, the `agents.route` activity on the
+# platform's task queue): the rollout's "router selects the correct agent" check starts it.
+ROUTE_PROBE_WORKFLOW = "RouteProbeWorkflow"
+# The agent loop's workflow type (input AgentRequest, result AgentResult, id agent_run_id(request_id)).
+AGENT_WORKFLOW = "AgentWorkflow"
 
 
 class AgentName(StrEnum):
@@ -216,3 +221,11 @@ class GuardrailEvent(BaseModel):
     tool: str | None = None
     detail: str = ""
     at: datetime | None = None
+
+
+class GuardrailRecorded(BaseModel):
+    """What `guardrails.record` returns: the ledger row's id, and whether this call created it
+    (False: the key was recorded before, e.g. by an earlier attempt; nothing new was written)."""
+
+    id: int
+    created: bool

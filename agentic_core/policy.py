@@ -8,6 +8,8 @@ activity (triage does: its result is recorded in history).
 - `triage`: severity, category and notification route from an alert's labels.
 - `decide`: automation level × approval mode × confidence → what to do with a plan.
 - `plan_level`: the automation level a plan may use (a runbook's level covers only its own plan).
+- `untrusted_plan`: a plan a model made with untrusted content in its context (alert text, tool
+  output, web pages) that is not a runbook's own plan always asks a human.
 - `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
 - `run_confidence`: the confidence `decide` gets: the runbook's evidence, which the model can
@@ -186,9 +188,38 @@ def plan_level(
     """
     if runbook_level is None or not plan:
         return AutomationLevel.MANUAL
-    if plan_hash(list(runbook_actions)) != plan_hash(plan):
+    if untrusted_plan(plan, list(runbook_actions)):
         return AutomationLevel.MANUAL
     return runbook_level
+
+
+def untrusted_plan(
+    plan: Sequence[ToolCall], runbook_plan: Sequence[ToolCall] | None, *, untrusted_context: bool = True
+) -> bool:
+    """True when `plan` must be put to a human, whatever any automation level allows.
+
+    Untrusted content is data, never instructions: alert text (labels, annotations), tool output
+    (pod logs, events, a tool's answer), web pages. A model that had any of it in its context may
+    have been told what to do by whoever wrote it, so a plan it produced runs only after a human
+    approves that exact plan. The one exception is a runbook's own (rendered) plan: a person wrote
+    it and the runbook earned its level for exactly those actions, so it keeps that level even
+    when a model picked it.
+
+    - `plan`: the actions to run (empty: nothing runs, nothing to ask about: False);
+    - `runbook_plan`: the rendered actions of the runbook the plan claims to follow (None: none);
+      a plan that differs from it in any tool, argument or order is the model's own;
+    - `untrusted_context`: whether untrusted content was in the model's context. The incident
+      planner always has the alert's text (True); an agent has it from its first tool result.
+
+    The incident workflow applies it through `plan_level` (and records an `untrusted_plan`
+    guardrail event in NORMAL mode, where it is what makes the incident ask); the agent loop
+    calls it before any tool that changes something.
+    """
+    if not plan or not untrusted_context:
+        return False
+    if runbook_plan is None:
+        return True
+    return plan_hash(list(plan)) != plan_hash(list(runbook_plan))
 
 
 # --------------------------------------------------------------------------- protected namespaces

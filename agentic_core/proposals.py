@@ -3,7 +3,9 @@
 - `ground_proposal`: the model explains and ranks; retrieval decides the plan when a runbook
   fits (a recalled runbook the model names, else a label match).
 - `check_proposal`: why a model's proposal cannot be used as it is (a tool not offered,
-  arguments against the tool's schema, an unfilled template, no action where a runbook has one).
+  arguments against the tool's schema, an unfilled template, no action where a runbook has one);
+  `action_problems`: each action of it that cannot be used, with why; `dropped_actions`: those
+  and the writes dropped with them (the guardrail events of an unusable proposal).
 - `fallback_proposal`: the best recalled runbook's plan when no model can help.
 
 The incident workflow calls `fallback_proposal` itself when the propose activity fails, so a
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from agentic_core import policy
 from agentic_core.incident import ProposeInput, ProposeResult, RecalledRunbook, plan_hash
-from agentic_core.models import Proposal, Risk
+from agentic_core.models import Proposal, Risk, ToolCall
 
 
 def ground_proposal(proposal: Proposal, inp: ProposeInput) -> tuple[Proposal, str]:
@@ -47,18 +49,26 @@ def ground_proposal(proposal: Proposal, inp: ProposeInput) -> tuple[Proposal, st
     return proposal, "; ".join(notes)
 
 
-def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:
-    """Why the model's proposal cannot be used as it is, or None when it can."""
+def action_problems(proposal: Proposal, inp: ProposeInput) -> list[tuple[int, ToolCall, str]]:
+    """Each action of the model's proposal that cannot be used, with why: a tool not offered to the
+    incident agent (not on its allow-list, or no server offers it), an unfilled template, arguments
+    against the tool's schema. The incident activities record these as `tool_refused` guardrail
+    events: the model asked for them (perhaps told to by the alert's text), and they never ran."""
     import jsonschema
 
     tools = {t.name: t for t in inp.tools}
+    out: list[tuple[int, ToolCall, str]] = []
     for i, call in enumerate(proposal.actions):
         spec = tools.get(call.tool)
         if spec is None:
             known = ", ".join(sorted(tools)) or "none"
-            return f"action {i} calls {call.tool!r}, which is not an available tool (available: {known})"
+            out.append(
+                (i, call, f"action {i} calls {call.tool!r}, which is not an available tool (available: {known})")
+            )
+            continue
         if policy.has_templates(call.arguments):
-            return f"action {i} ({call.tool}) has an unfilled template in its arguments"
+            out.append((i, call, f"action {i} ({call.tool}) has an unfilled template in its arguments"))
+            continue
         if spec.input_schema:
             try:
                 validator = jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema)
@@ -66,7 +76,32 @@ def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:
             except jsonschema.exceptions.SchemaError:
                 continue  # the tool's own schema is broken: leave the arguments to the guard
             if error is not None:
-                return f"action {i} ({call.tool}): invalid arguments: {error.message}"
+                out.append((i, call, f"action {i} ({call.tool}): invalid arguments: {error.message}"))
+    return out
+
+
+def dropped_actions(proposal: Proposal, inp: ProposeInput) -> list[tuple[int, ToolCall, str]]:
+    """What an unusable proposal asked for and did not get, for the guardrail events: each action
+    that cannot be used (`action_problems`), and each other action that would change something,
+    dropped with its plan. Empty when every action could be used."""
+    problems = action_problems(proposal, inp)
+    if not problems:
+        return []
+    bad = {i for i, _call, _why in problems}
+    tools = {t.name: t for t in inp.tools}
+    first = problems[0][2]
+    out = list(problems)
+    for i, call in enumerate(proposal.actions):
+        if i not in bad and tools[call.tool].mutating:
+            out.append((i, call, f"action {i} ({call.tool}) was dropped with its plan: {first}"))
+    return sorted(out, key=lambda item: item[0])
+
+
+def check_proposal(proposal: Proposal, inp: ProposeInput) -> str | None:
+    """Why the model's proposal cannot be used as it is, or None when it can."""
+    problems = action_problems(proposal, inp)
+    if problems:
+        return problems[0][2]
     if not proposal.actions and inp.recall.runbooks and inp.recall.runbooks[0].actions:
         return f"the model proposed no action, but runbook {inp.recall.runbooks[0].id} has a plan"
     return None

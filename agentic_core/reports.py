@@ -21,6 +21,15 @@ CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
 RUNBOOKS_LISTED = 25  # runbooks named in a digest; the total is always given
 TOP_SOURCES = 5  # values per label in "top alert sources"
 DECISION_KINDS: tuple[str, ...] = ("approved", "modified", "acknowledged", "ignored", "expired", "automatic")
+# guardrail event kinds, in the order the digest names them (agentic_core.agents.GuardrailKind)
+GUARDRAIL_KINDS: tuple[str, ...] = (
+    "tool_refused",
+    "protected_namespace",
+    "untrusted_plan",
+    "write_denied",
+    "limit",
+    "egress_refused",
+)
 DecisionKind = Literal["approved", "modified", "acknowledged", "ignored", "expired", "automatic"]
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -157,6 +166,10 @@ class WeeklyDigest(BaseModel):
     actions_failed: int = 0
     outcomes: dict[str, int] = Field(default_factory=lambda: {"success": 0, "failure": 0, "unknown": 0})
 
+    # Guardrail events in the week, by kind (refusals, protected namespaces, plans made with untrusted
+    # content sent to a human, limits hit). None: a digest from before they were recorded.
+    guardrail_events: dict[str, int] | None = None
+
     daily: list[DayDecisions] = Field(default_factory=list)  # the week's 7 days, Monday first
     trend: list[WeekShare] = Field(default_factory=list)  # oldest first, ending with this week
 
@@ -171,6 +184,10 @@ class WeeklyDigest(BaseModel):
     @property
     def cloud_share(self) -> float | None:
         return self.cloud_escalations / self.total_proposals if self.total_proposals else None
+
+    @property
+    def guardrail_total(self) -> int | None:
+        return sum(self.guardrail_events.values()) if self.guardrail_events is not None else None
 
     @property
     def automated_success_rate(self) -> float | None:
@@ -203,6 +220,18 @@ def safe(text: str) -> str:
 def _tracked(value: int | None) -> str:
     """A redaction figure; None comes from a digest made before redactions were recorded."""
     return str(value) if value is not None else "not tracked"
+
+
+def _guardrails(d: WeeklyDigest) -> str:
+    """`3 (tool_refused 2, untrusted_plan 1)`, `0`, or `not tracked` (a digest from before)."""
+    if d.guardrail_events is None:
+        return "not tracked"
+    parts = [f"{k} {d.guardrail_events[k]}" for k in _guardrail_order(d.guardrail_events) if d.guardrail_events[k]]
+    return f"{d.guardrail_total}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _guardrail_order(counts: dict[str, int]) -> list[str]:
+    return [k for k in GUARDRAIL_KINDS if k in counts] + sorted(k for k in counts if k not in GUARDRAIL_KINDS)
 
 
 def _pct(part: int, whole: int) -> str:
@@ -243,6 +272,7 @@ def render_summary(d: WeeklyDigest, *, limit: int = CAPTION_LIMIT) -> str:
         f"Automated: {d.automatic_decisions} runs, {d.automated_actions} actions,"
         f" success {_rate(d.automated_success_rate)}"
     )
+    lines.append(f"Guardrail events: {_guardrails(d)}")
     text = "\n".join(lines)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
@@ -296,6 +326,11 @@ def render_text(d: WeeklyDigest) -> str:
         f"  verified outcomes: {d.outcomes.get('success', 0)} success, {d.outcomes.get('failure', 0)} failure,"
         f" {d.outcomes.get('unknown', 0)} unknown",
     ]
+    events = d.guardrail_total
+    out += ["", "Guardrails", f"  events: {events if events is not None else 'not tracked'}"]
+    if d.guardrail_events is not None:
+        for kind in _guardrail_order(d.guardrail_events):
+            out.append(f"  {kind}: {d.guardrail_events[kind]}")
     if d.trend:
         out += ["", "Automation share by week"]
         for w in d.trend:
@@ -361,6 +396,13 @@ def render_markdown(d: WeeklyDigest, chart_name: str | None = None) -> str:
         f"- Verified outcomes: {d.outcomes.get('success', 0)} success, {d.outcomes.get('failure', 0)} failure,"
         f" {d.outcomes.get('unknown', 0)} unknown",
     ]
+    out += ["", "## Guardrails", ""]
+    if d.guardrail_events is None:
+        out.append("Guardrail events: not tracked.")
+    else:
+        out += ["| kind | events |", "|---|---:|"]
+        out += [f"| {k} | {d.guardrail_events[k]} |" for k in _guardrail_order(d.guardrail_events)]
+        out.append(f"| **total** | **{d.guardrail_total}** |")
     if d.trend:
         out += [
             "",

@@ -37,9 +37,27 @@ CHECK_ACTIVITIES: dict[str, str] = {
     "postgres_reachable": "rollout.check_postgres",
     "inference_streams": "rollout.check_inference",
     "persistence_survives_restart": "rollout.check_persistence",
+    # the agents and their guardrails (activities/rollout/agent_checks.py)
+    "router_selects_agent": "rollout.check_router",
+    "agents_answer": "rollout.check_agents",
+    "tool_allowlist_enforced": "rollout.check_allowlists",
+    "timeouts_enforced": "rollout.check_timeouts",
+    "unauthorized_rejected": "rollout.check_unauthorized",
+    "guardrail_events_logged": "rollout.check_guardrail_events",
 }
 # checks that may run for minutes (they heartbeat)
-LONG_CHECKS = frozenset({"dns_resolves", "inference_streams", "persistence_survives_restart"})
+LONG_CHECKS = frozenset(
+    {
+        "dns_resolves",
+        "inference_streams",
+        "persistence_survives_restart",
+        "router_selects_agent",
+        "agents_answer",
+        # these list every MCP server's tools (each up to the gateway's call timeout)
+        "tool_allowlist_enforced",
+        "unauthorized_rejected",
+    }
+)
 
 
 class PlanError(ValueError):

@@ -1,12 +1,21 @@
-"""The MCP tools of the platform's own servers, by family, with what configures each server.
+"""The MCP tools of the platform's own servers, by family, with what configures each server,
+and each agent's default allow-list.
 
-The incident agent's default allow-list is every tool here (`workers.settings`); a refusal of
-a tool that no configured server offers says which server offers it and what to set
-(`tool_server_hint`); a question with nothing to run because no server is configured says
-what would configure one (`configure_hints`). No I/O.
+The incident agent's default allow-list is every tool of the families here (`ALL_TOOLS`); the
+observability agent's is the read tools of the infrastructure server and the metrics server
+(`OBSERVABILITY_TOOLS`); the coding and web agents have none until they are built
+(`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns allowed: `tool_allowed`).
+An agent in `ALWAYS_READ_ONLY_AGENTS` (and any in AGENTIC_READ_ONLY_AGENTS) may call only tools
+whose MCP annotations say `readOnlyHint`, whatever its list says. A refusal of a tool that no
+configured server offers says which server offers it and what to set (`tool_server_hint`); a
+question with nothing to run because no server is configured says what would configure one
+(`configure_hints`). No I/O.
 """
 
 from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
 
 INFRA_TOOLS: tuple[str, ...] = (
     "get_nodes",
@@ -37,6 +46,49 @@ ARR_TOOLS: tuple[str, ...] = (
     "prowlarr_test_indexer",
 )
 ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS)
+# The infrastructure server's tools annotated read-only (pods, events, logs, describe, nodes, Talos health).
+INFRA_READ_TOOLS: tuple[str, ...] = (
+    "get_nodes",
+    "get_pods",
+    "get_events",
+    "get_pod_logs",
+    "describe_pod",
+    "talos_health",
+)
+# The metrics server's tools (Prometheus HTTP API: PromQL instant and range queries, active alerts,
+# scrape targets, rules), all read-only.
+METRICS_TOOLS: tuple[str, ...] = ("prom_query", "prom_query_range", "prom_alerts", "prom_targets", "prom_rules")
+OBSERVABILITY_TOOLS: tuple[str, ...] = (*INFRA_READ_TOOLS, *METRICS_TOOLS)
+
+# The agents whose tool calls the gateway guards, and each one's allow-list when its setting is
+# left at its default. Nothing is allowed for an agent without a list.
+GUARDED_AGENTS: tuple[str, ...] = ("incident", "observability", "coding", "web")
+DEFAULT_AGENT_TOOLS: dict[str, tuple[str, ...]] = {
+    "incident": ALL_TOOLS,
+    "observability": OBSERVABILITY_TOOLS,
+    "coding": (),
+    "web": (),
+}
+# Read-only whatever the settings say: a tool that changes something is refused even when listed.
+ALWAYS_READ_ONLY_AGENTS: tuple[str, ...] = ("observability",)
+
+
+def tool_allowed(tool: str, patterns: Iterable[str]) -> bool:
+    """`tool` matches one of the allow-list's entries: a name, or a shell-style glob (`prom_*`,
+    `get_*`). Case-sensitive: tool names are."""
+    return any(fnmatch.fnmatchcase(tool, p) for p in patterns if p)
+
+
+def allowed_tools(patterns: Sequence[str], names: Iterable[str]) -> list[str]:
+    """The `names` an allow-list allows, in the list's order (a glob's matches sorted), once each."""
+    pool = list(names)
+    out: list[str] = []
+    for p in patterns:
+        for name in sorted(n for n in pool if fnmatch.fnmatchcase(n, p)) if p else ():
+            if name not in out:
+                out.append(name)
+    return out
+
 
 TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
     (INFRA_TOOLS, "the Kubernetes/Talos tools come from the MCP infrastructure server: set AGENTIC_KUBECONFIG"),

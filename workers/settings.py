@@ -20,10 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
-from agentic_core.tools import ALL_TOOLS
+from agentic_core.tools import ALL_TOOLS, ALWAYS_READ_ONLY_AGENTS, GUARDED_AGENTS, OBSERVABILITY_TOOLS
 
 TASK_QUEUE = "agentic-platform"
 _NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]!-]{1,63}")  # a namespace name or a glob of one
+_TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,128}")  # a tool name or a glob of names
 
 
 class Settings(BaseSettings):
@@ -153,6 +154,23 @@ class Settings(BaseSettings):
         description="comma-separated allow-list of MCP tools the incident agent may call "
         "(a tool is only offered when its server is configured)",
     )
+    # --- Guardrails: each agent's allow-list (docs/guardrails.md) ---------------------------
+    observability_tools: str = Field(
+        default=",".join(OBSERVABILITY_TOOLS),
+        description="comma-separated allow-list (glob patterns allowed) of MCP tools the observability agent may "
+        "call; the agent is read-only: a tool that changes something is refused even when listed",
+    )
+    coding_tools: str = Field(
+        default="", description="comma-separated allow-list (glob patterns allowed) of the coding agent (none yet)"
+    )
+    web_tools: str = Field(
+        default="", description="comma-separated allow-list (glob patterns allowed) of the web agent (none yet)"
+    )
+    read_only_agents: str = Field(
+        default="",
+        description="comma-separated agents whose allow-lists are read-only (a tool whose MCP annotations do not "
+        "say readOnlyHint is refused even when listed); observability always is",
+    )
     protected_namespaces: str = Field(
         default=",".join(DEFAULT_PROTECTED_NAMESPACES),
         description="comma-separated namespaces (glob patterns allowed) that tools which change the cluster "
@@ -257,6 +275,25 @@ class Settings(BaseSettings):
             )
         return v
 
+    @field_validator("incident_tools", "observability_tools", "coding_tools", "web_tools")
+    @classmethod
+    def _tool_patterns(cls, v: str) -> str:
+        bad = [item for item in _csv(v) if not _TOOL_PATTERN.fullmatch(item)]
+        if bad:
+            raise ValueError(
+                f"allow-lists hold tool names or glob patterns (letters, digits, '_', '.', '-', '*', '?', '[...]'), "
+                f"not {', '.join(repr(b) for b in bad)}"
+            )
+        return v
+
+    @field_validator("read_only_agents")
+    @classmethod
+    def _agent_names(cls, v: str) -> str:
+        bad = [item for item in _csv(v) if item not in GUARDED_AGENTS]
+        if bad:
+            raise ValueError(f"agents are {', '.join(GUARDED_AGENTS)}, not {', '.join(repr(b) for b in bad)}")
+        return v
+
     @field_validator("telegram_approvers")
     @classmethod
     def _telegram_ids(cls, v: str) -> str:
@@ -358,6 +395,22 @@ class Settings(BaseSettings):
     @property
     def incident_tool_list(self) -> list[str]:
         return _csv(self.incident_tools)
+
+    @property
+    def agent_tool_lists(self) -> dict[str, list[str]]:
+        """Each guarded agent's allow-list (tool names and glob patterns), AGENTIC_<AGENT>_TOOLS."""
+        return {
+            "incident": _csv(self.incident_tools),
+            "observability": _csv(self.observability_tools),
+            "coding": _csv(self.coding_tools),
+            "web": _csv(self.web_tools),
+        }
+
+    @property
+    def read_only_agent_list(self) -> list[str]:
+        """The agents that may call read-only tools only: AGENTIC_READ_ONLY_AGENTS and those that
+        always are (observability)."""
+        return sorted({*ALWAYS_READ_ONLY_AGENTS, *_csv(self.read_only_agents)})
 
     @property
     def protected_namespace_list(self) -> list[str]:

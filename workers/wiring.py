@@ -117,8 +117,8 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
 
 def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
     """The tool gateway as the platform's processes build it: the configured servers, the MCP
-    token, the incident agent's allow-list, the protected namespaces, and refusals that say
-    what to configure."""
+    token, each agent's allow-list (AGENTIC_<AGENT>_TOOLS) and the read-only agents, the
+    protected namespaces, and refusals that say what to configure."""
     from activities.tools.gateway import ToolActivities
     from agentic_core.tools import tool_server_hint
 
@@ -127,7 +127,8 @@ def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
         ledger,
         servers=settings.mcp_servers,
         token=token,
-        allow={"incident": settings.incident_tool_list},
+        allow=settings.agent_tool_lists,
         hint=tool_server_hint,
         protected_namespaces=settings.protected_namespace_list,
+        read_only_agents=settings.read_only_agent_list,
     )

@@ -48,8 +48,10 @@ async def build_notifier(settings: Settings, ledger: Any, stack: AsyncExitStack)
     return TelegramNotifier(bot, ledger, chat_id, secret, Router(parse_routes(settings.telegram_routes)))
 
 
-def build_rollout(settings: Settings) -> tuple[list[Any], list[type]]:
-    """The rollout activities and workflow, when a cluster is configured; none otherwise."""
+def build_rollout(settings: Settings, *, gateway: Any = None, client: Any = None) -> tuple[list[Any], list[type]]:
+    """The rollout activities and workflow, when a cluster is configured; none otherwise. The
+    agents' checks use the worker's tool gateway and its Temporal client (routing requests go to
+    the worker's task queue)."""
     from activities.rollout.activities import RolloutActivities
     from workflows.rollout import RolloutWorkflow
 
@@ -60,6 +62,9 @@ def build_rollout(settings: Settings) -> tuple[list[Any], list[type]]:
             qdrant_url=settings.qdrant_url,
             qdrant_api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
             postgres_dsn=settings.postgres_target(),
+            gateway=gateway,
+            temporal=client,
+            task_queue=settings.task_queue,
         )
     except Exception as exc:
         log.warning("rollouts disabled on this worker: no Kubernetes cluster (%s); set AGENTIC_KUBECONFIG", exc)
@@ -80,6 +85,7 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from activities.guardrails.activities import GuardrailActivities
     from activities.incident.activities import IncidentActivities
     from activities.inference.router import preload_lazy_modules
     from activities.knowledge.activities import KnowledgeActivities
@@ -96,6 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from workflows.incident import IncidentWorkflow
     from workflows.knowledge import WORKFLOWS
     from workflows.promotion import RunbookPromotionWorkflow
+    from workflows.route_probe import RouteProbeWorkflow
     from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
@@ -117,8 +124,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
         tools = tool_gateway(ledger, settings)
+        guardrails = GuardrailActivities(ledger)  # guardrail events the workflows record
         reports = ReportActivities(ledger, settings.data_path)
-        rollout_activities, rollout_workflows = build_rollout(settings)
+        rollout_activities, rollout_workflows = build_rollout(settings, gateway=tools, client=client)
         trust_acts = TrustActivities(
             ledger,
             kb,
@@ -142,6 +150,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 TrustReviewWorkflow,
                 WeeklyDigestWorkflow,
                 *rollout_workflows,
+                RouteProbeWorkflow,  # one routing decision through Temporal (the rollout's router check)
             ],
             activities=[
                 knowledge.upsert_runbooks,
@@ -157,6 +166,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                guardrails.record,
                 reports.compute_digest,
                 reports.write_digest,
                 *trust_acts.all(),

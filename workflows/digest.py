@@ -72,5 +72,6 @@ class WeeklyDigestWorkflow:
                 **{f"decisions_{k}": v for k, v in digest.decisions.items()},
                 "runbooks_created": digest.runbooks_created_total,
                 "automated_actions": digest.automated_actions,
+                "guardrail_events": digest.guardrail_total or 0,
             },
         )

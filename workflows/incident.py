@@ -18,8 +18,11 @@ Stages (each in `IncidentState.stages` with its start and finish times):
 5. **policy** (`policy.plan_level`, `policy.run_confidence`, `policy.decide`): the runbook's
    level counts only for the runbook's own plan, and runs it alone only on the runbook's
    evidence (`EVIDENCE_CONFIDENCE_PATCH`); a plan that changes a protected namespace always
-   asks (`PROTECTED_NAMESPACES_PATCH`). The DIAGNOSIS notification edits the QUESTION message
-   with the exact plan (and its hash) a human may approve.
+   asks (`PROTECTED_NAMESPACES_PATCH`). A plan the model made (with the alert's untrusted text
+   in its context) that is not a runbook's own plan always asks (`policy.untrusted_plan`); in
+   NORMAL mode, where that rule is what makes it ask, it is recorded as an `untrusted_plan`
+   guardrail event (`guardrails.record`, `UNTRUSTED_PLAN_EVENT_PATCH`). The DIAGNOSIS
+   notification edits the QUESTION message with the exact plan (and its hash) a human may approve.
 6. **approval**: child `ApprovalWorkflow` (id `approval_id_for(incident, occurrence)`, cancelled if
    the incident closes first). Skipped for RUN_THEN_NOTIFY and NOTHING_TO_DO.
 7. **execute** (`tools.execute`): the approved plan in order, one idempotency key per action
@@ -89,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.trust.activities import TrustActivities
     from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
+    from agentic_core.agents import GUARDRAIL_RECORD, GuardrailEvent, GuardrailRecorded
     from agentic_core.alerts import Alert, AlertGroup, AlertStatus
     from agentic_core.autonomy import (
         LEVEL_ROUTE,
@@ -121,6 +125,7 @@ with workflow.unsafe.imports_passed_through():
         PolicyVerdict,
         ProposeInput,
         ProposeResult,
+        RecalledRunbook,
         RecallInput,
         RecallResult,
         RecordInput,
@@ -145,7 +150,7 @@ with workflow.unsafe.imports_passed_through():
         question_text,
         recommendation_text,
     )
-    from agentic_core.models import AutomationLevel, ToolCall
+    from agentic_core.models import ApprovalMode, AutomationLevel, ToolCall
     from agentic_core.proposals import fallback_proposal
     from workflows.approval import ApprovalWorkflow
 
@@ -163,6 +168,8 @@ PATCHES_AT_START_PATCH = "patches-at-start"
 EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
 # an allowed action in a protected namespace (kube-system, ...) never runs without a human
 PROTECTED_NAMESPACES_PATCH = "protected-namespaces"
+# a model's own plan (alert text in its context) asked about in NORMAL mode is an `untrusted_plan` guardrail event
+UNTRUSTED_PLAN_EVENT_PATCH = "untrusted-plan-event"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -222,6 +229,7 @@ class IncidentWorkflow:
         self._trust_patch = False  # AUTONOMY_TRUST_PATCH, when decided at the start
         self._evidence_rule = False  # EVIDENCE_CONFIDENCE_PATCH (set when the run starts)
         self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
+        self._untrusted_event = False  # UNTRUSTED_PLAN_EVENT_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
@@ -413,6 +421,7 @@ class IncidentWorkflow:
         self._ask_nothing = workflow.patched(ASK_NOTHING_TO_RUN_PATCH)
         self._evidence_rule = workflow.patched(EVIDENCE_CONFIDENCE_PATCH)
         self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
+        self._untrusted_event = workflow.patched(UNTRUSTED_PLAN_EVENT_PATCH)
         if self._at_start:
             self._trust_patch = workflow.patched(AUTONOMY_TRUST_PATCH)
             self._executing_notice = workflow.patched(EXECUTING_NOTICE_PATCH)
@@ -578,6 +587,8 @@ class IncidentWorkflow:
         )
         if verdict == PolicyVerdict.ASK_ACKNOWLEDGE and not self._ask_nothing:
             verdict = PolicyVerdict.NOTHING_TO_DO  # a run from before VERBOSE asked about it
+        if self._untrusted_event and cfg.approval_mode == ApprovalMode.NORMAL and allowed:
+            await self._untrusted_plan_event(prop, runbook, level)
         st.verdict, st.plan = verdict, allowed
         self._level = level
         # earned autonomy applies from here on (an incident closed before its policy has no trust stage)
@@ -617,6 +628,45 @@ class IncidentWorkflow:
             or self._message_ref
         )
         return _Ask(verdict, asking, choices, recommendation, diagnosis)
+
+    async def _untrusted_plan_event(
+        self, prop: ProposeResult, runbook: RecalledRunbook | None, level: AutomationLevel
+    ) -> None:
+        """Record that the model's own plan (made with the alert's untrusted text in its context)
+        goes to a human whatever the runbook's level (`policy.untrusted_plan`). A failure to record
+        is logged: the incident asks either way."""
+        if prop.source == "fallback" or not policy.untrusted_plan(
+            list(prop.proposal.actions), list(runbook.actions) if runbook is not None else None
+        ):
+            return
+        st = self._state
+        named = (
+            f"not runbook {runbook.id}'s own plan (level {runbook.automation_level.value})"
+            if runbook is not None
+            else "no runbook's plan"
+        )
+        event = GuardrailEvent(
+            key=f"{st.incident_id}/{self._occurrence}/untrusted_plan",
+            kind="untrusted_plan",
+            agent=AGENT,
+            subject=st.incident_id,
+            detail=f"the {prop.source} model's plan ({len(prop.proposal.actions)} action(s)) was made with the alert's "
+            f"text in its context and is {named}: a human approves it (level {level.value})",
+            at=workflow.now(),
+        )
+        try:
+            await short_stage(
+                self._local,
+                GUARDRAIL_RECORD,
+                event,
+                result_type=GuardrailRecorded,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY_FEW,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: guardrail event not recorded: %s", st.incident_id, exc)
 
     # -- 6. approval -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from temporalio import activity
 from activities.incident.notifier import Notifier
 from activities.ledger.errors import ledger_errors
 from agentic_core import policy
+from agentic_core.agents import GuardrailEvent
 from agentic_core.alerts import Alert, AlertGroup
 from agentic_core.incident import (
     IncidentInput,
@@ -52,6 +53,7 @@ from agentic_core.models import (
     DecisionRecord,
     Runbook,
     SearchHit,
+    ToolCall,
 )
 
 if TYPE_CHECKING:
@@ -192,8 +194,41 @@ class IncidentActivities:
     @activity.defn(name="incident.propose")
     async def propose(self, inp: ProposeInput) -> ProposeResult:
         """The planner's proposal (`Planner.propose`: the local model, the cloud when configured,
-        or the best runbook's plan)."""
-        return await self.planner.propose(inp)
+        or the best runbook's plan). Each action a model proposed that could not be used (a tool
+        not on the incident agent's list, bad arguments) is a `tool_refused` guardrail event: the
+        model asked for it (perhaps told to by the alert's text) and it never reached the guard."""
+        rejected: list[tuple[int, ToolCall, str]] = []
+        result = await self.planner.propose(inp, rejected)
+        if rejected and self.ledger is not None:
+            await self._record_rejected(inp, rejected, result)
+        return result
+
+    async def _record_rejected(
+        self, inp: ProposeInput, rejected: list[tuple[int, ToolCall, str]], result: ProposeResult
+    ) -> None:
+        """The rejected actions as guardrail events, once per run and call. Best effort: an
+        unreachable ledger is logged, not retried (a retry would ask the model again)."""
+        from activities.ledger.db import LedgerError
+
+        try:
+            run = activity.info().workflow_run_id  # the incident's run: stable across attempts
+        except RuntimeError:
+            run = "-"
+        then = f"the plan is runbook {result.proposal.runbook_id}'s" if result.proposal.runbook_id else "nothing runs"
+        for _index, call, reason in rejected:
+            try:
+                await self.ledger.record_guardrail_event(
+                    GuardrailEvent(
+                        key=f"{inp.incident_id}/{run}/propose/{plan_hash([call])[:16]}",
+                        kind="tool_refused",
+                        agent="incident",
+                        subject=inp.incident_id,
+                        tool=call.tool,
+                        detail=f"the model proposed it, not used: {reason} ({then})",
+                    )
+                )
+            except LedgerError as exc:
+                log.warning("propose %s: guardrail event not recorded: %s", inp.incident_id, exc)
 
     # -- notify ------------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.incident.prompt import build_messages
 from agentic_core.incident import ProposeInput, ProposeResult
-from agentic_core.models import InferenceMode, Proposal
-from agentic_core.proposals import check_proposal, fallback_proposal, ground_proposal
+from agentic_core.models import InferenceMode, Proposal, ToolCall
+from agentic_core.proposals import check_proposal, dropped_actions, fallback_proposal, ground_proposal
 from agentic_core.redaction import PERSONAL_KINDS, SECRET, Redactor, describe_counts
 
 log = logging.getLogger("agentic.incident")
@@ -125,7 +125,9 @@ class Planner:
     def _timed_call(self, seconds: float) -> None:
         self._call_s = seconds if self._call_s is None else 0.7 * self._call_s + 0.3 * seconds
 
-    async def propose(self, inp: ProposeInput) -> ProposeResult:
+    async def propose(
+        self, inp: ProposeInput, rejected: list[tuple[int, ToolCall, str]] | None = None
+    ) -> ProposeResult:
         """The planner model's proposal, grounded in the recalled runbooks (`ground_proposal`: a
         runbook that fits supplies the plan, the model the diagnosis and confidence), or the
         best runbook's plan when no model can help.
@@ -146,15 +148,19 @@ class Planner:
         Personal data in the cloud's answer is restored; secrets never are, and a plan whose
         arguments refer to a redacted secret is refused. The note says why it escalated and
         how many items of each kind were redacted (`redactions`: counts only, never values).
+
+        `rejected` (when given) collects every action a model proposed that could not be used
+        (a tool not offered, bad arguments) and the writes dropped with them (`dropped_actions`),
+        for the guardrail events.
         """
         started = time.monotonic()
         messages = build_messages(inp)
         if self.cloud_enabled and self.mode == InferenceMode.CLOUD_FIRST:
-            cloud = await self._ask_cloud(inp, messages, None, started)
+            cloud = await self._ask_cloud(inp, messages, None, started, rejected)
             if cloud.result is not None:
                 return cloud.result
             log.warning("propose %s: %s; asking the local model", inp.incident_id, cloud.reason)
-            local = await self._ask_local(inp, messages, limit_s=self._left_s(started))
+            local = await self._ask_local(inp, messages, limit_s=self._left_s(started), rejected=rejected)
             first = f"the cloud failed first ({cloud.reason})"
             if local.result is not None:
                 r = local.result
@@ -163,7 +169,7 @@ class Planner:
                 raise ApplicationError(_join(first, local.reason), type="InferenceUnavailable")
             return self._fallback(inp, _join(first, local.reason), local.model or cloud.model, cloud.counts)
 
-        local = await self._ask_local(inp, messages)
+        local = await self._ask_local(inp, messages, rejected=rejected)
         if not self.cloud_enabled:
             if local.result is not None:
                 return local.result
@@ -177,7 +183,7 @@ class Planner:
             why = f"the local model's confidence {confidence:.2f} is below {self.escalate_below:g}"
         else:
             why = local.reason
-        cloud = await self._ask_cloud(inp, messages, why, started)
+        cloud = await self._ask_cloud(inp, messages, why, started, rejected)
         if cloud.result is not None:
             return cloud.result
         log.warning("propose %s: escalated (%s), but %s", inp.incident_id, why, cloud.reason)
@@ -228,7 +234,12 @@ class Planner:
         return budget.total_seconds() - DEADLINE_MARGIN_S - (time.monotonic() - started)
 
     async def _ask_local(
-        self, inp: ProposeInput, messages: list[dict[str, Any]], *, limit_s: float | None = None
+        self,
+        inp: ProposeInput,
+        messages: list[dict[str, Any]],
+        *,
+        limit_s: float | None = None,
+        rejected: list[tuple[int, ToolCall, str]] | None = None,
     ) -> _Asked:
         """One call of the local planner: a usable (grounded, checked) proposal, or why not.
         `limit_s` bounds the slot wait and the call together (what is left of the activity)."""
@@ -270,12 +281,19 @@ class Planner:
         proposal, note = ground_proposal(answer.value, inp)
         problem = check_proposal(proposal, inp)
         if problem is not None:
+            if rejected is not None:
+                rejected.extend(dropped_actions(proposal, inp))
             return _Asked(reason=f"invalid proposal: {problem}", model=proposal)
         model = str(getattr(answer, "model", ""))
         return _Asked(result=ProposeResult(proposal=proposal, source="llm", note=note, model=model))
 
     async def _ask_cloud(
-        self, inp: ProposeInput, messages: list[dict[str, Any]], why: str | None, started: float
+        self,
+        inp: ProposeInput,
+        messages: list[dict[str, Any]],
+        why: str | None,
+        started: float,
+        rejected: list[tuple[int, ToolCall, str]] | None = None,
     ) -> _Asked:
         """One call of the cloud group with the messages redacted; its answer with personal data
         restored, grounded and checked like the local one. `why`: why it escalated (None: the
@@ -313,6 +331,8 @@ class Planner:
             if refs:
                 problem = f"its plan's arguments use {len(refs)} redacted secret(s), which are never tool arguments"
         if problem is not None:
+            if rejected is not None:
+                rejected.extend(dropped_actions(proposal, inp))
             return _Asked(reason=f"the cloud's proposal is unusable: {problem}", model=proposal, counts=counts)
         note = _join(
             f"escalated to the cloud: {why}" if why is not None else "CLOUD_FIRST: asked the cloud first",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from activities.ledger.actions import ActionStore
 from activities.ledger.base import LedgerBase
+from activities.ledger.guardrails import GuardrailStore
 from activities.ledger.incidents import AlertIn, IncidentStore
 from activities.ledger.kv import KvStore
 from activities.ledger.notifications import NotificationStore
@@ -29,5 +30,5 @@ from activities.ledger.runbooks import RunbookStore
 __all__ = ["AlertIn", "Ledger", "LedgerBase"]
 
 
-class Ledger(IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore):
+class Ledger(IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore):
     """The PostgreSQL ledger. Holds a pool; `close()` it when done."""

@@ -15,7 +15,8 @@ Which rows count for a week [start, end) (UTC):
 - automated actions: the actions of runs decided "automatic" in the week: actions of that
   incident started between the run's start (the occurrence in the decision's approval id
   `<incident>-automatic-<epoch ms>`) and the decision;
-- all actions and outcomes: finished / verified in the week.
+- all actions and outcomes: finished / verified in the week;
+- guardrail events: recorded (`at`) in the week, by kind (every kind, 0 when none).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from activities.ledger.db import LedgerIntegrityError, unavailable
 from agentic_core.redaction import PERSONAL_KINDS, SECRET
 from agentic_core.reports import (
     DECISION_KINDS,
+    GUARDRAIL_KINDS,
     RUNBOOKS_LISTED,
     TOP_SOURCES,
     DayDecisions,
@@ -194,6 +196,14 @@ async def compute_digest(
         ):
             outcomes[r["result"]] = int(r["n"])
 
+        guardrails = dict.fromkeys(GUARDRAIL_KINDS, 0)
+        for r in await conn.fetch(
+            "SELECT kind, count(*) AS n FROM guardrail_events WHERE at >= $1 AND at < $2 GROUP BY kind",
+            start,
+            end,
+        ):
+            guardrails[r["kind"]] = int(r["n"])
+
         days: dict[date, dict[str, int]] = {(start + timedelta(days=i)).date(): {} for i in range(7)}
         for r in await conn.fetch(
             """
@@ -247,6 +257,7 @@ async def compute_digest(
         actions_succeeded=int(acts["ok"]),
         actions_failed=int(acts["failed"]),
         outcomes=outcomes,
+        guardrail_events=guardrails,
         daily=[DayDecisions(day=d, counts=c) for d, c in sorted(days.items())],
         trend=list(shares.values()),
     )

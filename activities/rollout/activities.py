@@ -15,6 +15,9 @@ its bound methods (`RolloutActivities.all()` lists them):
 - `rollout.check_postgres` (CheckInput -> CheckResult): the PostgreSQL probe client answers
 - `rollout.check_inference` (CheckInput -> CheckResult): an OpenAI-compatible endpoint streams tokens
 - `rollout.check_persistence` (CheckInput -> CheckResult): a marker written to a store survives deleting its pod
+- `rollout.check_router`, `rollout.check_agents`, `rollout.check_allowlists`, `rollout.check_timeouts`,
+  `rollout.check_unauthorized`, `rollout.check_guardrail_events`: the agents and their guardrails
+  (`activities.rollout.agent_checks`)
 
 Kubernetes is reached through its HTTP API (`KubeClient`, async httpx). A sync is requested the
 way the argocd CLI does it: a merge patch of the Application's `operation` field; ArgoCD clears
@@ -32,16 +35,25 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.kube.client import KubeClient, KubeError
+from activities.rollout.agent_checks import AgentChecks
+from activities.rollout.pods import pinned as _pinned
+from activities.rollout.pods import ready as _ready
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe, StoreProbe
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from activities.tools.gateway import ToolActivities
+
 from agentic_core.rollout import (
     ApplyInput,
     ApplyResult,
@@ -63,7 +75,6 @@ from agentic_core.rollout import (
 
 ARGO_APPS = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications"
 GPU_LABEL = "nvidia.com/gpu.product"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 INITIATOR = "agentic-rollout"
 
 
@@ -97,6 +108,13 @@ class RolloutActivities:
     postgres: StoreProbe | None = None
     http: httpx.AsyncClient | None = None  # for the inference check; one is made when None
     poll_interval_s: float = 5.0
+    gateway: ToolActivities | None = None  # the worker's tool gateway, for the guardrail checks
+    temporal: Client | None = None  # the worker's Temporal client, for the router check
+    task_queue: str | None = None  # where the router check's requests go
+    agents: AgentChecks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.agents = AgentChecks(self.kube, self.gateway, self.temporal, self.task_queue)
 
     @classmethod
     def build(
@@ -107,10 +125,14 @@ class RolloutActivities:
         qdrant_url: str | None = None,
         qdrant_api_key: str | None = None,
         postgres_dsn: str | None = None,
+        gateway: ToolActivities | None = None,
+        temporal: Client | None = None,
+        task_queue: str | None = None,
     ) -> RolloutActivities:
         """What the worker builds: the cluster as `activities.kube.client.load_api_client` finds it
         (`kubeconfig`, else in-cluster, else the default kubeconfig, as the infrastructure tools), the
-        plan from `waves_file` (else deploy/waves.yaml), probes for the stores it can reach."""
+        plan from `waves_file` (else deploy/waves.yaml), probes for the stores it can reach, and the
+        worker's tool gateway and Temporal client for the agents' checks."""
         kube = KubeClient.from_kubeconfig(kubeconfig)
         qdrant: StoreProbe | None = None
         if qdrant_url:
@@ -121,6 +143,9 @@ class RolloutActivities:
             plan=load_plan(waves_file) if waves_file else load_plan(),
             qdrant=qdrant,
             postgres=PostgresProbe(postgres_dsn) if postgres_dsn else None,
+            gateway=gateway,
+            temporal=temporal,
+            task_queue=task_queue,
         )
 
     def all(self) -> list[Callable[..., Any]]:
@@ -137,6 +162,7 @@ class RolloutActivities:
             self.check_postgres,
             self.check_inference,
             self.check_persistence,
+            *self.agents.all(),
         ]
 
     # -- plan, apply, rollback --------------------------------------------------------------------
@@ -462,26 +488,3 @@ class RolloutActivities:
         if store is None:
             raise ApplicationError(f"no {kind} probe client configured on the worker", non_retryable=True)
         return store
-
-
-def _pinned(spec: dict[str, Any]) -> bool:
-    if spec.get("nodeName"):
-        return True
-    if HOSTNAME_LABEL in (spec.get("nodeSelector") or {}):
-        return True
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
-        or {}
-    ).get("nodeSelectorTerms") or []
-    return any(
-        expr.get("key") == HOSTNAME_LABEL
-        for term in required
-        for expr in (term.get("matchExpressions") or []) + (term.get("matchFields") or [])
-    ) or any(expr.get("key") == "metadata.name" for term in required for expr in (term.get("matchFields") or []))
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    if status.get("phase") != "Running":
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])

@@ -3,7 +3,15 @@
 activities.
 
     ToolActivities(ledger, servers={"infra": "http://127.0.0.1:8091/mcp"}, token=...,
-                   allow={"incident": settings.incident_tool_list})
+                   allow=settings.agent_tool_lists, read_only_agents=settings.read_only_agent_list)
+
+Allow-lists are per agent (`incident`, `observability`, `coding`, `web`): tool names or glob
+patterns (`prom_*`); an agent without a list may call nothing. A read-only agent (observability,
+and any in AGENTIC_READ_ONLY_AGENTS) may call only tools whose MCP annotations say `readOnlyHint`,
+even when its list names others. Every refusal is also a guardrail event in the ledger
+(`guardrail_events`: `protected_namespace` for a protected namespace, else `tool_refused`), beside
+the refused action row; `screen` checks one call without an incident (the agent loop's
+`tools.call`, the rollout's guardrail checks) and records its refusal the same way.
 
 - `tools.list_tools`: the tools of every configured server that are on the agent's allow-list,
   with their JSON input schemas. The tool catalogue is cached for `cache_ttl_s` (30 s).
@@ -52,6 +60,11 @@ Exactly once. The ledger row of the action's idempotency key is the claim:
 
 Results are recorded before they are returned, and the first recorded result wins: two
 attempts racing on one key (a zombie and its retry) return the same result.
+
+Long because the gateway is one object around one cached catalogue: listing, the checks (allow-
+lists, read-only agents, protected namespaces, schemas) and exactly-once execution all read it and
+the ledger claims, and the checks must be the same code at guard, screen and execute time. The
+MCP client (`mcp_client`) and the argument wording (`arguments`) are already their own modules.
 """
 
 from __future__ import annotations
@@ -84,6 +97,7 @@ from activities.tools import (
 from activities.tools.arguments import argument_problems
 from activities.tools.mcp_client import McpClient, ServerError
 from agentic_core import policy
+from agentic_core.agents import GuardrailEvent, GuardrailKind
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
@@ -96,6 +110,7 @@ from agentic_core.incident import (
     idempotency_key,
 )
 from agentic_core.models import ToolCall
+from agentic_core.tools import ALWAYS_READ_ONLY_AGENTS, allowed_tools, tool_allowed
 
 if TYPE_CHECKING:
     from activities.ledger.models import ActionRow, ActionStatus
@@ -105,6 +120,7 @@ __all__ = [
     "ERR_CONFLICT",
     "ERR_REFUSED",
     "ERR_UNAVAILABLE",
+    "Screened",
     "ToolActivities",
     "guard_key",
 ]
@@ -122,6 +138,18 @@ def guard_key(incident_id: str, index: int, call: ToolCall) -> str:
     """The ledger key of a guard refusal: apart from execution keys, one per distinct action."""
     doc = json.dumps({"tool": call.tool, "arguments": call.arguments}, sort_keys=True, separators=(",", ":"))
     return f"{idempotency_key(incident_id, index)}/guard/{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Screened:
+    """One call checked against an agent's allow-list, read-only rule, protected namespaces and
+    the tool's schema (`ToolActivities.screen`)."""
+
+    allowed: bool
+    reason: str = ""  # why not
+    kind: GuardrailKind | None = None  # the guardrail event a refusal is
+    mutating: bool = True  # the tool changes something (unknown tools count as changing)
+    protected: tuple[str, ...] = ()  # protected namespaces an allowed call changes
 
 
 @dataclass(frozen=True)
@@ -164,6 +192,7 @@ class ToolActivities:
         heartbeat_every_s: float = HEARTBEAT_EVERY_S,
         hint: Callable[[str], str | None] | None = None,
         protected_namespaces: Sequence[str] = policy.DEFAULT_PROTECTED_NAMESPACES,
+        read_only_agents: Sequence[str] = ALWAYS_READ_ONLY_AGENTS,
     ) -> None:
         self.ledger = ledger
         self.servers = dict(servers)
@@ -173,11 +202,17 @@ class ToolActivities:
         self.heartbeat_every_s = heartbeat_every_s
         self.hint = hint  # which server offers a tool and what configures it (for refusals)
         self.protected_namespaces = [p.strip().lower() for p in protected_namespaces if p.strip()]
+        self.read_only_agents = {*ALWAYS_READ_ONLY_AGENTS, *read_only_agents}
         self._catalog: dict[str, _Tool] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
         self._down: dict[str, str] = {}  # server -> why it could not be listed (last listing)
         self._offered_by: dict[str, str] = {}  # tool -> the server that last offered it
+
+    @property
+    def call_timeout_s(self) -> float:
+        """How long one tool call (or listing) may take before it fails."""
+        return self._mcp.call_timeout_s
 
     # --- the catalogue ------------------------------------------------------------------------
 
@@ -277,25 +312,37 @@ class ToolActivities:
     ) -> str | None:
         """None when the action may run, else the precise reason it may not. `allow_namespaces`:
         protected namespaces the runbook whose plan this is allows."""
+        refusal = self._refusal(agent, call, catalog, allow_namespaces)
+        return refusal[1] if refusal is not None else None
+
+    def _refusal(
+        self, agent: str, call: ToolCall, catalog: dict[str, _Tool], allow_namespaces: Iterable[str] = ()
+    ) -> tuple[GuardrailKind, str] | None:
+        """None when the action may run, else the guardrail event it is and the precise reason."""
         allowed = self.allow.get(agent, [])
-        if call.tool not in allowed:
+        if not tool_allowed(call.tool, allowed):
             listed = ", ".join(allowed) if allowed else "it is empty"
-            return f"tool {call.tool!r} is not on the {agent} agent's allow-list ({listed})"
+            return "tool_refused", f"tool {call.tool!r} is not on the {agent} agent's allow-list ({listed})"
         tool = catalog.get(call.tool)
         if tool is None:
             down = self._down_reason(call.tool)
             if down is not None:
-                return f"tool {call.tool!r} is not available now: {down}; not run (fail closed)"
+                return "tool_refused", f"tool {call.tool!r} is not available now: {down}; not run (fail closed)"
             servers = ", ".join(self.servers) or "none configured"
             hint = self.hint(call.tool) if self.hint is not None else None
-            return (
+            return "tool_refused", (
                 f"tool {call.tool!r} is on the {agent} agent's allow-list but no MCP server offers it "
                 f"(servers: {servers}): " + (hint if hint else "check the server version or the allow-list")
+            )
+        if agent in self.read_only_agents and not tool.read_only:
+            return "tool_refused", (
+                f"tool {call.tool!r} changes something (its MCP annotations do not say readOnlyHint) and the "
+                f"{agent} agent is read-only: it may only look"
             )
         allowed_ns = set(allow_namespaces)
         for ns, pattern in self._protected(call, catalog):
             if ns not in allowed_ns:
-                return (
+                return "protected_namespace", (
                     f"{call.tool}: namespace {ns!r} is protected (it matches {pattern!r} in "
                     f"AGENTIC_PROTECTED_NAMESPACES): the agent does not change it on its own. A runbook whose "
                     f"plan must act there lists it in its front matter (allow_namespaces: [{ns}]), and even then "
@@ -303,8 +350,32 @@ class ToolActivities:
                 )
         problems = argument_problems(tool.spec, call.arguments)
         if problems:
-            return f"{call.tool}: " + "; ".join(problems)
+            return "tool_refused", f"{call.tool}: " + "; ".join(problems)
         return None
+
+    async def _event(self, key: str, kind: GuardrailKind, agent: str, subject: str, tool: str, detail: str) -> None:
+        """Record a refusal as a guardrail event (once per key)."""
+        await self.ledger.record_guardrail_event(
+            GuardrailEvent(key=key, kind=kind, agent=agent, subject=subject, tool=tool, detail=detail)
+        )
+
+    async def screen(
+        self, agent: str, call: ToolCall, *, subject: str, key: str | None = None, allow_namespaces: Iterable[str] = ()
+    ) -> Screened:
+        """Check one call as the guard does, without an incident: nothing is written for an allowed
+        call; a refusal is recorded as a guardrail event under `key` (None: not recorded). For the
+        agent loop's `tools.call` (subject: the run) and the rollout's guardrail checks."""
+        catalog = await self._tools()
+        tool = catalog.get(call.tool)
+        mutating = tool is None or not tool.read_only
+        refusal = self._refusal(agent, call, catalog, allow_namespaces)
+        if refusal is None:
+            protected = tuple(ns for ns, _ in self._protected(call, catalog))
+            return Screened(allowed=True, mutating=mutating, protected=protected)
+        kind, reason = refusal
+        if key is not None:
+            await self._event(key, kind, agent, subject, call.tool, reason)
+        return Screened(allowed=False, reason=reason, kind=kind, mutating=mutating)
 
     async def _record_refusal(self, incident_id: str, index: int, call: ToolCall, key: str, reason: str) -> None:
         row = await self.ledger.start_action(incident_id, index, call.tool, call.arguments, key)
@@ -332,20 +403,23 @@ class ToolActivities:
     @activity.defn(name=LIST_TOOLS)
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
         catalog = await self._tools()
-        allowed = self.allow.get(inp.agent, [])
-        return ListToolsResult(tools=[catalog[name].spec for name in allowed if name in catalog])
+        names = allowed_tools(self.allow.get(inp.agent, []), catalog)
+        if inp.agent in self.read_only_agents:
+            names = [n for n in names if catalog[n].read_only]
+        return ListToolsResult(tools=[catalog[name].spec for name in names])
 
     @activity.defn(name=GUARD)
     async def guard(self, inp: GuardInput) -> GuardResult:
         catalog = await self._tools()
         out: list[GuardedAction] = []
         for index, call in enumerate(inp.actions):
-            reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
-            if reason is not None:
-                await self._record_refusal(
-                    inp.incident_id, index, call, guard_key(inp.incident_id, index, call), reason
-                )
-                activity.logger.info("refused action %d of %s: %s", index, inp.incident_id, reason)
+            refusal = self._refusal(inp.agent, call, catalog, inp.allow_namespaces)
+            reason = refusal[1] if refusal is not None else None
+            if refusal is not None:
+                key = guard_key(inp.incident_id, index, call)
+                await self._record_refusal(inp.incident_id, index, call, key, refusal[1])
+                await self._event(key, refusal[0], inp.agent, inp.incident_id, call.tool, refusal[1])
+                activity.logger.info("refused action %d of %s: %s", index, inp.incident_id, refusal[1])
             protected = [ns for ns, _ in self._protected(call, catalog)] if reason is None else []
             out.append(
                 GuardedAction(index=index, call=call, allowed=reason is None, reason=reason or "", protected=protected)
@@ -365,12 +439,14 @@ class ToolActivities:
 
         # 2. Defence in depth: the guard's checks again, on the current catalogue.
         catalog = await self._tools()
-        reason = self._check(inp.agent, call, catalog, inp.allow_namespaces)
-        if reason is not None and call.tool not in catalog and call.tool in self.allow.get(inp.agent, []):
+        refusal = self._refusal(inp.agent, call, catalog, inp.allow_namespaces)
+        reason = refusal[1] if refusal is not None else None
+        if reason is not None and call.tool not in catalog and tool_allowed(call.tool, self.allow.get(inp.agent, [])):
             down = self._down_reason(call.tool)
             if down is not None:  # not refused: the approved action waits (retries) for its server
                 raise ApplicationError(f"tool {call.tool!r} cannot run now: {down}", type=ERR_UNAVAILABLE)
-        if reason is not None:
+        if refusal is not None and reason is not None:
+            await self._event(f"{key}/refused", refusal[0], inp.agent, inp.incident_id, call.tool, reason)
             if existing is not None:  # interrupted earlier, and now no longer allowed: not resumed
                 row = await self._finish(key, "failed", None, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")
                 return _recorded(row, already_ran=False)

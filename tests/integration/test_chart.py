@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agentic_core.tools import OBSERVABILITY_TOOLS
 from tests.support.env import REPO
 from tests.support.helm_tools import helm_binary
 from workers.settings import Settings
@@ -257,9 +258,30 @@ def test_litellm_router_config_is_mounted_by_the_worker() -> None:
     assert any(v.get("configMap", {}).get("name") == "litellm-router" for v in vols)
 
 
+def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")["data"]
+
+
+def test_guardrail_settings_are_deployed_with_the_worker() -> None:
+    """Wave 3's agentic-config carries each agent's allow-list (the worker and the rollout's
+    guardrail checks read them): observability's read tools, read-only; nothing for coding and web."""
+    config = _config(render("default"))
+    assert config["AGENTIC_OBSERVABILITY_TOOLS"] == ",".join(OBSERVABILITY_TOOLS)  # the setting's default, said
+    assert config["AGENTIC_READ_ONLY_AGENTS"] == "observability"
+    assert not {"AGENTIC_CODING_TOOLS", "AGENTIC_WEB_TOOLS", "AGENTIC_PROTECTED_NAMESPACES"} & set(config)
+    deployed = Settings(_env_file=None, **{k.removeprefix("AGENTIC_").lower(): v for k, v in config.items()})  # type: ignore[call-arg]
+    assert deployed.agent_tool_lists["coding"] == deployed.agent_tool_lists["web"] == []
+    assert deployed.read_only_agent_list == ["observability"]
+    custom = _config(
+        render("default", ("config.AGENTIC_CODING_TOOLS=get_pods\\,prom_*", "config.AGENTIC_READ_ONLY_AGENTS=coding"))
+    )
+    assert (custom["AGENTIC_CODING_TOOLS"], custom["AGENTIC_READ_ONLY_AGENTS"]) == ("get_pods,prom_*", "coding")
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
+        (("config.AGENTIC_READ_ONLY_AGENTS=robots",), "/config/AGENTIC_READ_ONLY_AGENTS"),
         (("worker.replicas=two",), "/worker/replicas"),
         (("secrets.mode=vault",), "/secrets/mode"),
         (("config.AGENTIC_NOT_A_SETTING=x",), "AGENTIC_NOT_A_SETTING"),

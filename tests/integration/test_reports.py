@@ -99,6 +99,7 @@ def _digest(**kw: object) -> WeeklyDigest:
         "automated_actions": 5,
         "automated_succeeded": 4,
         "automated_failed": 1,
+        "guardrail_events": {"tool_refused": 4, "protected_namespace": 1, "untrusted_plan": 2, "limit": 0},
         "daily": [DayDecisions(day=date(2026, 3, 2 + i), counts={"approved": i % 2, "automatic": i}) for i in range(7)],
         "trend": [WeekShare(week=shift_week(WEEK, -i), automatic=i, total=2 * i + 1) for i in range(7, -1, -1)],
     }
@@ -118,6 +119,9 @@ def test_text_has_every_section_and_exact_numbers() -> None:
     assert "PII detections (personal data redacted before cloud calls): 3" in text
     assert "secrets redacted before cloud calls: 1" in text
     assert "5 succeeded" not in text and "4 succeeded, 1 failed (success 80%)" in text
+    assert (
+        "Guardrails\n  events: 7\n  tool_refused: 4\n  protected_namespace: 1\n  untrusted_plan: 2\n  limit: 0" in text
+    )
     # label values cannot inject HTML into a Telegram message
     assert "<" not in text and ">" not in text and "&" not in text
     assert "‹script›" in text
@@ -132,6 +136,8 @@ def test_summary_fits_a_caption_and_names_the_headlines() -> None:
     assert "approved 3, modified 1, ignored 2, expired 0, automatic 4" in s
     assert "cloud escalations 2 (25%)" in s and "PII detections 3, secrets redacted 1" in s
     assert "success 80%" in s
+    assert "Guardrail events: 7 (tool_refused 4, protected_namespace 1, untrusted_plan 2)" in s
+    assert "Guardrail events: 0" in render_summary(_digest(guardrail_events={"tool_refused": 0}))
     many = [SourceCount(label="alertname", value="X" * 200, count=1) for _ in range(10)]
     long = render_summary(_digest(top_sources=many))
     assert len(long) == CAPTION_LIMIT and long.endswith("…")
@@ -142,6 +148,25 @@ def test_a_digest_from_before_redactions_were_recorded_says_not_tracked() -> Non
     assert "PII detections (personal data redacted before cloud calls): not tracked" in render_text(old)
     assert "PII detections not tracked, secrets redacted not tracked" in render_summary(old)
     assert "- Secrets redacted before cloud calls: not tracked" in render_markdown(old)
+
+
+def test_the_digest_names_every_guardrail_kind() -> None:
+    from typing import get_args
+
+    from agentic_core.agents import GuardrailKind
+    from agentic_core.reports import GUARDRAIL_KINDS
+
+    assert sorted(GUARDRAIL_KINDS) == sorted(get_args(GuardrailKind))
+
+
+def test_a_digest_from_before_guardrail_events_says_not_tracked() -> None:
+    old = WeeklyDigest.model_validate(
+        {k: v for k, v in _digest().model_dump().items() if k != "guardrail_events"}
+    )  # as a digest saved before the field existed reads back
+    assert old.guardrail_events is None and old.guardrail_total is None
+    assert "Guardrail events: not tracked" in render_summary(old)
+    assert "Guardrails\n  events: not tracked\n" in render_text(old)
+    assert "Guardrail events: not tracked." in render_markdown(old)
 
 
 def test_empty_week_renders_without_division_by_zero() -> None:
@@ -161,6 +186,7 @@ def test_markdown_is_a_document_with_tables() -> None:
     assert "| approved | 3 | 30% |" in md
     assert "| alertname | KubePodCrashLooping | 7 |" in md
     assert "| 2026-W10 | 0 | 1 | 0% |" in md and "| 2026-W03 | 7 | 15 | 47% |" in md
+    assert "## Guardrails" in md and "| untrusted_plan | 2 |" in md and "| **total** | **7** |" in md
 
 
 def test_chart_is_a_valid_png() -> None:
@@ -218,12 +244,31 @@ async def test_digest_counts_from_a_seeded_week(ledger: Ledger) -> None:
     assert {i: day.counts for i, day in enumerate(d.daily) if day.counts} == exp.daily
     assert [w.week for w in d.trend] == ["2026-W07", "2026-W08", "2026-W09", "2026-W10"]
     assert [(w.automatic, w.total) for w in d.trend] == [(0, 0), (0, 0), exp.previous_week_share, (2, 8)]
+    assert d.guardrail_events == exp.guardrail_events
+
+
+async def test_the_digest_counts_the_events_the_gateway_and_workflows_record(ledger: Ledger) -> None:
+    """Recorded through the ledger's own write (as `guardrails.record` and the gateway do), at the
+    time they happen: this week's digest counts them."""
+    from agentic_core.agents import GuardrailEvent
+    from agentic_core.reports import week_of
+
+    now = datetime.now(UTC)
+    for n, kind in enumerate(["tool_refused", "untrusted_plan", "tool_refused"]):
+        await ledger.record_guardrail_event(
+            GuardrailEvent(key=f"now/{n}", kind=kind, agent="incident", subject="inc-now")  # type: ignore[arg-type]
+        )
+    d = await compute_digest(ledger, week_of(now))
+    assert d.guardrail_events is not None
+    assert (d.guardrail_events["tool_refused"], d.guardrail_events["untrusted_plan"]) == (2, 1)
+    assert d.guardrail_total == 3
 
 
 async def test_digest_of_an_empty_ledger_is_zeros(ledger: Ledger) -> None:
     d = await compute_digest(ledger, WEEK)
     assert d.alerts_processed == 0 and d.total_decisions == 0 and d.top_sources == []
     assert d.local_confidence_avg is None and len(d.daily) == 7 and len(d.trend) == 8
+    assert d.guardrail_events is not None and d.guardrail_total == 0
 
 
 def _read(files: DigestFiles) -> tuple[bytes, str, dict[str, object]]:

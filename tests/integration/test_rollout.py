@@ -26,7 +26,7 @@ import pgserver
 import pytest
 from aiohttp import web
 from temporalio import activity
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -35,6 +35,7 @@ from activities.kube.client import KubeClient
 from activities.rollout.activities import RolloutActivities
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe
 from agentic_core import search_attributes as sa
+from agentic_core.agents import Route, RouteInput, RouteMethod
 from agentic_core.incident import (
     QUERY_APPROVAL,
     UPDATE_DECIDE,
@@ -62,12 +63,14 @@ from agentic_core.rollout import (
     load_plan,
     parse_plan,
 )
+from tests.support.agent_fakes import FakeAgentWorkflow
 from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import write_kubeconfig
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
 from workflows.rollout import RolloutWorkflow
+from workflows.route_probe import RouteProbeWorkflow
 
 APPS = "argoproj.io/v1alpha1/applications"
 ARGO_NS = "argocd"
@@ -156,6 +159,35 @@ def _stateful_pod(name: str) -> dict[str, Any]:
     }
 
 
+def _deployment(name: str, *, ready: int, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "ai-agents"},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": name, "image": "agentic:1"}]}}},
+        "status": {"replicas": replicas, "readyReplicas": ready},
+    }
+
+
+ROUTES = {"observability": ("sonarr", "node", "memory", "restart"), "coding": ("script", "python"), "web": ("release",)}
+
+
+@dataclass
+class FakeRouter:
+    """`agents.route` under its real name: keywords instead of embeddings (what a worker that polls
+    the platform's task queue answers the rollout's routing requests with)."""
+
+    texts: list[str] = field(default_factory=list)
+    wrong: bool = False  # route everything to `web`
+
+    @activity.defn(name="agents.route")
+    async def route(self, inp: RouteInput) -> Route:
+        self.texts.append(inp.text)
+        text = inp.text.lower()
+        agent = next((a for a, words in ROUTES.items() if any(w in text for w in words)), "web")
+        return Route(agent="web" if self.wrong else agent, score=0.8, method=RouteMethod.EMBEDDING)
+
+
 def _application(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -191,6 +223,15 @@ def seed(k: kmock.KubernetesEmulator, plan: RolloutPlan, *, namespaces: list[str
     k.objects["v1/nodes", None, "worker-1"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"}}
     for app in {a for w in plan.waves for a in w.synced_applications()}:
         k.objects[APPS, ARGO_NS, app] = _application(app)
+    k.resources["v1/services"] = kmock.ResourceInfo(namespaced=True, kind="Service")
+    for name in ("worker", "intake"):  # the platform's own processes, as waves 3 and 5 deploy them
+        k.objects["apps/v1/deployments", "ai-agents", name] = _deployment(name, ready=1)
+    k.objects["v1/services", "ai-agents", "intake"] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "intake", "namespace": "ai-agents"},
+        "spec": {"ports": [{"port": 8088}], "selector": {"app.kubernetes.io/name": "intake"}},
+    }
     k.objects["v1/pods", "ai-vector", "qdrant-0"] = _stateful_pod("qdrant-0")
     k.objects["apps/v1/statefulsets", "ai-vector", "qdrant"] = {
         "apiVersion": "apps/v1",
@@ -327,6 +368,7 @@ class Rig:
     notes: Notes
     task_queue: str
     apply_calls: list[int] = field(default_factory=list)
+    router: FakeRouter = field(default_factory=FakeRouter)
 
     def worker(self) -> Worker:
         @activity.defn(name="rollout.apply")
@@ -338,8 +380,8 @@ class Rig:
         return Worker(
             self.env.client,
             task_queue=self.task_queue,
-            workflows=[RolloutWorkflow, ApprovalWorkflow],
-            activities=[*acts, apply, self.notes.notify],
+            workflows=[RolloutWorkflow, ApprovalWorkflow, RouteProbeWorkflow, FakeAgentWorkflow],
+            activities=[*acts, apply, self.notes.notify, self.router.route],
             max_cached_workflows=0,  # no sticky queue: another worker can take over
         )
 
@@ -359,10 +401,24 @@ async def rig(env: WorkflowEnvironment, **cluster_kw: Any) -> AsyncIterator[Rig]
             cluster(plan, **cluster_kw) as c,
             httpx.AsyncClient(base_url=c.url, transport=NamespacesFront(c.k)) as http,
         ):
-            acts = RolloutActivities(
-                kube=KubeClient(http), plan=plan, qdrant=FakeStore(), postgres=FakeStore(), poll_interval_s=0.05
+            queue = f"rollout-{uuid.uuid4().hex[:8]}"
+            # the router check's own client, as a worker's: waiting on its requests does not unlock
+            # the time-skipping server (which would skip past the check's heartbeat timeout)
+            plain = await Client.connect(
+                env.client.service_client.config.target_host,
+                namespace=env.client.namespace,
+                data_converter=pydantic_data_converter,
             )
-            yield Rig(env=env, cluster=c, acts=acts, notes=Notes(), task_queue=f"rollout-{uuid.uuid4().hex[:8]}")
+            acts = RolloutActivities(
+                kube=KubeClient(http),
+                plan=plan,
+                qdrant=FakeStore(),
+                postgres=FakeStore(),
+                poll_interval_s=0.05,
+                temporal=plain,  # the router check starts its requests on the rig's task queue
+                task_queue=queue,
+            )
+            yield Rig(env=env, cluster=c, acts=acts, notes=Notes(), task_queue=queue)
 
 
 async def rollout_state(handle: WorkflowHandle[Any, Any]) -> RolloutState:
@@ -446,6 +502,13 @@ async def test_clean_run_waves_0_to_3(env: WorkflowEnvironment) -> None:
         assert any(q.method == "DELETE" and q.name == "qdrant-0" for q in reqs)
         details = {c.name: c.detail for w in st.waves for c in w.checks}
         assert "3 streamed chunks" in details["inference_streams"]
+        # wave 3: the worker is ready and every case was routed through Temporal to its agent
+        cases = [c["text"] for c in r.acts.plan.wave(3).checks[-1].params["cases"]]
+        assert r.router.texts == cases
+        assert details["router_selects_agent"] == (
+            f"ai-agents/worker 1/1 ready; {len(cases)}/{len(cases)} requests routed to the expected agent "
+            f"through task queue {r.task_queue}"
+        )
         assert "NVIDIA-GeForce-RTX-4090" in details["gpu_nodes_labeled"]
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(sa.ROLLOUT_WAVE) == 3
@@ -738,3 +801,60 @@ async def test_build_from_kubeconfig(env: WorkflowEnvironment, tmp_path: Path) -
             assert len(acts.plan.waves) == 11 and acts.qdrant is not None and acts.postgres is not None
         finally:
             await acts.kube.aclose()
+
+
+# --------------------------------------------------------------------------- the router check
+
+
+def router_check(wave: int = 5) -> CheckInput:
+    check = next(c for c in load_plan().wave(wave).checks if c.name == "router_selects_agent")
+    return CheckInput(wave=wave, check=check)
+
+
+async def test_router_check_fails_on_a_wrong_route_an_unready_worker_or_no_temporal(env: WorkflowEnvironment) -> None:
+    async with rig(env) as r, r.worker():
+        ae = ActivityEnvironment()
+        ok = await ae.run(r.acts.agents.check_router, router_check(5))
+        assert ok.passed, ok.detail
+        assert ok.detail.startswith("ai-agents/worker 1/1 ready; ai-agents/intake 1/1 ready; Service ai-agents/intake;")
+        r.router.wrong = True
+        bad = await ae.run(r.acts.agents.check_router, router_check(3))
+        assert not bad.passed
+        assert (
+            "'write a python script that renames my photos by the date the' went to web (embedding, 0.80), not coding"
+            in (bad.detail)
+        )
+        r.router.wrong = False
+        r.cluster.k.objects["apps/v1/deployments", "ai-agents", "worker"] = _deployment("worker", ready=0, replicas=2)
+        del r.cluster.k.objects["v1/services", "ai-agents", "intake"]
+        down = await ae.run(r.acts.agents.check_router, router_check(5))
+        assert not down.passed
+        assert down.detail.startswith(
+            "Deployment ai-agents/worker: 0/2 replicas ready; Service ai-agents/intake not found"
+        )
+        # a worker without a Temporal client cannot test the router: it fails, never passes by default
+        no_client = RolloutActivities(kube=r.acts.kube, plan=r.acts.plan)
+        res = await ae.run(no_client.agents.check_router, router_check(3))
+        assert not res.passed and "cannot route: the worker running the rollout has no Temporal client" in res.detail
+
+
+async def test_agents_check_runs_each_request_as_an_agent_workflow(env: WorkflowEnvironment) -> None:
+    check = next(c for c in load_plan().wave(5).checks if c.name == "agents_answer")
+    async with rig(env) as r, r.worker():
+        ae = ActivityEnvironment()
+        ok = await ae.run(r.acts.agents.check_agents, CheckInput(wave=5, check=check))
+        assert ok.passed, ok.detail
+        assert (
+            "not_configured on coding (the coding agent is not configured yet: set AGENTIC_CODING_TOOLS)" in ok.detail
+        )
+        # the routed request went through agents.route; the explicit one did not
+        assert r.router.texts == [check.params["requests"][0]["text"]]
+        r.router.wrong = True  # the routed request lands on web
+        bad = await ae.run(r.acts.agents.check_agents, CheckInput(wave=5, check=check))
+        assert not bad.passed
+        assert "not_configured on web, expected not_configured on coding" in bad.detail
+        no_client = RolloutActivities(kube=r.acts.kube, plan=r.acts.plan)
+        res = await ae.run(no_client.agents.check_agents, CheckInput(wave=5, check=check))
+        assert (
+            not res.passed and "cannot run agents: the worker running the rollout has no Temporal client" in res.detail
+        )

@@ -36,6 +36,7 @@ from agentic_core.models import ToolCall
 from tests.support.env import free_port
 from tests.support.kmock_helpers import NS, McpProcess, deployment, emulated_cluster, requests_for, start_server
 from tests.support.pg import pg_server
+from workers.settings import Settings
 
 TOKEN = "gateway-test-token"
 # The incident agent may call these; describe_pod is offered but not allowed, delete_namespace is
@@ -180,9 +181,17 @@ async def test_guard_refuses_with_reasons_and_records_them(
     assert all(r.idempotency_key == guard_key(incident, r.action_index, actions[r.action_index]) for r in rows)
     assert all("/guard/" in r.idempotency_key for r in rows)
 
+    # Each refusal is a guardrail event too, under the same key, with the reason.
+    events = await ledger.list_guardrail_events(subject=incident)
+    assert sorted((e.key, e.kind, e.agent, e.tool, e.detail) for e in events) == sorted(
+        (guard_key(incident, i, actions[i]), "tool_refused", "incident", actions[i].tool, reasons[i])
+        for i in range(1, len(actions))
+    )
+
     # Guarding the same plan again records nothing new.
     await env.run(acts.guard, GuardInput(incident_id=incident, actions=actions))
     assert len(await ledger.list_actions(incident)) == len(rows)
+    assert len(await ledger.list_guardrail_events(subject=incident)) == len(events)
 
 
 # --- refusals in words -----------------------------------------------------------------------------
@@ -298,6 +307,11 @@ async def test_guard_refuses_changes_in_protected_namespaces_and_records_them(
         (i, actions[i].tool, "refused", reasons[i]) for i in range(3)
     ]
     assert all(r.idempotency_key == guard_key(incident, r.action_index, actions[r.action_index]) for r in rows)
+    # and as protected_namespace guardrail events
+    events = await ledger.list_guardrail_events(subject=incident)
+    assert sorted((e.kind, e.tool, e.detail) for e in events) == sorted(
+        ("protected_namespace", actions[i].tool, reasons[i]) for i in range(3)
+    )
 
 
 async def test_a_runbook_allowance_passes_the_guard_marked_protected(
@@ -346,6 +360,8 @@ async def test_execute_refuses_a_protected_namespace_unless_the_runbook_allows_i
     row = await ledger.get_action(inp.idempotency_key)
     assert row is not None and row.status == "refused"
     assert requests_for(k, "coredns") == []
+    [event] = await ledger.list_guardrail_events(subject=incident)
+    assert (event.key, event.kind) == (f"{inp.idempotency_key}/refused", "protected_namespace")
 
     allowed = execute_input(incident, 1, COREDNS_RESTART.tool, COREDNS_RESTART.arguments).model_copy(
         update={"allow_namespaces": ["kube-system"]}
@@ -423,6 +439,11 @@ async def test_execute_refuses_what_the_guard_would(
         await env.run(acts.execute, bad)
     assert info.value.type == ERR_REFUSED and "less than the minimum of 0" in info.value.message
     assert len(list(k)) == seen  # nothing reached the cluster
+    events = await ledger.list_guardrail_events(subject=incident)
+    assert sorted((e.key, e.kind, e.tool) for e in events) == [
+        (f"{inp.idempotency_key}/refused", "tool_refused", "describe_pod"),
+        (f"{bad.idempotency_key}/refused", "tool_refused", "scale_deployment"),
+    ]
 
     # The refusal is what the key recorded: a replay returns it without raising again.
     replay = await env.run(acts.execute, bad)
@@ -521,3 +542,96 @@ async def test_a_wrong_token_says_so(ledger: Ledger, server: McpProcess, env: Ac
         await env.run(wrong.list_tools, ListToolsInput())
     assert "refused the gateway's bearer token (401)" in info.value.message
     assert "AGENTIC_MCP_TOKEN" in info.value.message
+
+
+# --- each agent's allow-list, read-only agents, screen ------------------------------------------
+
+
+@pytest.fixture
+def agents(ledger: Ledger, server: McpProcess) -> ToolActivities:
+    """The gateway as the settings build it by default (every agent's list and the read-only rule),
+    except that the observability agent's list names a tool that changes something as well."""
+    lists = Settings(_env_file=None).agent_tool_lists  # type: ignore[call-arg]
+    lists["observability"] = [*lists["observability"], "scale_deployment"]
+    lists["web"] = ["get_*"]  # a glob
+    return ToolActivities(ledger, {"infra": server.url}, TOKEN, lists, read_only_agents=["web"])
+
+
+async def test_each_agent_lists_only_its_tools_and_read_only_agents_only_read_tools(
+    agents: ToolActivities, env: ActivityEnvironment
+) -> None:
+    async def names(agent: str) -> list[str]:
+        return [t.name for t in (await env.run(agents.list_tools, ListToolsInput(agent=agent))).tools]
+
+    # the metrics tools are on the list but no server here offers them; scale_deployment is listed but
+    # changes something, and the observability agent is read-only
+    assert await names("observability") == [
+        "get_nodes",
+        "get_pods",
+        "get_events",
+        "get_pod_logs",
+        "describe_pod",
+        "talos_health",
+    ]
+    assert await names("coding") == []  # nothing by default
+    assert await names("web") == ["get_events", "get_nodes", "get_pod_logs", "get_pods"]  # glob, sorted
+    assert "scale_deployment" in await names("incident")
+
+
+async def test_a_read_only_agent_is_refused_a_write_tool_even_when_listed(
+    agents: ToolActivities, env: ActivityEnvironment, ledger: Ledger, k: kmock.KubernetesEmulator
+) -> None:
+    incident = uid("readonly")
+    scale = ToolCall(tool="scale_deployment", arguments={"namespace": NS, "deployment": "sonarr", "replicas": 0})
+    pods = ToolCall(tool="get_pods", arguments={"namespace": NS})
+    result = await env.run(agents.guard, GuardInput(incident_id=incident, actions=[scale, pods], agent="observability"))
+    assert [a.allowed for a in result.actions] == [False, True]
+    assert result.actions[0].reason == (
+        "tool 'scale_deployment' changes something (its MCP annotations do not say readOnlyHint) and the "
+        "observability agent is read-only: it may only look"
+    )
+    [event] = await ledger.list_guardrail_events(subject=incident)
+    assert (event.kind, event.agent, event.tool) == ("tool_refused", "observability", "scale_deployment")
+    seen = len(list(k))
+    with pytest.raises(ApplicationError) as info:  # and at execute time, even if a human said yes
+        await env.run(
+            agents.execute,
+            execute_input(incident, 0, scale.tool, scale.arguments).model_copy(update={"agent": "observability"}),
+        )
+    assert info.value.type == ERR_REFUSED and "is read-only" in info.value.message
+    assert len(list(k)) == seen  # nothing reached the cluster
+    # a tool not on a list is refused for an agent without one
+    coding = await env.run(agents.guard, GuardInput(incident_id=incident, actions=[pods], agent="coding"))
+    assert coding.actions[0].reason == "tool 'get_pods' is not on the coding agent's allow-list (it is empty)"
+
+
+async def test_screen_checks_one_call_and_records_only_refusals(
+    agents: ToolActivities, env: ActivityEnvironment, ledger: Ledger
+) -> None:
+    run = uid("agent-run")
+    ok = await agents.screen(
+        "observability", ToolCall(tool="get_pods", arguments={"namespace": NS}), subject=run, key=f"{run}/1"
+    )
+    assert ok.allowed and not ok.mutating and ok.kind is None
+    bad = await agents.screen(
+        "incident",
+        ToolCall(
+            tool="scale_deployment", arguments={"namespace": "kube-system", "deployment": "coredns", "replicas": 0}
+        ),
+        subject=run,
+        key=f"{run}/2",
+    )
+    assert not bad.allowed and bad.kind == "protected_namespace" and bad.mutating
+    quiet = await agents.screen("web", ToolCall(tool="delete_namespace", arguments={}), subject=run)  # no key
+    assert not quiet.allowed and quiet.kind == "tool_refused"
+    again = await agents.screen(
+        "incident",
+        ToolCall(
+            tool="scale_deployment", arguments={"namespace": "kube-system", "deployment": "coredns", "replicas": 0}
+        ),
+        subject=run,
+        key=f"{run}/2",
+    )
+    assert not again.allowed
+    events = await ledger.list_guardrail_events(subject=run)
+    assert [(e.key, e.kind) for e in events] == [(f"{run}/2", "protected_namespace")]  # once per key

@@ -4,7 +4,9 @@ test: `python -m tests.support.capture_history NAME` writes `tests/histories/NAM
 
 The incident is the happy path of `test_incident_workflow` (question, approve, two actions,
 verified by the alert resolving; with `--nothing-to-run`, a question about a plan whose every
-action was refused, acknowledged, then resolved) on the time-skipping server with the fake activities. Capture
+action was refused, acknowledged, then resolved; with `--untrusted-plan`, NORMAL mode and the
+model's own plan for a standard runbook, which records an `untrusted_plan` guardrail event before
+it asks) on the time-skipping server with the fake activities. Capture
 a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
 and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
 that would break running incidents fails there.
@@ -20,24 +22,30 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from agentic_core.alerts import AlertStatus
-from agentic_core.incident import DecideInput, IncidentStatus
+from agentic_core.incident import DecideInput, IncidentConfig, IncidentStatus
+from agentic_core.models import ApprovalMode, AutomationLevel
 from tests.support import incident_fakes as t
 from tests.support.temporal import register_search_attributes, time_skipping_server
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
-async def capture(name: str, *, nothing_to_run: bool = False) -> None:
+async def capture(name: str, *, nothing_to_run: bool = False, untrusted_plan: bool = False) -> None:
     """`nothing_to_run`: the VERBOSE question about a plan whose every action was refused,
-    acknowledged, then resolved (`python -m tests.support.capture_history NAME --nothing-to-run`)."""
+    acknowledged, then resolved (`python -m tests.support.capture_history NAME --nothing-to-run`);
+    `untrusted_plan`: NORMAL mode, the model's own plan for a standard runbook (`--untrusted-plan`)."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
     fakes = t.Fakes(proposal_actions=[t.DELETE_NS], runbook_actions=[]) if nothing_to_run else t.Fakes()
+    config = IncidentConfig()
+    if untrusted_plan:
+        fakes = t.Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.95, proposal_actions=[t.SCALE])
+        config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
     choice = "acknowledged" if nothing_to_run else "approved"
     try:
         await register_search_attributes(env.client)
-        async with t.incident(env, fakes) as run:
+        async with t.incident(env, fakes, config) as run:
             st = await run.awaiting()
             await run.decide(DecideInput(choice=choice, by="alice", plan_hash=st.plan_hash or ""))
             await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
@@ -54,4 +62,7 @@ async def capture(name: str, *, nothing_to_run: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(capture(sys.argv[1], nothing_to_run="--nothing-to-run" in sys.argv[2:]))
+    flags = sys.argv[2:]
+    asyncio.run(
+        capture(sys.argv[1], nothing_to_run="--nothing-to-run" in flags, untrusted_plan="--untrusted-plan" in flags)
+    )

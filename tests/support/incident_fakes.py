@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from agentic_core import policy
+from agentic_core.agents import GuardrailEvent, GuardrailRecorded
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
 from agentic_core.autonomy import EvaluateTrustInput, EvaluateTrustResult
 from agentic_core.incident import (
@@ -141,6 +142,7 @@ class Fakes:
     records: list[RecordInput] = field(default_factory=list)
     proposes: list[ProposeInput] = field(default_factory=list)
     evaluations: list[EvaluateTrustInput] = field(default_factory=list)
+    guardrail_events: list[GuardrailEvent] = field(default_factory=list)
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
     recall_runbook: bool = True  # False: no runbook is recalled
     tools: list[ToolSpec] = field(default_factory=lambda: list(TOOLS))
@@ -238,8 +240,17 @@ class Fakes:
             index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output="ok"
         )
 
+    @activity.defn(name="guardrails.record")
+    async def record_guardrail(self, event: GuardrailEvent) -> GuardrailRecorded:
+        known = [e.key for e in self.guardrail_events]
+        if event.key in known:
+            return GuardrailRecorded(id=known.index(event.key) + 1, created=False)
+        self.guardrail_events.append(event)
+        return GuardrailRecorded(id=len(self.guardrail_events), created=True)
+
     def activities(self) -> list[Callable[..., Awaitable[Any]]]:
         return [
+            self.record_guardrail,
             self.triage,
             self.stage,
             self.recall,

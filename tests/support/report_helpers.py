@@ -1,7 +1,7 @@
 """A week of ledger rows with known counts, for the digest tests.
 
-`seed_week(ledger, week)` writes incidents, alerts, proposals, decisions, actions, outcomes and
-runbooks inside `week` (plus a few just outside it, which must not count) with explicit
+`seed_week(ledger, week)` writes incidents, alerts, proposals, decisions, actions, outcomes,
+runbooks and guardrail events inside `week` (plus a few just outside it, which must not count) with explicit
 timestamps, and returns the numbers a correct digest of `week` reports.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from activities.ledger.repository import Ledger
+from agentic_core.agents import GuardrailEvent
 from agentic_core.models import AutomationLevel, Runbook
 from agentic_core.reports import shift_week, week_bounds
 
@@ -65,6 +66,16 @@ class Expected:
         }
     )
     previous_week_share: tuple[int, int] = (1, 2)  # automatic, total in the week before
+    guardrail_events: dict[str, int] = field(
+        default_factory=lambda: {
+            "tool_refused": 3,
+            "protected_namespace": 1,
+            "untrusted_plan": 2,
+            "write_denied": 0,
+            "limit": 1,
+            "egress_refused": 0,
+        }
+    )
 
 
 def _ms(t: datetime) -> int:
@@ -180,6 +191,21 @@ async def seed_week(ledger: Ledger, week: str) -> Expected:
         )
         async with pool.acquire() as c:
             await c.execute("UPDATE runbooks SET created_at = $2 WHERE id = $1", rid, created)
+    guardrails = [
+        ("tool_refused", at(0, 9, 1)),
+        ("tool_refused", at(2, 10, 1)),
+        ("tool_refused", at(6, 23, 59)),
+        ("protected_namespace", at(0, 9, 2)),
+        ("untrusted_plan", at(0, 9, 3)),
+        ("untrusted_plan", at(2, 10, 2)),
+        ("limit", at(4, 1)),
+        ("tool_refused", prev + timedelta(hours=1)),  # last week
+        ("limit", end),  # the next week's first instant
+    ]
+    for n, (kind, t) in enumerate(guardrails):
+        await ledger.record_guardrail_event(
+            GuardrailEvent(key=f"seed/{week}/{n}", kind=kind, agent="incident", subject="inc-a", at=t)  # type: ignore[arg-type]
+        )
     return Expected(week=week)
 
 

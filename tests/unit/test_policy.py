@@ -153,6 +153,61 @@ def test_plan_level_holds_only_for_the_runbooks_own_plan() -> None:
     assert policy.plan_level(L.STANDARD, [], []) == L.MANUAL  # nothing to run
 
 
+# --------------------------------------------------------------------------- untrusted content
+
+_tool_calls = st.builds(
+    ToolCall,
+    tool=st.sampled_from(["scale_deployment", "rollout_restart", "get_pods", "delete_namespace"]),
+    arguments=st.dictionaries(
+        st.sampled_from(["namespace", "deployment", "replicas"]),
+        st.one_of(st.sampled_from(["media", "kube-system", "sonarr"]), st.integers(0, 3)),
+        max_size=3,
+    ),
+)
+_plans = st.lists(_tool_calls, max_size=4)
+
+
+def test_untrusted_plan_examples() -> None:
+    assert policy.untrusted_plan([SCALE], None)  # a model's own plan, alert text in its context
+    assert policy.untrusted_plan([SCALE], [RESTART])  # names a runbook but is not its plan
+    assert policy.untrusted_plan([RESTART], [RESTART, SCALE])  # a runbook's plan cut down
+    assert not policy.untrusted_plan([RESTART, SCALE], [RESTART, SCALE])  # the runbook's own plan
+    assert not policy.untrusted_plan([], None)  # nothing to run, nothing to ask about
+    assert not policy.untrusted_plan([SCALE], None, untrusted_context=False)  # no untrusted content seen
+
+
+@given(plan=_plans, runbook=st.one_of(st.none(), _plans), level=st.sampled_from(list(L)))
+def test_untrusted_plans_always_ask_whatever_the_level(
+    plan: list[ToolCall], runbook: list[ToolCall] | None, level: AutomationLevel
+) -> None:
+    """A plan the rule catches never runs alone: its level is manual, and no mode, confidence or
+    runbook level turns that into RUN_THEN_NOTIFY."""
+    if not policy.untrusted_plan(plan, runbook):
+        return
+    assert plan  # an empty plan is never caught: there is nothing to approve
+    got = policy.plan_level(level, runbook or [], plan)
+    assert got == L.MANUAL
+    for mode in ApprovalMode:
+        verdict = policy.decide(got, mode, 1.0, 0.0, True)
+        assert verdict in (PolicyVerdict.ASK, PolicyVerdict.ASK_RECOMMEND) and verdict != PolicyVerdict.RUN_THEN_NOTIFY
+
+
+@given(plan=_plans, level=st.sampled_from(list(L)))
+def test_a_runbooks_own_plan_is_never_caught_and_keeps_its_level(plan: list[ToolCall], level: AutomationLevel) -> None:
+    assert not policy.untrusted_plan(plan, list(plan))
+    if plan:
+        assert policy.plan_level(level, plan, list(plan)) == level
+
+
+@given(plan=_plans, runbook=st.one_of(st.none(), _plans))
+def test_the_rule_is_exactly_a_nonempty_plan_that_is_not_the_runbooks(
+    plan: list[ToolCall], runbook: list[ToolCall] | None
+) -> None:
+    same = runbook is not None and [c.model_dump() for c in plan] == [c.model_dump() for c in runbook]
+    assert policy.untrusted_plan(plan, runbook) == (bool(plan) and not same)
+    assert not policy.untrusted_plan(plan, runbook, untrusted_context=False)
+
+
 # --------------------------------------------------------------------------- render
 
 

@@ -41,6 +41,37 @@ def test_comma_separated_lists() -> None:
     assert s.incident_tool_list == ["get_pods", "scale_deployment"]
 
 
+def test_per_agent_allow_lists_and_read_only_agents(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    lists = s.agent_tool_lists
+    assert set(lists) == {"incident", "observability", "coding", "web"}
+    assert lists["incident"] == s.incident_tool_list  # today's default: every tool of every server
+    assert lists["observability"] == [
+        "get_nodes",
+        "get_pods",
+        "get_events",
+        "get_pod_logs",
+        "describe_pod",
+        "talos_health",
+        "prom_query",
+        "prom_query_range",
+        "prom_alerts",
+        "prom_targets",
+        "prom_rules",
+    ]
+    assert lists["coding"] == [] and lists["web"] == []  # nothing until their issue
+    assert s.read_only_agent_list == ["observability"]
+    monkeypatch.setenv("AGENTIC_CODING_TOOLS", "git_*, read_file")
+    monkeypatch.setenv("AGENTIC_READ_ONLY_AGENTS", "web")
+    s = Settings()
+    assert s.agent_tool_lists["coding"] == ["git_*", "read_file"]
+    assert s.read_only_agent_list == ["observability", "web"]  # observability always is
+    with pytest.raises(ValidationError, match=r"not 'rm -rf'"):
+        Settings(web_tools="fetch,rm -rf")
+    with pytest.raises(ValidationError, match=r"agents are incident, observability, coding, web, not 'ops'"):
+        Settings(read_only_agents="ops")
+
+
 def test_protected_namespaces() -> None:
     default = Settings().protected_namespace_list
     assert {"kube-system", "kube-public", "kube-node-lease", "ai-*", "argocd", "cnpg-system"} <= set(default)

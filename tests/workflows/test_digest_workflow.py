@@ -101,6 +101,8 @@ async def check_result(res: WeeklyDigestResult, exp: Expected, ledger: Ledger, n
     )
     assert res.counts["runbooks_created"] == len(exp.runbooks_created)
     assert res.counts["automated_actions"] == exp.automated_actions
+    assert res.counts["guardrail_events"] == sum(exp.guardrail_events.values())
+    assert "Guardrail events: 7 (tool_refused 3, protected_namespace 1, untrusted_plan 2, limit 1)" in res.summary
     assert f"Alerts processed: {exp.alerts} in {exp.incidents} incidents" in res.summary
     assert "approved 2, modified 1, acknowledged 1, ignored 1, expired 1, automatic 2" in res.summary
     assert len(res.summary) <= 1024

@@ -21,6 +21,7 @@ from workflows.incident import (
     EVIDENCE_CONFIDENCE_PATCH,
     LOCAL_STAGES_PATCH,
     PROTECTED_NAMESPACES_PATCH,
+    UNTRUSTED_PLAN_EVENT_PATCH,
     IncidentWorkflow,
 )
 
@@ -50,6 +51,24 @@ def test_a_history_with_the_evidence_and_protected_namespace_patches_is_kept() -
         if e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert patches[:3] == [LOCAL_STAGES_PATCH, EVIDENCE_CONFIDENCE_PATCH, PROTECTED_NAMESPACES_PATCH]
+
+
+def test_a_history_that_recorded_an_untrusted_plan_event_is_kept() -> None:
+    # NORMAL mode, the model's own plan for a standard runbook: the patch marker at the start and
+    # the guardrails.record local activity before the question; it must keep replaying.
+    history = load(HISTORIES / "v7-untrusted-plan.incident.json")
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert UNTRUSTED_PLAN_EVENT_PATCH in patches
+    local = [
+        json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)["activity_type"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    assert local.index("guardrails.record") == local.index("tools.guard") + 1  # after the guard, before the question
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

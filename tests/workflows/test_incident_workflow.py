@@ -462,14 +462,55 @@ async def test_a_standard_runbook_matched_by_labels_still_runs_alone(env: Workfl
 
 
 async def test_standard_runbook_with_another_plan_asks(env: WorkflowEnvironment) -> None:
-    # The model named the standard runbook but proposed a different plan: a human decides.
+    # The model named the standard runbook but proposed a different plan (the alert's untrusted
+    # text was in its context): a human decides, and the guardrail event says why.
     fakes = Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.95, proposal_actions=[SCALE])
     async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
         st = await run.awaiting()
         assert st.verdict == PolicyVerdict.ASK
         await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
         await run.result()
+        await replay(run)
     assert fakes.executed == []
+    [event] = fakes.guardrail_events
+    assert (event.key, event.kind, event.agent, event.subject, event.tool) == (
+        f"{run.incident_id}/{run.occurrence}/untrusted_plan",
+        "untrusted_plan",
+        "incident",
+        run.incident_id,
+        None,
+    )
+    assert event.detail == (
+        "the llm model's plan (1 action(s)) was made with the alert's text in its context and is not runbook "
+        f"{RUNBOOK_ID}'s own plan (level standard): a human approves it (level manual)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "proposal"),
+    [(ApprovalMode.VERBOSE, [SCALE]), (ApprovalMode.NORMAL, None)],
+    ids=["verbose-asks-anyway", "the-runbooks-own-plan"],
+)
+async def test_no_untrusted_plan_event_where_the_rule_is_not_why_it_asks(
+    env: WorkflowEnvironment, mode: ApprovalMode, proposal: list[ToolCall] | None
+) -> None:
+    fakes = Fakes(runbook_level=AutomationLevel.PROMPTED, proposal_actions=proposal)
+    async with incident(env, fakes, IncidentConfig(approval_mode=mode)) as run:
+        st = await run.awaiting()
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        await run.result()
+    assert fakes.guardrail_events == []
+
+
+async def test_a_model_plan_without_any_runbook_is_an_untrusted_plan_event(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(recall_runbook=False, proposal_actions=[SCALE], confidence=1.0)
+    async with incident(env, fakes, IncidentConfig(approval_mode=ApprovalMode.NORMAL)) as run:
+        st = await run.awaiting()
+        assert st.verdict == PolicyVerdict.ASK
+        await run.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
+        await run.result()
+    [event] = fakes.guardrail_events
+    assert event.kind == "untrusted_plan" and "is no runbook's plan" in event.detail
 
 
 async def test_resolved_before_approval_cancels_the_question(env: WorkflowEnvironment) -> None:
@@ -724,6 +765,7 @@ async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEn
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert len(patches) == 7  # local stages, at start, nothing to run, evidence, protected, trust, executing
+    # local stages, at start, nothing to run, evidence, protected, untrusted-plan event, trust, executing
+    assert len(patches) == 8
     # every marker is a command of the first workflow task: after its completion, before the second
     assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])

@@ -2,8 +2,9 @@
 (`up`, `down`, `status`), and `main`, the console script.
 
 Every command is an edge: it translates what the operator asks into Temporal starts, queries
-and updates (or runs the embedded stack); `runbooks show|stats` and `telegram setup|log` read
-the ledger directly (docs/architecture.md). All connect with `workers.stack.env.platform_settings`.
+and updates (or runs the embedded stack); `runbooks show|stats`, `telegram setup|log` and
+`guardrails list` read the ledger directly (docs/architecture.md). All connect with
+`workers.stack.env.platform_settings`.
 Errors print one line, `error: <what is wrong and what to do>`, and exit 2; a failed health
 check exits 1.
 """
@@ -24,7 +25,19 @@ import click
 import typer
 from rich.table import Table
 
-from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules, telegram
+from workers.cli import (
+    alert,
+    decide,
+    docs,
+    guardrails,
+    incidents,
+    report,
+    review,
+    rollout,
+    runbooks,
+    schedules,
+    telegram,
+)
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -41,6 +54,7 @@ app.add_typer(telegram.app, name="telegram")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
+app.add_typer(guardrails.app, name="guardrails")
 
 
 # --------------------------------------------------------------------------- stack

@@ -1,0 +1,1 @@
+"""Guardrail events as activities: `guardrails.record` (`activities.guardrails.activities`)."""
