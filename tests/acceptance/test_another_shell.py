@@ -244,6 +244,28 @@ def test_incidents_show(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert "runbook kubernetes/KubePodCrashLooping" in res.out, res
 
 
+def test_guardrails_list(first_stack: Stack, sent: tuple[Ran, str]) -> None:
+    _, incident = sent
+    st = first_stack.wait_incident(incident, PAST_PROPOSAL, 120, "the model's proposal")
+    # README: `agentic guardrails list [--since 24h] [--json]   # every refusal and limit hit`
+    res = first_stack.readme(
+        "agentic guardrails list [--since 24h] [--json]", {"[--since 24h]": "--since 24h", "[--json]": "--json"}
+    )
+    assert res.rc == 0, res
+    events = json.loads(res.out)
+    assert isinstance(events, list), res
+    for ev in events:  # the only subject on this stack is the README's incident
+        assert ev["subject"] == incident and ev["kind"] and ev["agent"] == "incident", ev
+    # The embedded model proposes tools that do not exist (there are none on this stack): each
+    # such action is a refusal of the incident, recorded.
+    propose = next((s["detail"] for s in st["stages"] if s["name"] == "propose"), "")
+    if "not an available tool" in propose:
+        assert any(ev["kind"] == "tool_refused" for ev in events), (propose, events)
+    plain = first_stack.readme("agentic guardrails list [--since 24h] [--json]", {"[--since 24h]": "", "[--json]": ""})
+    assert plain.rc == 0, plain
+    assert ("no guardrail events" in plain.out) == (not events), plain
+
+
 def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     _, incident = sent
     # README (Earned autonomy): "the default, `VERBOSE`, asks a human about everything (the
