@@ -21,6 +21,7 @@ from agentic_core.models import InferenceMode
 from workers.settings import Settings
 
 if TYPE_CHECKING:
+    from activities.agents.activities import AgentActivities
     from activities.ledger.repository import Ledger
     from activities.tools.gateway import ToolActivities
 
@@ -117,8 +118,8 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
 
 def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
     """The tool gateway as the platform's processes build it: the configured servers, the MCP
-    token, the incident agent's allow-list, the protected namespaces, and refusals that say
-    what to configure."""
+    token, the allow-lists (the incident agent's and each agent's, AGENTIC_AGENT_TOOLS_*), the
+    protected namespaces, and refusals that say what to configure."""
     from activities.tools.gateway import ToolActivities
     from agentic_core.tools import tool_server_hint
 
@@ -127,7 +128,20 @@ def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
         ledger,
         servers=settings.mcp_servers,
         token=token,
-        allow={"incident": settings.incident_tool_list},
+        allow={"incident": settings.incident_tool_list, **settings.agent_tool_lists},
         hint=tool_server_hint,
         protected_namespaces=settings.protected_namespace_list,
+    )
+
+
+def agent_activities(
+    ledger: Ledger, router: InferenceRouter, settings: Settings, gateway: ToolActivities
+) -> AgentActivities:
+    """The agent loop's activities: the planner group plays the agents; the agents this platform
+    runs (those with tools allowed) with their limits (AGENTIC_AGENT_MAX_*, AGENTIC_AGENT_LIMITS);
+    the tools' schemas from the gateway."""
+    from activities.agents.activities import AgentActivities
+
+    return AgentActivities(
+        ledger, router, planner_group="planner", agents=settings.agent_limit_map, tool_specs=gateway.offered
     )

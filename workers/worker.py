@@ -90,7 +90,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.trust.activities import TrustActivities
     from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
-    from workers.wiring import build_embedder_from, build_store, inference_router, planner_config, tool_gateway
+    from workers.wiring import (
+        agent_activities,
+        build_embedder_from,
+        build_store,
+        inference_router,
+        planner_config,
+        tool_gateway,
+    )
+    from workflows.agent import AgentWorkflow
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
@@ -119,6 +127,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         tools = tool_gateway(ledger, settings)
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings)
+        # the agent loop (docs/agents.md): AgentWorkflow, its activities, and the gateway's tools.call
+        agents = agent_activities(ledger, router, settings, tools)
+        agent_workflows: list[type] = [AgentWorkflow]
+        agent_acts: list[Any] = [agents.start_run, agents.model_turn, agents.finish_run, tools.call]
         trust_acts = TrustActivities(
             ledger,
             kb,
@@ -142,6 +154,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 TrustReviewWorkflow,
                 WeeklyDigestWorkflow,
                 *rollout_workflows,
+                *agent_workflows,
             ],
             activities=[
                 knowledge.upsert_runbooks,
@@ -161,6 +174,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 reports.write_digest,
                 *trust_acts.all(),
                 *rollout_activities,
+                *agent_acts,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
