@@ -5,6 +5,12 @@ it as to vLLM, llama.cpp or a cloud provider.
 `POST /v1/chat/completions` records the request (body and headers) and answers a chat
 completion whose content is `reply(body)` (a `Proposal` JSON, say), or an error with
 `status`; `delay_s` holds the answer back. `GET /v1/models` lists the one model.
+
+`reply` may also return a message dict, `{"content": …, "tool_calls": [tool_call(…), …]}`: the
+completion then carries those tool calls (finish_reason `tool_calls`), as an OpenAI-compatible
+server that does tool calling answers. `scripted(turns)` makes a `reply` that answers the n-th
+model turn of a conversation (counted from the assistant messages the request carries, so a
+retried turn gets the same answer) with `turns[n]`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +32,49 @@ from starlette.routing import Route
 from tests.support.env import free_port
 from tests.support.http_server import LoopServer
 
+Reply = str | dict[str, Any]
+
+
+def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str | None = None) -> dict[str, Any]:
+    """One tool call as an OpenAI-compatible server sends it (arguments as a JSON string; a str
+    is sent as it is, e.g. to send JSON that does not parse)."""
+    return {
+        "id": call_id or f"call_{uuid.uuid4().hex[:8]}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+    }
+
+
+_DROPPED_TURNS = re.compile(r"^\[(\d+) earlier model turn\(s\)")
+
+
+def turn_number(body: dict[str, Any]) -> int:
+    """Which model turn of its conversation a request is (0 for the first): the assistant messages
+    it carries, and the turns the agent's context says it dropped to fit its limit."""
+    messages = body.get("messages", [])
+    dropped = sum(
+        int(m.group(1))
+        for msg in messages
+        if msg.get("role") == "system" and (m := _DROPPED_TURNS.match(msg.get("content") or ""))
+    )
+    return dropped + sum(1 for m in messages if m.get("role") == "assistant")
+
+
+def scripted(turns: list[Reply | Callable[[dict[str, Any]], Reply]]) -> Callable[[dict[str, Any]], Reply]:
+    """A `reply` that answers turn n with `turns[n]` (a reply, or a function of the request),
+    and the last one for any turn after."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        step = turns[min(turn_number(body), len(turns) - 1)]
+        return step(body) if callable(step) else step
+
+    return reply
+
 
 @dataclass
 class FakeChatServer:
     name: str = "fake"
-    reply: Callable[[dict[str, Any]], str] = lambda body: ""
+    reply: Callable[[dict[str, Any]], Reply] = lambda body: ""
     status: int = 200
     delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"body": …, "headers": …}
@@ -60,6 +106,11 @@ class FakeChatServer:
                 {"error": {"message": f"{self.name}: fake error {self.status}", "type": "server_error"}},
                 status_code=self.status,
             )
+        out = self.reply(body)
+        message: dict[str, Any] = {"role": "assistant", "content": out if isinstance(out, str) else out.get("content")}
+        if not isinstance(out, str) and out.get("tool_calls"):
+            message["tool_calls"] = out["tool_calls"]
+        finish = "tool_calls" if "tool_calls" in message else "stop"
         return JSONResponse(
             {
                 "id": f"chatcmpl-{self.name}-{len(self.requests)}",
@@ -67,7 +118,11 @@ class FakeChatServer:
                 "created": 0,
                 "model": body.get("model", self.name),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": self.reply(body)}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": finish,
+                    }
                 ],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
             }
