@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 
 from activities.agents.activities import AgentActivities
 from activities.tools.gateway import ToolActivities
@@ -80,11 +80,21 @@ class AgentFakes:
 
 @contextlib.asynccontextmanager
 async def agent_worker(
-    client: Client, task_queue: str, agents: AgentActivities, gateway: ToolActivities, fakes: AgentFakes
+    client: Client,
+    task_queue: str,
+    agents: AgentActivities,
+    gateway: ToolActivities,
+    fakes: AgentFakes,
+    *,
+    runner: WorkflowRunner | None = None,
 ) -> AsyncIterator[Worker]:
+    """A worker with the real agent activities and gateway (`runner`: the workflow sandbox, e.g. the
+    platform worker's passthrough one; default: the SDK's strict sandbox)."""
+    extra: dict[str, Any] = {} if runner is None else {"workflow_runner": runner}
     worker = Worker(
         client,
         task_queue=task_queue,
+        **extra,
         workflows=[AgentWorkflow, ApprovalWorkflow],
         activities=[
             agents.start_run,

@@ -10,7 +10,8 @@ completion whose content is `reply(body)` (a `Proposal` JSON, say), or an error 
 completion then carries those tool calls (finish_reason `tool_calls`), as an OpenAI-compatible
 server that does tool calling answers. `scripted(turns)` makes a `reply` that answers the n-th
 model turn of a conversation (counted from the assistant messages the request carries, so a
-retried turn gets the same answer) with `turns[n]`.
+retried turn gets the same answer) with `turns[n]`. With `upstream` set, it passes every request on
+to a real OpenAI-compatible server (the embedded llama.cpp) and answers what that one answers.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -78,6 +81,9 @@ class FakeChatServer:
     status: int = 200
     delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"body": …, "headers": …}
+    answer_ms: list[float] = field(default_factory=list)  # how long each answer took inside the server
+    upstream: str | None = None  # set: every request is passed on to this real server (`…/v1`) as it is
+    upstream_key: str | None = None
     port: int = 0
     _http: LoopServer = field(default_factory=LoopServer)
 
@@ -97,8 +103,17 @@ class FakeChatServer:
         self.reply = lambda body: content
 
     async def _chat(self, request: Request) -> JSONResponse:
+        t0 = time.perf_counter()
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers)})
+        try:
+            return await self._answer(body)
+        finally:
+            self.answer_ms.append((time.perf_counter() - t0) * 1000)
+
+    async def _answer(self, body: dict[str, Any]) -> JSONResponse:
+        if self.upstream is not None:
+            return await self._pass_on(body)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.status != 200:
@@ -127,6 +142,13 @@ class FakeChatServer:
                 "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
             }
         )
+
+    async def _pass_on(self, body: dict[str, Any]) -> JSONResponse:
+        """The real server's answer (a real model behind a stack that was started with this fake)."""
+        headers = {"Authorization": f"Bearer {self.upstream_key}"} if self.upstream_key else {}
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0)) as http:
+            resp = await http.post(f"{self.upstream}/chat/completions", json=body, headers=headers)
+        return JSONResponse(resp.json(), status_code=resp.status_code)
 
     async def _models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})
