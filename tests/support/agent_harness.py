@@ -133,9 +133,7 @@ async def start_agent(
         approvers=list(approvers),
         depth=depth,
     )
-    return await client.start_workflow(
-        AgentWorkflow.run, req, id=agent_run_id(req.request_id), task_queue=task_queue, result_type=AgentResult
-    )
+    return await client.start_workflow(AgentWorkflow.run, req, id=agent_run_id(req.request_id), task_queue=task_queue)
 
 
 async def progress_when(
