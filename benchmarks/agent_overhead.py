@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import time
@@ -85,6 +86,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def bench(runs: int, steps: int, model_ms: int, tool_ms: int) -> None:
+    logging.disable(logging.INFO)  # the HTTP clients, LiteLLM and pgserver log every request at INFO
     model = FakeChatServer(name="scripted", delay_s=model_ms / 1000)
 
     def reply(body: dict[str, Any]) -> Any:
