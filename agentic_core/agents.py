@@ -81,7 +81,7 @@ OBSERVABILITY_TOOLS: tuple[str, ...] = (
 
 def agent_tools_setting(agent: str) -> str:
     """The setting that holds an agent's tool allow-list (comma-separated tool names)."""
-    return f"AGENTIC_AGENT_TOOLS_{agent.upper()}"
+    return f"AGENTIC_{agent.upper()}_TOOLS"
 
 
 # What each agent this platform does not run yet needs (the coding and web agents arrive with

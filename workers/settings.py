@@ -161,10 +161,18 @@ class Settings(BaseSettings):
     )
 
     # --- Agents (AgentWorkflow: docs/agents.md) -------------------------------------------
-    agent_tools_observability: str = Field(
+    # Each agent's allow-list, under the names the guardrails package gives them (AGENTIC_<AGENT>_TOOLS):
+    # an agent with an empty list is not configured (its requests end `not_configured`).
+    observability_tools: str = Field(
         default=",".join(OBSERVABILITY_TOOLS),
         description="comma-separated allow-list of MCP tools the observability agent may call (empty: the agent "
         "is off); a tool that changes anything is still put to a human first",
+    )
+    coding_tools: str = Field(
+        default="", description="comma-separated allow-list of MCP tools the coding agent may call (empty: off)"
+    )
+    web_tools: str = Field(
+        default="", description="comma-separated allow-list of MCP tools the web agent may call (empty: off)"
     )
     agent_max_steps: int = Field(default=12, ge=1, description="an agent run's model turns, at most")
     agent_max_wall_s: int = Field(
@@ -398,7 +406,11 @@ class Settings(BaseSettings):
     @property
     def agent_tool_lists(self) -> dict[str, list[str]]:
         """Each agent's tool allow-list (the gateway's `allow`); an empty list: the agent is off."""
-        return {AgentName.OBSERVABILITY.value: _csv(self.agent_tools_observability)}
+        return {
+            AgentName.OBSERVABILITY.value: _csv(self.observability_tools),
+            AgentName.CODING.value: _csv(self.coding_tools),
+            AgentName.WEB.value: _csv(self.web_tools),
+        }
 
     def agent_limits_for(self, agent: str) -> AgentLimits:
         """The limits of `agent`: the AGENTIC_AGENT_MAX_* defaults with its AGENTIC_AGENT_LIMITS overrides."""

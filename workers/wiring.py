@@ -118,7 +118,7 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
 
 def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
     """The tool gateway as the platform's processes build it: the configured servers, the MCP
-    token, the allow-lists (the incident agent's and each agent's, AGENTIC_AGENT_TOOLS_*), the
+    token, the allow-lists (the incident agent's and each agent's, AGENTIC_<AGENT>_TOOLS), the
     protected namespaces, and refusals that say what to configure."""
     from activities.tools.gateway import ToolActivities
     from agentic_core.tools import tool_server_hint

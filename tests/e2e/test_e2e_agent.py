@@ -1,7 +1,8 @@
 """The agent loop end to end, on the real embedded stack (`agentic up --detach`): the worker, the
 ledger, Temporal and the MCP infrastructure server against kmock (the emulated cluster); the model
 is the scripted OpenAI-compatible fake (AGENTIC_PLANNER_URL), so the run makes the calls this test
-chooses: it reads the pods, then asks to restart a deployment.
+chooses: it reads the pods, then asks to restart a deployment (as the web agent, whose allow-list
+here has a write; observability's is read tools only).
 
 `agentic agents ask` follows the run and prints each tool call; the write waits for a human; the
 worker is killed (kill -9) while the run waits for the answer and again while the approved call is
@@ -38,7 +39,7 @@ from workers.llm_server import default_model_path
 
 pytestmark = pytest.mark.slow
 
-TOOLS = "get_pods,get_events,get_pod_logs,describe_pod,get_nodes,rollout_restart"
+READS = "get_pods,get_events,get_pod_logs,describe_pod,get_nodes"
 
 
 @dataclass
@@ -92,7 +93,10 @@ async def world() -> AsyncIterator[World]:
                     AGENTIC_PLANNER_URL=model.base_url,
                     AGENTIC_PLANNER_MODEL="scripted",
                     AGENTIC_APPROVERS="alice,bob",
-                    AGENTIC_AGENT_TOOLS_OBSERVABILITY=TOOLS,
+                    AGENTIC_OBSERVABILITY_TOOLS=READS,
+                    # the writes are the web agent's: an agent that may change things once a human
+                    # approves (the guardrails keep observability read-only)
+                    AGENTIC_WEB_TOOLS=f"{READS},rollout_restart",
                     AGENTIC_AGENT_LIMITS="observability.max_steps=4",  # bounds the real model's run
                 )
                 rc, out, err = await agentic(env, "up", "--detach")
@@ -150,7 +154,7 @@ async def test_an_approved_write_runs_exactly_once_across_two_worker_kills(world
         "ask",
         "prowlarr is unhealthy: restart it",
         "--agent",
-        "observability",
+        "web",
         "--request-id",
         request,
         "--json",
@@ -238,7 +242,7 @@ async def test_not_configured_and_bad_input(world: World) -> None:
     rc, out, err = await agentic(env, "agents", "ask", "refactor the intake", "--agent", "coding", "--json")
     assert rc == 0, err
     res = json.loads(out)
-    assert res["status"] == "not_configured" and "AGENTIC_AGENT_TOOLS_CODING" in res["answer"]
+    assert res["status"] == "not_configured" and "AGENTIC_CODING_TOOLS" in res["answer"]
     rc, out, err = await agentic(env, "agents", "ask", "hello", "--agent", "poet")
     assert rc == 2 and "no agent named 'poet'" in err, out + err
     rc, out, err = await agentic(env, "agents", "approve", "agent-nope")
