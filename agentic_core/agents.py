@@ -17,11 +17,14 @@ only references, short previews and counters.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from agentic_core.incident import Choice
 
 QUERY_AGENT_PROGRESS = "progress"
 
@@ -36,6 +39,11 @@ GUARDRAIL_RECORD = "guardrails.record"
 ROUTE_PROBE_WORKFLOW = "RouteProbeWorkflow"
 # The agent loop's workflow type (input AgentRequest, result AgentResult, id agent_run_id(request_id)).
 AGENT_WORKFLOW = "AgentWorkflow"
+
+# The route a write's approval question travels on (Telegram: the Infrastructure topic).
+AGENT_APPROVAL_ROUTE = "infrastructure"
+# The answers a write's question offers: run it, or not.
+AGENT_APPROVAL_CHOICES: tuple[Choice, ...] = ("approved", "ignored")
 
 
 class AgentName(StrEnum):
@@ -60,9 +68,59 @@ class AgentStatus(StrEnum):
     NOT_CONFIGURED = "not_configured"  # routed to an agent this platform does not run yet
 
 
+def agent_tools_setting(agent: str) -> str:
+    """The setting that holds an agent's tool allow-list (comma-separated tool names)."""
+    return f"AGENTIC_{agent.upper()}_TOOLS"
+
+
+# What each agent this platform does not run yet needs (the coding and web agents arrive with
+# their tool servers in a later release).
+_MISSING: dict[str, str] = {
+    AgentName.CODING: "a Git tool server (repositories: files, search, history, diffs; writes a commit on a new "
+    "branch after approval)",
+    AgentName.WEB: "a web tool server (SearXNG search, fetch behind a domain allow-list)",
+}
+
+
+def not_configured_answer(agent: str) -> str:
+    """The answer of a run routed to an agent this platform does not run: what is missing and
+    which settings enable it."""
+    known = ", ".join(a.value for a in AgentName)
+    if agent not in {a.value for a in AgentName}:
+        return f"There is no agent named {agent!r} (agents: {known})."
+    need = _MISSING.get(agent, "tools")
+    return (
+        f"The {agent} agent is not configured on this platform yet: it needs {need}, and its tool allow-list "
+        f"{agent_tools_setting(agent)} (comma-separated tool names; empty: the agent is off). Set both once its "
+        f"tool server is available; meanwhile ask the observability agent (`agentic agents ask --agent "
+        f"observability TEXT`)."
+    )
+
+
 def agent_run_id(request_id: str) -> str:
     """The AgentWorkflow's id for a request: a retried request reattaches to the same run."""
     return f"agent-{request_id}"
+
+
+def agent_approval_id(run_id: str, step: int, index: int) -> str:
+    """The ApprovalWorkflow's id for the `index`-th tool call of model turn `step` of a run."""
+    return f"{run_id}-approval-{step}-{index}"
+
+
+def agent_action_key(run_id: str, step: int, index: int) -> str:
+    """The idempotency key of an approved write (one per run and call): a retried or replayed
+    `tools.execute` never runs it twice."""
+    return f"{run_id}/call/{step}/{index}"
+
+
+def agent_blob_id(run_id: str, step: int, call_id: str) -> str:
+    """The ledger blob of one tool call's full result (a retried `tools.call` writes it once)."""
+    return f"{run_id}/{step}/{call_id}"
+
+
+def call_signature(tool: str, arguments: dict[str, Any]) -> str:
+    """What makes two tool calls identical (the same tool with the same arguments)."""
+    return tool + " " + json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
 
 
 class Route(BaseModel):
@@ -87,6 +145,27 @@ class AgentLimits(BaseModel):
     max_tool_calls: int = Field(default=24, ge=0)
     max_identical_calls: int = Field(default=1, ge=1)  # the same tool with the same arguments, more is refused
     max_delegation_depth: int = Field(default=1, ge=0)
+    # how long a write waits for a human before it counts as not approved (not part of max_wall_s)
+    approval_timeout_s: int = Field(default=3600, ge=1)
+
+    def tightened(self, other: AgentLimits | None) -> AgentLimits:
+        """These limits, tightened by `other` (a caller may lower a configured limit, never raise it)."""
+        if other is None:
+            return self
+        return AgentLimits(
+            **{name: min(getattr(self, name), getattr(other, name)) for name in AgentLimits.model_fields}
+        )
+
+
+LIMIT_NAMES: dict[str, str] = {  # a limit's field → how the answer names it
+    "max_steps": "steps",
+    "max_wall_s": "wall clock",
+    "max_context_tokens": "context tokens",
+    "max_result_chars": "result size",
+    "max_tool_calls": "tool-call budget",
+    "max_identical_calls": "identical calls",
+    "max_delegation_depth": "delegation depth",
+}
 
 
 class AgentRequest(BaseModel):
@@ -116,9 +195,14 @@ class AgentToolCall(BaseModel):
     call_id: str
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    # why the call cannot run as the model wrote it (arguments that are not a JSON object, ...):
+    # the workflow refuses it and the model sees why on its next turn
+    problem: str = ""
 
 
-ToolCallStatus = Literal["ok", "error", "refused", "awaiting_approval", "approved", "denied", "limited"]
+ToolCallStatus = Literal[
+    "running", "ok", "error", "refused", "awaiting_approval", "approved", "denied", "limited"
+]  # approved: a write a human approved, and it ran
 
 
 class ToolCallRecord(BaseModel):
@@ -138,6 +222,9 @@ class ModelTurnInput(BaseModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)  # the tools offered, as ToolSpec dumps
     limits: AgentLimits = Field(default_factory=AgentLimits)
     final: bool = False  # the last turn a limit allows: no tools, answer with what you have
+    final_reason: str = ""  # why this is the last turn (said to the model)
+    # the previous turn's tool calls and what became of them: recorded in the transcript first
+    results: list[ToolCallRecord] = Field(default_factory=list)
 
 
 class ModelTurnResult(BaseModel):
@@ -146,6 +233,7 @@ class ModelTurnResult(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     trimmed: int = 0  # older tool results summarised or dropped to fit the context limit
+    truncated: int = 0  # tool results shown cut to `max_result_chars`
     model: str = ""
 
 
@@ -168,6 +256,15 @@ class StartRunInput(BaseModel):
     run_id: str
     request: AgentRequest
     route: Route | None = None
+    agent: str = ""  # the agent that runs (the request's, else the route's)
+
+
+class StartRunResult(BaseModel):
+    """The agent as this platform runs it: whether it is configured, its limits, and its tools."""
+
+    configured: bool = True
+    answer: str = ""  # when not configured: what is missing and which settings enable it
+    limits: AgentLimits = Field(default_factory=AgentLimits)  # the agent's configured limits
 
 
 class FinishRunInput(BaseModel):
@@ -177,6 +274,8 @@ class FinishRunInput(BaseModel):
     limit_hit: str | None = None
     steps: int = 0
     tool_calls: int = 0
+    # tool calls whose outcome no model turn recorded (the run ended after them)
+    results: list[ToolCallRecord] = Field(default_factory=list)
 
 
 class AgentProgress(BaseModel):
@@ -191,7 +290,9 @@ class AgentProgress(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     answer: str = ""
     limit_hit: str | None = None  # which limit ended or trimmed the run
+    limits_hit: list[str] = Field(default_factory=list)  # every limit hit, in order (a field of AgentLimits)
     approval_id: str | None = None  # the pending question, if any
+    model: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

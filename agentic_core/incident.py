@@ -227,6 +227,9 @@ class GuardInput(BaseModel):
     # Protected namespaces (AGENTIC_PROTECTED_NAMESPACES) these actions may change: those the
     # runbook whose plan they are lists under `allow_namespaces`; empty for any other plan.
     allow_namespaces: list[str] = Field(default_factory=list)
+    # the calls of an agent run (`incident_id` holds the run's id): refusals are not recorded as
+    # incident actions (the agent workflow records each as a guardrail event)
+    agent_run: bool = False
 
 
 class GuardedAction(BaseModel):
@@ -258,6 +261,7 @@ class ExecuteInput(BaseModel):
     idempotency_key: str
     agent: str = "incident"
     allow_namespaces: list[str] = Field(default_factory=list)  # as in GuardInput (checked again)
+    agent_run: bool = False  # an agent run's write (`incident_id` holds the run's id): actions.run_id
 
 
 class ActionResult(BaseModel):
@@ -347,7 +351,9 @@ class ApprovalRequest(BaseModel):
     choices: list[Choice] = Field(default_factory=lambda: list(PLAN_CHOICES))  # the answers offered
     # "level": a question about a runbook's automation level (promotion, trust review), not an
     # incident: `incident_id` then holds the asking workflow's id and notifications carry None.
-    kind: Literal["incident", "level"] = "incident"
+    # "agent": a write an agent run asks to make (`incident_id` holds the run's id; notifications
+    # carry None).
+    kind: Literal["incident", "level", "agent"] = "incident"
 
 
 class DecideInput(BaseModel):

@@ -16,6 +16,11 @@ RUNBOOK_ID = SearchAttributeKey.for_keyword("RunbookId")
 AUTOMATION_LEVEL = SearchAttributeKey.for_keyword("AutomationLevel")
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ApprovalState")
 ROLLOUT_WAVE = SearchAttributeKey.for_int("RolloutWave")
+# agent runs (AgentWorkflow): which agent, its status, and how the router chose it
+AGENT_NAME = SearchAttributeKey.for_keyword("AgentName")
+AGENT_STATUS = SearchAttributeKey.for_keyword("AgentStatus")
+ROUTE_METHOD = SearchAttributeKey.for_keyword("RouteMethod")
+ROUTE_SCORE = SearchAttributeKey.for_float("RouteScore")
 
 # Temporal refuses a keyword value over 2 KiB (`limit.searchAttributeValueSize`), failing the
 # workflow task that sets it, and the server then ends the run: a value from outside (an alert's
@@ -43,4 +48,8 @@ ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     AUTOMATION_LEVEL,
     APPROVAL_STATE,
     ROLLOUT_WAVE,
+    AGENT_NAME,
+    AGENT_STATUS,
+    ROUTE_METHOD,
+    ROUTE_SCORE,
 )

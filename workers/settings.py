@@ -7,6 +7,10 @@ keeps the two in step.
 
 Every external-service field left empty means "use the embedded part that `agentic up`
 starts"; setting it points the platform at an existing service instead.
+
+Long because it is one flat object on purpose: one field per `AGENTIC_*` variable, in sections
+that follow docs/configuration.md, with the validators and derived views beside the fields they
+read. Splitting it would split the one place an operator's variable is looked up.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentic_core.agents import AgentLimits, AgentName
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
 from agentic_core.tools import ALL_TOOLS, ALWAYS_READ_ONLY_AGENTS, GUARDED_AGENTS, OBSERVABILITY_TOOLS
@@ -177,6 +182,32 @@ class Settings(BaseSettings):
         "may not touch unless the runbook allows it (allow_namespaces); such a plan always asks a human",
     )
 
+    # --- Agents (AgentWorkflow: docs/agents.md) -------------------------------------------
+    # Each agent's allow-list is AGENTIC_<AGENT>_TOOLS (Guardrails, above): an agent with an empty
+    # list is not configured (its requests end `not_configured`).
+    agent_max_steps: int = Field(default=12, ge=1, description="an agent run's model turns, at most")
+    agent_max_wall_s: int = Field(
+        default=300, ge=1, description="an agent run's wall clock, seconds (time waiting for a human not counted)"
+    )
+    agent_max_context_tokens: int = Field(
+        default=3000, ge=256, description="tokens in one model turn's context (older tool results dropped first)"
+    )
+    agent_max_result_chars: int = Field(
+        default=4000, ge=100, description="characters of one tool result the model is shown (cut, with a note)"
+    )
+    agent_max_tool_calls: int = Field(default=24, ge=0, description="an agent run's tool calls, at most")
+    agent_max_identical_calls: int = Field(
+        default=1, ge=1, description="times an agent may make the same call (tool and arguments); more are refused"
+    )
+    agent_max_delegation_depth: int = Field(default=1, ge=0, description="agents asking agents, at most this deep")
+    agent_approval_timeout_s: int = Field(
+        default=3600, ge=1, description="how long an agent's write waits for a human before it counts as not approved"
+    )
+    agent_limits: str = Field(
+        default="",
+        description="per-agent overrides of the limits above, e.g. `observability.max_steps=8,web.max_wall_s=60`",
+    )
+
     # --- Home Assistant and the arr suite (their MCP servers run when these are set) -------
     ha_url: str | None = Field(default=None, description="Home Assistant base URL, e.g. http://homeassistant:8123")
     ha_token: SecretStr | None = Field(default=None, description="Home Assistant long-lived access token")
@@ -292,6 +323,12 @@ class Settings(BaseSettings):
         bad = [item for item in _csv(v) if item not in GUARDED_AGENTS]
         if bad:
             raise ValueError(f"agents are {', '.join(GUARDED_AGENTS)}, not {', '.join(repr(b) for b in bad)}")
+        return v
+
+    @field_validator("agent_limits")
+    @classmethod
+    def _agent_limit_overrides(cls, v: str) -> str:
+        _limit_overrides(v)  # raises ValueError naming what is wrong
         return v
 
     @field_validator("telegram_approvers")
@@ -412,6 +449,22 @@ class Settings(BaseSettings):
         always are (observability)."""
         return sorted({*ALWAYS_READ_ONLY_AGENTS, *_csv(self.read_only_agents)})
 
+    def agent_limits_for(self, agent: str) -> AgentLimits:
+        """The limits of `agent`: the AGENTIC_AGENT_MAX_* defaults with its AGENTIC_AGENT_LIMITS overrides."""
+        base = {
+            name: getattr(self, f"agent_{name}") for name in AgentLimits.model_fields if hasattr(self, f"agent_{name}")
+        }
+        return AgentLimits(**{**base, **_limit_overrides(self.agent_limits).get(agent, {})})
+
+    @property
+    def agent_limit_map(self) -> dict[str, AgentLimits]:
+        """The agents this platform runs (those with tools allowed) and their limits."""
+        return {
+            agent: self.agent_limits_for(agent)
+            for agent, tools in self.agent_tool_lists.items()
+            if tools and agent != "incident"
+        }
+
     @property
     def protected_namespace_list(self) -> list[str]:
         return [p.lower() for p in _csv(self.protected_namespaces)]
@@ -440,6 +493,31 @@ class Settings(BaseSettings):
 
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _limit_overrides(spec: str) -> dict[str, dict[str, int]]:
+    """`agent.limit=value,…` (AGENTIC_AGENT_LIMITS) → {agent: {limit: value}}; a bad item is a
+    ValueError that says what is allowed."""
+    agents = {a.value for a in AgentName}
+    fields = list(AgentLimits.model_fields)
+    out: dict[str, dict[str, int]] = {}
+    for item in _csv(spec):
+        key, sep, value = item.partition("=")
+        agent, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"{item!r} is not agent.limit=value (e.g. observability.max_steps=8)")
+        if agent not in agents:
+            raise ValueError(f"{item!r}: no agent {agent!r} (agents: {', '.join(sorted(agents))})")
+        if name not in fields:
+            raise ValueError(f"{item!r}: no limit {name!r} (limits: {', '.join(fields)})")
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{item!r}: the value must be a whole number") from None
+        out.setdefault(agent, {})[name] = number
+    for values in out.values():
+        AgentLimits(**values)  # the bounds (e.g. max_steps >= 1) hold
+    return out
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,6 +21,7 @@ from agentic_core.models import InferenceMode
 from workers.settings import Settings
 
 if TYPE_CHECKING:
+    from activities.agents.activities import AgentActivities
     from activities.ledger.repository import Ledger
     from activities.tools.gateway import ToolActivities
 
@@ -131,4 +132,17 @@ def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
         hint=tool_server_hint,
         protected_namespaces=settings.protected_namespace_list,
         read_only_agents=settings.read_only_agent_list,
+    )
+
+
+def agent_activities(
+    ledger: Ledger, router: InferenceRouter, settings: Settings, gateway: ToolActivities
+) -> AgentActivities:
+    """The agent loop's activities: the planner group plays the agents; the agents this platform
+    runs (those with tools allowed) with their limits (AGENTIC_AGENT_MAX_*, AGENTIC_AGENT_LIMITS);
+    the tools' schemas from the gateway."""
+    from activities.agents.activities import AgentActivities
+
+    return AgentActivities(
+        ledger, router, planner_group="planner", agents=settings.agent_limit_map, tool_specs=gateway.offered
     )

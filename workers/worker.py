@@ -96,7 +96,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.trust.activities import TrustActivities
     from agentic_core.autonomy import TrustConfig
     from workers.temporal import connect
-    from workers.wiring import build_embedder_from, build_store, inference_router, planner_config, tool_gateway
+    from workers.wiring import (
+        agent_activities,
+        build_embedder_from,
+        build_store,
+        inference_router,
+        planner_config,
+        tool_gateway,
+    )
+    from workflows.agent import AgentWorkflow
     from workflows.approval import ApprovalWorkflow
     from workflows.digest import WeeklyDigestWorkflow
     from workflows.incident import IncidentWorkflow
@@ -127,6 +135,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         guardrails = GuardrailActivities(ledger)  # guardrail events the workflows record
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings, gateway=tools, client=client)
+        # the agent loop (docs/agents.md): AgentWorkflow, its activities, and the gateway's tools.call
+        agents = agent_activities(ledger, router, settings, tools)
+        agent_workflows: list[type] = [AgentWorkflow]
+        agent_acts: list[Any] = [agents.start_run, agents.model_turn, agents.finish_run, tools.call]
         trust_acts = TrustActivities(
             ledger,
             kb,
@@ -151,6 +163,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 WeeklyDigestWorkflow,
                 *rollout_workflows,
                 RouteProbeWorkflow,  # one routing decision through Temporal (the rollout's router check)
+                *agent_workflows,
             ],
             activities=[
                 knowledge.upsert_runbooks,
@@ -171,6 +184,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 reports.write_digest,
                 *trust_acts.all(),
                 *rollout_activities,
+                *agent_acts,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import json
 import os
 import re
 import time
@@ -41,11 +42,13 @@ from agentic_core.models import InferenceMode
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
 
 __all__ = [
+    "ChatReply",
     "Completion",
     "GroupConfig",
     "InferenceError",
     "InferenceRouter",
     "InferenceUnavailable",
+    "RawToolCall",
     "Structured",
     "StructuredOutputError",
     "generation_schema",
@@ -119,6 +122,28 @@ class GroupConfig(BaseModel):
 
 class Completion(BaseModel):
     text: str
+    model: str
+    group: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float
+    finish_reason: str | None = None
+
+
+class RawToolCall(BaseModel):
+    """A tool call as the model wrote it: `arguments` is the model's text (JSON, or not)."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
+class ChatReply(BaseModel):
+    """A chat turn with tools offered: the text, and the tool calls the model asked for (none:
+    the text is its answer)."""
+
+    text: str = ""
+    tool_calls: list[RawToolCall] = Field(default_factory=list)
     model: str
     group: str
     prompt_tokens: int = 0
@@ -304,6 +329,52 @@ class InferenceRouter:
         prompt_tokens, completion_tokens = self._usage(resp)
         return Completion(
             text=choice.message.content or "",
+            model=str(resp.model or g.model),
+            group=group,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def chat(
+        self,
+        group: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.2,
+    ) -> ChatReply:
+        """One chat turn with `tools` offered (OpenAI function-tool dicts; None or empty: none).
+
+        The reply's tool calls come back as the model wrote them (the caller validates names and
+        arguments). A model or server that does not do tool calling (the embedded llama.cpp with a
+        135M model mostly answers in prose) gives a reply without tool calls: that is an answer.
+        Retries are off (Temporal retries the activity); errors as in `complete`.
+        """
+        g = self._group(group)
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+        if tools:
+            kwargs["tools"] = tools
+            kwargs["tool_choice"] = "auto"
+        start = time.perf_counter()
+        resp = await self._acompletion(g, messages, **kwargs)
+        latency_ms = (time.perf_counter() - start) * 1000
+        choice = self._choice(g, resp)
+        message = choice.message
+        calls: list[RawToolCall] = []
+        for i, tc in enumerate(getattr(message, "tool_calls", None) or []):
+            fn = getattr(tc, "function", None)
+            name = str(getattr(fn, "name", "") or "")
+            arguments = getattr(fn, "arguments", "")
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            calls.append(RawToolCall(id=str(getattr(tc, "id", "") or f"call_{i}"), name=name, arguments=arguments))
+        prompt_tokens, completion_tokens = self._usage(resp)
+        return ChatReply(
+            text=message.content or "",
+            tool_calls=calls,
             model=str(resp.model or g.model),
             group=group,
             prompt_tokens=prompt_tokens,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from activities.ledger.base import LedgerBase, _ensure_incident, _normalise
+from activities.ledger.base import LedgerBase, _ensure_agent_run, _ensure_incident, _normalise
 from activities.ledger.db import (
     ConflictError,
     NotFound,
@@ -29,8 +29,11 @@ class ActionStore(LedgerBase):
         tool: str,
         arguments: dict[str, Any],
         idempotency_key: str,
+        *,
+        agent_run: bool = False,
     ) -> ActionRow:
-        """Claim an action before running it.
+        """Claim an action before running it. `agent_run`: `incident_id` is an agent run's id
+        (the action is the run's, `actions.run_id`; no incident row is made for it).
 
         The first call inserts a `running` row (`existed=False`): go ahead and run the tool.
         Any later call with the same key returns the stored row with `existed=True` (maybe still
@@ -38,15 +41,19 @@ class ActionStore(LedgerBase):
         a different incident, index, tool or arguments raises `ConflictError`.
         """
         async with self._conn(transaction=True) as conn:
-            await _ensure_incident(conn, incident_id)
+            if agent_run:
+                await _ensure_agent_run(conn, incident_id)
+            else:
+                await _ensure_incident(conn, incident_id)
             row = await conn.fetchrow(
                 """
-                INSERT INTO actions (incident_id, action_index, tool, arguments, idempotency_key)
-                VALUES ($1, $2, $3, $4, $5)
+                INSERT INTO actions (incident_id, run_id, action_index, tool, arguments, idempotency_key)
+                VALUES ($1, $2, $3, $4, $5, $6)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING *
                 """,
-                incident_id,
+                None if agent_run else incident_id,
+                incident_id if agent_run else None,
                 index,
                 tool,
                 arguments,
@@ -58,11 +65,12 @@ class ActionStore(LedgerBase):
         assert row is not None
         existing = ActionRow.model_validate({**dict(row), "existed": True})
         mine = (incident_id, index, tool, _normalise(arguments))
-        theirs = (existing.incident_id, existing.action_index, existing.tool, existing.arguments)
+        theirs = (existing.subject, existing.action_index, existing.tool, existing.arguments)
         if mine != theirs:
             raise ConflictError(
                 f"idempotency key {idempotency_key!r} already belongs to action {existing.action_index} "
-                f"({existing.tool}) of incident {existing.incident_id} with other arguments"
+                f"({existing.tool}) of {'agent run' if existing.run_id else 'incident'} {existing.subject} "
+                "with other arguments"
             )
         return existing
 
@@ -103,9 +111,11 @@ class ActionStore(LedgerBase):
         return ActionRow.model_validate(dict(row)) if row else None
 
     async def list_actions(self, incident_id: str) -> list[ActionRow]:
+        """The actions of an incident, or of an agent run (its id)."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT * FROM actions WHERE incident_id = $1 ORDER BY action_index, started_at, id", incident_id
+                "SELECT * FROM actions WHERE incident_id = $1 OR run_id = $1 ORDER BY action_index, started_at, id",
+                incident_id,
             )
         return [ActionRow.model_validate(dict(r)) for r in rows]
 

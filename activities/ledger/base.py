@@ -44,6 +44,12 @@ async def _ensure_incident(conn: asyncpg.Connection, incident_id: str) -> None:
     await conn.execute("INSERT INTO incidents (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", incident_id)
 
 
+async def _ensure_agent_run(conn: asyncpg.Connection, run_id: str) -> None:
+    """A stub agent run row (filled in by `start_agent_run`), so rows that belong to a run may
+    arrive before it."""
+    await conn.execute("INSERT INTO agent_runs (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", run_id)
+
+
 class LedgerBase:
     """The pool, the connection helper that turns driver errors into `LedgerError`s, and
     `connect`. Each area of the ledger is a subclass; `Ledger` is all of them."""

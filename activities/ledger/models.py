@@ -105,7 +105,8 @@ class DecisionRow(_Row):
 
 class ActionRow(_Row):
     id: int
-    incident_id: str
+    incident_id: str | None = None  # None: the action of an agent run (`run_id`)
+    run_id: str | None = None
     action_index: int
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
@@ -118,6 +119,11 @@ class ActionRow(_Row):
     # Not a column: set by `Ledger.start_action` when the key was already there, i.e. this
     # action was started before (maybe finished) and must not be run again blindly.
     existed: bool = False
+
+    @property
+    def subject(self) -> str:
+        """The incident or agent run the action belongs to."""
+        return self.incident_id or self.run_id or ""
 
 
 class OutcomeRow(_Row):
@@ -205,3 +211,71 @@ class AutomatedAction(_Row):
     decided_at: datetime
     outcome: str | None = None  # the incident's last outcome: success, failure, unknown
     title: str = ""
+
+
+# --- agent runs (0007_agents.sql) -----------------------------------------------------------
+
+AgentRunStatus = Literal[
+    "routing", "running", "awaiting_approval", "done", "limited", "failed", "not_configured"
+]  # agentic_core.agents.AgentStatus
+MessageRole = Literal["system", "user", "assistant", "tool"]
+
+
+class AgentRunRow(_Row):
+    id: str
+    request_id: str = ""
+    request: str = ""
+    requested_by: str = ""
+    source: str = ""
+    agent: str | None = None
+    route_method: str | None = None
+    route_score: float | None = None
+    incident_id: str | None = None
+    status: AgentRunStatus = "running"
+    answer: str = ""
+    limit_hit: str | None = None
+    steps: int = 0
+    tool_calls: int = 0
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class MessageIn(BaseModel):
+    """One transcript message to record; `key` makes the write idempotent (the first wins)."""
+
+    key: str = Field(min_length=1)
+    step: int = Field(ge=0)
+    role: MessageRole
+    content: str = ""
+    blob_id: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    arguments: dict[str, Any] | None = None
+    status: str | None = None
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class MessageRow(_Row):
+    """A transcript message as read back. A tool result stored as a blob comes with the first
+    `head` characters of the blob in `content` and its full size in `blob_size`."""
+
+    id: int
+    run_id: str
+    key: str
+    step: int
+    role: MessageRole
+    content: str = ""
+    blob_id: str | None = None
+    blob_size: int | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    arguments: dict[str, Any] | None = None
+    status: str | None = None
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    created_at: datetime

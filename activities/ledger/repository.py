@@ -3,7 +3,8 @@
 `Ledger` is a thin facade: one class made of the ledger's areas, each in its own module
 (`incidents`: incidents, alerts, proposals, decisions; `actions`: actions and outcomes;
 `notifications`; `runbooks`: runbooks, trust records, levels, promotion requests, report
-figures; `kv`: small settings), over `base.LedgerBase` (the pool and error handling).
+figures; `kv`: small settings; `agents`: agent runs, their transcripts and blobs), over
+`base.LedgerBase` (the pool and error handling).
 
 Conventions:
 - Every method returns pydantic models (`activities.ledger.models`), never records or dicts.
@@ -20,6 +21,7 @@ Conventions:
 from __future__ import annotations
 
 from activities.ledger.actions import ActionStore
+from activities.ledger.agents import AgentStore
 from activities.ledger.base import LedgerBase
 from activities.ledger.guardrails import GuardrailStore
 from activities.ledger.incidents import AlertIn, IncidentStore
@@ -30,5 +32,5 @@ from activities.ledger.runbooks import RunbookStore
 __all__ = ["AlertIn", "Ledger", "LedgerBase"]
 
 
-class Ledger(IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore):
+class Ledger(IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore, AgentStore):
     """The PostgreSQL ledger. Holds a pool; `close()` it when done."""

@@ -1,5 +1,5 @@
 """The tool gateway: the only way the platform calls MCP tools. The worker builds one
-`ToolActivities` (from the settings: `workers.wiring.tool_gateway`) and registers its three
+`ToolActivities` (from the settings: `workers.wiring.tool_gateway`) and registers its four
 activities.
 
     ToolActivities(ledger, servers={"infra": "http://127.0.0.1:8091/mcp"}, token=...,
@@ -32,7 +32,14 @@ the refused action row; `screen` checks one call without an incident (the agent 
   are recorded in the ledger as `refused` actions under the key
   `idempotency_key(incident_id, index) + "/guard/" + <hash of tool and arguments>`, so they never
   clash with execution keys and refusing the same action twice records it once.
-- `tools.execute`: runs one approved action exactly once (see below).
+- `tools.execute`: runs one approved action exactly once (see below). An agent run's write
+  (`ExecuteInput.agent_run`) is an action of the run (`actions.run_id`), not of an incident.
+- `tools.call`: an agent's read-only tool call (`AgentWorkflow`): the same checks as the guard,
+  tools that change anything refused (they go through approval and `tools.execute`), the whole
+  text result stored in the ledger as a blob, a `ResultRef` with a short preview returned, so a
+  5 MB log never travels through workflow history. The guard of an agent run's calls
+  (`GuardInput.agent_run`) records no refusals as actions: the agent workflow records each as a
+  guardrail event.
 
 Exactly once. The ledger row of the action's idempotency key is the claim:
 
@@ -97,7 +104,15 @@ from activities.tools import (
 from activities.tools.arguments import argument_problems
 from activities.tools.mcp_client import McpClient, ServerError
 from agentic_core import policy
-from agentic_core.agents import GuardrailEvent, GuardrailKind
+from agentic_core.agents import (
+    ACTIVITY_TOOL_CALL,
+    GuardrailEvent,
+    GuardrailKind,
+    ResultRef,
+    ToolCallInput,
+    ToolCallResult,
+    agent_blob_id,
+)
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
@@ -132,6 +147,8 @@ CALL_TIMEOUT_S = 120.0
 MAX_OUTPUT_CHARS = 8_000  # ActionResult.output / .error (travels through workflow history)
 MAX_RECORD_CHARS = 64_000  # what the ledger keeps of a tool's text output
 FINISH_ATTEMPTS = 4
+PREVIEW_CHARS = 200  # of an agent's tool result, in workflow history (the ledger keeps all of it)
+MAX_REASON_CHARS = 2_000  # of an agent's failed tool call's text, in workflow history
 
 
 def guard_key(incident_id: str, index: int, call: ToolCall) -> str:
@@ -377,8 +394,10 @@ class ToolActivities:
             await self._event(key, kind, agent, subject, call.tool, reason)
         return Screened(allowed=False, reason=reason, kind=kind, mutating=mutating)
 
-    async def _record_refusal(self, incident_id: str, index: int, call: ToolCall, key: str, reason: str) -> None:
-        row = await self.ledger.start_action(incident_id, index, call.tool, call.arguments, key)
+    async def _record_refusal(
+        self, incident_id: str, index: int, call: ToolCall, key: str, reason: str, *, agent_run: bool = False
+    ) -> None:
+        row = await self.ledger.start_action(incident_id, index, call.tool, call.arguments, key, agent_run=agent_run)
         if row.status == "running":
             await self._finish(key, "refused", None, reason)
 
@@ -402,11 +421,16 @@ class ToolActivities:
 
     @activity.defn(name=LIST_TOOLS)
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
+        return ListToolsResult(tools=await self.offered(inp.agent))
+
+    async def offered(self, agent: str) -> list[ToolSpec]:
+        """The tools on `agent`'s allow-list that a reachable server offers, in allow-list order
+        (from inside an activity: the agent's model turn takes the schemas from here)."""
         catalog = await self._tools()
-        names = allowed_tools(self.allow.get(inp.agent, []), catalog)
-        if inp.agent in self.read_only_agents:
+        names = allowed_tools(self.allow.get(agent, []), catalog)
+        if agent in self.read_only_agents:
             names = [n for n in names if catalog[n].read_only]
-        return ListToolsResult(tools=[catalog[name].spec for name in names])
+        return [catalog[name].spec for name in names]
 
     @activity.defn(name=GUARD)
     async def guard(self, inp: GuardInput) -> GuardResult:
@@ -415,7 +439,7 @@ class ToolActivities:
         for index, call in enumerate(inp.actions):
             refusal = self._refusal(inp.agent, call, catalog, inp.allow_namespaces)
             reason = refusal[1] if refusal is not None else None
-            if refusal is not None:
+            if refusal is not None and not inp.agent_run:  # an agent run records its own refusals
                 key = guard_key(inp.incident_id, index, call)
                 await self._record_refusal(inp.incident_id, index, call, key, refusal[1])
                 await self._event(key, refusal[0], inp.agent, inp.incident_id, call.tool, refusal[1])
@@ -450,14 +474,16 @@ class ToolActivities:
             if existing is not None:  # interrupted earlier, and now no longer allowed: not resumed
                 row = await self._finish(key, "failed", None, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")
                 return _recorded(row, already_ran=False)
-            await self._record_refusal(inp.incident_id, inp.index, call, key, reason)
+            await self._record_refusal(inp.incident_id, inp.index, call, key, reason, agent_run=inp.agent_run)
             refused = ActionResult(index=inp.index, tool=call.tool, idempotency_key=key, status="refused", error=reason)
             raise ApplicationError(reason, refused.model_dump(), type=ERR_REFUSED, non_retryable=True)
         tool = catalog[call.tool]
 
         # 3. Claim the key.
         try:
-            row = await self.ledger.start_action(inp.incident_id, inp.index, call.tool, call.arguments, key)
+            row = await self.ledger.start_action(
+                inp.incident_id, inp.index, call.tool, call.arguments, key, agent_run=inp.agent_run
+            )
         except ConflictError as exc:
             raise ApplicationError(str(exc), type=ERR_CONFLICT, non_retryable=True) from None
         if row.existed and row.status != "running":
@@ -498,14 +524,50 @@ class ToolActivities:
             row = await self._finish(key, "succeeded", record, None)
         return _recorded(row, already_ran=row.status != ("failed" if result.is_error else "succeeded"))
 
+    @activity.defn(name=ACTIVITY_TOOL_CALL)
+    async def call(self, inp: ToolCallInput) -> ToolCallResult:
+        """An agent's read-only tool call: the guard's checks, the call, the whole text result
+        stored in the ledger as a blob (`agent_blob_id`), and a `ResultRef` with a short preview
+        back. A tool that changes anything is refused (`mutating=True`): it goes through approval
+        and `tools.execute`. A server that cannot be reached is retryable (reads are safe to repeat)."""
+        call = ToolCall(tool=inp.call.tool, arguments=inp.call.arguments)
+        catalog = await self._tools()
+        reason = self._check(inp.agent, call, catalog)
+        if reason is not None:
+            return ToolCallResult(status="refused", reason=reason)
+        tool = catalog[call.tool]
+        if not tool.read_only:
+            return ToolCallResult(
+                status="refused",
+                mutating=True,
+                reason=f"{call.tool} changes something: it runs only after a human approves it (tools.execute)",
+            )
+        try:
+            async with heartbeating(self.heartbeat_every_s, inp.run_id, inp.call.call_id):
+                result = await self._call(tool, call.arguments)
+        except ServerError as exc:
+            raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
+        text = _text_of(result)
+        if not text and result.structured_content is not None:
+            text = json.dumps(result.structured_content)
+        prefix = f"Error executing tool {call.tool}: "
+        if result.is_error and text.startswith(prefix):
+            text = text[len(prefix) :]
+        blob = agent_blob_id(inp.run_id, inp.step, inp.call.call_id)
+        size = await self.ledger.put_blob(blob, inp.run_id, text)
+        ref = ResultRef(ref=blob, size=size, preview=text[:PREVIEW_CHARS], truncated=size > inp.max_result_chars)
+        if result.is_error:
+            return ToolCallResult(status="error", result=ref, reason=text[:MAX_REASON_CHARS] or "the tool failed")
+        return ToolCallResult(status="ok", result=ref)
+
     @staticmethod
     def _same_action(row: ActionRow, inp: ExecuteInput) -> None:
         mine = (inp.incident_id, inp.index, inp.call.tool, _normalise(inp.call.arguments))
-        theirs = (row.incident_id, row.action_index, row.tool, row.arguments)
+        theirs = (row.subject, row.action_index, row.tool, row.arguments)
         if mine != theirs:
             raise ApplicationError(
                 f"idempotency key {inp.idempotency_key!r} already belongs to action {row.action_index} "
-                f"({row.tool}) of incident {row.incident_id} with other arguments",
+                f"({row.tool}) of {'agent run' if row.run_id else 'incident'} {row.subject} with other arguments",
                 type=ERR_CONFLICT,
                 non_retryable=True,
             )

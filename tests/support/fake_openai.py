@@ -5,6 +5,13 @@ it as to vLLM, llama.cpp or a cloud provider.
 `POST /v1/chat/completions` records the request (body and headers) and answers a chat
 completion whose content is `reply(body)` (a `Proposal` JSON, say), or an error with
 `status`; `delay_s` holds the answer back. `GET /v1/models` lists the one model.
+
+`reply` may also return a message dict, `{"content": …, "tool_calls": [tool_call(…), …]}`: the
+completion then carries those tool calls (finish_reason `tool_calls`), as an OpenAI-compatible
+server that does tool calling answers. `scripted(turns)` makes a `reply` that answers the n-th
+model turn of a conversation (counted from the assistant messages the request carries, so a
+retried turn gets the same answer) with `turns[n]`. With `upstream` set, it passes every request on
+to a real OpenAI-compatible server (the embedded llama.cpp) and answers what that one answers.
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,14 +35,55 @@ from starlette.routing import Route
 from tests.support.env import free_port
 from tests.support.http_server import LoopServer
 
+Reply = str | dict[str, Any]
+
+
+def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str | None = None) -> dict[str, Any]:
+    """One tool call as an OpenAI-compatible server sends it (arguments as a JSON string; a str
+    is sent as it is, e.g. to send JSON that does not parse)."""
+    return {
+        "id": call_id or f"call_{uuid.uuid4().hex[:8]}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+    }
+
+
+_DROPPED_TURNS = re.compile(r"^\[(\d+) earlier model turn\(s\)")
+
+
+def turn_number(body: dict[str, Any]) -> int:
+    """Which model turn of its conversation a request is (0 for the first): the assistant messages
+    it carries, and the turns the agent's context says it dropped to fit its limit."""
+    messages = body.get("messages", [])
+    dropped = sum(
+        int(m.group(1))
+        for msg in messages
+        if msg.get("role") == "system" and (m := _DROPPED_TURNS.match(msg.get("content") or ""))
+    )
+    return dropped + sum(1 for m in messages if m.get("role") == "assistant")
+
+
+def scripted(turns: list[Reply | Callable[[dict[str, Any]], Reply]]) -> Callable[[dict[str, Any]], Reply]:
+    """A `reply` that answers turn n with `turns[n]` (a reply, or a function of the request),
+    and the last one for any turn after."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        step = turns[min(turn_number(body), len(turns) - 1)]
+        return step(body) if callable(step) else step
+
+    return reply
+
 
 @dataclass
 class FakeChatServer:
     name: str = "fake"
-    reply: Callable[[dict[str, Any]], str] = lambda body: ""
+    reply: Callable[[dict[str, Any]], Reply] = lambda body: ""
     status: int = 200
     delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"body": …, "headers": …}
+    answer_ms: list[float] = field(default_factory=list)  # how long each answer took inside the server
+    upstream: str | None = None  # set: every request is passed on to this real server (`…/v1`) as it is
+    upstream_key: str | None = None
     port: int = 0
     _http: LoopServer = field(default_factory=LoopServer)
 
@@ -51,8 +103,17 @@ class FakeChatServer:
         self.reply = lambda body: content
 
     async def _chat(self, request: Request) -> JSONResponse:
+        t0 = time.perf_counter()
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers)})
+        try:
+            return await self._answer(body)
+        finally:
+            self.answer_ms.append((time.perf_counter() - t0) * 1000)
+
+    async def _answer(self, body: dict[str, Any]) -> JSONResponse:
+        if self.upstream is not None:
+            return await self._pass_on(body)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.status != 200:
@@ -60,6 +121,11 @@ class FakeChatServer:
                 {"error": {"message": f"{self.name}: fake error {self.status}", "type": "server_error"}},
                 status_code=self.status,
             )
+        out = self.reply(body)
+        message: dict[str, Any] = {"role": "assistant", "content": out if isinstance(out, str) else out.get("content")}
+        if not isinstance(out, str) and out.get("tool_calls"):
+            message["tool_calls"] = out["tool_calls"]
+        finish = "tool_calls" if "tool_calls" in message else "stop"
         return JSONResponse(
             {
                 "id": f"chatcmpl-{self.name}-{len(self.requests)}",
@@ -67,11 +133,22 @@ class FakeChatServer:
                 "created": 0,
                 "model": body.get("model", self.name),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": self.reply(body)}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": finish,
+                    }
                 ],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
             }
         )
+
+    async def _pass_on(self, body: dict[str, Any]) -> JSONResponse:
+        """The real server's answer (a real model behind a stack that was started with this fake)."""
+        headers = {"Authorization": f"Bearer {self.upstream_key}"} if self.upstream_key else {}
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0)) as http:
+            resp = await http.post(f"{self.upstream}/chat/completions", json=body, headers=headers)
+        return JSONResponse(resp.json(), status_code=resp.status_code)
 
     async def _models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})

@@ -1,6 +1,7 @@
 """Running incidents survive upgrades: every captured history in `tests/histories/` (finished
 incidents and their approvals, captured with `python -m tests.support.capture_history NAME` by the code
-of their time) replays with today's workflows under the strict sandbox.
+of their time) replays with today's workflows under the strict sandbox; agent runs
+(`NAME.agent.json`, captured with `python -m tests.support.capture_agent_history NAME`) too.
 
 A change to what a workflow does must keep these replaying (`workflow.patched` for new
 commands); then capture a new pair for the new code and keep the old ones.
@@ -16,6 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     EVIDENCE_CONFIDENCE_PATCH,
@@ -39,6 +41,12 @@ def test_there_are_histories_of_both_stage_kinds() -> None:
     # v1 predates local stages (no patch marker); v2 has it: both code paths are replayed
     assert "core_patch" not in (HISTORIES / "v1-regular-stages.incident.json").read_text()
     assert "core_patch" in (HISTORIES / "v2-local-stages.incident.json").read_text()
+
+
+def test_there_is_an_agent_run_with_a_read_and_an_approved_write() -> None:
+    # `python -m tests.support.capture_agent_history NAME`: AgentWorkflow's commands keep replaying.
+    text = (HISTORIES / "agent-v1-read-and-write.agent.json").read_text()
+    assert "tools.call" in text and "tools.execute" in text and "ApprovalWorkflow" in text
 
 
 def test_a_history_with_the_evidence_and_protected_namespace_patches_is_kept() -> None:
@@ -74,7 +82,9 @@ def test_a_history_that_recorded_an_untrusted_plan_event_is_kept() -> None:
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])
 async def test_captured_history_replays_with_todays_code(path: Path) -> None:
     history = load(path)
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[IncidentWorkflow, ApprovalWorkflow, AgentWorkflow], data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 

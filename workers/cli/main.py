@@ -26,6 +26,7 @@ import typer
 from rich.table import Table
 
 from workers.cli import (
+    agents,
     alert,
     decide,
     docs,
@@ -55,6 +56,7 @@ app.add_typer(schedules.app, name="schedules")
 app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
+app.add_typer(agents.app, name="agents")
 
 
 # --------------------------------------------------------------------------- stack

@@ -1,0 +1,217 @@
+"""The client side of `agentic agents …`: start (or reattach to) an agent run, follow its progress,
+answer the approval question it waits on, and read a stored tool result.
+
+It speaks to the running platform through Temporal (start, the progress query, the approval's
+`decide` update) using only the contracts in `agentic_core.agents` and `agentic_core.incident`; a
+stored result is read from the ledger directly, read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentic_core.agents import (
+    QUERY_AGENT_PROGRESS,
+    AgentName,
+    AgentProgress,
+    AgentRequest,
+    AgentResult,
+    AgentStatus,
+    agent_run_id,
+)
+from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
+from workers.errors import AgenticError
+from workers.settings import Settings
+from workers.temporal import platform_client
+
+WORKFLOW = "AgentWorkflow"
+AGENTS = tuple(a.value for a in AgentName)
+POLL_S = 0.3
+WORKER_WAIT_S = 60.0  # a query waits this long for a worker to poll (one just restarted is starting)
+
+# The router (the `agents.route` activity) is another work package of #13 and is not registered on
+# this branch's worker: a request without --agent would wait on an activity no worker serves. Until
+# it lands, a request must name its agent (`require_agent_until_router`); the workflow already skips
+# routing when the request names one. When the router is registered: set this True (or remove it).
+ROUTER_AVAILABLE = False
+
+
+def require_agent_until_router(agent: str | None) -> None:
+    """The stop-gap until the router lands: no agent named is a clear error, not a run that waits."""
+    if agent is None and not ROUTER_AVAILABLE:
+        raise AgenticError(f"the router is not available yet: name the agent with --agent ({', '.join(AGENTS)})")
+
+
+async def _exists(handle: WorkflowHandle[Any, Any]) -> bool:
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise AgenticError(f"cannot read agent run {handle.id}: {exc.message}") from exc
+    return True
+
+
+def run_id_of(run: str) -> str:
+    """A run id (`agent-…`) from a run id or the request id it was started with."""
+    return run if run.startswith("agent-") else agent_run_id(run)
+
+
+async def start(
+    settings: Settings,
+    text: str,
+    *,
+    agent: str | None,
+    request_id: str | None,
+    requested_by: str,
+) -> tuple[WorkflowHandle[Any, AgentResult], bool]:
+    """Start the run for the request (a new request id unless one is given), or reattach to the run
+    of that request id; returns the handle and whether it was already there."""
+    if agent is not None and agent not in AGENTS:
+        raise AgenticError(f"no agent named {agent!r}: choose one of {', '.join(AGENTS)}")
+    text = text.strip()
+    if not text:
+        raise AgenticError("the request is empty: say what you want to know")
+    req = AgentRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        text=text[:32_000],
+        agent=agent,
+        requested_by=requested_by,
+        source="cli",
+        approvers=settings.approver_list,
+    )
+    client, task_queue = await platform_client(settings)
+    run_id = agent_run_id(req.request_id)
+    if agent is None and not ROUTER_AVAILABLE:
+        if request_id is not None and await _exists(client.get_workflow_handle(run_id)):
+            return client.get_workflow_handle(run_id, result_type=AgentResult), True  # reattach
+        require_agent_until_router(agent)
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW,
+            req,
+            id=run_id,
+            task_queue=task_queue,
+            result_type=AgentResult,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return handle, False
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(run_id, result_type=AgentResult), True
+    except RPCError as exc:
+        raise AgenticError(f"cannot start the agent run: {exc.message}") from exc
+
+
+async def _query(handle: WorkflowHandle[Any, Any], name: str, result_type: type[Any], what: str) -> Any:
+    """A query, waited on for up to `WORKER_WAIT_S` while no worker polls (one that was just
+    restarted is still starting); a run that does not exist is said at once."""
+    deadline = time.monotonic() + WORKER_WAIT_S
+    while True:
+        try:
+            return await handle.query(name, result_type=result_type)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise AgenticError(f"no {what} {handle.id}") from exc
+            if time.monotonic() > deadline:
+                raise AgenticError(f"cannot read {what} {handle.id}: {exc.message}") from exc
+            await asyncio.sleep(1.0)
+
+
+async def progress(handle: WorkflowHandle[Any, Any]) -> AgentProgress:
+    result: AgentProgress = await _query(handle, QUERY_AGENT_PROGRESS, AgentProgress, "agent run")
+    return result
+
+
+async def follow(
+    handle: WorkflowHandle[Any, AgentResult],
+    on_change: Callable[[AgentProgress, AgentProgress | None], None],
+    *,
+    timeout_s: float | None = None,
+) -> AgentResult:
+    """Poll the run's progress until it ends, calling `on_change(now, before)` whenever it changed;
+    returns the run's result. `timeout_s`: give up waiting (the run goes on)."""
+    before: AgentProgress | None = None
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    result_task = asyncio.ensure_future(handle.result())
+    try:
+        while not result_task.done():
+            try:
+                now = await handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress)
+            except RPCError:
+                now = None  # the first workflow task has not run yet, or the run just ended
+            if now is not None and (before is None or now.model_dump() != before.model_dump()):
+                on_change(now, before)
+                before = now
+            if deadline is not None and time.monotonic() > deadline:
+                raise AgenticError(
+                    f"gave up waiting after {timeout_s:.0f}s; the run goes on: "
+                    f"`agentic agents show {handle.id}`, or ask again with the same --request-id"
+                )
+            await asyncio.wait({result_task}, timeout=POLL_S)
+        result = result_task.result()
+    finally:
+        if not result_task.done():
+            result_task.cancel()
+    if before is None or result.model_dump() != before.model_dump():
+        on_change(result, before)
+    return result
+
+
+async def show(settings: Settings, run: str) -> AgentProgress:
+    client, _ = await platform_client(settings)
+    return await progress(client.get_workflow_handle(run_id_of(run)))
+
+
+async def decide(
+    settings: Settings, run: str, choice: Literal["approved", "ignored"], by: str
+) -> tuple[DecideResult, AgentProgress]:
+    """Answer the approval question the run waits on (`approved` runs the call once; `ignored`:
+    it never runs)."""
+    client, _ = await platform_client(settings)
+    now = await progress(client.get_workflow_handle(run_id_of(run)))
+    if now.status != AgentStatus.AWAITING_APPROVAL or not now.approval_id:
+        raise AgenticError(f"agent run {now.run_id} is not waiting for an answer (status: {now.status.value})")
+    handle = client.get_workflow_handle(now.approval_id)
+    st: ApprovalState = await _query(handle, QUERY_APPROVAL, ApprovalState, "approval")
+    try:
+        result = await handle.execute_update(
+            UPDATE_DECIDE,
+            DecideInput(choice=choice, by=by, plan_hash=st.request.plan_hash),
+            result_type=DecideResult,
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise AgenticError(f"refused: {getattr(cause, 'message', None) or cause}") from exc
+    except RPCError as exc:
+        raise AgenticError(f"cannot answer {now.approval_id}: {exc.message}") from exc
+    return result, now
+
+
+async def stored_result(settings: Settings, ref: str, offset: int, limit: int) -> tuple[str, int]:
+    """Part of a tool result stored in the ledger (`ResultRef.ref`): `limit` characters from
+    `offset`, and its whole size."""
+    from activities.ledger.db import LedgerError, NotFound
+    from activities.ledger.repository import Ledger
+    from workers.stack.env import platform_settings
+
+    try:
+        ledger = await Ledger.connect(
+            platform_settings(settings).postgres_target(), min_size=1, max_size=1, apply_migrations=False
+        )
+    except LedgerError as exc:
+        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
+    try:
+        return await ledger.read_blob(ref, offset=offset, limit=limit)
+    except NotFound as exc:
+        raise AgenticError(f"{exc}: the ref is printed beside each tool call (`agentic agents ask --json`)") from exc
+    finally:
+        await ledger.close()
