@@ -36,7 +36,39 @@ ARR_TOOLS: tuple[str, ...] = (
     "arr_remove_queue_item",
     "prowlarr_test_indexer",
 )
-ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS)
+METRICS_TOOLS: tuple[str, ...] = (
+    "prom_query",
+    "prom_query_range",
+    "prom_alerts",
+    "prom_targets",
+    "prom_rules",
+)
+ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS, *METRICS_TOOLS)
+
+# The tools above that change something (their MCP annotations say readOnlyHint=false). The
+# gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
+# calls only) be refused when it is imported, not when an incident needs it.
+WRITE_TOOLS: frozenset[str] = frozenset(
+    {
+        "rollout_restart",
+        "set_memory_limit",
+        "scale_deployment",
+        "ha_call_service",
+        "ha_restart",
+        "arr_command",
+        "arr_remove_queue_item",
+        "prowlarr_test_indexer",
+    }
+)
+# The observability agent's tools: the metrics server's and the infrastructure server's reads.
+OBSERVABILITY_TOOLS: tuple[str, ...] = (
+    *METRICS_TOOLS,
+    "get_nodes",
+    "get_pods",
+    "get_events",
+    "get_pod_logs",
+    "describe_pod",
+)
 
 TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
     (INFRA_TOOLS, "the Kubernetes/Talos tools come from the MCP infrastructure server: set AGENTIC_KUBECONFIG"),
@@ -46,6 +78,7 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "the arr tools come from the arr MCP server: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY "
         "(or RADARR_, PROWLARR_)",
     ),
+    (METRICS_TOOLS, "the metrics tools come from the metrics MCP server: set AGENTIC_PROMETHEUS_URL"),
 )
 
 
