@@ -16,6 +16,9 @@ Which rows count for a week [start, end) (UTC):
   incident started between the run's start (the occurrence in the decision's approval id
   `<incident>-automatic-<epoch ms>`) and the decision;
 - all actions and outcomes: finished / verified in the week.
+
+An incident's evidence calls (the investigate stage: read-only tools it looked with, ledger keys
+`<incident>/evidence/…`) are not actions: neither count counts them.
 """
 
 from __future__ import annotations
@@ -171,7 +174,8 @@ async def compute_digest(
                    count(*) FILTER (WHERE a.status = 'failed') AS failed
             FROM (SELECT DISTINCT a.id, a.status FROM runs r
                   JOIN actions a ON a.incident_id = r.incident_id
-                                AND a.started_at >= r.run_start AND a.started_at <= r.decided_at) a
+                                AND a.started_at >= r.run_start AND a.started_at <= r.decided_at
+                  WHERE a.idempotency_key NOT LIKE '%/evidence/%') a
             """,
             start,
             end,
@@ -181,7 +185,7 @@ async def compute_digest(
             SELECT count(*) AS n,
                    count(*) FILTER (WHERE status = 'succeeded') AS ok,
                    count(*) FILTER (WHERE status = 'failed') AS failed
-            FROM actions WHERE finished_at >= $1 AND finished_at < $2
+            FROM actions WHERE finished_at >= $1 AND finished_at < $2 AND idempotency_key NOT LIKE '%/evidence/%'
             """,
             start,
             end,

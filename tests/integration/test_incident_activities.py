@@ -263,6 +263,35 @@ async def test_recall_carries_the_protected_namespaces_a_runbook_allows(kb: Know
     assert all(r.allow_namespaces == [] for r in res.runbooks[1:])  # the others allow nothing
 
 
+async def test_recall_renders_a_runbooks_evidence_call_by_call(kb: KnowledgeBase, ledger: Ledger) -> None:
+    ns, pod = "{{ labels.namespace }}", "{{ labels.pod }}"
+    rb = Runbook(
+        id="kubernetes/KubeContainerOOMKilled",
+        title="A container was OOM killed",
+        body="The container ran out of memory. Look at its working set against its limit.",
+        match=[LabelMatcher.parse("alertname=KubeContainerOOMKilled")],
+        evidence=[
+            ToolCall(tool="get_events", arguments={"namespace": ns}),
+            ToolCall(tool="get_pod_logs", arguments={"namespace": ns, "pod": pod, "previous": True}),
+            ToolCall(tool="prom_query", arguments={"query": f'container_memory_working_set_bytes{{namespace="{ns}"}}'}),
+        ],
+    )
+    await ledger.upsert_runbook(rb)
+    await kb.upsert_runbooks([rb.model_copy(update={"content_hash": rb.compute_hash()})])
+    labels = {"alertname": "KubeContainerOOMKilled", "namespace": "shop", "severity": "warning"}  # no pod label
+    res = await acts(kb, ledger).recall(RecallInput(incident_id=uid(), text="OOM killed", labels=labels))
+    best = res.runbooks[0]
+    assert best.id == rb.id and best.actions == []
+    assert best.evidence == [
+        ToolCall(tool="get_events", arguments={"namespace": "shop"}),
+        ToolCall(tool="prom_query", arguments={"query": 'container_memory_working_set_bytes{namespace="shop"}'}),
+    ]
+    assert best.evidence_skipped == [
+        "get_pod_logs: template '{{ labels.pod }}' needs label 'pod', which the alert lacks "
+        "(labels: alertname, namespace, severity)"
+    ]
+
+
 # --------------------------------------------------------------------------- propose
 
 
