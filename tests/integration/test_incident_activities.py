@@ -34,6 +34,7 @@ from activities.knowledge.kb import KnowledgeBase
 from activities.ledger.repository import Ledger
 from agentic_core import policy
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+from agentic_core.evidence import EvidenceItem
 from agentic_core.incident import (
     ActionResult,
     ApprovalResult,
@@ -738,6 +739,15 @@ def _poisoned_input(injection: str) -> ProposeInput:
         annotations={"summary": injection, "description": injection, injection: "x"},
         recall=RecallResult(runbooks=[runbook], decisions=decisions),
         tools=TOOLS,
+        evidence=[  # what the tools returned: pod logs and a failing call, both carrying it
+            EvidenceItem(
+                index=0,
+                call=ToolCall(tool="get_pod_logs", arguments={"pod": injection}),
+                status="ok",
+                excerpt=f"log line 1\n{injection}\nlog line 3",
+            ),
+            EvidenceItem(index=1, call=ToolCall(tool="get_events", arguments={}), status="failed", error=injection),
+        ],
     )
 
 
@@ -765,6 +775,9 @@ def test_injected_text_reaches_the_model_only_as_quoted_data(injection: str) -> 
     assert data["runbooks"][0]["title"] == flat and data["runbooks"][0]["id"] == RB_ID
     assert [d["alert"] for d in data["past_decisions"]] == [flat, flat]
     assert flat.startswith(data["past_decisions"][0]["by"].rstrip("…"))
+    logs, events = data["evidence"]
+    assert (logs["tool"], logs["status"], events["status"]) == ("get_pod_logs", "ok", "failed")
+    assert flat[:100] in logs["output"] and events["why"].startswith(flat[:100])
     # The quoted data stays compact: one long alert cannot crowd the 4096-token context out.
     long = build_messages(_poisoned_input(injection * 200))
     assert len(long[1]["content"]) < 6_000

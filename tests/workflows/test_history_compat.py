@@ -19,6 +19,7 @@ from temporalio.worker import Replayer
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     EVIDENCE_CONFIDENCE_PATCH,
+    INVESTIGATE_PATCH,
     LOCAL_STAGES_PATCH,
     PROTECTED_NAMESPACES_PATCH,
     IncidentWorkflow,
@@ -50,6 +51,24 @@ def test_a_history_with_the_evidence_and_protected_namespace_patches_is_kept() -
         if e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert patches[:3] == [LOCAL_STAGES_PATCH, EVIDENCE_CONFIDENCE_PATCH, PROTECTED_NAMESPACES_PATCH]
+
+
+def test_a_history_with_the_investigate_stage_is_kept() -> None:
+    # Captured with the investigate patch and the runbook's three evidence calls (tools.execute
+    # under their evidence keys) before the proposal: incidents that investigate keep replaying.
+    history = load(HISTORIES / "v6-investigate.incident.json")
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert INVESTIGATE_PATCH in patches
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled[:4] == ["tools.execute"] * 3 + ["incident.propose"]
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

@@ -133,6 +133,7 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
     assert names == [
         "triage",
         "recall",
+        "investigate",
         "propose",
         "guard",
         "policy",
@@ -724,6 +725,7 @@ async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEn
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert len(patches) == 7  # local stages, at start, nothing to run, evidence, protected, trust, executing
+    # local stages, at start, nothing to run, evidence, protected, investigate, trust, executing
+    assert len(patches) == 8
     # every marker is a command of the first workflow task: after its completion, before the second
     assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])
