@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agentic_core.alerts import Alert, AlertGroup
+from agentic_core.evidence import EvidenceItem
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, SearchHit, ToolCall
 
 SIGNAL_ALERTS = "alerts"
@@ -102,6 +103,12 @@ class IncidentConfig(BaseModel):
     expire_after_s: int = 4 * 60 * 60
     verify_window_s: int = 10 * 60
     recall_limit: int = 3
+    # The investigate stage (before propose): at most this many read-only evidence calls, within
+    # this many seconds in all; `investigate_model_calls`: read calls the observability agent may
+    # add when a capable model is configured (0: none; the embedded 135M model cannot choose tools).
+    investigate_max_calls: int = Field(default=6, ge=0)
+    investigate_budget_s: int = Field(default=20, ge=1)
+    investigate_model_calls: int = Field(default=0, ge=0)
 
 
 class IncidentInput(BaseModel):
@@ -136,6 +143,8 @@ class IncidentState(BaseModel):
     signals: int = 0
     resolved_by_alertmanager: bool = False
     runbook_id: str | None = None
+    # what the investigate stage gathered (each call, its status, an excerpt), before the proposal
+    evidence: list[EvidenceItem] = Field(default_factory=list)
     proposal: Proposal | None = None
     proposal_source: str | None = None  # "llm" | "cloud" | "fallback"
     # items redacted from what was sent to the cloud for this proposal, by kind (counts only)
@@ -176,6 +185,8 @@ class RecalledRunbook(BaseModel):
     actions: list[ToolCall] = Field(default_factory=list)  # rendered for the alert's labels
     matched_labels: bool = False
     allow_namespaces: list[str] = Field(default_factory=list)  # protected namespaces its own plan may change
+    evidence: list[ToolCall] = Field(default_factory=list)  # its read-only evidence calls, rendered
+    evidence_skipped: list[str] = Field(default_factory=list)  # evidence calls that cannot be rendered: why
 
 
 class RecallResult(BaseModel):
@@ -190,6 +201,8 @@ class ProposeInput(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     recall: RecallResult
     tools: list[ToolSpec] = Field(default_factory=list)
+    # the investigate stage's evidence: tool output, untrusted (quoted data in the prompt)
+    evidence: list[EvidenceItem] = Field(default_factory=list)
 
 
 class ProposeResult(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from agentic_core.alerts import AlertGroup, AlertStatus
 from agentic_core.autonomy import EvaluateTrustResult
+from agentic_core.evidence import evidence_lines, evidence_summary
 from agentic_core.incident import (
     IncidentState,
     PolicyVerdict,
@@ -77,8 +78,10 @@ def diagnosis_text(
     protected: list[str] | None = None,
     why_nothing: str = "",
 ) -> str:
-    """`run_confidence`: the confidence the policy used (`policy.run_confidence`); shown when it
-    is below the model's own (the runbook's evidence, not the model, set it). `protected`: the
+    """The evidence the investigate stage gathered (`st.evidence`) follows the diagnosis: each
+    call, its status, a short excerpt or why it was not gathered. `run_confidence`: the
+    confidence the policy used (`policy.run_confidence`); shown when it is below the model's own
+    (the runbook's evidence, not the model, set it). `protected`: the
     protected namespaces the plan changes (its runbook allows them; a human decides).
     `why_nothing`: why there is nothing to run (`nothing_to_run_reason`)."""
     p = prop.proposal
@@ -87,6 +90,8 @@ def diagnosis_text(
         lines.append(f"(model fallback: {prop.note})")
     elif prop.source == "cloud":
         lines.append(f"(cloud model: {prop.note})")
+    if st.evidence:
+        lines += [f"Evidence ({evidence_summary(st.evidence)}):", *evidence_lines(st.evidence)]
     confidence = f"Confidence {p.confidence:.2f}"
     if run_confidence is not None and run_confidence < p.confidence:
         confidence += f" (the model's; the runbook's evidence gives {run_confidence:.2f})"

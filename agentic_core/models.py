@@ -110,6 +110,9 @@ class Runbook(BaseModel):
     # Protected namespaces (AGENTIC_PROTECTED_NAMESPACES, e.g. kube-system) this runbook's own
     # plan may change. Its actions there pass the guard, and still always ask a human.
     allow_namespaces: list[str] = Field(default_factory=list)
+    # Read-only tool calls (arguments templated like the actions') an incident gathers before the
+    # diagnosis: the investigate stage (docs/runbook-format.md#evidence).
+    evidence: list[ToolCall] = Field(default_factory=list)
 
     @field_validator("allow_namespaces", mode="before")
     @classmethod
@@ -158,6 +161,8 @@ class Runbook(BaseModel):
         }
         if self.allow_namespaces:  # only when set, so the hashes of runbooks without it stay as they were
             doc["allow_namespaces"] = sorted(self.allow_namespaces)
+        if self.evidence:  # likewise: runbooks without evidence keep their hashes
+            doc["evidence"] = [e.model_dump(mode="json") for e in self.evidence]
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def search_text(self) -> str:

@@ -11,6 +11,8 @@ activity (triage does: its result is recorded in history).
 - `untrusted_plan`: a plan a model made with untrusted content in its context (alert text, tool
   output, web pages) that is not a runbook's own plan always asks a human.
 - `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert.
+- `render_actions`: `{{ labels.NAME }}` templates in runbook actions, filled from an alert;
+  `render_evidence` the same for a runbook's evidence calls, one call at a time.
 - `fallback_confidence`: how sure we are of a runbook when the model gave no usable answer.
 - `run_confidence`: the confidence `decide` gets: the runbook's evidence, which the model can
   lower but never raise.
@@ -315,6 +317,20 @@ def render_actions(actions: Iterable[ToolCall], labels: Mapping[str, str]) -> li
             raise ValueError(f"{call.tool}: {exc}") from None
         out.append(ToolCall(tool=call.tool, arguments=arguments))
     return out
+
+
+def render_evidence(calls: Iterable[ToolCall], labels: Mapping[str, str]) -> tuple[list[ToolCall], list[str]]:
+    """A runbook's evidence calls with their templates filled from the alert's labels, and, for each
+    call that cannot be filled (the alert lacks a label), the reason. Unlike actions, one call
+    that cannot be filled does not drop the others: each is looked at on its own."""
+    rendered: list[ToolCall] = []
+    skipped: list[str] = []
+    for call in calls:
+        try:
+            rendered.append(ToolCall(tool=call.tool, arguments=render_value(call.arguments, labels)))
+        except ValueError as exc:
+            skipped.append(f"{call.tool}: {exc}")
+    return rendered, skipped
 
 
 def has_templates(value: Any) -> bool:

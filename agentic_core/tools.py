@@ -45,7 +45,26 @@ ARR_TOOLS: tuple[str, ...] = (
     "arr_remove_queue_item",
     "prowlarr_test_indexer",
 )
-ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS)
+# The metrics server's tools (Prometheus HTTP API: PromQL instant and range queries, active alerts,
+# scrape targets, rules), all read-only.
+METRICS_TOOLS: tuple[str, ...] = ("prom_query", "prom_query_range", "prom_alerts", "prom_targets", "prom_rules")
+ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS, *METRICS_TOOLS)
+
+# The tools above that change something (their MCP annotations say readOnlyHint=false). The
+# gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
+# calls only) be refused when it is imported, not when an incident needs it.
+WRITE_TOOLS: frozenset[str] = frozenset(
+    {
+        "rollout_restart",
+        "set_memory_limit",
+        "scale_deployment",
+        "ha_call_service",
+        "ha_restart",
+        "arr_command",
+        "arr_remove_queue_item",
+        "prowlarr_test_indexer",
+    }
+)
 # The infrastructure server's tools annotated read-only (pods, events, logs, describe, nodes, Talos health).
 INFRA_READ_TOOLS: tuple[str, ...] = (
     "get_nodes",
@@ -55,9 +74,7 @@ INFRA_READ_TOOLS: tuple[str, ...] = (
     "describe_pod",
     "talos_health",
 )
-# The metrics server's tools (Prometheus HTTP API: PromQL instant and range queries, active alerts,
-# scrape targets, rules), all read-only.
-METRICS_TOOLS: tuple[str, ...] = ("prom_query", "prom_query_range", "prom_alerts", "prom_targets", "prom_rules")
+# The observability agent's tools: the infrastructure server's reads and the metrics server's.
 OBSERVABILITY_TOOLS: tuple[str, ...] = (*INFRA_READ_TOOLS, *METRICS_TOOLS)
 
 # The agents whose tool calls the gateway guards, and each one's allow-list when its setting is
@@ -98,6 +115,7 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "the arr tools come from the arr MCP server: set AGENTIC_SONARR_URL and AGENTIC_SONARR_API_KEY "
         "(or RADARR_, PROWLARR_)",
     ),
+    (METRICS_TOOLS, "the metrics tools come from the metrics MCP server: set AGENTIC_PROMETHEUS_URL"),
 )
 
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentic_core.agents import AgentLimits, AgentName
@@ -224,6 +224,31 @@ class Settings(BaseSettings):
     prowlarr_url: str | None = Field(default=None, description="Prowlarr base URL, e.g. http://prowlarr.media:9696")
     prowlarr_api_key: SecretStr | None = Field(default=None, description="Prowlarr API key (Settings → General)")
 
+    # --- Metrics (the metrics MCP server runs when AGENTIC_PROMETHEUS_URL is set) and the --
+    # --- incidents' investigate stage (issue #13) -------------------------------------------
+    prometheus_url: str | None = Field(default=None, description="Prometheus base URL, e.g. http://prometheus:9090")
+    prometheus_token: SecretStr | None = Field(default=None, description="bearer token of a secured Prometheus")
+    prometheus_username: str | None = Field(default=None, description="basic-auth user of a secured Prometheus")
+    prometheus_password: SecretStr | None = Field(default=None, description="basic-auth password of that user")
+    alertmanager_url: str | None = Field(
+        default=None, description="Alertmanager base URL: prom_alerts adds its active alerts (empty: Prometheus's only)"
+    )
+    mcp_metrics_port: int = Field(default=8095, description="embedded MCP metrics server port")
+    mcp_metrics_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP metrics server")
+    investigate_max_calls: int = Field(
+        default=6, ge=0, le=50, description="investigate stage: at most this many read-only evidence calls"
+    )
+    investigate_budget_s: int = Field(
+        default=20, ge=1, le=600, description="investigate stage: at most this many seconds for all its calls"
+    )
+    investigate_model_calls: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="read calls the observability agent may add to an incident's evidence "
+        "(0: none; needs a capable model at AGENTIC_PLANNER_URL)",
+    )
+
     # --- Policy -------------------------------------------------------------------------
     approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
     approvers: str = Field(default="", description="comma-separated names/ids allowed to answer (empty: anyone)")
@@ -287,6 +312,7 @@ class Settings(BaseSettings):
         "mcp_knowledge_port",
         "mcp_ha_port",
         "mcp_arr_port",
+        "mcp_metrics_port",
         "bot_port",
     )
     @classmethod
@@ -338,6 +364,15 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"Telegram approvers are numeric user ids, not {', '.join(bad)}")
         return v
+
+    @model_validator(mode="after")
+    def _model_evidence_needs_a_capable_model(self) -> Settings:
+        if self.investigate_model_calls and self.planner_url is None:
+            raise ValueError(
+                "AGENTIC_INVESTIGATE_MODEL_CALLS needs a capable model: the embedded SmolLM2-135M cannot choose "
+                "tools; set AGENTIC_PLANNER_URL to a pool serving one, or leave it 0 (the runbooks' evidence only)"
+            )
+        return self
 
     # --- derived --------------------------------------------------------------------------
     @property
@@ -399,6 +434,10 @@ class Settings(BaseSettings):
         return self.mcp_arr_url or f"http://{self.host}:{self.mcp_arr_port}/mcp"
 
     @property
+    def mcp_metrics_endpoint(self) -> str:
+        return self.mcp_metrics_url or f"http://{self.host}:{self.mcp_metrics_port}/mcp"
+
+    @property
     def ha_configured(self) -> bool:
         """Home Assistant is configured: the embedded server can run (URL and token set)."""
         return self.ha_url is not None and self.ha_token is not None
@@ -420,13 +459,15 @@ class Settings(BaseSettings):
     @property
     def mcp_servers(self) -> dict[str, str]:
         """The MCP tool servers the worker's gateway uses, by name: infra unless turned off (the
-        embedded stack turns it off when no cluster is configured), Home Assistant and the arr
-        suite when configured (or external)."""
+        embedded stack turns it off when no cluster is configured), Home Assistant, the arr
+        suite and the metrics server when configured (or external)."""
         servers = {"infra": self.mcp_infra_endpoint} if self.mcp_infra_enabled or self.mcp_infra_url else {}
         if self.ha_configured or self.mcp_ha_url is not None:
             servers["homeassistant"] = self.mcp_ha_endpoint
         if self.arr_apps or self.mcp_arr_url is not None:
             servers["arr"] = self.mcp_arr_endpoint
+        if self.prometheus_url is not None or self.mcp_metrics_url is not None:
+            servers["metrics"] = self.mcp_metrics_endpoint
         return servers
 
     @property

@@ -6,6 +6,10 @@ Stages (each in `IncidentState.stages` with its start and finish times):
 2. **recall** (`incident.recall`): runbooks (label matches first) and past decisions. Right
    after it, before the model is asked, the QUESTION notification: the alert, the best
    runbook and its plan. It is sent once per incident, whatever the signals.
+   **investigate** (`workflows.investigate`, `INVESTIGATE_PATCH`): the best runbook's read-only
+   `evidence:` calls through the tool gateway (`tools.list_tools`, then `tools.execute` each,
+   under its own ledger key), at most `investigate_max_calls` within `investigate_budget_s`;
+   what cannot be gathered is said. The evidence goes to the state, the planner and the diagnosis.
 3. **propose** (`tools.list_tools`, `incident.propose`): the planner's diagnosis; the plan is
    the runbook's when one fits (the one the model names, else a label match), the model's own
    only when none does; the best runbook's plan when the model is down or answers badly
@@ -84,6 +88,7 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ReadOnlyContextError
 
+from workflows.investigate import Investigation
 from workflows.stages import error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
@@ -170,6 +175,8 @@ EVIDENCE_CONFIDENCE_PATCH = "evidence-confidence"
 PROTECTED_NAMESPACES_PATCH = "protected-namespaces"
 # a model's own plan (alert text in its context) asked about in NORMAL mode is an `untrusted_plan` guardrail event
 UNTRUSTED_PLAN_EVENT_PATCH = "untrusted-plan-event"
+# the investigate stage: the runbook's read-only evidence gathered before the diagnosis
+INVESTIGATE_PATCH = "investigate"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -230,6 +237,7 @@ class IncidentWorkflow:
         self._evidence_rule = False  # EVIDENCE_CONFIDENCE_PATCH (set when the run starts)
         self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
         self._untrusted_event = False  # UNTRUSTED_PLAN_EVENT_PATCH (set when the run starts)
+        self._investigate = False  # INVESTIGATE_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
@@ -388,6 +396,8 @@ class IncidentWorkflow:
         if self._resolved:
             return await self._close_resolved_early()
         await self._question(tri, recall)
+        if self._investigate:
+            await self._investigate_stage(inp, tri, recall)
         tools, prop = await self._propose(inp, tri, recall)
         allowed, protected = await self._guard_proposal(recall, prop)
         ask = await self._policy(cfg, recall, prop, tools, allowed, protected)
@@ -422,6 +432,7 @@ class IncidentWorkflow:
         self._evidence_rule = workflow.patched(EVIDENCE_CONFIDENCE_PATCH)
         self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
         self._untrusted_event = workflow.patched(UNTRUSTED_PLAN_EVENT_PATCH)
+        self._investigate = workflow.patched(INVESTIGATE_PATCH)
         if self._at_start:
             self._trust_patch = workflow.patched(AUTONOMY_TRUST_PATCH)
             self._executing_notice = workflow.patched(EXECUTING_NOTICE_PATCH)
@@ -491,6 +502,16 @@ class IncidentWorkflow:
             runbook_id=best.id if best is not None else None,
         )
 
+    # -- 2b. investigate (workflows/investigate.py) ------------------------------------------------
+
+    async def _investigate_stage(self, inp: IncidentInput, tri: TriageResult, recall: RecallResult) -> None:
+        """The best runbook's read-only evidence, within the budget, into the state."""
+        rec = self._begin("investigate")
+        best = recall.runbooks[0] if recall.runbooks else None
+        stage = Investigation(inp.incident_id, self._occurrence, inp.config, local=self._local)
+        self._state.evidence, detail = await stage.run(best, tri.title)
+        self._end(rec, detail)
+
     # -- 3. propose ------------------------------------------------------------------------------
 
     async def _propose(
@@ -521,6 +542,7 @@ class IncidentWorkflow:
             annotations=group_annotations(inp.group),
             recall=recall,
             tools=tools,
+            evidence=list(st.evidence),
         )
         try:
             prop = await workflow.execute_activity_method(

@@ -156,7 +156,8 @@ class IncidentActivities:
         labels; plus past decisions on similar alerts.
 
         A runbook whose templates name a label the alert lacks keeps its place with no actions
-        (it cannot be run as written); the reason is logged.
+        (it cannot be run as written); the reason is logged. Its evidence calls are rendered one
+        by one: one that cannot be rendered is left out with the reason (`evidence_skipped`).
         """
         hits = await self.kb.search_runbooks(inp.text, limit=inp.limit, labels=inp.labels or None)
         found: list[tuple[SearchHit, Runbook]] = []
@@ -175,6 +176,7 @@ class IncidentActivities:
             except ValueError as exc:
                 log.warning("recall %s: runbook %s cannot be rendered: %s", inp.incident_id, rb.id, exc)
                 actions = []
+            evidence, evidence_skipped = policy.render_evidence(rb.evidence, inp.labels)
             runbooks.append(
                 RecalledRunbook(
                     id=rb.id,
@@ -184,6 +186,8 @@ class IncidentActivities:
                     actions=actions,
                     matched_labels=bool(hit.payload.get("matched_labels", False)),
                     allow_namespaces=list(rb.allow_namespaces),
+                    evidence=evidence,
+                    evidence_skipped=evidence_skipped,
                 )
             )
         decisions = await self.kb.search_decisions(inp.text, limit=inp.limit) if inp.text.strip() else []

@@ -80,6 +80,15 @@ class Embedder(Protocol):
     async def embed_query(self, text: str) -> list[float]: ...
 
 
+def _same_runbook(stored: Any, rb: Runbook) -> bool:
+    """The indexed payload holds `rb` as it is now. Compared as runbooks, not as JSON, so a field
+    added to `Runbook` later (with its default) does not make every indexed runbook look changed."""
+    try:
+        return Runbook.model_validate(stored) == rb
+    except ValueError:
+        return False
+
+
 def _content_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -186,7 +195,7 @@ class KnowledgeBase:
             elif (
                 old.get("content_hash") == rb.content_hash
                 and old.get("index_version") == INDEX_VERSION
-                and old.get("runbook") == rb.model_dump(mode="json")
+                and _same_runbook(old.get("runbook"), rb)
             ):
                 report.unchanged.append(rid)
                 unchanged += 1

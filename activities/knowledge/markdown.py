@@ -17,6 +17,9 @@ lines (TOML front matter between `+++` lines, as Hugo writes it, is read too)::
         arguments: {namespace: "{{ labels.namespace }}"}
     automation_level: manual                      # manual | prompted | standard
     allow_namespaces: [kube-system]               # protected namespaces its plan may change, optional
+    evidence:                                     # read-only tool calls gathered first, optional
+      - tool: get_pod_logs
+        arguments: {namespace: "{{ labels.namespace }}", pod: "{{ labels.pod }}", previous: true}
     ---
     # Restart a crash-looping deployment
     ...
@@ -42,6 +45,10 @@ Rules, in order:
 - **allow_namespaces**: the front matter's `allow_namespaces` (a list of namespace names, or
   one name): protected namespaces (AGENTIC_PROTECTED_NAMESPACES) the runbook's own plan may
   change. Exact names, no patterns. Default: none.
+- **evidence**: the front matter's `evidence`, a list of `{tool, arguments}` like `actions`: the
+  read-only tool calls an incident gathers before its diagnosis (the investigate stage). A tool
+  the platform knows to change something (`agentic_core.tools.WRITE_TOOLS`) is refused here.
+  Default: none.
 
 `iter_markdown_files` skips files whose name starts with `_` (Hugo section pages such as
 `_index.md`, which hold only navigation front matter) and anything under a hidden folder.
@@ -66,6 +73,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentic_core.models import AutomationLevel, Runbook
+from agentic_core.tools import WRITE_TOOLS
 
 __all__ = [
     "RunbookFormatError",
@@ -87,7 +95,7 @@ _ALERT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NOT_ALERT_NAMES = frozenset(
     {"readme", "changelog", "contributing", "license", "index", "overview", "introduction", "summary", "todo"}
 )
-_KNOWN_KEYS = ("id", "title", "match", "actions", "automation_level", "allow_namespaces")
+_KNOWN_KEYS = ("id", "title", "match", "actions", "automation_level", "allow_namespaces", "evidence")
 
 
 class RunbookFormatError(ValueError):
@@ -218,14 +226,14 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
     else:
         match = [f"alertname={stem}"] if looks_like_alert_name(stem) else []
 
-    actions = meta.get("actions") or []
-    if not isinstance(actions, list):
-        raise ValueError(f"front-matter 'actions' must be a list of {{tool, arguments}}, got {type(actions).__name__}")
-    for i, action in enumerate(actions):
-        if not isinstance(action, dict):
-            raise ValueError(f"front-matter actions[{i}] must be a mapping with 'tool' and 'arguments'")
-        if "arguments" in action and action["arguments"] is not None and not isinstance(action["arguments"], dict):
-            raise ValueError(f"front-matter actions[{i}].arguments must be a mapping")
+    actions = _tool_calls(meta, "actions")
+    evidence = _tool_calls(meta, "evidence")
+    for i, call in enumerate(evidence):
+        if call.get("tool") in WRITE_TOOLS:
+            raise ValueError(
+                f"front-matter evidence[{i}]: {call.get('tool')} changes something; evidence calls only look "
+                "(read-only tools): put it under actions"
+            )
 
     raw_level = meta.get("automation_level")
     if raw_level is None:
@@ -258,6 +266,7 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
                 "source": rel_path,
                 "match": match,
                 "actions": [{"tool": a.get("tool"), "arguments": a.get("arguments") or {}} for a in actions],
+                "evidence": [{"tool": e.get("tool"), "arguments": e.get("arguments") or {}} for e in evidence],
                 "automation_level": level,
                 "allow_namespaces": allow_namespaces or [],
             }
@@ -266,6 +275,19 @@ def parse_runbook_text(text: str, rel_path: str, *, default_id: str, stem: str) 
         raise ValueError(_format_validation_error(exc)) from exc
     runbook.content_hash = runbook.compute_hash()
     return runbook
+
+
+def _tool_calls(meta: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The front matter's list of `{tool, arguments}` under `key` (actions, evidence), checked."""
+    calls = meta.get(key) or []
+    if not isinstance(calls, list):
+        raise ValueError(f"front-matter '{key}' must be a list of {{tool, arguments}}, got {type(calls).__name__}")
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise ValueError(f"front-matter {key}[{i}] must be a mapping with 'tool' and 'arguments'")
+        if "arguments" in call and call["arguments"] is not None and not isinstance(call["arguments"], dict):
+            raise ValueError(f"front-matter {key}[{i}].arguments must be a mapping")
+    return calls
 
 
 def parse_runbook_file(path: Path, root: Path) -> Runbook:

@@ -51,6 +51,7 @@ class RunbookStore(LedgerBase):
         content_hash = runbook.compute_hash()
         match = [m.model_dump(mode="json") for m in runbook.match]
         actions = [a.model_dump(mode="json") for a in runbook.actions]
+        evidence = [e.model_dump(mode="json") for e in runbook.evidence]
         async with self._conn(transaction=True) as conn:
             current = await conn.fetchrow(
                 "SELECT content_hash, source FROM runbooks WHERE id = $1 FOR UPDATE", runbook.id
@@ -59,8 +60,8 @@ class RunbookStore(LedgerBase):
                 inserted = await conn.fetchval(
                     """
                     INSERT INTO runbooks (id, title, body, source, match, actions, automation_level, content_hash,
-                                          allow_namespaces)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                          allow_namespaces, evidence)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                     ON CONFLICT (id) DO NOTHING
                     RETURNING id
                     """,
@@ -73,6 +74,7 @@ class RunbookStore(LedgerBase):
                     runbook.automation_level.value,
                     content_hash,
                     list(runbook.allow_namespaces),
+                    evidence,
                 )
                 if inserted is not None:
                     await conn.execute("INSERT INTO runbook_stats (runbook_id) VALUES ($1)", runbook.id)
@@ -97,7 +99,7 @@ class RunbookStore(LedgerBase):
             await conn.execute(
                 """
                 UPDATE runbooks SET title = $2, body = $3, source = $4, match = $5, actions = $6,
-                                    content_hash = $7, allow_namespaces = $8, updated_at = now()
+                                    content_hash = $7, allow_namespaces = $8, evidence = $9, updated_at = now()
                 WHERE id = $1
                 """,
                 runbook.id,
@@ -108,6 +110,7 @@ class RunbookStore(LedgerBase):
                 actions,
                 content_hash,
                 list(runbook.allow_namespaces),
+                evidence,
             )
             return "updated"
 

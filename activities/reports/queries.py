@@ -17,6 +17,10 @@ Which rows count for a week [start, end) (UTC):
   `<incident>-automatic-<epoch ms>`) and the decision;
 - all actions and outcomes: finished / verified in the week;
 - guardrail events: recorded (`at`) in the week, by kind (every kind, 0 when none).
+- all actions and outcomes: finished / verified in the week.
+
+An incident's evidence calls (the investigate stage: read-only tools it looked with, ledger keys
+`<incident>/evidence/…`) are not actions: neither count counts them.
 """
 
 from __future__ import annotations
@@ -173,7 +177,8 @@ async def compute_digest(
                    count(*) FILTER (WHERE a.status = 'failed') AS failed
             FROM (SELECT DISTINCT a.id, a.status FROM runs r
                   JOIN actions a ON a.incident_id = r.incident_id
-                                AND a.started_at >= r.run_start AND a.started_at <= r.decided_at) a
+                                AND a.started_at >= r.run_start AND a.started_at <= r.decided_at
+                  WHERE a.idempotency_key NOT LIKE '%/evidence/%') a
             """,
             start,
             end,
@@ -183,7 +188,7 @@ async def compute_digest(
             SELECT count(*) AS n,
                    count(*) FILTER (WHERE status = 'succeeded') AS ok,
                    count(*) FILTER (WHERE status = 'failed') AS failed
-            FROM actions WHERE finished_at >= $1 AND finished_at < $2
+            FROM actions WHERE finished_at >= $1 AND finished_at < $2 AND idempotency_key NOT LIKE '%/evidence/%'
             """,
             start,
             end,

@@ -28,6 +28,7 @@ NOT_RUN_AS_WRITTEN = {
     ".venv/bin/python benchmarks/alert_burst.py": "70 s at --groups 2: test_benchmarks checks that it starts",
     ".venv/bin/python benchmarks/telegram_roundtrip.py": "about 30 s: test_benchmarks runs it with fewer presses",
     ".venv/bin/python benchmarks/autonomy_sim.py": "minutes: test_benchmarks runs one simulated week",
+    ".venv/bin/python benchmarks/investigate.py": "minutes (a stack, 20 incidents): test_benchmarks checks it starts",
 }
 # Exported variables no acceptance test sets, and why.
 NOT_SET = {

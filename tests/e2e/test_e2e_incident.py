@@ -5,6 +5,11 @@ token) → IncidentWorkflow → the approval question → `agentic approve` → 
 infrastructure server patches the deployment on kmock (the emulated cluster) → the
 "cluster" heals, the alert resolves → verified → ledger and Qdrant hold the decision.
 
+The investigate stage: a runbook that declares `evidence:` → its read-only calls through the
+tool gateway against the MCP infrastructure server (kmock) and the MCP metrics server (the same
+real Prometheus and Alertmanager, `AGENTIC_PROMETHEUS_URL` / `AGENTIC_ALERTMANAGER_URL`) → the
+diagnosis shows the evidence, and what could not be gathered is said.
+
 Every `agentic` call here is an asyncio subprocess: kmock serves the Kubernetes API from
 this test's event loop, so the loop must keep running while the CLI works.
 """
@@ -15,24 +20,57 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import kmock
 import pytest
 
-from tests.support.e2e import RUNBOOK, webhook
-from tests.support.env import REPO, stack_env
+from tests.support.e2e import RUNBOOK, agentic, eventually, incidents, ledger, show, status_of, webhook
+from tests.support.env import stack_env
 from tests.support.kmock_helpers import NS, emulated_cluster, requests_for
 from tests.support.promstack import MetricsSource, alerting_stack
 
 pytestmark = pytest.mark.slow
+
+EVIDENCE_RUNBOOK = """---
+id: demo/unhealthy-deployment-evidence
+title: An unhealthy deployment, with its evidence
+match:
+  - alertname=DemoInvestigate
+evidence:
+  - tool: get_pod_logs
+    arguments: {namespace: "{{ labels.namespace }}", pod: "{{ labels.deployment }}-7d4b9-abcde", previous: true}
+  - tool: get_events
+    arguments: {namespace: "{{ labels.namespace }}"}
+  - tool: prom_query
+    arguments:
+      query: 'demo_deployment_healthy{namespace="{{ labels.namespace }}", deployment="{{ labels.deployment }}"}'
+  - tool: prom_alerts
+    arguments: {alertname: "{{ labels.alertname }}"}
+  - tool: prom_rules
+    arguments: {name: DemoDeploymentUnhealthy}
+  - tool: describe_pod
+    arguments: {namespace: "{{ labels.namespace }}", pod: "{{ labels.deployment }}-gone"}
+  - tool: ha_states
+    arguments: {state: unavailable}
+  - tool: describe_pod
+    arguments: {namespace: "{{ labels.namespace }}", pod: "{{ labels.pod }}"}
+actions:
+  - tool: rollout_restart
+    arguments:
+      namespace: "{{ labels.namespace }}"
+      deployment: "{{ labels.deployment }}"
+---
+# An unhealthy deployment
+
+Its health gauge reports 0. Look at the previous container's logs, the namespace's events and
+the gauge before restarting it.
+"""
 
 
 @dataclass
@@ -41,35 +79,8 @@ class World:
     env: dict[str, str]
     data: Path
     tmp: Path
-
-
-async def agentic(
-    env: dict[str, str], *args: str, stdin: bytes | None = None, limit: float = 300
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.cli",
-        *args,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what} (last: {last!r})")
+    token: str  # the intake's bearer token
+    metrics: MetricsSource  # what Prometheus scrapes: the demo deployments' health gauges
 
 
 async def diagnose(world: World, incident_id: str) -> str:
@@ -83,88 +94,69 @@ async def diagnose(world: World, incident_id: str) -> str:
     return "\n".join(lines)
 
 
-async def incidents(env: dict[str, str]) -> list[dict[str, Any]]:
-    rc, out, err = await agentic(env, "incidents", "list", "--json")
-    assert rc == 0, err
-    return list(json.loads(out))
-
-
-async def show(env: dict[str, str], incident_id: str) -> dict[str, Any]:
-    rc, out, err = await agentic(env, "incidents", "show", incident_id, "--json")
-    assert rc == 0, err
-    return dict(json.loads(out))
-
-
-async def status_of(env: dict[str, str], incident_id: str, wanted: set[str]) -> dict[str, Any] | None:
-    st = await show(env, incident_id)
-    return st if st["status"] in wanted else None
-
-
-async def ledger(data: Path, env: dict[str, str]) -> asyncpg.Connection:
-    pw = (data / "secrets" / "postgres.password").read_text().strip()
-    return await asyncpg.connect(
-        f"postgresql://postgres:{pw}@127.0.0.1:{env['AGENTIC_POSTGRES_PORT']}/postgres", timeout=10
-    )
-
-
 @pytest.fixture(scope="module")
 async def world() -> AsyncIterator[World]:
+    """The stack with kmock as its cluster and one real Prometheus + Alertmanager pair (alerts to
+    the intake; the metrics MCP server's backend), the demo deployments healthy at first."""
     with tempfile.TemporaryDirectory(prefix="agentic-e2e-") as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "kube").mkdir()
         async with emulated_cluster(tmp / "kube") as (k, kubeconfig):
             data = tmp / "data"
             env = stack_env(data)
-            env.update(
-                AGENTIC_KUBECONFIG=str(kubeconfig),
-                AGENTIC_APPROVERS="alice,bob",
-                AGENTIC_VERIFY_WINDOW_S="120",
-            )
-            rc, out, err = await agentic(env, "up", "--detach")
-            assert rc == 0, out + err
-            try:
-                rb = tmp / "runbooks"
-                rb.mkdir()
-                (rb / "restart.md").write_text(RUNBOOK)
-                rc, out, err = await agentic(env, "runbooks", "import", str(rb))
-                assert rc == 0 and "1 added" in out, out + err
-                yield World(k=k, env=env, data=data, tmp=tmp)
-            finally:
-                await agentic(env, "down", limit=120)
+            token = "e2e-incident-intake-token"
+            intake = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}/alerts"
+            with MetricsSource() as metrics:
+                metrics.values[(NS, "sonarr")] = 1
+                with alerting_stack(tmp / "prom", metrics.port, intake, token) as ports:
+                    env.update(
+                        AGENTIC_KUBECONFIG=str(kubeconfig),
+                        AGENTIC_APPROVERS="alice,bob",
+                        AGENTIC_VERIFY_WINDOW_S="120",
+                        AGENTIC_INTAKE_TOKEN=token,
+                        AGENTIC_PROMETHEUS_URL=f"http://127.0.0.1:{ports['prometheus']}",
+                        AGENTIC_ALERTMANAGER_URL=f"http://127.0.0.1:{ports['alertmanager']}",
+                    )
+                    rc, out, err = await agentic(env, "up", "--detach")
+                    assert rc == 0, out + err
+                    try:
+                        rb = tmp / "runbooks"
+                        rb.mkdir()
+                        (rb / "restart.md").write_text(RUNBOOK)
+                        (rb / "investigate.md").write_text(EVIDENCE_RUNBOOK)
+                        rc, out, err = await agentic(env, "runbooks", "import", str(rb))
+                        assert rc == 0 and "2 added" in out, out + err
+                        yield World(k=k, env=env, data=data, tmp=tmp, token=token, metrics=metrics)
+                    finally:
+                        await agentic(env, "down", limit=120)
 
 
 async def test_prometheus_alert_to_verified_outcome(world: World) -> None:
-    env, data = world.env, world.data
-    token = (data / "secrets" / "intake.token").read_text().strip()
-    intake = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}/alerts"
+    env, data, metrics = world.env, world.data, world.metrics
     patches_before = len(requests_for(world.k, "sonarr", "PATCH"))
-    with MetricsSource() as metrics:
-        metrics.values[(NS, "sonarr")] = 0
-        with alerting_stack(world.tmp / "prom", metrics.port, intake, token):
-            found = await eventually(
-                lambda: _awaiting(env, "DemoDeploymentUnhealthy"), 120, "an incident awaiting approval"
-            )
-            inc = found["id"]
-            st = await show(env, inc)
-            assert st["runbook_id"] == "demo/restart-unhealthy-deployment"
-            assert [c["tool"] for c in st["plan"]] == ["rollout_restart"]
-            assert st["plan"][0]["arguments"] == {"namespace": NS, "deployment": "sonarr"}
-            assert len(requests_for(world.k, "sonarr", "PATCH")) == patches_before  # nothing ran yet
+    metrics.values[(NS, "sonarr")] = 0  # the rule fires
+    found = await eventually(lambda: _awaiting(env, "DemoDeploymentUnhealthy"), 120, "an incident awaiting approval")
+    inc = found["id"]
+    st = await show(env, inc)
+    assert st["runbook_id"] == "demo/restart-unhealthy-deployment"
+    assert [c["tool"] for c in st["plan"]] == ["rollout_restart"]
+    assert st["plan"][0]["arguments"] == {"namespace": NS, "deployment": "sonarr"}
+    assert len(requests_for(world.k, "sonarr", "PATCH")) == patches_before  # nothing ran yet
 
-            # Someone not on the approver list is refused, and nothing runs.
-            rc, _, err = await agentic(env, "approve", inc, "--by", "mallory")
-            assert rc == 2 and "mallory" in err
-            rc, _, err = await agentic(env, "approve", inc, "--by", "alice")
-            assert rc == 0, err
+    # Someone not on the approver list is refused, and nothing runs.
+    rc, _, err = await agentic(env, "approve", inc, "--by", "mallory")
+    assert rc == 2 and "mallory" in err
+    rc, _, err = await agentic(env, "approve", inc, "--by", "alice")
+    assert rc == 0, err
 
-            try:
-                await eventually(
-                    lambda: _n(len(requests_for(world.k, "sonarr", "PATCH")) > patches_before), 60, "the restart patch"
-                )
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{await diagnose(world, inc)}") from None
-            metrics.values[(NS, "sonarr")] = 1  # the restart healed it: the alert resolves
-            st = await eventually(lambda: status_of(env, inc, {"resolved"}), 120, "the verified outcome")
+    try:
+        await eventually(
+            lambda: _n(len(requests_for(world.k, "sonarr", "PATCH")) > patches_before), 60, "the restart patch"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await diagnose(world, inc)}") from None
+    metrics.values[(NS, "sonarr")] = 1  # the restart healed it: the alert resolves
+    st = await eventually(lambda: status_of(env, inc, {"resolved"}), 120, "the verified outcome")
 
     assert st["decision"]["choice"] == "approved" and st["decision"]["by"] == "alice"
     assert [a["status"] for a in st["actions"]] == ["succeeded"]
@@ -202,6 +194,62 @@ async def test_prometheus_alert_to_verified_outcome(world: World) -> None:
         5,
     )
     assert any(h.payload.get("incident_id") == inc for h in hits), hits
+
+
+async def test_the_diagnosis_shows_the_evidence_gathered_from_the_cluster_and_prometheus(world: World) -> None:
+    env = world.env
+    rc, out, err = await agentic(env, "status")
+    assert rc == 0 and "mcp-metrics" in out, out + err
+    rc, out, err = await agentic(env, "alert", "send", "-", stdin=webhook("DemoInvestigate", "sonarr"))
+    assert rc == 0, err
+    inc = out.strip().split()[-1]
+    st = await eventually(lambda: status_of(env, inc, {"awaiting_approval"}), 120, "the incident's question")
+
+    assert st["runbook_id"] == "demo/unhealthy-deployment-evidence"
+    names = [s["name"] for s in st["stages"]]
+    assert names.index("recall") < names.index("investigate") < names.index("propose"), names
+    evidence = {(e["call"]["tool"], e["index"]): e for e in st["evidence"]}
+    assert {key: e["status"] for key, e in evidence.items()} == {
+        ("get_pod_logs", 0): "ok",
+        ("get_events", 1): "ok",
+        ("prom_query", 2): "ok",
+        ("prom_alerts", 3): "ok",
+        ("prom_rules", 4): "ok",
+        ("describe_pod", 5): "failed",
+        ("ha_states", 6): "unavailable",
+        ("describe_pod", 7): "skipped",
+    }, st["evidence"]
+    assert "out of memory" in evidence[("get_pod_logs", 0)]["excerpt"]  # the previous container's logs (kmock)
+    assert "OOMKilling" in evidence[("get_events", 1)]["excerpt"]
+    # Prometheus's own data: the gauge the test serves, as Prometheus scraped it
+    assert '"deployment": "sonarr"' in evidence[("prom_query", 2)]["excerpt"]
+    assert '"alertmanager_total": 0' in evidence[("prom_alerts", 3)]["excerpt"]  # Alertmanager was asked
+    assert "DemoDeploymentUnhealthy" in evidence[("prom_rules", 4)]["excerpt"]
+    assert "sonarr-gone" in evidence[("describe_pod", 5)]["error"]
+    assert "set AGENTIC_HA_URL and AGENTIC_HA_TOKEN" in evidence[("ha_states", 6)]["error"]
+    assert "needs label 'pod'" in evidence[("describe_pod", 7)]["error"]
+
+    rc, text, err = await agentic(env, "incidents", "show", inc)
+    assert rc == 0, err
+    assert "evidence (5 of 8 gathered; 1 failed; 1 skipped; 1 unavailable):" in text, text
+    assert "get_events(namespace='media'): ok:" in text
+
+    conn = await ledger(world.data, env)
+    try:
+        # the diagnosis edits the question's message (the ledger's row keeps the question's kind)
+        diagnosis = await conn.fetchval(
+            "select text from notifications where incident_id = $1 and kind = 'question'", inc
+        )
+        keys = [r["idempotency_key"] for r in await conn.fetch("select * from actions where incident_id = $1", inc)]
+    finally:
+        await conn.close()
+    assert "Evidence (5 of 8 gathered; 1 failed; 1 skipped; 1 unavailable):" in diagnosis, diagnosis
+    assert "prom_rules(name='DemoDeploymentUnhealthy'): ok:" in diagnosis
+    # the six calls that ran are in the ledger under their evidence keys; no action ran
+    assert len(keys) == 6 and all("/evidence/" in k for k in keys), keys
+
+    rc, _, err = await agentic(env, "ignore", inc, "--by", "alice")
+    assert rc == 0, err
 
 
 async def _awaiting(env: dict[str, str], alertname: str) -> dict[str, Any] | None:
@@ -262,7 +310,7 @@ async def test_hostile_but_valid_payloads_are_incidents_within_seconds_with_secr
     import httpx
 
     env, data = world.env, world.data
-    token = (data / "secrets" / "intake.token").read_text().strip()
+    token = world.token
     base = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}"
     password, bearer = "Tr0ub4dor#3-e2e", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     alertname = "DemoHostile💥\u202eliveD"

@@ -36,7 +36,7 @@ from agentic_core.incident import (
 )
 from agentic_core.models import AutomationLevel, Runbook, ToolCall
 from tests.support.env import REPO, free_port
-from tests.support.incident_fakes import DELETE_NS, LOGS, RESTART, RUNBOOK_ID, Fakes
+from tests.support.incident_fakes import DELETE_NS, EVIDENCE, LOGS, RESTART, RUNBOOK_ID, Fakes
 from tests.support.pg import create_database, pg_server
 from tests.support.telegram_emulator import BotApiEmulator, Stored, emulator
 from tests.support.telegram_harness import (
@@ -166,6 +166,25 @@ async def test_alert_to_buttons_approve_run_edit_resolved(tg: Telegram, ledger: 
     assert {r.channel for r in rows} == {CHANNEL}
     assert {r.kind for r in rows} >= {"diagnosis", "resolved"} or {r.kind for r in rows} >= {"update", "resolved"}
     assert any(r.thread == str(tg.topics["resolved"]) for r in rows)
+
+
+async def test_details_shows_the_evidence_the_incident_gathered(tg: Telegram, ledger: Ledger, client: Client) -> None:
+    """The investigate stage's evidence is in the diagnosis card, and 🔎 Details posts it in full:
+    each call with its status, an excerpt, and the calls that could not be gathered."""
+    fakes = Fakes(runbook_evidence=list(EVIDENCE), fail_tools={"get_pod_logs"})
+    async with platform_worker(client, ledger, tg, fakes) as tq:
+        inc = await start_incident(client, tq, fakes)
+        await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+        card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+        assert "Evidence (2 of 3 gathered; 1 failed):" in card.text
+        answer = await tg.press(ALICE, card, 3)  # 🔎 Details
+        assert answer["text"] == "🔎 Full text posted below"
+        posted = await tg.wait_message(lambda m: m.reply_to == card.message_id)
+        assert "Evidence (2 of 3 gathered; 1 failed):" in posted.text
+        assert "get_pod_logs(namespace='shop', pod='checkout-1', previous=True): failed: boom" in posted.text
+        assert "get_events(involved_object='checkout-1', namespace='shop'): ok: get_events says:" in posted.text
+        assert "prom_query(query='container_memory_working_set_bytes{namespace=\"shop\"}'): ok:" in posted.text
+        await inc.handle.terminate("done")
 
 
 async def test_nothing_to_run_card_offers_acknowledge(tg: Telegram, ledger: Ledger, client: Client) -> None:

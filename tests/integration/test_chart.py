@@ -488,3 +488,49 @@ def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enable
     assert ("ai-tools", "allow-mcp-homeassistant-egress") not in {
         (p["metadata"]["namespace"], p["metadata"]["name"]) for p in render("default") if p["kind"] == "NetworkPolicy"
     }
+
+
+def test_metrics_server_is_on_and_wired_to_prometheus_and_alertmanager() -> None:
+    from workers.toolservers.metrics import server as mcp_metrics
+
+    docs = render("default")
+    deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pod = deps["mcp-metrics"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = mcp_metrics._parser().parse_args(c["command"][3:])
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8095, "AGENTIC_MCP_TOKEN")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AGENTIC_PROMETHEUS_URL"]["value"] == "http://prometheus-operated.monitoring.svc.cluster.local:9090"
+    assert env["AGENTIC_ALERTMANAGER_URL"]["value"] == "http://alertmanager-operated.monitoring.svc.cluster.local:9093"
+    assert "AGENTIC_PROMETHEUS_USERNAME" not in env  # empty in the values: no basic auth
+    for key in ("AGENTIC_PROMETHEUS_TOKEN", "AGENTIC_PROMETHEUS_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "agentic-platform", "key": key, "optional": True}
+    assert all(v["name"] != "kube-api-access" for v in pod["volumes"])  # no Kubernetes API
+    assert not any(d["kind"] == "ClusterRole" and d["metadata"]["name"] == "agentic-mcp-metrics" for d in docs)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+    # the worker is told where it is and its settings use it; it reaches the server, and the
+    # server reaches Prometheus and Alertmanager
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")["data"]
+    url = "http://mcp-metrics.ai-tools.svc.cluster.local:8095/mcp"
+    assert config["AGENTIC_MCP_METRICS_URL"] == url
+    assert Settings(mcp_metrics_url=url).mcp_servers["metrics"] == url
+    pols = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+    }
+    agents = pols[("ai-agents", "allow-platform-egress")]["egress"]
+    assert 8095 in {p["port"] for rule in agents for p in rule.get("ports", [])}
+    assert 8095 in {p["port"] for p in pols[("ai-tools", "allow-mcp")]["ingress"][0]["ports"]}
+    egress = pols[("ai-tools", "allow-mcp-metrics-egress")]
+    assert egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mcp-metrics"}}
+    assert egress["egress"] == [
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"protocol": "TCP", "port": 9090}, {"protocol": "TCP", "port": 9093}],
+        }
+    ]
+
+    off = render("default", ("mcp.servers.metrics.enabled=false",))
+    assert ("Deployment", "mcp-metrics") not in {(d["kind"], d["metadata"]["name"]) for d in off}
+    off_config = next(d for d in off if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")
+    assert "AGENTIC_MCP_METRICS_URL" not in off_config["data"]

@@ -34,6 +34,7 @@ from activities.knowledge.kb import KnowledgeBase
 from activities.ledger.repository import Ledger
 from agentic_core import policy
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
+from agentic_core.evidence import EvidenceItem
 from agentic_core.incident import (
     ActionResult,
     ApprovalResult,
@@ -261,6 +262,35 @@ async def test_recall_carries_the_protected_namespaces_a_runbook_allows(kb: Know
     best = res.runbooks[0]
     assert best.id == rb.id and best.matched_labels and best.allow_namespaces == ["kube-system"]
     assert all(r.allow_namespaces == [] for r in res.runbooks[1:])  # the others allow nothing
+
+
+async def test_recall_renders_a_runbooks_evidence_call_by_call(kb: KnowledgeBase, ledger: Ledger) -> None:
+    ns, pod = "{{ labels.namespace }}", "{{ labels.pod }}"
+    rb = Runbook(
+        id="kubernetes/KubeContainerOOMKilled",
+        title="A container was OOM killed",
+        body="The container ran out of memory. Look at its working set against its limit.",
+        match=[LabelMatcher.parse("alertname=KubeContainerOOMKilled")],
+        evidence=[
+            ToolCall(tool="get_events", arguments={"namespace": ns}),
+            ToolCall(tool="get_pod_logs", arguments={"namespace": ns, "pod": pod, "previous": True}),
+            ToolCall(tool="prom_query", arguments={"query": f'container_memory_working_set_bytes{{namespace="{ns}"}}'}),
+        ],
+    )
+    await ledger.upsert_runbook(rb)
+    await kb.upsert_runbooks([rb.model_copy(update={"content_hash": rb.compute_hash()})])
+    labels = {"alertname": "KubeContainerOOMKilled", "namespace": "shop", "severity": "warning"}  # no pod label
+    res = await acts(kb, ledger).recall(RecallInput(incident_id=uid(), text="OOM killed", labels=labels))
+    best = res.runbooks[0]
+    assert best.id == rb.id and best.actions == []
+    assert best.evidence == [
+        ToolCall(tool="get_events", arguments={"namespace": "shop"}),
+        ToolCall(tool="prom_query", arguments={"query": 'container_memory_working_set_bytes{namespace="shop"}'}),
+    ]
+    assert best.evidence_skipped == [
+        "get_pod_logs: template '{{ labels.pod }}' needs label 'pod', which the alert lacks "
+        "(labels: alertname, namespace, severity)"
+    ]
 
 
 # --------------------------------------------------------------------------- propose
@@ -740,6 +770,15 @@ def _poisoned_input(injection: str) -> ProposeInput:
         annotations={"summary": injection, "description": injection, injection: "x"},
         recall=RecallResult(runbooks=[runbook], decisions=decisions),
         tools=TOOLS,
+        evidence=[  # what the tools returned: pod logs and a failing call, both carrying it
+            EvidenceItem(
+                index=0,
+                call=ToolCall(tool="get_pod_logs", arguments={"pod": injection}),
+                status="ok",
+                excerpt=f"log line 1\n{injection}\nlog line 3",
+            ),
+            EvidenceItem(index=1, call=ToolCall(tool="get_events", arguments={}), status="failed", error=injection),
+        ],
     )
 
 
@@ -767,6 +806,9 @@ def test_injected_text_reaches_the_model_only_as_quoted_data(injection: str) -> 
     assert data["runbooks"][0]["title"] == flat and data["runbooks"][0]["id"] == RB_ID
     assert [d["alert"] for d in data["past_decisions"]] == [flat, flat]
     assert flat.startswith(data["past_decisions"][0]["by"].rstrip("…"))
+    logs, events = data["evidence"]
+    assert (logs["tool"], logs["status"], events["status"]) == ("get_pod_logs", "ok", "failed")
+    assert flat[:100] in logs["output"] and events["why"].startswith(flat[:100])
     # The quoted data stays compact: one long alert cannot crowd the 4096-token context out.
     long = build_messages(_poisoned_input(injection * 200))
     assert len(long[1]["content"]) < 6_000

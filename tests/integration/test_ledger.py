@@ -455,6 +455,20 @@ async def test_a_runbooks_allowed_namespaces_are_kept(ledger: Ledger) -> None:
     assert after is not None and after.allow_namespaces == []
 
 
+async def test_a_runbooks_evidence_is_kept(ledger: Ledger) -> None:
+    rid = uid("rb")
+    logs = ToolCall(tool="get_pod_logs", arguments={"namespace": "{{ labels.namespace }}", "previous": True})
+    rb = make_runbook(rid).model_copy(update={"evidence": [logs]})
+    assert await ledger.upsert_runbook(rb) == "added"
+    stored = await ledger.get_runbook(rid)
+    assert stored is not None and stored.to_runbook().evidence == [logs]
+    assert stored.content_hash == rb.compute_hash() != make_runbook(rid).compute_hash()
+    assert await ledger.upsert_runbook(rb) == "unchanged"
+    assert await ledger.upsert_runbook(rb.model_copy(update={"evidence": []})) == "updated"
+    after = await ledger.get_runbook(rid)
+    assert after is not None and after.evidence == [] and after.content_hash == make_runbook(rid).compute_hash()
+
+
 async def test_set_runbook_level_writes_history(ledger: Ledger) -> None:
     rid = uid("rb")
     await ledger.upsert_runbook(make_runbook(rid), changed_by="import")

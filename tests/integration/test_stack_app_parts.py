@@ -1,6 +1,7 @@
-"""`agentic up`'s parts for the home applications' MCP servers: disabled until configured, the
-command lines it builds (secrets by environment only), and those command lines really serving
-against fake apps, with the worker's gateway seeing every configured server's tools."""
+"""`agentic up`'s parts for the home applications' MCP servers and the metrics server: disabled
+until configured, the command lines it builds (secrets by environment only), and those command
+lines really serving (against fake apps; against a real, secured Prometheus), with the worker's
+gateway seeing every configured server's tools."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 from tests.support.env import REPO, free_port
 from tests.support.fake_apps import FakeArr, FakeHomeAssistant
 from tests.support.kmock_helpers import mcp_client
+from tests.support.promstack import secured_prometheus
 from workers.settings import Settings
 from workers.stack.env import child_env, effective_settings
 from workers.stack.parts import Part, build_parts
@@ -164,3 +166,70 @@ def test_without_a_cluster_the_worker_leaves_the_infra_server_out(
     parts = parts_of(settings_for(tmp_path, kubeconfig=kubeconfig))
     assert parts["mcp"].mode == "embedded"
     assert parts["worker"].env.get("AGENTIC_MCP_INFRA_ENABLED") != "False"
+
+
+# --------------------------------------------------------------------------- mcp-metrics
+
+PASSWORD_HASH = "$2b$04$j3zPAuFllwyHhd/v2NTlJ.MmoTZ8D.tbZzfAgAuR8k5WMRNXTKIA."  # bcrypt of "s3cret", cost 4
+
+
+def test_disabled_until_a_prometheus_url_is_set(tmp_path: Path) -> None:
+    s = settings_for(tmp_path, alertmanager_url="http://am:9093")  # Alertmanager alone is not enough
+    part = parts_of(s)["mcp-metrics"]
+    assert (part.mode, part.url) == ("disabled", "no Prometheus: set AGENTIC_PROMETHEUS_URL")
+    assert "metrics" not in s.mcp_servers
+
+
+def test_embedded_and_external(tmp_path: Path) -> None:
+    s = settings_for(
+        tmp_path,
+        prometheus_url="http://prometheus:9090",
+        alertmanager_url="http://am:9093",
+        prometheus_username="agentic",
+        prometheus_password=SecretStr("prom-secret-password"),
+        mcp_metrics_port=18095,
+    )
+    part = parts_of(s)["mcp-metrics"]
+    assert part.mode == "embedded" and part.phase == "service"
+    assert part.role == "MCP metrics tools (Prometheus, Alertmanager) http://prometheus:9090"
+    assert part.argv[1:] == [
+        "-m",
+        "workers.toolservers.metrics",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "18095",
+        "--prometheus-url",
+        "http://prometheus:9090",
+        "--alertmanager-url",
+        "http://am:9093",
+        "--prometheus-username",
+        "agentic",
+        "--token-env",
+        "AGENTIC_MCP_TOKEN",
+    ]
+    assert "prom-secret-password" not in " ".join(part.argv)
+    assert part.env["AGENTIC_PROMETHEUS_PASSWORD"] == "prom-secret-password"
+    assert s.mcp_servers["metrics"] == "http://127.0.0.1:18095/mcp"
+
+    ext = settings_for(tmp_path, mcp_metrics_url="http://mcp-metrics.ai-tools:8095/mcp")
+    part = parts_of(ext)["mcp-metrics"]
+    assert (part.mode, part.url) == ("external", "http://mcp-metrics.ai-tools:8095/mcp")
+    assert ext.mcp_servers["metrics"] == "http://mcp-metrics.ai-tools:8095/mcp"
+
+
+async def test_the_part_serves_a_secured_prometheus(tmp_path: Path) -> None:
+    with secured_prometheus(tmp_path / "prom", "agentic", PASSWORD_HASH) as port:
+        s = settings_for(
+            tmp_path,
+            prometheus_url=f"http://127.0.0.1:{port}",
+            prometheus_username="agentic",
+            prometheus_password=SecretStr("s3cret"),
+        )
+        eff = effective_settings(s)
+        assert eff.mcp_token is not None and child_env(eff)["AGENTIC_PROMETHEUS_PASSWORD"] == "s3cret"
+        token = eff.mcp_token.get_secret_value()
+        async with running(parts_of(s)["mcp-metrics"]), mcp_client(s.mcp_metrics_endpoint, token) as c:
+            r = await c.call_tool("prom_query", {"query": "vector(42)"})
+        assert not r.is_error and r.structured_content is not None
+        assert r.structured_content["series"][0]["value"][1] == "42"

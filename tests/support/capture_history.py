@@ -2,11 +2,12 @@
 test: `python -m tests.support.capture_history NAME` writes `tests/histories/NAME.incident.json` and
 `NAME.approval.json`.
 
-The incident is the happy path of `test_incident_workflow` (question, approve, two actions,
-verified by the alert resolving; with `--nothing-to-run`, a question about a plan whose every
-action was refused, acknowledged, then resolved; with `--untrusted-plan`, NORMAL mode and the
-model's own plan for a standard runbook, which records an `untrusted_plan` guardrail event before
-it asks) on the time-skipping server with the fake activities. Capture
+The incident is the happy path of `test_incident_workflow` (question, the investigate stage
+gathering the runbook's three evidence calls, approve, two actions, verified by the alert
+resolving; with `--nothing-to-run`, a question about a plan whose every action was refused,
+acknowledged, then resolved; with `--untrusted-plan`, NORMAL mode and the model's own plan for a
+standard runbook, which records an `untrusted_plan` guardrail event before it asks) on the
+time-skipping server with the fake activities. Capture
 a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
 and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
 that would break running incidents fails there.
@@ -37,7 +38,11 @@ async def capture(name: str, *, nothing_to_run: bool = False, untrusted_plan: bo
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
-    fakes = t.Fakes(proposal_actions=[t.DELETE_NS], runbook_actions=[]) if nothing_to_run else t.Fakes()
+    fakes = (
+        t.Fakes(proposal_actions=[t.DELETE_NS], runbook_actions=[])
+        if nothing_to_run
+        else t.Fakes(runbook_evidence=list(t.EVIDENCE))  # the runbook's evidence: the investigate stage runs it
+    )
     config = IncidentConfig()
     if untrusted_plan:
         fakes = t.Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.95, proposal_actions=[t.SCALE])

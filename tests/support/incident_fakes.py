@@ -22,6 +22,7 @@ from agentic_core import policy
 from agentic_core.agents import GuardrailEvent, GuardrailRecorded
 from agentic_core.alerts import Alert, AlertGroup, AlertStatus
 from agentic_core.autonomy import EvaluateTrustInput, EvaluateTrustResult
+from agentic_core.evidence import EVIDENCE_KEY_PART
 from agentic_core.incident import (
     QUERY_STATE,
     SIGNAL_ALERTS,
@@ -87,6 +88,15 @@ TOOLS = [
     ToolSpec(name=t, description=t, input_schema={"type": "object"})
     for t in ("kubernetes.restart_deployment", "kubernetes.get_logs", "kubernetes.scale_deployment")
 ]
+# Read-only tools (the gateway lists them with mutating=False): what runbook evidence calls.
+READ_TOOLS = [
+    ToolSpec(name=t, description=t, input_schema={"type": "object"}, mutating=False)
+    for t in ("get_pod_logs", "get_events", "prom_query")
+]
+PREVIOUS_LOGS = ToolCall(tool="get_pod_logs", arguments={"namespace": "shop", "pod": "checkout-1", "previous": True})
+EVENTS = ToolCall(tool="get_events", arguments={"namespace": "shop", "involved_object": "checkout-1"})
+WORKING_SET = ToolCall(tool="prom_query", arguments={"query": 'container_memory_working_set_bytes{namespace="shop"}'})
+EVIDENCE = [PREVIOUS_LOGS, EVENTS, WORKING_SET]
 
 
 RUNBOOK_ID = "kubernetes/KubePodCrashLooping"
@@ -145,7 +155,11 @@ class Fakes:
     guardrail_events: list[GuardrailEvent] = field(default_factory=list)
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
     recall_runbook: bool = True  # False: no runbook is recalled
-    tools: list[ToolSpec] = field(default_factory=lambda: list(TOOLS))
+    tools: list[ToolSpec] = field(default_factory=lambda: [*TOOLS, *READ_TOOLS])
+    runbook_evidence: list[ToolCall] = field(default_factory=list)  # the recalled runbook's evidence calls
+    runbook_evidence_skipped: list[str] = field(default_factory=list)
+    slow_tools: dict[str, float] = field(default_factory=dict)  # tool -> seconds an evidence call takes
+    list_tools_fails: bool = False
 
     @activity.defn(name="incident.triage")
     async def triage(self, inp: IncidentInput) -> TriageResult:
@@ -166,6 +180,8 @@ class Fakes:
             actions=self.runbook_actions,
             matched_labels=self.runbook_matched_labels,
             allow_namespaces=self.runbook_allow_namespaces,
+            evidence=self.runbook_evidence,
+            evidence_skipped=self.runbook_evidence_skipped,
         )
         return RecallResult(runbooks=[rb] if self.recall_runbook else [])
 
@@ -206,6 +222,8 @@ class Fakes:
 
     @activity.defn(name="tools.list_tools")
     async def list_tools(self, inp: ListToolsInput) -> ListToolsResult:
+        if self.list_tools_fails:
+            raise ApplicationError("no MCP server answered", type="ToolServerUnavailable", non_retryable=True)
         return ListToolsResult(tools=self.tools)
 
     @activity.defn(name="tools.guard")
@@ -232,12 +250,15 @@ class Fakes:
         self.executed.append(inp)
         if inp.call.tool in self.refuse_at_execute:  # the gateway's defence in depth
             raise ApplicationError(f"{inp.call.tool} is no longer allowed", type="ToolRefused", non_retryable=True)
+        if inp.call.tool in self.slow_tools:
+            await asyncio.sleep(self.slow_tools[inp.call.tool])
         if inp.call.tool in self.fail_tools:
             return ActionResult(
                 index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="failed", error="boom"
             )
+        output = f"{inp.call.tool} says: {inp.call.arguments}" if EVIDENCE_KEY_PART in inp.idempotency_key else "ok"
         return ActionResult(
-            index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output="ok"
+            index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output=output
         )
 
     @activity.defn(name="guardrails.record")
@@ -247,6 +268,13 @@ class Fakes:
             return GuardrailRecorded(id=known.index(event.key) + 1, created=False)
         self.guardrail_events.append(event)
         return GuardrailRecorded(id=len(self.guardrail_events), created=True)
+
+    def evidence_calls(self) -> list[ExecuteInput]:
+        """What the investigate stage ran (its ledger keys are apart from the actions')."""
+        return [e for e in self.executed if EVIDENCE_KEY_PART in e.idempotency_key]
+
+    def action_calls(self) -> list[ToolCall]:
+        return [e.call for e in self.executed if EVIDENCE_KEY_PART not in e.idempotency_key]
 
     def activities(self) -> list[Callable[..., Awaitable[Any]]]:
         return [
@@ -321,13 +349,14 @@ async def incident(
     activities: list[Callable[..., Awaitable[Any]]] | None = None,
     labels: dict[str, str] | None = None,
     task_queue: str | None = None,
+    extra_workflows: tuple[type, ...] = (),
 ) -> AsyncIterator[Run]:
     task_queue = task_queue or f"incident-{uuid.uuid4().hex[:8]}"
     incident_id = f"inc-{uuid.uuid4().hex[:12]}"
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow],
+        workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow, *extra_workflows],
         activities=activities or fakes.activities(),
     ):
         group = make_group(incident_id, labels=labels)

@@ -83,14 +83,27 @@ def _wait_http(url: str, within: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def alerting_stack(tmp: Path, metrics_port: int, intake_url: str, token: str) -> Iterator[dict[str, int]]:
-    """Start Alertmanager (webhook → intake) and Prometheus (scraping `metrics_port`)."""
+def alerting_stack(
+    tmp: Path,
+    metrics_port: int,
+    intake_url: str,
+    token: str,
+    *,
+    extra_rules: str = "",
+    extra_scrape_configs: str = "",
+    prom_port: int | None = None,
+) -> Iterator[dict[str, int]]:
+    """Start Alertmanager (webhook → intake) and Prometheus (scraping `metrics_port`).
+
+    `extra_rules`: more rules of the `demo` group (YAML list items, indented as in `RULES`);
+    `extra_scrape_configs`: more scrape jobs (YAML list items at two spaces); `prom_port`: the
+    port Prometheus listens on (default: a free one), for a URL that must be known first."""
     prom_bin = shutil.which("prometheus")
     am_bin = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if not prom_bin or not am_bin:
         raise RuntimeError("prometheus and prometheus-alertmanager are needed: `make system-deps` installs them")
     tmp.mkdir(parents=True, exist_ok=True)
-    am_port, am_cluster, prom_port = free_port(), free_port(), free_port()
+    am_port, am_cluster, prom_port = free_port(), free_port(), prom_port or free_port()
     (tmp / "token").write_text(token)
     (tmp / "alertmanager.yml").write_text(
         f"""
@@ -111,7 +124,7 @@ receivers:
             credentials_file: {tmp / "token"}
 """
     )
-    (tmp / "rules.yml").write_text(RULES)
+    (tmp / "rules.yml").write_text(RULES + extra_rules)
     (tmp / "prometheus.yml").write_text(
         f"""
 global:
@@ -126,7 +139,7 @@ scrape_configs:
   - job_name: demo
     static_configs:
       - targets: ["127.0.0.1:{metrics_port}"]
-"""
+{extra_scrape_configs}"""
     )
     logs = tmp / "logs"
     logs.mkdir(exist_ok=True)
@@ -172,3 +185,44 @@ scrape_configs:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@contextlib.contextmanager
+def secured_prometheus(tmp: Path, user: str, bcrypt_hash: str) -> Iterator[int]:
+    """A Prometheus that wants basic auth (`--web.config.file` with `basic_auth_users`), scraping
+    nothing; yields its port. It is up once `/-/ready` answers 401 (no credentials)."""
+    prom_bin = shutil.which("prometheus")
+    if not prom_bin:
+        raise RuntimeError("prometheus is needed: `make system-deps` installs it")
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (tmp / "web.yml").write_text(f"basic_auth_users:\n  {user}: '{bcrypt_hash}'\n")
+    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 1s\n")
+    with (tmp / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                prom_bin,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--web.config.file={tmp / 'web.yml'}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 401:
+                    break
+            time.sleep(0.2)
+        else:
+            raise TimeoutError(f"the secured Prometheus on {port} did not start")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

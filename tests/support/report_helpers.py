@@ -162,6 +162,9 @@ async def seed_week(ledger: Ledger, week: str) -> Expected:
             ("inc-a", 0, "k-a-0", "succeeded", at(0, 9, 6), at(0, 9, 7)),
             # inc-c's earlier run in the previous week: not part of this week's automatic run
             ("inc-c", 0, "k-c-old", "succeeded", prev + timedelta(hours=5), prev + timedelta(hours=5, minutes=1)),
+            # the evidence inc-c's automatic run looked at first (investigate stage): not actions
+            ("inc-c", 0, f"inc-c/evidence/{_ms(run_start)}/0", "succeeded", at(5, 3, 1), at(5, 3, 1)),
+            ("inc-c", 1, f"inc-c/evidence/{_ms(run_start)}/1", "failed", at(5, 3, 1), at(5, 3, 2)),
         ]
         for iid, idx, key, status, t0, t1 in actions:
             await c.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -75,6 +77,47 @@ def test_allow_namespaces_lists_the_protected_namespaces_the_runbook_may_change(
     assert plain.content_hash == plain.model_copy(update={"allow_namespaces": []}).compute_hash()
     one = parse_runbook_file(write(tmp_path, "one.md", "---\nallow_namespaces: kube-system\n---\nbody\n"), tmp_path)
     assert one.allow_namespaces == ["kube-system"]
+
+
+EVIDENCE = """evidence:
+  - tool: get_pod_logs
+    arguments:
+      namespace: "{{ labels.namespace }}"
+      pod: "{{ labels.pod }}"
+      previous: true
+  - tool: get_events
+    arguments: {namespace: "{{ labels.namespace }}", involved_object: "{{ labels.pod }}"}
+  - tool: prom_query
+    arguments:
+      query: 'container_memory_working_set_bytes{namespace="{{ labels.namespace }}", pod="{{ labels.pod }}"}'
+"""
+
+
+def test_evidence_lists_read_only_calls_with_templates(tmp_path: Path) -> None:
+    text = FULL.replace("automation_level: prompted\n", "automation_level: prompted\n" + EVIDENCE)
+    rb = parse_runbook_file(write(tmp_path, "apps/crashloop.md", text), tmp_path)
+    assert [(c.tool, c.arguments) for c in rb.evidence] == [
+        ("get_pod_logs", {"namespace": "{{ labels.namespace }}", "pod": "{{ labels.pod }}", "previous": True}),
+        ("get_events", {"namespace": "{{ labels.namespace }}", "involved_object": "{{ labels.pod }}"}),
+        (
+            "prom_query",
+            {"query": 'container_memory_working_set_bytes{namespace="{{ labels.namespace }}", pod="{{ labels.pod }}"}'},
+        ),
+    ]
+    assert [a.tool for a in rb.actions] == ["kubernetes.restart_deployment"]  # the plan is apart
+    plain = parse_runbook_file(write(tmp_path, "apps/restart.md", FULL), tmp_path)
+    assert plain.evidence == []
+    # Declaring evidence changes the runbook (re-imported, re-indexed); a runbook without it keeps
+    # the hash it had before evidence existed.
+    assert rb.content_hash != plain.content_hash
+    before = {
+        "id": plain.id,
+        "title": plain.title,
+        "body": plain.body,
+        "match": [str(m) for m in plain.match],
+        "actions": [a.model_dump(mode="json") for a in plain.actions],
+    }
+    assert plain.content_hash == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
 
 
 def test_match_as_mapping(tmp_path: Path) -> None:
@@ -162,6 +205,14 @@ def test_toml_front_matter(tmp_path: Path) -> None:
         ("---\ntitle: only front matter\n---\n", "no runbook text"),
         ("---\nallow_namespaces: {kube-system: yes}\n---\nbody\n", "'allow_namespaces' must be a list"),
         ("---\nallow_namespaces: [kube-*]\n---\nbody\n", "'kube-*' is not a Kubernetes namespace name"),
+        ("---\nevidence: get_pods\n---\nbody\n", "'evidence' must be a list of {tool, arguments}"),
+        ("---\nevidence: [{tool: get_pods, arguments: ns}]\n---\nbody\n", "evidence[0].arguments must be a mapping"),
+        ("---\nevidence: [{arguments: {}}]\n---\nbody\n", "evidence.0.tool"),
+        (
+            "---\nevidence: [{tool: get_pods}, {tool: rollout_restart}]\n---\nbody\n",
+            "evidence[1]: rollout_restart changes something; evidence calls only look (read-only tools): "
+            "put it under actions",
+        ),
     ],
 )
 def test_malformed_files_raise_one_line_errors(tmp_path: Path, text: str, reason: str) -> None:

@@ -90,3 +90,32 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTIC_APPROVAL_MODE", "YOLO")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_the_investigate_budget_reaches_every_new_incident(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.intake.delivery import incident_config
+
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (default.investigate_max_calls, default.investigate_budget_s) == (6, 20)
+    monkeypatch.setenv("AGENTIC_INVESTIGATE_MAX_CALLS", "3")
+    monkeypatch.setenv("AGENTIC_INVESTIGATE_BUDGET_S", "9")
+    cfg = incident_config(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert (cfg.investigate_max_calls, cfg.investigate_budget_s, cfg.investigate_model_calls) == (3, 9, 0)
+
+
+def test_model_evidence_needs_a_capable_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIC_INVESTIGATE_MODEL_CALLS", "2")
+    with pytest.raises(ValueError, match="AGENTIC_INVESTIGATE_MODEL_CALLS needs a capable model"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("AGENTIC_PLANNER_URL", "http://vllm-planner:8000/v1")
+    assert Settings(_env_file=None).investigate_model_calls == 2  # type: ignore[call-arg]
+
+
+def test_metrics_server_is_the_gateways_once_prometheus_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "metrics" not in Settings(_env_file=None).mcp_servers  # type: ignore[call-arg]
+    monkeypatch.setenv("AGENTIC_PROMETHEUS_URL", "http://prometheus:9090")
+    monkeypatch.setenv("AGENTIC_PROMETHEUS_TOKEN", "prom-token-value")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.mcp_servers["metrics"] == "http://127.0.0.1:8095/mcp"
+    assert "prom-token-value" not in repr(s)
+    assert {"prom_query", "prom_alerts"} <= set(s.incident_tool_list)  # the incident agent may look with them

@@ -21,6 +21,7 @@ from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     EVIDENCE_CONFIDENCE_PATCH,
+    INVESTIGATE_PATCH,
     LOCAL_STAGES_PATCH,
     PROTECTED_NAMESPACES_PATCH,
     UNTRUSTED_PLAN_EVENT_PATCH,
@@ -77,6 +78,24 @@ def test_a_history_that_recorded_an_untrusted_plan_event_is_kept() -> None:
         if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
     ]
     assert local.index("guardrails.record") == local.index("tools.guard") + 1  # after the guard, before the question
+
+
+def test_a_history_with_the_investigate_stage_is_kept() -> None:
+    # Captured with the investigate patch and the runbook's three evidence calls (tools.execute
+    # under their evidence keys) before the proposal: incidents that investigate keep replaying.
+    history = load(HISTORIES / "v6-investigate.incident.json")
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert INVESTIGATE_PATCH in patches
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled[:4] == ["tools.execute"] * 3 + ["incident.propose"]
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

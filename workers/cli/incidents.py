@@ -43,7 +43,8 @@ def incidents_show(
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Status, stages with timestamps, proposal, decision, actions and outcome."""
+    """Status, stages with timestamps, evidence, proposal, decision, actions and outcome."""
+    from agentic_core.evidence import evidence_lines, evidence_summary
     from workers.incident_client import incident_state
 
     st = asyncio.run(incident_state(_settings(data_dir), incident_id))
@@ -59,6 +60,10 @@ def incidents_show(
         fin = stage.finished_at.strftime("%H:%M:%S.%f")[:-3] if stage.finished_at else "…"
         table.add_row(stage.name, stage.started_at.strftime("%H:%M:%S.%f")[:-3], fin, stage.detail)
     console.print(table)
+    if st.evidence:
+        console.print(f"evidence ({evidence_summary(st.evidence)}):")
+        for line in evidence_lines(st.evidence, 300):
+            console.print(line, highlight=False, markup=False)
     if st.proposal:
         p = st.proposal
         console.print(f"proposal ({st.proposal_source}): {p.summary} — confidence {p.confidence:.2f}, risk {p.risk}")

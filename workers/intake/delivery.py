@@ -54,6 +54,9 @@ def incident_config(settings: Settings) -> IncidentConfig:
         escalate_after_s=settings.escalate_after_s,
         expire_after_s=settings.expire_after_s,
         verify_window_s=settings.verify_window_s,
+        investigate_max_calls=settings.investigate_max_calls,
+        investigate_budget_s=settings.investigate_budget_s,
+        investigate_model_calls=settings.investigate_model_calls,
     )
 
 

@@ -95,6 +95,7 @@ PORT_SETTINGS: dict[str, str] = {
     "mcp-knowledge": "mcp_knowledge_port",
     "mcp-ha": "mcp_ha_port",
     "mcp-arr": "mcp_arr_port",
+    "mcp-metrics": "mcp_metrics_port",
     "intake": "intake_port",
     "bot": "bot_port",
 }

@@ -1,6 +1,11 @@
 """The parts of the embedded stack: what `agentic up` starts (or only checks, or shows as disabled),
 with each part's command line, environment, health check and start phase; `build_parts` lists
-them in start order."""
+them in start order.
+
+Long because every part of the stack is one short builder here, beside the list that starts them:
+a reader checks what `agentic up` runs, and how, in one file (splitting them would put the MCP
+servers' builders and the `McpPartContext` they share in a module that needs this one's `Part`
+and `PartContext`, and this one needs them back)."""
 
 from __future__ import annotations
 
@@ -145,6 +150,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         temporal_part(ctx),
         llm_part(ctx),
         infra_tools_part(ctx),
+        metrics_tools_part(ctx),
         *app_tool_parts(settings, ctx.mcp),
         worker_part(ctx),
         knowledge_part(ctx),
@@ -311,6 +317,28 @@ def infra_tools_part(ctx: PartContext) -> Part:
         external_role="MCP infrastructure tools (external)",
         disabled=None if ctx.eff.mcp_infra_enabled else "no cluster configured: set AGENTIC_KUBECONFIG",
         args=kube,
+        phase="service",
+    )
+
+
+def metrics_tools_part(ctx: PartContext) -> Part:
+    """The MCP metrics server (Prometheus, Alertmanager): when AGENTIC_PROMETHEUS_URL is set. Its
+    credentials (AGENTIC_PROMETHEUS_TOKEN or _PASSWORD) reach it through the environment."""
+    s = ctx.settings
+    role = "MCP metrics tools (Prometheus" + (", Alertmanager)" if s.alertmanager_url else ")")
+    args = ["--prometheus-url", str(s.prometheus_url)]
+    args += ["--alertmanager-url", s.alertmanager_url] if s.alertmanager_url else []
+    args += ["--prometheus-username", s.prometheus_username] if s.prometheus_username else []
+    return ctx.mcp.part(
+        "mcp-metrics",
+        f"{role} {s.prometheus_url}" if s.prometheus_url else role,
+        module="workers.toolservers.metrics",
+        endpoint=s.mcp_metrics_endpoint,
+        port=s.mcp_metrics_port,
+        external=s.mcp_metrics_url is not None,
+        external_role="MCP metrics tools (external)",
+        disabled=None if s.prometheus_url else "no Prometheus: set AGENTIC_PROMETHEUS_URL",
+        args=args,
         phase="service",
     )
 

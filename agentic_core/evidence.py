@@ -1,0 +1,119 @@
+"""Evidence: the read-only tool calls an incident gathers before its diagnosis (the investigate
+stage of `IncidentWorkflow`), and what came of each. No I/O here.
+
+A runbook declares them under `evidence:` (docs/runbook-format.md), with arguments templated from
+the alert's labels like its actions; `policy.render_evidence` fills them for one alert, keeping
+the ones that cannot be filled as reasons. `sort_calls` decides, before anything runs, which calls may run:
+only tools the incident agent is offered that are read-only, at most `max_calls` of them; every
+other call becomes an `EvidenceItem` that says why it was not gathered. Tool output is untrusted
+data: it reaches the planner model only inside its quoted incident data (activities/incident/
+prompt.py), and people as excerpts (`evidence_lines`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from agentic_core.models import ToolCall
+from agentic_core.tools import tool_server_hint
+
+EvidenceStatus = Literal["ok", "failed", "refused", "unavailable", "timed_out", "skipped"]
+EvidenceSource = Literal["runbook", "model"]
+
+MAX_EXCERPT_CHARS = 600  # of a call's output, kept in the incident's state
+LINE_EXCERPT_CHARS = 160  # of a call's output, in one line of a message
+
+
+class EvidenceItem(BaseModel):
+    """One evidence call and what came of it. `excerpt`: the start of the tool's output (ok);
+    `error`: why it was not gathered, or the tool's error (every other status)."""
+
+    index: int = Field(ge=0)
+    call: ToolCall
+    source: EvidenceSource = "runbook"
+    status: EvidenceStatus
+    excerpt: str = ""
+    error: str = ""
+
+
+def evidence_key(incident_id: str, index: int, occurrence: int) -> str:
+    """The ledger key of one evidence call of one run of an incident: apart from the actions' keys
+    (`idempotency_key`), so looking never counts as acting (reports skip `/evidence/` keys)."""
+    return f"{incident_id}/evidence/{occurrence}/{index}"
+
+
+EVIDENCE_KEY_PART = "/evidence/"
+
+
+def excerpt(text: str, limit: int = MAX_EXCERPT_CHARS) -> str:
+    """`text` on one line (runs of white space as one space), cut to `limit` with a marker."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def sort_calls(
+    calls: Sequence[ToolCall],
+    offered: Mapping[str, bool],
+    max_calls: int,
+    *,
+    start: int = 0,
+    source: EvidenceSource = "runbook",
+) -> tuple[list[tuple[int, ToolCall]], list[EvidenceItem]]:
+    """Which calls run (with their index) and which are not gathered (with the reason).
+
+    `offered`: the tools the incident agent is offered now, name → whether it changes something
+    (from the gateway's `tools.list_tools`, i.e. the MCP annotations). A tool not offered is
+    `unavailable` (no configured server offers it, its server is down, or it is not on the
+    allow-list: the hint says what configures its server); a tool that changes something is
+    `refused` (evidence only looks); beyond `max_calls`, `skipped`. Indexes start at `start`."""
+    run: list[tuple[int, ToolCall]] = []
+    not_run: list[EvidenceItem] = []
+    for i, call in enumerate(calls, start=start):
+        reason = ""
+        status: EvidenceStatus = "skipped"
+        if call.tool not in offered:
+            status = "unavailable"
+            hint = tool_server_hint(call.tool)
+            reason = f"no configured MCP server offers {call.tool} to the incident agent now" + (
+                f" ({hint})" if hint else " (not on its allow-list, or its server is down)"
+            )
+        elif offered[call.tool]:
+            status = "refused"
+            reason = f"{call.tool} changes something: evidence calls only look (put it under the runbook's actions)"
+        elif len(run) >= max_calls:
+            reason = f"over the budget of {max_calls} evidence call(s)"
+        if reason:
+            not_run.append(EvidenceItem(index=i, call=call, source=source, status=status, error=reason))
+        else:
+            run.append((i, call))
+    return run, not_run
+
+
+def _call_text(call: ToolCall) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(call.arguments.items()))
+    return f"{call.tool}({args})"
+
+
+def evidence_lines(items: Sequence[EvidenceItem], limit: int = LINE_EXCERPT_CHARS) -> list[str]:
+    """One line per call, in index order: the call, its status, a short excerpt or the reason."""
+    lines = []
+    for item in sorted(items, key=lambda e: e.index):
+        by = " (model)" if item.source == "model" else ""
+        detail = excerpt(item.excerpt, limit) if item.status == "ok" else excerpt(item.error, limit)
+        lines.append(
+            f"  {item.index + 1}. {_call_text(item.call)}{by}: {item.status}" + (f": {detail}" if detail else "")
+        )
+    return lines
+
+
+def evidence_summary(items: Sequence[EvidenceItem]) -> str:
+    """e.g. `3 of 4 gathered; 1 failed`: the stage's detail."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    ok = counts.pop("ok", 0)
+    rest = "; ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items()))
+    return f"{ok} of {len(items)} gathered" + (f"; {rest}" if rest else "")
