@@ -21,6 +21,7 @@ from agentic_core.models import InferenceMode
 from workers.settings import Settings
 
 if TYPE_CHECKING:
+    from activities.agents.router import RouteActivities
     from activities.ledger.repository import Ledger
     from activities.tools.gateway import ToolActivities
 
@@ -130,4 +131,18 @@ def tool_gateway(ledger: Ledger, settings: Settings) -> ToolActivities:
         allow={"incident": settings.incident_tool_list},
         hint=tool_server_hint,
         protected_namespaces=settings.protected_namespace_list,
+    )
+
+
+def route_activities(store: Any, embedder: Any, router: InferenceRouter, settings: Settings) -> RouteActivities:
+    """The router's `agents.route` activity: the worker's vector store (its `routes` collection)
+    and embedder, the planner group for requests below the threshold, and the threshold setting."""
+    from activities.agents.router import RouteActivities
+
+    return RouteActivities(
+        store,
+        embedder,
+        router,
+        threshold=settings.route_threshold,
+        model_timeout_s=settings.route_model_timeout_s,
     )

@@ -131,6 +131,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             client=client,
             task_queue=settings.task_queue,
         )
+        # The router (#13): `agents.route` and the workflow behind `agentic agents route`. Its
+        # exemplars are indexed into the `routes` collection on the first route (seconds, once
+        # per data dir; then a scroll), so a fresh stack starts no slower.
+        from workers.wiring import route_activities
+        from workflows.routing import RouteRequestWorkflow
+
+        routes = route_activities(store, embedder, router, settings)
+        router_workflows: list[type] = [RouteRequestWorkflow]
+        router_activities: list[Any] = [routes.route]
+
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -142,6 +152,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 TrustReviewWorkflow,
                 WeeklyDigestWorkflow,
                 *rollout_workflows,
+                *router_workflows,
             ],
             activities=[
                 knowledge.upsert_runbooks,
@@ -161,6 +172,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 reports.write_digest,
                 *trust_acts.all(),
                 *rollout_activities,
+                *router_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,

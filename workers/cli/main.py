@@ -24,7 +24,7 @@ import click
 import typer
 from rich.table import Table
 
-from workers.cli import alert, decide, docs, incidents, report, review, rollout, runbooks, schedules, telegram
+from workers.cli import agents, alert, decide, docs, incidents, report, review, rollout, runbooks, schedules, telegram
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -41,6 +41,7 @@ app.add_typer(telegram.app, name="telegram")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
+app.add_typer(agents.app, name="agents")
 
 
 # --------------------------------------------------------------------------- stack
