@@ -128,6 +128,7 @@ class Route(BaseModel):
     score: float = Field(ge=0)  # embedding similarity (or the model's pick: 0 when it gave none)
     method: RouteMethod
     scores: dict[str, float] = Field(default_factory=dict)  # every agent's best exemplar score
+    note: str = ""  # why the route is what it is when the model was asked and could not answer
 
 
 class RouteInput(BaseModel):

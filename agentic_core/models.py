@@ -36,11 +36,12 @@ class InferenceMode(StrEnum):
 
 
 class Collection(StrEnum):
-    """The knowledge base's collections."""
+    """The vector store's collections: the knowledge base's three, and the router's exemplars."""
 
     RUNBOOKS = "runbooks"
     DECISIONS = "decisions"
     DOCUMENTATION = "documentation"
+    ROUTES = "routes"  # exemplar requests per agent (activities/agents/router.py)
 
 
 _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a Kubernetes namespace (DNS label)

@@ -38,28 +38,6 @@ AGENTS = tuple(a.value for a in AgentName)
 POLL_S = 0.3
 WORKER_WAIT_S = 60.0  # a query waits this long for a worker to poll (one just restarted is starting)
 
-# The router (the `agents.route` activity) is another work package of #13 and is not registered on
-# this branch's worker: a request without --agent would wait on an activity no worker serves. Until
-# it lands, a request must name its agent (`require_agent_until_router`); the workflow already skips
-# routing when the request names one. When the router is registered: set this True (or remove it).
-ROUTER_AVAILABLE = False
-
-
-def require_agent_until_router(agent: str | None) -> None:
-    """The stop-gap until the router lands: no agent named is a clear error, not a run that waits."""
-    if agent is None and not ROUTER_AVAILABLE:
-        raise AgenticError(f"the router is not available yet: name the agent with --agent ({', '.join(AGENTS)})")
-
-
-async def _exists(handle: WorkflowHandle[Any, Any]) -> bool:
-    try:
-        await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise AgenticError(f"cannot read agent run {handle.id}: {exc.message}") from exc
-    return True
-
 
 def run_id_of(run: str) -> str:
     """A run id (`agent-…`) from a run id or the request id it was started with."""
@@ -91,10 +69,6 @@ async def start(
     )
     client, task_queue = await platform_client(settings)
     run_id = agent_run_id(req.request_id)
-    if agent is None and not ROUTER_AVAILABLE:
-        if request_id is not None and await _exists(client.get_workflow_handle(run_id)):
-            return client.get_workflow_handle(run_id, result_type=AgentResult), True  # reattach
-        require_agent_until_router(agent)
     try:
         handle = await client.start_workflow(
             WORKFLOW,

@@ -292,6 +292,17 @@ class Settings(BaseSettings):
     )
     schedule_timezone: str = Field(default="UTC", description="time zone of the schedules' cron expressions")
 
+    # --- Agents: the router (docs/agents.md, "Routing") -----------------------------------
+    route_threshold: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1.2,
+        description="one route-score threshold for every agent (empty: each agent's fitted one)",
+    )
+    route_model_timeout_s: float = Field(
+        default=20.0, gt=0, description="below the threshold, how long a route waits for the planner model"
+    )
+
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 

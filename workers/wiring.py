@@ -22,6 +22,7 @@ from workers.settings import Settings
 
 if TYPE_CHECKING:
     from activities.agents.activities import AgentActivities
+    from activities.agents.router import RouteActivities
     from activities.ledger.repository import Ledger
     from activities.tools.gateway import ToolActivities
 
@@ -145,4 +146,18 @@ def agent_activities(
 
     return AgentActivities(
         ledger, router, planner_group="planner", agents=settings.agent_limit_map, tool_specs=gateway.offered
+    )
+
+
+def route_activities(store: Any, embedder: Any, router: InferenceRouter, settings: Settings) -> RouteActivities:
+    """The router's `agents.route` activity: the worker's vector store (its `routes` collection)
+    and embedder, the planner group for requests below the threshold, and the threshold setting."""
+    from activities.agents.router import RouteActivities
+
+    return RouteActivities(
+        store,
+        embedder,
+        router,
+        threshold=settings.route_threshold,
+        model_timeout_s=settings.route_model_timeout_s,
     )

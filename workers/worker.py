@@ -151,6 +151,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             client=client,
             task_queue=settings.task_queue,
         )
+        # The router (#13): `agents.route` (RouteProbeWorkflow, registered above, is the workflow
+        # behind `agentic agents route` and the rollout's router check). Its
+        # exemplars are indexed into the `routes` collection on the first route (seconds, once
+        # per data dir; then a scroll), so a fresh stack starts no slower.
+        from workers.wiring import route_activities
+
+        routes = route_activities(store, embedder, router, settings)
+        router_activities: list[Any] = [routes.route]
+
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -185,6 +194,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 *trust_acts.all(),
                 *rollout_activities,
                 *agent_acts,
+                *router_activities,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,

@@ -2,8 +2,9 @@
 
 Input `RouteInput`, result `Route`: it runs the `agents.route` activity on the platform's task
 queue, so whichever worker polls that queue (the deployed one) routes the text, with its
-exemplars, thresholds and models. The rollout's "router selects the correct agent" check
-(`rollout.check_router`) starts it for each of its cases; it runs no agent and changes nothing.
+exemplars, thresholds and models. `agentic agents route` starts it, and so does the rollout's
+"router selects the correct agent" check (`rollout.check_router`) for each of its cases; it runs
+no agent and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from agentic_core.agents import ACTIVITY_ROUTE, ROUTE_PROBE_WORKFLOW, Route, RouteInput
 
-ROUTE_TIMEOUT = timedelta(seconds=30)
+# The first route after a worker start may embed the exemplars (seconds); the planner model below
+# the threshold is given AGENTIC_ROUTE_MODEL_TIMEOUT_S (20 s) by the activity itself.
+ROUTE_TIMEOUT = timedelta(seconds=90)
 ROUTE_RETRY = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5)
 )

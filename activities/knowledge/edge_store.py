@@ -5,6 +5,7 @@ The embedded default. Each collection is one Edge shard in its own sub-directory
     <path>/runbooks/        edge_config.json, segments/, wal/
     <path>/decisions/
     <path>/documentation/
+    <path>/routes/          the router's exemplars (activities/agents/router.py)
 
 Qdrant Edge is synchronous: every engine call runs in a worker thread (`asyncio.to_thread`).
 Note that qdrant-edge 0.9 does *not* release the GIL inside its calls, so a call still stalls

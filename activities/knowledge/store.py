@@ -5,9 +5,10 @@
 - `activities.knowledge.server_store.ServerStore`: `qdrant-client` against a Qdrant server
   (or its local mode in tests).
 
-Both hold three collections (`agentic_core.models.Collection`), each with one named dense
-vector `dense` (cosine) and one named sparse vector `sparse` (BM25 term weights; the store
-applies IDF at query time). Both pass `tests/integration/test_store_adapters.py` unchanged.
+Both hold the collections of `agentic_core.models.Collection` (the knowledge base's three and
+the router's `routes`), each with one named dense vector `dense` (cosine) and one named sparse
+vector `sparse` (BM25 term weights; the store applies IDF at query time). Both pass
+`tests/integration/test_store_adapters.py` unchanged.
 
 Point ids are our string ids (runbook ids, chunk ids); adapters map them to the UUIDs Qdrant
 needs with `point_uuid` and keep the string in the payload under `_id`.
@@ -74,7 +75,7 @@ class VectorStore(Protocol):
     dim: int
 
     async def ensure_collections(self) -> None:
-        """Create the three collections if missing (idempotent)."""
+        """Create every collection if missing (idempotent)."""
 
     async def upsert(self, collection: Collection, points: list[Point]) -> None: ...
 

@@ -29,6 +29,8 @@ NOT_RUN_AS_WRITTEN = {
     ".venv/bin/python benchmarks/telegram_roundtrip.py": "about 30 s: test_benchmarks runs it with fewer presses",
     ".venv/bin/python benchmarks/autonomy_sim.py": "minutes: test_benchmarks runs one simulated week",
     ".venv/bin/python benchmarks/investigate.py": "minutes (a stack, 20 incidents): test_benchmarks checks it starts",
+    ".venv/bin/python benchmarks/routing_eval.py": "a minute or more: test_benchmarks checks it starts",
+    ".venv/bin/python benchmarks/agent_overhead.py": "a minute or more: test_benchmarks checks it starts",
 }
 # Exported variables no acceptance test sets, and why.
 NOT_SET = {

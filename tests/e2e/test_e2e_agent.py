@@ -247,9 +247,13 @@ async def test_not_configured_and_bad_input(world: World) -> None:
     assert rc == 2 and "no agent named 'poet'" in err, out + err
     rc, out, err = await agentic(env, "agents", "approve", "agent-nope")
     assert rc == 2 and "no agent run agent-nope" in err, out + err
-    # The router is another work package: until it is registered, a request names its agent.
-    rc, out, err = await agentic(env, "agents", "ask", "why is sonarr slow?")
-    assert rc == 2 and "the router is not available yet: name the agent with --agent" in err, out + err
+    # No agent named: the router picks one (by the exemplars' embeddings; no model needed), and the
+    # run says which and how; a coding request ends not configured, with the setting that enables it.
+    rc, out, err = await agentic(env, "agents", "ask", "write a python script that renames my photos by date", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["agent"] == "coding" and res["route"]["agent"] == "coding", res
+    assert res["route"]["method"] in ("embedding", "llm") and res["status"] == "not_configured", res
 
 
 def _tail(log: Path) -> str:

@@ -197,6 +197,23 @@ def test_docs_ingest_and_search_from_the_cli(stack: tuple[dict[str, str], Path],
     assert hits[0]["source"] == "ops.md" and "Restic" in hits[0]["title"]
 
 
+def test_agents_route_through_the_worker(stack: tuple[dict[str, str], Path]) -> None:
+    """`agentic agents route` asks the stack's worker (RouteProbeWorkflow → agents.route): the
+    exemplars are indexed into Qdrant Edge on the first route, the CLI loads no model."""
+    env, _ = stack
+    res = agentic(env, "agents", "route", "which scrape targets are failing right now?", "--json", timeout=180)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) == {"agent", "score", "method"}
+    assert (out["agent"], out["method"]) == ("observability", "embedding") and out["score"] > 0.5
+    res = agentic(env, "agents", "route", "google the release notes of the newest immich", "--json", timeout=180)
+    assert json.loads(res.stdout)["agent"] == "web", res.stdout + res.stderr
+    text = agentic(env, "agents", "route", "pin the loki helm chart to 6.2 in our gitops repo", timeout=180)
+    assert text.returncode == 0 and text.stdout.startswith("coding  (score "), text.stdout + text.stderr
+    empty = agentic(env, "agents", "route", "  ", timeout=60)
+    assert empty.returncode == 2 and "nothing to route" in empty.stderr and "Traceback" not in empty.stderr
+
+
 async def test_knowledge_mcp_server_of_the_stack(stack: tuple[dict[str, str], Path]) -> None:
     """The `mcp-knowledge` part answers the real MCP client with the stack's token: a docs search
     runs through the stack's worker, the level counts come from its ledger."""

@@ -70,7 +70,7 @@ async def test_ensure_collections_is_idempotent_and_keeps_data(store: VectorStor
     await store.ensure_collections()
     await store.ensure_collections()
     assert await store.count(RB) == 1
-    for c in Collection:  # all three exist and are separate
+    for c in Collection:  # all exist and are separate
         assert await store.count(c) == (1 if c == RB else 0)
 
 

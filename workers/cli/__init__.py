@@ -11,6 +11,7 @@
     schedules.py  `schedules apply|list`
     report.py     `report weekly`
     review.py     `review run`
+    agents.py     `agents route`
     options.py    what they share: `--data-dir`, `--json`, the settings read, the consoles
 
 The work behind a command is in the client modules beside it (workers/*_client.py,

@@ -1,6 +1,8 @@
 """`agentic agents …`: ask an agent (`ask`: routed, run durably, every tool call printed as it
-happens), answer the question a run waits on (`approve`, `deny`), look at a run (`show`) and read
-a tool result it stored (`result`). See docs/agents.md."""
+happens), answer the question a run waits on (`approve`, `deny`), look at a run (`show`), read a
+tool result it stored (`result`), and ask the router alone which agent a request goes to (`route`,
+through the worker's `workflows.route_probe.RouteProbeWorkflow`: the CLI loads no model). See
+docs/agents.md."""
 
 from __future__ import annotations
 
@@ -215,3 +217,24 @@ def result(
     end = offset + len(text)
     if end < size or offset:
         err_console.print(f"[characters {offset}..{end} of {size}; more with --offset {end}]", highlight=False)
+
+
+@app.command("route")
+def route(
+    text: Annotated[str, typer.Argument(help="the request, as you would ask it")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Which agent a request goes to, its score and how it was chosen (embedding or llm)."""
+    from workers.routing_client import route as route_request
+
+    if not text.strip():
+        raise AgenticError("nothing to route: the request is empty")
+    r = asyncio.run(route_request(_settings(data_dir), text))
+    out = {"agent": r.agent, "score": round(r.score, 4), "method": str(r.method)}
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"{r.agent}  (score {r.score:.3f}, {r.method})", highlight=False)
+    if r.note:
+        console.print(f"note: {r.note}", highlight=False)
