@@ -224,7 +224,7 @@ def test_incidents_list(first_stack: Stack, sent: tuple[Ran, str], alert_dir: Pa
     (alert_dir / "alert.json").write_text(
         json.dumps(webhook([crashlooping("checkout-7d4b9c-x2kq9"), crashlooping("checkout-7d4b9c-p8w2m")]))
     )
-    again = first_stack.readme("agentic alert send alert.json", cwd=alert_dir)
+    again = first_stack.agentic("alert", "send", "alert.json", cwd=alert_dir)  # the README's command, their payload
     assert again.rc == 0 and incident in again.out, again
     res = first_stack.readme("agentic incidents list")
     assert res.rc == 0, res
@@ -288,6 +288,26 @@ def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert st["decision"]["choice"] == "acknowledged" and st["decision"]["by"] == "alice", st["decision"]
     shown = first_stack.readme("agentic incidents show inc-…", {"inc-…": incident})
     assert "decision: acknowledged by alice" in shown.out, shown
+
+
+def test_agents_route(first_stack: Stack) -> None:
+    # README (Agents): `agentic agents route "why is radarr using so much memory?" --json`: which
+    # agent, its score, embedding or llm. A question about a running app's memory is observability's.
+    res = first_stack.readme('agentic agents route "why is radarr using so much memory?" --json', timeout=240)
+    assert res.rc == 0, res
+    doc = json.loads(res.out)
+    assert set(doc) == {"agent", "score", "method"}, doc
+    assert doc["agent"] == "observability" and doc["method"] in ("embedding", "llm") and doc["score"] > 0, doc
+
+
+def test_agents_ask(first_stack: Stack) -> None:
+    # README (Agents): `agentic agents ask "are any pods in the media namespace restarting?"`: routed
+    # and run; the answer and every tool call. On the embedded stack the local model answers in
+    # prose: the run ends cleanly (done, or a limit said), routed to observability.
+    res = first_stack.readme('agentic agents ask "are any pods in the media namespace restarting?"', timeout=400)
+    assert res.rc == 0, res
+    assert "observability" in res.out, res
+    assert re.search(r"\b(done|limited)\b", res.out), res
 
 
 def test_down_stops_everything_and_up_resumes(first_stack: Stack, sent: tuple[Ran, str]) -> None:
