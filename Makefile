@@ -43,7 +43,9 @@ test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy agentic_core workflows activities workers
-	$(BIN)/pytest -q -p no:cacheprovider
+	# Two workers: most of the suite waits on servers and processes, not on the CPU. Each test
+	# module stays on one worker, the acceptance suite whole (tests/conftest.py).
+	$(BIN)/pytest -q -p no:cacheprovider -n 2
 
 test-fast: setup
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"

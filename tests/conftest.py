@@ -9,9 +9,33 @@ commands as written, marked slow); `support/` holds the helpers and fakes they s
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import pytest
 
 from tests.support.env import free_port
+
+
+def _scope(nodeid: str) -> str:
+    """Which tests must run in one process, in order: a module's (its module-scoped stack starts
+    once), and the whole acceptance suite's (its modules share package-scoped stacks and run in
+    name order)."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/acceptance" if path.startswith("tests/acceptance/") else path
+
+
+if importlib.util.find_spec("xdist") is not None:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling:
+        """`make test` runs two pytest-xdist workers (most of the suite waits on servers and
+        processes, not on the CPU); each `_scope` goes whole to one worker."""
+        return _ByScope(config, log)
 
 
 @pytest.fixture

@@ -22,6 +22,18 @@ def _ephemeral_low() -> int | None:
         return None
 
 
+def _worker_slice(first: int, last: int) -> tuple[int, int]:
+    """The part of [first, last] this test process takes ports from: with pytest-xdist (`make test`
+    runs two workers), each worker its own slice, so two workers never pick the same port."""
+    try:
+        index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        return first, last
+    size = (last - first + 1) // count
+    return first + index * size, first + (index + 1) * size - 1
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1, below the kernel's ephemeral range (`ip_local_port_range`)
     when it can be read: no outgoing connection and no `bind(0)` of another process (the Temporal
@@ -29,8 +41,9 @@ def free_port() -> int:
     the same port twice in one test process."""
     low = _ephemeral_low()
     if low is not None and low > 2048:
+        first, last = _worker_slice(max(1024, low - 12000), low - 1)
         for _ in range(200):
-            port = random.randint(max(1024, low - 12000), low - 1)
+            port = random.randint(first, last)
             if port in _TAKEN:
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
