@@ -97,6 +97,20 @@ def not_configured_answer(agent: str) -> str:
     )
 
 
+def no_tools_note(agent: str) -> str:
+    """Put before an answer the model gave with no tool offered (none of the agent's tools is on a
+    configured server): nothing was looked at, and what would give the agent its tools."""
+    from agentic_core.tools import DEFAULT_AGENT_TOOLS, TOOL_FAMILIES
+
+    wanted = set(DEFAULT_AGENT_TOOLS.get(agent, ()))
+    hints = [hint.split(": ", 1)[-1] for tools, hint in TOOL_FAMILIES if wanted & set(tools)]
+    how = f" ({'; '.join(hints)})" if hints else ""
+    return (
+        f"[Nothing was looked at: none of the {agent} agent's tools is available on this platform{how}. "
+        "What follows is the model's answer alone, unchecked.]"
+    )
+
+
 def agent_run_id(request_id: str) -> str:
     """The AgentWorkflow's id for a request: a retried request reattaches to the same run."""
     return f"agent-{request_id}"

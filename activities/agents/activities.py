@@ -46,6 +46,7 @@ from agentic_core.agents import (
     StartRunInput,
     StartRunResult,
     ToolCallRecord,
+    no_tools_note,
     not_configured_answer,
 )
 
@@ -269,6 +270,9 @@ class AgentActivities:
             raise ApplicationError(str(exc), type=ERR_MODEL_REFUSED, non_retryable=True) from None
 
         calls = [] if inp.final else checked_calls(reply.tool_calls, offered)
+        text = reply.text
+        if not inp.tools and not calls:  # no tool offered at all: the answer says nothing was looked at
+            text = f"{no_tools_note(inp.agent)}\n\n{text}"
         stored_calls: list[dict[str, Any]] = [
             {"id": c.call_id, "name": c.tool, "arguments": json.dumps(c.arguments)}
             | ({"problem": c.problem} if c.problem else {})
@@ -282,7 +286,7 @@ class AgentActivities:
                         key=key,
                         step=inp.step,
                         role="assistant",
-                        content=reply.text,
+                        content=text,
                         tool_calls=stored_calls,
                         model=reply.model,
                         tokens_in=reply.prompt_tokens,
@@ -291,10 +295,10 @@ class AgentActivities:
                 ],
             )
             recorded = await self.ledger.get_message(key)
-        if recorded is not None and (recorded.content != reply.text or recorded.tool_calls != stored_calls):
+        if recorded is not None and (recorded.content != text or recorded.tool_calls != stored_calls):
             return _recorded_turn(recorded, offered)  # another attempt recorded its answer first
         return ModelTurnResult(
-            text=reply.text[:MAX_TEXT_CHARS],
+            text=text[:MAX_TEXT_CHARS],
             tool_calls=calls,
             tokens_in=reply.prompt_tokens or ctx.tokens,
             tokens_out=reply.completion_tokens,

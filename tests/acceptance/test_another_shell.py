@@ -308,6 +308,9 @@ def test_agents_ask(first_stack: Stack) -> None:
     assert res.rc == 0, res
     assert "observability" in res.out, res
     assert re.search(r"\b(done|limited)\b", res.out), res
+    # No cluster and no Prometheus here: the agent had no tool, and its answer says that nothing was
+    # looked at and what would give it tools, before the model's own words.
+    assert "Nothing was looked at" in res.out and "AGENTIC_KUBECONFIG" in res.out, res
 
 
 def test_down_stops_everything_and_up_resumes(first_stack: Stack, sent: tuple[Ran, str]) -> None:
