@@ -115,6 +115,8 @@ def smoothed_success(successes: int, executions: int, z: float = Z_STANDARD) -> 
     if n == 0:
         return 0.0
     s = min(max(successes, 0), n)
+    if s == 0:
+        return 0.0  # exactly (the formula's centre - margin leaves float noise such as 1.7e-18)
     p = s / n
     z2 = z * z
     centre = p + z2 / (2 * n)
