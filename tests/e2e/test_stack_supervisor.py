@@ -14,18 +14,16 @@ import json
 import os
 import signal
 import socket
-import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.e2e import RUNBOOK, webhook
-from tests.support.env import REPO, stack_env
+from tests.support.e2e import RUNBOOK, agentic, eventually, webhook
+from tests.support.env import stack_env
 from tests.support.kmock_helpers import emulated_cluster
 from tests.support.telegram_emulator import BotApiEmulator, Stored, emulator
 from tests.support.telegram_harness import ALICE, CHAT, buttons
@@ -41,35 +39,6 @@ class World:
     env: dict[str, str]
     data: Path
     tmp: Path
-
-
-async def agentic(
-    env: dict[str, str], *args: str, stdin: bytes | None = None, limit: float = 300
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.cli",
-        *args,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what} (last: {last!r})")
 
 
 def logs(data: Path, *names: str, lines: int = 30) -> str:
@@ -168,7 +137,7 @@ async def test_up_starts_the_bot_and_a_button_press_decides(world: World) -> Non
         doc: dict[str, Any] = json.loads(out)
         return doc if doc["decision"] else None
 
-    st = await eventually(decided, 60, "the decision in the incident")
+    st = await eventually(decided, 60, "the decision in the incident", every=0.5)
     assert st["decision"]["choice"] == "approved" and st["decision"]["by"] == f"tg:{ALICE}"
     assert st["status"] != "awaiting_approval"
 
@@ -228,7 +197,7 @@ async def test_the_intake_killed_again_and_again_keeps_coming_back(world: World)
         texts = supervisor_texts(emu)
         return texts if len(texts) >= 4 else []
 
-    texts = await eventually(told, 30, "the supervisor's messages")
+    texts = await eventually(told, 30, "the supervisor's messages", every=0.5)
     assert [t.split(":")[0] for t in texts[:4]] == ["🚨 agentic-platform", "✅ agentic-platform"] * 2
     assert "part intake is down" in texts[0] and "crashed 3 times in a row" in texts[0]
     assert "part intake is down" in texts[2] and "crashed 6 times in a row" in texts[2]
@@ -284,7 +253,7 @@ async def test_a_part_that_stays_down_is_an_incident_and_a_message(world: World)
         async def message() -> list[str]:
             return [t for t in supervisor_texts(emu)[before:] if "part mcp-knowledge is down" in t]
 
-        assert await eventually(message, 30, "the message to the chat")
+        assert await eventually(message, 30, "the message to the chat", every=0.5)
         restarts = state(data)["parts"]["mcp-knowledge"]["restarts"]
 
         async def tried_again() -> bool:  # it keeps trying (after its back-off, longer on a loaded machine)
@@ -302,7 +271,7 @@ async def test_a_part_that_stays_down_is_an_incident_and_a_message(world: World)
     async def back_message() -> list[str]:
         return [t for t in supervisor_texts(emu)[before:] if "part mcp-knowledge is back" in t]
 
-    assert await eventually(back_message, 30, "the message that it is back")
+    assert await eventually(back_message, 30, "the message that it is back", every=0.5)
 
     async def resolved() -> dict[str, Any] | None:
         rc, out, _ = await agentic(env, "incidents", "show", part_incident("mcp-knowledge"), "--json")
