@@ -130,12 +130,13 @@ def site_app(site: Site) -> Starlette:
 
     async def huge(request: Request) -> Response:
         await record(request)
-        chunk = ("<p>" + "lorem ipsum dolor sit amet " * 40 + "</p>\n").encode()
 
         async def body() -> AsyncIterator[bytes]:
             yield b"<html><head><title>Huge</title></head><body><article><h1>Huge page</h1>"
-            sent = 0
+            sent, n = 0, 0
             while sent < site.huge_bytes:
+                n += 1
+                chunk = f"<p>Paragraph {n}: {'lorem ipsum dolor sit amet ' * 40}</p>\n".encode()
                 yield chunk
                 sent += len(chunk)
             yield b"</article></body></html>"

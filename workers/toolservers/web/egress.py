@@ -375,13 +375,13 @@ class Fetcher:
         while True:
             try:
                 target = await self.policy.target(current, self.resolve)
+                if robots:
+                    await self._check_robots(target)
             except EgressRefused as exc:
                 if hops:
                     chain = " → ".join([*hops, current])
                     raise EgressRefused(f"redirect {chain}: {exc.reason}") from None
                 raise
-            if robots:
-                await self._check_robots(target)
             status, headers, body, truncated = await self._get(target, accept, limit)
             location = headers.get("location")
             if status in REDIRECTS and location:
