@@ -36,7 +36,7 @@ import socket
 import time
 import urllib.robotparser
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
@@ -485,17 +485,3 @@ def allowed_by_name(policy: EgressPolicy, url: str) -> bool:
         return False
     return True
 
-
-__all__: Sequence[str] = (
-    "EgressPolicy",
-    "EgressRefused",
-    "FetchFailed",
-    "Fetcher",
-    "HostRule",
-    "Response",
-    "address_kind",
-    "allowed_by_name",
-    "parse_networks",
-    "parse_rule",
-    "parse_rules",
-)
