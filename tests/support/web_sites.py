@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
+from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -23,6 +25,7 @@ from starlette.routing import Route
 
 from tests.support.env import free_port
 from tests.support.http_server import LoopServer
+from workers.toolservers.common import MUTATING, MUTATING_IDEMPOTENT, new_server, tool
 
 ROBOTS = "User-agent: *\nDisallow: /private\n"
 INJECTION = (
@@ -252,3 +255,49 @@ async def web_world() -> AsyncIterator[tuple[Site, Site, FakeSearxng]]:
     finally:
         for s in servers:
             await s.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(server: MCPServer, port: int) -> AsyncIterator[str]:
+    """An MCP server (the web server, in-process) over streamable HTTP on 127.0.0.1:`port`; its URL."""
+    app = server.streamable_http_app(host="127.0.0.1")
+    userver = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(userver.serve())
+    while not userver.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        userver.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def cluster_writes(calls: list[tuple[str, dict[str, Any]]], token: str | None) -> MCPServer:
+    """Two tools that change a cluster, annotated as the infrastructure server's are (the
+    injection tests' targets): every call is recorded in `calls`, so a test can show none ran."""
+
+    async def scale_deployment(namespace: str, name: str, replicas: int) -> str:
+        """Scale a deployment to `replicas`."""
+        calls.append(("scale_deployment", {"namespace": namespace, "name": name, "replicas": replicas}))
+        return f"scaled {namespace}/{name} to {replicas}"
+
+    async def delete_namespace(namespace: str) -> str:
+        """Delete a namespace and everything in it."""
+        calls.append(("delete_namespace", {"namespace": namespace}))
+        return f"deleted {namespace}"
+
+    return new_server(
+        "cluster-writes",
+        title="writes",
+        instructions="writes",
+        tools=[
+            tool(scale_deployment, "Scale a deployment", MUTATING_IDEMPOTENT),
+            tool(delete_namespace, "Delete a namespace", MUTATING),
+        ],
+        token=token,
+        issuer_url="http://127.0.0.1",
+        health=lambda: {},
+    )

@@ -484,4 +484,3 @@ def allowed_by_name(policy: EgressPolicy, url: str) -> bool:
     except EgressRefused:
         return False
     return True
-
