@@ -17,40 +17,27 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import pgserver
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.agents.activities import AgentActivities
-from activities.guardrails.activities import GuardrailActivities
-from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
-from activities.tools.gateway import ToolActivities
-from agentic_core.agents import AgentLimits, AgentStatus
+from agentic_core.agents import AgentStatus
 from agentic_core.tools import WEB_TOOLS
 from tests.support.agent_harness import AgentFakes, answer_approval, progress_when, start_agent
-from tests.support.env import free_port
 from tests.support.fake_openai import FakeChatServer, scripted, tool_call
 from tests.support.pg import pg_server
 from tests.support.temporal import start_dev_server
-from tests.support.web_sites import INJECTION, FakeSearxng, Site, cluster_writes, serving, web_world
+from tests.support.web_agent import METADATA, web_agent_worker, web_servers
+from tests.support.web_sites import INJECTION, FakeSearxng, Site, web_world
 from workers.temporal import ensure_search_attributes
-from workers.toolservers.web.egress import EgressPolicy, Fetcher
-from workers.toolservers.web.searxng import SearxNG
-from workers.toolservers.web.server import build_server
-from workflows.agent import AgentWorkflow
-from workflows.approval import ApprovalWorkflow
 
 TOKEN = "web-agent-token"
 WRITES = ["scale_deployment", "delete_namespace"]
-METADATA = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +66,8 @@ async def servers(world: tuple[Site, Site, FakeSearxng]) -> AsyncIterator[tuple[
     """The web server (loopback opened for the test site only) and the cluster's write tools."""
     site, _, searx = world
     calls: list[tuple[str, dict[str, Any]]] = []
-    searxng = SearxNG(searx.url, timeout_s=5)
-    fetcher = Fetcher(
-        EgressPolicy.from_settings(f"localhost:{site.port},169.254.169.254", "127.0.0.0/8"),
-        user_agent="agentic-platform-web/0.1",
-        timeout_s=5,
-    )
-    web = build_server(searxng, fetcher, token=TOKEN)
-    async with serving(web, free_port()) as web_url, serving(cluster_writes(calls, TOKEN), free_port()) as writes_url:
-        yield {"web": web_url, "writes": writes_url}, calls
-    await searxng.close()
-    await fetcher.close()
+    async with web_servers(site, searx, TOKEN, calls) as urls:
+        yield urls, calls
 
 
 @pytest.fixture(scope="module")
@@ -113,34 +91,6 @@ def fakes() -> AgentFakes:
     return AgentFakes(routes={"web": "web"})
 
 
-async def _worker(
-    client: Client, ledger: Ledger, model: FakeChatServer, fakes: AgentFakes, servers: dict[str, str], web: list[str]
-) -> tuple[Worker, str]:
-    router = InferenceRouter([GroupConfig(name="planner", model="openai/scripted", api_base=model.base_url)])
-    gateway = ToolActivities(ledger, servers, TOKEN, {"web": web}, heartbeat_every_s=0.2)
-    agents = AgentActivities(ledger, router, agents={"web": AgentLimits()}, tool_specs=gateway.offered)
-    guardrails = GuardrailActivities(ledger)
-    queue = f"web-{uuid.uuid4().hex[:8]}"
-    worker = Worker(
-        client,
-        task_queue=queue,
-        workflows=[AgentWorkflow, ApprovalWorkflow],
-        activities=[
-            agents.start_run,
-            agents.model_turn,
-            agents.finish_run,
-            gateway.list_tools,
-            gateway.guard,
-            gateway.call,
-            gateway.execute,
-            guardrails.record,
-            fakes.route,
-            fakes.notify,
-        ],
-    )
-    return worker, queue
-
-
 @pytest.fixture(scope="module")
 async def queues(
     temporal: WorkflowEnvironment,
@@ -151,8 +101,8 @@ async def queues(
 ) -> AsyncIterator[dict[str, str]]:
     """`default`: the web agent's default allow-list; `writes`: an operator also listed the writes."""
     urls, _ = servers
-    default, q1 = await _worker(temporal.client, ledger, model, fakes, urls, list(WEB_TOOLS))
-    listed, q2 = await _worker(temporal.client, ledger, model, fakes, urls, [*WEB_TOOLS, *WRITES])
+    default, q1 = web_agent_worker(temporal.client, ledger, model, fakes, urls, TOKEN, WEB_TOOLS)
+    listed, q2 = web_agent_worker(temporal.client, ledger, model, fakes, urls, TOKEN, [*WEB_TOOLS, *WRITES])
     async with default, listed:
         yield {"default": q1, "writes": q2}
 
