@@ -13,16 +13,19 @@ contacted.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from mcp import Client
 
 from tests.support.env import free_port
 from tests.support.kmock_helpers import McpProcess, mcp_client, result_data, result_text, start_server
-from tests.support.web_sites import FakeSearxng, Site, web_world
+from tests.support.web_sites import FakeSearxng, Site, site_app, web_world
 from workers.toolservers.web.egress import EgressPolicy, EgressRefused, Fetcher, parse_rule
 from workers.toolservers.web.searxng import SearxNG
 from workers.toolservers.web.server import build_server, main
@@ -297,3 +300,68 @@ def test_a_bad_setting_stops_the_server_with_one_line(
     monkeypatch.delenv("AGENTIC_SEARXNG_URL", raising=False)
     assert main(["--port", str(free_port())]) == 2
     assert "nothing to serve: set AGENTIC_SEARXNG_URL (web_search) and/or" in capsys.readouterr().err
+
+
+async def test_https_is_pinned_too_and_the_certificate_is_checked_against_the_name(tmp_path: Path) -> None:
+    """An HTTPS site with a certificate for `secure.test` only, on loopback: the fetch connects to the
+    checked address and verifies the certificate for the name (TLS SNI), so a certificate for
+    another name fails even at the same address."""
+    ca_pem, cert, key = _self_signed(tmp_path, "secure.test")
+    site = Site(port=free_port())
+    config = uvicorn.Config(
+        site_app(site), host="127.0.0.1", port=site.port, log_level="warning", ssl_certfile=cert, ssl_keyfile=key
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+        await asyncio.sleep(0.02)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    trust = ssl.create_default_context(cadata=ca_pem)
+    rules = f"secure.test:{site.port},other.test:{site.port}"
+    f = Fetcher(EgressPolicy.from_settings(rules, "127.0.0.0/8"), user_agent=UA, resolve=resolve, verify=trust)
+    try:
+        page = await f.fetch(f"https://secure.test:{site.port}/article")
+        assert page.status == 200 and b"requires .NET 8" in page.body
+        assert ("/article", f"secure.test:{site.port}") in site.hits
+        # the certificate is not for this name: even robots.txt cannot be read (so nothing there is)
+        with pytest.raises(EgressRefused, match=r"certificate is not valid for 'other.test'"):
+            await f.fetch(f"https://other.test:{site.port}/article")
+    finally:
+        await f.close()
+        server.should_exit = True
+        await task
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[str, str, str]:
+    """A certificate for `name` (self-signed, its own CA): the PEM, and the cert and key files."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp / "cert.pem").write_text(pem)
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return pem, str(tmp / "cert.pem"), str(tmp / "key.pem")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 import urllib.robotparser
 from collections import deque
@@ -324,6 +325,7 @@ class Fetcher:
         max_pages_per_minute: int = 30,
         resolve: Resolver = system_resolve,
         clock: Callable[[], float] = time.monotonic,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.policy = policy
         self.user_agent = user_agent
@@ -339,6 +341,7 @@ class Fetcher:
         self._http = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
+            verify=verify,  # the certificate is checked against the URL's name (SNI), not the pinned address
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=0),
         )
