@@ -78,7 +78,9 @@ def agent_tools_setting(agent: str) -> str:
 _MISSING: dict[str, str] = {
     AgentName.CODING: "a Git tool server (repositories: files, search, history, diffs; writes a commit on a new "
     "branch after approval)",
-    AgentName.WEB: "a web tool server (SearXNG search, fetch behind a domain allow-list)",
+    AgentName.WEB: "its web tool server (SearXNG search, fetch behind a domain allow-list): set AGENTIC_SEARXNG_URL "
+    "(a SearXNG instance with its JSON format on) and/or AGENTIC_WEB_ALLOWED_DOMAINS (the sites it may fetch; "
+    "docs/tools.md)",
 }
 
 

@@ -3,8 +3,9 @@ and each agent's default allow-list.
 
 The incident agent's default allow-list is every tool of the families here (`ALL_TOOLS`); the
 observability agent's is the read tools of the infrastructure server and the metrics server
-(`OBSERVABILITY_TOOLS`); the coding and web agents have none until they are built
-(`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns allowed: `tool_allowed`).
+(`OBSERVABILITY_TOOLS`); the web agent's the web server's (`WEB_TOOLS`); the coding agent has none
+until it is built (`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns allowed:
+`tool_allowed`).
 An agent in `ALWAYS_READ_ONLY_AGENTS` (and any in AGENTIC_READ_ONLY_AGENTS) may call only tools
 whose MCP annotations say `readOnlyHint`, whatever its list says. A refusal of a tool that no
 configured server offers says which server offers it and what to set (`tool_server_hint`); a
@@ -49,6 +50,12 @@ ARR_TOOLS: tuple[str, ...] = (
 # scrape targets, rules), all read-only.
 METRICS_TOOLS: tuple[str, ...] = ("prom_query", "prom_query_range", "prom_alerts", "prom_targets", "prom_rules")
 ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS, *METRICS_TOOLS)
+# The web server's tools (SearXNG search, fetching a page behind the domain allow-list), both
+# read-only; the web agent's, not the incident agent's (an incident does not browse the web).
+WEB_TOOLS: tuple[str, ...] = ("web_search", "web_fetch")
+# How a web tool's refusal begins (the allow-list, SSRF, robots.txt, the page budget): the tool
+# gateway records such an error as an `egress_refused` guardrail event.
+EGRESS_REFUSED = "egress refused"
 
 # The tools above that change something (their MCP annotations say readOnlyHint=false). The
 # gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
@@ -84,7 +91,7 @@ DEFAULT_AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "incident": ALL_TOOLS,
     "observability": OBSERVABILITY_TOOLS,
     "coding": (),
-    "web": (),
+    "web": WEB_TOOLS,
 }
 # Read-only whatever the settings say: a tool that changes something is refused even when listed.
 ALWAYS_READ_ONLY_AGENTS: tuple[str, ...] = ("observability",)
@@ -116,6 +123,11 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "(or RADARR_, PROWLARR_)",
     ),
     (METRICS_TOOLS, "the metrics tools come from the metrics MCP server: set AGENTIC_PROMETHEUS_URL"),
+    (
+        WEB_TOOLS,
+        "the web tools come from the web MCP server: set AGENTIC_SEARXNG_URL (search) and/or "
+        "AGENTIC_WEB_ALLOWED_DOMAINS (the sites it may fetch)",
+    ),
 )
 
 
@@ -126,5 +138,6 @@ def tool_server_hint(tool: str) -> str | None:
 
 
 def configure_hints() -> list[str]:
-    """What configures each of the platform's tool servers, one line each."""
-    return [hint for _tools, hint in TOOL_FAMILIES]
+    """What configures each of the incident agent's tool servers, one line each (the web server's
+    tools are not the incident agent's)."""
+    return [hint for tools, hint in TOOL_FAMILIES if set(tools) & set(ALL_TOOLS)]

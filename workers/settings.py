@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agentic_core.agents import AgentLimits, AgentName
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
-from agentic_core.tools import ALL_TOOLS, ALWAYS_READ_ONLY_AGENTS, GUARDED_AGENTS, OBSERVABILITY_TOOLS
+from agentic_core.tools import ALL_TOOLS, ALWAYS_READ_ONLY_AGENTS, GUARDED_AGENTS, OBSERVABILITY_TOOLS, WEB_TOOLS
 
 TASK_QUEUE = "agentic-platform"
 _NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]!-]{1,63}")  # a namespace name or a glob of one
@@ -169,7 +169,9 @@ class Settings(BaseSettings):
         default="", description="comma-separated allow-list (glob patterns allowed) of the coding agent (none yet)"
     )
     web_tools: str = Field(
-        default="", description="comma-separated allow-list (glob patterns allowed) of the web agent (none yet)"
+        default=",".join(WEB_TOOLS),
+        description="comma-separated allow-list (glob patterns allowed) of the web agent; it runs when its "
+        "server is configured (AGENTIC_SEARXNG_URL and/or AGENTIC_WEB_ALLOWED_DOMAINS)",
     )
     read_only_agents: str = Field(
         default="",
@@ -249,6 +251,35 @@ class Settings(BaseSettings):
         "(0: none; needs a capable model at AGENTIC_PLANNER_URL)",
     )
 
+    # --- The web agent's tools (issue #14; the web MCP server runs when AGENTIC_SEARXNG_URL or ----
+    # --- AGENTIC_WEB_ALLOWED_DOMAINS is set; docs/tools.md, "Web") --------------------------------
+    searxng_url: str | None = Field(
+        default=None, description="SearXNG base URL for web_search (its JSON format on), e.g. http://searxng:8080"
+    )
+    web_allowed_domains: str = Field(
+        default="",
+        description="comma-separated hosts web_fetch may reach: example.org, *.example.org (the names under it), "
+        "example.org:8443 (that port; else 80 and 443); public suffixes refused",
+    )
+    web_allowed_networks: str = Field(
+        default="",
+        description="comma-separated CIDRs web_fetch may reach although not public (loopback, private, "
+        "link-local are refused otherwise: SSRF)",
+    )
+    web_max_bytes: int = Field(default=2_000_000, ge=1024, description="web_fetch: bytes of a page read, at most")
+    web_timeout_s: float = Field(
+        default=15.0, gt=0, le=300, description="web_fetch/web_search: one call's time (redirects included), at most"
+    )
+    web_max_redirects: int = Field(default=5, ge=0, le=20, description="web_fetch: redirects followed, at most")
+    web_max_pages_per_minute: int = Field(
+        default=30, ge=1, description="web_fetch: pages fetched in any minute, at most (more are refused)"
+    )
+    web_user_agent: str = Field(
+        default="agentic-platform-web/0.1", description="User-Agent of web_fetch (and the robots.txt rules it obeys)"
+    )
+    mcp_web_port: int = Field(default=8097, description="embedded MCP web server port")
+    mcp_web_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP web server")
+
     # --- Policy -------------------------------------------------------------------------
     approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
     approvers: str = Field(default="", description="comma-separated names/ids allowed to answer (empty: anyone)")
@@ -324,6 +355,7 @@ class Settings(BaseSettings):
         "mcp_ha_port",
         "mcp_arr_port",
         "mcp_metrics_port",
+        "mcp_web_port",
         "bot_port",
     )
     @classmethod
@@ -352,6 +384,22 @@ class Settings(BaseSettings):
                 f"allow-lists hold tool names or glob patterns (letters, digits, '_', '.', '-', '*', '?', '[...]'), "
                 f"not {', '.join(repr(b) for b in bad)}"
             )
+        return v
+
+    @field_validator("web_allowed_domains")
+    @classmethod
+    def _web_domains(cls, v: str) -> str:
+        from workers.toolservers.web.egress import parse_rules
+
+        parse_rules(v)  # raises ValueError naming the entry and what is wrong
+        return v
+
+    @field_validator("web_allowed_networks")
+    @classmethod
+    def _web_networks(cls, v: str) -> str:
+        from workers.toolservers.web.egress import parse_networks
+
+        parse_networks(v)
         return v
 
     @field_validator("read_only_agents")
@@ -449,6 +497,15 @@ class Settings(BaseSettings):
         return self.mcp_metrics_url or f"http://{self.host}:{self.mcp_metrics_port}/mcp"
 
     @property
+    def mcp_web_endpoint(self) -> str:
+        return self.mcp_web_url or f"http://{self.host}:{self.mcp_web_port}/mcp"
+
+    @property
+    def web_configured(self) -> bool:
+        """The web server can run (search, fetch or both are configured) or an external one is set."""
+        return bool(self.searxng_url or self.web_allowed_domains.strip() or self.mcp_web_url)
+
+    @property
     def ha_configured(self) -> bool:
         """Home Assistant is configured: the embedded server can run (URL and token set)."""
         return self.ha_url is not None and self.ha_token is not None
@@ -471,7 +528,7 @@ class Settings(BaseSettings):
     def mcp_servers(self) -> dict[str, str]:
         """The MCP tool servers the worker's gateway uses, by name: infra unless turned off (the
         embedded stack turns it off when no cluster is configured), Home Assistant, the arr
-        suite and the metrics server when configured (or external)."""
+        suite, the metrics server and the web server when configured (or external)."""
         servers = {"infra": self.mcp_infra_endpoint} if self.mcp_infra_enabled or self.mcp_infra_url else {}
         if self.ha_configured or self.mcp_ha_url is not None:
             servers["homeassistant"] = self.mcp_ha_endpoint
@@ -479,6 +536,8 @@ class Settings(BaseSettings):
             servers["arr"] = self.mcp_arr_endpoint
         if self.prometheus_url is not None or self.mcp_metrics_url is not None:
             servers["metrics"] = self.mcp_metrics_endpoint
+        if self.web_configured:
+            servers["web"] = self.mcp_web_endpoint
         return servers
 
     @property
@@ -514,7 +573,7 @@ class Settings(BaseSettings):
         return {
             agent: self.agent_limits_for(agent)
             for agent, tools in self.agent_tool_lists.items()
-            if tools and agent != "incident"
+            if tools and agent != "incident" and (agent != "web" or self.web_configured)  # web: its server too
         }
 
     @property

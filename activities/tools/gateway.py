@@ -39,7 +39,9 @@ the refused action row; `screen` checks one call without an incident (the agent 
   text result stored in the ledger as a blob, a `ResultRef` with a short preview returned, so a
   5 MB log never travels through workflow history. The guard of an agent run's calls
   (`GuardInput.agent_run`) records no refusals as actions: the agent workflow records each as a
-  guardrail event.
+  guardrail event. A tool error that begins `egress refused:` (the web server would not reach a
+  URL: allow-list, SSRF, robots.txt, page budget) is recorded here as an `egress_refused`
+  guardrail event of the run; the call's status stays `error`, its reason the refusal.
 
 Exactly once. The ledger row of the action's idempotency key is the claim:
 
@@ -125,7 +127,7 @@ from agentic_core.incident import (
     idempotency_key,
 )
 from agentic_core.models import ToolCall
-from agentic_core.tools import ALWAYS_READ_ONLY_AGENTS, allowed_tools, tool_allowed
+from agentic_core.tools import ALWAYS_READ_ONLY_AGENTS, EGRESS_REFUSED, allowed_tools, tool_allowed
 
 if TYPE_CHECKING:
     from activities.ledger.models import ActionRow, ActionStatus
@@ -557,6 +559,15 @@ class ToolActivities:
         size = await self.ledger.put_blob(blob, inp.run_id, text)
         ref = ResultRef(ref=blob, size=size, preview=text[:PREVIEW_CHARS], truncated=size > inp.max_result_chars)
         if result.is_error:
+            if text.startswith(EGRESS_REFUSED + ":"):  # the web server refused to reach a URL: a guardrail event
+                await self._event(
+                    f"{inp.run_id}/egress_refused/{inp.step}/{inp.call.call_id}",
+                    "egress_refused",
+                    inp.agent,
+                    inp.run_id,
+                    call.tool,
+                    text,
+                )
             return ToolCallResult(status="error", result=ref, reason=text[:MAX_REASON_CHARS] or "the tool failed")
         return ToolCallResult(status="ok", result=ref)
 

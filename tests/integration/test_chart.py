@@ -270,7 +270,8 @@ def test_guardrail_settings_are_deployed_with_the_worker() -> None:
     assert config["AGENTIC_READ_ONLY_AGENTS"] == "observability"
     assert not {"AGENTIC_CODING_TOOLS", "AGENTIC_WEB_TOOLS", "AGENTIC_PROTECTED_NAMESPACES"} & set(config)
     deployed = Settings(_env_file=None, **{k.removeprefix("AGENTIC_").lower(): v for k, v in config.items()})  # type: ignore[call-arg]
-    assert deployed.agent_tool_lists["coding"] == deployed.agent_tool_lists["web"] == []
+    assert deployed.agent_tool_lists["coding"] == []
+    assert "web" not in deployed.agent_limit_map  # its list is the default, but its server is off
     assert deployed.read_only_agent_list == ["observability"]
     custom = _config(
         render("default", ("config.AGENTIC_CODING_TOOLS=get_pods\\,prom_*", "config.AGENTIC_READ_ONLY_AGENTS=coding"))
@@ -534,3 +535,45 @@ def test_metrics_server_is_on_and_wired_to_prometheus_and_alertmanager() -> None
     assert ("Deployment", "mcp-metrics") not in {(d["kind"], d["metadata"]["name"]) for d in off}
     off_config = next(d for d in off if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")
     assert "AGENTIC_MCP_METRICS_URL" not in off_config["data"]
+
+
+def test_web_server_is_off_by_default_and_its_egress_is_the_only_tool_egress_leaving_the_cluster() -> None:
+    from workers.toolservers.web import server as mcp_web
+
+    def internet(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {
+            (d["metadata"]["namespace"], d["metadata"]["name"])
+            for d in docs
+            if d["kind"] == "NetworkPolicy"
+            for rule in d["spec"].get("egress") or []
+            for to in rule.get("to") or []
+            if to.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
+        }
+
+    default = render("default")
+    assert ("Deployment", "mcp-web") not in {(d["kind"], d["metadata"]["name"]) for d in default}
+    assert not {ns for ns, _ in internet(default)} & {"ai-tools"}  # off: no tool server leaves the cluster
+    assert "AGENTIC_MCP_WEB_URL" not in _config(default)
+
+    docs = render(
+        "default", ("mcp.servers.web.enabled=true", "mcp.servers.web.env.AGENTIC_WEB_ALLOWED_DOMAINS=docs.python.org")
+    )
+    c = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-web")
+    container = c["spec"]["template"]["spec"]["containers"][0]
+    args = mcp_web._parser().parse_args(container["command"][3:])
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8097, "AGENTIC_MCP_TOKEN")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AGENTIC_WEB_ALLOWED_DOMAINS"] == "docs.python.org" and env["AGENTIC_WEB_MAX_BYTES"] == "2000000"
+    assert ("Service", "mcp-web") in {(d["kind"], d["metadata"]["name"]) for d in docs}
+    url = "http://mcp-web.ai-tools.svc.cluster.local:8097/mcp"
+    assert _config(docs)["AGENTIC_MCP_WEB_URL"] == url
+    deployed = Settings(_env_file=None, mcp_web_url=url)  # type: ignore[call-arg]
+    assert deployed.mcp_servers["web"] == url and "web" in deployed.agent_limit_map
+    # of the tool servers, only the web server's egress leaves the cluster: ports 80 and 443 to
+    # public addresses, the private, CGNAT, link-local and loopback ranges excepted
+    assert {p for p in internet(docs) if p[0] == "ai-tools"} == {("ai-tools", "allow-mcp-web-internet")}
+    pol = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-mcp-web-internet")
+    assert pol["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mcp-web"}}
+    rule = pol["spec"]["egress"][0]
+    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(rule["to"][0]["ipBlock"]["except"])
+    assert [p["port"] for p in rule["ports"]] == [80, 443]

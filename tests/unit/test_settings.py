@@ -59,7 +59,8 @@ def test_per_agent_allow_lists_and_read_only_agents(monkeypatch: pytest.MonkeyPa
         "prom_targets",
         "prom_rules",
     ]
-    assert lists["coding"] == [] and lists["web"] == []  # nothing until their issue
+    assert lists["coding"] == []  # nothing until its issue
+    assert lists["web"] == ["web_search", "web_fetch"]  # the web server's tools (on when the server is configured)
     assert s.read_only_agent_list == ["observability"]
     monkeypatch.setenv("AGENTIC_CODING_TOOLS", "git_*, read_file")
     monkeypatch.setenv("AGENTIC_READ_ONLY_AGENTS", "web")

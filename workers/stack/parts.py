@@ -151,6 +151,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         llm_part(ctx),
         infra_tools_part(ctx),
         metrics_tools_part(ctx),
+        web_tools_part(ctx),
         *app_tool_parts(settings, ctx.mcp),
         worker_part(ctx),
         knowledge_part(ctx),
@@ -473,6 +474,28 @@ class McpPartContext:
             health=health,
             log=self.logs / f"{name}.log",
         )
+
+
+def web_tools_part(ctx: PartContext) -> Part:
+    """The MCP web server (SearXNG search, fetching behind the domain allow-list): when
+    AGENTIC_SEARXNG_URL or AGENTIC_WEB_ALLOWED_DOMAINS is set. Its limits (AGENTIC_WEB_*) reach it
+    through the environment."""
+    s = ctx.settings
+    what = [f"search {s.searxng_url}"] if s.searxng_url else []
+    what += [f"fetch {s.web_allowed_domains}"] if s.web_allowed_domains.strip() else []
+    return ctx.mcp.part(
+        "mcp-web",
+        "MCP web tools" + (f" ({'; '.join(what)})" if what else ""),
+        module="workers.toolservers.web",
+        endpoint=s.mcp_web_endpoint,
+        port=s.mcp_web_port,
+        external=s.mcp_web_url is not None,
+        external_role="MCP web tools (external)",
+        disabled=None
+        if s.searxng_url or s.web_allowed_domains.strip()
+        else "no web search or sites: set AGENTIC_SEARXNG_URL and/or AGENTIC_WEB_ALLOWED_DOMAINS",
+        phase="service",
+    )
 
 
 def app_tool_parts(settings: Settings, mcp: McpPartContext) -> list[Part]:
