@@ -76,8 +76,8 @@ def agent_tools_setting(agent: str) -> str:
 # What each agent this platform does not run yet needs (the coding and web agents arrive with
 # their tool servers in a later release).
 _MISSING: dict[str, str] = {
-    AgentName.CODING: "a Git tool server (repositories: files, search, history, diffs; writes a commit on a new "
-    "branch after approval)",
+    AgentName.CODING: "the coding tool server over Git repositories: set AGENTIC_REPOS (name=path,..., e.g. "
+    "gitops=/srv/gitops; files, search, history, structure, diffs; a commit on a new branch after approval)",
     AgentName.WEB: "a web tool server (SearXNG search, fetch behind a domain allow-list)",
 }
 

@@ -3,7 +3,8 @@ and each agent's default allow-list.
 
 The incident agent's default allow-list is every tool of the families here (`ALL_TOOLS`); the
 observability agent's is the read tools of the infrastructure server and the metrics server
-(`OBSERVABILITY_TOOLS`); the coding and web agents have none until they are built
+(`OBSERVABILITY_TOOLS`); the coding agent's the coding server's (`CODING_TOOLS`); the web agent has
+none until it is built
 (`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns allowed: `tool_allowed`).
 An agent in `ALWAYS_READ_ONLY_AGENTS` (and any in AGENTIC_READ_ONLY_AGENTS) may call only tools
 whose MCP annotations say `readOnlyHint`, whatever its list says. A refusal of a tool that no
@@ -49,6 +50,20 @@ ARR_TOOLS: tuple[str, ...] = (
 # scrape targets, rules), all read-only.
 METRICS_TOOLS: tuple[str, ...] = ("prom_query", "prom_query_range", "prom_alerts", "prom_targets", "prom_rules")
 ALL_TOOLS: tuple[str, ...] = (*INFRA_TOOLS, *HA_TOOLS, *ARR_TOOLS, *METRICS_TOOLS)
+# The coding server's tools (Git repositories, AGENTIC_REPOS): reads, structure, diffs; only
+# apply_change writes (a commit on a new branch, after a human approves). Not the incident agent's.
+CODING_TOOLS: tuple[str, ...] = (
+    "repo_list",
+    "repo_files",
+    "repo_read",
+    "repo_search",
+    "repo_history",
+    "repo_symbols",
+    "repo_definitions",
+    "repo_references",
+    "propose_edit",
+    "apply_change",
+)
 
 # The tools above that change something (their MCP annotations say readOnlyHint=false). The
 # gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
@@ -83,7 +98,7 @@ GUARDED_AGENTS: tuple[str, ...] = ("incident", "observability", "coding", "web")
 DEFAULT_AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "incident": ALL_TOOLS,
     "observability": OBSERVABILITY_TOOLS,
-    "coding": (),
+    "coding": CODING_TOOLS,
     "web": (),
 }
 # Read-only whatever the settings say: a tool that changes something is refused even when listed.
@@ -116,6 +131,7 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "(or RADARR_, PROWLARR_)",
     ),
     (METRICS_TOOLS, "the metrics tools come from the metrics MCP server: set AGENTIC_PROMETHEUS_URL"),
+    (CODING_TOOLS, "the repository tools come from the coding MCP server: set AGENTIC_REPOS (name=path,...)"),
 )
 
 
