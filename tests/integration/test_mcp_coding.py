@@ -22,6 +22,9 @@ from mcp_types import CallToolResult, TextContent
 
 from tests.support.env import REPO, free_port
 from workers.process import StartupError
+from workers.settings import Settings
+from workers.stack.env import effective_settings
+from workers.stack.parts import build_parts
 from workers.toolservers.coding.repos import Repo
 from workers.toolservers.coding.server import build_server, open_repos
 
@@ -337,3 +340,29 @@ async def test_start_up_errors_are_one_line(tmp_path: Path) -> None:
         open_repos("gitops")
     with pytest.raises(StartupError, match=r"^'a' is named twice in AGENTIC_REPOS"):
         open_repos(f"a={tmp_path},a={tmp_path}")
+
+
+def test_the_stack_part_runs_only_when_repositories_are_set(tmp_path: Path) -> None:
+    def part(**over: object) -> Any:
+        s = Settings(_env_file=None, data_dir=tmp_path, **over)  # type: ignore[call-arg, arg-type]
+        return next(p for p in build_parts(s, effective_settings(s), resolve_binaries=False) if p.name == "mcp-coding")
+
+    off = part()
+    assert (off.mode, off.url) == ("disabled", "no repositories: set AGENTIC_REPOS (name=path,...)")
+    on = part(repos=f"gitops={tmp_path},app=/src/app", mcp_coding_port=18096, coding_push_remote="origin")
+    assert on.mode == "embedded" and on.phase == "service" and on.role == "MCP coding tools (Git: gitops, app)"
+    assert on.argv[1:] == [
+        "-m",
+        "workers.toolservers.coding",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "18096",
+        "--repos",
+        f"gitops={tmp_path},app=/src/app",
+        "--token-env",
+        "AGENTIC_MCP_TOKEN",
+    ]
+    assert on.env["AGENTIC_CODING_PUSH_REMOTE"] == "origin"  # the server's --push-remote default
+    ext = part(mcp_coding_url="http://mcp-coding.ai-tools:8096/mcp")
+    assert (ext.mode, ext.url) == ("external", "http://mcp-coding.ai-tools:8096/mcp")
