@@ -249,6 +249,17 @@ async def test_text_edits_and_edits_that_cannot_be_made(repo: Path) -> None:
         {"repo": "gitops", "edits": [{"path": VALUES, "yaml_path": "worker.resources.limits", "value": "1"}]},
     )
     assert "holds a mapping" in err
+    # a key with dots is quoted in the path, in the symbols and in an edit
+    key = 'bot.webhook.annotations."cert-manager.io/cluster-issuer"'
+    d = await call(srv, "repo_definitions", {"repo": "gitops", "name": key})
+    assert [(s["path"], s["name"]) for s in d["symbols"]] == [(VALUES, key)]
+    out = await call(
+        srv, "propose_edit", {"repo": "gitops", "edits": [{"path": VALUES, "yaml_path": key, "value": "x"}]}
+    )
+    assert changes(out["diff"])[2:] == [
+        "-      cert-manager.io/cluster-issuer: homelab-ca",
+        "+      cert-manager.io/cluster-issuer: x",
+    ]
 
 
 async def test_an_approved_change_lands_on_a_new_branch_and_main_is_untouched(tmp_path: Path) -> None:

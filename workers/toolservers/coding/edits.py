@@ -46,9 +46,36 @@ class Edit:
 # --------------------------------------------------------------------------- YAML
 
 
+def _path_parts(path: str) -> list[str]:
+    """`a."b.c"[0].d` → ['a', '"b.c"[0]', 'd']: dots inside quotes belong to the key."""
+    parts, cur, i = [], "", 0
+    while i < len(path):
+        ch = path[i]
+        if ch in "\"'":
+            end = path.find(ch, i + 1)
+            if end < 0:
+                raise EditError(f"yaml_path {path!r}: a quote is not closed")
+            cur += path[i : end + 1]
+            i = end + 1
+        elif ch == ".":
+            parts.append(cur)
+            cur, i = "", i + 1
+        else:
+            cur += ch
+            i += 1
+    parts.append(cur)
+    return parts
+
+
 def _yaml_steps(path: str) -> list[str | int]:
+    """`resources.limits.memory`, `containers[0].image`, `annotations."cert-manager.io/issuer"`."""
     steps: list[str | int] = []
-    for part in path.split("."):
+    for part in _path_parts(path):
+        quoted = re.fullmatch(r"(\"[^\"]*\"|'[^']*')((?:\[\d+\])*)", part)
+        if quoted is not None:
+            steps.append(quoted.group(1)[1:-1])
+            steps += [int(i) for i in re.findall(r"\[(\d+)\]", quoted.group(2))]
+            continue
         m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
         if m is None or (not m.group(1) and not m.group(2)):
             raise EditError(f"yaml_path {path!r}: {part!r} is not key or key[index] (e.g. resources.limits.memory)")

@@ -142,9 +142,10 @@ class Repo:
             raise RepoError(f"{path!r} is outside the repository's files (no '..' or .git)")
         return str(p)
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, *, listed: bool = False) -> bytes:
         """The content of `path`: from disk in a working copy (when it is one of `files()`), from
-        HEAD in a bare repository."""
+        HEAD in a bare repository. `listed`: the path came from git itself (`files()`, `grep`),
+        which honours .gitignore, so it is not asked again."""
         rel = self.check_path(path)
         if self.bare:
             proc = git(self.path, "cat-file", "-s", f"HEAD:{rel}", check=False)
@@ -158,15 +159,14 @@ class Repo:
             raise RepoError(f"{rel} leads outside the repository (a symlink): not read")
         if not full.is_file():
             raise RepoError(f"{rel}: no such file in {self.name!r} (see repo_files)")
-        listed = git(self.path, "ls-files", "-c", "-o", "--exclude-standard", "--", rel).stdout.decode().strip()
-        if not listed:
+        if not listed and not git(self.path, "ls-files", "-c", "-o", "--exclude-standard", "--", rel).stdout.strip():
             raise RepoError(f"{rel} is ignored by .gitignore: not read")
         if full.stat().st_size > MAX_FILE_BYTES:
             raise RepoError(f"{rel} is larger than {MAX_FILE_BYTES} bytes: not read")
         return full.read_bytes()
 
-    def read_text(self, path: str) -> str:
-        data = self.read_bytes(path)
+    def read_text(self, path: str, *, listed: bool = False) -> str:
+        data = self.read_bytes(path, listed=listed)
         if b"\0" in data[:8000]:
             raise RepoError(f"{path} is a binary file: not shown")
         return data.decode("utf-8", errors="replace")
@@ -210,6 +210,17 @@ class Repo:
                 break
             hits.append((path, int(line), text[:300]))
         return hits, more
+
+    def files_with(self, word: str, under: str = "") -> list[str]:
+        """The files (as `grep` searches them) where `word` occurs as a whole word."""
+        args = ["grep", "-l", "-I", "-w", "-F", "--full-name", "-z", *([] if self.bare else ["--untracked"])]
+        args += ["-e", word, *(["HEAD"] if self.bare else [])]
+        args += ["--", self.check_path(under)] if under.strip() not in ("", ".", "/") else []
+        proc = git(self.path, *args, check=False)
+        if proc.returncode not in (0, 1):
+            raise RepoError(f"search failed: {proc.stderr.decode(errors='replace').strip()[:300]}")
+        names = [n for n in proc.stdout.decode("utf-8", errors="replace").split("\0") if n]
+        return sorted(n.removeprefix("HEAD:") if self.bare else n for n in names)
 
     def log(self, path: str | None, limit: int) -> list[dict[str, str]]:
         """The commits that touched `path` (all commits when None), newest first."""

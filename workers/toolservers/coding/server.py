@@ -141,7 +141,7 @@ def build_server(
             stamp = (s.st_mtime_ns, s.st_size)
         key = (repo.name, path, stamp)
         if key not in cache:
-            text = repo.read_text(path)
+            text = repo.read_text(path, listed=True)
             try:
                 cache[key] = st.symbols(path, text)
             except ValueError:  # a file that does not parse defines nothing we can name
@@ -268,9 +268,9 @@ def build_server(
         r = get(repo)
 
         def go() -> SymbolsResult:
-            last = name.rsplit(".", 1)[-1].split("[", 1)[0]
-            hits, _more = r.grep(last, regex=False, ignore_case=False, paths=[under] if under else [], limit=100_000)
-            candidates = sorted({p for p, _n, _t in hits if st.language_of(p) is not None})
+            quoted = re.search(r'"([^"]+)"(?:\[\d+\])*$', name)
+            last = quoted.group(1) if quoted else name.rsplit(".", 1)[-1].split("[", 1)[0]
+            candidates = [p for p in r.files_with(last, under) if st.language_of(p) is not None]
             out: list[SymbolOut] = []
             for p in candidates:
                 for s in file_symbols(r, p):
@@ -291,11 +291,10 @@ def build_server(
         r = get(repo)
 
         def go() -> ReferencesResult:
-            hits, _more = r.grep(name, regex=False, ignore_case=False, paths=[under] if under else [], limit=100_000)
             out: list[Reference] = []
-            for p in sorted({p for p, _n, _t in hits}):
+            for p in r.files_with(name, under):
                 try:
-                    found = st.references(p, r.read_text(p), name)
+                    found = st.references(p, r.read_text(p, listed=True), name)
                 except (RepoError, ValueError):
                     continue
                 out += [Reference(path=p, **o.__dict__) for o in found]

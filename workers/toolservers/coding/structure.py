@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -77,8 +78,25 @@ def parser(language: str) -> ts.Parser:
     return ts.Parser(lang)
 
 
+_TREES: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+_TREES_MAX = 2048
+
+
+def _cached(kind: str, text: str, make: Callable[[], Any]) -> Any:
+    """A parse of `text` (`kind`: the language), kept for the next query of the same text."""
+    key = (kind, len(text), hash(text))
+    if key in _TREES:
+        _TREES.move_to_end(key)
+        return _TREES[key]
+    value = make()
+    _TREES[key] = value
+    if len(_TREES) > _TREES_MAX:
+        _TREES.popitem(last=False)
+    return value
+
+
 def parse(language: str, text: str) -> ts.Tree:
-    return parser(language).parse(text.encode("utf-8"))
+    return _cached(language, text, lambda: parser(language).parse(text.encode("utf-8")))
 
 
 def _txt(node: ts.Node | None) -> str:
@@ -92,9 +110,13 @@ def _sym(name: str, kind: str, node: ts.Node) -> Symbol:
 # --------------------------------------------------------------------------- Python (ast)
 
 
+def _python_ast(text: str) -> ast.Module:
+    return _cached("python", text, lambda: ast.parse(text))  # type: ignore[no-any-return]
+
+
 def _python_symbols(text: str) -> list[Symbol]:
     try:
-        tree = ast.parse(text)
+        tree = _python_ast(text)
     except SyntaxError as exc:
         raise ValueError(f"Python syntax error at line {exc.lineno}: {exc.msg}") from None
     out: list[Symbol] = []
@@ -126,7 +148,7 @@ def _assigned(target: ast.expr) -> Iterator[str]:
 
 
 def _python_references(text: str, name: str) -> list[tuple[int, int, bool]]:
-    tree = ast.parse(text)
+    tree = _python_ast(text)
     hits: list[tuple[int, int, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id == name:
@@ -160,6 +182,7 @@ def _yaml_symbols(root: ts.Node) -> list[Symbol]:
     def walk(node: ts.Node, path: str) -> None:
         if node.type in ("block_mapping_pair", "flow_pair", "pair"):
             key = _yaml_key(node) if node.type != "pair" else _txt(node.child_by_field_name("key")).strip('"')
+            key = f'"{key}"' if "." in key else key  # a dotted key is quoted in the path
             full = f"{path}.{key}" if path else key
             out.append(_sym(full, "key", node))
             value = node.child_by_field_name("value")
