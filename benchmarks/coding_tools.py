@@ -16,8 +16,10 @@ server (in process, one MCP client session, so the figures are the tools' own pl
 
 Then (unless `--no-eval`) the coding agent's evaluation: the tasks of
 benchmarks/data/coding_tasks.yaml (read, structure, edit, apply, refuse) run through the agent
-runtime (the Temporal dev server, the real ledger, agent and gateway activities, the coding
-server as a process behind its token, approvals answered as the task says). By default the model
+runtime (the Temporal dev server, the real ledger, the platform's router with its MiniLM
+embeddings unless `--fake-router`, the agent and gateway activities, the coding server as a
+process behind its token, approvals answered as the task says). A task routed to another agent
+fails. By default the model
 is the scripted OpenAI-compatible fake making the task's expected calls, which checks the tools
 and the runtime: that each expected call ends as expected and the outcome holds (the result, the
 branch and its diff, the default branch untouched). With `--planner-url` a real model (an
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 from mcp import Client
 
+from agentic_core.agents import Route, RouteInput
 from workers.toolservers.coding import structure as st
 from workers.toolservers.coding.repos import Repo
 from workers.toolservers.coding.server import build_server
@@ -205,7 +208,29 @@ def _tool_results(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 continue
 
 
-async def evaluate(repo: Path, planner_url: str | None, planner_model: str | None) -> None:
+async def _routed_fakes(data: Path) -> Any:
+    """The harness's fakes with the real router in place of its fake `agents.route`."""
+    from temporalio import activity
+
+    from activities.agents.router import RouteActivities
+    from agentic_core.agents import ACTIVITY_ROUTE
+    from tests.support.agent_harness import AgentFakes
+    from workers.settings import Settings
+    from workers.wiring import build_embedder_from, build_store
+
+    s = Settings(_env_file=None, data_dir=data)  # type: ignore[call-arg]
+    routes = RouteActivities(build_store(s), build_embedder_from(s), None)
+    await routes.ensure_index()
+
+    class Routed(AgentFakes):
+        @activity.defn(name=ACTIVITY_ROUTE)
+        async def route(self, inp: RouteInput) -> Route:
+            return await routes.route(inp)
+
+    return Routed()
+
+
+async def evaluate(repo: Path, planner_url: str | None, planner_model: str | None, real_router: bool) -> None:
     import asyncpg
 
     from activities.agents.activities import AgentActivities
@@ -267,7 +292,9 @@ async def evaluate(repo: Path, planner_url: str | None, planner_model: str | Non
             ledger, router, agents={"coding": AgentLimits(max_steps=6)}, tool_specs=gateway.offered
         )
         queue = f"bench-coding-{uuid.uuid4().hex[:8]}"
-        fakes = AgentFakes(routes={"": "coding"})
+        fakes: AgentFakes = AgentFakes(routes={"": "coding"})
+        if real_router:  # the platform's router (MiniLM embeddings of its exemplars, Qdrant Edge) picks the agent
+            fakes = await _routed_fakes(Path(tempfile.mkdtemp(prefix="agentic-bench-route-")))
         async with agent_worker(temporal.client, queue, agents, gateway, fakes, runner=workflow_runner("passthrough")):
             for task in tasks:
                 current.clear()
@@ -295,7 +322,8 @@ async def evaluate(repo: Path, planner_url: str | None, planner_model: str | Non
                 ok, why = _judge(task, res, full, repo, main_before, branches_before, current, planner_url is not None)
                 by_kind.setdefault(task["kind"], []).append(ok)
                 mark = "ok  " if ok else "FAIL"
-                print(f"  {mark} {task['kind']:<9} {task['request'][:60]:<60} {why}")
+                route = f"{res.route.method}:{res.route.score:.2f}" if res.route else "-"
+                print(f"  {mark} {task['kind']:<9} {task['request'][:60]:<60} {route:<15} {why}")
                 if res.status not in (AgentStatus.DONE, AgentStatus.LIMITED) and ok:
                     print(f"       (run ended {res.status})")
                 if current.get("conflicted"):  # put main back as the other tasks expect it
@@ -324,6 +352,8 @@ def _judge(
     real_model: bool,
 ) -> tuple[bool, str]:
     exp = task["expect"]
+    if res.agent != "coding":
+        return False, f"routed to {res.agent}"
     calls = [(r.call.tool, r.status) for r in res.tool_calls]
     want_tools = [c["tool"] for c in task["calls"]]
     if real_model:
@@ -362,6 +392,9 @@ def main() -> None:
         "--planner-url", help="an OpenAI-compatible model that plays the agent (default: the scripted fake)"
     )
     ap.add_argument("--planner-model", help="that model's name")
+    ap.add_argument(
+        "--fake-router", action="store_true", help="send every task to coding (default: the platform's router decides)"
+    )
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
     if min(a.queries, a.edits) < 1 or a.applies < 0:
@@ -374,7 +407,7 @@ def main() -> None:
             print(
                 f"coding agent evaluation ({'model ' + str(a.planner_model) if a.planner_url else 'scripted model'}):"
             )
-            asyncio.run(evaluate(repo, a.planner_url, a.planner_model))
+            asyncio.run(evaluate(repo, a.planner_url, a.planner_model, not a.fake_router))
 
 
 if __name__ == "__main__":
