@@ -147,25 +147,35 @@ def _assigned(target: ast.expr) -> Iterator[str]:
             yield from _assigned(elt)
 
 
-def _python_references(text: str, name: str) -> list[tuple[int, int, bool]]:
-    tree = _python_ast(text)
-    hits: list[tuple[int, int, bool]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id == name:
-            hits.append((node.lineno, node.col_offset + 1, isinstance(node.ctx, ast.Store)))
-        elif isinstance(node, ast.Attribute) and node.attr == name:
-            # the attribute's name is at the end of the node
-            end_col = (node.end_col_offset or 0) - len(name) + 1
-            hits.append((node.end_lineno or node.lineno, end_col, isinstance(node.ctx, ast.Store)))
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name:
-            hits.append((node.lineno, node.col_offset + 1, True))
-        elif isinstance(node, ast.alias) and (node.asname or node.name).split(".")[-1] == name:
-            hits.append((node.lineno, node.col_offset + 1, False))
-        elif isinstance(node, ast.arg) and node.arg == name:
-            hits.append((node.lineno, node.col_offset + 1, True))
-        elif isinstance(node, ast.keyword) and node.arg == name:
-            hits.append((node.lineno, node.col_offset + 1, False))
-    return sorted(set(hits))
+Index = dict[str, list[tuple[int, int, bool]]]  # identifier -> (line, column, is a definition)
+
+
+def _python_index(text: str) -> Index:
+    """Every identifier of a Python file and where it occurs (one walk, kept with the parse)."""
+
+    def build() -> Index:
+        out: Index = {}
+
+        def add(name: str, line: int, col: int, definition: bool) -> None:
+            out.setdefault(name, []).append((line, col, definition))
+
+        for node in ast.walk(_python_ast(text)):
+            if isinstance(node, ast.Name):
+                add(node.id, node.lineno, node.col_offset + 1, isinstance(node.ctx, ast.Store))
+            elif isinstance(node, ast.Attribute):  # the attribute's name is at the end of the node
+                end = (node.end_col_offset or 0) - len(node.attr) + 1
+                add(node.attr, node.end_lineno or node.lineno, end, isinstance(node.ctx, ast.Store))
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                add(node.name, node.lineno, node.col_offset + 1, True)
+            elif isinstance(node, ast.alias):
+                add((node.asname or node.name).split(".")[-1], node.lineno, node.col_offset + 1, False)
+            elif isinstance(node, ast.arg):
+                add(node.arg, node.lineno, node.col_offset + 1, True)
+            elif isinstance(node, ast.keyword) and node.arg:
+                add(node.arg, node.lineno, node.col_offset + 1, False)
+        return {k: sorted(set(v)) for k, v in out.items()}
+
+    return _cached("python-index", text, build)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- tree-sitter
@@ -339,20 +349,32 @@ def references(path: str, text: str, name: str) -> list[Occurrence]:
         src = lines[line - 1].strip() if 0 < line <= len(lines) else ""
         return Occurrence(line=line, column=col, text=src[:200], definition=definition)
 
-    if lang == "python":
-        try:
-            return [occ(ln, col, d) for ln, col, d in _python_references(text, name)]
-        except SyntaxError:
-            return []
-    root = parse(lang, text).root_node
-    defined = {s.line for s in _TS_SYMBOLS[lang](root) if s.name.rsplit(".", 1)[-1] == name}
-    found: list[Occurrence] = []
-    stack: list[Any] = [root]
-    while stack:
-        node = stack.pop()
-        if node.type in _WORDS and _txt(node).strip("\"'") == name:
-            line = node.start_point[0] + 1
-            found.append(occ(line, node.start_point[1] + 1, line in defined))
-            continue
-        stack.extend(node.children)
-    return sorted(found, key=lambda o: (o.line, o.column))
+    try:
+        index = _python_index(text) if lang == "python" else _ts_index(lang, text)
+    except SyntaxError:
+        return []
+    return [occ(ln, col, d) for ln, col, d in index.get(name, [])]
+
+
+def _ts_index(lang: str, text: str) -> Index:
+    """Every identifier-like token (names, keys, words) of a file and where it occurs; a token on
+    the line of a symbol of that name counts as its definition."""
+
+    def build() -> Index:
+        root = parse(lang, text).root_node
+        defined: dict[str, set[int]] = {}
+        for sym in _TS_SYMBOLS[lang](root):
+            defined.setdefault(sym.name.rsplit(".", 1)[-1].strip('"'), set()).add(sym.line)
+        out: Index = {}
+        stack: list[Any] = [root]
+        while stack:
+            node = stack.pop()
+            if node.type in _WORDS:
+                word = _txt(node).strip("\"'")
+                line = node.start_point[0] + 1
+                out.setdefault(word, []).append((line, node.start_point[1] + 1, line in defined.get(word, ())))
+                continue
+            stack.extend(node.children)
+        return {k: sorted(v) for k, v in out.items()}
+
+    return _cached(f"{lang}-index", text, build)  # type: ignore[no-any-return]
