@@ -377,3 +377,27 @@ def test_the_stack_part_runs_only_when_repositories_are_set(tmp_path: Path) -> N
     assert on.env["AGENTIC_CODING_PUSH_REMOTE"] == "origin"  # the server's --push-remote default
     ext = part(mcp_coding_url="http://mcp-coding.ai-tools:8096/mcp")
     assert (ext.mode, ext.url) == ("external", "http://mcp-coding.ai-tools:8096/mcp")
+
+
+async def test_a_push_goes_through_the_configured_ssh_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the chart's deploy key reaches git as GIT_SSH_COMMAND; a failed push says the commit is kept
+    repo = make_repo(tmp_path)
+    run_git(repo, "remote", "add", "origin", "ssh://git@git.example/gitops.git")
+    marker = tmp_path / "ssh-called"
+    ssh = tmp_path / "fake-ssh"
+    ssh.write_text(f'#!/bin/sh\necho "$@" > {marker}\necho "Permission denied (publickey)." >&2\nexit 255\n')
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))  # never followed
+    srv = server(repo, push_remote="origin")
+    prop = await call(
+        srv, "propose_edit", {"repo": "gitops", "edits": [{"path": "app/scaler.py", "old": "= 3", "new": "= 4"}]}
+    )
+    err = await call_error(
+        srv,
+        "apply_change",
+        {"repo": "gitops", "diff": prop["diff"], "title": "t", "request": "r", "branch": "agentic/p"},
+    )
+    assert "git@git.example" in marker.read_text()
+    assert err.startswith("committed ") and "on branch 'agentic/p', but the push to 'origin' failed" in err
+    assert "Permission denied (publickey)" in err

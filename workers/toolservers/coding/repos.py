@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 GIT_TIMEOUT_S = 30.0
 MAX_FILE_BYTES = 2_000_000  # a file larger than this is not read (nor parsed)
+_TRANSPORT_VARS = ("GIT_SSH", "GIT_SSL_", "GIT_HTTP_")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -54,9 +55,11 @@ def git(
     check: bool = True,
     timeout: float = GIT_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run `git args` in `cwd` (no shell, no pager, no prompts, no user or system config)."""
+    """Run `git args` in `cwd` (no shell, no pager, no prompts, no system config). Of the
+    environment's GIT_* variables only the transport's pass (GIT_SSH_COMMAND: the deploy key of a
+    push); those that would point git at another repository, index or identity do not."""
     full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k.startswith(_TRANSPORT_VARS)},
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
         "LC_ALL": "C",
