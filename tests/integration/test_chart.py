@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agentic_core.tools import OBSERVABILITY_TOOLS
+from agentic_core.tools import CODING_TOOLS, OBSERVABILITY_TOOLS
 from tests.support.env import REPO
 from tests.support.helm_tools import helm_binary
 from workers.settings import Settings
@@ -264,13 +264,15 @@ def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def test_guardrail_settings_are_deployed_with_the_worker() -> None:
     """Wave 3's agentic-config carries each agent's allow-list (the worker and the rollout's
-    guardrail checks read them): observability's read tools, read-only; nothing for coding and web."""
+    guardrail checks read them): observability's read tools, read-only; nothing for web; the coding
+    server's tools for coding, which does not run while its server is off (the default)."""
     config = _config(render("default"))
     assert config["AGENTIC_OBSERVABILITY_TOOLS"] == ",".join(OBSERVABILITY_TOOLS)  # the setting's default, said
     assert config["AGENTIC_READ_ONLY_AGENTS"] == "observability"
     assert not {"AGENTIC_CODING_TOOLS", "AGENTIC_WEB_TOOLS", "AGENTIC_PROTECTED_NAMESPACES"} & set(config)
     deployed = Settings(_env_file=None, **{k.removeprefix("AGENTIC_").lower(): v for k, v in config.items()})  # type: ignore[call-arg]
-    assert deployed.agent_tool_lists["coding"] == deployed.agent_tool_lists["web"] == []
+    assert deployed.agent_tool_lists["web"] == [] and deployed.agent_tool_lists["coding"] == list(CODING_TOOLS)
+    assert "coding" not in deployed.agent_limit_map and "coding" not in deployed.mcp_servers
     assert deployed.read_only_agent_list == ["observability"]
     custom = _config(
         render("default", ("config.AGENTIC_CODING_TOOLS=get_pods\\,prom_*", "config.AGENTIC_READ_ONLY_AGENTS=coding"))
