@@ -23,6 +23,9 @@ RUN pip install . \
 
 FROM python:3.11-slim
 
+# git (and ssh for a push over a deploy key): the coding tools (workers.toolservers.coding) run it.
+RUN apt-get update && apt-get install -y --no-install-recommends git openssh-client \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 agentic \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin agentic
 COPY --from=build /opt/venv /opt/venv

@@ -76,8 +76,8 @@ def agent_tools_setting(agent: str) -> str:
 # What each agent this platform does not run yet needs (the coding and web agents arrive with
 # their tool servers in a later release).
 _MISSING: dict[str, str] = {
-    AgentName.CODING: "a Git tool server (repositories: files, search, history, diffs; writes a commit on a new "
-    "branch after approval)",
+    AgentName.CODING: "the coding tool server over Git repositories: set AGENTIC_REPOS (name=path,..., e.g. "
+    "gitops=/srv/gitops; files, search, history, structure, diffs; a commit on a new branch after approval)",
     AgentName.WEB: "its web tool server (SearXNG search, fetch behind a domain allow-list): set AGENTIC_SEARXNG_URL "
     "(a SearXNG instance with its JSON format on) and/or AGENTIC_WEB_ALLOWED_DOMAINS (the sites it may fetch; "
     "docs/tools.md)",
@@ -92,10 +92,9 @@ def not_configured_answer(agent: str) -> str:
         return f"There is no agent named {agent!r} (agents: {known})."
     need = _MISSING.get(agent, "tools")
     return (
-        f"The {agent} agent is not configured on this platform yet: it needs {need}, and its tool allow-list "
-        f"{agent_tools_setting(agent)} (comma-separated tool names; empty: the agent is off). Set both once its "
-        f"tool server is available; meanwhile ask the observability agent (`agentic agents ask --agent "
-        f"observability TEXT`)."
+        f"The {agent} agent is not configured on this platform yet: it needs {need}, and a non-empty tool "
+        f"allow-list {agent_tools_setting(agent)} (comma-separated tool names; empty: the agent is off). "
+        f"Meanwhile ask the observability agent (`agentic agents ask --agent observability TEXT`)."
     )
 
 

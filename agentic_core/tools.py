@@ -3,9 +3,9 @@ and each agent's default allow-list.
 
 The incident agent's default allow-list is every tool of the families here (`ALL_TOOLS`); the
 observability agent's is the read tools of the infrastructure server and the metrics server
-(`OBSERVABILITY_TOOLS`); the web agent's the web server's (`WEB_TOOLS`); the coding agent has none
-until it is built (`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns allowed:
-`tool_allowed`).
+(`OBSERVABILITY_TOOLS`); the coding agent's the coding server's (`CODING_TOOLS`); the web agent's the
+web server's (`WEB_TOOLS`) (`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns
+allowed: `tool_allowed`).
 An agent in `ALWAYS_READ_ONLY_AGENTS` (and any in AGENTIC_READ_ONLY_AGENTS) may call only tools
 whose MCP annotations say `readOnlyHint`, whatever its list says. A refusal of a tool that no
 configured server offers says which server offers it and what to set (`tool_server_hint`); a
@@ -56,6 +56,20 @@ WEB_TOOLS: tuple[str, ...] = ("web_search", "web_fetch")
 # How a web tool's refusal begins (the allow-list, SSRF, robots.txt, the page budget): the tool
 # gateway records such an error as an `egress_refused` guardrail event.
 EGRESS_REFUSED = "egress refused"
+# The coding server's tools (Git repositories, AGENTIC_REPOS): reads, structure, diffs; only
+# apply_change writes (a commit on a new branch, after a human approves). Not the incident agent's.
+CODING_TOOLS: tuple[str, ...] = (
+    "repo_list",
+    "repo_files",
+    "repo_read",
+    "repo_search",
+    "repo_history",
+    "repo_symbols",
+    "repo_definitions",
+    "repo_references",
+    "propose_edit",
+    "apply_change",
+)
 
 # The tools above that change something (their MCP annotations say readOnlyHint=false). The
 # gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
@@ -90,7 +104,7 @@ GUARDED_AGENTS: tuple[str, ...] = ("incident", "observability", "coding", "web")
 DEFAULT_AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "incident": ALL_TOOLS,
     "observability": OBSERVABILITY_TOOLS,
-    "coding": (),
+    "coding": CODING_TOOLS,
     "web": WEB_TOOLS,
 }
 # Read-only whatever the settings say: a tool that changes something is refused even when listed.
@@ -128,6 +142,7 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "the web tools come from the web MCP server: set AGENTIC_SEARXNG_URL (search) and/or "
         "AGENTIC_WEB_ALLOWED_DOMAINS (the sites it may fetch)",
     ),
+    (CODING_TOOLS, "the repository tools come from the coding MCP server: set AGENTIC_REPOS (name=path,...)"),
 )
 
 

@@ -25,7 +25,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agentic_core.agents import AgentLimits, AgentName
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
-from agentic_core.tools import ALL_TOOLS, ALWAYS_READ_ONLY_AGENTS, GUARDED_AGENTS, OBSERVABILITY_TOOLS, WEB_TOOLS
+from agentic_core.tools import (
+    ALL_TOOLS,
+    ALWAYS_READ_ONLY_AGENTS,
+    CODING_TOOLS,
+    GUARDED_AGENTS,
+    OBSERVABILITY_TOOLS,
+    WEB_TOOLS,
+)
 
 TASK_QUEUE = "agentic-platform"
 _NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]!-]{1,63}")  # a namespace name or a glob of one
@@ -166,7 +173,9 @@ class Settings(BaseSettings):
         "call; the agent is read-only: a tool that changes something is refused even when listed",
     )
     coding_tools: str = Field(
-        default="", description="comma-separated allow-list (glob patterns allowed) of the coding agent (none yet)"
+        default=",".join(CODING_TOOLS),
+        description="comma-separated allow-list (glob patterns allowed) of the coding agent (it runs when "
+        "AGENTIC_REPOS is set); apply_change, its one write, always asks a human",
     )
     web_tools: str = Field(
         default=",".join(WEB_TOOLS),
@@ -279,6 +288,39 @@ class Settings(BaseSettings):
     )
     mcp_web_port: int = Field(default=8097, description="embedded MCP web server port")
     mcp_web_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP web server")
+    # --- The coding agent's repositories (the coding MCP server runs when AGENTIC_REPOS is set) --
+    repos: str | None = Field(
+        default=None,
+        description="the Git repositories of the coding tools, name=path,... (e.g. gitops=/srv/gitops,app=/src/app): "
+        "working copies or bare repositories",
+    )
+    coding_push_remote: str | None = Field(
+        default=None, description="the remote apply_change pushes its new branch to (empty: commit locally only)"
+    )
+    coding_author: str = Field(
+        default="agentic-platform <agentic@localhost>", description="author of the coding agent's commits"
+    )
+    mcp_coding_port: int = Field(default=8096, description="embedded MCP coding server port")
+    mcp_coding_url: str | None = Field(default=None, description="URL (…/mcp) of an external MCP coding server")
+
+    @field_validator("repos")
+    @classmethod
+    def _repo_map(cls, v: str | None) -> str | None:
+        from workers.toolservers.coding.repos import parse_repos
+
+        if v is not None and v.strip():
+            parse_repos(v)  # raises ValueError naming the bad entry
+            return v
+        return None
+
+    @property
+    def mcp_coding_endpoint(self) -> str:
+        return self.mcp_coding_url or f"http://{self.host}:{self.mcp_coding_port}/mcp"
+
+    @property
+    def coding_configured(self) -> bool:
+        """The coding agent has its server: AGENTIC_REPOS (embedded) or AGENTIC_MCP_CODING_URL."""
+        return self.repos is not None or self.mcp_coding_url is not None
 
     # --- Policy -------------------------------------------------------------------------
     approval_mode: ApprovalMode = Field(default=ApprovalMode.VERBOSE, description="VERBOSE asks for everything")
@@ -356,6 +398,7 @@ class Settings(BaseSettings):
         "mcp_arr_port",
         "mcp_metrics_port",
         "mcp_web_port",
+        "mcp_coding_port",
         "bot_port",
     )
     @classmethod
@@ -538,6 +581,8 @@ class Settings(BaseSettings):
             servers["metrics"] = self.mcp_metrics_endpoint
         if self.web_configured:
             servers["web"] = self.mcp_web_endpoint
+        if self.coding_configured:
+            servers["coding"] = self.mcp_coding_endpoint
         return servers
 
     @property
@@ -573,7 +618,10 @@ class Settings(BaseSettings):
         return {
             agent: self.agent_limits_for(agent)
             for agent, tools in self.agent_tool_lists.items()
-            if tools and agent != "incident" and (agent != "web" or self.web_configured)  # web: its server too
+            if tools
+            and agent != "incident"
+            and (agent != "web" or self.web_configured)  # web and coding: their servers too
+            and (agent != "coding" or self.coding_configured)
         }
 
     @property

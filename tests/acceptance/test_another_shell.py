@@ -129,12 +129,13 @@ def test_the_parts_are_what_the_readme_says(first_stack: Stack) -> None:
     llm = next(r for r in parse_parts_table(first_stack.up_result.out) if r["part"] == "llm")
     assert "SmolLM2-135M-Instruct" in llm["role"] and "1 thread" in llm["role"], llm
     # README: "the MCP infrastructure server (when a cluster is configured)", "the metrics MCP server
-    # (when `AGENTIC_PROMETHEUS_URL` is set)", "the Home Assistant and arr-suite ... MCP servers (when
-    # those apps are configured)", "when `AGENTIC_TELEGRAM_TOKEN` is
-    # set, the Telegram bot": none is configured here, so each is off and says what to set.
+    # (when `AGENTIC_PROMETHEUS_URL` is set)", "the coding MCP server (when `AGENTIC_REPOS` is set)",
+    # "the Home Assistant and arr-suite ... MCP servers (when those apps are configured)", "when
+    # `AGENTIC_TELEGRAM_TOKEN` is set, the Telegram bot": none is configured here, so each is off and says what to set.
     for name, variable in (
         ("mcp", "AGENTIC_KUBECONFIG"),
         ("mcp-metrics", "AGENTIC_PROMETHEUS_URL"),
+        ("mcp-coding", "AGENTIC_REPOS"),
         ("mcp-ha", "AGENTIC_HA_URL"),
         ("mcp-arr", "AGENTIC_SONARR_URL"),
         ("bot", "AGENTIC_TELEGRAM_TOKEN"),

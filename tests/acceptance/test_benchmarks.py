@@ -10,6 +10,7 @@
     .venv/bin/python benchmarks/investigate.py
     .venv/bin/python benchmarks/routing_eval.py
     .venv/bin/python benchmarks/agent_overhead.py
+    .venv/bin/python benchmarks/coding_tools.py
     .venv/bin/python benchmarks/web_tools.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
@@ -72,6 +73,7 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/investigate.py",
         ".venv/bin/python benchmarks/routing_eval.py",
         ".venv/bin/python benchmarks/agent_overhead.py",
+        ".venv/bin/python benchmarks/coding_tools.py",
         ".venv/bin/python benchmarks/web_tools.py",
     ],
 )

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agentic_core.tools import OBSERVABILITY_TOOLS
+from agentic_core.tools import CODING_TOOLS, OBSERVABILITY_TOOLS
 from tests.support.env import REPO
 from tests.support.helm_tools import helm_binary
 from workers.settings import Settings
@@ -264,14 +264,16 @@ def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def test_guardrail_settings_are_deployed_with_the_worker() -> None:
     """Wave 3's agentic-config carries each agent's allow-list (the worker and the rollout's
-    guardrail checks read them): observability's read tools, read-only; nothing for coding and web."""
+    guardrail checks read them): observability's read tools, read-only; nothing for web; the coding
+    server's tools for coding, which does not run while its server is off (the default)."""
     config = _config(render("default"))
     assert config["AGENTIC_OBSERVABILITY_TOOLS"] == ",".join(OBSERVABILITY_TOOLS)  # the setting's default, said
     assert config["AGENTIC_READ_ONLY_AGENTS"] == "observability"
     assert not {"AGENTIC_CODING_TOOLS", "AGENTIC_WEB_TOOLS", "AGENTIC_PROTECTED_NAMESPACES"} & set(config)
     deployed = Settings(_env_file=None, **{k.removeprefix("AGENTIC_").lower(): v for k, v in config.items()})  # type: ignore[call-arg]
-    assert deployed.agent_tool_lists["coding"] == []
+    assert deployed.agent_tool_lists["coding"] == list(CODING_TOOLS)
     assert "web" not in deployed.agent_limit_map  # its list is the default, but its server is off
+    assert "coding" not in deployed.agent_limit_map and "coding" not in deployed.mcp_servers
     assert deployed.read_only_agent_list == ["observability"]
     custom = _config(
         render("default", ("config.AGENTIC_CODING_TOOLS=get_pods\\,prom_*", "config.AGENTIC_READ_ONLY_AGENTS=coding"))
@@ -577,3 +579,42 @@ def test_web_server_is_off_by_default_and_its_egress_is_the_only_tool_egress_lea
     rule = pol["spec"]["egress"][0]
     assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8"} <= set(rule["to"][0]["ipBlock"]["except"])
     assert [p["port"] for p in rule["ports"]] == [80, 443]
+
+
+def test_coding_server_is_off_by_default_and_reaches_nothing_outside_the_cluster_unless_it_pushes() -> None:
+    from workers.toolservers.coding import server as mcp_coding
+
+    assert ("Deployment", "mcp-coding") not in {(d["kind"], d["metadata"]["name"]) for d in render("default")}
+    docs = render("apps")  # enabled, pushing over a deploy key
+    deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pod = deps["mcp-coding"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = mcp_coding._parser().parse_args(c["command"][3:])
+    assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8096, "AGENTIC_MCP_TOKEN")
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["AGENTIC_REPOS"] == "gitops=/repos/gitops,apps=/repos/apps"
+    assert env["AGENTIC_CODING_PUSH_REMOTE"] == "origin" and "deploy-key/ssh-privatekey" in env["GIT_SSH_COMMAND"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["repos"] == "/repos" and mounts["deploy-key"] == "/etc/agentic/deploy-key"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["repos"]["persistentVolumeClaim"] == {"claimName": "mcp-coding-repos"}
+    assert volumes["deploy-key"]["secret"] == {"secretName": "gitops-deploy-key", "defaultMode": 0o400}
+    assert "kube-api-access" not in volumes  # no Kubernetes API
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "mcp-coding-repos")
+    assert pvc["metadata"]["namespace"] == "ai-tools" and pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config")["data"]
+    url = "http://mcp-coding.ai-tools.svc.cluster.local:8096/mcp"
+    assert config["AGENTIC_MCP_CODING_URL"] == url
+    s = Settings(mcp_coding_url=url)
+    assert s.mcp_servers["coding"] == url and "coding" in s.agent_limit_map
+    pols = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+    }
+    assert 8096 in {p["port"] for p in pols[("ai-tools", "allow-mcp")]["ingress"][0]["ports"]}
+    assert pols[("ai-tools", "allow-mcp-coding-egress")]["egress"] == [
+        {"to": [{"ipBlock": {"cidr": "192.168.1.30/32"}}], "ports": [{"protocol": "TCP", "port": 22}]}
+    ]
+    # without a push: no egress of its own (the ai-tools baseline: the cluster's API server only)
+    local = render("default", ("mcp.servers.coding.enabled=true",))
+    assert ("Deployment", "mcp-coding") in {(d["kind"], d["metadata"]["name"]) for d in local}
+    assert not any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-mcp-coding-egress" for d in local)

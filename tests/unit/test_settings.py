@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from agentic_core.tools import CODING_TOOLS
 from tests.support.env import REPO
 from workers.settings import Settings
 
@@ -59,7 +60,7 @@ def test_per_agent_allow_lists_and_read_only_agents(monkeypatch: pytest.MonkeyPa
         "prom_targets",
         "prom_rules",
     ]
-    assert lists["coding"] == []  # nothing until its issue
+    assert lists["coding"] == list(CODING_TOOLS)  # the coding server's tools (on when AGENTIC_REPOS is set)
     assert lists["web"] == ["web_search", "web_fetch"]  # the web server's tools (on when the server is configured)
     assert s.read_only_agent_list == ["observability"]
     monkeypatch.setenv("AGENTIC_CODING_TOOLS", "git_*, read_file")
@@ -71,6 +72,20 @@ def test_per_agent_allow_lists_and_read_only_agents(monkeypatch: pytest.MonkeyPa
         Settings(web_tools="fetch,rm -rf")
     with pytest.raises(ValidationError, match=r"agents are incident, observability, coding, web, not 'ops'"):
         Settings(read_only_agents="ops")
+
+
+def test_the_coding_agent_runs_when_repositories_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert not s.coding_configured and "coding" not in s.mcp_servers and "coding" not in s.agent_limit_map
+    monkeypatch.setenv("AGENTIC_REPOS", "gitops=/srv/gitops, app=/src/app")
+    s = Settings()
+    assert s.coding_configured and s.mcp_servers["coding"] == "http://127.0.0.1:8096/mcp"
+    assert "coding" in s.agent_limit_map
+    assert "coding" not in Settings(repos="gitops=/srv/gitops", coding_tools="").agent_limit_map  # empty list: off
+    with pytest.raises(ValidationError, match=r"'gitops' is not name=path \(AGENTIC_REPOS"):
+        Settings(repos="gitops")
+    with pytest.raises(ValidationError, match=r"'a' is named twice in AGENTIC_REPOS"):
+        Settings(repos="a=/x,a=/y")
 
 
 def test_protected_namespaces() -> None:

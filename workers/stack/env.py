@@ -96,6 +96,7 @@ PORT_SETTINGS: dict[str, str] = {
     "mcp-ha": "mcp_ha_port",
     "mcp-arr": "mcp_arr_port",
     "mcp-metrics": "mcp_metrics_port",
+    "mcp-coding": "mcp_coding_port",
     "intake": "intake_port",
     "bot": "bot_port",
 }

@@ -152,6 +152,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         infra_tools_part(ctx),
         metrics_tools_part(ctx),
         web_tools_part(ctx),
+        coding_tools_part(ctx),
         *app_tool_parts(settings, ctx.mcp),
         worker_part(ctx),
         knowledge_part(ctx),
@@ -340,6 +341,26 @@ def metrics_tools_part(ctx: PartContext) -> Part:
         external_role="MCP metrics tools (external)",
         disabled=None if s.prometheus_url else "no Prometheus: set AGENTIC_PROMETHEUS_URL",
         args=args,
+        phase="service",
+    )
+
+
+def coding_tools_part(ctx: PartContext) -> Part:
+    """The MCP coding server (Git repositories): when AGENTIC_REPOS is set. Its push remote and
+    author reach it through the environment (AGENTIC_CODING_PUSH_REMOTE, AGENTIC_CODING_AUTHOR)."""
+    s = ctx.settings
+    return ctx.mcp.part(
+        "mcp-coding",
+        f"MCP coding tools (Git: {', '.join(n.split('=', 1)[0].strip() for n in s.repos.split(','))})"
+        if s.repos
+        else "MCP coding tools (Git repositories)",
+        module="workers.toolservers.coding",
+        endpoint=s.mcp_coding_endpoint,
+        port=s.mcp_coding_port,
+        external=s.mcp_coding_url is not None,
+        external_role="MCP coding tools (external)",
+        disabled=None if s.repos else "no repositories: set AGENTIC_REPOS (name=path,...)",
+        args=["--repos", s.repos] if s.repos else [],
         phase="service",
     )
 

@@ -70,7 +70,7 @@ http://mcp-infra.{{ .Values.namespaces.tools }}.svc.cluster.local:{{ .Values.mcp
 {{- $_ := set $s "AGENTIC_EMBED_MODEL" $pools.embed.servedModelName -}}
 {{- end -}}
 {{- if .Values.mcp.servers.infra.enabled }}{{ $_ := set $s "AGENTIC_MCP_INFRA_URL" (include "agentic.mcpInfraUrl" .) }}{{ end -}}
-{{- range $name, $key := dict "homeassistant" "AGENTIC_MCP_HA_URL" "arr" "AGENTIC_MCP_ARR_URL" "metrics" "AGENTIC_MCP_METRICS_URL" "web" "AGENTIC_MCP_WEB_URL" }}
+{{- range $name, $key := dict "homeassistant" "AGENTIC_MCP_HA_URL" "arr" "AGENTIC_MCP_ARR_URL" "metrics" "AGENTIC_MCP_METRICS_URL" "web" "AGENTIC_MCP_WEB_URL" "coding" "AGENTIC_MCP_CODING_URL" }}
 {{- $srv := index $.Values.mcp.servers $name | default dict }}
 {{- if $srv.enabled }}{{ $_ := set $s $key (printf "http://mcp-%s.%s.svc.cluster.local:%v/mcp" $name $.Values.namespaces.tools $srv.port) }}{{ end }}
 {{- end -}}
