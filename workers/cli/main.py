@@ -32,6 +32,7 @@ from workers.cli import (
     docs,
     guardrails,
     incidents,
+    keys,
     report,
     review,
     rollout,
@@ -57,6 +58,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(agents.app, name="agents")
+app.add_typer(keys.app, name="keys")
 
 
 # --------------------------------------------------------------------------- stack
