@@ -296,6 +296,9 @@ class Settings(BaseSettings):
     gateway_approvers: str = Field(
         default="", description="key names whose approvals count at the gateway (empty: nobody approves there)"
     )
+    gateway_session_secret: SecretStr | None = Field(
+        default=None, description="HMAC key signing console sessions (empty: a random one per gateway process)"
+    )
 
     # --- Reports and schedules ----------------------------------------------------------
     digest_cron: str = Field(default="0 6 * * 1", description="when the weekly digest runs (cron; Monday 06:00)")

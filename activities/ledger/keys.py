@@ -129,6 +129,12 @@ class KeyStore(LedgerBase):
         async with self._conn() as conn:
             return int(await conn.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"))
 
+    async def api_key_named(self, name: str) -> ApiKey | None:
+        """The key named `name` (revoked or not), else None: a console session names its key."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT * FROM api_keys WHERE name = $1", name)
+        return ApiKey.model_validate(dict(row)) if row is not None else None
+
     async def revoke_api_key(self, name: str) -> ApiKey | None:
         """Revoke the key named `name` (revoking it again changes nothing); None: no such key."""
         async with self._conn() as conn:

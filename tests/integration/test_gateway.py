@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -39,9 +40,11 @@ from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, scripted, tool_call
 from tests.support.http_server import LoopServer
+from tests.support.incident_fakes import Fakes, incident
 from tests.support.pg import pg_server
 from tests.support.temporal import start_dev_server
 from workers.errors import AgenticError
+from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents
@@ -226,7 +229,9 @@ async def test_no_route_but_healthz_answers_without_a_valid_key(
     checked = 0
     async with httpx.AsyncClient(base_url=gateway) as http:
         for route in routes:
-            path = route.path.replace("{run}", "agent-x").replace("{incident}", "inc-x")
+            path = (
+                route.path.replace("{run}", "agent-x").replace("{incident}", "inc-x").replace("{name}", "htmx.min.js")
+            )
             for method in sorted(route.methods or {"GET"}):
                 if method == "HEAD":
                     continue
@@ -238,10 +243,18 @@ async def test_no_route_but_healthz_answers_without_a_valid_key(
                         continue
                     checked += 1
                     assert r.status_code == 401, (method, path, headers, r.text)
+                    if path.startswith("/console"):  # the console's 401 is its login form, nothing else
+                        assert 'name="key"' in r.text and "signed in as" not in r.text, (method, path)
+                        continue
                     assert r.json()["error"]["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
         # a path that is no route is refused the same way (nothing to learn without a key)
         assert (await http.get("/v1/secret")).status_code == 401
-    assert checked >= 4 * 6
+        # a console cookie signed with another secret, or tampered with, is no session
+        stranger = console.make_cookie(b"another secret", (await ledger.api_key_named("boss")))[0]  # type: ignore[arg-type]
+        for cookie in (stranger, stranger.replace(".", "x.", 1), "garbage"):
+            r = await http.get("/console/", cookies={console.COOKIE: cookie})
+            assert r.status_code == 401 and 'name="key"' in r.text
+    assert checked >= 4 * 16
 
 
 async def test_rate_limit_per_key(settings: Settings, ledger: Ledger, keys: dict[str, str]) -> None:
@@ -510,3 +523,105 @@ async def test_an_approval_through_the_gateway_is_the_keys_and_only_an_approvers
     got = sorted((a.key_name, a.status) for a in audit if a.action.startswith("answer agent run"))
     assert got == [("boss", 200), ("boss", 409), ("obs-only", 403), ("stranger", 403), ("viewer", 403)]
     assert any(a.action == "answer agent run: approved" and "by key:boss" in a.detail for a in audit)
+
+
+# --- the console -----------------------------------------------------------------------------------
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:2000]
+    return m.group(1)
+
+
+async def _login(http: httpx.AsyncClient, key: str) -> None:
+    r = await http.post("/console/login", data={"key": key})
+    assert r.status_code == 303 and r.headers["location"] == "/console/", r.text
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+
+
+async def test_console_login_csrf_and_approving_an_incident_end_to_end(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        st = await run.awaiting()
+        page = f"/console/incidents/{run.incident_id}"
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+            r = await http.get(page)  # no session: the login form, nothing of the incident
+            assert r.status_code == 401 and 'name="key"' in r.text and run.incident_id not in r.text
+            r = await http.post("/console/login", data={"key": keys["boss"][:-3] + "xyz"})
+            assert r.status_code == 401 and "not valid" in r.text and "set-cookie" not in r.headers
+
+            await _login(http, keys["boss"])
+            for _ in range(100):  # the list reads Temporal's visibility, which lags the start a little
+                r = await http.get("/console/", params={"status": "awaiting_approval"})
+                if run.incident_id in r.text:
+                    break
+                await asyncio.sleep(0.2)
+            assert r.status_code == 200 and run.incident_id in r.text and 'hx-trigger="every 5s"' in r.text
+            assert (
+                r.headers["x-frame-options"] == "DENY"
+                and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+            )
+            r = await http.get("/console/incidents/table", params={"status": "resolved"})
+            assert r.status_code == 200 and run.incident_id not in r.text
+            r = await http.get("/console/static/htmx.min.js")
+            assert r.status_code == 200 and r.text.startswith("var htmx=")
+
+            r = await http.get(page)
+            assert r.status_code == 200 and st.plan_hash is not None and st.plan_hash in r.text
+            assert 'id="choice-approved"' in r.text and 'id="choice-modified"' in r.text
+            csrf = _csrf(r.text)
+            # a forged CSRF token, or none: refused, nothing decided
+            for data in ({"csrf": "forged", "choice": "approved"}, {"choice": "approved"}):
+                r = await http.post(f"{page}/decide", data=data)
+                assert r.status_code == 403 and "CSRF" in r.text
+            assert (await run.state()).decision is None
+
+            r = await http.post(f"{page}/decide", data={"csrf": csrf, "choice": "approved"})
+            assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text
+            done = await run.wait_for(lambda s: s.decision is not None)
+            assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
+            r = await http.get(r.headers["location"])
+            assert "approved by key:boss" in r.text
+
+            r = await http.get("/console/runbooks")
+            assert r.status_code == 200 and "<h1>Runbooks</h1>" in r.text
+            r = await http.get("/console/guardrails")
+            assert r.status_code == 200 and "<h1>Guardrail events</h1>" in r.text
+
+            r = await http.post("/console/logout", data={"csrf": csrf})
+            assert r.status_code == 303
+            assert (await http.get("/console/")).status_code == 401
+    audit = await ledger.list_gateway_audit(key_name="boss", limit=20)
+    acts = [(a.action, a.status) for a in audit if a.subject == run.incident_id or a.action.startswith("console")]
+    assert ("answer incident: approved", 303) in acts and ("answer incident", 403) in acts
+    assert ("console login", 303) in acts and ("console logout", 303) in acts
+
+
+async def test_console_a_read_only_or_unlisted_key_cannot_answer_and_a_revoked_key_loses_its_session(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        await run.awaiting()
+        page = f"/console/incidents/{run.incident_id}"
+        for name, why in (("viewer", "read-only"), ("stranger", "not an approver")):
+            async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+                await _login(http, keys[name])
+                r = await http.get(page)
+                assert r.status_code == 200 and "You cannot answer here" in r.text and why in r.text
+                assert 'id="choice-approved"' not in r.text
+                r = await http.post(f"{page}/decide", data={"csrf": _csrf(r.text), "choice": "approved"})
+                assert r.status_code == 403 and why in r.text
+        assert (await run.state()).decision is None
+
+    _row, token = await ledger.create_api_key("short-lived", agents=[], read_only=True)
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, token)
+        assert (await http.get("/console/guardrails")).status_code == 200
+        await ledger.revoke_api_key("short-lived")
+        r = await http.get("/console/guardrails")  # the very next request
+        assert r.status_code == 401 and 'name="key"' in r.text

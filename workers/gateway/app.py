@@ -24,15 +24,18 @@ Bad input is a 4xx with OpenAI's error object (`{"error": {"message", "type", "p
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.ledger.keys import ApiKey
+from workers.gateway import console
 from workers.gateway.approvals import approve_run, decide_incident, deny_run, run_progress
 from workers.gateway.chat import MODELS, chat_completions, list_models
 from workers.gateway.core import (
@@ -56,8 +59,9 @@ log = logging.getLogger("agentic.gateway")
 
 
 class Authenticate:
-    """Every request but `GET /healthz` needs an active key (`Authorization: Bearer <key>`); then the
-    key's rate limit; a request that may change anything is audited with the key's name."""
+    """Every request but `GET /healthz` needs an active key (`Authorization: Bearer <key>`), or, under
+    `/console`, a console session of an active key; then the key's rate limit; a request that may
+    change anything is audited with the key's name."""
 
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
@@ -73,6 +77,9 @@ class Authenticate:
             return
         if scope["path"] in OPEN_PATHS and scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
+            return
+        if console.is_console(scope["path"]):
+            await self._console(scope, receive, send)
             return
         token = _bearer(scope)
         if token is None:
@@ -104,6 +111,33 @@ class Authenticate:
             await self._answer(scope, receive, send, err)
             return
         scope.setdefault("state", {})["key"] = key
+        await self._pass(scope, receive, send, key)
+
+    async def _console(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The console: a valid session (its key still active), else 401 with the login form; a
+        POST to /console/login is let through to the login handler, which checks the key sent."""
+        try:
+            found = await console.session_key(self.gateway, scope)
+        except Exception as exc:
+            log.warning("%s %s: 503: the ledger cannot check the session: %s", scope["method"], scope["path"], exc)
+            await console.login_page("The ledger cannot be reached: try again shortly.", 503)(scope, receive, send)
+            return
+        if found is None:
+            if scope["path"] == console.LOGIN and scope["method"] == "POST":
+                await self.app(scope, receive, send)
+                return
+            await console.login_page()(scope, receive, send)
+            return
+        key, session = found
+        if self.gateway.limiter.take(key.name) > 0:
+            await HTMLResponse("<p>Too many requests: wait a moment and reload.</p>", 429)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["key"], state["session"] = key, session
+        await self._pass(scope, receive, send, key)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send, key: ApiKey) -> None:
+        """The request, on to the routes; one audit row when it may change anything."""
         if scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
@@ -177,6 +211,23 @@ def _guarded(handler: Callable[[Gateway, Request], Awaitable[Response]]) -> Call
     return endpoint
 
 
+def _page(handler: Callable[[Gateway, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A console page: errors as an HTML page with their status, anything unexpected a logged 503."""
+
+    async def endpoint(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        try:
+            return await handler(gw, request)
+        except GatewayError as exc:
+            log.info("%s %s: %d: %s", request.method, request.url.path, exc.status, exc.message)
+            return console.error_page(request, exc)
+        except Exception:
+            log.exception("%s %s: unexpected error (answered 503)", request.method, request.url.path)
+            return console.error_page(request, _unavailable("the console failed unexpectedly; retry later"))
+
+    return endpoint
+
+
 async def _healthz(gw: Gateway, request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -196,6 +247,11 @@ def create_app(settings: Settings, ledger: KeyLedger, client_factory: ClientFact
         client_factory=client_factory,
         task_queue=task_queue,
         limiter=RateLimiter(settings.gateway_rate_per_min),
+        session_secret=(
+            settings.gateway_session_secret.get_secret_value().encode()
+            if settings.gateway_session_secret
+            else secrets.token_bytes(32)
+        ),
     )
     inner = Starlette(
         routes=[
@@ -206,6 +262,17 @@ def create_app(settings: Settings, ledger: KeyLedger, client_factory: ClientFact
             Route("/v1/runs/{run}/approve", _guarded(approve_run), methods=["POST"]),
             Route("/v1/runs/{run}/deny", _guarded(deny_run), methods=["POST"]),
             Route("/v1/incidents/{incident}/decision", _guarded(decide_incident), methods=["POST"]),
+            Route("/console", _page(console.login_form), methods=["GET"]),
+            Route("/console/", _page(console.incidents), methods=["GET"]),
+            Route(console.LOGIN, _page(console.login_form), methods=["GET"]),
+            Route(console.LOGIN, _page(console.login), methods=["POST"]),
+            Route("/console/logout", _page(console.logout), methods=["POST"]),
+            Route("/console/incidents/table", _page(console.incidents_table), methods=["GET"]),
+            Route("/console/incidents/{incident}", _page(console.incident), methods=["GET"]),
+            Route("/console/incidents/{incident}/decide", _page(console.decide), methods=["POST"]),
+            Route("/console/runbooks", _page(console.runbooks), methods=["GET"]),
+            Route("/console/guardrails", _page(console.guardrails), methods=["GET"]),
+            Route("/console/static/{name}", _page(console.static), methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.keys import ApiKey
 from agentic_core.agents import QUERY_AGENT_PROGRESS, AgentProgress, agent_run_id
+from agentic_core.incident import DecideResult
 from workers.errors import AgenticError
 from workers.gateway.core import Gateway, GatewayError, _audit, _bad, _json_body, _key, _unavailable
 
@@ -97,9 +98,8 @@ async def deny_run(gw: Gateway, request: Request) -> Response:
 INCIDENT_CHOICES = ("approved", "acknowledged", "ignored", "modified")
 
 
-async def decide_incident(gw: Gateway, request: Request) -> Response:
-    key = _key(request)
-    _audit(request, "answer incident", request.path_params["incident"])
+async def answer_incident(gw: Gateway, key: ApiKey, incident: str, choice: str, args_json: str | None) -> DecideResult:
+    """Answer the question `incident` waits on as `key:<name>` (the API's and the console's way)."""
     by = may_approve(gw, key)
     if key.agents:
         only = ", ".join(key.agents)
@@ -108,22 +108,30 @@ async def decide_incident(gw: Gateway, request: Request) -> Response:
             f"key {key.name!r} is limited to agents ({only}): incidents need a key for every agent",
             kind="permission_error",
         )
-    incident = request.path_params["incident"]
-    doc = await _json_body(request)
-    if not isinstance(doc, dict):
-        raise _bad('expected a JSON object: {"choice": …, "args": … (modified only)}')
-    choice = doc.get("choice")
     if choice not in INCIDENT_CHOICES:
         raise _bad(f"`choice` must be one of {', '.join(INCIDENT_CHOICES)}", "choice")
-    args = doc.get("args")
-    if args is not None and not isinstance(args, dict | list):
-        raise _bad("`args` must be a JSON object of changed arguments or a list of tool calls", "args")
     from workers.incident_client import decide
 
     try:
-        result, _ = await decide(gw.settings, incident, choice, by, json.dumps(args) if args is not None else None)
+        result, _ = await decide(gw.settings, incident, choice, by, args_json)  # type: ignore[arg-type]
     except AgenticError as exc:
         raise _refused(exc) from None
+    return result
+
+
+async def decide_incident(gw: Gateway, request: Request) -> Response:
+    key = _key(request)
+    incident = request.path_params["incident"]
+    _audit(request, "answer incident", incident)
+    may_approve(gw, key)
+    doc = await _json_body(request)
+    if not isinstance(doc, dict):
+        raise _bad('expected a JSON object: {"choice": …, "args": … (modified only)}')
+    args = doc.get("args")
+    if args is not None and not isinstance(args, dict | list):
+        raise _bad("`args` must be a JSON object of changed arguments or a list of tool calls", "args")
+    choice = doc.get("choice")
+    result = await answer_incident(gw, key, incident, str(choice), json.dumps(args) if args is not None else None)
     _audit(request, f"answer incident: {result.choice}", incident, f"plan {result.plan_hash[:12]} by {result.by}")
     return JSONResponse(
         {"incident_id": incident, "choice": result.choice, "by": result.by, "plan_hash": result.plan_hash}

@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from temporalio.client import Client
 
 from activities.ledger.keys import ApiKey
+from activities.ledger.repository import Ledger
 from agentic_core.agents import AgentName
 from workers.errors import AgenticError
 from workers.settings import Settings
@@ -35,22 +36,7 @@ OPEN_PATHS = frozenset({"/healthz"})  # the only path that answers without a key
 ClientFactory = Callable[[], Awaitable[Client]]
 
 
-class KeyLedger(Protocol):
-    """What the gateway needs of the ledger (`activities.ledger.keys.KeyStore`)."""
-
-    async def authenticate_api_key(self, token: str) -> ApiKey | None: ...
-
-    async def record_gateway_audit(
-        self,
-        *,
-        key_name: str,
-        method: str,
-        path: str,
-        status: int,
-        action: str = "",
-        subject: str = "",
-        detail: str = "",
-    ) -> None: ...
+KeyLedger = Ledger  # the keys, the audit, and what the console reads
 
 
 # --------------------------------------------------------------------------- errors
@@ -121,6 +107,7 @@ class Gateway:
     client_factory: ClientFactory
     task_queue: str
     limiter: RateLimiter
+    session_secret: bytes = b""  # signs the console's session cookies
     _client: Client | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
