@@ -625,3 +625,110 @@ async def test_console_a_read_only_or_unlisted_key_cannot_answer_and_a_revoked_k
         await ledger.revoke_api_key("short-lived")
         r = await http.get("/console/guardrails")  # the very next request
         assert r.status_code == 401 and 'name="key"' in r.text
+
+
+# --- the console in a real browser (Debian's chromium and chromium-driver, selenium) ---------------
+
+
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=412,915"):
+        opts.add_argument(arg)  # a phone's viewport: the console must work there
+    opts.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+
+
+def _browse(base: str, incident_id: str, keys: dict[str, str], shots: Path) -> list[str]:
+    """Log in, be refused as a stranger, see a forged CSRF token refused, approve as an approver;
+    a screenshot of each page. Returns the pages' titles seen, in order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _browser()
+    seen: list[str] = []
+    wait = WebDriverWait(driver, 30)
+
+    def shot(name: str) -> None:
+        seen.append(driver.title)
+        assert driver.save_screenshot(str(shots / f"{len(seen):02d}-{name}.png"))
+
+    def login(name: str) -> None:
+        driver.get(f"{base}/console/")
+        field = wait.until(ec.presence_of_element_located((By.ID, "key")))
+        assert driver.find_element(By.CSS_SELECTOR, "label[for=key]").text == "API key"
+        field.send_keys(keys[name])
+        field.submit()
+        wait.until(ec.presence_of_element_located((By.ID, "incidents")))
+
+    def logout() -> None:
+        driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "key")))
+
+    try:
+        driver.get(f"{base}/console/")
+        wait.until(ec.presence_of_element_located((By.ID, "key")))
+        shot("login")
+        login("stranger")
+        for _ in range(150):  # the list reads Temporal's visibility: the new incident shows within a moment
+            if driver.find_elements(By.LINK_TEXT, incident_id):
+                break
+            driver.refresh()
+            wait.until(ec.presence_of_element_located((By.ID, "incidents")))
+        shot("incidents")
+        driver.find_element(By.LINK_TEXT, incident_id).click()
+        wait.until(ec.title_contains(incident_id))
+        assert "You cannot answer here" in driver.page_source and not driver.find_elements(By.ID, "choice-approved")
+        shot("incident-stranger")
+        logout()
+
+        login("boss")
+        driver.get(f"{base}/console/incidents/{incident_id}")
+        button = wait.until(ec.element_to_be_clickable((By.ID, "choice-approved")))
+        shot("incident-approver")
+        driver.execute_script("document.querySelectorAll('input[name=csrf]').forEach(e => e.value = 'forged')")
+        button.click()
+        wait.until(ec.title_contains("Error 403"))
+        assert "CSRF" in driver.page_source
+        shot("forged-csrf")
+        driver.get(f"{base}/console/incidents/{incident_id}")
+        wait.until(ec.element_to_be_clickable((By.ID, "choice-approved"))).click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.msg")))
+        assert "approved by key:boss" in driver.find_element(By.CSS_SELECTOR, "p.msg").text
+        shot("approved")
+        for page in ("runbooks", "guardrails"):
+            driver.get(f"{base}/console/{page}")
+            wait.until(ec.presence_of_element_located((By.TAG_NAME, "table")))
+            shot(page)
+        return seen
+    finally:
+        driver.quit()
+
+
+async def test_console_in_a_real_browser(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("AGENTIC_TEST_ARTIFACTS") or tmp_path) / "gateway-console"
+    shots.mkdir(parents=True, exist_ok=True)
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        await run.awaiting()
+        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots)
+        done = await run.wait_for(lambda s: s.decision is not None)
+    assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
+    assert titles[0].startswith("Sign in") and titles[-1].startswith("Guardrail events")
+    pngs = sorted(shots.glob("*.png"))
+    assert [p.name.split("-", 1)[1] for p in pngs] == [
+        "login.png",
+        "incidents.png",
+        "incident-stranger.png",
+        "incident-approver.png",
+        "forged-csrf.png",
+        "approved.png",
+        "runbooks.png",
+        "guardrails.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
