@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
+from activities.rollout.gateway_check import probe_gateway
 from activities.tools.gateway import ToolActivities
 from agentic_core.agents import AgentLimits
 from tests.support.agent_harness import AgentFakes, agent_worker
@@ -47,7 +48,7 @@ from workers.errors import AgenticError
 from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
 from workers.gateway.process import check_exposure, is_loopback
-from workers.keys_client import check_agents
+from workers.keys_client import check_agents, create_key
 from workers.settings import Settings
 from workers.temporal import ensure_search_attributes
 
@@ -192,8 +193,9 @@ async def test_keys_cli_create_list_revoke_and_a_revoked_key_fails_at_once(
     finally:
         await conn.close()
 
-    again = await asyncio.to_thread(agentic_cli, dsn, tmp_path, "keys", "create", "ci-bot")
-    assert again.returncode == 2 and "a key named 'ci-bot' exists already" in again.stderr, again.stderr
+    settings = Settings(data_dir=tmp_path, postgres_dsn=dsn, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(AgenticError, match="a key named 'ci-bot' exists already"):
+        await create_key(settings, "ci-bot", [], False)  # what `agentic keys create ci-bot` runs
     with pytest.raises(AgenticError, match="no agent named 'nope'"):
         check_agents(["observability,nope"])
     assert check_agents(["web,observability", "web"]) == ["observability", "web"]
@@ -732,3 +734,15 @@ async def test_console_in_a_real_browser(
         "guardrails.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+async def test_the_rollout_wave_8_check_of_the_deployed_gateway(gateway: str, model: FakeChatServer) -> None:
+    async with httpx.AsyncClient() as http:
+        passed, detail = await probe_gateway(http, gateway)
+        assert passed, detail
+        assert "6 routes refuse no key and a made-up key (401)" in detail
+        # a server that answers without a key (here the fake model) fails it, saying where
+        passed, detail = await probe_gateway(http, model.base_url.removesuffix("/v1"))
+        assert not passed and "GET /healthz: 404" in detail and "GET /v1/models with no key: 200" in detail
+        passed, detail = await probe_gateway(http, f"http://127.0.0.1:{free_port()}")
+        assert not passed and "ConnectError" in detail
