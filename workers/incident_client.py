@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core import search_attributes as sa
@@ -75,11 +75,6 @@ async def send_alert(settings: Settings, payload: bytes, kind: Literal["alerts",
 
 async def list_incidents(settings: Settings, limit: int = 50) -> list[IncidentSummary]:
     client, _ = await platform_client(settings)
-    return await incident_summaries(client, limit)
-
-
-async def incident_summaries(client: Client, limit: int = 50) -> list[IncidentSummary]:
-    """The newest incidents, from Temporal's visibility (the gateway's console lists them too)."""
     out: list[IncidentSummary] = []
     for wf in await newest_first(client, "WorkflowType = 'IncidentWorkflow'", limit):
         attrs = wf.typed_search_attributes

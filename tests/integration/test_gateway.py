@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -536,6 +536,13 @@ def _csrf(html: str) -> str:
     return m.group(1)
 
 
+async def _in_ledger(ledger: Ledger, incident_id: str, st: Any) -> None:
+    """The ledger row the incident's real activities write at each stage (the fakes stand in for them)."""
+    await ledger.upsert_incident(
+        incident_id, status="awaiting_approval", severity=st.severity.value, category=st.category.value, title=st.title
+    )
+
+
 async def _login(http: httpx.AsyncClient, key: str) -> None:
     r = await http.post("/console/login", data={"key": key})
     assert r.status_code == 303 and r.headers["location"] == "/console/", r.text
@@ -549,6 +556,7 @@ async def test_console_login_csrf_and_approving_an_incident_end_to_end(
     fakes = Fakes()
     async with incident(temporal, fakes) as run:
         st = await run.awaiting()
+        await _in_ledger(ledger, run.incident_id, st)
         page = f"/console/incidents/{run.incident_id}"
         async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
             r = await http.get(page)  # no session: the login form, nothing of the incident
@@ -557,18 +565,17 @@ async def test_console_login_csrf_and_approving_an_incident_end_to_end(
             assert r.status_code == 401 and "not valid" in r.text and "set-cookie" not in r.headers
 
             await _login(http, keys["boss"])
-            for _ in range(100):  # the list reads Temporal's visibility, which lags the start a little
-                r = await http.get("/console/", params={"status": "awaiting_approval"})
-                if run.incident_id in r.text:
-                    break
-                await asyncio.sleep(0.2)
+            r = await http.get("/console/", params={"status": "awaiting_approval", "category": "infrastructure"})
             assert r.status_code == 200 and run.incident_id in r.text and 'hx-trigger="every 5s"' in r.text
             assert (
                 r.headers["x-frame-options"] == "DENY"
                 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
             )
-            r = await http.get("/console/incidents/table", params={"status": "resolved"})
-            assert r.status_code == 200 and run.incident_id not in r.text
+            for params in ({"status": "resolved"}, {"severity": "critical"}):
+                r = await http.get("/console/incidents/table", params=params)
+                assert r.status_code == 200 and run.incident_id not in r.text
+            r = await http.get("/console/", params={"status": "maybe"})
+            assert r.status_code == 400 and "status must be one of" in r.text
             r = await http.get("/console/static/htmx.min.js")
             assert r.status_code == 200 and r.text.startswith("var htmx=")
 
@@ -643,9 +650,12 @@ def _browser() -> Any:
     return webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
 
 
-def _browse(base: str, incident_id: str, keys: dict[str, str], shots: Path) -> list[str]:
-    """Log in, be refused as a stranger, see a forged CSRF token refused, approve as an approver;
-    a screenshot of each page. Returns the pages' titles seen, in order."""
+def _browse(
+    base: str, incident_id: str, keys: dict[str, str], shots: Path, add_incident: Callable[[str], None]
+) -> list[str]:
+    """Log in, see a new incident appear in the list without reloading (htmx), be refused as a
+    stranger, see a forged CSRF token refused, approve as an approver; a screenshot of each page.
+    Returns the pages' titles seen, in order."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -675,11 +685,10 @@ def _browse(base: str, incident_id: str, keys: dict[str, str], shots: Path) -> l
         wait.until(ec.presence_of_element_located((By.ID, "key")))
         shot("login")
         login("stranger")
-        for _ in range(150):  # the list reads Temporal's visibility: the new incident shows within a moment
-            if driver.find_elements(By.LINK_TEXT, incident_id):
-                break
-            driver.refresh()
-            wait.until(ec.presence_of_element_located((By.ID, "incidents")))
+        assert driver.find_elements(By.LINK_TEXT, incident_id)
+        live = f"inc-live-{uuid.uuid4().hex[:8]}"
+        add_incident(live)  # the table refreshes itself (htmx, every 5 s): no reload here
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.LINK_TEXT, live))
         shot("incidents")
         driver.find_element(By.LINK_TEXT, incident_id).click()
         wait.until(ec.title_contains(incident_id))
@@ -711,14 +720,20 @@ def _browse(base: str, incident_id: str, keys: dict[str, str], shots: Path) -> l
 
 
 async def test_console_in_a_real_browser(
-    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, tmp_path: Path
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger, tmp_path: Path
 ) -> None:
     shots = Path(os.environ.get("AGENTIC_TEST_ARTIFACTS") or tmp_path) / "gateway-console"
     shots.mkdir(parents=True, exist_ok=True)
     fakes = Fakes()
     async with incident(temporal, fakes) as run:
-        await run.awaiting()
-        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots)
+        await _in_ledger(ledger, run.incident_id, await run.awaiting())
+        loop = asyncio.get_running_loop()
+
+        def add_incident(incident_id: str) -> None:  # from the browser's thread, on the test's loop
+            row = ledger.upsert_incident(incident_id, status="open", severity="info", title="a new one")
+            asyncio.run_coroutine_threadsafe(row, loop).result(30)
+
+        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots, add_incident)
         done = await run.wait_for(lambda s: s.decision is not None)
     assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
     assert titles[0].startswith("Sign in") and titles[-1].startswith("Guardrail events")

@@ -9,7 +9,8 @@ Jinja2 pages with htmx (vendored in `static/`, no CDN, no build step).
 - Without a valid session every `/console` path answers `401` with the login form (the check is in
   `Authenticate`, before any route is looked up).
 - Every form carries the session's CSRF token; a POST without it, or with another, is `403`.
-- Pages: incidents (filter by status, severity, category; the table refreshes itself every 5 s),
+- Pages: incidents (from the ledger, filtered by status, severity, category in SQL; the table
+  refreshes itself every 5 s),
   one incident (stages, evidence, diagnosis, plan with its hash, decision, actions, outcome;
   Approve / Acknowledge / Ignore / Modify through the same `decide` update as Telegram, answered
   as `key:<name>`), runbooks, guardrail events; links to the Temporal Web UI.
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -37,7 +38,8 @@ from starlette.types import Scope
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.keys import ApiKey
-from agentic_core.incident import QUERY_STATE, IncidentState, IncidentStatus
+from activities.ledger.models import IncidentStatus as LedgerIncidentStatus
+from agentic_core.incident import QUERY_STATE, Category, IncidentState, IncidentStatus
 from workers.gateway.approvals import INCIDENT_CHOICES, answer_incident, may_approve
 from workers.gateway.core import Gateway, GatewayError, _audit, _key
 
@@ -217,23 +219,31 @@ async def login_form(gw: Gateway, request: Request) -> Response:
 
 
 FILTERS = ("status", "severity", "category")
+STATUSES: tuple[str, ...] = get_args(LedgerIncidentStatus)
+LIST_LIMIT = 200
 
 
 async def _incidents(gw: Gateway, request: Request) -> tuple[list[Any], dict[str, str]]:
-    from workers.incident_client import incident_summaries
-
+    """The newest incidents from the ledger (written by the incident's activities at each stage),
+    filtered in SQL, at most `LIST_LIMIT`."""
     chosen = {f: request.query_params.get(f, "") for f in FILTERS}
-    rows = await incident_summaries(await gw.client(), limit=200)
-    shown = [r for r in rows if all(not v or getattr(r, f) == v for f, v in chosen.items())]
-    return shown, chosen
+    if chosen["status"] and chosen["status"] not in STATUSES:
+        raise GatewayError(400, f"status must be one of {', '.join(STATUSES)}")
+    rows = await gw.ledger.list_incidents(
+        chosen["status"] or None,  # type: ignore[arg-type]
+        limit=LIST_LIMIT,
+        severity=chosen["severity"] or None,
+        category=chosen["category"] or None,
+    )
+    return rows, chosen
 
 
 async def incidents(gw: Gateway, request: Request) -> Response:
     rows, chosen = await _incidents(gw, request)
     options = {
-        "status": [s.value for s in IncidentStatus],
+        "status": list(STATUSES),
         "severity": ["critical", "warning", "info"],
-        "category": sorted({r.category for r in rows if r.category}),
+        "category": [c.value for c in Category],
     }
     return _page(
         request, gw, "incidents.html", title="Incidents", rows=rows, chosen=chosen, options=options,
