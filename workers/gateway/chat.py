@@ -294,8 +294,15 @@ async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created:
     last_sent = time.monotonic()
     try:
         while not result_task.done():
+            # the query and the result raced: the answer goes out the moment the run ends, never
+            # behind a query of a run that just closed (which the worker answers by replaying it)
+            query = asyncio.ensure_future(handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress))
+            await asyncio.wait({result_task, query}, return_when=asyncio.FIRST_COMPLETED)
+            if not query.done():
+                query.cancel()
+                break
             try:
-                now = await handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress)
+                now: AgentProgress | None = query.result()
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:
                     break  # the result task says why
