@@ -45,7 +45,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.kube.client import KubeClient, KubeError
 from activities.rollout.agent_checks import AgentChecks
-from activities.rollout.gateway_check import probe_gateway
+from activities.rollout.gateway_check import check_gateway
 from activities.rollout.pods import pinned as _pinned
 from activities.rollout.pods import ready as _ready
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe, StoreProbe
@@ -163,7 +163,7 @@ class RolloutActivities:
             self.check_postgres,
             self.check_inference,
             self.check_persistence,
-            self.check_gateway,
+            check_gateway,
             *self.agents.all(),
         ]
 
@@ -452,20 +452,6 @@ class RolloutActivities:
         return CheckResult(
             name=inp.check.name, passed=chunks >= need, detail=f"{chunks} streamed chunks: {text[:80]!r}"
         )
-
-    @activity.defn(name="rollout.check_gateway")
-    async def check_gateway(self, inp: CheckInput) -> CheckResult:
-        """Wave 8: the deployed gateway refuses every route without a valid key, and routes reach it."""
-        p = inp.check.params
-        http = self.http or httpx.AsyncClient()
-        try:
-            passed, detail = await probe_gateway(
-                http, str(p.get("url", "http://gateway.ai-agents.svc:8087")), float(p.get("timeout_s", 30))
-            )
-        finally:
-            if self.http is None:
-                await http.aclose()
-        return CheckResult(name=inp.check.name, passed=passed, detail=detail)
 
     @activity.defn(name="rollout.check_persistence")
     async def check_persistence(self, inp: CheckInput) -> CheckResult:

@@ -12,6 +12,9 @@ authentication and routing, without a key of its own.
 from __future__ import annotations
 
 import httpx
+from temporalio import activity
+
+from agentic_core.rollout import CheckInput, CheckResult
 
 BOGUS_KEY = "agk_000000000000_" + "x" * 43
 ROUTES = (
@@ -56,3 +59,14 @@ def _error_code(r: httpx.Response) -> str | None:
     except ValueError:
         return None
     return err.get("code") if isinstance(err, dict) else None
+
+
+@activity.defn(name="rollout.check_gateway")
+async def check_gateway(inp: CheckInput) -> CheckResult:
+    """Wave 8: the deployed gateway (`url`) refuses every route without a valid key, and routes reach it."""
+    p = inp.check.params
+    async with httpx.AsyncClient() as http:
+        passed, detail = await probe_gateway(
+            http, str(p.get("url", "http://gateway.ai-agents.svc:8087")), float(p.get("timeout_s", 30))
+        )
+    return CheckResult(name=inp.check.name, passed=passed, detail=detail)

@@ -28,14 +28,15 @@ import openai
 import pgserver
 import pytest
 from starlette.routing import Route
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
-from activities.rollout.gateway_check import probe_gateway
+from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
 from agentic_core.agents import AgentLimits
+from agentic_core.rollout import CheckInput, load_plan
 from tests.support.agent_harness import AgentFakes, agent_worker
 from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
@@ -761,3 +762,8 @@ async def test_the_rollout_wave_8_check_of_the_deployed_gateway(gateway: str, mo
         assert not passed and "GET /healthz: 404" in detail and "GET /v1/models with no key: 200" in detail
         passed, detail = await probe_gateway(http, f"http://127.0.0.1:{free_port()}")
         assert not passed and "ConnectError" in detail
+    # the activity the RolloutWorkflow runs, with the check as deploy/waves.yaml writes it (its URL here)
+    [check] = [c for c in load_plan().wave(8).checks if c.name == "gateway_authenticates"]
+    check.params["url"] = gateway
+    res = await ActivityEnvironment().run(check_gateway, CheckInput(wave=8, check=check))
+    assert res.passed and res.name == "gateway_authenticates", res.detail
