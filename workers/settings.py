@@ -358,6 +358,21 @@ class Settings(BaseSettings):
     )
     bot_port: int = Field(default=8089, description="bot's HTTP port (GET /healthz; POST /telegram in webhook mode)")
 
+    # --- Gateway (docs/gateway.md): the OpenAI-compatible endpoint, its API keys ----------
+    gateway_port: int = Field(default=8087, description="gateway port (OpenAI-compatible /v1, GET /healthz)")
+    gateway_host: str | None = Field(
+        default=None, description="interface the gateway listens on (empty: AGENTIC_HOST); not loopback needs a key"
+    )
+    gateway_rate_per_min: int = Field(
+        default=120, ge=1, description="requests per minute per API key (a burst of as many; beyond: 429)"
+    )
+    gateway_approvers: str = Field(
+        default="", description="key names whose approvals count at the gateway (empty: nobody approves there)"
+    )
+    gateway_session_secret: SecretStr | None = Field(
+        default=None, description="HMAC key signing console sessions (empty: a random one per gateway process)"
+    )
+
     # --- Reports and schedules ----------------------------------------------------------
     digest_cron: str = Field(default="0 6 * * 1", description="when the weekly digest runs (cron; Monday 06:00)")
     trust_review_cron: str = Field(
@@ -400,6 +415,7 @@ class Settings(BaseSettings):
         "mcp_web_port",
         "mcp_coding_port",
         "bot_port",
+        "gateway_port",
     )
     @classmethod
     def _port_range(cls, v: int) -> int:
@@ -630,12 +646,24 @@ class Settings(BaseSettings):
 
     @property
     def approver_list(self) -> list[str]:
-        """Who may answer approvals. Telegram users answer as `tg:<user id>`: when the list is
-        not empty, the Telegram approvers are added to it so their presses pass the validator."""
+        """Who may answer approvals. Telegram users answer as `tg:<user id>`, gateway keys as
+        `key:<key name>`: when the list is not empty, the Telegram and gateway approvers are added
+        to it so their answers pass the validator."""
         names = _csv(self.approvers)
         if not names:
             return []
-        return [*names, *(f"tg:{uid}" for uid in self.telegram_approver_ids if f"tg:{uid}" not in names)]
+        extra = [f"tg:{uid}" for uid in self.telegram_approver_ids] + [
+            f"key:{name}" for name in self.gateway_approver_list
+        ]  # the gateway's approvers answer as `key:<key name>`
+        return [*names, *(e for e in extra if e not in names)]
+
+    @property
+    def gateway_approver_list(self) -> list[str]:
+        return _csv(self.gateway_approvers)
+
+    @property
+    def gateway_bind_host(self) -> str:
+        return self.gateway_host or self.host
 
     @property
     def telegram_approver_ids(self) -> list[int]:

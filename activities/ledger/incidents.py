@@ -115,20 +115,26 @@ class IncidentStore(LedgerBase):
         *,
         limit: int = 100,
         offset: int = 0,
+        severity: str | None = None,
+        category: str | None = None,
     ) -> list[IncidentRow]:
-        """Newest first; `status` may be one status or several."""
+        """Newest first; `status` may be one status or several; `severity`, `category`: only those."""
         statuses = None if status is None else [status] if isinstance(status, str) else list(status)
         async with self._conn() as conn:
             rows = await conn.fetch(
                 """
                 SELECT * FROM incidents
-                WHERE $1::text[] IS NULL OR status = ANY($1::text[])
+                WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
+                  AND ($4::text IS NULL OR severity = $4)
+                  AND ($5::text IS NULL OR category = $5)
                 ORDER BY opened_at DESC, id
                 LIMIT $2 OFFSET $3
                 """,
                 statuses,
                 limit,
                 offset,
+                severity,
+                category,
             )
         return [IncidentRow.model_validate(dict(r)) for r in rows]
 

@@ -3,7 +3,8 @@
 `Ledger` is a thin facade: one class made of the ledger's areas, each in its own module
 (`incidents`: incidents, alerts, proposals, decisions; `actions`: actions and outcomes;
 `notifications`; `runbooks`: runbooks, trust records, levels, promotion requests, report
-figures; `kv`: small settings; `agents`: agent runs, their transcripts and blobs), over
+figures; `kv`: small settings; `agents`: agent runs, their transcripts and blobs; `keys`: the
+gateway's API keys and audit), over
 `base.LedgerBase` (the pool and error handling).
 
 Conventions:
@@ -25,6 +26,7 @@ from activities.ledger.agents import AgentStore
 from activities.ledger.base import LedgerBase
 from activities.ledger.guardrails import GuardrailStore
 from activities.ledger.incidents import AlertIn, IncidentStore
+from activities.ledger.keys import KeyStore
 from activities.ledger.kv import KvStore
 from activities.ledger.notifications import NotificationStore
 from activities.ledger.runbooks import RunbookStore
@@ -32,5 +34,7 @@ from activities.ledger.runbooks import RunbookStore
 __all__ = ["AlertIn", "Ledger", "LedgerBase"]
 
 
-class Ledger(IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore, AgentStore):
+class Ledger(
+    IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore, AgentStore, KeyStore
+):
     """The PostgreSQL ledger. Holds a pool; `close()` it when done."""

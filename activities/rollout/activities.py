@@ -45,6 +45,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.kube.client import KubeClient, KubeError
 from activities.rollout.agent_checks import AgentChecks
+from activities.rollout.gateway_check import check_gateway
 from activities.rollout.pods import pinned as _pinned
 from activities.rollout.pods import ready as _ready
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe, StoreProbe
@@ -162,6 +163,7 @@ class RolloutActivities:
             self.check_postgres,
             self.check_inference,
             self.check_persistence,
+            check_gateway,
             *self.agents.all(),
         ]
 

@@ -12,6 +12,7 @@
     .venv/bin/python benchmarks/agent_overhead.py
     .venv/bin/python benchmarks/coding_tools.py
     .venv/bin/python benchmarks/web_tools.py
+    .venv/bin/python benchmarks/gateway.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
 run. Those that finish well within a minute run as written; those with options that shrink them
@@ -75,6 +76,7 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/agent_overhead.py",
         ".venv/bin/python benchmarks/coding_tools.py",
         ".venv/bin/python benchmarks/web_tools.py",
+        ".venv/bin/python benchmarks/gateway.py",
     ],
 )
 def test_the_long_benchmarks_start_and_explain_their_options(line: str) -> None:

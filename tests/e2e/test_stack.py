@@ -57,7 +57,7 @@ def test_up_reports_every_part_healthy(stack: tuple[dict[str, str], Path]) -> No
     assert doc["rc"] == 0, doc
     assert doc["running"] and doc["healthy"]
     parts = {p["name"]: p for p in doc["parts"]}
-    for name in ("postgres", "temporal", "llm", "worker", "mcp-knowledge", "intake"):
+    for name in ("postgres", "temporal", "llm", "worker", "mcp-knowledge", "intake", "gateway"):
         assert parts[name]["healthy"] is True, parts[name]
     assert parts["bot"]["mode"] == "disabled" and "AGENTIC_TELEGRAM_TOKEN" in parts["bot"]["detail"]
     # No kubeconfig here: the MCP infrastructure server is off and says how to turn it on.
@@ -279,7 +279,12 @@ def test_external_services_instead_of_embedded_parts(stack: tuple[dict[str, str]
             }
             assert "second-stack" in parts["worker"]["detail"]
             state = json.loads((Path(tmp) / "b" / "stack.json").read_text())
-            assert [n for n, p in state["parts"].items() if p["pid"]] == ["worker", "mcp-knowledge", "intake"]
+            assert [n for n, p in state["parts"].items() if p["pid"]] == [
+                "worker",
+                "mcp-knowledge",
+                "intake",
+                "gateway",
+            ]
             assert pw not in json.dumps(state) and key not in json.dumps(doc)
             # The second worker reads the shared ledger: the runbooks imported through the first stack.
             rbs = json.loads(agentic(env_b, "runbooks", "list", "--json").stdout)

@@ -76,6 +76,7 @@ def stack_env(data: Path) -> dict[str, str]:
         AGENTIC_MCP_ARR_PORT=str(free_port()),
         AGENTIC_MCP_METRICS_PORT=str(free_port()),
         AGENTIC_BOT_PORT=str(free_port()),
+        AGENTIC_GATEWAY_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env

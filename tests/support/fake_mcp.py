@@ -5,7 +5,8 @@ needs and that no real server would, with the platform's annotations.
 - `big_log(chars)` (read-only): a log of `chars` characters (5 MB for the by-reference test);
 - `slow_read(ms)` (read-only): answers after `ms` milliseconds (the wall-clock test, the
   benchmark's tool time);
-- `note(text)` (read-only): echoes `text`, its calls counted in `calls`.
+- `note(text)` (read-only): echoes `text`, its calls counted in `calls`;
+- `set_flag(value)` (changes something: a write, asked of a human first): sets `flag`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import uvicorn
 from pydantic import Field
 
 from tests.support.env import free_port
-from workers.toolservers.common import READ_ONLY, new_server, tool
+from workers.toolservers.common import MUTATING_IDEMPOTENT, READ_ONLY, new_server, tool
 
-TOOLS = ("big_log", "slow_read", "note")
+TOOLS = ("big_log", "slow_read", "note", "set_flag")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class FakeMcp:
     token: str | None = None
     calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     tool_ms: list[float] = field(default_factory=list)  # how long each call took inside the tool
+    flag: str | None = None  # what `set_flag` last set
 
     @property
     def url(self) -> str:
@@ -65,6 +67,12 @@ async def fake_mcp(token: str | None = None) -> AsyncIterator[FakeMcp]:
         state.tool_ms.append(0.0)
         return f"noted: {text}"
 
+    async def set_flag(value: Annotated[str, Field(max_length=200)]) -> str:
+        """Sets the flag (a write: it changes something)."""
+        state.calls.append(("set_flag", {"value": value}))
+        state.flag = value
+        return f"flag set to {value}"
+
     server = new_server(
         "fake-tools",
         title="Fake tools for tests",
@@ -73,6 +81,7 @@ async def fake_mcp(token: str | None = None) -> AsyncIterator[FakeMcp]:
             tool(big_log, "Big log", READ_ONLY),
             tool(slow_read, "Slow read", READ_ONLY),
             tool(note, "Note", READ_ONLY),
+            tool(set_flag, "Set flag", MUTATING_IDEMPOTENT),
         ],
         token=token,
         issuer_url=f"http://127.0.0.1:{state.port}",

@@ -32,6 +32,7 @@ from workers.cli import (
     docs,
     guardrails,
     incidents,
+    keys,
     report,
     review,
     rollout,
@@ -57,6 +58,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(agents.app, name="agents")
+app.add_typer(keys.app, name="keys")
 
 
 # --------------------------------------------------------------------------- stack
@@ -77,6 +79,12 @@ def _print_table(settings: Settings) -> None:
     console.print(f"data dir: {st.data_dir}    logs: {Path(st.data_dir) / 'logs'}")
     if st.ui_url:
         console.print(f"Temporal Web UI: {st.ui_url}")
+    gateway = st.parts.get("gateway")
+    if gateway is not None and gateway.mode == "embedded":
+        console.print(
+            f"console: {gateway.url.removesuffix('/v1')}/console/ (sign in with a key: `agentic keys create NAME`)",
+            highlight=False,
+        )
     console.print("stop with Ctrl-C or `agentic down`; check with `agentic status`")
 
 

@@ -157,6 +157,7 @@ def build_parts(settings: Settings, eff: Settings, *, resolve_binaries: bool = T
         worker_part(ctx),
         knowledge_part(ctx),
         intake_part(ctx),
+        gateway_part(ctx),
         bot_part(ctx),
     ]
 
@@ -411,6 +412,25 @@ def intake_part(ctx: PartContext) -> Part:
         env=ctx.env,
         health=lambda: check_http(intake_health, intake_token),
         log=ctx.logs / "intake.log",
+    )
+
+
+def gateway_part(ctx: PartContext) -> Part:
+    """The gateway (`workers.gateway`, docs/gateway.md): the OpenAI-compatible endpoint over the
+    agents, behind API keys (`agentic keys create NAME`)."""
+    settings = ctx.settings
+    host = settings.gateway_bind_host
+    health = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{settings.gateway_port}/healthz"
+    return Part(
+        name="gateway",
+        role="gateway: OpenAI-compatible /v1 (API keys: `agentic keys create NAME`)",
+        mode="embedded",
+        url=f"http://{host}:{settings.gateway_port}/v1",
+        port=settings.gateway_port,
+        argv=[sys.executable, "-m", "workers.gateway"],
+        env=ctx.env,
+        health=lambda: check_http(health, None),
+        log=ctx.logs / "gateway.log",
     )
 
 

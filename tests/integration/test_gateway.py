@@ -1,0 +1,769 @@
+"""The gateway (`workers/gateway`) with real parts: the real PostgreSQL ledger (API keys, audit), the
+Temporal dev server and a worker with the real agent and tool activities, a small real MCP server
+(`tests/support/fake_mcp.py`) and the scripted OpenAI-compatible model (`tests/support/fake_openai.py`).
+The gateway is served by uvicorn on a free port and called with the official `openai` client and
+with raw HTTP; the keys are made with `agentic keys …` in a subprocess.
+
+Security: every route of the app's own table refuses a request without a valid key (so a route
+added later cannot be forgotten), a revoked key fails at once, a read-only key or one that is not
+an approver cannot approve, a key limited to one agent cannot use another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+import pgserver
+import pytest
+from starlette.routing import Route
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.agents.activities import AgentActivities
+from activities.inference.router import GroupConfig, InferenceRouter
+from activities.ledger.repository import Ledger
+from activities.rollout.gateway_check import check_gateway, probe_gateway
+from activities.tools.gateway import ToolActivities
+from agentic_core.agents import AgentLimits
+from agentic_core.rollout import CheckInput, load_plan
+from tests.support.agent_harness import AgentFakes, agent_worker
+from tests.support.env import REPO, free_port
+from tests.support.fake_mcp import FakeMcp, fake_mcp
+from tests.support.fake_openai import FakeChatServer, scripted, tool_call
+from tests.support.http_server import LoopServer
+from tests.support.incident_fakes import Fakes, incident
+from tests.support.pg import pg_server
+from tests.support.temporal import start_dev_server
+from workers.errors import AgenticError
+from workers.gateway import console
+from workers.gateway.app import MODELS, RateLimiter, create_app
+from workers.gateway.process import check_exposure, is_loopback
+from workers.keys_client import check_agents, create_key
+from workers.settings import Settings
+from workers.temporal import ensure_search_attributes
+
+TOKEN = "gateway-mcp-token"
+APPROVERS = "boss,viewer"  # viewer is read-only: listed, and still refused
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    yield from pg_server("agentic-gateway-pg-")
+
+
+@pytest.fixture(scope="module")
+async def dsn(pg: pgserver.PostgresServer) -> str:
+    admin = await asyncpg.connect(pg.get_uri())
+    await admin.execute('CREATE DATABASE "gateway"')
+    await admin.close()
+    return str(pg.get_uri("gateway"))
+
+
+@pytest.fixture(scope="module")
+async def ledger(dsn: str) -> AsyncIterator[Ledger]:
+    led = await Ledger.connect(dsn, max_size=6)
+    yield led
+    await led.close()
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_dev_server()
+    await ensure_search_attributes(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def tools_server() -> AsyncIterator[FakeMcp]:
+    async with fake_mcp(TOKEN) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+async def model() -> AsyncIterator[FakeChatServer]:
+    server = FakeChatServer(name="scripted")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def queue(
+    temporal: WorkflowEnvironment, ledger: Ledger, tools_server: FakeMcp, model: FakeChatServer
+) -> AsyncIterator[str]:
+    router = InferenceRouter([GroupConfig(name="planner", model="openai/scripted", api_base=model.base_url)])
+    tools = ToolActivities(
+        ledger,
+        {"fake": tools_server.url},
+        TOKEN,
+        {"observability": ["note"], "web": ["note", "set_flag"]},
+        heartbeat_every_s=0.2,
+    )
+    agents = AgentActivities(
+        ledger, router, agents={"observability": AgentLimits(), "web": AgentLimits()}, tool_specs=tools.offered
+    )
+    task_queue = f"gateway-{uuid.uuid4().hex[:8]}"
+    async with agent_worker(temporal.client, task_queue, agents, tools, AgentFakes()):
+        yield task_queue
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, temporal: WorkflowEnvironment, queue: str) -> Settings:
+    target = temporal.client.service_client.config.target_host
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("gw-data"),
+        temporal_address=target,
+        task_queue=queue,
+        gateway_approvers=APPROVERS,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings, ledger: Ledger, temporal: WorkflowEnvironment, queue: str) -> AsyncIterator[str]:
+    async def factory() -> Any:
+        return temporal.client
+
+    app = create_app(settings, ledger, factory, queue)
+    server = LoopServer()
+    port = free_port()
+    await server.start(app, port)
+    yield f"http://127.0.0.1:{port}"
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def keys(ledger: Ledger) -> dict[str, str]:
+    out = {}
+    for name, agents, read_only in (
+        ("boss", [], False),
+        ("viewer", [], True),
+        ("stranger", [], False),
+        ("obs-only", ["observability"], False),
+    ):
+        _row, token = await ledger.create_api_key(name, agents=agents, read_only=read_only)
+        out[name] = token
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh(model: FakeChatServer) -> None:
+    model.requests.clear()
+    model.delay_s = 0.0
+
+
+def client(base: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def agentic_cli(dsn: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTIC_POSTGRES_DSN": dsn, "AGENTIC_DATA_DIR": str(data), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+async def test_keys_cli_create_list_revoke_and_a_revoked_key_fails_at_once(
+    dsn: str, gateway: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    made = await asyncio.to_thread(agentic_cli, dsn, tmp_path, "keys", "create", "ci-bot", "--agents", "observability")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("agk_") and len(key) > 40 and "shown only now" in made.stderr
+
+    # stored hashed: the key's text is nowhere in the ledger
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT * FROM api_keys WHERE name = 'ci-bot'")
+        assert key.encode() not in b"".join(str(dict(r)).encode() for r in rows)
+    finally:
+        await conn.close()
+
+    settings = Settings(data_dir=tmp_path, postgres_dsn=dsn, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(AgenticError, match="a key named 'ci-bot' exists already"):
+        await create_key(settings, "ci-bot", [], False)  # what `agentic keys create ci-bot` runs
+    with pytest.raises(AgenticError, match="no agent named 'nope'"):
+        check_agents(["observability,nope"])
+    assert check_agents(["web,observability", "web"]) == ["observability", "web"]
+
+    async with httpx.AsyncClient(base_url=gateway, headers={"Authorization": f"Bearer {key}"}) as http:
+        r = await http.get("/v1/models")
+        assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["agentic-observability"]
+
+        listed = await asyncio.to_thread(agentic_cli, dsn, tmp_path, "keys", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        [row] = [k for k in json.loads(listed.stdout) if k["name"] == "ci-bot"]
+        assert row["agents"] == ["observability"] and row["read_only"] is False and row["revoked_at"] is None
+        assert row["last_used_at"] is not None and key not in listed.stdout and "hash" not in listed.stdout
+
+        revoked = await asyncio.to_thread(agentic_cli, dsn, tmp_path, "keys", "revoke", "ci-bot")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+        r = await http.get("/v1/models")  # the very next request
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+# --- every route needs a key ----------------------------------------------------------------------
+
+
+async def test_no_route_but_healthz_answers_without_a_valid_key(
+    gateway: str, settings: Settings, ledger: Ledger, keys: dict[str, str]
+) -> None:
+    app = create_app(settings, ledger, lambda: None, "unused")  # type: ignore[arg-type,return-value]
+    routes = [r for r in app.routes if isinstance(r, Route)]  # type: ignore[attr-defined]
+    assert {r.path for r in routes} >= {"/healthz", "/v1/models", "/v1/chat/completions"}
+    _row, revoked = await ledger.create_api_key("gone", agents=[], read_only=False)
+    await ledger.revoke_api_key("gone")
+    wrong = keys["boss"][:-4] + "AAAA"  # a real key's prefix with a wrong secret
+    checked = 0
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        for route in routes:
+            path = (
+                route.path.replace("{run}", "agent-x").replace("{incident}", "inc-x").replace("{name}", "htmx.min.js")
+            )
+            for method in sorted(route.methods or {"GET"}):
+                if method == "HEAD":
+                    continue
+                for headers in ({}, {"Authorization": f"Bearer {revoked}"}, {"Authorization": f"Bearer {wrong}"},
+                                {"Authorization": "Basic Ym9zczpib3Nz"}):  # fmt: skip
+                    r = await http.request(method, path, headers=headers, json={"model": "agentic-router"})
+                    if route.path == "/healthz":
+                        assert r.status_code == 200, (method, path)
+                        continue
+                    checked += 1
+                    assert r.status_code == 401, (method, path, headers, r.text)
+                    if path.startswith("/console"):  # the console's 401 is its login form, nothing else
+                        assert 'name="key"' in r.text and "signed in as" not in r.text, (method, path)
+                        continue
+                    assert r.json()["error"]["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+        # a path that is no route is refused the same way (nothing to learn without a key)
+        assert (await http.get("/v1/secret")).status_code == 401
+        # a console cookie signed with another secret, or tampered with, is no session
+        stranger = console.make_cookie(b"another secret", (await ledger.api_key_named("boss")))[0]  # type: ignore[arg-type]
+        for cookie in (stranger, stranger.replace(".", "x.", 1), "garbage"):
+            r = await http.get("/console/", cookies={console.COOKIE: cookie})
+            assert r.status_code == 401 and 'name="key"' in r.text
+    assert checked >= 4 * 16
+
+
+async def test_rate_limit_per_key(settings: Settings, ledger: Ledger, keys: dict[str, str]) -> None:
+    app = create_app(settings.model_copy(update={"gateway_rate_per_min": 2}), ledger, lambda: None, "q")  # type: ignore[arg-type,return-value]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        for name, expected in (("boss", 200), ("boss", 200), ("boss", 429), ("stranger", 200)):
+            r = await http.get("/v1/models", headers={"Authorization": f"Bearer {keys[name]}"})
+            assert r.status_code == expected, (name, r.text)
+        r = await http.get("/v1/models", headers={"Authorization": f"Bearer {keys['boss']}"})
+        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+        assert int(r.headers["retry-after"]) >= 1
+    limiter = RateLimiter(60)
+    assert all(limiter.take("k", now=0.0) == 0 for _ in range(60)) and limiter.take("k", now=0.0) > 0
+    assert limiter.take("k", now=1.0) == 0  # one a second comes back
+
+
+def test_refuses_a_non_loopback_address_without_a_key() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("gateway.lan")
+    check_exposure("127.0.0.1", 0)
+    check_exposure("0.0.0.0", 1)
+    with pytest.raises(Exception, match="not a loopback address, and no API key exists"):
+        check_exposure("0.0.0.0", 0)
+
+
+async def test_the_gateway_process_refuses_to_start_exposed_without_a_key(
+    pg: pgserver.PostgresServer, tmp_path: Path
+) -> None:
+    admin = await asyncpg.connect(pg.get_uri())
+    await admin.execute('CREATE DATABASE "nokeys"')
+    await admin.close()
+    await (await Ledger.connect(pg.get_uri("nokeys"), max_size=1)).close()  # the schema, no key
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AGENTIC_POSTGRES_DSN": pg.get_uri("nokeys"),
+        "AGENTIC_DATA_DIR": str(tmp_path),
+        "AGENTIC_GATEWAY_HOST": "0.0.0.0",
+        "AGENTIC_GATEWAY_PORT": str(free_port()),
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "workers.gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not a loopback address, and no API key exists" in proc.stderr
+    assert "agentic keys create NAME" in proc.stderr
+
+
+# --- the OpenAI-compatible endpoint -----------------------------------------------------------------
+
+
+async def test_models_are_the_agents_the_key_may_use(gateway: str, keys: dict[str, str]) -> None:
+    every = await client(gateway, keys["boss"]).models.list()
+    assert (
+        [m.id for m in every.data]
+        == list(MODELS)
+        == [
+            "agentic-router",
+            "agentic-observability",
+            "agentic-coding",
+            "agentic-web",
+        ]
+    )
+    limited = await client(gateway, keys["obs-only"]).models.list()
+    assert [m.id for m in limited.data] == ["agentic-observability"]
+
+
+async def test_a_key_limited_to_one_agent_cannot_use_another(gateway: str, keys: dict[str, str]) -> None:
+    c = client(gateway, keys["obs-only"])
+    for model_name in ("agentic-web", "agentic-router", "agentic-coding"):
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            await c.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "hi"}])
+        assert "may not use" in str(err.value) and err.value.status_code == 403
+
+
+async def test_chat_completion_with_the_openai_client_not_streaming(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, ledger: Ledger
+) -> None:
+    model.reply = scripted(
+        [
+            {"content": "", "tool_calls": [tool_call("note", {"text": "media"}, "c1")]},
+            "Nothing in media is restarting.",
+        ]
+    )
+    c = client(gateway, keys["obs-only"])
+    res = await c.chat.completions.create(
+        model="agentic-observability",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "an earlier question"},
+            {"role": "assistant", "content": "an earlier answer"},
+            {"role": "user", "content": [{"type": "text", "text": "are pods in media restarting?"}]},
+        ],
+        extra_headers={"Idempotency-Key": "q-1"},
+    )
+    assert res.object == "chat.completion" and res.model == "agentic-observability"
+    assert (
+        res.choices[0].message.content == "Nothing in media is restarting." and res.choices[0].finish_reason == "stop"
+    )
+    extra = res.model_extra["agentic"]  # type: ignore[index]
+    assert extra["status"] == "done" and [(t["tool"], t["status"]) for t in extra["tool_calls"]] == [("note", "ok")]
+    run = await ledger.get_agent_run(extra["run_id"])
+    assert run is not None and run.request == "are pods in media restarting?"  # the last user message
+    turns = len(model.requests)
+
+    # the same Idempotency-Key reattaches to the same run: no second run, no model call
+    again = await c.chat.completions.with_raw_response.create(
+        model="agentic-observability",
+        messages=[{"role": "user", "content": "are pods in media restarting?"}],
+        extra_headers={"Idempotency-Key": "q-1"},
+    )
+    assert again.headers["x-agentic-reattached"] == "true" and again.headers["x-agentic-run"] == extra["run_id"]
+    assert again.parse().choices[0].message.content == "Nothing in media is restarting."
+    assert len(model.requests) == turns
+    # another key with the same header gets a run of its own
+    other = await client(gateway, keys["boss"]).chat.completions.with_raw_response.create(
+        model="agentic-observability",
+        messages=[{"role": "user", "content": "hello"}],
+        extra_headers={"Idempotency-Key": "q-1"},
+    )
+    assert other.headers["x-agentic-run"] != extra["run_id"]
+    # the audit: who started what
+    audit = await ledger.list_gateway_audit(key_name="obs-only")
+    assert [(a.action, a.status, a.subject) for a in audit[:2]] == [
+        ("reattach agent run", 200, extra["run_id"]),
+        ("start agent run", 200, extra["run_id"]),
+    ]
+
+
+async def test_streaming_with_the_openai_client_and_reattaching_after_a_disconnect(
+    gateway: str, keys: dict[str, str], model: FakeChatServer
+) -> None:
+    model.reply = scripted(
+        [
+            {"content": "", "tool_calls": [tool_call("note", {"text": "sonarr"}, "c1")]},
+            "sonarr is fine.",
+        ]
+    )
+    c = client(gateway, keys["obs-only"])
+    stream = await c.chat.completions.create(
+        model="agentic-observability",
+        messages=[{"role": "user", "content": "is sonarr ok?"}],
+        stream=True,
+        extra_headers={"X-Request-Id": "s-1"},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+    assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
+    # the progress as it happened (a call too quick to be seen running shows as done), then the answer
+    assert '> `note` {"text": "sonarr"}: ok (13 characters)\n' in text and "routed" not in text  # named: no route
+    assert text.endswith("sonarr is fine.")
+
+    # raw SSE: [DONE] at the end; a client that goes away mid-run and comes back with the same id
+    # reattaches to the run, which went on without it
+    model.reply = scripted(["slow answer"])
+    model.delay_s = 1.5
+    headers = {"Authorization": f"Bearer {keys['obs-only']}", "Idempotency-Key": "s-2"}
+    body = {"model": "agentic-observability", "messages": [{"role": "user", "content": "slow?"}], "stream": True}
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            run_id = r.headers["x-agentic-run"]
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    break  # the first chunk, then gone
+        async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+            assert r.headers["x-agentic-run"] == run_id and r.headers["x-agentic-reattached"] == "true"
+            lines = [line async for line in r.aiter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert "slow answer" in "".join(lines)
+    assert len(model.requests) == 3  # two turns of the first run, one of the reattached one
+
+
+async def test_bad_input_is_a_400_with_an_openai_error(gateway: str, keys: dict[str, str]) -> None:
+    auth = {"Authorization": f"Bearer {keys['boss']}"}
+    cases: list[tuple[Any, int, str]] = [
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "no body"),
+        ([1, 2], 400, "expected a JSON object"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 400, "`model` is required"),
+        ({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
+        ({"model": "agentic-router", "messages": []}, 400, "non-empty list"),
+        ({"model": "agentic-router", "messages": "hi"}, 400, "non-empty list"),
+        ({"model": "agentic-router", "messages": [{"content": "x"}]}, 400, "string `role`"),
+        ({"model": "agentic-router", "messages": [{"role": "system", "content": "x"}]}, 400, "no user message"),
+        ({"model": "agentic-router", "messages": [{"role": "user", "content": 5}]}, 400, "content must be"),
+        ({"model": "agentic-router", "messages": [{"role": "user", "content": [{"text": 1}]}]}, 400, "content part"),
+        ({"model": "agentic-router", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 400, "stream"),
+    ]
+    async with httpx.AsyncClient(base_url=gateway, headers=auth) as http:
+        for body, status, says in cases:
+            kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+            r = await http.post("/v1/chat/completions", **kw)
+            assert r.status_code == status, (body, r.text)
+            err = r.json()["error"]
+            assert says in err["message"] and set(err) == {"message", "type", "param", "code"}, (body, err)
+        ok = {"model": "agentic-router", "messages": [{"role": "user", "content": "x"}]}
+        r = await http.post("/v1/chat/completions", json=ok, headers={"Idempotency-Key": "bad key with spaces"})
+        assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]["message"]
+        r = await http.post("/v1/incidents/x/decision", json={"choice": "maybe"})
+        assert r.status_code == 400 and "choice" in r.json()["error"]["message"]
+        r = await http.get("/v1/runs/agent-nothing-here")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+# --- approvals ---------------------------------------------------------------------------------------
+
+
+async def test_an_approval_through_the_gateway_is_the_keys_and_only_an_approvers(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, tools_server: FakeMcp, ledger: Ledger
+) -> None:
+    model.reply = scripted(
+        [
+            {"content": "", "tool_calls": [tool_call("set_flag", {"value": "on"}, "w1")]},
+            "The flag is on.",
+        ]
+    )
+    tools_server.flag = None
+    c = client(gateway, keys["stranger"])  # anyone may ask; only an approver may approve
+    stream = await c.chat.completions.create(
+        model="agentic-web", messages=[{"role": "user", "content": "turn the flag on"}], stream=True
+    )
+    seen = ""
+    async for chunk in stream:
+        seen += chunk.choices[0].delta.content or ""
+        if "waiting for approval" in seen:
+            break
+    assert "**waiting for approval** of `set_flag`" in seen
+    run_id = seen.split("agentic agents approve ", 1)[1].split("`", 1)[0]
+    assert run_id.startswith("agent-gw-")
+
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+
+        async def approve(name: str) -> httpx.Response:
+            return await http.post(f"/v1/runs/{run_id}/approve", headers={"Authorization": f"Bearer {keys[name]}"})
+
+        r = await approve("viewer")
+        assert r.status_code == 403 and "read-only" in r.json()["error"]["message"]
+        r = await approve("stranger")
+        assert r.status_code == 403 and "AGENTIC_GATEWAY_APPROVERS" in r.json()["error"]["message"]
+        r = await approve("obs-only")  # limited to another agent: the run is not there for it
+        assert r.status_code == 403  # not an approver either; and read of the run:
+        r = await http.get(f"/v1/runs/{run_id}", headers={"Authorization": f"Bearer {keys['obs-only']}"})
+        assert r.status_code == 404
+        assert tools_server.flag is None
+
+        r = await approve("boss")
+        assert r.status_code == 200, r.text
+        assert r.json()["by"] == "key:boss" and r.json()["choice"] == "approved"
+        r = await approve("boss")
+        assert r.status_code == 409 and "not waiting" in r.json()["error"]["message"]
+
+        rest = ""
+        async for chunk in stream:
+            rest += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        assert "`set_flag`" in rest and "approved, ran" in rest and rest.endswith("The flag is on.")
+        assert tools_server.flag == "on"
+
+        r = await http.get(f"/v1/runs/{run_id}", headers={"Authorization": f"Bearer {keys['boss']}"})
+        assert r.status_code == 200 and r.json()["status"] == "done"
+        assert [t["status"] for t in r.json()["tool_calls"]] == ["approved"]
+
+    # every answer, refused or not, is audited with the key that gave it
+    audit = [a for a in await ledger.list_gateway_audit(limit=50) if a.subject.endswith(run_id.removeprefix("agent-"))]
+    got = sorted((a.key_name, a.status) for a in audit if a.action.startswith("answer agent run"))
+    assert got == [("boss", 200), ("boss", 409), ("obs-only", 403), ("stranger", 403), ("viewer", 403)]
+    assert any(a.action == "answer agent run: approved" and "by key:boss" in a.detail for a in audit)
+
+
+# --- the console -----------------------------------------------------------------------------------
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:2000]
+    return m.group(1)
+
+
+async def _in_ledger(ledger: Ledger, incident_id: str, st: Any) -> None:
+    """The ledger row the incident's real activities write at each stage (the fakes stand in for them)."""
+    await ledger.upsert_incident(
+        incident_id, status="awaiting_approval", severity=st.severity.value, category=st.category.value, title=st.title
+    )
+
+
+async def _login(http: httpx.AsyncClient, key: str) -> None:
+    r = await http.post("/console/login", data={"key": key})
+    assert r.status_code == 303 and r.headers["location"] == "/console/", r.text
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+
+
+async def test_console_login_csrf_and_approving_an_incident_end_to_end(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        st = await run.awaiting()
+        await _in_ledger(ledger, run.incident_id, st)
+        page = f"/console/incidents/{run.incident_id}"
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+            r = await http.get(page)  # no session: the login form, nothing of the incident
+            assert r.status_code == 401 and 'name="key"' in r.text and run.incident_id not in r.text
+            r = await http.post("/console/login", data={"key": keys["boss"][:-3] + "xyz"})
+            assert r.status_code == 401 and "not valid" in r.text and "set-cookie" not in r.headers
+
+            await _login(http, keys["boss"])
+            r = await http.get("/console/", params={"status": "awaiting_approval", "category": "infrastructure"})
+            assert r.status_code == 200 and run.incident_id in r.text and 'hx-trigger="every 5s"' in r.text
+            assert (
+                r.headers["x-frame-options"] == "DENY"
+                and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+            )
+            for params in ({"status": "resolved"}, {"severity": "critical"}):
+                r = await http.get("/console/incidents/table", params=params)
+                assert r.status_code == 200 and run.incident_id not in r.text
+            r = await http.get("/console/", params={"status": "maybe"})
+            assert r.status_code == 400 and "status must be one of" in r.text
+            r = await http.get("/console/static/htmx.min.js")
+            assert r.status_code == 200 and r.text.startswith("var htmx=")
+
+            r = await http.get(page)
+            assert r.status_code == 200 and st.plan_hash is not None and st.plan_hash in r.text
+            assert 'id="choice-approved"' in r.text and 'id="choice-modified"' in r.text
+            csrf = _csrf(r.text)
+            # a forged CSRF token, or none: refused, nothing decided
+            for data in ({"csrf": "forged", "choice": "approved"}, {"choice": "approved"}):
+                r = await http.post(f"{page}/decide", data=data)
+                assert r.status_code == 403 and "CSRF" in r.text
+            assert (await run.state()).decision is None
+
+            r = await http.post(f"{page}/decide", data={"csrf": csrf, "choice": "approved"})
+            assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text
+            done = await run.wait_for(lambda s: s.decision is not None)
+            assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
+            r = await http.get(r.headers["location"])
+            assert "approved by key:boss" in r.text
+
+            r = await http.get("/console/runbooks")
+            assert r.status_code == 200 and "<h1>Runbooks</h1>" in r.text
+            r = await http.get("/console/guardrails")
+            assert r.status_code == 200 and "<h1>Guardrail events</h1>" in r.text
+
+            r = await http.post("/console/logout", data={"csrf": csrf})
+            assert r.status_code == 303
+            assert (await http.get("/console/")).status_code == 401
+    audit = await ledger.list_gateway_audit(key_name="boss", limit=20)
+    acts = [(a.action, a.status) for a in audit if a.subject == run.incident_id or a.action.startswith("console")]
+    assert ("answer incident: approved", 303) in acts and ("answer incident", 403) in acts
+    assert ("console login", 303) in acts and ("console logout", 303) in acts
+
+
+async def test_console_a_read_only_or_unlisted_key_cannot_answer_and_a_revoked_key_loses_its_session(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        await run.awaiting()
+        page = f"/console/incidents/{run.incident_id}"
+        for name, why in (("viewer", "read-only"), ("stranger", "not an approver")):
+            async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+                await _login(http, keys[name])
+                r = await http.get(page)
+                assert r.status_code == 200 and "You cannot answer here" in r.text and why in r.text
+                assert 'id="choice-approved"' not in r.text
+                r = await http.post(f"{page}/decide", data={"csrf": _csrf(r.text), "choice": "approved"})
+                assert r.status_code == 403 and why in r.text
+        assert (await run.state()).decision is None
+
+    _row, token = await ledger.create_api_key("short-lived", agents=[], read_only=True)
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, token)
+        assert (await http.get("/console/guardrails")).status_code == 200
+        await ledger.revoke_api_key("short-lived")
+        r = await http.get("/console/guardrails")  # the very next request
+        assert r.status_code == 401 and 'name="key"' in r.text
+
+
+# --- the console in a real browser (Debian's chromium and chromium-driver, selenium) ---------------
+
+
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=412,915"):
+        opts.add_argument(arg)  # a phone's viewport: the console must work there
+    opts.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+
+
+def _browse(
+    base: str, incident_id: str, keys: dict[str, str], shots: Path, add_incident: Callable[[str], None]
+) -> list[str]:
+    """Log in, see a new incident appear in the list without reloading (htmx), be refused as a
+    stranger, see a forged CSRF token refused, approve as an approver; a screenshot of each page.
+    Returns the pages' titles seen, in order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _browser()
+    seen: list[str] = []
+    wait = WebDriverWait(driver, 30)
+
+    def shot(name: str) -> None:
+        seen.append(driver.title)
+        assert driver.save_screenshot(str(shots / f"{len(seen):02d}-{name}.png"))
+
+    def login(name: str) -> None:
+        driver.get(f"{base}/console/")
+        field = wait.until(ec.presence_of_element_located((By.ID, "key")))
+        assert driver.find_element(By.CSS_SELECTOR, "label[for=key]").text == "API key"
+        field.send_keys(keys[name])
+        field.submit()
+        wait.until(ec.presence_of_element_located((By.ID, "incidents")))
+
+    def logout() -> None:
+        driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "key")))
+
+    try:
+        driver.get(f"{base}/console/")
+        wait.until(ec.presence_of_element_located((By.ID, "key")))
+        shot("login")
+        login("stranger")
+        assert driver.find_elements(By.LINK_TEXT, incident_id)
+        live = f"inc-live-{uuid.uuid4().hex[:8]}"
+        add_incident(live)  # the table refreshes itself (htmx, every 5 s): no reload here
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.LINK_TEXT, live))
+        shot("incidents")
+        driver.find_element(By.LINK_TEXT, incident_id).click()
+        wait.until(ec.title_contains(incident_id))
+        assert "You cannot answer here" in driver.page_source and not driver.find_elements(By.ID, "choice-approved")
+        shot("incident-stranger")
+        logout()
+
+        login("boss")
+        driver.get(f"{base}/console/incidents/{incident_id}")
+        button = wait.until(ec.element_to_be_clickable((By.ID, "choice-approved")))
+        shot("incident-approver")
+        driver.execute_script("document.querySelectorAll('input[name=csrf]').forEach(e => e.value = 'forged')")
+        button.click()
+        wait.until(ec.title_contains("Error 403"))
+        assert "CSRF" in driver.page_source
+        shot("forged-csrf")
+        driver.get(f"{base}/console/incidents/{incident_id}")
+        wait.until(ec.element_to_be_clickable((By.ID, "choice-approved"))).click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.msg")))
+        assert "approved by key:boss" in driver.find_element(By.CSS_SELECTOR, "p.msg").text
+        shot("approved")
+        for page in ("runbooks", "guardrails"):
+            driver.get(f"{base}/console/{page}")
+            wait.until(ec.presence_of_element_located((By.TAG_NAME, "table")))
+            shot(page)
+        return seen
+    finally:
+        driver.quit()
+
+
+async def test_console_in_a_real_browser(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("AGENTIC_TEST_ARTIFACTS") or tmp_path) / "gateway-console"
+    shots.mkdir(parents=True, exist_ok=True)
+    fakes = Fakes()
+    async with incident(temporal, fakes) as run:
+        await _in_ledger(ledger, run.incident_id, await run.awaiting())
+        loop = asyncio.get_running_loop()
+
+        def add_incident(incident_id: str) -> None:  # from the browser's thread, on the test's loop
+            row = ledger.upsert_incident(incident_id, status="open", severity="info", title="a new one")
+            asyncio.run_coroutine_threadsafe(row, loop).result(30)
+
+        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots, add_incident)
+        done = await run.wait_for(lambda s: s.decision is not None)
+    assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
+    assert titles[0].startswith("Sign in") and titles[-1].startswith("Guardrail events")
+    pngs = sorted(shots.glob("*.png"))
+    assert [p.name.split("-", 1)[1] for p in pngs] == [
+        "login.png",
+        "incidents.png",
+        "incident-stranger.png",
+        "incident-approver.png",
+        "forged-csrf.png",
+        "approved.png",
+        "runbooks.png",
+        "guardrails.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+async def test_the_rollout_wave_8_check_of_the_deployed_gateway(gateway: str, model: FakeChatServer) -> None:
+    async with httpx.AsyncClient() as http:
+        passed, detail = await probe_gateway(http, gateway)
+        assert passed, detail
+        assert "6 routes refuse no key and a made-up key (401)" in detail
+        # a server that answers without a key (here the fake model) fails it, saying where
+        passed, detail = await probe_gateway(http, model.base_url.removesuffix("/v1"))
+        assert not passed and "GET /healthz: 404" in detail and "GET /v1/models with no key: 200" in detail
+        passed, detail = await probe_gateway(http, f"http://127.0.0.1:{free_port()}")
+        assert not passed and "ConnectError" in detail
+    # the activity the RolloutWorkflow runs, with the check as deploy/waves.yaml writes it (its URL here)
+    [check] = [c for c in load_plan().wave(8).checks if c.name == "gateway_authenticates"]
+    check.params["url"] = gateway
+    res = await ActivityEnvironment().run(check_gateway, CheckInput(wave=8, check=check))
+    assert res.passed and res.name == "gateway_authenticates", res.detail

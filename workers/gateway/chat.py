@@ -1,0 +1,337 @@
+"""The OpenAI-compatible endpoint: `GET /v1/models` (the agents a key may use, as models) and
+`POST /v1/chat/completions` (one `AgentWorkflow` per request; `stream: true` answers server-sent
+events in OpenAI's chunk format with the run's progress as it happens, then the answer, then
+`data: [DONE]`; `Idempotency-Key` or `X-Request-Id` reattaches to the same run)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.ledger.keys import ApiKey
+from agentic_core.agents import (
+    AGENT_WORKFLOW,
+    QUERY_AGENT_PROGRESS,
+    AgentProgress,
+    AgentRequest,
+    AgentResult,
+    AgentStatus,
+    RouteMethod,
+    ToolCallRecord,
+    agent_run_id,
+)
+from workers.gateway.core import (
+    KEEPALIVE_S,
+    MAX_REQUEST_ID,
+    MODELS,
+    POLL_S,
+    Gateway,
+    GatewayError,
+    _audit,
+    _bad,
+    _json_body,
+    _key,
+    _unavailable,
+)
+
+
+def models_for(key: ApiKey) -> list[str]:
+    return [m for m, agent in MODELS.items() if key.may_use(agent)]
+
+
+async def list_models(gw: Gateway, request: Request) -> Response:
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "agentic-platform"} for m in models_for(_key(request))
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _text_of(content: Any, where: str) -> str:
+    """A message's content: a string, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _bad(f"{where}: each content part must be an object with a type", "messages")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _bad(f"{where}: a text part needs a string `text`", "messages")
+                texts.append(part["text"])
+        return "\n".join(texts)
+    if content is None:
+        return ""
+    raise _bad(f"{where}: content must be a string or a list of parts", "messages")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    agent: str | None
+    text: str
+    stream: bool
+
+
+def parse_chat(doc: Any, key: ApiKey) -> ChatRequest:
+    """The chat completion request, or a 4xx that says what is wrong with it."""
+    if not isinstance(doc, dict):
+        raise _bad(f"expected a JSON object, got {type(doc).__name__}")
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("`model` is required: one of " + ", ".join(models_for(key)), "model")
+    if model not in MODELS:
+        raise GatewayError(
+            404,
+            f"the model {model!r} does not exist: models are {', '.join(models_for(key))}",
+            code="model_not_found",
+            param="model",
+        )
+    agent = MODELS[model]
+    if not key.may_use(agent):
+        raise GatewayError(
+            403,
+            f"key {key.name!r} may not use {model}: it may use {', '.join(models_for(key)) or 'no model'}",
+            kind="permission_error",
+            code="model_not_allowed",
+            param="model",
+        )
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("`messages` must be a non-empty list of {role, content} objects", "messages")
+    text = None
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise _bad(f"messages[{i}] must be an object with a string `role`", "messages")
+        if msg["role"] == "user":
+            text = _text_of(msg.get("content"), f"messages[{i}]")
+    if text is None or not text.strip():
+        raise _bad("no user message with text: the last user message is the request", "messages")
+    stream = doc.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false", "stream")
+    return ChatRequest(model=model, agent=agent, text=text.strip()[:32_000], stream=stream)
+
+
+_HEADER_OK = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def request_id_for(key: ApiKey, request: Request) -> str:
+    """The run's request id: derived from the key's name and `Idempotency-Key` (else `X-Request-Id`),
+    so a retry with the same header reattaches, and two keys never share a run; else a new one."""
+    given = request.headers.get("idempotency-key") or request.headers.get("x-request-id")
+    if given is None:
+        return f"gw-{uuid.uuid4().hex}"
+    if not _HEADER_OK.match(given):
+        raise _bad(f"Idempotency-Key / X-Request-Id: 1-{MAX_REQUEST_ID} visible ASCII characters")
+    digest = hashlib.sha256(f"{key.name}\n{given}".encode()).hexdigest()[:32]
+    return f"gw-{digest}"
+
+
+async def _start(
+    gw: Gateway, key: ApiKey, chat: ChatRequest, request_id: str
+) -> tuple[WorkflowHandle[Any, AgentResult], bool]:
+    client = await gw.client()
+    req = AgentRequest(
+        request_id=request_id,
+        text=chat.text,
+        agent=chat.agent,
+        requested_by=f"key:{key.name}",
+        source="gateway",
+        approvers=gw.settings.approver_list,
+    )
+    run_id = agent_run_id(request_id)
+    try:
+        handle = await client.start_workflow(
+            AGENT_WORKFLOW,
+            req,
+            id=run_id,
+            task_queue=gw.task_queue,
+            result_type=AgentResult,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return handle, False
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(run_id, result_type=AgentResult), True
+    except RPCError as exc:
+        raise _unavailable(f"cannot start the agent run: {exc.message}") from None
+
+
+def _completion_id(run_id: str) -> str:
+    return "chatcmpl-" + run_id.removeprefix("agent-")
+
+
+def _extra(res: AgentProgress) -> dict[str, Any]:
+    return {
+        "run_id": res.run_id,
+        "status": res.status.value,
+        "agent": res.agent,
+        "approval_id": res.approval_id,
+        "tool_calls": [
+            {"step": r.step, "tool": r.call.tool, "arguments": r.call.arguments, "status": r.status, "reason": r.reason}
+            for r in res.tool_calls
+        ],
+    }
+
+
+async def _result(handle: WorkflowHandle[Any, AgentResult]) -> AgentResult:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as exc:
+        raise _unavailable(f"the agent run {handle.id} failed: {exc.cause or exc}") from None
+    except RPCError as exc:
+        raise _unavailable(f"cannot follow the agent run {handle.id}: {exc.message}") from None
+
+
+async def chat_completions(gw: Gateway, request: Request) -> Response:
+    key = _key(request)
+    chat = parse_chat(await _json_body(request), key)
+    request_id = request_id_for(key, request)
+    handle, again = await _start(gw, key, chat, request_id)
+    _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model}")
+    headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
+    created = int(time.time())
+    if chat.stream:
+        return StreamingResponse(
+            _stream(handle, chat.model, created),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    res = await _result(handle)
+    body = {
+        "id": _completion_id(res.run_id),
+        "object": "chat.completion",
+        "created": created,
+        "model": chat.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": res.answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "agentic": _extra(res),
+    }
+    return JSONResponse(body, headers=headers)
+
+
+def _args(arguments: dict[str, Any]) -> str:
+    text = json.dumps(arguments, separators=(", ", ": "), default=str)
+    return text if len(text) <= 300 else text[:297] + "…"
+
+
+def progress_lines(run_id: str, now: AgentProgress, seen: dict[tuple[int, str], str], routed: list[bool]) -> list[str]:
+    """What changed in the run since `seen` (each tool call's last status), as lines for the stream."""
+    out: list[str] = []
+    if not routed[0] and now.route is not None and now.agent:
+        routed[0] = True
+        if now.route.method == RouteMethod.EXPLICIT:  # the model named the agent: nothing to say
+            return out + _tool_lines(run_id, now, seen)
+        out.append(f"> routed to **{now.agent}** ({now.route.method.value}, score {now.route.score:.2f})\n")
+    return out + _tool_lines(run_id, now, seen)
+
+
+def _tool_lines(run_id: str, now: AgentProgress, seen: dict[tuple[int, str], str]) -> list[str]:
+    out: list[str] = []
+    for rec in now.tool_calls:
+        ident = (rec.step, rec.call.call_id)
+        if seen.get(ident) == rec.status:
+            continue
+        seen[ident] = rec.status
+        out.append(_call_line(run_id, rec))
+    return out
+
+
+def _call_line(run_id: str, rec: ToolCallRecord) -> str:
+    call = f"`{rec.call.tool}` {_args(rec.call.arguments)}"
+    if rec.status == "running":
+        return f"> calling {call}\n"
+    if rec.status == "awaiting_approval":
+        return (
+            f"> **waiting for approval** of {call}: approve with `agentic agents approve {run_id}` "
+            f"(or POST /v1/runs/{run_id}/approve; deny: …/deny)\n"
+        )
+    if rec.status == "ok":
+        size = f" ({rec.result.size} characters)" if rec.result is not None else ""
+        return f"> {call}: ok{size}\n"
+    if rec.status == "approved":
+        return f"> {call}: approved, ran\n"
+    reason = rec.reason.splitlines()[0][:300] if rec.reason else ""
+    return f"> {call}: {rec.status}" + (f": {reason}" if reason else "") + "\n"
+
+
+def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None) -> str:
+    doc = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(doc)}\n\n"
+
+
+async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created: int) -> AsyncIterator[str]:
+    """The run as server-sent chunks: its progress as it happens, then the answer, then [DONE].
+    A client that goes away leaves the run going (the same Idempotency-Key reattaches)."""
+    cid = _completion_id(handle.id)
+    yield _chunk(cid, model, created, {"role": "assistant", "content": ""})
+    seen: dict[tuple[int, str], str] = {}
+    routed = [False]
+    wrote_progress = False
+    result_task = asyncio.ensure_future(handle.result())
+    last_sent = time.monotonic()
+    try:
+        while not result_task.done():
+            # the query and the result raced: the answer goes out the moment the run ends, never
+            # behind a query of a run that just closed (which the worker answers by replaying it)
+            query = asyncio.ensure_future(handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress))
+            await asyncio.wait({result_task, query}, return_when=asyncio.FIRST_COMPLETED)
+            if not query.done():
+                query.cancel()
+                break
+            try:
+                now: AgentProgress | None = query.result()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    break  # the result task says why
+                now = None  # its first workflow task has not run yet, or it just ended
+            if now is not None:
+                for line in progress_lines(handle.id, now, seen, routed):
+                    wrote_progress = True
+                    last_sent = time.monotonic()
+                    yield _chunk(cid, model, created, {"content": line})
+            if time.monotonic() - last_sent > KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.wait({result_task}, timeout=POLL_S)
+        try:
+            res = await result_task
+        except (WorkflowFailureError, RPCError) as exc:
+            err = _unavailable(f"the agent run {handle.id} failed: {getattr(exc, 'message', None) or exc}")
+            yield f"data: {json.dumps(err.body())}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        for line in progress_lines(handle.id, res, seen, routed):
+            wrote_progress = True
+            yield _chunk(cid, model, created, {"content": line})
+        answer = ("\n" if wrote_progress else "") + res.answer
+        if res.status not in (AgentStatus.DONE, AgentStatus.LIMITED) and not res.answer:
+            answer += f"(the run ended {res.status.value})"
+        yield _chunk(cid, model, created, {"content": answer})
+        yield _chunk(cid, model, created, {}, finish="stop")
+        yield "data: [DONE]\n\n"
+    finally:
+        if not result_task.done():
+            result_task.cancel()
