@@ -4,8 +4,8 @@
    Search attributes `AgentName`, `RouteMethod`, `RouteScore`; `AgentStatus` follows the run.
 2. **start** (`agents.start_run`): the run in the ledger; the agent's configured limits (a caller's
    limits may only tighten them), or, for an agent this platform does not run (coding without
-   AGENTIC_REPOS, web without its server), the answer saying which settings enable it (`NOT_CONFIGURED`). A request deeper than
-   `max_delegation_depth` ends at once.
+   AGENTIC_REPOS, web without its server), the answer saying which settings enable it
+   (`NOT_CONFIGURED`). A request deeper than `max_delegation_depth` ends at once.
 3. **tools** (`tools.list_tools`): the agent's allow-list as the servers offer it.
 4. **the loop**: a model turn (`agents.model_turn`: the context is built from the ledger's
    transcript within `max_context_tokens`, one result shown up to `max_result_chars`), then each
