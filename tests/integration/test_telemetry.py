@@ -1,0 +1,319 @@
+"""Telemetry with real parts, in one process: the intake app (driven over ASGI), the Temporal dev
+server with the real IncidentWorkflow and ApprovalWorkflow behind the platform's own tracing set-up
+(`workers.telemetry`: the TracingInterceptor on every client), the real planner activity asking an
+OpenAI-compatible fake through the real InferenceRouter (LiteLLM), and the real MCP client calling
+a real MCP server (tests/support/fake_mcp.py); the rest of the incident's activities are the fakes
+of tests/support/incident_fakes.py. Spans go to the SDK's in-memory exporter through the same
+redacting processor as every exporter; a second test exports over real OTLP/HTTP to a receiver on
+loopback and decodes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.incident.activities import IncidentActivities
+from activities.telemetry import tracing
+from activities.tools.mcp_client import McpClient
+from agentic_core.incident import (
+    UPDATE_DECIDE,
+    ActionResult,
+    DecideInput,
+    DecideResult,
+    ExecuteInput,
+    IncidentState,
+    IncidentStatus,
+)
+from agentic_core.models import ApprovalMode
+from tests.support.env import free_port
+from tests.support.fake_mcp import FakeMcp, fake_mcp
+from tests.support.fake_openai import FakeChatServer, chat_server
+from tests.support.http_server import LoopServer
+from tests.support.incident_fakes import RESTART, RUNBOOK_ID, Fakes
+from tests.support.intake import alert, incident_of, post, settings, uniq, webhook
+from tests.support.temporal import register_search_attributes, start_dev_server
+from workers import telemetry
+from workers.intake import create_app
+from workers.temporal import connect
+from workers.wiring import inference_router, planner_config
+
+# Secrets planted where an incident's text goes: the alert's annotations (kept by the intake:
+# AGENTIC_INTAKE_KEEP_SECRETS), the model's answer, and a tool's output.
+ANNOTATION_SECRET = "hunter2-annotation-Secr3t"
+MODEL_SECRET = "ghp_" + "Zq8" * 12
+TOOL_SECRET = "xoxb-1234567890-abcdefghijKLMNOP"
+SECRETS = (ANNOTATION_SECRET, MODEL_SECRET, TOOL_SECRET)
+DEBUG = False
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The platform's tracing set-up in this process, plus an in-memory exporter behind the same
+    redaction as the real exporters; message content on (so the redaction has prompts to clean)."""
+    from workers.settings import Settings
+
+    telemetry.setup("agentic-test", Settings(traces_local=False))  # type: ignore[call-arg]
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "the platform's set-up installs an SDK provider"
+    mem = InMemorySpanExporter()
+    provider.add_span_processor(tracing.RedactingSpanProcessor(SimpleSpanProcessor(mem)))
+    tracing.set_capture_content(True)
+    yield mem
+    tracing.set_capture_content(False)
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_dev_server()
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def model() -> AsyncIterator[FakeChatServer]:
+    async with chat_server("planner") as s:
+        s.answer(
+            json.dumps(
+                {
+                    "summary": "checkout crash loops",
+                    "diagnosis": f"OOM after the deploy; the pod printed {MODEL_SECRET}",
+                    "runbook_id": RUNBOOK_ID,
+                    "actions": [{"tool": RESTART.tool, "arguments": RESTART.arguments}],
+                    "confidence": 0.8,
+                }
+            )
+        )
+        yield s
+
+
+@pytest.fixture(scope="module")
+async def mcp() -> AsyncIterator[FakeMcp]:
+    async with fake_mcp() as server:
+        yield server
+
+
+def _by_name(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def _text(span: ReadableSpan) -> str:
+    return json.dumps(
+        {
+            "name": span.name,
+            "attributes": dict(span.attributes or {}),
+            "events": [[e.name, dict(e.attributes or {})] for e in span.events],
+            "links": [dict(link.attributes or {}) for link in span.links],
+            "status": span.status.description,
+        },
+        default=str,
+    )
+
+
+async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_with_nothing_secret(
+    spans: InMemorySpanExporter, temporal: WorkflowEnvironment, model: FakeChatServer, mcp: FakeMcp
+) -> None:
+    target = temporal.client.service_client.config.target_host
+    task_queue = f"telemetry-{uniq()}"
+    cfg = settings(
+        task_queue=task_queue,
+        approval_mode=ApprovalMode.VERBOSE,
+        intake_keep_secrets=True,
+        planner_url=model.base_url,
+        planner_model="fake-planner",
+        pool_api_key=SecretStr("pool-key"),
+    )
+    client = await connect(target)  # the platform's connect: the tracing interceptor is on
+    assert any(type(i).__name__ == "TracingInterceptor" for i in client.config()["interceptors"])
+
+    router = inference_router(cfg)
+    planner = IncidentActivities(None, None, router, planner=planner_config(cfg, router))  # type: ignore[arg-type]
+    fakes = Fakes()
+    mcp_client = McpClient(None, call_timeout_s=10)
+
+    @activity.defn(name="tools.execute")
+    async def execute(inp: ExecuteInput) -> ActionResult:
+        """The gateway's call, through the real MCP client to a real MCP server."""
+        result = await mcp_client.call_tool("fake", mcp.url, "note", {"text": f"{inp.call.tool} ran: {TOOL_SECRET}"})
+        return ActionResult(
+            index=inp.index,
+            tool=inp.call.tool,
+            idempotency_key=inp.idempotency_key,
+            status="failed" if result.is_error else "succeeded",
+            output=str(result.content[0].text) if result.content else "",  # type: ignore[union-attr]
+        )
+
+    acts = [a for a in fakes.activities() if a not in (fakes.propose, fakes.execute)] + [planner.propose, execute]
+    app = create_app(lambda: connect(target), cfg)
+    doc = webhook(f"telemetry-{uniq()}", alerts=[alert()])
+    doc["commonAnnotations"]["description"] = f"crash looping; db_password={ANNOTATION_SECRET}"
+    incident_id = incident_of(doc)
+    async with (
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=_workflows(),
+            activities=acts,
+        ),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http,
+    ):
+        r = await post(http, "/alerts", doc)
+        assert r.status_code == 202, r.text
+        handle = client.get_workflow_handle(incident_id)
+        st = await _wait(handle, lambda s: s.status == IncidentStatus.AWAITING_APPROVAL and bool(s.approval_id))
+        assert st.approval_id and st.plan_hash
+        res = await client.get_workflow_handle(st.approval_id).execute_update(
+            UPDATE_DECIDE, DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash), result_type=DecideResult
+        )
+        assert res.choice == "approved"
+        await _wait(handle, lambda s: bool(s.actions))
+        resolved = webhook(doc["receiver"], status="resolved", alerts=[alert(status="resolved")])
+        assert (await post(http, "/alerts", resolved)).status_code == 202
+        final = await asyncio.wait_for(handle.result(), 60)
+        metrics_text = (await http.get("/metrics")).text
+    assert IncidentState.model_validate(final).status == IncidentStatus.RESOLVED
+    assert len(mcp.calls) >= 1
+    assert ANNOTATION_SECRET in json.dumps(model.requests[0]["body"])  # the prompt carried it
+
+    done = spans.get_finished_spans()
+    posts = [s for s in _by_name(done, "POST /alerts") if s.context is not None]
+    assert len(posts) == 2  # the firing group, then its resolution
+    tid = posts[0].context.trace_id  # type: ignore[union-attr]
+    if DEBUG:
+        from workers.trace_view import Trace, waterfall
+
+        recs = [tracing.span_record(s) for s in done if s.context is not None and s.context.trace_id == tid]
+        print("\n".join(waterfall(Trace(f"{tid:032x}", recs))))
+    mine = [s for s in done if s.context is not None and s.context.trace_id == tid]
+    names = {s.name for s in mine}
+    for expected in (
+        "POST /alerts",
+        "deliver incident",
+        "SignalWithStartWorkflow:IncidentWorkflow",
+        "RunWorkflow:IncidentWorkflow",
+        "RunActivity:incident.triage",
+        "RunActivity:incident.propose",
+        "chat fake-planner",
+        "RunActivity:tools.execute",
+        "MCP send tools/call note",
+        "tools/call note",
+        "RunWorkflow:ApprovalWorkflow",
+        "RunActivity:incident.record",
+    ):
+        assert expected in names, (expected, sorted(names))
+    # connected: one root (the POST), every other span's parent in the same trace
+    ids = {s.context.span_id for s in mine if s.context is not None}
+    roots = [s for s in mine if s.parent is None]
+    orphans = [s.name for s in mine if s.parent is not None and s.parent.span_id not in ids]
+    assert [s.name for s in roots] == ["POST /alerts"] and orphans == []
+    # model → propose activity; MCP server span → client span → execute activity
+    by_id = {s.context.span_id: s for s in mine if s.context is not None}
+
+    def parent(s: ReadableSpan) -> str:
+        assert s.parent is not None
+        return by_id[s.parent.span_id].name
+
+    chat = _by_name(mine, "chat fake-planner")[0]
+    assert parent(chat) == "RunActivity:incident.propose"
+    attrs = dict(chat.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "fake-planner"
+    assert attrs["agentic.incident_id"] == incident_id and attrs["agentic.model_pool"] == "planner"
+    assert int(attrs["gen_ai.usage.output_tokens"]) >= 0 and "gen_ai.input.messages" in attrs  # capture is on
+    assert parent(_by_name(mine, "tools/call note")[0]) == "MCP send tools/call note"
+    assert parent(_by_name(mine, "MCP send tools/call note")[0]) == "RunActivity:tools.execute"
+    # the incident's metrics in this process's registry (the intake's /metrics)
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    received = [s.value for s in families["agentic_alerts_received"].samples if s.labels.get("endpoint") == "alerts"]
+    assert received and received[0] >= 2
+    calls = [s for s in families["agentic_model_calls"].samples if s.labels == {"pool": "planner", "outcome": "ok"}]
+    assert calls and calls[0].value >= 1
+    # nothing secret in any span of the trace, though the prompt and the answer carried them
+    everything = "\n".join(_text(s) for s in done)
+    assert "[SECRET_" in _text(chat)
+    for secret in SECRETS:
+        assert secret not in everything, secret
+
+
+def _workflows() -> list[type]:
+    from workflows.approval import ApprovalWorkflow
+    from workflows.incident import IncidentWorkflow
+
+    return [IncidentWorkflow, ApprovalWorkflow]
+
+
+async def _wait(handle: Any, pred: Any, within_s: float = 30.0) -> IncidentState:
+    deadline = time.monotonic() + within_s
+    while True:
+        st = await handle.query("state", result_type=IncidentState)
+        if pred(st):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; state: {st.model_dump_json(indent=1)[:3000]}")
+        await asyncio.sleep(0.05)
+
+
+async def test_otlp_http_export_reaches_a_receiver_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real OTLP/HTTP exchange: the SDK's exporter (http/protobuf) posts to a receiver on
+    loopback, which decodes `ExportTraceServiceRequest`."""
+    received: list[ExportTraceServiceRequest] = []
+
+    async def traces(request: Request) -> Response:
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(await request.body())
+        received.append(req)
+        return Response(b"", media_type="application/x-protobuf")
+
+    server, port = LoopServer(), free_port()
+    await server.start(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]), port)
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+        provider = tracing.build_provider("agentic-otlp-test")
+        with provider.get_tracer("t").start_as_current_span("notify", attributes={"note": f"token={TOOL_SECRET}"}):
+            pass
+        assert await asyncio.to_thread(provider.force_flush, 10_000)
+        await asyncio.to_thread(provider.shutdown)
+    finally:
+        await server.stop()
+    [req] = received
+    [rs] = req.resource_spans
+    service = {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"]
+    [span] = [s for ss in rs.scope_spans for s in ss.spans]
+    note = {a.key: a.value.string_value for a in span.attributes}["note"]
+    assert service == "agentic-otlp-test" and span.name == "notify"
+    assert TOOL_SECRET not in note and "[SECRET_1]" in note
+
+
+async def test_a_collector_that_is_down_slows_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    provider = tracing.build_provider("agentic-down-test")
+    tracer = provider.get_tracer("t")
+    started = time.perf_counter()
+    for i in range(500):
+        with tracer.start_as_current_span(f"step {i}"):
+            pass
+    elapsed = time.perf_counter() - started
+    await asyncio.to_thread(provider.shutdown)
+    assert elapsed < 1.0, f"500 spans took {elapsed:.2f}s with the collector down"
