@@ -100,7 +100,6 @@ def incidents_trace(
     if as_json:
         print(json.dumps([{"trace_id": t.trace_id, "spans": t.spans} for t in chosen], indent=2))
         return
-    console.print("   start ms    dur ms", highlight=False)
+    print("   start ms    dur ms")  # plain lines: a waterfall must not wrap at the terminal's width
     for tr in chosen:
-        for line in waterfall(tr):
-            console.print(line, highlight=False, markup=False)
+        print("\n".join(waterfall(tr)))

@@ -317,4 +317,4 @@ def _telemetry(name: str) -> None:
         return
     if "AGENTIC_DATA_DIR" not in os.environ:
         settings = settings.model_copy(update={"traces_local": False})  # not part of a stack: no span file
-    telemetry.setup(f"agentic-{name}", settings)
+    telemetry.setup(f"agentic-{name.replace('_', '-')}", settings)
