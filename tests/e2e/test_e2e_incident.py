@@ -229,7 +229,7 @@ async def _telemetry_of(world: World, inc: str) -> None:
 
     rc, out, err = await agentic(world.env, "status", "--json")
     listed = {p["name"]: p["metrics"].split() for p in json.loads(out)["parts"] if p["metrics"]}
-    assert {"intake", "worker", "mcp-infra", "mcp-knowledge", "mcp-metrics"} <= set(listed), listed
+    assert {"intake", "worker", "mcp", "mcp-knowledge", "mcp-metrics"} <= set(listed), listed
     assert len(listed["worker"]) == 2, listed  # the platform's and the Temporal SDK's
     prom = f"http://127.0.0.1:{world.prometheus}/api/v1/query"
 
