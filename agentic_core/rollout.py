@@ -44,6 +44,9 @@ CHECK_ACTIVITIES: dict[str, str] = {
     "timeouts_enforced": "rollout.check_timeouts",
     "unauthorized_rejected": "rollout.check_unauthorized",
     "guardrail_events_logged": "rollout.check_guardrail_events",
+    # the platform's own telemetry, wave 6 (activities/rollout/telemetry_checks.py)
+    "platform_metrics_scraped": "rollout.check_platform_metrics",
+    "trace_complete": "rollout.check_trace",
 }
 # checks that may run for minutes (they heartbeat)
 LONG_CHECKS = frozenset(

@@ -48,6 +48,7 @@ from activities.rollout.agent_checks import AgentChecks
 from activities.rollout.pods import pinned as _pinned
 from activities.rollout.pods import ready as _ready
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe, StoreProbe
+from activities.rollout.telemetry_checks import TelemetryChecks
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -163,6 +164,7 @@ class RolloutActivities:
             self.check_inference,
             self.check_persistence,
             *self.agents.all(),
+            *TelemetryChecks(self.http).all(),
         ]
 
     # -- plan, apply, rollback --------------------------------------------------------------------

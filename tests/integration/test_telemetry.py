@@ -11,6 +11,7 @@ loopback and decodes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -255,6 +256,68 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
         assert secret not in everything, secret
 
 
+async def test_a_telegram_press_is_its_own_trace_linked_to_the_incident(
+    spans: InMemorySpanExporter, temporal: WorkflowEnvironment
+) -> None:
+    """The real notifier posts the question to the Bot API emulator (its `telegram send` span in
+    the incident's trace keeps its traceparent with the buttons); the real bot's press is a new
+    trace whose span links to that one, and the approval's update span links back to the press."""
+    from activities.ledger.repository import Ledger
+    from tests.support.pg import create_database, pg_server
+    from tests.support.telegram_emulator import emulator
+    from tests.support.telegram_harness import ALICE, buttons, platform_worker, start_incident, telegram
+
+    client = await connect(temporal.client.service_client.config.target_host)
+    fakes = Fakes()
+    pg = pg_server("agentic-telemetry-pg-")
+    server = next(pg)
+    try:
+        ledger = await Ledger.connect(await create_database(server, "tele"), max_size=4)
+        try:
+            async with (
+                emulator() as emu,
+                telegram(emu, ledger, client) as tg,
+                platform_worker(client, ledger, tg, fakes) as tq,
+            ):
+                inc = await start_incident(client, tq, fakes)
+                await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+                card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+                answer = await tg.press(ALICE, card, 0)
+                assert answer["text"].startswith("✅ Approved"), answer
+                await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+                await inc.handle.terminate("done")
+        finally:
+            await ledger.close()
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(pg)
+    done = spans.get_finished_spans()
+    [run] = [
+        s
+        for s in _by_name(done, "RunWorkflow:IncidentWorkflow")
+        if (s.attributes or {}).get("temporalWorkflowID") == inc.incident_id
+    ]
+    assert run.context is not None
+    incident_trace = run.context.trace_id
+    sends = {s.context.span_id: s for s in _by_name(done, "telegram send") if s.context is not None}
+    assert any(s.context is not None and s.context.trace_id == incident_trace for s in sends.values())
+    [press] = [
+        s
+        for s in _by_name(done, "telegram press")
+        if (s.attributes or {}).get("agentic.incident_id") == inc.incident_id
+    ]
+    assert press.context is not None and press.context.trace_id != incident_trace  # its own trace
+    [link] = press.links
+    assert link.context.trace_id == incident_trace and link.context.span_id in sends  # → the question's send
+    assert (press.attributes or {})["agentic.decision"] == "approved"
+    updates = [
+        s
+        for s in _by_name(done, "HandleUpdate:decide")
+        if any(lk.context.trace_id == press.context.trace_id for lk in s.links)
+    ]
+    assert updates, "the approval's update span links to the press"
+
+
 def _workflows() -> list[type]:
     from workflows.approval import ApprovalWorkflow
     from workflows.incident import IncidentWorkflow
@@ -317,3 +380,51 @@ async def test_a_collector_that_is_down_slows_nothing(monkeypatch: pytest.Monkey
     elapsed = time.perf_counter() - started
     await asyncio.to_thread(provider.shutdown)
     assert elapsed < 1.0, f"500 spans took {elapsed:.2f}s with the collector down"
+
+
+async def test_wave_6_checks_find_the_metrics_in_prometheus_and_a_complete_trace_in_tempo() -> None:
+    """The rollout's wave 6 checks against Prometheus' and Tempo's HTTP APIs (their JSON, served by
+    an httpx mock transport): passes with the series and one connected trace; says what is missing."""
+    import base64
+
+    from activities.rollout.telemetry_checks import TelemetryChecks
+    from agentic_core.rollout import Check, CheckInput
+
+    def b64(hex_id: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+    spans_ok = [
+        {"spanId": b64("01" * 8), "name": "POST /alerts"},
+        {"spanId": b64("02" * 8), "parentSpanId": b64("01" * 8), "name": "RunWorkflow:IncidentWorkflow"},
+        {"spanId": b64("03" * 8), "parentSpanId": b64("02" * 8), "name": "RunActivity:incident.propose"},
+    ]
+    orphaned = [*spans_ok[:2], {"spanId": b64("04" * 8), "parentSpanId": b64("09" * 8), "name": "x"}]
+    have = {"agentic_alerts_received_total"}
+    traces = {"t-orphan": orphaned, "t-ok": spans_ok}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/query":
+            name = request.url.params["query"].removeprefix("count(").removesuffix(")")
+            result = [{"metric": {}, "value": [0, "1"]}] if name in have else []
+            return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": result}})
+        if request.url.path == "/api/search":
+            assert request.url.params["tags"] == "service.name=agentic-intake"
+            return httpx.Response(200, json={"traces": [{"traceID": t} for t in traces]})
+        tid = request.url.path.removeprefix("/api/traces/")
+        return httpx.Response(200, json={"batches": [{"scopeSpans": [{"spans": traces[tid]}]}]})
+
+    checks = TelemetryChecks(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    metrics_check = Check(
+        name="platform_metrics_scraped",
+        params={"url": "http://prom", "series": ["agentic_alerts_received_total", "agentic_decisions_total"]},
+    )
+    res = await checks.check_platform_metrics(CheckInput(wave=6, check=metrics_check))
+    assert not res.passed and res.detail == "no series for agentic_decisions_total"
+    have.add("agentic_decisions_total")
+    assert (await checks.check_platform_metrics(CheckInput(wave=6, check=metrics_check))).passed
+    trace_check = Check(name="trace_complete", params={"url": "http://tempo"})
+    res = await checks.check_trace(CheckInput(wave=6, check=trace_check))
+    assert res.passed and res.detail.startswith("trace t-ok: 3 spans"), res
+    del traces["t-ok"]
+    res = await checks.check_trace(CheckInput(wave=6, check=trace_check))
+    assert not res.passed and "none of 1 recent agentic-intake traces is complete" in res.detail
