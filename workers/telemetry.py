@@ -113,3 +113,28 @@ async def metrics_endpoint(_request: Request) -> Response:
     from starlette.responses import Response
 
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+class ToolCallMetrics:
+    """An MCP server middleware (the `mcp` SDK's `ServerMiddleware`): counts the `tools/call`
+    requests this server answers, by outcome (ok, error: the tool said so, failed: it raised)."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if getattr(ctx, "method", None) != "tools/call":
+            return await call_next(ctx)
+        from activities.telemetry import metrics
+
+        outcome = "failed"
+        try:
+            result = await call_next(ctx)
+            is_error = getattr(result, "is_error", None)
+            if is_error is None and isinstance(result, dict):
+                is_error = result.get("isError")
+            outcome = "error" if is_error is True else "ok"
+            return result
+        finally:
+            with metrics.safely():
+                metrics.MCP_SERVER_CALLS.labels(metrics.label(self.server), outcome).inc()

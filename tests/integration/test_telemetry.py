@@ -249,6 +249,8 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
     assert received and received[0] >= 2
     calls = [s for s in families["agentic_model_calls"].samples if s.labels == {"pool": "planner", "outcome": "ok"}]
     assert calls and calls[0].value >= 1
+    served = [s for s in families["agentic_mcp_server_tool_calls"].samples if s.labels.get("outcome") == "ok"]
+    assert served and served[0].value >= 2  # the MCP server's own count (same process here)
     # nothing secret in any span of the trace, though the prompt and the answer carried them
     everything = "\n".join(_text(s) for s in done)
     assert "[SECRET_" in _text(chat)

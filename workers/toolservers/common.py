@@ -223,7 +223,17 @@ def new_server(
             "auth": AuthSettings(issuer_url=issuer_url, resource_server_url=None),  # type: ignore[arg-type]
             "token_verifier": StaticTokenVerifier(token),
         }
-    server: MCPServer = MCPServer(name, title=title, instructions=instructions, tools=tools, log_level="INFO", **auth)
+    from workers.telemetry import ToolCallMetrics
+
+    server: MCPServer = MCPServer(
+        name,
+        title=title,
+        instructions=instructions,
+        tools=tools,
+        log_level="INFO",
+        middleware=[ToolCallMetrics(name)],  # agentic_mcp_server_tool_calls_total (docs/observability.md)
+        **auth,
+    )
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok", **health()})
