@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,30 @@ _CONTENT_MAX_CHARS = 4000
 # --------------------------------------------------------------------------- redaction
 
 
+_CLEAN_MAX = 8192
+_clean_seen: OrderedDict[str, None] = OrderedDict()  # strings known to hold nothing to redact
+_clean_lock = threading.Lock()
+
+
+def _clean_text(text: str) -> str:
+    """`text` redacted. A trace repeats the same ids and names on many spans, so strings that held
+    nothing to redact are remembered (bounded); a string that held a secret is never kept."""
+    with _clean_lock:
+        if text in _clean_seen:
+            _clean_seen.move_to_end(text)
+            return text
+    out = Redactor().redact(text)
+    if out == text and len(text) <= 512:
+        with _clean_lock:
+            _clean_seen[text] = None
+            if len(_clean_seen) > _CLEAN_MAX:
+                _clean_seen.popitem(last=False)
+    return out
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return Redactor().redact(value) if value else value
+        return _clean_text(value) if value else value
     if isinstance(value, (list, tuple)):
         return tuple(_clean(v) for v in value)
     return value

@@ -373,6 +373,7 @@ async def test_otlp_http_export_reaches_a_receiver_redacted(monkeypatch: pytest.
 
 async def test_a_collector_that_is_down_slows_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500")  # ms: the shutdown below gives up soon
     provider = tracing.build_provider("agentic-down-test")
     tracer = provider.get_tracer("t")
     started = time.perf_counter()

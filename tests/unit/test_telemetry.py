@@ -62,6 +62,9 @@ def test_every_attribute_event_link_and_status_of_every_span_is_redacted(monkeyp
     assert second.attributes is not None and second.attributes["n"] == 3  # numbers untouched
     assert "[SECRET_1]" in str(second.attributes["db.statement"]) and "[EMAIL_1]" in text
     assert second.links[0].context == ctx  # the link still points at its span
+    # strings that held nothing are remembered to spare the work on later spans; secrets never are
+    assert "first" in tracing._clean_seen
+    assert not any(secret in seen for seen in tracing._clean_seen for secret in SECRETS.values())
 
 
 def test_the_model_span_follows_the_genai_conventions_and_carries_no_content_by_default() -> None:
