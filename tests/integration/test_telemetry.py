@@ -192,6 +192,8 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
         resolved = webhook(doc["receiver"], status="resolved", alerts=[alert(status="resolved")])
         assert (await post(http, "/alerts", resolved)).status_code == 202
         final = await asyncio.wait_for(handle.result(), 60)
+        assert (await post(http, "/alerts", doc, token="wrong")).status_code == 401
+        assert (await post(http, "/events", content=b"{", token=None)).status_code == 401
         metrics_text = (await http.get("/metrics")).text
     assert IncidentState.model_validate(final).status == IncidentStatus.RESOLVED
     assert len(mcp.calls) >= 1
@@ -199,7 +201,7 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
 
     done = spans.get_finished_spans()
     posts = [s for s in _by_name(done, "POST /alerts") if s.context is not None]
-    assert len(posts) == 2  # the firing group, then its resolution
+    assert [(s.attributes or {}).get("http.response.status_code") for s in posts] == [202, 202, 401]
     tid = posts[0].context.trace_id  # type: ignore[union-attr]
     if DEBUG:
         from workers.trace_view import Trace, waterfall
@@ -247,6 +249,12 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
     families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
     received = [s.value for s in families["agentic_alerts_received"].samples if s.labels.get("endpoint") == "alerts"]
     assert received and received[0] >= 2
+    refused = {
+        (s.labels["endpoint"], s.labels["reason"]): s.value
+        for s in families["agentic_alerts_rejected"].samples
+        if s.name.endswith("_total")
+    }
+    assert refused[("alerts", "unauthorized")] >= 1 and refused[("events", "unauthorized")] >= 1
     calls = [s for s in families["agentic_model_calls"].samples if s.labels == {"pool": "planner", "outcome": "ok"}]
     assert calls and calls[0].value >= 1
     served = [s for s in families["agentic_mcp_server_tool_calls"].samples if s.labels.get("outcome") == "ok"]
