@@ -46,6 +46,9 @@ CHECK_ACTIVITIES: dict[str, str] = {
     "guardrail_events_logged": "rollout.check_guardrail_events",
     # the gateway (activities/rollout/gateway_check.py)
     "gateway_authenticates": "rollout.check_gateway",
+    # the platform's own telemetry, wave 6 (activities/rollout/telemetry_checks.py)
+    "platform_metrics_scraped": "rollout.check_platform_metrics",
+    "trace_complete": "rollout.check_trace",
 }
 # checks that may run for minutes (they heartbeat)
 LONG_CHECKS = frozenset(

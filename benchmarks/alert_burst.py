@@ -382,6 +382,8 @@ def stack_env(data: Path, kubeconfig: Path, extra: list[str]) -> dict[str, str]:
         AGENTIC_INTAKE_PORT=str(free_port()),
         AGENTIC_MCP_INFRA_PORT=str(free_port()),
         AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
+        AGENTIC_WORKER_METRICS_PORT=str(free_port()),
+        AGENTIC_WORKER_TEMPORAL_METRICS_PORT=str(free_port()),
         AGENTIC_KUBECONFIG=str(kubeconfig),
     )
     return env
@@ -899,6 +901,7 @@ async def run(args: argparse.Namespace) -> Results:
             kubeconfig = write_kubeconfig(tmp / "kubeconfig.yaml", str(srv.url))
             data = tmp / "data"
             env = stack_env(data, kubeconfig, args.env)
+            env["AGENTIC_TELEMETRY_ENABLED"] = "true" if args.telemetry == "on" else "false"
             sampler = MemorySampler(data)
             t_up = time.perf_counter()
             try:  # `agentic down` in every case: an interrupted start may have left a supervisor behind
@@ -1099,6 +1102,13 @@ def main() -> None:
         default=[],
         metavar="AGENTIC_NAME=VALUE",
         help="a stack setting (repeatable), e.g. AGENTIC_EMBED_THREADS=1 (ports and data dir stay the benchmark's)",
+    )
+    ap.add_argument(
+        "--telemetry",
+        choices=("on", "off"),
+        default="on",
+        help="traces (span files) and the worker's metrics ports on or off (AGENTIC_TELEMETRY_ENABLED): "
+        "run both to see what telemetry costs (docs/observability.md)",
     )
     ap.add_argument("--dump", default=None, help="write every incident's timings (JSON) to this file")
     ap.add_argument("--keep-logs", default=None, help="copy the stack's logs here before the data dir goes")

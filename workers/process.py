@@ -112,6 +112,9 @@ def run_service(
         install_log_redaction()  # secrets never reach the log, whoever logs them
         for noisy in quiet:
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        from workers import telemetry
+
+        telemetry.setup(f"agentic-{name}", settings)  # traces (docs/observability.md)
 
         async def _main() -> None:
             stop = asyncio.Event()
@@ -128,6 +131,9 @@ def run_service(
         log.exception("%s failed", name)
         print(f"error: {name} failed: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         code = 1
+    from workers import telemetry
+
+    telemetry.shutdown()  # the spans still queued, bounded
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # sdk-python issue 300: no crash at interpreter exit

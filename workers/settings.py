@@ -391,6 +391,21 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="below the threshold, how long a route waits for the planner model"
     )
 
+    # --- Telemetry (docs/observability.md; OpenTelemetry's own OTEL_* variables too) ---------
+    telemetry_enabled: bool = Field(
+        default=True, description="traces and the worker's metrics ports (false: neither; /metrics routes stay)"
+    )
+    worker_metrics_port: int = Field(
+        default=8098, ge=0, le=65535, description="the worker's platform metrics (GET /metrics; 0: off)"
+    )
+    worker_temporal_metrics_port: int = Field(
+        default=8099, ge=0, le=65535, description="the worker's Temporal SDK metrics (GET /metrics; 0: off)"
+    )
+    traces_local: bool = Field(
+        default=True, description="keep spans in DATA_DIR/traces (read by `agentic incidents trace`)"
+    )
+    trace_content: bool = Field(default=False, description="put model messages (redacted) on model spans")
+
     # --- Process ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python log level")
 

@@ -7,6 +7,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecution
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from agentic_core import search_attributes
@@ -15,10 +16,19 @@ from workers.settings import Settings
 from workers.stack.env import platform_settings
 
 
-async def connect(target: str, namespace: str = "default") -> Client:
-    """A client with the pydantic data converter, or one clear error."""
+async def connect(target: str, namespace: str = "default", *, runtime: Runtime | None = None) -> Client:
+    """A client with the pydantic data converter (and the tracing interceptor when this process
+    traces, `workers.telemetry`; `runtime`: the worker's, with the SDK's metrics), or one clear error."""
+    from workers.telemetry import client_interceptors
+
     try:
-        return await Client.connect(target, namespace=namespace, data_converter=pydantic_data_converter)
+        return await Client.connect(
+            target,
+            namespace=namespace,
+            data_converter=pydantic_data_converter,
+            interceptors=client_interceptors(),
+            runtime=runtime,
+        )
     except Exception as exc:  # the SDK raises RuntimeError with a long gRPC text
         raise AgenticError(
             f"cannot reach Temporal at {target}: is the platform running? "

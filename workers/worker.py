@@ -114,7 +114,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
-        client = await connect(settings.temporal_target, settings.temporal_namespace)
+        # telemetry (docs/observability.md): the SDK's metrics through the runtime, ours on a port
+        from workers import telemetry
+
+        runtime = telemetry.temporal_runtime(settings)
+        client = await connect(settings.temporal_target, settings.temporal_namespace, runtime=runtime)
+        metrics_url = telemetry.serve_metrics(settings)
+        if metrics_url:
+            log.info("metrics at %s", metrics_url)
         pool = await create_pool(settings.postgres_target(), max_size=settings.postgres_pool_max)
         stack.push_async_callback(pool.close)
         ledger = Ledger(pool)

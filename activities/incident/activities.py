@@ -29,6 +29,7 @@ from temporalio import activity
 
 from activities.incident.notifier import Notifier
 from activities.ledger.errors import ledger_errors
+from activities.telemetry import incident as telemetry
 from agentic_core import policy
 from agentic_core.agents import GuardrailEvent
 from agentic_core.alerts import Alert, AlertGroup
@@ -137,6 +138,7 @@ class IncidentActivities:
                 title=result.title,
             )
             await self._record_alerts(inp.incident_id, group.alerts)
+        telemetry.triaged(inp.incident_id, result)
         return result
 
     @activity.defn(name="incident.stage")
@@ -191,7 +193,9 @@ class IncidentActivities:
                 )
             )
         decisions = await self.kb.search_decisions(inp.text, limit=inp.limit) if inp.text.strip() else []
-        return RecallResult(runbooks=runbooks, decisions=decisions)
+        recalled = RecallResult(runbooks=runbooks, decisions=decisions)
+        telemetry.recalled(inp.incident_id, recalled)
+        return recalled
 
     # -- propose -----------------------------------------------------------------------------
 
@@ -205,6 +209,7 @@ class IncidentActivities:
         result = await self.planner.propose(inp, rejected)
         if rejected and self.ledger is not None:
             await self._record_rejected(inp, rejected, result)
+        telemetry.proposed(inp.incident_id, result.proposal.runbook_id, result)
         return result
 
     async def _record_rejected(
@@ -238,8 +243,14 @@ class IncidentActivities:
 
     @activity.defn(name="incident.notify")
     async def notify(self, inp: NotifyInput) -> NotifyResult:
-        async with ledger_errors("incident.notify"):
-            return await self.notifier.notify(inp, key=_activity_key())
+        try:
+            async with ledger_errors("incident.notify"):
+                result = await self.notifier.notify(inp, key=_activity_key())
+        except BaseException:
+            telemetry.notified(inp, "error")
+            raise
+        telemetry.notified(inp, "ok")
+        return result
 
     # -- record ------------------------------------------------------------------------------
 
@@ -321,6 +332,7 @@ class IncidentActivities:
                 )
             )
             indexed = True
+        telemetry.recorded(state, choice)
         return RecordResult(decision_indexed=indexed, learned_runbook_id=learned.id if learned is not None else None)
 
     async def _record_proposal(self, state: IncidentState, since: datetime | None) -> int | None:

@@ -37,6 +37,7 @@ import httpx
 import litellm
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from activities.telemetry import metrics, tracing
 from agentic_core.models import InferenceMode
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
@@ -289,20 +290,38 @@ class InferenceRouter:
 
     # --- calls ---------------------------------------------------------------------------
     async def _acompletion(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
-        try:
-            return await self._router.acompletion(
-                model=g.name,
-                messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
-                num_retries=0,
-                timeout=g.timeout_s,
-                **kwargs,
-            )
-        except _UNAVAILABLE as exc:
-            raise InferenceUnavailable(
-                f"{g.name}: {g.model} at {g.api_base or 'provider'} unavailable: {_short(str(exc))}"
-            ) from exc
-        except Exception as exc:
-            raise InferenceError(f"{g.name}: {g.model} refused the request: {_short(str(exc))}") from exc
+        # telemetry (docs/observability.md): one gen_ai span and the pool's metrics per call
+        started = time.perf_counter()
+        outcome = "error"
+        with tracing.model_span(g.name, g.model, messages, kwargs) as span:
+            try:
+                resp = await self._router.acompletion(
+                    model=g.name,
+                    messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
+                    num_retries=0,
+                    timeout=g.timeout_s,
+                    **kwargs,
+                )
+                outcome = "ok"
+            except _UNAVAILABLE as exc:
+                outcome = "unavailable"
+                tracing.set_error(span, exc)
+                raise InferenceUnavailable(
+                    f"{g.name}: {g.model} at {g.api_base or 'provider'} unavailable: {_short(str(exc))}"
+                ) from exc
+            except Exception as exc:
+                tracing.set_error(span, exc)
+                raise InferenceError(f"{g.name}: {g.model} refused the request: {_short(str(exc))}") from exc
+            finally:
+                with metrics.safely():
+                    metrics.MODEL_CALLS.labels(g.name, outcome).inc()
+                    metrics.MODEL_LATENCY.labels(g.name).observe(time.perf_counter() - started)
+            input_tokens, output_tokens = self._usage(resp)
+            tracing.record_response(span, resp, input_tokens, output_tokens)
+            with metrics.safely():
+                metrics.MODEL_TOKENS.labels(g.name, "input").inc(input_tokens)
+                metrics.MODEL_TOKENS.labels(g.name, "output").inc(output_tokens)
+            return resp
 
     @staticmethod
     def _choice(g: GroupConfig, resp: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict
 
 from activities.ledger.base import LedgerBase
+from activities.telemetry import metrics
 from agentic_core.agents import GuardrailEvent, GuardrailKind
 
 GUARDRAIL_KINDS: tuple[str, ...] = get_args(GuardrailKind)
@@ -64,6 +65,9 @@ class GuardrailStore(LedgerBase):
                 _cut(event.detail, MAX_DETAIL_CHARS),
             )
             created = row is not None
+            if created:
+                with metrics.safely():
+                    metrics.GUARDRAIL_EVENTS.labels(metrics.label(event.kind)).inc()
             if row is None:
                 row = await conn.fetchrow(
                     "SELECT * FROM guardrail_events WHERE key = $1", _cut(event.key, MAX_FIELD_CHARS)

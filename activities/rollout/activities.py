@@ -49,6 +49,7 @@ from activities.rollout.gateway_check import check_gateway
 from activities.rollout.pods import pinned as _pinned
 from activities.rollout.pods import ready as _ready
 from activities.rollout.probes import PostgresProbe, QdrantHttpProbe, StoreProbe
+from activities.rollout.telemetry_checks import TelemetryChecks
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -165,6 +166,7 @@ class RolloutActivities:
             self.check_persistence,
             check_gateway,
             *self.agents.all(),
+            *TelemetryChecks(self.http).all(),
         ]
 
     # -- plan, apply, rollback --------------------------------------------------------------------

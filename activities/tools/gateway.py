@@ -94,6 +94,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.ledger.db import ConflictError, LedgerUnavailable
+from activities.telemetry import metrics
 from activities.tools import (
     ERR_CONFLICT,
     ERR_REFUSED,
@@ -314,7 +315,16 @@ class ToolActivities:
         return f"it may belong to an MCP server that is down ({listed})"
 
     async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
-        return await self._mcp.call_tool(tool.spec.server, tool.url, tool.spec.name, arguments)
+        # telemetry: the call's outcome and latency by server (the mcp SDK makes the span)
+        started, outcome = time.perf_counter(), "unreachable"
+        try:
+            result = await self._mcp.call_tool(tool.spec.server, tool.url, tool.spec.name, arguments)
+            outcome = "error" if result.is_error else "ok"
+            return result
+        finally:
+            with metrics.safely():
+                metrics.TOOL_CALLS.labels(metrics.label(tool.spec.server), outcome).inc()
+                metrics.TOOL_LATENCY.labels(metrics.label(tool.spec.server)).observe(time.perf_counter() - started)
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -524,6 +534,8 @@ class ToolActivities:
             )
         else:
             row = await self._finish(key, "succeeded", record, None)
+        with metrics.safely():
+            metrics.ACTIONS.labels(metrics.label(inp.agent), row.status).inc()
         return _recorded(row, already_ran=row.status != ("failed" if result.is_error else "succeeded"))
 
     @activity.defn(name=ACTIVITY_TOOL_CALL)

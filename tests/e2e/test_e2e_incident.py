@@ -81,6 +81,7 @@ class World:
     tmp: Path
     token: str  # the intake's bearer token
     metrics: MetricsSource  # what Prometheus scrapes: the demo deployments' health gauges
+    prometheus: int = 0  # its port (it scrapes the platform's /metrics too)
 
 
 async def diagnose(world: World, incident_id: str) -> str:
@@ -108,7 +109,9 @@ async def world() -> AsyncIterator[World]:
             intake = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}/alerts"
             with MetricsSource() as metrics:
                 metrics.values[(NS, "sonarr")] = 1
-                with alerting_stack(tmp / "prom", metrics.port, intake, token) as ports:
+                with alerting_stack(
+                    tmp / "prom", metrics.port, intake, token, extra_scrape_configs=_platform_scrape(env)
+                ) as ports:
                     env.update(
                         AGENTIC_KUBECONFIG=str(kubeconfig),
                         AGENTIC_APPROVERS="alice,bob",
@@ -126,7 +129,15 @@ async def world() -> AsyncIterator[World]:
                         (rb / "investigate.md").write_text(EVIDENCE_RUNBOOK)
                         rc, out, err = await agentic(env, "runbooks", "import", str(rb))
                         assert rc == 0 and "2 added" in out, out + err
-                        yield World(k=k, env=env, data=data, tmp=tmp, token=token, metrics=metrics)
+                        yield World(
+                            k=k,
+                            env=env,
+                            data=data,
+                            tmp=tmp,
+                            token=token,
+                            metrics=metrics,
+                            prometheus=ports["prometheus"],
+                        )
                     finally:
                         await agentic(env, "down", limit=120)
 
@@ -194,6 +205,83 @@ async def test_prometheus_alert_to_verified_outcome(world: World) -> None:
         5,
     )
     assert any(h.payload.get("incident_id") == inc for h in hits), hits
+    await _telemetry_of(world, inc)
+
+
+def _platform_scrape(env: dict[str, str]) -> str:
+    """The platform's metrics endpoints as a Prometheus scrape job (docs/observability.md)."""
+    ports = [
+        env[f"AGENTIC_{name}_PORT"]
+        for name in ("INTAKE", "WORKER_METRICS", "WORKER_TEMPORAL_METRICS", "MCP_INFRA", "MCP_KNOWLEDGE", "MCP_METRICS")
+    ]
+    targets = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
+    return f"""  - job_name: agentic
+    static_configs:
+      - targets: [{targets}]
+"""
+
+
+async def _telemetry_of(world: World, inc: str) -> None:
+    """Telemetry of the incident just verified (issue 16): `agentic status` lists every part's
+    metrics, the real Prometheus scrapes them all and holds the incident's series, and the
+    incident is one connected trace from the intake's POST to the MCP tool, across processes."""
+    import httpx
+
+    rc, out, err = await agentic(world.env, "status", "--json")
+    listed = {p["name"]: p["metrics"].split() for p in json.loads(out)["parts"] if p["metrics"]}
+    assert {"intake", "worker", "mcp", "mcp-knowledge", "mcp-metrics"} <= set(listed), listed
+    assert len(listed["worker"]) == 2, listed  # the platform's and the Temporal SDK's
+    prom = f"http://127.0.0.1:{world.prometheus}/api/v1/query"
+
+    async def query(q: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return (await http.get(prom, params={"query": q})).json()["data"]["result"]
+
+    async def scraped() -> list[dict[str, Any]] | None:
+        rows = await query('agentic_decisions_total{job="agentic",decision="approved"}')
+        return rows or None
+
+    await eventually(scraped, 60, "Prometheus scraping the worker's agentic_decisions_total")
+    up = await query('up{job="agentic"}')
+    assert len(up) == 6 and all(r["value"][1] == "1" for r in up), up
+    for series in (
+        'agentic_alerts_received_total{endpoint="alerts"}',
+        "agentic_incidents_opened_total",
+        'agentic_model_calls_total{pool="planner"}',
+        'agentic_tool_calls_total{outcome="ok"}',
+        "agentic_approval_wait_seconds_count",
+        "agentic_incident_time_to_first_notification_seconds_count",
+    ):
+        assert await query(f"sum({series}) > 0"), series
+    assert await query('count({job="agentic", __name__=~"temporal_.+"}) > 0'), "the Temporal SDK's metrics"
+
+    async def one_trace() -> dict[str, Any] | None:
+        rc, out, _ = await agentic(world.env, "incidents", "trace", inc, "--json")
+        if rc != 0:
+            return None
+        [tr] = json.loads(out)
+        names = {s["name"] for s in tr["spans"]}
+        return tr if {"RunActivity:incident.record", "tools/call rollout_restart"} <= names else None
+
+    tr = await eventually(one_trace, 30, "the incident's trace in the span files")
+    spans = tr["spans"]
+    names = {s["name"] for s in spans}
+    for expected in (
+        "POST /alerts",
+        "SignalWithStartWorkflow:IncidentWorkflow",
+        "RunWorkflow:IncidentWorkflow",
+        "RunActivity:incident.propose",
+        "RunActivity:tools.execute",
+        "MCP send tools/call rollout_restart",
+    ):
+        assert expected in names, (expected, sorted(names))
+    assert any(s["attributes"].get("gen_ai.operation.name") == "chat" for s in spans), sorted(names)
+    ids = {s["span_id"] for s in spans}
+    assert [s["name"] for s in spans if not s["parent_id"]] == ["POST /alerts"]
+    assert [s["name"] for s in spans if s["parent_id"] and s["parent_id"] not in ids] == []
+    assert {"agentic-intake", "agentic-worker", "agentic-mcp-infra"} <= {s["service"] for s in spans}
+    rc, out, err = await agentic(world.env, "incidents", "trace", inc)
+    assert rc == 0 and "RunWorkflow:IncidentWorkflow" in out and "ms" in out, out + err
 
 
 async def test_the_diagnosis_shows_the_evidence_gathered_from_the_cluster_and_prometheus(world: World) -> None:

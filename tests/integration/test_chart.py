@@ -7,6 +7,7 @@ that ship inside the `kubernetes-validate` package.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -618,3 +619,57 @@ def test_coding_server_is_off_by_default_and_reaches_nothing_outside_the_cluster
     local = render("default", ("mcp.servers.coding.enabled=true",))
     assert ("Deployment", "mcp-coding") in {(d["kind"], d["metadata"]["name"]) for d in local}
     assert not any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-mcp-coding-egress" for d in local)
+
+
+def test_wave_6_scrapes_every_platform_process_and_ships_the_dashboard() -> None:
+    """Telemetry (docs/observability.md): ServiceMonitors for the agents' and the tools' /metrics
+    and the worker's two metrics ports, and the Grafana dashboard (sidecar label) whose queries use
+    only the platform's metrics (activities/telemetry/metrics.py) and Temporal's."""
+    from activities.telemetry import metrics as platform_metrics
+
+    docs = render(
+        "default",
+        (
+            "observability.serviceMonitors.enabled=true",
+            "observability.dashboards.enabled=true",
+            "observability.tracing.otlpEndpoint=http://tempo.monitoring:4318",
+            "rollout.waves={6}",
+        ),
+    )
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceMonitor"}
+    agents, tools = monitors["agentic-agents"]["spec"], monitors["agentic-tools"]["spec"]
+    assert agents["namespaceSelector"]["matchNames"] == ["ai-agents"]
+    assert [(e["port"], e["path"]) for e in agents["endpoints"]] == [
+        ("http", "/metrics"),
+        ("metrics", "/metrics"),
+        ("temporal-metrics", "/metrics"),
+    ]
+    assert tools["namespaceSelector"]["matchNames"] == ["ai-tools"] and tools["endpoints"][0]["port"] == "http"
+    [svc] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "worker-metrics"]
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("metrics", 8098), ("temporal-metrics", 8099)]
+    assert svc["spec"]["selector"]["app.kubernetes.io/name"] == "worker"
+    [dash] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-platform-dashboard"]
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dash["data"]["agentic-platform.json"])
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    known = {
+        m._name + suffix  # type: ignore[attr-defined]
+        for m in vars(platform_metrics).values()
+        if hasattr(m, "_name") and hasattr(m, "_type")
+        for suffix in ("_total", "_bucket", "")
+    }
+    used = {n for e in exprs for n in re.findall(r"\b(agentic_[a-z_]+)\b", e)}
+    assert used and used <= known, used - known
+    cm = next(
+        d
+        for d in render("default", ("observability.tracing.otlpEndpoint=http://tempo.monitoring:4318",))
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config"
+    )
+    assert cm["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tempo.monitoring:4318"
+    assert cm["data"]["AGENTIC_TRACES_LOCAL"] == "false"
+    assert (
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+        not in next(
+            d for d in render("default") if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config"
+        )["data"]
+    )

@@ -77,6 +77,8 @@ def stack_env(data: Path) -> dict[str, str]:
         AGENTIC_MCP_METRICS_PORT=str(free_port()),
         AGENTIC_BOT_PORT=str(free_port()),
         AGENTIC_GATEWAY_PORT=str(free_port()),
+        AGENTIC_WORKER_METRICS_PORT=str(free_port()),
+        AGENTIC_WORKER_TEMPORAL_METRICS_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env

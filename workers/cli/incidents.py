@@ -79,3 +79,27 @@ def incidents_show(
         console.print(f"  action[{a.index}] {a.tool}: {a.status} {a.error or a.output[:120]}", highlight=False)
     if st.outcome:
         console.print(f"outcome: {st.outcome.outcome} {st.outcome.detail}")
+
+
+@app.command("trace")
+def incidents_trace(
+    incident_id: Annotated[str, typer.Argument(help="incident id (inc-…)")],
+    show_all: Annotated[bool, typer.Option("--all", help="every occurrence's trace, not only the newest")] = False,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The incident's trace as a waterfall: every span from the intake's POST to the record, from
+    the embedded stack's span files (DATA_DIR/traces; docs/observability.md)."""
+    from workers.errors import AgenticError
+    from workers.trace_view import incident_traces, waterfall
+
+    traces = incident_traces(_settings(data_dir).data_path / "traces", incident_id)
+    if not traces:
+        raise AgenticError(f"no trace names incident {incident_id} (yet: spans are written within a second)")
+    chosen = traces if show_all else traces[-1:]
+    if as_json:
+        print(json.dumps([{"trace_id": t.trace_id, "spans": t.spans} for t in chosen], indent=2))
+        return
+    print("   start ms    dur ms")  # plain lines: a waterfall must not wrap at the terminal's width
+    for tr in chosen:
+        print("\n".join(waterfall(tr)))

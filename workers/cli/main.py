@@ -189,6 +189,9 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
                 mark = "[bold red]down[/]"
             table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
         console.print(table)
+        endpoints = [(p.name, url) for p in parts if p.healthy is not None for url in p.metrics.split()]
+        if endpoints:  # docs/observability.md
+            console.print("metrics: " + ", ".join(f"{name} {url}" for name, url in endpoints), soft_wrap=True)
     raise typer.Exit(0 if healthy else 1)
 
 

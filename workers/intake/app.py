@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.telemetry import metrics, tracing
 from agentic_core.alerts import (
     AmWebhook,
     GenericEvent,
@@ -31,6 +32,7 @@ from workers.intake.errors import (
     _schema_error,
 )
 from workers.settings import Settings
+from workers.telemetry import metrics_endpoint
 
 log = logging.getLogger("agentic.intake")
 access_log = logging.getLogger("agentic.intake.access")
@@ -52,12 +54,23 @@ def _guarded(
 
     async def endpoint(request: Request) -> Response:
         intake: Intake = request.app.state.intake
+        if request.method == "POST":
+            attrs = {"http.request.method": "POST", "url.path": request.url.path}
+            with tracing.server_span(f"POST {request.url.path}", attrs) as span:
+                response = await _answer(intake, request)
+                span.set_attribute("http.response.status_code", response.status_code)
+                return response
+        return await _answer(intake, request)
+
+    async def _answer(intake: Intake, request: Request) -> Response:
         try:
             return await handler(intake, request)
         except TemporalUnavailable as exc:
             log.warning("%s %s: 503: %s", request.method, request.url.path, exc.message)
+            _rejected(request, 503)
             return exc.response()
         except IntakeError as exc:
+            _rejected(request, exc.status)
             log.log(
                 logging.WARNING if exc.status == 401 else logging.INFO,
                 "%s %s: %d: %s",
@@ -69,9 +82,28 @@ def _guarded(
             return exc.response()
         except Exception:
             log.exception("%s %s: unexpected error (answered 503)", request.method, request.url.path)
+            _rejected(request, 503)
             return TemporalUnavailable("the intake failed unexpectedly; retry later").response()
 
     return endpoint
+
+
+_REJECT_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    408: "timeout",
+    413: "too_large",
+    415: "not_json",
+    422: "invalid",
+    503: "unavailable",
+}
+
+
+def _rejected(request: Request, status: int) -> None:
+    """Count a refused POST by endpoint and reason (bounded labels; GET routes are not alerts)."""
+    if request.method == "POST":
+        endpoint = request.url.path.strip("/") or "root"
+        metrics.ALERTS_REJECTED.labels(endpoint, _REJECT_REASONS.get(status, "other")).inc()
 
 
 async def _post_alerts(intake: Intake, request: Request) -> Response:
@@ -85,6 +117,7 @@ async def _post_alerts(intake: Intake, request: Request) -> Response:
         raise _schema_error("Alertmanager webhook", exc) from None
     group, secrets = intake.protect(group_from_webhook(hook))
     [delivery] = await intake.deliver_all([group])
+    metrics.ALERTS_RECEIVED.labels("alerts").inc(len(group.alerts))
     log.info(
         "alerts: receiver %s, %s, %d alert(s) → incident %s%s%s",
         group.receiver,
@@ -115,6 +148,7 @@ async def _post_events(intake: Intake, request: Request) -> Response:
         raise _schema_error("event" if isinstance(doc, dict) else "events", exc) from None
     protected = [intake.protect(group_from_event(ev)) for ev in events]
     deliveries = await intake.deliver_all([g for g, _n in protected])
+    metrics.ALERTS_RECEIVED.labels("events").inc(len(events))
     log.info(
         "events: %d event(s) from %s → incident(s) %s%s",
         len(events),
@@ -142,6 +176,7 @@ async def _index(intake: Intake, request: Request) -> Response:
                 "POST /alerts": "Alertmanager webhook (version 4): one alert group → one IncidentWorkflow",
                 "POST /events": f"generic event, or a list of up to {MAX_EVENTS}: each its own incident",
                 "GET /healthz": "200 when Temporal is reachable, else 503",
+                "GET /metrics": "Prometheus metrics",
             },
             "max_body_bytes": intake.settings.intake_max_body,
         }
@@ -204,6 +239,7 @@ def create_app(client_factory: ClientFactory, settings: Settings) -> Starlette:
             Route("/events", _guarded(_post_events), methods=["POST"]),
             Route("/healthz", _guarded(_healthz), methods=["GET"]),
             Route("/", _guarded(_index), methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),  # Prometheus (docs/observability.md)
         ],
         exception_handlers={HTTPException: _http_error},
     )

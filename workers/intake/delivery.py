@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.telemetry import tracing
 from agentic_core.alerts import (
     AlertGroup,
     AlertStatus,
@@ -226,7 +227,8 @@ class Intake:
     async def deliver_all(self, groups: list[AlertGroup]) -> list[Delivery]:
         """Deliver every group: one incident's groups in order, different incidents concurrently."""
         if len(groups) == 1:
-            return [await self.deliver(groups[0])]
+            with tracing.incident_span(groups[0].incident_id, own_trace=False):
+                return [await self.deliver(groups[0])]
         by_incident: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             by_incident.setdefault(g.incident_id, []).append(i)
@@ -236,7 +238,8 @@ class Intake:
         async def one_incident(indexes: list[int]) -> None:
             async with gate:
                 for i in indexes:
-                    results[i] = await self.deliver(groups[i])
+                    with tracing.incident_span(groups[i].incident_id, own_trace=True):
+                        results[i] = await self.deliver(groups[i])
 
         outcome = await asyncio.gather(*(one_incident(ix) for ix in by_incident.values()), return_exceptions=True)
         failures = [r for r in outcome if isinstance(r, BaseException)]

@@ -86,6 +86,7 @@ class Part:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     health: Callable[[], Awaitable[tuple[bool, str]]] | None = None
+    metrics: str = ""  # its Prometheus endpoint(s), space-separated (docs/observability.md)
     start_timeout: float = 60.0
     proc: asyncio.subprocess.Process | None = None
     log: Path | None = None
@@ -380,9 +381,18 @@ def worker_part(ctx: PartContext) -> Part:
         argv=[sys.executable, "-m", "workers.worker"],
         env=ctx.env,
         health=lambda: check_worker(target, ns, tq),
+        metrics=worker_metrics(settings),
         start_timeout=180.0,
         log=ctx.logs / "worker.log",
     )
+
+
+def worker_metrics(settings: Settings) -> str:
+    """The worker's two metrics endpoints: the platform's, and the Temporal SDK's (telemetry)."""
+    if not settings.telemetry_enabled:
+        return ""
+    ports = (settings.worker_metrics_port, settings.worker_temporal_metrics_port)
+    return " ".join(f"http://{settings.host}:{port}/metrics" for port in ports if port)
 
 
 def knowledge_part(ctx: PartContext) -> Part:
@@ -412,6 +422,7 @@ def intake_part(ctx: PartContext) -> Part:
         env=ctx.env,
         health=lambda: check_http(intake_health, intake_token),
         log=ctx.logs / "intake.log",
+        metrics=f"http://{host}:{settings.intake_port}/metrics",
     )
 
 
@@ -456,6 +467,7 @@ def bot_part(ctx: PartContext) -> Part:
         env=ctx.env,
         health=lambda: check_http(bot_health, None),
         log=ctx.logs / "bot.log",
+        metrics=f"http://{ctx.host}:{settings.bot_port}/metrics",
     )
 
 
@@ -514,6 +526,7 @@ class McpPartContext:
             env=self.env,
             health=health,
             log=self.logs / f"{name}.log",
+            metrics=health_url.removesuffix("/healthz") + "/metrics",
         )
 
 

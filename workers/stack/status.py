@@ -27,6 +27,7 @@ class PartHealth(BaseModel):
     healthy: bool | None  # None: not applicable (disabled)
     detail: str
     url: str = ""
+    metrics: str = ""  # Prometheus endpoint(s), space-separated
     pid: int | None = None
     restarts: int = 0
     down: bool = False  # down (RestartPolicy.is_down) and not healthy since
@@ -70,6 +71,7 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
             healthy=ok,
             detail=detail,
             url=p.url,
+            metrics=p.metrics,
             pid=pid,
             restarts=restarts,
             down=down,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jsonschema import Draft202012Validator
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -44,6 +45,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.telemetry import tracing
 from agentic_core.incident import (
     QUERY_APPROVAL,
     UPDATE_DECIDE,
@@ -59,6 +61,7 @@ from workers.telegram.commands import GroupCommands
 from workers.telegram.modify import apply_arguments, call_text, parse_assignments
 from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
 from workers.telegram.render import chunks, esc
+from workers.telemetry import metrics_endpoint
 
 if TYPE_CHECKING:
     from activities.ledger.repository import Ledger
@@ -206,7 +209,11 @@ class TelegramBot(GroupCommands):
             return JSONResponse({"ok": True})
 
         return Starlette(
-            routes=[Route("/healthz", healthz, methods=["GET"]), Route(WEBHOOK_PATH, webhook, methods=["POST"])]
+            routes=[
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/metrics", metrics_endpoint, methods=["GET"]),  # Prometheus (docs/observability.md)
+                Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            ]
         )
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -271,12 +278,19 @@ class TelegramBot(GroupCommands):
             return await self._ask_modify(
                 link.approval_id, iid, full_hash, link.plans.get(cb.hash8, []), user_id, who, thread, message_id
             )
-        return await self.decide(
-            link.approval_id,
-            iid,
-            DecideInput(choice=cb.choice, by=f"tg:{user_id}", plan_hash=full_hash, comment=f"Telegram {who}"),
-            who,
-        )
+        attrs = {"agentic.approval_id": link.approval_id, "agentic.decision": cb.choice}
+        if iid:
+            attrs["agentic.incident_id"] = iid
+        # the press's own trace, linked to the incident's (the question's span, kept with the buttons)
+        with tracing.tracer().start_as_current_span(
+            "telegram press", kind=SpanKind.SERVER, links=tracing.links_to(link.trace), attributes=attrs
+        ):
+            return await self.decide(
+                link.approval_id,
+                iid,
+                DecideInput(choice=cb.choice, by=f"tg:{user_id}", plan_hash=full_hash, comment=f"Telegram {who}"),
+                who,
+            )
 
     async def decide(self, approval_id: str, incident_id: str | None, inp: DecideInput, who: str) -> Outcome:
         handle = self.client.get_workflow_handle(approval_id)

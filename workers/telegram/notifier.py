@@ -32,12 +32,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from temporalio.exceptions import ApplicationError
 
+from activities.telemetry import tracing
 from agentic_core.incident import NotifyInput, NotifyKind, NotifyResult
 from agentic_core.models import ToolCall
 from workers.telegram import signing
@@ -96,6 +98,7 @@ class ApprovalLink(BaseModel):
     hashes: dict[str, str] = Field(default_factory=dict)  # hash8 → full plan hash
     plans: dict[str, list[ToolCall]] = Field(default_factory=dict)  # hash8 → plan
     cards: list[str] = Field(default_factory=list)  # refs of the messages that carry its buttons
+    trace: str = ""  # the question's traceparent: the press's span links to the incident's trace
 
 
 def message_ref(chat_id: int, message_id: int) -> str:
@@ -198,12 +201,13 @@ class CardStore:
         self, approval_id: str, incident_id: str | None, plan: list[ToolCall], full_hash: str, card: str
     ) -> None:
         ref = signing.approval_ref(approval_id)
+        trace = tracing.current_traceparent()
 
         def merged(raw: Any) -> Any:  # under the row lock: concurrent links are both kept
             link = (
                 ApprovalLink.model_validate(raw)
                 if raw is not None
-                else ApprovalLink(approval_id=approval_id, incident_id=incident_id)
+                else ApprovalLink(approval_id=approval_id, incident_id=incident_id, trace=trace)
             )
             link.hashes[full_hash[:8]] = full_hash
             link.plans[full_hash[:8]] = list(plan)
@@ -238,10 +242,13 @@ class TelegramNotifier:
             sent = await self.ledger.kv_get(f"tg:sent:{key}")
             if sent:
                 return NotifyResult(message_ref=str(sent))
-        try:
-            ref = await self._deliver(inp, key)
-        except TelegramError as exc:
-            raise telegram_failure(f"telegram {inp.kind.value}", exc) from exc
+        attrs = {"messaging.system": "telegram", "agentic.notify_kind": inp.kind.value}
+        with tracing.tracer().start_as_current_span("telegram send", kind=SpanKind.CLIENT, attributes=attrs) as span:
+            try:
+                ref = await self._deliver(inp, key)
+            except TelegramError as exc:
+                tracing.set_error(span, exc)
+                raise telegram_failure(f"telegram {inp.kind.value}", exc) from exc
         return NotifyResult(message_ref=ref)
 
     async def facts(self, inp: NotifyInput) -> str:

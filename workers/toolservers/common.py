@@ -223,12 +223,25 @@ def new_server(
             "auth": AuthSettings(issuer_url=issuer_url, resource_server_url=None),  # type: ignore[arg-type]
             "token_verifier": StaticTokenVerifier(token),
         }
-    server: MCPServer = MCPServer(name, title=title, instructions=instructions, tools=tools, log_level="INFO", **auth)
+    from workers.telemetry import ToolCallMetrics
+
+    server: MCPServer = MCPServer(
+        name,
+        title=title,
+        instructions=instructions,
+        tools=tools,
+        log_level="INFO",
+        middleware=[ToolCallMetrics(name)],  # agentic_mcp_server_tool_calls_total (docs/observability.md)
+        **auth,
+    )
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok", **health()})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
+    from workers.telemetry import metrics_endpoint
+
+    server.custom_route("/metrics", methods=["GET"])(metrics_endpoint)  # Prometheus (docs/observability.md)
     return server
 
 
@@ -286,8 +299,32 @@ def server_main(name: str, serve: Callable[[], int]) -> int:
     install_log_redaction()
     for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _telemetry(name)
     try:
         return serve()
     except AgenticError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    finally:
+        from workers import telemetry
+
+        telemetry.shutdown()
+
+
+def _telemetry(name: str) -> None:
+    """Traces for this tool server (the mcp SDK makes the spans of the calls it serves), as the
+    platform's settings in the environment say; a server run by hand with no settings traces
+    only when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    from pydantic import ValidationError
+
+    from workers import telemetry
+    from workers.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        log.warning("tracing settings not read (%s): tracing off", exc.errors()[0].get("msg", "invalid"))
+        return
+    if "AGENTIC_DATA_DIR" not in os.environ:
+        settings = settings.model_copy(update={"traces_local": False})  # not part of a stack: no span file
+    telemetry.setup(f"agentic-{name.replace('_', '-')}", settings)

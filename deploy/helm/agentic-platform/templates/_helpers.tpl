@@ -74,6 +74,9 @@ http://mcp-infra.{{ .Values.namespaces.tools }}.svc.cluster.local:{{ .Values.mcp
 {{- $srv := index $.Values.mcp.servers $name | default dict }}
 {{- if $srv.enabled }}{{ $_ := set $s $key (printf "http://mcp-%s.%s.svc.cluster.local:%v/mcp" $name $.Values.namespaces.tools $srv.port) }}{{ end }}
 {{- end -}}
+{{- /* telemetry (docs/observability.md): spans to a collector, not to the pods' /tmp */ -}}
+{{- $_ := set $s "AGENTIC_TRACES_LOCAL" "false" -}}
+{{- with .Values.observability.tracing.otlpEndpoint }}{{ $_ := set $s "OTEL_EXPORTER_OTLP_ENDPOINT" . }}{{ $_ := set $s "OTEL_EXPORTER_OTLP_PROTOCOL" "http/protobuf" }}{{ end -}}
 {{- range $k, $v := .Values.config }}{{ if ne (toString $v) "" }}{{ $_ := set $s $k (toString $v) }}{{ end }}{{ end -}}
 {{- toYaml $s -}}
 {{- end }}
