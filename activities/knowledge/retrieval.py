@@ -32,8 +32,10 @@ class RetrievalTuning:
     dense_candidates: int = 100  # runbooks asked of the dense branch
     sparse_candidates: int = 100  # runbooks asked of the sparse branch
     route_candidates: int = 50  # runbooks asked by label routing
-    normalize_queries: bool = False  # drop instance noise from queries (`sparse.normalize_query`)
-    signal_terms: bool = False  # add the condition words of reasons and states (`sparse.SIGNALS`)
+    # The three query steps and the title branch of issue #18; which are on was chosen by
+    # cross-validation across sources (`benchmarks/retrieval_eval.py --sweep`).
+    normalize_queries: bool = True  # drop instance noise from queries (`sparse.normalize_query`)
+    signal_terms: bool = True  # add the condition words of reasons and states (`sparse.SIGNALS`)
     label_evidence: bool = False  # with alert labels, add what they say about the object to the query
     title_weight: float = 0.0  # share of the title branch (query terms in a runbook's title and alert name)
 
