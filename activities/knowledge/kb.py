@@ -20,6 +20,11 @@ Retrieval design (measured with `benchmarks/retrieval_eval.py`):
   view. Sparse: BM25 over whole runbooks (IDF applied by the store). The per-runbook scores
   are fused (`fusion="weighted"`: each branch divided by its best score, then
   `dense_weight * dense + (1 - dense_weight) * sparse`; `fusion="rrf"` is also available).
+- **Query steps** (`retrieval.query_text`, issue #18): instance noise (pod hashes, IPs, ports,
+  UUIDs, numbers with units) out of the query, the condition words of reasons and states
+  (`OOMKilled`, `ImagePullBackOff`, `Pending`, ...) in; optionally the labels' evidence and
+  a title branch (layout 3 indexes title terms, `\x1ftitle:<token>`, in the sparse vector),
+  both off by default: chosen by cross-validation across sources (`retrieval_eval.py --sweep`).
 - **Label routing.** With alert labels, runbooks whose matchers all match the labels come
   first (score 1 + text score), found through route terms (`name=value` of each equality
   matcher) indexed in the runbook point's sparse vector, and checked with `matches_all`.
