@@ -30,7 +30,7 @@ the others and scored on it. `--sweep` prints the grid and that estimate; the pr
 defaults are the point chosen on all three. The cross-source figure is the mean of the
 left-out scores. Recall latency (a fresh query: embedding included) is measured in the
 `incident` mode, p50 and p95, for the old method (`RetrievalTuning(normalize_queries=False,
-signal_terms=False, label_evidence=False)`) and the product's.
+signal_terms=False, label_evidence=False, title_weight=0)`, the defaults before #18) and the product's.
 
 Exit status 1 when the product's method misses top-1 >= 90% or top-3 >= 98% on a source in
 `search` mode other than `paraphrases` (the set the earlier method was tuned on).
