@@ -20,6 +20,11 @@ Retrieval design (measured with `benchmarks/retrieval_eval.py`):
   view. Sparse: BM25 over whole runbooks (IDF applied by the store). The per-runbook scores
   are fused (`fusion="weighted"`: each branch divided by its best score, then
   `dense_weight * dense + (1 - dense_weight) * sparse`; `fusion="rrf"` is also available).
+- **Query steps** (`retrieval.query_text`, issue #18): instance noise (pod hashes, IPs, ports,
+  UUIDs, numbers with units) out of the query, the condition words of reasons and states
+  (`OOMKilled`, `ImagePullBackOff`, `Pending`, ...) in; optionally the labels' evidence and
+  a title branch (layout 3 indexes title terms, `\x1ftitle:<token>`, in the sparse vector),
+  both off by default: chosen by cross-validation across sources (`retrieval_eval.py --sweep`).
 - **Label routing.** With alert labels, runbooks whose matchers all match the labels come
   first (score 1 + text score), found through route terms (`name=value` of each equality
   matcher) indexed in the runbook point's sparse vector, and checked with `matches_all`.
@@ -52,8 +57,10 @@ from activities.knowledge.retrieval import (
     _summary_view,
     _with_route,
     fuse,
+    query_text,
+    title_terms,
 )
-from activities.knowledge.sparse import Bm25Encoder, expand_query
+from activities.knowledge.sparse import Bm25Encoder
 from activities.knowledge.store import Point, QueryMode, ScoredPoint, SparseVector, VectorStore
 from agentic_core.knowledge import UpsertReport
 from agentic_core.models import Collection, DecisionRecord, DocChunk, Runbook, SearchHit, matches_all
@@ -62,7 +69,7 @@ __all__ = ["Embedder", "KnowledgeBase", "RetrievalTuning", "SearchMode", "Upsert
 
 #: Bumped when the way runbooks are turned into points changes: stored runbooks with another
 #: version are re-indexed by the next import even when their content is unchanged.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 EMBED_BATCH = 64  # texts per embed_documents call
 QUERY_CACHE_SIZE = 256  # query vectors kept (a few hundred KiB)
 RUNBOOK_BATCH = 32  # runbooks embedded and written per step of an import
@@ -143,13 +150,12 @@ class KnowledgeBase:
             self._query_cache.popitem(last=False)
         return vector
 
-    async def _query_vectors(self, text: str, mode: SearchMode) -> tuple[list[float] | None, SparseVector | None]:
-        expand = self.tuning.expand_queries
-        dense: list[float] | None = None
-        if mode != "sparse":
-            extra = expand_query(text) if expand else []
-            dense = await self._embed_query(f"{text} ({', '.join(extra)})" if extra else text)
-        sparse = self.sparse.encode_query(text, expand=expand) if mode != "dense" else None
+    async def _query_vectors(
+        self, text: str, mode: SearchMode, labels: dict[str, str] | None = None
+    ) -> tuple[list[float] | None, SparseVector | None]:
+        q = query_text(text, labels, self.tuning)
+        dense = await self._embed_query(q.dense) if mode != "sparse" else None
+        sparse = self.sparse.encode_query(q.sparse, extra=q.extra) if mode != "dense" else None
         return dense, sparse
 
     # -- runbooks ----------------------------------------------------------------------------
@@ -271,7 +277,7 @@ class KnowledgeBase:
             return []
         t = self.tuning
         text = text.strip()
-        dense_q, sparse_q = await self._query_vectors(text, mode) if text else (None, None)
+        dense_q, sparse_q = await self._query_vectors(text, mode, labels) if text else (None, None)
         if sparse_q is not None and not sparse_q.indices:
             sparse_q = None
 
@@ -307,7 +313,25 @@ class KnowledgeBase:
             if route_q is not None
             else nothing()
         )
-        dense_hits, sparse_hits, route_hits = await asyncio.gather(dense_task, sparse_task, route_task)
+        title_q: SparseVector | None = None
+        if mode == "hybrid" and t.title_weight > 0 and text:
+            q = query_text(text, labels, t)
+            ids = title_terms(" ".join([q.sparse, *q.extra]))
+            title_q = SparseVector(indices=ids, values=[1.0] * len(ids)) if ids else None
+        title_task = (
+            self.store.search(
+                Collection.RUNBOOKS,
+                None,
+                title_q,
+                limit=max(t.sparse_candidates, limit),
+                mode=QueryMode(kind="sparse"),
+            )
+            if title_q is not None
+            else nothing()
+        )
+        dense_hits, sparse_hits, route_hits, title_hits = await asyncio.gather(
+            dense_task, sparse_task, route_task, title_task
+        )
 
         dense_scores: dict[str, float] = {}
         payloads: dict[str, dict[str, Any]] = {}
@@ -320,7 +344,8 @@ class KnowledgeBase:
             if hit.payload.get("kind") == "runbook":
                 sparse_scores[hit.id] = hit.score
                 payloads[hit.id] = hit.payload
-        fused = fuse(dense_scores, sparse_scores, t)
+        title_scores = {h.id: h.score for h in title_hits if h.payload.get("kind") == "runbook"}
+        fused = fuse(dense_scores, sparse_scores, t, title_scores)
 
         matched: set[str] = set()
         if labels:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from activities.knowledge.chunks import chunk_text
-from activities.knowledge.sparse import term_id
+from activities.knowledge.sparse import expand_query, normalize_query, signal_terms, term_id, tokenize
 from activities.knowledge.store import SparseVector
 from agentic_core.models import Runbook
 
@@ -32,6 +32,12 @@ class RetrievalTuning:
     dense_candidates: int = 100  # runbooks asked of the dense branch
     sparse_candidates: int = 100  # runbooks asked of the sparse branch
     route_candidates: int = 50  # runbooks asked by label routing
+    # The three query steps and the title branch of issue #18; which are on was chosen by
+    # cross-validation across sources (`benchmarks/retrieval_eval.py --sweep`).
+    normalize_queries: bool = True  # drop instance noise from queries (`sparse.normalize_query`)
+    signal_terms: bool = True  # add the condition words of reasons and states (`sparse.SIGNALS`)
+    label_evidence: bool = False  # with alert labels, add what they say about the object to the query
+    title_weight: float = 0.0  # share of the title branch (query terms in a runbook's title and alert name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -82,15 +88,81 @@ def _route_terms(pairs: Sequence[tuple[str, str]]) -> list[int]:
     return sorted({term_id(f"\x1froute:{name}={value}") for name, value in pairs})
 
 
+def title_terms(text: str) -> list[int]:
+    """The title-field term ids of a text's tokens: a runbook's title and alert names at index
+    time, a query at search time (kept apart from body terms like route terms)."""
+    return sorted({term_id(f"\x1ftitle:{t}") for t in tokenize(text)})
+
+
 def _with_route(sparse: SparseVector, runbook: Runbook) -> SparseVector:
     routes = _route_terms([(m.name, m.value) for m in runbook.match if m.op == "="])
-    if not routes:
+    names = " ".join(humanize_identifier(n) for n in _alert_names(runbook))
+    titles = title_terms(f"{runbook.title} {names}")
+    if not routes and not titles:
         return sparse
     weights = dict(zip(sparse.indices, sparse.values, strict=True))
-    for r in routes:
+    for r in [*routes, *titles]:
         weights[r] = 1.0
     idx = sorted(weights)
     return SparseVector(indices=idx, values=[weights[i] for i in idx])
+
+
+# ------------------------------------------------------------------------------------------
+# queries
+
+# Labels whose names say what kind of object an alert is about, and the words runbooks use
+# for it; labels whose values say which component or condition (the rest name one instance:
+# namespace, pod, node, instance, ...: noise for retrieval).
+_OBJECT_LABELS = {
+    "persistentvolumeclaim": "persistent volume claim",
+    "persistentvolume": "persistent volume",
+    "daemonset": "daemonset",
+    "statefulset": "statefulset",
+    "deployment": "deployment",
+    "horizontalpodautoscaler": "horizontal pod autoscaler",
+    "job_name": "job",
+    "poddisruptionbudget": "pod disruption budget",
+    "mountpoint": "filesystem",
+    "remote_name": "remote storage",
+    "integration": "notifications integration",
+}
+_EVIDENCE_LABELS = ("job", "container", "resource", "reason", "condition", "phase", "controller", "service")
+
+
+def label_evidence(labels: dict[str, str] | None) -> str:
+    """What an alert's labels say about its condition: the kind of object (a `statefulset`
+    label says a StatefulSet) and the values of `job`, `container`, `resource`, `reason`,
+    `condition`, `phase`, `controller` and `service`."""
+    if not labels:
+        return ""
+    words = [_OBJECT_LABELS[k] for k in sorted(labels) if k in _OBJECT_LABELS and labels[k].strip()]
+    words += [labels[k].strip() for k in _EVIDENCE_LABELS if (labels.get(k) or "").strip()]
+    return " ".join(dict.fromkeys(words))
+
+
+@dataclass(frozen=True)
+class QueryText:
+    """The two texts a query is searched with: `dense` for the embedding model, `sparse` for BM25
+    (expansion terms included), and whether expansion terms were added to the sparse text."""
+
+    dense: str
+    sparse: str
+    extra: tuple[str, ...]
+
+
+def query_text(text: str, labels: dict[str, str] | None, tuning: RetrievalTuning) -> QueryText:
+    """The text a runbook search runs with (see `RetrievalTuning`): the alert text and the
+    labels' evidence, without instance noise, plus the ops vocabulary and the condition words
+    of the reasons and states it names. Expansions and signals are read from the text as
+    given (an `exit code 137` is a signal before it is a number)."""
+    evidence = label_evidence(labels) if tuning.label_evidence else ""
+    raw = f"{text}\n{evidence}" if evidence else text
+    extra: list[str] = list(expand_query(raw)) if tuning.expand_queries else []
+    if tuning.signal_terms:
+        extra += [w for w in signal_terms(raw) if w not in extra]
+    base = normalize_query(raw) if tuning.normalize_queries else raw
+    dense = f"{base} ({', '.join(extra)})" if extra else base
+    return QueryText(dense=dense, sparse=base, extra=tuple(extra))
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,8 +180,25 @@ def _ranks(scores: dict[str, float]) -> dict[str, int]:
     return {k: i for i, (k, _) in enumerate(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
-def fuse(dense: dict[str, float], sparse: dict[str, float], tuning: RetrievalTuning) -> dict[str, float]:
-    """Per-id fused score of two branches' per-id scores (missing from a branch: 0 there)."""
+def fuse(
+    dense: dict[str, float],
+    sparse: dict[str, float],
+    tuning: RetrievalTuning,
+    title: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Per-id fused score of the branches' per-id scores (missing from a branch: 0 there). The
+    title branch, when given, takes `title_weight` of the score (rrf: one more ranking)."""
+    fused = _fuse2(dense, sparse, tuning)
+    if not title or tuning.title_weight <= 0 or not fused:
+        return fused
+    if tuning.fusion == "rrf":
+        tr, k = _ranks(title), tuning.rrf_k
+        return {i: fused.get(i, 0.0) + (1.0 / (k + tr[i] + 1) if i in tr else 0.0) for i in set(fused) | set(tr)}
+    tn, w = _normalized(title), tuning.title_weight
+    return {i: (1.0 - w) * fused.get(i, 0.0) + w * tn.get(i, 0.0) for i in set(fused) | set(tn)}
+
+
+def _fuse2(dense: dict[str, float], sparse: dict[str, float], tuning: RetrievalTuning) -> dict[str, float]:
     ids = set(dense) | set(sparse)
     if not dense or not sparse:  # one branch only (a mode, or a query without known terms)
         return _normalized(dense or sparse)

@@ -40,7 +40,18 @@ from functools import lru_cache
 
 from activities.knowledge.store import SparseVector
 
-__all__ = ["EXPANSIONS", "STOPWORDS", "Bm25Encoder", "expand_query", "stem", "term_id", "tokenize"]
+__all__ = [
+    "EXPANSIONS",
+    "SIGNALS",
+    "STOPWORDS",
+    "Bm25Encoder",
+    "expand_query",
+    "normalize_query",
+    "signal_terms",
+    "stem",
+    "term_id",
+    "tokenize",
+]
 
 # English stopwords, minus the words that change an alert's meaning (no, not, down, up, out, ...).
 STOPWORDS = frozenset(
@@ -128,6 +139,75 @@ def expand_query(text: str) -> list[str]:
         if pattern.search(text) and words not in out:
             out.append(words)
     return out
+
+
+# Reasons and states that Kubernetes writes into alerts (a container's waiting or terminated
+# reason, a pod's phase, a node's condition, a job's failure reason), with the words the
+# runbooks use for the condition they signal. Applied to queries only, like `EXPANSIONS`.
+SIGNALS: tuple[tuple[str, str], ...] = (
+    (r"\boom-?kill|\bout-?of-?memory\b|\bexit code 137\b", "container restarting crash loop memory"),
+    (r"\bcrashloopbackoff\b|\bback-?off restarting\b", "container restarting crash loop"),
+    (
+        r"\bimagepullbackoff\b|\berrimagepull\b|\binvalidimagename\b|\bcreatecontainer(config)?error\b"
+        r"|\bcontainercreating\b|\bpodinitializing\b",
+        "container waiting state",
+    ),
+    (r"\bphase\W+(pending|unknown|failed)\b|\b(is|in|stuck|still)\s+pending\b", "pod not ready"),
+    (r"\bnotready\b|\bready\s*=\s*(false|unknown)\b", "node not ready"),
+    (r"\bunreachable\b", "unreachable taint"),
+    (r"\bbackofflimitexceeded\b|\bdeadlineexceeded\b", "job failed"),
+    (r"\bevicted\b|\b(memory|disk|pid)pressure\b", "eviction pressure resources"),
+    (r"\bthrottl", "cpu throttling"),
+)
+_SIGNAL_RES = tuple((re.compile(p, re.IGNORECASE), words) for p, words in SIGNALS)
+
+
+def signal_terms(text: str) -> list[str]:
+    """The condition words of the reasons and states found in `text` (see `SIGNALS`)."""
+    out: list[str] = []
+    for pattern, words in _SIGNAL_RES:
+        if pattern.search(text) and words not in out:
+            out.append(words)
+    return out
+
+
+# Instance noise in an alert: values that name one object or one measurement, never the
+# condition. Removed from queries (not from documents) by `normalize_query`.
+_NOISE_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), r)
+    for p, r in (
+        (r"\bmap\[[^\]]*\]", " "),  # a Go template's rendering of all labels
+        (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", " "),  # UUIDs
+        (r"\bhttps?://\S+", " "),  # URLs
+        (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", " "),  # IPv4 addresses, with a port
+        (r"\[?\b[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}\]?(?::\d+)?", " "),  # IPv6 addresses
+        (r"(?<=[a-z0-9]):\d{2,5}\b", " "),  # a port after a host name
+        # a pod's replica-set hash and suffix: checkout-api-5f7c9b8d6d-lm4wp -> checkout-api
+        (r"\b([a-z][a-z0-9-]*?)-(?=[a-z0-9]{0,9}\d)[a-z0-9]{6,10}-[a-z0-9]{5}\b", r"\1"),
+        # a generated suffix: a daemonset pod's (cilium-x2kqp), a job's (restic-28391040)
+        (r"\b([a-z][a-z0-9-]*?)-(?=[a-z]{0,4}\d)[a-z0-9]{5}\b", r"\1"),
+        (r"\b([a-z][a-z0-9-]*?)-\d{6,}\b", r"\1"),
+        (r"\b(?=[a-z]*\d)(?=\d*[a-z])[0-9a-f]{7,64}\b", " "),  # hex digests and ids
+        (r"\bv?\d+\.\d+\.\d+\S*", " "),  # versions
+        # numbers with their units: 87.5%, 1h 3m, 5m0s, 0.71s, 7.5Gi, 131.2GiB, 412, 1e+06 (not
+        # an ordinal or a name's part: 99th, 5xx, k8s, worker-03 stay)
+        (r"(?<![\w.\-/:])(?:\d+(?:\.\d+)?(?:ms|us|ns|[smhdwy])){1,4}(?![\w%])", " "),
+        (
+            r"(?<![\w.\-/:])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:%|(?:[kmgtp]i?b?|b|x)(?![\w%]))?(?![\w%])",
+            " ",
+        ),
+    )
+)
+
+
+def normalize_query(text: str) -> str:
+    """`text` without instance noise: UUIDs, URLs, IP addresses and ports, the generated
+    suffixes of pod and job names, hex ids, versions, and numbers with their units. What is
+    left names the condition and the kind of object (`pod checkout-api in namespace
+    payments restarted times`)."""
+    for pattern, repl in _NOISE_RES:
+        text = pattern.sub(repl, text)
+    return re.sub(r"[ \t]+", " ", text).strip()
 
 
 def _has_vowel(s: str) -> bool:
@@ -240,12 +320,12 @@ class Bm25Encoder:
         norm = self.k1 * (1.0 - self.b + self.b * len(tokens) / self.avgdl)
         return _sparse({i: n * (self.k1 + 1.0) / (n + norm) for i, n in tf.items()})
 
-    def encode_query(self, text: str, *, expand: bool = True) -> SparseVector:
-        """Weight 1 for each unique term of `text`; expansion terms (see `expand_query`) get
-        `expansion_weight` unless the query holds them already."""
+    def encode_query(self, text: str, *, expand: bool = True, extra: Iterable[str] | None = None) -> SparseVector:
+        """Weight 1 for each unique term of `text`; expansion terms (see `expand_query`, or the
+        phrases of `extra` when given) get `expansion_weight` unless the query holds them already."""
         weights = dict.fromkeys((term_id(t) for t in tokenize(text)), 1.0)
         if expand and self.expansion_weight > 0:
-            for words in expand_query(text):
+            for words in expand_query(text) if extra is None else extra:
                 for t in tokenize(words):
                     weights.setdefault(term_id(t), self.expansion_weight)
         return _sparse(weights)

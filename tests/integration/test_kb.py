@@ -22,6 +22,11 @@ from agentic_core.knowledge import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall
 from tests.support.env import RUNBOOKS_CORPUS
 
+# Floors of the cross-source retrieval slice (see its test): top-1 averaged over the sources,
+# top-3 of the worst source.
+CROSS_SOURCE_TOP1_FLOOR = 0.75
+TOP3_FLOOR = 0.95
+
 
 class CountingEmbedder:
     """The real model, counting the texts it is asked to embed."""
@@ -192,6 +197,34 @@ async def test_labels_route_the_matching_runbook_first(corpus: Corpus) -> None:
 async def test_labels_alone_find_a_runbook_text_retrieval_would_not(corpus: Corpus) -> None:
     hits = await corpus.kb.search_runbooks("completely unrelated words", limit=3, labels={"alertname": "Watchdog"})
     assert hits[0].id == "general/Watchdog" and hits[0].payload["matched_labels"] is True
+
+
+async def test_retrieval_generalises_to_alert_annotations_nobody_tuned_on(corpus: Corpus) -> None:
+    """CI slice of benchmarks/retrieval_eval.py (issue #18): every other query of the two
+    rendered-rule sources (kube-prometheus rules, awesome-prometheus-alerts; 89 alerts), free
+    text as `agentic runbooks search` runs it. On this slice today's method scores top-1
+    76.4% / 79.4% (cross-source 77.9%) and top-3 96.4% / 97.1%; the method before #18 had
+    top-3 94.5% / 94.1%, under the top-3 floor."""
+    from benchmarks.retrieval_eval import AWESOME_RULES, CHECK_SET, KUBE_RULES, load_awesome, load_kube_rules
+
+    known = {r.id for r in corpus.runbooks}
+    kube, _ = load_kube_rules(KUBE_RULES, known)
+    sources = {"kube-rules": kube[::2], "awesome": load_awesome(CHECK_SET, AWESOME_RULES, known)[::2]}
+    top1: dict[str, float] = {}
+    top3: dict[str, float] = {}
+    misses: list[str] = []
+    for name, queries in sources.items():
+        ranks = []
+        for q in queries:
+            got = [h.id for h in await corpus.kb.search_runbooks(q.text, limit=3)]
+            ranks.append(got.index(q.expected) if q.expected in got else 3)
+            if ranks[-1]:
+                misses.append(f"{name}: {q.text[:80]!r} -> {got} (expected {q.expected})")
+        top1[name] = sum(r == 0 for r in ranks) / len(ranks)
+        top3[name] = sum(r < 3 for r in ranks) / len(ranks)
+    cross1 = sum(top1.values()) / len(top1)
+    assert cross1 >= CROSS_SOURCE_TOP1_FLOOR, (top1, misses)
+    assert min(top3.values()) >= TOP3_FLOOR, (top3, misses)
 
 
 # --------------------------------------------------------------------------------------------
