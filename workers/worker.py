@@ -72,6 +72,16 @@ def build_rollout(settings: Settings, *, gateway: Any = None, client: Any = None
     return list(acts.all()), [RolloutWorkflow]
 
 
+async def refuse_newer_ledger(pool: Any) -> None:
+    """A ledger migrated by a newer agentic: refuse to start (one clear line, exit 2)."""
+    from activities.ledger.db import SchemaTooNewError, check_schema
+
+    try:
+        await check_schema(pool)
+    except SchemaTooNewError as exc:
+        raise AgenticError(str(exc)) from None
+
+
 def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
     """The sandbox. `passthrough`: modules load once per worker instead of once per workflow run
     (the platform's workflow modules keep no mutable module state, and the sandbox's runtime
@@ -114,9 +124,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
-        client = await connect(settings.temporal_target, settings.temporal_namespace)
         pool = await create_pool(settings.postgres_target(), max_size=settings.postgres_pool_max)
         stack.push_async_callback(pool.close)
+        await refuse_newer_ledger(pool)  # before any work: old code never runs on a newer schema
+        client = await connect(settings.temporal_target, settings.temporal_namespace)
         ledger = Ledger(pool)
 
         store = build_store(settings)
