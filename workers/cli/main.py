@@ -28,6 +28,7 @@ from rich.table import Table
 from workers.cli import (
     agents,
     alert,
+    backup,
     decide,
     docs,
     guardrails,
@@ -57,6 +58,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(agents.app, name="agents")
+app.add_typer(backup.app, name="backup")  # create, list, restore (docs/disaster-recovery.md)
 
 
 # --------------------------------------------------------------------------- stack
