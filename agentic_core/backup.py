@@ -17,7 +17,7 @@ class BackupInput(BaseModel):
 class BackupResult(BaseModel):
     name: str
     path: str
-    size: int
+    size: int  # bytes on disk
     seconds: float
     contents: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)

@@ -27,7 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from activities.backup.activities import libpq_env, pg_tool
-from activities.backup.archive import SECRETS_FILE, BackupError, Manifest, decrypt_secrets, verify, write_secrets
+from activities.backup.archive import (
+    SECRETS_FILE,
+    BackupError,
+    Manifest,
+    copy_tree_sparse,
+    decrypt_secrets,
+    verify,
+    write_secrets,
+)
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.stack.env import EmbeddedSecrets
@@ -189,7 +197,7 @@ def restore(settings: Settings, backup: Path, out: Callable[[str], None] = print
             else:
                 out("  ! temporal  not in the backup (an external Temporal): its incidents are not restored here")
             if (backup / "qdrant").is_dir():
-                shutil.copytree(backup / "qdrant", staging / "qdrant")
+                copy_tree_sparse(backup / "qdrant", staging / "qdrant")
                 out("  ✓ qdrant    collections copied")
             else:
                 out("  ! qdrant    not in the backup: run `agentic knowledge rebuild` after `agentic up`")

@@ -36,6 +36,8 @@ from activities.backup.archive import (
     BackupError,
     Manifest,
     check_name,
+    copy_tree_sparse,
+    disk_usage,
     encrypt_secrets,
     new_name,
     prune,
@@ -133,7 +135,7 @@ async def copy_edge_store(store: Any, dest: Path) -> list[str]:
                     await store._run(f"close of {c!s}", store._close_shard, shard)
                 try:
                     if src.is_dir() and store._has_data(src):
-                        await asyncio.to_thread(shutil.copytree, src, dest / str(c))
+                        await asyncio.to_thread(copy_tree_sparse, src, dest / str(c))
                         copied.append(str(c))
                 finally:
                     reopened = await asyncio.to_thread(store._open_sync, c, False)
@@ -192,11 +194,11 @@ class BackupActivities:
             shutil.rmtree(work, ignore_errors=True)
             raise
         pruned = await asyncio.to_thread(prune, folder, cfg.keep)
-        activity.logger.info("backup %s written to %s (%d bytes)", name, final, manifest.size)
+        activity.logger.info("backup %s written to %s (%d files)", name, final, len(manifest.files))
         return BackupResult(
             name=name,
             path=str(final),
-            size=manifest.size,
+            size=await asyncio.to_thread(disk_usage, final),
             seconds=round(time.monotonic() - t0, 2),
             contents=manifest.contents,
             warnings=manifest.warnings,

@@ -93,6 +93,26 @@ def file_entries(root: Path) -> list[FileEntry]:
     return out
 
 
+def copy_tree_sparse(src: Path, dst: Path) -> None:
+    """Copy a directory keeping sparse files sparse (Qdrant Edge preallocates 32 MiB files that
+    hold a few KB): GNU `cp --sparse=always`, else a plain copy."""
+    import subprocess
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cp = shutil.which("cp")
+    if cp is not None:
+        res = subprocess.run([cp, "-a", "--sparse=always", str(src), str(dst)], capture_output=True, text=True)
+        if res.returncode == 0:
+            return
+        shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes the files under `root` take on disk (sparse files count what they hold)."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     manifest.files = file_entries(root)
     tmp = root / (MANIFEST + ".tmp")
@@ -228,7 +248,7 @@ def list_backups(folder: Path) -> list[BackupInfo]:
                 path=str(d),
                 complete=True,
                 created_at=m.created_at,
-                size=m.size,
+                size=disk_usage(d),
                 secrets=m.secrets,
                 contents=m.contents,
                 warnings=m.warnings,
