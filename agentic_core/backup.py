@@ -28,3 +28,13 @@ class BackupFailure(BaseModel):
     name: str | None = None
     error: str
     scheduled: bool = False
+
+
+class RebuildInput(BaseModel):
+    clear: bool = True  # empty the runbooks, decisions and documentation collections first
+
+
+class RebuildResult(BaseModel):
+    runbooks: int = 0
+    decisions: int = 0
+    cleared: dict[str, int] = Field(default_factory=dict)  # collection → points removed

@@ -205,6 +205,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
         # Backups (docs/disaster-recovery.md): on the worker, which owns the Qdrant Edge shards.
         backup_acts, backup_workflows = build_backup(settings, store, pool)
+        from activities.backup.rebuild import RebuildActivities
+        from workflows.backup import KnowledgeRebuildWorkflow
+
+        backup_acts.append(RebuildActivities(kb, pool).rebuild)  # `agentic knowledge rebuild`
+        backup_workflows.append(KnowledgeRebuildWorkflow)
 
         worker = Worker(
             client,

@@ -18,7 +18,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.backup.activities import BackupActivities
-    from agentic_core.backup import BACKUP_WORKFLOW, BackupFailure, BackupInput, BackupResult
+    from activities.backup.rebuild import RebuildActivities
+    from agentic_core.backup import (
+        BACKUP_WORKFLOW,
+        BackupFailure,
+        BackupInput,
+        BackupResult,
+        RebuildInput,
+        RebuildResult,
+    )
 
 _CREATE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=5))
 _REPORT_RETRY = RetryPolicy(
@@ -57,3 +65,18 @@ class BackupWorkflow:
             except ActivityError as report_exc:
                 workflow.logger.error("could not report the failed backup: %s", _cause(report_exc))
             raise ApplicationError(f"backup failed: {error}", type="BackupFailed", non_retryable=True) from None
+
+
+@workflow.defn(name="KnowledgeRebuildWorkflow")
+class KnowledgeRebuildWorkflow:
+    """`agentic knowledge rebuild`: the runbooks and decisions re-indexed from the ledger."""
+
+    @workflow.run
+    async def run(self, inp: RebuildInput) -> RebuildResult:
+        return await workflow.execute_activity_method(
+            RebuildActivities.rebuild,
+            inp,
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2)),
+        )

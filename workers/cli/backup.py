@@ -130,3 +130,60 @@ def backup_restore(
         f"the previous data is in {before}. Start the stack with `agentic up`.",
         highlight=False,
     )
+
+
+knowledge_app = typer.Typer(help="The knowledge base (Qdrant): rebuild it from the ledger and the docs.")
+
+
+@knowledge_app.command("rebuild")
+def knowledge_rebuild(
+    keep: Annotated[bool, typer.Option("--keep", help="do not empty the collections first")] = False,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Rebuild Qdrant from the ledger (runbooks, decisions) and the documentation sources: after a
+    lost or damaged vector store, or a restore without one."""
+    from temporalio.client import WorkflowFailureError
+
+    from activities.knowledge.chunks import load_docs
+    from agentic_core.backup import RebuildInput, RebuildResult
+    from agentic_core.knowledge import IngestDocsInput
+    from workers.stack.supervisor import docs_dir
+    from workers.temporal import platform_client
+    from workflows.knowledge import IngestDocsWorkflow
+
+    settings = _settings(data_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+    async def run() -> tuple[RebuildResult, int]:
+        client, queue = await platform_client(settings)
+        try:
+            result = await client.execute_workflow(
+                "KnowledgeRebuildWorkflow",
+                RebuildInput(clear=not keep),
+                id=f"knowledge-rebuild-{stamp}",
+                task_queue=queue,
+                result_type=RebuildResult,
+            )
+            src = docs_dir(settings)
+            chunks = await asyncio.to_thread(load_docs, src) if src is not None else []
+            if chunks:
+                await client.execute_workflow(
+                    IngestDocsWorkflow.run, IngestDocsInput(chunks=chunks), id=f"docs-rebuild-{stamp}", task_queue=queue
+                )
+        except WorkflowFailureError as exc:
+            cause: BaseException | None = exc.cause
+            while getattr(cause, "cause", None) is not None:
+                cause = getattr(cause, "cause", None)
+            raise AgenticError(f"the rebuild failed: {cause}") from None
+        return result, len(chunks)
+
+    result, docs = asyncio.run(run())
+    if as_json:
+        print(json.dumps({**result.model_dump(), "doc_chunks": docs}, indent=2))
+        return
+    console.print(
+        f"knowledge base rebuilt: {result.runbooks} runbooks and {result.decisions} decisions from the ledger, "
+        f"{docs} documentation chunks",
+        highlight=False,
+    )

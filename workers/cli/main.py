@@ -59,6 +59,7 @@ app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(agents.app, name="agents")
 app.add_typer(backup.app, name="backup")  # create, list, restore (docs/disaster-recovery.md)
+app.add_typer(backup.knowledge_app, name="knowledge")  # rebuild (docs/disaster-recovery.md)
 
 
 # --------------------------------------------------------------------------- stack
