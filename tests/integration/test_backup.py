@@ -5,6 +5,7 @@ or a wrong key, is refused with one line and the current data dir is left as it 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -149,6 +150,7 @@ async def test_backup_holds_everything_and_restore_refuses_what_does_not_verify(
     [info] = json.loads(listed.stdout)
     assert info["name"] == res.name and info["complete"] and info["secrets"] == "encrypted"
 
+    (data / "stack.lock").touch()  # as `agentic up` leaves it
     before = _tree(data)
     # through the CLI: a truncated dump, one line, exit 2
     damaged = tmp_path / "damaged"
@@ -173,6 +175,10 @@ async def test_backup_holds_everything_and_restore_refuses_what_does_not_verify(
         assert _tree(data) == before
         return str(info.value)
 
+    with (data / "stack.lock").open("a+") as lock:  # a stack runs on the data dir: offline only
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        running = refused(root, KEY)
+    assert "a stack is running on" in running and "agentic down" in running and "nothing was changed" in running
     assert "do not decrypt with AGENTIC_BACKUP_KEY" in refused(root, "not the key")
     assert "set AGENTIC_BACKUP_KEY to the key it was made with" in refused(root, None)
     for damage, expected in [

@@ -128,7 +128,7 @@ async def test_delete_the_vector_store_rebuild_from_the_ledger_same_results(
 ) -> None:
     runbooks, errors = load_runbooks(RUNBOOKS_CORPUS)
     assert errors == []
-    runbooks = runbooks[:16]
+    runbooks = runbooks[:10]
     qdrant = tmp_path / "qdrant"
     store = EdgeStore(qdrant, dim=model.dim)
     kb = KnowledgeBase(store, model)
