@@ -107,6 +107,20 @@ class ScheduleDef:
 
 def desired_schedules(settings: Settings, task_queue: str | None = None) -> list[ScheduleDef]:
     queue = task_queue or settings.task_queue
+    backup: list[ScheduleDef] = []
+    if settings.backup_cron.strip().lower() not in ("", "off"):  # "off": the chart's CronJobs back up instead
+        backup.append(  # docs/disaster-recovery.md: retention is AGENTIC_BACKUP_KEEP, failures open an incident
+            ScheduleDef(
+                schedule_id=NIGHTLY_BACKUP_SCHEDULE,
+                workflow_type=BACKUP_WORKFLOW,
+                workflow_input={"to": None, "name": None, "scheduled": True},
+                workflow_id="nightly-backup",
+                cron=settings.backup_cron,
+                timezone=settings.schedule_timezone,
+                task_queue=queue,
+                description="nightly backup of the ledger, Temporal, Qdrant and the runbooks",
+            )
+        )
     return [
         ScheduleDef(
             schedule_id=WEEKLY_DIGEST_SCHEDULE,
@@ -128,16 +142,7 @@ def desired_schedules(settings: Settings, task_queue: str | None = None) -> list
             task_queue=queue,
             description="quarterly trust review of the quarter that just ended",
         ),
-        ScheduleDef(  # docs/disaster-recovery.md: retention is AGENTIC_BACKUP_KEEP, failures open an incident
-            schedule_id=NIGHTLY_BACKUP_SCHEDULE,
-            workflow_type=BACKUP_WORKFLOW,
-            workflow_input={"to": None, "name": None, "scheduled": True},
-            workflow_id="nightly-backup",
-            cron=settings.backup_cron,
-            timezone=settings.schedule_timezone,
-            task_queue=queue,
-            description="nightly backup of the ledger, Temporal, Qdrant and the runbooks",
-        ),
+        *backup,
     ]
 
 
