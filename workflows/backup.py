@@ -44,6 +44,10 @@ def _cause(exc: BaseException) -> str:
 class BackupWorkflow:
     @workflow.run
     async def run(self, inp: BackupInput) -> BackupResult:
+        # The name is fixed here, once: a retried activity (or the run a restored Temporal resumes)
+        # finds the backup it already made instead of making another.
+        if inp.name is None:
+            inp = inp.model_copy(update={"name": "backup-" + workflow.now().strftime("%Y%m%dT%H%M%SZ")})
         try:
             return await workflow.execute_activity_method(
                 BackupActivities.create,

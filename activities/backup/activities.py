@@ -41,6 +41,7 @@ from activities.backup.archive import (
     encrypt_secrets,
     new_name,
     prune,
+    read_manifest,
     write_manifest,
 )
 from activities.heartbeat import heartbeating
@@ -151,6 +152,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _already_made(to: str | None, default: Path, name: str, workflow_id: str | None) -> BackupResult | None:
+    """The result of backup `name` if this same workflow already made it (complete), else None."""
+    final = (Path(to).expanduser() if to else default) / name
+    try:
+        m = read_manifest(final)
+    except BackupError:
+        return None
+    if workflow_id is None or m.workflow_id != workflow_id:
+        return None
+    return BackupResult(
+        name=name, path=str(final), size=disk_usage(final), seconds=0.0, contents=m.contents, warnings=m.warnings
+    )
+
+
 def _prepare(to: str | None, default: Path, name: str) -> tuple[Path, Path, Path]:
     """The backup's folder, final path, and its fresh `.partial` work directory."""
     folder = Path(to).expanduser() if to else default
@@ -181,8 +196,12 @@ class BackupActivities:
         cfg = self.config
         t0 = time.monotonic()
         name = check_name(inp.name) if inp.name else new_name()
+        workflow_id = activity.info().workflow_id
+        done = await asyncio.to_thread(_already_made, inp.to, cfg.backup_dir, name, workflow_id)
+        if done is not None:  # a retry of the workflow that made it (a crash after the rename, a restore)
+            return done
         folder, final, work = await asyncio.to_thread(_prepare, inp.to, cfg.backup_dir, name)
-        manifest = Manifest(name=name, created_at=datetime.now(UTC))
+        manifest = Manifest(name=name, created_at=datetime.now(UTC), workflow_id=workflow_id)
         try:
             await self._ledger(work, manifest)
             await self._temporal(work, manifest)

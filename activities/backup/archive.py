@@ -57,6 +57,7 @@ class Manifest(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     secrets: Literal["encrypted", "omitted"] = "omitted"
     kdf_salt: str | None = None  # base64, for the secrets' key
+    workflow_id: str | None = None  # the BackupWorkflow that made it (a retry of it finds it done)
     files: list[FileEntry] = Field(default_factory=list)
 
     @property

@@ -79,7 +79,14 @@ async def world(
 
 
 async def _backup(
-    data: Path, dsn: str, pool: asyncpg.Pool, store: EdgeStore, to: Path, key: str | None, keep: int = 7
+    data: Path,
+    dsn: str,
+    pool: asyncpg.Pool,
+    store: EdgeStore,
+    to: Path,
+    key: str | None,
+    keep: int = 7,
+    name: str | None = None,
 ) -> BackupResult:
     from workers.stack.postgres import postgres_bin
 
@@ -93,7 +100,7 @@ async def _backup(
         keep=keep,
     )
     acts = BackupActivities(cfg, store, pool)
-    return await ActivityEnvironment().run(acts.create, BackupInput(to=str(to)))
+    return await ActivityEnvironment().run(acts.create, BackupInput(to=str(to), name=name))
 
 
 def agentic(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -202,8 +209,16 @@ async def test_backup_holds_everything_and_restore_refuses_what_does_not_verify(
 
 async def test_without_a_key_the_secrets_are_left_out_with_a_warning(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data, dsn, pool, store = world
-    res = await _backup(data, dsn, pool, store, tmp_path / "b", None)
+    res = await _backup(data, dsn, pool, store, tmp_path / "b", None, name="nightly")
     assert any("secrets left out" in w and "AGENTIC_BACKUP_KEY" in w for w in res.warnings)
+    # a retry of the same workflow (a crash after the rename; the run a restored Temporal resumes)
+    # finds its backup made and makes no other
+    again = await _backup(data, dsn, pool, store, tmp_path / "b", None, name="nightly")
+    assert (
+        again.path == res.path
+        and again.seconds == 0.0
+        and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["nightly"]
+    )
     m = verify(Path(res.path))
     assert m.secrets == "omitted" and "secrets.enc" not in {f.path for f in m.files}
     for f in Path(res.path).rglob("*"):  # noqa: ASYNC240
