@@ -1,11 +1,12 @@
 """The platform's Temporal Schedules, and starting a weekly digest by hand.
 
-Two schedules, with stable IDs:
+Three schedules, with stable IDs:
 
 | schedule id             | workflow               | input               | when (settings)                    |
 |-------------------------|------------------------|---------------------|------------------------------------|
 | `agentic-weekly-digest` | `WeeklyDigestWorkflow` | `{"week": null}`    | `digest_cron` (Monday 06:00)        |
 | `agentic-trust-review`  | `TrustReviewWorkflow`  | `{"quarter": null}` | `trust_review_cron` (1st of quarter) |
+| `agentic-nightly-backup` | `BackupWorkflow`      | `{"scheduled": true}` | `backup_cron` (02:30)             |
 
 `apply_schedules` is idempotent: it creates what is missing, updates a schedule whose
 definition differs, and leaves an identical one alone. The definition's fingerprint is kept
@@ -38,6 +39,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentic_core.backup import BACKUP_WORKFLOW
 from agentic_core.reports import (
     TRUST_REVIEW_WORKFLOW,
     WEEKLY_DIGEST_WORKFLOW,
@@ -51,6 +53,7 @@ from workers.settings import Settings
 
 WEEKLY_DIGEST_SCHEDULE = "agentic-weekly-digest"
 TRUST_REVIEW_SCHEDULE = "agentic-trust-review"
+NIGHTLY_BACKUP_SCHEDULE = "agentic-nightly-backup"
 CATCHUP_WINDOW = timedelta(days=1)  # a worker or server down at 06:00 still runs the digest when back that day
 _NOTE_PREFIX = "managed by `agentic schedules apply`"
 
@@ -104,6 +107,20 @@ class ScheduleDef:
 
 def desired_schedules(settings: Settings, task_queue: str | None = None) -> list[ScheduleDef]:
     queue = task_queue or settings.task_queue
+    backup: list[ScheduleDef] = []
+    if settings.backup_cron.strip().lower() not in ("", "off"):  # "off": the chart's CronJobs back up instead
+        backup.append(  # docs/disaster-recovery.md: retention is AGENTIC_BACKUP_KEEP, failures open an incident
+            ScheduleDef(
+                schedule_id=NIGHTLY_BACKUP_SCHEDULE,
+                workflow_type=BACKUP_WORKFLOW,
+                workflow_input={"to": None, "name": None, "scheduled": True},
+                workflow_id="nightly-backup",
+                cron=settings.backup_cron,
+                timezone=settings.schedule_timezone,
+                task_queue=queue,
+                description="nightly backup of the ledger, Temporal, Qdrant and the runbooks",
+            )
+        )
     return [
         ScheduleDef(
             schedule_id=WEEKLY_DIGEST_SCHEDULE,
@@ -125,6 +142,7 @@ def desired_schedules(settings: Settings, task_queue: str | None = None) -> list
             task_queue=queue,
             description="quarterly trust review of the quarter that just ended",
         ),
+        *backup,
     ]
 
 

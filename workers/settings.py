@@ -380,6 +380,16 @@ class Settings(BaseSettings):
     )
     schedule_timezone: str = Field(default="UTC", description="time zone of the schedules' cron expressions")
 
+    # --- Backups and disaster recovery (docs/disaster-recovery.md) ------------------------
+    backup_dir: Path | None = Field(
+        default=None, description="where backups go (default DATA_DIR/backups; better on another disk)"
+    )
+    backup_key: SecretStr | None = Field(
+        default=None, description="passphrase the backups' secrets are encrypted with (unset: secrets left out)"
+    )
+    backup_keep: int = Field(default=7, ge=1, description="backups kept in a backup folder (older ones are deleted)")
+    backup_cron: str = Field(default="30 2 * * *", description="when the nightly backup runs (cron; 02:30)")
+
     # --- Agents: the router (docs/agents.md, "Routing") -----------------------------------
     route_threshold: float | None = Field(
         default=None,
@@ -691,6 +701,10 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_path / "qdrant"
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir.expanduser().resolve() if self.backup_dir else self.data_path / "backups"
 
 
 def _csv(value: str) -> list[str]:

@@ -72,6 +72,48 @@ def build_rollout(settings: Settings, *, gateway: Any = None, client: Any = None
     return list(acts.all()), [RolloutWorkflow]
 
 
+def build_backup(settings: Settings, store: Any, pool: Any) -> tuple[list[Any], list[type]]:
+    """`backup.create` and `backup.report_failure`, and BackupWorkflow (docs/disaster-recovery.md)."""
+    from activities.backup.activities import BackupActivities, BackupConfig
+    from workflows.backup import BackupWorkflow
+
+    pg_bin = None
+    try:  # pgserver's pg_dump when installed, else the one on PATH
+        from workers.stack.postgres import postgres_bin
+
+        pg_bin = postgres_bin()
+    except AgenticError:
+        pg_bin = None
+    events = (
+        settings.intake_url.rsplit("/alerts", 1)[0].rstrip("/") + "/events"
+        if settings.intake_url
+        else f"http://{settings.host}:{settings.intake_port}/events"
+    )
+    config = BackupConfig(
+        data_dir=settings.data_path,
+        backup_dir=settings.backup_path,
+        postgres_dsn=settings.postgres_target(),
+        pg_bin=pg_bin,
+        temporal_db=settings.data_path / "temporal" / "temporal.db" if settings.temporal_embedded else None,
+        key=settings.backup_key.get_secret_value() if settings.backup_key else None,
+        keep=settings.backup_keep,
+        intake_events_url=events,
+        intake_token=settings.intake_token.get_secret_value() if settings.intake_token else None,
+    )
+    acts = BackupActivities(config, store, pool)
+    return [acts.create, acts.report_failure], [BackupWorkflow]
+
+
+async def refuse_newer_ledger(pool: Any) -> None:
+    """A ledger migrated by a newer agentic: refuse to start (one clear line, exit 2)."""
+    from activities.ledger.db import SchemaTooNewError, check_schema
+
+    try:
+        await check_schema(pool)
+    except SchemaTooNewError as exc:
+        raise AgenticError(str(exc)) from None
+
+
 def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
     """The sandbox. `passthrough`: modules load once per worker instead of once per workflow run
     (the platform's workflow modules keep no mutable module state, and the sandbox's runtime
@@ -114,6 +156,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from workflows.trust_review import TrustReviewWorkflow
 
     async with AsyncExitStack() as stack:
+        pool = await create_pool(settings.postgres_target(), max_size=settings.postgres_pool_max)
+        stack.push_async_callback(pool.close)
+        await refuse_newer_ledger(pool)  # before any work: old code never runs on a newer schema
         # telemetry (docs/observability.md): the SDK's metrics through the runtime, ours on a port
         from workers import telemetry
 
@@ -122,8 +167,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         metrics_url = telemetry.serve_metrics(settings)
         if metrics_url:
             log.info("metrics at %s", metrics_url)
-        pool = await create_pool(settings.postgres_target(), max_size=settings.postgres_pool_max)
-        stack.push_async_callback(pool.close)
         ledger = Ledger(pool)
 
         store = build_store(settings)
@@ -167,6 +210,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         routes = route_activities(store, embedder, router, settings)
         router_activities: list[Any] = [routes.route]
 
+        # Backups (docs/disaster-recovery.md): on the worker, which owns the Qdrant Edge shards.
+        backup_acts, backup_workflows = build_backup(settings, store, pool)
+        from activities.backup.rebuild import RebuildActivities
+        from workflows.backup import KnowledgeRebuildWorkflow
+
+        backup_acts.append(RebuildActivities(kb, pool).rebuild)  # `agentic knowledge rebuild`
+        backup_workflows.append(KnowledgeRebuildWorkflow)
+
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -180,6 +231,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 *rollout_workflows,
                 RouteProbeWorkflow,  # one routing decision through Temporal (the rollout's router check)
                 *agent_workflows,
+                *backup_workflows,
             ],
             activities=[
                 knowledge.upsert_runbooks,
@@ -202,6 +254,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 *rollout_activities,
                 *agent_acts,
                 *router_activities,
+                *backup_acts,
             ],
             identity=f"agentic-worker@{os.uname().nodename}:{os.getpid()}",
             max_concurrent_workflow_tasks=settings.worker_workflow_tasks,

@@ -2,10 +2,12 @@
 
 Migrations are the files `activities/ledger/migrations/NNNN_name.sql`, shipped as package
 data. `migrate()` applies the pending ones in version order, each in its own transaction,
-and records it in `schema_migrations`. A session-level advisory lock serialises concurrent
-runners (two workers starting at once), and a migration that was applied but whose file has
-since changed is refused with `MigrationChecksumError`: released migrations are immutable,
-add a new one instead.
+and records it in `schema_migrations`. Migrations only go forward: a ledger that has a
+migration newer than this code's newest is refused (`SchemaTooNewError`, also `check_schema`,
+which the worker calls at start), so an older agentic never runs on a newer schema. A
+session-level advisory lock serialises concurrent runners (two workers starting at once), and
+a migration that was applied but whose file has since changed is refused with
+`MigrationChecksumError`: released migrations are immutable, add a new one instead.
 """
 
 from __future__ import annotations
@@ -58,6 +60,31 @@ class MigrationError(LedgerError):
 
 class MigrationChecksumError(MigrationError):
     """An applied migration's file no longer matches what was applied."""
+
+
+class SchemaTooNewError(MigrationError):
+    """The ledger has migrations newer than this code knows: a newer agentic ran on it."""
+
+
+def too_new_message(ledger_version: str, known: str | None) -> str:
+    return (
+        f"the ledger's schema is version {ledger_version}, this agentic understands up to {known or 'none'}: "
+        "upgrade agentic (migrations only go forward; a backup taken before the upgrade can be restored "
+        "with `agentic backup restore`)"
+    )
+
+
+async def check_schema(
+    conn: asyncpg.Connection | asyncpg.Pool, migrations: Sequence[Migration] | None = None
+) -> str | None:
+    """Refuse a ledger whose schema is newer than this code's migrations (`SchemaTooNewError`);
+    return its version (None: never migrated). A worker calls it before it takes any work."""
+    known = [m.version for m in (migrations if migrations is not None else list_migrations())]
+    version = await current_version(conn)
+    newest = max(known) if known else None
+    if version is not None and (newest is None or version > newest):
+        raise SchemaTooNewError(too_new_message(version, newest))
+    return version
 
 
 @dataclass(frozen=True)
@@ -246,6 +273,9 @@ async def _migrate(conn: asyncpg.Connection, todo: list[Migration], lock_timeout
                     f"migration {m.version}_{m.name} was applied with checksum {row['checksum'][:12]} but its file "
                     f"now has {m.checksum[:12]}: applied migrations must not change; add a new migration instead"
                 )
+        newer = sorted(v for v in applied if not versions or v > versions[-1])
+        if newer:  # a newer agentic migrated this ledger: never run old code on its schema
+            raise SchemaTooNewError(too_new_message(newer[-1], versions[-1] if versions else None))
         unknown = sorted(set(applied) - set(versions))
         if unknown:
             log.warning("database has migrations this code does not know: %s (newer code ran here?)", unknown)

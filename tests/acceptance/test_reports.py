@@ -38,11 +38,11 @@ def _schedules(res: Ran) -> dict[str, str]:
 
 
 def test_schedules_apply_then_list(first_stack: Stack) -> None:
-    # README: "create/update both schedules (idempotent); `schedules list` shows them"
+    # README: "create/update the schedules (idempotent); `schedules list` shows them"
     first = first_stack.readme("agentic schedules apply")
     assert first.rc == 0, first
     applied = _schedules(first)
-    assert len(applied) == 2 and set(applied.values()) <= {"created", "updated", "unchanged"}, first
+    assert len(applied) == 3 and set(applied.values()) <= {"created", "updated", "unchanged"}, first
     again = first_stack.readme("agentic schedules apply")
     assert again.rc == 0 and _schedules(again) == dict.fromkeys(applied, "unchanged"), again
     listed = first_stack.agentic("schedules", "list")
@@ -52,6 +52,7 @@ def test_schedules_apply_then_list(first_stack: Stack) -> None:
         assert "active" in row, f"{sid}: {row!r}\n{listed}"
     # "A weekly digest ... and a quarterly trust review run on Temporal Schedules"
     assert "WeeklyDigestWorkflow" in listed.out and "TrustReviewWorkflow" in listed.out, listed
+    assert "BackupWorkflow" in listed.out, listed  # the nightly backup (docs/disaster-recovery.md)
 
 
 def _check_digest(first_stack: Stack, res: Ran, week: str) -> None:

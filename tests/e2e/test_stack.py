@@ -155,7 +155,7 @@ def test_every_command_reaches_the_stack_with_only_the_data_dir(
     weekly = json.loads(ok("report", "weekly", "--week", "2026-W11", "--json"))
     assert weekly["week"] == "2026-W11"
     schedules = json.loads(ok("schedules", "list", "--json"))
-    assert {s["id"] for s in schedules} == {"agentic-weekly-digest", "agentic-trust-review"}
+    assert {s["id"] for s in schedules} == {"agentic-weekly-digest", "agentic-trust-review", "agentic-nightly-backup"}
     assert any(r["id"] == "demo/ledger-reader" for r in json.loads(ok("runbooks", "list", "--json")))
     assert isinstance(json.loads(ok("incidents", "list", "--json")), list)
     doc = json.loads(agentic(bare, "status", "--json", *d, timeout=60).stdout)

@@ -137,7 +137,7 @@ async def test_changed_checksum_is_detected(fresh_dsn: str) -> None:
             await migrate(conn, migrations=[edited])
         # Line endings alone do not count as a change.
         crlf = Migration.from_text(first.version, first.name, first.sql.replace("\n", "\r\n"))
-        assert await migrate(conn, migrations=[crlf]) == []
+        assert await migrate(conn, migrations=[crlf, *list_migrations()[1:]]) == []
     finally:
         await conn.close()
 

@@ -28,6 +28,7 @@ from rich.table import Table
 from workers.cli import (
     agents,
     alert,
+    backup,
     decide,
     docs,
     guardrails,
@@ -59,6 +60,8 @@ app.add_typer(review.app, name="review")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(agents.app, name="agents")
 app.add_typer(keys.app, name="keys")
+app.add_typer(backup.app, name="backup")  # create, list, restore (docs/disaster-recovery.md)
+app.add_typer(backup.knowledge_app, name="knowledge")  # rebuild (docs/disaster-recovery.md)
 
 
 # --------------------------------------------------------------------------- stack

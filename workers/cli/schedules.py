@@ -1,5 +1,5 @@
 """`agentic schedules …`: the platform's Temporal Schedules (the weekly digest, the quarterly
-trust review): apply them (idempotent), list them. Edges: they talk to Temporal only (the running
+trust review, the nightly backup): apply them (idempotent), list them. Edges: they talk to Temporal only (the running
 stack in the data dir, else the settings' Temporal)."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from rich.table import Table
 from workers.cli.options import DataDir, JsonOut, console
 from workers.cli.options import cli_settings as _settings
 
-app = typer.Typer(help="Temporal Schedules: weekly digest, quarterly trust review.", no_args_is_help=True)
+app = typer.Typer(
+    help="Temporal Schedules: weekly digest, quarterly trust review, nightly backup.", no_args_is_help=True
+)
 
 
 @app.command("apply")

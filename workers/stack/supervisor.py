@@ -264,12 +264,14 @@ class Supervisor:
 
     async def prepare_services(self, eff: Settings) -> None:
         """Ledger migrations and Temporal search attributes, before the worker starts."""
-        from activities.ledger.db import create_pool, migrate
+        from activities.ledger.db import MigrationError, create_pool, migrate
         from workers.temporal import connect, ensure_search_attributes
 
         pool = await create_pool(eff.postgres_target(), min_size=1, max_size=2)
         try:
             applied = await migrate(pool)
+        except MigrationError as exc:  # e.g. a ledger a newer agentic migrated: one clear line
+            raise AgenticError(str(exc)) from None
         finally:
             await pool.close()
         if applied:
