@@ -129,12 +129,14 @@ def test_the_parts_are_what_the_readme_says(first_stack: Stack) -> None:
     llm = next(r for r in parse_parts_table(first_stack.up_result.out) if r["part"] == "llm")
     assert "SmolLM2-135M-Instruct" in llm["role"] and "1 thread" in llm["role"], llm
     # README: "the MCP infrastructure server (when a cluster is configured)", "the metrics MCP server
-    # (when `AGENTIC_PROMETHEUS_URL` is set)", "the coding MCP server (when `AGENTIC_REPOS` is set)",
+    # (when `AGENTIC_PROMETHEUS_URL` is set)", "the web MCP server (when `AGENTIC_SEARXNG_URL` or
+    # `AGENTIC_WEB_ALLOWED_DOMAINS` is set)", "the coding MCP server (when `AGENTIC_REPOS` is set)",
     # "the Home Assistant and arr-suite ... MCP servers (when those apps are configured)", "when
     # `AGENTIC_TELEGRAM_TOKEN` is set, the Telegram bot": none is configured here, so each is off and says what to set.
     for name, variable in (
         ("mcp", "AGENTIC_KUBECONFIG"),
         ("mcp-metrics", "AGENTIC_PROMETHEUS_URL"),
+        ("mcp-web", "AGENTIC_SEARXNG_URL"),
         ("mcp-coding", "AGENTIC_REPOS"),
         ("mcp-ha", "AGENTIC_HA_URL"),
         ("mcp-arr", "AGENTIC_SONARR_URL"),
@@ -312,6 +314,30 @@ def test_agents_ask(first_stack: Stack) -> None:
     # No cluster and no Prometheus here: the agent had no tool, and its answer says that nothing was
     # looked at and what would give it tools, before the model's own words.
     assert "Nothing was looked at" in res.out and "AGENTIC_KUBECONFIG" in res.out, res
+
+
+def test_keys_create_and_sign_in_to_the_console(first_stack: Stack, sent: tuple[Ran, str]) -> None:
+    # README (In another shell): `agentic keys create me` prints an API key, once; with it the
+    # gateway answers (`/v1/models`) and the console signs in and lists the README's incident.
+    res = first_stack.readme("agentic keys create me")
+    assert res.rc == 0, res
+    key = res.out.strip().splitlines()[-1]
+    assert key.startswith("agk_"), res
+    # README (The two commands): `agentic up` prints the console's URL and how to get the first key
+    assert first_stack.up_result is not None
+    assert "/console/" in first_stack.up_result.out and "agentic keys create" in first_stack.up_result.out
+    base = f"http://127.0.0.1:{first_stack.port('gateway')}"
+    with httpx.Client(base_url=base, timeout=30) as web:
+        assert web.get("/v1/models").status_code == 401  # no key, no answer
+        models = web.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert models.status_code == 200, models.text
+        assert "agentic-observability" in {m["id"] for m in models.json()["data"]}
+        assert web.get("/console/").status_code in (303, 307, 401)  # not signed in
+        signed_in = web.post("/console/login", data={"key": key}, follow_redirects=True)
+        assert signed_in.status_code == 200, signed_in.text[:300]
+        assert sent[1] in signed_in.text, signed_in.text[:500]  # the incident the README sent
+        wrong = web.post("/console/login", data={"key": key + "x"}, follow_redirects=False)
+        assert "not valid" in wrong.text
 
 
 def test_down_stops_everything_and_up_resumes(first_stack: Stack, sent: tuple[Ran, str]) -> None:
