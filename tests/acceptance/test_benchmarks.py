@@ -10,6 +10,7 @@
     .venv/bin/python benchmarks/investigate.py
     .venv/bin/python benchmarks/routing_eval.py
     .venv/bin/python benchmarks/agent_overhead.py
+    .venv/bin/python benchmarks/decision_eval.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
 run. Those that finish well within a minute run as written; those with options that shrink them
@@ -71,6 +72,7 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/investigate.py",
         ".venv/bin/python benchmarks/routing_eval.py",
         ".venv/bin/python benchmarks/agent_overhead.py",
+        ".venv/bin/python benchmarks/decision_eval.py",
     ],
 )
 def test_the_long_benchmarks_start_and_explain_their_options(line: str) -> None:
