@@ -39,6 +39,7 @@ import dataclasses
 import logging
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from activities.incident.activities import IncidentActivities  # noqa: E402
-from activities.incident.planner import PlannerConfig  # noqa: E402
+from activities.incident.planner import MODEL_TIMEOUT_S, PlannerConfig  # noqa: E402
 from activities.knowledge.edge_store import EdgeStore  # noqa: E402
 from activities.knowledge.kb import KnowledgeBase  # noqa: E402
 from activities.knowledge.markdown import load_runbooks  # noqa: E402
@@ -370,11 +371,44 @@ async def diagnose(
     return result, time.perf_counter() - t0
 
 
+async def diagnose_all(
+    acts: IncidentActivities,
+    triaged: list[tuple[TriageOutcome, TriageResult, AlertGroup]],
+    tools: list[ToolSpec],
+    name: str,
+) -> list[Diagnosis]:
+    """Every incident's diagnosis by one model, a progress line per incident on stderr."""
+    out: list[Diagnosis] = []
+    for n, (o, tri, group) in enumerate(triaged, 1):
+        inc = o.incident
+        res, secs = await diagnose(acts, inc, tri, group, o.recall, tools)
+        d = Diagnosis(inc, diagnosis_text(res), res.source, res.note, secs)
+        out.append(d)
+        print(
+            f"  [{name} {n}/{len(triaged)}] {inc.id} ({inc.category}): {res.source}, {secs:.1f} s, "
+            f"facts {d.facts_named}/{len(inc.facts)}, wrong {len(d.wrong_named)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
+
+
 def diagnosis_text(result: ProposeResult) -> str:
     return f"{result.proposal.summary}\n{result.proposal.diagnosis}"
 
 
 # --------------------------------------------------------------------------- models
+
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM: stop the model server this run started, then exit (a model call in flight would
+    keep an orderly exit waiting for minutes)."""
+    for proc in _CHILDREN:
+        proc.terminate()
+    os._exit(128 + signum)
 
 
 @contextmanager
@@ -395,6 +429,7 @@ def local_model(log_dir: Path) -> Iterator[int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    _CHILDREN.append(proc)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -418,7 +453,7 @@ def local_model(log_dir: Path) -> Iterator[int]:
             proc.wait()
 
 
-def local_router(port: int) -> Any:
+def local_router(port: int, timeout_s: float) -> Any:
     from workers.settings import Settings
     from workers.wiring import inference_router
 
@@ -435,10 +470,10 @@ def local_router(port: int) -> Any:
         planner_model="smollm2",
         inference_mode=InferenceMode.LOCAL_ONLY,
     )
-    return inference_router(settings)
+    return inference_router(settings, timeout_s=timeout_s)
 
 
-def capable_router(url: str, model: str, key: str | None) -> Any:
+def capable_router(url: str, model: str, key: str | None, timeout_s: float) -> Any:
     """A planner pool as the product wires one (AGENTIC_PLANNER_URL): no small-model bounds."""
     from pydantic import SecretStr
 
@@ -455,7 +490,7 @@ def capable_router(url: str, model: str, key: str | None) -> Any:
         cloud_api_key=None,
         inference_mode=InferenceMode.LOCAL_ONLY,
     )
-    return inference_router(settings, timeout_s=120.0)
+    return inference_router(settings, timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------- tables
@@ -568,7 +603,13 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N incidents (0: all)")
     parser.add_argument("--slice", action="store_true", help="only the incidents of the CI slice")
     parser.add_argument(
-        "--model-timeout", type=float, default=60.0, help="seconds one model call may take (default: %(default)s)"
+        "--per-category", type=int, default=0, help="only the first N incidents of each expected category (0: all)"
+    )
+    parser.add_argument(
+        "--model-timeout",
+        type=float,
+        default=MODEL_TIMEOUT_S,
+        help="seconds one model call may take (default: the planner's own bound, %(default)s)",
     )
     parser.add_argument(
         "--capable-url",
@@ -583,6 +624,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--misses", action="store_true", help="also list each model's missed and wrong facts")
     args = parser.parse_args(argv)
     logging.getLogger("agentic").setLevel(logging.ERROR)  # the planner's fallback warnings, one per incident
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _stop)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -592,6 +636,14 @@ async def main(argv: list[str] | None = None) -> int:
     incidents = load_set(args.set, {rb.id for rb in runbooks})
     if args.slice:
         incidents = [i for i in incidents if i.in_slice]
+    if args.per_category:
+        taken: dict[str, int] = defaultdict(int)
+        kept = []
+        for inc in incidents:
+            if taken[inc.category] < args.per_category:
+                taken[inc.category] += 1
+                kept.append(inc)
+        incidents = kept
     if args.limit:
         incidents = incidents[: args.limit]
     cats = defaultdict(int)
@@ -636,12 +688,8 @@ async def main(argv: list[str] | None = None) -> int:
             try:
                 with local_model(Path(tmp)) as port:
                     cfg = PlannerConfig(model_timeout_s=args.model_timeout, mode=InferenceMode.LOCAL_ONLY)
-                    acts = IncidentActivities(kb, ledger, local_router(port), planner=cfg)  # type: ignore[arg-type]
-                    diags = []
-                    for (o, tri, group), inc in zip(triaged, incidents, strict=True):
-                        res, secs = await diagnose(acts, inc, tri, group, o.recall, tools)
-                        diags.append(Diagnosis(inc, diagnosis_text(res), res.source, res.note, secs))
-                    rows["local (smollm2-135m)"] = diags
+                    acts = IncidentActivities(kb, ledger, local_router(port, args.model_timeout), planner=cfg)  # type: ignore[arg-type]
+                    rows["local (smollm2-135m)"] = await diagnose_all(acts, triaged, tools, "local")
             except RuntimeError as exc:
                 print(f"\nlocal model skipped: {exc}")
         if "capable" in models:
@@ -653,13 +701,9 @@ async def main(argv: list[str] | None = None) -> int:
             else:
                 key = os.environ.get("AGENTIC_POOL_API_KEY")
                 cfg = PlannerConfig(model_timeout_s=args.model_timeout, mode=InferenceMode.LOCAL_ONLY, model_slots=4)
-                router = capable_router(args.capable_url, args.capable_model, key)
+                router = capable_router(args.capable_url, args.capable_model, key, args.model_timeout)
                 acts = IncidentActivities(kb, ledger, router, planner=cfg)  # type: ignore[arg-type]
-                diags = []
-                for (o, tri, group), inc in zip(triaged, incidents, strict=True):
-                    res, secs = await diagnose(acts, inc, tri, group, o.recall, tools)
-                    diags.append(Diagnosis(inc, diagnosis_text(res), res.source, res.note, secs))
-                rows[f"capable ({args.capable_model})"[:24]] = diags
+                rows[f"capable ({args.capable_model})"[:24]] = await diagnose_all(acts, triaged, tools, "capable")
         if rows:
             print_diagnoses(rows)
             if args.misses:

@@ -27,6 +27,7 @@ from benchmarks.decision_eval import (
     IncidentActivities,
     NoLedger,
     NoModel,
+    fact_present,
     load_product_runbooks,
     load_set,
     run_triage,
@@ -130,3 +131,9 @@ def test_a_malformed_set_is_refused_with_every_problem_named(
     err = capsys.readouterr().err
     for problem in ("unknown category 'media'", "unknown runbook 'kubernetes/Nope'", "a: duplicate id", "no alertname"):
         assert problem in err, err
+
+
+def test_facts_are_alternatives_matched_without_case_or_by_regex() -> None:
+    assert fact_present(["OOMKilled", "out of memory"], "the container ran OUT OF MEMORY at its limit")
+    assert fact_present(["re:oom[- ]?kill"], "it was OOM-killed twice")
+    assert not fact_present(["512Mi"], "its limit is 256Mi")
