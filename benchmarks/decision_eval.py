@@ -232,7 +232,10 @@ class NoModel:
         raise InferenceUnavailable("no model is configured")
 
 
-async def product_tools() -> list[ToolSpec]:
+SERVERS = ("infra", "metrics", "arr", "homeassistant")
+
+
+async def product_tools(servers: Sequence[str] = SERVERS) -> list[ToolSpec]:
     """The tools the incident agent is offered when every tool server is configured: each
     server built in-process (no cluster, no apps behind them) and asked for its list, as the
     gateway's `tools.list_tools` asks them over MCP."""
@@ -245,7 +248,7 @@ async def product_tools() -> list[ToolSpec]:
     from workers.toolservers.metrics.server import build_server as metrics_server
 
     nowhere = "http://127.0.0.1:9"
-    servers = {
+    built = {
         "infra": infra_server(None),
         "arr": arr_server(
             {
@@ -261,7 +264,9 @@ async def product_tools() -> list[ToolSpec]:
         "metrics": metrics_server(Prometheus(nowhere)),
     }
     specs: list[ToolSpec] = []
-    for name, server in servers.items():
+    for name, server in built.items():
+        if name not in servers:
+            continue
         for t in await server.list_tools():
             read_only = bool(t.annotations and t.annotations.read_only_hint)
             specs.append(
@@ -321,6 +326,12 @@ class Diagnosis:
     source: str
     note: str
     seconds: float
+
+    @property
+    def from_model(self) -> bool:
+        """The diagnosis is a model's: its proposal was used, or it answered a proposal that could
+        not be used and the fallback kept its diagnosis (`fallback_proposal`)."""
+        return self.source in ("llm", "cloud") or "invalid proposal" in self.note or "unusable" in self.note
 
     @property
     def facts_named(self) -> int:
@@ -386,7 +397,8 @@ async def diagnose_all(
         out.append(d)
         print(
             f"  [{name} {n}/{len(triaged)}] {inc.id} ({inc.category}): {res.source}, {secs:.1f} s, "
-            f"facts {d.facts_named}/{len(inc.facts)}, wrong {len(d.wrong_named)}",
+            f"facts {d.facts_named}/{len(inc.facts)}, wrong {len(d.wrong_named)}"
+            + (f" ({_reason(res.note)})" if res.source == "fallback" else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -541,9 +553,9 @@ def print_diagnoses(rows: dict[str, list[Diagnosis]]) -> None:
     print("\ndiagnosis (rules: key facts named, wrong facts present; summary + diagnosis of the proposal)\n")
     print(
         f"  {'model':<24} {'category':<15} {'n':>3} {'fact recall':>11} {'wrong':>6} "
-        f"{'with wrong':>10} {'model used':>10}"
+        f"{'with wrong':>10} {'plan used':>10} {'model text':>10}"
     )
-    print(f"  {'-' * 24} {'-' * 15} {'-' * 3} {'-' * 11} {'-' * 6} {'-' * 10} {'-' * 10}")
+    print(f"  {'-' * 24} {'-' * 15} {'-' * 3} {'-' * 11} {'-' * 6} {'-' * 10} {'-' * 10} {'-' * 10}")
     for model, diags in rows.items():
         groups: dict[str, list[Diagnosis]] = defaultdict(list)
         for d in diags:
@@ -555,10 +567,11 @@ def print_diagnoses(rows: dict[str, list[Diagnosis]]) -> None:
             wrong = sum(len(d.wrong_named) for d in ds)
             with_wrong = sum(1 for d in ds if d.wrong_named)
             used = sum(1 for d in ds if d.source in ("llm", "cloud"))
+            text = sum(1 for d in ds if d.from_model)
             label = model if name == "all" else ""
             print(
                 f"  {label:<24} {name:<15} {len(ds):>3} {pct(named, facts):>11} {pct(wrong, wrong_total):>6} "
-                f"{pct(with_wrong, len(ds)):>10} {pct(used, len(ds)):>10}"
+                f"{pct(with_wrong, len(ds)):>10} {pct(used, len(ds)):>10} {pct(text, len(ds)):>10}"
             )
         if model.startswith("no model"):
             continue
@@ -621,6 +634,11 @@ async def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("AGENTIC_PLANNER_MODEL"),
         help="its model name (default: AGENTIC_PLANNER_MODEL)",
     )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="tool servers whose tools the incident agent is offered (default: all, %(default)s)",
+    )
     parser.add_argument("--misses", action="store_true", help="also list each model's missed and wrong facts")
     args = parser.parse_args(argv)
     logging.getLogger("agentic").setLevel(logging.ERROR)  # the planner's fallback warnings, one per incident
@@ -673,7 +691,13 @@ async def main(argv: list[str] | None = None) -> int:
 
         rows: dict[str, list[Diagnosis]] = {}
         if models:
-            tools = await product_tools()
+            servers = [x.strip() for x in args.servers.split(",") if x.strip()]
+            if set(servers) - set(SERVERS):
+                parser.error(
+                    f"unknown server(s) {sorted(set(servers) - set(SERVERS))}: choose from {', '.join(SERVERS)}"
+                )
+            tools = await product_tools(servers)
+            print(f"\ntools offered: {len(tools)} ({', '.join(servers)})")
         if "none" in models:
             plain: list[Diagnosis] = []
             shown: list[Diagnosis] = []
