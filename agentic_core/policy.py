@@ -52,7 +52,11 @@ _SEVERITY: dict[str, Severity] = {
     "warn": Severity.WARNING,
 }
 
-# Labels that hint at what is affected, in the order they are read.
+# Labels that hint at what is affected, in the order they are read. Besides the scrape's and
+# the app's labels, the object labels kube-state-metrics and the kubelet leave on an alert that
+# is about one object (KubePodNotReady carries only `namespace` and `pod`; KubeJobFailed
+# `job_name`, the scrape's `job` being kube-state-metrics; KubePersistentVolumeFillingUp
+# `persistentvolumeclaim`), so that a Sonarr pod or a Radarr volume is an arr incident.
 HINT_LABELS: tuple[str, ...] = (
     "namespace",
     "job",
@@ -61,13 +65,29 @@ HINT_LABELS: tuple[str, ...] = (
     "app_kubernetes_io_name",
     "container",
     "deployment",
+    "statefulset",
+    "daemonset",
+    "pod",
+    "job_name",
+    "cronjob",
+    "persistentvolumeclaim",
+    "horizontalpodautoscaler",
     "alertname",
 )
 
 # Substrings that name a component (matched in lower case, anywhere in a hint label's value,
 # so `SonarrDown`, `radarr-4k` and `zigbee2mqtt` are recognised).
 _ARR_NAMES = ("sonarr", "radarr", "prowlarr", "lidarr", "readarr", "bazarr", "qbittorrent", "sabnzbd")
-_HOME_ASSISTANT_NAMES = ("homeassistant", "home-assistant", "home_assistant", "zigbee", "mqtt", "esphome")
+# (mosquitto: the MQTT broker Home Assistant's Zigbee2MQTT and ESPHome devices talk through)
+_HOME_ASSISTANT_NAMES = (
+    "homeassistant",
+    "home-assistant",
+    "home_assistant",
+    "zigbee",
+    "mqtt",
+    "mosquitto",
+    "esphome",
+)
 _PLATFORM_NAMES = ("agentic", "temporal", "qdrant", "vllm", "litellm")
 _TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
 

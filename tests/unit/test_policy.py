@@ -61,6 +61,37 @@ def test_severity_is_normalised(value: str | None, expected: Severity) -> None:
         ({"alertname": "KubeNodeNotReady", "node": "worker-2"}, Category.INFRASTRUCTURE),
         ({"alertname": "X", "namespace": "kube-system"}, Category.INFRASTRUCTURE),
         ({"alertname": "X", "namespace": "maintenance"}, Category.INFRASTRUCTURE),  # "ai" inside a word
+        # object labels of kube-state-metrics and kubelet alerts (benchmarks/decision_eval.py found
+        # these routed to infrastructure): the object named is what the alert is about
+        ({"alertname": "KubePodNotReady", "namespace": "media", "pod": "sonarr-5f7c9d8b6-x2kqp"}, Category.ARR),
+        (
+            {
+                "alertname": "KubeJobFailed",
+                "namespace": "media",
+                "job": "kube-state-metrics",
+                "job_name": "radarr-backup-1",
+            },
+            Category.ARR,
+        ),
+        (
+            {
+                "alertname": "KubePersistentVolumeFillingUp",
+                "namespace": "media",
+                "persistentvolumeclaim": "config-radarr-0",
+            },
+            Category.ARR,
+        ),
+        ({"alertname": "KubeStatefulSetReplicasMismatch", "statefulset": "home-assistant"}, Category.HOME_ASSISTANT),
+        ({"alertname": "KubeDaemonSetRolloutStuck", "daemonset": "zigbee2mqtt"}, Category.HOME_ASSISTANT),
+        ({"alertname": "KubeHpaMaxedOut", "horizontalpodautoscaler": "qdrant"}, Category.PLATFORM),
+        (
+            {"alertname": "PodRestartingTooOften", "namespace": "home", "container": "mosquitto"},
+            Category.HOME_ASSISTANT,
+        ),
+        (
+            {"alertname": "KubePodNotReady", "namespace": "photos", "pod": "immich-server-6d8f7c9b54-q7xkz"},
+            Category.INFRASTRUCTURE,
+        ),
     ],
 )
 def test_category_from_label_hints(labels: dict[str, str], expected: Category) -> None:
