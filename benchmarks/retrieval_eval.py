@@ -1,6 +1,6 @@
 """Retrieval quality: does an alert, written by someone else, find its runbook?
 
-    python benchmarks/retrieval_eval.py [--quick] [--holdout] [--sweep] [--show-misses SOURCE]
+    python benchmarks/retrieval_eval.py [--quick] [--holdout] [--sweep] [--rerank] [--show-misses SOURCE]
 
 Imports the runbook corpus (../shared/corpora/prometheus-operator-runbooks) into a fresh
 `KnowledgeBase` on `EdgeStore` in a temporary directory, with the local embedding model, and
@@ -31,6 +31,9 @@ defaults are the point chosen on all three. The cross-source figure is the mean 
 left-out scores. Recall latency (a fresh query: embedding included) is measured in the
 `incident` mode, p50 and p95, for the old method (`RetrievalTuning(normalize_queries=False,
 signal_terms=False, label_evidence=False, title_weight=0)`, the defaults before #18) and the product's.
+
+`--rerank` compares second stages among the top-k candidates (benchmarks/retrieval_rerank.py)
+by the same cross-validation across the sources 1-3; none is in the product (none generalised).
 
 Exit status 1 when the product's method misses top-1 >= 90% or top-3 >= 98% on a source in
 `search` mode other than `paraphrases` (the set the earlier method was tuned on).
@@ -531,6 +534,9 @@ async def main(argv: list[str] | None = None) -> int:
         metavar="SOURCE",
         help="print the misses of the product's method on a source (repeatable)",
     )
+    parser.add_argument(
+        "--rerank", action="store_true", help="compare second stages among the top-k by cross-validation"
+    )
     parser.add_argument("--quick", action="store_true", help="skip the latency measurement")
     args = parser.parse_args(argv)
 
@@ -609,6 +615,18 @@ async def main(argv: list[str] | None = None) -> int:
             same = "" if chosen == product else "  <- NOT the product's default"
             print(f"  chosen on all three: {describe(chosen)}{same}")
             print(f"  product's default:   {describe(product)}")
+
+        if args.rerank:
+            from benchmarks.retrieval_rerank import FIT_MODES as RERANK_MODES
+            from benchmarks.retrieval_rerank import run as run_rerank
+
+            inputs = {
+                (s, m): [(*mode_input(q, m), q.expected) for q in sources[s]]
+                for s in tuned
+                for m in modes_of(s)
+                if m in RERANK_MODES
+            }
+            await run_rerank(KnowledgeBase(store, embedder, tuning=product), inner, runbooks, inputs)
 
         rows = []
         for label, tuning in (("old method", OLD_METHOD), ("product", product)):
