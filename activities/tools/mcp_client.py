@@ -7,7 +7,8 @@ Sessions are reused. Opening a streamable-HTTP session costs a handshake (`serve
 first call of a tool, a listing; an agent's read calls and the catalogue's listings go through a
 pool of open sessions instead, one per server URL (the token is the client's own), opened on the
 first use, shared by concurrent activities (the SDK's session multiplexes requests by id: each
-is its own POST) and dropped when a call on it fails for any reason but the tool's own answer.
+is its own POST) and dropped when a call on it fails for any reason but an error the server
+answered with or the call's own timeout.
 A session that was reused and fails before its request reached the server (a connection refused,
 a server restarted since that no longer knows the session) is replaced and the call sent once
 more on a new one; so a restarted server costs no failed call, and a server that is down fails
@@ -80,6 +81,15 @@ def _timed_out(exc: BaseException) -> bool:
         or (isinstance(leaf, MCPError) and leaf.code == REQUEST_TIMEOUT)
         for leaf in _leaves(exc)
     )
+
+
+def _answered(exc: BaseException) -> bool:
+    """A failure of one call that says nothing about its session: a JSON-RPC error the server
+    answered with, or the call's own timeout."""
+    leaves = _leaves(exc)
+    if _not_delivered(exc) or any(isinstance(leaf, httpx2.TransportError) for leaf in leaves):
+        return _timed_out(exc)
+    return _timed_out(exc) or all(isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED for leaf in leaves)
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -229,6 +239,10 @@ class McpClient:
             try:
                 return await use(client)
             except Exception as exc:
+                if _answered(exc) and not session.task.done():
+                    # The server answered with an error, or this call timed out: the session is
+                    # fine and other calls may be using it; only this call failed.
+                    raise self._failure(server, url, exc, session.statuses[mark:], sent=True) from None
                 self._drop(url, session)
                 # The transport's own failure (a refused connection, say) ends the session's task;
                 # the call itself sees only "Connection closed". Both say what happened.
