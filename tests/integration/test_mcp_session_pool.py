@@ -2,7 +2,8 @@
 one open session, observed from the server's side (it counts the handshakes it answers); a
 server that restarts, or dies and comes back, is reconnected (kill -9 of a real server process
 included); the exactly-once path (`tools.execute`) keeps a session of its own per call; the
-worker's shutdown closes the pool."""
+worker's shutdown closes the pool. And the model turn, which reads the transcript once: a retried
+turn whose answer is recorded returns that answer without asking the model again."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ import uvicorn
 from pydantic import Field
 from temporalio.testing import ActivityEnvironment
 
+from activities.agents.activities import AgentActivities
+from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
 from activities.tools.gateway import ToolActivities
 from activities.tools.mcp_client import McpClient, ServerError
-from agentic_core.agents import AgentToolCall, ToolCallInput
+from agentic_core.agents import AgentToolCall, ModelTurnInput, ToolCallInput
 from agentic_core.incident import ExecuteInput, ToolCall
 from tests.support.env import free_port
+from tests.support.fake_openai import chat_server, tool_call
 from tests.support.kmock_helpers import start_server
 from tests.support.pg import pg_server
 from workers.toolservers.common import MUTATING, READ_ONLY, new_server, tool
@@ -270,3 +274,25 @@ async def test_the_gateway_reads_on_one_session_and_executes_on_its_own(pg: pgse
             await acts.aclose()
             await ledger.close()
     assert json.dumps(srv.calls)  # the server saw every call it answered
+
+
+async def test_a_retried_model_turn_returns_the_recorded_answer(pg: pgserver.PostgresServer) -> None:
+    ledger = await Ledger.connect(pg.get_uri(), max_size=2)
+    try:
+        async with chat_server("planner") as model:
+            model.reply = lambda body: {"tool_calls": [tool_call("note", {"text": "x"})]}
+            router = InferenceRouter([GroupConfig(name="planner", model="openai/fake", api_base=model.base_url)])
+            acts = AgentActivities(ledger, router)
+            run = f"agent-turn-{uuid.uuid4().hex[:8]}"
+            await ledger.add_messages(run, [])
+            inp = ModelTurnInput(run_id=run, agent="observability", step=0, tools=[{"name": "note"}])
+            env = ActivityEnvironment()
+            first = await env.run(acts.model_turn, inp)
+            assert [c.tool for c in first.tool_calls] == ["note"] and len(model.requests) == 1
+            model.reply = lambda body: "a different answer"
+            again = await env.run(acts.model_turn, inp)  # a retry of the same turn
+            assert len(model.requests) == 1, "the recorded answer stands: the model is not asked again"
+            assert [(c.tool, c.arguments) for c in again.tool_calls] == [("note", {"text": "x"})]
+            assert [r.role for r in await ledger.transcript(run)] == ["assistant"]
+    finally:
+        await ledger.close()
