@@ -182,6 +182,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
         tools = tool_gateway(ledger, settings)
+        stack.push_async_callback(tools.aclose)  # its pooled MCP sessions, after the worker drains
         guardrails = GuardrailActivities(ledger)  # guardrail events the workflows record
         reports = ReportActivities(ledger, settings.data_path)
         rollout_activities, rollout_workflows = build_rollout(settings, gateway=tools, client=client)

@@ -239,10 +239,12 @@ class AgentActivities:
         offered = {str(t.get("name")) for t in inp.tools}
         async with ledger_errors(ACTIVITY_MODEL_TURN):
             await self.ledger.add_messages(run_id, [result_message(run_id, r) for r in inp.results])
-            done = await self.ledger.get_message(key)
-            if done is not None:  # a retry after the answer was recorded: that answer stands
-                return _recorded_turn(done, offered)
             rows = await self.ledger.transcript(run_id, head=limits.max_result_chars + 1)
+        # a retry after the answer was recorded: that answer stands (an assistant message's text is
+        # never a blob, so the transcript holds it whole)
+        done = next((r for r in rows if r.key == key), None)
+        if done is not None:
+            return _recorded_turn(done, offered)
 
         tools = [] if inp.final else openai_tools(await self._offered(inp.agent, inp.tools))
         closing = None
@@ -279,7 +281,7 @@ class AgentActivities:
             for c in calls
         ]
         async with ledger_errors(ACTIVITY_MODEL_TURN):
-            await self.ledger.add_messages(
+            added = await self.ledger.add_messages(
                 run_id,
                 [
                     MessageIn(
@@ -294,7 +296,8 @@ class AgentActivities:
                     )
                 ],
             )
-            recorded = await self.ledger.get_message(key)
+            # not added: another attempt recorded its answer first
+            recorded = None if added else await self.ledger.get_message(key)
         if recorded is not None and (recorded.content != text or recorded.tool_calls != stored_calls):
             return _recorded_turn(recorded, offered)  # another attempt recorded its answer first
         return ModelTurnResult(

@@ -4,7 +4,7 @@ Embeddings first. Exemplar requests per agent (`exemplars.yaml`, shipped with th
 are embedded with the worker's embedder into the vector store's `routes` collection on the
 first route (`ensure_index`: only new or changed exemplars are embedded, removed ones are
 deleted; an unchanged file costs one scroll). A request is embedded and its nearest exemplars
-found; each agent's score is the mean similarity of its 3 nearest exemplars plus 0.2 times a
+found; each agent's score is the mean similarity of its 3 nearest exemplars plus 0.1 times a
 word model's probability of that agent (naive Bayes over the exemplars' words: "google",
 "docs", "repo", "commit" mark an agent more surely than the app a request names; see
 `agentic_core.routing`). Both are chosen on the fit set (`benchmarks/routing_eval.py --fit`).
@@ -60,7 +60,7 @@ MODEL_TIMEOUT_S = 20.0  # the route waits this long for the model, then takes th
 MAX_REQUEST_CHARS = 2000  # the embedder reads ~256 word pieces; the model needs no more either
 NEAREST_IN_PROMPT = 6  # nearest exemplars shown to the model, with their agents
 TOP_K = 3  # an agent's similarity: the mean of its TOP_K nearest exemplars
-WORD_WEIGHT = 0.2  # plus this times the word model's probability of the agent
+WORD_WEIGHT = 0.1  # plus this times the word model's probability of the agent
 MAX_THRESHOLD = 1.0 + WORD_WEIGHT  # the highest score there is
 SEARCH_LIMIT = 100  # nearest exemplars fetched per request (an agent absent from them cannot win)
 

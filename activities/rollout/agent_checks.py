@@ -331,10 +331,10 @@ class AgentChecks:
         else:
             fine.append(f"tool calls time out after {timeout:g}s")
         probe = float(p.get("probe_timeout_s", 2))
-        async with silent_server() as url:
+        async with silent_server() as url, McpClient(None, probe) as prober:
             started = time.monotonic()
             try:
-                await McpClient(None, probe).list_tools("silent-probe", url, lambda t: t)
+                await prober.list_tools("silent-probe", url, lambda t: t)
                 problems.append("a server that never answers was answered?")
             except ServerError:
                 took = time.monotonic() - started
@@ -372,17 +372,17 @@ class AgentChecks:
         if p.get("unauthenticated", True):
             if not self.gateway.servers:
                 problems.append("no MCP server is configured: nothing to check")
-            anonymous = McpClient(None, 15.0)
-            for name, url in self.gateway.servers.items():
-                _heartbeat(f"calling {name} without a token")
-                try:
-                    await anonymous.list_tools(name, url, lambda t: t)
-                    problems.append(f"MCP server {name!r} at {url} answered a call without a bearer token")
-                except ServerError as exc:
-                    if "(401)" in str(exc) or "(403)" in str(exc):
-                        fine.append(f"MCP server {name!r} refuses a call without its token")
-                    else:
-                        problems.append(f"MCP server {name!r}: {exc}")
+            async with McpClient(None, 15.0) as anonymous:
+                for name, url in self.gateway.servers.items():
+                    _heartbeat(f"calling {name} without a token")
+                    try:
+                        await anonymous.list_tools(name, url, lambda t: t)
+                        problems.append(f"MCP server {name!r} at {url} answered a call without a bearer token")
+                    except ServerError as exc:
+                        if "(401)" in str(exc) or "(403)" in str(exc):
+                            fine.append(f"MCP server {name!r} refuses a call without its token")
+                        else:
+                            problems.append(f"MCP server {name!r}: {exc}")
         return _result(inp, problems, fine)
 
     @activity.defn(name="rollout.check_guardrail_events")

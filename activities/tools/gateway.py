@@ -314,17 +314,31 @@ class ToolActivities:
         listed = "; ".join(f"{name!r}: {why}" for name, why in self._down.items())
         return f"it may belong to an MCP server that is down ({listed})"
 
-    async def _call(self, tool: _Tool, arguments: dict[str, Any]) -> CallToolResult:
+    async def _call(self, tool: _Tool, arguments: dict[str, Any], *, reuse: bool) -> CallToolResult:
+        """`reuse`: on the MCP client's pooled session (reads, sent again if a reused session's
+        connection was lost); else on a session of its own (`execute`: what `sent` means for
+        exactly-once stays that of one session per call)."""
         # telemetry: the call's outcome and latency by server (the mcp SDK makes the span)
         started, outcome = time.perf_counter(), "unreachable"
         try:
-            result = await self._mcp.call_tool(tool.spec.server, tool.url, tool.spec.name, arguments)
+            result = await self._mcp.call_tool(
+                tool.spec.server,
+                tool.url,
+                tool.spec.name,
+                arguments,
+                reuse=reuse,
+                repeat_safe=reuse and tool.read_only,
+            )
             outcome = "error" if result.is_error else "ok"
             return result
         finally:
             with metrics.safely():
                 metrics.TOOL_CALLS.labels(metrics.label(tool.spec.server), outcome).inc()
                 metrics.TOOL_LATENCY.labels(metrics.label(tool.spec.server)).observe(time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        """Close the MCP client's pooled sessions (the worker does, on shutdown)."""
+        await self._mcp.aclose()
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -513,7 +527,7 @@ class ToolActivities:
             arguments[tool.timestamp_arg] = _rfc3339(row.started_at)
         try:
             async with heartbeating(self.heartbeat_every_s, key):
-                result = await self._call(tool, arguments)
+                result = await self._call(tool, arguments, reuse=False)
         except ServerError as exc:
             if exc.sent and not tool.safe_to_repeat:
                 row = await self._finish(key, "failed", None, f"outcome unknown: {exc}; check the cluster by hand")
@@ -558,7 +572,7 @@ class ToolActivities:
             )
         try:
             async with heartbeating(self.heartbeat_every_s, inp.run_id, inp.call.call_id):
-                result = await self._call(tool, call.arguments)
+                result = await self._call(tool, call.arguments, reuse=True)
         except ServerError as exc:
             raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
         text = _text_of(result)
