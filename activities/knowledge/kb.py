@@ -39,6 +39,9 @@ version and hash behind and the next import redoes it.
 Hit payloads: runbook hits carry `{"runbook": <Runbook JSON>, "matched_labels": bool,
 "dense": float, "sparse": float}`; documentation hits the chunk (`source`, `heading`,
 `text`, `content_hash`); decision hits the `DecisionRecord` JSON.
+
+Long because the three collections share one object around one store and one embedder: the
+runbook index (layouts, idempotent writes, label routing) and the fused search are one design.
 """
 
 from __future__ import annotations

@@ -97,6 +97,8 @@ async def world() -> AsyncIterator[World]:
                     # the writes are the web agent's: an agent that may change things once a human
                     # approves (the guardrails keep observability read-only)
                     AGENTIC_WEB_TOOLS=f"{READS},rollout_restart",
+                    # the web agent runs once its server is configured (it is never called here)
+                    AGENTIC_WEB_ALLOWED_DOMAINS="docs.example.org",
                     AGENTIC_AGENT_LIMITS="observability.max_steps=4",  # bounds the real model's run
                 )
                 rc, out, err = await agentic(env, "up", "--detach")

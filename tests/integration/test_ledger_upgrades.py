@@ -67,6 +67,10 @@ SEEDS: dict[str, list[str]] = {
     ],
     "0008": ['UPDATE runbooks SET evidence = \'[{"tool": "get_logs"}]\''],
     "0009": ["INSERT INTO guardrail_events (key, kind, subject) VALUES ('g-1', 'limit', 'agent-1')"],
+    "0010": [
+        "INSERT INTO api_keys (name, prefix, key_hash, agents) VALUES ('ops', 'abc123', '\\x00ff'::bytea, '{web}')",
+        "INSERT INTO gateway_audit (key_name, method, path, status) VALUES ('ops', 'POST', '/v1/models', 200)",
+    ],
 }
 
 

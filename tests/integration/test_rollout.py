@@ -666,14 +666,20 @@ async def test_values_toggle_applied_then_reverted(env: WorkflowEnvironment) -> 
             r.acts.record,
             RecordInput(wave=6, argocd_namespace=ARGO_NS, applications=wave.synced_applications(), toggled=wave.values),
         )
-        assert rec.applications[0].previous_values == {"observability.serviceMonitors.enabled": None}
+        assert rec.applications[0].previous_values == {
+            "observability.serviceMonitors.enabled": None,
+            "observability.dashboards.enabled": None,
+        }
         applied = await ae.run(
             r.acts.apply,
             ApplyInput(wave=6, argocd_namespace=ARGO_NS, applications=wave.synced_applications(), values=wave.values),
         )
         assert applied.ok, applied.reason
         values = r.cluster.app(app)["spec"]["source"]["helm"]["valuesObject"]
-        assert values == {"rollout": {"waves": [6]}, "observability": {"serviceMonitors": {"enabled": True}}}
+        assert values == {
+            "rollout": {"waves": [6]},
+            "observability": {"serviceMonitors": {"enabled": True}, "dashboards": {"enabled": True}},
+        }
         back = await ae.run(
             r.acts.rollback,
             RollbackInput(wave=6, argocd_namespace=ARGO_NS, recorded=rec.applications, toggled=wave.values),
@@ -683,7 +689,8 @@ async def test_values_toggle_applied_then_reverted(env: WorkflowEnvironment) -> 
         assert source["targetRevision"] == f"sha-old-{app}"
         # the toggled key is removed again (merge patch null); the rest of the values stay
         assert source["helm"]["valuesObject"]["rollout"] == {"waves": [6]}
-        assert not (source["helm"]["valuesObject"].get("observability") or {}).get("serviceMonitors")
+        observability = source["helm"]["valuesObject"].get("observability") or {}
+        assert not observability.get("serviceMonitors") and not observability.get("dashboards")
 
 
 async def test_failed_sync_is_reported(env: WorkflowEnvironment) -> None:

@@ -171,7 +171,8 @@ async def dev() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_apply_is_idempotent_and_updates_a_changed_schedule(dev: WorkflowEnvironment) -> None:
-    settings = Settings(task_queue="agentic-test")
+    # the digest's and the review's schedules (the nightly backup's, off here, in test_backup*)
+    settings = Settings(task_queue="agentic-test", backup_cron="off")
     assert await apply_schedules(dev.client, settings) == {
         WEEKLY_DIGEST_SCHEDULE: "created",
         TRUST_REVIEW_SCHEDULE: "created",
@@ -199,7 +200,7 @@ async def test_apply_is_idempotent_and_updates_a_changed_schedule(dev: WorkflowE
 
     # a human pauses the review; the digest moves to Tuesday: only the digest is rewritten
     await dev.client.get_schedule_handle(TRUST_REVIEW_SCHEDULE).pause(note="audit in progress")
-    moved = Settings(task_queue="agentic-test", digest_cron="30 5 * * 2")
+    moved = Settings(task_queue="agentic-test", digest_cron="30 5 * * 2", backup_cron="off")
     assert await apply_schedules(dev.client, moved) == {
         WEEKLY_DIGEST_SCHEDULE: "updated",
         TRUST_REVIEW_SCHEDULE: "updated",  # its note lost the config marker when paused
@@ -223,7 +224,7 @@ async def test_the_weekly_schedule_runs_the_digest_of_the_week_that_ended(
     queue = f"digest-{uuid.uuid4().hex[:8]}"
     week = previous_week(datetime.now(UTC))
     exp = await seed_week(ledger, week)
-    await apply_schedules(dev.client, Settings(task_queue=queue))
+    await apply_schedules(dev.client, Settings(task_queue=queue, backup_cron="off"))
     handle = dev.client.get_schedule_handle(WEEKLY_DIGEST_SCHEDULE)
     worker, notifier = digest_worker(dev.client, queue, ledger, tmp_path)
     async with worker:
@@ -258,6 +259,7 @@ async def test_cli_schedules_apply_twice_and_report_weekly(
     target = dev.client.service_client.config.target_host
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
     env.update(AGENTIC_TEMPORAL_ADDRESS=target, AGENTIC_TASK_QUEUE=queue, AGENTIC_DATA_DIR=str(tmp_path / "data"))
+    env["AGENTIC_BACKUP_CRON"] = "off"  # the nightly backup's schedule: tests/e2e/test_stack.py, test_reports
     first = await asyncio.to_thread(_cli, ["schedules", "apply"], env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == ["created", WEEKLY_DIGEST_SCHEDULE, "created", TRUST_REVIEW_SCHEDULE]
