@@ -603,7 +603,7 @@ class Settings(BaseSettings):
 
     @property
     def llm_embedded(self) -> bool:
-        return self.planner_url is None
+        return self.planner_url is None and not self.planner_replicas
 
     @property
     def embedded_postgres_dsn(self) -> str:
@@ -617,7 +617,8 @@ class Settings(BaseSettings):
 
     @property
     def planner_base_url(self) -> str:
-        return self.planner_url or f"http://{self.host}:{self.llm_port}/v1"
+        first = self.replicas(self.planner_replicas)[:1]  # the pool's first replica (health checks)
+        return self.planner_url or (first[0] if first else f"http://{self.host}:{self.llm_port}/v1")
 
     @property
     def intake_base_url(self) -> str:
