@@ -414,7 +414,9 @@ class Settings(BaseSettings):
     worker_orchestration_activities: int = Field(
         default=100, ge=1, description="activities at once on the orchestration queue (ledger, notify, …)"
     )
-    worker_model_activities: int = Field(default=8, ge=1, description="model calls one worker runs at once")
+    worker_model_activities: int = Field(
+        default=100, ge=1, description="model activities one worker runs at once (the planner sheds load inside them)"
+    )
     worker_tools_activities: int = Field(default=32, ge=1, description="tool calls one worker runs at once")
     worker_activity_pollers: int = Field(default=4, ge=1, description="activity polls per queue a worker keeps open")
     planner_replicas: str | None = Field(

@@ -692,7 +692,7 @@ def test_the_task_queues_run_as_three_worker_deployments() -> None:
 
     assert env("worker")["AGENTIC_WORKER_QUEUES"] == "orchestration"
     assert env("worker-model")["AGENTIC_WORKER_QUEUES"] == "model"
-    assert env("worker-model")["AGENTIC_WORKER_MODEL_ACTIVITIES"] == "8"
+    assert env("worker-model")["AGENTIC_WORKER_MODEL_ACTIVITIES"] == "64"
     assert env("worker-tools")["AGENTIC_WORKER_QUEUES"] == "tools"
     assert env("worker-tools")["AGENTIC_WORKER_TOOLS_ACTIVITIES"] == "32"
     for name in ("worker", "worker-model", "worker-tools"):  # each pod's settings are valid
