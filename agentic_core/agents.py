@@ -194,6 +194,10 @@ class AgentRequest(BaseModel):
     depth: int = Field(default=0, ge=0)  # delegation depth (an agent asking another)
     incident_id: str | None = None  # an incident's investigate stage
     approvers: list[str] = Field(default_factory=list)  # who may approve a write (empty: anyone)
+    # task queues of model calls (agents.model_turn, agents.route) and tool calls (tools.call,
+    # tools.execute); None: the run's own queue (docs/scaling.md)
+    model_queue: str | None = None
+    tools_queue: str | None = None
 
 
 class ResultRef(BaseModel):

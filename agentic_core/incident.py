@@ -109,6 +109,10 @@ class IncidentConfig(BaseModel):
     investigate_max_calls: int = Field(default=6, ge=0)
     investigate_budget_s: int = Field(default=20, ge=1)
     investigate_model_calls: int = Field(default=0, ge=0)
+    # Task queues of the calls that compete (docs/scaling.md): None runs them on the incident's
+    # own queue, as every run started before the split did (so their histories replay as they were).
+    model_queue: str | None = None  # incident.propose
+    tools_queue: str | None = None  # tools.execute (the plan's actions and the evidence calls)
 
 
 class IncidentInput(BaseModel):

@@ -769,6 +769,37 @@ class Results:
     cpu_used: dict[str, float] = field(default_factory=dict)  # CPU seconds per part, first POST → end of wait
     capped: str = ""
     notes: list[str] = field(default_factory=list)
+    queues: str = ""  # split (model and tools on their own queues) or single
+    slot_wait_p99: float | None = None  # the worker's agentic_model_slot_wait_seconds, planner queue
+    slot_waits: int = 0
+    busy_fallbacks: float | None = None  # agentic_plan_fallbacks_total{reason="busy"}
+
+
+async def slot_metrics(env: dict[str, str], res: Results) -> None:
+    """The worker's own figures (docs/scaling.md): the wait for a model slot (p99 as the
+    histogram's bucket bound) and the plans that fell back because the model was busy."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{env.get('AGENTIC_WORKER_METRICS_PORT', '0')}/metrics"
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(url)).text
+    except httpx.HTTPError as exc:
+        res.notes.append(f"no worker metrics at {url} ({type(exc).__name__}): telemetry off?")
+        return
+    buckets: list[tuple[float, float]] = []
+    res.busy_fallbacks = 0.0
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "agentic_model_slot_wait_seconds_bucket" and sample.labels.get("queue") == "planner":
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name == "agentic_plan_fallbacks_total" and sample.labels.get("reason") == "busy":
+                res.busy_fallbacks += sample.value
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    res.slot_waits = int(total)
+    if total:
+        res.slot_wait_p99 = next(le for le, n in buckets if n >= 0.99 * total)
 
 
 def print_results(r: Results, cap: float) -> None:
@@ -810,6 +841,13 @@ def print_results(r: Results, cap: float) -> None:
         f", {len(r.diagnosis)}/{r.groups} attached (cap {cap:.0f} s) | |"
     )
     print(f"| diagnoses from the model / runbook fallback | {r.llm} / {r.fallback} | |")
+    print(f"| task queues | {r.queues} | |")
+    if r.slot_wait_p99 is not None:
+        bound = fmt_s(r.slot_wait_p99)
+        print(f"| wait for a model slot p99 (histogram bucket bound), n | ≤ {bound}, {r.slot_waits} | |")
+    if r.busy_fallbacks is not None:
+        share = r.busy_fallbacks / r.groups * 100 if r.groups else 0.0
+        print(f"| plans that fell back because the model was busy | {r.busy_fallbacks:.0f} ({share:.0f} %) | |")
     overhead = (
         f"{statistics.median(loose) * 100:.1f}% (p95 {pct(loose, 95) * 100:.1f}%, n={len(loose)})" if loose else "n/a"
     )
@@ -902,6 +940,8 @@ async def run(args: argparse.Namespace) -> Results:
             data = tmp / "data"
             env = stack_env(data, kubeconfig, args.env)
             env["AGENTIC_TELEMETRY_ENABLED"] = "true" if args.telemetry == "on" else "false"
+            env["AGENTIC_QUEUES_SPLIT"] = "false" if args.single_queue else "true"
+            res.queues = "single (everything on the orchestration queue)" if args.single_queue else "split"
             sampler = MemorySampler(data)
             t_up = time.perf_counter()
             try:  # `agentic down` in every case: an interrupted start may have left a supervisor behind
@@ -999,6 +1039,7 @@ async def measure(
     # Is the model still busy once every incident has its answer (requests whose caller gave up)?
     # The 5 s of this sample are also the grace a late duplicate gets to show.
     res.llm_cpu_after = await part_cpu(data, "llm", 5.0)
+    await slot_metrics(env, res)
 
     # Duplicates: every IncidentWorkflow run (open or closed) the burst left.
     ids: list[str] = []
@@ -1109,6 +1150,11 @@ def main() -> None:
         default="on",
         help="traces (span files) and the worker's metrics ports on or off (AGENTIC_TELEMETRY_ENABLED): "
         "run both to see what telemetry costs (docs/observability.md)",
+    )
+    ap.add_argument(
+        "--single-queue",
+        action="store_true",
+        help="model and tool calls on the orchestration queue, as before the split (docs/scaling.md)",
     )
     ap.add_argument("--dump", default=None, help="write every incident's timings (JSON) to this file")
     ap.add_argument("--keep-logs", default=None, help="copy the stack's logs here before the data dir goes")

@@ -66,6 +66,8 @@ async def start(
         requested_by=requested_by,
         source="cli",
         approvers=settings.approver_list,
+        model_queue=settings.run_model_queue,
+        tools_queue=settings.run_tools_queue,
     )
     client, task_queue = await platform_client(settings)
     run_id = agent_run_id(req.request_id)

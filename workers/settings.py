@@ -35,6 +35,7 @@ from agentic_core.tools import (
 )
 
 TASK_QUEUE = "agentic-platform"
+QUEUE_KINDS = ("orchestration", "model", "tools")  # docs/scaling.md
 _NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]!-]{1,63}")  # a namespace name or a glob of one
 _TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,128}")  # a tool name or a glob of names
 
@@ -401,6 +402,70 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="below the threshold, how long a route waits for the planner model"
     )
 
+    # --- Task queues and inference pools (issue #17 scaling; docs/scaling.md) ----------------
+    queues_split: bool = Field(
+        default=True, description="new incidents and agent runs put model and tool calls on their own task queues"
+    )
+    model_task_queue: str | None = Field(default=None, description="model calls' task queue (empty: TASK_QUEUE-model)")
+    tools_task_queue: str | None = Field(default=None, description="tool calls' task queue (empty: TASK_QUEUE-tools)")
+    worker_queues: str = Field(
+        default="all", description="queues this worker polls: `all`, or a list of orchestration, model, tools"
+    )
+    worker_orchestration_activities: int = Field(
+        default=100, ge=1, description="activities at once on the orchestration queue (ledger, notify, …)"
+    )
+    worker_model_activities: int = Field(
+        default=100, ge=1, description="model activities one worker runs at once (the planner sheds load inside them)"
+    )
+    worker_tools_activities: int = Field(default=32, ge=1, description="tool calls one worker runs at once")
+    worker_activity_pollers: int = Field(default=4, ge=1, description="activity polls per queue a worker keeps open")
+    planner_replicas: str | None = Field(
+        default=None, description="comma-separated base URLs of the planner pool's replicas (least-busy routing)"
+    )
+    code_replicas: str | None = Field(default=None, description="comma-separated base URLs of the code pool")
+    embed_replicas: str | None = Field(default=None, description="comma-separated base URLs of the embed pool")
+    pool_max_parallel: int = Field(default=0, ge=0, description="requests in flight per pool replica (0: unbounded)")
+    pool_queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for a free replica slot before the call counts as unavailable"
+    )
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _known_queues(cls, v: str) -> str:
+        names = [q.strip() for q in v.split(",") if q.strip()]
+        unknown = [q for q in names if q not in ("all", *QUEUE_KINDS)]
+        if not names or unknown:
+            raise ValueError(f"unknown queue {', '.join(unknown) or '(none)'}: use all or {', '.join(QUEUE_KINDS)}")
+        return ",".join(names)
+
+    @property
+    def model_queue(self) -> str:
+        return self.model_task_queue or f"{self.task_queue}-model"
+
+    @property
+    def tools_queue(self) -> str:
+        return self.tools_task_queue or f"{self.task_queue}-tools"
+
+    @property
+    def polled_queues(self) -> list[str]:
+        """The kinds of queue this worker polls (`orchestration` is the old single queue)."""
+        names = self.worker_queues.split(",")
+        return list(QUEUE_KINDS) if "all" in names else [q for q in QUEUE_KINDS if q in names]
+
+    @property
+    def run_model_queue(self) -> str | None:
+        """The model calls' queue new incidents and agent runs carry (None with `queues_split`
+        off: everything on the run's own queue)."""
+        return self.model_queue if self.queues_split else None
+
+    @property
+    def run_tools_queue(self) -> str | None:
+        return self.tools_queue if self.queues_split else None
+
+    @staticmethod
+    def replicas(urls: str | None) -> list[str]:
+        return [u.strip() for u in (urls or "").split(",") if u.strip()]
+
     # --- Telemetry (docs/observability.md; OpenTelemetry's own OTEL_* variables too) ---------
     telemetry_enabled: bool = Field(
         default=True, description="traces and the worker's metrics ports (false: neither; /metrics routes stay)"
@@ -540,7 +605,7 @@ class Settings(BaseSettings):
 
     @property
     def llm_embedded(self) -> bool:
-        return self.planner_url is None
+        return self.planner_url is None and not self.planner_replicas
 
     @property
     def embedded_postgres_dsn(self) -> str:
@@ -554,7 +619,8 @@ class Settings(BaseSettings):
 
     @property
     def planner_base_url(self) -> str:
-        return self.planner_url or f"http://{self.host}:{self.llm_port}/v1"
+        first = self.replicas(self.planner_replicas)[:1]  # the pool's first replica (health checks)
+        return self.planner_url or (first[0] if first else f"http://{self.host}:{self.llm_port}/v1")
 
     @property
     def intake_base_url(self) -> str:

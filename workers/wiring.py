@@ -60,6 +60,8 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
         {"max_string_length": EMBEDDED_MAX_STRING_LENGTH, "max_items": EMBEDDED_MAX_ITEMS} if embedded else {}
     )
     planner_key = settings.llm_api_key if embedded else settings.pool_api_key
+    # each pool's replicas (least-busy routing) and its per-replica bound (docs/scaling.md)
+    par, queue_s = settings.pool_max_parallel, settings.pool_queue_timeout_s
     groups = [
         GroupConfig(
             name="planner",
@@ -67,6 +69,9 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
             api_base=settings.planner_base_url,
             api_key=planner_key,
             timeout_s=timeout_s,
+            api_bases=tuple(settings.replicas(settings.planner_replicas)),
+            max_parallel=par,
+            queue_timeout_s=queue_s,
             **small,
         ),
         GroupConfig(
@@ -75,10 +80,13 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
             api_base=settings.code_url or settings.planner_base_url,
             api_key=settings.pool_api_key if settings.code_url else planner_key,
             timeout_s=timeout_s,
-            **({} if settings.code_url else small),
+            api_bases=tuple(settings.replicas(settings.code_replicas)),
+            max_parallel=par,
+            queue_timeout_s=queue_s,
+            **({} if settings.code_url or settings.code_replicas else small),
         ),
     ]
-    if settings.embed_url:
+    if settings.embed_url or settings.embed_replicas:
         groups.append(
             GroupConfig(
                 name="embed",
@@ -86,6 +94,9 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
                 api_base=settings.embed_url,
                 api_key=settings.pool_api_key,
                 timeout_s=timeout_s,
+                api_bases=tuple(settings.replicas(settings.embed_replicas)),
+                max_parallel=par,
+                queue_timeout_s=queue_s,
             )
         )
     if settings.cloud_model and settings.inference_mode != InferenceMode.LOCAL_ONLY:

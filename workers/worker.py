@@ -126,6 +126,31 @@ def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+def queue_workers(
+    settings: Settings, client: Any, orchestration: Worker, model_acts: list[Any], tool_acts: list[Any]
+) -> list[Worker]:
+    """One Worker per queue this process polls (`AGENTIC_WORKER_QUEUES`), sharing the client."""
+    identity = f"agentic-worker@{os.uname().nodename}:{os.getpid()}"
+    kinds = settings.polled_queues
+    workers: list[Worker] = [orchestration] if "orchestration" in kinds else []
+    for kind, queue, acts, slots in (
+        ("model", settings.model_queue, model_acts, settings.worker_model_activities),
+        ("tools", settings.tools_queue, tool_acts, settings.worker_tools_activities),
+    ):
+        if kind in kinds:
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=queue,
+                    activities=acts,
+                    identity=f"{identity}/{kind}",
+                    max_concurrent_activities=slots,
+                    activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=settings.worker_activity_pollers),
+                )
+            )
+    return workers
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     from activities.guardrails.activities import GuardrailActivities
     from activities.incident.activities import IncidentActivities
@@ -219,7 +244,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         backup_acts.append(RebuildActivities(kb, pool).rebuild)  # `agentic knowledge rebuild`
         backup_workflows.append(KnowledgeRebuildWorkflow)
 
-        worker = Worker(
+        # Task queues (docs/scaling.md): the orchestration queue (the old single queue) gets the
+        # workflows and every activity (one a run scheduled there before the split is still
+        # served; runs started without queues use it for everything); the model and tools
+        # queues get the calls that compete, each with its own concurrency.
+        model_acts: list[Any] = [incident.propose, agents.model_turn, routes.route]
+        tool_acts: list[Any] = [tools.execute, tools.call]
+        orchestration = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[
@@ -263,10 +294,19 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # which the SDK's default (5 polls, a fifth of them there) drains one at a time.
             workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=settings.worker_workflow_pollers),
             nonsticky_to_sticky_poll_ratio=0.5,
+            max_concurrent_activities=settings.worker_orchestration_activities,
+            activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=settings.worker_activity_pollers),
             workflow_runner=workflow_runner(settings.workflow_sandbox),
         )
-        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_target)
-        async with worker:
+        workers = queue_workers(settings, client, orchestration, model_acts, tool_acts)
+        log.info(
+            "worker polling task queues %s on %s",
+            ", ".join(w.task_queue for w in workers),
+            settings.temporal_target,
+        )
+        async with AsyncExitStack() as running:
+            for w in workers:
+                await running.enter_async_context(w)
             await stop.wait()
             log.info("stopping: draining the worker")
 

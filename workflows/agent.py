@@ -288,6 +288,7 @@ class AgentWorkflow:
                     ACTIVITY_ROUTE,
                     RouteInput(text=req.text),
                     result_type=Route,
+                    task_queue=req.model_queue,  # its LLM fallback is a model call
                     start_to_close_timeout=ROUTE_TIMEOUT,
                     retry_policy=_RETRY,
                 )
@@ -409,6 +410,7 @@ class AgentWorkflow:
                     max_result_chars=limits.max_result_chars,
                 ),
                 result_type=ToolCallResult,
+                task_queue=self._req.tools_queue,
                 start_to_close_timeout=TOOL_TIMEOUT,
                 schedule_to_close_timeout=self._window(TOOL_TIMEOUT * 3),
                 heartbeat_timeout=TOOL_HEARTBEAT,
@@ -501,6 +503,7 @@ class AgentWorkflow:
                     agent_run=True,
                 ),
                 result_type=ActionResult,
+                task_queue=self._req.tools_queue,
                 start_to_close_timeout=EXECUTE_TIMEOUT,
                 heartbeat_timeout=TOOL_HEARTBEAT,
                 retry_policy=EXECUTE_RETRY,
@@ -555,6 +558,7 @@ class AgentWorkflow:
                 ACTIVITY_MODEL_TURN,
                 inp,
                 result_type=ModelTurnResult,
+                task_queue=self._req.model_queue,
                 start_to_close_timeout=MODEL_TURN_TIMEOUT,
                 schedule_to_close_timeout=self._window(MODEL_TURN_TIMEOUT * 2),
                 heartbeat_timeout=TOOL_HEARTBEAT,

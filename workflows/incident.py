@@ -546,7 +546,11 @@ class IncidentWorkflow:
         )
         try:
             prop = await workflow.execute_activity_method(
-                IncidentActivities.propose, pinp, start_to_close_timeout=PROPOSE_TIMEOUT, retry_policy=PROPOSE_RETRY
+                IncidentActivities.propose,
+                pinp,
+                task_queue=inp.config.model_queue,  # None: this run's queue (runs from before the split)
+                start_to_close_timeout=PROPOSE_TIMEOUT,
+                retry_policy=PROPOSE_RETRY,
             )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
@@ -843,6 +847,7 @@ class IncidentWorkflow:
                         allow_namespaces=self._allow_namespaces,
                     ),
                     result_type=ActionResult,
+                    task_queue=self._inp.config.tools_queue,
                     start_to_close_timeout=EXECUTE_TIMEOUT,
                     heartbeat_timeout=EXECUTE_HEARTBEAT,  # the gateway heartbeats during the call
                     retry_policy=EXECUTE_RETRY,

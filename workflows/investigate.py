@@ -161,6 +161,7 @@ class Investigation:
                     agent=AGENT,
                 ),
                 result_type=ActionResult,
+                task_queue=self.cfg.tools_queue,
                 schedule_to_close_timeout=window,
                 start_to_close_timeout=window,
                 heartbeat_timeout=min(CALL_HEARTBEAT, window),
@@ -195,6 +196,8 @@ class Investigation:
             source="incident",
             incident_id=self.incident_id,
             limits=AgentLimits(max_tool_calls=calls, max_steps=calls + 1, max_wall_s=max(1, int(left))),
+            model_queue=self.cfg.model_queue,
+            tools_queue=self.cfg.tools_queue,
         )
         try:
             result: AgentResult = await workflow.execute_child_workflow(

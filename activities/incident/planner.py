@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.incident.prompt import build_messages
+from activities.telemetry import metrics
 from agentic_core.incident import ProposeInput, ProposeResult
 from agentic_core.models import InferenceMode, Proposal, ToolCall
 from agentic_core.proposals import check_proposal, dropped_actions, fallback_proposal, ground_proposal
@@ -219,6 +220,8 @@ class Planner:
         self, inp: ProposeInput, reason: str, model: Proposal | None, counts: dict[str, int]
     ) -> ProposeResult:
         log.warning("propose %s: %s; falling back", inp.incident_id, reason)
+        with metrics.safely():  # docs/scaling.md: the share of plans the busy model left to the runbook
+            metrics.PLAN_FALLBACKS.labels("busy" if "busy" in reason else "other").inc()
         res = fallback_proposal(inp, reason, model=model)
         return res.model_copy(update={"redactions": dict(counts)}) if counts else res
 
@@ -254,12 +257,15 @@ class Planner:
                 f"{expected:.0f}s expected, over the {slot_wait_s:g}s bound)"
             )
         self._waiting += 1
+        waited = time.monotonic()
         try:
             await asyncio.wait_for(self._model_slots.acquire(), timeout=slot_wait_s)
         except TimeoutError:
             return _Asked(reason=f"the model is busy with other incidents (no free slot within {slot_wait_s:g}s)")
         finally:
             self._waiting -= 1
+            with metrics.safely():  # the wait for a model slot (docs/scaling.md)
+                metrics.MODEL_SLOT_WAIT.labels(self.planner_group, "planner").observe(time.monotonic() - waited)
         started = time.monotonic()
         try:
             answer = await asyncio.wait_for(

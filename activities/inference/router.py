@@ -22,6 +22,7 @@ the caller decides) or `InferenceError` (a request the pool refused: fix the req
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import importlib
@@ -119,6 +120,16 @@ class GroupConfig(BaseModel):
     # every property be required, which our models (fields with defaults) are not, so the
     # cloud group asks without it; the reply is validated against the model either way.
     strict_schema: bool = True
+    # The pool's replicas (docs/scaling.md): base URLs LiteLLM routes among, least busy first
+    # (empty: `api_base` alone). `max_parallel`: requests in flight per replica (0: unbounded);
+    # a call waits at most `queue_timeout_s` for a slot, then fails as unavailable.
+    api_bases: tuple[str, ...] = ()
+    max_parallel: int = Field(default=0, ge=0)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def replicas(self) -> tuple[str | None, ...]:
+        return self.api_bases or (self.api_base,)
 
 
 class Completion(BaseModel):
@@ -245,22 +256,31 @@ class InferenceRouter:
         self.mode = mode
         self._groups = {g.name: g for g in groups}
         model_list = []
+        # A pool's slots: `max_parallel` per replica, waited for up to `queue_timeout_s` (LiteLLM's
+        # own max_parallel_requests answers 429 at once instead of queueing).
+        self._slots: dict[str, asyncio.Semaphore] = {}
         for g in groups:
-            params: dict[str, Any] = {
-                "model": g.model,
-                "api_key": g.api_key.get_secret_value() if g.api_key else (NO_KEY if g.api_base else None),
-                "timeout": g.timeout_s,
-                "max_retries": 0,  # the OpenAI client's own retries, pinned too (tests count requests)
-            }
-            if g.api_base:
-                params["api_base"] = g.api_base
-            model_list.append({"model_name": g.name, "litellm_params": params})
+            for base in g.replicas:
+                params: dict[str, Any] = {
+                    "model": g.model,
+                    "api_key": g.api_key.get_secret_value() if g.api_key else (NO_KEY if base else None),
+                    "timeout": g.timeout_s,
+                    "max_retries": 0,  # the OpenAI client's own retries, pinned too (tests count requests)
+                }
+                if base:
+                    params["api_base"] = base
+                model_list.append({"model_name": g.name, "litellm_params": params})
+            if g.max_parallel:
+                self._slots[g.name] = asyncio.Semaphore(g.max_parallel * len(g.replicas))
         self._router = litellm.Router(
             model_list=model_list,
+            routing_strategy="least-busy",  # among a pool's replicas: the one with the fewest calls in flight
             num_retries=0,
             max_fallbacks=0,
             timeout=max(g.timeout_s for g in groups),
-            disable_cooldowns=True,  # one deployment per group: a cooldown would only turn errors into "no deployments"
+            # One deployment per group: a cooldown would only turn errors into "no deployments".
+            # With replicas, a failing one is cooled down and the others take its calls.
+            disable_cooldowns=all(len(g.replicas) == 1 for g in groups),
             set_verbose=False,
         )
 
@@ -278,6 +298,8 @@ class InferenceRouter:
                 "api_base": g.api_base,
                 "api_key_set": g.api_key is not None,
                 "timeout_s": g.timeout_s,
+                "replicas": len(g.replicas),
+                "max_parallel": g.max_parallel,
             }
             for g in self._groups.values()
         ]
@@ -290,6 +312,30 @@ class InferenceRouter:
 
     # --- calls ---------------------------------------------------------------------------
     async def _acompletion(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        slot = self._slots.get(g.name)
+        if slot is not None:
+            await self._take_slot(g, slot)
+        try:
+            return await self._call_pool(g, messages, **kwargs)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _take_slot(self, g: GroupConfig, slot: asyncio.Semaphore) -> None:
+        """A slot in the pool, within its queue timeout (the wait is measured either way)."""
+        waited = time.perf_counter()
+        try:
+            await asyncio.wait_for(slot.acquire(), timeout=g.queue_timeout_s)
+        except TimeoutError:
+            raise InferenceUnavailable(
+                f"{g.name}: every replica busy ({g.max_parallel} calls each, {len(g.replicas)} replicas);"
+                f" no slot within {g.queue_timeout_s:g}s"
+            ) from None
+        finally:
+            with metrics.safely():
+                metrics.MODEL_SLOT_WAIT.labels(g.name, "pool").observe(time.perf_counter() - waited)
+
+    async def _call_pool(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         # telemetry (docs/observability.md): one gen_ai span and the pool's metrics per call
         started = time.perf_counter()
         outcome = "error"

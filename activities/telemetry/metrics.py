@@ -82,6 +82,13 @@ MODEL_LATENCY = Histogram(
 MODEL_TOKENS = Counter(
     "agentic_model_tokens_total", "Tokens, by pool and direction (input, output)", ["pool", "direction"]
 )
+# the wait for a model slot (docs/scaling.md): `queue` planner (the planner's own slots, per
+# worker) or pool (the pool's replicas, AGENTIC_POOL_MAX_PARALLEL each); and the plans that fell
+# back to the runbook because the model was busy
+MODEL_SLOT_WAIT = Histogram(
+    "agentic_model_slot_wait_seconds", "Wait for a model slot, by pool and queue", ["pool", "queue"], buckets=_FAST
+)
+PLAN_FALLBACKS = Counter("agentic_plan_fallbacks_total", "Plans that fell back to the runbook, by reason", ["reason"])
 TOOL_CALLS = Counter("agentic_tool_calls_total", "MCP tool calls, by server and outcome", ["server", "outcome"])
 TOOL_LATENCY = Histogram(
     "agentic_tool_call_duration_seconds", "MCP tool call latency, by server", ["server"], buckets=_FAST

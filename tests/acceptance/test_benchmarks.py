@@ -14,6 +14,8 @@
     .venv/bin/python benchmarks/web_tools.py
     .venv/bin/python benchmarks/gateway.py
     .venv/bin/python benchmarks/decision_eval.py
+    .venv/bin/python benchmarks/queue_scaling.py
+    .venv/bin/python benchmarks/gpu_pools.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
 run. Those that finish well within a minute run as written; those with options that shrink them
@@ -79,6 +81,8 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/web_tools.py",
         ".venv/bin/python benchmarks/gateway.py",
         ".venv/bin/python benchmarks/decision_eval.py",
+        ".venv/bin/python benchmarks/queue_scaling.py",
+        ".venv/bin/python benchmarks/gpu_pools.py",
     ],
 )
 def test_the_long_benchmarks_start_and_explain_their_options(line: str) -> None:

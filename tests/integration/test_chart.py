@@ -673,3 +673,39 @@ def test_wave_6_scrapes_every_platform_process_and_ships_the_dashboard() -> None
             d for d in render("default") if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "agentic-config"
         )["data"]
     )
+
+
+def test_the_task_queues_run_as_three_worker_deployments() -> None:
+    """docs/scaling.md: `worker` polls the orchestration queue, worker-model and worker-tools the
+    model and tools queues, each with its own concurrency; CPU autoscalers where they help."""
+    docs = render("default")
+    deps = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["namespace"] == "ai-agents"
+    }
+
+    def env(name: str) -> dict[str, str]:
+        c = deps[name]["spec"]["template"]["spec"]["containers"][0]
+        assert c["command"] == ["python", "-m", "workers.worker"]
+        return {e["name"]: e.get("value", "") for e in c.get("env", [])}
+
+    assert env("worker")["AGENTIC_WORKER_QUEUES"] == "orchestration"
+    assert env("worker-model")["AGENTIC_WORKER_QUEUES"] == "model"
+    assert env("worker-model")["AGENTIC_WORKER_MODEL_ACTIVITIES"] == "64"
+    assert env("worker-tools")["AGENTIC_WORKER_QUEUES"] == "tools"
+    assert env("worker-tools")["AGENTIC_WORKER_TOOLS_ACTIVITIES"] == "32"
+    for name in ("worker", "worker-model", "worker-tools"):  # each pod's settings are valid
+        Settings(
+            **{k.removeprefix("AGENTIC_").lower(): v for k, v in env(name).items() if k.startswith("AGENTIC_WORKER")}
+        )
+    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    assert {"worker", "worker-tools"} <= hpas and "worker-model" not in hpas  # the model's pods wait on the pools
+    # Off: one worker polls every queue (as `agentic up` does).
+    single = render("default", ("workerQueues.enabled=false",))
+    names = {d["metadata"]["name"] for d in single if d["kind"] == "Deployment"}
+    assert "worker" in names and not {"worker-model", "worker-tools"} & names
+    worker = next(d for d in single if d["kind"] == "Deployment" and d["metadata"]["name"] == "worker")
+    assert "AGENTIC_WORKER_QUEUES" not in {
+        e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]
+    }

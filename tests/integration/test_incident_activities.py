@@ -457,6 +457,19 @@ async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBa
     assert len(a.router.calls) == 2 and third.source == "fallback" and "did not answer" in third.note
 
 
+def _busy_fallbacks() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("agentic_plan_fallbacks_total", {"reason": "busy"}) or 0.0
+
+
+def _slot_waits() -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"pool": "planner", "queue": "planner"}
+    return REGISTRY.get_sample_value("agentic_model_slot_wait_seconds_count", labels) or 0.0
+
+
 async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb: KnowledgeBase, ledger: Ledger) -> None:
     """A burst: with more callers queued than the model can serve within the slot bound, a new
     caller takes the runbook's plan at once instead of sitting out the bound first."""
@@ -464,6 +477,7 @@ async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb:
         kb, ledger, FakeRouter(None), planner=PlannerConfig(model_timeout_s=3.0, model_slots=1, slot_wait_s=1.0)
     )
     inp = propose_input(await recall(a))
+    busy_before, waits_before = _busy_fallbacks(), _slot_waits()
     assert a.planner.expected_wait_s() == 0.0  # a slot is free
     first = asyncio.create_task(attempt(2).run(a.propose, inp))  # holds the slot (the call hangs)
     await asyncio.sleep(0.05)
@@ -479,6 +493,10 @@ async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb:
         assert res.source == "fallback" and "no free slot within 1s" in res.note
     assert (await first).source == "fallback"  # the hung call timed out on its last attempt
     assert len(a.router.calls) == 1
+    # docs/scaling.md: three plans fell back because the model was busy (the hung one did not:
+    # it had its slot); the waits for a slot are measured (the first, and the two queued)
+    assert _busy_fallbacks() - busy_before == 3
+    assert _slot_waits() - waits_before == 3
     # the timed call (about 3 s) now sets the estimate: one caller ahead is already too many
     assert a.planner.expected_wait_s() == 0.0  # the slot is free again
     held = asyncio.create_task(attempt(2).run(a.propose, inp))

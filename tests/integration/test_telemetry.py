@@ -177,6 +177,9 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
             workflows=_workflows(),
             activities=acts,
         ),
+        # the model and tools queues the intake names in the incident (docs/scaling.md)
+        Worker(client, task_queue=cfg.model_queue, activities=[planner.propose]),
+        Worker(client, task_queue=cfg.tools_queue, activities=[execute]),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http,
     ):
         r = await post(http, "/alerts", doc)

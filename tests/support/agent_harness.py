@@ -109,7 +109,11 @@ async def agent_worker(
             fakes.notify,
         ],
     )
-    async with worker:
+    # The model and tools queues, as the platform's worker polls them (docs/scaling.md): requests
+    # that name them (the gateway's and the CLI's, from Settings) run their calls there.
+    model = Worker(client, task_queue=f"{task_queue}-model", activities=[agents.model_turn, fakes.route])
+    tools = Worker(client, task_queue=f"{task_queue}-tools", activities=[gateway.call, gateway.execute])
+    async with worker, model, tools:
         yield worker
 
 

@@ -135,3 +135,21 @@ def test_metrics_server_is_the_gateways_once_prometheus_is_set(monkeypatch: pyte
     assert s.mcp_servers["metrics"] == "http://127.0.0.1:8095/mcp"
     assert "prom-token-value" not in repr(s)
     assert {"prom_query", "prom_alerts"} <= set(s.incident_tool_list)  # the incident agent may look with them
+
+
+def test_task_queues_and_the_queues_a_worker_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/scaling.md: the model and tools queues follow the task queue unless named; new runs
+    carry them unless the split is off; a worker polls all three or the ones it is given."""
+    s = Settings(task_queue="tq", _env_file=None)  # type: ignore[call-arg]
+    assert (s.model_queue, s.tools_queue) == ("tq-model", "tq-tools")
+    assert (s.run_model_queue, s.run_tools_queue) == ("tq-model", "tq-tools")
+    assert s.polled_queues == ["orchestration", "model", "tools"]
+    monkeypatch.setenv("AGENTIC_QUEUES_SPLIT", "false")
+    monkeypatch.setenv("AGENTIC_WORKER_QUEUES", "tools, model")
+    monkeypatch.setenv("AGENTIC_MODEL_TASK_QUEUE", "gpu-calls")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.run_model_queue, s.run_tools_queue) == (None, None)  # everything on the run's own queue
+    assert s.model_queue == "gpu-calls" and s.polled_queues == ["model", "tools"]
+    monkeypatch.setenv("AGENTIC_WORKER_QUEUES", "model,planner")
+    with pytest.raises(ValueError, match="unknown queue planner"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

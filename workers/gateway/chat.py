@@ -155,6 +155,8 @@ async def _start(
         requested_by=f"key:{key.name}",
         source="gateway",
         approvers=gw.settings.approver_list,
+        model_queue=gw.settings.run_model_queue,
+        tools_queue=gw.settings.run_tools_queue,
     )
     run_id = agent_run_id(request_id)
     try:

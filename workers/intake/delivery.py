@@ -58,6 +58,8 @@ def incident_config(settings: Settings) -> IncidentConfig:
         investigate_max_calls=settings.investigate_max_calls,
         investigate_budget_s=settings.investigate_budget_s,
         investigate_model_calls=settings.investigate_model_calls,
+        model_queue=settings.run_model_queue,
+        tools_queue=settings.run_tools_queue,  # docs/scaling.md
     )
 
 
