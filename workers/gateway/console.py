@@ -32,6 +32,9 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from pydantic import BaseModel
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.types import Scope
@@ -180,9 +183,19 @@ def _temporal_ui(gw: Gateway) -> str:
     return f"http://{s.host}:{s.temporal_ui_port}/namespaces/{quote(s.temporal_namespace)}/workflows/"
 
 
+async def read_form(request: Request) -> FormData:
+    """The posted form, or a 400 that says why it cannot be read (a multipart body that is not
+    multipart, a missing boundary, too many fields): never the 503 of an unexpected error."""
+    try:
+        return await request.form()
+    except (HTTPException, MultiPartException) as exc:
+        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
+        raise GatewayError(400, f"the form cannot be read: {detail}") from None
+
+
 async def check_csrf(request: Request) -> dict[str, str]:
     """The form, once its CSRF token is the session's (else 403)."""
-    form = await request.form()
+    form = await read_form(request)
     sent = form.get("csrf")
     if not isinstance(sent, str) or not hmac.compare_digest(sent, _session(request).csrf):
         raise GatewayError(403, "the form's CSRF token is missing or not this session's: reload the page")
@@ -190,7 +203,7 @@ async def check_csrf(request: Request) -> dict[str, str]:
 
 
 async def login(gw: Gateway, request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     token = form.get("key")
     key = await gw.ledger.authenticate_api_key(token.strip()) if isinstance(token, str) else None
     if key is None:
