@@ -93,6 +93,18 @@ def test_the_bot_webhook_refuses_an_update_its_handlers_cannot_read(edges: Edges
     assert len(edges.reports["telegram"].logged_errors) == before
 
 
+def test_the_bot_webhook_refuses_an_oversized_body_with_a_413(edges: Edges) -> None:
+    """Was read whole into memory, whatever its size, and a valid update padded to megabytes a 200."""
+    update = {"update_id": 6, "padding": "x" * (2 * 1_048_576)}
+    r = edges.http.post(
+        edges.base["telegram"] + WEBHOOK_PATH,
+        headers={SECRET_HEADER: WEBHOOK_SECRET, "content-type": "application/json"},
+        content=json.dumps(update).encode(),
+    )
+    assert r.status_code == 413, r.text
+    assert "over the limit" in r.json()["error"]
+
+
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", "/", 404), ("GET", WEBHOOK_PATH, 405)])
 def test_the_bot_answers_an_unknown_route_or_method_with_a_json_error(
     edges: Edges, method: str, path: str, status: int

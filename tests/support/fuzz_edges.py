@@ -61,6 +61,7 @@ from workers.http_limits import bounded_config
 from workers.intake import create_app as create_intake
 from workers.settings import Settings
 from workers.telegram.bot import SECRET_HEADER, WEBHOOK_PATH, BotConfig, TelegramBot, build_application
+from workers.telegram.webhook import MAX_UPDATE_BYTES
 from workers.temporal import ensure_search_attributes
 
 T = TypeVar("T")
@@ -303,7 +304,7 @@ def _update(kind: str, uid: int) -> dict[str, Any]:
 def telegram_requests(draw: st.DrawFn) -> Req:
     base = _update(draw(st.sampled_from(["message", "reply", "callback", "details"])), draw(st.integers(1, 10**9)))
     doc = draw(mutated(base)) if draw(st.booleans()) else base
-    body = draw(body_of(doc, GATEWAY_MAX_BODY))
+    body = draw(body_of(doc, MAX_UPDATE_BYTES))
     secret = draw(mostly(WEBHOOK_SECRET, [None, "", WEBHOOK_SECRET + "x", "é"], 15))
     headers = () if secret is None else ((SECRET_HEADER.lower(), secret.encode("latin-1")),)
     method = draw(mostly("POST", ["GET"], 5))

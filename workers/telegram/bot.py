@@ -62,7 +62,7 @@ from workers.telegram.commands import GroupCommands
 from workers.telegram.modify import apply_arguments, call_text, parse_assignments
 from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
 from workers.telegram.render import chunks, esc
-from workers.telegram.webhook import update_problem
+from workers.telegram.webhook import WebhookRefusal, read_payload, update_problem
 from workers.telemetry import metrics_endpoint
 
 if TYPE_CHECKING:
@@ -203,9 +203,10 @@ class TelegramBot(GroupCommands):
                 log.warning("webhook: refused a call with a wrong secret_token")
                 return JSONResponse({"error": "wrong secret_token"}, status_code=403)
             try:
-                payload = await request.json()
-            except ValueError:  # not JSON, not UTF-8
-                return JSONResponse({"error": "not a Telegram update: the body is not JSON"}, status_code=400)
+                payload = await read_payload(request)
+            except WebhookRefusal as exc:
+                log.info("webhook: %d: %s", exc.status, exc.message)
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
             problem = update_problem(payload)
             if problem is None:
                 try:

@@ -5,9 +5,35 @@ AttributeError, a list as a chat id an error in the handler, long after the 200)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from starlette.requests import Request
+
+MAX_UPDATE_BYTES = 1_048_576  # Telegram's updates are kilobytes; a bigger body is not one
+
+
+class WebhookRefusal(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_payload(request: Request) -> Any:
+    """The body as JSON, read up to MAX_UPDATE_BYTES (a declared or streamed larger one is a 413)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPDATE_BYTES:
+        raise WebhookRefusal(413, f"the body is over the limit of {MAX_UPDATE_BYTES} bytes for an update")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_UPDATE_BYTES:
+            raise WebhookRefusal(413, f"the body is over the limit of {MAX_UPDATE_BYTES} bytes for an update")
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, absurdly deep
+        raise WebhookRefusal(400, "not a Telegram update: the body is not JSON") from None
 
 
 class _Part(BaseModel):
