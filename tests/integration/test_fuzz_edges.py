@@ -115,6 +115,17 @@ def test_the_bot_answers_an_unknown_route_or_method_with_a_json_error(
     assert r.json()["error"]
 
 
+def test_a_chat_completion_whose_json_nests_too_deeply_is_a_400(edges: Edges) -> None:
+    """Was a 503 ("the gateway failed unexpectedly"): json.loads' RecursionError was not caught."""
+    r = edges.http.post(
+        edges.base["gateway"] + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {edges.secrets['gateway']}", "content-type": "application/json"},
+        content=b"[" * 100_000 + b"]" * 100_000,
+    )
+    assert r.status_code == 400, r.text
+    assert "nests too deeply" in r.json()["error"]["message"]
+
+
 def test_a_console_login_that_says_multipart_but_is_not_is_a_400(edges: Edges) -> None:
     """Was a 503 ("the console failed unexpectedly"): the multipart parser's error was not caught."""
     r = edges.http.post(

@@ -195,7 +195,7 @@ def _encode(doc: Any) -> bytes:
 @st.composite
 def body_of(draw: st.DrawFn, doc: Any, limit: int) -> bytes:
     """`doc` as a body: mostly plain JSON; else truncated, NaN, invalid UTF-8, garbage, empty, oversized."""
-    how = draw(mostly("json", ["ascii", "truncated", "nan", "latin1", "garbage", "empty", "oversized"], 30))
+    how = draw(mostly("json", ["ascii", "truncated", "nan", "latin1", "garbage", "empty", "oversized", "deep"], 30))
     if how == "json":
         return _encode(doc)
     if how == "ascii":
@@ -211,6 +211,9 @@ def body_of(draw: st.DrawFn, doc: Any, limit: int) -> bytes:
         return draw(st.binary(max_size=200))
     if how == "empty":
         return b""
+    if how == "deep":  # past the JSON parser's recursion limit, within every size limit
+        depth = min(limit // 3, 100_000)
+        return b"[" * depth + b"]" * depth
     return b'{"pad": "' + b"x" * limit + b'"}'
 
 
