@@ -43,7 +43,7 @@ def main() -> int:
     parser.add_argument("--show", type=int, default=3, help="failures shown per kind and edge (3)")
     args = parser.parse_args()
     edges = args.edge or list(EDGES)
-    with Edges() as e:
+    with Edges(progress_every=1000) as e:
         for edge in edges:
             print(f"fuzzing {edge}: {args.requests} requests ...", file=sys.stderr, flush=True)
             run_edge(e, edge, args.requests, seed=args.seed, derandomize=False)

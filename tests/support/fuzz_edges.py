@@ -24,6 +24,7 @@ import contextlib
 import copy
 import json
 import logging
+import sys
 import threading
 import time
 import urllib.parse
@@ -480,7 +481,8 @@ def _explained(req: Req, r: httpx.Response) -> bool:
 class Edges:
     """The three servers and what they stand on, in an event loop of their own thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, progress_every: int = 0) -> None:
+        self.progress_every = progress_every  # a line on stderr every so many requests (0: none)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="fuzz-edges", daemon=True)
         self._stack = contextlib.AsyncExitStack()
@@ -594,6 +596,8 @@ class Edges:
         """Send `req`; record its status and whatever property it broke. The status, or 0."""
         report = self.reports[req.edge]
         report.requests += 1
+        if self.progress_every and report.requests % self.progress_every == 0:
+            print(f"  {req.edge}: {report.requests} requests", file=sys.stderr, flush=True)
         before = len(self._errors.records)
         try:
             r = self.http.request(
