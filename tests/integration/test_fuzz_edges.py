@@ -10,13 +10,17 @@ The regressions below are the defects the fuzzing found, each as the request tha
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from tests.support.fuzz_edges import EDGES, WEBHOOK_SECRET, Edges, Req, run_edge
+from tests.support.fuzz_edges import BOT_CHAT, EDGES, WEBHOOK_SECRET, Edges, Req, run_edge
+from workers.gateway.console import COOKIE
 from workers.telegram.bot import SECRET_HEADER, WEBHOOK_PATH
+from workers.telegram.notifier import CHANNEL
 
 EXAMPLES = 250  # per edge; the benchmark sends 10,000
 
@@ -113,6 +117,52 @@ def test_the_bot_answers_an_unknown_route_or_method_with_a_json_error(
     r = edges.http.request(method, edges.base["telegram"] + path)
     assert r.status_code == status
     assert r.json()["error"]
+
+
+def test_a_press_whose_callback_id_holds_a_nul_is_still_recorded(edges: Edges) -> None:
+    """Was `refusal not recorded in the ledger: invalid byte sequence for encoding "UTF8": 0x00`
+    (PostgreSQL text cannot hold a NUL): the refusal's audit row was lost."""
+    user = {"id": 111, "is_bot": False, "first_name": "Alice"}
+    chat = {"id": BOT_CHAT, "type": "supergroup", "title": "ops", "is_forum": True}
+    bot = {"id": 1, "is_bot": True, "first_name": "bot"}
+    message = {"message_id": 7, "date": 1760000000, "chat": chat, "from": bot, "text": "card"}
+    update = {
+        "update_id": 8,
+        "callback_query": {
+            "id": "\u00fd\u0000x",
+            "from": user,
+            "chat_instance": "1",
+            "message": message,
+            "data": "d:x:y",
+        },
+    }
+    before = len(edges.reports["telegram"].logged_errors)
+    assert edges.fire(_bot(json.dumps(update).encode())) == 200
+
+    async def recorded() -> bool:
+        for _ in range(200):
+            if await edges.ledger.find_notification(CHANNEL, str(BOT_CHAT), "refused:\u00fd\ufffdx"):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert edges.call(recorded()), "the refusal is not in the ledger"
+    edges.finish()
+    assert edges.reports["telegram"].logged_errors[before:] == []
+
+
+def test_non_ascii_in_a_console_cookie_or_csrf_field_is_refused_not_a_503(edges: Edges) -> None:
+    """Was a 503: `hmac.compare_digest` raises TypeError on a str with non-ASCII characters (the
+    session cookie's signature, the form's CSRF token)."""
+    base = edges.base["gateway"]
+    with httpx.Client(timeout=30) as http:
+        r = http.get(base + "/console/", headers={b"cookie": f"{COOKIE}=eA.\u00e9".encode("latin-1")})
+        assert r.status_code == 401 and "<form" in r.text, r.text[:300]
+        login = http.post(base + "/console/login", data={"key": edges.secrets["gateway"]})
+        assert login.status_code == 303, login.text[:300]
+        r = http.post(base + "/console/incidents/x/decide", data={"csrf": "\u00e9", "choice": "approved"})
+        assert r.status_code == 403, r.text[:300]
+        assert "CSRF" in r.text
 
 
 def test_a_chat_completion_whose_json_nests_too_deeply_is_a_400(edges: Edges) -> None:

@@ -545,6 +545,7 @@ class Edges:
         await admin.close()
         ledger = await Ledger.connect(str(pg.get_uri("fuzz")), max_size=6)
         stack.push_async_callback(ledger.close)
+        self.ledger = ledger
 
         env: WorkflowEnvironment = await start_dev_server()
         stack.push_async_callback(env.shutdown)

@@ -376,9 +376,9 @@ class TelegramBot(GroupCommands):
                 CHANNEL,
                 incident_id=out.incident_id,
                 target=str(chat_id if chat_id is not None else ""),
-                message_id=f"refused:{press_id}",
+                message_id=_pg_text(f"refused:{press_id}"),
                 kind="refused",
-                text=f"tg:{user_id} on {out.approval_id or '?'}: {out.text}",
+                text=_pg_text(f"tg:{user_id} on {out.approval_id or '?'}: {out.text}"),
             )
         except Exception as exc:  # the answer was given; the audit row is best effort, loudly
             log.error("refusal not recorded in the ledger: %s", exc)
@@ -500,6 +500,11 @@ class TelegramBot(GroupCommands):
                 where = ".".join(str(p) for p in err.path) or "arguments"
                 problems.append(f"{c.tool}.{where}: {err.message}")
         return problems
+
+
+def _pg_text(text: str) -> str:
+    """Text PostgreSQL can store: a NUL (which an update's strings may carry) becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
 
 
 async def temporal_health(client: Client) -> tuple[bool, str]:
