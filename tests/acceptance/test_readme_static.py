@@ -33,6 +33,8 @@ NOT_RUN_AS_WRITTEN = {
     ".venv/bin/python benchmarks/agent_overhead.py": "a minute or more: test_benchmarks checks it starts",
     ".venv/bin/python benchmarks/decision_eval.py": "minutes with the local model: test_benchmarks checks it starts; "
     "tests/integration/test_decision_eval.py runs its triage and recall slice",
+    ".venv/bin/python benchmarks/fuzz_edges.py": "minutes (30,000 requests): test_benchmarks checks it starts;"
+    " tests/integration/test_fuzz_edges.py is its CI slice",
 }
 # Exported variables no acceptance test sets, and why.
 NOT_SET = {

@@ -32,6 +32,9 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from pydantic import BaseModel
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.types import Scope
@@ -83,6 +86,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison that takes any text: `hmac.compare_digest` raises TypeError on a
+    str with non-ASCII characters (a cookie or a form field can carry them), and that was a 503."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
 def _sign(secret: bytes, payload: str) -> str:
     return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
 
@@ -96,7 +105,7 @@ def make_cookie(secret: bytes, key: ApiKey, now: float | None = None) -> tuple[s
 def read_cookie(secret: bytes, value: str, now: float | None = None) -> Session | None:
     """The session a cookie holds, if its signature is ours and it has not expired."""
     payload, _, sig = value.partition(".")
-    if not payload or not sig or not hmac.compare_digest(sig, _sign(secret, payload)):
+    if not payload or not sig or not _same(sig, _sign(secret, payload)):
         return None
     try:
         name, prefix, csrf, expires = json.loads(_unb64(payload))
@@ -180,17 +189,27 @@ def _temporal_ui(gw: Gateway) -> str:
     return f"http://{s.host}:{s.temporal_ui_port}/namespaces/{quote(s.temporal_namespace)}/workflows/"
 
 
+async def read_form(request: Request) -> FormData:
+    """The posted form, or a 400 that says why it cannot be read (a multipart body that is not
+    multipart, a missing boundary, too many fields): never the 503 of an unexpected error."""
+    try:
+        return await request.form()
+    except (HTTPException, MultiPartException) as exc:
+        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
+        raise GatewayError(400, f"the form cannot be read: {detail}") from None
+
+
 async def check_csrf(request: Request) -> dict[str, str]:
     """The form, once its CSRF token is the session's (else 403)."""
-    form = await request.form()
+    form = await read_form(request)
     sent = form.get("csrf")
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, _session(request).csrf):
+    if not isinstance(sent, str) or not _same(sent, _session(request).csrf):
         raise GatewayError(403, "the form's CSRF token is missing or not this session's: reload the page")
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 async def login(gw: Gateway, request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     token = form.get("key")
     key = await gw.ledger.authenticate_api_key(token.strip()) if isinstance(token, str) else None
     if key is None:

@@ -149,3 +149,5 @@ async def _json_body(request: Request) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # was the 503 of an unexpected error
+        raise _bad("the body is not valid JSON: it nests too deeply") from None

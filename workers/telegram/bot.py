@@ -35,6 +35,7 @@ from jsonschema import Draft202012Validator
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -61,6 +62,7 @@ from workers.telegram.commands import GroupCommands
 from workers.telegram.modify import apply_arguments, call_text, parse_assignments
 from workers.telegram.notifier import CHANNEL, DETAILS_ID, CardStore, TelegramNotifier, now_hm
 from workers.telegram.render import chunks, esc
+from workers.telegram.webhook import WebhookRefusal, read_payload, update_problem
 from workers.telemetry import metrics_endpoint
 
 if TYPE_CHECKING:
@@ -201,19 +203,34 @@ class TelegramBot(GroupCommands):
                 log.warning("webhook: refused a call with a wrong secret_token")
                 return JSONResponse({"error": "wrong secret_token"}, status_code=403)
             try:
-                payload = await request.json()
-                update = Update.de_json(payload, self.app.bot)
-            except (ValueError, KeyError, TypeError):
-                return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+                payload = await read_payload(request)
+            except WebhookRefusal as exc:
+                log.info("webhook: %d: %s", exc.status, exc.message)
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
+            problem = update_problem(payload)
+            if problem is None:
+                try:
+                    update = Update.de_json(payload, self.app.bot)
+                except Exception as exc:  # what python-telegram-bot cannot read, past the shape checked
+                    problem = f"not a Telegram update: {type(exc).__name__}"
+            if problem is not None:
+                log.info("webhook: 400: %s", problem)
+                return JSONResponse({"error": problem[:500]}, status_code=400)
             await self.app.update_queue.put(update)
             return JSONResponse({"ok": True})
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            status = exc.status_code if isinstance(exc, HTTPException) else 404
+            message = {404: f"no such route (the webhook is POST {WEBHOOK_PATH})", 405: "method not allowed here"}
+            return JSONResponse({"error": message.get(status, "bad request")}, status_code=status)
 
         return Starlette(
             routes=[
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/metrics", metrics_endpoint, methods=["GET"]),  # Prometheus (docs/observability.md)
                 Route(WEBHOOK_PATH, webhook, methods=["POST"]),
-            ]
+            ],
+            exception_handlers={HTTPException: http_error},
         )
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -359,9 +376,9 @@ class TelegramBot(GroupCommands):
                 CHANNEL,
                 incident_id=out.incident_id,
                 target=str(chat_id if chat_id is not None else ""),
-                message_id=f"refused:{press_id}",
+                message_id=_pg_text(f"refused:{press_id}"),
                 kind="refused",
-                text=f"tg:{user_id} on {out.approval_id or '?'}: {out.text}",
+                text=_pg_text(f"tg:{user_id} on {out.approval_id or '?'}: {out.text}"),
             )
         except Exception as exc:  # the answer was given; the audit row is best effort, loudly
             log.error("refusal not recorded in the ledger: %s", exc)
@@ -483,6 +500,11 @@ class TelegramBot(GroupCommands):
                 where = ".".join(str(p) for p in err.path) or "arguments"
                 problems.append(f"{c.tool}.{where}: {err.message}")
         return problems
+
+
+def _pg_text(text: str) -> str:
+    """Text PostgreSQL can store: a NUL (which an update's strings may carry) becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
 
 
 async def temporal_health(client: Client) -> tuple[bool, str]:
