@@ -13,6 +13,7 @@
     .venv/bin/python benchmarks/coding_tools.py
     .venv/bin/python benchmarks/web_tools.py
     .venv/bin/python benchmarks/gateway.py
+    .venv/bin/python benchmarks/chaos.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
 run. Those that finish well within a minute run as written; those with options that shrink them
@@ -77,6 +78,7 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/coding_tools.py",
         ".venv/bin/python benchmarks/web_tools.py",
         ".venv/bin/python benchmarks/gateway.py",
+        ".venv/bin/python benchmarks/chaos.py",
     ],
 )
 def test_the_long_benchmarks_start_and_explain_their_options(line: str) -> None:

@@ -31,6 +31,7 @@ NOT_RUN_AS_WRITTEN = {
     ".venv/bin/python benchmarks/investigate.py": "minutes (a stack, 20 incidents): test_benchmarks checks it starts",
     ".venv/bin/python benchmarks/routing_eval.py": "a minute or more: test_benchmarks checks it starts",
     ".venv/bin/python benchmarks/agent_overhead.py": "a minute or more: test_benchmarks checks it starts",
+    ".venv/bin/python benchmarks/chaos.py": "minutes (50 kills): test_benchmarks checks it starts",
 }
 # Exported variables no acceptance test sets, and why.
 NOT_SET = {
