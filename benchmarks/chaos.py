@@ -162,6 +162,7 @@ class Report:
     wall_s: float
     load: tuple[float, float, float]
     intake_answers: dict[int, int]  # every status the intake answered to the sender, counted
+    notifications: dict[str, int] = field(default_factory=dict)
 
     def recovery(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -182,6 +183,7 @@ class Report:
             f"invariant violations                   {len(self.violations)}",
             f"intake answers to the sender           {dict(sorted(self.intake_answers.items()))}",
             f"final statuses                         {dict(sorted(_count(self.statuses.values()).items()))}",
+            f"notifications recorded, by kind        {dict(sorted(self.notifications.items()))}",
             f"wall time                              {self.wall_s:.0f} s",
             f"load average (1/5/15 min) at the end   {self.load[0]:.2f} / {self.load[1]:.2f} / {self.load[2]:.2f}"
             f" on {os.cpu_count()} cores",
@@ -215,6 +217,7 @@ class Chaos:
         self.url = f"http://127.0.0.1:{env['AGENTIC_INTAKE_PORT']}/alerts"
         self.answers: dict[int, int] = {}
         self.kills: list[Kill] = []
+        self.notifications: dict[str, int] = {}  # ledger rows of the incidents, by kind
         self.busy_kill = asyncio.Lock()
 
     # ---- Alertmanager's side ------------------------------------------------------------
@@ -409,6 +412,11 @@ async def check(chaos: Chaos, k: Any, groups: list[Group], statuses: dict[str, s
             " where incident_id = any($1::text[]) group by incident_id, channel, kind, text having count(*) > 1",
             [g.incident_id for g in accepted],
         )
+        kinds = await conn.fetch(
+            "select kind, count(*) as n from notifications where incident_id = any($1::text[]) group by kind",
+            [g.incident_id for g in accepted],
+        )
+        chaos.notifications = {r["kind"]: r["n"] for r in kinds}
         for r in dups:
             violations.append(f"{r['incident_id']}: notification {r['kind']} on {r['channel']} sent {r['n']} times")
     finally:
@@ -499,6 +507,7 @@ async def run_chaos(
                     wall_s=time.monotonic() - t_start,
                     load=os.getloadavg(),
                     intake_answers=chaos.answers,
+                    notifications=chaos.notifications,
                 )
             finally:
                 await agentic(env, "down", limit=120)
