@@ -184,9 +184,11 @@ class Report:
         accepted = sum(g.accepted for g in self.groups)
         lines = [
             f"groups sent / accepted                 {len(self.groups)} / {accepted}",
-            f"approved by CLI / standard (automatic) "
+            f"approve / standard groups              "
             f"{sum(g.alertname == 'ChaosApprove' for g in self.groups)} / "
             f"{sum(g.alertname == 'ChaosAuto' for g in self.groups)}",
+            f"approved by `agentic approve`          {sum(g.approved for g in self.groups)}"
+            f" ({sum(g.approved and g.alertname == 'ChaosAuto' for g in self.groups)} of them standard, which asked)",
             f"kills survived                         {survived} of {len(self.kills)}",
             f"invariant violations                   {len(self.violations)}",
             f"intake answers to the sender           {dict(sorted(self.intake_answers.items()))}",
@@ -368,7 +370,7 @@ async def drive(chaos: Chaos, http: httpx.AsyncClient, k: Any, g: Group, cap: fl
     while time.monotonic() < deadline:
         if requests_for(k, g.dep, "PATCH"):
             break
-        if g.alertname == "ChaosApprove" and not g.approved:
+        if not g.approved:  # a standard one asks too when its evidence fell short (counted below)
             st = (await _statuses(chaos.data, chaos.env, [g.incident_id])) or {}
             if st.get(g.incident_id) == "awaiting_approval":
                 rc, _out, _err = await agentic(chaos.env, "approve", g.incident_id, "--by", "alice", limit=60)
