@@ -21,7 +21,7 @@ KINDS = ["worker", "temporal", "postgres", "intake", "mcp"]
 
 async def test_kills_lose_nothing_and_do_nothing_twice() -> None:
     with tempfile.TemporaryDirectory(prefix="agentic-chaos-") as tmp:
-        report = await run_chaos(groups=6, kills=5, seed=17, gap=1.0, every=1.5, cap=120, tmp=Path(tmp), kinds=KINDS)
+        report = await run_chaos(groups=6, kills=5, seed=17, gap=0.5, every=1.0, cap=120, tmp=Path(tmp), kinds=KINDS)
     text = "\n".join(report.lines())
     print("\n" + text)
     assert sorted(k.kind for k in report.kills) == sorted(KINDS), text
