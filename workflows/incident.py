@@ -194,8 +194,13 @@ PROPOSE_RETRY = RetryPolicy(
 )
 EXECUTE_TIMEOUT = timedelta(minutes=5)
 EXECUTE_HEARTBEAT = timedelta(seconds=30)  # a killed worker's call is retried within this
+# An approved action whose MCP server cannot be reached (nothing was sent: `ERR_UNAVAILABLE`)
+# waits for it: 10 attempts, 2 s doubling to 30 s between them, about 3 minutes in all, longer
+# than the supervisor takes to bring a killed server back even at its longest back-off (60 s).
+# Three attempts (6 s) failed the incident while a killed server restarted (benchmarks/chaos.py).
+# Only the retry policy changed: the same commands, so replay-safe without a patch.
 EXECUTE_RETRY = RetryPolicy(
-    maximum_attempts=3, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)
+    maximum_attempts=10, initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)
 )
 
 _ACTIVE = {IncidentStatus.OPEN, IncidentStatus.AWAITING_APPROVAL, IncidentStatus.EXECUTING, IncidentStatus.VERIFYING}

@@ -17,6 +17,7 @@
     .venv/bin/python benchmarks/queue_scaling.py
     .venv/bin/python benchmarks/gpu_pools.py
     .venv/bin/python benchmarks/fuzz_edges.py
+    .venv/bin/python benchmarks/chaos.py
 
 Run in full they take from seconds to many minutes on the 2-core machine, too long for every CI
 run. Those that finish well within a minute run as written; those with options that shrink them
@@ -85,6 +86,7 @@ def test_autonomy_sim_for_one_week() -> None:
         ".venv/bin/python benchmarks/queue_scaling.py",
         ".venv/bin/python benchmarks/gpu_pools.py",
         ".venv/bin/python benchmarks/fuzz_edges.py",
+        ".venv/bin/python benchmarks/chaos.py",
     ],
 )
 def test_the_long_benchmarks_start_and_explain_their_options(line: str) -> None:

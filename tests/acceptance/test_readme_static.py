@@ -35,6 +35,7 @@ NOT_RUN_AS_WRITTEN = {
     "tests/integration/test_decision_eval.py runs its triage and recall slice",
     ".venv/bin/python benchmarks/fuzz_edges.py": "minutes (30,000 requests): test_benchmarks checks it starts;"
     " tests/integration/test_fuzz_edges.py is its CI slice",
+    ".venv/bin/python benchmarks/chaos.py": "minutes (50 kills): test_benchmarks checks it starts",
 }
 # Exported variables no acceptance test sets, and why.
 NOT_SET = {
