@@ -18,6 +18,10 @@ Temporal retries activities, and a retry inside an activity would hide failures 
 Failures come out as `InferenceUnavailable` (the pool cannot be reached or failed: retry
 later), `StructuredOutputError` (the model answered, but not with valid JSON for the schema:
 the caller decides) or `InferenceError` (a request the pool refused: fix the request).
+
+Long because every model call of the platform goes through this one object: the groups, the
+pools' replicas with their bound and queue timeout, structured output, tool calling and the
+GenAI spans all wrap the same single call site.
 """
 
 from __future__ import annotations

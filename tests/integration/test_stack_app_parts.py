@@ -233,3 +233,29 @@ async def test_the_part_serves_a_secured_prometheus(tmp_path: Path) -> None:
             r = await c.call_tool("prom_query", {"query": "vector(42)"})
         assert not r.is_error and r.structured_content is not None
         assert r.structured_content["series"][0]["value"][1] == "42"
+
+
+def test_every_embedded_part_with_a_port_is_found_again_from_the_data_dir(tmp_path: Path) -> None:
+    """`agentic … --data-dir D` reaches the stack on D whatever ports it was started with
+    (`stack_addresses` reads them from stack.json through PORT_SETTINGS): every part that listens
+    on a port of its own must be there, or `status` probes the default port and calls it down
+    (the gateway and the web server were missing)."""
+    from workers.stack.env import PORT_SETTINGS
+
+    s = settings_for(
+        tmp_path,
+        ha_url="http://ha:8123",
+        ha_token=SecretStr("t"),
+        sonarr_url="http://sonarr:8989",
+        sonarr_api_key=SecretStr("k"),
+        prometheus_url="http://prom:9090",
+        searxng_url="http://searxng:8080",
+        repos=f"self={REPO}",
+        telegram_token=SecretStr("123:abc"),
+        telegram_chat_id=-100,
+    )
+    with_port = {p.name for p in parts_of(s).values() if p.mode == "embedded" and p.port}
+    assert "gateway" in with_port and "mcp-web" in with_port
+    assert with_port - set(PORT_SETTINGS) == set()
+    for name, field in PORT_SETTINGS.items():
+        assert field in Settings.model_fields, (name, field)

@@ -84,7 +84,9 @@ async def test_an_accepted_alert_with_a_huge_name_reaches_a_human(dev: WorkflowE
     for a in doc["alerts"]:
         a["annotations"]["summary"] = "S" * length
     app = create_app(
-        factory_for(dev.client), settings(task_queue=queue, approval_mode="VERBOSE", intake_max_body=1_048_576)
+        factory_for(dev.client),
+        # one worker on one queue here: the model's and the tools' calls stay on it (test_task_queues splits them)
+        settings(task_queue=queue, approval_mode="VERBOSE", intake_max_body=1_048_576, queues_split=False),
     )
     async with (
         Worker(

@@ -97,7 +97,9 @@ PORT_SETTINGS: dict[str, str] = {
     "mcp-arr": "mcp_arr_port",
     "mcp-metrics": "mcp_metrics_port",
     "mcp-coding": "mcp_coding_port",
+    "mcp-web": "mcp_web_port",
     "intake": "intake_port",
+    "gateway": "gateway_port",
     "bot": "bot_port",
 }
 

@@ -19,6 +19,9 @@ Telegram users answer as `tg:<user id>`. An accepted answer edits every card of 
 arguments as a reply (`memory=2Gi value="512Mi"`), validates them against the tools' input
 schemas, then sends the decision as `modified` and shows the new plan and its hash.
 🔎 Details posts the card's full text. Commands: /incidents, /status ID, /runbooks.
+
+Long because the press checks, the Modify conversation, the commands and the webhook's
+strict reading share one Application and its refusal bookkeeping.
 """
 
 from __future__ import annotations
