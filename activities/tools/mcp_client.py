@@ -8,7 +8,7 @@ first call of a tool, a listing; an agent's read calls and the catalogue's listi
 pool of open sessions instead, one per server URL (the token is the client's own), opened on the
 first use, shared by concurrent activities (the SDK's session multiplexes requests by id: each
 is its own POST) and dropped when a call on it fails for any reason but an error the server
-answered with or the call's own timeout.
+answered with (a call that times out ends the SDK's session: the next call opens a new one).
 A session that was reused and fails before its request reached the server (a connection refused,
 a server restarted since that no longer knows the session) is replaced and the call sent once
 more on a new one; so a restarted server costs no failed call, and a server that is down fails
@@ -239,9 +239,15 @@ class McpClient:
             try:
                 return await use(client)
             except Exception as exc:
-                if _answered(exc) and not session.task.done():
-                    # The server answered with an error, or this call timed out: the session is
-                    # fine and other calls may be using it; only this call failed.
+                if _answered(exc) and not _timed_out(exc) and not session.task.done():
+                    # The server answered with an error: the session is fine and other calls may
+                    # be using it; only this call failed.
+                    raise self._failure(server, url, exc, session.statuses[mark:], sent=True) from None
+                if _timed_out(exc):
+                    # This call timed out: the SDK's transport ends the session with it (the next
+                    # call on it failed at once, "lost the connection"), so the next call opens a
+                    # new one. The call itself was sent: it is not sent again.
+                    self._drop(url, session)
                     raise self._failure(server, url, exc, session.statuses[mark:], sent=True) from None
                 self._drop(url, session)
                 # The transport's own failure (a refused connection, say) ends the session's task;
