@@ -39,11 +39,10 @@ from tests.support.agent_harness import (
 )
 from tests.support.env import free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
-from tests.support.fake_openai import FakeChatServer, scripted, tool_call
+from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
 from tests.support.pg import pg_server
-from tests.support.temporal import start_dev_server
-from workers.temporal import ensure_search_attributes
+from tests.support.temporal import dev_server_with_attributes
 
 TOKEN = "agent-loop-token"
 READS = ["get_pods", "get_events", "get_pod_logs", "describe_pod", "get_nodes", "big_log", "slow_read", "note"]
@@ -87,18 +86,14 @@ async def tools_server() -> AsyncIterator[FakeMcp]:
 
 @pytest.fixture(scope="module")
 async def model() -> AsyncIterator[FakeChatServer]:
-    server = FakeChatServer(name="scripted")
-    await server.start()
-    yield server
-    await server.stop()
+    async with chat_server("scripted") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    await ensure_search_attributes(env.client, "default")
-    yield env
-    await env.shutdown()
+    async with dev_server_with_attributes() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

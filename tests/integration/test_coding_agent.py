@@ -37,11 +37,10 @@ from tests.support.env import free_port
 from tests.support.fake_openai import FakeChatServer, scripted, tool_call
 from tests.support.kmock_helpers import McpProcess, start_server
 from tests.support.pg import pg_server
-from tests.support.temporal import start_dev_server
+from tests.support.temporal import dev_server_with_attributes
 from workers.settings import Settings
 from workers.stack.env import effective_settings
 from workers.stack.parts import build_parts
-from workers.temporal import ensure_search_attributes
 
 TOKEN = "coding-agent-token"
 VALUES = "apps/radarr/values.yaml"
@@ -124,10 +123,8 @@ async def coding(settings: Settings) -> AsyncIterator[McpProcess]:
 
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    await ensure_search_attributes(env.client, "default")
-    yield env
-    await env.shutdown()
+    async with dev_server_with_attributes() as env:
+        yield env
 
 
 async def test_raise_a_memory_limit_in_the_gitops_repo(

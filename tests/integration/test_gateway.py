@@ -40,18 +40,17 @@ from agentic_core.rollout import CheckInput, load_plan
 from tests.support.agent_harness import AgentFakes, agent_worker
 from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
-from tests.support.fake_openai import FakeChatServer, scripted, tool_call
+from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.http_server import LoopServer
 from tests.support.incident_fakes import Fakes, incident
 from tests.support.pg import pg_server
-from tests.support.temporal import start_dev_server
+from tests.support.temporal import dev_server_with_attributes
 from workers.errors import AgenticError
 from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents, create_key
 from workers.settings import Settings
-from workers.temporal import ensure_search_attributes
 
 TOKEN = "gateway-mcp-token"
 APPROVERS = "boss,viewer"  # viewer is read-only: listed, and still refused
@@ -79,10 +78,8 @@ async def ledger(dsn: str) -> AsyncIterator[Ledger]:
 
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    await ensure_search_attributes(env.client, "default")
-    yield env
-    await env.shutdown()
+    async with dev_server_with_attributes() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +90,8 @@ async def tools_server() -> AsyncIterator[FakeMcp]:
 
 @pytest.fixture(scope="module")
 async def model() -> AsyncIterator[FakeChatServer]:
-    server = FakeChatServer(name="scripted")
-    await server.start()
-    yield server
-    await server.stop()
+    async with chat_server("scripted") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ from tests.support.fake_openai import FakeChatServer, chat_server
 from tests.support.http_server import LoopServer
 from tests.support.incident_fakes import RESTART, RUNBOOK_ID, Fakes
 from tests.support.intake import alert, incident_of, post, settings, uniq, webhook
-from tests.support.temporal import register_search_attributes, start_dev_server
+from tests.support.temporal import dev_server_with_attributes
 from workers import telemetry
 from workers.intake import create_app
 from workers.temporal import connect
@@ -86,10 +86,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    await register_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+    async with dev_server_with_attributes() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,11 @@ from activities.ledger.repository import Ledger
 from agentic_core.agents import AgentStatus
 from agentic_core.tools import WEB_TOOLS
 from tests.support.agent_harness import AgentFakes, answer_approval, progress_when, start_agent
-from tests.support.fake_openai import FakeChatServer, scripted, tool_call
+from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.pg import pg_server
-from tests.support.temporal import start_dev_server
+from tests.support.temporal import dev_server_with_attributes
 from tests.support.web_agent import METADATA, web_agent_worker, web_servers
 from tests.support.web_sites import INJECTION, FakeSearxng, Site, web_world
-from workers.temporal import ensure_search_attributes
 
 TOKEN = "web-agent-token"
 WRITES = ["scale_deployment", "delete_namespace"]
@@ -72,18 +71,14 @@ async def servers(world: tuple[Site, Site, FakeSearxng]) -> AsyncIterator[tuple[
 
 @pytest.fixture(scope="module")
 async def model() -> AsyncIterator[FakeChatServer]:
-    server = FakeChatServer(name="scripted")
-    await server.start()
-    yield server
-    await server.stop()
+    async with chat_server("scripted") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server()
-    await ensure_search_attributes(env.client, "default")
-    yield env
-    await env.shutdown()
+    async with dev_server_with_attributes() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@ test server, and the platform's search attributes on a test namespace."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -46,3 +48,14 @@ async def start_dev_server(port: int | None = None) -> WorkflowEnvironment:
         port=port,
         dev_server_log_level="error",
     )
+
+
+@contextlib.asynccontextmanager
+async def dev_server_with_attributes() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server with the platform's search attributes registered, shut down on exit."""
+    env = await start_dev_server()
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
