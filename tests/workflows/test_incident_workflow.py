@@ -518,8 +518,11 @@ async def test_resolved_before_approval_cancels_the_question(env: WorkflowEnviro
     fakes = Fakes()
     async with incident(env, fakes) as run:
         st = await run.awaiting()
-        await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
-        final = await run.result()
+        # No time skipping while it ends: on a loaded machine the test server could otherwise
+        # jump to the approval's reminder timer before the cancellation reached it (seen in CI).
+        with env.auto_time_skipping_disabled():
+            await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
+            final = await run.result()
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):
             await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
     assert final.status == IncidentStatus.RESOLVED and final.resolved_by_alertmanager
