@@ -48,7 +48,7 @@ test: setup system-deps
 	$(BIN)/mypy agentic_core workflows activities workers
 	# Two workers: most of the suite waits on servers and processes, not on the CPU. Each test
 	# module stays on one worker, the acceptance suite whole (tests/conftest.py).
-	$(BIN)/pytest -q -p no:cacheprovider -n 2
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --durations=30
 
 test-fast: setup
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
