@@ -228,9 +228,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             task_queue=settings.task_queue,
         )
         # The router (#13): `agents.route` (RouteProbeWorkflow, registered above, is the workflow
-        # behind `agentic agents route` and the rollout's router check). Its
-        # exemplars are indexed into the `routes` collection on the first route (seconds, once
-        # per data dir; then a scroll), so a fresh stack starts no slower.
+        # behind `agentic agents route` and the rollout's router check). Its exemplars are
+        # indexed into the `routes` collection in the background once the worker polls (seconds
+        # to a minute, once per data dir; then a scroll), so a fresh stack starts no slower and
+        # the first route does not wait for it (a route that comes sooner waits on the same lock).
         from workers.wiring import route_activities
 
         routes = route_activities(store, embedder, router, settings)
@@ -307,8 +308,29 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as running:
             for w in workers:
                 await running.enter_async_context(w)
+            warm = asyncio.create_task(index_route_exemplars(routes))
             await stop.wait()
+            warm.cancel()
             log.info("stopping: draining the worker")
+
+
+async def index_route_exemplars(routes: Any) -> None:
+    """Index the router's exemplars ahead of the first `agents route` (a failure is logged and
+    left to the first route, which tries again)."""
+    try:
+        report = await routes.ensure_index()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.warning("indexing the router's exemplars failed; the first route will try again", exc_info=True)
+        return
+    log.info(
+        "router exemplars indexed: %d added, %d removed, %d unchanged in %.1f s",
+        report.added,
+        report.removed,
+        report.unchanged,
+        report.seconds,
+    )
 
 
 def main() -> None:
