@@ -12,6 +12,8 @@ prompt.py), and people as excerpts (`evidence_lines`).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -37,6 +39,21 @@ class EvidenceItem(BaseModel):
     status: EvidenceStatus
     excerpt: str = ""
     error: str = ""
+    # A unified diff the call returned (the coding server's `propose_edit`: the change a GitOps
+    # action commits), whole as far as the output kept it: people are shown it as it is.
+    diff: str = ""
+    diff_cut: bool = False  # the output was cut: the whole diff is in the ledger (the call's key)
+
+
+class EvidenceDiff(BaseModel):
+    """A diff an evidence call returned, for the channels that show it (`NotifyInput.diffs`):
+    inline when short, as a file when long (Telegram). `key`: the call's ledger key, where the
+    whole tool output is kept when `cut`."""
+
+    title: str
+    diff: str
+    cut: bool = False
+    key: str = ""
 
 
 def evidence_key(incident_id: str, index: int, occurrence: int) -> str:
@@ -46,6 +63,52 @@ def evidence_key(incident_id: str, index: int, occurrence: int) -> str:
 
 
 EVIDENCE_KEY_PART = "/evidence/"
+
+_DIFF_FIELD = re.compile(r'"diff"\s*:\s*"')
+
+
+def diff_of(output: str) -> tuple[str, bool]:
+    """The unified diff in a tool's JSON output (`{"diff": "diff --git …"}`, as `propose_edit`
+    answers), decoded, and whether the output was cut inside it; ("", False) when there is none."""
+    m = _DIFF_FIELD.search(output)
+    if m is None:
+        return "", False
+    i, raw, closed = m.end(), [], False
+    while i < len(output):
+        ch = output[i]
+        if ch == "\\":
+            raw.append(output[i : i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            closed = True
+            break
+        raw.append(ch)
+        i += 1
+    text = "".join(raw)
+    if not closed:  # cut: drop a partial escape at the end
+        text = re.sub(r"\\(u[0-9a-fA-F]{0,3})?$", "", text)
+    try:
+        diff = json.loads(f'"{text}"')
+    except ValueError:
+        return "", False
+    if not isinstance(diff, str) or not diff.startswith(("diff --git ", "--- ")):
+        return "", False
+    return diff, not closed
+
+
+def evidence_diffs(items: Sequence[EvidenceItem], incident_id: str, occurrence: int) -> list[EvidenceDiff]:
+    """The diffs the gathered evidence holds, in index order, each titled by its call."""
+    return [
+        EvidenceDiff(
+            title=_call_text(e.call),
+            diff=e.diff,
+            cut=e.diff_cut,
+            key=evidence_key(incident_id, e.index, occurrence),
+        )
+        for e in sorted(items, key=lambda e: e.index)
+        if e.status == "ok" and e.diff
+    ]
 
 
 def excerpt(text: str, limit: int = MAX_EXCERPT_CHARS) -> str:
@@ -103,10 +166,21 @@ def evidence_lines(items: Sequence[EvidenceItem], limit: int = LINE_EXCERPT_CHAR
     for item in sorted(items, key=lambda e: e.index):
         by = " (model)" if item.source == "model" else ""
         detail = excerpt(item.excerpt, limit) if item.status == "ok" else excerpt(item.error, limit)
+        if item.status == "ok" and item.diff:
+            detail = diff_summary(item.diff) + " (the diff is shown with this message)"
         lines.append(
             f"  {item.index + 1}. {_call_text(item.call)}{by}: {item.status}" + (f": {detail}" if detail else "")
         )
     return lines
+
+
+def diff_summary(diff: str) -> str:
+    """e.g. `a diff of apps/radarr/values.yaml: +1 -1 lines`."""
+    lines = diff.splitlines()
+    files = [ln[6:] for ln in lines if ln.startswith("+++ b/")]
+    added = sum(1 for ln in lines if ln.startswith("+") and not ln.startswith("+++"))
+    removed = sum(1 for ln in lines if ln.startswith("-") and not ln.startswith("---"))
+    return f"a diff of {', '.join(files) or 'no file'}: +{added} -{removed} lines"
 
 
 def evidence_summary(items: Sequence[EvidenceItem]) -> str:

@@ -105,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
         EvaluateTrustResult,
         PromotionInput,
     )
+    from agentic_core.evidence import evidence_diffs
     from agentic_core.incident import (
         NOTHING_TO_RUN_CHOICES,
         PLAN_CHOICES,
@@ -655,6 +656,7 @@ class IncidentWorkflow:
                 runbook_id=st.runbook_id,
                 confidence=prop.proposal.confidence,
                 choices=choices,
+                diffs=evidence_diffs(st.evidence, st.incident_id, self._occurrence),
             )
             or self._message_ref
         )

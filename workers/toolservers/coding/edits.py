@@ -346,19 +346,69 @@ def commit_diff(
     git(repo.path, "update-ref", f"refs/heads/{branch}", sha, "0" * 40)
     pushed = None
     if push_remote:
-        proc = git(
-            repo.path,
-            "push",
-            "--porcelain",
-            push_remote,
-            f"refs/heads/{branch}:refs/heads/{branch}",
-            check=False,
-            timeout=60,
-        )
-        if proc.returncode != 0:
-            raise EditError(
-                f"committed {sha[:12]} on branch {branch!r}, but the push to {push_remote!r} failed: "
-                f"{proc.stderr.decode(errors='replace').strip()[:300]}"
-            )
+        push_branch(repo, branch, push_remote, sha)
         pushed = push_remote
     return {"commit": sha, "branch": branch, "parent": head, "default_branch": default, "pushed_to": pushed}
+
+
+def push_branch(repo: Repo, branch: str, push_remote: str, sha: str) -> None:
+    """Push `branch` to `push_remote` (pushing it again is harmless: the same commit)."""
+    proc = git(
+        repo.path,
+        "push",
+        "--porcelain",
+        push_remote,
+        f"refs/heads/{branch}:refs/heads/{branch}",
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise EditError(
+            f"committed {sha[:12]} on branch {branch!r}, but the push to {push_remote!r} failed: "
+            f"{proc.stderr.decode(errors='replace').strip()[:300]}"
+        )
+
+
+# --------------------------------------------------------------------------- commits by key
+
+KEY_TRAILER = "Agentic-Idempotency-Key"
+EDITS_TRAILER = "Agentic-Edits"
+
+
+def branch_for_key(key: str) -> str:
+    """The branch of the change an action's idempotency key names: `agentic/<key as a ref name>`
+    (`inc-1/action/0/0` → `agentic/inc-1-action-0-0`); a long key is cut and hashed."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.") or "change"
+    name = re.sub(r"\.{2,}", ".", name)
+    if len(name) > 80:
+        name = name[:70].rstrip("-.") + "-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"agentic/{name}"
+
+
+def commit_diff_of(repo: Repo, commit: str) -> tuple[str, str]:
+    """(parent, diff) of a one-parent commit."""
+    parent = git(repo.path, "rev-parse", "--verify", f"{commit}^").stdout.decode().strip()
+    diff = git(repo.path, "diff", "--no-color", "--no-ext-diff", parent, commit).stdout.decode(errors="replace")
+    return parent, diff
+
+
+def committed_for_key(repo: Repo, branch: str, key: str, edits_id: str) -> str | None:
+    """The commit an earlier call with `key` made on `branch` (None: the branch does not exist).
+    A branch that holds something else, or this key's commit of other edits, is an error."""
+    if not repo.branch_exists(branch):
+        return None
+    tip = git(repo.path, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").stdout.decode().strip()
+    message = git(repo.path, "log", "-1", "--format=%B", tip).stdout.decode(errors="replace")
+    trailers = dict(
+        (k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in message.splitlines() if ":" in ln)
+    )
+    if trailers.get(KEY_TRAILER) != key:
+        raise EditError(f"branch {branch!r} already exists and is not this action's change: name another branch")
+    if trailers.get(EDITS_TRAILER) != edits_id:
+        raise EditError(
+            f"branch {branch!r} holds the commit {tip[:12]} of action {key!r} with other edits: "
+            "not committing a second, different change under the same key"
+        )
+    return tip

@@ -17,13 +17,20 @@ Tools (read-only unless said):
   repo_references(repo, name, under?, limit?)         where an identifier occurs
   propose_edit(repo, edits)                           a unified diff, checked with git apply --check
   apply_change(repo, diff, title, request, ...)       WRITE: commits the diff on a new branch
+  commit_edit(repo, edits, title, ...)                WRITE: propose_edit's edits committed on a new
+                                                      branch, once per idempotency key (the GitOps action)
 
 `propose_edit` writes nothing: it returns the diff and the HEAD it applies to. `apply_change`
 (annotated not read-only, so an agent's call of it becomes a question to a human) commits an
 approved diff on a new branch from HEAD and pushes that branch when a push remote is configured;
 it never moves the default branch nor touches the working copy, and refuses a stale diff (one
-that no longer applies to HEAD) with the reason. Structure: workers/toolservers/coding/structure.py;
-diffs and commits: edits.py; the repositories: repos.py.
+that no longer applies to HEAD) with the reason. `commit_edit` is the incidents' GitOps action
+(docs/runbook-format.md#gitops-changes): the same edits as `propose_edit`, their diff made against
+HEAD when it runs (after a human approved the edits and saw their diff as evidence) and committed on
+a branch named after the action's idempotency key (`agentic/<incident>-action-<run>-<index>`; the
+tool gateway fills `idempotency_key`, its `_meta` says so): a retry finds that branch and returns
+its commit, never a second one; edits that no longer apply fail with the reason. Structure:
+workers/toolservers/coding/structure.py; diffs and commits: edits.py; the repositories: repos.py.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import asyncio
 import fnmatch
 import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -40,11 +48,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from activities.tools import IDEMPOTENCY_KEY_META
 from workers.process import StartupError, bind_listener
 from workers.toolservers.coding import edits as ed
 from workers.toolservers.coding import structure as st
 from workers.toolservers.coding.models import (
     ApplyResult,
+    CommitEditResult,
     CommitInfo,
     DiffResult,
     EditIn,
@@ -73,13 +83,16 @@ from workers.toolservers.common import (
     tool_annotations,
 )
 
-__all__ = ["APPLY", "build_server", "main"]
+__all__ = ["APPLY", "COMMIT", "build_server", "main"]
 
 SERVER_NAME = "agentic-coding"
 DEFAULT_AUTHOR = "agentic-platform <agentic@localhost>"
 # Commits an approved diff on a new branch: changes the repository (not read-only: the agent
 # runtime asks a human first), destroys nothing (a new ref), and a repeat is refused (the branch exists).
 APPLY = tool_annotations(read_only=False, destructive=False, idempotent=False)
+# Commits edits on a branch named after the action's idempotency key: a repeat with the same key
+# returns the first call's commit (the gateway fills the key: its `_meta` names the argument).
+COMMIT = tool_annotations(read_only=False, destructive=False, idempotent=True)
 T = TypeVar("T")
 
 RepoName = Annotated[str, Field(description="the repository's name (see repo_list)", min_length=1, max_length=64)]
@@ -361,6 +374,77 @@ def build_server(
 
         return await run(go)
 
+    async def commit_edit(
+        repo: RepoName,
+        edits: Annotated[list[EditIn], Field(min_length=1, max_length=50, description="the edits, in order")],
+        title: Annotated[str, Field(min_length=1, max_length=120, description="the commit's subject line")],
+        request: Annotated[
+            str, Field(max_length=200, description="the request or incident (default: the incident of the key)")
+        ] = "",
+        branch: Annotated[
+            str | None, Field(description="the new branch (default: agentic/<idempotency key>)", max_length=100)
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Field(
+                description="filled by the tool gateway with the action's key: a repeat returns the first commit",
+                max_length=300,
+            ),
+        ] = None,
+    ) -> CommitEditResult:
+        """Commit edits (as propose_edit takes them) on a NEW branch from HEAD: the diff is made
+        against HEAD when this runs and checked with git apply; edits that no longer apply fail
+        with the reason (nothing is committed). Never the default branch; the working copy is not
+        touched; the branch is pushed when a push remote is configured. A call with an
+        idempotency key this tool already committed for returns that commit, not a second one."""
+        r = get(repo)
+        edit_list = [ed.Edit(**e.model_dump()) for e in edits]
+        edits_id = hashlib.sha256(
+            json.dumps([e.model_dump(mode="json") for e in edits], sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+        def result(out: dict[str, Any], message: str, already: bool) -> CommitEditResult:
+            parent, diff = ed.commit_diff_of(r, out["commit"])
+            added, removed = _changed(diff)
+            files = sorted({p for p, _n, _s in ed.hunks(diff)})
+            return CommitEditResult(
+                repo=repo,
+                message=message,
+                diff=diff,
+                files=files,
+                added=added,
+                removed=removed,
+                already_committed=already,
+                **{**out, "parent": parent},
+            )
+
+        def go() -> CommitEditResult:
+            key = (idempotency_key or "").strip() or None
+            name = branch or (ed.branch_for_key(key) if key else None)
+            about = request.strip() or (key.split("/action/", 1)[0] if key else "")
+            if name is None:
+                name = f"agentic/{_slug(about or title)}-{edits_id[:8]}"
+            if key is not None:
+                done = ed.committed_for_key(r, name, key, edits_id)
+                if done is not None:
+                    message = git_message(r, done)
+                    out = {"commit": done, "branch": name, "default_branch": r.default_branch(), "pushed_to": None}
+                    if push_remote:
+                        ed.push_branch(r, name, push_remote, done)
+                        out["pushed_to"] = push_remote
+                    return result(out, message, True)
+            try:
+                diff = ed.apply_edits(r, edit_list)
+            except ed.EditError as exc:
+                raise ToolError(f"the approved edits no longer apply to HEAD {r.head()[:12]}: {exc}") from None
+            message = f"{title}\n\n" + (f"Request: {about}\n" if about else "")
+            message += "Proposed by the agentic-platform as a GitOps change; approved by a human.\n"
+            message += f"\n{ed.EDITS_TRAILER}: {edits_id}\n" + (f"{ed.KEY_TRAILER}: {key}\n" if key else "")
+            out = ed.commit_diff(r, diff, branch=name, message=message, author=ident, push_remote=push_remote)
+            return result(out, message, False)
+
+        return await run(go)
+
     tools = [
         tool(repo_list, "Repositories", READ_ONLY),
         tool(repo_files, "List files", READ_ONLY),
@@ -372,6 +456,7 @@ def build_server(
         tool(repo_references, "Find references", READ_ONLY),
         tool(propose_edit, "Propose an edit (a diff)", READ_ONLY),
         tool(apply_change, "Commit a diff on a new branch", APPLY),
+        tool(commit_edit, "Commit edits on a branch, once per key", COMMIT, {IDEMPOTENCY_KEY_META: "idempotency_key"}),
     ]
     return new_server(
         SERVER_NAME,
@@ -383,6 +468,10 @@ def build_server(
         issuer_url=issuer_url,
         health=lambda: {"repos": sorted(repos)},
     )
+
+
+def git_message(repo: Repo, commit: str) -> str:
+    return ed.git(repo.path, "log", "-1", "--format=%B", commit).stdout.decode(errors="replace")
 
 
 # --------------------------------------------------------------------------- the process
