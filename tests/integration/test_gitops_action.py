@@ -329,3 +329,44 @@ async def test_a_long_diff_goes_to_telegram_as_a_file_a_short_one_inline(ledger:
             await notifier.notify(diag, key="k-cut/d")
             docs = [m for m in emu.bot_messages(CHAT) if m.document is not None]
             assert docs[-1].document == huge.encode() and docs[-1].file_name == "inc-cut-1.diff"
+
+
+# --- commit_edit with base: exactly the approved diff, or nothing ---------------------------
+
+
+async def test_commit_edit_with_base_commits_exactly_the_approved_diff_or_refuses(tmp_path: Path) -> None:
+    repo = tmp_path / "gitops"
+    (repo / "apps" / "shop" / "checkout").mkdir(parents=True)
+    (repo / VALUES).write_text(VALUES_TEXT)
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "checkout")
+    server = build_server({"gitops": Repo.open("gitops", repo)}, author=f"{ME[0]} <{ME[1]}>")
+    edits = [{"path": VALUES, "yaml_path": "resources.limits.memory", "value": "2Gi"}]
+
+    async def call(tool: str, args: dict[str, Any]) -> tuple[bool, Any]:
+        async with Client(server) as c:
+            r = await c.call_tool(tool, args)
+        text = "".join(getattr(part, "text", "") for part in r.content)
+        return r.is_error, (r.structured_content if not r.is_error else text)
+
+    err, shown = await call("propose_edit", {"repo": "gitops", "edits": edits})
+    assert not err
+    # HEAD moves on another line: the approved diff still applies and is what is committed
+    (repo / VALUES).write_text(VALUES_TEXT.replace('tag: "1.4.2"', 'tag: "1.4.3"'))
+    git(repo, "commit", "-q", "-am", "a new image")
+    args = {"repo": "gitops", "edits": edits, "title": "Raise", "base": shown["base"]}
+    err, done = await call("commit_edit", {**args, "idempotency_key": "inc-b/action/1/0"})
+    assert not err, done
+    assert changed(done["diff"]) == changed(shown["diff"]) and done["parent"] == git(repo, "rev-parse", "main").strip()
+    # HEAD moves on the very line: without base the edit is made anew (another removed line) ...
+    (repo / VALUES).write_text(VALUES_TEXT.replace("memory: 1Gi  # raised in March", "memory: 1536Mi  # June"))
+    git(repo, "commit", "-q", "-am", "someone raised it a little")
+    # ... with base, the approved diff no longer applies: refused with the reason, nothing committed
+    err, why = await call("commit_edit", {**args, "idempotency_key": "inc-b/action/2/0"})
+    assert err and f"HEAD moved from {shown['base'][:12]}" in why and "does not match the file at HEAD" in why
+    assert git(repo, "branch", "--list", "agentic/inc-b-action-2-0") == ""
+    err, anew = await call("commit_edit", {**args, "base": None, "idempotency_key": "inc-b/action/3/0"})
+    assert not err and changed(anew["diff"]) == ["-    memory: 1536Mi  # June", "+    memory: 2Gi  # June"]
+    err, why = await call("commit_edit", {**args, "base": "0" * 40, "idempotency_key": "inc-b/action/4/0"})
+    assert err and "is not a commit of repository 'gitops'" in why

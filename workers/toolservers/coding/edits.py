@@ -208,8 +208,9 @@ def unified(path: str, before: str | None, after: str) -> str:
     return head + "".join(lines)
 
 
-def apply_edits(repo: Repo, edits: list[Edit]) -> str:
-    """The unified diff that makes `edits` to HEAD (edits of one file apply in order)."""
+def apply_edits(repo: Repo, edits: list[Edit], at: str = "HEAD") -> str:
+    """The unified diff that makes `edits` to HEAD, or to the commit `at` (edits of one file
+    apply in order)."""
     if not edits:
         raise EditError("no edits given")
     files: dict[str, tuple[str | None, str]] = {}
@@ -219,7 +220,7 @@ def apply_edits(repo: Repo, edits: list[Edit]) -> str:
             raise EditError(f"edit {n}: no file named")
         before, current = files.get(path, (None, ""))
         if path not in files:
-            before = repo.head_text(path)
+            before = repo.head_text(path, at)
             current = before or ""
         if e.yaml_path is not None:
             if e.old is not None or e.new is not None:
@@ -385,6 +386,16 @@ def branch_for_key(key: str) -> str:
     if len(name) > 80:
         name = name[:70].rstrip("-.") + "-" + hashlib.sha256(key.encode()).hexdigest()[:8]
     return f"agentic/{name}"
+
+
+def resolve_commit(repo: Repo, rev: str) -> str:
+    """The commit id `rev` names in the repository (an error that says so when none)."""
+    if not re.fullmatch(r"[0-9a-fA-F]{7,64}", rev):
+        raise EditError(f"base {rev!r} is not a commit id")
+    proc = git(repo.path, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    if proc.returncode != 0:
+        raise EditError(f"base {rev!r} is not a commit of repository {repo.name!r}")
+    return proc.stdout.decode().strip()
 
 
 def commit_diff_of(repo: Repo, commit: str) -> tuple[str, str]:

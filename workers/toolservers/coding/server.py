@@ -391,12 +391,22 @@ def build_server(
                 max_length=300,
             ),
         ] = None,
+        base: Annotated[
+            str | None,
+            Field(
+                description="the HEAD the approved diff was made against (propose_edit's base): the diff is made "
+                "there and must apply to HEAD as it is, else refused",
+                max_length=64,
+            ),
+        ] = None,
     ) -> CommitEditResult:
         """Commit edits (as propose_edit takes them) on a NEW branch from HEAD: the diff is made
-        against HEAD when this runs and checked with git apply; edits that no longer apply fail
-        with the reason (nothing is committed). Never the default branch; the working copy is not
-        touched; the branch is pushed when a push remote is configured. A call with an
-        idempotency key this tool already committed for returns that commit, not a second one."""
+        against HEAD when this runs (or against `base`, the HEAD the approved diff was made
+        against: then that very diff, refused when it no longer applies to HEAD) and checked with
+        git apply; edits that no longer apply fail with the reason (nothing is committed). Never
+        the default branch; the working copy is not touched; the branch is pushed when a push
+        remote is configured. A call with an idempotency key this tool already committed for
+        returns that commit, not a second one."""
         r = get(repo)
         edit_list = [ed.Edit(**e.model_dump()) for e in edits]
         edits_id = hashlib.sha256(
@@ -433,14 +443,18 @@ def build_server(
                         ed.push_branch(r, name, push_remote, done)
                         out["pushed_to"] = push_remote
                     return result(out, message, True)
+            at = ed.resolve_commit(r, base) if base else "HEAD"
             try:
-                diff = ed.apply_edits(r, edit_list)
+                diff = ed.apply_edits(r, edit_list, at)
             except ed.EditError as exc:
-                raise ToolError(f"the approved edits no longer apply to HEAD {r.head()[:12]}: {exc}") from None
+                where = f"HEAD {r.head()[:12]}" if at == "HEAD" else f"base {at[:12]}"
+                raise ToolError(f"the approved edits no longer apply to {where}: {exc}") from None
             message = f"{title}\n\n" + (f"Request: {about}\n" if about else "")
             message += "Proposed by the agentic-platform as a GitOps change; approved by a human.\n"
             message += f"\n{ed.EDITS_TRAILER}: {edits_id}\n" + (f"{ed.KEY_TRAILER}: {key}\n" if key else "")
-            out = ed.commit_diff(r, diff, branch=name, message=message, author=ident, push_remote=push_remote)
+            out = ed.commit_diff(
+                r, diff, branch=name, message=message, author=ident, base=base and at, push_remote=push_remote
+            )
             return result(out, message, False)
 
         return await run(go)
