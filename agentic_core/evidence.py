@@ -43,6 +43,7 @@ class EvidenceItem(BaseModel):
     # action commits), whole as far as the output kept it: people are shown it as it is.
     diff: str = ""
     diff_cut: bool = False  # the output was cut: the whole diff is in the ledger (the call's key)
+    base: str = ""  # the commit the diff was made against (propose_edit's `base`)
 
 
 class EvidenceDiff(BaseModel):
@@ -65,6 +66,54 @@ def evidence_key(incident_id: str, index: int, occurrence: int) -> str:
 EVIDENCE_KEY_PART = "/evidence/"
 
 _DIFF_FIELD = re.compile(r'"diff"\s*:\s*"')
+_BASE_FIELD = re.compile(r'"base"\s*:\s*"([0-9a-f]{40,64})"')
+PROPOSE_EDIT = "propose_edit"  # the coding server's diff (read-only: evidence)
+COMMIT_EDIT = "commit_edit"  # the coding server's commit of the same edits (the GitOps action)
+
+
+def base_of(output: str) -> str:
+    """The `base` commit in a tool's JSON output (`propose_edit`'s), or ""."""
+    m = _BASE_FIELD.search(output)
+    return m.group(1) if m else ""
+
+
+def _same_edit(a: ToolCall, b: ToolCall) -> bool:
+    keys = ("repo", "edits")
+    return json.dumps([a.arguments.get(k) for k in keys], sort_keys=True) == json.dumps(
+        [b.arguments.get(k) for k in keys], sort_keys=True
+    )
+
+
+def bind_bases(actions: Sequence[ToolCall], items: Sequence[EvidenceItem]) -> list[ToolCall]:
+    """`actions` with each `commit_edit` that names no `base` bound to the commit its diff was
+    shown against: the `base` of a gathered `propose_edit` of the same repository and edits. The
+    plan's hash then binds the very diff the question shows (`commit_edit` commits that diff or
+    refuses). Anything else is returned as it is."""
+    out: list[ToolCall] = []
+    for call in actions:
+        if call.tool == COMMIT_EDIT and "base" not in call.arguments:
+            shown = next(
+                (
+                    e
+                    for e in items
+                    if e.status == "ok" and e.base and e.call.tool == PROPOSE_EDIT and _same_edit(e.call, call)
+                ),
+                None,
+            )
+            if shown is not None:
+                call = ToolCall(tool=call.tool, arguments={**call.arguments, "base": shown.base})
+        out.append(call)
+    return out
+
+
+def unbound(actions: Sequence[ToolCall]) -> list[ToolCall]:
+    """`actions` without the `base` `bind_bases` adds: the runbook's own plan as written."""
+    return [
+        ToolCall(tool=c.tool, arguments={k: v for k, v in c.arguments.items() if k != "base"})
+        if c.tool == COMMIT_EDIT
+        else c
+        for c in actions
+    ]
 
 
 def diff_of(output: str) -> tuple[str, bool]:

@@ -26,6 +26,7 @@ import pgserver
 import pytest
 import uvicorn
 from mcp import Client
+from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
@@ -33,7 +34,7 @@ from activities.knowledge.markdown import load_runbooks
 from activities.ledger.repository import Ledger
 from activities.tools.gateway import ToolActivities
 from agentic_core.alerts import AlertStatus
-from agentic_core.evidence import EvidenceDiff
+from agentic_core.evidence import EvidenceDiff, unbound
 from agentic_core.incident import (
     DecideInput,
     ExecuteInput,
@@ -41,9 +42,12 @@ from agentic_core.incident import (
     IncidentStatus,
     NotifyInput,
     NotifyKind,
+    ProposeInput,
+    ProposeResult,
     idempotency_key,
+    plan_hash,
 )
-from agentic_core.models import ToolCall
+from agentic_core.models import Proposal, ToolCall
 from agentic_core.policy import render_actions, render_evidence
 from agentic_core.tools import INCIDENT_TOOLS
 from tests.support.env import REPO, free_port
@@ -165,6 +169,20 @@ def example_runbook() -> tuple[list[ToolCall], list[ToolCall]]:
 # --- the incident ---------------------------------------------------------------------------
 
 
+@activity.defn(name="incident.propose")
+async def runbook_plan(inp: ProposeInput) -> ProposeResult:
+    """The planner's answer when the recalled runbook fits: its plan, as recalled and bound."""
+    rb = inp.recall.runbooks[0]
+    proposal = Proposal(
+        summary="checkout was OOM-killed",
+        diagnosis="Its memory limit is too low.",
+        runbook_id=rb.id,
+        actions=list(rb.actions),
+        confidence=0.8,
+    )
+    return ProposeResult(proposal=proposal, source="llm", model="fake")
+
+
 async def test_an_incident_proposes_the_diff_and_commits_it_once_on_its_branch(
     env: WorkflowEnvironment, ledger: Ledger, gitops: Path
 ) -> None:
@@ -178,8 +196,9 @@ async def test_an_incident_proposes_the_diff_and_commits_it_once_on_its_branch(
     async with coding_server(gitops) as url:
         gateway = ToolActivities(ledger, {"coding": url}, None, {"incident": allow}, heartbeat_every_s=0.2)
         fakes = Fakes(runbook_actions=actions, runbook_evidence=evidence)
-        acts = [a for a in fakes.activities() if a not in (fakes.list_tools, fakes.guard, fakes.execute)]
-        acts += [gateway.list_tools, gateway.guard, gateway.execute]
+        replaced = (fakes.list_tools, fakes.guard, fakes.execute, fakes.propose)
+        acts = [a for a in fakes.activities() if a not in replaced]
+        acts += [gateway.list_tools, gateway.guard, gateway.execute, runbook_plan]
         async with incident(env, fakes, activities=acts, labels=LABELS) as run:
             st = await run.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL, within_s=60)
             # the question shows the diff the action will commit: one line of the values file
@@ -189,7 +208,10 @@ async def test_an_incident_proposes_the_diff_and_commits_it_once_on_its_branch(
             diagnosis = next(n for n in fakes.notifications if n.kind == NotifyKind.DIAGNOSIS)
             assert [d.diff for d in diagnosis.diffs] == [item.diff]
             assert f"a diff of {VALUES}: +1 -1 lines" in diagnosis.text
-            assert diagnosis.plan == actions and diagnosis.plan_hash == st.plan_hash
+            # the plan a human approves is the runbook's, bound to the commit the diff was made against
+            assert item.base == main_before and [a.arguments.get("base") for a in diagnosis.plan] == [main_before]
+            assert unbound(diagnosis.plan) == actions and diagnosis.plan_hash == st.plan_hash
+            assert diagnosis.plan_hash == plan_hash(diagnosis.plan) and st.plan == diagnosis.plan
             assert git(gitops, "branch", "--list", "agentic/*") == ""  # nothing committed before the answer
 
             await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
@@ -215,16 +237,17 @@ async def test_an_incident_proposes_the_diff_and_commits_it_once_on_its_branch(
         tip = git(gitops, "rev-parse", branch).strip()
 
         # a retry of the execute activity returns the recorded result: no second commit
-        inp = ExecuteInput(incident_id=run.incident_id, index=0, call=actions[0], idempotency_key=key)
+        call = final.plan[0]
+        inp = ExecuteInput(incident_id=run.incident_id, index=0, call=call, idempotency_key=key)
         again = await ActivityEnvironment().run(gateway.execute, inp)
         assert again.already_ran and again.status == "succeeded" and again.output == action.output
         # an attempt that died after the commit but before the ledger heard of it: its key's row is
         # still `running`; the retry calls the tool again (its `_meta` names the key argument) and
         # gets the commit that is there, not a second one
         lost = f"{key}-lost"
-        await ledger.start_action(run.incident_id, 0, "commit_edit", actions[0].arguments, lost)
+        await ledger.start_action(run.incident_id, 0, "commit_edit", call.arguments, lost)
         async with Client(build_server({"gitops": Repo.open("gitops", gitops)}, author=f"{ME[0]} <{ME[1]}>")) as c:
-            first = await c.call_tool("commit_edit", {**actions[0].arguments, "idempotency_key": lost})
+            first = await c.call_tool("commit_edit", {**call.arguments, "idempotency_key": lost})
         assert not first.is_error
         resumed = await ActivityEnvironment().run(gateway.execute, inp.model_copy(update={"idempotency_key": lost}))
         assert resumed.status == "succeeded" and '"already_committed":true' in resumed.output.replace(" ", "")
@@ -242,15 +265,15 @@ async def test_an_incident_proposes_the_diff_and_commits_it_once_on_its_branch(
         )
         assert not guarded.actions[0].allowed and "not on the incident agent's allow-list" in guarded.actions[0].reason
 
-        # HEAD moved and the approved edit no longer applies: the action fails with the reason
+        # HEAD moved and the approved diff no longer applies: the action fails with the reason
         (gitops / VALUES).write_text(VALUES_TEXT.split("resources:")[0])
         git(gitops, "commit", "-q", "-am", "resources moved to a shared values file")
         stale = await ActivityEnvironment().run(
             gateway.execute, inp.model_copy(update={"idempotency_key": f"{key}-stale"})
         )
         assert stale.status == "failed"
-        assert "the approved edits no longer apply to HEAD" in stale.error
-        assert f"edit 1 ({VALUES}): yaml_path 'resources.limits.memory': 'resources' is not in the file" in stale.error
+        assert f"HEAD moved from {main_before[:12]}" in stale.error
+        assert f"hunk 1 of {VALUES}" in stale.error and "does not match the file at HEAD" in stale.error
         assert git(gitops, "branch", "--list", f"agentic/{run.incident_id}-action-{occurrence}-0-stale") == ""
         await gateway.aclose()
 
