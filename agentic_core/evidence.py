@@ -7,7 +7,10 @@ the ones that cannot be filled as reasons. `sort_calls` decides, before anything
 only tools the incident agent is offered that are read-only, at most `max_calls` of them; every
 other call becomes an `EvidenceItem` that says why it was not gathered. Tool output is untrusted
 data: it reaches the planner model only inside its quoted incident data (activities/incident/
-prompt.py), and people as excerpts (`evidence_lines`).
+prompt.py), and people as excerpts (`evidence_lines`). A diff a call returns (`propose_edit`, a
+GitOps change) is kept whole (`diff_of`) and shown whole with the question (`evidence_diffs`); the
+runbook's `commit_edit` of the same edits is bound to the commit that diff was made against
+(`bind_bases`), so the plan a human approves names that very diff.
 """
 
 from __future__ import annotations

@@ -393,3 +393,19 @@ async def test_commit_edit_with_base_commits_exactly_the_approved_diff_or_refuse
     assert not err and changed(anew["diff"]) == ["-    memory: 1536Mi  # June", "+    memory: 2Gi  # June"]
     err, why = await call("commit_edit", {**args, "base": "0" * 40, "idempotency_key": "inc-b/action/4/0"})
     assert err and "is not a commit of repository 'gitops'" in why
+
+
+async def test_without_telegram_the_ledger_notification_holds_the_diff(ledger: Ledger) -> None:
+    from activities.incident.notifier import LedgerNotifier
+
+    diff = _diff(2)
+    inp = NotifyInput(
+        incident_id="inc-ledger",
+        kind=NotifyKind.DIAGNOSIS,
+        route="infrastructure",
+        text="Diagnosis: out of memory",
+        diffs=[EvidenceDiff(title="propose_edit(repo='gitops')", diff=diff, key="k/ev")],
+    )
+    await LedgerNotifier(ledger).notify(inp, key="k-ledger")
+    (row,) = await ledger.list_notifications("inc-ledger")
+    assert row.text == f"Diagnosis: out of memory\n\nDiff of propose_edit(repo='gitops'):\n{diff.rstrip()}"
