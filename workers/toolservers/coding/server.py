@@ -24,13 +24,8 @@ Tools (read-only unless said):
 (annotated not read-only, so an agent's call of it becomes a question to a human) commits an
 approved diff on a new branch from HEAD and pushes that branch when a push remote is configured;
 it never moves the default branch nor touches the working copy, and refuses a stale diff (one
-that no longer applies to HEAD) with the reason. `commit_edit` is the incidents' GitOps action
-(docs/runbook-format.md#gitops-changes): the same edits as `propose_edit`, their diff made against
-HEAD when it runs (after a human approved the edits and saw their diff as evidence) and committed on
-a branch named after the action's idempotency key (`agentic/<incident>-action-<run>-<index>`; the
-tool gateway fills `idempotency_key`, its `_meta` says so): a retry finds that branch and returns
-its commit, never a second one; edits that no longer apply fail with the reason. Structure:
-workers/toolservers/coding/structure.py; diffs and commits: edits.py; the repositories: repos.py.
+that no longer applies to HEAD) with the reason. `commit_edit`, the incidents' GitOps action, is
+gitops.py. Structure: structure.py; diffs and commits: edits.py; the repositories: repos.py.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ import argparse
 import asyncio
 import fnmatch
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -51,6 +45,7 @@ from pydantic import Field
 from activities.tools import IDEMPOTENCY_KEY_META
 from workers.process import StartupError, bind_listener
 from workers.toolservers.coding import edits as ed
+from workers.toolservers.coding import gitops
 from workers.toolservers.coding import structure as st
 from workers.toolservers.coding.models import (
     ApplyResult,
@@ -95,6 +90,8 @@ APPLY = tool_annotations(read_only=False, destructive=False, idempotent=False)
 COMMIT = tool_annotations(read_only=False, destructive=False, idempotent=True)
 T = TypeVar("T")
 
+_KEY_HELP = "filled by the tool gateway with the action's key: a repeat returns the first commit"
+_BASE_HELP = "the HEAD the approved diff was made against (propose_edit's base): that diff, or refused"
 RepoName = Annotated[str, Field(description="the repository's name (see repo_list)", min_length=1, max_length=64)]
 PathArg = Annotated[str, Field(description="a file's path relative to the repository root", max_length=1000)]
 Under = Annotated[str, Field(description="only files under this folder (empty: all)", max_length=1000)]
@@ -384,78 +381,32 @@ def build_server(
         branch: Annotated[
             str | None, Field(description="the new branch (default: agentic/<idempotency key>)", max_length=100)
         ] = None,
-        idempotency_key: Annotated[
-            str | None,
-            Field(
-                description="filled by the tool gateway with the action's key: a repeat returns the first commit",
-                max_length=300,
-            ),
-        ] = None,
-        base: Annotated[
-            str | None,
-            Field(
-                description="the HEAD the approved diff was made against (propose_edit's base): the diff is made "
-                "there and must apply to HEAD as it is, else refused",
-                max_length=64,
-            ),
-        ] = None,
+        idempotency_key: Annotated[str | None, Field(description=_KEY_HELP, max_length=300)] = None,
+        base: Annotated[str | None, Field(description=_BASE_HELP, max_length=64)] = None,
     ) -> CommitEditResult:
-        """Commit edits (as propose_edit takes them) on a NEW branch from HEAD: the diff is made
-        against HEAD when this runs (or against `base`, the HEAD the approved diff was made
-        against: then that very diff, refused when it no longer applies to HEAD) and checked with
-        git apply; edits that no longer apply fail with the reason (nothing is committed). Never
-        the default branch; the working copy is not touched; the branch is pushed when a push
-        remote is configured. A call with an idempotency key this tool already committed for
-        returns that commit, not a second one."""
+        """Commit edits (as propose_edit takes them) on a NEW branch from HEAD, made against HEAD
+        (or against `base`: then that very diff, refused when it no longer applies to HEAD) and
+        checked with git apply; edits that no longer apply fail with the reason. Never the default
+        branch; the working copy is not touched; pushed when a push remote is configured. A call
+        with a key this tool already committed for returns that commit, not a second one."""
         r = get(repo)
-        edit_list = [ed.Edit(**e.model_dump()) for e in edits]
-        edits_id = hashlib.sha256(
-            json.dumps([e.model_dump(mode="json") for e in edits], sort_keys=True).encode()
-        ).hexdigest()[:16]
-
-        def result(out: dict[str, Any], message: str, already: bool) -> CommitEditResult:
-            parent, diff = ed.commit_diff_of(r, out["commit"])
-            added, removed = _changed(diff)
-            files = sorted({p for p, _n, _s in ed.hunks(diff)})
-            return CommitEditResult(
-                repo=repo,
-                message=message,
-                diff=diff,
-                files=files,
-                added=added,
-                removed=removed,
-                already_committed=already,
-                **{**out, "parent": parent},
-            )
 
         def go() -> CommitEditResult:
-            key = (idempotency_key or "").strip() or None
-            name = branch or (ed.branch_for_key(key) if key else None)
-            about = request.strip() or (key.split("/action/", 1)[0] if key else "")
-            if name is None:
-                name = f"agentic/{_slug(about or title)}-{edits_id[:8]}"
-            if key is not None:
-                done = ed.committed_for_key(r, name, key, edits_id)
-                if done is not None:
-                    message = git_message(r, done)
-                    out = {"commit": done, "branch": name, "default_branch": r.default_branch(), "pushed_to": None}
-                    if push_remote:
-                        ed.push_branch(r, name, push_remote, done)
-                        out["pushed_to"] = push_remote
-                    return result(out, message, True)
-            at = ed.resolve_commit(r, base) if base else "HEAD"
-            try:
-                diff = ed.apply_edits(r, edit_list, at)
-            except ed.EditError as exc:
-                where = f"HEAD {r.head()[:12]}" if at == "HEAD" else f"base {at[:12]}"
-                raise ToolError(f"the approved edits no longer apply to {where}: {exc}") from None
-            message = f"{title}\n\n" + (f"Request: {about}\n" if about else "")
-            message += "Proposed by the agentic-platform as a GitOps change; approved by a human.\n"
-            message += f"\n{ed.EDITS_TRAILER}: {edits_id}\n" + (f"{ed.KEY_TRAILER}: {key}\n" if key else "")
-            out = ed.commit_diff(
-                r, diff, branch=name, message=message, author=ident, base=base and at, push_remote=push_remote
+            done = gitops.commit_edits(
+                r,
+                [ed.Edit(**e.model_dump()) for e in edits],
+                eid=gitops.edits_id([e.model_dump(mode="json") for e in edits]),
+                title=title,
+                request=request,
+                branch=branch,
+                key=idempotency_key,
+                base=base,
+                author=ident,
+                push_remote=push_remote,
             )
-            return result(out, message, False)
+            added, removed = _changed(done.diff)
+            files = sorted({p for p, _n, _s in ed.hunks(done.diff)})
+            return CommitEditResult(repo=repo, files=files, added=added, removed=removed, **done.__dict__)
 
         return await run(go)
 
@@ -482,10 +433,6 @@ def build_server(
         issuer_url=issuer_url,
         health=lambda: {"repos": sorted(repos)},
     )
-
-
-def git_message(repo: Repo, commit: str) -> str:
-    return ed.git(repo.path, "log", "-1", "--format=%B", commit).stdout.decode(errors="replace")
 
 
 # --------------------------------------------------------------------------- the process
