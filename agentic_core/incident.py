@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agentic_core.alerts import Alert, AlertGroup
-from agentic_core.evidence import EvidenceItem
+from agentic_core.evidence import EvidenceDiff, EvidenceItem
 from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, SearchHit, ToolCall
 
 SIGNAL_ALERTS = "alerts"
@@ -331,6 +331,9 @@ class NotifyInput(BaseModel):
     runbook_id: str | None = None  # the runbook behind the plan: channels show its level and record
     confidence: float | None = None  # the planner's confidence in the plan
     choices: list[Choice] = Field(default_factory=list)  # the answers offered (empty: PLAN_CHOICES)
+    # diffs the evidence returned (a GitOps change's): shown with the question, inline when short,
+    # as a file when long (Telegram's sendDocument)
+    diffs: list[EvidenceDiff] = Field(default_factory=list)
 
 
 class NotifyResult(BaseModel):

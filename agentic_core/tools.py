@@ -1,7 +1,8 @@
 """The MCP tools of the platform's own servers, by family, with what configures each server,
 and each agent's default allow-list.
 
-The incident agent's default allow-list is every tool of the families here (`ALL_TOOLS`); the
+The incident agent's default allow-list is every tool of the cluster's families here (`ALL_TOOLS`)
+and the GitOps action's two coding-server tools (`GITOPS_TOOLS`): `INCIDENT_TOOLS`; the
 observability agent's is the read tools of the infrastructure server and the metrics server
 (`OBSERVABILITY_TOOLS`); the coding agent's the coding server's (`CODING_TOOLS`); the web agent's the
 web server's (`WEB_TOOLS`) (`DEFAULT_AGENT_TOOLS`; settings `AGENTIC_<AGENT>_TOOLS`, glob patterns
@@ -70,6 +71,12 @@ CODING_TOOLS: tuple[str, ...] = (
     "propose_edit",
     "apply_change",
 )
+# The GitOps action (docs/runbook-format.md#gitops-changes): the two coding-server tools the incident
+# agent may use, and only these: `propose_edit` (read-only: the diff, as evidence) and `commit_edit`
+# (the write: the same edits committed on a new branch named after the incident, once).
+GITOPS_TOOLS: tuple[str, ...] = ("propose_edit", "commit_edit")
+# The incident agent's default allow-list: every tool of the cluster's servers and the GitOps action.
+INCIDENT_TOOLS: tuple[str, ...] = (*ALL_TOOLS, *GITOPS_TOOLS)
 
 # The tools above that change something (their MCP annotations say readOnlyHint=false). The
 # gateway decides from the annotations at run time; this list lets a runbook's `evidence:` (read
@@ -84,6 +91,7 @@ WRITE_TOOLS: frozenset[str] = frozenset(
         "arr_command",
         "arr_remove_queue_item",
         "prowlarr_test_indexer",
+        "commit_edit",
     }
 )
 # The infrastructure server's tools annotated read-only (pods, events, logs, describe, nodes, Talos health).
@@ -102,7 +110,7 @@ OBSERVABILITY_TOOLS: tuple[str, ...] = (*INFRA_READ_TOOLS, *METRICS_TOOLS)
 # left at its default. Nothing is allowed for an agent without a list.
 GUARDED_AGENTS: tuple[str, ...] = ("incident", "observability", "coding", "web")
 DEFAULT_AGENT_TOOLS: dict[str, tuple[str, ...]] = {
-    "incident": ALL_TOOLS,
+    "incident": INCIDENT_TOOLS,
     "observability": OBSERVABILITY_TOOLS,
     "coding": CODING_TOOLS,
     "web": WEB_TOOLS,
@@ -142,7 +150,10 @@ TOOL_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
         "the web tools come from the web MCP server: set AGENTIC_SEARXNG_URL (search) and/or "
         "AGENTIC_WEB_ALLOWED_DOMAINS (the sites it may fetch)",
     ),
-    (CODING_TOOLS, "the repository tools come from the coding MCP server: set AGENTIC_REPOS (name=path,...)"),
+    (
+        (*CODING_TOOLS, "commit_edit"),
+        "the repository tools come from the coding MCP server: set AGENTIC_REPOS (name=path,...)",
+    ),
 )
 
 

@@ -26,10 +26,10 @@ from agentic_core.agents import AgentLimits, AgentName
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
 from agentic_core.tools import (
-    ALL_TOOLS,
     ALWAYS_READ_ONLY_AGENTS,
     CODING_TOOLS,
     GUARDED_AGENTS,
+    INCIDENT_TOOLS,
     OBSERVABILITY_TOOLS,
     WEB_TOOLS,
 )
@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         default=None, description="the rollout's waves (default: deploy/waves.yaml of the repository)"
     )
     incident_tools: str = Field(
-        default=",".join(ALL_TOOLS),
+        default=",".join(INCIDENT_TOOLS),
         description="comma-separated allow-list of MCP tools the incident agent may call "
         "(a tool is only offered when its server is configured)",
     )

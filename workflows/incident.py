@@ -10,6 +10,8 @@ Stages (each in `IncidentState.stages` with its start and finish times):
    `evidence:` calls through the tool gateway (`tools.list_tools`, then `tools.execute` each,
    under its own ledger key), at most `investigate_max_calls` within `investigate_budget_s`;
    what cannot be gathered is said. The evidence goes to the state, the planner and the diagnosis.
+   A GitOps action of the best runbook (`commit_edit`) is then bound to the commit its diff was
+   shown against (`evidence.bind_bases`, `GITOPS_BASE_PATCH`); the diffs go with the DIAGNOSIS.
 3. **propose** (`tools.list_tools`, `incident.propose`): the planner's diagnosis; the plan is
    the runbook's when one fits (the one the model names, else a label match), the model's own
    only when none does; the best runbook's plan when the model is down or answers badly
@@ -105,6 +107,7 @@ with workflow.unsafe.imports_passed_through():
         EvaluateTrustResult,
         PromotionInput,
     )
+    from agentic_core.evidence import bind_bases, evidence_diffs
     from agentic_core.incident import (
         NOTHING_TO_RUN_CHOICES,
         PLAN_CHOICES,
@@ -177,6 +180,8 @@ PROTECTED_NAMESPACES_PATCH = "protected-namespaces"
 UNTRUSTED_PLAN_EVENT_PATCH = "untrusted-plan-event"
 # the investigate stage: the runbook's read-only evidence gathered before the diagnosis
 INVESTIGATE_PATCH = "investigate"
+# a GitOps action (commit_edit) is bound to the commit its diff was shown against (evidence.bind_bases)
+GITOPS_BASE_PATCH = "gitops-base"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -243,6 +248,7 @@ class IncidentWorkflow:
         self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
         self._untrusted_event = False  # UNTRUSTED_PLAN_EVENT_PATCH (set when the run starts)
         self._investigate = False  # INVESTIGATE_PATCH (set when the run starts)
+        self._gitops_base = False  # GITOPS_BASE_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
@@ -403,6 +409,8 @@ class IncidentWorkflow:
         await self._question(tri, recall)
         if self._investigate:
             await self._investigate_stage(inp, tri, recall)
+            if self._gitops_base:
+                recall = self._bind_gitops_bases(recall)
         tools, prop = await self._propose(inp, tri, recall)
         allowed, protected = await self._guard_proposal(recall, prop)
         ask = await self._policy(cfg, recall, prop, tools, allowed, protected)
@@ -438,6 +446,7 @@ class IncidentWorkflow:
         self._protected_rule = workflow.patched(PROTECTED_NAMESPACES_PATCH)
         self._untrusted_event = workflow.patched(UNTRUSTED_PLAN_EVENT_PATCH)
         self._investigate = workflow.patched(INVESTIGATE_PATCH)
+        self._gitops_base = workflow.patched(GITOPS_BASE_PATCH)
         if self._at_start:
             self._trust_patch = workflow.patched(AUTONOMY_TRUST_PATCH)
             self._executing_notice = workflow.patched(EXECUTING_NOTICE_PATCH)
@@ -516,6 +525,19 @@ class IncidentWorkflow:
         stage = Investigation(inp.incident_id, self._occurrence, inp.config, local=self._local)
         self._state.evidence, detail = await stage.run(best, tri.title)
         self._end(rec, detail)
+
+    def _bind_gitops_bases(self, recall: RecallResult) -> RecallResult:
+        """The best runbook's GitOps actions (`commit_edit`) bound to the commit their diff was
+        shown against (`evidence.bind_bases`): its plan, and so the plan hash a human approves,
+        then names that very diff."""
+        if not recall.runbooks or not self._state.evidence:
+            return recall
+        best = recall.runbooks[0]
+        bound = bind_bases(best.actions, self._state.evidence)
+        if bound == best.actions:
+            return recall
+        runbooks = [best.model_copy(update={"actions": bound}), *recall.runbooks[1:]]
+        return recall.model_copy(update={"runbooks": runbooks})
 
     # -- 3. propose ------------------------------------------------------------------------------
 
@@ -655,6 +677,7 @@ class IncidentWorkflow:
                 runbook_id=st.runbook_id,
                 confidence=prop.proposal.confidence,
                 choices=choices,
+                diffs=evidence_diffs(st.evidence, st.incident_id, self._occurrence),
             )
             or self._message_ref
         )

@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from agentic_core.evidence import (
         EvidenceItem,
         EvidenceStatus,
+        base_of,
+        diff_of,
         evidence_key,
         evidence_summary,
         excerpt,
@@ -179,7 +181,16 @@ class Investigation:
             )
             return EvidenceItem(index=index, call=call, status=status, error=excerpt(error_message(exc)))
         if res.status == "succeeded":
-            return EvidenceItem(index=index, call=call, status="ok", excerpt=excerpt(res.output))
+            diff, cut = diff_of(res.output)  # a GitOps change's diff (propose_edit): shown whole
+            return EvidenceItem(
+                index=index,
+                call=call,
+                status="ok",
+                excerpt=excerpt(res.output),
+                diff=diff,
+                diff_cut=cut,
+                base=base_of(res.output) if diff else "",
+            )
         ended: EvidenceStatus = "refused" if res.status == "refused" else "failed"
         return EvidenceItem(index=index, call=call, status=ended, error=excerpt(res.error or res.status))
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 from activities.incident.planner import Planner, PlannerConfig
 from activities.incident.prompt import MAX_DECISION_SUMMARY_CHARS, _short
+from agentic_core.evidence import unbound
 from agentic_core.incident import StageInput, StageResult, group_annotations, state_occurrence
 from agentic_core.learning import learned_runbook
 
@@ -375,7 +376,7 @@ class IncidentActivities:
                 own_plan = policy.render_actions(row.actions, group.labels)
             except ValueError:
                 return
-            if plan_hash(own_plan) != plan_hash(state.plan):
+            if plan_hash(own_plan) != plan_hash(unbound(state.plan)):  # a GitOps action's `base` aside
                 return  # another plan ran under this runbook's name: not its record
             await self.ledger.record_execution(
                 rid, success=not failed and outcome == "success", event_key=f"{scope}/execution"

@@ -51,9 +51,10 @@ class LedgerNotifier:
     async def notify(self, inp: NotifyInput, key: str | None = None) -> NotifyResult:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         row_id = _row_id(inp.edit_of)
+        text = with_diffs(inp)
         if row_id is not None:
             try:
-                row = await self.ledger.update_notification(row_id, text=inp.text)
+                row = await self.ledger.update_notification(row_id, text=text)
             except NotFound:
                 log.warning("%s notify: message %s to edit is gone; posting anew", now, inp.edit_of)
             else:
@@ -65,10 +66,19 @@ class LedgerNotifier:
             target=inp.route,
             message_id=key or f"{inp.incident_id or '-'}/{inp.kind.value}/{now}",
             kind=inp.kind.value,
-            text=inp.text,
+            text=text,
         )
         log.info("%s notify %s [%s] %s: %s", now, inp.kind.value, inp.route, inp.incident_id, inp.text)
         return NotifyResult(message_ref=f"{_REF_PREFIX}{row.id}")
+
+
+def with_diffs(inp: NotifyInput) -> str:
+    """The message's text with the diffs it carries (a GitOps change's) after it, whole."""
+    parts = [inp.text]
+    for d in inp.diffs:
+        cut = " (cut: the whole diff is in the ledger under " + d.key + ")" if d.cut else ""
+        parts.append(f"Diff of {d.title}{cut}:\n{d.diff.rstrip()}")
+    return "\n\n".join(parts)
 
 
 def _row_id(ref: str | None) -> int | None:

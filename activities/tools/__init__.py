@@ -15,11 +15,18 @@ the gateway (no heavy imports here, so a workflow can import these names):
   gateway fills it with the time the action was first claimed in the ledger, so a retried or
   resumed execution of the same action repeats the same call (e.g. `rollout_restart` writes the
   same `kubectl.kubernetes.io/restartedAt` value, which starts no second rollout).
+
+- `IDEMPOTENCY_KEY_META`: a tool's `_meta` key naming an argument that takes the action's
+  idempotency key; a call with a key the tool has already acted on returns what it did then
+  instead of acting again. The gateway fills it with the action's ledger key (the plan's own
+  value, if any, is replaced), so a retried or resumed execution finds its earlier effect (e.g.
+  `commit_edit` finds the branch and commit it made for that key and makes no second commit).
 """
 
 from __future__ import annotations
 
 IDEMPOTENCY_TIMESTAMP_META = "agentic.dev/idempotency-timestamp"
+IDEMPOTENCY_KEY_META = "agentic.dev/idempotency-key"
 
 LIST_TOOLS = "tools.list_tools"
 GUARD = "tools.guard"
@@ -35,6 +42,7 @@ __all__ = [
     "ERR_UNAVAILABLE",
     "EXECUTE",
     "GUARD",
+    "IDEMPOTENCY_KEY_META",
     "IDEMPOTENCY_TIMESTAMP_META",
     "LIST_TOOLS",
 ]

@@ -58,7 +58,9 @@ Exactly once. The ledger row of the action's idempotency key is the claim:
      whose `_meta` names an idempotency-timestamp argument (`rollout_restart`). The gateway
      fills that argument, when the plan left it out, with the time the row was first claimed
      (`started_at`, from the ledger), so every attempt sends the same `restartedAt` and the
-     deployment restarts once;
+     deployment restarts once; likewise tools whose `_meta` names an idempotency-key argument
+     (`commit_edit`): the gateway always fills it with the action's key, and the tool returns
+     what it did for that key (its commit) instead of acting again;
    - any other tool is not called again: the action is finished as `failed` with an error that
      says the outcome is unknown and a human must check, and that result is returned.
 4. The call runs with a heartbeat every few seconds. A tool error (`isError`) → `failed`; a
@@ -101,6 +103,7 @@ from activities.tools import (
     ERR_UNAVAILABLE,
     EXECUTE,
     GUARD,
+    IDEMPOTENCY_KEY_META,
     IDEMPOTENCY_TIMESTAMP_META,
     LIST_TOOLS,
 )
@@ -179,10 +182,11 @@ class _Tool:
     read_only: bool
     idempotent: bool
     timestamp_arg: str | None  # argument the gateway fills with the action's claim time
+    key_arg: str | None = None  # argument the gateway fills with the action's idempotency key
 
     @property
     def safe_to_repeat(self) -> bool:
-        return self.read_only or self.idempotent or self.timestamp_arg is not None
+        return self.read_only or self.idempotent or self.timestamp_arg is not None or self.key_arg is not None
 
 
 def _text_of(result: CallToolResult) -> str:
@@ -241,6 +245,7 @@ class ToolActivities:
             ann = t.annotations
             meta = t.meta or {}
             stamp = meta.get(IDEMPOTENCY_TIMESTAMP_META)
+            key_arg = meta.get(IDEMPOTENCY_KEY_META)
             read_only = bool(ann and ann.read_only_hint)
             return _Tool(
                 spec=ToolSpec(
@@ -254,6 +259,7 @@ class ToolActivities:
                 read_only=read_only,
                 idempotent=bool(ann and ann.idempotent_hint),
                 timestamp_arg=stamp if isinstance(stamp, str) and stamp else None,
+                key_arg=key_arg if isinstance(key_arg, str) and key_arg else None,
             )
 
         return await self._mcp.list_tools(server, url, entry)
@@ -525,6 +531,8 @@ class ToolActivities:
         arguments = dict(call.arguments)
         if tool.timestamp_arg and arguments.get(tool.timestamp_arg) is None:
             arguments[tool.timestamp_arg] = _rfc3339(row.started_at)
+        if tool.key_arg:  # the tool finds what it did for this key (a retry acts once)
+            arguments[tool.key_arg] = key
         try:
             async with heartbeating(self.heartbeat_every_s, key):
                 result = await self._call(tool, arguments, reuse=False)

@@ -632,6 +632,33 @@ async def test_console_a_read_only_or_unlisted_key_cannot_answer_and_a_revoked_k
         assert r.status_code == 401 and 'name="key"' in r.text
 
 
+async def test_console_shows_a_gitops_changes_diff_escaped(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    """The incident page shows the diff its evidence returned (propose_edit: what the plan commits)
+    whole, in a pre block, escaped."""
+    from agentic_core.incident import ToolSpec
+    from agentic_core.models import ToolCall
+
+    diff = (
+        "diff --git a/apps/shop/values.yaml b/apps/shop/values.yaml\n--- a/apps/shop/values.yaml\n"
+        "+++ b/apps/shop/values.yaml\n@@ -1 +1 @@\n-memory: 1Gi  # <script>alert(1)</script>\n"
+        "+memory: 2Gi  # <script>alert(1)</script>\n"
+    )
+    propose = ToolCall(tool="propose_edit", arguments={"repo": "gitops", "edits": []})
+    output = json.dumps({"repo": "gitops", "base": "ab" * 20, "diff": diff, "checked": "ok"})
+    spec = ToolSpec(name="propose_edit", description="a diff", input_schema={}, server="coding", mutating=False)
+    fakes = Fakes(runbook_evidence=[propose], evidence_outputs={"propose_edit": output})
+    fakes.tools = [*fakes.tools, spec]
+    async with incident(temporal, fakes) as run:
+        await run.awaiting()
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+            await _login(http, keys["boss"])
+            r = await http.get(f"/console/incidents/{run.incident_id}")
+    assert r.status_code == 200 and '<pre class="diff" id="diff-0">diff --git a/apps/shop/values.yaml' in r.text
+    assert "+memory: 2Gi  # &lt;script&gt;alert(1)&lt;/script&gt;\n" in r.text and "<script>alert" not in r.text
+
+
 # --- the console in a real browser (Debian's chromium and chromium-driver, selenium) ---------------
 
 

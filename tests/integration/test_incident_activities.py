@@ -659,6 +659,30 @@ async def test_record_does_not_credit_the_runbook_with_another_plan(kb: Knowledg
     assert (after.executions, after.successes) == (before.executions, before.successes)
 
 
+async def test_record_credits_a_gitops_runbook_whose_plan_was_bound_to_its_base(
+    kb: KnowledgeBase, ledger: Ledger
+) -> None:
+    """The incident binds a runbook's `commit_edit` to the commit its diff was shown against
+    (`evidence.bind_bases`): that plan is still the runbook's own plan for its record."""
+    edits = [
+        {"path": "apps/{{ labels.namespace }}/values.yaml", "yaml_path": "resources.limits.memory", "value": "2Gi"}
+    ]
+    rb = Runbook(
+        id="gitops/oom-bound",
+        title="OOM: raise the limit in the GitOps repository",
+        match=[LabelMatcher(name="alertname", value="KubePodCrashLooping")],
+        actions=[ToolCall(tool="commit_edit", arguments={"repo": "gitops", "edits": edits, "title": "Raise"})],
+    )
+    await ledger.upsert_runbook(rb)
+    a, iid = acts(kb, ledger), uid()
+    own = policy.render_actions(rb.actions, group(iid).labels)
+    bound = [own[0].model_copy(update={"arguments": {**own[0].arguments, "base": "c" * 40}})]
+    state = final_state(iid, plan=bound).model_copy(update={"runbook_id": rb.id})
+    await a.record(RecordInput(state=state, group=group(iid, AlertStatus.RESOLVED)))
+    stats = await ledger.runbook_stats(rb.id)
+    assert stats is not None and (stats.approvals, stats.executions, stats.successes) == (1, 1, 1)
+
+
 async def test_record_of_an_incident_that_resolved_by_itself(kb: KnowledgeBase, ledger: Ledger) -> None:
     a, iid = acts(kb, ledger), uid()
     state = IncidentState(

@@ -20,6 +20,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
+from activities.tools import IDEMPOTENCY_KEY_META
 from tests.support.env import REPO, free_port
 from workers.process import StartupError
 from workers.settings import Settings
@@ -133,11 +134,15 @@ async def test_tools_and_their_annotations(repo: Path) -> None:
         "repo_references",
         "propose_edit",
         "apply_change",
+        "commit_edit",
     }
     for name, t in tools.items():
         assert t.annotations is not None
-        assert t.annotations.read_only_hint is (name != "apply_change"), name
+        assert t.annotations.read_only_hint is (name not in ("apply_change", "commit_edit")), name
         assert t.input_schema.get("additionalProperties") is False
+    # commit_edit acts once per key: the gateway fills the argument its _meta names (the GitOps action)
+    assert tools["commit_edit"].annotations.idempotent_hint is True
+    assert (tools["commit_edit"].meta or {}).get(IDEMPOTENCY_KEY_META) == "idempotency_key"
     repos = await call(server(repo), "repo_list", {})
     assert repos["result"][0]["default_branch"] == "main" and repos["result"][0]["bare"] is False
 

@@ -160,6 +160,7 @@ class Fakes:
     runbook_evidence_skipped: list[str] = field(default_factory=list)
     slow_tools: dict[str, float] = field(default_factory=dict)  # tool -> seconds an evidence call takes
     list_tools_fails: bool = False
+    evidence_outputs: dict[str, str] = field(default_factory=dict)  # tool -> an evidence call's output
 
     @activity.defn(name="incident.triage")
     async def triage(self, inp: IncidentInput) -> TriageResult:
@@ -257,6 +258,8 @@ class Fakes:
                 index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="failed", error="boom"
             )
         output = f"{inp.call.tool} says: {inp.call.arguments}" if EVIDENCE_KEY_PART in inp.idempotency_key else "ok"
+        if EVIDENCE_KEY_PART in inp.idempotency_key and inp.call.tool in self.evidence_outputs:
+            output = self.evidence_outputs[inp.call.tool]
         return ActionResult(
             index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output=output
         )

@@ -7,7 +7,8 @@ sends them); answers `{"ok": true, "result": …}` or
 
 Methods: getMe, getUpdates (long polling), setWebhook, deleteWebhook, getWebhookInfo,
 sendMessage, editMessageText, editMessageCaption, editMessageReplyMarkup,
-answerCallbackQuery, createForumTopic, sendPhoto. Like the real server it checks the HTML
+answerCallbackQuery, createForumTopic, sendPhoto, sendDocument (multipart: the file's bytes and
+name; the Message has `document`). Like the real server it checks the HTML
 (`parse_mode=HTML`: known tags only, entities well formed), the length limits (4096 text,
 1024 caption) and "message is not modified".
 
@@ -107,6 +108,8 @@ class Stored:
     html: str  # what the bot sent
     reply_markup: dict[str, Any] | None = None
     photo: bytes | None = None
+    document: bytes | None = None
+    file_name: str = ""
     reply_to: int | None = None
     date: int = field(default_factory=lambda: int(time.time()))
     edits: list[dict[str, Any]] = field(default_factory=list)  # earlier versions
@@ -135,8 +138,20 @@ class Stored:
                 }
             ]
             msg["caption"] = self.text
+        elif self.document is not None:
+            msg["document"] = {
+                "file_id": f"document-{self.message_id}",
+                "file_unique_id": f"d{self.message_id}",
+                "file_name": self.file_name,
+                "mime_type": "text/x-diff" if self.file_name.endswith(".diff") else "application/octet-stream",
+                "file_size": len(self.document),
+            }
+            if self.text:
+                msg["caption"] = self.text
         else:
             msg["text"] = self.text
+        if self.reply_to is not None:
+            msg["reply_to_message"] = {"message_id": self.reply_to, "date": self.date, "chat": msg["chat"]}
         if self.reply_markup and "inline_keyboard" in self.reply_markup:  # Message.reply_markup: inline only
             msg["reply_markup"] = self.reply_markup
         return msg
@@ -382,6 +397,36 @@ class BotApiEmulator:
         self.messages[(chat_id, mid)] = stored
         return stored.as_json()
 
+    async def _m_sendDocument(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(p["chat_id"])
+        document = p.get("document")
+        if not isinstance(document, bytes) or not document:
+            raise ApiError(400, "Bad Request: there is no document in the request")
+        if len(document) > 50 * 1024 * 1024:
+            raise ApiError(413, "Request Entity Too Large")
+        caption = p.get("caption") or ""
+        plain = self._render(caption, p.get("parse_mode"), 1024, "caption") if caption else ""
+        thread = int(p["message_thread_id"]) if p.get("message_thread_id") not in (None, "") else None
+        if thread is not None and thread not in self.topics:
+            raise ApiError(400, "Bad Request: message thread not found")
+        reply_to = _reply_to(p)
+        if reply_to is not None and (chat_id, reply_to) not in self.messages:
+            raise ApiError(400, "Bad Request: message to be replied not found")
+        mid = next(self._ids[chat_id])
+        stored = Stored(
+            chat_id,
+            mid,
+            thread,
+            plain,
+            caption,
+            reply_markup=_markup(p),
+            document=document,
+            file_name=str(p.get("document#filename") or "document"),
+            reply_to=reply_to,
+        )
+        self.messages[(chat_id, mid)] = stored
+        return stored.as_json()
+
     def _message(self, p: dict[str, Any]) -> Stored:
         key = (int(p["chat_id"]), int(p["message_id"]))
         if key not in self.messages:
@@ -475,11 +520,16 @@ async def _params(request: Request) -> dict[str, Any]:
     if request.method == "POST":
         form = await request.form()
         for k, v in form.multi_items():
-            out[k] = await v.read() if hasattr(v, "read") else v
+            if hasattr(v, "read"):  # a file part: its bytes, and its name beside it
+                out[f"{k}#filename"] = getattr(v, "filename", None)
+                out[k] = await v.read()
+            else:
+                out[k] = v
     # multipart files are sent as attach://name references by python-telegram-bot
     for k, v in list(out.items()):
         if isinstance(v, str) and v.startswith("attach://"):
             out[k] = out.get(v.removeprefix("attach://"))
+            out[f"{k}#filename"] = out.get(v.removeprefix("attach://") + "#filename")
     return out
 
 

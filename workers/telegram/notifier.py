@@ -9,6 +9,11 @@
   the ledger's `kv` (`tg:card:<chat>:<message id>`) so the bot and later edits re-render it.
 - REMINDER and EXPIRED also mark the question's card; EXPIRED removes its buttons; RESOLVED
   posts the short line in ✅ Resolved and marks the incident's card.
+- The diffs a question carries (`NotifyInput.diffs`: a GitOps change's, from `propose_edit`
+  evidence) are shown whole: inline in the card (`<pre>`) when the card still fits one message
+  (4096) with them, else each as a `.diff` file (sendDocument) replying to the card in its topic,
+  with a short caption, once per notification (`tg:sent:<key>/diff/<n>`); a diff the evidence
+  cut is read whole from the ledger (the call's recorded output).
 - Every post and edit is a row of the ledger's `notifications` table (channel "telegram",
   target = chat id, thread = topic thread id, message_id = Telegram's), so
   `agentic incidents show` lists them.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,16 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from temporalio.exceptions import ApplicationError
 
 from activities.telemetry import tracing
+from agentic_core.evidence import EvidenceDiff, diff_summary
 from agentic_core.incident import NotifyInput, NotifyKind, NotifyResult
 from agentic_core.models import ToolCall
 from workers.telegram import signing
-from workers.telegram.render import CAPTION_LIMIT, TEXT_LIMIT, Card
+from workers.telegram.render import CAPTION_LIMIT, TEXT_LIMIT, TRUNCATED_NO_DETAILS, Card, fit, u16
 from workers.telegram.routing import TOPICS_KEY, Router
 
 if TYPE_CHECKING:
@@ -78,6 +85,7 @@ class CardState(BaseModel):
     photo: bool = False
     facts: str = ""
     choices: list[str] = Field(default_factory=list)  # the answers its buttons offer (empty: a plan's)
+    pre: str = ""  # the diffs shown inline (short ones; long ones follow as files)
 
     def card(self) -> Card:
         return Card(
@@ -87,6 +95,7 @@ class CardState(BaseModel):
             plan_hash=self.plan_hash,
             history=self.history,
             facts=self.facts,
+            pre=self.pre,
         )
 
 
@@ -281,6 +290,8 @@ class TelegramNotifier:
             ref = await self._post_new(inp, asking, key)
         elif key is not None:
             await self._mark_sent(key, ref)
+        if inp.diffs:
+            await self._diff_files(inp, ref, key)
         try:
             await self._marks(inp, ref)
         except TelegramError as exc:
@@ -343,6 +354,7 @@ class TelegramNotifier:
             facts=await self.facts(inp),
             choices=list(inp.choices) if asking else [],
         )
+        place_diffs(inp, card)
         msg = await self._post(card, inp.photo)
         card.message_id = msg.message_id
         ref = message_ref(self.chat_id, msg.message_id)
@@ -421,6 +433,7 @@ class TelegramNotifier:
         card.facts = await self.facts(inp) or card.facts
         if inp.incident_id and not card.incident_id:
             card.incident_id = inp.incident_id
+        place_diffs(inp, card)
         try:
             await self.render_card(card)
         except BadRequest as exc:
@@ -433,6 +446,58 @@ class TelegramNotifier:
             await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), inp.plan_hash, ref)
         await self._record_edit(card)
         return ref
+
+    async def _diff_files(self, inp: NotifyInput, ref: str, key: str | None) -> None:
+        """The diffs that did not fit the card, each as a file (sendDocument) replying to it in
+        its topic, with a short caption; once per notification (`tg:sent:<key>/diff/<n>`)."""
+        target = parse_ref(ref)
+        card = await self.store.card(*target) if target is not None else None
+        if card is None or card.pre:  # inline, or the card is unknown
+            return
+        for n, d in enumerate(inp.diffs, 1):
+            mark = f"tg:sent:{key or ref}/diff/{n}"
+            if await self.ledger.kv_get(mark):
+                continue
+            text = await self._whole_diff(d)
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", inp.incident_id or "change").strip("-") or "change"
+            caption = f"📎 {d.title}: {diff_summary(text)}" + (f" · for {inp.incident_id}" if inp.incident_id else "")
+            caption += " · the change the plan commits, for the question above"
+            caption_html, _ = fit(caption, CAPTION_LIMIT, TRUNCATED_NO_DETAILS)
+            msg = await self.bot.send_document(
+                chat_id=card.chat_id,
+                message_thread_id=card.thread,
+                document=text.encode(),
+                filename=f"{name}-{n}.diff",
+                caption=caption_html,
+                parse_mode=ParseMode.HTML,
+                reply_parameters=ReplyParameters(message_id=card.message_id, allow_sending_without_reply=True),
+            )
+
+            async def bookkeeping(doc_id: int = msg.message_id, caption: str = caption, mark: str = mark) -> None:
+                await self.ledger.kv_set(mark, message_ref(card.chat_id, doc_id))
+                await self.ledger.record_notification(
+                    CHANNEL,
+                    incident_id=inp.incident_id,
+                    target=str(card.chat_id),
+                    thread=str(card.thread) if card.thread is not None else None,
+                    message_id=str(doc_id),
+                    kind=inp.kind.value,
+                    text=caption,
+                )
+
+            await self._after_send(message_ref(card.chat_id, msg.message_id), bookkeeping)
+
+    async def _whole_diff(self, d: EvidenceDiff) -> str:
+        """The diff, whole: a cut one from the ledger (the evidence call's recorded output)."""
+        if not d.cut or not d.key:
+            return d.diff
+        row = await self.ledger.get_action(d.key)
+        record = row.result if row is not None and isinstance(row.result, dict) else {}
+        structured = record.get("structured")
+        whole = structured.get("diff") if isinstance(structured, dict) else None
+        if isinstance(whole, str) and whole.startswith(d.diff[:200]):
+            return whole
+        return d.diff + "\n… (cut: the ledger no longer holds the whole diff)\n"
 
     async def render_card(self, card: CardState) -> None:
         """Push the card's current state to its message (its buttons only while it asks)."""
@@ -503,6 +568,24 @@ class TelegramNotifier:
         target = parse_ref(await self.store.incident_card(incident_id))
         if target is not None:
             await self.add_history(target[0], target[1], line, keep_buttons=False)
+
+
+def place_diffs(inp: NotifyInput, card: CardState) -> None:
+    """Show the notification's diffs in the card when the card still fits one message with them
+    whole (`card.pre`); otherwise they go as files (`_diff_files`) and the card says so."""
+    card.pre = ""
+    if not inp.diffs:
+        return
+    if not any(d.cut for d in inp.diffs):
+        card.pre = "\n".join(f"# {d.title}\n{d.diff.rstrip()}" for d in inp.diffs)
+        html, cut = card.card().render(TEXT_LIMIT)
+        if not cut and u16(html) <= TEXT_LIMIT:
+            return
+        card.pre = ""
+    n = len(inp.diffs)
+    note = f"📎 {'The diff follows' if n == 1 else f'The {n} diffs follow'} as {'a file' if n == 1 else 'files'}."
+    if note not in card.text:
+        card.text = f"{card.text}\n{note}"
 
 
 async def _ignore_unchanged(call: Any) -> None:

@@ -62,15 +62,18 @@ class Card:
     plan_hash: str | None = None
     history: list[str] = field(default_factory=list)  # plain lines: who decided, when, …
     facts: str = ""  # e.g. "runbook x · prompted · 7/7 succeeded · confidence 0.80"
+    pre: str = ""  # shown whole after the body, preformatted (a short diff of a GitOps change)
 
     def render(self, limit: int = TEXT_LIMIT, *, details: bool = True) -> tuple[str, bool]:
-        """The HTML and whether the body was truncated."""
+        """The HTML and whether the body was truncated (`pre` is never cut: the caller sends
+        a `pre` that does not fit as a file instead)."""
         head = f"<b>{esc(HEADERS.get(self.kind, self.kind.value))}</b>"
         if self.subject:
             head += f" · <code>{esc(self.subject)}</code>"
         top = [head, *([esc(self.facts)] if self.facts else []), *(f"<i>{esc(h)}</i>" for h in self.history)]
         tail = [f"Plan <code>{esc(self.plan_hash[:12])}</code>"] if self.plan_hash else []
-        frame = "\n".join(top) + "\n\n" + "{body}" + ("\n\n" + "\n".join(tail) if tail else "")
+        pre = f"\n\n<pre>{esc(self.pre)}</pre>" if self.pre else ""
+        frame = "\n".join(top) + "\n\n" + "{body}" + pre + ("\n\n" + "\n".join(tail) if tail else "")
         room = limit - (u16(frame) - len("{body}"))
         body, cut = fit(marked(self.text), max(room, 0), TRUNCATED if details else TRUNCATED_NO_DETAILS)
         return frame.replace("{body}", body), cut

@@ -208,8 +208,9 @@ def unified(path: str, before: str | None, after: str) -> str:
     return head + "".join(lines)
 
 
-def apply_edits(repo: Repo, edits: list[Edit]) -> str:
-    """The unified diff that makes `edits` to HEAD (edits of one file apply in order)."""
+def apply_edits(repo: Repo, edits: list[Edit], at: str = "HEAD") -> str:
+    """The unified diff that makes `edits` to HEAD, or to the commit `at` (edits of one file
+    apply in order)."""
     if not edits:
         raise EditError("no edits given")
     files: dict[str, tuple[str | None, str]] = {}
@@ -219,7 +220,7 @@ def apply_edits(repo: Repo, edits: list[Edit]) -> str:
             raise EditError(f"edit {n}: no file named")
         before, current = files.get(path, (None, ""))
         if path not in files:
-            before = repo.head_text(path)
+            before = repo.head_text(path, at)
             current = before or ""
         if e.yaml_path is not None:
             if e.old is not None or e.new is not None:
@@ -346,19 +347,24 @@ def commit_diff(
     git(repo.path, "update-ref", f"refs/heads/{branch}", sha, "0" * 40)
     pushed = None
     if push_remote:
-        proc = git(
-            repo.path,
-            "push",
-            "--porcelain",
-            push_remote,
-            f"refs/heads/{branch}:refs/heads/{branch}",
-            check=False,
-            timeout=60,
-        )
-        if proc.returncode != 0:
-            raise EditError(
-                f"committed {sha[:12]} on branch {branch!r}, but the push to {push_remote!r} failed: "
-                f"{proc.stderr.decode(errors='replace').strip()[:300]}"
-            )
+        push_branch(repo, branch, push_remote, sha)
         pushed = push_remote
     return {"commit": sha, "branch": branch, "parent": head, "default_branch": default, "pushed_to": pushed}
+
+
+def push_branch(repo: Repo, branch: str, push_remote: str, sha: str) -> None:
+    """Push `branch` to `push_remote` (pushing it again is harmless: the same commit)."""
+    proc = git(
+        repo.path,
+        "push",
+        "--porcelain",
+        push_remote,
+        f"refs/heads/{branch}:refs/heads/{branch}",
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise EditError(
+            f"committed {sha[:12]} on branch {branch!r}, but the push to {push_remote!r} failed: "
+            f"{proc.stderr.decode(errors='replace').strip()[:300]}"
+        )

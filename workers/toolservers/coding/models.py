@@ -122,3 +122,13 @@ class ApplyResult(_Out):
     default_branch: str
     pushed_to: str | None
     message: str
+
+
+class CommitEditResult(ApplyResult):
+    """What `commit_edit` committed (or, for a key it had already acted on, committed then)."""
+
+    diff: str  # the commit's diff against its parent
+    files: list[str]
+    added: int
+    removed: int
+    already_committed: bool  # an earlier call with the same idempotency key made this commit

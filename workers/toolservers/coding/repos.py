@@ -174,10 +174,10 @@ class Repo:
             raise RepoError(f"{path} is a binary file: not shown")
         return data.decode("utf-8", errors="replace")
 
-    def head_text(self, path: str) -> str | None:
-        """`path`'s text at HEAD, or None when HEAD has no such file."""
+    def head_text(self, path: str, at: str = "HEAD") -> str | None:
+        """`path`'s text at HEAD (or at the commit `at`), or None when it has no such file."""
         rel = self.check_path(path)
-        proc = git(self.path, "show", f"HEAD:{rel}", check=False)
+        proc = git(self.path, "show", f"{at}:{rel}", check=False)
         if proc.returncode != 0:
             return None
         return proc.stdout.decode("utf-8", errors="replace")

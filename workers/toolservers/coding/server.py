@@ -17,13 +17,15 @@ Tools (read-only unless said):
   repo_references(repo, name, under?, limit?)         where an identifier occurs
   propose_edit(repo, edits)                           a unified diff, checked with git apply --check
   apply_change(repo, diff, title, request, ...)       WRITE: commits the diff on a new branch
+  commit_edit(repo, edits, title, ...)                WRITE: propose_edit's edits committed on a new
+                                                      branch, once per idempotency key (the GitOps action)
 
 `propose_edit` writes nothing: it returns the diff and the HEAD it applies to. `apply_change`
 (annotated not read-only, so an agent's call of it becomes a question to a human) commits an
 approved diff on a new branch from HEAD and pushes that branch when a push remote is configured;
 it never moves the default branch nor touches the working copy, and refuses a stale diff (one
-that no longer applies to HEAD) with the reason. Structure: workers/toolservers/coding/structure.py;
-diffs and commits: edits.py; the repositories: repos.py.
+that no longer applies to HEAD) with the reason. `commit_edit`, the incidents' GitOps action, is
+gitops.py. Structure: structure.py; diffs and commits: edits.py; the repositories: repos.py.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from activities.tools import IDEMPOTENCY_KEY_META
 from workers.process import StartupError, bind_listener
 from workers.toolservers.coding import edits as ed
+from workers.toolservers.coding import gitops
 from workers.toolservers.coding import structure as st
 from workers.toolservers.coding.models import (
     ApplyResult,
+    CommitEditResult,
     CommitInfo,
     DiffResult,
     EditIn,
@@ -73,15 +78,20 @@ from workers.toolservers.common import (
     tool_annotations,
 )
 
-__all__ = ["APPLY", "build_server", "main"]
+__all__ = ["APPLY", "COMMIT", "build_server", "main"]
 
 SERVER_NAME = "agentic-coding"
 DEFAULT_AUTHOR = "agentic-platform <agentic@localhost>"
 # Commits an approved diff on a new branch: changes the repository (not read-only: the agent
 # runtime asks a human first), destroys nothing (a new ref), and a repeat is refused (the branch exists).
 APPLY = tool_annotations(read_only=False, destructive=False, idempotent=False)
+# Commits edits on a branch named after the action's idempotency key: a repeat with the same key
+# returns the first call's commit (the gateway fills the key: its `_meta` names the argument).
+COMMIT = tool_annotations(read_only=False, destructive=False, idempotent=True)
 T = TypeVar("T")
 
+_KEY_HELP = "filled by the tool gateway with the action's key: a repeat returns the first commit"
+_BASE_HELP = "the HEAD the approved diff was made against (propose_edit's base): that diff, or refused"
 RepoName = Annotated[str, Field(description="the repository's name (see repo_list)", min_length=1, max_length=64)]
 PathArg = Annotated[str, Field(description="a file's path relative to the repository root", max_length=1000)]
 Under = Annotated[str, Field(description="only files under this folder (empty: all)", max_length=1000)]
@@ -361,6 +371,45 @@ def build_server(
 
         return await run(go)
 
+    async def commit_edit(
+        repo: RepoName,
+        edits: Annotated[list[EditIn], Field(min_length=1, max_length=50, description="the edits, in order")],
+        title: Annotated[str, Field(min_length=1, max_length=120, description="the commit's subject line")],
+        request: Annotated[
+            str, Field(max_length=200, description="the request or incident (default: the incident of the key)")
+        ] = "",
+        branch: Annotated[
+            str | None, Field(description="the new branch (default: agentic/<idempotency key>)", max_length=100)
+        ] = None,
+        idempotency_key: Annotated[str | None, Field(description=_KEY_HELP, max_length=300)] = None,
+        base: Annotated[str | None, Field(description=_BASE_HELP, max_length=64)] = None,
+    ) -> CommitEditResult:
+        """Commit edits (as propose_edit takes them) on a NEW branch from HEAD, made against HEAD
+        (or against `base`: then that very diff, refused when it no longer applies to HEAD) and
+        checked with git apply; edits that no longer apply fail with the reason. Never the default
+        branch; the working copy is not touched; pushed when a push remote is configured. A call
+        with a key this tool already committed for returns that commit, not a second one."""
+        r = get(repo)
+
+        def go() -> CommitEditResult:
+            done = gitops.commit_edits(
+                r,
+                [ed.Edit(**e.model_dump()) for e in edits],
+                eid=gitops.edits_id([e.model_dump(mode="json") for e in edits]),
+                title=title,
+                request=request,
+                branch=branch,
+                key=idempotency_key,
+                base=base,
+                author=ident,
+                push_remote=push_remote,
+            )
+            added, removed = _changed(done.diff)
+            files = sorted({p for p, _n, _s in ed.hunks(done.diff)})
+            return CommitEditResult(repo=repo, files=files, added=added, removed=removed, **done.__dict__)
+
+        return await run(go)
+
     tools = [
         tool(repo_list, "Repositories", READ_ONLY),
         tool(repo_files, "List files", READ_ONLY),
@@ -372,6 +421,7 @@ def build_server(
         tool(repo_references, "Find references", READ_ONLY),
         tool(propose_edit, "Propose an edit (a diff)", READ_ONLY),
         tool(apply_change, "Commit a diff on a new branch", APPLY),
+        tool(commit_edit, "Commit edits on a branch, once per key", COMMIT, {IDEMPOTENCY_KEY_META: "idempotency_key"}),
     ]
     return new_server(
         SERVER_NAME,
