@@ -325,9 +325,12 @@ async def guardrails(gw: Gateway, request: Request) -> Response:
     return _page(request, gw, "guardrails.html", title="Guardrail events", rows=rows)
 
 
+STATIC = frozenset({"htmx.min.js", "chat.js"})
+
+
 async def static(gw: Gateway, request: Request) -> Response:
     name = request.path_params["name"]
-    if name != "htmx.min.js":
+    if name not in STATIC:
         raise GatewayError(404, "no such file", code="not_found")
     return FileResponse(HERE / "static" / name, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
