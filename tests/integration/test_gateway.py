@@ -946,14 +946,21 @@ def _browser() -> Any:
 
 
 def _browse(
-    base: str, incident_id: str, keys: dict[str, str], shots: Path, add_incident: Callable[[str], None]
+    base: str,
+    incident_id: str,
+    keys: dict[str, str],
+    shots: Path,
+    add_incident: Callable[[str], None],
+    rollout_id: str,
+    week: str,
 ) -> list[str]:
     """Log in, see a new incident appear in the list without reloading (htmx), be refused as a
-    stranger, see a forged CSRF token refused, approve as an approver; a screenshot of each page.
-    Returns the pages' titles seen, in order."""
+    stranger, see a forged CSRF token refused, approve as an approver; ask an agent and see the
+    answer stream in; approve a rollout's gate; open a weekly digest with its chart; a screenshot
+    of each page. Returns the pages' titles seen, in order."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = _browser()
     seen: list[str] = []
@@ -1009,13 +1016,42 @@ def _browse(
             driver.get(f"{base}/console/{page}")
             wait.until(ec.presence_of_element_located((By.TAG_NAME, "table")))
             shot(page)
+
+        driver.get(f"{base}/console/agents")  # ask: the run streams into its page (chat.js, EventSource)
+        Select(wait.until(ec.presence_of_element_located((By.ID, "model")))).select_by_value("agentic-observability")
+        driver.find_element(By.ID, "text").send_keys("is media restarting?")
+        driver.find_element(By.ID, "ask").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "answer")))
+        assert driver.find_element(By.ID, "answer").text == "media is fine."
+        assert any("`note`" in li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li"))
+        assert driver.find_element(By.ID, "run-status").text == "done"
+        shot("agent-run")
+
+        driver.get(f"{base}/console/rollouts/{rollout_id}")
+        button = wait.until(ec.element_to_be_clickable((By.ID, "gate-approved")))
+        shot("rollout")
+        button.click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.msg")))
+        assert "approved by key:boss" in driver.find_element(By.CSS_SELECTOR, "p.msg").text
+
+        driver.get(f"{base}/console/reports/{week}")
+        chart = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img.chart")))
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
+        shot("report")
         return seen
     finally:
         driver.quit()
 
 
 async def test_console_in_a_real_browser(
-    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger, tmp_path: Path
+    gateway: str,
+    keys: dict[str, str],
+    temporal: WorkflowEnvironment,
+    ledger: Ledger,
+    tmp_path: Path,
+    model: FakeChatServer,
+    rollout_queue: str,
+    digest_week: str,
 ) -> None:
     shots = Path(os.environ.get("AGENTIC_TEST_ARTIFACTS") or tmp_path) / "gateway-console"
     shots.mkdir(parents=True, exist_ok=True)
@@ -1028,10 +1064,18 @@ async def test_console_in_a_real_browser(
             row = ledger.upsert_incident(incident_id, status="open", severity="info", title="a new one")
             asyncio.run_coroutine_threadsafe(row, loop).result(30)
 
-        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots, add_incident)
+        model.reply = scripted(
+            [{"content": "", "tool_calls": [tool_call("note", {"text": "media"}, "c1")]}, "media is fine."]
+        )
+        rollout = await _rollout(temporal, rollout_queue)
+        titles = await asyncio.to_thread(
+            _browse, gateway, run.incident_id, keys, shots, add_incident, rollout.id, digest_week
+        )
         done = await run.wait_for(lambda s: s.decision is not None)
+        gated = await rollout.result()
+    assert gated.status == RolloutStatus.SUCCEEDED
     assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
-    assert titles[0].startswith("Sign in") and titles[-1].startswith("Guardrail events")
+    assert titles[0].startswith("Sign in") and titles[-1].startswith(f"Weekly digest {digest_week}")
     pngs = sorted(shots.glob("*.png"))
     assert [p.name.split("-", 1)[1] for p in pngs] == [
         "login.png",
@@ -1042,6 +1086,9 @@ async def test_console_in_a_real_browser(
         "approved.png",
         "runbooks.png",
         "guardrails.png",
+        "agent-run.png",
+        "rollout.png",
+        "report.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 

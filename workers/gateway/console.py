@@ -13,7 +13,8 @@ Jinja2 pages with htmx (vendored in `static/`, no CDN, no build step).
   refreshes itself every 5 s),
   one incident (stages, evidence, diagnosis, plan with its hash, decision, actions, outcome;
   Approve / Acknowledge / Ignore / Modify through the same `decide` update as Telegram, answered
-  as `key:<name>`), runbooks, guardrail events; links to the Temporal Web UI.
+  as `key:<name>`), runbooks, guardrail events; links to the Temporal Web UI. The agents chat,
+  rollouts and reports pages are in `pages`.
 """
 
 from __future__ import annotations
