@@ -772,7 +772,7 @@ async def test_console_agents_chat_streams_the_run_and_its_approval(
     got = {(a.key_name, a.action, a.status) for a in audit}
     assert ("boss", "start agent run", 303) in got and ("boss", "reattach agent run", 303) in got
     assert ("boss", "answer agent run: approved", 303) in got and ("viewer", "answer agent run", 403) in got
-    assert ("obs-only", "", 403) in got  # the refused agent: audited, nothing started
+    assert ("obs-only", "ask agent", 403) in got  # the refused agent: audited, nothing started
 
 
 @workflow.defn(name="RolloutWorkflow")

@@ -309,6 +309,10 @@ async def follow_run(handle: WorkflowHandle[Any, AgentResult]) -> AsyncGenerator
     result_task = asyncio.ensure_future(handle.result())
     last_sent = time.monotonic()
     try:
+        # No query at once: a run just started has nothing to show yet, and a query that reaches it
+        # mid-task slows the run itself (benchmarks/gateway.py, docs/gateway.md#cost); a run that
+        # ends within `POLL_S` is answered without a single query.
+        await asyncio.wait({result_task}, timeout=POLL_S)
         while not result_task.done():
             # the query and the result raced: the answer goes out the moment the run ends, never
             # behind a query of a run that just closed (which the worker answers by replaying it)

@@ -73,6 +73,7 @@ async def agents(gw: Gateway, request: Request) -> Response:
 async def ask(gw: Gateway, request: Request) -> Response:
     """The chat form: the same checks and the same run as `POST /v1/chat/completions`."""
     key = _key(request)
+    _audit(request, "ask agent")
     form = await console.check_csrf(request)
     doc = {"model": form.get("model", ""), "messages": [{"role": "user", "content": form.get("text", "")}]}
     chat = parse_chat(doc, key)  # 403 for an agent the key may not use, 400 for no text
