@@ -854,7 +854,7 @@ async def test_console_rollouts_waves_checks_and_the_pending_gate(
                 r = await other.get(page)
                 assert r.status_code == 200 and "Pending gate" in r.text and "You cannot answer here" in r.text
                 assert why in r.text and 'id="gate-approved"' not in r.text
-                form = {"csrf": _csrf(r.text), "choice": "approved", "gate": f"{rid}-gate-1", "plan_hash": "x"}
+                form = {"csrf": _csrf(r.text), "choice": "approved", "gate": f"{rid}-gate-1", "plan_hash": "0" * 64}
                 r = await other.post(f"{page}/gate", data=form)
                 assert r.status_code == 403 and why in r.text
 
@@ -876,10 +876,14 @@ async def test_console_rollouts_waves_checks_and_the_pending_gate(
             ({**form, "choice": "maybe"}, 400, "choice must be"),
             ({**form, "gate": f"{rid}-gate-7"}, 409, "does not wait at gate"),
             ({**form, "plan_hash": "0" * 64}, 409, "plan changed"),
+            ({**form, "plan_hash": ""}, 400, "plan_hash must be"),  # was the 503 of DecideInput's validation
+            ({**form, "plan_hash": "zz<b>"}, 400, "plan_hash must be"),
         ):
             r = await http.post(f"{page}/gate", data=bad)
             assert r.status_code == status and says in r.text, (bad, r.text)
-        assert (await http.get("/console/rollouts/rollout-nothing")).status_code == 404
+        for other in ("rollout-nothing", f"{rid}-gate-1", "x" * 2000):  # none, not a rollout, not an id
+            r = await http.get(f"/console/rollouts/{other}")
+            assert r.status_code == 404 and "no rollout" in r.text, (other[:40], r.status_code, r.text[:300])
 
         r = await http.post(f"{page}/gate", data=form)
         assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text

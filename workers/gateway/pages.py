@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.keys import ApiKey
@@ -46,6 +46,7 @@ from workers.gateway.core import KEEPALIVE_S, Gateway, GatewayError, _audit, _ke
 PREFIX = console.PREFIX
 ROLLOUT_WORKFLOW = "RolloutWorkflow"  # workers.rollout_client.WORKFLOW (not imported: it pulls the CLI's deps)
 ROLLOUTS_LISTED = 20
+_HASH = re.compile(r"[0-9a-f]{8,128}")
 RUNS_LISTED = 20
 
 
@@ -158,9 +159,11 @@ async def _rollout_state(gw: Gateway, rollout_id: str) -> RolloutState:
     handle = (await gw.client()).get_workflow_handle(rollout_id)
     try:
         return await handle.query(QUERY_ROLLOUT, result_type=RolloutState)
+    except WorkflowQueryFailedError:  # another kind of workflow: no rollout by that id
+        raise GatewayError(404, f"no rollout {rollout_id} (that workflow is not a rollout)", code="not_found") from None
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise GatewayError(404, f"no rollout {rollout_id}", code="not_found") from None
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            raise GatewayError(404, f"no rollout {rollout_id[:200]}", code="not_found") from None
         raise _unavailable(f"cannot read rollout {rollout_id}: {exc.message}") from None
 
 
@@ -179,7 +182,7 @@ def _may_answer_gate(gw: Gateway, key: ApiKey, gate: ApprovalState) -> str:
 async def _gate(gw: Gateway, gate_id: str) -> ApprovalState | None:
     try:
         return await (await gw.client()).get_workflow_handle(gate_id).query(QUERY_APPROVAL, result_type=ApprovalState)
-    except RPCError:
+    except (RPCError, WorkflowQueryFailedError):
         return None  # answered or gone between the two queries: the page says the rollout's state
 
 
@@ -203,6 +206,9 @@ async def rollout_gate(gw: Gateway, request: Request) -> Response:
     choice = form.get("choice", "")
     if choice not in ("approved", "ignored"):
         raise GatewayError(400, "choice must be approved (go on) or ignored (stop)")
+    shown_hash = form.get("plan_hash", "")
+    if not _HASH.fullmatch(shown_hash):
+        raise GatewayError(400, "plan_hash must be the plan hash the page showed (hex): reload the page")
     key = _key(request)
     by = may_approve(gw, key)
     st = await _rollout_state(gw, rollout_id)
@@ -223,7 +229,7 @@ async def rollout_gate(gw: Gateway, request: Request) -> Response:
     try:
         result = await handle.execute_update(
             UPDATE_DECIDE,
-            DecideInput(choice=choice, by=by, plan_hash=form.get("plan_hash", "")),  # type: ignore[arg-type]
+            DecideInput(choice=choice, by=by, plan_hash=shown_hash),  # type: ignore[arg-type]
             result_type=DecideResult,
         )
     except WorkflowUpdateFailedError as exc:
