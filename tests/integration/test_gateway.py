@@ -963,6 +963,7 @@ def _browse(
     answer stream in; approve a rollout's gate; open a weekly digest with its chart; a screenshot
     of each page. Returns the pages' titles seen, in order."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -1023,8 +1024,9 @@ def _browse(
 
         driver.get(f"{base}/console/agents")  # ask: the run streams into its page (chat.js, EventSource)
         Select(wait.until(ec.presence_of_element_located((By.ID, "model")))).select_by_value("agentic-observability")
-        driver.find_element(By.ID, "text").send_keys("is media restarting?")
-        driver.find_element(By.ID, "ask").click()
+        driver.find_element(By.ID, "text").send_keys("is media restarting?", Keys.TAB)  # by keyboard:
+        assert driver.switch_to.active_element.get_attribute("id") == "ask"  # the next stop is Ask
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
         wait.until(ec.visibility_of_element_located((By.ID, "answer")))
         assert driver.find_element(By.ID, "answer").text == "media is fine."
         assert any("`note`" in li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li"))
