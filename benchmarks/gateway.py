@@ -18,7 +18,15 @@ turn. Measured, each `--runs` times after one warm-up:
 - endpoint overhead = gateway - run, p50 against p50 and p95 against p95 (authentication in
   the ledger, the audit row, the workflow start, the progress polling and SSE: what the
   endpoint adds; target p95 < 50 ms), and total overhead = gateway - model (the agent loop
-  included), compared the same way.
+  included), compared the same way. The run and the gateway request alternate (run i, then
+  gateway i), so a change in the machine's load falls on both alike; the paired difference
+  (gateway i - run i) is printed too.
+- where the time goes, per phase, p50/p95: for the gateway request, client to the gateway
+  (HTTP), the key check in the ledger, the workflow start, the run itself (its start to its
+  close, Temporal's clock) and its close to the first token at the client (the result's long
+  poll, the SSE chunk, the client's parsing); for the run through the Temporal client, the
+  start, the run and its close to the result. The key check and the start are timed by
+  wrapping `Ledger.authenticate_api_key` and `workers.gateway.chat.start_run` in this process.
 
 Then `--concurrent` streaming clients at once (0: skip): each must get `data: [DONE]` and the
 answer, none an error; p50/p95 of their time to first token.
@@ -103,6 +111,48 @@ async def first_token(client: openai.AsyncOpenAI, text: str) -> tuple[float, str
     return ttft, text_out
 
 
+async def first_token_of_run(client: openai.AsyncOpenAI, text: str) -> tuple[float, str, str]:
+    """`first_token`, and the run's id (the `X-Agentic-Run` header)."""
+    t0 = time.perf_counter()
+    ttft = 0.0
+    text_out = ""
+    raw = await client.chat.completions.with_raw_response.create(
+        model="agentic-observability", messages=[{"role": "user", "content": text}], stream=True
+    )
+    async for chunk in raw.parse():
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if piece and not ttft:
+            ttft = (time.perf_counter() - t0) * 1000
+        text_out += piece or ""
+    return ttft, text_out, raw.headers["x-agentic-run"]
+
+
+def _instrument(ledger: Ledger) -> dict[str, float]:
+    """Times the gateway's key check and workflow start (the latest request's) into the dict."""
+    from workers.gateway import chat
+
+    marks: dict[str, float] = {}
+    check, start = ledger.authenticate_api_key, chat.start_run
+
+    async def timed_check(token: str) -> Any:
+        marks["auth0"] = time.perf_counter()
+        try:
+            return await check(token)
+        finally:
+            marks["auth1"] = time.perf_counter()
+
+    async def timed_start(*args: Any) -> Any:
+        marks["start0"] = time.perf_counter()
+        try:
+            return await start(*args)
+        finally:
+            marks["start1"] = time.perf_counter()
+
+    ledger.authenticate_api_key = timed_check  # type: ignore[method-assign]
+    chat.start_run = timed_start  # type: ignore[assignment]
+    return marks
+
+
 async def bench(runs: int, model_ms: int, concurrent: int, incidents: int) -> None:
     logging.disable(logging.INFO)  # the HTTP clients, LiteLLM and pgserver log every request at INFO
     model = FakeChatServer(name="scripted", delay_s=model_ms / 1000)
@@ -156,20 +206,42 @@ async def bench(runs: int, model_ms: int, concurrent: int, incidents: int) -> No
 
                     direct_ms = await _timed(direct, runs)
 
-                async def run(i: int) -> None:
+                run_ms: list[float] = []
+                gw_ms: list[float] = []
+                phases: dict[str, list[float]] = {}
+                marks = _instrument(ledger)
+                for i in range(runs + 1):  # alternating: run i, then gateway i
+                    t0 = time.perf_counter()
                     handle = await start_agent(temporal.client, queue, f"is anything in media restarting? ({i})")
+                    started = time.perf_counter()
                     res = await handle.result()
+                    t1, w1 = time.perf_counter(), time.time()
                     if res.status != AgentStatus.DONE or res.answer != ANSWER:
                         raise SystemExit(f"run {i}: {res.status} {res.answer!r}")
-
-                run_ms = await _timed(run, runs)
-                gw_ms: list[float] = []
-                for i in range(runs + 1):
-                    ttft, text = await first_token(client, f"is anything in media restarting? (gw {i})")
+                    desc = await handle.describe()
+                    marks.clear()
+                    g0, gw0 = time.perf_counter(), time.time()
+                    ttft, text, run_id = await first_token_of_run(client, f"is anything in media restarting? (gw {i})")
                     if not text.endswith(ANSWER):
                         raise SystemExit(f"gateway run {i} streamed {text!r}")
-                    if i > 0:
-                        gw_ms.append(ttft)
+                    gdesc = await temporal.client.get_workflow_handle(run_id).describe()
+                    if i == 0:  # the first warms the pools, the sessions and the worker up
+                        continue
+                    run_ms.append((t1 - t0) * 1000)
+                    gw_ms.append(ttft)
+                    closed, gclosed = desc.close_time, gdesc.close_time
+                    assert closed is not None and gclosed is not None
+                    for name, ms in (
+                        ("run: start", (started - t0) * 1000),
+                        ("run: run (Temporal)", (closed - desc.start_time).total_seconds() * 1000),
+                        ("run: close -> result", (w1 - closed.timestamp()) * 1000),
+                        ("gateway: HTTP in", (marks["auth0"] - g0) * 1000),
+                        ("gateway: key check", (marks["auth1"] - marks["auth0"]) * 1000),
+                        ("gateway: start", (marks["start1"] - marks["start0"]) * 1000),
+                        ("gateway: run (Temporal)", (gclosed - gdesc.start_time).total_seconds() * 1000),
+                        ("gateway: close -> token", (gw0 + ttft / 1000 - gclosed.timestamp()) * 1000),
+                    ):
+                        phases.setdefault(name, []).append(ms)
 
                 page_ms: dict[str, list[float]] = {}
                 if incidents:
@@ -201,6 +273,11 @@ async def bench(runs: int, model_ms: int, concurrent: int, incidents: int) -> No
     print(_line("model directly", direct_ms))
     print(_line("agent run (Temporal client)", run_ms))
     print(_line("gateway, first token", gw_ms))
+    paired = [g - r for g, r in zip(gw_ms, run_ms, strict=True)]
+    print(_line("paired (gateway i - run i)", paired))
+    print("where the time goes:")
+    for name, values in phases.items():
+        print("  " + _line(name, values))
     # percentiles of each distribution compared (the samples are independent: pairing them adds noise)
     end50 = statistics.median(gw_ms) - statistics.median(run_ms)
     end95 = _pct(gw_ms, 0.95) - _pct(run_ms, 0.95)

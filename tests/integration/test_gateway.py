@@ -7,6 +7,11 @@ with raw HTTP; the keys are made with `agentic keys …` in a subprocess.
 Security: every route of the app's own table refuses a request without a valid key (so a route
 added later cannot be forgotten), a revoked key fails at once, a read-only key or one that is not
 an approver cannot approve, a key limited to one agent cannot use another.
+
+The console's rollout page reads a stand-in `RolloutWorkflow` (its real one needs a cluster, see
+tests/integration/test_rollout.py) that waits at a gate: a real `ApprovalWorkflow` child, answered
+through its real `decide` update. The reports page reads digests the real writer wrote from the
+real ledger (`compute_digest`, `write_digest_files`).
 """
 
 from __future__ import annotations
@@ -28,15 +33,32 @@ import openai
 import pgserver
 import pytest
 from starlette.routing import Route
+from temporalio import workflow
+from temporalio.client import WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
+from activities.reports.activities import write_digest_files
+from activities.reports.queries import compute_digest
 from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
 from agentic_core.agents import AgentLimits
-from agentic_core.rollout import CheckInput, load_plan
+from agentic_core.incident import ApprovalRequest, plan_hash
+from agentic_core.models import ToolCall
+from agentic_core.rollout import (
+    QUERY_ROLLOUT,
+    CheckInput,
+    CheckResult,
+    RolloutInput,
+    RolloutState,
+    RolloutStatus,
+    WaveResult,
+    gate_id,
+    load_plan,
+)
 from tests.support.agent_harness import AgentFakes, agent_worker
 from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
@@ -51,6 +73,7 @@ from workers.gateway.app import MODELS, RateLimiter, create_app
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents, create_key
 from workers.settings import Settings
+from workflows.approval import ApprovalWorkflow
 
 TOKEN = "gateway-mcp-token"
 APPROVERS = "boss,viewer"  # viewer is read-only: listed, and still refused
@@ -221,6 +244,11 @@ async def test_no_route_but_healthz_answers_without_a_valid_key(
     app = create_app(settings, ledger, lambda: None, "unused")  # type: ignore[arg-type,return-value]
     routes = [r for r in app.routes if isinstance(r, Route)]  # type: ignore[attr-defined]
     assert {r.path for r in routes} >= {"/healthz", "/v1/models", "/v1/chat/completions"}
+    assert {r.path for r in routes} >= {  # the console's pages are in the table this test walks
+        "/console/agents", "/console/agents/runs/{run}/stream", "/console/agents/runs/{run}/decide",
+        "/console/rollouts", "/console/rollouts/{rollout}/gate", "/console/reports",
+        "/console/reports/{week}/chart.png",
+    }  # fmt: skip
     _row, revoked = await ledger.create_api_key("gone", agents=[], read_only=False)
     await ledger.revoke_api_key("gone")
     wrong = keys["boss"][:-4] + "AAAA"  # a real key's prefix with a wrong secret
@@ -228,8 +256,13 @@ async def test_no_route_but_healthz_answers_without_a_valid_key(
     async with httpx.AsyncClient(base_url=gateway) as http:
         for route in routes:
             path = (
-                route.path.replace("{run}", "agent-x").replace("{incident}", "inc-x").replace("{name}", "htmx.min.js")
+                route.path.replace("{run}", "agent-x")
+                .replace("{incident}", "inc-x")
+                .replace("{name}", "htmx.min.js")
+                .replace("{rollout}", "rollout-x")
+                .replace("{week}", "2026-W01")
             )
+            assert "{" not in path, f"a new path parameter: give {route.path} a value here"
             for method in sorted(route.methods or {"GET"}):
                 if method == "HEAD":
                     continue
@@ -252,7 +285,7 @@ async def test_no_route_but_healthz_answers_without_a_valid_key(
         for cookie in (stranger, stranger.replace(".", "x.", 1), "garbage"):
             r = await http.get("/console/", cookies={console.COOKIE: cookie})
             assert r.status_code == 401 and 'name="key"' in r.text
-    assert checked >= 4 * 16
+    assert checked >= 4 * 27
 
 
 async def test_rate_limit_per_key(settings: Settings, ledger: Ledger, keys: dict[str, str]) -> None:
@@ -657,6 +690,274 @@ async def test_console_shows_a_gitops_changes_diff_escaped(
             r = await http.get(f"/console/incidents/{run.incident_id}")
     assert r.status_code == 200 and '<pre class="diff" id="diff-0">diff --git a/apps/shop/values.yaml' in r.text
     assert "+memory: 2Gi  # &lt;script&gt;alert(1)&lt;/script&gt;\n" in r.text and "<script>alert" not in r.text
+# --- the console: agents chat, rollouts, reports ------------------------------------------------------
+
+
+def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The console stream's server-sent events: (event, data)."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":") and ": " in line)
+        if "event" in lines:
+            out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+async def _read_stream(http: httpx.AsyncClient, path: str, until: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run page's stream, read until an event whose text holds `until` (or the stream's end)."""
+    got = ""
+    async with http.stream("GET", path) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.status_code
+        async for piece in r.aiter_text():
+            got += piece
+            if any(until in d["text"] for _e, d in _events(got)):
+                break
+    return _events(got)
+
+
+async def test_console_agents_chat_streams_the_run_and_its_approval(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, tools_server: FakeMcp, ledger: Ledger
+) -> None:
+    model.reply = scripted(
+        [
+            {"content": "", "tool_calls": [tool_call("set_flag", {"value": "blue"}, "w1")]},
+            "The flag is blue.",
+        ]
+    )
+    tools_server.flag = None
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=60) as http,
+        httpx.AsyncClient(base_url=gateway, timeout=60) as limited,
+    ):
+        # a key limited to one agent is offered that agent only, and cannot ask another
+        await _login(limited, keys["obs-only"])
+        r = await limited.get("/console/agents")
+        assert r.status_code == 200 and re.findall(r'<option value="([^"]+)"', r.text) == ["agentic-observability"]
+        form = {"csrf": _csrf(r.text), "model": "agentic-web", "text": "turn the flag on", "request_id": "x1"}
+        r = await limited.post("/console/agents", data=form)
+        assert r.status_code == 403 and "may not use agentic-web" in r.text
+
+        await _login(http, keys["boss"])
+        r = await http.get("/console/agents")
+        assert r.status_code == 200 and 'label for="text"' in r.text and 'label for="model"' in r.text
+        assert re.findall(r'<option value="([^"]+)"', r.text) == list(MODELS)
+        form = {"csrf": _csrf(r.text), "model": "agentic-web", "text": "turn the flag blue", "request_id": "ask-1"}
+        for bad in ({**form, "csrf": "forged"}, {k: v for k, v in form.items() if k != "csrf"}):
+            r = await http.post("/console/agents", data=bad)
+            assert r.status_code == 403 and "CSRF" in r.text
+        r = await http.post("/console/agents", data={**form, "text": "  "})
+        assert r.status_code == 400 and "no user message" in r.text
+        assert not model.requests  # nothing was started by the refused forms
+
+        r = await http.post("/console/agents", data=form)
+        assert r.status_code == 303, r.text
+        page = r.headers["location"]
+        run_id = page.rsplit("/", 1)[1]
+        assert page.startswith("/console/agents/runs/agent-gw-")
+        again = await http.post("/console/agents", data=form)  # the same form sent twice: the same run
+        assert again.status_code == 303 and again.headers["location"] == page
+
+        r = await http.get(page)
+        assert r.status_code == 200 and f'data-stream="{page}/stream"' in r.text and "chat.js" in r.text
+        # the limited key learns nothing of another agent's run
+        assert (await limited.get(page)).status_code == 404
+        assert (await limited.get(f"{page}/stream")).status_code == 404
+
+        # the stream: the same progress lines as /v1/chat/completions, the approval as it happens
+        events = await _read_stream(http, f"{page}/stream", "waiting for approval")
+        [(kind, wait)] = [(e, d) for e, d in events if "waiting for approval" in d["text"]]
+        assert kind == "line" and wait["status"] == "awaiting_approval" and wait["approval_id"]
+        assert wait["text"].startswith('**waiting for approval** of `set_flag` {"value": "blue"}')
+        assert tools_server.flag is None
+        r = await http.get(page)
+        assert 'id="run-approved"' in r.text and 'id="approval" aria-labelledby="approval-title" >' in r.text
+
+        # a read-only key sees the question and no buttons; its answer is refused
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as viewer:
+            await _login(viewer, keys["viewer"])
+            r = await viewer.get(page)
+            assert "You cannot answer here" in r.text and "read-only" in r.text and 'id="run-approved"' not in r.text
+            r = await viewer.post(f"{page}/decide", data={"csrf": _csrf(r.text), "choice": "approved"})
+            assert r.status_code == 403 and "read-only" in r.text
+        r = await http.post(f"{page}/decide", data={"csrf": "forged", "choice": "approved"})
+        assert r.status_code == 403 and "CSRF" in r.text
+        r = await http.post(f"{page}/decide", data={"csrf": form["csrf"], "choice": "maybe"})
+        assert r.status_code == 400
+        assert tools_server.flag is None
+
+        r = await http.post(f"{page}/decide", data={"csrf": form["csrf"], "choice": "approved"})
+        assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text
+        events = await _read_stream(http, f"{page}/stream", "The flag is blue.")
+        assert events[-1] == ("answer", {"text": "The flag is blue.", "status": "done", "approval_id": None})
+        assert any(e == "line" and d["text"].endswith(": approved, ran") for e, d in events)
+        assert tools_server.flag == "blue"
+        r = await http.get("/console/agents")
+        assert run_id in r.text  # the key's recent runs
+    audit = [a for a in await ledger.list_gateway_audit(limit=100) if a.path.startswith("/console/agents")]
+    got = {(a.key_name, a.action, a.status) for a in audit}
+    assert ("boss", "start agent run", 303) in got and ("boss", "reattach agent run", 303) in got
+    assert ("boss", "answer agent run: approved", 303) in got and ("viewer", "answer agent run", 403) in got
+    assert ("obs-only", "ask agent", 403) in got  # the refused agent: audited, nothing started
+
+
+@workflow.defn(name="RolloutWorkflow")
+class WaitingRollout:
+    """A stand-in for the real rollout: wave 0 validated, then the gate to wave 1, a real
+    `ApprovalWorkflow` child answered through its `decide` update."""
+
+    def __init__(self) -> None:
+        self._st = RolloutState(from_wave=0, to_wave=1)
+
+    @workflow.run
+    async def run(self, inp: RolloutInput) -> RolloutState:
+        st = self._st
+        checks = [CheckResult(name="namespaces_present", passed=True, detail="agentic, monitoring exist")]
+        st.waves = [WaveResult(wave=0, name="foundation", phase="validated", checks=checks)]
+        st.current_wave, st.status = 0, RolloutStatus.AWAITING_GATE
+        gid = gate_id(workflow.info().workflow_id, 1)
+        steps = [ToolCall(tool="argocd.sync", arguments={"application": "platform-01-stores"})]
+        req = ApprovalRequest(
+            approval_id=gid,
+            incident_id=workflow.info().workflow_id,
+            question="wave 0 (foundation) validated: go to wave 1 (stores)?",
+            plan=steps,
+            plan_hash=plan_hash(steps),
+            route="platform",
+            approvers=list(inp.approvers),
+        )
+        st.gate_id = gid
+        result = await workflow.execute_child_workflow(ApprovalWorkflow.run, req, id=gid)
+        st.waves[0].gate, st.waves[0].phase, st.gate_id = result, "gated", None
+        st.status = RolloutStatus.SUCCEEDED if result.choice == "approved" else RolloutStatus.STOPPED
+        return st
+
+    @workflow.query(name=QUERY_ROLLOUT)
+    def state(self) -> RolloutState:
+        return self._st
+
+
+@pytest.fixture(scope="module")
+async def rollout_queue(temporal: WorkflowEnvironment) -> AsyncIterator[str]:
+    task_queue = f"gw-rollout-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        temporal.client,
+        task_queue=task_queue,
+        workflows=[WaitingRollout, ApprovalWorkflow],
+        activities=[AgentFakes().notify],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        yield task_queue
+
+
+async def _rollout(temporal: WorkflowEnvironment, queue: str) -> WorkflowHandle[Any, RolloutState]:
+    rid = f"rollout-{uuid.uuid4().hex[:10]}"
+    handle = await temporal.client.start_workflow(
+        "RolloutWorkflow",
+        RolloutInput(from_wave=0, to_wave=1, approvers=["key:boss"]),
+        id=rid,
+        task_queue=queue,
+        result_type=RolloutState,
+    )
+    for _ in range(300):  # until it waits at its gate
+        st = await handle.query(QUERY_ROLLOUT, result_type=RolloutState)
+        if st.gate_id:
+            return handle
+        await asyncio.sleep(0.1)
+    raise AssertionError("the rollout never reached its gate")
+
+
+async def test_console_rollouts_waves_checks_and_the_pending_gate(
+    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, rollout_queue: str, ledger: Ledger
+) -> None:
+    handle = await _rollout(temporal, rollout_queue)
+    rid = handle.id
+    page = f"/console/rollouts/{rid}"
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        for name, why in (("viewer", "read-only"), ("stranger", "not an approver"), ("obs-only", "not an approver")):
+            async with httpx.AsyncClient(base_url=gateway, timeout=60) as other:
+                await _login(other, keys[name])
+                r = await other.get(page)
+                assert r.status_code == 200 and "Pending gate" in r.text and "You cannot answer here" in r.text
+                assert why in r.text and 'id="gate-approved"' not in r.text
+                form = {"csrf": _csrf(r.text), "choice": "approved", "gate": f"{rid}-gate-1", "plan_hash": "0" * 64}
+                r = await other.post(f"{page}/gate", data=form)
+                assert r.status_code == 403 and why in r.text
+
+        await _login(http, keys["boss"])
+        r = await http.get("/console/rollouts")
+        assert r.status_code == 200 and f'href="/console/rollouts/{rid}"' in r.text
+        r = await http.get(page)
+        assert r.status_code == 200, r.text
+        assert (
+            "Wave 0: foundation" in r.text and "namespaces_present" in r.text and "agentic, monitoring exist" in r.text
+        )
+        assert "go to wave 1 (stores)?" in r.text and "argocd.sync" in r.text and 'id="gate-approved"' in r.text
+        csrf = _csrf(r.text)
+        shown = re.search(r'name="plan_hash" value="([0-9a-f]+)"', r.text)
+        assert shown is not None
+        form = {"csrf": csrf, "choice": "approved", "gate": f"{rid}-gate-1", "plan_hash": shown.group(1)}
+        for bad, status, says in (
+            ({**form, "csrf": "forged"}, 403, "CSRF"),
+            ({**form, "choice": "maybe"}, 400, "choice must be"),
+            ({**form, "gate": f"{rid}-gate-7"}, 409, "does not wait at gate"),
+            ({**form, "plan_hash": "0" * 64}, 409, "plan changed"),
+            ({**form, "plan_hash": ""}, 400, "plan_hash must be"),  # was the 503 of DecideInput's validation
+            ({**form, "plan_hash": "zz<b>"}, 400, "plan_hash must be"),
+        ):
+            r = await http.post(f"{page}/gate", data=bad)
+            assert r.status_code == status and says in r.text, (bad, r.text)
+        for other in ("rollout-nothing", f"{rid}-gate-1", "x" * 2000):  # none, not a rollout, not an id
+            r = await http.get(f"/console/rollouts/{other}")
+            assert r.status_code == 404 and "no rollout" in r.text, (other[:40], r.status_code, r.text[:300])
+
+        r = await http.post(f"{page}/gate", data=form)
+        assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text
+        st: RolloutState = await handle.result()
+        assert st.status == RolloutStatus.SUCCEEDED and st.waves[0].gate is not None
+        assert (st.waves[0].gate.choice, st.waves[0].gate.by) == ("approved", "key:boss")
+        r = await http.get(page)
+        assert "gate: approved by key:boss" in r.text and "Pending gate" not in r.text
+        r = await http.post(f"{page}/gate", data=form)  # answered already: nothing waits
+        assert r.status_code == 409
+    audit = [a for a in await ledger.list_gateway_audit(limit=100) if a.path == f"{page}/gate"]
+    assert ("boss", "answer rollout gate: approved", 303) in {(a.key_name, a.action, a.status) for a in audit}
+
+
+@pytest.fixture(scope="module")
+async def digest_week(settings: Settings, ledger: Ledger) -> str:
+    """A weekly digest of the (real) ledger written by the digest's own writer, as the worker does."""
+    week = "2026-W45"
+    digest = await compute_digest(ledger, week)
+    await asyncio.to_thread(write_digest_files, digest, settings.data_path / "reports")
+    return week
+
+
+async def test_console_reports_list_a_digest_and_its_chart(
+    gateway: str, keys: dict[str, str], settings: Settings, digest_week: str
+) -> None:
+    folder = settings.data_path / "reports"
+    (folder / "2026-W44.json").write_text("{not a digest")
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["viewer"])  # reading needs no more than a read-only key
+        r = await http.get("/console/reports")
+        assert r.status_code == 200 and f'href="/console/reports/{digest_week}"' in r.text
+        assert "cannot be read" in r.text  # the broken file is listed as such, the page still answers
+        r = await http.get(f"/console/reports/{digest_week}")
+        assert r.status_code == 200 and f"Weekly digest {digest_week}" in r.text
+        assert f'src="/console/reports/{digest_week}/chart.png"' in r.text and 'alt="Chart: ' in r.text
+        assert "Decisions per day" in r.text and "Automation share by week" in r.text
+        r = await http.get(f"/console/reports/{digest_week}/chart.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == (folder / f"{digest_week}.png").read_bytes()
+        for path, status, says in (
+            ("/console/reports/2026-W44", 409, "cannot be read"),
+            ("/console/reports/2026-W40", 404, "no digest of 2026-W40"),
+            ("/console/reports/2026-W99", 400, "2026 has weeks"),
+            ("/console/reports/nope", 400, "ISO week"),
+            ("/console/reports/2026-W40/chart.png", 404, "no chart"),
+        ):
+            r = await http.get(path)
+            assert r.status_code == status and says in r.text, (path, r.text)
 
 
 # --- the console in a real browser (Debian's chromium and chromium-driver, selenium) ---------------
@@ -674,14 +975,22 @@ def _browser() -> Any:
 
 
 def _browse(
-    base: str, incident_id: str, keys: dict[str, str], shots: Path, add_incident: Callable[[str], None]
+    base: str,
+    incident_id: str,
+    keys: dict[str, str],
+    shots: Path,
+    add_incident: Callable[[str], None],
+    rollout_id: str,
+    week: str,
 ) -> list[str]:
     """Log in, see a new incident appear in the list without reloading (htmx), be refused as a
-    stranger, see a forged CSRF token refused, approve as an approver; a screenshot of each page.
-    Returns the pages' titles seen, in order."""
+    stranger, see a forged CSRF token refused, approve as an approver; ask an agent and see the
+    answer stream in; approve a rollout's gate; open a weekly digest with its chart; a screenshot
+    of each page. Returns the pages' titles seen, in order."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = _browser()
     seen: list[str] = []
@@ -737,13 +1046,43 @@ def _browse(
             driver.get(f"{base}/console/{page}")
             wait.until(ec.presence_of_element_located((By.TAG_NAME, "table")))
             shot(page)
+
+        driver.get(f"{base}/console/agents")  # ask: the run streams into its page (chat.js, EventSource)
+        Select(wait.until(ec.presence_of_element_located((By.ID, "model")))).select_by_value("agentic-observability")
+        driver.find_element(By.ID, "text").send_keys("is media restarting?", Keys.TAB)  # by keyboard:
+        assert driver.switch_to.active_element.get_attribute("id") == "ask"  # the next stop is Ask
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        wait.until(ec.visibility_of_element_located((By.ID, "answer")))
+        assert driver.find_element(By.ID, "answer").text == "media is fine."
+        assert any("`note`" in li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li"))
+        assert driver.find_element(By.ID, "run-status").text == "done"
+        shot("agent-run")
+
+        driver.get(f"{base}/console/rollouts/{rollout_id}")
+        button = wait.until(ec.element_to_be_clickable((By.ID, "gate-approved")))
+        shot("rollout")
+        button.click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.msg")))
+        assert "approved by key:boss" in driver.find_element(By.CSS_SELECTOR, "p.msg").text
+
+        driver.get(f"{base}/console/reports/{week}")
+        chart = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img.chart")))
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
+        shot("report")
         return seen
     finally:
         driver.quit()
 
 
 async def test_console_in_a_real_browser(
-    gateway: str, keys: dict[str, str], temporal: WorkflowEnvironment, ledger: Ledger, tmp_path: Path
+    gateway: str,
+    keys: dict[str, str],
+    temporal: WorkflowEnvironment,
+    ledger: Ledger,
+    tmp_path: Path,
+    model: FakeChatServer,
+    rollout_queue: str,
+    digest_week: str,
 ) -> None:
     shots = Path(os.environ.get("AGENTIC_TEST_ARTIFACTS") or tmp_path) / "gateway-console"
     shots.mkdir(parents=True, exist_ok=True)
@@ -756,10 +1095,18 @@ async def test_console_in_a_real_browser(
             row = ledger.upsert_incident(incident_id, status="open", severity="info", title="a new one")
             asyncio.run_coroutine_threadsafe(row, loop).result(30)
 
-        titles = await asyncio.to_thread(_browse, gateway, run.incident_id, keys, shots, add_incident)
+        model.reply = scripted(
+            [{"content": "", "tool_calls": [tool_call("note", {"text": "media"}, "c1")]}, "media is fine."]
+        )
+        rollout = await _rollout(temporal, rollout_queue)
+        titles = await asyncio.to_thread(
+            _browse, gateway, run.incident_id, keys, shots, add_incident, rollout.id, digest_week
+        )
         done = await run.wait_for(lambda s: s.decision is not None)
+        gated = await rollout.result()
+    assert gated.status == RolloutStatus.SUCCEEDED
     assert done.decision is not None and (done.decision.choice, done.decision.by) == ("approved", "key:boss")
-    assert titles[0].startswith("Sign in") and titles[-1].startswith("Guardrail events")
+    assert titles[0].startswith("Sign in") and titles[-1].startswith(f"Weekly digest {digest_week}")
     pngs = sorted(shots.glob("*.png"))
     assert [p.name.split("-", 1)[1] for p in pngs] == [
         "login.png",
@@ -770,6 +1117,9 @@ async def test_console_in_a_real_browser(
         "approved.png",
         "runbooks.png",
         "guardrails.png",
+        "agent-run.png",
+        "rollout.png",
+        "report.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 

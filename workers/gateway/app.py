@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.ledger.keys import ApiKey
-from workers.gateway import console
+from workers.gateway import console, pages
 from workers.gateway.approvals import approve_run, decide_incident, deny_run, run_progress
 from workers.gateway.chat import MODELS, chat_completions, list_models
 from workers.gateway.core import (
@@ -272,6 +272,17 @@ def create_app(settings: Settings, ledger: KeyLedger, client_factory: ClientFact
             Route("/console/incidents/{incident}/decide", _page(console.decide), methods=["POST"]),
             Route("/console/runbooks", _page(console.runbooks), methods=["GET"]),
             Route("/console/guardrails", _page(console.guardrails), methods=["GET"]),
+            Route("/console/agents", _page(pages.agents), methods=["GET"]),
+            Route("/console/agents", _page(pages.ask), methods=["POST"]),
+            Route("/console/agents/runs/{run}", _page(pages.agent_run), methods=["GET"]),
+            Route("/console/agents/runs/{run}/stream", _page(pages.agent_run_stream), methods=["GET"]),
+            Route("/console/agents/runs/{run}/decide", _page(pages.agent_run_decide), methods=["POST"]),
+            Route("/console/rollouts", _page(pages.rollouts), methods=["GET"]),
+            Route("/console/rollouts/{rollout}", _page(pages.rollout), methods=["GET"]),
+            Route("/console/rollouts/{rollout}/gate", _page(pages.rollout_gate), methods=["POST"]),
+            Route("/console/reports", _page(pages.reports), methods=["GET"]),
+            Route("/console/reports/{week}", _page(pages.report), methods=["GET"]),
+            Route("/console/reports/{week}/chart.png", _page(pages.report_chart), methods=["GET"]),
             Route("/console/static/{name}", _page(console.static), methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},

@@ -68,10 +68,8 @@ def _refused(exc: AgenticError) -> GatewayError:
     return GatewayError(409, text, code="conflict")
 
 
-async def _decide_run(gw: Gateway, request: Request, choice: str) -> Response:
-    key = _key(request)
-    run = request.path_params["run"]
-    _audit(request, f"answer agent run: {choice}", run)
+async def answer_run(gw: Gateway, key: ApiKey, run: str, choice: str) -> tuple[DecideResult, AgentProgress]:
+    """Answer the approval agent run `run` waits on as `key:<name>` (the API's and the console's way)."""
     by = may_approve(gw, key)
     _handle, now = await _progress(gw, run)
     _may_see(key, now)
@@ -81,6 +79,13 @@ async def _decide_run(gw: Gateway, request: Request, choice: str) -> Response:
         result, _ = await decide(gw.settings, now.run_id, choice, by)  # type: ignore[arg-type]
     except AgenticError as exc:
         raise _refused(exc) from None
+    return result, now
+
+
+async def _decide_run(gw: Gateway, request: Request, choice: str) -> Response:
+    run = request.path_params["run"]
+    _audit(request, f"answer agent run: {choice}", run)
+    result, now = await answer_run(gw, _key(request), run, choice)
     _audit(request, f"answer agent run: {result.choice}", now.run_id, f"approval {now.approval_id} by {result.by}")
     return JSONResponse(
         {"run_id": now.run_id, "approval_id": now.approval_id, "choice": result.choice, "by": result.by}

@@ -11,9 +11,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -135,7 +135,11 @@ _HEADER_OK = re.compile(r"^[\x21-\x7e]{1,200}$")
 def request_id_for(key: ApiKey, request: Request) -> str:
     """The run's request id: derived from the key's name and `Idempotency-Key` (else `X-Request-Id`),
     so a retry with the same header reattaches, and two keys never share a run; else a new one."""
-    given = request.headers.get("idempotency-key") or request.headers.get("x-request-id")
+    return request_id_for_text(key, request.headers.get("idempotency-key") or request.headers.get("x-request-id"))
+
+
+def request_id_for_text(key: ApiKey, given: str | None) -> str:
+    """`request_id_for` of a given idempotency key (the console's form carries one)."""
     if given is None:
         return f"gw-{uuid.uuid4().hex}"
     if not _HEADER_OK.match(given):
@@ -144,7 +148,7 @@ def request_id_for(key: ApiKey, request: Request) -> str:
     return f"gw-{digest}"
 
 
-async def _start(
+async def start_run(
     gw: Gateway, key: ApiKey, chat: ChatRequest, request_id: str
 ) -> tuple[WorkflowHandle[Any, AgentResult], bool]:
     client = await gw.client()
@@ -205,7 +209,7 @@ async def chat_completions(gw: Gateway, request: Request) -> Response:
     key = _key(request)
     chat = parse_chat(await _json_body(request), key)
     request_id = request_id_for(key, request)
-    handle, again = await _start(gw, key, chat, request_id)
+    handle, again = await start_run(gw, key, chat, request_id)
     _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model}")
     headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
     created = int(time.time())
@@ -284,17 +288,31 @@ def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: st
     return f"data: {json.dumps(doc)}\n\n"
 
 
-async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created: int) -> AsyncIterator[str]:
-    """The run as server-sent chunks: its progress as it happens, then the answer, then [DONE].
-    A client that goes away leaves the run going (the same Idempotency-Key reattaches)."""
-    cid = _completion_id(handle.id)
-    yield _chunk(cid, model, created, {"role": "assistant", "content": ""})
+@dataclass(frozen=True)
+class RunEvent:
+    """One thing to tell a client that follows a run: a progress `line` (`progress` is the run's
+    state then: its status, its pending approval), a `keepalive`, the `answer` (the run ended;
+    `progress` is its result), or `failed` (the run failed or cannot be followed)."""
+
+    kind: Literal["line", "keepalive", "answer", "failed"]
+    text: str = ""
+    progress: AgentProgress | None = None
+
+
+async def follow_run(handle: WorkflowHandle[Any, AgentResult]) -> AsyncGenerator[RunEvent, None]:
+    """The run as it happens: its progress lines (from the progress query, every `POLL_S`), a
+    keep-alive when nothing was said for `KEEPALIVE_S`, then the answer, the moment the run ends.
+    What the SSE endpoint and the console's agents page both stream (one path, two formats)."""
     seen: dict[tuple[int, str], str] = {}
     routed = [False]
     wrote_progress = False
     result_task = asyncio.ensure_future(handle.result())
     last_sent = time.monotonic()
     try:
+        # No query at once: a run just started has nothing to show yet, and a query that reaches it
+        # mid-task slows the run itself (benchmarks/gateway.py, docs/gateway.md#cost); a run that
+        # ends within `POLL_S` is answered without a single query.
+        await asyncio.wait({result_task}, timeout=POLL_S)
         while not result_task.done():
             # the query and the result raced: the answer goes out the moment the run ends, never
             # behind a query of a run that just closed (which the worker answers by replaying it)
@@ -313,27 +331,47 @@ async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created:
                 for line in progress_lines(handle.id, now, seen, routed):
                     wrote_progress = True
                     last_sent = time.monotonic()
-                    yield _chunk(cid, model, created, {"content": line})
+                    yield RunEvent("line", line, now)
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
+                yield RunEvent("keepalive")
             await asyncio.wait({result_task}, timeout=POLL_S)
         try:
             res = await result_task
         except (WorkflowFailureError, RPCError) as exc:
-            err = _unavailable(f"the agent run {handle.id} failed: {getattr(exc, 'message', None) or exc}")
-            yield f"data: {json.dumps(err.body())}\n\n"
-            yield "data: [DONE]\n\n"
+            yield RunEvent("failed", f"the agent run {handle.id} failed: {getattr(exc, 'message', None) or exc}")
             return
         for line in progress_lines(handle.id, res, seen, routed):
             wrote_progress = True
-            yield _chunk(cid, model, created, {"content": line})
+            yield RunEvent("line", line, res)
         answer = ("\n" if wrote_progress else "") + res.answer
         if res.status not in (AgentStatus.DONE, AgentStatus.LIMITED) and not res.answer:
             answer += f"(the run ended {res.status.value})"
-        yield _chunk(cid, model, created, {"content": answer})
-        yield _chunk(cid, model, created, {}, finish="stop")
-        yield "data: [DONE]\n\n"
+        yield RunEvent("answer", answer, res)
     finally:
         if not result_task.done():
             result_task.cancel()
+
+
+async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created: int) -> AsyncIterator[str]:
+    """The run as server-sent chunks: its progress as it happens, then the answer, then [DONE].
+    A client that goes away leaves the run going (the same Idempotency-Key reattaches)."""
+    cid = _completion_id(handle.id)
+    yield _chunk(cid, model, created, {"role": "assistant", "content": ""})
+    events = follow_run(handle)
+    try:
+        async for ev in events:
+            if ev.kind == "line":
+                yield _chunk(cid, model, created, {"content": ev.text})
+            elif ev.kind == "keepalive":
+                yield ": keep-alive\n\n"
+            elif ev.kind == "failed":
+                yield f"data: {json.dumps(_unavailable(ev.text).body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            else:
+                yield _chunk(cid, model, created, {"content": ev.text})
+                yield _chunk(cid, model, created, {}, finish="stop")
+                yield "data: [DONE]\n\n"
+    finally:
+        await events.aclose()

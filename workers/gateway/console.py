@@ -13,7 +13,8 @@ Jinja2 pages with htmx (vendored in `static/`, no CDN, no build step).
   refreshes itself every 5 s),
   one incident (stages, evidence, diagnosis, plan with its hash, decision, actions, outcome;
   Approve / Acknowledge / Ignore / Modify through the same `decide` update as Telegram, answered
-  as `key:<name>`), runbooks, guardrail events; links to the Temporal Web UI.
+  as `key:<name>`), runbooks, guardrail events; links to the Temporal Web UI. The agents chat,
+  rollouts and reports pages are in `pages`.
 """
 
 from __future__ import annotations
@@ -325,9 +326,12 @@ async def guardrails(gw: Gateway, request: Request) -> Response:
     return _page(request, gw, "guardrails.html", title="Guardrail events", rows=rows)
 
 
+STATIC = frozenset({"htmx.min.js", "chat.js"})
+
+
 async def static(gw: Gateway, request: Request) -> Response:
     name = request.path_params["name"]
-    if name != "htmx.min.js":
+    if name not in STATIC:
         raise GatewayError(404, "no such file", code="not_found")
     return FileResponse(HERE / "static" / name, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
