@@ -2,8 +2,9 @@
 
 Embeddings first. Exemplar requests per agent (`exemplars.yaml`, shipped with the package)
 are embedded with the worker's embedder into the vector store's `routes` collection when the
-worker starts (in the background) or on the first route, whichever comes first (`ensure_index`: only new or changed exemplars are embedded, removed ones are
-deleted; an unchanged file costs one scroll). A request is embedded and its nearest exemplars
+worker starts (in the background) or on the first route, whichever comes first
+(`ensure_index`: only new or changed exemplars are embedded, removed ones are deleted; an
+unchanged file costs one scroll). A request is embedded and its nearest exemplars
 found; each agent's score is the mean similarity of its 3 nearest exemplars plus 0.1 times a
 word model's probability of that agent (naive Bayes over the exemplars' words: "google",
 "docs", "repo", "commit" mark an agent more surely than the app a request names; see
