@@ -1,6 +1,7 @@
 """Retrieval quality: does an alert, written by someone else, find its runbook?
 
-    python benchmarks/retrieval_eval.py [--quick] [--holdout] [--sweep] [--rerank] [--show-misses SOURCE]
+    python benchmarks/retrieval_eval.py [--quick] [--holdout] [--sweep | --sweep-payload] [--rerank]
+                                        [--show-misses SOURCE]
 
 Imports the runbook corpus (../shared/corpora/prometheus-operator-runbooks) into a fresh
 `KnowledgeBase` on `EdgeStore` in a temporary directory, with the local embedding model, and
@@ -10,8 +11,9 @@ scores it on independent sources, each reported on its own (top-1, top-3, MRR):
 2. `kube-rules`: the kube-prometheus alerting rules (../shared/corpora/kube-prometheus-rules),
    each rule whose alert has a runbook of the same name; its `description` rendered the way
    Alertmanager shows it, for labels generated here (namespaces, pod names with replica-set
-   hashes, nodes, IPs, reasons, `$value` as a percentage, duration or number), the alert's
-   name removed. Generated from the corpus at run time; nothing of it is stored here;
+   hashes, nodes, IPs, reasons, `$value` as a percentage, duration or number within the
+   threshold the rule's expression sets: `value_bounds`), the alert's name removed.
+   Generated from the corpus at run time; nothing of it is stored here;
 3. `awesome`: awesome-prometheus-alerts rules mapped by hand to the runbook of the same
    condition (benchmarks/data/retrieval_check_awesome.yaml), rendered as the project
    publishes them (description, `VALUE = ...`, `LABELS = map[...]`), the alert's name removed;
@@ -20,17 +22,23 @@ scores it on independent sources, each reported on its own (top-1, top-3, MRR):
 
 Modes: `search` is free text as `agentic runbooks search` runs it (the description alone);
 for the sources with payloads (2, 3) `incident` is what the incident's recall stage runs
-(summary, alertname and description as text; the alert's labels, alertname included, for
-label routing) and `incident-noname` the same without the alert's name anywhere.
+(`agentic_core.incident.recall_text`: summary, alertname and description; the alert's labels,
+alertname included, for label routing and as evidence) and `incident-noname` the same without
+the alert's name anywhere.
 
 The retrieval method (`RetrievalTuning`) is chosen by cross-validation across sources: each
 of the sources 1-3 in turn is left out, the grid point that scores best (top-1 + top-3 + MRR,
 averaged over the other sources and their `search` and `incident-noname` modes) is chosen on
 the others and scored on it. `--sweep` prints the grid and that estimate; the product's
 defaults are the point chosen on all three. The cross-source figure is the mean of the
-left-out scores. Recall latency (a fresh query: embedding included) is measured in the
-`incident` mode, p50 and p95, for the old method (`RetrievalTuning(normalize_queries=False,
-signal_terms=False, label_evidence=False, title_weight=0)`, the defaults before #18) and the product's.
+left-out scores. `--sweep-payload` does the same for the payload as evidence (the label keys,
+the job, reasons and states in label values, the shape of a usage value: `payload_weight`,
+`payload_field`, `payload_top_k`, `value_signals`) on top of the product's method, and keeps
+them off when choosing among them scores below leaving them off on the left-out sources.
+Recall latency (a fresh query: embedding included) is measured in the `incident` mode, p50
+and p95, for the old method (`RetrievalTuning(normalize_queries=False, signal_terms=False,
+label_evidence=False, title_weight=0)`, the defaults before #18), the product's, and the
+product's with the payload branch on.
 
 `--rerank` compares second stages among the top-k candidates (benchmarks/retrieval_rerank.py)
 by the same cross-validation across the sources 1-3; none is in the product (none generalised).
@@ -581,8 +589,10 @@ def payload_grid(base: RetrievalTuning) -> list[RetrievalTuning]:
     baseline the cross-validation compares with), then branch weight x field x value signals."""
     off = dataclasses.replace(base, payload_weight=0.0, value_signals=False)
     out = [off, dataclasses.replace(off, value_signals=True)]
-    for w, field, values in itertools.product((0.1, 0.2, 0.3), ("body", "title"), (False, True)):
-        out.append(dataclasses.replace(off, payload_weight=w, payload_field=field, value_signals=values))
+    for w, field, values, k in itertools.product((0.1, 0.2, 0.3), ("body", "title"), (False, True), (0, 3)):
+        out.append(
+            dataclasses.replace(off, payload_weight=w, payload_field=field, value_signals=values, payload_top_k=k)
+        )
     return out
 
 
@@ -602,7 +612,8 @@ def describe(t: RetrievalTuning) -> str:
         if on
     ]
     if t.payload_weight > 0:
-        flags.append(f"payload {t.payload_weight:.1f} in {t.payload_field}")
+        top = f" among top {t.payload_top_k}" if t.payload_top_k else ""
+        flags.append(f"payload {t.payload_weight:.1f} in {t.payload_field}{top}")
     return f"{fusion}; {' + '.join(flags) or 'no query steps'}"
 
 
@@ -737,10 +748,13 @@ async def main(argv: list[str] | None = None) -> int:
                 print(f"  {describe(t):<64} " + " ".join(f"{c:>11}" for c in cells))
             print("\ncross-validation across sources (chosen on the others, scored on the one left out):\n")
             left_top1, left_top3 = [], []
+            left_fit, base_fit = [], []  # the criterion on the left-out source, chosen point vs first row
             for held in tuned:
                 fit = [s for s in tuned if s != held]
                 best_t, best_sc = max(table, key=lambda ts: fit_score(ts[1], fit))
                 base_sc = next(sc for t, sc in table if t == points[0])
+                left_fit.append(fit_score(best_sc, [held]))
+                base_fit.append(fit_score(base_sc, [held]))
                 r, b0 = best_sc[(held, "search")], base_sc[(held, "search")]
                 left_top1.append(r.at(1))
                 left_top3.append(r.at(3))
@@ -759,8 +773,17 @@ async def main(argv: list[str] | None = None) -> int:
                 f"top-3 {statistics.mean(left_top3):.1%}   (first row of the grid: {describe(points[0])})"
             )
             chosen = max(table, key=lambda ts: fit_score(ts[1], tuned))[0]
+            gain = statistics.mean(left_fit) - statistics.mean(base_fit)
+            if args.sweep_payload and gain <= 0:
+                # Choosing among these points loses on the sources it did not see: the steps they
+                # add do not carry over, whatever the point chosen on all three.
+                chosen = points[0]
+                print(
+                    f"  choosing among the grid loses {-gain:.3f} (criterion, left-out sources) against its first row: "
+                    "the product keeps the first row"
+                )
             same = "" if chosen == product else "  <- NOT the product's default"
-            print(f"  chosen on all three: {describe(chosen)}{same}")
+            print(f"  chosen: {describe(chosen)}{same}")
             print(f"  product's default:   {describe(product)}")
 
         if args.rerank:
@@ -790,9 +813,12 @@ async def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             incidents = sources["kube-rules"] + sources["awesome"]
             print(f"\nrecall latency, incident mode, fresh queries ({len(incidents)} alerts, one at a time):")
-            for label, tuning in (("old method", OLD_METHOD), ("product", product)):
+            payload_on = dataclasses.replace(
+                product, payload_weight=0.3, payload_field="title", payload_top_k=3, value_signals=True
+            )
+            for label, tuning in (("old method", OLD_METHOD), ("product", product), ("+ payload", payload_on)):
                 lat = await latency(store, inner, incidents, tuning)
-                print(f"  {label:<11} p50 {pct(lat, 50):6.1f} ms   p95 {pct(lat, 95):6.1f} ms")
+                print(f"  {label:<11} p50 {pct(lat, 50):6.1f} ms   p95 {pct(lat, 95):6.1f} ms   ({describe(tuning)})")
         await store.close()
     inner.close()
     verdict = "meets" if status == 0 else "MISSES"

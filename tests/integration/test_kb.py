@@ -17,6 +17,7 @@ from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.knowledge.markdown import load_runbooks
+from activities.knowledge.retrieval import RetrievalTuning
 from activities.knowledge.store import Point
 from agentic_core.knowledge import UpsertReport
 from agentic_core.models import AutomationLevel, Collection, DecisionRecord, Runbook, ToolCall
@@ -329,6 +330,26 @@ async def test_regex_and_multi_label_matchers(small: tuple[KnowledgeBase, Counti
         "pods restarting", labels={"alertname": "KubePodCrashLooping", "namespace": "prod-eu"}
     )
     assert {h.id for h in production if h.payload["matched_labels"]} == {"generic", "prod-restart"}
+
+
+async def test_payload_evidence_tells_siblings_apart_when_on(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
+    """The payload branch (issue #18): a `persistentvolumeclaim` label is evidence for the
+    runbook about claims; in free text, a Go-printed label map is read the same way. Off (the
+    product's default, chosen by cross-validation), the labels change nothing."""
+    kb, embedder = small
+    errors = rb("pv-errors", "Persistent volume errors", "## Meaning\n\nA persistent volume has a problem.\n")
+    claim = rb(
+        "pv-claim", "Persistent volume trouble", "## Meaning\n\nA persistent volume claim (PVC) has a problem.\n"
+    )
+    await kb.upsert_runbooks([errors, claim])
+    text, labels = "persistent volume errors in namespace media", {"persistentvolumeclaim": "data-jellyfin-0"}
+    off = [h.id for h in await kb.search_runbooks(text, labels=labels)]
+    assert off == [h.id for h in await kb.search_runbooks(text)] and off[0] == "pv-errors"
+    on = KnowledgeBase(kb.store, embedder, tuning=RetrievalTuning(payload_weight=0.5, payload_top_k=2))
+    assert (await on.search_runbooks(text, labels=labels))[0].id == "pv-claim"
+    mapped = f"{text}\n LABELS = map[persistentvolumeclaim:data-jellyfin-0 namespace:media]"
+    assert (await on.search_runbooks(mapped))[0].id == "pv-claim"
+    assert (await on.search_runbooks(text))[0].id == "pv-errors"  # no labels: no evidence
 
 
 async def test_empty_inputs(small: tuple[KnowledgeBase, CountingEmbedder]) -> None:
