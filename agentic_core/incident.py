@@ -432,6 +432,26 @@ def group_annotations(group: AlertGroup) -> dict[str, str]:
     return dict(group.alerts[0].annotations) if group.alerts else {}
 
 
+def recall_text(tri: TriageResult, annotations: dict[str, str]) -> str:
+    """The query text of the incident's recall stage: the title (the summary, else the alert's
+    name), the alert's name and the `description` annotation, one per line, blank ones left out;
+    with none of them, the alert's name or the title."""
+    parts = (tri.title, tri.alertname, annotations.get("description", ""))
+    return "\n".join(t for t in parts if t and t.strip()) or (tri.alertname or tri.title)
+
+
+def recall_input(incident_id: str, tri: TriageResult, group: AlertGroup, limit: int) -> RecallInput:
+    """What the incident's recall stage asks `incident.recall` for (the workflow and
+    benchmarks/decision_eval.py both build it here, so they cannot drift): the query text of
+    `recall_text` and the group's labels (label routing, and the payload's evidence)."""
+    return RecallInput(
+        incident_id=incident_id,
+        text=recall_text(tri, group_annotations(group)),
+        labels=group.labels,
+        limit=limit,
+    )
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

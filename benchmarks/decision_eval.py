@@ -70,11 +70,11 @@ from agentic_core.incident import (  # noqa: E402
     Category,
     ProposeInput,
     ProposeResult,
-    RecallInput,
     RecallResult,
     ToolSpec,
     TriageResult,
     group_annotations,
+    recall_input,
 )
 from agentic_core.models import InferenceMode, Runbook, ToolCall  # noqa: E402
 
@@ -199,14 +199,6 @@ def load_product_runbooks() -> list[Runbook]:
 
 
 # --------------------------------------------------------------------------- the product's path
-
-
-def recall_text(tri: TriageResult, group: AlertGroup) -> str:
-    """The query text of the incident workflow's recall stage (`IncidentWorkflow._recall`): the
-    title, the alert's name and the description, one per line."""
-    annotations = group_annotations(group)
-    text = "\n".join(t for t in (tri.title, tri.alertname, annotations.get("description", "")) if t and t.strip())
-    return text or (tri.alertname or tri.title)
 
 
 class NoLedger:
@@ -352,9 +344,7 @@ async def run_triage(inc: Incident, acts: IncidentActivities) -> tuple[TriageOut
     """Triage, then `incident.recall` with the workflow's query text and the alert's labels."""
     tri, group = triage(inc)
     t0 = time.perf_counter()
-    recall = await acts.recall(
-        RecallInput(incident_id=inc.id, text=recall_text(tri, group), labels=group.labels, limit=RECALL_LIMIT)
-    )
+    recall = await acts.recall(recall_input(inc.id, tri, group, RECALL_LIMIT))
     ms = (time.perf_counter() - t0) * 1000
     out = TriageOutcome(inc, tri.category.value, tri.route, [r.id for r in recall.runbooks], recall, ms)
     return out, tri, group

@@ -134,7 +134,6 @@ with workflow.unsafe.imports_passed_through():
         ProposeInput,
         ProposeResult,
         RecalledRunbook,
-        RecallInput,
         RecallResult,
         RecordInput,
         StageInput,
@@ -147,6 +146,7 @@ with workflow.unsafe.imports_passed_through():
         idempotency_key,
         occurrence,
         plan_hash,
+        recall_input,
     )
     from agentic_core.incident_texts import (
         closing_text,
@@ -482,17 +482,11 @@ class IncidentWorkflow:
 
     async def _recall(self, inp: IncidentInput, tri: TriageResult) -> RecallResult:
         rec = self._begin("recall")
-        annotations = group_annotations(inp.group)
-        text = "\n".join(
-            t for t in (tri.title, tri.alertname, annotations.get("description", "")) if t and t.strip()
-        ) or (tri.alertname or tri.title)
         try:
             recall = await short_stage(
                 self._local,
                 IncidentActivities.recall,
-                RecallInput(
-                    incident_id=inp.incident_id, text=text, labels=inp.group.labels, limit=inp.config.recall_limit
-                ),
+                recall_input(inp.incident_id, tri, inp.group, inp.config.recall_limit),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=_RETRY_FEW,
             )

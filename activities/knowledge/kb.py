@@ -25,6 +25,11 @@ Retrieval design (measured with `benchmarks/retrieval_eval.py`):
   (`OOMKilled`, `ImagePullBackOff`, `Pending`, ...) in; optionally the labels' evidence and
   a title branch (layout 3 indexes title terms, `\x1ftitle:<token>`, in the sparse vector),
   both off by default: chosen by cross-validation across sources (`retrieval_eval.py --sweep`).
+- **Payload evidence** (`retrieval.payload_evidence`, off by default): what the alert's label
+  keys, `job` and state labels say (or a Go-printed label map in free text), searched as a
+  branch of its own that takes `payload_weight` of the score (optionally only among the text's
+  best `payload_top_k`), and the shape of a usage value (`value_signals`). Cross-validation
+  across sources (`retrieval_eval.py --sweep-payload`) found no setting that carries over.
 - **Label routing.** With alert labels, runbooks whose matchers all match the labels come
   first (score 1 + text score), found through route terms (`name=value` of each equality
   matcher) indexed in the runbook point's sparse vector, and checked with `matches_all`.
@@ -60,8 +65,11 @@ from activities.knowledge.retrieval import (
     _summary_view,
     _with_route,
     fuse,
+    labels_in_text,
+    payload_evidence,
     query_text,
     title_terms,
+    with_evidence,
 )
 from activities.knowledge.sparse import Bm25Encoder
 from activities.knowledge.store import Point, QueryMode, ScoredPoint, SparseVector, VectorStore
@@ -332,8 +340,29 @@ class KnowledgeBase:
             if title_q is not None
             else nothing()
         )
-        dense_hits, sparse_hits, route_hits, title_hits = await asyncio.gather(
-            dense_task, sparse_task, route_task, title_task
+        payload_q: SparseVector | None = None
+        if mode == "hybrid" and t.payload_weight > 0:
+            evidence = payload_evidence(labels or labels_in_text(text))
+            if evidence and t.payload_field == "title":
+                ids = title_terms(evidence)
+                payload_q = SparseVector(indices=ids, values=[1.0] * len(ids))
+            elif evidence:
+                payload_q = self.sparse.encode_query(evidence, expand=False)
+            if payload_q is not None and not payload_q.indices:
+                payload_q = None
+        payload_task = (
+            self.store.search(
+                Collection.RUNBOOKS,
+                None,
+                payload_q,
+                limit=max(t.sparse_candidates, limit),
+                mode=QueryMode(kind="sparse"),
+            )
+            if payload_q is not None
+            else nothing()
+        )
+        dense_hits, sparse_hits, route_hits, title_hits, payload_hits = await asyncio.gather(
+            dense_task, sparse_task, route_task, title_task, payload_task
         )
 
         dense_scores: dict[str, float] = {}
@@ -349,6 +378,8 @@ class KnowledgeBase:
                 payloads[hit.id] = hit.payload
         title_scores = {h.id: h.score for h in title_hits if h.payload.get("kind") == "runbook"}
         fused = fuse(dense_scores, sparse_scores, t, title_scores)
+        payload_scores = {h.id: h.score for h in payload_hits if h.payload.get("kind") == "runbook"}
+        fused = with_evidence(fused, payload_scores, t.payload_weight, t.payload_top_k)
 
         matched: set[str] = set()
         if labels:

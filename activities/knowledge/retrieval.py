@@ -38,6 +38,17 @@ class RetrievalTuning:
     signal_terms: bool = True  # add the condition words of reasons and states (`sparse.SIGNALS`)
     label_evidence: bool = False  # with alert labels, add what they say about the object to the query
     title_weight: float = 0.0  # share of the title branch (query terms in a runbook's title and alert name)
+    # The payload as evidence (issue #18, second part): what the alert's label KEYS say about the
+    # kind of object (`persistentvolumeclaim`, `job_name`, `horizontalpodautoscaler`, `node`, ...),
+    # the `job` and the reasons and states in label values, searched as a branch of its own that
+    # takes `payload_weight` of the score, in the runbooks' whole text (`payload_field="body"`) or
+    # in their titles and alert names (`"title"`); and the shape of a usage value (`value_signals`:
+    # over 100 % of something, all of it, nearly all of it). Free text carries labels when it
+    # holds Go's rendering of them (`map[k:v ...]`). Chosen by cross-validation across sources.
+    payload_weight: float = 0.0
+    payload_field: Literal["body", "title"] = "body"
+    payload_top_k: int = 0  # > 0: the evidence only reorders the text's best k runbooks (siblings)
+    value_signals: bool = False
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,6 +151,83 @@ def label_evidence(labels: dict[str, str] | None) -> str:
     return " ".join(dict.fromkeys(words))
 
 
+# Label keys that say what kind of object an alert is about (kube-state-metrics, kubelet, node
+# exporter, Alertmanager and Prometheus label names), with the words runbooks use for it. Keys
+# that name a place or an instance only (namespace, instance, cluster, service, uid) say nothing.
+_KIND_WORDS = {
+    "persistentvolumeclaim": "persistent volume claim pvc",
+    "persistentvolume": "persistent volume",
+    "daemonset": "daemonset",
+    "statefulset": "statefulset",
+    "deployment": "deployment",
+    "replicaset": "replicaset",
+    "cronjob": "cronjob",
+    "job_name": "job",
+    "horizontalpodautoscaler": "horizontal pod autoscaler hpa",
+    "poddisruptionbudget": "pod disruption budget",
+    "resourcequota": "quota",
+    "resource": "resource",
+    "node": "node",
+    "pod": "pod",
+    "container": "container",
+    "mountpoint": "filesystem",
+    "fstype": "filesystem",
+    "device": "device",
+    "integration": "notification integration",
+    "remote_name": "remote storage",
+    "controller": "controller",
+    "alertmanager": "alertmanager",
+    "grpc_service": "grpc",
+    "grpc_method": "grpc",
+}
+# Label values that name a component (`job`) or a reason or state (read through `SIGNALS`).
+_STATE_LABELS = ("reason", "phase", "condition")
+_GO_MAP = re.compile(r"\bmap\[([^\]]*)\]")
+_GO_MAP_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(\S*)")
+
+
+def labels_in_text(text: str) -> dict[str, str]:
+    """The labels a free-text alert shows as Go prints a map (`LABELS = map[job:x node:y]`)."""
+    out: dict[str, str] = {}
+    for m in _GO_MAP.finditer(text):
+        for k, v in _GO_MAP_PAIR.findall(m.group(1)):
+            out.setdefault(k, v)
+    return out
+
+
+def payload_evidence(labels: dict[str, str] | None) -> str:
+    """What an alert's labels say beyond the text: the kind of object of each label key present
+    (a `persistentvolumeclaim` label: a claim; `job_name`: a Job; `node`: a node), the `job`
+    (the component scraped) and the condition words of reasons and states in label values."""
+    if not labels:
+        return ""
+    present = {k for k, v in labels.items() if v.strip()}
+    words = [_KIND_WORDS[k] for k in sorted(present) if k in _KIND_WORDS]
+    job = normalize_query(labels.get("job", "")).strip()
+    if job:
+        words.append(job)
+    states = " ".join(f"{k} {labels[k]}" for k in _STATE_LABELS if k in present)
+    words += signal_terms(states) if states else []
+    return " ".join(dict.fromkeys(words))
+
+
+_USAGE = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s*%\s+(?:of\b|used\b|usage\b|full\b)|\((\d+(?:\.\d+)?)\s*%\s+of\b", re.IGNORECASE
+)
+
+
+def value_terms(text: str) -> list[str]:
+    """The shape of a usage value in `text` (`using 104% of its quota`, `(136.6% of quota)`):
+    over 100 % is more than allowed, 100 % all of it, from 90 % nearly all of it."""
+    out: list[str] = []
+    for m in _USAGE.finditer(text):
+        v = float(m.group(1) or m.group(2))
+        words = "exceeded over limit" if v > 100 else "fully used" if v == 100 else "almost full" if v >= 90 else ""
+        if words and words not in out:
+            out.append(words)
+    return out
+
+
 @dataclass(frozen=True)
 class QueryText:
     """The two texts a query is searched with: `dense` for the embedding model, `sparse` for BM25
@@ -160,6 +248,8 @@ def query_text(text: str, labels: dict[str, str] | None, tuning: RetrievalTuning
     extra: list[str] = list(expand_query(raw)) if tuning.expand_queries else []
     if tuning.signal_terms:
         extra += [w for w in signal_terms(raw) if w not in extra]
+    if tuning.value_signals:
+        extra += [w for w in value_terms(raw) if w not in extra]
     base = normalize_query(raw) if tuning.normalize_queries else raw
     dense = f"{base} ({', '.join(extra)})" if extra else base
     return QueryText(dense=dense, sparse=base, extra=tuple(extra))
@@ -211,3 +301,18 @@ def _fuse2(dense: dict[str, float], sparse: dict[str, float], tuning: RetrievalT
     dn, sn = _normalized(dense), _normalized(sparse)
     w = tuning.dense_weight
     return {i: w * dn.get(i, 0.0) + (1.0 - w) * sn.get(i, 0.0) for i in ids}
+
+
+def with_evidence(
+    fused: dict[str, float], evidence: dict[str, float], weight: float, top_k: int = 0
+) -> dict[str, float]:
+    """`fused` with the payload branch's scores (divided by their best) taking `weight` of the
+    score; unchanged without evidence. With `top_k`, only the best `top_k` of `fused` take
+    evidence: it reorders them and cannot pull another runbook up past them."""
+    if top_k > 0:
+        best = set(sorted(fused, key=lambda i: (-fused[i], i))[:top_k])
+        evidence = {i: v for i, v in evidence.items() if i in best}
+    if not evidence or weight <= 0 or not fused:
+        return fused
+    en = _normalized(evidence)
+    return {i: (1.0 - weight) * fused.get(i, 0.0) + weight * en.get(i, 0.0) for i in set(fused) | set(en)}

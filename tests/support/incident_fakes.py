@@ -151,6 +151,7 @@ class Fakes:
     stages: list[StageInput] = field(default_factory=list)
     records: list[RecordInput] = field(default_factory=list)
     proposes: list[ProposeInput] = field(default_factory=list)
+    recalls: list[RecallInput] = field(default_factory=list)
     evaluations: list[EvaluateTrustInput] = field(default_factory=list)
     guardrail_events: list[GuardrailEvent] = field(default_factory=list)
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
@@ -173,6 +174,7 @@ class Fakes:
 
     @activity.defn(name="incident.recall")
     async def recall(self, inp: RecallInput) -> RecallResult:
+        self.recalls.append(inp)
         rb = RecalledRunbook(
             id=RUNBOOK_ID,
             title="Pod is crash looping",

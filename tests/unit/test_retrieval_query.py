@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from activities.knowledge.retrieval import RetrievalTuning, fuse, label_evidence, query_text, title_terms
+from activities.knowledge.retrieval import (
+    RetrievalTuning,
+    fuse,
+    label_evidence,
+    labels_in_text,
+    payload_evidence,
+    query_text,
+    title_terms,
+    value_terms,
+    with_evidence,
+)
 from activities.knowledge.sparse import normalize_query, signal_terms, tokenize
 
 
@@ -106,3 +116,70 @@ def test_fuse_with_a_title_branch() -> None:
     assert both["b"] > both["a"]  # the title decides between near-equal runbooks
     off = RetrievalTuning(fusion="weighted", dense_weight=0.5, title_weight=0.0)
     assert fuse(dense, sparse, off, {"b": 3.0}) == fuse(dense, sparse, off)
+
+
+# ---- the payload as evidence (label keys, the job, reasons and states; a usage value's shape)
+
+
+def test_payload_evidence_reads_label_keys_the_job_and_states() -> None:
+    labels = {
+        "alertname": "KubePersistentVolumeFillingUp",
+        "namespace": "media",
+        "persistentvolumeclaim": "data-jellyfin-0",
+        "job": "kubelet",
+        "instance": "10.0.0.3:10250",
+        "cluster": "homelab",
+        "severity": "critical",
+    }
+    assert payload_evidence(labels) == "persistent volume claim pvc kubelet"
+    assert payload_evidence({"horizontalpodautoscaler": "web", "namespace": "apps"}) == "horizontal pod autoscaler hpa"
+    assert payload_evidence({"node": "nuc-01", "condition": "MemoryPressure"}) == "node eviction pressure resources"
+    assert payload_evidence({"pod": "a", "container": "a", "reason": "OOMKilled"}) == (
+        "container pod container restarting crash loop memory"
+    )
+    # empty values say nothing; the job's instance noise goes
+    assert payload_evidence({"job_name": " ", "job": "kube-state-metrics"}) == "kube-state-metrics"
+    assert payload_evidence({"job": "10.0.0.3:9100"}) == ""
+    assert payload_evidence(None) == "" and payload_evidence({"namespace": "x", "instance": "y"}) == ""
+
+
+def test_labels_in_text_reads_go_maps() -> None:
+    text = "HPA default/web cannot scale\n VALUE = 0\n LABELS = map[horizontalpodautoscaler:web instance:10.9.1.1:90]"
+    assert labels_in_text(text) == {"horizontalpodautoscaler": "web", "instance": "10.9.1.1:90"}
+    assert labels_in_text("no labels here: map of the cluster") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Namespace media is using 125.3% of its pods quota.", ["exceeded over limit"]),
+        ("Namespace media is using 100% of its requests.cpu quota.", ["fully used"]),
+        ("Namespace media is using 97.07% of its pods quota.", ["almost full"]),
+        ("more than the configured hard limit (136.6% of quota)", ["exceeded over limit"]),
+        ("Namespace media is using 66.85% of its pods quota.", []),
+        ("96.31% throttling of CPU in namespace home", []),  # not a usage
+        ("97.05% minimum errors while sending alerts", []),
+    ],
+)
+def test_value_terms_read_the_shape_of_a_usage(text: str, words: list[str]) -> None:
+    assert value_terms(text) == words
+
+
+def test_value_signals_join_the_query_only_when_on() -> None:
+    text = "Namespace media is using 100% of its pods quota."
+    assert "fully used" in query_text(text, None, RetrievalTuning(value_signals=True)).extra
+    assert "fully used" not in query_text(text, None, RetrievalTuning(value_signals=False)).extra
+
+
+def test_with_evidence_takes_its_share_of_the_score() -> None:
+    fused = {"a": 1.0, "b": 0.95}
+    assert with_evidence(fused, {}, 0.3) == fused and with_evidence(fused, {"b": 2.0}, 0.0) == fused
+    mixed = with_evidence(fused, {"b": 2.0, "c": 1.0}, 0.2)
+    assert mixed["b"] > mixed["a"]  # evidence decides between near-equal runbooks
+    assert mixed["c"] == pytest.approx(0.2 * 0.5) and mixed["a"] == pytest.approx(0.8)
+
+
+def test_with_evidence_among_the_top_k_only_reorders_them() -> None:
+    fused = {"a": 1.0, "b": 0.95, "c": 0.5}
+    mixed = with_evidence(fused, {"b": 1.0, "c": 5.0}, 0.3, top_k=2)
+    assert sorted(mixed, key=lambda i: -mixed[i]) == ["b", "a", "c"]  # c's evidence is not used

@@ -39,6 +39,7 @@ from agentic_core.incident import (
     IncidentStatus,
     NotifyKind,
     PolicyVerdict,
+    RecallInput,
     StageInput,
     StageResult,
     approval_id_for,
@@ -102,6 +103,16 @@ async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironm
         assert diagnosis.edit_of == "msg-1"
         assert diagnosis.plan_hash == st.plan_hash and diagnosis.approval_id == st.approval_id
         assert "OOM killed" in diagnosis.text
+        # The recall stage's query (agentic_core.incident.recall_input), unchanged since it was
+        # built inline: the summary and the alert's name, one per line; the group's labels.
+        assert fakes.recalls == [
+            RecallInput(
+                incident_id=run.incident_id,
+                text="Pod shop/checkout is crash looping.\nKubePodCrashLooping",
+                labels=LABELS,
+                limit=IncidentConfig().recall_limit,
+            )
+        ]
 
         res = await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
         assert res.accepted and res.by == "alice"
