@@ -690,6 +690,8 @@ async def test_console_shows_a_gitops_changes_diff_escaped(
             r = await http.get(f"/console/incidents/{run.incident_id}")
     assert r.status_code == 200 and '<pre class="diff" id="diff-0">diff --git a/apps/shop/values.yaml' in r.text
     assert "+memory: 2Gi  # &lt;script&gt;alert(1)&lt;/script&gt;\n" in r.text and "<script>alert" not in r.text
+
+
 # --- the console: agents chat, rollouts, reports ------------------------------------------------------
 
 
