@@ -321,7 +321,12 @@ def telegram_requests(draw: st.DrawFn) -> Req:
 
 @st.composite
 def gateway_requests(draw: st.DrawFn, key: str) -> Req:
-    route = draw(st.sampled_from(["chat"] * 5 + ["models", "run", "approve", "decision", "login", "decide"]))
+    route = draw(
+        st.sampled_from(
+            ["chat"] * 5
+            + ["models", "run", "approve", "decision", "login", "decide", "ask", "run-decide", "gate", "report"]
+        )
+    )
     run = draw(st.sampled_from(["agent-gw-0", "x", "%2e%2e", "a" * 300, "ü"]))
     method, path = "POST", "/v1/chat/completions"
     base: dict[str, Any] | None = None
@@ -350,10 +355,27 @@ def gateway_requests(draw: st.DrawFn, key: str) -> Req:
         base = {"approval_id": "ap-1", "choice": "approved"}
     elif route == "login":
         path = "/console/login"
-    else:
+    elif route == "decide":
         path = f"/console/incidents/{run}/decide"
-    if route in ("login", "decide"):
-        form = {"key": key, "csrf": "x", "approval_id": "ap-1", "choice": "approved"}
+    elif route == "ask":
+        path = "/console/agents"
+    elif route == "run-decide":
+        path = f"/console/agents/runs/{run}/decide"
+    elif route == "gate":
+        path = f"/console/rollouts/{run}/gate"
+    else:
+        method, path = "GET", draw(st.sampled_from([f"/console/reports/{run}", f"/console/reports/{run}/chart.png"]))
+    if route in ("login", "decide", "ask", "run-decide", "gate"):
+        form = {
+            "key": key,
+            "csrf": "x",
+            "approval_id": "ap-1",
+            "choice": "approved",
+            "model": "agentic-observability",
+            "text": "why is sonarr down?",
+            "request_id": "r1",
+            "plan_hash": "ab" * 32,
+        }
         fields = draw(mutated(form)) if draw(st.booleans()) else form
         if isinstance(fields, dict):
             pairs = {str(k): str(v)[:5000] for k, v in fields.items()}
