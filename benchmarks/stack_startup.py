@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,30 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import psutil
+
+from tests.support.env import stack_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env_for(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
-    env.update(
-        AGENTIC_DATA_DIR=str(data),
-        AGENTIC_TEMPORAL_PORT=str(free_port()),
-        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
-        AGENTIC_POSTGRES_PORT=str(free_port()),
-        AGENTIC_LLM_PORT=str(free_port()),
-        AGENTIC_INTAKE_PORT=str(free_port()),
-        AGENTIC_MCP_INFRA_PORT=str(free_port()),
-        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
-    )
-    return env
+    """Every embedded part on a free port (the tests' stack environment)."""
+    return stack_env(data)
 
 
 def agentic(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

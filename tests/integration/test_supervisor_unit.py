@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.support.env import free_port
+from tests.support.env import free_port, port_fields
 from tests.support.http_server import LoopServer
 from tests.support.telegram_emulator import BotApiEmulator, emulator
 from tests.support.telegram_harness import CHAT
@@ -35,21 +35,7 @@ from workers.stack.supervisor import Supervisor
 
 
 def settings_for(tmp: Path, **over: object) -> Settings:
-    ports = {
-        f"{name}_port": free_port()
-        for name in (
-            "temporal",
-            "temporal_ui",
-            "postgres",
-            "llm",
-            "intake",
-            "mcp_infra",
-            "mcp_knowledge",
-            "mcp_ha",
-            "mcp_arr",
-            "bot",
-        )
-    }
+    ports = {name: free_port() for name in port_fields()}
     return Settings(_env_file=None, data_dir=tmp, **(ports | over))  # type: ignore[call-arg, arg-type]
 
 

@@ -60,25 +60,20 @@ def free_port() -> int:
     return port
 
 
+def port_fields() -> list[str]:
+    """Every port setting (`*_port`): a test stack puts each on a free port, so nothing it starts,
+    now or in a part added later, collides with a stack already on the defaults."""
+    from workers.settings import Settings
+
+    return sorted(name for name in Settings.model_fields if name.endswith("_port"))
+
+
 def stack_env(data: Path) -> dict[str, str]:
     """The environment of an `agentic` stack on `data` with every embedded part on a free port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update({f"AGENTIC_{name.upper()}": str(free_port()) for name in port_fields()})
     env.update(
         AGENTIC_DATA_DIR=str(data),
-        AGENTIC_TEMPORAL_PORT=str(free_port()),
-        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
-        AGENTIC_POSTGRES_PORT=str(free_port()),
-        AGENTIC_LLM_PORT=str(free_port()),
-        AGENTIC_INTAKE_PORT=str(free_port()),
-        AGENTIC_MCP_INFRA_PORT=str(free_port()),
-        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
-        AGENTIC_MCP_HA_PORT=str(free_port()),
-        AGENTIC_MCP_ARR_PORT=str(free_port()),
-        AGENTIC_MCP_METRICS_PORT=str(free_port()),
-        AGENTIC_BOT_PORT=str(free_port()),
-        AGENTIC_GATEWAY_PORT=str(free_port()),
-        AGENTIC_WORKER_METRICS_PORT=str(free_port()),
-        AGENTIC_WORKER_TEMPORAL_METRICS_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env
