@@ -331,3 +331,32 @@ async def test_a_part_that_cannot_start_is_down_until_it_can(rig: Rig) -> None:
     await until(lambda: any("part sleeper is back" in t for t in telegram_texts(emu)), 10, "the message", rig)
     # One down, one back: the starts that kept failing made no second incident.
     assert sum("is down" in t for t in telegram_texts(emu)) == 1
+
+
+async def test_status_checks_a_failing_part_once_more_before_calling_it_unhealthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentic status` under load: one probe that times out does not make a part unhealthy (the
+    acceptance runs saw parts flip to unhealthy at load 15); a part that fails twice is."""
+    from workers.stack import status as status_mod
+
+    calls: dict[str, int] = {"flaky": 0, "down": 0}
+
+    async def flaky() -> tuple[bool, str]:
+        calls["flaky"] += 1
+        return (calls["flaky"] > 1), "serving" if calls["flaky"] > 1 else "unreachable: ReadTimeout"
+
+    async def down() -> tuple[bool, str]:
+        calls["down"] += 1
+        return False, "unreachable: ConnectError"
+
+    parts = [
+        Part(name="flaky", role="r", mode="external", url="http://a", health=flaky),
+        Part(name="down", role="r", mode="external", url="http://b", health=down),
+    ]
+    monkeypatch.setattr(status_mod, "build_parts", lambda *a, **k: parts)
+    monkeypatch.setattr(status_mod, "RECHECK_AFTER_S", 0.01)
+    _, health = await status_mod.stack_health(settings_for(tmp_path / "data"))
+    got = {h.name: (h.healthy, h.detail) for h in health}
+    assert got == {"flaky": (True, "serving"), "down": (False, "unreachable: ConnectError")}
+    assert calls == {"flaky": 2, "down": 2}

@@ -33,6 +33,9 @@ class PartHealth(BaseModel):
     down: bool = False  # down (RestartPolicy.is_down) and not healthy since
 
 
+RECHECK_AFTER_S = 1.0  # a part whose check fails is checked once more after this
+
+
 async def stack_health(settings: Settings) -> tuple[StackState | None, list[PartHealth]]:
     data = settings.data_path
     st = read_state(data)
@@ -62,6 +65,9 @@ async def stack_health(settings: Settings) -> tuple[StackState | None, list[Part
             )
         assert p.health is not None
         ok, detail = await p.health()
+        if not ok:  # look once more: a probe that timed out on a loaded machine is not a part that is down
+            await asyncio.sleep(RECHECK_AFTER_S)
+            ok, detail = await p.health()
         if not ok and (restarting := restart_detail(ps)):
             detail = f"{restarting}; {detail}"
         return PartHealth(
