@@ -32,6 +32,7 @@ from agentic_core.incident import (
     DecideInput,
     DecideResult,
     ExecuteInput,
+    GiveUpInput,
     GuardedAction,
     GuardInput,
     GuardResult,
@@ -153,6 +154,7 @@ class Fakes:
     proposes: list[ProposeInput] = field(default_factory=list)
     evaluations: list[EvaluateTrustInput] = field(default_factory=list)
     guardrail_events: list[GuardrailEvent] = field(default_factory=list)
+    given_up: list[GiveUpInput] = field(default_factory=list)  # `tools.give_up` calls
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
     recall_runbook: bool = True  # False: no runbook is recalled
     tools: list[ToolSpec] = field(default_factory=lambda: [*TOOLS, *READ_TOOLS])
@@ -261,6 +263,18 @@ class Fakes:
             index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output=output
         )
 
+    @activity.defn(name="tools.give_up")
+    async def give_up(self, inp: GiveUpInput) -> ActionResult:
+        self.given_up.append(inp)
+        return ActionResult(
+            index=inp.index,
+            tool=inp.call.tool,
+            idempotency_key=inp.idempotency_key,
+            status="failed",
+            error=f"gave up: {inp.reason}",
+            infrastructure=True,
+        )
+
     @activity.defn(name="guardrails.record")
     async def record_guardrail(self, event: GuardrailEvent) -> GuardrailRecorded:
         known = [e.key for e in self.guardrail_events]
@@ -289,6 +303,7 @@ class Fakes:
             self.list_tools,
             self.guard,
             self.execute,
+            self.give_up,
         ]
 
     def kinds(self) -> list[NotifyKind]:

@@ -769,8 +769,8 @@ async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEn
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    # local stages, at start, nothing to run, evidence, protected, untrusted-plan event, investigate, trust,
-    # executing
-    assert len(patches) == 9
+    # local stages, at start, nothing to run, evidence, protected, untrusted-plan event, investigate,
+    # action give-up, trust, executing
+    assert len(patches) == 10
     # every marker is a command of the first workflow task: after its completion, before the second
     assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])
