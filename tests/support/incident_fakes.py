@@ -146,6 +146,7 @@ class Fakes:
     refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
     fail_tools: set[str] = field(default_factory=set)
     refuse_at_execute: set[str] = field(default_factory=set)
+    unreachable_tools: set[str] = field(default_factory=set)  # execute raises a retryable ToolServerUnavailable
     notifications: list[NotifyInput] = field(default_factory=list)
     executed: list[ExecuteInput] = field(default_factory=list)
     guarded: list[GuardInput] = field(default_factory=list)
@@ -252,6 +253,8 @@ class Fakes:
         self.executed.append(inp)
         if inp.call.tool in self.refuse_at_execute:  # the gateway's defence in depth
             raise ApplicationError(f"{inp.call.tool} is no longer allowed", type="ToolRefused", non_retryable=True)
+        if inp.call.tool in self.unreachable_tools:  # every attempt: the workflow gives up in the end
+            raise ApplicationError(f"cannot reach the MCP server of {inp.call.tool}", type="ToolServerUnavailable")
         if inp.call.tool in self.slow_tools:
             await asyncio.sleep(self.slow_tools[inp.call.tool])
         if inp.call.tool in self.fail_tools:
