@@ -289,6 +289,22 @@ class ActionResult(BaseModel):
     output: str = ""  # the tool's text result (truncated)
     error: str = ""
     already_ran: bool = False  # the key had a finished row: the result is the recorded one
+    # The platform could not run it: its tool server was unreachable or did not answer, the worker
+    # was lost mid-call, or the execute activity gave up (`tools.give_up`). It says nothing about
+    # the runbook's remedy: the trust record counts it apart (`infra_errors`), never as a failure.
+    infrastructure: bool = False
+
+
+class GiveUpInput(BaseModel):
+    """`tools.give_up`: the execute activity of an action gave up (retries exhausted, timed out,
+    or failed without a result): its ledger row must not stay `running`."""
+
+    incident_id: str
+    index: int
+    call: ToolCall
+    idempotency_key: str
+    reason: str  # why it gave up (the activity's last error)
+    agent_run: bool = False
 
 
 class VerifyInput(BaseModel):
@@ -297,7 +313,9 @@ class VerifyInput(BaseModel):
 
 
 class VerifyResult(BaseModel):
-    outcome: Literal["success", "failure", "unknown"]
+    # "error": the plan could not run for a reason outside it (an action's tool server could not
+    # be reached, `ActionResult.infrastructure`): neither a success nor a failure of the remedy.
+    outcome: Literal["success", "failure", "unknown", "error"]
     detail: str = ""
 
 

@@ -191,7 +191,7 @@ class DecisionRecord(BaseModel):
     actions: list[ToolCall] = Field(default_factory=list)
     decision: Literal["approved", "acknowledged", "ignored", "modified", "expired", "automatic"] = "approved"
     decided_by: str | None = None
-    outcome: Literal["success", "failure", "unknown", "pending"] = "pending"
+    outcome: Literal["success", "failure", "unknown", "error", "pending"] = "pending"
     labels: dict[str, str] = Field(default_factory=dict)
 
 

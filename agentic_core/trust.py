@@ -76,6 +76,9 @@ class RunbookCounters(TrustRecord):
 
     expirations: int = 0
     automatic_decisions: int = 0
+    # runs of its plan that the platform could not carry out (a tool server unreachable or timed
+    # out): not executions, never failures; the policy does not read them
+    infra_errors: int = 0
     last_executed_at: datetime | None = None
     last_success_at: datetime | None = None
     last_failure_at: datetime | None = None

@@ -2,7 +2,9 @@
 random schedule kill -9s one part at a time, then the invariants.
 
     python benchmarks/chaos.py [--groups 60] [--kills 50] [--seed 17] [--gap 5] [--every 3] [--cap 900]
-                               [--healthy-reset 20]
+                               [--healthy-reset 20] [--only temporal ...]
+
+(`--only`: kill only these parts; `CHAOS_KEEP=DIR`: run in DIR and keep the data dir, logs included.)
 
 What it does:
 
@@ -36,11 +38,14 @@ What it does:
    crash (1 s back-off), as a lone failure in production is. `--healthy-reset 300` measures the
    default.
 5. Waits (at most --cap seconds) until every accepted group's incident is in a terminal state,
-   then checks the invariants:
+   then checks the invariants (and reports how long after the 202 each incident's first step,
+   its question, came: median, max):
    - one incident per accepted group: a ledger row, and exactly one IncidentWorkflow run in
      Temporal's visibility for its id;
    - every action ran exactly once: one PATCH per group's deployment in kmock's request log;
-   - nothing stuck: every incident terminal within the bound;
+   - nothing stuck: every incident terminal within the bound, and its first step within
+     `START_BOUND_S` of the intake's 202 (a late one is reported with its workflow history, each
+     workflow task attempt, and the kills around it);
    - no notification sent twice: no two ledger `notifications` rows of one incident with the
      same channel, kind and text;
    - the ledger agrees with Temporal: each incident's ledger status equals its workflow's
@@ -73,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 import httpx
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from agentic_core import search_attributes as sa
@@ -86,6 +92,15 @@ from workers.stack.state import pid_alive, read_state
 TERMINAL = {"resolved", "failed", "ignored", "expired", "unknown"}
 TOKEN = "chaos-intake-token"
 MODEL = "model"
+
+# An accepted group's first step (its question) must follow the intake's 202 within this, kills
+# included. A killed Temporal or worker is back in ~2 s and a workflow task lost with it is
+# retried after its 10 s timeout; on the loaded 2-core machine the first step takes 25 s at the
+# median and up to 45 s with Temporal killed every ~30 s. What the bound catches is the minutes
+# a workflow task retried three times and more waits: from its 4th attempt the server lengthens
+# its start-to-close timeout exponentially (temporalio/temporal#2765), so a late start is
+# reported with its history (each attempt) and the kills around it.
+START_BOUND_S = 120.0
 
 RUNBOOKS = {
     "approve.md": ("chaos/approve", "ChaosApprove", "manual"),
@@ -152,6 +167,9 @@ class Group:
     approved: bool = False
     sends: int = 0  # POSTs of its firing webhook, retries included
     refusals: list[int] = field(default_factory=list)  # statuses other than 202 on the way
+    accepted_at: float | None = None  # wall clock of the intake's 202
+    first_step_s: float | None = None  # 202 → the incident's first notification (its question)
+    timeline: list[str] = field(default_factory=list)  # a late start's history, for the report
 
 
 @dataclass
@@ -159,6 +177,7 @@ class Kill:
     kind: str
     at: float  # seconds since the start
     recover_s: float | None = None  # None: not back within the bound
+    wall: float = field(default_factory=time.time)  # when, by the wall clock
 
 
 @dataclass
@@ -171,6 +190,7 @@ class Report:
     load: tuple[float, float, float]
     intake_answers: dict[int, int]  # every status the intake answered to the sender, counted
     notifications: dict[str, int] = field(default_factory=dict)
+    start_bound_s: float = START_BOUND_S
 
     def recovery(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -197,14 +217,31 @@ class Report:
             f"wall time                              {self.wall_s:.0f} s",
             f"load average (1/5/15 min) at the end   {self.load[0]:.2f} / {self.load[1]:.2f} / {self.load[2]:.2f}"
             f" on {os.cpu_count()} cores",
-            "time to recover (kill -9 → healthy again), per part:",
         ]
+        starts = [g.first_step_s for g in self.groups if g.first_step_s is not None]
+        if starts:
+            lines.append(
+                f"202 → first step (question), s         median {statistics.median(starts):.1f}   max {max(starts):.1f}"
+                f"   over {self.start_bound_s:g} s: {sum(s > self.start_bound_s for s in starts)}"
+            )
+        lines.append("time to recover (kill -9 → healthy again), per part:")
         for kind, times in sorted(self.recovery().items()):
             lines.append(
                 f"  {kind:<14} n={len(times):<3} median {statistics.median(times):5.1f} s   max {max(times):5.1f} s"
             )
         for v in self.violations:
             lines.append(f"VIOLATION: {v}")
+        for g in self.groups:
+            if g.timeline:
+                lines.append(f"late start of {g.incident_id} ({g.dep}), its history (s after the 202):")
+                lines.extend(f"  {e}" for e in g.timeline)
+                assert g.accepted_at is not None
+                near = [
+                    f"{k.kind} at {k.wall - g.accepted_at:+.1f} s (back in {k.recover_s or 0:.1f} s)"
+                    for k in self.kills
+                    if -30 < k.wall - g.accepted_at < (g.first_step_s or 0)
+                ]
+                lines.append("  kills meanwhile: " + ("; ".join(near) or "none"))
         return lines
 
 
@@ -248,6 +285,8 @@ class Chaos:
                 if status != 202:
                     group.refusals.append(status)
             if status == 202:
+                if group is not None:
+                    group.accepted_at = time.time()
                 return True
             if 400 <= status < 500 or time.monotonic() > deadline:
                 return False
@@ -427,11 +466,53 @@ async def check(chaos: Chaos, k: Any, groups: list[Group], statuses: dict[str, s
             [g.incident_id for g in accepted],
         )
         chaos.notifications = {r["kind"]: r["n"] for r in kinds}
+        firsts = await conn.fetch(
+            "select incident_id, min(sent_at) as at from notifications where incident_id = any($1::text[])"
+            " group by incident_id",
+            [g.incident_id for g in accepted],
+        )
+        first_at = {r["incident_id"]: r["at"].timestamp() for r in firsts}
+        for g in accepted:
+            if g.accepted_at is None:
+                continue
+            if g.incident_id not in first_at:
+                violations.append(f"{g.incident_id} ({g.dep}): no notification at all")
+                continue
+            g.first_step_s = max(0.0, first_at[g.incident_id] - g.accepted_at)
+            if g.first_step_s > START_BOUND_S:
+                violations.append(
+                    f"{g.incident_id} ({g.dep}): its first step came {g.first_step_s:.0f} s after the intake's 202"
+                    f" (bound {START_BOUND_S:g} s)"
+                )
+                g.timeline = await _timeline(client, g)
         for r in dups:
             violations.append(f"{r['incident_id']}: notification {r['kind']} on {r['channel']} sent {r['n']} times")
     finally:
         await conn.close()
     return violations
+
+
+async def _timeline(client: Client, g: Group, limit: int = 40) -> list[str]:
+    """The first events of a group's workflow history, in seconds after the 202 (a late start's
+    evidence: which task waited, and for what)."""
+    out: list[str] = []
+    with contextlib.suppress(Exception):
+        history = await client.get_workflow_handle(g.incident_id).fetch_history()
+        for e in list(history.events)[:limit]:
+            at = e.event_time.ToDatetime().timestamp() - (g.accepted_at or 0.0)
+            name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+            extra = ""
+            if e.HasField("workflow_task_scheduled_event_attributes"):
+                a = e.workflow_task_scheduled_event_attributes
+                extra = f" queue={a.task_queue.name} kind={a.task_queue.kind} attempt={a.attempt}"
+            elif e.HasField("workflow_task_started_event_attributes"):
+                extra = f" by {e.workflow_task_started_event_attributes.identity}"
+            elif e.HasField("workflow_task_timed_out_event_attributes"):
+                extra = f" {e.workflow_task_timed_out_event_attributes.timeout_type}"
+            elif e.HasField("workflow_task_failed_event_attributes"):
+                extra = f" cause={e.workflow_task_failed_event_attributes.cause}"
+            out.append(f"{at:7.1f}  {name}{extra}")
+    return out
 
 
 async def run_chaos(
@@ -538,11 +619,21 @@ def main() -> None:
         "--healthy-reset", type=float, default=20.0, help="AGENTIC_SUPERVISOR_HEALTHY_RESET_S for the stack (see above)"
     )
     ap.add_argument("--cap", type=float, default=900.0, help="bound, seconds, on a group's life and the final wait")
+    ap.add_argument("--only", nargs="*", default=None, help="kill only these parts (e.g. temporal worker)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="agentic-chaos-") as tmp:
+    keep = os.environ.get("CHAOS_KEEP")  # a directory: the run's data (logs included) stays there
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="agentic-chaos-") as tmp:
         report = asyncio.run(
             run_chaos(
-                args.groups, args.kills, args.seed, args.gap, args.every, args.cap, Path(tmp), None, args.healthy_reset
+                args.groups,
+                args.kills,
+                args.seed,
+                args.gap,
+                args.every,
+                args.cap,
+                Path(tmp),
+                args.only,
+                args.healthy_reset,
             )
         )
     print("\n".join(report.lines()))

@@ -93,6 +93,41 @@ async def level_counts(settings: Settings) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in ("manual", "prompted", "standard")}
 
 
+class RunbookRecordLine(BaseModel):
+    """One runbook's record in `agentic runbooks stats --records --json`."""
+
+    runbook_id: str
+    level: str
+    executions: int
+    successes: int
+    failures: int  # of its remedy
+    infra_errors: int  # runs the platform could not carry out (tool server unreachable): not failures
+    smoothed_success: float
+
+
+async def runbook_records(settings: Settings) -> list[RunbookRecordLine]:
+    from activities.trust.activities import to_record
+    from agentic_core import trust
+
+    ledger = await _ledger(settings)
+    try:
+        rows = await ledger.all_runbook_stats()
+    finally:
+        await ledger.close()
+    return [
+        RunbookRecordLine(
+            runbook_id=stats.runbook_id,
+            level=level.value,
+            executions=stats.executions,
+            successes=stats.successes,
+            failures=stats.failures,
+            infra_errors=stats.infra_errors,
+            smoothed_success=round(trust.estimate(to_record(stats)), 4),
+        )
+        for level, stats in rows
+    ]
+
+
 async def run_review(settings: Settings, quarter: str | None) -> TrustReviewResult:
     from temporalio.client import WorkflowFailureError
 

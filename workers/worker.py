@@ -280,6 +280,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 tools.list_tools,
                 tools.guard,
                 tools.execute,
+                # hardening (#17): an execute that gave up closes its ledger row; on this queue,
+                # as the tools workers may be what is gone
+                tools.give_up,
                 guardrails.record,
                 reports.compute_digest,
                 reports.write_digest,

@@ -95,7 +95,7 @@ from workflows.stages import error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import IncidentActivities
-    from activities.tools import ERR_REFUSED, EXECUTE, GUARD, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, EXECUTE, GIVE_UP, GUARD, LIST_TOOLS
     from activities.trust.activities import TrustActivities
     from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
@@ -119,6 +119,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalResult,
         Choice,
         ExecuteInput,
+        GiveUpInput,
         GuardedAction,
         GuardInput,
         GuardResult,
@@ -182,6 +183,9 @@ UNTRUSTED_PLAN_EVENT_PATCH = "untrusted-plan-event"
 INVESTIGATE_PATCH = "investigate"
 # a GitOps action (commit_edit) is bound to the commit its diff was shown against (evidence.bind_bases)
 GITOPS_BASE_PATCH = "gitops-base"
+# an action whose `tools.execute` gave up (retries exhausted, timed out, no result) is closed in
+# the ledger by `tools.give_up`: its row ends `failed` with the reason, never `running` forever
+ACTION_GIVE_UP_PATCH = "action-give-up"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -249,6 +253,7 @@ class IncidentWorkflow:
         self._untrusted_event = False  # UNTRUSTED_PLAN_EVENT_PATCH (set when the run starts)
         self._investigate = False  # INVESTIGATE_PATCH (set when the run starts)
         self._gitops_base = False  # GITOPS_BASE_PATCH (set when the run starts)
+        self._give_up = False  # ACTION_GIVE_UP_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
         self._merge(inp.group, record=False)  # incident.triage records the first alerts
 
@@ -447,6 +452,7 @@ class IncidentWorkflow:
         self._untrusted_event = workflow.patched(UNTRUSTED_PLAN_EVENT_PATCH)
         self._investigate = workflow.patched(INVESTIGATE_PATCH)
         self._gitops_base = workflow.patched(GITOPS_BASE_PATCH)
+        self._give_up = workflow.patched(ACTION_GIVE_UP_PATCH)
         if self._at_start:
             self._trust_patch = workflow.patched(AUTONOMY_TRUST_PATCH)
             self._executing_notice = workflow.patched(EXECUTING_NOTICE_PATCH)
@@ -778,9 +784,13 @@ class IncidentWorkflow:
                 await self._notify(NotifyKind.UPDATE, done_text, edit_of=self._message_ref) or self._message_ref
             )
         if failed is not None:
+            # An action the platform could not run is an error, not a failure of the remedy.
+            detail = f"action {failed.index} ({failed.tool}): {failed.error}"
             return await self._close(
                 IncidentStatus.FAILED,
-                VerifyResult(outcome="failure", detail=f"action {failed.index} ({failed.tool}): {failed.error}"),
+                VerifyResult(outcome="error", detail=detail)
+                if failed.infrastructure
+                else VerifyResult(outcome="failure", detail=detail),
             )
         return None
 
@@ -884,13 +894,39 @@ class IncidentWorkflow:
                     idempotency_key=key,
                     status="refused" if refused else "failed",
                     error=error_message(exc),
+                    # no result from the tool: the platform could not run it (not the remedy failing)
+                    infrastructure=not refused,
                 )
+                if not refused and self._give_up:
+                    res = await self._give_up_action(i, call, key, res)
             st.actions.append(res)
             if res.status == "refused":
                 st.refused.append(GuardedAction(index=i, call=call, allowed=False, reason=res.error or "refused"))
             if res.status != "succeeded":
                 return res
         return None
+
+    async def _give_up_action(self, index: int, call: ToolCall, key: str, res: ActionResult) -> ActionResult:
+        """`tools.execute` gave up on this action: close its ledger row (`tools.give_up`, on this
+        run's own queue: the tools workers may be what is gone). The recorded result comes back
+        (another attempt may have finished it meanwhile); if the ledger cannot be reached, `res`."""
+        try:
+            return await workflow.execute_activity(
+                GIVE_UP,
+                GiveUpInput(
+                    incident_id=self._state.incident_id, index=index, call=call, idempotency_key=key, reason=res.error
+                ),
+                result_type=ActionResult,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning(
+                "incident %s: action %s not closed in the ledger: %s", self._state.incident_id, key, exc
+            )
+            return res
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -965,7 +1001,10 @@ class IncidentWorkflow:
         choice = st.decision.choice if st.decision is not None else ("automatic" if ran else None)
         if not ran or choice not in ("approved", "automatic"):
             return None, None
-        if any(a.status == "failed" for a in st.actions):
+        failed = [a for a in st.actions if a.status == "failed"]
+        if failed and all(a.infrastructure for a in failed):
+            return self._level, None  # the platform could not run it: no evidence about the remedy
+        if failed:
             return self._level, False
         outcome = st.outcome.outcome if st.outcome is not None else "unknown"
         return self._level, (None if outcome == "unknown" else outcome == "success")

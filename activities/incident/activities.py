@@ -365,7 +365,11 @@ class IncidentActivities:
                 ("approved", "automatic", "modified") if learned else ("approved", "automatic")
             ):
                 return
-            failed = any(a.status == "failed" for a in state.actions)
+            failures = [a for a in state.actions if a.status == "failed"]
+            failed = bool(failures)
+            # The platform could not run an action (its tool server unreachable or timed out):
+            # counted apart, never as a failure of the runbook's remedy.
+            infra = failed and all(a.infrastructure for a in failures)
             outcome = state.outcome.outcome if state.outcome is not None else "unknown"
             if not failed and outcome == "unknown":
                 return  # ran, but nobody knows whether it helped: no evidence either way
@@ -378,6 +382,9 @@ class IncidentActivities:
                 return
             if plan_hash(own_plan) != plan_hash(unbound(state.plan)):  # a GitOps action's `base` aside
                 return  # another plan ran under this runbook's name: not its record
+            if infra:
+                await self.ledger.record_infra_error(rid, event_key=f"{scope}/execution")
+                return
             await self.ledger.record_execution(
                 rid, success=not failed and outcome == "success", event_key=f"{scope}/execution"
             )

@@ -31,7 +31,7 @@ CLOSED_STATUSES: frozenset[str] = frozenset({"resolved", "failed", "ignored", "e
 AlertStatus = Literal["firing", "resolved"]
 DecisionChoice = Literal["approved", "acknowledged", "ignored", "modified", "expired", "automatic"]
 ActionStatus = Literal["running", "succeeded", "failed", "refused", "skipped"]
-OutcomeResult = Literal["success", "failure", "unknown"]
+OutcomeResult = Literal["success", "failure", "unknown", "error"]
 UpsertResult = Literal["added", "updated", "unchanged"]
 
 

@@ -147,6 +147,22 @@ class RunbookStore(LedgerBase):
                 return RunbookStats(runbook_id=runbook_id) if exists else None
         return RunbookStats.model_validate(dict(row))
 
+    async def all_runbook_stats(self) -> list[tuple[AutomationLevel, RunbookStats]]:
+        """Every runbook's level and counters (zeros if none yet), by id (`agentic runbooks stats`)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT r.id AS rid, r.automation_level AS level, s.*
+                FROM runbooks r LEFT JOIN runbook_stats s ON s.runbook_id = r.id
+                ORDER BY r.id
+                """
+            )
+        out: list[tuple[AutomationLevel, RunbookStats]] = []
+        for r in rows:
+            counters = {k: v for k, v in dict(r).items() if k not in ("rid", "level", "runbook_id") and v is not None}
+            out.append((AutomationLevel(r["level"]), RunbookStats.model_validate({**counters, "runbook_id": r["rid"]})))
+        return out
+
     async def _bump(self, runbook_id: str, kind: str, assignments: str, event_key: str | None) -> RunbookStats:
         """Apply `assignments` (SQL over runbook_stats) once; once per `event_key` when given."""
         async with self._conn(transaction=True) as conn:
@@ -188,6 +204,12 @@ class RunbookStore(LedgerBase):
             sets = "executions = executions + 1, failures = failures + 1, last_executed_at = now(), "
             sets += "last_failure_at = now()"
         return await self._bump(runbook_id, "success" if success else "failure", sets, event_key)
+
+    async def record_infra_error(self, runbook_id: str, *, event_key: str | None = None) -> RunbookStats:
+        """Count one run of the runbook's plan that the platform could not carry out (its tool
+        server unreachable or timed out): not an execution and not a failure of its remedy, so the
+        trust policy never sees it. With `event_key`, counted at most once (migration 0012)."""
+        return await self._bump(runbook_id, "error", "infra_errors = infra_errors + 1", event_key)
 
     async def record_decision_stat(
         self, runbook_id: str, choice: DecisionChoice, *, event_key: str | None = None

@@ -6,7 +6,7 @@
 Shared between the tool servers (workers/toolservers/), the gateway and the workflows that call
 the gateway (no heavy imports here, so a workflow can import these names):
 
-- the activity names `LIST_TOOLS`, `GUARD`, `EXECUTE`, and the error types the gateway raises:
+- the activity names `LIST_TOOLS`, `GUARD`, `EXECUTE`, `GIVE_UP`, and the error types the gateway raises:
   `ERR_REFUSED` (non-retryable: the action may not run), `ERR_UNAVAILABLE` (retryable: its
   server cannot be reached), `ERR_CONFLICT` (an idempotency key reused for another action);
 
@@ -31,6 +31,7 @@ IDEMPOTENCY_KEY_META = "agentic.dev/idempotency-key"
 LIST_TOOLS = "tools.list_tools"
 GUARD = "tools.guard"
 EXECUTE = "tools.execute"
+GIVE_UP = "tools.give_up"  # an execute that gave up: its ledger row ends `failed`, never `running`
 
 ERR_REFUSED = "ToolRefused"
 ERR_UNAVAILABLE = "ToolServerUnavailable"
@@ -41,6 +42,7 @@ __all__ = [
     "ERR_REFUSED",
     "ERR_UNAVAILABLE",
     "EXECUTE",
+    "GIVE_UP",
     "GUARD",
     "IDEMPOTENCY_KEY_META",
     "IDEMPOTENCY_TIMESTAMP_META",

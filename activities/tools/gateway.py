@@ -34,6 +34,13 @@ the refused action row; `screen` checks one call without an incident (the agent 
   clash with execution keys and refusing the same action twice records it once.
 - `tools.execute`: runs one approved action exactly once (see below). An agent run's write
   (`ExecuteInput.agent_run`) is an action of the run (`actions.run_id`), not of an incident.
+- `tools.give_up`: the workflow gave up on an action's `tools.execute` (its retries ran out, it
+  timed out, or it failed without a result): the action's row ends `failed` with the reason,
+  never `running` forever (a row that was never claimed is recorded `failed` too, so the ledger
+  says what happened to every approved action). A row another attempt finished meanwhile keeps
+  its result, which is returned. The failure is marked `infrastructure`: the platform could not
+  run the action, which says nothing about the runbook's remedy. Runs on the orchestration
+  queue (the tools workers may be what is gone).
 - `tools.call`: an agent's read-only tool call (`AgentWorkflow`): the same checks as the guard,
   tools that change anything refused (they go through approval and `tools.execute`), the whole
   text result stored in the ledger as a blob, a `ResultRef` with a short preview returned, so a
@@ -102,6 +109,7 @@ from activities.tools import (
     ERR_REFUSED,
     ERR_UNAVAILABLE,
     EXECUTE,
+    GIVE_UP,
     GUARD,
     IDEMPOTENCY_KEY_META,
     IDEMPOTENCY_TIMESTAMP_META,
@@ -122,6 +130,7 @@ from agentic_core.agents import (
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
+    GiveUpInput,
     GuardedAction,
     GuardInput,
     GuardResult,
@@ -504,7 +513,7 @@ class ToolActivities:
         if refusal is not None and reason is not None:
             await self._event(f"{key}/refused", refusal[0], inp.agent, inp.incident_id, call.tool, reason)
             if existing is not None:  # interrupted earlier, and now no longer allowed: not resumed
-                row = await self._finish(key, "failed", None, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")
+                row = await self._finish(key, "failed", _INFRA, f"outcome unknown: {_UNKNOWN}; not retried: {reason}")
                 return _recorded(row, already_ran=False)
             await self._record_refusal(inp.incident_id, inp.index, call, key, reason, agent_run=inp.agent_run)
             refused = ActionResult(index=inp.index, tool=call.tool, idempotency_key=key, status="refused", error=reason)
@@ -523,7 +532,7 @@ class ToolActivities:
         if row.existed and not tool.safe_to_repeat:
             activity.logger.warning("action %s was interrupted mid-call; %s is not safe to repeat", key, call.tool)
             row = await self._finish(
-                key, "failed", None, f"outcome unknown: {_UNKNOWN}; {call.tool} is not safe to repeat, so it was not"
+                key, "failed", _INFRA, f"outcome unknown: {_UNKNOWN}; {call.tool} is not safe to repeat, so it was not"
             )
             return _recorded(row, already_ran=False)
 
@@ -538,7 +547,7 @@ class ToolActivities:
                 result = await self._call(tool, arguments, reuse=False)
         except ServerError as exc:
             if exc.sent and not tool.safe_to_repeat:
-                row = await self._finish(key, "failed", None, f"outcome unknown: {exc}; check the cluster by hand")
+                row = await self._finish(key, "failed", _INFRA, f"outcome unknown: {exc}; check the cluster by hand")
                 return _recorded(row, already_ran=False)
             # Not sent, or safe to repeat: the retry resumes from the running row.
             raise ApplicationError(str(exc), type=ERR_UNAVAILABLE) from None
@@ -559,6 +568,24 @@ class ToolActivities:
         with metrics.safely():
             metrics.ACTIONS.labels(metrics.label(inp.agent), row.status).inc()
         return _recorded(row, already_ran=row.status != ("failed" if result.is_error else "succeeded"))
+
+    @activity.defn(name=GIVE_UP)
+    async def give_up(self, inp: GiveUpInput) -> ActionResult:
+        """The execute activity of this action gave up: its row ends `failed` with the reason (a
+        row never claimed is recorded `failed`); a row already finished keeps its result."""
+        key, call = inp.idempotency_key, inp.call
+        reason = f"gave up: {inp.reason}"[:MAX_OUTPUT_CHARS]
+        try:
+            row = await self.ledger.start_action(
+                inp.incident_id, inp.index, call.tool, call.arguments, key, agent_run=inp.agent_run
+            )
+        except ConflictError as exc:
+            raise ApplicationError(str(exc), type=ERR_CONFLICT, non_retryable=True) from None
+        if row.status != "running":
+            return _recorded(row)  # another attempt finished it: its result stands
+        activity.logger.warning("action %s: execution gave up, recorded failed: %s", key, inp.reason)
+        row = await self._finish(key, "failed", _INFRA, reason)
+        return _recorded(row, already_ran=row.status != "failed" or row.error != reason)
 
     @activity.defn(name=ACTIVITY_TOOL_CALL)
     async def call(self, inp: ToolCallInput) -> ToolCallResult:
@@ -618,6 +645,7 @@ class ToolActivities:
             )
 
 
+_INFRA: dict[str, Any] = {"infrastructure": True}  # a failed row's result: the platform could not run it
 _UNKNOWN = "an earlier attempt was interrupted during the call and may or may not have changed the cluster"
 
 
@@ -632,4 +660,5 @@ def _recorded(row: ActionRow, *, already_ran: bool = True) -> ActionResult:
         output=str(result.get("text", ""))[:MAX_OUTPUT_CHARS],
         error=(row.error or "")[:MAX_OUTPUT_CHARS],
         already_ran=already_ran,
+        infrastructure=status == "failed" and bool(result.get("infrastructure")),
     )

@@ -709,3 +709,34 @@ def test_the_task_queues_run_as_three_worker_deployments() -> None:
     assert "AGENTIC_WORKER_QUEUES" not in {
         e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]
     }
+
+
+def test_the_queue_workers_have_disruption_budgets_and_are_scraped() -> None:
+    """#17: worker-model and worker-tools, like the orchestration worker, have a PodDisruptionBudget
+    (wave 10) and a metrics Service that the agents' ServiceMonitor scrapes (wave 6)."""
+    docs = render("default", ("observability.serviceMonitors.enabled=true",))
+    deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pdbs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
+    [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "agentic-agents"]
+    scraped_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    for name in ("worker", "worker-model", "worker-tools"):
+        pod_labels = deps[name]["spec"]["template"]["metadata"]["labels"]
+        pdb = pdbs[name]
+        assert pdb["metadata"]["namespace"] == "ai-agents" and pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), (name, pdb)
+        assert _wave(pdb) == 10
+        [svc] = [
+            d
+            for d in docs
+            if d["kind"] == "Service"
+            and d["spec"].get("selector", {}).items() <= pod_labels.items()
+            and d["metadata"]["namespace"] == "ai-agents"
+            and d["spec"].get("selector")
+        ]
+        assert {p["name"] for p in svc["spec"]["ports"]} == {"metrics", "temporal-metrics"} <= scraped_ports
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert svc["metadata"]["namespace"] in monitor["spec"]["namespaceSelector"]["matchNames"]
+    # one worker polling every queue: nothing for the queue workers
+    single = render("default", ("workerQueues.enabled=false", "observability.serviceMonitors.enabled=true"))
+    names = {(d["kind"], d["metadata"]["name"]) for d in single}
+    assert not {("PodDisruptionBudget", "worker-model"), ("Service", "worker-tools-metrics")} & names

@@ -71,6 +71,10 @@ SEEDS: dict[str, list[str]] = {
         "INSERT INTO api_keys (name, prefix, key_hash, agents) VALUES ('ops', 'abc123', '\\x00ff'::bytea, '{web}')",
         "INSERT INTO gateway_audit (key_name, method, path, status) VALUES ('ops', 'POST', '/v1/models', 200)",
     ],
+    "0012": [
+        "UPDATE runbook_stats SET infra_errors = 1",
+        "INSERT INTO outcomes (incident_id, result, detail) VALUES ('inc-1', 'error', 'tool server unreachable')",
+    ],
 }
 
 

@@ -28,6 +28,7 @@ from activities.tools.gateway import (
 )
 from agentic_core.incident import (
     ExecuteInput,
+    GiveUpInput,
     GuardInput,
     ListToolsInput,
     idempotency_key,
@@ -410,6 +411,7 @@ async def test_a_failing_tool_is_recorded_as_failed(
     inp = execute_input(incident, 0, "scale_deployment", {"namespace": NS, "deployment": "sonar", "replicas": 2})
     result = await env.run(acts.execute, inp)
     assert result.status == "failed" and result.already_ran is False
+    assert not result.infrastructure  # the tool answered: the remedy itself failed
     assert result.error == (
         "deployment media/sonar not found: check the namespace and name (kubectl -n media get deploy)"
     )
@@ -504,6 +506,7 @@ async def test_an_interrupted_call_of_a_tool_unsafe_to_repeat_is_not_repeated(
     result = await env.run(acts.execute, inp)
     assert result.status == "failed" and result.error.startswith("outcome unknown: ")
     assert "not safe to repeat" in result.error
+    assert result.infrastructure  # the platform lost the call: not the remedy's failure
     assert requests_for(k, "whisparr") == []
     row = await ledger.get_action(inp.idempotency_key)
     assert row is not None and row.status == "failed"
@@ -534,6 +537,50 @@ async def test_an_unreachable_server_is_a_retryable_error(ledger: Ledger, env: A
     with pytest.raises(ApplicationError):
         await env.run(offline.execute, inp)
     assert await ledger.get_action(inp.idempotency_key) is None  # nothing claimed: nothing ran
+
+
+async def test_give_up_closes_the_row_and_keeps_a_finished_one(
+    acts: ToolActivities, ledger: Ledger, env: ActivityEnvironment
+) -> None:
+    """#17: the workflow gave up on an action (`tools.give_up`): a row left `running` by the
+    attempts ends `failed` with the reason, a row never claimed is recorded `failed`, both marked
+    `infrastructure`; a row another attempt finished keeps its result."""
+    incident = uid("giveup")
+    args = {"namespace": NS, "deployment": "lidarr"}
+    running = execute_input(incident, 0, "rollout_restart", args)
+    await ledger.start_action(incident, 0, "rollout_restart", args, running.idempotency_key)
+
+    def give_up(inp: ExecuteInput) -> GiveUpInput:
+        return GiveUpInput(
+            incident_id=inp.incident_id,
+            index=inp.index,
+            call=inp.call,
+            idempotency_key=inp.idempotency_key,
+            reason="ToolServerUnavailable: cannot reach MCP server 'infra'",
+        )
+
+    res = await env.run(acts.give_up, give_up(running))
+    assert (res.status, res.infrastructure, res.already_ran) == ("failed", True, False)
+    assert res.error == "gave up: ToolServerUnavailable: cannot reach MCP server 'infra'"
+    row = await ledger.get_action(running.idempotency_key)
+    assert row is not None and (row.status, row.error) == ("failed", res.error) and row.finished_at is not None
+    again = await env.run(acts.give_up, give_up(running))  # a retried give-up changes nothing
+    assert (again.status, again.error, again.infrastructure) == ("failed", res.error, True)
+    # execute afterwards answers from the ledger, without calling the tool
+    assert (await env.run(acts.execute, running)).status == "failed"
+
+    never = execute_input(incident, 1, "rollout_restart", args)
+    res = await env.run(acts.give_up, give_up(never))
+    assert (res.status, res.infrastructure) == ("failed", True)
+    row = await ledger.get_action(never.idempotency_key)
+    assert row is not None and row.status == "failed" and row.error is not None and "gave up" in row.error
+
+    done = execute_input(incident, 2, "get_pods", {"namespace": NS})
+    assert (await env.run(acts.execute, done)).status == "succeeded"
+    kept = await env.run(acts.give_up, give_up(done))
+    assert (kept.status, kept.infrastructure, kept.already_ran) == ("succeeded", False, True)
+    row = await ledger.get_action(done.idempotency_key)
+    assert row is not None and row.status == "succeeded"
 
 
 async def test_a_wrong_token_says_so(ledger: Ledger, server: McpProcess, env: ActivityEnvironment) -> None:

@@ -6,7 +6,9 @@ The incident is the happy path of `test_incident_workflow` (question, the invest
 gathering the runbook's three evidence calls, approve, two actions, verified by the alert
 resolving; with `--nothing-to-run`, a question about a plan whose every action was refused,
 acknowledged, then resolved; with `--untrusted-plan`, NORMAL mode and the model's own plan for a
-standard runbook, which records an `untrusted_plan` guardrail event before it asks) on the
+standard runbook, which records an `untrusted_plan` guardrail event before it asks; with
+`--gave-up`, the approved restart's tool server unreachable through every retry, so the incident
+gives up on it (`tools.give_up`) and fails) on the
 time-skipping server with the fake activities. Capture
 a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
 and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
@@ -31,7 +33,9 @@ from tests.support.temporal import register_search_attributes, time_skipping_ser
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
-async def capture(name: str, *, nothing_to_run: bool = False, untrusted_plan: bool = False) -> None:
+async def capture(
+    name: str, *, nothing_to_run: bool = False, untrusted_plan: bool = False, gave_up: bool = False
+) -> None:
     """`nothing_to_run`: the VERBOSE question about a plan whose every action was refused,
     acknowledged, then resolved (`python -m tests.support.capture_history NAME --nothing-to-run`);
     `untrusted_plan`: NORMAL mode, the model's own plan for a standard runbook (`--untrusted-plan`)."""
@@ -47,14 +51,17 @@ async def capture(name: str, *, nothing_to_run: bool = False, untrusted_plan: bo
     if untrusted_plan:
         fakes = t.Fakes(runbook_level=AutomationLevel.STANDARD, confidence=0.95, proposal_actions=[t.SCALE])
         config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
+    if gave_up:
+        fakes = t.Fakes(unreachable_tools={t.RESTART.tool})
     choice = "acknowledged" if nothing_to_run else "approved"
     try:
         await register_search_attributes(env.client)
         async with t.incident(env, fakes, config) as run:
             st = await run.awaiting()
             await run.decide(DecideInput(choice=choice, by="alice", plan_hash=st.plan_hash or ""))
-            await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
-            await run.signal(t.make_group(run.incident_id, AlertStatus.RESOLVED))
+            if not gave_up:
+                await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+                await run.signal(t.make_group(run.incident_id, AlertStatus.RESOLVED))
             await run.result()
             incident = await run.handle.fetch_history()
             approval = await run.approval().fetch_history()
@@ -69,5 +76,10 @@ async def capture(name: str, *, nothing_to_run: bool = False, untrusted_plan: bo
 if __name__ == "__main__":
     flags = sys.argv[2:]
     asyncio.run(
-        capture(sys.argv[1], nothing_to_run="--nothing-to-run" in flags, untrusted_plan="--untrusted-plan" in flags)
+        capture(
+            sys.argv[1],
+            nothing_to_run="--nothing-to-run" in flags,
+            untrusted_plan="--untrusted-plan" in flags,
+            gave_up="--gave-up" in flags,
+        )
     )

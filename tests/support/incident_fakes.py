@@ -32,6 +32,7 @@ from agentic_core.incident import (
     DecideInput,
     DecideResult,
     ExecuteInput,
+    GiveUpInput,
     GuardedAction,
     GuardInput,
     GuardResult,
@@ -145,6 +146,7 @@ class Fakes:
     refuse: set[str] = field(default_factory=lambda: {DELETE_NS.tool})
     fail_tools: set[str] = field(default_factory=set)
     refuse_at_execute: set[str] = field(default_factory=set)
+    unreachable_tools: set[str] = field(default_factory=set)  # execute raises a retryable ToolServerUnavailable
     notifications: list[NotifyInput] = field(default_factory=list)
     executed: list[ExecuteInput] = field(default_factory=list)
     guarded: list[GuardInput] = field(default_factory=list)
@@ -154,6 +156,7 @@ class Fakes:
     recalls: list[RecallInput] = field(default_factory=list)
     evaluations: list[EvaluateTrustInput] = field(default_factory=list)
     guardrail_events: list[GuardrailEvent] = field(default_factory=list)
+    given_up: list[GiveUpInput] = field(default_factory=list)  # `tools.give_up` calls
     trust_result: Callable[[EvaluateTrustInput], EvaluateTrustResult] | None = None
     recall_runbook: bool = True  # False: no runbook is recalled
     tools: list[ToolSpec] = field(default_factory=lambda: [*TOOLS, *READ_TOOLS])
@@ -253,6 +256,8 @@ class Fakes:
         self.executed.append(inp)
         if inp.call.tool in self.refuse_at_execute:  # the gateway's defence in depth
             raise ApplicationError(f"{inp.call.tool} is no longer allowed", type="ToolRefused", non_retryable=True)
+        if inp.call.tool in self.unreachable_tools:  # every attempt: the workflow gives up in the end
+            raise ApplicationError(f"cannot reach the MCP server of {inp.call.tool}", type="ToolServerUnavailable")
         if inp.call.tool in self.slow_tools:
             await asyncio.sleep(self.slow_tools[inp.call.tool])
         if inp.call.tool in self.fail_tools:
@@ -264,6 +269,18 @@ class Fakes:
             output = self.evidence_outputs[inp.call.tool]
         return ActionResult(
             index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded", output=output
+        )
+
+    @activity.defn(name="tools.give_up")
+    async def give_up(self, inp: GiveUpInput) -> ActionResult:
+        self.given_up.append(inp)
+        return ActionResult(
+            index=inp.index,
+            tool=inp.call.tool,
+            idempotency_key=inp.idempotency_key,
+            status="failed",
+            error=f"gave up: {inp.reason}",
+            infrastructure=True,
         )
 
     @activity.defn(name="guardrails.record")
@@ -294,6 +311,7 @@ class Fakes:
             self.list_tools,
             self.guard,
             self.execute,
+            self.give_up,
         ]
 
     def kinds(self) -> list[NotifyKind]:

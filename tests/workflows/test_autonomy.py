@@ -23,6 +23,7 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -32,6 +33,8 @@ from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.ledger.repository import Ledger
+from activities.tools import ERR_UNAVAILABLE
+from activities.tools.gateway import ToolActivities
 from activities.trust.activities import TrustActivities
 from agentic_core.alerts import AlertStatus
 from agentic_core.autonomy import (
@@ -48,9 +51,11 @@ from agentic_core.autonomy import (
 from agentic_core.incident import (
     QUERY_APPROVAL,
     UPDATE_DECIDE,
+    ActionResult,
     ApprovalState,
     DecideInput,
     DecideResult,
+    ExecuteInput,
     IncidentConfig,
     IncidentState,
     IncidentStatus,
@@ -68,6 +73,7 @@ from tests.support.incident_fakes import LABELS, LOGS, RESTART, Fakes, incident,
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.approval import ApprovalWorkflow
+from workflows.incident import EXECUTE_RETRY
 from workflows.promotion import RunbookPromotionWorkflow
 from workflows.trust_review import TrustReviewWorkflow
 
@@ -220,6 +226,61 @@ async def test_a_failure_of_a_standard_runbook_demotes_it_inside_that_same_incid
         assert st.verdict == PolicyVerdict.ASK_RECOMMEND
         await run2.decide(DecideInput(choice="ignored", by="alice", plan_hash=st.plan_hash or ""))
         await run2.result()
+
+
+async def test_an_unreachable_tool_server_fails_the_action_in_the_ledger_and_does_not_demote(
+    env: WorkflowEnvironment, ledger: Ledger, kb: KnowledgeBase
+) -> None:
+    """#17: the gateway claimed the action's row, then its MCP server stayed unreachable through
+    every retry (`EXECUTE_RETRY`). The row ends `failed` with the reason (`tools.give_up`, the real
+    gateway activity on the real ledger), never `running`; the outcome is an infrastructure
+    `error`, counted apart in the runbook's record, and the standard runbook keeps its level
+    (a failure of the remedy itself still demotes it: the test above)."""
+    rid = await add_runbook(ledger, kb, S, successes=60)
+    fakes = Fakes(runbook_level=S, confidence=0.9)
+    fakes.recall = _recall_of(rid, S)  # type: ignore[method-assign]
+    attempts: list[int] = []
+
+    @activity.defn(name="tools.execute")
+    async def execute(inp: ExecuteInput) -> ActionResult:
+        if inp.call.tool != RESTART.tool:
+            return ActionResult(
+                index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded"
+            )
+        attempts.append(activity.info().attempt)
+        # as the gateway does: the key is claimed, then the server cannot be reached
+        await ledger.start_action(inp.incident_id, inp.index, inp.call.tool, inp.call.arguments, inp.idempotency_key)
+        raise ApplicationError("MCP server infra (http://127.0.0.1:9/mcp): connection refused", type=ERR_UNAVAILABLE)
+
+    gateway = ToolActivities(ledger, servers={}, token=None, allow={})
+    acts = real_activities(fakes, kb, ledger, propose=_propose_for(rid))
+    acts.remove(fakes.execute)
+    acts += [execute, gateway.give_up]
+    config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
+    try:
+        async with incident(env, fakes, config, activities=acts) as run:
+            final = await run.result()
+            await run.state()  # learns the occurrence (the action's key)
+    finally:
+        await gateway.aclose()
+    assert len(attempts) == EXECUTE_RETRY.maximum_attempts  # it waited for the server, then gave up
+    row = await ledger.get_action(run.key(1))
+    assert row is not None and row.status == "failed" and row.finished_at is not None, row
+    assert row.error is not None and "gave up" in row.error and "connection refused" in row.error, row.error
+    assert [a.status for a in final.actions] == ["succeeded", "failed"]
+    assert final.actions[1].infrastructure and "gave up" in final.actions[1].error
+    assert final.status == IncidentStatus.FAILED
+    assert final.outcome is not None and final.outcome.outcome == "error", final.outcome
+    assert [o.result for o in await ledger.list_outcomes(run.incident_id)] == ["error"]
+    # not a failure of the runbook's remedy: counted apart, and the runbook stays standard
+    stats = await ledger.runbook_stats(rid)
+    assert stats is not None and (stats.executions, stats.failures, stats.infra_errors) == (60, 0, 1), stats
+    rb = await ledger.get_runbook(rid)
+    assert rb is not None and rb.automation_level == S
+    assert [h.to_level for h in await ledger.level_history(rid)] == [S]
+    assert not [n for n in fakes.notifications if n.kind == NotifyKind.NOTICE]  # no demotion announced
+    done = next(n for n in fakes.notifications if n.kind == NotifyKind.DONE)
+    assert "Outcome: error" in done.text and "demoted" not in done.text
 
 
 def _recall_of(rid: str, level: AutomationLevel) -> Any:
@@ -548,6 +609,8 @@ async def test_cli_runbooks_stats_and_show(
         await add_runbook(led, kb, S)
         await add_runbook(led, kb, S)
         await led.record_execution(rid, True)
+        await led.record_infra_error(rid, event_key="inc-x/1/execution")
+        await led.record_infra_error(rid, event_key="inc-x/1/execution")  # a retried record counts once
         await led.set_runbook_level(rid, P, "earned", "trust-policy")
     finally:
         await led.close()
@@ -561,6 +624,11 @@ async def test_cli_runbooks_stats_and_show(
 
     out = await asyncio.to_thread(run, "runbooks", "stats", "--json")
     assert json.loads(out) == {"manual": 0, "prompted": 2, "standard": 2}
+    lines = json.loads(await asyncio.to_thread(run, "runbooks", "stats", "--records", "--json"))
+    mine = next(line for line in lines if line["runbook_id"] == rid)
+    assert (mine["level"], mine["executions"], mine["failures"], mine["infra_errors"]) == ("prompted", 1, 0, 1)
+    text = await asyncio.to_thread(run, "runbooks", "stats")
+    assert "infra" in text and "1 infrastructure error(s)" in text, text
     view = json.loads(await asyncio.to_thread(run, "runbooks", "show", rid, "--json"))
     assert view["runbook"]["id"] == rid and view["runbook"]["automation_level"] == "prompted"
     assert view["record"]["executions"] == 1 and view["record"]["successes"] == 1

@@ -20,6 +20,7 @@ from temporalio.worker import Replayer
 from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
+    ACTION_GIVE_UP_PATCH,
     EVIDENCE_CONFIDENCE_PATCH,
     INVESTIGATE_PATCH,
     LOCAL_STAGES_PATCH,
@@ -96,6 +97,25 @@ def test_a_history_with_the_investigate_stage_is_kept() -> None:
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled[:4] == ["tools.execute"] * 3 + ["incident.propose"]
+
+
+def test_a_history_that_gave_up_on_an_action_is_kept() -> None:
+    # Captured with the action-give-up patch: the approved restart's server unreachable through
+    # every retry, then `tools.give_up` closed its ledger row; such incidents keep replaying.
+    history = load(HISTORIES / "v8-action-give-up.incident.json")
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert ACTION_GIVE_UP_PATCH in patches
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "tools.give_up" in scheduled
+    assert scheduled[scheduled.index("tools.give_up") - 1] == "tools.execute"
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

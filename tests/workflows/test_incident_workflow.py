@@ -781,7 +781,7 @@ async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEn
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     # local stages, at start, nothing to run, evidence, protected, untrusted-plan event, investigate,
-    # gitops-base, trust, executing
-    assert len(patches) == 10
+    # gitops-base, action give-up, trust, executing
+    assert len(patches) == 11
     # every marker is a command of the first workflow task: after its completion, before the second
     assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])

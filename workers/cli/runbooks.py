@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentic_core.models import Collection
-from workers.autonomy_client import level_counts, runbook_record
+from workers.autonomy_client import level_counts, runbook_record, runbook_records
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -45,7 +45,8 @@ def show(
     console.print(
         f"record: {r.get('executions', 0)} executions, {r.get('successes', 0)} successes,"
         f" {r.get('failures', 0)} failures; {r.get('approvals', 0)} approvals, {r.get('ignores', 0)} ignores,"
-        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic",
+        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic;"
+        f" {r.get('infra_errors', 0)} infrastructure errors (not failures)",
         highlight=False,
     )
     eligible = f"; eligible for {view.eligible_for}" if view.eligible_for else ""
@@ -59,14 +60,52 @@ def show(
 
 
 @app.command("stats")
-def stats(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """How many runbooks sit at each automation level."""
-    counts = asyncio.run(level_counts(_settings(data_dir)))
+def stats(
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+    records: Annotated[
+        bool, typer.Option("--records", help="each runbook's record (with --json: a list instead of the counts)")
+    ] = False,
+) -> None:
+    """How many runbooks sit at each automation level; the records of the runbooks that ran.
+
+    A run the platform could not carry out (an action's tool server unreachable or timed out) is
+    an infrastructure error: shown apart, never a failure of the runbook's remedy."""
+    settings = _settings(data_dir)
+    if as_json and records:
+        print(json.dumps([r.model_dump() for r in asyncio.run(runbook_records(settings))], indent=2))
+        return
+    counts = asyncio.run(level_counts(settings))
     if as_json:
         print(json.dumps(counts))
         return
     for level, n in counts.items():
         console.print(f"{level:9} {n}")
+    lines = asyncio.run(runbook_records(settings))
+    ran = [r for r in lines if records or r.executions or r.infra_errors]
+    if not ran:
+        return
+    table = Table(title="records (runbooks that ran)" if not records else "records", title_justify="left")
+    for col in ("id", "level", "executions", "successes", "failures", "infra errors", "smoothed"):
+        table.add_column(col)
+    for r in ran:
+        table.add_row(
+            r.runbook_id,
+            r.level,
+            str(r.executions),
+            str(r.successes),
+            str(r.failures),
+            str(r.infra_errors),
+            f"{r.smoothed_success:.3f}",
+        )
+    console.print(table)
+    errors = sum(r.infra_errors for r in lines)
+    if errors:
+        console.print(
+            f"{errors} infrastructure error(s): a tool server could not be reached or timed out; "
+            "not counted against any runbook's remedy",
+            highlight=False,
+        )
 
 
 @app.command("import")

@@ -66,7 +66,11 @@ async def check_http(url: str, token: str | None, *, ok_below: int = 300) -> tup
     return r.status_code < ok_below, f"HTTP {r.status_code}" if r.status_code >= ok_below else "serving"
 
 
-async def check_worker(target: str, namespace: str, task_queue: str) -> tuple[bool, str]:
+async def check_worker(target: str, namespace: str, task_queue: str, pid: int | None = None) -> tuple[bool, str]:
+    """Healthy when a worker polls `task_queue`; with `pid`, only when that process does (its
+    identity ends in `:<pid>`, workers/worker.py). Temporal keeps listing a poller for a minute or
+    two after its process died, so without the pid a restarted worker counted as back from its
+    dead predecessor's entry, long before it polled (chaos: "back in 1.5 s", polling 65 s later)."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -86,4 +90,6 @@ async def check_worker(target: str, namespace: str, task_queue: str) -> tuple[bo
     pollers = [p.identity for p in resp.pollers]
     if not pollers:
         return False, f"no worker polls task queue {task_queue}"
+    if pid is not None and not any(p.endswith(f":{pid}") for p in pollers):
+        return False, f"worker process {pid} does not poll task queue {task_queue} yet"
     return True, f"polling {task_queue} ({len(pollers)} poller{'s' if len(pollers) > 1 else ''})"

@@ -372,7 +372,7 @@ def worker_part(ctx: PartContext) -> Part:
     settings = ctx.settings
     target, ns, tq = settings.temporal_target, settings.temporal_namespace, settings.task_queue
     store = f"Qdrant Edge at {settings.qdrant_path}" if settings.qdrant_embedded else f"Qdrant {settings.qdrant_url}"
-    return Part(
+    part = Part(
         name="worker",
         role=f"Temporal worker ({store})",
         mode="embedded",
@@ -380,11 +380,13 @@ def worker_part(ctx: PartContext) -> Part:
         url=f"task queue {tq}",
         argv=[sys.executable, "-m", "workers.worker"],
         env=ctx.env,
-        health=lambda: check_worker(target, ns, tq),
         metrics=worker_metrics(settings),
         start_timeout=180.0,
         log=ctx.logs / "worker.log",
     )
+    # healthy when this process polls (its identity carries its pid), not a dead predecessor
+    part.health = lambda: check_worker(target, ns, tq, pid=part.proc.pid if part.proc else None)
+    return part
 
 
 def worker_metrics(settings: Settings) -> str:
