@@ -1,6 +1,7 @@
 """An alert burst through the real stack: 1,000 alerts in 100 groups to 100 incidents awaiting approval.
 
     python benchmarks/alert_burst.py [--groups 100] [--per-group 10] [--concurrency 20] [--cap 600]
+    python benchmarks/alert_burst.py --telemetry both [--rounds 2] …   (telemetry's cost, below)
 
 What it does:
 
@@ -48,6 +49,12 @@ The figures:
   their descendants (PostgreSQL backends included; shared pages count once per process).
 - CPU: user + system seconds of each part's tree over the wait, and of the whole machine, so a
   run disturbed by other jobs shows it.
+
+`--telemetry both`: fresh stacks with telemetry on and off, interleaved (on, off, on, off, …,
+`--rounds` each way) in one invocation; per run the time from the first POST to all awaiting
+approval and the CPU seconds of the stack's processes over the same window (each part's process
+tree, from /proc through psutil), then the medians and the relative difference; the load at each
+first POST is printed, and a note when other work shares the machine (docs/observability.md).
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
@@ -1193,15 +1200,16 @@ def compare_telemetry(args: argparse.Namespace) -> None:
 def print_telemetry_comparison(runs: list[tuple[str, Results]]) -> None:
     print()
     print("telemetry on vs off (same invocation, interleaved; each run a fresh stack)")
-    head = f"{'run':>3}  {'telemetry':9}  {'all awaiting':>12}  {'stack CPU':>9}  {'worker CPU':>10}"
-    print(head + f"  {'machine CPU':>11}  {'window':>7}  load at first POST")
+    head = f"{'run':>3}  {'telemetry':9}  {'all awaiting':>12}  {'1st notif. p95':>14}  {'model/fallback':>14}"
+    print(head + f"  {'stack CPU':>9}  {'worker CPU':>10}  {'machine CPU':>11}  {'window':>7}  load at first POST")
     for i, (mode, r) in enumerate(runs, 1):
         awaiting = f"{r.all_awaiting_s:.1f} s" if r.all_awaiting_s is not None else "capped"
+        notify = f"{pct(r.first_notify, 95):.2f} s" if r.first_notify else "-"
         stack, worker = sum(r.cpu_used.values()), r.cpu_used.get("worker", 0.0)
         load = " ".join(f"{x:.1f}" for x in r.loadavg)
         print(
-            f"{i:>3}  {mode:9}  {awaiting:>12}  {stack:>7.1f} s  {worker:>8.1f} s  {r.machine_busy:>9.1f} s"
-            f"  {r.cpu_window_s:>5.1f} s  {load}"
+            f"{i:>3}  {mode:9}  {awaiting:>12}  {notify:>14}  {f'{r.llm}/{r.fallback}':>14}  {stack:>7.1f} s"
+            f"  {worker:>8.1f} s  {r.machine_busy:>9.1f} s  {r.cpu_window_s:>5.1f} s  {load}"
         )
 
     def med(mode: str, fig: Callable[[Results], float | None]) -> float | None:
@@ -1214,12 +1222,23 @@ def print_telemetry_comparison(runs: list[tuple[str, Results]]) -> None:
     def awaiting(r: Results) -> float | None:
         return r.all_awaiting_s
 
-    for label, fig in (("first POST → all awaiting", awaiting), ("CPU of the stack", cpu)):
+    def notify(r: Results) -> float | None:
+        return pct(r.first_notify, 95) if r.first_notify else None
+
+    for label, fig in (
+        ("first POST → all awaiting", awaiting),
+        ("alert → first notification p95 (no model call on that path)", notify),
+        ("CPU of the stack", cpu),
+    ):
         on, off = med("on", fig), med("off", fig)
         if on is None or off is None or off <= 0:
             print(f"{label}: not comparable (a run was capped)")
             continue
-        print(f"{label}, median: on {on:.1f} s, off {off:.1f} s: {100 * (on - off) / off:+.1f} % with telemetry")
+        print(f"{label}, median: on {on:.2f} s, off {off:.2f} s: {100 * (on - off) / off:+.1f} % with telemetry")
+    print(
+        "all awaiting ends with the incidents whose plan waited for the model's one slot (model/fallback: "
+        "plans the model made, plans that fell back): it follows llama.cpp's speed, not telemetry's cost"
+    )
     loads = [r.loadavg[0] for _m, r in runs]
     if max(loads) > 1.5:
         print(
