@@ -1,6 +1,7 @@
 """An alert burst through the real stack: 1,000 alerts in 100 groups to 100 incidents awaiting approval.
 
     python benchmarks/alert_burst.py [--groups 100] [--per-group 10] [--concurrency 20] [--cap 600]
+    python benchmarks/alert_burst.py --telemetry both [--rounds 2] …   (telemetry's cost, below)
 
 What it does:
 
@@ -48,6 +49,12 @@ The figures:
   their descendants (PostgreSQL backends included; shared pages count once per process).
 - CPU: user + system seconds of each part's tree over the wait, and of the whole machine, so a
   run disturbed by other jobs shows it.
+
+`--telemetry both`: fresh stacks with telemetry on and off, interleaved (on, off, on, off, …,
+`--rounds` each way) in one invocation; per run the time from the first POST to all awaiting
+approval and the CPU seconds of the stack's processes over the same window (each part's process
+tree, from /proc through psutil), then the medians and the relative difference; the load at each
+first POST is printed, and a note when other work shares the machine (docs/observability.md).
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
@@ -134,7 +141,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1146,11 +1153,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--telemetry",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="on",
-        help="traces (span files) and the worker's metrics ports on or off (AGENTIC_TELEMETRY_ENABLED): "
-        "run both to see what telemetry costs (docs/observability.md)",
+        help="traces (span files) and the worker's metrics ports on or off (AGENTIC_TELEMETRY_ENABLED); "
+        "both: --rounds fresh stacks each way, interleaved on/off/on/off, and the relative difference "
+        "(docs/observability.md)",
     )
+    ap.add_argument("--rounds", type=int, default=2, help="with --telemetry both: runs each way")
     ap.add_argument(
         "--single-queue",
         action="store_true",
@@ -1159,12 +1168,83 @@ def main() -> None:
     ap.add_argument("--dump", default=None, help="write every incident's timings (JSON) to this file")
     ap.add_argument("--keep-logs", default=None, help="copy the stack's logs here before the data dir goes")
     args = ap.parse_args()
+    if args.telemetry == "both":
+        compare_telemetry(args)
+        return
     with _no_kmock_noise():
         try:
             res = asyncio.run(run(args))
         except KeyboardInterrupt:
             raise SystemExit("interrupted: the stack was stopped") from None
     print_results(res, args.cap)
+
+
+def compare_telemetry(args: argparse.Namespace) -> None:
+    """Telemetry on against off in one invocation: `--rounds` fresh stacks each way, interleaved
+    (on, off, on, off, …) so a change in the machine's load hits both; per run the time from the
+    first POST to all awaiting approval and the CPU seconds of the stack's processes (every part's
+    process tree, from /proc) over the same window; then the medians and on's relative difference."""
+    runs: list[tuple[str, Results]] = []
+    for i in range(max(1, args.rounds) * 2):
+        mode = "on" if i % 2 == 0 else "off"
+        print(f"=== run {i + 1}: telemetry {mode}", flush=True)
+        with _no_kmock_noise():
+            try:
+                res = asyncio.run(run(argparse.Namespace(**{**vars(args), "telemetry": mode})))
+            except KeyboardInterrupt:
+                raise SystemExit("interrupted: the stack was stopped") from None
+        runs.append((mode, res))
+    print_telemetry_comparison(runs)
+
+
+def print_telemetry_comparison(runs: list[tuple[str, Results]]) -> None:
+    print()
+    print("telemetry on vs off (same invocation, interleaved; each run a fresh stack)")
+    head = f"{'run':>3}  {'telemetry':9}  {'all awaiting':>12}  {'1st notif. p95':>14}  {'model/fallback':>14}"
+    print(head + f"  {'stack CPU':>9}  {'worker CPU':>10}  {'machine CPU':>11}  {'window':>7}  load at first POST")
+    for i, (mode, r) in enumerate(runs, 1):
+        awaiting = f"{r.all_awaiting_s:.1f} s" if r.all_awaiting_s is not None else "capped"
+        notify = f"{pct(r.first_notify, 95):.2f} s" if r.first_notify else "-"
+        stack, worker = sum(r.cpu_used.values()), r.cpu_used.get("worker", 0.0)
+        load = " ".join(f"{x:.1f}" for x in r.loadavg)
+        print(
+            f"{i:>3}  {mode:9}  {awaiting:>12}  {notify:>14}  {f'{r.llm}/{r.fallback}':>14}  {stack:>7.1f} s"
+            f"  {worker:>8.1f} s  {r.machine_busy:>9.1f} s  {r.cpu_window_s:>5.1f} s  {load}"
+        )
+
+    def med(mode: str, fig: Callable[[Results], float | None]) -> float | None:
+        vals = [v for m, r in runs if m == mode and (v := fig(r)) is not None]
+        return statistics.median(vals) if vals else None
+
+    def cpu(r: Results) -> float:
+        return sum(r.cpu_used.values())
+
+    def awaiting(r: Results) -> float | None:
+        return r.all_awaiting_s
+
+    def notify(r: Results) -> float | None:
+        return pct(r.first_notify, 95) if r.first_notify else None
+
+    for label, fig in (
+        ("first POST → all awaiting", awaiting),
+        ("alert → first notification p95 (no model call on that path)", notify),
+        ("CPU of the stack", cpu),
+    ):
+        on, off = med("on", fig), med("off", fig)
+        if on is None or off is None or off <= 0:
+            print(f"{label}: not comparable (a run was capped)")
+            continue
+        print(f"{label}, median: on {on:.2f} s, off {off:.2f} s: {100 * (on - off) / off:+.1f} % with telemetry")
+    print(
+        "all awaiting ends with the incidents whose plan waited for the model's one slot (model/fallback: "
+        "plans the model made, plans that fell back): it follows llama.cpp's speed, not telemetry's cost"
+    )
+    loads = [r.loadavg[0] for _m, r in runs]
+    if max(loads) > 1.5:
+        print(
+            f"note: the 1-minute load was {min(loads):.1f} to {max(loads):.1f} at the first POSTs on a "
+            f"{os.cpu_count()}-core machine: other work shares it, the difference is noisy"
+        )
 
 
 if __name__ == "__main__":

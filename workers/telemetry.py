@@ -22,11 +22,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp, Receive, Scope, Send
     from temporalio.runtime import Runtime
 
     from workers.settings import Settings
@@ -47,12 +51,18 @@ def setup(service: str, settings: Settings) -> None:
     global _tracing
     if not settings.telemetry_enabled:
         return
+    # the stable HTTP conventions (http.request.method, url.path, http.response.status_code, http.route)
+    # for the ASGI and httpx instrumentations, unless the operator chose otherwise
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     from activities.telemetry import tracing
 
     try:
         spans_dir = settings.data_path / "traces" if settings.traces_local else None
         tracing.install(tracing.build_provider(service, spans_dir=spans_dir))
         tracing.set_capture_content(settings.trace_content)
+        from activities.telemetry import libraries
+
+        libraries.instrument()  # httpx and asyncpg spans inside a trace
     except Exception as exc:
         log.warning("tracing is off in this process: %s", exc)
         return
@@ -71,9 +81,33 @@ def client_interceptors() -> list[Any]:
     """The Temporal client's interceptors: tracing when this process traces."""
     if not _tracing:
         return []
+    return [_tracing_interceptor()]
+
+
+def _tracing_interceptor() -> Any:
+    """`TracingInterceptor`, less its spans for queries: a query reads state and changes nothing,
+    and the platform polls with them (a gateway stream every 0.25 s, the console, the CLI's
+    waits): a span each would bury an agent run's trace under hundreds of `QueryWorkflow` spans
+    and make a one-span trace of every poll outside a request. Without the client's span the
+    query carries no context header, so the worker makes no `HandleQuery` span either."""
+    import temporalio.client
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    return [TracingInterceptor()]
+    class _QueriesUntraced(temporalio.client.OutboundInterceptor):
+        def __init__(self, traced: temporalio.client.OutboundInterceptor, plain: temporalio.client.OutboundInterceptor):
+            super().__init__(traced)
+            self._plain = plain
+
+        async def query_workflow(self, input: temporalio.client.QueryWorkflowInput) -> Any:
+            return await self._plain.query_workflow(input)
+
+    class PlatformTracingInterceptor(TracingInterceptor):
+        def intercept_client(
+            self, next: temporalio.client.OutboundInterceptor
+        ) -> temporalio.client.OutboundInterceptor:
+            return _QueriesUntraced(super().intercept_client(next), next)
+
+    return PlatformTracingInterceptor()
 
 
 def temporal_runtime(settings: Settings) -> Runtime | None:
@@ -138,3 +172,50 @@ class ToolCallMetrics:
         finally:
             with metrics.safely():
                 metrics.MCP_SERVER_CALLS.labels(metrics.label(self.server), outcome).inc()
+
+
+# --------------------------------------------------------------------------- HTTP servers
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The route a request goes to, as its template (`/v1/runs/{run}`), or `other`: a bounded
+    name for spans and metric labels, never the path (which holds ids)."""
+    from starlette.routing import Match
+
+    partial = None
+    for route in routes:
+        match, _child = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+        if match == Match.PARTIAL and partial is None:  # the path, another method: a 405
+            partial = str(getattr(route, "path", "other"))
+    return partial or "other"
+
+
+class TracedRequests:
+    """The ASGI instrumentation (`opentelemetry-instrumentation-asgi`'s `OpenTelemetryMiddleware`)
+    around an app, for the requests `traced` picks: one SERVER span each, named `METHOD template`,
+    continuing an incoming `traceparent`, with the stable HTTP attributes; no header is captured
+    (the redacting processor drops any, and every query value). Requests it does not pick (health
+    checks, scrapes, polling pages), and all of them while this process does not trace, pass as
+    they are."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], traced: Callable[[Scope], bool]) -> None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        self.app = app
+        self.routes = routes
+        self.traced = traced
+        self.instrumented = OpenTelemetryMiddleware(
+            app, default_span_details=self._span_details, exclude_spans=["receive", "send"]
+        )
+
+    def _span_details(self, scope: Scope) -> tuple[str, dict[str, Any]]:
+        template = route_template(self.routes, scope)
+        return f"{scope.get('method', 'HTTP')} {template}", {"http.route": template}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _tracing and scope["type"] == "http" and self.traced(scope):
+            await self.instrumented(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

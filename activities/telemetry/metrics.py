@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("agentic.telemetry")
 
@@ -95,6 +95,20 @@ TOOL_LATENCY = Histogram(
 )
 MCP_SERVER_CALLS = Counter(
     "agentic_mcp_server_tool_calls_total", "Tool calls this MCP server answered, by outcome", ["server", "outcome"]
+)
+
+# --- gateway (workers/gateway/observe.py) ------------------------------------------------------
+GATEWAY_REQUESTS = Counter(
+    "agentic_gateway_requests_total",
+    "Gateway requests answered, by method, route template (never the path) and status",
+    ["method", "route", "status"],
+)
+GATEWAY_STREAMS = Gauge("agentic_gateway_streams_in_flight", "Chat completion streams being answered now")
+GATEWAY_TTFT = Histogram(
+    "agentic_gateway_time_to_first_token_seconds",
+    "From a chat completion request to its first content (a stream's first non-empty delta, else the answer)",
+    ["stream"],
+    buckets=_MODEL,
 )
 
 

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -76,8 +77,46 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# URL attributes the HTTP instrumentations (httpx, ASGI) set: every query value is dropped, the
+# user-info and a Telegram bot token in the path too, before the usual redaction.
+_URL_ATTRIBUTES = frozenset({"url.full", "url.query", "http.url", "http.target", "url.original"})
+# Header attributes (`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*` would add them): never exported.
+_HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+_BOT_TOKEN = re.compile(r"\b(bot)?\d{5,}:[A-Za-z0-9_-]{30,}")
+REDACTED_VALUE = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    """A query string with every value replaced (the names stay: they help, the values may be keys)."""
+    if not query:
+        return query
+    return "&".join(
+        f"{name}={REDACTED_VALUE}" if sep else REDACTED_VALUE
+        for name, sep, _value in (part.partition("=") for part in query.split("&"))
+    )
+
+
+def redact_url(url: str) -> str:
+    """A URL (or a path with a query) without its query values, user-info or bot token."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED_VALUE
+    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    path = _BOT_TOKEN.sub(lambda m: f"{m.group(1) or ''}{REDACTED_VALUE}", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, redact_query(parts.query), ""))
+
+
+def _attribute(key: str, value: Any) -> Any:
+    if key in _URL_ATTRIBUTES and isinstance(value, str):
+        value = redact_query(value) if key == "url.query" else redact_url(value)
+    return _clean(value)
+
+
 def redact_attributes(attrs: types.Attributes) -> dict[str, Any]:
-    return {k: _clean(v) for k, v in (attrs or {}).items()}
+    return {k: _attribute(k, v) for k, v in (attrs or {}).items() if not k.startswith(_HEADER_PREFIXES)}
 
 
 class RedactingSpanProcessor(SpanProcessor):
@@ -325,13 +364,6 @@ def set_error(span: trace.Span, exc: BaseException) -> None:
 
 def now_ns() -> int:
     return time.time_ns()
-
-
-@contextlib.contextmanager
-def server_span(name: str, attributes: dict[str, Any]) -> Iterator[trace.Span]:
-    """A SERVER span for one request handled by the platform (the intake's POST)."""
-    with tracer().start_as_current_span(name, kind=SpanKind.SERVER, attributes=attributes) as span:
-        yield span
 
 
 @contextlib.contextmanager

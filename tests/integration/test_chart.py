@@ -645,6 +645,27 @@ def test_wave_6_scrapes_every_platform_process_and_ships_the_dashboard() -> None
         ("temporal-metrics", "/metrics"),
     ]
     assert tools["namespaceSelector"]["matchNames"] == ["ai-tools"] and tools["endpoints"][0]["port"] == "http"
+    # the gateway's /metrics needs an API key: left out of the agents' monitor, scraped by its own
+    # with the key from a Secret, only when one is named
+    drop = {"sourceLabels": ["__meta_kubernetes_service_name"], "regex": "gateway", "action": "drop"}
+    assert all(drop in e["relabelings"] for e in agents["endpoints"] + tools["endpoints"])
+    assert "agentic-gateway" not in monitors
+    keyed = render(
+        "default",
+        (
+            "observability.serviceMonitors.enabled=true",
+            "observability.gatewayScrape.secretName=prometheus-gateway-key",
+            "rollout.waves={6,8}",
+        ),
+    )
+    [gw] = [d["spec"] for d in keyed if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "agentic-gateway"]
+    [endpoint] = gw["endpoints"]
+    assert gw["namespaceSelector"]["matchNames"] == ["ai-agents"] and endpoint["path"] == "/metrics"
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "prometheus-gateway-key", "key": "key"},
+    }
+    assert endpoint["relabelings"] == [{**drop, "action": "keep"}]
     [svc] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "worker-metrics"]
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("metrics", 8098), ("temporal-metrics", 8099)]
     assert svc["spec"]["selector"]["app.kubernetes.io/name"] == "worker"

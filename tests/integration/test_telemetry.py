@@ -11,13 +11,14 @@ loopback and decodes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import pgserver
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from temporalio import activity
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -53,6 +55,7 @@ from tests.support.fake_openai import FakeChatServer, chat_server
 from tests.support.http_server import LoopServer
 from tests.support.incident_fakes import RESTART, RUNBOOK_ID, Fakes
 from tests.support.intake import alert, incident_of, post, settings, uniq, webhook
+from tests.support.pg import create_database, pg_server
 from tests.support.temporal import dev_server_with_attributes
 from workers import telemetry
 from workers.intake import create_app
@@ -64,7 +67,8 @@ from workers.wiring import inference_router, planner_config
 ANNOTATION_SECRET = "hunter2-annotation-Secr3t"
 MODEL_SECRET = "ghp_" + "Zq8" * 12
 TOOL_SECRET = "xoxb-1234567890-abcdefghijKLMNOP"
-SECRETS = (ANNOTATION_SECRET, MODEL_SECRET, TOOL_SECRET)
+QUERY_SECRET = "q9-query-SeCrEt-4711"  # in a URL's query string: the processor drops query values
+SECRETS = (ANNOTATION_SECRET, MODEL_SECRET, TOOL_SECRET, QUERY_SECRET)
 DEBUG = False
 
 
@@ -82,6 +86,11 @@ def spans() -> Iterator[InMemorySpanExporter]:
     tracing.set_capture_content(True)
     yield mem
     tracing.set_capture_content(False)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[pgserver.PostgresServer]:
+    yield from pg_server("agentic-telemetry-pg-")
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +153,7 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
         pool_api_key=SecretStr("pool-key"),
     )
     client = await connect(target)  # the platform's connect: the tracing interceptor is on
-    assert any(type(i).__name__ == "TracingInterceptor" for i in client.config()["interceptors"])
+    assert any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
 
     router = inference_router(cfg)
     planner = IncidentActivities(None, None, router, planner=planner_config(cfg, router))  # type: ignore[arg-type]
@@ -180,7 +189,7 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
         Worker(client, task_queue=cfg.tools_queue, activities=[execute]),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http,
     ):
-        r = await post(http, "/alerts", doc)
+        r = await post(http, f"/alerts?source=am&token={QUERY_SECRET}", doc)
         assert r.status_code == 202, r.text
         handle = client.get_workflow_handle(incident_id)
         st = await _wait(handle, lambda s: s.status == IncidentStatus.AWAITING_APPROVAL and bool(s.approval_id))
@@ -204,6 +213,15 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
     posts = [s for s in _by_name(done, "POST /alerts") if s.context is not None]
     assert [(s.attributes or {}).get("http.response.status_code") for s in posts] == [202, 202, 401]
     tid = posts[0].context.trace_id  # type: ignore[union-attr]
+    # the ASGI instrumentation's SERVER span, with the stable HTTP attributes and no query value
+    post_attrs = dict(posts[0].attributes or {})
+    assert posts[0].instrumentation_scope is not None
+    assert posts[0].instrumentation_scope.name == "opentelemetry.instrumentation.asgi", posts[0].instrumentation_scope
+    assert post_attrs["http.route"] == "/alerts" and post_attrs["http.request.method"] == "POST", post_attrs
+    assert post_attrs["url.query"] == "source=REDACTED&token=REDACTED", post_attrs
+    assert not any(k.startswith("http.request.header.") for k in post_attrs), post_attrs
+    # the test's state polls (queries) made no span, in any trace
+    assert not [s.name for s in done if s.name.startswith(("QueryWorkflow", "HandleQuery"))]
     if DEBUG:
         from workers.trace_view import Trace, waterfall
 
@@ -268,40 +286,33 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
 
 
 async def test_a_telegram_press_is_its_own_trace_linked_to_the_incident(
-    spans: InMemorySpanExporter, temporal: WorkflowEnvironment
+    spans: InMemorySpanExporter, temporal: WorkflowEnvironment, pg: pgserver.PostgresServer
 ) -> None:
     """The real notifier posts the question to the Bot API emulator (its `telegram send` span in
     the incident's trace keeps its traceparent with the buttons); the real bot's press is a new
     trace whose span links to that one, and the approval's update span links back to the press."""
     from activities.ledger.repository import Ledger
-    from tests.support.pg import create_database, pg_server
     from tests.support.telegram_emulator import emulator
     from tests.support.telegram_harness import ALICE, buttons, platform_worker, start_incident, telegram
 
     client = await connect(temporal.client.service_client.config.target_host)
     fakes = Fakes()
-    pg = pg_server("agentic-telemetry-pg-")
-    server = next(pg)
+    ledger = await Ledger.connect(await create_database(pg, "tele"), max_size=4)
     try:
-        ledger = await Ledger.connect(await create_database(server, "tele"), max_size=4)
-        try:
-            async with (
-                emulator() as emu,
-                telegram(emu, ledger, client) as tg,
-                platform_worker(client, ledger, tg, fakes) as tq,
-            ):
-                inc = await start_incident(client, tq, fakes)
-                await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
-                card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
-                answer = await tg.press(ALICE, card, 0)
-                assert answer["text"].startswith("✅ Approved"), answer
-                await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
-                await inc.handle.terminate("done")
-        finally:
-            await ledger.close()
+        async with (
+            emulator() as emu,
+            telegram(emu, ledger, client) as tg,
+            platform_worker(client, ledger, tg, fakes) as tq,
+        ):
+            inc = await start_incident(client, tq, fakes)
+            await inc.wait_for(lambda s: s.status == IncidentStatus.AWAITING_APPROVAL)
+            card = await tg.wait_message(lambda m: inc.incident_id in m.text and len(buttons(m)) == 4)
+            answer = await tg.press(ALICE, card, 0)
+            assert answer["text"].startswith("✅ Approved"), answer
+            await inc.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
+            await inc.handle.terminate("done")
     finally:
-        with contextlib.suppress(StopIteration):
-            next(pg)
+        await ledger.close()
     done = spans.get_finished_spans()
     [run] = [
         s
@@ -327,6 +338,145 @@ async def test_a_telegram_press_is_its_own_trace_linked_to_the_incident(
         if any(lk.context.trace_id == press.context.trace_id for lk in s.links)
     ]
     assert updates, "the approval's update span links to the press"
+
+
+async def test_an_agent_request_through_the_gateway_is_one_trace_and_is_counted(
+    spans: InMemorySpanExporter, temporal: WorkflowEnvironment, mcp: FakeMcp, pg: pgserver.PostgresServer
+) -> None:
+    """`POST /v1/chat/completions` (streamed) is the root of its trace: the gateway's SERVER span,
+    the AgentWorkflow it starts, the run's activities with their ledger queries (asyncpg), the model
+    call and the MCP tool, connected; the gateway's /metrics (behind a key) counts it."""
+    from activities.agents.activities import AgentActivities
+    from activities.inference.router import GroupConfig, InferenceRouter
+    from activities.ledger.repository import Ledger
+    from activities.tools.gateway import ToolActivities
+    from agentic_core.agents import AgentLimits
+    from tests.support.agent_harness import AgentFakes, agent_worker
+    from tests.support.fake_openai import scripted, tool_call
+    from workers.gateway.app import create_app as gateway_app
+    from workers.settings import Settings
+
+    target = temporal.client.service_client.config.target_host
+    client = await connect(target)
+    ledger = await Ledger.connect(await create_database(pg, "gw"), max_size=4)
+    try:
+        _row, key = await ledger.create_api_key("tele", agents=[], read_only=False)
+        async with chat_server("agent") as agent_model:
+            agent_model.reply = scripted(
+                [{"content": "", "tool_calls": [tool_call("note", {"text": "sonarr"}, "c1")]}, "sonarr is fine."]
+            )
+            router = InferenceRouter([GroupConfig(name="planner", model="openai/agent", api_base=agent_model.base_url)])
+            tools = ToolActivities(ledger, {"fake": mcp.url}, None, {"observability": ["note"]}, heartbeat_every_s=0.2)
+            agents = AgentActivities(ledger, router, agents={"observability": AgentLimits()}, tool_specs=tools.offered)
+            tq = f"gw-telemetry-{uniq()}"
+            cfg = Settings(data_dir=tempfile.mkdtemp(), temporal_address=target, task_queue=tq, _env_file=None)  # type: ignore[call-arg]
+
+            async def factory() -> Any:
+                return client
+
+            app = gateway_app(cfg, ledger, factory, tq)
+            auth = {"Authorization": f"Bearer {key}"}
+            body = {"model": "agentic-observability", "messages": [{"role": "user", "content": "is sonarr ok?"}]}
+            async with (
+                agent_worker(client, tq, agents, tools, AgentFakes()),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60) as http,
+            ):
+                r = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=auth)
+                assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]"), r.text
+                run_id = r.headers["x-agentic-run"]
+                assert (await http.get("/metrics")).status_code == 401  # behind a key, like every route
+                scraped = await http.get("/metrics", headers=auth)
+                assert scraped.status_code == 200, scraped.text
+    finally:
+        await ledger.close()
+
+    done = spans.get_finished_spans()
+    [root] = [
+        s
+        for s in _by_name(done, "POST /v1/chat/completions")
+        if (s.attributes or {}).get("http.response.status_code") == 200
+    ]
+    assert root.parent is None and root.context is not None
+    assert (root.attributes or {})["http.route"] == "/v1/chat/completions"
+    mine = [s for s in done if s.context is not None and s.context.trace_id == root.context.trace_id]
+    names = {s.name for s in mine}
+    for expected in (
+        "StartWorkflow:AgentWorkflow",
+        "RunWorkflow:AgentWorkflow",
+        "RunActivity:agents.model_turn",
+        "chat agent",
+        "MCP send tools/call note",
+        "tools/call note",
+    ):
+        assert expected in names, (expected, sorted(names))
+    run = _by_name(mine, "RunWorkflow:AgentWorkflow")[0]
+    assert (run.attributes or {})["temporalWorkflowID"] == run_id
+    ids = {s.context.span_id for s in mine if s.context is not None}
+    assert [s.name for s in mine if s.parent is None] == ["POST /v1/chat/completions"]
+    assert [s.name for s in mine if s.parent is not None and s.parent.span_id not in ids] == []
+    assert not [s.name for s in mine if s.name.startswith(("QueryWorkflow", "HandleQuery"))]  # the stream's polls
+    # the run's ledger queries (asyncpg), under its activities, without their parameters
+    queries = [s for s in mine if (s.attributes or {}).get("db.system.name") == "postgresql"]
+    assert queries, sorted(names)
+    by_id = {s.context.span_id: s for s in mine if s.context is not None}
+    under = {by_id[q.parent.span_id].name for q in queries if q.parent is not None}
+    assert any(n.startswith("RunActivity:agents.") for n in under), under  # the run's own rows
+    assert under <= {n for n in names if n.startswith("RunActivity:")} | {"POST /v1/chat/completions"}, under
+    assert "POST /v1/chat/completions" in under  # the gateway's key check and audit row
+    assert all("db.query.text" in (q.attributes or {}) for q in queries)
+    # the gateway's metrics: the request by route template and status, no stream left open, its TTFT
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    requests = {
+        (x.labels["method"], x.labels["route"], x.labels["status"]): x.value
+        for x in families["agentic_gateway_requests"].samples
+        if x.name.endswith("_total")
+    }
+    assert requests[("POST", "/v1/chat/completions", "200")] >= 1 and requests[("GET", "/metrics", "401")] >= 1
+    assert not any(run_id in route for _m, route, _s in requests)  # templates, never paths
+    assert [x.value for x in families["agentic_gateway_streams_in_flight"].samples] == [0.0]
+    ttft = [
+        x.value for x in families["agentic_gateway_time_to_first_token_seconds"].samples
+        if x.name.endswith("_count") and x.labels == {"stream": "true"}
+    ]  # fmt: skip
+    assert ttft and ttft[0] >= 1
+
+
+async def test_httpx_and_asyncpg_spans_join_a_trace_only_and_keep_no_query_value(
+    spans: InMemorySpanExporter, pg: pgserver.PostgresServer
+) -> None:
+    """The platform's set-up instruments httpx (the standard instrumentation) and asyncpg: inside a
+    trace each request and query is a CLIENT span under the current one (the URL's query values
+    and the query's parameters are not exported); outside any trace they make no span at all."""
+    import asyncpg
+
+    async def ping(request: Request) -> Response:
+        return Response(b"pong")
+
+    server, port = LoopServer(), free_port()
+    await server.start(Starlette(routes=[Route("/ping", ping, methods=["GET"])]), port)
+    conn = await asyncpg.connect(pg.get_uri())
+    spans.clear()
+    try:
+        async with httpx.AsyncClient() as http:
+            with trace.get_tracer("test").start_as_current_span("request"):
+                assert (await http.get(f"http://127.0.0.1:{port}/ping?api_key={QUERY_SECRET}&n=1")).text == "pong"
+                assert await conn.fetchval("SELECT $1::text", QUERY_SECRET) == QUERY_SECRET
+            await http.get(f"http://127.0.0.1:{port}/ping")  # outside a trace
+            await conn.fetchval("SELECT 2")
+    finally:
+        await conn.close()
+        await server.stop()
+    done = {s.name: s for s in spans.get_finished_spans()}
+    assert sorted(done) == ["GET", "SELECT", "request"], sorted(done)
+    parent = done["request"].context
+    assert parent is not None
+    get, select = dict(done["GET"].attributes or {}), dict(done["SELECT"].attributes or {})
+    assert done["GET"].parent is not None and done["GET"].parent.span_id == parent.span_id
+    assert done["SELECT"].parent is not None and done["SELECT"].parent.span_id == parent.span_id
+    assert get["url.full"] == f"http://127.0.0.1:{port}/ping?api_key=REDACTED&n=REDACTED", get
+    assert get["http.response.status_code"] == 200 and not any(k.startswith("http.request.header") for k in get)
+    assert select["db.system.name"] == "postgresql" and select["db.query.text"] == "SELECT $1::text", select
+    assert QUERY_SECRET not in "\n".join(_text(s) for s in done.values())
 
 
 def _workflows() -> list[type]:

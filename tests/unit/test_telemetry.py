@@ -215,3 +215,61 @@ def test_agentic_incidents_trace_prints_the_incident_run_trace_as_a_waterfall(tm
         timeout=120,
     )
     assert missing.returncode != 0 and "no trace names incident inc-none" in missing.stderr
+
+
+def test_urls_lose_their_query_values_user_info_and_bot_token_and_headers_are_never_exported(monkeypatch) -> None:
+    """What the HTTP instrumentations (ASGI, httpx) put on spans: every query value goes (the names
+    stay), so does a URL's user-info and a Telegram bot token in its path; header attributes
+    (`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`) are dropped whole."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    plain = "opaqueValue123"  # no pattern of the redactor would find it: only the URL rule does
+    bot = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    mem = InMemorySpanExporter()
+    with (
+        _provider(mem)
+        .get_tracer("opentelemetry.instrumentation.httpx")
+        .start_as_current_span(
+            "GET",
+            attributes={
+                "url.full": f"https://user:pw{plain}@api.example.com/bot{bot}/getMe?code={plain}&flag&n=2#frag",
+                "url.query": f"state={plain}",
+                "http.target": f"/callback?code={plain}",
+                "url.path": "/callback",
+                "http.request.header.authorization": (f"Bearer {plain}",),
+                "http.response.header.set_cookie": (f"s={plain}",),
+                "http.response.status_code": 200,
+            },
+        )
+    ):
+        pass
+    [span] = mem.get_finished_spans()
+    attrs = dict(span.attributes or {})
+    assert attrs["url.full"] == "https://api.example.com/botREDACTED/getMe?code=REDACTED&REDACTED&n=REDACTED"
+    assert attrs["url.query"] == "state=REDACTED" and attrs["http.target"] == "/callback?code=REDACTED"
+    assert attrs["url.path"] == "/callback" and attrs["http.response.status_code"] == 200
+    assert not [k for k in attrs if ".header." in k]
+    assert plain not in json.dumps(attrs) and bot not in json.dumps(attrs)
+    assert tracing.redact_url("not a url") == "not a url" and tracing.redact_query("") == ""
+
+
+def test_library_spans_only_join_a_trace(monkeypatch) -> None:
+    """The provider the httpx instrumentation gets: a span only under a current span (a health
+    probe or a poll outside any request makes none), and then a child of it."""
+    from opentelemetry import trace
+
+    from activities.telemetry.libraries import ChildSpansOnly
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    mem = InMemorySpanExporter()
+    provider = _provider(mem)
+    monkeypatch.setattr(trace, "get_tracer", lambda *a, **k: provider.get_tracer(*a[:1]))
+    child_only = ChildSpansOnly().get_tracer("lib")
+    with child_only.start_as_current_span("alone") as alone:
+        assert not alone.is_recording()
+    assert not child_only.start_span("alone too").is_recording()
+    with provider.get_tracer("app").start_as_current_span("request") as request, child_only.start_as_current_span("q"):
+        pass
+    names = {s.name: s for s in mem.get_finished_spans()}
+    assert sorted(names) == ["q", "request"]
+    assert names["q"].parent is not None and names["q"].parent.span_id == request.get_span_context().span_id

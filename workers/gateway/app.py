@@ -48,7 +48,9 @@ from workers.gateway.core import (
     RateLimiter,
     _unavailable,
 )
+from workers.gateway.observe import Observe
 from workers.settings import Settings
+from workers.telemetry import metrics_endpoint
 
 __all__ = ["MODELS", "Authenticate", "RateLimiter", "create_app"]
 
@@ -256,6 +258,7 @@ def create_app(settings: Settings, ledger: KeyLedger, client_factory: ClientFact
     inner = Starlette(
         routes=[
             Route("/healthz", _guarded(_healthz), methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),  # behind a key (docs/observability.md)
             Route("/v1/models", _guarded(list_models), methods=["GET"]),
             Route("/v1/chat/completions", _guarded(chat_completions), methods=["POST"]),
             Route("/v1/runs/{run}", _guarded(run_progress), methods=["GET"]),
@@ -288,6 +291,5 @@ def create_app(settings: Settings, ledger: KeyLedger, client_factory: ClientFact
         exception_handlers={HTTPException: _http_error},
     )
     inner.state.gateway = gw
-    app = Authenticate(inner, gw)
-    app.routes = inner.routes  # type: ignore[attr-defined]
+    app = Observe(Authenticate(inner, gw), inner.routes)  # traces and metrics (workers/gateway/observe.py)
     return app

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activities.telemetry import metrics, tracing
+from activities.telemetry import metrics
 from agentic_core.alerts import (
     AmWebhook,
     GenericEvent,
@@ -32,7 +32,7 @@ from workers.intake.errors import (
     _schema_error,
 )
 from workers.settings import Settings
-from workers.telemetry import metrics_endpoint
+from workers.telemetry import TracedRequests, metrics_endpoint
 
 log = logging.getLogger("agentic.intake")
 access_log = logging.getLogger("agentic.intake.access")
@@ -53,14 +53,7 @@ def _guarded(
     """Answer IntakeErrors with their status, and anything unexpected with a logged 503, never a 500."""
 
     async def endpoint(request: Request) -> Response:
-        intake: Intake = request.app.state.intake
-        if request.method == "POST":
-            attrs = {"http.request.method": "POST", "url.path": request.url.path}
-            with tracing.server_span(f"POST {request.url.path}", attrs) as span:
-                response = await _answer(intake, request)
-                span.set_attribute("http.response.status_code", response.status_code)
-                return response
-        return await _answer(intake, request)
+        return await _answer(request.app.state.intake, request)
 
     async def _answer(intake: Intake, request: Request) -> Response:
         try:
@@ -250,4 +243,6 @@ def create_app(client_factory: ClientFactory, settings: Settings) -> Starlette:
         config=incident_config(settings),
     )
     app.add_middleware(AccessLog)
+    # a POST is the root of its incident's trace: the ASGI instrumentation's SERVER span
+    app.add_middleware(TracedRequests, routes=app.routes, traced=lambda scope: scope["method"] == "POST")
     return app

@@ -444,6 +444,7 @@ def gateway_part(ctx: PartContext) -> Part:
         env=ctx.env,
         health=lambda: check_http(health, None),
         log=ctx.logs / "gateway.log",
+        metrics=health.removesuffix("/healthz") + "/metrics",  # behind an API key (docs/observability.md)
     )
 
 
