@@ -374,7 +374,11 @@ def write_kubeconfig(path: Path, server_url: str) -> Path:
 
 
 def stack_env(data: Path, kubeconfig: Path, extra: list[str]) -> dict[str, str]:
+    from workers.settings import Settings
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    # every port setting on a free port (--env may override): no part collides with a stack on the defaults
+    env.update({f"AGENTIC_{n.upper()}": str(free_port()) for n in Settings.model_fields if n.endswith("_port")})
     for item in extra:
         name, sep, value = item.partition("=")
         if not sep or not name.startswith("AGENTIC_"):
@@ -382,15 +386,6 @@ def stack_env(data: Path, kubeconfig: Path, extra: list[str]) -> dict[str, str]:
         env[name] = value
     env.update(
         AGENTIC_DATA_DIR=str(data),
-        AGENTIC_TEMPORAL_PORT=str(free_port()),
-        AGENTIC_TEMPORAL_UI_PORT=str(free_port()),
-        AGENTIC_POSTGRES_PORT=str(free_port()),
-        AGENTIC_LLM_PORT=str(free_port()),
-        AGENTIC_INTAKE_PORT=str(free_port()),
-        AGENTIC_MCP_INFRA_PORT=str(free_port()),
-        AGENTIC_MCP_KNOWLEDGE_PORT=str(free_port()),
-        AGENTIC_WORKER_METRICS_PORT=str(free_port()),
-        AGENTIC_WORKER_TEMPORAL_METRICS_PORT=str(free_port()),
         AGENTIC_KUBECONFIG=str(kubeconfig),
     )
     return env
