@@ -201,6 +201,9 @@ class TracedRequests:
     they are."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], traced: Callable[[Scope], bool]) -> None:
+        # the instrumentations read this once per process, when the first of them is made: set it
+        # here too, so a middleware built before `setup()` (an app made in a test) has the same names
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         self.app = app
