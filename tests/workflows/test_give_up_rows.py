@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pgserver
@@ -34,13 +37,16 @@ from agentic_core.evidence import EVIDENCE_KEY_PART, evidence_key
 from agentic_core.incident import ActionResult, DecideInput, ExecuteInput, IncidentConfig
 from tests.support import capture_agent_history as agent_fakes
 from tests.support.agent_harness import AgentFakes, answer_approval, progress_when, start_agent
+from tests.support.env import stack_env
 from tests.support.incident_fakes import PREVIOUS_LOGS, WORKING_SET, Fakes, incident
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import register_search_attributes, time_skipping_server
+from workers.stack.stuck_actions import STUCK_AFTER_S
 from workflows.agent import EXECUTE_RETRY, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.investigate import CALL_RETRY, EVIDENCE_GIVE_UP_PATCH
 
+REPO = Path(__file__).resolve().parents[2]
 UNREACHABLE = "MCP server infra (http://127.0.0.1:9/mcp): connection refused"
 
 
@@ -60,8 +66,13 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    led = await Ledger.connect(await create_database(pg, "give_up"), max_size=4)
+async def dsn(pg: pgserver.PostgresServer) -> str:
+    return await create_database(pg, "give_up")
+
+
+@pytest.fixture(scope="module")
+async def ledger(dsn: str) -> AsyncIterator[Ledger]:
+    led = await Ledger.connect(dsn, max_size=4)
     yield led
     await led.close()
 
@@ -171,6 +182,34 @@ async def test_evidence_calls_that_give_up_end_failed_not_running(
         errors.append(row.error)
     assert errors == [f"gave up: {UNREACHABLE}", "gave up: no answer within the investigate budget of 2s"]
     assert EVIDENCE_GIVE_UP_PATCH in patches(history)
+
+
+async def test_agentic_status_names_an_action_row_left_running(ledger: Ledger, dsn: str, tmp_path: Path) -> None:
+    """If a row is left `running` anyway (the ledger unreachable at give-up, a run terminated by
+    hand), `agentic status` says so: a row older than any execute with its retries is named, a
+    fresh one (an execute under way) is not."""
+    old_key, fresh_key = f"inc-stuck-{uuid.uuid4().hex[:6]}/0", f"inc-busy-{uuid.uuid4().hex[:6]}/0"
+    await ledger.start_action(old_key.split("/")[0], 0, "kubernetes.restart_deployment", {}, old_key)
+    await ledger.start_action(fresh_key.split("/")[0], 0, "kubernetes.restart_deployment", {}, fresh_key)
+    async with ledger.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE actions SET started_at = now() - make_interval(secs => $1) WHERE idempotency_key = $2",
+            STUCK_AFTER_S + 60,
+            old_key,
+        )
+    env = {**stack_env(tmp_path / "data"), "AGENTIC_POSTGRES_DSN": dsn}
+    agentic = [sys.executable, "-m", "workers.cli"]
+    text = await asyncio.to_thread(
+        subprocess.run, [*agentic, "status"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert "1 action row(s) still running after 54 min" in text.stdout, text.stdout + text.stderr
+    assert old_key in text.stdout and "kubernetes.restart_deployment" in text.stdout
+    assert fresh_key not in text.stdout
+    doc = await asyncio.to_thread(
+        subprocess.run, [*agentic, "status", "--json"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    stuck = json.loads(doc.stdout)["stuck_actions"]
+    assert stuck["count"] == 1 and [r["key"] for r in stuck["rows"]] == [old_key], stuck
 
 
 def patches(history: WorkflowHistory) -> list[str]:
