@@ -50,7 +50,9 @@ async def stuck_actions(settings: Settings) -> StuckActions | None:
 
     try:
         async with asyncio.timeout(LEDGER_TIMEOUT_S):
-            ledger = await Ledger.connect(platform_settings(settings).postgres_target(), max_size=1)
+            ledger = await Ledger.connect(
+                platform_settings(settings).postgres_target(), max_size=1, apply_migrations=False
+            )
             try:
                 count, rows = await ledger.running_actions(STUCK_AFTER_S, limit=SHOWN)
             finally:
