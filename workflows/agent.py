@@ -59,7 +59,7 @@ from workflows.stages import error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import IncidentActivities
-    from activities.tools import ERR_REFUSED, EXECUTE, GUARD, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, EXECUTE, GIVE_UP, GUARD, LIST_TOOLS
     from agentic_core import search_attributes as sa
     from agentic_core.agents import (
         ACTIVITY_FINISH_RUN,
@@ -100,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRequest,
         ApprovalResult,
         ExecuteInput,
+        GiveUpInput,
         GuardInput,
         GuardResult,
         ListToolsInput,
@@ -134,6 +135,9 @@ GUARDRAIL_RETRY = RetryPolicy(
 )
 MIN_ACTIVITY_WINDOW = timedelta(seconds=5)  # an activity's schedule-to-close window, at least
 MAX_ERROR_CHARS = 500
+# An approved write whose `tools.execute` gave up (its retries ran out) closes its ledger row with
+# `tools.give_up`: the row ends `failed` with the reason, never `running` forever (#17)
+WRITE_GIVE_UP_PATCH = "agent-write-give-up"
 # Limits that end the run (LIMITED); the others only trim it (it may still be DONE).
 ENDING_LIMITS = frozenset({"max_steps", "max_wall_s", "max_tool_calls", "max_delegation_depth"})
 
@@ -491,6 +495,7 @@ class AgentWorkflow:
             self._guardrail("write_denied", f"{step}/{call.call_id}", rec.reason, tool=call.tool)
             return rec
         rec.status, rec.reason = "approved", f"approved by {answer.by}; running"
+        key = agent_action_key(p.run_id, step, index)
         try:
             res: ActionResult = await workflow.execute_activity(
                 EXECUTE,
@@ -498,7 +503,7 @@ class AgentWorkflow:
                     incident_id=p.run_id,
                     index=self._writes,
                     call=plan[0],
-                    idempotency_key=agent_action_key(p.run_id, step, index),
+                    idempotency_key=key,
                     agent=agent,
                     agent_run=True,
                 ),
@@ -518,6 +523,8 @@ class AgentWorkflow:
                 status="refused" if refused else "failed",
                 error=error_message(exc),
             )
+            if not refused:
+                res = await self._give_up_write(self._writes, plan[0], key, res)
         self._writes += 1
         if res.status == "succeeded":
             rec.reason = f"approved by {answer.by} and run: {res.output}"[: MAX_ERROR_CHARS * 4]
@@ -525,6 +532,34 @@ class AgentWorkflow:
             rec.status = "error"
             rec.reason = f"approved by {answer.by}; {res.status}: {res.error or res.output}"[: MAX_ERROR_CHARS * 4]
         return rec
+
+    async def _give_up_write(self, index: int, call: ToolCall, key: str, res: ActionResult) -> ActionResult:
+        """`tools.execute` gave up on an approved write: close its ledger row (`tools.give_up`, on
+        the run's own queue: the tools workers may be what is gone; `WRITE_GIVE_UP_PATCH`). The
+        recorded result comes back (another attempt may have finished it); if the ledger cannot
+        be reached, `res`."""
+        if not workflow.patched(WRITE_GIVE_UP_PATCH):
+            return res
+        try:
+            return await workflow.execute_activity(
+                GIVE_UP,
+                GiveUpInput(
+                    incident_id=self._p.run_id,
+                    index=index,
+                    call=call,
+                    idempotency_key=key,
+                    reason=res.error,
+                    agent_run=True,
+                ),
+                result_type=ActionResult,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("agent run %s: write %s not closed in the ledger: %s", self._p.run_id, key, exc)
+            return res
 
     async def _notify_question(self, aid: str, question: str, plan: list[ToolCall], digest: str) -> None:
         """The question on the channels (Telegram buttons, the ledger); best effort."""

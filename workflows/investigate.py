@@ -39,7 +39,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from workflows.stages import error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
-    from activities.tools import ERR_REFUSED, ERR_UNAVAILABLE, EXECUTE, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, ERR_UNAVAILABLE, EXECUTE, GIVE_UP, LIST_TOOLS
     from agentic_core.agents import AgentLimits, AgentRequest, AgentResult, agent_run_id
     from agentic_core.evidence import (
         EvidenceItem,
@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from agentic_core.incident import (
         ActionResult,
         ExecuteInput,
+        GiveUpInput,
         IncidentConfig,
         ListToolsInput,
         ListToolsResult,
@@ -73,6 +74,14 @@ CALL_RETRY = RetryPolicy(
     maximum_attempts=2, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=2)
 )
 CALL_HEARTBEAT = timedelta(seconds=30)  # the gateway heartbeats during a call
+# An evidence call that gave up (its server unreachable through the retries, or no answer within
+# the budget) after the gateway claimed its key: `tools.give_up` closes its ledger row, which ends
+# `failed` with the reason, never `running` forever (#17)
+EVIDENCE_GIVE_UP_PATCH = "evidence-give-up"
+GIVE_UP_TIMEOUT = timedelta(seconds=30)
+GIVE_UP_RETRY = RetryPolicy(
+    maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20)
+)
 
 
 class Investigation:
@@ -152,6 +161,7 @@ class Investigation:
         if left < 0.5:
             return EvidenceItem(index=index, call=call, status="timed_out", error=late)
         window = timedelta(seconds=left)
+        key = evidence_key(self.incident_id, index, self.occurrence)
         try:
             res: ActionResult = await workflow.execute_activity(
                 EXECUTE,
@@ -159,7 +169,7 @@ class Investigation:
                     incident_id=self.incident_id,
                     index=index,
                     call=call,
-                    idempotency_key=evidence_key(self.incident_id, index, self.occurrence),
+                    idempotency_key=key,
                     agent=AGENT,
                 ),
                 result_type=ActionResult,
@@ -173,9 +183,12 @@ class Investigation:
             if is_cancelled_exception(exc):
                 raise
             cause = exc.cause
-            if isinstance(cause, TemporalTimeout):
-                return EvidenceItem(index=index, call=call, status="timed_out", error=late)
             kind = cause.type if isinstance(cause, ApplicationError) else None
+            timed_out = isinstance(cause, TemporalTimeout)
+            if kind != ERR_REFUSED:  # a refusal claims no row; anything else may have left one
+                await self._give_up(index, call, key, late if timed_out else error_message(exc))
+            if timed_out:
+                return EvidenceItem(index=index, call=call, status="timed_out", error=late)
             status: EvidenceStatus = (
                 "refused" if kind == ERR_REFUSED else "unavailable" if kind == ERR_UNAVAILABLE else "failed"
             )
@@ -193,6 +206,25 @@ class Investigation:
             )
         ended: EvidenceStatus = "refused" if res.status == "refused" else "failed"
         return EvidenceItem(index=index, call=call, status=ended, error=excerpt(res.error or res.status))
+
+    async def _give_up(self, index: int, call: ToolCall, key: str, reason: str) -> None:
+        """The gateway may have claimed this call's key before it gave up: close its ledger row
+        (`tools.give_up`, on the incident's own queue: the tools workers may be what is gone;
+        `EVIDENCE_GIVE_UP_PATCH`). Best effort: the evidence item says what happened either way."""
+        if not workflow.patched(EVIDENCE_GIVE_UP_PATCH):
+            return
+        try:
+            await workflow.execute_activity(
+                GIVE_UP,
+                GiveUpInput(incident_id=self.incident_id, index=index, call=call, idempotency_key=key, reason=reason),
+                result_type=ActionResult,
+                start_to_close_timeout=GIVE_UP_TIMEOUT,
+                retry_policy=GIVE_UP_RETRY,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("incident %s: evidence %s not closed in the ledger: %s", self.incident_id, key, exc)
 
     async def _model_evidence(self, question: str, calls: int, start: int) -> tuple[list[EvidenceItem], str]:
         """The seam for a capable model: the observability agent adds at most `calls` read calls

@@ -119,6 +119,17 @@ class ActionStore(LedgerBase):
             )
         return [ActionRow.model_validate(dict(r)) for r in rows]
 
+    async def running_actions(self, older_than_s: float, limit: int = 20) -> tuple[int, list[ActionRow]]:
+        """Rows still `running` that were claimed more than `older_than_s` seconds ago (no execute
+        lasts that long: the claim was left behind), oldest first: how many, and at most `limit`."""
+        async with self._conn() as conn:
+            where = "status = 'running' AND started_at < now() - make_interval(secs => $1)"
+            count = await conn.fetchval(f"SELECT count(*) FROM actions WHERE {where}", older_than_s)
+            rows = await conn.fetch(
+                f"SELECT * FROM actions WHERE {where} ORDER BY started_at LIMIT $2", older_than_s, limit
+            )
+        return int(count), [ActionRow.model_validate(dict(r)) for r in rows]
+
     async def record_outcome(self, incident_id: str, result: OutcomeResult, detail: str = "") -> OutcomeRow:
         async with self._conn(transaction=True) as conn:
             await _ensure_incident(conn, incident_id)

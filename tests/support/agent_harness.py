@@ -104,6 +104,7 @@ async def agent_worker(
             gateway.guard,
             gateway.call,
             gateway.execute,
+            gateway.give_up,  # as the platform's worker: an approved write that gave up closes its row
             fakes.route,
             fakes.record,
             fakes.notify,

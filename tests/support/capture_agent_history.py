@@ -7,7 +7,9 @@ run through `tools.call`), the next for a write (`rollout_restart`: an approval 
 by bob, run once through `tools.execute`), the third answers. Every activity is a fake under its
 real name on the time-skipping server: a history holds the activities' results, so replaying it
 needs only the workflow code. Capture a new one whenever `AgentWorkflow` changes the commands it
-issues (behind `workflow.patched`), and keep the old ones.
+issues (behind `workflow.patched`), and keep the old ones. With `--gave-up` (after NAME), the approved
+write's server stays unreachable through every retry: the run closes the write's ledger row with
+`tools.give_up` (`WRITE_GIVE_UP_PATCH`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 
 from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.tools import EXECUTE, GUARD, LIST_TOOLS
+from activities.tools import ERR_UNAVAILABLE, EXECUTE, GIVE_UP, GUARD, LIST_TOOLS
 from agentic_core.agents import (
     ACTIVITY_FINISH_RUN,
     ACTIVITY_MODEL_TURN,
@@ -42,6 +45,7 @@ from agentic_core.agents import (
 from agentic_core.incident import (
     ActionResult,
     ExecuteInput,
+    GiveUpInput,
     GuardedAction,
     GuardInput,
     GuardResult,
@@ -104,12 +108,29 @@ async def execute(inp: ExecuteInput) -> ActionResult:
     return ActionResult(index=inp.index, tool=inp.call.tool, idempotency_key=inp.idempotency_key, status="succeeded")
 
 
+@activity.defn(name=EXECUTE)
+async def execute_unreachable(inp: ExecuteInput) -> ActionResult:
+    raise ApplicationError("cannot reach the MCP server of rollout_restart", type=ERR_UNAVAILABLE)
+
+
+@activity.defn(name=GIVE_UP)
+async def give_up(inp: GiveUpInput) -> ActionResult:
+    return ActionResult(
+        index=inp.index,
+        tool=inp.call.tool,
+        idempotency_key=inp.idempotency_key,
+        status="failed",
+        error=f"gave up: {inp.reason}",
+        infrastructure=True,
+    )
+
+
 @activity.defn(name=ACTIVITY_FINISH_RUN)
 async def finish_run(inp: FinishRunInput) -> None:
     return None
 
 
-async def capture(name: str) -> None:
+async def capture(name: str, *, gave_up: bool = False) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
@@ -127,7 +148,7 @@ async def capture(name: str) -> None:
                 model_turn,
                 guard,
                 call,
-                execute,
+                *([execute_unreachable, give_up] if gave_up else [execute]),
                 finish_run,
                 fakes.route,
                 fakes.record,
@@ -157,4 +178,4 @@ async def capture(name: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(capture(sys.argv[1]))
+    asyncio.run(capture(sys.argv[1], gave_up="--gave-up" in sys.argv[2:]))

@@ -8,7 +8,9 @@ resolving; with `--nothing-to-run`, a question about a plan whose every action w
 acknowledged, then resolved; with `--untrusted-plan`, NORMAL mode and the model's own plan for a
 standard runbook, which records an `untrusted_plan` guardrail event before it asks; with
 `--gave-up`, the approved restart's tool server unreachable through every retry, so the incident
-gives up on it (`tools.give_up`) and fails) on the
+gives up on it (`tools.give_up`) and fails; with `--evidence-gave-up`, the happy path with one
+evidence call's server unreachable through its retries, so the investigate stage closes its ledger
+row with `tools.give_up`) on the
 time-skipping server with the fake activities. Capture
 a new pair whenever the workflows change the commands they issue (behind `workflow.patched`),
 and keep the old pairs: `test_history_compat` replays every pair with today's code, so a change
@@ -34,7 +36,12 @@ HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
 async def capture(
-    name: str, *, nothing_to_run: bool = False, untrusted_plan: bool = False, gave_up: bool = False
+    name: str,
+    *,
+    nothing_to_run: bool = False,
+    untrusted_plan: bool = False,
+    gave_up: bool = False,
+    evidence_gave_up: bool = False,
 ) -> None:
     """`nothing_to_run`: the VERBOSE question about a plan whose every action was refused,
     acknowledged, then resolved (`python -m tests.support.capture_history NAME --nothing-to-run`);
@@ -53,6 +60,8 @@ async def capture(
         config = IncidentConfig(approval_mode=ApprovalMode.NORMAL)
     if gave_up:
         fakes = t.Fakes(unreachable_tools={t.RESTART.tool})
+    if evidence_gave_up:
+        fakes = t.Fakes(runbook_evidence=list(t.EVIDENCE), unreachable_tools={t.EVENTS.tool})
     choice = "acknowledged" if nothing_to_run else "approved"
     try:
         await register_search_attributes(env.client)
@@ -81,5 +90,6 @@ if __name__ == "__main__":
             nothing_to_run="--nothing-to-run" in flags,
             untrusted_plan="--untrusted-plan" in flags,
             gave_up="--gave-up" in flags,
+            evidence_gave_up="--evidence-gave-up" in flags,
         )
     )

@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.agent import AgentWorkflow
+from workflows.agent import WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     ACTION_GIVE_UP_PATCH,
@@ -28,6 +28,7 @@ from workflows.incident import (
     UNTRUSTED_PLAN_EVENT_PATCH,
     IncidentWorkflow,
 )
+from workflows.investigate import EVIDENCE_GIVE_UP_PATCH
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 CAPTURED = sorted(HISTORIES.glob("*.json"))
@@ -114,6 +115,36 @@ def test_a_history_that_gave_up_on_an_action_is_kept() -> None:
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
+    assert "tools.give_up" in scheduled
+    assert scheduled[scheduled.index("tools.give_up") - 1] == "tools.execute"
+
+
+def _patches_and_scheduled(history: WorkflowHistory) -> tuple[list[str], list[str]]:
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    return patches, scheduled
+
+
+@pytest.mark.parametrize(
+    ("name", "patch"),
+    [
+        # an agent's approved write whose server stayed unreachable: `tools.give_up` closed its row
+        ("agent-v2-write-give-up.agent.json", WRITE_GIVE_UP_PATCH),
+        # an evidence call (get_events) whose server stayed unreachable: the same in investigate
+        ("v9-evidence-give-up.incident.json", EVIDENCE_GIVE_UP_PATCH),
+    ],
+)
+def test_histories_that_gave_up_on_a_write_or_an_evidence_call_are_kept(name: str, patch: str) -> None:
+    patches, scheduled = _patches_and_scheduled(load(HISTORIES / name))
+    assert patch in patches
     assert "tools.give_up" in scheduled
     assert scheduled[scheduled.index("tools.give_up") - 1] == "tools.execute"
 

@@ -167,16 +167,21 @@ def down(data_dir: DataDir = None) -> None:
 def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Report each part's health (exit 1 when a part is unhealthy or nothing runs)."""
     from workers.stack.status import stack_health
+    from workers.stack.stuck_actions import stuck_actions
 
     settings = _settings(data_dir)
     st, parts = asyncio.run(stack_health(settings))
     healthy = all(p.healthy is not False for p in parts)
+    ledger_up = all(p.healthy is not False for p in parts if p.name == "postgres")
+    # #17: action rows left running, if any (said, not a health check)
+    stuck = asyncio.run(stuck_actions(settings)) if ledger_up else None
     if as_json:
         doc = {
             "running": st is not None,
             "healthy": healthy,
             "data_dir": str(settings.data_path),
             "parts": [p.model_dump() for p in parts],
+            "stuck_actions": stuck.model_dump() if stuck is not None else None,
         }
         print(json.dumps(doc, indent=2))
     else:
@@ -195,6 +200,8 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         endpoints = [(p.name, url) for p in parts if p.healthy is not None for url in p.metrics.split()]
         if endpoints:  # docs/observability.md
             console.print("metrics: " + ", ".join(f"{name} {url}" for name, url in endpoints), soft_wrap=True)
+        if stuck is not None and stuck.count:
+            console.print(stuck.line(), highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(0 if healthy else 1)
 
 
