@@ -182,7 +182,8 @@ _RULES: list[tuple[str, re.Pattern[str], str, _Check | None]] = [
     (SECRET, re.compile(r"(?P<v>\bAIza[0-9A-Za-z_-]{35}\b)"), "v", None),
     (SECRET, re.compile(r"(?P<v>\b[rs]k_live_[0-9A-Za-z]{16,}\b)"), "v", None),
     (SECRET, re.compile(r"(?P<v>\bsk-[A-Za-z0-9_-]{20,})"), "v", None),
-    (SECRET, re.compile(r"(?P<v>(?<![\w:])\d{8,10}:AA[A-Za-z0-9_-]{33}\b)"), "v", None),
+    # a Telegram bot token, bare or in the Bot API's URL path (https://api.telegram.org/bot<token>/…)
+    (SECRET, re.compile(r"(?P<v>(?:(?<=/bot)|(?<![\w:]))\d{8,10}:AA[A-Za-z0-9_-]{32,33}\b)"), "v", None),
     # key=value, key: value, "key": "value" (the key ends with a secret word). A placeholder
     # counts as such a key too: in `token = "db_password": "…"` the first pass redacts the
     # value "db_password", and a second pass (see `_apply`) the value after it.

@@ -73,6 +73,17 @@ PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nQyNTUxOQAA
             "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
             SECRET,
         ),
+        # in the Bot API's URL (an httpx log line, a span's url.full): was missed after "/bot"
+        (
+            "POST https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0/getUpdates",
+            "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
+            SECRET,
+        ),
+        (
+            "bot 110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw is Telegram's own example",
+            "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+            SECRET,
+        ),
         ("DB_PASSWORD=hunter2 restarting", "hunter2", SECRET),
         ('{"alertname": "X", "api_token": "t0k-en"}', "t0k-en", SECRET),
         ("client_secret: 'very secret words'", "very secret words", SECRET),
