@@ -1,7 +1,9 @@
 """What the platform's MCP servers share: the bearer-token verifier, strict tools (unknown
 arguments refused), the annotations that say what a tool does to the world, the loopback test
-for binding without TLS in front, the server with its auth and `/healthz`, and serving it over
-streamable HTTP on a bound socket."""
+for binding without TLS in front, the server with its auth and `/healthz`, serving it over
+streamable HTTP on a bound socket, and the process around it (`ToolServer`: its options, its
+start-up in one order, its lines on stderr, exit 2 for a start-up error): a server declares only
+its name, its own options and how it starts from them (`configure` → `Launch` → `Serving`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -31,7 +34,7 @@ from pydantic import ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from workers.process import StartupError, secret_from_env
+from workers.process import StartupError, bind_listener, secret_from_env
 
 EXIT_OK = 0
 EXIT_STARTUP = 2  # the process could not start: its one line says why
@@ -127,20 +130,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def base_parser(module: str, description: str, port: int) -> argparse.ArgumentParser:
-    """The options every MCP server takes: --host, --port and --token-env (add your own after)."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=port, help="TCP port (default: %(default)s)")
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
-    )
-    return p
-
-
 # A server's settings are its command-line options, each defaulting to its AGENTIC_* variable
 # (`env_default`). A secret (a token, an API key) is never an option, where `ps` shows it: an
 # option names the variable that holds it (`--token-env VAR`, `--ha-token-env VAR`: read with
@@ -183,26 +172,6 @@ def url_host(host: str) -> str:
 def issuer_url(args: argparse.Namespace) -> str:
     """The server's own base URL from `--host` and `--port` (the MCP auth issuer)."""
     return f"http://{url_host(args.host)}:{args.port}"
-
-
-def serve_and_report(
-    name: str,
-    server: MCPServer,
-    sock: socket.socket,
-    args: argparse.Namespace,
-    token: str | None,
-    detail: str,
-    on_stop: Callable[[], Awaitable[None]] | None = None,
-) -> int:
-    """Say where the server listens (and what it serves, `detail`) on stderr, serve until told
-    to stop, say so; the process's exit status."""
-    auth = "required" if token else "off"
-    print(
-        f"{name}: serving {server.name} at {issuer_url(args)}/mcp; {detail}; token {auth}", file=sys.stderr, flush=True
-    )
-    serve_http(server, sock, args.host, on_stop=on_stop)
-    print(f"{name}: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
 
 
 def new_server(
@@ -309,6 +278,97 @@ def server_main(name: str, serve: Callable[[], int]) -> int:
         from workers import telemetry
 
         telemetry.shutdown()
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A server ready to serve, as its `launch` makes it once the listener is bound."""
+
+    server: MCPServer
+    detail: str
+    """What it serves, for its start-up line (`...; <detail>; token required`)."""
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    """Run in the server's event loop once it has stopped (close its clients)."""
+    close: Callable[[], None] | None = None
+    """Run after serving, however serving ended."""
+
+
+Launch = Callable[[str | None, str], Serving]
+"""Makes the server from the client token and the issuer URL, once its listener is bound."""
+
+
+def _no_options(_parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ToolServer:
+    """One MCP server process, `python -m workers.toolservers.<package>`: the options every server
+    takes (--host, --port, --token-env) and its own (`options`), its start-up in one order (the
+    client token, its settings checked by `configure`, the listener bound, the server made by the
+    `Launch` that `configure` returned), one line on stderr where it serves and one when it
+    stopped, a start-up error as its one line and exit 2 (`main`)."""
+
+    name: str
+    """`mcp_<package>`: its log lines' prefix and its telemetry service (`agentic-<package>`)."""
+    tools: str
+    """What its `--help` says it serves: `Serve the <tools> MCP tools ...`."""
+    port: int
+    port_setting: str
+    """The variable that changes its port, named when the port is taken."""
+    serves: str
+    """What the refusal to serve off loopback without a token names."""
+    configure: Callable[[argparse.Namespace], Launch]
+    """Reads and checks its settings (a `StartupError` before anything is bound)."""
+    options: Callable[[argparse.ArgumentParser], None] = _no_options
+
+    @property
+    def module(self) -> str:
+        return "workers.toolservers." + self.name.removeprefix("mcp_")
+
+    def parser(self) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(
+            prog=f"python -m {self.module}",
+            description=f"Serve the {self.tools} MCP tools over streamable HTTP at /mcp.",
+        )
+        p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+        p.add_argument("--port", type=int, default=self.port, help="TCP port (default: %(default)s)")
+        p.add_argument(
+            "--token-env",
+            default=None,
+            metavar="VAR",
+            help="name of the environment variable holding the bearer token clients must send (default: none)",
+        )
+        self.options(p)
+        return p
+
+    def serve(self, args: argparse.Namespace) -> int:
+        """Start as `args` say, serve until told to stop; the process's exit status."""
+        token = client_token(args, self.serves)
+        launch = self.configure(args)
+        sock = bind_listener(args.host, args.port, self.port_setting)
+        try:
+            serving = launch(token, issuer_url(args))
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            auth = "required" if token else "off"
+            print(
+                f"{self.name}: serving {serving.server.name} at {issuer_url(args)}/mcp; {serving.detail}; token {auth}",
+                file=sys.stderr,
+                flush=True,
+            )
+            serve_http(serving.server, sock, args.host, on_stop=serving.on_stop)
+            print(f"{self.name}: stopped", file=sys.stderr, flush=True)
+            return EXIT_OK
+        finally:
+            if serving.close is not None:
+                serving.close()
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        args = self.parser().parse_args(argv)
+        return server_main(self.name, lambda: self.serve(args))
 
 
 def _telemetry(name: str) -> None:
