@@ -62,15 +62,13 @@ from workers.toolservers.arr.models import (
 from workers.toolservers.common import (
     MUTATING_IDEMPOTENT,
     READ_ONLY,
-    Launch,
-    Serving,
-    ToolServer,
     env_default,
     env_secret,
     new_server,
     tool,
     tool_annotations,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["COMMANDS", "build_server", "main"]
 

@@ -67,14 +67,12 @@ from workers.toolservers.coding.models import (
 from workers.toolservers.coding.repos import Repo, RepoError, parse_repos
 from workers.toolservers.common import (
     READ_ONLY,
-    Launch,
-    Serving,
-    ToolServer,
     env_default,
     new_server,
     tool,
     tool_annotations,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["APPLY", "COMMIT", "build_server", "main"]
 

@@ -48,9 +48,6 @@ from workers.toolservers.common import (
     MUTATING,
     MUTATING_IDEMPOTENT,
     READ_ONLY,
-    Launch,
-    Serving,
-    ToolServer,
     env_default,
     new_server,
     tool,
@@ -65,6 +62,7 @@ from workers.toolservers.homeassistant.models import (
     ServiceResult,
     StatesResult,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["DEFAULT_SERVICES", "build_server", "main", "parse_services"]
 

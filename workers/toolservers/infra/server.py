@@ -78,13 +78,11 @@ from workers.toolservers.common import (
     MUTATING_IDEMPOTENT,
     READ_ONLY,
     READ_ONLY_OPEN,
-    Launch,
-    Serving,
-    ToolServer,
     new_server,
     tool,
     tool_errors,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 

@@ -46,9 +46,6 @@ from workers.settings import Settings
 from workers.stack.env import platform_settings
 from workers.toolservers.common import (
     READ_ONLY,
-    Launch,
-    Serving,
-    ToolServer,
     new_server,
     tool,
     tool_errors,
@@ -66,6 +63,7 @@ from workers.toolservers.knowledge.models import (
     RunbookSearchResult,
     RunbookStatsResult,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["build_server", "main"]
 

@@ -47,9 +47,6 @@ from pydantic import Field
 from workers.process import StartupError
 from workers.toolservers.common import (
     READ_ONLY,
-    Launch,
-    Serving,
-    ToolServer,
     env_default,
     new_server,
     tool,
@@ -78,6 +75,7 @@ from workers.toolservers.metrics.models import (
     series_of,
     short,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["build_server", "main", "parse_duration", "parse_time"]
 

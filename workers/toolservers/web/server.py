@@ -36,13 +36,11 @@ from pydantic import BaseModel, Field
 from workers.process import StartupError
 from workers.toolservers.common import (
     READ_ONLY_OPEN,
-    Launch,
-    Serving,
-    ToolServer,
     env_default,
     new_server,
     tool,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 from workers.toolservers.web.egress import (
     EgressPolicy,
     EgressRefused,
