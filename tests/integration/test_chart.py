@@ -387,7 +387,7 @@ def test_mcp_server_command_matches_its_cli() -> None:
 
     dep = next(d for d in render("default") if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-infra")
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
-    args = mcp_infra._parser().parse_args(command[3:])
+    args = mcp_infra.PROCESS.parser().parse_args(command[3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8091, "AGENTIC_MCP_TOKEN")
 
 
@@ -399,7 +399,7 @@ def test_knowledge_mcp_server_is_a_platform_client_without_cluster_access() -> N
     assert dep["metadata"]["namespace"] == "ai-tools"
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    args = mcp_knowledge._parser().parse_args(c["command"][3:])
+    args = mcp_knowledge.PROCESS.parser().parse_args(c["command"][3:])
     assert c["command"][:3] == ["python", "-m", "workers.toolservers.knowledge"]
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8092, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e for e in c["env"]}
@@ -444,7 +444,7 @@ def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enable
 
     ha = deps["mcp-homeassistant"]["spec"]["template"]["spec"]
     c = ha["containers"][0]
-    args = mcp_homeassistant._parser().parse_args(c["command"][3:])
+    args = mcp_homeassistant.PROCESS.parser().parse_args(c["command"][3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8093, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e for e in c["env"]}
     assert env["AGENTIC_HA_URL"]["value"] == "http://home-assistant.home.svc.cluster.local:8123"
@@ -458,7 +458,7 @@ def test_home_assistant_and_arr_servers_are_off_by_default_and_wired_when_enable
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
     arr = deps["mcp-arr"]["spec"]["template"]["spec"]["containers"][0]
-    assert mcp_arr._parser().parse_args(arr["command"][3:]).port == 8094
+    assert mcp_arr.PROCESS.parser().parse_args(arr["command"][3:]).port == 8094
     arr_env = {e["name"]: e for e in arr["env"]}
     assert "AGENTIC_PROWLARR_URL" not in arr_env  # emptied in the values: Prowlarr skipped
     assert arr_env["AGENTIC_SONARR_URL"]["value"] == "http://sonarr.media.svc.cluster.local:8989"
@@ -501,7 +501,7 @@ def test_metrics_server_is_on_and_wired_to_prometheus_and_alertmanager() -> None
     deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     pod = deps["mcp-metrics"]["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    args = mcp_metrics._parser().parse_args(c["command"][3:])
+    args = mcp_metrics.PROCESS.parser().parse_args(c["command"][3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8095, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e for e in c["env"]}
     assert env["AGENTIC_PROMETHEUS_URL"]["value"] == "http://prometheus-operated.monitoring.svc.cluster.local:9090"
@@ -563,7 +563,7 @@ def test_web_server_is_off_by_default_and_its_egress_is_the_only_tool_egress_lea
     )
     c = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mcp-web")
     container = c["spec"]["template"]["spec"]["containers"][0]
-    args = mcp_web._parser().parse_args(container["command"][3:])
+    args = mcp_web.PROCESS.parser().parse_args(container["command"][3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8097, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["AGENTIC_WEB_ALLOWED_DOMAINS"] == "docs.python.org" and env["AGENTIC_WEB_MAX_BYTES"] == "2000000"
@@ -590,7 +590,7 @@ def test_coding_server_is_off_by_default_and_reaches_nothing_outside_the_cluster
     deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     pod = deps["mcp-coding"]["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    args = mcp_coding._parser().parse_args(c["command"][3:])
+    args = mcp_coding.PROCESS.parser().parse_args(c["command"][3:])
     assert (args.host, args.port, args.token_env) == ("0.0.0.0", 8096, "AGENTIC_MCP_TOKEN")
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["AGENTIC_REPOS"] == "gitops=/repos/gitops,apps=/repos/apps"

@@ -1,23 +1,16 @@
 """What the platform's MCP servers share: the bearer-token verifier, strict tools (unknown
-arguments refused), the annotations that say what a tool does to the world, the loopback test
-for binding without TLS in front, the server with its auth and `/healthz`, and serving it over
-streamable HTTP on a bound socket."""
+arguments refused), the annotations that say what a tool does to the world, one error wrapper,
+their settings from the environment, and the server with its auth, `/healthz` and `/metrics`.
+The process around a server (options, start-up, serving, exit codes) is `serving.py`."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import hmac
 import inspect
-import ipaddress
 import logging
 import os
-import signal
-import socket
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from types import FrameType
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mcp.server.auth.provider import AccessToken
@@ -31,10 +24,7 @@ from pydantic import ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from workers.process import StartupError, secret_from_env
-
-EXIT_OK = 0
-EXIT_STARTUP = 2  # the process could not start: its one line says why
+from workers.process import StartupError
 
 log = logging.getLogger("workers.toolservers")
 
@@ -118,29 +108,6 @@ def strict(tool: Tool) -> Tool:
     return tool
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def base_parser(module: str, description: str, port: int) -> argparse.ArgumentParser:
-    """The options every MCP server takes: --host, --port and --token-env (add your own after)."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=port, help="TCP port (default: %(default)s)")
-    p.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the bearer token clients must send (default: none)",
-    )
-    return p
-
-
 # A server's settings are its command-line options, each defaulting to its AGENTIC_* variable
 # (`env_default`). A secret (a token, an API key) is never an option, where `ps` shows it: an
 # option names the variable that holds it (`--token-env VAR`, `--ha-token-env VAR`: read with
@@ -161,48 +128,6 @@ def env_secret(var: str, missing: str) -> str:
     if not value:
         raise StartupError(missing)
     return value
-
-
-def client_token(args: argparse.Namespace, what: str) -> str | None:
-    """The bearer token clients must send (from `--token-env`). Without one the server only
-    listens on loopback: anything else is refused at start, saying so."""
-    token = secret_from_env(args.token_env, "--token-env")
-    if token is None and not is_loopback(args.host):
-        raise StartupError(
-            f"error: refusing to serve {what} on {args.host} without a token: "
-            "set --token-env VAR (AGENTIC_MCP_TOKEN) or listen on 127.0.0.1"
-        )
-    return token
-
-
-def url_host(host: str) -> str:
-    """`host` as it stands in a URL (IPv6 literals in brackets)."""
-    return f"[{host}]" if ":" in host else host
-
-
-def issuer_url(args: argparse.Namespace) -> str:
-    """The server's own base URL from `--host` and `--port` (the MCP auth issuer)."""
-    return f"http://{url_host(args.host)}:{args.port}"
-
-
-def serve_and_report(
-    name: str,
-    server: MCPServer,
-    sock: socket.socket,
-    args: argparse.Namespace,
-    token: str | None,
-    detail: str,
-    on_stop: Callable[[], Awaitable[None]] | None = None,
-) -> int:
-    """Say where the server listens (and what it serves, `detail`) on stderr, serve until told
-    to stop, say so; the process's exit status."""
-    auth = "required" if token else "off"
-    print(
-        f"{name}: serving {server.name} at {issuer_url(args)}/mcp; {detail}; token {auth}", file=sys.stderr, flush=True
-    )
-    serve_http(server, sock, args.host, on_stop=on_stop)
-    print(f"{name}: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
 
 
 def new_server(
@@ -243,88 +168,3 @@ def new_server(
 
     server.custom_route("/metrics", methods=["GET"])(metrics_endpoint)  # Prometheus (docs/observability.md)
     return server
-
-
-def serve_http(
-    server: MCPServer, sock: socket.socket, host: str, on_stop: Callable[[], Awaitable[None]] | None = None
-) -> None:
-    """Serve `server` over streamable HTTP at /mcp on the bound `sock` until SIGTERM/SIGINT;
-    then run `on_stop` (in the same event loop) and close the socket."""
-    import uvicorn
-
-    from workers.http_limits import bounded_config
-
-    app = server.streamable_http_app(host=host)
-    config = bounded_config(  # headers within 5 s, the body within 10 s (workers/http_limits.py)
-        app,
-        log_config=None,  # use this process's logging set-up
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    userver = uvicorn.Server(config)
-
-    # uvicorn handles SIGTERM/SIGINT during serve() and re-raises them afterwards: these
-    # handlers receive the re-raised signal, so a requested stop ends with exit code 0.
-    def _stopped(_signum: int, _frame: FrameType | None) -> None:
-        pass
-
-    signal.signal(signal.SIGTERM, _stopped)
-    signal.signal(signal.SIGINT, _stopped)
-
-    async def run() -> None:
-        try:
-            await userver.serve(sockets=[sock])
-        finally:
-            if on_stop is not None:
-                await on_stop()
-
-    try:
-        asyncio.run(run())
-    finally:
-        sock.close()
-
-
-def server_main(name: str, serve: Callable[[], int]) -> int:
-    """A server process's `main`: its log lines prefixed with `name`, the SDK's and uvicorn's
-    chatter at WARNING, an `AgenticError` (a `StartupError` is one) as its one line and exit 2."""
-    import logging
-    import sys
-
-    from agentic_core.redaction import install_log_redaction
-    from workers.errors import AgenticError
-
-    logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    install_log_redaction()
-    for noisy in ("uvicorn.error", "mcp.server.streamable_http_manager", "mcp.server.streamable_http", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    _telemetry(name)
-    try:
-        return serve()
-    except AgenticError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    finally:
-        from workers import telemetry
-
-        telemetry.shutdown()
-
-
-def _telemetry(name: str) -> None:
-    """Traces for this tool server (the mcp SDK makes the spans of the calls it serves), as the
-    platform's settings in the environment say; a server run by hand with no settings traces
-    only when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    from pydantic import ValidationError
-
-    from workers import telemetry
-    from workers.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        log.warning("tracing settings not read (%s): tracing off", exc.errors()[0].get("msg", "invalid"))
-        return
-    if "AGENTIC_DATA_DIR" not in os.environ:
-        settings = settings.model_copy(update={"traces_local": False})  # not part of a stack: no span file
-    telemetry.setup(f"agentic-{name.replace('_', '-')}", settings)

@@ -37,7 +37,6 @@ that is not on the app's list.
 import argparse
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -45,7 +44,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from pydantic import Field
 
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.toolservers.app_api import body_message
 from workers.toolservers.arr.client import APPS, TITLES, ArrApp
 from workers.toolservers.arr.models import (
@@ -63,17 +62,13 @@ from workers.toolservers.arr.models import (
 from workers.toolservers.common import (
     MUTATING_IDEMPOTENT,
     READ_ONLY,
-    base_parser,
-    client_token,
     env_default,
     env_secret,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
     tool_annotations,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["COMMANDS", "build_server", "main"]
 
@@ -382,10 +377,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.arr", "Serve the Sonarr/Radarr/Prowlarr MCP tools over streamable HTTP at /mcp.", 8094
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     for app in APPS:
         var = f"AGENTIC_{app.upper()}_URL"
         p.add_argument(
@@ -393,7 +385,6 @@ def _parser() -> argparse.ArgumentParser:
             default=env_default(var),
             help=f"{TITLES[app]} base URL (default: ${var}); its API key: $AGENTIC_{app.upper()}_API_KEY",
         )
-    return p
 
 
 def load_apps(args: argparse.Namespace) -> dict[str, ArrApp]:
@@ -414,20 +405,29 @@ def load_apps(args: argparse.Namespace) -> dict[str, ArrApp]:
     return apps
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "arr tools")
+def configure(args: argparse.Namespace) -> Launch:
     apps = load_apps(args)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_ARR_PORT")
-    server = build_server(apps, token=token, issuer_url=issuer_url(args))
-    where = ", ".join(f"{a} {c.api.base_url}" for a, c in apps.items())
 
-    async def close() -> None:
-        for c in apps.values():
-            await c.close()
+    def launch(token: str | None, issuer: str) -> Serving:
+        server = build_server(apps, token=token, issuer_url=issuer)
+        where = ", ".join(f"{a} {c.api.base_url}" for a, c in apps.items())
 
-    return serve_and_report("mcp_arr", server, sock, args, token, f"apps: {where}", on_stop=close)
+        async def close() -> None:
+            for c in apps.values():
+                await c.close()
+
+        return Serving(server, f"apps: {where}", on_stop=close)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_arr", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_arr",
+    "Sonarr/Radarr/Prowlarr",
+    port=8094,
+    port_setting="AGENTIC_MCP_ARR_PORT",
+    serves="arr tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main

@@ -35,7 +35,7 @@ import asyncio
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
@@ -43,7 +43,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from activities.tools import IDEMPOTENCY_KEY_META
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.toolservers.coding import edits as ed
 from workers.toolservers.coding import gitops
 from workers.toolservers.coding import structure as st
@@ -67,16 +67,12 @@ from workers.toolservers.coding.models import (
 from workers.toolservers.coding.repos import Repo, RepoError, parse_repos
 from workers.toolservers.common import (
     READ_ONLY,
-    base_parser,
-    client_token,
     env_default,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
     tool_annotations,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["APPLY", "COMMIT", "build_server", "main"]
 
@@ -438,10 +434,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.coding", "Serve the Git repository MCP tools over streamable HTTP at /mcp.", 8096
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repos",
         default=env_default("AGENTIC_REPOS"),
@@ -457,7 +450,6 @@ def _parser() -> argparse.ArgumentParser:
         default=env_default("AGENTIC_CODING_AUTHOR", DEFAULT_AUTHOR),
         help="the commits' author, 'Name <email>' (default: $AGENTIC_CODING_AUTHOR or %(default)s)",
     )
-    return p
 
 
 def open_repos(spec: str | None) -> dict[str, Repo]:
@@ -474,22 +466,30 @@ def open_repos(spec: str | None) -> dict[str, Repo]:
         raise StartupError(str(exc)) from None
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "coding tools")
+def configure(args: argparse.Namespace) -> Launch:
     repos = open_repos(args.repos)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_CODING_PORT")
-    try:
-        server = build_server(
-            repos, author=args.author, push_remote=args.push_remote or None, token=token, issuer_url=issuer_url(args)
-        )
-    except ValueError as exc:
-        sock.close()
-        raise StartupError(f"AGENTIC_CODING_AUTHOR: {exc}") from None
-    detail = "repositories: " + ", ".join(f"{n} ({r.path})" for n, r in repos.items())
-    detail += f"; push: {args.push_remote}" if args.push_remote else "; push: off"
-    return serve_and_report("mcp_coding", server, sock, args, token, detail)
+
+    def launch(token: str | None, issuer: str) -> Serving:
+        try:
+            server = build_server(
+                repos, author=args.author, push_remote=args.push_remote or None, token=token, issuer_url=issuer
+            )
+        except ValueError as exc:
+            raise StartupError(f"AGENTIC_CODING_AUTHOR: {exc}") from None
+        detail = "repositories: " + ", ".join(f"{n} ({r.path})" for n, r in repos.items())
+        detail += f"; push: {args.push_remote}" if args.push_remote else "; push: off"
+        return Serving(server, detail)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_coding", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_coding",
+    "Git repository",
+    port=8096,
+    port_setting="AGENTIC_MCP_CODING_PORT",
+    serves="coding tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main

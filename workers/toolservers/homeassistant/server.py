@@ -37,25 +37,19 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from workers.process import StartupError, bind_listener, secret_from_env
+from workers.process import StartupError, secret_from_env
 from workers.toolservers.common import (
     MUTATING,
     MUTATING_IDEMPOTENT,
     READ_ONLY,
-    base_parser,
-    client_token,
     env_default,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
 )
 from workers.toolservers.homeassistant.client import HomeAssistant
@@ -68,6 +62,7 @@ from workers.toolservers.homeassistant.models import (
     ServiceResult,
     StatesResult,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["DEFAULT_SERVICES", "build_server", "main", "parse_services"]
 
@@ -312,10 +307,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.homeassistant", "Serve the Home Assistant MCP tools over streamable HTTP at /mcp.", 8093
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ha-url",
         default=env_default("AGENTIC_HA_URL"),
@@ -332,11 +324,9 @@ def _parser() -> argparse.ArgumentParser:
         default=env_default("AGENTIC_HA_SERVICES", DEFAULT_SERVICES),
         help="comma-separated domain.service allow-list (default: $AGENTIC_HA_SERVICES, else the built-in list)",
     )
-    return p
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "Home Assistant tools")
+def configure(args: argparse.Namespace) -> Launch:
     if not args.ha_url or not args.ha_url.startswith(("http://", "https://")):
         raise StartupError(
             "error: no Home Assistant URL: set AGENTIC_HA_URL (--ha-url), e.g. http://homeassistant:8123"
@@ -344,13 +334,22 @@ def serve(args: argparse.Namespace) -> int:
     ha_token = secret_from_env(args.ha_token_env, "--ha-token-env")
     assert ha_token is not None
     services = parse_services(args.services)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_HA_PORT")
-    ha = HomeAssistant(args.ha_url, ha_token)
-    server = build_server(ha, services, token=token, issuer_url=issuer_url(args))
-    detail = f"Home Assistant: {ha.url}; {len(services)} services allowed"
-    return serve_and_report("mcp_homeassistant", server, sock, args, token, detail, on_stop=ha.close)
+
+    def launch(token: str | None, issuer: str) -> Serving:
+        ha = HomeAssistant(args.ha_url, ha_token)
+        server = build_server(ha, services, token=token, issuer_url=issuer)
+        return Serving(server, f"Home Assistant: {ha.url}; {len(services)} services allowed", on_stop=ha.close)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_homeassistant", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_homeassistant",
+    "Home Assistant",
+    port=8093,
+    port_setting="AGENTIC_MCP_HA_PORT",
+    serves="Home Assistant tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main

@@ -45,7 +45,7 @@ import argparse
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -72,21 +72,17 @@ from activities.kube.ops import (
     load_api_client,
 )
 from activities.tools import IDEMPOTENCY_TIMESTAMP_META
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.toolservers.common import (
     MUTATING,
     MUTATING_IDEMPOTENT,
     READ_ONLY,
     READ_ONLY_OPEN,
-    base_parser,
-    client_token,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
     tool_errors,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["TALOSCTL_MISSING", "StartupError", "build_server", "main"]
 
@@ -315,17 +311,13 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.infra", "Serve the Kubernetes/Talos MCP tools over streamable HTTP at /mcp.", 8091
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kubeconfig",
         type=Path,
         default=None,
         help="kubeconfig of the cluster (default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
     )
-    return p
 
 
 def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
@@ -338,18 +330,23 @@ def _load_cluster(kubeconfig: Path | None) -> tuple[KubeOps | None, str]:
     return KubeOps(api, where=where), where
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "cluster-changing tools")
+def configure(args: argparse.Namespace) -> Launch:
     ops, where = _load_cluster(args.kubeconfig)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_INFRA_PORT")
-    server = build_server(ops, token=token, issuer_url=issuer_url(args))
-    try:
-        return serve_and_report("mcp_infra", server, sock, args, token, f"cluster: {where}")
-    finally:
-        if ops is not None:
-            ops.close()
+
+    def launch(token: str | None, issuer: str) -> Serving:
+        server = build_server(ops, token=token, issuer_url=issuer)
+        return Serving(server, f"cluster: {where}", close=ops.close if ops is not None else None)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_infra", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_infra",
+    "Kubernetes/Talos",
+    port=8091,
+    port_setting="AGENTIC_MCP_INFRA_PORT",
+    serves="cluster-changing tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main

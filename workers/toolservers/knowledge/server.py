@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -42,17 +41,12 @@ from activities.ledger.repository import Ledger
 from agentic_core.models import Collection
 from agentic_core.trust import RunbookCounters
 from workers.errors import AgenticError
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.settings import Settings
 from workers.stack.env import platform_settings
 from workers.toolservers.common import (
     READ_ONLY,
-    base_parser,
-    client_token,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
     tool_errors,
 )
@@ -69,6 +63,7 @@ from workers.toolservers.knowledge.models import (
     RunbookSearchResult,
     RunbookStatsResult,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["build_server", "main"]
 
@@ -295,15 +290,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.knowledge", "Serve the knowledge-base MCP tools over streamable HTTP at /mcp.", 8092
-    )
-    return p
-
-
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "the knowledge base")
+def configure(_args: argparse.Namespace) -> Launch:
     try:
         settings = platform_settings(Settings())  # the stack's secrets and addresses, as every part gets them
     except ValueError as exc:
@@ -311,13 +298,22 @@ def serve(args: argparse.Namespace) -> int:
         raise StartupError(f"error: bad configuration: {' '.join(first[1:3]).strip()}") from None
     except AgenticError as exc:
         raise StartupError(f"error: {exc}") from None
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_KNOWLEDGE_PORT")
-    backends = KnowledgeBackends(settings)
-    server = build_server(backends, token=token, issuer_url=issuer_url(args))
-    detail = f"temporal {settings.temporal_target} queue {settings.task_queue}"
-    return serve_and_report("mcp_knowledge", server, sock, args, token, detail, on_stop=backends.close)
+
+    def launch(token: str | None, issuer: str) -> Serving:
+        backends = KnowledgeBackends(settings)
+        server = build_server(backends, token=token, issuer_url=issuer)
+        detail = f"temporal {settings.temporal_target} queue {settings.task_queue}"
+        return Serving(server, detail, on_stop=backends.close)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_knowledge", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_knowledge",
+    "knowledge-base",
+    port=8092,
+    port_setting="AGENTIC_MCP_KNOWLEDGE_PORT",
+    serves="the knowledge base",
+    configure=configure,
+)
+main = PROCESS.main

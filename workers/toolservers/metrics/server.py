@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -45,16 +44,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.toolservers.common import (
     READ_ONLY,
-    base_parser,
-    client_token,
     env_default,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
 )
 from workers.toolservers.metrics.client import (
@@ -81,6 +75,7 @@ from workers.toolservers.metrics.models import (
     series_of,
     short,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 
 __all__ = ["build_server", "main", "parse_duration", "parse_time"]
 
@@ -382,10 +377,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser(
-        "workers.toolservers.metrics", "Serve the Prometheus/Alertmanager MCP tools over streamable HTTP at /mcp.", 8095
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prometheus-url",
         default=env_default("AGENTIC_PROMETHEUS_URL"),
@@ -402,7 +394,6 @@ def _parser() -> argparse.ArgumentParser:
         help="basic-auth user of a secured Prometheus (default: $AGENTIC_PROMETHEUS_USERNAME); "
         "its password: $AGENTIC_PROMETHEUS_PASSWORD",
     )
-    return p
 
 
 def _url(value: str | None, setting: str) -> str | None:
@@ -428,8 +419,7 @@ def prometheus_auth(username: str | None) -> dict[str, str]:
     return auth_headers(token, username, password)
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "metrics tools")
+def configure(args: argparse.Namespace) -> Launch:
     url = _url(args.prometheus_url, "AGENTIC_PROMETHEUS_URL")
     if url is None:
         raise StartupError(
@@ -437,21 +427,33 @@ def serve(args: argparse.Namespace) -> int:
         )
     am_url = _url(args.alertmanager_url, "AGENTIC_ALERTMANAGER_URL")
     headers = prometheus_auth(args.prometheus_username)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_METRICS_PORT")
-    prometheus = Prometheus(url, headers)
-    alertmanager = Alertmanager(am_url) if am_url else None
-    server = build_server(prometheus, alertmanager, token=token, issuer_url=issuer_url(args))
 
-    async def close() -> None:
-        await prometheus.close()
-        if alertmanager is not None:
-            await alertmanager.close()
+    def launch(token: str | None, issuer: str) -> Serving:
+        prometheus = Prometheus(url, headers)
+        alertmanager = Alertmanager(am_url) if am_url else None
+        server = build_server(prometheus, alertmanager, token=token, issuer_url=issuer)
 
-    auth = "bearer token" if "Bearer" in headers.get("Authorization", "") else "basic auth" if headers else "no auth"
-    detail = f"Prometheus: {prometheus.url} ({auth}); Alertmanager: {am_url or 'not configured'}"
-    return serve_and_report("mcp_metrics", server, sock, args, token, detail, on_stop=close)
+        async def close() -> None:
+            await prometheus.close()
+            if alertmanager is not None:
+                await alertmanager.close()
+
+        auth = (
+            "bearer token" if "Bearer" in headers.get("Authorization", "") else "basic auth" if headers else "no auth"
+        )
+        detail = f"Prometheus: {prometheus.url} ({auth}); Alertmanager: {am_url or 'not configured'}"
+        return Serving(server, detail, on_stop=close)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_metrics", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_metrics",
+    "Prometheus/Alertmanager",
+    port=8095,
+    port_setting="AGENTIC_MCP_METRICS_PORT",
+    serves="metrics tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main

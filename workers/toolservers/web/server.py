@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -34,18 +33,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from workers.process import StartupError, bind_listener
+from workers.process import StartupError
 from workers.toolservers.common import (
     READ_ONLY_OPEN,
-    base_parser,
-    client_token,
     env_default,
-    issuer_url,
     new_server,
-    serve_and_report,
-    server_main,
     tool,
 )
+from workers.toolservers.serving import Launch, Serving, ToolServer
 from workers.toolservers.web.egress import (
     EgressPolicy,
     EgressRefused,
@@ -262,8 +257,7 @@ def build_server(
 # --------------------------------------------------------------------------- the process
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser("workers.toolservers.web", "Serve the web MCP tools over streamable HTTP at /mcp.", 8097)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--searxng-url",
         default=env_default("AGENTIC_SEARXNG_URL"),
@@ -286,7 +280,6 @@ def _parser() -> argparse.ArgumentParser:
         "--max-pages-per-minute", type=int, default=int(env_default("AGENTIC_WEB_MAX_PAGES_PER_MINUTE", "30") or 0)
     )
     p.add_argument("--user-agent", default=env_default("AGENTIC_WEB_USER_AGENT", "agentic-platform-web/0.1"))
-    return p
 
 
 def components(args: argparse.Namespace, resolve: Resolver = system_resolve) -> tuple[SearxNG | None, Fetcher | None]:
@@ -322,25 +315,34 @@ def components(args: argparse.Namespace, resolve: Resolver = system_resolve) -> 
     return searxng, fetcher
 
 
-def serve(args: argparse.Namespace) -> int:
-    token = client_token(args, "web tools")
+def configure(args: argparse.Namespace) -> Launch:
     searxng, fetcher = components(args)
-    sock = bind_listener(args.host, args.port, "AGENTIC_MCP_WEB_PORT")
-    server = build_server(searxng, fetcher, token=token, issuer_url=issuer_url(args))
 
-    async def close() -> None:
-        if searxng is not None:
-            await searxng.close()
-        if fetcher is not None:
-            await fetcher.close()
+    def launch(token: str | None, issuer: str) -> Serving:
+        server = build_server(searxng, fetcher, token=token, issuer_url=issuer)
 
-    detail = (
-        f"SearXNG: {searxng.url if searxng else 'not configured'}; "
-        f"allowed: {fetcher.policy.describe() if fetcher else 'nothing (web_fetch off)'}"
-    )
-    return serve_and_report("mcp_web", server, sock, args, token, detail, on_stop=close)
+        async def close() -> None:
+            if searxng is not None:
+                await searxng.close()
+            if fetcher is not None:
+                await fetcher.close()
+
+        detail = (
+            f"SearXNG: {searxng.url if searxng else 'not configured'}; "
+            f"allowed: {fetcher.policy.describe() if fetcher else 'nothing (web_fetch off)'}"
+        )
+        return Serving(server, detail, on_stop=close)
+
+    return launch
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return server_main("mcp_web", lambda: serve(args))
+PROCESS = ToolServer(
+    "mcp_web",
+    "web",
+    port=8097,
+    port_setting="AGENTIC_MCP_WEB_PORT",
+    serves="web tools",
+    configure=configure,
+    options=_options,
+)
+main = PROCESS.main
