@@ -64,6 +64,11 @@ def incidents_show(
         console.print(f"evidence ({evidence_summary(st.evidence)}):")
         for line in evidence_lines(st.evidence, 300):
             console.print(line, highlight=False, markup=False)
+        for item in sorted(st.evidence, key=lambda e: e.index):
+            if item.status == "ok" and item.diff:  # a GitOps change: what the plan commits, as it is
+                cut = " (cut: the whole diff is in the ledger)" if item.diff_cut else ""
+                console.print(f"diff from evidence {item.index + 1}{cut}:", highlight=False, markup=False)
+                console.print(item.diff.rstrip("\n"), highlight=False, markup=False, soft_wrap=True)
     if st.proposal:
         p = st.proposal
         console.print(f"proposal ({st.proposal_source}): {p.summary} — confidence {p.confidence:.2f}, risk {p.risk}")

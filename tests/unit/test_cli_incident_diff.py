@@ -1,0 +1,48 @@
+"""`agentic incidents show` prints a GitOps change's diff as it is (an approver on the CLI sees what
+the plan commits, as Telegram and the console show it; before, the CLI said "the diff is shown
+with this message" and showed none)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from agentic_core.evidence import EvidenceItem
+from agentic_core.incident import IncidentState, IncidentStatus
+from agentic_core.models import ToolCall
+
+DIFF = (
+    "diff --git a/apps/media/radarr/values.yaml b/apps/media/radarr/values.yaml\n"
+    "--- a/apps/media/radarr/values.yaml\n+++ b/apps/media/radarr/values.yaml\n@@ -4 +4 @@\n"
+    "-    memory: 1Gi  # [raised] in March\n+    memory: 2Gi  # [raised] in March\n"
+)
+
+
+def test_incidents_show_prints_the_diff(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import incident_client
+    from workers.cli import app
+
+    st = IncidentState(
+        incident_id="inc-1",
+        status=IncidentStatus.AWAITING_APPROVAL,
+        evidence=[
+            EvidenceItem(
+                index=0,
+                call=ToolCall(tool="propose_edit", arguments={"repo": "gitops"}),
+                status="ok",
+                excerpt="{}",
+                diff=DIFF,
+            )
+        ],
+    )
+
+    async def state(*_: Any, **__: Any) -> IncidentState:
+        return st
+
+    monkeypatch.setattr(incident_client, "incident_state", state)
+    res = CliRunner().invoke(app, ["incidents", "show", "inc-1"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "diff from evidence 1:" in res.output
+    assert DIFF.rstrip("\n") in res.output  # whole, markup-free (the brackets are kept)
