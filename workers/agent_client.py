@@ -31,12 +31,11 @@ from agentic_core.agents import (
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.temporal import platform_client
+from workers.temporal import platform_client, query_when_served
 
 WORKFLOW = "AgentWorkflow"
 AGENTS = tuple(a.value for a in AgentName)
 POLL_S = 0.3
-WORKER_WAIT_S = 60.0  # a query waits this long for a worker to poll (one just restarted is starting)
 
 
 def run_id_of(run: str) -> str:
@@ -88,18 +87,14 @@ async def start(
 
 
 async def _query(handle: WorkflowHandle[Any, Any], name: str, result_type: type[Any], what: str) -> Any:
-    """A query, waited on for up to `WORKER_WAIT_S` while no worker polls (one that was just
-    restarted is still starting); a run that does not exist is said at once."""
-    deadline = time.monotonic() + WORKER_WAIT_S
-    while True:
-        try:
-            return await handle.query(name, result_type=result_type)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise AgenticError(f"no {what} {handle.id}") from exc
-            if time.monotonic() > deadline:
-                raise AgenticError(f"cannot read {what} {handle.id}: {exc.message}") from exc
-            await asyncio.sleep(1.0)
+    """A query that waits for a restarting worker (`workers.temporal.query_when_served`); a run
+    that does not exist is said at once."""
+    try:
+        return await query_when_served(handle, name, result_type)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise AgenticError(f"no {what} {handle.id}") from exc
+        raise AgenticError(f"cannot read {what} {handle.id}: {exc.message}") from exc
 
 
 async def progress(handle: WorkflowHandle[Any, Any]) -> AgentProgress:

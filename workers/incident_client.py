@@ -6,10 +6,7 @@ to the intake over HTTP, using only the contracts in `agentic_core.incident`.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-import time
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,7 +28,7 @@ from agentic_core.models import ToolCall
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.stack.env import platform_settings
-from workers.temporal import newest_first, platform_client
+from workers.temporal import WORKER_WAIT_S, newest_first, platform_client, query_when_served
 
 
 class IncidentSummary(BaseModel):
@@ -100,35 +97,20 @@ async def list_incidents(settings: Settings, limit: int = 50) -> list[IncidentSu
     return out
 
 
-WORKER_WAIT_S = 90.0  # how long a command waits for a worker that is not polling (restarting)
-
-
 async def incident_state(
     settings: Settings, incident_id: str, *, wait_for_worker_s: float = WORKER_WAIT_S
 ) -> IncidentState:
-    """The incident's state (its workflow's query). A worker that is restarting (killed, being
-    upgraded) answers no query for a while: wait for it up to `wait_for_worker_s`, saying so once
-    on stderr, instead of failing a command the operator typed a second too early."""
+    """The incident's state (its workflow's query), waiting for a restarting worker
+    (`workers.temporal.query_when_served`) instead of failing a command typed a second too early."""
     client, _ = await platform_client(settings)
     handle = client.get_workflow_handle(incident_id)
-    deadline = time.monotonic() + wait_for_worker_s
-    said = False
-    while True:
-        try:
-            return await handle.query(QUERY_STATE, result_type=IncidentState)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise AgenticError(f"no incident {incident_id}: see `agentic incidents list`") from exc
-            if "no poller" not in exc.message or time.monotonic() >= deadline:
-                raise AgenticError(f"cannot read incident {incident_id}: {exc.message}") from exc
-            if not said:
-                print(
-                    f"no worker is polling (restarting?): waiting up to {wait_for_worker_s:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                said = True
-            await asyncio.sleep(1.0)
+    try:
+        state: IncidentState = await query_when_served(handle, QUERY_STATE, IncidentState, wait_s=wait_for_worker_s)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise AgenticError(f"no incident {incident_id}: see `agentic incidents list`") from exc
+        raise AgenticError(f"cannot read incident {incident_id}: {exc.message}") from exc
+    return state
 
 
 def modify_plan(plan: list[ToolCall], args: Any) -> list[ToolCall]:

@@ -3,12 +3,17 @@ and the edges) and preparing the namespace."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core import search_attributes
 from workers.errors import AgenticError
@@ -75,3 +80,27 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             if "already" not in str(exc).lower():
                 raise
     return sorted(missing)
+
+
+WORKER_WAIT_S = 90.0  # a query waits this long for a worker to poll (one just restarted is starting)
+
+
+async def query_when_served(
+    handle: WorkflowHandle[Any, Any], name: str, result_type: type[Any], *, wait_s: float = WORKER_WAIT_S
+) -> Any:
+    """A workflow query, waited on for up to `wait_s` while no worker answers it (one killed or
+    being upgraded is still starting: Temporal answers "no poller seen" or times the query out),
+    saying so once on stderr. A workflow that does not exist raises its RPCError at once; any
+    other RPCError after the wait."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            return await handle.query(name, result_type=result_type)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND or time.monotonic() >= deadline:
+                raise
+            if not said:
+                print(f"no worker answers (restarting?): waiting up to {wait_s:.0f} s", file=sys.stderr, flush=True)
+                said = True
+            await asyncio.sleep(1.0)

@@ -1,7 +1,7 @@
 """`agentic incidents show` / `approve` while the worker restarts (workers/incident_client.py): a
-query that finds no worker polling waits for one (bounded), instead of failing a command typed a
-second too early (CI under load: `agentic approve` right after a worker kill said "no poller
-seen for task queue recently, worker may be down").
+query that no worker answers waits for one (bounded, workers.temporal.query_when_served),
+instead of failing a command typed a second too early (CI under load: `agentic approve` right
+after a worker kill said "no poller seen for task queue recently, worker may be down").
 
 Temporal answers that error about 30 s after the last worker went away (measured on the dev
 server), so the client is faked here with the server's exact error rather than waiting for it."""
@@ -15,7 +15,7 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core.incident import IncidentState, IncidentStatus
-from workers import incident_client
+from workers import incident_client, temporal
 from workers.errors import AgenticError
 from workers.settings import Settings
 
@@ -48,7 +48,7 @@ def handle(monkeypatch: pytest.MonkeyPatch) -> Any:
         return None
 
     monkeypatch.setattr(incident_client, "platform_client", platform_client)
-    monkeypatch.setattr(incident_client.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(temporal.asyncio, "sleep", no_sleep)
     return box
 
 
@@ -59,7 +59,7 @@ async def test_a_query_waits_for_a_restarting_worker(
     handle["h"] = Handle(failures=3)
     st = await incident_client.incident_state(settings, "inc-1")
     assert st.status == IncidentStatus.AWAITING_APPROVAL and handle["h"].calls == 4
-    assert capsys.readouterr().err.count("no worker is polling (restarting?): waiting up to 90 s") == 1
+    assert capsys.readouterr().err.count("no worker answers (restarting?): waiting up to 90 s") == 1
 
 
 async def test_it_gives_up_after_the_wait_and_other_errors_at_once(handle: dict[str, Handle], tmp_path: Path) -> None:
