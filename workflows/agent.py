@@ -55,11 +55,11 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ReadOnlyContextError
 
-from workflows.stages import error_message, short_stage
+from workflows.stages import close_given_up, error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import IncidentActivities
-    from activities.tools import ERR_REFUSED, EXECUTE, GIVE_UP, GUARD, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, EXECUTE, GUARD, LIST_TOOLS
     from agentic_core import search_attributes as sa
     from agentic_core.agents import (
         ACTIVITY_FINISH_RUN,
@@ -540,26 +540,20 @@ class AgentWorkflow:
         be reached, `res`."""
         if not workflow.patched(WRITE_GIVE_UP_PATCH):
             return res
-        try:
-            return await workflow.execute_activity(
-                GIVE_UP,
-                GiveUpInput(
-                    incident_id=self._p.run_id,
-                    index=index,
-                    call=call,
-                    idempotency_key=key,
-                    reason=res.error,
-                    agent_run=True,
-                ),
-                result_type=ActionResult,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
-            )
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise
-            workflow.logger.warning("agent run %s: write %s not closed in the ledger: %s", self._p.run_id, key, exc)
-            return res
+        closed = await close_given_up(
+            GiveUpInput(
+                incident_id=self._p.run_id,
+                index=index,
+                call=call,
+                idempotency_key=key,
+                reason=res.error,
+                agent_run=True,
+            ),
+            what=f"agent run {self._p.run_id}: write {key}",
+            start_to_close_timeout=_SHORT,
+            retry_policy=_RETRY,
+        )
+        return res if closed is None else closed
 
     async def _notify_question(self, aid: str, question: str, plan: list[ToolCall], digest: str) -> None:
         """The question on the channels (Telegram buttons, the ledger); best effort."""

@@ -91,11 +91,11 @@ from temporalio.exceptions import (
 from temporalio.workflow import ReadOnlyContextError
 
 from workflows.investigate import Investigation
-from workflows.stages import error_message, short_stage
+from workflows.stages import close_given_up, error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
     from activities.incident.activities import IncidentActivities
-    from activities.tools import ERR_REFUSED, EXECUTE, GIVE_UP, GUARD, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, EXECUTE, GUARD, LIST_TOOLS
     from activities.trust.activities import TrustActivities
     from agentic_core import policy, trust
     from agentic_core import search_attributes as sa
@@ -910,23 +910,15 @@ class IncidentWorkflow:
         """`tools.execute` gave up on this action: close its ledger row (`tools.give_up`, on this
         run's own queue: the tools workers may be what is gone). The recorded result comes back
         (another attempt may have finished it meanwhile); if the ledger cannot be reached, `res`."""
-        try:
-            return await workflow.execute_activity(
-                GIVE_UP,
-                GiveUpInput(
-                    incident_id=self._state.incident_id, index=index, call=call, idempotency_key=key, reason=res.error
-                ),
-                result_type=ActionResult,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
-            )
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise
-            workflow.logger.warning(
-                "incident %s: action %s not closed in the ledger: %s", self._state.incident_id, key, exc
-            )
-            return res
+        closed = await close_given_up(
+            GiveUpInput(
+                incident_id=self._state.incident_id, index=index, call=call, idempotency_key=key, reason=res.error
+            ),
+            what=f"incident {self._state.incident_id}: action {key}",
+            start_to_close_timeout=_SHORT,
+            retry_policy=_RETRY,
+        )
+        return res if closed is None else closed
 
     # -- endings ---------------------------------------------------------------------------------
 

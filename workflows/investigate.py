@@ -36,10 +36,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 
-from workflows.stages import error_message, short_stage
+from workflows.stages import close_given_up, error_message, short_stage
 
 with workflow.unsafe.imports_passed_through():
-    from activities.tools import ERR_REFUSED, ERR_UNAVAILABLE, EXECUTE, GIVE_UP, LIST_TOOLS
+    from activities.tools import ERR_REFUSED, ERR_UNAVAILABLE, EXECUTE, LIST_TOOLS
     from agentic_core.agents import AgentLimits, AgentRequest, AgentResult, agent_run_id
     from agentic_core.evidence import (
         EvidenceItem,
@@ -213,18 +213,12 @@ class Investigation:
         `EVIDENCE_GIVE_UP_PATCH`). Best effort: the evidence item says what happened either way."""
         if not workflow.patched(EVIDENCE_GIVE_UP_PATCH):
             return
-        try:
-            await workflow.execute_activity(
-                GIVE_UP,
-                GiveUpInput(incident_id=self.incident_id, index=index, call=call, idempotency_key=key, reason=reason),
-                result_type=ActionResult,
-                start_to_close_timeout=GIVE_UP_TIMEOUT,
-                retry_policy=GIVE_UP_RETRY,
-            )
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise
-            workflow.logger.warning("incident %s: evidence %s not closed in the ledger: %s", self.incident_id, key, exc)
+        await close_given_up(
+            GiveUpInput(incident_id=self.incident_id, index=index, call=call, idempotency_key=key, reason=reason),
+            what=f"incident {self.incident_id}: evidence {key}",
+            start_to_close_timeout=GIVE_UP_TIMEOUT,
+            retry_policy=GIVE_UP_RETRY,
+        )
 
     async def _model_evidence(self, question: str, calls: int, start: int) -> tuple[list[EvidenceItem], str]:
         """The seam for a capable model: the observability agent adds at most `calls` read calls

@@ -10,6 +10,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError, is_cancelled_exception
 
+with workflow.unsafe.imports_passed_through():
+    from activities.tools import GIVE_UP
+    from agentic_core.incident import ActionResult, GiveUpInput
+
 
 def error_message(exc: BaseException) -> str:
     """The innermost message of an activity or child error."""
@@ -80,3 +84,26 @@ async def short_stage(
     return await workflow.execute_activity_method(
         activity, arg, start_to_close_timeout=start_to_close_timeout, retry_policy=retry_policy
     )
+
+
+async def close_given_up(
+    inp: GiveUpInput, *, what: str, start_to_close_timeout: timedelta, retry_policy: RetryPolicy
+) -> ActionResult | None:
+    """`tools.execute` gave up on a call: close its ledger row (`tools.give_up`, on the caller's own
+    queue: the tools workers may be what is gone), so it ends `failed`, never `running` (#17). The
+    recorded result comes back (another attempt may have finished it meanwhile); None, logged, if
+    the ledger cannot be reached. `what`: the run and call, for that log line."""
+    try:
+        result: ActionResult = await workflow.execute_activity(
+            GIVE_UP,
+            inp,
+            result_type=ActionResult,
+            start_to_close_timeout=start_to_close_timeout,
+            retry_policy=retry_policy,
+        )
+    except ActivityError as exc:
+        if is_cancelled_exception(exc):
+            raise
+        workflow.logger.warning("%s not closed in the ledger: %s", what, exc)
+        return None
+    return result
