@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 from activities.knowledge.retrieval import (
@@ -295,6 +295,12 @@ class KnowledgeBase:
         async def nothing() -> list[ScoredPoint]:
             return []
 
+        def sparse_search(q: SparseVector | None, candidates: int) -> Awaitable[list[ScoredPoint]]:
+            """One sparse field's candidates (no query: none)."""
+            if q is None:
+                return nothing()
+            return self.store.search(Collection.RUNBOOKS, None, q, limit=candidates, mode=QueryMode(kind="sparse"))
+
         dense_task = (
             self.store.search(
                 Collection.RUNBOOKS, dense_q, None, limit=max(t.dense_candidates, limit), mode=QueryMode(kind="dense")
@@ -302,44 +308,18 @@ class KnowledgeBase:
             if dense_q
             else nothing()
         )
-        sparse_task = (
-            self.store.search(
-                Collection.RUNBOOKS,
-                None,
-                sparse_q,
-                limit=max(t.sparse_candidates, limit),
-                mode=QueryMode(kind="sparse"),
-            )
-            if sparse_q is not None
-            else nothing()
-        )
+        sparse_task = sparse_search(sparse_q, max(t.sparse_candidates, limit))
         route_q: SparseVector | None = None
         if labels:
             routes = _route_terms(list(labels.items()))
             route_q = SparseVector(indices=routes, values=[1.0] * len(routes))
-        route_task = (
-            self.store.search(
-                Collection.RUNBOOKS, None, route_q, limit=t.route_candidates, mode=QueryMode(kind="sparse")
-            )
-            if route_q is not None
-            else nothing()
-        )
+        route_task = sparse_search(route_q, t.route_candidates)
         title_q: SparseVector | None = None
         if mode == "hybrid" and t.title_weight > 0 and text:
             q = query_text(text, labels, t)
             ids = title_terms(" ".join([q.sparse, *q.extra]))
             title_q = SparseVector(indices=ids, values=[1.0] * len(ids)) if ids else None
-        title_task = (
-            self.store.search(
-                Collection.RUNBOOKS,
-                None,
-                title_q,
-                limit=max(t.sparse_candidates, limit),
-                mode=QueryMode(kind="sparse"),
-            )
-            if title_q is not None
-            else nothing()
-        )
+        title_task = sparse_search(title_q, max(t.sparse_candidates, limit))
         payload_q: SparseVector | None = None
         if mode == "hybrid" and t.payload_weight > 0:
             evidence = payload_evidence(labels or labels_in_text(text))
@@ -350,17 +330,7 @@ class KnowledgeBase:
                 payload_q = self.sparse.encode_query(evidence, expand=False)
             if payload_q is not None and not payload_q.indices:
                 payload_q = None
-        payload_task = (
-            self.store.search(
-                Collection.RUNBOOKS,
-                None,
-                payload_q,
-                limit=max(t.sparse_candidates, limit),
-                mode=QueryMode(kind="sparse"),
-            )
-            if payload_q is not None
-            else nothing()
-        )
+        payload_task = sparse_search(payload_q, max(t.sparse_candidates, limit))
         dense_hits, sparse_hits, route_hits, title_hits, payload_hits = await asyncio.gather(
             dense_task, sparse_task, route_task, title_task, payload_task
         )
