@@ -4,7 +4,7 @@
 (`incidents`: incidents, alerts, proposals, decisions; `actions`: actions and outcomes;
 `notifications`; `runbooks`: runbooks, trust records, levels, promotion requests, report
 figures; `kv`: small settings; `agents`: agent runs, their transcripts and blobs; `keys`: the
-gateway's API keys and audit), over
+gateway's API keys and audit; `digests`: the weekly digests), over
 `base.LedgerBase` (the pool and error handling).
 
 Conventions:
@@ -24,6 +24,7 @@ from __future__ import annotations
 from activities.ledger.actions import ActionStore
 from activities.ledger.agents import AgentStore
 from activities.ledger.base import LedgerBase
+from activities.ledger.digests import DigestStore
 from activities.ledger.guardrails import GuardrailStore
 from activities.ledger.incidents import AlertIn, IncidentStore
 from activities.ledger.keys import KeyStore
@@ -35,6 +36,14 @@ __all__ = ["AlertIn", "Ledger", "LedgerBase"]
 
 
 class Ledger(
-    IncidentStore, ActionStore, NotificationStore, RunbookStore, KvStore, GuardrailStore, AgentStore, KeyStore
+    IncidentStore,
+    ActionStore,
+    NotificationStore,
+    RunbookStore,
+    KvStore,
+    GuardrailStore,
+    AgentStore,
+    KeyStore,
+    DigestStore,
 ):
     """The PostgreSQL ledger. Holds a pool; `close()` it when done."""

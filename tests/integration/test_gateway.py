@@ -10,8 +10,9 @@ an approver cannot approve, a key limited to one agent cannot use another.
 
 The console's rollout page reads a stand-in `RolloutWorkflow` (its real one needs a cluster, see
 tests/integration/test_rollout.py) that waits at a gate: a real `ApprovalWorkflow` child, answered
-through its real `decide` update. The reports page reads digests the real writer wrote from the
-real ledger (`compute_digest`, `write_digest_files`).
+through its real `decide` update. The reports page reads the digests the real activities
+(`reports.compute_digest`, `reports.write_digest`) stored in the real ledger, not the files they wrote
+in the worker's data dir, which is not the gateway's.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
-from activities.reports.activities import write_digest_files
-from activities.reports.queries import compute_digest
+from activities.reports.activities import ReportActivities
 from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
 from agentic_core.agents import AgentLimits
 from agentic_core.incident import ApprovalRequest, plan_hash
 from agentic_core.models import ToolCall
+from agentic_core.reports import DigestQuery
 from agentic_core.rollout import (
     QUERY_ROLLOUT,
     CheckInput,
@@ -926,37 +927,49 @@ async def test_console_rollouts_waves_checks_and_the_pending_gate(
 
 
 @pytest.fixture(scope="module")
-async def digest_week(settings: Settings, ledger: Ledger) -> str:
-    """A weekly digest of the (real) ledger written by the digest's own writer, as the worker does."""
+def worker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker's data dir: not the gateway's (in the chart they are two pods)."""
+    return tmp_path_factory.mktemp("worker-data")
+
+
+@pytest.fixture(scope="module")
+async def digest_week(ledger: Ledger, worker_data: Path) -> str:
+    """A weekly digest of the (real) ledger written by the digest's own activities, as the worker
+    does: its files into the worker's data dir, the digest with its chart into the ledger."""
     week = "2026-W45"
-    digest = await compute_digest(ledger, week)
-    await asyncio.to_thread(write_digest_files, digest, settings.data_path / "reports")
+    acts = ReportActivities(ledger, worker_data)
+    env = ActivityEnvironment()
+    digest = await env.run(acts.compute_digest, DigestQuery(week=week))
+    await env.run(acts.write_digest, digest)
     return week
 
 
-async def test_console_reports_list_a_digest_and_its_chart(
-    gateway: str, keys: dict[str, str], settings: Settings, digest_week: str
+async def test_console_reports_list_a_digest_and_its_chart_from_the_ledger(
+    gateway: str, keys: dict[str, str], settings: Settings, ledger: Ledger, worker_data: Path, digest_week: str
 ) -> None:
-    folder = settings.data_path / "reports"
-    (folder / "2026-W44.json").write_text("{not a digest")
+    """The gateway's own data dir holds no report (its own pod in the chart): the page reads the
+    ledger, where the worker's activity stored the digest."""
+    assert settings.data_path != worker_data and not (settings.data_path / "reports").exists()
+    await ledger.put_weekly_digest("2026-W44", {"week": "2026-W44", "alerts": "many"}, None, "")  # not a digest
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
         await _login(http, keys["viewer"])  # reading needs no more than a read-only key
         r = await http.get("/console/reports")
-        assert r.status_code == 200 and f'href="/console/reports/{digest_week}"' in r.text
-        assert "cannot be read" in r.text  # the broken file is listed as such, the page still answers
+        assert r.status_code == 200 and f'href="/console/reports/{digest_week}"' in r.text, r.text
+        assert "cannot be read" in r.text  # the broken row is listed as such, the page still answers
         r = await http.get(f"/console/reports/{digest_week}")
         assert r.status_code == 200 and f"Weekly digest {digest_week}" in r.text
         assert f'src="/console/reports/{digest_week}/chart.png"' in r.text and 'alt="Chart: ' in r.text
         assert "Decisions per day" in r.text and "Automation share by week" in r.text
         r = await http.get(f"/console/reports/{digest_week}/chart.png")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        assert r.content == (folder / f"{digest_week}.png").read_bytes()
+        assert r.content == (worker_data / "reports" / f"{digest_week}.png").read_bytes()  # the chart it sent
         for path, status, says in (
             ("/console/reports/2026-W44", 409, "cannot be read"),
             ("/console/reports/2026-W40", 404, "no digest of 2026-W40"),
             ("/console/reports/2026-W99", 400, "2026 has weeks"),
             ("/console/reports/nope", 400, "ISO week"),
             ("/console/reports/2026-W40/chart.png", 404, "no chart"),
+            ("/console/reports/2026-W44/chart.png", 404, "no chart"),
         ):
             r = await http.get(path)
             assert r.status_code == status and says in r.text, (path, r.text)

@@ -44,6 +44,7 @@ EXPECTED_TABLES = {
     "runbook_stat_events",
     "runbook_level_history",
     "kv",
+    "weekly_digests",
 }
 
 

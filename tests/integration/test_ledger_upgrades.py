@@ -75,6 +75,10 @@ SEEDS: dict[str, list[str]] = {
         "UPDATE runbook_stats SET infra_errors = 1",
         "INSERT INTO outcomes (incident_id, result, detail) VALUES ('inc-1', 'error', 'tool server unreachable')",
     ],
+    "0013": [
+        "INSERT INTO weekly_digests (week, digest, chart_png, markdown) VALUES"
+        " ('2026-W10', '{\"week\": \"2026-W10\"}', '\\x89504e47'::bytea, '# Weekly digest 2026-W10')",
+    ],
 }
 
 

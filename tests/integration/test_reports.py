@@ -294,6 +294,16 @@ async def test_report_activities_write_three_files(ledger: Ledger, tmp_path: Pat
     assert "| approved | 2 | 25% |" in md and "| acknowledged | 1 | 12% |" in md and "- Alerts processed: **5**" in md
     assert saved["week"] == WEEK and saved["decisions"]["automatic"] == 2
     assert WeeklyDigest.model_validate(saved) == d
-    # a retry rewrites the same files and leaves no temporaries behind
-    await acts.write_digest(d)
+    # the same digest, chart and report in the ledger (what the gateway's console reads)
+    stored = await ledger.weekly_digest(WEEK)
+    assert stored is not None and stored.has_chart and stored.markdown == md
+    assert WeeklyDigest.model_validate(stored.digest) == d
+    assert await ledger.weekly_digest_chart(WEEK) == png
+    # a retry (or a re-run of the week) rewrites the same files, leaves no temporaries behind and
+    # replaces the week's one row in the ledger
+    again = d.model_copy(update={"alerts_processed": 6})
+    await acts.write_digest(again)
     assert _names(tmp_path / "reports") == ["2026-W10.json", "2026-W10.md", "2026-W10.png"]
+    assert [r.week for r in await ledger.list_weekly_digests()] == [WEEK]
+    stored = await ledger.weekly_digest(WEEK)
+    assert stored is not None and WeeklyDigest.model_validate(stored.digest) == again

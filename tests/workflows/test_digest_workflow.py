@@ -107,7 +107,12 @@ async def check_result(res: WeeklyDigestResult, exp: Expected, ledger: Ledger, n
     assert "approved 2, modified 1, acknowledged 1, ignored 1, expired 1, automatic 2" in res.summary
     assert len(res.summary) <= 1024
     assert res.files.png.endswith(f"reports/{exp.week}.png")
-    check_png(await asyncio.to_thread(_read, res.files.png))
+    png = await asyncio.to_thread(_read, res.files.png)
+    check_png(png)
+    # the same digest and chart in the ledger, for the gateway's console (docs/gateway.md#console)
+    stored = await ledger.weekly_digest(exp.week)
+    assert stored is not None and stored.digest["alerts_processed"] == exp.alerts
+    assert await ledger.weekly_digest_chart(exp.week) == png
     # one REPORT, no incident, route "weekly", the chart as photo, the summary as text
     assert len(notifier.sent) == 1
     sent = notifier.sent[0]

@@ -12,9 +12,10 @@ and rendering are `console`'s.
   phase, checks and gate answers, and the pending gate (its question and plan, from the gate's
   `ApprovalWorkflow`). Approve / Stop only for an approver the gate accepts, through its `decide`
   update with the plan hash that was shown.
-- **Reports** (`/console/reports`): the weekly digests `WeeklyDigestWorkflow` wrote under
-  `DATA_DIR/reports` (`<week>.json`, `.png`, `.md`), one digest with its chart (the PNG, and its
-  numbers as tables for those who cannot see it).
+- **Reports** (`/console/reports`): the weekly digests `WeeklyDigestWorkflow` stored in the ledger
+  (`weekly_digests`: the gateway has its own pod in the chart and cannot see the worker's
+  `DATA_DIR/reports`), one digest with its chart (the PNG, and its numbers as tables for those who
+  cannot see it).
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -247,10 +247,6 @@ async def rollout_gate(gw: Gateway, request: Request) -> Response:
 _WEEK = re.compile(r"^\d{4}-W\d{2}$")
 
 
-def _reports(gw: Gateway) -> Path:
-    return gw.settings.data_path / "reports"
-
-
 def _week(request: Request) -> str:
     week = request.path_params["week"]
     try:
@@ -262,41 +258,45 @@ def _week(request: Request) -> str:
     return week
 
 
-def _digest(path: Path) -> WeeklyDigest | None:
+def _digest(stored: Any) -> WeeklyDigest | None:
+    """The stored JSON as a digest, or None when it is not one (this agentic cannot read it)."""
     try:
-        return WeeklyDigest.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError):
+        return WeeklyDigest.model_validate(stored)
+    except ValidationError:
         return None
 
 
+def _no_digest(week: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"no digest of {week} in the ledger: `agentic report weekly --week {week}` writes it",
+        code="not_found",
+    )
+
+
 async def reports(gw: Gateway, request: Request) -> Response:
-    folder = _reports(gw)
-    weeks = sorted((p for p in folder.glob("*.json") if _WEEK.match(p.stem)), reverse=True) if folder.is_dir() else []
-    rows = [(p.stem, _digest(p), p.with_suffix(".png").is_file()) for p in weeks]
-    return console._page(request, gw, "reports.html", title="Reports", rows=rows, folder=str(folder))
+    rows = [(r.week, _digest(r.digest), r.has_chart) for r in await gw.ledger.list_weekly_digests()]
+    return console._page(request, gw, "reports.html", title="Reports", rows=rows)
 
 
 async def report(gw: Gateway, request: Request) -> Response:
     week = _week(request)
-    path = _reports(gw) / f"{week}.json"
-    if not path.is_file():
-        raise GatewayError(
-            404, f"no digest of {week}: `agentic report weekly --week {week}` writes it", code="not_found"
-        )
-    d = _digest(path)
+    row = await gw.ledger.weekly_digest(week)
+    if row is None:
+        raise _no_digest(week)
+    d = _digest(row.digest)
     if d is None:
-        raise GatewayError(409, f"the digest of {week} cannot be read ({path.name} is not a digest)", code="conflict")
+        raise GatewayError(
+            409, f"the digest of {week} in the ledger cannot be read (not a digest this agentic knows)", code="conflict"
+        )
     return console._page(
-        request, gw, "report.html", title=f"Weekly digest {week}", d=d, chart=path.with_suffix(".png").is_file(),
-        kinds=list(d.decisions),
+        request, gw, "report.html", title=f"Weekly digest {week}", d=d, chart=row.has_chart, kinds=list(d.decisions),
     )  # fmt: skip
 
 
 async def report_chart(gw: Gateway, request: Request) -> Response:
     week = _week(request)
-    path = _reports(gw) / f"{week}.png"
-    if not path.is_file():
-        raise GatewayError(404, f"no chart of {week}", code="not_found")
-    return FileResponse(
-        path, media_type="image/png", headers={**console.HEADERS, "Cache-Control": "private, max-age=60"}
-    )
+    png = await gw.ledger.weekly_digest_chart(week)
+    if png is None:
+        raise GatewayError(404, f"no chart of {week} in the ledger", code="not_found")
+    return Response(png, media_type="image/png", headers={**console.HEADERS, "Cache-Control": "private, max-age=60"})
