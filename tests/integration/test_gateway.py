@@ -18,6 +18,7 @@ in the worker's data dir, which is not the gateway's.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
@@ -801,6 +802,80 @@ async def test_console_agents_chat_streams_the_run_and_its_approval(
     assert ("boss", "start agent run", 303) in got and ("boss", "reattach agent run", 303) in got
     assert ("boss", "answer agent run: approved", 303) in got and ("viewer", "answer agent run", 403) in got
     assert ("obs-only", "ask agent", 403) in got  # the refused agent: audited, nothing started
+
+
+_REFRESH = re.compile(r'<noscript><meta http-equiv="refresh" content="(\d+)"></noscript>')
+_ASKS = 'id="approval" aria-labelledby="approval-title" >'  # the approval section, not hidden
+
+
+def _shown(page: str) -> tuple[list[str], str | None]:
+    """What a browser without JavaScript shows of a run's page: its progress lines and its
+    answer (None: hidden)."""
+    lines = [html.unescape(li) for li in re.findall(r"<li>(.*?)</li>", page.split('id="log"', 1)[1].split("</ol>")[0])]
+    m = re.search(r'<div id="answer" class="answer" aria-live="polite" (hidden)?>(.*?)</div>', page, re.S)
+    assert m is not None, page
+    return lines, None if m.group(1) else html.unescape(m.group(2))
+
+
+async def _reload_until(http: httpx.AsyncClient, page: str, done: Callable[[str], bool]) -> str:
+    """Reload the run's page as a browser without JavaScript does (sooner: the test needn't wait
+    the page's seconds) until `done(its HTML)`; each reload before must say to reload."""
+    for _ in range(400):
+        r = await http.get(page)
+        assert r.status_code == 200, r.text
+        if done(r.text):
+            return r.text
+        assert _REFRESH.search(r.text) and 'aria-busy="true"' in r.text, r.text  # it goes on: reload
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{page} never got there: {_shown(r.text)}")
+
+
+async def test_console_agents_chat_works_without_javascript(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, tools_server: FakeMcp, temporal: WorkflowEnvironment
+) -> None:
+    """No script at all (an httpx client): the form's POST starts the run and 303s to its page;
+    the page shows the run's progress lines itself and reloads itself (`<meta http-equiv=refresh>`
+    in `<noscript>`) while it goes on; an approval is answered with the page's own form; once the
+    run ends the page shows the answer and stops reloading. A run that ends without an answer
+    (terminated) says so, and stops reloading too."""
+    model.reply = scripted(
+        [{"content": "", "tool_calls": [tool_call("set_flag", {"value": "green"}, "g1")]}, "The flag is green."]
+    )
+    tools_server.flag = None
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["boss"])
+        r = await http.get("/console/agents")
+        form = {"csrf": _csrf(r.text), "model": "agentic-web", "text": "make the flag green", "request_id": "nojs-1"}
+        r = await http.post("/console/agents", data=form)
+        assert r.status_code == 303 and r.headers["location"].startswith("/console/agents/runs/agent-gw-"), r.text
+        page = r.headers["location"]
+        # the run cannot end before its write is approved: the page says it goes on, and reloads
+        text = await _reload_until(http, page, lambda t: _ASKS in t)
+        assert _REFRESH.search(text) and "this page reloads itself" in text and 'id="run-approved"' in text
+        lines, answer = _shown(text)
+        assert answer is None and any(x.startswith("**waiting for approval** of `set_flag`") for x in lines), lines
+        r = await http.post(f"{page}/decide", data={"csrf": _csrf(text), "choice": "approved"})
+        assert r.status_code == 303 and r.headers["location"].startswith(f"{page}?msg="), r.text
+        text = await _reload_until(http, r.headers["location"], lambda t: _shown(t)[1] is not None)
+        lines, answer = _shown(text)
+        assert answer == "The flag is green." and '<strong id="run-status" role="status">done</strong>' in text
+        assert lines == ['`set_flag` {"value": "green"}: approved, ran'], lines
+        assert not _REFRESH.search(text) and 'aria-busy="false"' in text and "reloads itself" not in text
+        assert tools_server.flag == "green"
+
+        # a run that ends without an answer: the page says why and stops reloading
+        model.reply = scripted([{"content": "", "tool_calls": [tool_call("set_flag", {"value": "red"}, "r1")]}])
+        r = await http.post("/console/agents", data={**form, "request_id": "nojs-2", "text": "make it red"})
+        assert r.status_code == 303
+        page = r.headers["location"]
+        await _reload_until(http, page, lambda t: _ASKS in t)
+        await temporal.client.get_workflow_handle(page.rsplit("/", 1)[1]).terminate("operator said stop")
+        text = (await http.get(page)).text
+        lines, answer = _shown(text)
+        assert answer is not None and "failed" in answer and not _REFRESH.search(text), (lines, answer)
+        assert lines and lines[-1].startswith("**waiting for approval** of `set_flag`")  # how far it got
+        assert '<strong id="run-status" role="status">failed</strong>' in text and _ASKS not in text
+    assert tools_server.flag == "green"
 
 
 @workflow.defn(name="RolloutWorkflow")

@@ -6,8 +6,10 @@ and rendering are `console`'s.
   refuses a model the key may not use, `chat.start_run` starts or reattaches) and redirects to the
   run's page, which streams it from `/console/agents/runs/{run}/stream`: server-sent events made
   from `chat.follow_run`, the very loop the SSE endpoint streams, with each progress line (the
-  route, tool calls, a pending approval) as it happens, then the answer. A pending approval shows
-  Approve / Deny for an allowed approver (`approvals.answer_run`, as `key:<name>`).
+  route, tool calls, a pending approval) as it happens, then the answer. Without JavaScript the
+  page itself shows the run so far (the same lines; `follow_run`'s answer once it ended) and
+  reloads itself while it goes on. A pending approval shows Approve / Deny for an allowed
+  approver (`approvals.answer_run`, as `key:<name>`).
 - **Rollouts** (`/console/rollouts`): the newest `RolloutWorkflow` runs; one rollout's waves, their
   phase, checks and gate answers, and the pending gate (its question and plan, from the gate's
   `ApprovalWorkflow`). Approve / Stop only for an approver the gate accepts, through its `decide`
@@ -24,13 +26,14 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.keys import ApiKey
@@ -40,7 +43,15 @@ from agentic_core.reports import WeeklyDigest, parse_week
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutState, RolloutStatus
 from workers.gateway import console
 from workers.gateway.approvals import _may_see, _progress, answer_run, may_approve
-from workers.gateway.chat import follow_run, models_for, parse_chat, request_id_for_text, start_run
+from workers.gateway.chat import (
+    RunEvent,
+    follow_run,
+    models_for,
+    parse_chat,
+    progress_lines,
+    request_id_for_text,
+    start_run,
+)
 from workers.gateway.core import KEEPALIVE_S, Gateway, GatewayError, _audit, _key, _unavailable
 
 PREFIX = console.PREFIX
@@ -48,6 +59,8 @@ ROLLOUT_WORKFLOW = "RolloutWorkflow"  # workers.rollout_client.WORKFLOW (not imp
 ROLLOUTS_LISTED = 20
 _HASH = re.compile(r"[0-9a-f]{8,128}")
 RUNS_LISTED = 20
+REFRESH_S = 2  # without JavaScript, a run's page reloads itself this often while the run goes on
+REFRESH_WAITING_S = 10  # and this often while it waits for an approval (time to read the question)
 
 
 def _ok_or_why(gw: Gateway, key: ApiKey) -> str:
@@ -89,11 +102,65 @@ async def _run(gw: Gateway, request: Request) -> AgentProgress:
     return now
 
 
+def _text(ev: RunEvent) -> str:
+    """An event's text as the page shows it (a progress line without its quote mark)."""
+    return ev.text.strip().removeprefix("> ") if ev.kind == "line" else ev.text.strip()
+
+
+@dataclass(frozen=True)
+class RunSoFar:
+    """What the run's page shows without its script: the progress lines, and once the run has
+    ended, its answer (or why it failed) and its last status."""
+
+    lines: list[str]
+    status: str
+    answer: str | None  # None: the run goes on
+
+
+def _lines_of(now: AgentProgress) -> list[str]:
+    """The lines `follow_run` streams for the run as the progress query says it is now (each tool
+    call at its latest status)."""
+    return [_text(RunEvent("line", line)) for line in progress_lines(now.run_id, now, {}, [False])]
+
+
+async def _so_far(gw: Gateway, now: AgentProgress) -> RunSoFar:
+    """The run so far: while it goes on, the lines of the progress query `now` came from; once
+    Temporal says it has ended, `follow_run` itself (which then ends at once): the same lines and
+    answer as the stream."""
+    handle = (await gw.client()).get_workflow_handle(now.run_id, result_type=AgentResult)
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        raise _unavailable(f"cannot read agent run {now.run_id}: {exc.message}") from None
+    if desc.status in (None, WorkflowExecutionStatus.RUNNING):
+        return RunSoFar(lines=_lines_of(now), status=now.status.value, answer=None)
+    lines, status, answer = [], now.status.value, ""
+    run = follow_run(handle)
+    try:
+        async for ev in run:
+            if ev.kind == "line":
+                lines.append(_text(ev))
+            elif ev.kind == "answer":
+                answer = _text(ev)
+                status = ev.progress.status.value if ev.progress is not None else status
+            elif ev.kind == "failed":  # no result to show: how far the run got, and why it ended
+                lines = _lines_of(now)
+                answer, status = _text(ev), "failed"
+    finally:
+        await run.aclose()
+    return RunSoFar(lines=lines, status=status, answer=answer)
+
+
 async def agent_run(gw: Gateway, request: Request) -> Response:
+    """The run's page. Its script streams the run (`…/stream`); without the script the page shows
+    the run so far and reloads itself (`<noscript><meta http-equiv="refresh">`) until it ends."""
     now = await _run(gw, request)
+    so_far = await _so_far(gw, now)
+    waiting = so_far.answer is None and now.status == AgentStatus.AWAITING_APPROVAL
     return console._page(
-        request, gw, "agent_run.html", title=f"Agent run {now.run_id}", run=now,
-        waiting=now.status == AgentStatus.AWAITING_APPROVAL, why_not=_ok_or_why(gw, _key(request)),
+        request, gw, "agent_run.html", title=f"Agent run {now.run_id}", run=now, so_far=so_far,
+        waiting=waiting, why_not=_ok_or_why(gw, _key(request)),
+        refresh_s=REFRESH_WAITING_S if waiting else REFRESH_S,
     )  # fmt: skip
 
 
@@ -116,7 +183,7 @@ async def agent_run_stream(gw: Gateway, request: Request) -> Response:
                     continue
                 p = ev.progress
                 data = {
-                    "text": ev.text.strip().removeprefix("> ") if ev.kind == "line" else ev.text.strip(),
+                    "text": _text(ev),
                     "status": p.status.value if p is not None else "failed",
                     "approval_id": p.approval_id if p is not None else None,
                 }
