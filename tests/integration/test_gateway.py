@@ -42,6 +42,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
+from activities.ledger.db import connect, list_migrations, migrate
 from activities.ledger.repository import Ledger
 from activities.reports.activities import ReportActivities
 from activities.rollout.gateway_check import check_gateway, probe_gateway
@@ -1048,6 +1049,31 @@ async def test_console_reports_list_a_digest_and_its_chart_from_the_ledger(
         ):
             r = await http.get(path)
             assert r.status_code == status and says in r.text, (path, r.text)
+
+
+async def test_console_reports_on_a_ledger_the_worker_has_not_migrated_yet_is_a_503_that_says_so(
+    pg: pgserver.PostgresServer, settings: Settings
+) -> None:
+    """The gateway does not migrate (the worker does): during an upgrade it may meet a ledger
+    without `weekly_digests`; the page says so (a 503 to retry), not an unexpected error."""
+    admin = await asyncpg.connect(pg.get_uri())
+    await admin.execute('CREATE DATABASE "gateway_0012"')
+    await admin.close()
+    dsn = str(pg.get_uri("gateway_0012"))
+    conn = await connect(dsn)
+    await migrate(conn, migrations=[m for m in list_migrations() if m.version <= "0012"])
+    await conn.close()
+    old = await Ledger.connect(dsn, max_size=2, apply_migrations=False)
+    try:
+        _row, key = await old.create_api_key("boss", agents=[], read_only=True)
+        app = create_app(settings, old, lambda: None, "unused")  # type: ignore[arg-type,return-value]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            await _login(http, key)
+            for path in ("/console/reports", "/console/reports/2026-W45", "/console/reports/2026-W45/chart.png"):
+                r = await http.get(path)
+                assert r.status_code == 503 and "migration 0013" in r.text, (path, r.text)
+    finally:
+        await old.close()
 
 
 # --- the console in a real browser (Debian's chromium and chromium-driver, selenium) ---------------

@@ -25,17 +25,19 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+import asyncpg
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.ledger.db import LedgerError
 from activities.ledger.keys import ApiKey
 from agentic_core.agents import AgentProgress, AgentResult, AgentStatus
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
@@ -312,6 +314,7 @@ async def rollout_gate(gw: Gateway, request: Request) -> Response:
 # --------------------------------------------------------------------------- reports
 
 _WEEK = re.compile(r"^\d{4}-W\d{2}$")
+T = TypeVar("T")
 
 
 def _week(request: Request) -> str:
@@ -341,14 +344,26 @@ def _no_digest(week: str) -> GatewayError:
     )
 
 
+async def _read(read: Awaitable[T]) -> T:
+    """A read of the digests; a ledger that cannot answer it is a 503 that says why."""
+    try:
+        return await read
+    except asyncpg.UndefinedTableError:  # the gateway does not migrate: a worker not yet upgraded
+        raise _unavailable(
+            "the ledger has no weekly digests yet (migration 0013): the worker applies it when it starts"
+        ) from None
+    except LedgerError as exc:
+        raise _unavailable(f"cannot read the weekly digests: {exc}") from None
+
+
 async def reports(gw: Gateway, request: Request) -> Response:
-    rows = [(r.week, _digest(r.digest), r.has_chart) for r in await gw.ledger.list_weekly_digests()]
+    rows = [(r.week, _digest(r.digest), r.has_chart) for r in await _read(gw.ledger.list_weekly_digests())]
     return console._page(request, gw, "reports.html", title="Reports", rows=rows)
 
 
 async def report(gw: Gateway, request: Request) -> Response:
     week = _week(request)
-    row = await gw.ledger.weekly_digest(week)
+    row = await _read(gw.ledger.weekly_digest(week))
     if row is None:
         raise _no_digest(week)
     d = _digest(row.digest)
@@ -363,7 +378,7 @@ async def report(gw: Gateway, request: Request) -> Response:
 
 async def report_chart(gw: Gateway, request: Request) -> Response:
     week = _week(request)
-    png = await gw.ledger.weekly_digest_chart(week)
+    png = await _read(gw.ledger.weekly_digest_chart(week))
     if png is None:
         raise GatewayError(404, f"no chart of {week} in the ledger", code="not_found")
     return Response(png, media_type="image/png", headers={**console.HEADERS, "Cache-Control": "private, max-age=60"})
