@@ -113,14 +113,26 @@ class LocalEmbedder:
         await self._run(["warm up"])
 
     async def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        return await self._run(list(texts))
+        """The texts' vectors, `batch_size` at a time; queries go first. Documents are bulk work
+        (a runbook import, the router's ~1,200 exemplars indexed at worker start): one long
+        forward pass would hold the model for seconds, and every incident's recall queued behind
+        it (an alert burst right after `agentic up`). So before each chunk the queries waiting
+        (and any that arrive while one runs) are embedded first; a query waits for one chunk at
+        most."""
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):
+            await self._queries_done()
+            out.extend(await self._run(list(texts[i : i + self.batch_size])))
+        return out
+
+    async def _queries_done(self) -> None:
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.wait({self._drainer})
 
     async def embed_query(self, text: str) -> list[float]:
         """One query's vector. Concurrent queries are micro-batched: the first runs at once;
         those that arrive while it runs go in together, up to `batch_size` per forward pass.
-        A lone query waits for nothing."""
+        A lone query waits for nothing (but a chunk of documents already on the model)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[float]] = loop.create_future()
         self._queued.append((text, fut))

@@ -110,6 +110,36 @@ async def test_local_embedder_is_offline_single_threaded_and_off_the_loop(local:
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
+async def test_queries_go_before_a_bulk_of_documents(local: LocalEmbedder) -> None:
+    """The router's ~1,200 exemplars are embedded in the background as the worker starts; an
+    alert burst's recalls must not wait for all of them (one forward pass of the whole list held
+    the model for seconds, every query behind it): documents go `batch_size` at a time and the
+    queries waiting go first, so a query waits for one chunk at most."""
+    order: list[str] = []
+    encode = local._encode
+    on_model = threading.Event()
+
+    def recording(batch: list[str]) -> list[list[float]]:
+        order.append("query" if batch[0].startswith("query") else "docs")
+        on_model.set()
+        return encode(batch)
+
+    local._encode = recording  # type: ignore[method-assign]
+    try:
+        docs = [f"exemplar {i}: how many restarts did pod {i} have" for i in range(8 * local.batch_size)]
+        bulk = asyncio.create_task(local.embed_documents(docs))
+        assert await asyncio.to_thread(on_model.wait, 60)  # the first chunk is on the model
+        queries = await asyncio.gather(*(local.embed_query(f"query {i}: disk full on node {i}") for i in range(5)))
+        assert not bulk.done()  # answered while most documents still wait
+        vectors = await bulk
+    finally:
+        local._encode = encode  # type: ignore[method-assign]
+    assert len(vectors) == len(docs) and len(queries) == 5
+    assert order.index("query") <= 2  # after the chunk that was running (and at most one more)
+    assert order.count("docs") == 8  # batch_size per forward pass
+    assert cos(vectors[3], (await local.embed_documents([docs[3]]))[0]) > 0.9999
+
+
 async def test_local_embedder_batches_concurrent_queries(local: LocalEmbedder) -> None:
     """A burst of queries (100 incidents recalling at once) goes through the model in a few
     forward passes, each caller gets its own text's vector, and a failed pass fails only its
