@@ -12,6 +12,8 @@ What it does:
 2. Imports ONE generic runbook: `match: alertname=~.+` (every alert), action `get_pods` in
    the alert's namespace (read-only). The default approval mode (VERBOSE) asks for every plan,
    so every incident ends up `awaiting_approval`.
+   Then waits until no workflow runs (the docs ingest) and the worker has indexed the router's
+   exemplars (a fresh data dir's first start): the burst hits a settled platform.
 3. Renders `--groups` different rules of awesome-prometheus-alerts (`rules.yml`) as Alertmanager
    v4 webhooks, one per group with `--per-group` alerts (distinct instance labels and
    fingerprints), and POSTs them to the intake `--concurrency` at a time; then every group a
@@ -919,6 +921,20 @@ async def wait_quiet(client: Client, limit: float) -> None:
     print(f"  (workflows still running after {limit:.0f}s; starting anyway)", flush=True)
 
 
+async def wait_router_indexed(data: Path, limit: float) -> None:
+    """Until the worker has indexed the router's exemplars (the first start of a data dir embeds
+    about 1,200 of them in the background: 7-15 s of a core). The burst measures a platform that
+    has settled, not its first boot; incident recalls would go first, but share the cores."""
+    t0 = time.monotonic()
+    log = data / "logs" / "worker.log"
+    while time.monotonic() - t0 < limit:
+        if log.exists() and "router exemplars indexed" in log.read_text(errors="replace"):
+            print(f"router exemplars indexed (waited {time.monotonic() - t0:.1f}s)", flush=True)
+            return
+        await asyncio.sleep(0.5)
+    print(f"  (router exemplars not indexed after {limit:.0f}s; starting anyway)", flush=True)
+
+
 async def ledger_progress(conn: asyncpg.Connection) -> tuple[int, int]:
     row = await conn.fetchrow(
         "select count(*) filter (where kind = 'question') as q,"
@@ -964,6 +980,7 @@ async def run(args: argparse.Namespace) -> Results:
                     raise SystemExit(f"runbook import failed ({rc}): {out.strip()[-800:]}")
                 client = await connect(f"127.0.0.1:{env['AGENTIC_TEMPORAL_PORT']}")
                 await wait_quiet(client, 180)
+                await wait_router_indexed(data, 180)
                 pw = (data / "secrets" / "postgres.password").read_text().strip()
                 conn = await asyncpg.connect(
                     f"postgresql://postgres:{pw}@127.0.0.1:{env['AGENTIC_POSTGRES_PORT']}/postgres", timeout=10

@@ -401,6 +401,10 @@ class Settings(BaseSettings):
     route_model_timeout_s: float = Field(
         default=20.0, gt=0, description="below the threshold, how long a route waits for the planner model"
     )
+    router_index_at_start: bool = Field(
+        default=True,
+        description="the worker indexes the router's exemplars in the background once it polls (false: first route)",
+    )
 
     # --- Task queues and inference pools (issue #17 scaling; docs/scaling.md) ----------------
     queues_split: bool = Field(

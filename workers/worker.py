@@ -311,9 +311,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as running:
             for w in workers:
                 await running.enter_async_context(w)
-            warm = asyncio.create_task(index_route_exemplars(routes))
+            warm = asyncio.create_task(index_route_exemplars(routes)) if settings.router_index_at_start else None
             await stop.wait()
-            warm.cancel()
+            if warm is not None:
+                warm.cancel()
             log.info("stopping: draining the worker")
 
 

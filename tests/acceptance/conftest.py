@@ -215,6 +215,7 @@ def base_env(data: Path) -> dict[str, str]:
     its own port through the AGENTIC_*_PORT variables, plus the bot's), the ports taken below the
     ephemeral range, the checkout's code first on the path."""
     env = stack_env(data)
+    del env["AGENTIC_ROUTER_INDEX_AT_START"]  # the product's default, as a newcomer runs it
     env["AGENTIC_BOT_PORT"] = "0"
     for k in list(env):
         if k.startswith("AGENTIC_") and k.endswith("_PORT"):

@@ -87,7 +87,7 @@ async def world() -> AsyncIterator[World]:
         try:
             async with emulated_cluster(tmp / "kube") as (k, kubeconfig):
                 data = tmp / "data"
-                env = stack_env(data)
+                env = stack_env(data, router_index=True)
                 env.update(
                     AGENTIC_KUBECONFIG=str(kubeconfig),
                     AGENTIC_PLANNER_URL=model.base_url,

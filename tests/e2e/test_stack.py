@@ -38,7 +38,7 @@ def agentic(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess
 def stack() -> Iterator[tuple[dict[str, str], Path]]:
     with tempfile.TemporaryDirectory(prefix="agentic-stack-") as tmp:
         data = Path(tmp) / "data"
-        env = stack_env(data)
+        env = stack_env(data, router_index=True)
         up = agentic(env, "up", "--detach")
         assert up.returncode == 0, up.stdout + up.stderr
         try:

@@ -68,12 +68,19 @@ def port_fields() -> list[str]:
     return sorted(name for name in Settings.model_fields if name.endswith("_port"))
 
 
-def stack_env(data: Path) -> dict[str, str]:
-    """The environment of an `agentic` stack on `data` with every embedded part on a free port."""
+def stack_env(data: Path, *, router_index: bool = False) -> dict[str, str]:
+    """The environment of an `agentic` stack on `data` with every embedded part on a free port.
+
+    `router_index`: the worker indexes the router's 1,243 exemplars once it polls (the product's
+    default). Off unless a test routes: each worker would spend 7-15 s of a core on it while its
+    test runs, and the suite starts a stack a few dozen times on two cores (off, the first
+    route indexes them, as `agents.route` does when the index is not there yet). The acceptance
+    suite runs with the product's defaults (tests/acceptance/conftest.py `base_env`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
     env.update({f"AGENTIC_{name.upper()}": str(free_port()) for name in port_fields()})
     env.update(
         AGENTIC_DATA_DIR=str(data),
+        AGENTIC_ROUTER_INDEX_AT_START="true" if router_index else "false",
         COLUMNS="200",
     )
     return env
