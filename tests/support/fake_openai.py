@@ -99,6 +99,8 @@ class FakeChatServer:
     cut_streams: list[int] = field(default_factory=list)  # streamed requests that break after n words
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"body": …, "headers": …}
     answer_ms: list[float] = field(default_factory=list)  # how long each answer took inside the server
+    arrived_at: list[float] = field(default_factory=list)  # when each request came (perf_counter)
+    first_word_at: list[float] = field(default_factory=list)  # streaming: when each first word went (perf_counter)
     upstream: str | None = None  # set: every request is passed on to this real server (`…/v1`) as it is
     upstream_key: str | None = None
     port: int = 0
@@ -121,6 +123,7 @@ class FakeChatServer:
 
     async def _chat(self, request: Request) -> Response:
         t0 = time.perf_counter()
+        self.arrived_at.append(t0)
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers)})
         try:
@@ -186,6 +189,8 @@ class FakeChatServer:
                     raise ConnectionResetError("fake: the stream breaks here")
                 if i:
                     await asyncio.sleep(self.token_s)
+                else:
+                    self.first_word_at.append(time.perf_counter())
                 yield chunk({"content": word})
             if calls:
                 yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
