@@ -87,7 +87,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _line(name: str, values: list[float]) -> str:
-    return f"{name:<28} n={len(values):<4} p50 {statistics.median(values):8.1f} ms   p95 {_pct(values, 0.95):8.1f} ms"
+    return f"{name:<40} n={len(values):<4} p50 {statistics.median(values):8.1f} ms   p95 {_pct(values, 0.95):8.1f} ms"
 
 
 async def _timed(fn: Callable[[int], Awaitable[None]], runs: int) -> list[float]:
@@ -250,6 +250,14 @@ async def bench(runs: int, model_ms: int, token_ms: int, concurrent: int, incide
                     # the first word the model sent for this request (none when it was not asked to stream)
                     first_word = model.first_word_at[words] if len(model.first_word_at) > words else None
                     token_at = g0 + gttft / 1000
+                    after: tuple[tuple[str, float], ...] = (
+                        ("gateway: not streamed: model -> client", (token_at - at_model) * 1000),
+                    )
+                    if first_word is not None:
+                        after = (
+                            ("gateway: model's first word", (first_word - at_model) * 1000),
+                            ("gateway: first word -> client", (token_at - first_word) * 1000),
+                        )
                     for name, ms in (
                         ("gateway: HTTP in", (marks["auth0"] - g0) * 1000),
                         ("gateway: key check", (marks["auth1"] - marks["auth0"]) * 1000),
@@ -258,14 +266,9 @@ async def bench(runs: int, model_ms: int, token_ms: int, concurrent: int, incide
                         ("gateway: turn: transcript", (marks["turn1"] - marks["turn0"]) * 1000),
                         ("gateway: turn: context", (marks["chat0"] - marks["turn1"]) * 1000),
                         ("gateway: turn: LiteLLM -> model", (at_model - marks["chat0"]) * 1000),
-                        ("gateway: model's first word", ((first_word or token_at) - at_model) * 1000),
-                        ("gateway: first word -> client", (token_at - (first_word or token_at)) * 1000),
+                        *after,
                     ):
                         phases.setdefault(name, []).append(ms)
-                    if first_word is None:
-                        phases.setdefault("gateway: not streamed: model -> client", []).append(
-                            (token_at - at_model) * 1000
-                        )
 
                 page_ms: dict[str, list[float]] = {}
                 if incidents:

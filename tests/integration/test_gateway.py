@@ -391,6 +391,7 @@ async def test_chat_completion_with_the_openai_client_not_streaming(
     assert extra["status"] == "done" and [(t["tool"], t["status"]) for t in extra["tool_calls"]] == [("note", "ok")]
     run = await ledger.get_agent_run(extra["run_id"])
     assert run is not None and run.request == "are pods in media restarting?"  # the last user message
+    assert not any(b.get("stream") for b in model.bodies)  # a request that does not stream: nor does the model
     turns = len(model.requests)
 
     # the same Idempotency-Key reattaches to the same run: no second run, no model call
