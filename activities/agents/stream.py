@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ class TextPublisher:
         self._pending.append(piece)
         self._wake.set()
         if self._task is None:
-            self._task = asyncio.create_task(self._run())
+            # outside the trace (an empty context): a span per NOTIFY would be dozens per answer,
+            # and the model call's span covers the turn
+            self._task = asyncio.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
         while True:
