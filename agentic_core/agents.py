@@ -198,6 +198,9 @@ class AgentRequest(BaseModel):
     # tools.execute); None: the run's own queue (docs/scaling.md)
     model_queue: str | None = None
     tools_queue: str | None = None
+    # the caller streams the answer: each model turn publishes its text as it comes (docs/gateway.md,
+    # `activities.agents.stream`); the result and the transcript are the same either way
+    stream: bool = False
 
 
 class ResultRef(BaseModel):
@@ -245,6 +248,7 @@ class ModelTurnInput(BaseModel):
     final_reason: str = ""  # why this is the last turn (said to the model)
     # the previous turn's tool calls and what became of them: recorded in the transcript first
     results: list[ToolCallRecord] = Field(default_factory=list)
+    stream: bool = False  # publish the text as the model writes it (`AgentRequest.stream`)
 
 
 class ModelTurnResult(BaseModel):

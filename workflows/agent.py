@@ -240,6 +240,7 @@ class AgentWorkflow:
                         final=bool(final_reason),
                         final_reason=final_reason,
                         results=results,
+                        stream=self._req.stream,
                     )
                 )
             except _WallClock:

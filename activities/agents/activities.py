@@ -5,7 +5,8 @@
   the agent's limits, or why it is not configured.
 - `agents.model_turn` (ModelTurnInput → ModelTurnResult): the previous turn's tool results into
   the transcript; the context within the limits (`activities.agents.context`); one model call;
-  the assistant turn into the transcript.
+  the assistant turn into the transcript. With `stream` set the model is asked to stream and its
+  text is published as it comes (`activities.agents.stream`); the result is the same.
 - `agents.finish_run` (FinishRunInput → AgentRunSummary): the answer, status and limit.
 
 The transcript lives in the ledger (`activities.ledger.agents`), never in workflow history: the
@@ -29,6 +30,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agents.context import Entry, build_context, openai_tools
+from activities.agents.stream import TextPublisher
 from activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from activities.inference.router import InferenceError, InferenceUnavailable, RawToolCall
 from activities.ledger.errors import ledger_errors
@@ -261,15 +263,21 @@ class AgentActivities:
             tools=tools or None,
             closing=closing,
         )
+        publish = TextPublisher(self.ledger.pool, run_id, inp.step, activity.info().attempt) if inp.stream else None
+        if publish is not None and not inp.tools:  # the answer will start with the note (below)
+            publish(f"{no_tools_note(inp.agent)}\n\n")
         try:
             async with heartbeating(HEARTBEAT_EVERY_S, run_id, inp.step):
                 reply = await self.router.chat(
-                    self.planner_group, ctx.messages, tools or None, max_tokens=self.max_reply_tokens
+                    self.planner_group, ctx.messages, tools or None, max_tokens=self.max_reply_tokens, on_text=publish
                 )
         except InferenceUnavailable as exc:
             raise ApplicationError(str(exc), type=ERR_MODEL) from None
         except InferenceError as exc:
             raise ApplicationError(str(exc), type=ERR_MODEL_REFUSED, non_retryable=True) from None
+        finally:
+            if publish is not None:
+                await publish.aclose()
 
         calls = [] if inp.final else checked_calls(reply.tool_calls, offered)
         text = reply.text

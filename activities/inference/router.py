@@ -34,6 +34,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
@@ -235,6 +237,42 @@ def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
+async def _assembled(stream: Any, on_text: Callable[[str], None]) -> Any:
+    """A streamed chat completion read to its end, each text piece given to `on_text` as it comes,
+    and put together in the shape of a whole one (`model`, `choices[0].message` with `content` and
+    `tool_calls`, `finish_reason`, `usage`): what `chat` and the span read of a reply."""
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    model = None
+    usage = None
+    async for chunk in stream:
+        model = getattr(chunk, "model", None) or model
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in getattr(chunk, "choices", None) or []:
+            finish = getattr(choice, "finish_reason", None) or finish
+            delta = getattr(choice, "delta", None)
+            if delta is None:
+                continue
+            piece = getattr(delta, "content", None)
+            if piece:
+                text.append(piece)
+                on_text(piece)
+            for i, tc in enumerate(getattr(delta, "tool_calls", None) or []):
+                index = getattr(tc, "index", None)
+                call = calls.setdefault(i if index is None else int(index), {"id": "", "name": "", "arguments": ""})
+                call["id"] = getattr(tc, "id", None) or call["id"]
+                fn = getattr(tc, "function", None)
+                call["name"] = call["name"] or getattr(fn, "name", None) or ""
+                call["arguments"] += getattr(fn, "arguments", None) or ""
+    tool_calls = [
+        SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments=c["arguments"]))
+        for _i, c in sorted(calls.items())
+    ]
+    message = SimpleNamespace(content="".join(text), tool_calls=tool_calls)
+    return SimpleNamespace(model=model, usage=usage, choices=[SimpleNamespace(message=message, finish_reason=finish)])
+
+
 # LiteLLM maps provider errors onto OpenAI's exception types. A refused connection arrives as
 # InternalServerError (not APIConnectionError), so every 5xx counts as "unavailable".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -315,12 +353,18 @@ class InferenceRouter:
             raise InferenceError(f"unknown model group {group!r} (configured: {', '.join(self._groups)})") from None
 
     # --- calls ---------------------------------------------------------------------------
-    async def _acompletion(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    async def _acompletion(
+        self,
+        g: GroupConfig,
+        messages: list[dict[str, Any]],
+        on_text: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         slot = self._slots.get(g.name)
         if slot is not None:
             await self._take_slot(g, slot)
         try:
-            return await self._call_pool(g, messages, **kwargs)
+            return await self._call_pool(g, messages, on_text, **kwargs)
         finally:
             if slot is not None:
                 slot.release()
@@ -339,12 +383,20 @@ class InferenceRouter:
             with metrics.safely():
                 metrics.MODEL_SLOT_WAIT.labels(g.name, "pool").observe(time.perf_counter() - waited)
 
-    async def _call_pool(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    async def _call_pool(
+        self,
+        g: GroupConfig,
+        messages: list[dict[str, Any]],
+        on_text: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         # telemetry (docs/observability.md): one gen_ai span and the pool's metrics per call
         started = time.perf_counter()
         outcome = "error"
         with tracing.model_span(g.name, g.model, messages, kwargs) as span:
             try:
+                if on_text is not None:
+                    kwargs |= {"stream": True, "stream_options": {"include_usage": True}}
                 resp = await self._router.acompletion(
                     model=g.name,
                     messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
@@ -352,6 +404,8 @@ class InferenceRouter:
                     timeout=g.timeout_s,
                     **kwargs,
                 )
+                if on_text is not None:
+                    resp = await _assembled(resp, on_text)
                 outcome = "ok"
             except _UNAVAILABLE as exc:
                 outcome = "unavailable"
@@ -414,8 +468,13 @@ class InferenceRouter:
         *,
         max_tokens: int = 512,
         temperature: float = 0.2,
+        on_text: Callable[[str], None] | None = None,
     ) -> ChatReply:
         """One chat turn with `tools` offered (OpenAI function-tool dicts; None or empty: none).
+
+        With `on_text`, the model is asked to stream: each piece of the reply's text is given to
+        `on_text` as it arrives (it must not block; a failure in it is the caller's to avoid), and
+        the reply is assembled from the stream as the same `ChatReply` a call without it returns.
 
         The reply's tool calls come back as the model wrote them (the caller validates names and
         arguments). A model or server that does not do tool calling (the embedded llama.cpp with a
@@ -428,7 +487,7 @@ class InferenceRouter:
             kwargs["tools"] = tools
             kwargs["tool_choice"] = "auto"
         start = time.perf_counter()
-        resp = await self._acompletion(g, messages, **kwargs)
+        resp = await self._acompletion(g, messages, on_text, **kwargs)
         latency_ms = (time.perf_counter() - start) * 1000
         choice = self._choice(g, resp)
         message = choice.message

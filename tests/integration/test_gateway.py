@@ -47,7 +47,7 @@ from activities.ledger.repository import Ledger
 from activities.reports.activities import ReportActivities
 from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
-from agentic_core.agents import AgentLimits
+from agentic_core.agents import AgentLimits, AgentResult
 from agentic_core.incident import ApprovalRequest, plan_hash
 from agentic_core.models import ToolCall
 from agentic_core.reports import DigestQuery
@@ -73,6 +73,7 @@ from tests.support.temporal import dev_server_with_attributes
 from workers.errors import AgenticError
 from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
+from workers.gateway.deltas import RETRIED
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents, create_key
 from workers.settings import Settings
@@ -182,7 +183,8 @@ async def keys(ledger: Ledger) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def fresh(model: FakeChatServer) -> None:
     model.requests.clear()
-    model.delay_s = 0.0
+    model.delay_s = model.first_token_s = model.token_s = 0.0
+    model.cut_streams.clear()
 
 
 def client(base: str, key: str) -> openai.AsyncOpenAI:
@@ -392,6 +394,7 @@ async def test_chat_completion_with_the_openai_client_not_streaming(
     assert extra["status"] == "done" and [(t["tool"], t["status"]) for t in extra["tool_calls"]] == [("note", "ok")]
     run = await ledger.get_agent_run(extra["run_id"])
     assert run is not None and run.request == "are pods in media restarting?"  # the last user message
+    assert not any(b.get("stream") for b in model.bodies)  # a request that does not stream: nor does the model
     turns = len(model.requests)
 
     # the same Idempotency-Key reattaches to the same run: no second run, no model call
@@ -459,8 +462,53 @@ async def test_streaming_with_the_openai_client_and_reattaching_after_a_disconne
             assert r.headers["x-agentic-run"] == run_id and r.headers["x-agentic-reattached"] == "true"
             lines = [line async for line in r.aiter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    assert "slow answer" in "".join(lines)
+    content = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or "" for line in lines[:-1] if line[:6] == "data: "
+    )
+    assert content.endswith("slow answer")  # the words as the model wrote them, or the answer at the end
     assert len(model.requests) == 3  # two turns of the first run, one of the reattached one
+
+
+async def _streamed(c: openai.AsyncOpenAI, text: str) -> tuple[str, list[tuple[float, str]], float, str]:
+    """A streamed request: (its run, each content piece with when it came, when the stream ended,
+    the whole content), times in seconds from the request."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    raw = await c.chat.completions.with_raw_response.create(
+        model="agentic-observability", messages=[{"role": "user", "content": text}], stream=True
+    )
+    pieces = [(loop.time() - t0, ch.choices[0].delta.content) async for ch in raw.parse() if ch.choices]
+    got = [(at, p) for at, p in pieces if p]
+    return raw.headers["x-agentic-run"], got, loop.time() - t0, "".join(p for _at, p in got)
+
+
+async def test_streaming_sends_the_models_words_as_it_writes_them(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, temporal: WorkflowEnvironment
+) -> None:
+    # a model that takes 2 s for its answer, its first word after 0.1 s
+    answer = " ".join(f"word{i}" for i in range(20)) + "."
+    model.reply = scripted([answer])
+    model.first_token_s, model.token_s = 0.1, 0.1
+    run_id, pieces, ended, content = await _streamed(client(gateway, keys["obs-only"]), "say twenty words")
+    result = await temporal.client.get_workflow_handle(run_id, result_type=AgentResult).result()
+    assert content == result.answer == answer  # no more, no less than the run's answer
+    first = pieces[0][0]
+    assert first < ended - 1.0, (first, ended)  # the first words came long before the run ended
+    assert len([at for at, _p in pieces if at < ended - 0.5]) >= 5  # and more came as they were written
+    assert model.bodies[-1]["stream"] is True
+
+
+async def test_a_turn_retried_after_some_words_ends_with_the_whole_answer(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, temporal: WorkflowEnvironment
+) -> None:
+    # the first attempt's stream breaks after three words; the retried turn answers otherwise
+    model.reply = lambda body: "Sonarr is down and out." if len(model.requests) == 1 else "Sonarr is fine now."
+    model.cut_streams.append(3)
+    run_id, _pieces, _ended, content = await _streamed(client(gateway, keys["obs-only"]), "is sonarr ok?")
+    result = await temporal.client.get_workflow_handle(run_id, result_type=AgentResult).result()
+    assert len(model.requests) == 2 and result.answer == "Sonarr is fine now."
+    # what the client saw: the broken attempt's words, a notice that the turn was retried, the answer
+    assert content == "Sonarr is down " + RETRIED + "Sonarr is fine now.", content
 
 
 async def test_bad_input_is_a_400_with_an_openai_error(gateway: str, keys: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ events in OpenAI's chunk format with the run's progress as it happens, then the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.agents.stream import TextDelta
 from activities.ledger.keys import ApiKey
 from agentic_core.agents import (
     AGENT_WORKFLOW,
@@ -47,6 +49,7 @@ from workers.gateway.core import (
     _key,
     _unavailable,
 )
+from workers.gateway.deltas import StreamedText
 
 
 def models_for(key: ApiKey) -> list[str]:
@@ -151,6 +154,8 @@ def request_id_for_text(key: ApiKey, given: str | None) -> str:
 async def start_run(
     gw: Gateway, key: ApiKey, chat: ChatRequest, request_id: str
 ) -> tuple[WorkflowHandle[Any, AgentResult], bool]:
+    """Start the request's run, or find it (a retry): (its handle, whether it was there already).
+    A streamed request's run publishes its model's text as it is written (`AgentRequest.stream`)."""
     client = await gw.client()
     req = AgentRequest(
         request_id=request_id,
@@ -161,6 +166,7 @@ async def start_run(
         approvers=gw.settings.approver_list,
         model_queue=gw.settings.run_model_queue,
         tools_queue=gw.settings.run_tools_queue,
+        stream=chat.stream,
     )
     run_id = agent_run_id(request_id)
     try:
@@ -209,13 +215,21 @@ async def chat_completions(gw: Gateway, request: Request) -> Response:
     key = _key(request)
     chat = parse_chat(await _json_body(request), key)
     request_id = request_id_for(key, request)
-    handle, again = await start_run(gw, key, chat, request_id)
+    listening = contextlib.AsyncExitStack()
+    deltas = None
+    if chat.stream:  # listen before the run starts: its first words cannot come before
+        deltas = await listening.enter_async_context(gw.deltas.subscribe(agent_run_id(request_id)))
+    try:
+        handle, again = await start_run(gw, key, chat, request_id)
+    except BaseException:
+        await listening.aclose()
+        raise
     _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model}")
     headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
     created = int(time.time())
     if chat.stream:
         return StreamingResponse(
-            _stream(handle, chat.model, created),
+            _stream(handle, chat.model, created, deltas, named=chat.agent is not None, listening=listening),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -291,77 +305,153 @@ def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: st
 @dataclass(frozen=True)
 class RunEvent:
     """One thing to tell a client that follows a run: a progress `line` (`progress` is the run's
-    state then: its status, its pending approval), a `keepalive`, the `answer` (the run ended;
-    `progress` is its result), or `failed` (the run failed or cannot be followed)."""
+    state then: its status, its pending approval), `text` the model is writing (only when the run's
+    text is heard: `follow_run`'s `deltas`), a `keepalive`, the `answer` (the run ended; `progress`
+    is its result; after streamed text, what is left of the answer), or `failed` (the run failed or
+    cannot be followed)."""
 
-    kind: Literal["line", "keepalive", "answer", "failed"]
+    kind: Literal["line", "text", "keepalive", "answer", "failed"]
     text: str = ""
     progress: AgentProgress | None = None
 
 
-async def follow_run(handle: WorkflowHandle[Any, AgentResult]) -> AsyncGenerator[RunEvent, None]:
+_ENDED = object()  # a progress query that lost the race with the run's end
+
+
+async def follow_run(
+    handle: WorkflowHandle[Any, AgentResult],
+    deltas: asyncio.Queue[TextDelta] | None = None,
+    *,
+    named: bool = False,
+) -> AsyncGenerator[RunEvent, None]:
     """The run as it happens: its progress lines (from the progress query, every `POLL_S`), a
     keep-alive when nothing was said for `KEEPALIVE_S`, then the answer, the moment the run ends.
+    With `deltas` (the run's text as the model writes it, `DeltaHub.subscribe`), that text as it
+    comes (`StreamedText` keeps it honest), and at the end only what is left of the answer; before
+    a turn's first words, a progress query puts the lines due before them first (not before the
+    first turn of a run whose agent was `named`: nothing can be due then).
     What the SSE endpoint and the console's agents page both stream (one path, two formats)."""
     seen: dict[tuple[int, str], str] = {}
     routed = [False]
-    wrote_progress = False
+    written = ""  # the last text sent (its end decides the blank line before the answer)
+    streamed = StreamedText()
     result_task = asyncio.ensure_future(handle.result())
+    getter: asyncio.Future[TextDelta] | None = None
     last_sent = time.monotonic()
+    # No query at once: a run just started has nothing to show yet, and a query that reaches it
+    # mid-task slows the run itself (benchmarks/gateway.py, docs/gateway.md#cost); a run that
+    # ends within `POLL_S` is answered without a single query.
+    next_poll = last_sent + POLL_S
+
+    async def query() -> Any:
+        # the query and the result raced: the answer goes out the moment the run ends, never
+        # behind a query of a run that just closed (which the worker answers by replaying it)
+        q = asyncio.ensure_future(handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress))
+        await asyncio.wait({result_task, q}, return_when=asyncio.FIRST_COMPLETED)
+        if not q.done():
+            q.cancel()
+            return _ENDED
+        try:
+            return q.result()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return _ENDED  # the result task says why
+            return None  # its first workflow task has not run yet, or it just ended
+
+    def sep() -> str:
+        return "" if not written else "\n" if written.endswith("\n") else "\n\n"
+
     try:
-        # No query at once: a run just started has nothing to show yet, and a query that reaches it
-        # mid-task slows the run itself (benchmarks/gateway.py, docs/gateway.md#cost); a run that
-        # ends within `POLL_S` is answered without a single query.
-        await asyncio.wait({result_task}, timeout=POLL_S)
         while not result_task.done():
-            # the query and the result raced: the answer goes out the moment the run ends, never
-            # behind a query of a run that just closed (which the worker answers by replaying it)
-            query = asyncio.ensure_future(handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress))
-            await asyncio.wait({result_task, query}, return_when=asyncio.FIRST_COMPLETED)
-            if not query.done():
-                query.cancel()
+            waits: set[asyncio.Future[Any]] = {result_task}
+            if deltas is not None:
+                getter = getter or asyncio.ensure_future(deltas.get())
+                waits.add(getter)
+            wait_s = max(0.0, next_poll - time.monotonic())
+            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            if getter is not None and getter.done() and deltas is not None:
+                batch = [getter.result()]
+                getter = None
+                while not deltas.empty():
+                    batch.append(deltas.get_nowait())
+                for d in batch:
+                    shown = streamed.take(d)
+                    if shown is None:
+                        continue
+                    text, first = shown
+                    if first and (d.step > 1 or not named):  # the lines due before this turn's words
+                        now = await query()
+                        if isinstance(now, AgentProgress):
+                            for line in progress_lines(handle.id, now, seen, routed):
+                                written = line
+                                yield RunEvent("line", line, now)
+                    if first:
+                        text = sep() + text
+                    written = text
+                    last_sent = time.monotonic()
+                    yield RunEvent("text", text)
+                continue
+            if result_task.done() or time.monotonic() < next_poll:
+                continue
+            now = await query()
+            if now is _ENDED:
                 break
-            try:
-                now: AgentProgress | None = query.result()
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    break  # the result task says why
-                now = None  # its first workflow task has not run yet, or it just ended
-            if now is not None:
+            if isinstance(now, AgentProgress):
                 for line in progress_lines(handle.id, now, seen, routed):
-                    wrote_progress = True
+                    written = line
                     last_sent = time.monotonic()
                     yield RunEvent("line", line, now)
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 last_sent = time.monotonic()
                 yield RunEvent("keepalive")
-            await asyncio.wait({result_task}, timeout=POLL_S)
+            next_poll = time.monotonic() + POLL_S
         try:
             res = await result_task
         except (WorkflowFailureError, RPCError) as exc:
             yield RunEvent("failed", f"the agent run {handle.id} failed: {getattr(exc, 'message', None) or exc}")
             return
         for line in progress_lines(handle.id, res, seen, routed):
-            wrote_progress = True
+            written = line
             yield RunEvent("line", line, res)
-        answer = ("\n" if wrote_progress else "") + res.answer
+        if getter is not None:
+            getter.cancel()
+            getter = None
+        while deltas is not None and not deltas.empty():  # the last words, heard as the run ended
+            shown = streamed.take(deltas.get_nowait())
+            if shown is not None:
+                text = (sep() if shown[1] else "") + shown[0]
+                written = text
+                yield RunEvent("text", text, res)
+        answer = res.answer
         if res.status not in (AgentStatus.DONE, AgentStatus.LIMITED) and not res.answer:
             answer += f"(the run ended {res.status.value})"
-        yield RunEvent("answer", answer, res)
+        rest = streamed.rest(res.steps, answer)
+        yield RunEvent("answer", sep() + answer if rest is None else rest, res)
     finally:
+        if getter is not None:
+            getter.cancel()
         if not result_task.done():
             result_task.cancel()
 
 
-async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created: int) -> AsyncIterator[str]:
-    """The run as server-sent chunks: its progress as it happens, then the answer, then [DONE].
+async def _stream(
+    handle: WorkflowHandle[Any, AgentResult],
+    model: str,
+    created: int,
+    deltas: asyncio.Queue[TextDelta] | None = None,
+    *,
+    named: bool = False,
+    listening: contextlib.AsyncExitStack | None = None,
+) -> AsyncIterator[str]:
+    """The run as server-sent chunks: its progress as it happens, the model's text as it is
+    written (with `deltas`), then the answer (or what is left of it), then [DONE].
     A client that goes away leaves the run going (the same Idempotency-Key reattaches)."""
     cid = _completion_id(handle.id)
-    yield _chunk(cid, model, created, {"role": "assistant", "content": ""})
-    events = follow_run(handle)
+    events = follow_run(handle, deltas, named=named)
     try:
+        yield _chunk(cid, model, created, {"role": "assistant", "content": ""})
         async for ev in events:
-            if ev.kind == "line":
+            if ev.kind in ("line", "text"):
                 yield _chunk(cid, model, created, {"content": ev.text})
             elif ev.kind == "keepalive":
                 yield ": keep-alive\n\n"
@@ -370,8 +460,11 @@ async def _stream(handle: WorkflowHandle[Any, AgentResult], model: str, created:
                 yield "data: [DONE]\n\n"
                 return
             else:
-                yield _chunk(cid, model, created, {"content": ev.text})
+                if ev.text:
+                    yield _chunk(cid, model, created, {"content": ev.text})
                 yield _chunk(cid, model, created, {}, finish="stop")
                 yield "data: [DONE]\n\n"
     finally:
         await events.aclose()
+        if listening is not None:
+            await listening.aclose()

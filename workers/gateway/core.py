@@ -19,6 +19,7 @@ from activities.ledger.keys import ApiKey
 from activities.ledger.repository import Ledger
 from agentic_core.agents import AgentName
 from workers.errors import AgenticError
+from workers.gateway.deltas import DeltaHub
 from workers.settings import Settings
 
 log = logging.getLogger("agentic.gateway")
@@ -108,8 +109,12 @@ class Gateway:
     task_queue: str
     limiter: RateLimiter
     session_secret: bytes = b""  # signs the console's session cookies
+    deltas: DeltaHub = field(init=False)  # the model's text as it is written (`workers.gateway.deltas`)
     _client: Client | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.deltas = DeltaHub(self.ledger.pool)
 
     async def client(self) -> Client:
         if self._client is not None:

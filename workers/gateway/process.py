@@ -53,7 +53,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     host = settings.gateway_bind_host
     try:
-        ledger = await Ledger.connect(settings.postgres_target(), min_size=1, max_size=4, apply_migrations=False)
+        ledger = await Ledger.connect(settings.postgres_target(), min_size=1, max_size=5, apply_migrations=False)
     except LedgerError as exc:
         raise AgenticError(f"the gateway cannot reach the ledger (its API keys): {exc}") from None
     try:

@@ -1,0 +1,169 @@
+"""The model's text as it is written, heard by the gateway: one `LISTEN` connection per gateway
+process on `DELTA_CHANNEL` (the model turn's `NOTIFY`s, `activities.agents.stream`), each delta
+handed to the streams subscribed to its run. A stream subscribes *before* it starts the run, so
+the first piece cannot come before it listens.
+
+The connection is taken from the ledger's pool when the first stream subscribes and given back
+`LINGER_S` after the last one is gone (so back-to-back requests keep it, and closing the pool is
+never held up for long). Best effort, like the publishing side: when the ledger cannot be reached
+the stream goes on without text as it is written, and the answer comes with the run's result.
+
+`StreamedText` keeps account of what a stream showed of that text, so that the client always ends
+up with the run's answer (`workers.gateway.chat.follow_run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from activities.agents.stream import DELTA_CHANNEL, TextDelta
+
+log = logging.getLogger("agentic.gateway")
+
+LINGER_S = 2.0
+MAX_QUEUED = 10_000  # deltas waiting for one slow stream; past that it misses some (a gap it handles)
+
+
+class DeltaHub:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool  # asyncpg.Pool (the ledger's)
+        self._conn: Any = None
+        self._subs: dict[str, set[asyncio.Queue[TextDelta]]] = {}
+        self._lock = asyncio.Lock()
+        self._release: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        delta = TextDelta.decode(payload)
+        if delta is None:
+            return
+        for queue in self._subs.get(delta.run_id, ()):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(delta)
+
+    async def _listen(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        async with self._lock:
+            if self._conn is not None and self._conn.is_closed():
+                await self._give_back()
+            if self._conn is None:
+                conn = await asyncio.wait_for(self._pool.acquire(), timeout=5)
+                try:
+                    await conn.add_listener(DELTA_CHANNEL, self._heard)
+                except BaseException:
+                    await self._pool.release(conn)
+                    raise
+                self._conn = conn
+
+    async def _give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if not conn.is_closed():
+                await conn.remove_listener(DELTA_CHANNEL, self._heard)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+    def _later(self) -> None:
+        if not self._subs and self._conn is not None:
+            self._release = None
+            self._closing = asyncio.ensure_future(self._give_back())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[TextDelta] | None]:
+        """The run's deltas as they are heard (None: they cannot be heard now; the stream goes on
+        without them)."""
+        queue: asyncio.Queue[TextDelta] = asyncio.Queue(MAX_QUEUED)
+        listening = True
+        try:
+            await self._listen()
+        except Exception as exc:
+            log.warning("the model's text cannot be streamed now (the ledger: %s)", type(exc).__name__)
+            listening = False
+        if not listening:
+            yield None
+            return
+        self._subs.setdefault(run_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            subs = self._subs.get(run_id)
+            if subs is not None:
+                subs.discard(queue)
+                if not subs:
+                    del self._subs[run_id]
+            if not self._subs and self._conn is not None and self._release is None:
+                self._release = asyncio.get_running_loop().call_later(LINGER_S, self._later)
+
+
+RETRIED = "\n\n> *the model turn was retried; what it writes now:*\n\n"
+NOT_THE_ANSWER = (
+    "\n\n> *the text above is not the answer (the model turn was retried or its stream was cut); the answer:*\n\n"
+)
+
+
+@dataclass
+class _Turn:
+    attempt: int
+    seq: int = 0  # the next delta expected
+    text: str = ""  # what the client was shown of this turn since its start (or the last notice)
+    gap: bool = False  # a delta of this attempt was missed: show no more of it
+
+
+class StreamedText:
+    """What a stream has shown of the model's text, turn by turn, so that what the client ends up
+    with is the run's answer, never silently different text (docs/gateway.md, "Streaming"):
+
+    - a turn's deltas are shown in sequence; at a gap (a delta missed, or a stream joined midway,
+      as a reattaching client does) that attempt shows no more;
+    - a retried turn (a higher attempt, from its first delta) starts again after a notice;
+      deltas of an older attempt are dropped;
+    - at the end (`rest`), if what was shown of the answer's turn is the start of the answer, the
+      rest of it; else a notice and the whole answer."""
+
+    def __init__(self) -> None:
+        self.turns: dict[int, _Turn] = {}
+
+    def take(self, d: TextDelta) -> tuple[str, bool] | None:
+        """(the text to show for a delta, whether it is the first of its turn), or None: not shown."""
+        turn = self.turns.get(d.step)
+        if turn is not None and d.attempt < turn.attempt:
+            return None
+        first = False
+        if turn is None or d.attempt > turn.attempt:
+            shown = turn.text if turn is not None else ""
+            turn = self.turns[d.step] = _Turn(attempt=d.attempt, text=shown)
+            if d.seq != 0:
+                turn.gap = True  # joined midway: what was shown (if anything) stays as it is
+                return None
+            first = turn.text == ""
+            prefix = RETRIED if turn.text else ""
+            turn.text = ""
+        else:
+            prefix = ""
+        if turn.gap or d.seq != turn.seq:
+            turn.gap = True
+            return None
+        turn.seq += 1
+        turn.text += d.text
+        return prefix + d.text, first
+
+    def rest(self, step: int, answer: str) -> str | None:
+        """What is left to show of the answer written at `step`: None when nothing of it was shown
+        (the whole answer goes out as it would without streaming)."""
+        turn = self.turns.get(step)
+        if turn is None or not turn.text:
+            return None
+        if answer.startswith(turn.text):
+            return answer[len(turn.text) :]
+        return NOT_THE_ANSWER + answer
