@@ -104,12 +104,6 @@ class Settings(BaseSettings):
     planner_slots: int = Field(
         default=0, ge=0, description="model calls in flight at once (0: 1 for the embedded model, 16 for a pool)"
     )
-    planner_yield_s: float | None = Field(
-        default=None,
-        ge=0,
-        description="a model call waits at most this long while incidents here have not sent their question "
-        "(empty: 3 with the embedded model, 0 for a pool)",
-    )
     code_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the code pool")
     code_model: str = Field(default="smollm2", description="model name served by the code pool")
     embedder: Literal["local", "pool"] = Field(

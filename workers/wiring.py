@@ -119,9 +119,6 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
     has one, with its timeout and spending bounds."""
     return PlannerConfig(
         model_slots=settings.planner_slots or (1 if settings.llm_embedded else 16),
-        yield_s=settings.planner_yield_s
-        if settings.planner_yield_s is not None
-        else (3.0 if settings.llm_embedded else 0.0),
         mode=settings.inference_mode,
         cloud_group=CLOUD_GROUP if CLOUD_GROUP in router.groups else None,
         escalate_below=settings.cloud_escalate_below,

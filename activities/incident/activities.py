@@ -20,11 +20,7 @@ notifications by the activity's key, runbook counters by event key) or a look-up
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +38,6 @@ from agentic_core.incident import (
     IncidentState,
     IncidentStatus,
     NotifyInput,
-    NotifyKind,
     NotifyResult,
     PolicyVerdict,
     ProposeInput,
@@ -100,33 +95,6 @@ def _activity_key() -> str | None:
     return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
 
 
-class EarlyStages:
-    """Incidents in this process on their way to their first question (triage, recall, the
-    question itself): `busy()` while any is, and for `quiet_s` after the last one ended (the
-    hop between two of them). The planner waits on it before a model call (`PlannerConfig.yield_s`).
-    """
-
-    def __init__(self, quiet_s: float = 0.3) -> None:
-        self.quiet_s = quiet_s
-        self._running = 0
-        self._ended = -math.inf
-
-    @contextlib.asynccontextmanager
-    async def stage(self, counts: bool = True) -> AsyncIterator[None]:
-        if not counts:
-            yield
-            return
-        self._running += 1
-        try:
-            yield
-        finally:
-            self._running -= 1
-            self._ended = time.monotonic()
-
-    def busy(self) -> bool:
-        return self._running > 0 or time.monotonic() - self._ended < self.quiet_s
-
-
 class IncidentActivities:
     """The incident loop's I/O. `router` needs `structured(group, messages, schema)` (the
     `InferenceRouter`); `notifier` defaults to `LedgerNotifier(ledger)`; `planner` bounds the
@@ -148,8 +116,6 @@ class IncidentActivities:
         self.router = router
         self.notifier: Notifier = notifier if notifier is not None else LedgerNotifier(ledger)
         self.planner = Planner(router, planner)
-        self.early = EarlyStages()
-        self.planner.busy = self.early.busy  # questions before plans (PlannerConfig.yield_s)
 
     # -- open, stages ------------------------------------------------------------------------
 
@@ -163,7 +129,7 @@ class IncidentActivities:
         policy never changes a running incident."""
         group = inp.group
         result = policy.triage(group.labels, group_annotations(group))
-        async with self.early.stage(), ledger_errors("incident.triage"):
+        async with ledger_errors("incident.triage"):
             await self.ledger.upsert_incident(
                 inp.incident_id,
                 group_key=group.group_key,
@@ -196,10 +162,6 @@ class IncidentActivities:
         (it cannot be run as written); the reason is logged. Its evidence calls are rendered one
         by one: one that cannot be rendered is left out with the reason (`evidence_skipped`).
         """
-        async with self.early.stage():
-            return await self._recall(inp)
-
-    async def _recall(self, inp: RecallInput) -> RecallResult:
         hits = await self.kb.search_runbooks(inp.text, limit=inp.limit, labels=inp.labels or None)
         found: list[tuple[SearchHit, Runbook]] = []
         for hit in hits:
@@ -283,7 +245,7 @@ class IncidentActivities:
     @activity.defn(name="incident.notify")
     async def notify(self, inp: NotifyInput) -> NotifyResult:
         try:
-            async with self.early.stage(inp.kind == NotifyKind.QUESTION), ledger_errors("incident.notify"):
+            async with ledger_errors("incident.notify"):
                 result = await self.notifier.notify(inp, key=_activity_key())
         except BaseException:
             telemetry.notified(inp, "error")

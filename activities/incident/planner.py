@@ -13,7 +13,6 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,10 +56,6 @@ class PlannerConfig:
     cloud_timeout_s: float = CLOUD_TIMEOUT_S
     cloud_max_concurrent: int = CLOUD_MAX_CONCURRENT
     cloud_max_per_hour: int = CLOUD_MAX_PER_HOUR
-    # A model call that has its slot first waits, at most this long, while incidents in this
-    # process are still on their way to their first question (`Planner.busy`): on the embedded
-    # stack the model and the orchestration share the machine's cores. 0: never.
-    yield_s: float = 0.0
 
 
 def _attempt() -> int:
@@ -108,10 +103,6 @@ class Planner:
         self.slot_wait_s = cfg.model_timeout_s / 2 if cfg.slot_wait_s is None else cfg.slot_wait_s
         self._waiting = 0  # callers queued for a slot
         self._call_s: float | None = None  # moving average of a model call's duration
-        # Questions before plans (`yield_s`): True while this process has incidents that have not
-        # sent their first question yet (IncidentActivities sets it; nothing else does).
-        self.yield_s = cfg.yield_s
-        self.busy: Callable[[], bool] = lambda: False
         # The cloud: asked only with a group configured and a mode other than LOCAL_ONLY.
         self.mode = cfg.mode
         self.cloud_group = cfg.cloud_group
@@ -275,7 +266,6 @@ class Planner:
             self._waiting -= 1
             with metrics.safely():  # the wait for a model slot (docs/scaling.md)
                 metrics.MODEL_SLOT_WAIT.labels(self.planner_group, "planner").observe(time.monotonic() - waited)
-        await self._yield_to_questions(timeout_s / 4)
         started = time.monotonic()
         try:
             answer = await asyncio.wait_for(
@@ -302,23 +292,6 @@ class Planner:
             return _Asked(reason=f"invalid proposal: {problem}", model=proposal)
         model = str(getattr(answer, "model", ""))
         return _Asked(result=ProposeResult(proposal=proposal, source="llm", note=note, model=model))
-
-    async def _yield_to_questions(self, bound_s: float) -> None:
-        """With the slot held, wait (at most `yield_s`, and `bound_s`) while incidents here are
-        still on their way to their first question: an alert burst's questions first, then the
-        plans. The embedded llama.cpp holds a core for each call; started mid-burst, it took
-        that core from a hundred incidents' first steps (benchmarks/alert_burst.py). The calls
-        queued behind this one see the slot taken and shed as before."""
-        limit = min(self.yield_s, bound_s)
-        if limit <= 0 or not self.busy():
-            return
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < limit:  # busy() is partly a clock (its quiet period): polled
-            if not self.busy():
-                break
-            await asyncio.sleep(0.05)
-        with metrics.safely():
-            metrics.MODEL_YIELD.observe(time.monotonic() - t0)
 
     async def _ask_cloud(
         self,

@@ -88,11 +88,6 @@ MODEL_TOKENS = Counter(
 MODEL_SLOT_WAIT = Histogram(
     "agentic_model_slot_wait_seconds", "Wait for a model slot, by pool and queue", ["pool", "queue"], buckets=_FAST
 )
-MODEL_YIELD = Histogram(
-    "agentic_model_yield_seconds",
-    "How long a planner call with its slot waited for incidents still on their way to their first question",
-    buckets=_FAST,
-)
 PLAN_FALLBACKS = Counter("agentic_plan_fallbacks_total", "Plans that fell back to the runbook, by reason", ["reason"])
 TOOL_CALLS = Counter("agentic_tool_calls_total", "MCP tool calls, by server and outcome", ["server", "outcome"])
 TOOL_LATENCY = Histogram(

@@ -43,7 +43,6 @@ from agentic_core.incident import (
     IncidentStatus,
     NotifyInput,
     NotifyKind,
-    NotifyResult,
     PolicyVerdict,
     ProposeInput,
     RecalledRunbook,
@@ -456,74 +455,6 @@ async def test_propose_falls_back_at_once_when_the_model_is_busy(kb: KnowledgeBa
         await first
     third = await attempt(2).run(a.propose, inp)  # the slot was released
     assert len(a.router.calls) == 2 and third.source == "fallback" and "did not answer" in third.note
-
-
-class HeldNotifier:
-    """A notifier whose messages go out only when `release` is set (a question still on its way)."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def notify(self, inp: NotifyInput, key: str | None = None) -> NotifyResult:
-        await self.release.wait()
-        return NotifyResult(message_ref="held:1")
-
-
-class TimedRouter(FakeRouter):
-    def __init__(self, answer: Proposal) -> None:
-        super().__init__(answer)
-        self.called_at: list[float] = []
-
-    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> Answer:
-        self.called_at.append(asyncio.get_running_loop().time())
-        return await super().structured(group, messages, schema)
-
-
-async def test_questions_go_before_plans(kb: KnowledgeBase, ledger: Ledger) -> None:
-    """The embedded model shares the cores with the orchestration (benchmarks/alert_burst.py): a
-    plan that has its model slot waits while an incident here is still sending its question, at
-    most `yield_s`; other messages do not hold it, and with `yield_s=0` nothing waits."""
-    held = HeldNotifier()
-    router = TimedRouter(proposal([RESTART]))
-    a = IncidentActivities(kb, ledger, router, held, planner=PlannerConfig(model_timeout_s=20.0, yield_s=5.0))
-    inp = propose_input(await recall(a))
-    clock = asyncio.get_running_loop().time
-    question = NotifyInput(incident_id="inc-q", kind=NotifyKind.QUESTION, route="ops", text="Disk full?")
-    asking = asyncio.create_task(attempt(1).run(a.notify, question))
-    await asyncio.sleep(0.05)
-    t0 = clock()
-    planning = asyncio.create_task(attempt(1).run(a.propose, inp))
-    await asyncio.sleep(0.6)
-    assert router.called_at == []  # the question is still going out: the model waits
-    held.release.set()
-    await asking
-    assert (await planning).source == "llm"
-    assert router.called_at[0] - t0 >= 0.6 + a.early.quiet_s * 0.8  # after the question, and a quiet moment
-
-    # a question that never goes out holds a plan for `yield_s` at most
-    stuck = HeldNotifier()
-    b = IncidentActivities(kb, ledger, TimedRouter(proposal([RESTART])), stuck, planner=PlannerConfig(yield_s=0.5))
-    asking = asyncio.create_task(attempt(1).run(b.notify, question))
-    await asyncio.sleep(0.05)
-    t0 = clock()
-    assert (await attempt(1).run(b.propose, inp)).source == "llm"
-    assert 0.45 <= b.router.called_at[0] - t0 < 2.0
-    # an update (not a question) holds nothing; nor does anything with yield_s=0
-    update = question.model_copy(update={"kind": NotifyKind.UPDATE})
-    other = asyncio.create_task(attempt(1).run(b.notify, update))
-    await asyncio.sleep(0.4)  # the question's quiet moment is over
-    asking.cancel()
-    await asyncio.sleep(0.4)
-    t0 = clock()
-    await attempt(1).run(b.propose, inp)
-    assert b.router.called_at[-1] - t0 < 0.2
-    c = IncidentActivities(kb, ledger, TimedRouter(proposal([RESTART])), held, planner=PlannerConfig())
-    async with c.early.stage():
-        t0 = clock()
-        await attempt(1).run(c.propose, inp)
-        assert c.router.called_at[0] - t0 < 0.2
-    stuck.release.set()
-    await other
 
 
 def _busy_fallbacks() -> float:
