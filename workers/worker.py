@@ -1,8 +1,9 @@
 """The Temporal worker process: `python -m workers.worker` (started by `agentic up`).
 
 It builds every client once (asyncpg pool, knowledge store, embedder), registers the bound
-activity methods and the workflows, warms the embedding model, then polls its task queue.
-It is healthy when Temporal sees it polling. SIGTERM drains and stops it.
+activity methods and the workflows, then polls its task queues while the embedding model loads
+in its own thread (a recall that comes first waits for it; a model that cannot load stops the
+worker, as before). It is healthy when Temporal sees it polling. SIGTERM drains and stops it.
 """
 
 from __future__ import annotations
@@ -199,7 +200,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         embedder = build_embedder_from(settings)
         kb = KnowledgeBase(store, embedder)
         await kb.ensure()
-        await embedder.embed_query("warm up")  # load the model before we accept work
+        # The embedding model (5-7 s of imports and weights) loads in the embedder's thread while
+        # the rest is built and the worker polls: after a restart, approvals, tool calls and agent
+        # runs resume that much sooner; a recall that comes first queues behind the load.
+        warm_up = asyncio.create_task(embedder.embed_query("warm up"))
+        stack.callback(warm_up.cancel)  # a start that fails before polling leaves no task behind
 
         knowledge = KnowledgeActivities(kb, ledger)
         router = inference_router(settings)
@@ -312,7 +317,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             for w in workers:
                 await running.enter_async_context(w)
             warm = asyncio.create_task(index_route_exemplars(routes)) if settings.router_index_at_start else None
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({stopping, warm_up}, return_when=asyncio.FIRST_COMPLETED)
+            if warm_up in done:
+                failed = warm_up.exception()
+                if failed is not None:  # the embedding model cannot load: the worker stops, saying why
+                    stopping.cancel()
+                    if warm is not None:
+                        warm.cancel()
+                    raise failed
+                log.info("embedding model loaded")
+                await stopping
             if warm is not None:
                 warm.cancel()
             log.info("stopping: draining the worker")
