@@ -18,6 +18,7 @@ in the worker's data dir, which is not the gateway's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import os
@@ -509,6 +510,51 @@ async def test_a_turn_retried_after_some_words_ends_with_the_whole_answer(
     assert len(model.requests) == 2 and result.answer == "Sonarr is fine now."
     # what the client saw: the broken attempt's words, a notice that the turn was retried, the answer
     assert content == "Sonarr is down " + RETRIED + "Sonarr is fine now.", content
+
+
+async def test_a_stream_whose_client_left_before_its_body_keeps_no_subscription(
+    settings: Settings,
+    ledger: Ledger,
+    temporal: WorkflowEnvironment,
+    queue: str,
+    keys: dict[str, str],
+    model: FakeChatServer,
+) -> None:
+    """A streaming request subscribes to its run's words before the run starts; a client that is
+    gone before the body starts (Starlette never runs the body's generator) must not leave that
+    subscription in the gateway's listener."""
+    model.reply = scripted(["Fine."])
+
+    async def factory() -> Any:
+        return temporal.client
+
+    app = create_app(settings, ledger, factory, queue)
+    gw = app.app.app.gateway  # type: ignore[attr-defined]  # Observe → TracedRequests → Authenticate
+    body = json.dumps(
+        {"model": "agentic-observability", "stream": True, "messages": [{"role": "user", "content": "ok?"}]}
+    )
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "headers": [(b"authorization", f"Bearer {keys['boss']}".encode()), (b"content-type", b"application/json")],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not sent:
+            return {"type": "http.request", "body": body.encode(), "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.start":
+            raise OSError("the client is gone")
+
+    with contextlib.suppress(Exception):
+        await app(scope, receive, send)
+    assert sent and sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert gw.deltas._subs == {}  # nothing left listening for that run
 
 
 async def test_bad_input_is_a_400_with_an_openai_error(gateway: str, keys: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -202,6 +203,22 @@ def _extra(res: AgentProgress) -> dict[str, Any]:
     }
 
 
+class _ClosingStream(StreamingResponse):
+    """A stream that ends its subscription to the run's words however the response ends: also
+    when the client left before the body started (Starlette then never runs the body's generator,
+    so its `finally` never closed the subscription, and the listener kept it)."""
+
+    def __init__(self, content: AsyncIterator[str], *, closing: contextlib.AsyncExitStack, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._closing = closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._closing.aclose()
+
+
 async def _result(handle: WorkflowHandle[Any, AgentResult]) -> AgentResult:
     try:
         return await handle.result()
@@ -228,8 +245,9 @@ async def chat_completions(gw: Gateway, request: Request) -> Response:
     headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
     created = int(time.time())
     if chat.stream:
-        return StreamingResponse(
+        return _ClosingStream(
             _stream(handle, chat.model, created, deltas, named=chat.agent is not None, listening=listening),
+            closing=listening,
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
