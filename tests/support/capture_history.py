@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Literal
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -62,7 +63,7 @@ async def capture(
         fakes = t.Fakes(unreachable_tools={t.RESTART.tool})
     if evidence_gave_up:
         fakes = t.Fakes(runbook_evidence=list(t.EVIDENCE), unreachable_tools={t.EVENTS.tool})
-    choice = "acknowledged" if nothing_to_run else "approved"
+    choice: Literal["acknowledged", "approved"] = "acknowledged" if nothing_to_run else "approved"
     try:
         await register_search_attributes(env.client)
         async with t.incident(env, fakes, config) as run:
