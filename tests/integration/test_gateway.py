@@ -802,16 +802,63 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def _read_stream(http: httpx.AsyncClient, path: str, until: str) -> list[tuple[str, dict[str, Any]]]:
-    """The run page's stream, read until an event whose text holds `until` (or the stream's end)."""
+async def _read_stream(
+    http: httpx.AsyncClient, path: str, until: str, *, ended: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The run page's stream, read until an event whose text holds `until` (`ended`: until the
+    answer, the text of the words streamed before it included) or the stream's end."""
     got = ""
     async with http.stream("GET", path) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.status_code
         async for piece in r.aiter_text():
             got += piece
-            if any(until in d["text"] for _e, d in _events(got)):
+            events = _events(got)
+            if ended and events and events[-1][0] in ("answer", "failed"):
+                break
+            if not ended and any(until in d["text"] for _e, d in events):
                 break
     return _events(got)
+
+
+def _said(events: list[tuple[str, dict[str, Any]]]) -> str:
+    """What the page's script shows as the answer: the words as written, then the answer's rest."""
+    return "".join(d["text"] for e, d in events if e in ("text", "answer")).strip()
+
+
+async def test_console_agents_chat_shows_the_models_words_as_it_writes_them(
+    gateway: str, keys: dict[str, str], model: FakeChatServer
+) -> None:
+    """The chat form starts the run with the model's words streamed and parks their subscription
+    for the run's page (which connects after the redirect, when the first turn may have begun):
+    the page's stream has the words from the first one, long before the answer."""
+    answer = " ".join(f"word{i}" for i in range(15)) + "."
+    model.reply = scripted([answer])
+    model.first_token_s, model.token_s = 0.05, 0.1
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["boss"])
+        r = await http.get("/console/agents")
+        form = {"csrf": _csrf(r.text), "model": "agentic-observability", "text": "say fifteen words"}
+        r = await http.post("/console/agents", data={**form, "request_id": f"words-{uuid.uuid4().hex[:6]}"})
+        assert r.status_code == 303, r.text
+        await asyncio.sleep(0.5)  # the page connects late: the first words were already written
+        t0 = asyncio.get_running_loop().time()
+        first_word: float | None = None
+        got = ""
+        async with http.stream("GET", f"{r.headers['location']}/stream") as s:
+            async for piece in s.aiter_text():
+                got += piece
+                events = _events(got)
+                if first_word is None and any(e == "text" for e, _d in events):
+                    first_word = asyncio.get_running_loop().time() - t0
+                if events and events[-1][0] in ("answer", "failed"):
+                    break
+        ended = asyncio.get_running_loop().time() - t0
+    assert events[-1][0] == "answer" and events[-1][1]["status"] == "done", events
+    assert _said(events) == answer  # every word, from the first, once
+    texts = [d["text"] for e, d in events if e == "text"]
+    assert texts and texts[0].strip().startswith("word0")
+    assert first_word is not None and first_word < ended - 0.5, (first_word, ended)  # words before the end
+    assert model.bodies[-1]["stream"] is True
 
 
 async def test_console_agents_chat_streams_the_run_and_its_approval(
@@ -886,8 +933,9 @@ async def test_console_agents_chat_streams_the_run_and_its_approval(
 
         r = await http.post(f"{page}/decide", data={"csrf": form["csrf"], "choice": "approved"})
         assert r.status_code == 303 and "approved+by+key%3Aboss" in r.headers["location"], r.text
-        events = await _read_stream(http, f"{page}/stream", "The flag is blue.")
-        assert events[-1] == ("answer", {"text": "The flag is blue.", "status": "done", "approval_id": None})
+        events = await _read_stream(http, f"{page}/stream", "The flag is blue.", ended=True)
+        assert events[-1][0] == "answer" and events[-1][1]["status"] == "done"
+        assert _said(events) == "The flag is blue."  # the model's words as written, then what was left
         assert any(e == "line" and d["text"].endswith(": approved, ran") for e, d in events)
         assert tools_server.flag == "blue"
         r = await http.get("/console/agents")

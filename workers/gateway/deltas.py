@@ -26,6 +26,7 @@ from activities.agents.stream import DELTA_CHANNEL, TextDelta
 log = logging.getLogger("agentic.gateway")
 
 LINGER_S = 2.0
+PARK_S = 30.0  # a parked subscription (`DeltaHub.park`) waits this long for its page to claim it
 MAX_QUEUED = 10_000  # deltas waiting for one slow stream; past that it misses some (a gap it handles)
 
 
@@ -37,6 +38,8 @@ class DeltaHub:
         self._lock = asyncio.Lock()
         self._release: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._expiring: set[asyncio.Future[Any]] = set()
+        self._parked: dict[str, tuple[contextlib.AsyncExitStack, asyncio.Queue[TextDelta], asyncio.TimerHandle]] = {}
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         delta = TextDelta.decode(payload)
@@ -104,6 +107,45 @@ class DeltaHub:
                     del self._subs[run_id]
             if not self._subs and self._conn is not None and self._release is None:
                 self._release = asyncio.get_running_loop().call_later(LINGER_S, self._later)
+
+    async def park(self, run_id: str, ttl_s: float = PARK_S) -> None:
+        """Subscribe to `run_id` now, for a stream that will come later (the console's chat form
+        starts the run, then its page connects after the redirect, when the first turn may have
+        begun): the words heard meanwhile wait in the queue. Unclaimed after `ttl_s`, it closes."""
+        if run_id in self._parked:
+            return
+        stack = contextlib.AsyncExitStack()
+        queue = await stack.enter_async_context(self.subscribe(run_id))
+        if queue is None:
+            await stack.aclose()
+            return
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(ttl_s, lambda: self._expire(run_id, stack))
+        self._parked[run_id] = (stack, queue, expiry)
+
+    def _expire(self, run_id: str, stack: contextlib.AsyncExitStack) -> None:
+        parked = self._parked.get(run_id)
+        if parked is not None and parked[0] is stack:
+            del self._parked[run_id]
+            task = asyncio.ensure_future(stack.aclose())
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
+
+    @contextlib.asynccontextmanager
+    async def claim_or_subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[TextDelta] | None]:
+        """The subscription `park` left for `run_id` (its words from the run's start), or a new one
+        (words from now on: a reconnect, a reload); closed when the stream ends."""
+        parked = self._parked.pop(run_id, None)
+        if parked is None:
+            async with self.subscribe(run_id) as queue:
+                yield queue
+            return
+        stack, queue, expiry = parked
+        expiry.cancel()
+        try:
+            yield queue
+        finally:
+            await stack.aclose()
 
 
 RETRIED = "\n\n> *the model turn was retried; what it writes now:*\n\n"

@@ -39,7 +39,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.db import LedgerError
 from activities.ledger.keys import ApiKey
-from agentic_core.agents import AgentProgress, AgentResult, AgentStatus
+from agentic_core.agents import AgentProgress, AgentResult, AgentStatus, agent_run_id
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
 from agentic_core.reports import WeeklyDigest, parse_week
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutState, RolloutStatus
@@ -91,9 +91,15 @@ async def ask(gw: Gateway, request: Request) -> Response:
     key = _key(request)
     _audit(request, "ask agent")
     form = await console.check_csrf(request)
-    doc = {"model": form.get("model", ""), "messages": [{"role": "user", "content": form.get("text", "")}]}
+    doc: dict[str, Any] = {
+        "model": form.get("model", ""),
+        "messages": [{"role": "user", "content": form.get("text", "")}],
+    }
+    doc["stream"] = True  # the page shows the model's words as they are written
     chat = parse_chat(doc, key)  # 403 for an agent the key may not use, 400 for no text
-    handle, again = await start_run(gw, key, chat, request_id_for_text(key, form.get("request_id") or None))
+    request_id = request_id_for_text(key, form.get("request_id") or None)
+    await gw.deltas.park(agent_run_id(request_id))  # before the run starts: its page claims it
+    handle, again = await start_run(gw, key, chat, request_id)
     _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model} (console)")
     return RedirectResponse(f"{PREFIX}/agents/runs/{quote(handle.id)}", status_code=303)
 
@@ -172,26 +178,34 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 async def agent_run_stream(gw: Gateway, request: Request) -> Response:
     """The run as server-sent events for the page's script: `line` (a progress line, the run's
-    status), `answer` and `failed` (then the stream ends); comments as keep-alives."""
+    status), `text` (the model's words as it writes them), `answer` (what is left of it after
+    the words, or all of it) and `failed` (then the stream ends); comments as keep-alives."""
     now = await _run(gw, request)
     handle = (await gw.client()).get_workflow_handle(now.run_id, result_type=AgentResult)
 
     async def events() -> AsyncIterator[str]:
-        run = follow_run(handle)
-        try:
-            async for ev in run:
-                if ev.kind == "keepalive":
-                    yield ": keep-alive\n\n"
-                    continue
-                p = ev.progress
-                data = {
-                    "text": _text(ev),
-                    "status": p.status.value if p is not None else "failed",
-                    "approval_id": p.approval_id if p is not None else None,
-                }
-                yield _sse(ev.kind, data)
-        finally:
-            await run.aclose()
+        # the words heard since the chat form started the run (`ask` parked them), or from now on
+        async with gw.deltas.claim_or_subscribe(now.run_id) as deltas:
+            run = follow_run(handle, deltas)
+            try:
+                async for ev in run:
+                    if ev.kind == "keepalive":
+                        yield ": keep-alive\n\n"
+                        continue
+                    if ev.kind == "text":  # the model's words as written: the script adds them to the answer
+                        yield _sse("text", {"text": ev.text})
+                        continue
+                    p = ev.progress
+                    data = {
+                        # the answer as is (after streamed words, what is left of it: the script joins
+                        # them); a progress line without its quote mark
+                        "text": ev.text if ev.kind == "answer" else _text(ev),
+                        "status": p.status.value if p is not None else "failed",
+                        "approval_id": p.approval_id if p is not None else None,
+                    }
+                    yield _sse(ev.kind, data)
+            finally:
+                await run.aclose()
 
     headers = {**console.HEADERS, "X-Accel-Buffering": "no", "X-Keepalive-S": str(int(KEEPALIVE_S))}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

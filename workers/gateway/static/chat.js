@@ -13,8 +13,14 @@
     status.textContent = data.status;
     if (approval) { approval.hidden = data.status !== "awaiting_approval"; }
   }
+  var words = "";  // the model's words as it writes them, then what is left of the answer
   // the stream starts from the run's beginning each time it (re)connects
-  source.onopen = function () { log.textContent = ""; };
+  source.onopen = function () { log.textContent = ""; words = ""; };
+  source.addEventListener("text", function (e) {
+    words += JSON.parse(e.data).text;
+    answer.textContent = words.trim();
+    answer.hidden = false;
+  });
   source.addEventListener("line", function (e) {
     var data = JSON.parse(e.data);
     var li = document.createElement("li");
@@ -24,7 +30,7 @@
   });
   function end(e) {
     var data = JSON.parse(e.data);
-    answer.textContent = data.text;
+    answer.textContent = (e.type === "answer" ? words + data.text : data.text).trim();
     answer.hidden = false;
     show(data);
     source.close();
