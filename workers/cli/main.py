@@ -221,12 +221,19 @@ def main(argv: list[str] | None = None) -> None:
     except AgenticError as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
+    except (typer.Exit, click.exceptions.Exit) as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.TyperException, click.ClickException) as exc:
+        # a usage error (a missing argument, an unknown command or option): Click's own message with
+        # the usage line, exit 2. Typer 0.29 raises its vendored Click's exceptions, which are not
+        # `click.ClickException`: they were reported as "unexpected" bugs, with exit 1.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        code = getattr(exc, "exit_code", 2)
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         code = 130
     except Exception as exc:  # a bug: still one line, with the details on demand
         if os.environ.get("AGENTIC_DEBUG"):

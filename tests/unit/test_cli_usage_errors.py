@@ -1,0 +1,35 @@
+"""A mistyped command line gets Click's usage message and exit status 2, through the `agentic`
+entry point as a person runs it. Typer 0.29 raises its vendored Click's exceptions, which the
+entry point did not recognise: `agentic incidents show` without an id said "error: unexpected
+MissingParameter … (set AGENTIC_DEBUG=1 for the traceback)" and exited 1, as if it were a bug."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.env import REPO
+
+AGENTIC = Path(sys.executable).parent / "agentic"  # the console script `pip install` made
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["incidents", "show"], "Missing argument 'incident_id'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["incidents", "show", "--bogus", "x"], "No such option: --bogus"),
+        (["keys", "create"], "Missing argument"),
+    ],
+)
+def test_a_mistyped_command_line_is_a_usage_error(argv: list[str], says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env["PYTHONPATH"] = str(REPO)
+    res = subprocess.run([str(AGENTIC), *argv], capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert says in res.stderr and "Usage: agentic" in res.stderr, res.stderr
+    assert "unexpected" not in res.stderr and "Traceback" not in res.stderr
