@@ -140,6 +140,21 @@ async def test_queries_go_before_a_bulk_of_documents(local: LocalEmbedder) -> No
     assert cos(vectors[3], (await local.embed_documents([docs[3]]))[0]) > 0.9999
 
 
+def test_long_documents_go_in_smaller_chunks() -> None:
+    """MiniLM's time grows with the text: 32 documentation chunks of 1,500 characters held the model
+    3 s (a query behind them waited that long); chunks keep to about CHUNK_CHARS characters."""
+    from activities.knowledge.embeddings import CHUNK_CHARS, _chunks
+
+    short = [f"exemplar {i}" for i in range(70)]
+    assert [len(c) for c in _chunks(short, 32)] == [32, 32, 6]
+    long = ["x" * 1500] * 7
+    chunks = _chunks(long, 32)
+    assert [len(c) for c in chunks] == [2, 2, 2, 1] and all(sum(map(len, c)) <= CHUNK_CHARS for c in chunks)
+    assert _chunks(["y" * 9000, "z"], 32) == [["y" * 9000], ["z"]]  # a long one alone, nothing lost
+    assert [t for c in _chunks(long + short, 32) for t in c] == long + short  # order kept
+    assert _chunks([], 32) == []
+
+
 async def test_local_embedder_batches_concurrent_queries(local: LocalEmbedder) -> None:
     """A burst of queries (100 incidents recalling at once) goes through the model in a few
     forward passes, each caller gets its own text's vector, and a failed pass fails only its
