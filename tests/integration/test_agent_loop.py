@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import kmock
 import pgserver
 import pytest
@@ -41,7 +40,7 @@ from tests.support.env import free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 from tests.support.temporal import dev_server_with_attributes
 
 TOKEN = "agent-loop-token"
@@ -57,12 +56,8 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "agents"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("agents"), max_size=6)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "agents", max_size=6) as led:
+        yield led
 
 
 @pytest.fixture(scope="module")

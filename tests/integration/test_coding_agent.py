@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pgserver
 import pytest
@@ -36,7 +35,7 @@ from tests.support.agent_harness import AgentFakes, agent_worker, answer_approva
 from tests.support.env import free_port
 from tests.support.fake_openai import FakeChatServer, scripted, tool_call
 from tests.support.kmock_helpers import McpProcess, start_server
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 from tests.support.temporal import dev_server_with_attributes
 from workers.settings import Settings
 from workers.stack.env import effective_settings
@@ -87,12 +86,8 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "coding"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("coding"), max_size=4)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "coding", max_size=4) as led:
+        yield led
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pgserver
 import pytest
 import uvicorn
@@ -52,7 +51,7 @@ from agentic_core.policy import render_actions, render_evidence
 from agentic_core.tools import INCIDENT_TOOLS
 from tests.support.env import REPO, free_port
 from tests.support.incident_fakes import Fakes, incident, make_group
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 from tests.support.telegram_emulator import emulator
 from tests.support.temporal import register_search_attributes, time_skipping_server
 from workers.settings import Settings
@@ -106,12 +105,8 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "gitops"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("gitops"), max_size=4)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "gitops", max_size=4) as led:
+        yield led
 
 
 @pytest.fixture(scope="module")

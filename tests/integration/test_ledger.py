@@ -28,7 +28,7 @@ from activities.ledger.db import (
 )
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 
 EXPECTED_TABLES = {
     "schema_migrations",
@@ -73,12 +73,8 @@ async def fresh_dsn(pg: pgserver.PostgresServer) -> AsyncIterator[str]:
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
     """One migrated database shared by the repository tests (they use unique ids)."""
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "ledger_shared"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("ledger_shared"), max_size=8)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "ledger_shared", max_size=8) as led:
+        yield led
 
 
 def make_runbook(rid: str, **changes: object) -> Runbook:

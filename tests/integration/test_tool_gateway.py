@@ -9,7 +9,6 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import kmock
 import pgserver
 import pytest
@@ -36,7 +35,7 @@ from agentic_core.incident import (
 from agentic_core.models import ToolCall
 from tests.support.env import free_port
 from tests.support.kmock_helpers import NS, McpProcess, deployment, emulated_cluster, requests_for, start_server
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 from workers.settings import Settings
 
 TOKEN = "gateway-test-token"
@@ -67,12 +66,8 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "gateway"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("gateway"), max_size=4)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "gateway", max_size=4) as led:
+        yield led
 
 
 @pytest.fixture(scope="module")

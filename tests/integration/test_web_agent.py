@@ -20,7 +20,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pgserver
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -30,7 +29,7 @@ from agentic_core.agents import AgentStatus
 from agentic_core.tools import WEB_TOOLS
 from tests.support.agent_harness import AgentFakes, answer_approval, progress_when, start_agent
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
-from tests.support.pg import pg_server
+from tests.support.pg import ledger_on, pg_server
 from tests.support.temporal import dev_server_with_attributes
 from tests.support.web_agent import METADATA, web_agent_worker, web_servers
 from tests.support.web_sites import INJECTION, FakeSearxng, Site, web_world
@@ -46,12 +45,8 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 @pytest.fixture(scope="module")
 async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute('CREATE DATABASE "webagent"')
-    await admin.close()
-    led = await Ledger.connect(pg.get_uri("webagent"), max_size=6)
-    yield led
-    await led.close()
+    async with ledger_on(pg, "webagent", max_size=6) as led:
+        yield led
 
 
 @pytest.fixture(scope="module")

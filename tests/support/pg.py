@@ -9,13 +9,16 @@ Use it from a test module with `from tests.support.pg import pg_server` and a mo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pgserver
+
+from activities.ledger.repository import Ledger
 
 
 def pg_server(prefix: str = "agentic-pg-") -> Iterator[pgserver.PostgresServer]:
@@ -44,3 +47,13 @@ async def create_database(server: pgserver.PostgresServer, prefix: str = "t") ->
     finally:
         await admin.close()
     return str(server.get_uri(name))
+
+
+@contextlib.asynccontextmanager
+async def ledger_on(server: pgserver.PostgresServer, prefix: str = "t", max_size: int = 4) -> AsyncIterator[Ledger]:
+    """A migrated ledger in a new database on `server` (a module's `ledger` fixture), closed after."""
+    led = await Ledger.connect(await create_database(server, prefix), max_size=max_size)
+    try:
+        yield led
+    finally:
+        await led.close()
