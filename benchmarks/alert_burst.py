@@ -60,6 +60,19 @@ first POST is printed, and a note when other work shares the machine (docs/obser
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
+Session of 2026-12-07, quiet machine (load 1.0-1.5 at the first POST), 100 groups, queues split,
+one run each (the benchmark now waits for the router's exemplar index before the burst):
+
+    commit                                  all awaiting   first notification p50 / p95   diagnosis p95
+    9d3cbbc (before this session's changes)  18.0 s         4.3 s / 4.7 s                 10.0 s
+    fe2df11 (embedding: queries first)        30.9 s / 18.7 s  5.1 / 5.7 s; 3.5 / 3.8 s    10.3 / 8.9 s
+    53b56af (plans wait for questions, 3 s)   18.5 s / 16.3 s  3.7 / 4.1 s; 4.0 / 4.2 s    10.1 / 9.7 s
+
+Exactly one incident and one question per group in every run; 99-100 plans fell back (one
+llama.cpp slot, 10-13 s of its CPU in the window). The plans-wait-for-questions change gave
+nothing beyond the run-to-run noise and was reverted. The targets (all awaiting < 15 s, first
+notification p95 < 1 s) are not met on this machine.
+
 Commit 716a569 (one task-queue partition on the embedded Temporal):
 
     first POST → all 100 awaiting_approval        16.3 s         (target < 20 s)
