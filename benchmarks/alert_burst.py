@@ -65,7 +65,7 @@ one run each (the benchmark now waits for the router's exemplar index before the
 
     commit                                  all awaiting   first notification p50 / p95   diagnosis p95
     9d3cbbc (before this session's changes)  18.0 s         4.3 s / 4.7 s                 10.0 s
-    fe2df11 (embedding: queries first)        30.9 s / 18.7 s  5.1 / 5.7 s; 3.5 / 3.8 s    10.3 / 8.9 s
+    53b56af, yield off (= fe2df11)          30.9 s / 18.7 s  5.1 / 5.7 s; 3.5 / 3.8 s    10.3 / 8.9 s
     53b56af (plans wait for questions, 3 s)   18.5 s / 16.3 s  3.7 / 4.1 s; 4.0 / 4.2 s    10.1 / 9.7 s
 
 Exactly one incident and one question per group in every run; 99-100 plans fell back (one
