@@ -833,7 +833,7 @@ async def test_console_agents_chat_shows_the_models_words_as_it_writes_them(
     the page's stream has the words from the first one, long before the answer."""
     answer = " ".join(f"word{i}" for i in range(15)) + "."
     model.reply = scripted([answer])
-    model.first_token_s, model.token_s = 0.05, 0.1
+    model.first_token_s, model.token_s = 0.05, 0.2  # 3 s of words: the page connects well before the end
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
         await _login(http, keys["boss"])
         r = await http.get("/console/agents")
