@@ -140,6 +140,22 @@ async def test_queries_go_before_a_bulk_of_documents(local: LocalEmbedder) -> No
     assert cos(vectors[3], (await local.embed_documents([docs[3]]))[0]) > 0.9999
 
 
+async def test_long_documents_go_through_the_model_in_smaller_chunks(local: LocalEmbedder) -> None:
+    passes: list[int] = []
+    encode = local._encode
+
+    def counting(batch: list[str]) -> list[list[float]]:
+        passes.append(len(batch))
+        return encode(batch)
+
+    local._encode = counting  # type: ignore[method-assign]
+    try:
+        vectors = await local.embed_documents([f"section {i}: " + "the disk is full. " * 80 for i in range(7)])
+    finally:
+        local._encode = encode  # type: ignore[method-assign]
+    assert len(vectors) == 7 and passes == [2, 2, 2, 1]  # about 1,460 characters each: two per pass
+
+
 def test_long_documents_go_in_smaller_chunks() -> None:
     """MiniLM's time grows with the text: 32 documentation chunks of 1,500 characters held the model
     3 s (a query behind them waited that long); chunks keep to about CHUNK_CHARS characters."""

@@ -37,8 +37,7 @@ class DeltaHub:
         self._subs: dict[str, set[asyncio.Queue[TextDelta]]] = {}
         self._lock = asyncio.Lock()
         self._release: asyncio.TimerHandle | None = None
-        self._closing: asyncio.Task[None] | None = None
-        self._expiring: set[asyncio.Future[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()  # closings under way (kept until done)
         self._parked: dict[str, tuple[contextlib.AsyncExitStack, asyncio.Queue[TextDelta], asyncio.TimerHandle]] = {}
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -77,10 +76,15 @@ class DeltaHub:
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
 
+    def _in_background(self, closing: Any) -> None:
+        task = asyncio.ensure_future(closing)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _later(self) -> None:
         if not self._subs and self._conn is not None:
             self._release = None
-            self._closing = asyncio.ensure_future(self._give_back())
+            self._in_background(self._give_back())
 
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[TextDelta] | None]:
@@ -127,9 +131,7 @@ class DeltaHub:
         parked = self._parked.get(run_id)
         if parked is not None and parked[0] is stack:
             del self._parked[run_id]
-            task = asyncio.ensure_future(stack.aclose())
-            self._expiring.add(task)
-            task.add_done_callback(self._expiring.discard)
+            self._in_background(stack.aclose())
 
     @contextlib.asynccontextmanager
     async def claim_or_subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[TextDelta] | None]:
