@@ -7,7 +7,7 @@
 3. Stage it next to the data dir's parts (`DATA_DIR/.restore-<ts>/`, same file system): the
    secrets (or new ones, when the backup has none), a fresh PostgreSQL cluster (initdb with the
    restored password, started for a moment on a free loopback port, `pg_restore`, stopped), the
-   Temporal database and the Qdrant Edge collections copied.
+   Temporal database and the Qdrant Edge collections unpacked.
 4. Swap: the current `postgres/`, `temporal/`, `qdrant/` and `secrets/` move to
    `DATA_DIR/before-restore-<ts>/`, the staged ones into place. `agentic up` then starts on them.
 """
@@ -28,11 +28,14 @@ from pathlib import Path
 
 from activities.backup.activities import libpq_env, pg_tool
 from activities.backup.archive import (
+    PACKED,
     SECRETS_FILE,
     BackupError,
     Manifest,
     copy_tree_sparse,
     decrypt_secrets,
+    disk_usage,
+    unpack_tree,
     verify,
     write_secrets,
 )
@@ -62,6 +65,24 @@ def offline(data: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def restore_qdrant(src: Path, dest: Path) -> None:
+    """The backup's Qdrant Edge collections into `dest`: each `<collection>.tar.gz` unpacked
+    (holes kept), or, in a backup of manifest format 1, each collection's directory copied."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        if entry.is_dir():
+            copy_tree_sparse(entry, dest / entry.name)
+        elif entry.name.endswith(PACKED):
+            try:
+                unpack_tree(entry, dest / entry.name.removesuffix(PACKED))
+            except BackupError as exc:
+                raise AgenticError(f"{exc}; nothing was restored") from None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB on disk"
 
 
 def find_backup(name: str, folder: Path) -> Path:
@@ -177,7 +198,7 @@ def restore(settings: Settings, backup: Path, out: Callable[[str], None] = print
         manifest = verify(backup)
     except BackupError as exc:
         raise AgenticError(f"{exc}; nothing was restored and {data} is untouched") from None
-    out(f"verified {backup.name}: {len(manifest.files)} files, {manifest.size} bytes, checksums match")
+    out(f"verified {backup.name}: {len(manifest.files)} files, {_mib(disk_usage(backup))}, checksums match")
     secrets = _secrets_of(backup, manifest, key, data, out)
     if "ledger.dump" not in {f.path for f in manifest.files}:
         raise AgenticError(f"{backup.name} holds no ledger.dump: not a backup of this platform; {data} is untouched")
@@ -197,8 +218,8 @@ def restore(settings: Settings, backup: Path, out: Callable[[str], None] = print
             else:
                 out("  ! temporal  not in the backup (an external Temporal): its incidents are not restored here")
             if (backup / "qdrant").is_dir():
-                copy_tree_sparse(backup / "qdrant", staging / "qdrant")
-                out("  ✓ qdrant    collections copied")
+                restore_qdrant(backup / "qdrant", staging / "qdrant")
+                out("  ✓ qdrant    collections restored")
             else:
                 out("  ! qdrant    not in the backup: run `agentic knowledge rebuild` after `agentic up`")
         except BaseException:

@@ -5,7 +5,7 @@ process; one process per directory), and it reaches the ledger and the embedded 
   the ledger with `pg_dump -Fc` (one snapshot of the database), the embedded Temporal's SQLite
   file with SQLite's online backup API (a consistent copy while the server writes, WAL or not),
   each Qdrant Edge collection copied while that collection is offline (its calls wait a moment;
-  the others and the event loop keep working), the runbooks, the secrets encrypted with
+  the others and the event loop keep working) and then packed, the runbooks, the secrets encrypted with
   AGENTIC_BACKUP_KEY (or left out, with a warning); then the manifest, the rename from
   `.partial`, and retention.
 - `backup.report_failure`: a failed scheduled backup becomes an incident like any other: a
@@ -31,6 +31,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.backup.archive import (
+    PACKED,
     PARTIAL,
     SECRETS_FILE,
     BackupError,
@@ -40,6 +41,7 @@ from activities.backup.archive import (
     disk_usage,
     encrypt_secrets,
     new_name,
+    pack_tree,
     prune,
     read_manifest,
     write_manifest,
@@ -259,8 +261,20 @@ class BackupActivities:
         if not isinstance(self.store, EdgeStore):
             manifest.contents["qdrant"] = "omitted: a Qdrant server (use its snapshots, or `agentic knowledge rebuild`)"
             return
-        copied = await copy_edge_store(self.store, work / "qdrant")
-        manifest.contents["qdrant"] = f"qdrant/ (Qdrant Edge: {', '.join(copied) or 'no collections'})"
+        # Copied next to the shards (the same disk: quick, holes kept, so each collection is
+        # offline for as short a time as can be), then packed into the backup with the
+        # collections back online: a packed collection stays small on any disk it is copied to.
+        staging = self.store.path.parent / f".backup-{work.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            copied = await copy_edge_store(self.store, staging)
+            for c in copied:
+                await asyncio.to_thread(pack_tree, staging / c, work / "qdrant" / f"{c}{PACKED}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        manifest.contents["qdrant"] = (
+            f"qdrant/<collection>{PACKED} (Qdrant Edge: {', '.join(copied) or 'no collections'})"
+        )
 
     async def _secrets(self, work: Path, manifest: Manifest) -> None:
         cfg = self.config

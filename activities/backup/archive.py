@@ -8,7 +8,10 @@ Layout of one backup, DIR/<name>/::
     manifest.json       written last: a directory without it is not a backup
     ledger.dump         pg_dump -Fc of the ledger database
     temporal.db         the embedded Temporal's SQLite database (online backup API)
-    qdrant/<collection>/…  the Qdrant Edge shards, each copied while its collection was offline
+    qdrant/<collection>.tar.gz  a Qdrant Edge collection, copied while it was offline, then packed
+                        (format 1 kept the copied directories, `qdrant/<collection>/…`: Qdrant
+                        preallocates 32 MiB files holding a few KB, which only stay small on a
+                        disk that keeps holes; a packed collection is small anywhere it is copied)
     runbooks.json       the runbooks as the ledger holds them (also inside ledger.dump; readable)
     secrets.enc         DATA_DIR/secrets, encrypted (Fernet, key derived with scrypt); absent
                         when no key was given (the manifest's warnings say so)
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 MANIFEST = "manifest.json"
-FORMAT = 1  # manifest format; a restore refuses a newer one
+FORMAT = 2  # manifest format; a restore refuses a newer one (1: the Qdrant collections as directories)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PARTIAL = ".partial"
 SECRETS_FILE = "secrets.enc"
@@ -107,6 +111,50 @@ def copy_tree_sparse(src: Path, dst: Path) -> None:
             return
         shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
+
+
+PACKED = ".tar.gz"
+_BLOCK = 1 << 16
+
+
+def pack_tree(src: Path, dest: Path) -> None:
+    """`src` (a directory) as one gzip'd tar at `dest`, its members relative to `src`. The zeros
+    of a sparse file compress to almost nothing."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        for p in sorted(src.rglob("*")):
+            tar.add(p, arcname=p.relative_to(src).as_posix(), recursive=False)
+
+
+def unpack_tree(archive: Path, dest: Path) -> None:
+    """A `pack_tree` archive into `dest` (created). Only directories and regular files inside
+    `dest` are accepted (`BackupError` otherwise); runs of zeros are written as holes, so the
+    restored collection takes on disk what the live one did."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                rel = Path(member.name)
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise BackupError(f"{archive.name} names a path outside its collection ({member.name}): refused")
+                target = dest / rel
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise BackupError(f"{archive.name} holds something that is not a file ({member.name}): refused")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file
+                with target.open("wb") as out:
+                    while block := source.read(_BLOCK):
+                        if block.count(0) == len(block):
+                            out.seek(len(block), os.SEEK_CUR)
+                        else:
+                            out.write(block)
+                    out.truncate(member.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BackupError(f"{archive.name} cannot be unpacked ({exc})") from exc
 
 
 def disk_usage(root: Path) -> int:

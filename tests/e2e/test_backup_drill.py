@@ -161,6 +161,9 @@ async def test_backup_destroy_restore_up_everything_is_back() -> None:
             try:
                 after = await snapshot(env, ids)
                 assert after == before
+                # the knowledge index came back from its packed collections: the runbook is found
+                hits = json.loads(await ok(env, "runbooks", "search", "restart the reader", "--json", limit=120))
+                assert hits and hits[0]["id"] == "drill/restart-reader", hits
                 # the pending approval can still be answered, and the watching incident still closes
                 ack = await ok(env, "acknowledge", pending, "--by", "carol", limit=60)
                 assert f"acknowledged by carol: incident {pending}" in ack

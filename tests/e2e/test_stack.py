@@ -159,6 +159,13 @@ def test_every_command_reaches_the_stack_with_only_the_data_dir(
     assert {s["id"] for s in schedules} == {"agentic-weekly-digest", "agentic-trust-review", "agentic-nightly-backup"}
     assert any(r["id"] == "demo/ledger-reader" for r in json.loads(ok("runbooks", "list", "--json")))
     assert isinstance(json.loads(ok("incidents", "list", "--json")), list)
+    # a key in this shell only: the worker (started without one) leaves the secrets out, and says why
+    shell_key = bare | {"AGENTIC_BACKUP_KEY": "shell-only"}
+    keyed = agentic(shell_key, "backup", "create", "--to", str(tmp_path / "b"), "--json", *d)
+    assert keyed.returncode == 0, keyed.stderr
+    made = json.loads(keyed.stdout)
+    assert made["contents"]["secrets"].startswith("omitted") and made["contents"]["qdrant"].startswith("qdrant/")
+    assert "the worker makes the backup and was started without it" in " ".join(keyed.stderr.split())
     doc = json.loads(agentic(bare, "status", "--json", *d, timeout=60).stdout)
     assert doc["healthy"] and all(p["healthy"] is not False for p in doc["parts"]), doc
 

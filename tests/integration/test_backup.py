@@ -23,7 +23,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.backup.activities import BackupActivities, BackupConfig
-from activities.backup.archive import Manifest, verify, write_manifest
+from activities.backup.archive import Manifest, disk_usage, verify, write_manifest
 from activities.knowledge.edge_store import EdgeStore
 from activities.knowledge.store import Point
 from activities.ledger.db import create_pool, migrate
@@ -32,7 +32,7 @@ from agentic_core.models import Collection
 from tests.support.env import REPO
 from tests.support.pg import pg_server
 from workers.errors import AgenticError
-from workers.restore import restore
+from workers.restore import restore, restore_qdrant
 from workers.settings import Settings
 
 KEY = "correct horse battery staple"
@@ -139,7 +139,7 @@ async def test_backup_holds_everything_and_restore_refuses_what_does_not_verify(
     m = verify(root)
     files = {f.path for f in m.files}
     assert {"ledger.dump", "temporal.db", "runbooks.json", "secrets.enc"} <= files
-    assert any(f.startswith("qdrant/runbooks/") for f in files)
+    assert "qdrant/runbooks.tar.gz" in files
     assert m.secrets == "encrypted" and m.versions["ledger_schema"] and m.versions["postgresql"].startswith("16")
     assert m.versions["agentic"] and m.versions["qdrant_edge"]
     # the secrets are not readable in the backup
@@ -224,3 +224,58 @@ async def test_without_a_key_the_secrets_are_left_out_with_a_warning(world, tmp_
     for f in Path(res.path).rglob("*"):  # noqa: ASYNC240
         if f.is_file():
             assert b"pg-secret-5678" not in f.read_bytes(), f
+
+
+async def test_the_qdrant_collections_are_packed_small_and_restore_with_their_points(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Qdrant Edge preallocates 32 MiB files that hold a few KB. Copied as they are, a backup of
+    an almost empty store was hundreds of MiB for anything that does not keep holes (rsync
+    without -S, a USB disk, a share, a tarball). Packed, the backup is small in bytes, and a
+    restore puts the collection back (holes kept) with its points; a backup of manifest format
+    1 (the collections as directories) still restores."""
+    data, dsn, pool, store = world
+    res = await _backup(data, dsn, pool, store, tmp_path / "b", None)
+    root = Path(res.path)
+    m = verify(root)
+    packed = [f for f in m.files if f.path.startswith("qdrant/")]
+    assert packed and all(f.path.endswith(".tar.gz") and "/" not in f.path[len("qdrant/") :] for f in packed)
+    assert m.size < 4 << 20, f"{m.size} bytes in the backup"  # every file's bytes, holes or not
+    live = sum(p.stat().st_size for p in (data / "qdrant").rglob("*") if p.is_file())
+    assert live > 16 << 20  # what it was before: the preallocated files
+    assert not list(data.glob("qdrant/.backup-*")) and not list(data.glob(".backup-*"))  # the staging is gone
+
+    restored = tmp_path / "restored"
+    restore_qdrant(root / "qdrant", restored)
+    assert disk_usage(restored) < 8 << 20  # holes kept: not the preallocated size on disk
+    assert sum(p.stat().st_size for p in restored.rglob("*") if p.is_file()) > 16 << 20
+    again = EdgeStore(restored, dim=4)
+    try:
+        [point] = await again.get(Collection.RUNBOOKS, ["rb-1"])
+        assert point.payload["title"] == "Restart"
+    finally:
+        await again.close()
+
+    # a format-1 backup: the collection's directory as it was copied
+    await store.close()
+    old = tmp_path / "old-qdrant"
+    shutil.copytree(data / "qdrant" / str(Collection.RUNBOOKS), old / str(Collection.RUNBOOKS))
+    restore_qdrant(old, tmp_path / "restored-1")
+    from_old = EdgeStore(tmp_path / "restored-1", dim=4)
+    try:
+        assert [p.id for p in await from_old.get(Collection.RUNBOOKS, ["rb-1"])] == ["rb-1"]
+    finally:
+        await from_old.close()
+
+
+def test_a_packed_collection_that_names_a_path_outside_is_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    bad = tmp_path / "qdrant" / "runbooks.tar.gz"
+    bad.parent.mkdir()
+    with tarfile.open(bad, "w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(AgenticError, match="outside its collection"):
+        restore_qdrant(tmp_path / "qdrant", tmp_path / "out")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()

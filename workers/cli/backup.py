@@ -22,6 +22,13 @@ ToDir = Annotated[Path | None, typer.Option("--to", help="folder the backup goes
 FromDir = Annotated[Path | None, typer.Option("--from", help="folder the backups are in [default AGENTIC_BACKUP_DIR]")]
 
 
+WORKER_HAS_NO_KEY = (
+    "note: AGENTIC_BACKUP_KEY is set in this shell, but the worker makes the backup and was started "
+    "without it: set it in the environment `agentic up` starts from and start the stack again "
+    "(docs/disaster-recovery.md)"
+)
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -74,6 +81,8 @@ def backup_create(
         result = asyncio.run(run())
     except RPCError as exc:
         raise AgenticError(f"cannot start the backup: {exc.message}") from None
+    if settings.backup_key is not None and result.contents.get("secrets", "").startswith("omitted"):
+        err_console.print(WORKER_HAS_NO_KEY, highlight=False)  # on stderr: --json's output stays JSON
     if as_json:
         print(result.model_dump_json(indent=2))
         return
