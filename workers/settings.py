@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     planner_slots: int = Field(
         default=0, ge=0, description="model calls in flight at once (0: 1 for the embedded model, 16 for a pool)"
     )
+    planner_burst_cut: int | None = Field(
+        default=None,
+        ge=0,
+        description="a burst of this many incidents refused the busy planner within 30 s cuts its call in flight "
+        "short, so their questions go first (0: never; empty: 5 for the embedded model, which shares the "
+        "worker's CPU, never for a pool)",
+    )
     code_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the code pool")
     code_model: str = Field(default="smollm2", description="model name served by the code pool")
     embedder: Literal["local", "pool"] = Field(

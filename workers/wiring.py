@@ -115,8 +115,10 @@ def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S
 
 def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig:
     """The planner's bounds: the model's slots (1 for the embedded llama.cpp, 16 for a pool,
-    unless AGENTIC_PLANNER_SLOTS says), the inference mode, and the cloud group when the router
-    has one, with its timeout and spending bounds."""
+    unless AGENTIC_PLANNER_SLOTS says), the burst that cuts a call in flight short (5 refused
+    incidents for the embedded llama.cpp, which shares the worker's CPU; never for a pool, unless
+    AGENTIC_PLANNER_BURST_CUT says), the inference mode, and the cloud group when the router has
+    one, with its timeout and spending bounds."""
     return PlannerConfig(
         model_slots=settings.planner_slots or (1 if settings.llm_embedded else 16),
         mode=settings.inference_mode,
@@ -125,6 +127,9 @@ def planner_config(settings: Settings, router: InferenceRouter) -> PlannerConfig
         cloud_timeout_s=settings.cloud_timeout_s,
         cloud_max_concurrent=settings.cloud_max_concurrent,
         cloud_max_per_hour=settings.cloud_max_per_hour,
+        burst_cut=(5 if settings.llm_embedded else 0)
+        if settings.planner_burst_cut is None
+        else settings.planner_burst_cut,
     )
 
 

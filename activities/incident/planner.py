@@ -56,6 +56,10 @@ class PlannerConfig:
     cloud_timeout_s: float = CLOUD_TIMEOUT_S
     cloud_max_concurrent: int = CLOUD_MAX_CONCURRENT
     cloud_max_per_hour: int = CLOUD_MAX_PER_HOUR
+    burst_cut: int = 0  # incidents refused the busy model within BURST_WINDOW_S that cut the call in flight (0: never)
+
+
+BURST_WINDOW_S = 30.0  # the refusals `burst_cut` counts
 
 
 def _attempt() -> int:
@@ -103,6 +107,14 @@ class Planner:
         self.slot_wait_s = cfg.model_timeout_s / 2 if cfg.slot_wait_s is None else cfg.slot_wait_s
         self._waiting = 0  # callers queued for a slot
         self._call_s: float | None = None  # moving average of a model call's duration
+        # A burst (`burst_cut` incidents refused the busy model within BURST_WINDOW_S) cuts the
+        # calls in flight short: with the model on the worker's own CPU (the embedded
+        # llama.cpp), one plan holds a core for seconds while every other incident of the
+        # burst, already falling back, waits for CPU on its way to its question.
+        self.burst_cut = cfg.burst_cut
+        self._refused: collections.deque[float] = collections.deque()  # monotonic times
+        self._calls: set[asyncio.Task[Any]] = set()  # local model calls in flight
+        self._cut: set[asyncio.Task[Any]] = set()  # of those, the ones a burst cut short
         # The cloud: asked only with a group configured and a mode other than LOCAL_ONLY.
         self.mode = cfg.mode
         self.cloud_group = cfg.cloud_group
@@ -122,6 +134,18 @@ class Planner:
             return 0.0
         per_call = self._call_s if self._call_s is not None else self.slot_wait_s / 2
         return (self._waiting // self.model_slots + 1) * per_call
+
+    def _refuse(self) -> None:
+        """One more incident refused the busy model; a burst of them cuts the calls in flight."""
+        now = time.monotonic()
+        self._refused.append(now)
+        while self._refused and now - self._refused[0] > BURST_WINDOW_S:
+            self._refused.popleft()
+        if self.burst_cut and len(self._refused) >= self.burst_cut:
+            for call in [c for c in self._calls - self._cut if not c.done()]:
+                log.warning("a burst of incidents (%d refused the model): cutting a plan in flight", len(self._refused))
+                self._cut.add(call)
+                call.cancel()
 
     def _timed_call(self, seconds: float) -> None:
         self._call_s = seconds if self._call_s is None else 0.7 * self._call_s + 0.3 * seconds
@@ -252,6 +276,7 @@ class Planner:
         slot_wait_s = self.slot_wait_s if limit_s is None else max(0.0, min(self.slot_wait_s, limit_s / 2))
         expected = self.expected_wait_s()
         if expected > slot_wait_s:
+            self._refuse()
             return _Asked(
                 reason=f"the model is busy with other incidents ({self._waiting + 1} waiting for it, about "
                 f"{expected:.0f}s expected, over the {slot_wait_s:g}s bound)"
@@ -261,15 +286,27 @@ class Planner:
         try:
             await asyncio.wait_for(self._model_slots.acquire(), timeout=slot_wait_s)
         except TimeoutError:
+            self._refuse()
             return _Asked(reason=f"the model is busy with other incidents (no free slot within {slot_wait_s:g}s)")
         finally:
             self._waiting -= 1
             with metrics.safely():  # the wait for a model slot (docs/scaling.md)
                 metrics.MODEL_SLOT_WAIT.labels(self.planner_group, "planner").observe(time.monotonic() - waited)
         started = time.monotonic()
+        call = asyncio.ensure_future(
+            asyncio.wait_for(self.router.structured(self.planner_group, messages, Proposal), timeout=timeout_s)
+        )
+        self._calls.add(call)
         try:
-            answer = await asyncio.wait_for(
-                self.router.structured(self.planner_group, messages, Proposal), timeout=timeout_s
+            answer = await call
+        except asyncio.CancelledError:
+            if call not in self._cut:  # this activity itself was cancelled
+                raise
+            self._cut.discard(call)
+            return _Asked(
+                reason=f"the model is busy with other incidents (a burst: {len(self._refused)} refused it within "
+                f"{BURST_WINDOW_S:g}s; this plan was cut short after {time.monotonic() - started:.1f}s so their "
+                "questions go first)"
             )
         except (InferenceUnavailable, TimeoutError) as exc:
             reason = (
@@ -281,7 +318,11 @@ class Planner:
         except InferenceError as exc:
             return _Asked(reason=f"the model failed: {exc}")
         finally:
-            self._timed_call(time.monotonic() - started)
+            self._calls.discard(call)
+            cut = call in self._cut
+            self._cut.discard(call)
+            if not cut and not call.cancelled():  # a call cut short says nothing of a call's length
+                self._timed_call(time.monotonic() - started)
             self._model_slots.release()
 
         proposal, note = ground_proposal(answer.value, inp)

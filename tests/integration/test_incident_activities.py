@@ -506,6 +506,52 @@ async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb:
     await held
 
 
+async def test_a_burst_cuts_the_plan_in_flight_short(kb: KnowledgeBase, ledger: Ledger) -> None:
+    """With the model on the worker's own CPU, one plan holds a core while a burst of incidents,
+    all falling back anyway, waits for CPU on its way to the questions: `burst_cut` refusals
+    within the window cut the call in flight short, and its incident takes the runbook's plan
+    at once (not a retry, not a timeout). Without it, the call keeps its slot."""
+    a = IncidentActivities(
+        kb,
+        ledger,
+        FakeRouter(None),
+        planner=PlannerConfig(model_timeout_s=30.0, model_slots=1, slot_wait_s=0.2, burst_cut=3),
+    )
+    inp = propose_input(await recall(a))
+    first = asyncio.create_task(attempt(1).run(a.propose, inp))  # its call hangs, holding the slot
+    await asyncio.sleep(0.05)
+    for _ in range(2):  # two refused: not yet a burst
+        assert (await attempt(1).run(a.propose, inp)).source == "fallback"
+    assert not first.done()
+    t0 = asyncio.get_running_loop().time()
+    third = await attempt(1).run(a.propose, inp)  # the third: the call in flight is cut
+    cut = await asyncio.wait_for(first, timeout=2.0)
+    assert asyncio.get_running_loop().time() - t0 < 1.0
+    assert third.source == "fallback" and "busy" in third.note
+    assert cut.source == "fallback" and "cut short" in cut.note and "a burst: 3 refused it" in cut.note
+    assert len(a.router.calls) == 1
+    assert a.planner.expected_wait_s() == 0.0 and a.planner._call_s is None  # the slot is back; nothing timed
+
+    # the activity's own cancellation still cancels it (it is not taken for a burst)
+    held = asyncio.create_task(attempt(1).run(a.propose, inp))
+    await asyncio.sleep(0.05)
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+    assert a.planner.expected_wait_s() == 0.0
+
+    # burst_cut 0: refusals never cut the call
+    b = IncidentActivities(
+        kb, ledger, FakeRouter(None), planner=PlannerConfig(model_timeout_s=1.0, model_slots=1, slot_wait_s=0.1)
+    )
+    kept = asyncio.create_task(attempt(2).run(b.propose, inp))
+    await asyncio.sleep(0.05)
+    for _ in range(6):
+        await attempt(1).run(b.propose, inp)
+    assert not kept.done()
+    assert "did not answer within 1s" in (await kept).note
+
+
 async def test_propose_without_a_runbook_falls_back_to_nothing(kb: KnowledgeBase, ledger: Ledger) -> None:
     a = acts(kb, ledger, StructuredOutputError("bad"))
     res = await attempt(1).run(a.propose, propose_input(RecallResult()))
