@@ -27,6 +27,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import pytest
 from starlette.routing import Route
 from temporalio import workflow
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -48,7 +50,7 @@ from activities.ledger.repository import Ledger
 from activities.reports.activities import ReportActivities
 from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
-from agentic_core.agents import AgentLimits, AgentResult
+from agentic_core.agents import AGENT_WORKFLOW, AgentLimits, AgentRequest, AgentResult, AgentStatus, agent_run_id
 from agentic_core.incident import ApprovalRequest, plan_hash
 from agentic_core.models import ToolCall
 from agentic_core.reports import DigestQuery
@@ -63,7 +65,7 @@ from agentic_core.rollout import (
     gate_id,
     load_plan,
 )
-from tests.support.agent_harness import AgentFakes, agent_worker
+from tests.support.agent_harness import AgentFakes, agent_worker, progress_when
 from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
@@ -74,6 +76,7 @@ from tests.support.temporal import dev_server_with_attributes
 from workers.errors import AgenticError
 from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
+from workers.gateway.chat import request_id_for_text
 from workers.gateway.deltas import RETRIED
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents, create_key
@@ -1015,10 +1018,174 @@ async def test_console_agents_chat_works_without_javascript(
         await temporal.client.get_workflow_handle(page.rsplit("/", 1)[1]).terminate("operator said stop")
         text = (await http.get(page)).text
         lines, answer = _shown(text)
-        assert answer is not None and "failed" in answer and not _REFRESH.search(text), (lines, answer)
+        assert answer is not None and not _REFRESH.search(text), (lines, answer)
+        assert "was terminated" in answer and "operator said stop" in answer, answer  # the termination's details
         assert lines and lines[-1].startswith("**waiting for approval** of `set_flag`")  # how far it got
         assert '<strong id="run-status" role="status">failed</strong>' in text and _ASKS not in text
     assert tools_server.flag == "green"
+
+
+# --- a run ended from outside: terminated, cancelled, timed out, failed ----------------------------
+
+_ASK_PURPLE = [{"content": "", "tool_calls": [tool_call("set_flag", {"value": "purple"}, "p1")]}]
+
+
+def _unavailable_body(message: str) -> dict[str, Any]:
+    """The error object of a run that gave no answer (the same as before runs said how they ended)."""
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "unavailable"}}
+
+
+def _sse_data(lines: list[str]) -> list[Any]:
+    """A /v1 stream's `data:` payloads ('[DONE]' as it is)."""
+    return [line[6:] if line == "data: [DONE]" else json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+
+
+async def test_a_run_terminated_from_outside_says_so_and_why_everywhere(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, tools_server: FakeMcp, temporal: WorkflowEnvironment
+) -> None:
+    """A run ended from outside (`temporal workflow terminate --reason …`, the Web UI) while the
+    /v1 endpoint (not streaming and streaming) and the console's run page wait on it: each says
+    it was terminated and why, not the SDK's "Workflow execution failed". The HTTP stays what it is
+    for any run that gave no answer: a 503 error object; a stream's error object, then [DONE]; the
+    page's `failed` event and status."""
+    model.reply = scripted(_ASK_PURPLE)  # a write: the run waits for its approval until it is ended
+    tools_server.flag = None
+    reason = "the on-call stopped it: wrong cluster"
+    rid = f"ended-{uuid.uuid4().hex[:8]}"
+    api = {"Authorization": f"Bearer {keys['boss']}", "Idempotency-Key": rid}
+    body = {"model": "agentic-web", "messages": [{"role": "user", "content": "make the flag purple"}]}
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["boss"])
+        r = await http.get("/console/agents")
+        form = {"csrf": _csrf(r.text), "model": "agentic-web", "text": "make the flag purple", "request_id": rid}
+        r = await http.post("/console/agents", data=form)
+        assert r.status_code == 303, r.text
+        page = r.headers["location"]
+        run_id = page.rsplit("/", 1)[1]
+        handle = temporal.client.get_workflow_handle(run_id)
+        await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL, within=30)
+
+        # the same Idempotency-Key from the same key is the same run: the API waits on it, and streams it
+        streamed: list[str] = []
+        console_said = ""
+        listening = asyncio.Event(), asyncio.Event()
+
+        async def stream() -> int:
+            async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=api) as s:
+                assert s.headers["x-agentic-run"] == run_id and s.headers["x-agentic-reattached"] == "true"
+                async for line in s.aiter_lines():
+                    streamed.append(line)
+                    if "waiting for approval" in line:
+                        listening[0].set()
+                return s.status_code
+
+        async def console_stream() -> None:
+            nonlocal console_said
+            async with http.stream("GET", f"{page}/stream") as s:
+                assert s.status_code == 200
+                async for piece in s.aiter_text():
+                    console_said += piece
+                    if "waiting for approval" in console_said:
+                        listening[1].set()
+
+        waiting = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers=api))
+        streaming, paging = asyncio.create_task(stream()), asyncio.create_task(console_stream())
+        await asyncio.wait_for(asyncio.gather(listening[0].wait(), listening[1].wait()), 30)
+        assert not waiting.done()  # the run goes on: the request waits for its answer
+        await handle.terminate(reason=reason)
+        r, status, _ = await asyncio.wait_for(asyncio.gather(waiting, streaming, paging), 30)
+
+        said = f"the agent run {run_id} was terminated: {reason}"
+        assert r.status_code == 503 and r.json() == _unavailable_body(said), r.text
+        assert r.headers["retry-after"] == "5"
+        data = _sse_data(streamed)
+        assert status == 200 and data[-2:] == [_unavailable_body(said), "[DONE]"], streamed[-3:]
+        assert any("waiting for approval" in (d["choices"][0]["delta"].get("content") or "") for d in data[:-2])
+        events = _events(console_said)
+        assert events[-1] == ("failed", {"text": said, "status": "failed", "approval_id": None}), events[-2:]
+        # the page itself (no script): how far the run got, and how it ended
+        text = (await http.get(page)).text
+        lines, answer = _shown(text)
+        assert answer == said and '<strong id="run-status" role="status">failed</strong>' in text
+        assert lines and lines[-1].startswith("**waiting for approval** of `set_flag`"), lines
+        # a retry after the end (the same Idempotency-Key) hears the same
+        r = await http.post("/v1/chat/completions", json=body, headers=api)
+        assert r.status_code == 503 and r.json() == _unavailable_body(said)
+    assert "Workflow execution failed" not in console_said + "".join(streamed)
+    assert tools_server.flag is None
+
+
+@workflow.defn(name="FailingAgentRun")
+class FailingAgentRun:
+    """A stand-in for an agent run that failed as a workflow (the real one turns its own errors into
+    a `failed` answer, so only a bug or a new path could end it so)."""
+
+    @workflow.run
+    async def run(self, req: AgentRequest) -> AgentResult:
+        raise ApplicationError(f"the ledger went away while answering {req.text!r}", non_retryable=True)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out", "failed"])
+async def test_a_run_cancelled_timed_out_or_failed_says_how_it_ended(
+    how: str,
+    gateway: str,
+    keys: dict[str, str],
+    ledger: Ledger,
+    model: FakeChatServer,
+    temporal: WorkflowEnvironment,
+    queue: str,
+) -> None:
+    """A run that a client reattaches to (the same Idempotency-Key) and that ends cancelled, timed
+    out (its Temporal execution timeout), or failed as a workflow: the /v1 answer, not streaming
+    (waiting on it) and streaming (after the end), says which, in the same shapes as before."""
+    model.reply = scripted(_ASK_PURPLE)
+    model.delay_s = 3.0 if how == "cancelled" else 0.0
+    rid = f"{how.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
+    boss = await ledger.api_key_named("boss")
+    assert boss is not None
+    run_id = agent_run_id(request_id_for_text(boss, rid))  # the run the gateway reattaches to
+    req = AgentRequest(
+        request_id=rid, text="make the flag purple", agent="web", requested_by="key:boss", source="gateway"
+    )
+    api = {"Authorization": f"Bearer {keys['boss']}", "Idempotency-Key": rid}
+    body = {"model": "agentic-web", "messages": [{"role": "user", "content": "make the flag purple"}]}
+    async with contextlib.AsyncExitStack() as stack:
+        if how == "failed":
+            queue = f"gw-failing-{uuid.uuid4().hex[:8]}"
+            await stack.enter_async_context(
+                Worker(
+                    temporal.client,
+                    task_queue=queue,
+                    workflows=[FailingAgentRun],
+                    workflow_runner=UnsandboxedWorkflowRunner(),
+                )
+            )
+        handle = await temporal.client.start_workflow(
+            "FailingAgentRun" if how == "failed" else AGENT_WORKFLOW,
+            req,
+            id=run_id,
+            task_queue=queue,
+            execution_timeout=timedelta(seconds=2) if how == "timed out" else None,
+        )
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+            waiting = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers=api))
+            if how == "cancelled":  # while the (slow) model answers its first turn
+                for _ in range(600):
+                    if model.requests:
+                        break
+                    await asyncio.sleep(0.05)
+                assert model.requests, "the run never asked its model"
+                await handle.cancel()
+            r = await asyncio.wait_for(waiting, 30)
+            async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=api) as s:
+                streamed = [line async for line in s.aiter_lines() if line]
+    said = {
+        "cancelled": f"the agent run {run_id} was cancelled",
+        "timed out": f"the agent run {run_id} timed out",
+        "failed": f"the agent run {run_id} failed: the ledger went away while answering 'make the flag purple'",
+    }[how]
+    assert r.status_code == 503 and r.json() == _unavailable_body(said), r.text
+    assert s.status_code == 200 and _sse_data(streamed)[-2:] == [_unavailable_body(said), "[DONE]"], streamed
 
 
 @workflow.defn(name="RolloutWorkflow")

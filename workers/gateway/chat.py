@@ -21,7 +21,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError as RunCancelledError
+from temporalio.exceptions import FailureError, TerminatedError, WorkflowAlreadyStartedError
+from temporalio.exceptions import TimeoutError as RunTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.agents.stream import TextDelta
@@ -219,13 +221,47 @@ class _ClosingStream(StreamingResponse):
             await self._closing.aclose()
 
 
+_NO_REASON = "Workflow terminated"  # what the SDK says of a termination that gave no reason
+
+
+def _said(details: Any) -> str:
+    """The details a termination or cancellation carried, as words ('' for none)."""
+    words = [str(d) for d in details or () if d is not None and str(d).strip()]
+    return f" ({'; '.join(words)})" if words else ""
+
+
+def how_it_ended(cause: BaseException) -> str:
+    """How a run that gave no result ended, in plain words, from the cause of the
+    `WorkflowFailureError` its result raised: terminated (with the reason, and details if any:
+    the server says "terminated by user via frontend" when no reason was given, the CLI
+    "Requested from CLI by root"), cancelled, timed out, or failed with the innermost cause's
+    own message (an `ActivityError`'s "Activity task failed" says nothing)."""
+    if isinstance(cause, TerminatedError):
+        reason = "" if cause.message in ("", _NO_REASON) else f": {cause.message}"
+        return f"was terminated{reason}{_said(cause.details)}"
+    if isinstance(cause, RunCancelledError):
+        return f"was cancelled{_said(cause.details)}"
+    if isinstance(cause, RunTimeoutError):
+        return "timed out"
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    return f"failed: {message or type(cause).__name__}"
+
+
+def run_ended(run_id: str, exc: WorkflowFailureError | RPCError) -> str:
+    """What to tell the person who asked when waiting for the run's result raised instead: how the
+    run ended (never the SDK's bare "Workflow execution failed"), or that it cannot be followed."""
+    if isinstance(exc, RPCError):
+        return f"cannot follow the agent run {run_id}: {exc.message}"
+    return f"the agent run {run_id} {how_it_ended(exc.cause)}"
+
+
 async def _result(handle: WorkflowHandle[Any, AgentResult]) -> AgentResult:
     try:
         return await handle.result()
-    except WorkflowFailureError as exc:
-        raise _unavailable(f"the agent run {handle.id} failed: {exc.cause or exc}") from None
-    except RPCError as exc:
-        raise _unavailable(f"cannot follow the agent run {handle.id}: {exc.message}") from None
+    except (WorkflowFailureError, RPCError) as exc:
+        raise _unavailable(run_ended(handle.id, exc)) from None
 
 
 async def chat_completions(gw: Gateway, request: Request) -> Response:
@@ -426,7 +462,7 @@ async def follow_run(
         try:
             res = await result_task
         except (WorkflowFailureError, RPCError) as exc:
-            yield RunEvent("failed", f"the agent run {handle.id} failed: {getattr(exc, 'message', None) or exc}")
+            yield RunEvent("failed", run_ended(handle.id, exc))
             return
         for line in progress_lines(handle.id, res, seen, routed):
             written = line
