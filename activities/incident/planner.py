@@ -135,13 +135,25 @@ class Planner:
         per_call = self._call_s if self._call_s is not None else self.slot_wait_s / 2
         return (self._waiting // self.model_slots + 1) * per_call
 
-    def _refuse(self) -> None:
-        """One more incident refused the busy model; a burst of them cuts the calls in flight."""
+    def _in_burst(self) -> bool:
+        """`burst_cut` incidents (or more) were refused the model within the last BURST_WINDOW_S.
+        While that lasts, the calls in flight are cut and no call starts: a burst lasts as long
+        as incidents keep coming faster than the model could plan them."""
         now = time.monotonic()
-        self._refused.append(now)
         while self._refused and now - self._refused[0] > BURST_WINDOW_S:
             self._refused.popleft()
-        if self.burst_cut and len(self._refused) >= self.burst_cut:
+        return bool(self.burst_cut) and len(self._refused) >= self.burst_cut
+
+    def _burst_reason(self) -> str:
+        return (
+            f"the model is busy with other incidents (a burst: {len(self._refused)} refused it within "
+            f"{BURST_WINDOW_S:g}s; the model is left alone until it passes)"
+        )
+
+    def _refuse(self) -> None:
+        """One more incident refused the busy model; a burst of them cuts the calls in flight."""
+        self._refused.append(time.monotonic())
+        if self._in_burst():
             for call in [c for c in self._calls - self._cut if not c.done()]:
                 log.warning("a burst of incidents (%d refused the model): cutting a plan in flight", len(self._refused))
                 self._cut.add(call)
@@ -274,6 +286,9 @@ class Planner:
 
         timeout_s = self.model_timeout_s if limit_s is None else max(0.0, min(self.model_timeout_s, limit_s))
         slot_wait_s = self.slot_wait_s if limit_s is None else max(0.0, min(self.slot_wait_s, limit_s / 2))
+        if self._in_burst():
+            self._refuse()
+            return _Asked(reason=self._burst_reason())
         expected = self.expected_wait_s()
         if expected > slot_wait_s:
             self._refuse()
@@ -292,6 +307,10 @@ class Planner:
             self._waiting -= 1
             with metrics.safely():  # the wait for a model slot (docs/scaling.md)
                 metrics.MODEL_SLOT_WAIT.labels(self.planner_group, "planner").observe(time.monotonic() - waited)
+        if self._in_burst():  # it began while this caller waited for the slot
+            self._model_slots.release()
+            self._refuse()
+            return _Asked(reason=self._burst_reason())
         started = time.monotonic()
         call = asyncio.ensure_future(
             asyncio.wait_for(self.router.structured(self.planner_group, messages, Proposal), timeout=timeout_s)

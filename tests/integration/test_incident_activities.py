@@ -506,11 +506,17 @@ async def test_propose_falls_back_without_waiting_when_the_queue_is_too_long(kb:
     await held
 
 
-async def test_a_burst_cuts_the_plan_in_flight_short(kb: KnowledgeBase, ledger: Ledger) -> None:
+async def test_a_burst_cuts_the_plan_in_flight_short(
+    kb: KnowledgeBase, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the model on the worker's own CPU, one plan holds a core while a burst of incidents,
     all falling back anyway, waits for CPU on its way to the questions: `burst_cut` refusals
     within the window cut the call in flight short, and its incident takes the runbook's plan
-    at once (not a retry, not a timeout). Without it, the call keeps its slot."""
+    at once (not a retry, not a timeout); no call starts until the burst has passed. Without
+    it, the call keeps its slot."""
+    from activities.incident import planner
+
+    monkeypatch.setattr(planner, "BURST_WINDOW_S", 1.5)
     a = IncidentActivities(
         kb,
         ledger,
@@ -531,6 +537,17 @@ async def test_a_burst_cuts_the_plan_in_flight_short(kb: KnowledgeBase, ledger: 
     assert cut.source == "fallback" and "cut short" in cut.note and "a burst: 3 refused it" in cut.note
     assert len(a.router.calls) == 1
     assert a.planner.expected_wait_s() == 0.0 and a.planner._call_s is None  # the slot is back; nothing timed
+    # while the burst lasts, the model is left alone: the slot is free, yet no call starts
+    during = await attempt(1).run(a.propose, inp)
+    assert during.source == "fallback" and "left alone until it passes" in during.note
+    assert len(a.router.calls) == 1
+    await asyncio.sleep(1.6)  # the burst has passed: the next incident asks the model again
+    again = asyncio.create_task(attempt(1).run(a.propose, inp))
+    await asyncio.sleep(0.05)
+    assert len(a.router.calls) == 2
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
 
     # the activity's own cancellation still cancels it (it is not taken for a burst)
     held = asyncio.create_task(attempt(1).run(a.propose, inp))
