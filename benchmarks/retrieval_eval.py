@@ -11,12 +11,15 @@ scores it on independent sources, each reported on its own (top-1, top-3, MRR):
 2. `kube-rules`: the kube-prometheus alerting rules (../shared/corpora/kube-prometheus-rules),
    each rule whose alert has a runbook of the same name; its `description` rendered the way
    Alertmanager shows it, for labels generated here (namespaces, pod names with replica-set
-   hashes, nodes, IPs, reasons, `$value` as a percentage, duration or number within the
-   threshold the rule's expression sets: `value_bounds`), the alert's name removed.
+   hashes, nodes, IPs, reasons) and one `$value` per alert (a ratio, duration, magnitude,
+   count or number as its pipelines imply, within the threshold the rule's expression sets:
+   `value_bounds`; `alert_value`), the same in its description and summary, each occurrence
+   printed through its own pipeline as Prometheus prints it; the alert's name removed.
    Generated from the corpus at run time; nothing of it is stored here;
 3. `awesome`: awesome-prometheus-alerts rules mapped by hand to the runbook of the same
    condition (benchmarks/data/retrieval_check_awesome.yaml), rendered as the project
-   publishes them (description, `VALUE = ...`, `LABELS = map[...]`), the alert's name removed;
+   publishes them (description, `VALUE = ...`, `LABELS = map[...]`: the description's
+   `$value` and `VALUE` print the same value), the alert's name removed;
 4. `holdout`: benchmarks/data/retrieval_annotations_holdout.yaml, alert annotations written
    before the method of issue #18 was changed; scored only with `--holdout`.
 
@@ -293,58 +296,206 @@ def value_bounds(expr: str) -> Bounds | None:
     return lower, upper, exact
 
 
-def _humanize(v: float) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.4g}{suffix}"
-    return f"{v:.4g}"
+# `$value` as Prometheus renders an alert's annotations: one float64 per alert (the sample of the
+# rule's expression), printed by each `{{ ... $value ... }}` through its own pipeline.
+
+_VALUE_TAG = re.compile(r"\{\{[^}]*\$value[^}]*\}\}")
+_PRINTF = re.compile(r'printf\s+"([^"]*)"')
 
 
-def _duration(s: int) -> str:
-    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
-    return " ".join(p for p in (f"{d}d" if d else "", f"{h}h" if h or d else "", f"{m}m", f"{s % 60}s") if p)
+def _go_float(v: float) -> str:
+    """`v` as Go's fmt prints a float64 with `%v` (what text/template writes for `{{ $value }}`):
+    the shortest digits that read back as `v`, in `%e` form when the decimal exponent is below
+    -4 or 6 and above (strconv's shortest `%g`): 0.8523, 92.5, 123456, 1.234567e+06, 1e-05."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(v)]
+    if v == 0:
+        return "-0" if repr(v).startswith("-") else "0"
+    mantissa, _, exp = f"{abs(v)!r}".partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    point = len(whole) + int(exp or 0) - (len(whole + frac) - len(digits))  # digits before the point
+    digits, sign, x = digits.rstrip("0"), "-" if v < 0 else "", point - 1
+    if x < -4 or x >= 6:
+        return f"{sign}{digits[0]}{'.' + digits[1:] if len(digits) > 1 else ''}e{'-' if x < 0 else '+'}{abs(x):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
-def _value(fmt: str, rnd: random.Random, bounds: Bounds | None = None) -> str:
-    """`$value` through a template's formatting: a percentage, a duration or a number; within
-    `bounds` (`value_bounds` of the rule's expression) when they are known. A value drawn
-    inside them is the one drawn before bounds were read (the same draws), so only values the
-    expression rules out change."""
-    if "humanizePercentage" in fmt:
-        raw, show = rnd.uniform(0.02, 0.99), lambda v: f"{v * 100:.4g}%"
-    elif "humanizeDuration" in fmt:
-        raw, show = float(rnd.randint(90, 400_000)), lambda v: _duration(max(1, round(v)))
-    elif "humanize" in fmt:
-        raw = rnd.uniform(1, 900) * rnd.choice((1, 1e3, 1e6))
-        show = _humanize
-    elif '"%.0f"' in fmt or "%0.0f" in fmt:
-        raw, show = float(rnd.randint(2, 400)), lambda v: str(round(v))
+def _go_printf(spec: str, v: float) -> str:
+    """Go's `printf spec v` for the float verbs the rules use (%f, %e, %g with flags and
+    precision; Python's printf rounds and pads them the same way), `%v` as `{{ $value }}`."""
+
+    def verb(m: re.Match[str]) -> str:
+        if m.group(0) == "%%":
+            return "%"
+        return _go_float(v) if m.group(2) == "v" else f"%{m.group(1)}{m.group(2)}" % v
+
+    return re.sub(r"%%|%([-+ #0]*\d*(?:\.\d*)?)([vfFeEgG])", verb, spec)
+
+
+_BINARY = ("ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi")
+
+
+def _humanize(v: float, base: int = 1000) -> str:
+    """Prometheus's `humanize` (SI prefixes, milli to yocto below 1) and `humanize1024` (`base`
+    1024: Ki to Yi, nothing below 1)."""
+    if v == 0 or v != v or v in (float("inf"), float("-inf")) or (base == 1024 and abs(v) <= 1):
+        return _go_printf("%.4g", v)
+    prefix = ""
+    if abs(v) >= 1:
+        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y") if base == 1000 else _BINARY:
+            if abs(v) < base:
+                break
+            prefix, v = p, v / base
     else:
-        raw, show = rnd.uniform(0.05, 120), lambda v: f"{v:.4g}"
+        for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+            if abs(v) >= 1:
+                break
+            prefix, v = p, v * 1000
+    return _go_printf("%.4g", v) + prefix
+
+
+def _humanize_duration(v: float) -> str:
+    """Prometheus's `humanizeDuration` of `v` seconds: `1d 2h 3m 4s`, `3m 4s`, `45.5s`, `250ms`."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return _go_printf("%.4g", v)
+    if v == 0:
+        return "0s"
+    if abs(v) >= 1:
+        sign, n = "-" if v < 0 else "", int(abs(v))
+        d, h, m, s = n // 86400, n // 3600 % 24, n // 60 % 60, n % 60
+        if d:
+            return f"{sign}{d}d {h}h {m}m {s}s"
+        if h:
+            return f"{sign}{h}h {m}m {s}s"
+        if m:
+            return f"{sign}{m}m {s}s"
+        return f"{sign}{_go_printf('%.4g', abs(v))}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix, v = p, v * 1000
+    return f"{_go_printf('%.4g', v)}{prefix}s"
+
+
+def _show(tag: str, v: float) -> str:
+    """`v` through one `{{ ... $value ... }}`'s pipeline, as Prometheus prints it."""
+    if "humanizePercentage" in tag:
+        return _go_printf("%.4g%%", v * 100)
+    if "humanizeDuration" in tag:
+        return _humanize_duration(v)
+    if "humanize1024" in tag:
+        return _humanize(v, 1024)
+    if "humanize" in tag:
+        return _humanize(v)
+    spec = _PRINTF.search(tag)
+    return _go_printf(spec.group(1), v) if spec else _go_float(v)
+
+
+def _kind(tag: str) -> str:
+    """What a pipeline says `$value` is: a `ratio` (humanizePercentage: 0..1), a `duration` in
+    seconds, a `magnitude` (humanize: bytes, rates), a `count` (printf "%.0f"), or only a
+    `number` (`{{ $value }}`, printf "%.2f", ...: any of them)."""
+    if "humanizePercentage" in tag:
+        return "ratio"
+    if "humanizeDuration" in tag:
+        return "duration"
+    if "humanize" in tag:
+        return "magnitude"
+    spec = _PRINTF.search(tag)
+    return "count" if spec and re.fullmatch(r"%0?\.0f", spec.group(1)) else "number"
+
+
+def _alert_kind(tags: list[str], bounds: Bounds | None) -> str:
+    """The kind of an alert's one `$value`, from all its occurrences: the one kind its pipelines
+    name (a plain `{{ $value }}` or a printf with decimals names none, so beside a
+    humanizePercentage it prints the ratio, 0.8523..., as Go prints a float64); `number` if none
+    does. Where occurrences name different kinds (none of the corpora's alerts does today),
+    the rule's expression decides: a threshold range within 0..1 (its upper bound or exact
+    value <= 1) makes it the ratio, one above 1 (a bound > 1) rules the ratio out; among those
+    left, the first occurrence's kind."""
+    kinds = list(dict.fromkeys(k for k in map(_kind, tags) if k != "number"))
+    if len(kinds) > 1 and "ratio" in kinds and bounds is not None:
+        _, upper, exact = bounds
+        top = exact if exact is not None else upper
+        if top is not None and top <= 1:
+            return "ratio"
+        if any(b is not None and b > 1 for b in bounds):
+            kinds.remove("ratio")
+    return kinds[0] if kinds else "number"
+
+
+def _draw(kind: str, rnd: random.Random) -> float:
+    if kind == "ratio":
+        return rnd.uniform(0.02, 0.99)
+    if kind == "duration":
+        return float(rnd.randint(90, 400_000))
+    if kind == "magnitude":
+        return rnd.uniform(1, 900) * rnd.choice((1, 1e3, 1e6))
+    if kind == "count":
+        return float(rnd.randint(2, 400))
+    return rnd.uniform(0.05, 120)
+
+
+def _reading(kind: str, v: float) -> float:
+    """A `number` (no pipeline says what it is: a count, a rate, a quantile) is a reading of 4
+    significant digits, as this generator has always shown it; the other kinds keep what was
+    drawn (whole seconds and counts; ratios and magnitudes in full, which their own pipelines
+    round and a plain `{{ $value }}` beside them prints whole, as Go does)."""
+    return float(f"{v:.4g}") if kind == "number" else v
+
+
+def alert_value(templates: list[str], rnd: random.Random, bounds: Bounds | None = None) -> float | None:
+    """The one raw `$value` of an alert whose annotations are `templates` (None if none shows
+    it): drawn for the kind its pipelines imply (`_alert_kind`), within `bounds` (`value_bounds`
+    of the rule's expression) when they are known. A value drawn inside them is the one drawn
+    before bounds were read (the same draws), so only values the expression rules out change;
+    one redrawn is kept off the thresholds as every occurrence prints it."""
+    tags = [t for template in templates for t in _VALUE_TAG.findall(template)]
+    if not tags:
+        return None
+    kind = _alert_kind(tags, bounds)
+    raw = _reading(kind, _draw(kind, rnd))
     if bounds is None:
-        return show(raw)
+        return raw
     lower, upper, exact = bounds
     if exact is not None:
-        return show(exact)
+        return exact
     if (lower is None or raw > lower) and (upper is None or raw < upper):
-        return show(raw)
+        return raw
     if upper is None:  # only a floor: a ratio stays a ratio, a count goes some way above it
         if lower is None or lower <= 0:
-            return show(abs(raw))
-        upper = 1.0 if "humanizePercentage" in fmt and lower < 1 else lower * (1.5 if lower >= 1 else 4)
+            return abs(raw)
+        upper = 1.0 if kind == "ratio" and lower < 1 else lower * (1.5 if lower >= 1 else 4)
     if lower is None:  # only a ceiling: a positive quantity under it, or one going negative
         if upper <= 0:
-            return show(upper - abs(raw))
+            return _reading(kind, upper - abs(raw))
         lower = upper * 0.05
-    v = rnd.uniform(lower, upper)
-    if show(v) in (show(lower), show(upper)):  # rounded onto the threshold: inside it
-        v = lower + (upper - lower) * 0.5
-    return show(v)
+    v = _reading(kind, rnd.uniform(lower, upper))
+    if not lower < v < upper or any(_show(t, v) in (_show(t, lower), _show(t, upper)) for t in tags):
+        v = _reading(kind, lower + (upper - lower) * 0.5)  # printed as a threshold: the middle
+    return v
 
 
-def render(template: str, labels: dict[str, str], rnd: random.Random, bounds: Bounds | None = None) -> str:
-    """An annotation template as Alertmanager shows it: label values, `$value` formatted (within
-    `bounds`, see `value_bounds`), `{{ with $labels.x }}` blocks, `{{ $labels }}` as Go prints a map."""
+def render(
+    template: str,
+    labels: dict[str, str],
+    rnd: random.Random | None = None,
+    bounds: Bounds | None = None,
+    *,
+    value: float | None = None,
+) -> str:
+    """An annotation template as Prometheus renders it for Alertmanager: label values,
+    `{{ with $labels.x }}` blocks, `{{ $labels }}` as Go prints a map, and every `$value` the
+    same raw `value` through its own pipeline (humanizePercentage, humanizeDuration, humanize,
+    printf, none: Go's float64). Without `value`, one is drawn for this template alone
+    (`alert_value` with `rnd` and `bounds`); an alert with several annotations draws it once
+    for all of them and passes it to each."""
 
     def with_block(m: re.Match[str]) -> str:
         v = labels.get(m.group(1), "")
@@ -355,7 +506,13 @@ def render(template: str, labels: dict[str, str], rnd: random.Random, bounds: Bo
     shown = " ".join(f"{k}:{v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
     text = re.sub(r"\{\{\s*\$labels\s*\}\}", f"map[{shown}]", text)
     text = re.sub(r'\{\{\s*"(\d+)"\s*\|\s*humanizeDuration\s*\}\}', lambda m: f"{int(m.group(1)) // 3600}h 0m 0s", text)
-    text = re.sub(r"\{\{[^}]*\$value[^}]*\}\}", lambda m: _value(m.group(0), rnd, bounds), text)
+    if value is None and _VALUE_TAG.search(text):
+        if rnd is None:
+            raise ValueError("render: a template that shows $value needs a value or a random source")
+        value = alert_value([text], rnd, bounds)
+    if value is not None:
+        raw = value
+        text = _VALUE_TAG.sub(lambda m: _show(m.group(0), raw), text)
     text = re.sub(r"\{\{.*?\}\}", "", text)
     return re.sub(r"[ \t]+", " ", text).strip()
 
@@ -425,8 +582,8 @@ def load_kube_rules(root: Path, known_ids: set[str]) -> tuple[list[Query], list[
                     f"{path.name}/{alert}/{i}",
                 )
                 rnd = random.Random(f"value/{path.name}/{alert}/{i}")
-                bounds = value_bounds(str(rule.get("expr", "")))
-                text = _strip_name(render(description, labels, rnd, bounds), alert)
+                value = alert_value([description, summary], rnd, value_bounds(str(rule.get("expr", ""))))
+                text = _strip_name(render(description, labels, value=value), alert)
                 if not text or text in seen:
                     continue
                 seen.add(text)
@@ -435,7 +592,7 @@ def load_kube_rules(root: Path, known_ids: set[str]) -> tuple[list[Query], list[
                         text=text,
                         expected=by_alert[alert],
                         labels=labels,
-                        summary=_strip_name(render(summary, labels, rnd, bounds), alert),
+                        summary=_strip_name(render(summary, labels, value=value), alert),
                     )
                 )
     return queries, without
@@ -469,7 +626,7 @@ def load_awesome(mapping: Path, rules_path: Path, known_ids: set[str]) -> list[Q
         )
         rnd = random.Random(f"value/awesome/{name}")
         template = f"{description}\n  VALUE = {{{{ $value }}}}\n  LABELS = {{{{ $labels }}}}"
-        text = render(template, labels, rnd, value_bounds(str(rule.get("query", ""))))
+        text = render(template, labels, rnd, value_bounds(str(rule.get("query", ""))))  # one value: description, VALUE
         queries.append(
             Query(
                 text=_strip_name(text, alertname),
