@@ -153,3 +153,20 @@ def test_task_queues_and_the_queues_a_worker_polls(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AGENTIC_WORKER_QUEUES", "model,planner")
     with pytest.raises(ValueError, match="unknown queue planner"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_planners_burst_cut_is_on_for_the_embedded_model_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/scaling.md: the embedded llama.cpp shares the worker's CPU, so a burst cuts its plan in
+    flight (5 refused); a pool's model has its own hardware (never); the setting overrides both."""
+    from activities.inference.router import GroupConfig, InferenceRouter
+    from workers.wiring import planner_config
+
+    router = InferenceRouter([GroupConfig(name="planner", model="openai/m", api_base="http://127.0.0.1:9/v1")])
+    assert planner_config(Settings(_env_file=None), router).burst_cut == 5  # type: ignore[call-arg]
+    monkeypatch.setenv("AGENTIC_PLANNER_URL", "http://vllm-planner:8000/v1")
+    assert planner_config(Settings(_env_file=None), router).burst_cut == 0  # type: ignore[call-arg]
+    monkeypatch.setenv("AGENTIC_PLANNER_BURST_CUT", "12")
+    assert planner_config(Settings(_env_file=None), router).burst_cut == 12  # type: ignore[call-arg]
+    monkeypatch.delenv("AGENTIC_PLANNER_URL")
+    monkeypatch.setenv("AGENTIC_PLANNER_BURST_CUT", "0")
+    assert planner_config(Settings(_env_file=None), router).burst_cut == 0  # type: ignore[call-arg]
