@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
-from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutInput, RolloutState
 from workers.errors import AgenticError
@@ -14,6 +15,10 @@ from workers.settings import Settings
 from workers.temporal import newest_first, platform_client
 
 WORKFLOW = "RolloutWorkflow"
+
+
+FIRST_STATE_S = 15.0  # how long `agentic rollout start` waits for a worker to take the rollout
+NO_WORKER = "no worker runs rollouts"
 
 
 async def _first_state(handle: WorkflowHandle, within: float) -> RolloutState | None:
@@ -35,14 +40,33 @@ async def start_rollout(settings: Settings, from_wave: int, to_wave: int, dry_ru
         id=rid,
         task_queue=queue,
     )
-    if await _first_state(handle, 15) is None:
+    if await _first_state(handle, FIRST_STATE_S) is None:
         # No worker took it: the worker has no cluster (rollouts are off there) or none runs.
-        await handle.terminate("no worker runs rollouts")
+        await handle.terminate(reason=NO_WORKER)
         raise AgenticError(
-            "no worker runs rollouts: the worker needs a Kubernetes cluster (set AGENTIC_KUBECONFIG); "
-            "see the worker's log"
+            f"{NO_WORKER}: the worker needs a Kubernetes cluster (set AGENTIC_KUBECONFIG); see the worker's log"
         )
     return rid
+
+
+async def never_ran(handle: WorkflowHandle) -> str | None:
+    """Why a rollout whose state cannot be read has none: it was closed before any worker took
+    it (`agentic rollout start` stops one no worker takes, with the reason), or None when that is
+    not the case (running, unknown, not reachable)."""
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        return None
+    if desc.status is None or desc.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    why = ""
+    if desc.status == WorkflowExecutionStatus.TERMINATED:
+        with contextlib.suppress(RPCError):
+            async for event in handle.fetch_history_events():
+                if event.HasField("workflow_execution_terminated_event_attributes"):
+                    why = event.workflow_execution_terminated_event_attributes.reason
+    how = desc.status.name.lower().replace("_", " ")
+    return f"rollout {handle.id} never ran: it was {how} before a worker took it" + (f" ({why})" if why else "")
 
 
 async def rollout_state(settings: Settings, rollout_id: str | None) -> tuple[str, RolloutState]:
@@ -52,7 +76,9 @@ async def rollout_state(settings: Settings, rollout_id: str | None) -> tuple[str
         rollout_id = latest[0].id if latest else None
         if rollout_id is None:
             raise AgenticError("no rollout yet: start one with `agentic rollout start`")
+    handle = client.get_workflow_handle(rollout_id)
     try:
-        return rollout_id, await client.get_workflow_handle(rollout_id).query(QUERY_ROLLOUT, result_type=RolloutState)
+        return rollout_id, await handle.query(QUERY_ROLLOUT, result_type=RolloutState)
     except RPCError as exc:
-        raise AgenticError(f"cannot read rollout {rollout_id}: {exc.message}") from exc
+        why = await never_ran(handle) if exc.status == RPCStatusCode.FAILED_PRECONDITION else None
+        raise AgenticError(why or f"cannot read rollout {rollout_id}: {exc.message}") from None

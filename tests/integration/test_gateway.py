@@ -1311,6 +1311,32 @@ async def test_console_rollouts_waves_checks_and_the_pending_gate(
     assert ("boss", "answer rollout gate: approved", 303) in {(a.key_name, a.action, a.status) for a in audit}
 
 
+async def test_a_rollout_no_worker_took_says_so_in_the_cli_and_the_console(
+    gateway: str, keys: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentic rollout start` without a worker that runs rollouts (no cluster) stops the rollout
+    it started, with the reason; it is then the latest rollout. `agentic rollout status` and its
+    console page said "Workflow execution closed before WorkflowTaskStarted event" (the page with
+    a 503, as if the platform were down); both now say it never ran, and why."""
+    from workers import rollout_client
+
+    monkeypatch.setattr(rollout_client, "FIRST_STATE_S", 1.0)
+    nobody = settings.model_copy(update={"task_queue": f"nobody-{uuid.uuid4().hex[:8]}"})
+    with pytest.raises(AgenticError, match="no worker runs rollouts: the worker needs a Kubernetes cluster"):
+        await rollout_client.start_rollout(nobody, 0, 1, True)
+    with pytest.raises(AgenticError) as status:
+        await rollout_client.rollout_state(nobody, None)  # the latest: that one
+    said = str(status.value)
+    assert re.fullmatch(
+        r"rollout rollout-\S+ never ran: it was terminated before a worker took it \(no worker runs rollouts\)", said
+    ), said
+    rid = said.split()[1]
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["boss"])
+        r = await http.get(f"/console/rollouts/{rid}")
+        assert r.status_code == 404 and "never ran" in r.text and "no worker runs rollouts" in r.text, r.text[:500]
+
+
 @pytest.fixture(scope="module")
 def worker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The worker's data dir: not the gateway's (in the chart they are two pods)."""

@@ -55,6 +55,7 @@ from workers.gateway.chat import (
     start_run,
 )
 from workers.gateway.core import KEEPALIVE_S, Gateway, GatewayError, _audit, _key, _unavailable
+from workers.rollout_client import never_ran
 
 PREFIX = console.PREFIX
 ROLLOUT_WORKFLOW = "RolloutWorkflow"  # workers.rollout_client.WORKFLOW (not imported: it pulls the CLI's deps)
@@ -247,6 +248,9 @@ async def _rollout_state(gw: Gateway, rollout_id: str) -> RolloutState:
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             raise GatewayError(404, f"no rollout {rollout_id[:200]}", code="not_found") from None
+        why = await never_ran(handle) if exc.status == RPCStatusCode.FAILED_PRECONDITION else None
+        if why is not None:  # stopped before any worker took it: a state of its own, not an outage
+            raise GatewayError(404, f"no rollout state: {why}", code="not_found") from None
         raise _unavailable(f"cannot read rollout {rollout_id}: {exc.message}") from None
 
 
