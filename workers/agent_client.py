@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -31,7 +31,7 @@ from agentic_core.agents import (
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.temporal import platform_client, query_when_served
+from workers.temporal import how_it_ended, platform_client, query_when_served
 
 WORKFLOW = "AgentWorkflow"
 AGENTS = tuple(a.value for a in AgentName)
@@ -86,6 +86,15 @@ async def start(
         raise AgenticError(f"cannot start the agent run: {exc.message}") from exc
 
 
+def run_ended(run_id: str, exc: WorkflowFailureError | RPCError) -> str:
+    """What to tell the person who asked (the gateway's answer, `agentic agents ask`'s one line) when
+    waiting for the run's result raised instead: how the run ended (never the SDK's bare "Workflow
+    execution failed"), or that it cannot be followed."""
+    if isinstance(exc, RPCError):
+        return f"cannot follow the agent run {run_id}: {exc.message}"
+    return f"the agent run {run_id} {how_it_ended(exc.cause)}"
+
+
 async def _query(handle: WorkflowHandle[Any, Any], name: str, result_type: type[Any], what: str) -> Any:
     """A query that waits for a restarting worker (`workers.temporal.query_when_served`); a run
     that does not exist is said at once."""
@@ -128,7 +137,10 @@ async def follow(
                     f"`agentic agents show {handle.id}`, or ask again with the same --request-id"
                 )
             await asyncio.wait({result_task}, timeout=POLL_S)
-        result = result_task.result()
+        try:
+            result = result_task.result()
+        except (WorkflowFailureError, RPCError) as exc:  # ended from outside (terminated, cancelled, ...)
+            raise AgenticError(run_ended(handle.id, exc)) from None
     finally:
         if not result_task.done():
             result_task.cancel()

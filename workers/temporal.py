@@ -1,5 +1,6 @@
 """Connecting to Temporal (`connect`; `platform_client`: the running platform's, for the commands
-and the edges) and preparing the namespace."""
+and the edges), preparing the namespace, and saying how a run that gave no result ended
+(`how_it_ended`: the gateway and the `agentic` command say it alike)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecution, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import CancelledError as RunCancelledError
+from temporalio.exceptions import FailureError, TerminatedError
+from temporalio.exceptions import TimeoutError as RunTimeoutError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -104,3 +108,33 @@ async def query_when_served(
                 print(f"no worker answers (restarting?): waiting up to {wait_s:.0f} s", file=sys.stderr, flush=True)
                 said = True
             await asyncio.sleep(1.0)
+
+
+_NO_REASON = "Workflow terminated"  # what the SDK says of a termination that gave no reason
+
+
+def _said(details: Any) -> str:
+    """The details a termination or cancellation carried, as words ('' for none)."""
+    words = [str(d) for d in details or () if d is not None and str(d).strip()]
+    return f" ({'; '.join(words)})" if words else ""
+
+
+def how_it_ended(cause: BaseException | None) -> str:
+    """How a run that gave no result ended, in plain words, from the cause of the
+    `WorkflowFailureError` its result raised: terminated (with the reason, and details if any:
+    the server says "terminated by user via frontend" when no reason was given, the CLI
+    "Requested from CLI by root"), cancelled, timed out, or failed with the innermost cause's
+    own message (an `ActivityError`'s "Activity task failed" says nothing)."""
+    if isinstance(cause, TerminatedError):
+        reason = "" if cause.message in ("", _NO_REASON) else f": {cause.message}"
+        return f"was terminated{reason}{_said(cause.details)}"
+    if isinstance(cause, RunCancelledError):
+        return f"was cancelled{_said(cause.details)}"
+    if isinstance(cause, RunTimeoutError):
+        return "timed out"
+    if cause is None:
+        return "failed"
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    return f"failed: {message or type(cause).__name__}"

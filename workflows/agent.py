@@ -28,6 +28,9 @@ never fails the run). A limit that ends the run makes it `LIMITED`; one that onl
 (context, result size, a refused call) leaves it `DONE`; either way `limit_hit` names it and the
 answer says so. Large things never travel through history: results and turns live in the ledger.
 A run that meets an error the code did not expect ends `FAILED` with the error as its answer.
+A cancelled run (from outside: a client, `temporal workflow cancel`, the Web UI) ends cancelled,
+also while it waits for an approval, after closing its ledger row `FAILED` with an answer saying
+so (`RUN_CANCEL_PATCH`).
 The run is bounded (steps, tool calls, wall clock, approval timeout), so it never continues-as-new.
 
 Long because one agent run is one workflow class: its loop, the path of one tool call (limits,
@@ -138,6 +141,12 @@ MAX_ERROR_CHARS = 500
 # An approved write whose `tools.execute` gave up (its retries ran out) closes its ledger row with
 # `tools.give_up`: the row ends `failed` with the reason, never `running` forever (#17)
 WRITE_GIVE_UP_PATCH = "agent-write-give-up"
+# A cancellation of the run (a client's `cancel`, `temporal workflow cancel`, the Web UI) ends it
+# cancelled also while it waits for an approval (the child cancelled with it is no "expired"
+# answer), and the ledger's row is closed first: `failed`, the answer saying it was cancelled (the
+# row has no cancelled status), never `running` or `awaiting_approval` forever. Decided where the
+# cancellation is met (only cancelled runs reach it).
+RUN_CANCEL_PATCH = "agent-run-cancel"
 # Limits that end the run (LIMITED); the others only trim it (it may still be DONE).
 ENDING_LIMITS = frozenset({"max_steps", "max_wall_s", "max_tool_calls", "max_delegation_depth"})
 
@@ -175,8 +184,14 @@ class AgentWorkflow:
             return await self._run(req)
         except (workflow.NondeterminismError, ReadOnlyContextError):
             raise  # replay problems are the worker's to report, not the run's
+        except asyncio.CancelledError:
+            await self._close_cancelled()
+            raise
         except Exception as exc:
-            if is_cancelled_exception(exc) or self._failing:
+            if is_cancelled_exception(exc):
+                await self._close_cancelled()
+                raise
+            if self._failing:
                 raise
             self._failing = True
             detail = f"the run could not go on: {error_message(exc)}"[:MAX_ERROR_CHARS]
@@ -481,6 +496,9 @@ class AgentWorkflow:
             )
             answer: ApprovalResult = await handle
         except ChildWorkflowError as exc:
+            if self._cancelled(exc):
+                rec.status, rec.reason = "denied", "not run: the run was cancelled while it waited for an answer"
+                raise  # the run's own cancellation cancelled the question: the run ends cancelled
             answer = ApprovalResult(approval_id=aid, choice="expired", decided_at=workflow.now())
             workflow.logger.warning("agent run %s: approval %s failed: %s", p.run_id, aid, error_message(exc))
         self._paused += workflow.now() - asked_at
@@ -599,6 +617,39 @@ class AgentWorkflow:
                 raise _WallClock from exc
             raise
         return result
+
+    # -- cancellation ----------------------------------------------------------------------------
+
+    def _cancelled(self, exc: BaseException) -> bool:
+        """Whether `exc` is this run's own cancellation (requested from outside: a client's
+        `cancel`, `temporal workflow cancel`, the Web UI) on a run that ends on it
+        (`RUN_CANCEL_PATCH`; a run from before the patch went on as it did)."""
+        return (
+            is_cancelled_exception(exc)
+            and workflow.cancellation_reason() is not None
+            and workflow.patched(RUN_CANCEL_PATCH)
+        )
+
+    async def _close_cancelled(self) -> None:
+        """The run was cancelled: close its ledger row (`failed`, the answer saying so; the ledger
+        has no cancelled status) before the cancellation ends the run. Best effort, as `_finish`:
+        a ledger that cannot be reached leaves the row open, logged."""
+        if self._failing or workflow.cancellation_reason() is None or not workflow.patched(RUN_CANCEL_PATCH):
+            return
+        self._failing = True  # once, and never the unexpected-error ending after it
+        p = self._p
+        reason = (workflow.cancellation_reason() or "").strip()
+        where = (
+            f"while it waited for an answer to {p.approval_id}" if p.approval_id else f"after {p.steps} model turn(s)"
+        )
+        detail = (
+            f"Cancelled {where}" + (f": {reason}" if reason else " (from outside the run)") + "; it did not finish."
+        )
+        pending = [r for r in p.tool_calls if r.step == p.steps and p.steps > 0]
+        try:
+            await self._finish(AgentStatus.FAILED, detail[:MAX_ERROR_CHARS], pending)
+        except Exception as exc:  # the cancellation stands, whatever became of the ledger
+            workflow.logger.warning("agent run %s: the cancellation was not recorded: %s", p.run_id, error_message(exc))
 
     # -- limits, guardrail events, the end -------------------------------------------------------
 

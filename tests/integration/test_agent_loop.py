@@ -6,11 +6,16 @@ test chooses. The router, the guardrail ledger and the channels are fakes under 
 activity names (tests/support/agent_harness.py): other work packages own them.
 
 Every limit ends or trims the run and says which one; a 5 MB result travels by reference and the
-history stays small; a write asks a human, runs once when approved and never when not.
+history stays small; a write asks a human, runs once when approved and never when not; a run
+cancelled while it waits for that human ends cancelled, and `agentic agents ask` says in one line how
+a run ended from outside ended.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +24,8 @@ from typing import Any
 import kmock
 import pgserver
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.agents.activities import AgentActivities
@@ -27,7 +33,7 @@ from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
 from activities.tools.gateway import ToolActivities
 from agentic_core import search_attributes as sa
-from agentic_core.agents import AgentLimits, AgentStatus
+from agentic_core.agents import AgentLimits, AgentStatus, agent_run_id
 from tests.support.agent_harness import (
     AgentFakes,
     agent_worker,
@@ -36,7 +42,7 @@ from tests.support.agent_harness import (
     progress_when,
     start_agent,
 )
-from tests.support.env import free_port
+from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
@@ -431,3 +437,95 @@ async def test_a_denied_write_never_runs(
     assert tool_messages(model.bodies[1])[0] == "[not run] not run: carol did not approve it (ignored)"
     desc = await handle.describe()
     assert desc.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_cancelling_a_run_that_waits_for_an_approval_ends_it_cancelled(
+    temporal: WorkflowEnvironment,
+    queue: str,
+    model: FakeChatServer,
+    ledger: Ledger,
+    cluster: tuple[kmock.KubernetesEmulator, Path],
+) -> None:
+    """A cancellation (a client's `cancel`, `temporal workflow cancel`, the Web UI) while the run
+    waits for an answer ends the run cancelled: the question is cancelled with it and is no
+    "nobody approved it" answer the model goes on from; the ledger's row is closed (`failed`: the
+    ledger has no cancelled status) with an answer saying it was cancelled."""
+    k = cluster[0]
+    model.reply = scripted(
+        [
+            {"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "lidarr"}, "w1")]},
+            "went on after the cancellation",
+        ]
+    )
+    handle = await start_agent(temporal.client, queue, "restart lidarr", agent=WRITER, approvers=["bob"])
+    waiting = await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
+    assert waiting.approval_id is not None and len(model.requests) == 1
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError), ended.value.cause
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert len(model.requests) == 1  # no model turn after the cancellation
+    question = await temporal.client.get_workflow_handle(waiting.approval_id).describe()
+    assert question.status == WorkflowExecutionStatus.CANCELED
+    assert requests_for(k, "lidarr", "PATCH") == [] and await ledger.list_actions(handle.id) == []
+    row = await ledger.get_agent_run(handle.id)
+    assert row is not None and row.status == "failed" and row.finished_at is not None, row
+    assert row.answer == (
+        f"Cancelled while it waited for an answer to {waiting.approval_id} (from outside the run); it did not finish."
+    )
+    tools = [m for m in await ledger.transcript(handle.id) if m.role == "tool"]
+    assert [(m.tool_name, m.status) for m in tools] == [("rollout_restart", "denied")], tools
+    assert "the run was cancelled while it waited for an answer" in tools[0].content
+
+
+async def test_agents_ask_says_in_one_line_that_the_run_was_terminated(
+    temporal: WorkflowEnvironment, queue: str, model: FakeChatServer, tmp_path: Path
+) -> None:
+    """`agentic agents ask` following a run that is terminated from outside (`temporal workflow
+    terminate`, the Web UI) says so in one line with the reason, exit 2 as for every other error:
+    never the SDK's `WorkflowFailureError` traceback."""
+    model.reply = scripted(
+        [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "readarr"}, "w1")]}, "done"]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
+        AGENTIC_TASK_QUEUE=queue,
+        AGENTIC_QUEUES_SPLIT="false",  # the model and tool calls on the run's own queue
+        AGENTIC_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=str(REPO),
+    )
+    request_id = uuid.uuid4().hex
+    # a subprocess that does not block this loop: kmock serves the cluster's API from it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "agents",
+        "ask",
+        "restart readarr",
+        "--agent",
+        WRITER,
+        "--request-id",
+        request_id,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        handle = temporal.client.get_workflow_handle(agent_run_id(request_id))
+        await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL, within=90)
+        await handle.terminate(reason="stopped by the on-call")
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stderr = err.decode()
+    assert proc.returncode == 2, stderr
+    assert stderr.strip().splitlines() == [
+        f"error: the agent run {handle.id} was terminated: stopped by the on-call"
+    ], stderr
+    assert "Traceback" not in stderr + out.decode()

@@ -9,7 +9,10 @@ real name on the time-skipping server: a history holds the activities' results, 
 needs only the workflow code. Capture a new one whenever `AgentWorkflow` changes the commands it
 issues (behind `workflow.patched`), and keep the old ones. With `--gave-up` (after NAME), the approved
 write's server stays unreachable through every retry: the run closes the write's ledger row with
-`tools.give_up` (`WRITE_GIVE_UP_PATCH`).
+`tools.give_up` (`WRITE_GIVE_UP_PATCH`). With `--cancelled`, nobody answers: the run is cancelled
+while it waits for the answer (`RUN_CANCEL_PATCH`: it ends cancelled and closes its ledger row with
+`agents.finish_run`; before the patch, the cancelled question was taken as expired and the run went
+on to its answer).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -130,7 +134,7 @@ async def finish_run(inp: FinishRunInput) -> None:
     return None
 
 
-async def capture(name: str, *, gave_up: bool = False) -> None:
+async def capture(name: str, *, gave_up: bool = False, cancelled: bool = False) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
@@ -164,9 +168,16 @@ async def capture(name: str, *, gave_up: bool = False) -> None:
             handle = await start_agent(env.client, queue, "restart x", approvers=["bob"], request_id=request_id)
             waiting = await progress_when(handle, lambda p: p.approval_id is not None)
             assert waiting.approval_id is not None
-            await answer_approval(env.client, waiting.approval_id, "approved", "bob")
-            res = await handle.result()
-            assert res.status == AgentStatus.DONE, res
+            if cancelled:
+                await handle.cancel()
+                try:
+                    print(f"the cancelled run ended {(await handle.result()).status.value} (before the patch)")
+                except WorkflowFailureError as exc:
+                    print(f"the cancelled run ended: {exc.cause!r}")
+            else:
+                await answer_approval(env.client, waiting.approval_id, "approved", "bob")
+                res = await handle.result()
+                assert res.status == AgentStatus.DONE, res
             agent = await handle.fetch_history()
             approval = await env.client.get_workflow_handle(waiting.approval_id).fetch_history()
     finally:
@@ -178,4 +189,4 @@ async def capture(name: str, *, gave_up: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(capture(sys.argv[1], gave_up="--gave-up" in sys.argv[2:]))
+    asyncio.run(capture(sys.argv[1], gave_up="--gave-up" in sys.argv[2:], cancelled="--cancelled" in sys.argv[2:]))

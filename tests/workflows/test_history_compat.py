@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.agent import WRITE_GIVE_UP_PATCH, AgentWorkflow
+from workflows.agent import RUN_CANCEL_PATCH, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     ACTION_GIVE_UP_PATCH,
@@ -149,6 +149,25 @@ def test_histories_that_gave_up_on_a_write_or_an_evidence_call_are_kept(name: st
     assert scheduled[scheduled.index("tools.give_up") - 1] == "tools.execute"
 
 
+def test_agent_runs_cancelled_while_asking_before_and_after_the_patch_are_kept() -> None:
+    # `capture_agent_history NAME --cancelled`: the run is cancelled while its write waits for an
+    # answer. Before `RUN_CANCEL_PATCH` (captured with the code of its time) the cancelled question
+    # was taken as expired and the run asked its model again and completed; with it, the run closes
+    # its ledger row (`agents.finish_run`) and ends cancelled, asking the model nothing more.
+    before = load(HISTORIES / "agent-v3-cancelled-before-patch.agent.json")
+    patches, scheduled = _patches_and_scheduled(before)
+    assert RUN_CANCEL_PATCH not in patches and scheduled.count("agents.model_turn") == 3
+    assert before.events[-1].HasField("workflow_execution_completed_event_attributes")
+    after = load(HISTORIES / "agent-v4-cancelled.agent.json")
+    patches, scheduled = _patches_and_scheduled(after)
+    assert RUN_CANCEL_PATCH in patches and scheduled.count("agents.model_turn") == 2
+    assert after.events[-1].HasField("workflow_execution_canceled_event_attributes")
+    finish = after.events[-2].marker_recorded_event_attributes
+    assert (
+        finish.marker_name == "core_local_activity" and b"agents.finish_run" in finish.details["data"].payloads[0].data
+    )
+
+
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])
 async def test_captured_history_replays_with_todays_code(path: Path) -> None:
     history = load(path)
@@ -169,5 +188,17 @@ async def test_replay_catches_a_change_without_a_patch(monkeypatch: pytest.Monke
     path = HISTORIES / "v1-regular-stages.incident.json"
     history = load(path)
     replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+async def test_replay_catches_the_run_cancel_change_without_its_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for the agent run: today's code with `RUN_CANCEL_PATCH` forced on cannot replay a
+    run cancelled while asking before the patch (it went on to another model turn)."""
+    from temporalio import workflow
+
+    monkeypatch.setattr(workflow, "patched", lambda _id: True)
+    history = load(HISTORIES / "agent-v3-cancelled-before-patch.agent.json")
+    replayer = Replayer(workflows=[AgentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None

@@ -21,9 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import CancelledError as RunCancelledError
-from temporalio.exceptions import FailureError, TerminatedError, WorkflowAlreadyStartedError
-from temporalio.exceptions import TimeoutError as RunTimeoutError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.agents.stream import TextDelta
@@ -39,6 +37,7 @@ from agentic_core.agents import (
     ToolCallRecord,
     agent_run_id,
 )
+from workers.agent_client import run_ended
 from workers.gateway.core import (
     KEEPALIVE_S,
     MAX_REQUEST_ID,
@@ -219,42 +218,6 @@ class _ClosingStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._closing.aclose()
-
-
-_NO_REASON = "Workflow terminated"  # what the SDK says of a termination that gave no reason
-
-
-def _said(details: Any) -> str:
-    """The details a termination or cancellation carried, as words ('' for none)."""
-    words = [str(d) for d in details or () if d is not None and str(d).strip()]
-    return f" ({'; '.join(words)})" if words else ""
-
-
-def how_it_ended(cause: BaseException) -> str:
-    """How a run that gave no result ended, in plain words, from the cause of the
-    `WorkflowFailureError` its result raised: terminated (with the reason, and details if any:
-    the server says "terminated by user via frontend" when no reason was given, the CLI
-    "Requested from CLI by root"), cancelled, timed out, or failed with the innermost cause's
-    own message (an `ActivityError`'s "Activity task failed" says nothing)."""
-    if isinstance(cause, TerminatedError):
-        reason = "" if cause.message in ("", _NO_REASON) else f": {cause.message}"
-        return f"was terminated{reason}{_said(cause.details)}"
-    if isinstance(cause, RunCancelledError):
-        return f"was cancelled{_said(cause.details)}"
-    if isinstance(cause, RunTimeoutError):
-        return "timed out"
-    while isinstance(cause, FailureError) and cause.cause is not None:
-        cause = cause.cause
-    message = cause.message if isinstance(cause, FailureError) else str(cause)
-    return f"failed: {message or type(cause).__name__}"
-
-
-def run_ended(run_id: str, exc: WorkflowFailureError | RPCError) -> str:
-    """What to tell the person who asked when waiting for the run's result raised instead: how the
-    run ended (never the SDK's bare "Workflow execution failed"), or that it cannot be followed."""
-    if isinstance(exc, RPCError):
-        return f"cannot follow the agent run {run_id}: {exc.message}"
-    return f"the agent run {run_id} {how_it_ended(exc.cause)}"
 
 
 async def _result(handle: WorkflowHandle[Any, AgentResult]) -> AgentResult:
