@@ -562,7 +562,10 @@ def load_kube_rules(root: Path, known_ids: set[str]) -> tuple[list[Query], list[
     queries: list[Query] = []
     without: list[str] = []
     seen: set[str] = set()
-    for path in sorted(root.glob("*.yaml")):
+    files = sorted(root.glob("*.yaml"))
+    if not files:  # a missing corpus would score an empty source as if it were one
+        raise SystemExit(f"no kube-prometheus rules in {root}: expected the corpus's *.yaml files there")
+    for path in files:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for group in doc["spec"]["groups"]:
             for i, rule in enumerate(group.get("rules") or []):

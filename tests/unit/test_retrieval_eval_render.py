@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -194,3 +195,9 @@ def test_an_awesome_alert_shows_one_value_in_its_description_and_value_line() ->
     assert errors == f"{value:.0f}", texts["HostNetworkReceiveErrors"]
     failures, value = value_of("PrometheusRuleEvaluationFailures", r"encountered ([\d.]+) rule evaluation failures")
     assert float(failures) == value, texts["PrometheusRuleEvaluationFailures"]
+
+
+def test_a_missing_kube_rules_corpus_stops_the_evaluation(tmp_path: Path) -> None:
+    """It used to give zero queries, and the source scored as if it were there."""
+    with pytest.raises(SystemExit, match="no kube-prometheus rules in"):
+        load_kube_rules(tmp_path / "nowhere", {"kubernetes/KubePodCrashLooping"})
