@@ -164,7 +164,7 @@ async def decide(
     if now.status != AgentStatus.AWAITING_APPROVAL or not now.approval_id:
         raise AgenticError(f"agent run {now.run_id} is not waiting for an answer (status: {now.status.value})")
     handle = client.get_workflow_handle(now.approval_id)
-    st: ApprovalState = await _query(handle, QUERY_APPROVAL, ApprovalState, "approval")
+    st = await _approval_state(handle)
     try:
         result = await handle.execute_update(
             UPDATE_DECIDE,
@@ -177,6 +177,25 @@ async def decide(
     except RPCError as exc:
         raise AgenticError(f"cannot answer {now.approval_id}: {exc.message}") from exc
     return result, now
+
+
+APPROVAL_STARTS_S = 10.0  # how long an answer waits for the question the run has just named
+
+
+async def _approval_state(handle: WorkflowHandle[Any, Any]) -> ApprovalState:
+    """The approval's state. A run names its approval in its progress as it asks, and starts the
+    `ApprovalWorkflow` once the question has gone out: an answer that comes in between (a client
+    that answers as soon as it sees the run waiting) waits for it instead of "no approval"."""
+    deadline = asyncio.get_running_loop().time() + APPROVAL_STARTS_S
+    while True:
+        try:
+            st: ApprovalState = await _query(handle, QUERY_APPROVAL, ApprovalState, "approval")
+            return st
+        except AgenticError as exc:
+            missing = isinstance(exc.__cause__, RPCError) and exc.__cause__.status == RPCStatusCode.NOT_FOUND
+            if not missing or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def stored_result(settings: Settings, ref: str, offset: int, limit: int) -> tuple[str, int]:
