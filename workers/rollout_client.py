@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -22,10 +22,15 @@ NO_WORKER = "no worker runs rollouts"
 
 
 async def _first_state(handle: WorkflowHandle, within: float) -> RolloutState | None:
+    """The rollout's state once a worker answers, or None after `within` seconds. Each query is
+    bounded too: with no worker on the queue, Temporal holds a query until its own deadline
+    (about 30 s here, twice what `agentic rollout start` means to wait)."""
     deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
-            return await handle.query(QUERY_ROLLOUT, result_type=RolloutState)
+            return await handle.query(
+                QUERY_ROLLOUT, result_type=RolloutState, rpc_timeout=timedelta(seconds=max(left, 0.5))
+            )
         except RPCError:
             await asyncio.sleep(0.5)
     return None

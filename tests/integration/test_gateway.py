@@ -1322,8 +1322,11 @@ async def test_a_rollout_no_worker_took_says_so_in_the_cli_and_the_console(
 
     monkeypatch.setattr(rollout_client, "FIRST_STATE_S", 1.0)
     nobody = settings.model_copy(update={"task_queue": f"nobody-{uuid.uuid4().hex[:8]}"})
+    t0 = asyncio.get_running_loop().time()
     with pytest.raises(AgenticError, match="no worker runs rollouts: the worker needs a Kubernetes cluster"):
         await rollout_client.start_rollout(nobody, 0, 1, True)
+    # it waits what it means to (a query with no worker is held for Temporal's own deadline, ~30 s)
+    assert asyncio.get_running_loop().time() - t0 < 10
     with pytest.raises(AgenticError) as status:
         await rollout_client.rollout_state(nobody, None)  # the latest: that one
     said = str(status.value)
