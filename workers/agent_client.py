@@ -164,7 +164,7 @@ async def decide(
     if now.status != AgentStatus.AWAITING_APPROVAL or not now.approval_id:
         raise AgenticError(f"agent run {now.run_id} is not waiting for an answer (status: {now.status.value})")
     handle = client.get_workflow_handle(now.approval_id)
-    st = await _approval_state(handle)
+    st = await approval_state(handle)
     try:
         result = await handle.execute_update(
             UPDATE_DECIDE,
@@ -182,7 +182,7 @@ async def decide(
 APPROVAL_STARTS_S = 10.0  # how long an answer waits for the question the run has just named
 
 
-async def _approval_state(handle: WorkflowHandle[Any, Any]) -> ApprovalState:
+async def approval_state(handle: WorkflowHandle[Any, Any]) -> ApprovalState:
     """The approval's state. A run names its approval in its progress as it asks, and starts the
     `ApprovalWorkflow` once the question has gone out: an answer that comes in between (a client
     that answers as soon as it sees the run waiting) waits for it instead of "no approval"."""

@@ -35,6 +35,7 @@ from activities.backup.archive import (
     copy_tree_sparse,
     decrypt_secrets,
     disk_usage,
+    human_size,
     unpack_tree,
     verify,
     write_secrets,
@@ -79,10 +80,6 @@ def restore_qdrant(src: Path, dest: Path) -> None:
                 unpack_tree(entry, dest / entry.name.removesuffix(PACKED))
             except BackupError as exc:
                 raise AgenticError(f"{exc}; nothing was restored") from None
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB on disk"
 
 
 def find_backup(name: str, folder: Path) -> Path:
@@ -198,7 +195,8 @@ def restore(settings: Settings, backup: Path, out: Callable[[str], None] = print
         manifest = verify(backup)
     except BackupError as exc:
         raise AgenticError(f"{exc}; nothing was restored and {data} is untouched") from None
-    out(f"verified {backup.name}: {len(manifest.files)} files, {_mib(disk_usage(backup))}, checksums match")
+    size = human_size(disk_usage(backup))
+    out(f"verified {backup.name}: {len(manifest.files)} files, {size} on disk, checksums match")
     secrets = _secrets_of(backup, manifest, key, data, out)
     if "ledger.dump" not in {f.path for f in manifest.files}:
         raise AgenticError(f"{backup.name} holds no ledger.dump: not a backup of this platform; {data} is untouched")

@@ -157,6 +157,16 @@ def unpack_tree(archive: Path, dest: Path) -> None:
         raise BackupError(f"{archive.name} cannot be unpacked ({exc})") from exc
 
 
+def human_size(n: int) -> str:
+    """Bytes as people read them: `512 B`, `8.8 MiB`."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def disk_usage(root: Path) -> int:
     """Bytes the files under `root` take on disk (sparse files count what they hold)."""
     return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())

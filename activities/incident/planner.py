@@ -144,10 +144,10 @@ class Planner:
             self._refused.popleft()
         return bool(self.burst_cut) and len(self._refused) >= self.burst_cut
 
-    def _burst_reason(self) -> str:
+    def _burst_reason(self, what: str = "the model is left alone until it passes") -> str:
         return (
             f"the model is busy with other incidents (a burst: {len(self._refused)} refused it within "
-            f"{BURST_WINDOW_S:g}s; the model is left alone until it passes)"
+            f"{BURST_WINDOW_S:g}s; {what})"
         )
 
     def _refuse(self) -> None:
@@ -321,11 +321,10 @@ class Planner:
         except asyncio.CancelledError:
             if call not in self._cut:  # this activity itself was cancelled
                 raise
-            self._cut.discard(call)
             return _Asked(
-                reason=f"the model is busy with other incidents (a burst: {len(self._refused)} refused it within "
-                f"{BURST_WINDOW_S:g}s; this plan was cut short after {time.monotonic() - started:.1f}s so their "
-                "questions go first)"
+                reason=self._burst_reason(
+                    f"this plan was cut short after {time.monotonic() - started:.1f}s so their questions go first"
+                )
             )
         except (InferenceUnavailable, TimeoutError) as exc:
             reason = (
@@ -338,9 +337,8 @@ class Planner:
             return _Asked(reason=f"the model failed: {exc}")
         finally:
             self._calls.discard(call)
-            cut = call in self._cut
             self._cut.discard(call)
-            if not cut and not call.cancelled():  # a call cut short says nothing of a call's length
+            if not call.cancelled():  # a call cut short says nothing of a call's length
                 self._timed_call(time.monotonic() - started)
             self._model_slots.release()
 

@@ -15,7 +15,6 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
 
 from activities.agents.activities import AgentActivities
@@ -35,14 +34,13 @@ from agentic_core.agents import (
     agent_run_id,
 )
 from agentic_core.incident import (
-    QUERY_APPROVAL,
     UPDATE_DECIDE,
-    ApprovalState,
     DecideInput,
     DecideResult,
     NotifyInput,
     NotifyResult,
 )
+from workers.agent_client import approval_state
 from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 
@@ -159,18 +157,10 @@ async def progress_when(
 
 
 async def answer_approval(client: Client, approval_id: str, choice: str, by: str) -> DecideResult:
-    """Answer the run's question. The run shows `approval_id` in its progress as it asks, before
-    its child `ApprovalWorkflow` has started (the question goes out first): wait for the child."""
+    """Answer the run's question. The run shows `approval_id` in its progress as it asks, a moment
+    before Temporal has created its child `ApprovalWorkflow`: wait for the child, as the product does."""
     handle = client.get_workflow_handle(approval_id)
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        try:
-            st = await handle.query(QUERY_APPROVAL, result_type=ApprovalState)
-            break
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    st = await approval_state(handle)  # as the product's answers wait (workers.agent_client)
     return await handle.execute_update(
         UPDATE_DECIDE,
         DecideInput(choice=choice, by=by, plan_hash=st.request.plan_hash),  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ class LateApproval:
 
 async def test_an_approval_that_is_about_to_exist_is_waited_for() -> None:
     late = LateApproval(exists_after=3)
-    st = await agent_client._approval_state(late)  # type: ignore[arg-type]
+    st = await agent_client.approval_state(late)  # type: ignore[arg-type]
     assert st.request.approval_id == late.id and late.queries == 4
 
 
@@ -50,5 +50,5 @@ async def test_an_approval_that_never_comes_is_said_after_the_bound(monkeypatch:
     monkeypatch.setattr(agent_client, "APPROVAL_STARTS_S", 0.3)
     never = LateApproval(exists_after=10_000)
     with pytest.raises(AgenticError, match=f"no approval {never.id}"):
-        await agent_client._approval_state(never)  # type: ignore[arg-type]
+        await agent_client.approval_state(never)  # type: ignore[arg-type]
     assert 2 <= never.queries <= 10

@@ -4,6 +4,7 @@ against a small fake OpenAI-compatible server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -140,7 +141,9 @@ async def test_queries_go_before_a_bulk_of_documents(local: LocalEmbedder) -> No
     assert cos(vectors[3], (await local.embed_documents([docs[3]]))[0]) > 0.9999
 
 
-async def test_long_documents_go_through_the_model_in_smaller_chunks(local: LocalEmbedder) -> None:
+@contextlib.contextmanager
+def counted_passes(local: LocalEmbedder) -> Iterator[list[int]]:
+    """The size of each forward pass `local` makes inside the block."""
     passes: list[int] = []
     encode = local._encode
 
@@ -150,9 +153,14 @@ async def test_long_documents_go_through_the_model_in_smaller_chunks(local: Loca
 
     local._encode = counting  # type: ignore[method-assign]
     try:
-        vectors = await local.embed_documents([f"section {i}: " + "the disk is full. " * 80 for i in range(7)])
+        yield passes
     finally:
         local._encode = encode  # type: ignore[method-assign]
+
+
+async def test_long_documents_go_through_the_model_in_smaller_chunks(local: LocalEmbedder) -> None:
+    with counted_passes(local) as passes:
+        vectors = await local.embed_documents([f"section {i}: " + "the disk is full. " * 80 for i in range(7)])
     assert len(vectors) == 7 and passes == [2, 2, 2, 1]  # about 1,460 characters each: two per pass
 
 

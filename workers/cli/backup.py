@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from activities.backup.archive import human_size
 from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -27,15 +28,6 @@ WORKER_HAS_NO_KEY = (
     "without it: set it in the environment `agentic up` starts from and start the stack again "
     "(docs/disaster-recovery.md)"
 )
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 @app.command("create")
@@ -86,7 +78,9 @@ def backup_create(
     if as_json:
         print(result.model_dump_json(indent=2))
         return
-    console.print(f"backup {result.name}: {result.path} ({_size(result.size)}, {result.seconds:.1f}s)", highlight=False)
+    console.print(
+        f"backup {result.name}: {result.path} ({human_size(result.size)}, {result.seconds:.1f}s)", highlight=False
+    )
     for part, what in result.contents.items():
         console.print(f"  {part:9} {what}", highlight=False)
     for w in result.warnings:
@@ -115,7 +109,7 @@ def backup_list(from_dir: FromDir = None, data_dir: DataDir = None, as_json: Jso
     for b in backups:
         created = b.created_at.strftime("%Y-%m-%d %H:%M:%S %Z") if b.created_at else ""
         state = "complete" if b.complete else f"[red]incomplete[/]: {b.problem}"
-        table.add_row(b.name, created, _size(b.size), b.secrets, str(b.versions.get("ledger_schema") or ""), state)
+        table.add_row(b.name, created, human_size(b.size), b.secrets, str(b.versions.get("ledger_schema") or ""), state)
     console.print(table)
 
 
