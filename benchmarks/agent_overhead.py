@@ -56,8 +56,8 @@ from tests.support.fake_mcp import fake_mcp
 from tests.support.fake_openai import FakeChatServer, tool_call, turn_number
 from tests.support.pg import pg_server
 from tests.support.temporal import start_dev_server
+from workers.sandbox import workflow_runner
 from workers.temporal import ensure_search_attributes
-from workers.worker import workflow_runner
 
 TOKEN = "agent-bench-token"
 

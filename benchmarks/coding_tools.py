@@ -245,8 +245,8 @@ async def evaluate(repo: Path, planner_url: str | None, planner_model: str | Non
     from tests.support.kmock_helpers import start_server
     from tests.support.pg import pg_server
     from tests.support.temporal import start_dev_server
+    from workers.sandbox import workflow_runner
     from workers.temporal import ensure_search_attributes
-    from workers.worker import workflow_runner
 
     tasks = yaml.safe_load(TASKS.read_text())["tasks"]
     current: dict[str, Any] = {}

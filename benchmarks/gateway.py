@@ -70,9 +70,9 @@ from tests.support.http_server import LoopServer
 from tests.support.pg import pg_server
 from tests.support.temporal import start_dev_server
 from workers.gateway.app import create_app
+from workers.sandbox import workflow_runner
 from workers.settings import Settings
 from workers.temporal import ensure_search_attributes
-from workers.worker import workflow_runner
 
 TOKEN = "gateway-bench-token"
 ANSWER = (

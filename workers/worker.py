@@ -15,10 +15,10 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workers.errors import AgenticError
 from workers.process import run_service
+from workers.sandbox import workflow_runner
 from workers.settings import Settings
 
 log = logging.getLogger("agentic.worker")
@@ -113,18 +113,6 @@ async def refuse_newer_ledger(pool: Any) -> None:
         await check_schema(pool)
     except SchemaTooNewError as exc:
         raise AgenticError(str(exc)) from None
-
-
-def workflow_runner(mode: str) -> SandboxedWorkflowRunner:
-    """The sandbox. `passthrough`: modules load once per worker instead of once per workflow run
-    (the platform's workflow modules keep no mutable module state, and the sandbox's runtime
-    restrictions on non-deterministic calls still apply); it halves the worker's CPU for an
-    incident's run (replay of an incident to its question: 30 → 16 ms). `strict`: the default
-    sandbox. Replay tests use the strict one either way."""
-    restrictions = SandboxRestrictions.default
-    if mode == "passthrough":
-        restrictions = restrictions.with_passthrough_all_modules()
-    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def queue_workers(

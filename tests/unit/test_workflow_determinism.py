@@ -1,0 +1,81 @@
+"""No workflow module calls the clock, randomness, the environment or files directly.
+
+The worker's passthrough sandbox does not refuse `datetime.now()` or `random.random()` in a
+workflow module (workers/sandbox.py); the strict sandbox of the workflow tests does, on the paths
+they take. This check covers every path: a call below in `workflows/` is a defect (use
+`workflow.now()`, `workflow.random()`, `workflow.uuid4()`, or an activity).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+# module (or class) name -> attributes that must not be called from workflow code
+FORBIDDEN: dict[str, set[str]] = {
+    "datetime": {"now", "utcnow", "today"},
+    "date": {"today"},
+    "time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "sleep"},
+    "random": {"random", "randint", "choice", "choices", "shuffle", "uniform", "sample", "getrandbits", "seed"},
+    "uuid": {"uuid1", "uuid4"},
+    "os": {"getenv", "urandom", "listdir", "remove", "system"},
+    "secrets": {"token_hex", "token_bytes", "token_urlsafe", "choice", "randbelow"},
+}
+FORBIDDEN_NAMES = {"open", "input", "getenv"}
+FORBIDDEN_READS = {("os", "environ")}
+
+
+def offences(source: str, filename: str) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            if isinstance(fn, ast.Attribute):
+                owner = fn.value
+                name = ""
+                if isinstance(owner, ast.Name):
+                    name = owner.id
+                elif isinstance(owner, ast.Attribute):
+                    name = owner.attr
+                if fn.attr in FORBIDDEN.get(name, set()):
+                    out.append(f"{filename}:{node.lineno}: {name}.{fn.attr}()")
+            elif isinstance(fn, ast.Name) and fn.id in FORBIDDEN_NAMES:
+                out.append(f"{filename}:{node.lineno}: {fn.id}()")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and (node.value.id, node.attr) in FORBIDDEN_READS
+        ):
+            out.append(f"{filename}:{node.lineno}: {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_workflow_module_calls_the_clock_randomness_or_io() -> None:
+    files = sorted(WORKFLOWS.glob("*.py"))
+    assert len(files) > 5
+    found = [o for f in files for o in offences(f.read_text(), f.name)]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "x = datetime.now(UTC)",
+        "x = datetime.datetime.utcnow()",
+        "x = time.monotonic()",
+        "x = random.random()",
+        "x = uuid.uuid4()",
+        "x = os.environ['HOME']",
+        "x = open('f').read()",
+    ],
+)
+def test_the_check_has_teeth(line: str) -> None:
+    assert offences(line, "probe.py"), line
+
+
+def test_the_deterministic_apis_pass() -> None:
+    assert offences("x = workflow.now()\ny = workflow.random().random()\nz = workflow.uuid4()", "ok.py") == []
