@@ -78,8 +78,19 @@ _TRUNCATE = 2000
 
 # Modules LiteLLM and the OpenAI client import on their first call, not at import time:
 # about 0.8 s of imports under the GIL, which used to land on the worker in the middle of a
-# burst of incidents (the first model call). `preload_lazy_modules` loads them at start.
-LAZY_MODULES = ("openai.resources", "litellm.proxy.openai_files_endpoints.common_utils")
+# burst of incidents (the first model call); LiteLLM 1.106 imports its OpenTelemetry integration
+# (0.5 s more, 19 % of the worker's GIL time in an `alert_burst` window). `preload_lazy_modules`
+# loads them at start; tests/integration/test_inference.py checks, in a fresh process, that the
+# first call after it imports nothing.
+LAZY_MODULES = (
+    "openai.resources",
+    "litellm.proxy.openai_files_endpoints.common_utils",
+    "litellm.integrations.otel.logger",
+    "litellm.llms.openai.chat.gpt_audio_transformation",
+    "litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation",
+    "litellm.router_utils.baseline_request",
+    "ctypes",
+)
 
 
 def preload_lazy_modules() -> list[str]:

@@ -473,3 +473,41 @@ def test_preload_finds_the_modules_the_first_model_call_would_import() -> None:
 
     assert preload_lazy_modules() == list(LAZY_MODULES)
     assert all(name in sys.modules for name in LAZY_MODULES)
+
+
+FIRST_CALL = """
+import asyncio, json, os, sys, time
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import workers.worker  # what the worker process has imported before its first model call
+from activities.inference.router import GroupConfig, InferenceRouter, preload_lazy_modules
+from agentic_core.models import Proposal
+
+async def main() -> None:
+    router = InferenceRouter([GroupConfig(name="planner", model="openai/fake", api_base=sys.argv[1])])
+    preload_lazy_modules()
+    before = set(sys.modules)
+    t0 = time.perf_counter()
+    await router.structured("planner", [{"role": "user", "content": "plan"}], Proposal)
+    print(json.dumps({"imported": sorted(set(sys.modules) - before), "s": time.perf_counter() - t0}))
+
+asyncio.run(main())
+"""
+
+
+async def test_after_the_preload_the_first_model_call_imports_nothing(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """The worker preloads at start what LiteLLM would import on its first call (0.5-1 s under
+    the GIL: in a burst, the worker's orchestration waited for it). Measured in a fresh process:
+    after `preload_lazy_modules`, the first structured call imports no module."""
+    fake.content = json.dumps({"summary": "s", "diagnosis": "d", "confidence": 0.5, "risk": "low", "actions": []})
+    script = tmp_path / "first_call.py"
+    script.write_text(FIRST_CALL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), fake.base_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert fake.requests, "the model was not asked"
+    assert result["imported"] == [], f"imported on the first call: {result['imported']}"
