@@ -21,17 +21,36 @@ FIRST_STATE_S = 15.0  # how long `agentic rollout start` waits for a worker to t
 NO_WORKER = "no worker runs rollouts"
 
 
+NOT_REGISTERED = "is not registered on this worker"  # the SDK's words for a workflow type it lacks
+
+
+async def _refused(handle: WorkflowHandle) -> bool:
+    """Whether a worker took the rollout's first workflow task and failed it because it does not
+    run rollouts (no cluster: `build_rollout` leaves the workflow out): it says so in the history
+    at once, where waiting for a state would take `FIRST_STATE_S`."""
+    with contextlib.suppress(RPCError):
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failure = event.workflow_task_failed_event_attributes.failure
+                if NOT_REGISTERED in failure.message:
+                    return True
+    return False
+
+
 async def _first_state(handle: WorkflowHandle, within: float) -> RolloutState | None:
-    """The rollout's state once a worker answers, or None after `within` seconds. Each query is
-    bounded too: with no worker on the queue, Temporal holds a query until its own deadline
-    (about 30 s here, twice what `agentic rollout start` means to wait)."""
+    """The rollout's state once a worker answers, or None after `within` seconds, or at once when
+    the worker that took it does not run rollouts. Each query is bounded too: with no worker on
+    the queue, Temporal holds a query until its own deadline (about 30 s here, twice what
+    `agentic rollout start` means to wait)."""
     deadline = asyncio.get_running_loop().time() + within
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
             return await handle.query(
-                QUERY_ROLLOUT, result_type=RolloutState, rpc_timeout=timedelta(seconds=max(left, 0.5))
+                QUERY_ROLLOUT, result_type=RolloutState, rpc_timeout=timedelta(seconds=max(min(left, 2.0), 0.5))
             )
         except RPCError:
+            if await _refused(handle):
+                return None
             await asyncio.sleep(0.5)
     return None
 

@@ -1340,6 +1340,21 @@ async def test_a_rollout_no_worker_took_says_so_in_the_cli_and_the_console(
         assert r.status_code == 404 and "never ran" in r.text and "no worker runs rollouts" in r.text, r.text[:500]
 
 
+async def test_a_worker_without_rollouts_is_known_at_once(settings: Settings) -> None:
+    """The newcomer's case: the platform's worker polls the queue but runs no rollouts (no
+    cluster, so `build_rollout` leaves RolloutWorkflow out). It takes the first workflow task
+    and fails it ("… is not registered on this worker"); `agentic rollout start` read that from
+    the history and said so, where it used to wait `FIRST_STATE_S` (15 s) for a state."""
+    from workers import rollout_client
+
+    assert rollout_client.FIRST_STATE_S == 15.0
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(AgenticError, match="no worker runs rollouts: the worker needs a Kubernetes cluster"):
+        await rollout_client.start_rollout(settings, 0, 1, True)  # the module's worker: agents only
+    took = asyncio.get_running_loop().time() - t0
+    assert took < 6, f"took {took:.1f} s"
+
+
 @pytest.fixture(scope="module")
 def worker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The worker's data dir: not the gateway's (in the chart they are two pods)."""
