@@ -35,6 +35,14 @@ from activities.inference.model_files import DEFAULT_MODEL_ALIAS, INSTALL_HINT, 
 from workers.errors import AgenticError, StartupError
 from workers.process import secret_from_env
 
+# Prompt tokens per forward pass; llama.cpp looks at cancelled requests between passes. Its own
+# default (2048) takes a planner prompt in one pass: under an alert burst the embedded model kept
+# its core for 5-7 s after the planner had cut its call, and the next request waited for it
+# (a 1,931-token prompt cancelled after 0.5 s: 2048 → the next request answered after 13.7 s,
+# 5-6 s of CPU spent on the dead prompt; 128 → 1.1 s and 1 s of CPU). The prompt is read as
+# fast either way on one thread (13-15 s for that prompt, both). docs/scaling.md.
+DEFAULT_BATCH = 128
+
 __all__ = ["StartupError", "build_params", "default_model_path", "main"]
 
 EXIT_OK = 0
@@ -52,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="generation and batch threads (default: %(default)s)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default: %(default)s)")
     p.add_argument("--parallel", type=int, default=1, help="concurrent request slots (default: %(default)s)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help="prompt tokens per forward pass; a cancelled request stops between passes (default: %(default)s)",
+    )
     p.add_argument("--alias", default=DEFAULT_MODEL_ALIAS, help="model name clients ask for (default: %(default)s)")
     p.add_argument(
         "--api-key-env",
@@ -116,6 +130,7 @@ def build_params(
     parallel: int = 1,
     alias: str = DEFAULT_MODEL_ALIAS,
     api_key: str | None = None,
+    batch: int | None = None,
 ) -> object:
     """The xllamacpp `CommonParams` for serving `model` (typed as object: xllamacpp ships no stubs)."""
     import xllamacpp
@@ -126,6 +141,9 @@ def build_params(
     params.n_parallel = parallel
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    if batch is not None:
+        params.n_batch = batch
+        params.n_ubatch = min(params.n_ubatch, batch)
     params.hostnames = [host]  # the listen addresses; the default is ["127.0.0.1"]
     params.port = port
     params.model_alias = {alias}
@@ -203,6 +221,7 @@ def serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         ctx=args.ctx,
         parallel=args.parallel,
+        batch=args.batch,
         alias=args.alias,
         api_key=api_key,
     )

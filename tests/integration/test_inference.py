@@ -8,6 +8,7 @@ Error paths use a tiny fake OpenAI-compatible endpoint served with asyncio in th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from activities.inference.router import (
     generation_schema,
 )
 from agentic_core.models import InferenceMode, Proposal
-from tests.support.env import REPO, free_port
+from tests.support.env import REPO, RUNBOOKS_CORPUS, free_port
 from workers.llm_server import default_model_path
 from workers.settings import Settings
 from workers.wiring import inference_router
@@ -178,6 +179,43 @@ async def test_health(router: InferenceRouter) -> None:
     assert await router.health("code") is True
     dead = inference_router(local_settings(free_port()))
     assert await dead.health() is False
+
+
+# about 1,900 tokens: a runbook three times over (a planner prompt's size)
+_RUNBOOK = (RUNBOOKS_CORPUS / "node" / "NodeFilesystemSpaceFillingUp.md").read_text()
+LONG_PROMPT = (_RUNBOOK * 3)[:7000] + "\nWhat is wrong?"
+
+
+def _prompt_tokens_total(metrics: str) -> float:
+    return next(float(ln.split()[-1]) for ln in metrics.splitlines() if ln.startswith("llamacpp:prompt_tokens_total"))
+
+
+async def test_a_cancelled_long_prompt_is_not_read_to_its_end(llm_port: int) -> None:
+    """The embedded server reads a prompt `--batch` tokens at a time and drops a cancelled
+    request between passes (workers/llm_server.py `DEFAULT_BATCH`). With llama.cpp's own 2048 a
+    planner prompt was one pass: cut by the planner in a burst, it was read to its end anyway
+    (5-7 s of the core) and the next request waited for it. Counted, not timed: the prompt
+    tokens the server read (its /metrics) after a long prompt is cancelled half a second in."""
+    long = [{"role": "user", "content": LONG_PROMPT}]
+    base = f"http://127.0.0.1:{llm_port}"
+    async with httpx.AsyncClient(timeout=120) as http:
+        tokens = len((await http.post(f"{base}/tokenize", json={"content": long[0]["content"]})).json()["tokens"])
+        assert tokens > 1500
+        before = _prompt_tokens_total((await http.get(f"{base}/metrics")).text)
+        call = asyncio.create_task(
+            http.post(f"{base}/v1/chat/completions", json={"model": "smollm2", "messages": long, "max_tokens": 64})
+        )
+        await asyncio.sleep(0.5)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        short = [{"role": "user", "content": "Say ok."}]
+        r = await http.post(
+            f"{base}/v1/chat/completions", json={"model": "smollm2", "messages": short, "max_tokens": 2}
+        )
+        assert r.status_code == 200
+        read = _prompt_tokens_total((await http.get(f"{base}/metrics")).text) - before
+    assert read < tokens / 2, f"the server read {read:.0f} prompt tokens of a {tokens}-token prompt cancelled at 0.5 s"
 
 
 async def test_unknown_group_is_an_inference_error(router: InferenceRouter) -> None:
