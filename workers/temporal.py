@@ -1,13 +1,14 @@
 """Connecting to Temporal (`connect`; `platform_client`: the running platform's, for the commands
 and the edges), preparing the namespace, and saying how a run that gave no result ended
-(`how_it_ended`: the gateway and the `agentic` command say it alike)."""
+(`how_it_ended`: the gateway and the `agentic` command say it alike; `ended_as`: the same in one
+word, the gateway's error code)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -138,3 +139,17 @@ def how_it_ended(cause: BaseException | None) -> str:
         cause = cause.cause
     message = cause.message if isinstance(cause, FailureError) else str(cause)
     return f"failed: {message or type(cause).__name__}"
+
+
+RunEnding = Literal["terminated", "cancelled", "timed_out", "failed"]
+
+
+def ended_as(cause: BaseException | None) -> RunEnding:
+    """`how_it_ended` in one word, from the same cause (the gateway's error code is `run_<word>`)."""
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, RunCancelledError):
+        return "cancelled"
+    if isinstance(cause, RunTimeoutError):
+        return "timed_out"
+    return "failed"

@@ -1030,9 +1030,19 @@ async def test_console_agents_chat_works_without_javascript(
 _ASK_PURPLE = [{"content": "", "tool_calls": [tool_call("set_flag", {"value": "purple"}, "p1")]}]
 
 
-def _unavailable_body(message: str) -> dict[str, Any]:
-    """The error object of a run that gave no answer (the same as before runs said how they ended)."""
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": "unavailable"}}
+def _gone_body(said: str, ended: str, header: str = "Idempotency-Key") -> dict[str, Any]:
+    """The error object of a run that gave no answer (`410 Gone`): how it ended (`said`), and that
+    its key will only ever name that run (it was a 503 with `Retry-After`: retried for good)."""
+    message = (
+        f"{said}. No answer will come: the {header} names that run for good; send a new {header} to start a new run"
+    )
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": f"run_{ended}"}}
+
+
+def _gone(r: httpx.Response, said: str, ended: str, run_id: str) -> None:
+    """`r` is the 410 of run `run_id`, which ended `ended` as `said`, without `Retry-After`."""
+    assert r.status_code == 410 and r.json() == _gone_body(said, ended), r.text
+    assert "retry-after" not in r.headers and r.headers["x-agentic-run"] == run_id
 
 
 def _sse_data(lines: list[str]) -> list[Any]:
@@ -1045,9 +1055,10 @@ async def test_a_run_terminated_from_outside_says_so_and_why_everywhere(
 ) -> None:
     """A run ended from outside (`temporal workflow terminate --reason …`, the Web UI) while the
     /v1 endpoint (not streaming and streaming) and the console's run page wait on it: each says
-    it was terminated and why, not the SDK's "Workflow execution failed". The HTTP stays what it is
-    for any run that gave no answer: a 503 error object; a stream's error object, then [DONE]; the
-    page's `failed` event and status."""
+    it was terminated and why, not the SDK's "Workflow execution failed". The HTTP of a run that
+    gave no answer: `410 Gone` with that error object (no `Retry-After`: its key names that run for
+    good); a stream (its 200 sent already) that error object, then [DONE]; the page's `failed` event
+    and status. A retry with the same key, streamed or not, is the same 410."""
     model.reply = scripted(_ASK_PURPLE)  # a write: the run waits for its approval until it is ended
     tools_server.flag = None
     reason = "the on-call stopped it: wrong cluster"
@@ -1096,10 +1107,9 @@ async def test_a_run_terminated_from_outside_says_so_and_why_everywhere(
         r, status, _ = await asyncio.wait_for(asyncio.gather(waiting, streaming, paging), 30)
 
         said = f"the agent run {run_id} was terminated: {reason}"
-        assert r.status_code == 503 and r.json() == _unavailable_body(said), r.text
-        assert r.headers["retry-after"] == "5"
+        _gone(r, said, "terminated", run_id)
         data = _sse_data(streamed)
-        assert status == 200 and data[-2:] == [_unavailable_body(said), "[DONE]"], streamed[-3:]
+        assert status == 200 and data[-2:] == [_gone_body(said, "terminated"), "[DONE]"], streamed[-3:]
         assert any("waiting for approval" in (d["choices"][0]["delta"].get("content") or "") for d in data[:-2])
         events = _events(console_said)
         assert events[-1] == ("failed", {"text": said, "status": "failed", "approval_id": None}), events[-2:]
@@ -1108,9 +1118,11 @@ async def test_a_run_terminated_from_outside_says_so_and_why_everywhere(
         lines, answer = _shown(text)
         assert answer == said and '<strong id="run-status" role="status">failed</strong>' in text
         assert lines and lines[-1].startswith("**waiting for approval** of `set_flag`"), lines
-        # a retry after the end (the same Idempotency-Key) hears the same
+        # a retry after the end (the same Idempotency-Key) hears the same, streamed or not
         r = await http.post("/v1/chat/completions", json=body, headers=api)
-        assert r.status_code == 503 and r.json() == _unavailable_body(said)
+        _gone(r, said, "terminated", run_id)
+        r = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=api)
+        _gone(r, said, "terminated", run_id)
     assert "Workflow execution failed" not in console_said + "".join(streamed)
     assert tools_server.flag is None
 
@@ -1137,7 +1149,7 @@ async def test_a_run_cancelled_timed_out_or_failed_says_how_it_ended(
 ) -> None:
     """A run that a client reattaches to (the same Idempotency-Key) and that ends cancelled, timed
     out (its Temporal execution timeout), or failed as a workflow: the /v1 answer, not streaming
-    (waiting on it) and streaming (after the end), says which, in the same shapes as before."""
+    (waiting on it) and streaming (after the end: before its headers), is the 410 that says which."""
     model.reply = scripted(_ASK_PURPLE)
     model.delay_s = 3.0 if how == "cancelled" else 0.0
     rid = f"{how.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
@@ -1177,15 +1189,136 @@ async def test_a_run_cancelled_timed_out_or_failed_says_how_it_ended(
                 assert model.requests, "the run never asked its model"
                 await handle.cancel()
             r = await asyncio.wait_for(waiting, 30)
-            async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=api) as s:
-                streamed = [line async for line in s.aiter_lines() if line]
+            streamed = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=api)
     said = {
         "cancelled": f"the agent run {run_id} was cancelled",
         "timed out": f"the agent run {run_id} timed out",
         "failed": f"the agent run {run_id} failed: the ledger went away while answering 'make the flag purple'",
     }[how]
-    assert r.status_code == 503 and r.json() == _unavailable_body(said), r.text
-    assert s.status_code == 200 and _sse_data(streamed)[-2:] == [_unavailable_body(said), "[DONE]"], streamed
+    ended = how.replace(" ", "_")
+    _gone(r, said, ended, run_id)
+    _gone(streamed, said, ended, run_id)
+
+
+async def test_the_openai_client_does_not_retry_a_run_that_ended_without_an_answer_and_a_new_key_starts_anew(
+    gateway: str, keys: dict[str, str], ledger: Ledger, model: FakeChatServer, temporal: WorkflowEnvironment
+) -> None:
+    """The defect: a run ended without an answer was a 503 with `Retry-After` for its key, now and
+    on every retry with that key; the `openai` client retries a 503 (honouring `Retry-After`), and
+    each retry reattached to the same dead run. Now: with the client's default `max_retries` the
+    call raises the 410 after one request, promptly, streamed or not, the waiting one and every
+    retry (a stream that was going on raises the same error object); a new key starts a new run,
+    which answers."""
+    model.reply = scripted(_ASK_PURPLE)  # the run waits for its approval until it is terminated
+    rid = f"gone-{uuid.uuid4().hex[:8]}"
+    boss = await ledger.api_key_named("boss")
+    assert boss is not None
+    run_id = agent_run_id(request_id_for_text(boss, rid))
+    sent: list[str] = []
+
+    async def count(req: httpx.Request) -> None:
+        sent.append(req.headers.get("idempotency-key", ""))
+
+    async with httpx.AsyncClient(timeout=60, event_hooks={"request": [count]}) as http:
+        c = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=keys["boss"], http_client=http)
+        assert c.max_retries == 2  # the default: a 5xx (or 408, 409, 429) is tried three times
+        messages: list[Any] = [{"role": "user", "content": "make the flag purple"}]
+        waiting = asyncio.create_task(
+            c.chat.completions.create(model="agentic-web", messages=messages, extra_headers={"Idempotency-Key": rid})
+        )
+        handle = temporal.client.get_workflow_handle(run_id)
+        await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL, within=30)
+        streaming = await c.chat.completions.create(
+            model="agentic-web", messages=messages, stream=True, extra_headers={"Idempotency-Key": rid}
+        )
+        async for chunk in streaming:  # the run's progress, up to its question
+            if "waiting for approval" in (chunk.choices[0].delta.content or ""):
+                break
+        await handle.terminate(reason="not this one")
+        said = f"the agent run {run_id} was terminated: not this one"
+        with pytest.raises(openai.APIError) as mid_stream:  # the stream's 200 went out before the end
+            async for chunk in streaming:
+                assert chunk.choices[0].finish_reason is None  # no answer: no `stop`
+        assert mid_stream.value.body == _gone_body(said, "terminated")["error"]
+        errors = []
+        with pytest.raises(openai.APIStatusError) as err:
+            await asyncio.wait_for(waiting, 30)
+        errors.append(err.value)
+        assert sent == [rid, rid]
+        loop = asyncio.get_running_loop()
+        for stream in (False, True):  # retries with the same key: at once, one request each
+            sent.clear()
+            t0 = loop.time()
+            with pytest.raises(openai.APIStatusError) as err:
+                await c.chat.completions.create(
+                    model="agentic-web", messages=messages, stream=stream, extra_headers={"Idempotency-Key": rid}
+                )
+            assert sent == [rid] and loop.time() - t0 < 5.0, (stream, sent, loop.time() - t0)
+            errors.append(err.value)
+        for e in errors:
+            assert e.status_code == 410 and e.body == _gone_body(said, "terminated")["error"], e.body
+            assert e.code == "run_terminated" and "retry-after" not in e.response.headers
+            assert e.response.headers["x-agentic-run"] == run_id
+
+        # a new key is a new run, which answers
+        model.reply = scripted(["The flag stays as it is."])
+        sent.clear()
+        raw = await c.chat.completions.with_raw_response.create(
+            model="agentic-web", messages=messages, extra_headers={"Idempotency-Key": f"{rid}-again"}
+        )
+        assert sent == [f"{rid}-again"] and raw.status_code == 200
+        assert raw.headers["x-agentic-reattached"] == "false" and raw.headers["x-agentic-run"] != run_id
+        assert raw.parse().choices[0].message.content == "The flag stays as it is."
+
+
+@pytest.mark.parametrize("status", [AgentStatus.DONE, AgentStatus.LIMITED])
+async def test_a_retry_of_a_run_that_ended_with_an_answer_gets_that_answer_again(
+    status: AgentStatus,
+    gateway: str,
+    keys: dict[str, str],
+    ledger: Ledger,
+    model: FakeChatServer,
+    temporal: WorkflowEnvironment,
+    queue: str,
+) -> None:
+    """Idempotency: a retry (the same Idempotency-Key) of a run that ended with an answer, done or
+    stopped by a limit (`limited`: two model turns here), reattaches and gets that answer again,
+    not streaming and streaming, without asking the model again."""
+    model.reply = scripted(
+        [{"content": "", "tool_calls": [tool_call("note", {"text": "pods"}, "n1")]}, "The pods are fine."]
+    )
+    rid = f"answered-{status.value}-{uuid.uuid4().hex[:8]}"
+    boss = await ledger.api_key_named("boss")
+    assert boss is not None
+    run_id = agent_run_id(request_id_for_text(boss, rid))  # the run the gateway reattaches to
+    req = AgentRequest(
+        request_id=rid,
+        text="are the pods fine?",
+        agent="observability",
+        requested_by="key:boss",
+        source="gateway",
+        limits=AgentLimits(max_steps=2) if status == AgentStatus.LIMITED else None,
+    )
+    res = await temporal.client.execute_workflow(
+        AGENT_WORKFLOW, req, id=run_id, task_queue=queue, result_type=AgentResult
+    )
+    assert res.status == status and res.answer.startswith("The pods are fine."), res
+    turns = len(model.requests)
+    body = {"model": "agentic-observability", "messages": [{"role": "user", "content": "are the pods fine?"}]}
+    api = {"Authorization": f"Bearer {keys['boss']}", "Idempotency-Key": rid}
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        r = await http.post("/v1/chat/completions", json=body, headers=api)
+        s = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=api)
+    assert r.status_code == 200 and r.headers["x-agentic-reattached"] == "true", r.text
+    doc = r.json()
+    assert doc["choices"][0]["message"]["content"] == res.answer and doc["agentic"]["run_id"] == run_id
+    assert doc["agentic"]["status"] == status.value
+    assert s.status_code == 200 and s.headers["x-agentic-reattached"] == "true", s.text
+    data = _sse_data(s.text.splitlines())
+    assert data[-1] == "[DONE]" and data[-2]["choices"][0]["finish_reason"] == "stop", data[-3:]
+    content = "".join(d["choices"][0]["delta"].get("content") or "" for d in data[:-1])
+    assert content.endswith(res.answer), content
+    assert len(model.requests) == turns  # answered from the run, not asked again
 
 
 @workflow.defn(name="RolloutWorkflow")

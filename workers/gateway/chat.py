@@ -1,7 +1,8 @@
 """The OpenAI-compatible endpoint: `GET /v1/models` (the agents a key may use, as models) and
 `POST /v1/chat/completions` (one `AgentWorkflow` per request; `stream: true` answers server-sent
 events in OpenAI's chunk format with the run's progress as it happens, then the answer, then
-`data: [DONE]`; `Idempotency-Key` or `X-Request-Id` reattaches to the same run)."""
+`data: [DONE]`; `Idempotency-Key` or `X-Request-Id` reattaches to the same run). A run that ended
+without an answer is `410 Gone` for its key (`workers.gateway.ended`), never a 503 to retry."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ from workers.gateway.core import (
     _unavailable,
 )
 from workers.gateway.deltas import StreamedText
+from workers.gateway.ended import ending, named_by, not_gone, run_gone, run_result
+from workers.temporal import RunEnding
 
 
 def models_for(key: ApiKey) -> list[str]:
@@ -220,13 +223,6 @@ class _ClosingStream(StreamingResponse):
             await self._closing.aclose()
 
 
-async def _result(handle: WorkflowHandle[Any, AgentResult]) -> AgentResult:
-    try:
-        return await handle.result()
-    except (WorkflowFailureError, RPCError) as exc:
-        raise _unavailable(run_ended(handle.id, exc)) from None
-
-
 async def chat_completions(gw: Gateway, request: Request) -> Response:
     key = _key(request)
     chat = parse_chat(await _json_body(request), key)
@@ -235,22 +231,27 @@ async def chat_completions(gw: Gateway, request: Request) -> Response:
     deltas = None
     if chat.stream:  # listen before the run starts: its first words cannot come before
         deltas = await listening.enter_async_context(gw.deltas.subscribe(agent_run_id(request_id)))
+    header = named_by(request)
     try:
         handle, again = await start_run(gw, key, chat, request_id)
+        _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model}")
+        headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
+        if chat.stream and again:
+            await not_gone(handle, header, headers)
     except BaseException:
         await listening.aclose()
         raise
-    _audit(request, "reattach agent run" if again else "start agent run", handle.id, f"model {chat.model}")
-    headers = {"X-Agentic-Run": handle.id, "X-Agentic-Reattached": "true" if again else "false"}
     created = int(time.time())
     if chat.stream:
         return _ClosingStream(
-            _stream(handle, chat.model, created, deltas, named=chat.agent is not None, listening=listening),
+            _stream(
+                handle, chat.model, created, deltas, named=chat.agent is not None, listening=listening, header=header
+            ),
             closing=listening,
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    res = await _result(handle)
+    res = await run_result(handle, header, headers)
     body = {
         "id": _completion_id(res.run_id),
         "object": "chat.completion",
@@ -324,12 +325,13 @@ class RunEvent:
     """One thing to tell a client that follows a run: a progress `line` (`progress` is the run's
     state then: its status, its pending approval), `text` the model is writing (only when the run's
     text is heard: `follow_run`'s `deltas`), a `keepalive`, the `answer` (the run ended; `progress`
-    is its result; after streamed text, what is left of the answer), or `failed` (the run failed or
-    cannot be followed)."""
+    is its result; after streamed text, what is left of the answer), or `failed` (the run ended
+    without an answer, `ended` says how, or it cannot be followed: `ended` None)."""
 
     kind: Literal["line", "text", "keepalive", "answer", "failed"]
     text: str = ""
     progress: AgentProgress | None = None
+    ended: RunEnding | None = None
 
 
 _ENDED = object()  # a progress query that lost the race with the run's end
@@ -425,7 +427,7 @@ async def follow_run(
         try:
             res = await result_task
         except (WorkflowFailureError, RPCError) as exc:
-            yield RunEvent("failed", run_ended(handle.id, exc))
+            yield RunEvent("failed", run_ended(handle.id, exc), ended=ending(exc))
             return
         for line in progress_lines(handle.id, res, seen, routed):
             written = line
@@ -459,10 +461,13 @@ async def _stream(
     *,
     named: bool = False,
     listening: contextlib.AsyncExitStack | None = None,
+    header: str | None = None,
 ) -> AsyncIterator[str]:
     """The run as server-sent chunks: its progress as it happens, the model's text as it is
-    written (with `deltas`), then the answer (or what is left of it), then [DONE].
-    A client that goes away leaves the run going (the same Idempotency-Key reattaches)."""
+    written (with `deltas`), then the answer (or what is left of it), then [DONE]; a run that ends
+    without an answer: the error object a request waiting on it gets (`run_gone`: the headers went
+    out with 200 already), then [DONE]. A client that goes away leaves the run going (the same
+    Idempotency-Key reattaches)."""
     cid = _completion_id(handle.id)
     events = follow_run(handle, deltas, named=named)
     try:
@@ -473,7 +478,7 @@ async def _stream(
             elif ev.kind == "keepalive":
                 yield ": keep-alive\n\n"
             elif ev.kind == "failed":
-                yield f"data: {json.dumps(_unavailable(ev.text).body())}\n\n"
+                yield f"data: {json.dumps(run_gone(ev.text, ev.ended, header).body())}\n\n"
                 yield "data: [DONE]\n\n"
                 return
             else:
