@@ -17,7 +17,7 @@ from typing import Any
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from workers.errors import AgenticError
-from workers.process import run_service
+from workers.process import run_service, settle_heap
 from workers.sandbox import workflow_runner
 from workers.settings import Settings
 
@@ -315,6 +315,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                         warm.cancel()
                     raise failed
                 log.info("embedding model loaded")
+                settle_heap(log)  # the model, the clients and the modules stay: out of the collector's walks
                 await stopping
             if warm is not None:
                 warm.cancel()

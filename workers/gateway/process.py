@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import sys
 from collections.abc import Generator
 
@@ -16,7 +17,7 @@ from temporalio.client import Client
 from workers.errors import AgenticError
 from workers.gateway.app import create_app
 from workers.http_limits import bounded_config
-from workers.process import bind_listener, run_service
+from workers.process import bind_listener, run_service, settle_heap
 from workers.settings import Settings
 
 
@@ -98,6 +99,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             flush=True,
         )
         stopping = asyncio.create_task(exit_on_stop())
+        settle_heap(logging.getLogger("agentic.gateway"))
         try:
             await server.serve(sockets=[sock])
         finally:

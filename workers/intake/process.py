@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Generator
 
@@ -14,7 +15,7 @@ from temporalio.client import Client
 from workers.http_limits import bounded_config
 from workers.intake.app import create_app
 from workers.intake.delivery import Intake
-from workers.process import bind_listener, run_service
+from workers.process import bind_listener, run_service, settle_heap
 from workers.settings import Settings
 
 # --------------------------------------------------------------------------- the process
@@ -66,6 +67,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         flush=True,
     )
     stopping = asyncio.create_task(exit_on_stop())
+    settle_heap(logging.getLogger("agentic.intake"))
     try:
         await server.serve(sockets=[sock])
     finally:
