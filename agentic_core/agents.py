@@ -66,6 +66,11 @@ class AgentStatus(StrEnum):
     LIMITED = "limited"  # a limit ended the run cleanly (which one: `limit_hit`)
     FAILED = "failed"
     NOT_CONFIGURED = "not_configured"  # routed to an agent this platform does not run yet
+    CANCELLED = "cancelled"  # cancelled from outside (a client, `temporal workflow cancel`, the Web UI)
+
+
+# A run in one of these may still change; any other status is its end (`AgentStatus` above).
+OPEN_STATUSES = frozenset({AgentStatus.ROUTING, AgentStatus.RUNNING, AgentStatus.AWAITING_APPROVAL})
 
 
 def agent_tools_setting(agent: str) -> str:

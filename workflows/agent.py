@@ -29,8 +29,9 @@ never fails the run). A limit that ends the run makes it `LIMITED`; one that onl
 answer says so. Large things never travel through history: results and turns live in the ledger.
 A run that meets an error the code did not expect ends `FAILED` with the error as its answer.
 A cancelled run (from outside: a client, `temporal workflow cancel`, the Web UI) ends cancelled,
-also while it waits for an approval, after closing its ledger row `FAILED` with an answer saying
-so (`RUN_CANCEL_PATCH`).
+also while it waits for an approval, after closing its ledger row `CANCELLED` with an answer saying
+so (`RUN_CANCEL_PATCH`). A run that ends without its code closing the row (terminated, timed out)
+is closed by the reconciler (`workers/agent_runs.py`, docs/agents.md).
 The run is bounded (steps, tool calls, wall clock, approval timeout), so it never continues-as-new.
 
 Long because one agent run is one workflow class: its loop, the path of one tool call (limits,
@@ -143,9 +144,10 @@ MAX_ERROR_CHARS = 500
 WRITE_GIVE_UP_PATCH = "agent-write-give-up"
 # A cancellation of the run (a client's `cancel`, `temporal workflow cancel`, the Web UI) ends it
 # cancelled also while it waits for an approval (the child cancelled with it is no "expired"
-# answer), and the ledger's row is closed first: `failed`, the answer saying it was cancelled (the
-# row has no cancelled status), never `running` or `awaiting_approval` forever. Decided where the
-# cancellation is met (only cancelled runs reach it).
+# answer), and the ledger's row is closed first: `cancelled` (before migration 0014 the ledger had
+# no such status and the row said `failed`; the status is only the finish activity's input, which
+# replay does not compare), the answer saying it was cancelled, never `running` or
+# `awaiting_approval` forever. Decided where the cancellation is met (only cancelled runs reach it).
 RUN_CANCEL_PATCH = "agent-run-cancel"
 # Limits that end the run (LIMITED); the others only trim it (it may still be DONE).
 ENDING_LIMITS = frozenset({"max_steps", "max_wall_s", "max_tool_calls", "max_delegation_depth"})
@@ -631,9 +633,9 @@ class AgentWorkflow:
         )
 
     async def _close_cancelled(self) -> None:
-        """The run was cancelled: close its ledger row (`failed`, the answer saying so; the ledger
-        has no cancelled status) before the cancellation ends the run. Best effort, as `_finish`:
-        a ledger that cannot be reached leaves the row open, logged."""
+        """The run was cancelled: close its ledger row (`cancelled`, the answer saying so) before
+        the cancellation ends the run. Best effort, as `_finish`: a ledger that cannot be reached
+        leaves the row open, logged (the reconciler closes it later, `workers/agent_runs.py`)."""
         if self._failing or workflow.cancellation_reason() is None or not workflow.patched(RUN_CANCEL_PATCH):
             return
         self._failing = True  # once, and never the unexpected-error ending after it
@@ -647,7 +649,7 @@ class AgentWorkflow:
         )
         pending = [r for r in p.tool_calls if r.step == p.steps and p.steps > 0]
         try:
-            await self._finish(AgentStatus.FAILED, detail[:MAX_ERROR_CHARS], pending)
+            await self._finish(AgentStatus.CANCELLED, detail[:MAX_ERROR_CHARS], pending)
         except Exception as exc:  # the cancellation stands, whatever became of the ledger
             workflow.logger.warning("agent run %s: the cancellation was not recorded: %s", p.run_id, error_message(exc))
 

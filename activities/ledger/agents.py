@@ -8,13 +8,16 @@ once per key, a blob once per id. Large results stay here: readers take a bounde
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from activities.ledger.base import LedgerBase, _ensure_agent_run
 from activities.ledger.db import NotFound
-from activities.ledger.models import AgentRunRow, AgentRunStatus, MessageIn, MessageRow
+from activities.ledger.models import OPEN_AGENT_RUN_STATUSES, AgentRunRow, AgentRunStatus, MessageIn, MessageRow
 
 MAX_READ_CHARS = 1_000_000  # one read of a blob, at most
+# the open statuses as SQL, literally: the partial index agent_runs_open_idx (0014) serves the query
+_OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN_AGENT_RUN_STATUSES) + ")"
 
 
 class AgentStore(LedgerBase):
@@ -93,6 +96,61 @@ class AgentStore(LedgerBase):
                 tool_calls,
             )
         return AgentRunRow.model_validate(dict(row))
+
+    async def close_open_agent_run(
+        self,
+        run_id: str,
+        status: AgentRunStatus,
+        *,
+        answer: str,
+        finished_at: datetime | None = None,
+        limit_hit: str | None = None,
+        steps: int | None = None,
+        tool_calls: int | None = None,
+    ) -> AgentRunRow | None:
+        """Close a row its run left open (the reconciler, `workers/agent_runs.py`): only while its
+        status is still open, so a run that closed it meanwhile keeps its own ending. `None` for a
+        counter or `limit_hit` keeps the row's. Returns the row as it is now (None: no such row)."""
+        async with self._conn(transaction=True) as conn:
+            row = await conn.fetchrow(
+                f"""
+                UPDATE agent_runs SET status = $2, answer = $3, finished_at = COALESCE($4, finished_at, now()),
+                       limit_hit = COALESCE($5, limit_hit), steps = COALESCE($6, steps),
+                       tool_calls = COALESCE($7, tool_calls), checked_at = now()
+                WHERE id = $1 AND status IN {_OPEN_SQL}
+                RETURNING *
+                """,
+                run_id,
+                status,
+                answer,
+                finished_at,
+                limit_hit,
+                steps,
+                tool_calls,
+            )
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM agent_runs WHERE id = $1", run_id)
+        return AgentRunRow.model_validate(dict(row)) if row else None
+
+    async def open_agent_runs(self, *, limit: int) -> list[AgentRunRow]:
+        """Open rows (`routing`, `running`, `awaiting_approval`), the ones looked at longest ago (or
+        never) first: a bounded reconcile pass reaches each in turn."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT * FROM agent_runs WHERE status IN {_OPEN_SQL}
+                ORDER BY checked_at NULLS FIRST, started_at, id LIMIT $1
+                """,
+                max(0, limit),
+            )
+        return [AgentRunRow.model_validate(dict(r)) for r in rows]
+
+    async def mark_agent_runs_checked(self, run_ids: list[str]) -> None:
+        """The reconciler found these rows' runs still running."""
+        if not run_ids:
+            return
+        async with self._conn() as conn:
+            await conn.execute("UPDATE agent_runs SET checked_at = now() WHERE id = ANY($1::text[])", run_ids)
 
     async def set_agent_run_status(self, run_id: str, status: AgentRunStatus) -> None:
         async with self._conn() as conn:

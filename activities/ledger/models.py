@@ -216,8 +216,9 @@ class AutomatedAction(_Row):
 # --- agent runs (0007_agents.sql) -----------------------------------------------------------
 
 AgentRunStatus = Literal[
-    "routing", "running", "awaiting_approval", "done", "limited", "failed", "not_configured"
-]  # agentic_core.agents.AgentStatus
+    "routing", "running", "awaiting_approval", "done", "limited", "failed", "not_configured", "cancelled"
+]  # agentic_core.agents.AgentStatus (0014_agent_run_cancelled.sql added `cancelled`)
+OPEN_AGENT_RUN_STATUSES: tuple[AgentRunStatus, ...] = ("routing", "running", "awaiting_approval")
 MessageRole = Literal["system", "user", "assistant", "tool"]
 
 
@@ -238,6 +239,12 @@ class AgentRunRow(_Row):
     tool_calls: int = 0
     started_at: datetime
     finished_at: datetime | None = None
+    checked_at: datetime | None = None  # an open row: when the reconciler last found its run running
+
+    @property
+    def open(self) -> bool:
+        """Whether the row's status may still change (its run has not closed it)."""
+        return self.status in OPEN_AGENT_RUN_STATUSES
 
 
 class MessageIn(BaseModel):

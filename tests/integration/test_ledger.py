@@ -382,6 +382,35 @@ async def test_finish_action(ledger: Ledger) -> None:
     assert (await ledger.get_action(key2)) == failed
 
 
+async def test_an_open_agent_run_is_closed_once_and_a_closed_one_keeps_its_ending(ledger: Ledger) -> None:
+    """`close_open_agent_run` (the reconciler's write) closes a row only while it is open: a run
+    that closed its own row meanwhile keeps its ending; `open_agent_runs` hands out the open rows
+    looked at longest ago (or never) first."""
+    a, b, c = uid("agent-a"), uid("agent-b"), uid("agent-c")
+    for rid in (a, b, c):
+        await ledger.start_agent_run(rid, request_id=rid, request="why?", requested_by="bob", source="cli", agent="web")
+    await ledger.finish_agent_run(c, "done", answer="fine", limit_hit=None, steps=2, tool_calls=1)
+    ended = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    closed = await ledger.close_open_agent_run(a, "cancelled", answer="the agent run was cancelled", finished_at=ended)
+    assert closed is not None and (closed.status, closed.answer, closed.finished_at) == (
+        "cancelled",
+        "the agent run was cancelled",
+        ended,
+    )
+    assert closed.steps == 0 and closed.limit_hit is None  # None keeps the row's
+    again = await ledger.close_open_agent_run(a, "failed", answer="late")
+    assert again is not None and (again.status, again.answer) == ("cancelled", "the agent run was cancelled")
+    kept = await ledger.close_open_agent_run(c, "failed", answer="late")
+    assert kept is not None and (kept.status, kept.answer, kept.steps) == ("done", "fine", 2)
+    assert await ledger.close_open_agent_run(uid("agent-none"), "failed", answer="x") is None
+
+    first = [r.id for r in await ledger.open_agent_runs(limit=1000)]
+    assert b in first and a not in first and c not in first
+    await ledger.mark_agent_runs_checked([b])
+    later = [r.id for r in await ledger.open_agent_runs(limit=1000)]
+    assert later[-1] == b  # looked at now: the last in line
+
+
 async def test_outcomes_and_notifications(ledger: Ledger) -> None:
     iid = uid("inc")
     outcome = await ledger.record_outcome(iid, "success", "alert resolved within 2m")

@@ -79,6 +79,10 @@ SEEDS: dict[str, list[str]] = {
         "INSERT INTO weekly_digests (week, digest, chart_png, markdown) VALUES"
         " ('2026-W10', '{\"week\": \"2026-W10\"}', '\\x89504e47'::bytea, '# Weekly digest 2026-W10')",
     ],
+    "0014": [
+        "INSERT INTO agent_runs (id, request, status, answer, checked_at) VALUES ('agent-2', 'stop it', 'cancelled',"
+        " 'Cancelled after 1 model turn(s) (from outside the run); it did not finish.', now())",
+    ],
 }
 
 
@@ -156,6 +160,46 @@ async def test_migrates_forward_from_every_earlier_schema(fresh_dsn: str, upto: 
         assert [r.id for r in await led.list_runbooks()] == ["rb-1"]
     finally:
         await led.close()
+
+
+async def test_runs_closed_failed_for_a_cancellation_say_cancelled_after_0014(fresh_dsn: str) -> None:
+    """Before 0014 the ledger had no `cancelled` status: a run cancelled from outside closed its row
+    `failed`, its answer saying it was cancelled (RUN_CANCEL_PATCH). The upgrade makes those rows
+    `cancelled`, and only those: a run that failed, or a model's answer that happens to begin so,
+    stays as it was."""
+    conn = await connect(fresh_dsn)
+    try:
+        await migrate(conn, migrations=[m for m in list_migrations() if m.version <= "0013"])
+        rows = {
+            "agent-c1": ("failed", "Cancelled while it waited for an answer to agent-c1-approval-1-0 (from outside the "
+                         "run); it did not finish."),
+            "agent-c2": ("failed", "Cancelled after 2 model turn(s): wrong cluster; it did not finish.\n\n"
+                         "Trimmed by a limit.\n- context"),
+            "agent-f1": ("failed", "the run could not go on: Cancelled while it waited for an answer to x"),
+            "agent-d1": ("done", "Cancelled after 3 model turn(s) is what the job log says."),
+            "agent-r1": ("running", ""),
+        }  # fmt: skip
+        for rid, (status, answer) in rows.items():
+            await conn.execute("INSERT INTO agent_runs (id, status, answer) VALUES ($1, $2, $3)", rid, status, answer)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE agent_runs SET status = 'cancelled' WHERE id = 'agent-r1'")
+        await migrate(conn)
+        now = {
+            r["id"]: (r["status"], r["answer"]) for r in await conn.fetch("SELECT id, status, answer FROM agent_runs")
+        }
+        assert {k: v[0] for k, v in now.items()} == {
+            "agent-c1": "cancelled",
+            "agent-c2": "cancelled",
+            "agent-f1": "failed",
+            "agent-d1": "done",
+            "agent-r1": "running",
+        }
+        assert {k: v[1] for k, v in now.items()} == {k: v[1] for k, v in rows.items()}  # the answers as they were
+        await conn.execute("UPDATE agent_runs SET status = 'cancelled' WHERE id = 'agent-r1'")  # allowed now
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE agent_runs SET status = 'aborted' WHERE id = 'agent-r1'")
+    finally:
+        await conn.close()
 
 
 FUTURE = Migration.from_text("9999", "from_the_future", "CREATE TABLE future_things (id int);")

@@ -168,6 +168,35 @@ def test_agent_runs_cancelled_while_asking_before_and_after_the_patch_are_kept()
     )
 
 
+def _agent_statuses(history: WorkflowHistory) -> list[str]:
+    """The `AgentStatus` search attribute values the run upserted, in order."""
+    return [
+        json.loads(
+            e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields["AgentStatus"].data
+        )
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+        and "AgentStatus" in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+
+
+def test_cancelled_runs_that_said_failed_and_cancelled_are_both_kept() -> None:
+    # A cancelled run closed its row `failed` until the ledger had `cancelled` (0014); now it says
+    # `cancelled`, to the ledger (`agents.finish_run`'s input, which a local activity's marker does
+    # not even hold) and in its `AgentStatus`. Neither is compared on replay (the commands are the
+    # same), so no patch: both histories replay below.
+    before = load(HISTORIES / "agent-v4-cancelled.agent.json")
+    after = load(HISTORIES / "agent-v5-cancelled-status.agent.json")
+    assert _agent_statuses(before)[-2:] == ["awaiting_approval", "failed"]
+    assert _agent_statuses(after)[-2:] == ["awaiting_approval", "cancelled"]
+    assert _patches_and_scheduled(before) == _patches_and_scheduled(after)
+    assert after.events[-1].HasField("workflow_execution_canceled_event_attributes")
+    finish = after.events[-2].marker_recorded_event_attributes  # the row closed (a local activity)
+    assert (
+        finish.marker_name == "core_local_activity" and b"agents.finish_run" in finish.details["data"].payloads[0].data
+    )
+
+
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])
 async def test_captured_history_replays_with_todays_code(path: Path) -> None:
     history = load(path)
