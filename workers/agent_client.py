@@ -1,25 +1,29 @@
 """The client side of `agentic agents …`: start (or reattach to) an agent run, follow its progress,
-answer the approval question it waits on, and read a stored tool result.
+answer the approval question it waits on, list the runs, and read a stored tool result.
 
 It speaks to the running platform through Temporal (start, the progress query, the approval's
-`decide` update) using only the contracts in `agentic_core.agents` and `agentic_core.incident`; a
-stored result is read from the ledger directly, read-only.
+`decide` update) using only the contracts in `agentic_core.agents` and `agentic_core.incident`; the
+runs and a stored result are read from the ledger directly. A run shown or listed is shown as it
+really ended, and an open ledger row of a run that has ended is closed on the way
+(`workers.agent_runs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentic_core.agents import (
+    OPEN_STATUSES,
     QUERY_AGENT_PROGRESS,
     AgentName,
     AgentProgress,
@@ -32,6 +36,10 @@ from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, 
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.temporal import how_it_ended, platform_client, query_when_served
+
+if TYPE_CHECKING:
+    from activities.ledger.models import AgentRunRow
+    from workers.agent_runs import RunEnd
 
 WORKFLOW = "AgentWorkflow"
 AGENTS = tuple(a.value for a in AgentName)
@@ -149,9 +157,98 @@ async def follow(
     return result
 
 
+async def _ledger(settings: Settings) -> Any:
+    """The platform's ledger, read-only in spirit (no migrations), one connection."""
+    from activities.ledger.db import LedgerError
+    from activities.ledger.repository import Ledger
+    from workers.stack.env import platform_settings
+
+    try:
+        return await Ledger.connect(
+            platform_settings(settings).postgres_target(), min_size=1, max_size=1, apply_migrations=False
+        )
+    except LedgerError as exc:
+        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
+
+
 async def show(settings: Settings, run: str) -> AgentProgress:
+    """The run's progress, as it really ended: a run that ended without its code running
+    (terminated, timed out) still answers its query with its last state (`awaiting_approval`,
+    say); that is corrected to how it ended, and its ledger row closed if it is still open
+    (`workers.agent_runs`; best effort: what is shown does not depend on the ledger)."""
     client, _ = await platform_client(settings)
-    return await progress(client.get_workflow_handle(run_id_of(run)))
+    now, ending = await _progress_and_ending(client, run_id_of(run))
+    await _close_row_if_open(settings, client, now.run_id, ending)
+    return now
+
+
+async def current_progress(client: Client, run_id: str) -> AgentProgress:
+    """The run's progress query, corrected to how the run ended when it ended without its code
+    running (`workers.agent_runs.ended_progress`: a terminated run's query still says
+    `awaiting_approval`)."""
+    now, _ending = await _progress_and_ending(client, run_id)
+    return now
+
+
+async def _progress_and_ending(client: Client, run_id: str) -> tuple[AgentProgress, RunEnd | None]:
+    """`current_progress`, and how the run ended when its progress had to be corrected."""
+    from workers.agent_runs import ended_progress, ending_of
+
+    now = await progress(client.get_workflow_handle(run_id))
+    if now.status not in OPEN_STATUSES:
+        return now, None
+    try:
+        ending = await ending_of(client, now.run_id, now.status.value)
+    except RPCError:
+        return now, None  # cannot tell now: shown as the run said it
+    return (now, None) if ending is None else (ended_progress(now, ending), ending)
+
+
+async def _close_row_if_open(settings: Settings, client: Client, run_id: str, ending: RunEnd | None) -> None:
+    """Close the run's ledger row if it is open and the run has ended (`ending`, when known
+    already; best effort)."""
+    from workers.agent_runs import close_row, reconcile_rows
+
+    try:
+        ledger = await _ledger(settings)
+    except AgenticError:
+        return
+    try:
+        row = await ledger.get_agent_run(run_id)
+        if row is not None and row.open:
+            if ending is None:  # its progress said it ended (its own end not recorded?), or it goes on
+                await reconcile_rows(ledger, client, [row])
+            elif not ending.gone:
+                await close_row(ledger, row, ending)
+    except Exception as exc:  # the progress shown stands, whatever became of the ledger
+        logging.getLogger("agentic.agent_runs").info("agent run %s: its row was not reconciled: %s", run_id, exc)
+    finally:
+        await ledger.close()
+
+
+async def list_runs(settings: Settings, *, limit: int) -> tuple[list[AgentRunRow], str]:
+    """The newest `limit` runs in the ledger, each open one whose run has ended closed first
+    (`workers.agent_runs.reconcile_rows`); and a note when that could not be done (Temporal not
+    reachable: the open rows are shown as the ledger has them)."""
+    from activities.ledger.db import LedgerError
+    from workers.agent_runs import reconcile_rows
+
+    ledger = await _ledger(settings)
+    try:
+        try:
+            rows = await ledger.list_agent_runs(limit=limit)
+        except LedgerError as exc:
+            raise AgenticError(f"cannot read the ledger: {exc}") from None
+        if not any(r.open for r in rows):
+            return rows, ""
+        try:
+            client, _ = await platform_client(settings)
+        except AgenticError as exc:
+            return rows, f"open runs are shown as the ledger has them: {exc}"
+        done, _still = await reconcile_rows(ledger, client, rows)
+        return done, ""
+    finally:
+        await ledger.close()
 
 
 async def decide(
@@ -160,7 +257,7 @@ async def decide(
     """Answer the approval question the run waits on (`approved` runs the call once; `ignored`:
     it never runs)."""
     client, _ = await platform_client(settings)
-    now = await progress(client.get_workflow_handle(run_id_of(run)))
+    now = await current_progress(client, run_id_of(run))
     if now.status != AgentStatus.AWAITING_APPROVAL or not now.approval_id:
         raise AgenticError(f"agent run {now.run_id} is not waiting for an answer (status: {now.status.value})")
     handle = client.get_workflow_handle(now.approval_id)
@@ -201,16 +298,9 @@ async def approval_state(handle: WorkflowHandle[Any, Any]) -> ApprovalState:
 async def stored_result(settings: Settings, ref: str, offset: int, limit: int) -> tuple[str, int]:
     """Part of a tool result stored in the ledger (`ResultRef.ref`): `limit` characters from
     `offset`, and its whole size."""
-    from activities.ledger.db import LedgerError, NotFound
-    from activities.ledger.repository import Ledger
-    from workers.stack.env import platform_settings
+    from activities.ledger.db import NotFound
 
-    try:
-        ledger = await Ledger.connect(
-            platform_settings(settings).postgres_target(), min_size=1, max_size=1, apply_migrations=False
-        )
-    except LedgerError as exc:
-        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
+    ledger = await _ledger(settings)
     try:
         return await ledger.read_blob(ref, offset=offset, limit=limit)
     except NotFound as exc:

@@ -226,6 +226,12 @@ class Settings(BaseSettings):
         default="",
         description="per-agent overrides of the limits above, e.g. `observability.max_steps=8,web.max_wall_s=60`",
     )
+    agent_reconcile_s: float = Field(
+        default=60,
+        ge=1,
+        description="how often the worker closes ledger rows of agent runs that ended without closing them "
+        "(terminated, timed out), saying how",
+    )
 
     # --- Home Assistant and the arr suite (their MCP servers run when these are set) -------
     ha_url: str | None = Field(default=None, description="Home Assistant base URL, e.g. http://homeassistant:8123")

@@ -4,6 +4,9 @@ It builds every client once (asyncpg pool, knowledge store, embedder), registers
 activity methods and the workflows, then polls its task queues while the embedding model loads
 in its own thread (a recall that comes first waits for it; a model that cannot load stops the
 worker, as before). It is healthy when Temporal sees it polling. SIGTERM drains and stops it.
+The one that polls the orchestration queue also closes, every AGENTIC_AGENT_RECONCILE_S, the
+ledger rows of agent runs that ended without closing them (terminated, timed out:
+`workers/agent_runs.py`).
 """
 
 from __future__ import annotations
@@ -305,6 +308,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             for w in workers:
                 await running.enter_async_context(w)
             warm = asyncio.create_task(index_route_exemplars(routes)) if settings.router_index_at_start else None
+            # Agent runs that ended without closing their ledger row (terminated, timed out) are
+            # closed, saying how (workers/agent_runs.py): by the workers that run the workflows.
+            if "orchestration" in settings.polled_queues:
+                from workers.agent_runs import reconcile_loop
+
+                reconciling = asyncio.create_task(reconcile_loop(ledger, client, settings.agent_reconcile_s))
+                running.callback(reconciling.cancel)
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({stopping, warm_up}, return_when=asyncio.FIRST_COMPLETED)
             if warm_up in done:

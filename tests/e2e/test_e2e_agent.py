@@ -100,6 +100,7 @@ async def world() -> AsyncIterator[World]:
                     # the web agent runs once its server is configured (it is never called here)
                     AGENTIC_WEB_ALLOWED_DOMAINS="docs.example.org",
                     AGENTIC_AGENT_LIMITS="observability.max_steps=4",  # bounds the real model's run
+                    AGENTIC_AGENT_RECONCILE_S="1",  # the worker's reconciler, soon enough for a test
                 )
                 rc, out, err = await agentic(env, "up", "--detach")
                 assert rc == 0, out + err
@@ -237,6 +238,50 @@ async def test_an_approved_write_runs_exactly_once_across_two_worker_kills(world
     rc, out, err = await agentic(env, "agents", "ask", "again", "--request-id", request)
     assert rc == 0 and "reattached to run" in out and "prowlarr was restarted" in out, out + err
     assert len(world.model.requests) == 3  # the reattached ask started nothing new
+
+
+async def test_the_worker_closes_the_row_of_a_run_terminated_while_it_waits(world: World) -> None:
+    """A run terminated from outside (`temporal workflow terminate`, the binary) while its write
+    waits for a human never runs its code again, so it cannot close its ledger row; nobody reads it
+    either. The worker's reconciler (every AGENTIC_AGENT_RECONCILE_S) closes it: `failed`, the
+    answer saying it was terminated, why, and where it was."""
+    env = world.env
+    world.model.reply = scripted(
+        [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "lidarr"})]}, "never"]
+    )
+    rc, out, err = await agentic(env, "agents", "ask", "restart lidarr", "--agent", "web", "--no-wait")
+    assert rc == 0, out + err
+    run_id = out.strip()
+
+    async def waiting() -> bool:
+        rc, out, _err = await agentic(env, "agents", "show", run_id, "--json")
+        return rc == 0 and json.loads(out)["status"] == "awaiting_approval"
+
+    await eventually(waiting, 120, "the run to wait for its approval", every=1.0)
+    temporal = str(Path(sys.executable).parent / "temporal")
+    address = f"127.0.0.1:{env['AGENTIC_TEMPORAL_PORT']}"
+    proc = await asyncio.create_subprocess_exec(
+        temporal, "workflow", "terminate", "--workflow-id", run_id, "--reason", "the on-call stopped it",
+        "--address", address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, said.decode()
+
+    async def closed() -> Any:
+        conn = await ledger(world)
+        try:
+            row = await conn.fetchrow("SELECT status, answer, finished_at FROM agent_runs WHERE id = $1", run_id)
+        finally:
+            await conn.close()
+        return row if row is not None and row["status"] != "running" else None
+
+    row = await eventually(closed, 30, "the worker to close the run's row")
+    assert row["status"] == "failed" and row["finished_at"] is not None, dict(row)
+    assert row["answer"] == (
+        f"the agent run {run_id} was terminated: the on-call stopped it; it was waiting for an approval and did not "
+        "finish."
+    ), dict(row)
+    assert requests_for(world.k, "lidarr", "PATCH") == []
 
 
 async def test_not_configured_and_bad_input(world: World) -> None:

@@ -14,26 +14,39 @@ a run ended from outside ended.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pgserver
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.agents.activities import AgentActivities
 from activities.inference.router import GroupConfig, InferenceRouter
 from activities.ledger.repository import Ledger
 from activities.tools.gateway import ToolActivities
 from agentic_core import search_attributes as sa
-from agentic_core.agents import AgentLimits, AgentStatus, agent_run_id
+from agentic_core.agents import (
+    AGENT_WORKFLOW,
+    QUERY_AGENT_PROGRESS,
+    AgentLimits,
+    AgentProgress,
+    AgentRequest,
+    AgentResult,
+    AgentStatus,
+    agent_run_id,
+)
 from tests.support.agent_harness import (
     AgentFakes,
     agent_worker,
@@ -46,8 +59,10 @@ from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
 from tests.support.kmock_helpers import NS, McpProcess, emulated_cluster, requests_for, start_server
-from tests.support.pg import ledger_on, pg_server
+from tests.support.pg import create_database, pg_server
 from tests.support.temporal import dev_server_with_attributes
+from workers.agent_client import approval_state
+from workflows.agent import AgentWorkflow
 
 TOKEN = "agent-loop-token"
 READS = ["get_pods", "get_events", "get_pod_logs", "describe_pod", "get_nodes", "big_log", "slow_read", "note"]
@@ -61,9 +76,15 @@ def pg() -> Iterator[pgserver.PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-async def ledger(pg: pgserver.PostgresServer) -> AsyncIterator[Ledger]:
-    async with ledger_on(pg, "agents", max_size=6) as led:
-        yield led
+async def ledger_dsn(pg: pgserver.PostgresServer) -> str:
+    return await create_database(pg, "agents")
+
+
+@pytest.fixture(scope="module")
+async def ledger(ledger_dsn: str) -> AsyncIterator[Ledger]:
+    led = await Ledger.connect(ledger_dsn, max_size=6)
+    yield led
+    await led.close()
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +156,37 @@ def fresh(model: FakeChatServer, fakes: AgentFakes) -> None:
     model.status = 200
     model.delay_s = 0.0
     fakes.guardrails_down = False
+
+
+def cli_env(temporal: WorkflowEnvironment, queue: str, tmp_path: Path, dsn: str | None = None) -> dict[str, str]:
+    """The environment of an `agentic` subprocess on this module's Temporal (and ledger)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
+        AGENTIC_TASK_QUEUE=queue,
+        AGENTIC_QUEUES_SPLIT="false",  # the model and tool calls on the run's own queue
+        AGENTIC_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=str(REPO),
+    )
+    if dsn is not None:
+        env["AGENTIC_POSTGRES_DSN"] = dsn
+    return env
+
+
+async def agentic(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`agentic ARGS` in a subprocess that does not block this loop (kmock serves from it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        *args,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def tool_messages(body: dict[str, Any]) -> list[str]:
@@ -448,8 +500,9 @@ async def test_cancelling_a_run_that_waits_for_an_approval_ends_it_cancelled(
 ) -> None:
     """A cancellation (a client's `cancel`, `temporal workflow cancel`, the Web UI) while the run
     waits for an answer ends the run cancelled: the question is cancelled with it and is no
-    "nobody approved it" answer the model goes on from; the ledger's row is closed (`failed`: the
-    ledger has no cancelled status) with an answer saying it was cancelled."""
+    "nobody approved it" answer the model goes on from; the ledger's row is closed `cancelled` (it
+    said `failed` before the ledger had that status) with an answer saying it was cancelled, and the
+    run's progress (`agentic agents show`, `GET /v1/runs/{run}`) says `cancelled` too."""
     k = cluster[0]
     model.reply = scripted(
         [
@@ -460,6 +513,8 @@ async def test_cancelling_a_run_that_waits_for_an_approval_ends_it_cancelled(
     handle = await start_agent(temporal.client, queue, "restart lidarr", agent=WRITER, approvers=["bob"])
     waiting = await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
     assert waiting.approval_id is not None and len(model.requests) == 1
+    # the run names its question a moment before Temporal has started it: cancel once it is asked
+    await approval_state(temporal.client.get_workflow_handle(waiting.approval_id))
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as ended:
         await handle.result()
@@ -470,7 +525,9 @@ async def test_cancelling_a_run_that_waits_for_an_approval_ends_it_cancelled(
     assert question.status == WorkflowExecutionStatus.CANCELED
     assert requests_for(k, "lidarr", "PATCH") == [] and await ledger.list_actions(handle.id) == []
     row = await ledger.get_agent_run(handle.id)
-    assert row is not None and row.status == "failed" and row.finished_at is not None, row
+    assert row is not None and row.status == "cancelled" and row.finished_at is not None, row
+    shown = await handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress)
+    assert shown.status == AgentStatus.CANCELLED and shown.answer == row.answer
     assert row.answer == (
         f"Cancelled while it waited for an answer to {waiting.approval_id} (from outside the run); it did not finish."
     )
@@ -488,14 +545,7 @@ async def test_agents_ask_says_in_one_line_that_the_run_was_terminated(
     model.reply = scripted(
         [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "readarr"}, "w1")]}, "done"]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
-    env.update(
-        AGENTIC_TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
-        AGENTIC_TASK_QUEUE=queue,
-        AGENTIC_QUEUES_SPLIT="false",  # the model and tool calls on the run's own queue
-        AGENTIC_DATA_DIR=str(tmp_path / "data"),
-        PYTHONPATH=str(REPO),
-    )
+    env = cli_env(temporal, queue, tmp_path)
     request_id = uuid.uuid4().hex
     # a subprocess that does not block this loop: kmock serves the cluster's API from it
     proc = await asyncio.create_subprocess_exec(
@@ -529,3 +579,149 @@ async def test_agents_ask_says_in_one_line_that_the_run_was_terminated(
         f"error: the agent run {handle.id} was terminated: stopped by the on-call"
     ], stderr
     assert "Traceback" not in stderr + out.decode()
+
+
+# --- runs that ended without closing their ledger row ------------------------------------------------
+
+
+async def test_a_run_terminated_while_it_waits_ends_in_the_ledger_and_the_cli_saying_how(
+    temporal: WorkflowEnvironment, queue: str, model: FakeChatServer, ledger: Ledger, ledger_dsn: str, tmp_path: Path
+) -> None:
+    """A run terminated from outside (`temporal workflow terminate`, the Web UI) never runs its own
+    code again: its ledger row stayed `running` for ever, and its progress query (which Temporal
+    still answers, replaying it) said `awaiting_approval`. `agentic agents runs` and `agentic agents
+    show` now say it ended, and how, and the row is closed on the way: `failed`, the answer saying
+    it was terminated, why, and where it was."""
+    model.reply = scripted(
+        [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "prowlarr"}, "w1")]}, "x"]
+    )
+    handle = await start_agent(temporal.client, queue, "restart prowlarr", agent=WRITER, approvers=["bob"])
+    await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
+    await handle.terminate(reason="stopped by the on-call")
+    assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+    row = await ledger.get_agent_run(handle.id)
+    assert row is not None and row.status == "running" and row.finished_at is None  # nobody closed it
+
+    said = (
+        f"the agent run {handle.id} was terminated: stopped by the on-call; it was waiting for an approval and "
+        "did not finish."
+    )
+    env = cli_env(temporal, queue, tmp_path, ledger_dsn)
+    rc, out, err = await agentic(env, "agents", "runs", "--json", "--limit", "1000")
+    assert rc == 0, err
+    listed = {r["id"]: r for r in json.loads(out)}
+    assert listed[handle.id]["status"] == "failed" and listed[handle.id]["answer"] == said, listed[handle.id]
+    assert listed[handle.id]["finished_at"] is not None
+    row = await ledger.get_agent_run(handle.id)
+    assert row is not None and (row.status, row.answer) == ("failed", said), row
+    assert row.finished_at is not None and row.finished_at == (await handle.describe()).close_time
+
+    rc, out, err = await agentic(env, "agents", "show", handle.id, "--json")
+    assert rc == 0, err
+    shown = json.loads(out)
+    assert (shown["status"], shown["answer"], shown["approval_id"]) == ("failed", said, None), shown
+    rc, out, err = await agentic(env, "agents", "show", handle.id)  # the words, not the JSON
+    assert rc == 0 and out.startswith("failed after 1 model turn(s)") and "waiting for a human" not in out, out
+    assert "was terminated: stopped by the on-call" in " ".join(out.split())
+    rc, out, err = await agentic({**env, "COLUMNS": "240"}, "agents", "runs", "--limit", "1")  # the table
+    row_line = next((line for line in out.splitlines() if handle.id in line), "")
+    assert rc == 0 and "│ failed " in row_line and "was terminated: stopped by the on-call;" in row_line, out
+
+
+async def test_show_closes_the_row_of_a_run_terminated_in_a_model_turn(
+    temporal: WorkflowEnvironment, queue: str, model: FakeChatServer, ledger: Ledger, ledger_dsn: str, tmp_path: Path
+) -> None:
+    """`agentic agents show` meets a run whose row is open (here its model turn is slow, and the
+    run is terminated in it): the row is closed on the way, without `runs` ever listing it."""
+    model.delay_s = 5.0
+    model.reply = scripted(["never heard"])
+    handle = await start_agent(temporal.client, queue, "slow question")
+    for _ in range(200):
+        if model.requests:
+            break
+        await asyncio.sleep(0.05)
+    await handle.terminate(reason="stuck")
+    rc, out, err = await agentic(cli_env(temporal, queue, tmp_path, ledger_dsn), "agents", "show", handle.id, "--json")
+    assert rc == 0, err
+    said = f"the agent run {handle.id} was terminated: stuck; it was running and did not finish."
+    assert json.loads(out)["status"] == "failed" and json.loads(out)["answer"] == said, out
+    row = await ledger.get_agent_run(handle.id)
+    assert row is not None and (row.status, row.answer) == ("failed", said), row
+
+
+@workflow.defn(name=AGENT_WORKFLOW)
+class RunThatClosesNothing:
+    """A stand-in for a run whose code ends without closing its row (a run from before
+    RUN_CANCEL_PATCH took a cancellation so; a ledger down at the time leaves the row open too)."""
+
+    @workflow.run
+    async def run(self, req: AgentRequest) -> AgentResult:
+        await workflow.wait_condition(lambda: False)
+        raise AssertionError("never")
+
+
+async def test_the_workers_pass_closes_rows_nobody_reads(
+    temporal: WorkflowEnvironment, queue: str, model: FakeChatServer, ledger: Ledger
+) -> None:
+    """The worker's reconciler (`reconcile_pass`, every AGENTIC_AGENT_RECONCILE_S): a run that timed
+    out (its execution timeout, as an incident's investigate stage sets one) while it waited is
+    closed `failed`, saying so; a run cancelled without its code closing its row, `cancelled`; a
+    run still waiting is left alone (and marked looked at); a row whose workflow Temporal does not
+    know is closed by this pass only, never by a command's read."""
+    from workers.agent_runs import reconcile_pass, reconcile_rows
+
+    model.reply = scripted(
+        [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "bazarr"}, "w1")]}, "x"]
+    )
+    req = AgentRequest(request_id=uuid.uuid4().hex, text="restart bazarr", agent=WRITER, requested_by="alice")
+    timing_out = await temporal.client.start_workflow(
+        AgentWorkflow.run,
+        req,
+        id=agent_run_id(req.request_id),
+        task_queue=queue,
+        execution_timeout=timedelta(seconds=3),
+    )
+    await progress_when(timing_out, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
+    waiting = await start_agent(temporal.client, queue, "restart bazarr", agent=WRITER)
+    await progress_when(waiting, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
+    ghost = f"agent-ghost-{uuid.uuid4().hex[:8]}"
+    await ledger.start_agent_run(ghost, request_id="ghost", request="?", requested_by="x", source="cli", agent=None)
+    other = f"closes-nothing-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        temporal.client, task_queue=other, workflows=[RunThatClosesNothing], workflow_runner=UnsandboxedWorkflowRunner()
+    ):
+        cancelled = await start_agent(temporal.client, other, "never answered")
+        await ledger.start_agent_run(
+            cancelled.id, request_id="c", request="never answered", requested_by="alice", source="cli", agent=WRITER
+        )
+        await cancelled.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await cancelled.result()
+
+    # a command's read leaves the ghost alone
+    ghost_row = await ledger.get_agent_run(ghost)
+    assert ghost_row is not None
+    rows, still = await reconcile_rows(ledger, temporal.client, [ghost_row])
+    assert [r.status for r in rows] == ["running"] and still == []
+    for _ in range(100):
+        if (await timing_out.describe()).status == WorkflowExecutionStatus.TIMED_OUT:
+            break
+        await asyncio.sleep(0.1)
+    ids = [timing_out.id, cancelled.id, ghost]
+    for _ in range(30):  # every open row of this module's ledger, in bounded passes
+        await reconcile_pass(ledger, temporal.client, limit=2)
+        now = [await ledger.get_agent_run(i) for i in ids]
+        if all(r is not None and not r.open for r in now):
+            break
+    row = await ledger.get_agent_run(timing_out.id)
+    assert row is not None and row.status == "failed", row
+    assert row.answer == f"the agent run {timing_out.id} timed out; it was waiting for an approval and did not finish."
+    assert row.finished_at == (await timing_out.describe()).close_time
+    row = await ledger.get_agent_run(cancelled.id)
+    assert row is not None and row.status == "cancelled", row
+    assert row.answer == f"the agent run {cancelled.id} was cancelled; it was running and did not finish."
+    row = await ledger.get_agent_run(ghost)
+    assert row is not None and row.status == "failed" and "not in Temporal any more" in row.answer, row
+    row = await ledger.get_agent_run(waiting.id)
+    assert row is not None and row.status == "running" and row.checked_at is not None, row  # still waits
+    await waiting.terminate()

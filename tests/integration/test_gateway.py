@@ -38,7 +38,7 @@ import pgserver
 import pytest
 from starlette.routing import Route
 from temporalio import workflow
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -654,6 +654,81 @@ async def test_an_approval_through_the_gateway_is_the_keys_and_only_an_approvers
     got = sorted((a.key_name, a.status) for a in audit if a.action.startswith("answer agent run"))
     assert got == [("boss", 200), ("boss", 409), ("obs-only", 403), ("stranger", 403), ("viewer", 403)]
     assert any(a.action == "answer agent run: approved" and "by key:boss" in a.detail for a in audit)
+
+
+async def test_runs_ended_from_outside_show_as_they_ended_in_the_api_and_the_console(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, tools_server: FakeMcp, temporal: WorkflowEnvironment,
+    ledger: Ledger,
+) -> None:  # fmt: skip
+    """Two runs wait for an approval; one is terminated (`temporal workflow terminate`), one
+    cancelled. A terminated run never closes its ledger row, and its progress query (which Temporal
+    still answers) says `awaiting_approval`: the console's list of runs, `GET /v1/runs/{run}` and an
+    answer to it now say it ended `failed` and how, and its row is closed. A cancelled run says
+    `cancelled` everywhere: its row, `GET /v1/runs/{run}`, its page and its page's stream (which
+    said `failed`)."""
+    model.reply = scripted(_ASK_PURPLE)  # a write: each run waits for its approval until it is ended
+    tools_server.flag = None
+    bearer = {"Authorization": f"Bearer {keys['boss']}"}
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+        await _login(http, keys["boss"])
+        runs = {}
+        for how in ("terminated", "cancelled"):
+            r = await http.get("/console/agents")
+            form = {
+                "csrf": _csrf(r.text),
+                "model": "agentic-web",
+                "text": f"make the flag purple ({how})",
+                "request_id": f"{how}-{uuid.uuid4().hex[:8]}",
+            }
+            r = await http.post("/console/agents", data=form)
+            assert r.status_code == 303, r.text
+            run_id = r.headers["location"].rsplit("/", 1)[1]
+            handle = temporal.client.get_workflow_handle(run_id)
+            await progress_when(handle, lambda p: p.status == AgentStatus.AWAITING_APPROVAL, within=30)
+            runs[how] = handle
+        terminated, cancelled = runs["terminated"], runs["cancelled"]
+        await terminated.terminate(reason="wrong cluster")
+        await cancelled.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await cancelled.result()
+        row = await ledger.get_agent_run(terminated.id)
+        assert row is not None and row.status == "running"  # what the run left
+
+        said = (
+            f"the agent run {terminated.id} was terminated: wrong cluster; it was waiting for an approval and did not "
+            "finish."
+        )
+        # the console's list of the key's runs: each as it ended (the terminated run's row closed on the way)
+        text = (await http.get("/console/agents")).text
+        for handle, status in ((terminated, "failed"), (cancelled, "cancelled")):
+            cells = f'<a href="/console/agents/runs/{handle.id}">{handle.id}</a></td><td>web</td><td>{status}</td>'
+            assert cells in text, text
+        row = await ledger.get_agent_run(terminated.id)
+        assert row is not None and (row.status, row.answer) == ("failed", said), row
+
+        r = await http.get(f"/v1/runs/{terminated.id}", headers=bearer)
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["answer"], r.json()["approval_id"]) == ("failed", said, None)
+        r = await http.post(f"/v1/runs/{terminated.id}/approve", headers=bearer)
+        assert r.status_code == 409, r.text
+        assert (
+            r.json()["error"]["message"] == f"agent run {terminated.id} is not waiting for an answer (status: failed)"
+        )
+
+        r = await http.get(f"/v1/runs/{cancelled.id}", headers=bearer)
+        row = await ledger.get_agent_run(cancelled.id)
+        assert row is not None and row.status == "cancelled" and row.answer.startswith("Cancelled while it waited"), row
+        assert r.status_code == 200 and (r.json()["status"], r.json()["answer"]) == ("cancelled", row.answer), r.text
+        page = f"/console/agents/runs/{cancelled.id}"
+        text = (await http.get(page)).text
+        assert '<strong id="run-status" role="status">cancelled</strong>' in text, text
+        assert _shown(text)[1] == f"the agent run {cancelled.id} was cancelled"
+        events = await _read_stream(http, f"{page}/stream", "", ended=True)
+        assert events[-1] == (
+            "failed",
+            {"text": f"the agent run {cancelled.id} was cancelled", "status": "cancelled", "approval_id": None},
+        ), events[-2:]
+    assert tools_server.flag is None
 
 
 # --- the console -----------------------------------------------------------------------------------

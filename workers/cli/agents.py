@@ -1,8 +1,8 @@
 """`agentic agents …`: ask an agent (`ask`: routed, run durably, every tool call printed as it
-happens), answer the question a run waits on (`approve`, `deny`), look at a run (`show`), read a
-tool result it stored (`result`), and ask the router alone which agent a request goes to (`route`,
-through the worker's `workflows.route_probe.RouteProbeWorkflow`: the CLI loads no model). See
-docs/agents.md."""
+happens), answer the question a run waits on (`approve`, `deny`), look at a run (`show`) or at the
+runs in the ledger (`runs`: each as it really ended, `workers.agent_runs`), read a tool result it
+stored (`result`), and ask the router alone which agent a request goes to (`route`, through the
+worker's `workflows.route_probe.RouteProbeWorkflow`: the CLI loads no model). See docs/agents.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
@@ -170,6 +171,43 @@ def show(
     _print_result(p)
     if p.status == AgentStatus.AWAITING_APPROVAL and p.approval_id:
         console.print(_approval_help(p), highlight=False, markup=False)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="at most this many runs")] = 20,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The newest runs in the ledger, each as it really ended: a run that ended without closing its
+    record (terminated, timed out) is closed on the way, saying how."""
+    from workers.agent_client import list_runs
+
+    rows, note = asyncio.run(list_runs(_settings(data_dir), limit=limit))
+    if note:
+        err_console.print(f"note: {note}", highlight=False, markup=False)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json", exclude={"checked_at"}) for r in rows], indent=2))
+        return
+    if not rows:
+        console.print("no agent runs yet", highlight=False)
+        return
+    table = Table(title=f"agent runs ({len(rows)}, newest first)", title_justify="left")
+    for col in ("run", "agent", "status", "started (UTC)"):
+        table.add_column(col, no_wrap=True)  # an id or a status is read whole
+    for col in ("request", "answer"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        answer = " ".join(r.answer.split())
+        table.add_row(
+            r.id,
+            r.agent or "-",
+            r.status,
+            r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            " ".join(r.request.split())[:80],
+            answer if len(answer) <= 200 else answer[:199] + "…",
+        )
+    console.print(table)
 
 
 def _decide(run: str, choice: str, by: str | None, data_dir: Path | None) -> None:

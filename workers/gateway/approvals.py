@@ -1,4 +1,4 @@
-"""Answers through the gateway: `GET /v1/runs/{run}` (an agent run's progress),
+"""Answers through the gateway: `GET /v1/runs/{run}` (an agent run's progress, as it really ended),
 `POST /v1/runs/{run}/approve|deny` and `POST /v1/incidents/{incident}/decision`, through the same
 `decide` update of the `ApprovalWorkflow` as Telegram and the CLI, answered as `key:<name>`: only by
 keys that are not read-only and are in AGENTIC_GATEWAY_APPROVERS."""
@@ -10,26 +10,52 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.ledger.db import LedgerError
 from activities.ledger.keys import ApiKey
-from agentic_core.agents import QUERY_AGENT_PROGRESS, AgentProgress, agent_run_id
+from agentic_core.agents import OPEN_STATUSES, QUERY_AGENT_PROGRESS, AgentProgress, agent_run_id
 from agentic_core.incident import DecideResult
 from workers.errors import AgenticError
 from workers.gateway.core import Gateway, GatewayError, _audit, _bad, _json_body, _key, _unavailable
 
 
 async def _progress(gw: Gateway, run: str) -> tuple[WorkflowHandle[Any, Any], AgentProgress]:
+    """The run's progress as it really is: a run that ended without its code running (terminated,
+    timed out) still answers its query with its last state; that is corrected to how it ended, and
+    its ledger row closed if it is still open (`workers.agent_runs`)."""
     client = await gw.client()
     run_id = run if run.startswith("agent-") else agent_run_id(run)
     handle = client.get_workflow_handle(run_id)
     try:
-        return handle, await handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress)
+        now = await handle.query(QUERY_AGENT_PROGRESS, result_type=AgentProgress)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise GatewayError(404, f"no agent run {run_id}", code="not_found") from None
         raise _unavailable(f"cannot read agent run {run_id}: {exc.message}") from None
+    if now.status in OPEN_STATUSES:
+        now = await _as_it_ended(gw, client, now)
+    return handle, now
+
+
+async def _as_it_ended(gw: Gateway, client: Client, now: AgentProgress) -> AgentProgress:
+    """`now` (an open status) corrected to how the run ended, if it has; its row closed too."""
+    from workers.agent_runs import close_row, ended_progress, ending_of
+
+    try:
+        ending = await ending_of(client, now.run_id, now.status.value)
+    except RPCError:
+        return now  # cannot tell now: shown as the run said it
+    if ending is None or ending.gone:
+        return now
+    try:
+        row = await gw.ledger.get_agent_run(now.run_id)
+    except LedgerError:
+        row = None  # the answer stands; the worker's reconciler closes the row
+    if row is not None and row.open:
+        await close_row(gw.ledger, row, ending)
+    return ended_progress(now, ending)
 
 
 def _may_see(key: ApiKey, progress: AgentProgress) -> None:

@@ -9,7 +9,9 @@ and rendering are `console`'s.
   route, tool calls, a pending approval) as it happens, then the answer. Without JavaScript the
   page itself shows the run so far (the same lines; `follow_run`'s answer once it ended) and
   reloads itself while it goes on. A pending approval shows Approve / Deny for an allowed
-  approver (`approvals.answer_run`, as `key:<name>`).
+  approver (`approvals.answer_run`, as `key:<name>`). The page's list of the key's runs and a run's
+  page show each run as it really ended (`workers.agent_runs`: a run terminated from outside is
+  `failed`, saying how; a cancelled one `cancelled`).
 - **Rollouts** (`/console/rollouts`): the newest `RolloutWorkflow` runs; one rollout's waves, their
   phase, checks and gate answers, and the pending gate (its question and plan, from the gate's
   `ApprovalWorkflow`). Approve / Stop only for an approver the gate accepts, through its `decide`
@@ -43,6 +45,7 @@ from agentic_core.agents import AgentProgress, AgentResult, AgentStatus, agent_r
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
 from agentic_core.reports import WeeklyDigest, parse_week
 from agentic_core.rollout import QUERY_ROLLOUT, RolloutState, RolloutStatus
+from workers.agent_runs import reconcile_rows, status_after
 from workers.gateway import console
 from workers.gateway.approvals import _may_see, _progress, answer_run, may_approve
 from workers.gateway.chat import (
@@ -82,6 +85,13 @@ async def agents(gw: Gateway, request: Request) -> Response:
     key = _key(request)
     mine = f"key:{key.name}"
     runs = [r for r in await gw.ledger.list_agent_runs(limit=200) if r.requested_by == mine][:RUNS_LISTED]
+    if any(r.open for r in runs):  # each as it really ended (`workers.agent_runs`)
+        try:
+            client = await gw.client()
+        except GatewayError:
+            client = None  # Temporal cannot be reached: the rows as the ledger has them
+        if client is not None:
+            runs, _still = await reconcile_rows(gw.ledger, client, runs)
     return console._page(
         request, gw, "agents.html", title="Agents", models=models_for(key), runs=runs, request_id=uuid.uuid4().hex
     )
@@ -154,7 +164,7 @@ async def _so_far(gw: Gateway, now: AgentProgress) -> RunSoFar:
                 status = ev.progress.status.value if ev.progress is not None else status
             elif ev.kind == "failed":  # no result to show: how far the run got, and why it ended
                 lines = _lines_of(now)
-                answer, status = _text(ev), "failed"
+                answer, status = _text(ev), status_after(ev.ended).value
     finally:
         await run.aclose()
     return RunSoFar(lines=lines, status=status, answer=answer)
@@ -201,7 +211,7 @@ async def agent_run_stream(gw: Gateway, request: Request) -> Response:
                         # the answer as is (after streamed words, what is left of it: the script joins
                         # them); a progress line without its quote mark
                         "text": ev.text if ev.kind == "answer" else _text(ev),
-                        "status": p.status.value if p is not None else "failed",
+                        "status": p.status.value if p is not None else status_after(ev.ended).value,
                         "approval_id": p.approval_id if p is not None else None,
                     }
                     yield _sse(ev.kind, data)
