@@ -8,8 +8,9 @@ their own processes, against the same fake model called directly.
 one measures what an editor pointed at `agentic up` waits for. It starts the fake model (the
 scripted OpenAI-compatible server of tests/support/fake_openai.py: its first word after
 `--model-ms`, then one every `--token-ms`), `agentic up --detach` on a fresh data dir and free
-ports with `AGENTIC_PLANNER_URL` at the fake model, creates a key (`agentic keys create`), then
-`--runs` times after two warm-ups, alternating: the first word of a streamed chat completion
+ports with `AGENTIC_PLANNER_URL` at the fake model, waits until no workflow runs (the first
+start's docs ingest embeds for a minute or more on one core), creates a key (`agentic keys
+create`), then `--runs` times after two warm-ups, alternating: the first word of a streamed chat completion
 straight from the model, and through the gateway (`agentic-observability`, the official `openai`
 client) the first chunk that carries the model's words (the stack has no cluster, so the agent
 says first that it looked at nothing: that line is not the model's and is not counted). Then
@@ -81,6 +82,20 @@ async def first_words(client: openai.AsyncOpenAI, model: str, text: str) -> tupl
     return ttft, seen, run, sent
 
 
+async def wait_quiet(env: dict[str, str], limit: float = 600) -> float:
+    """Until no workflow runs: a fresh data dir's first start ingests docs/ into the knowledge
+    base, a core's worth of embedding for a minute or more, which would be measured too."""
+    from temporalio.client import Client
+
+    client = await Client.connect(f"127.0.0.1:{env['AGENTIC_TEMPORAL_PORT']}")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if (await client.count_workflows("ExecutionStatus = 'Running'")).count == 0:
+            return time.monotonic() - t0
+        await asyncio.sleep(1)
+    raise SystemExit(f"workflows still running after {limit:.0f}s")
+
+
 async def phases(env: dict[str, str], runs: list[tuple[str, float, float]], model_ms: int) -> dict[str, list[float]]:
     """Where a gateway request's time went, from each run's history (Temporal's event times and
     this machine's clock are the same clock): the request to the run's start (HTTP, the key
@@ -131,6 +146,7 @@ async def bench(runs: int, model_ms: int, token_ms: int, extra: list[str]) -> No
         await agentic(env, "up", "--detach", limit=300)
         print(f"stack healthy in {time.perf_counter() - t0:.1f} s")
         try:
+            print(f"the first start's docs ingest done after {await wait_quiet(env):.0f} s more")
             created = await agentic(env, "keys", "create", "bench", "--json")
             key = json.loads(created)["key"]
             gw = openai.AsyncOpenAI(
