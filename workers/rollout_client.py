@@ -46,7 +46,7 @@ async def _first_state(handle: WorkflowHandle, within: float) -> RolloutState | 
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
             return await handle.query(
-                QUERY_ROLLOUT, result_type=RolloutState, rpc_timeout=timedelta(seconds=max(min(left, 2.0), 0.5))
+                QUERY_ROLLOUT, result_type=RolloutState, rpc_timeout=timedelta(seconds=max(min(left, 1.0), 0.5))
             )
         except RPCError:
             if await _refused(handle):

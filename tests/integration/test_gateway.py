@@ -1560,7 +1560,7 @@ async def test_a_worker_without_rollouts_is_known_at_once(settings: Settings) ->
     with pytest.raises(AgenticError, match="no worker runs rollouts: the worker needs a Kubernetes cluster"):
         await rollout_client.start_rollout(settings, 0, 1, True)  # the module's worker: agents only
     took = asyncio.get_running_loop().time() - t0
-    assert took < 6, f"took {took:.1f} s"
+    assert took < 10, f"took {took:.1f} s"  # it waited 15.5 s before; about 1 s on a quiet machine
 
 
 @pytest.fixture(scope="module")
