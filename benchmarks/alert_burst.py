@@ -60,9 +60,10 @@ first POST is printed, and a note when other work shares the machine (docs/obser
 
 Recorded on the 2-core reference machine, default arguments, a quiet machine.
 
-Session of 2026-12-07 (last), quiet machine (load 0.6-1.2), default settings, after the sandbox's
+Session of 2026-12-07 (last), quiet machine (load 0.6-1.2), after the sandbox's
 in-place context answers, the LiteLLM preload, llama.cpp's 128-token prompt passes and the frozen
-start heaps (docs/scaling.md): all awaiting 12.8, 12.9, 12.8, 13.3 s; first notification p95 2.6,
+start heaps (docs/scaling.md; the last two runs with a 3 s sticky timeout, not kept): all
+awaiting 12.8, 12.9, 12.8, 13.3 s; first notification p95 2.6,
 2.5, 3.3, 2.7 s; diagnosis p95 12.0, 5.9, 6.1, 12.1 s; the stack's CPU 47-51 % of the machine
 (was 92 %); llama.cpp 1 s (was 7-8 s). The 12 s tail: 5-11 workflow tasks the embedded Temporal
 server failed to hand to the worker's sticky queue, retried about 10 s later.
