@@ -225,13 +225,15 @@ def group_from_webhook(hook: AmWebhook) -> AlertGroup:
     )
 
 
-def group_from_event(ev: GenericEvent, now: datetime | None = None) -> AlertGroup:
+def group_from_event(ev: GenericEvent, now: datetime) -> AlertGroup:
+    """The alert group of a generic event; `now` (the caller's clock: this module reads none)
+    is its start when the event does not say when it occurred."""
     group_key = ev.group or f"{ev.source}:{ev.title}"
     labels = {"alertname": ev.labels.get("alertname", ev.title[:120]), "severity": ev.severity, **ev.labels}
     labels["source"] = ev.source
     annotations = {"summary": ev.title, **({"description": ev.description} if ev.description else {}), **ev.annotations}
     fingerprint = ev.fingerprint or hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
-    started = ev.occurred_at or now or datetime.now(UTC)
+    started = ev.occurred_at or now
     receiver = f"events:{ev.source}"
     return AlertGroup(
         incident_id=incident_id_for(receiver, group_key),

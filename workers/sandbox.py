@@ -9,7 +9,8 @@ What it still refuses at run time is I/O through the builtins (`open`); a workfl
 was imported outside the sandbox (tests/workflows/test_sandbox_runner.py shows both). Those are
 kept out by the tests instead: every workflow test runs under the strict sandbox (the SDK's
 default runner), as does the replay of every captured history, and
-tests/unit/test_workflow_determinism.py refuses such calls in `workflows/` outright.
+tests/unit/test_workflow_determinism.py refuses such calls in `workflows/` and `agentic_core/`
+outright.
 
 In passthrough mode the runner also answers two per-payload questions without entering the
 sandbox. temporalio 1.35 asks the workflow instance for the serialization context (and the
@@ -18,7 +19,7 @@ activation and one over each completion, each question a string `exec`'d in the 
 its import restrictions. The answer is a small value built from the run's info and its pending
 commands; asking the sandboxed instance for it directly gives the same object (in passthrough
 mode `temporalio` is the same module inside and out) at a fraction of the cost: a captured
-incident's replay 55 → 36 ms on the reference machine (`tests/workers/test_sandbox.py` checks
+incident's replay 55 → 32 ms on the reference machine (`tests/workflows/test_sandbox_runner.py` checks
 the answers are the same ones). The code strings the sandbox does run (each activation) are
 compiled once instead of once per call.
 

@@ -1,9 +1,11 @@
-"""No workflow module calls the clock, randomness, the environment or files directly.
+"""No workflow module, and no `agentic_core` module (the pure models and policy the workflows
+call), reads the clock, randomness, the environment or files directly.
 
 The worker's passthrough sandbox does not refuse `datetime.now()` or `random.random()` in a
-workflow module (workers/sandbox.py); the strict sandbox of the workflow tests does, on the paths
-they take. This check covers every path: a call below in `workflows/` is a defect (use
-`workflow.now()`, `workflow.random()`, `workflow.uuid4()`, or an activity).
+workflow module or in what it calls (workers/sandbox.py); the strict sandbox of the workflow
+tests does, on the paths they take. This check covers every path: a call below in `workflows/`
+or `agentic_core/` is a defect (in a workflow: `workflow.now()`, `workflow.random()`,
+`workflow.uuid4()`, or an activity; in `agentic_core`: the time or value as an argument).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO / "workflows"
+CORE = REPO / "agentic_core"
 
 # module (or class) name -> attributes that must not be called from workflow code
 FORBIDDEN: dict[str, set[str]] = {
@@ -54,10 +58,11 @@ def offences(source: str, filename: str) -> list[str]:
     return out
 
 
-def test_no_workflow_module_calls_the_clock_randomness_or_io() -> None:
-    files = sorted(WORKFLOWS.glob("*.py"))
+@pytest.mark.parametrize("folder", [WORKFLOWS, CORE], ids=["workflows", "agentic_core"])
+def test_no_module_calls_the_clock_randomness_or_io(folder: Path) -> None:
+    files = sorted(folder.rglob("*.py"))
     assert len(files) > 5
-    found = [o for f in files for o in offences(f.read_text(), f.name)]
+    found = [o for f in files for o in offences(f.read_text(), str(f.relative_to(REPO)))]
     assert found == []
 
 

@@ -6,6 +6,7 @@ intake's bearer token; the event is one the intake's own parser accepts."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,5 +79,5 @@ async def test_a_failed_backup_fails_the_workflow_and_opens_an_incident(tmp_path
     assert auth == "Bearer intake-token"
     assert body["labels"]["alertname"] == BACKUP_FAILED_ALERT and body["status"] == "firing"
     assert "the nightly backup failed" in body["description"] and "connection refused" in body["description"]
-    group = group_from_event(GenericEvent.model_validate(body))  # the intake's own parser takes it
+    group = group_from_event(GenericEvent.model_validate(body), datetime.now(UTC))  # the intake's own parser takes it
     assert group.common_labels["alertname"] == BACKUP_FAILED_ALERT

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.applications import Starlette
@@ -139,7 +140,8 @@ async def _post_events(intake: Intake, request: Request) -> Response:
             raise IntakeError(400, f"expected a JSON object or an array of objects (events), got {_kind(doc)}")
     except ValidationError as exc:
         raise _schema_error("event" if isinstance(doc, dict) else "events", exc) from None
-    protected = [intake.protect(group_from_event(ev)) for ev in events]
+    now = datetime.now(UTC)
+    protected = [intake.protect(group_from_event(ev, now)) for ev in events]
     deliveries = await intake.deliver_all([g for g, _n in protected])
     metrics.ALERTS_RECEIVED.labels("events").inc(len(events))
     log.info(
