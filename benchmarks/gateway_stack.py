@@ -34,33 +34,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
 
+from benchmarks.gateway import _line, _pct
+from tests.support.e2e import agentic as run_cli
 from tests.support.env import stack_env
 from tests.support.fake_openai import FakeChatServer
 
-REPO = Path(__file__).resolve().parents[1]
 ANSWER = "Sonarr restarted twice in the last hour; both times its liveness probe timed out while it imported."
 FIRST = ANSWER.split()[0]
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _line(name: str, values: list[float]) -> str:
-    return f"{name:<34} n={len(values):<4} p50 {statistics.median(values):8.1f} ms   p95 {_pct(values, 0.95):8.1f} ms"
-
-
 async def agentic(env: dict[str, str], *args: str, limit: float = 180) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", *args, env=env, cwd=REPO,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), limit)
-    text = out.decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"agentic {' '.join(args)} exited {proc.returncode}:\n{text[-3000:]}")
-    return text
+    """`agentic ARGS` (tests/support/e2e.py), its output; a failure stops the benchmark."""
+    rc, out, err = await run_cli(env, *args, limit=limit)
+    if rc != 0:
+        raise SystemExit(f"agentic {' '.join(args)} exited {rc}:\n{(out + err)[-3000:]}")
+    return out
 
 
 async def first_words(client: openai.AsyncOpenAI, model: str, text: str) -> tuple[float, str, str, float]:

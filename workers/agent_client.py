@@ -34,6 +34,7 @@ from agentic_core.agents import (
 )
 from agentic_core.incident import QUERY_APPROVAL, UPDATE_DECIDE, ApprovalState, DecideInput, DecideResult
 from workers.errors import AgenticError
+from workers.ledger_client import read_ledger
 from workers.settings import Settings
 from workers.temporal import how_it_ended, platform_client, query_when_served
 
@@ -157,20 +158,6 @@ async def follow(
     return result
 
 
-async def _ledger(settings: Settings) -> Any:
-    """The platform's ledger, read-only in spirit (no migrations), one connection."""
-    from activities.ledger.db import LedgerError
-    from activities.ledger.repository import Ledger
-    from workers.stack.env import platform_settings
-
-    try:
-        return await Ledger.connect(
-            platform_settings(settings).postgres_target(), min_size=1, max_size=1, apply_migrations=False
-        )
-    except LedgerError as exc:
-        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
-
-
 async def show(settings: Settings, run: str) -> AgentProgress:
     """The run's progress, as it really ended: a run that ended without its code running
     (terminated, timed out) still answers its query with its last state (`awaiting_approval`,
@@ -210,7 +197,7 @@ async def _close_row_if_open(settings: Settings, client: Client, run_id: str, en
     from workers.agent_runs import close_row, reconcile_rows
 
     try:
-        ledger = await _ledger(settings)
+        ledger = await read_ledger(settings)
     except AgenticError:
         return
     try:
@@ -233,7 +220,7 @@ async def list_runs(settings: Settings, *, limit: int) -> tuple[list[AgentRunRow
     from activities.ledger.db import LedgerError
     from workers.agent_runs import reconcile_rows
 
-    ledger = await _ledger(settings)
+    ledger = await read_ledger(settings)
     try:
         try:
             rows = await ledger.list_agent_runs(limit=limit)
@@ -300,7 +287,7 @@ async def stored_result(settings: Settings, ref: str, offset: int, limit: int) -
     `offset`, and its whole size."""
     from activities.ledger.db import NotFound
 
-    ledger = await _ledger(settings)
+    ledger = await read_ledger(settings)
     try:
         return await ledger.read_blob(ref, offset=offset, limit=limit)
     except NotFound as exc:

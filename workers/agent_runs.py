@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.db import LedgerError
@@ -47,7 +47,7 @@ from activities.ledger.models import AgentRunRow
 from activities.ledger.repository import Ledger
 from agentic_core import search_attributes as sa
 from agentic_core.agents import AgentProgress, AgentResult, AgentStatus
-from workers.temporal import RunEnding, ended_as, how_it_ended
+from workers.temporal import CLOSED, RunEnding, ended_as, how_it_ended
 
 log = logging.getLogger("agentic.agent_runs")
 
@@ -55,15 +55,6 @@ RECONCILE_BATCH = 100  # open rows one pass of the worker looks at, at most
 AT_ONCE = 8  # workflows described at once
 RPC_TIMEOUT_S = 10.0
 
-_CLOSED = frozenset(
-    {
-        WorkflowExecutionStatus.COMPLETED,
-        WorkflowExecutionStatus.FAILED,
-        WorkflowExecutionStatus.CANCELED,
-        WorkflowExecutionStatus.TERMINATED,
-        WorkflowExecutionStatus.TIMED_OUT,
-    }
-)
 _WHILE = {
     AgentStatus.ROUTING.value: "being routed",
     AgentStatus.RUNNING.value: "running",
@@ -108,7 +99,7 @@ async def ending_of(client: Client, run_id: str, last: str | None = None) -> Run
             "this record; how is not known.",
             gone=True,
         )
-    if desc.status not in _CLOSED:
+    if desc.status not in CLOSED:
         return None
     try:
         res = await handle.result(follow_runs=False, rpc_timeout=timeout)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from agentic_core.autonomy import TRUST_REVIEW_WORKFLOW, TrustReviewInput, TrustReviewResult
 from agentic_core.models import Runbook
 from workers.errors import AgenticError
+from workers.ledger_client import read_ledger
 from workers.settings import Settings
 
 
@@ -36,24 +37,11 @@ class RunbookRecordView(BaseModel):
     promotion_requests: list[dict[str, Any]] = Field(default_factory=list)
 
 
-async def _ledger(settings: Settings) -> Any:
-    from activities.ledger.db import LedgerError
-    from activities.ledger.repository import Ledger
-    from workers.stack.env import platform_settings
-
-    try:
-        return await Ledger.connect(
-            platform_settings(settings).postgres_target(), min_size=1, max_size=2, apply_migrations=False
-        )
-    except LedgerError as exc:
-        raise AgenticError(f"cannot read the ledger: {exc} (is `agentic up` running?)") from exc
-
-
 async def runbook_record(settings: Settings, runbook_id: str) -> RunbookRecordView:
     from activities.trust.activities import to_record
     from agentic_core import trust
 
-    ledger = await _ledger(settings)
+    ledger = await read_ledger(settings, max_size=2)
     try:
         row = await ledger.get_runbook(runbook_id)
         if row is None:
@@ -85,7 +73,7 @@ async def runbook_record(settings: Settings, runbook_id: str) -> RunbookRecordVi
 
 
 async def level_counts(settings: Settings) -> dict[str, int]:
-    ledger = await _ledger(settings)
+    ledger = await read_ledger(settings, max_size=2)
     try:
         counts: dict[str, int] = await ledger.level_counts()
     finally:
@@ -109,7 +97,7 @@ async def runbook_records(settings: Settings) -> list[RunbookRecordLine]:
     from activities.trust.activities import to_record
     from agentic_core import trust
 
-    ledger = await _ledger(settings)
+    ledger = await read_ledger(settings, max_size=2)
     try:
         rows = await ledger.all_runbook_stats()
     finally:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import get_args
 
 from pydantic import BaseModel
 
 from agentic_core.agents import GuardrailKind
 from workers.errors import AgenticError
+from workers.ledger_client import read_ledger
 from workers.settings import Settings
 
 KINDS: tuple[str, ...] = get_args(GuardrailKind)
@@ -74,17 +75,8 @@ async def list_events(
     import asyncpg
 
     from activities.ledger.db import LedgerError
-    from activities.ledger.repository import Ledger
-    from workers.stack.env import platform_settings
 
-    try:
-        ledger: Any = await Ledger.connect(
-            platform_settings(settings).postgres_target(), min_size=1, max_size=1, apply_migrations=False
-        )
-    except LedgerError as exc:
-        raise AgenticError(
-            f"cannot read the ledger: {exc} (is `agentic up` running, or AGENTIC_POSTGRES_DSN set?)"
-        ) from None
+    ledger = await read_ledger(settings)
     try:
         rows = await ledger.list_guardrail_events(
             since=since, kinds=kinds or None, agent=agent, subject=subject, limit=limit

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import Client, WorkflowExecution, WorkflowHandle
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError as RunCancelledError
 from temporalio.exceptions import FailureError, TerminatedError
@@ -142,6 +142,18 @@ def how_it_ended(cause: BaseException | None) -> str:
 
 
 RunEnding = Literal["terminated", "cancelled", "timed_out", "failed"]
+
+# A run that is over without a result (its result raises `WorkflowFailureError`), and every closed
+# run (one that completed has its result).
+ENDED_WITHOUT_RESULT = frozenset(
+    {
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.TIMED_OUT,
+        WorkflowExecutionStatus.FAILED,
+    }
+)
+CLOSED = ENDED_WITHOUT_RESULT | {WorkflowExecutionStatus.COMPLETED}
 
 
 def ended_as(cause: BaseException | None) -> RunEnding:

@@ -55,6 +55,7 @@ from tests.support.agent_harness import (
     progress_when,
     start_agent,
 )
+from tests.support.e2e import agentic
 from tests.support.env import REPO, free_port
 from tests.support.fake_mcp import FakeMcp, fake_mcp
 from tests.support.fake_openai import FakeChatServer, chat_server, scripted, tool_call
@@ -171,22 +172,6 @@ def cli_env(temporal: WorkflowEnvironment, queue: str, tmp_path: Path, dsn: str 
     if dsn is not None:
         env["AGENTIC_POSTGRES_DSN"] = dsn
     return env
-
-
-async def agentic(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """`agentic ARGS` in a subprocess that does not block this loop (kmock serves from it)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.cli",
-        *args,
-        env=env,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def tool_messages(body: dict[str, Any]) -> list[str]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from agentic_core.agents import AgentResult
 from workers.agent_client import run_ended
 from workers.gateway.core import GatewayError, _unavailable
-from workers.temporal import RunEnding, ended_as
+from workers.temporal import ENDED_WITHOUT_RESULT, RunEnding, ended_as
 
 
 def named_by(request: Request) -> str | None:
@@ -61,16 +61,6 @@ async def run_result(
         raise err from None
 
 
-_ENDED_BADLY = frozenset(
-    {
-        WorkflowExecutionStatus.TERMINATED,
-        WorkflowExecutionStatus.CANCELED,
-        WorkflowExecutionStatus.TIMED_OUT,
-        WorkflowExecutionStatus.FAILED,
-    }
-)
-
-
 async def not_gone(handle: WorkflowHandle[Any, AgentResult], header: str | None, headers: dict[str, str]) -> None:
     """A stream that reattaches to a run that already ended without an answer gets the same `410`
     as a request that waits on it, before its headers go out (one `describe`, on reattaching only)."""
@@ -80,5 +70,5 @@ async def not_gone(handle: WorkflowHandle[Any, AgentResult], header: str | None,
         err = _unavailable(f"cannot follow the agent run {handle.id}: {exc.message}")
         err.headers.update(headers)
         raise err from None
-    if desc.status in _ENDED_BADLY:
+    if desc.status in ENDED_WITHOUT_RESULT:
         await run_result(handle, header, headers)
