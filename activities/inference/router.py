@@ -13,6 +13,12 @@ settings):
   or is not confident enough, and first with CLOUD_FIRST, always with the messages redacted
   (`agentic_core.redaction`): the router itself sends what it is given.
 
+A group with one OpenAI-compatible endpoint (`openai/…` or `hosted_vllm/…` with one base URL:
+the embedded llama.cpp, one vLLM Service) is called with the OpenAI client directly, the client
+LiteLLM would use under it: LiteLLM's layers have nothing to choose there and cost such a call
+about 4.5 ms before the request leaves (`direct_model`). Pools with replicas and other providers
+go through LiteLLM's `Router`.
+
 Client-side retries are off everywhere (router, LiteLLM call and the OpenAI client under it):
 Temporal retries activities, and a retry inside an activity would hide failures from it.
 Failures come out as `InferenceUnavailable` (the pool cannot be reached or failed: retry
@@ -30,6 +36,7 @@ import asyncio
 import contextlib
 import copy
 import importlib
+import inspect
 import json
 import os
 import re
@@ -42,6 +49,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 
 import httpx
 import litellm
+import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from activities.telemetry import metrics, tracing
@@ -90,6 +98,18 @@ LAZY_MODULES = (
     "litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation",
     "litellm.router_utils.baseline_request",
     "ctypes",
+    # the OpenAI client's HTTP stack (httpx over httpcore and anyio), on a direct group's first call
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "httpcore._async.connection_pool",
+    "httpcore._async.http11",
+    "httpcore._async.http2",
+    "httpcore._backends.anyio",
+    "httpcore._backends.auto",
+    "httpcore._backends.trio",
+    "ctypes.util",
 )
 
 
@@ -257,25 +277,15 @@ async def _assembled(stream: Any, on_text: Callable[[str], None]) -> Any:
     finish = None
     model = None
     usage = None
-    async for chunk in stream:
-        model = getattr(chunk, "model", None) or model
-        usage = getattr(chunk, "usage", None) or usage
-        for choice in getattr(chunk, "choices", None) or []:
-            finish = getattr(choice, "finish_reason", None) or finish
-            delta = getattr(choice, "delta", None)
-            if delta is None:
-                continue
-            piece = getattr(delta, "content", None)
-            if piece:
-                text.append(piece)
-                on_text(piece)
-            for i, tc in enumerate(getattr(delta, "tool_calls", None) or []):
-                index = getattr(tc, "index", None)
-                call = calls.setdefault(i if index is None else int(index), {"id": "", "name": "", "arguments": ""})
-                call["id"] = getattr(tc, "id", None) or call["id"]
-                fn = getattr(tc, "function", None)
-                call["name"] = call["name"] or getattr(fn, "name", None) or ""
-                call["arguments"] += getattr(fn, "arguments", None) or ""
+    try:
+        async for chunk in stream:
+            model, usage, finish = _take_chunk(chunk, text, calls, on_text, model, usage, finish)
+    finally:  # however the reading ends (on_text raising included), the response is closed
+        closing = getattr(stream, "close", None)
+        if callable(closing):
+            done = closing()
+            if inspect.isawaitable(done):
+                await done
     tool_calls = [
         SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments=c["arguments"]))
         for _i, c in sorted(calls.items())
@@ -284,9 +294,44 @@ async def _assembled(stream: Any, on_text: Callable[[str], None]) -> Any:
     return SimpleNamespace(model=model, usage=usage, choices=[SimpleNamespace(message=message, finish_reason=finish)])
 
 
+def _take_chunk(
+    chunk: Any,
+    text: list[str],
+    calls: dict[int, dict[str, Any]],
+    on_text: Callable[[str], None],
+    model: Any,
+    usage: Any,
+    finish: Any,
+) -> tuple[Any, Any, Any]:
+    """One chunk of a stream into the pieces `_assembled` keeps: (model, usage, finish_reason)."""
+    model = getattr(chunk, "model", None) or model
+    usage = getattr(chunk, "usage", None) or usage
+    for choice in getattr(chunk, "choices", None) or []:
+        finish = getattr(choice, "finish_reason", None) or finish
+        delta = getattr(choice, "delta", None)
+        if delta is None:
+            continue
+        piece = getattr(delta, "content", None)
+        if piece:
+            text.append(piece)
+            on_text(piece)
+        for i, tc in enumerate(getattr(delta, "tool_calls", None) or []):
+            index = getattr(tc, "index", None)
+            call = calls.setdefault(i if index is None else int(index), {"id": "", "name": "", "arguments": ""})
+            call["id"] = getattr(tc, "id", None) or call["id"]
+            fn = getattr(tc, "function", None)
+            call["name"] = call["name"] or getattr(fn, "name", None) or ""
+            call["arguments"] += getattr(fn, "arguments", None) or ""
+    return model, usage, finish
+
+
 # LiteLLM maps provider errors onto OpenAI's exception types. A refused connection arrives as
 # InternalServerError (not APIConnectionError), so every 5xx counts as "unavailable".
+# The direct OpenAI client (below) raises OpenAI's own types, of which LiteLLM's are subclasses.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
+    openai.APIConnectionError,  # APITimeoutError is one
+    openai.InternalServerError,  # any 5xx
+    openai.RateLimitError,
     litellm.APIConnectionError,
     litellm.Timeout,
     litellm.InternalServerError,
@@ -297,8 +342,30 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# Model strings whose server speaks OpenAI's API as it is (llama.cpp, vLLM, the test fakes):
+# a group of these with one endpoint is called with the OpenAI client directly (`_direct`).
+_OPENAI_COMPATIBLE = ("openai/", "hosted_vllm/")
+
+
+def direct_model(g: GroupConfig) -> str | None:
+    """The model name to send when `g` is called with the OpenAI client directly, else None.
+
+    A pool with one OpenAI-compatible endpoint (the embedded llama.cpp, one vLLM Service) has
+    nothing for LiteLLM's router to choose, retry or translate, and LiteLLM's layers cost that
+    call about 4.5 ms before the request leaves and 13 ms of CPU in all for a short streamed
+    reply (benchmarks/gateway_stack.py; docs/gateway.md): such a group is called with the same
+    OpenAI client LiteLLM would use under it. Pools with replicas (least-busy routing, a
+    failing replica cooled down) and other providers (the cloud group's own API) go through
+    LiteLLM's `Router`."""
+    if not g.api_base or len(g.replicas) != 1:
+        return None
+    prefix = next((p for p in _OPENAI_COMPATIBLE if g.model.startswith(p)), None)
+    return g.model[len(prefix) :] if prefix else None
+
+
 class InferenceRouter:
-    """LiteLLM `Router` over the configured model groups."""
+    """LiteLLM `Router` over the configured model groups; a group with one OpenAI-compatible
+    endpoint is called with the OpenAI client directly (`direct_model`)."""
 
     def __init__(self, groups: list[GroupConfig], *, mode: InferenceMode = InferenceMode.LOCAL_FIRST) -> None:
         if not groups:
@@ -325,6 +392,9 @@ class InferenceRouter:
                 model_list.append({"model_name": g.name, "litellm_params": params})
             if g.max_parallel:
                 self._slots[g.name] = asyncio.Semaphore(g.max_parallel * len(g.replicas))
+        # the direct groups' clients, one per event loop (an HTTP connection belongs to its loop)
+        self._direct: dict[str, str] = {g.name: m for g in groups if (m := direct_model(g)) is not None}
+        self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
         self._router = litellm.Router(
             model_list=model_list,
             routing_strategy="least-busy",  # among a pool's replicas: the one with the fewest calls in flight
@@ -364,6 +434,39 @@ class InferenceRouter:
             raise InferenceError(f"unknown model group {group!r} (configured: {', '.join(self._groups)})") from None
 
     # --- calls ---------------------------------------------------------------------------
+    def _client(self, g: GroupConfig) -> openai.AsyncOpenAI:
+        """The OpenAI client of a direct group, for the running event loop."""
+        key = (g.name, id(asyncio.get_running_loop()))
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) > 32:  # loops come and go in tests; a worker has one
+                self._clients.clear()
+            client = openai.AsyncOpenAI(
+                base_url=g.api_base,
+                api_key=g.api_key.get_secret_value() if g.api_key else NO_KEY,
+                timeout=g.timeout_s,
+                max_retries=0,  # Temporal retries (the module doc)
+            )
+            self._clients[key] = client
+        return client
+
+    async def _request(self, g: GroupConfig, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        """One chat completion (a stream with `stream=True`), directly or through LiteLLM."""
+        model = self._direct.get(g.name)
+        if model is not None:
+            return await self._client(g).chat.completions.create(
+                model=model,
+                messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
+                **kwargs,
+            )
+        return await self._router.acompletion(
+            model=g.name,
+            messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
+            num_retries=0,
+            timeout=g.timeout_s,
+            **kwargs,
+        )
+
     async def _acompletion(
         self,
         g: GroupConfig,
@@ -408,13 +511,7 @@ class InferenceRouter:
             try:
                 if on_text is not None:
                     kwargs |= {"stream": True, "stream_options": {"include_usage": True}}
-                resp = await self._router.acompletion(
-                    model=g.name,
-                    messages=messages,  # type: ignore[arg-type]  # plain OpenAI-style dicts
-                    num_retries=0,
-                    timeout=g.timeout_s,
-                    **kwargs,
-                )
+                resp = await self._request(g, messages, **kwargs)
                 if on_text is not None:
                     resp = await _assembled(resp, on_text)
                 outcome = "ok"

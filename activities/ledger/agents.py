@@ -35,11 +35,18 @@ class AgentStore(LedgerBase):
         route_method: str | None = None,
         route_score: float | None = None,
         incident_id: str | None = None,
+        first_message: MessageIn | None = None,
     ) -> AgentRunRow:
-        """Record (or complete a stub of) the run; a second call changes nothing that was set."""
-        async with self._conn(transaction=True) as conn:
+        """Record (or complete a stub of) the run; a second call changes nothing that was set.
+        With `first_message` (the request as the transcript's first message: role, step, key and
+        text only), that message too, in the same statement: one round trip where `add_messages`
+        after it took a transaction of its own (on the gateway's time-to-first-token path). A key
+        already there is skipped, as in `add_messages`."""
+        m = first_message
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 """
+                WITH run AS (
                 INSERT INTO agent_runs (id, request_id, request, requested_by, source, agent, route_method,
                                         route_score, incident_id)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -55,6 +62,12 @@ class AgentStore(LedgerBase):
                     route_score = COALESCE(agent_runs.route_score, EXCLUDED.route_score),
                     incident_id = COALESCE(agent_runs.incident_id, EXCLUDED.incident_id)
                 RETURNING *
+                ), message AS (
+                    INSERT INTO agent_messages (run_id, key, step, role, content)
+                    SELECT run.id, $10::text, $11::integer, $12::text, $13::text FROM run WHERE $10::text IS NOT NULL
+                    ON CONFLICT (key) DO NOTHING
+                )
+                SELECT * FROM run
                 """,
                 run_id,
                 request_id,
@@ -65,6 +78,10 @@ class AgentStore(LedgerBase):
                 route_method,
                 route_score,
                 incident_id,
+                m.key if m else None,
+                m.step if m else 0,
+                m.role if m else "user",
+                m.content if m else "",
             )
         return AgentRunRow.model_validate(dict(row))
 

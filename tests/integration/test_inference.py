@@ -34,6 +34,7 @@ from activities.inference.router import (
     InferenceUnavailable,
     Structured,
     StructuredOutputError,
+    direct_model,
     generation_schema,
 )
 from agentic_core.models import InferenceMode, Proposal
@@ -371,6 +372,72 @@ async def test_pool_key_is_sent_as_bearer(fake: FakeOpenAI) -> None:
     assert result.text == "hello"
     assert fake.requests[0]["headers"]["authorization"] == "Bearer pool-secret"
     assert fake.requests[0]["json"]["model"] == "smollm2"
+
+
+async def test_one_openai_compatible_endpoint_is_called_without_litellm(fake: FakeOpenAI) -> None:
+    """A group with one OpenAI-compatible endpoint (the embedded llama.cpp, one vLLM Service) is
+    called with the OpenAI client directly: LiteLLM's layers cost such a call ~4.5 ms before the
+    request left (docs/gateway.md). Proved by taking LiteLLM's router away: the call still works,
+    with the group's model name and key."""
+    fake.content = "hello"
+    router = fake_router(fake, api_key=SecretStr("k1"))
+
+    async def no_litellm(**_: Any) -> Any:
+        raise AssertionError("went through LiteLLM")
+
+    router._router.acompletion = no_litellm  # type: ignore[method-assign]
+    result = await router.complete("planner", [{"role": "user", "content": "hi"}])
+    assert result.text == "hello" and result.prompt_tokens == 3 and result.completion_tokens == 4
+    assert fake.requests[0]["json"]["model"] == "fake"
+    assert fake.requests[0]["headers"]["authorization"] == "Bearer k1"
+
+
+def test_which_groups_are_called_directly() -> None:
+    base = "http://127.0.0.1:9/v1"
+    assert direct_model(GroupConfig(name="a", model="openai/smollm2", api_base=base)) == "smollm2"
+    assert direct_model(GroupConfig(name="a", model="hosted_vllm/qwen", api_base=base)) == "qwen"
+    # replicas: LiteLLM's least-busy routing and cooldowns; a provider's own API: LiteLLM's translation
+    assert direct_model(GroupConfig(name="a", model="openai/m", api_base=base, api_bases=(base, base + "2"))) is None
+    assert direct_model(GroupConfig(name="a", model="openai/gpt-4o-mini")) is None
+    assert direct_model(GroupConfig(name="a", model="anthropic/claude-x", api_base=base)) is None
+
+
+async def test_a_cancelled_streamed_call_closes_its_connection() -> None:
+    """A streamed turn cancelled after its first word (an agent run cancelled mid-answer) closes
+    the connection, so the model server stops writing (llama.cpp drops the request)."""
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
+        chunk["choices"] = [{"index": 0, "delta": {"content": "first"}, "finish_reason": None}]
+        body = f"data: {json.dumps(chunk)}\n\n".encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )  # fmt: skip
+        await writer.drain()
+        with contextlib.suppress(Exception):
+            while await asyncio.wait_for(reader.read(1024), 30):  # the rest of the body, then EOF
+                pass
+            closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    router = InferenceRouter([GroupConfig(name="planner", model="openai/fake", api_base=f"http://127.0.0.1:{port}/v1")])
+    words: list[str] = []
+    async with server:
+        call = asyncio.create_task(router.chat("planner", [{"role": "user", "content": "hi"}], on_text=words.append))
+        for _ in range(200):
+            if words:
+                break
+            await asyncio.sleep(0.05)
+        assert words == ["first"]
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        await asyncio.wait_for(closed.wait(), 10)
 
 
 async def test_refused_connection_raises_inference_unavailable() -> None:

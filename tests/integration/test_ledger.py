@@ -26,6 +26,7 @@ from activities.ledger.db import (
     list_migrations,
     migrate,
 )
+from activities.ledger.models import MessageIn
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, Proposal, Risk, Runbook, ToolCall
 from tests.support.pg import ledger_on, pg_server
@@ -409,6 +410,24 @@ async def test_an_open_agent_run_is_closed_once_and_a_closed_one_keeps_its_endin
     await ledger.mark_agent_runs_checked([b])
     later = [r.id for r in await ledger.open_agent_runs(limit=1000)]
     assert later[-1] == b  # looked at now: the last in line
+
+
+async def test_an_agent_run_starts_with_its_request_as_the_first_message_in_one_statement(ledger: Ledger) -> None:
+    """`start_agent_run(first_message=…)` (the run's start, on the gateway's first-token path) writes
+    the row and the request as the transcript's first message at once; a retried start adds
+    neither a second row nor a second message; without it, the transcript stays empty."""
+    rid, plain = uid("agent-first"), uid("agent-plain")
+    first = MessageIn(key=f"{rid}/0/user", step=0, role="user", content="is sonarr ok?")
+    for _ in range(2):
+        row = await ledger.start_agent_run(
+            rid, request_id=rid, request="is sonarr ok?", requested_by="bob", source="gateway", agent="web",
+            first_message=first,
+        )  # fmt: skip
+        assert (row.id, row.request, row.status) == (rid, "is sonarr ok?", "running")
+    rows = await ledger.transcript(rid)
+    assert [(r.key, r.step, r.role, r.content) for r in rows] == [(first.key, 0, "user", "is sonarr ok?")]
+    await ledger.start_agent_run(plain, request_id=plain, request="?", requested_by="bob", source="cli", agent="web")
+    assert await ledger.transcript(plain) == []
 
 
 async def test_outcomes_and_notifications(ledger: Ledger) -> None:
