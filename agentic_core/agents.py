@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agentic_core.incident import Choice
+from agentic_core.incident import Choice, ToolSpec
 
 QUERY_AGENT_PROGRESS = "progress"
 
@@ -286,6 +286,9 @@ class StartRunInput(BaseModel):
     request: AgentRequest
     route: Route | None = None
     agent: str = ""  # the agent that runs (the request's, else the route's)
+    # list the agent's tools too (`tools`), so the run needs no `tools.list_tools` of its own (a
+    # run from before the workflow's `START_LISTS_TOOLS_PATCH` does not ask)
+    list_tools: bool = False
 
 
 class StartRunResult(BaseModel):
@@ -294,6 +297,10 @@ class StartRunResult(BaseModel):
     configured: bool = True
     answer: str = ""  # when not configured: what is missing and which settings enable it
     limits: AgentLimits = Field(default_factory=AgentLimits)  # the agent's configured limits
+    # the agent's tools as the servers offer them (`list_tools` asked, the agent configured); None:
+    # not listed here (not asked, not configured, no catalogue wired, or the listing failed or took
+    # too long): the workflow lists them with `tools.list_tools`, whose retries and note are its own
+    tools: list[ToolSpec] | None = None
 
 
 class FinishRunInput(BaseModel):

@@ -22,7 +22,7 @@ change in the machine's load falls on all alike):
   paired (gateway i - model i).
 - where the time goes, per phase, p50/p95, for the gateway request: client to the gateway
   (HTTP), the key check in the ledger, the workflow start, the start to the model turn (the
-  workflow's first task: start_run, list_tools; the turn's dispatch on the model queue), the
+  workflow's first task: start_run, which lists the tools; the turn's dispatch on the model queue), the
   turn's transcript read and context, LiteLLM to the model, the model's prefill, and its first
   word to the client (LiteLLM's stream, the NOTIFY, the gateway's listener, the SSE chunk, the
   client's parsing; or, before streaming, the rest of the answer and the run's end). The key

@@ -87,7 +87,7 @@ async def wait_quiet(env: dict[str, str], limit: float = 600) -> float:
 async def phases(env: dict[str, str], runs: list[tuple[str, float, float]], model_ms: int) -> dict[str, list[float]]:
     """Where a gateway request's time went, from each run's history (Temporal's event times and
     this machine's clock are the same clock): the request to the run's start (HTTP, the key
-    check, the start), the first workflow task's wait and run (start_run, list_tools), the model
+    check, the start), the first workflow task's wait and run (start_run, which lists the tools), the model
     turn's dispatch, and from the turn's start to the first word at the client less the model's
     own `model_ms` (the transcript, LiteLLM, the NOTIFY, the gateway's listener, the SSE chunk)."""
     from temporalio.client import Client
@@ -109,7 +109,7 @@ async def phases(env: dict[str, str], runs: list[tuple[str, float, float]], mode
         for name, ms in (
             ("request -> run started", (started - sent) * 1000),
             ("run started -> first task started", (wft_started - started) * 1000),
-            ("first task (start_run, list_tools)", (wft_done - wft_started) * 1000),
+            ("first task (start_run with the tools)", (wft_done - wft_started) * 1000),
             ("-> model turn started", (act_started - wft_done) * 1000),
             ("turn started -> first word - model", (word - act_started) * 1000 - model_ms),
         ):

@@ -6,7 +6,9 @@
    limits may only tighten them), or, for an agent this platform does not run (coding without
    AGENTIC_REPOS, web without its server), the answer saying which settings enable it
    (`NOT_CONFIGURED`). A request deeper than `max_delegation_depth` ends at once.
-3. **tools** (`tools.list_tools`): the agent's allow-list as the servers offer it.
+3. **tools**: the agent's allow-list as the servers offer it, listed by `agents.start_run` in the
+   same local activity (`START_LISTS_TOOLS_PATCH`), else (it could not, or a run from before the
+   patch) by `tools.list_tools`.
 4. **the loop**: a model turn (`agents.model_turn`: the context is built from the ledger's
    transcript within `max_context_tokens`, one result shown up to `max_result_chars`), then each
    tool call it asked for, in order:
@@ -149,6 +151,12 @@ WRITE_GIVE_UP_PATCH = "agent-write-give-up"
 # replay does not compare), the answer saying it was cancelled, never `running` or
 # `awaiting_approval` forever. Decided where the cancellation is met (only cancelled runs reach it).
 RUN_CANCEL_PATCH = "agent-run-cancel"
+# `agents.start_run` lists the agent's tools too (`StartRunInput.list_tools`), so the first
+# workflow task runs one local activity, not two (each hop back through the SDK's core to a new
+# activation cost ~4 ms of the gateway's time to first token); when it could not list them
+# (`StartRunResult.tools` None: no catalogue, a failure, too slow), `tools.list_tools` as before,
+# with its retries and its note. Decided once, first thing in the run (its first workflow task).
+START_LISTS_TOOLS_PATCH = "agent-start-lists-tools"
 # Limits that end the run (LIMITED); the others only trim it (it may still be DONE).
 ENDING_LIMITS = frozenset({"max_steps", "max_wall_s", "max_tool_calls", "max_delegation_depth"})
 
@@ -202,6 +210,8 @@ class AgentWorkflow:
 
     async def _run(self, req: AgentRequest) -> AgentResult:
         p = self._p
+        # in the run's first workflow task, before any activity (docs/upgrades.md)
+        lists_tools = workflow.patched(START_LISTS_TOOLS_PATCH)
         self._set_status(AgentStatus.ROUTING if req.agent is None else AgentStatus.RUNNING)
         route = await self._route(req)
         if route is None:
@@ -214,7 +224,7 @@ class AgentWorkflow:
         start: StartRunResult = await short_stage(
             True,
             ACTIVITY_START_RUN,
-            StartRunInput(run_id=p.run_id, request=req, route=route, agent=route.agent),
+            StartRunInput(run_id=p.run_id, request=req, route=route, agent=route.agent, list_tools=lists_tools),
             start_to_close_timeout=_SHORT,
             retry_policy=_RETRY,
             result_type=StartRunResult,
@@ -229,7 +239,10 @@ class AgentWorkflow:
             )
             return await self._finish(AgentStatus.LIMITED, "", [])
         self._set_status(AgentStatus.RUNNING)
-        tools = await self._tools(route.agent)
+        if lists_tools and start.tools is not None:
+            tools = start.tools
+        else:
+            tools = await self._tools(route.agent)
         return await self._loop(route.agent, tools, limits)
 
     async def _loop(self, agent: str, tools: list[ToolSpec], limits: AgentLimits) -> AgentResult:

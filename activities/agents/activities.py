@@ -2,7 +2,9 @@
 `AgentActivities(ledger, router, planner_group="planner", agents={...})` and registers them:
 
 - `agents.start_run` (StartRunInput → StartRunResult): the run and its request in the ledger;
-  the agent's limits, or why it is not configured.
+  the agent's limits, or why it is not configured; asked (`list_tools`), the agent's tools too
+  (the gateway's catalogue, `tool_specs`), so the run's first workflow task needs no second
+  local activity.
 - `agents.model_turn` (ModelTurnInput → ModelTurnResult): the previous turn's tool results into
   the transcript; the context within the limits (`activities.agents.context`); one model call;
   the assistant turn into the transcript. With `stream` set the model is asked to stream and its
@@ -20,6 +22,7 @@ a JSON object, come back with `problem` set; the workflow refuses them and the m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -64,6 +67,9 @@ ERR_MODEL_REFUSED = "ModelRefused"  # not retryable: the pool refused the reques
 MAX_REPLY_TOKENS = 512
 MAX_TEXT_CHARS = 8_000  # of one model turn's text, in workflow history (the ledger keeps it all)
 MAX_REASON_CHARS = 2_000  # of a refusal's or a write's outcome, in the transcript
+# start_run's own listing of the agent's tools: well inside the activity's 30 s, so a slow server
+# never times the start out (the workflow's `tools.list_tools` then waits for it as before)
+START_LIST_TIMEOUT_S = 10.0
 
 SYSTEM_PROMPT = """You are the {agent} agent of a self-hosted operations platform for a Kubernetes homelab. \
 Answer the operator's request.
@@ -216,7 +222,27 @@ class AgentActivities:
         limits = self.agents.get(agent)
         if limits is None:
             return StartRunResult(configured=False, answer=not_configured_answer(agent))
-        return StartRunResult(configured=True, limits=limits)
+        tools = await self._listed(inp.run_id, agent) if inp.list_tools else None
+        return StartRunResult(configured=True, limits=limits, tools=tools)
+
+    async def _listed(self, run_id: str, agent: str) -> list[ToolSpec] | None:
+        """The agent's tools for `start_run` (the gateway's `offered`), saving the run the hop to a
+        `tools.list_tools` of its own. None when there is no catalogue (`tool_specs`) or the listing
+        failed or took longer than `START_LIST_TIMEOUT_S`: a listing never fails the start (nor
+        holds it past its timeout); the workflow then lists through `tools.list_tools`, which
+        retries and notes a failure ("no tools could be listed (...)") as it always did."""
+        if self.tool_specs is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.tool_specs(agent), START_LIST_TIMEOUT_S)
+        except Exception as exc:  # a cancelled activity (CancelledError) is no Exception: it goes on up
+            log.warning(
+                "run %s: %s's tools not listed with the run's start (tools.list_tools lists them): %s",
+                run_id,
+                agent,
+                str(exc) or type(exc).__name__,
+            )
+            return None
 
     @activity.defn(name=ACTIVITY_FINISH_RUN)
     async def finish_run(self, inp: FinishRunInput) -> AgentRunSummary:

@@ -12,7 +12,8 @@ write's server stays unreachable through every retry: the run closes the write's
 `tools.give_up` (`WRITE_GIVE_UP_PATCH`). With `--cancelled`, nobody answers: the run is cancelled
 while it waits for the answer (`RUN_CANCEL_PATCH`: it ends cancelled and closes its ledger row with
 `agents.finish_run`; before the patch, the cancelled question was taken as expired and the run went
-on to its answer).
+on to its answer). Since `START_LISTS_TOOLS_PATCH` the run's tools come with `agents.start_run`
+(the fake lists them when asked), so a new history has no `tools.list_tools` marker.
 """
 
 from __future__ import annotations
@@ -77,19 +78,21 @@ TURNS = [
 ]
 
 
+TOOLS = [
+    ToolSpec(name="get_pods", server="infra", mutating=False),
+    ToolSpec(name="rollout_restart", server="infra", mutating=True),
+]
+
+
 @activity.defn(name=ACTIVITY_START_RUN)
 async def start_run(inp: StartRunInput) -> StartRunResult:
-    return StartRunResult()
+    # asked (`START_LISTS_TOOLS_PATCH`), the tools come with the start: no `tools.list_tools`
+    return StartRunResult(tools=list(TOOLS) if inp.list_tools else None)
 
 
 @activity.defn(name=LIST_TOOLS)
 async def list_tools(inp: ListToolsInput) -> ListToolsResult:
-    return ListToolsResult(
-        tools=[
-            ToolSpec(name="get_pods", server="infra", mutating=False),
-            ToolSpec(name="rollout_restart", server="infra", mutating=True),
-        ]
-    )
+    return ListToolsResult(tools=list(TOOLS))
 
 
 @activity.defn(name=ACTIVITY_MODEL_TURN)

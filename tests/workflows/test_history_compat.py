@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.agent import RUN_CANCEL_PATCH, WRITE_GIVE_UP_PATCH, AgentWorkflow
+from workflows.agent import RUN_CANCEL_PATCH, START_LISTS_TOOLS_PATCH, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
     ACTION_GIVE_UP_PATCH,
@@ -197,6 +197,33 @@ def test_cancelled_runs_that_said_failed_and_cancelled_are_both_kept() -> None:
     )
 
 
+def _first_task(history: WorkflowHistory) -> list[str]:
+    """The run's patch markers (`patch:ID`) and local activities, in order, before its first model
+    turn is scheduled."""
+    out: list[str] = []
+    for e in history.events:
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "agents.model_turn":
+            return out
+        marker = e.marker_recorded_event_attributes
+        if marker.marker_name == "core_patch":
+            out.append("patch:" + json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+        elif marker.marker_name == "core_local_activity":
+            out.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    raise AssertionError("the run never asked its model")
+
+
+def test_agent_runs_that_listed_tools_apart_and_with_the_start_are_kept() -> None:
+    # Before `START_LISTS_TOOLS_PATCH` the first workflow task ran `agents.start_run`, then
+    # `tools.list_tools`; with it, `agents.start_run` lists the tools too: one local activity.
+    before = load(HISTORIES / "agent-v5-cancelled-status.agent.json")
+    assert _first_task(before) == ["agents.start_run", "tools.list_tools"]
+    after = load(HISTORIES / "agent-v6-start-lists-tools.agent.json")
+    assert _first_task(after) == [f"patch:{START_LISTS_TOOLS_PATCH}", "agents.start_run"]
+    assert b"tools.list_tools" not in after.to_json().encode()
+    _, scheduled = _patches_and_scheduled(after)  # the same run as v1's from there on
+    assert scheduled == _patches_and_scheduled(load(HISTORIES / "agent-v1-read-and-write.agent.json"))[1]
+
+
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])
 async def test_captured_history_replays_with_todays_code(path: Path) -> None:
     history = load(path)
@@ -231,3 +258,28 @@ async def test_replay_catches_the_run_cancel_change_without_its_patch(monkeypatc
     replayer = Replayer(workflows=[AgentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
+
+
+async def test_replay_catches_a_run_that_listed_its_tools_with_the_start_without_the_patch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """And for `START_LISTS_TOOLS_PATCH`: today's code taking the old path (`tools.list_tools`
+    after the start) where the patch is recorded cannot replay a run that listed its tools with
+    the start (its model turn is where the listing was); forced on, a run from before the patch
+    still replays (its start listed nothing, so the run lists with `tools.list_tools` as it did)."""
+    from temporalio import workflow
+
+    real = workflow.patched
+    replayer = Replayer(workflows=[AgentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    # the marker is recorded (the real call), its answer ignored: only the sequence differs
+    monkeypatch.setattr(workflow, "patched", lambda id: real(id) and id != START_LISTS_TOOLS_PATCH)
+    result = await replayer.replay_workflow(
+        load(HISTORIES / "agent-v6-start-lists-tools.agent.json"), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    assert "ActivityTaskScheduled" in str(result.replay_failure), result.replay_failure
+    monkeypatch.setattr(workflow, "patched", lambda id: True if id == START_LISTS_TOOLS_PATCH else real(id))
+    result = await replayer.replay_workflow(
+        load(HISTORIES / "agent-v5-cancelled-status.agent.json"), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure
