@@ -215,9 +215,7 @@ class AgentActivities:
                 route_method=inp.route.method.value if inp.route else None,
                 route_score=inp.route.score if inp.route else None,
                 incident_id=req.incident_id,
-            )
-            await self.ledger.add_messages(
-                inp.run_id, [MessageIn(key=f"{inp.run_id}/0/user", step=0, role="user", content=req.text)]
+                first_message=MessageIn(key=f"{inp.run_id}/0/user", step=0, role="user", content=req.text),
             )
         limits = self.agents.get(agent)
         if limits is None:

@@ -19,17 +19,16 @@ SPECS = [ToolSpec(name="get_pods", server="infra", mutating=False)]
 
 
 class Ledger:
-    """What start_run writes: the run and its user message."""
+    """What start_run writes: the run and its user message (in the same call)."""
 
     def __init__(self) -> None:
         self.runs: list[str] = []
         self.messages: list[Any] = []
 
-    async def start_agent_run(self, run_id: str, **_: Any) -> None:
+    async def start_agent_run(self, run_id: str, *, first_message: Any = None, **_: Any) -> None:
         self.runs.append(run_id)
-
-    async def add_messages(self, run_id: str, messages: list[Any]) -> None:
-        self.messages.extend(messages)
+        if first_message is not None:
+            self.messages.append(first_message)
 
 
 class Catalogue:
