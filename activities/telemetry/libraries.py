@@ -6,7 +6,8 @@ of one span each, thousands a day, with nothing to connect them to.
 
 - httpx, not httpx2: the `mcp` SDK speaks over httpx2 and makes its own MCP spans (and carries the
   context in the request's `_meta`); instrumenting its transport would trace the SDK a second time.
-  What is left on httpx: LiteLLM's model calls (a `POST` under the `chat <model>` span), the web
+  What is left on httpx: the model calls of groups with one endpoint, made with the OpenAI client
+  (a `POST` under the `chat <model>` span; LiteLLM's, for pools with replicas, go over aiohttp), the web
   tool server's fetches, the rollout's probes. No headers are captured, and the redacting
   processor drops query values from every URL (`tracing.redact_url`).
 - asyncpg: `opentelemetry-instrumentation-asyncpg` has no release for semantic-conventions
