@@ -27,6 +27,9 @@ It runs where it cannot be missed:
   `ended_progress`): what they show is right even before the worker's next pass, and even when
   the ledger refuses the write (a gateway on a ledger the worker has not migrated yet: the row is
   shown as it ended and the worker closes it).
+The same pass closes the approved writes such a run left `running` (it ended while one ran: nothing
+will record its result now), `failed` with the outcome unknown and the run's ending named, once
+they started longer ago than a write may take (`ORPHAN_ACTION_AFTER_S`).
 Cheap: only open rows are looked at, one `DescribeWorkflowExecution` each (and, for a closed
 one, its close event), at most `AT_ONCE` at a time.
 """
@@ -53,6 +56,10 @@ log = logging.getLogger("agentic.agent_runs")
 
 RECONCILE_BATCH = 100  # open rows one pass of the worker looks at, at most
 AT_ONCE = 8  # workflows described at once
+# An ended run's write still `running` is closed once it started this long ago: longer than the
+# write's own start-to-close timeout (workflows/agent.py EXECUTE_TIMEOUT, 5 minutes), so a write
+# still finishing in a worker records its own result first.
+ORPHAN_ACTION_AFTER_S = 10 * 60.0
 RPC_TIMEOUT_S = 10.0
 
 _WHILE = {
@@ -209,12 +216,23 @@ async def reconcile_pass(ledger: Ledger, client: Client, *, limit: int = RECONCI
     return len(closed)
 
 
+async def close_orphaned_actions(ledger: Ledger, *, started_before_s: float = ORPHAN_ACTION_AFTER_S) -> int:
+    """The approved writes of agent runs that ended while they ran (terminated, say): their rows
+    would stay `running` for ever; closed `failed`, outcome unknown (`Ledger.close_orphaned_agent_actions`).
+    Returns how many."""
+    closed = await ledger.close_orphaned_agent_actions(started_before_s=started_before_s)
+    for key, status in closed:
+        log.info("action %s of an agent run that ended (%s) while it ran: closed failed, outcome unknown", key, status)
+    return len(closed)
+
+
 async def reconcile_loop(ledger: Ledger, client: Client, every_s: float) -> None:
     """The worker's reconciler: a pass at once, then every `every_s` seconds, for as long as the
     worker runs (cancel the task to stop it). A pass that fails is logged; the next one tries again."""
     while True:
         try:
             await reconcile_pass(ledger, client)
+            await close_orphaned_actions(ledger)
         except asyncio.CancelledError:
             raise
         except Exception:

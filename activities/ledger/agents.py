@@ -149,6 +149,33 @@ class AgentStore(LedgerBase):
                 row = await conn.fetchrow("SELECT * FROM agent_runs WHERE id = $1", run_id)
         return AgentRunRow.model_validate(dict(row)) if row else None
 
+    async def close_orphaned_agent_actions(self, *, started_before_s: float, limit: int = 100) -> list[tuple[str, str]]:
+        """Close the action rows still `running` whose agent run has ended (terminated, cancelled or
+        failed while a write ran: nothing will record their outcome now) and that started more than
+        `started_before_s` ago (longer than the write's own timeout, so an activity still finishing
+        records its result first): `failed`, outcome unknown, the run's ending named. Returns
+        (idempotency key, the run's status) of each row closed, at most `limit` a call."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""
+                UPDATE actions a
+                SET status = 'failed', finished_at = now(),
+                    error = 'outcome unknown: the agent run ended (' || r.status || ') while this action ran, '
+                            || 'and nothing recorded its result; it was not retried'
+                FROM agent_runs r
+                WHERE a.id IN (
+                    SELECT a2.id FROM actions a2 JOIN agent_runs r2 ON r2.id = a2.run_id
+                    WHERE a2.status = 'running' AND r2.status NOT IN {_OPEN_SQL}
+                      AND a2.started_at < now() - make_interval(secs => $1)
+                    ORDER BY a2.started_at LIMIT $2
+                ) AND r.id = a.run_id AND a.status = 'running'
+                RETURNING a.idempotency_key, r.status
+                """,
+                started_before_s,
+                limit,
+            )
+        return [(row["idempotency_key"], row["status"]) for row in rows]
+
     async def open_agent_runs(self, *, limit: int) -> list[AgentRunRow]:
         """Open rows (`routing`, `running`, `awaiting_approval`), the ones looked at longest ago (or
         never) first: a bounded reconcile pass reaches each in turn."""

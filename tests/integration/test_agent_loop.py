@@ -654,8 +654,9 @@ async def test_the_workers_pass_closes_rows_nobody_reads(
     out (its execution timeout, as an incident's investigate stage sets one) while it waited is
     closed `failed`, saying so; a run cancelled without its code closing its row, `cancelled`; a
     run still waiting is left alone (and marked looked at); a row whose workflow Temporal does not
-    know is closed by this pass only, never by a command's read."""
-    from workers.agent_runs import reconcile_pass, reconcile_rows
+    know is closed by this pass only, never by a command's read; the write such a run left
+    `running` is closed `failed`, outcome unknown (`close_orphaned_actions`, the same loop)."""
+    from workers.agent_runs import close_orphaned_actions, reconcile_pass, reconcile_rows
 
     model.reply = scripted(
         [{"tool_calls": [tool_call("rollout_restart", {"namespace": NS, "deployment": "bazarr"}, "w1")]}, "x"]
@@ -673,6 +674,8 @@ async def test_the_workers_pass_closes_rows_nobody_reads(
     await progress_when(waiting, lambda p: p.status == AgentStatus.AWAITING_APPROVAL)
     ghost = f"agent-ghost-{uuid.uuid4().hex[:8]}"
     await ledger.start_agent_run(ghost, request_id="ghost", request="?", requested_by="x", source="cli", agent=None)
+    left = f"{ghost}/w1"
+    await ledger.start_action(ghost, 0, "rollout_restart", {"namespace": NS, "deployment": "x"}, left, agent_run=True)
     other = f"closes-nothing-{uuid.uuid4().hex[:6]}"
     async with Worker(
         temporal.client, task_queue=other, workflows=[RunThatClosesNothing], workflow_runner=UnsandboxedWorkflowRunner()
@@ -709,6 +712,10 @@ async def test_the_workers_pass_closes_rows_nobody_reads(
     assert row.answer == f"the agent run {cancelled.id} was cancelled; it was running and did not finish."
     row = await ledger.get_agent_run(ghost)
     assert row is not None and row.status == "failed" and "not in Temporal any more" in row.answer, row
+    assert (await ledger.get_action(left)).status == "running"  # type: ignore[union-attr]
+    assert await close_orphaned_actions(ledger, started_before_s=0) >= 1
+    action = await ledger.get_action(left)
+    assert action is not None and action.status == "failed" and "outcome unknown" in (action.error or ""), action
     row = await ledger.get_agent_run(waiting.id)
     assert row is not None and row.status == "running" and row.checked_at is not None, row  # still waits
     await waiting.terminate()

@@ -430,6 +430,36 @@ async def test_an_agent_run_starts_with_its_request_as_the_first_message_in_one_
     assert await ledger.transcript(plain) == []
 
 
+async def test_the_writes_an_ended_agent_run_left_running_are_closed_as_unknown(ledger: Ledger) -> None:
+    """A run terminated while an approved write ran leaves the write `running`: nothing records its
+    outcome now. `close_orphaned_agent_actions` closes such rows (`failed`, outcome unknown, the
+    run's ending named) once they are older than a write may take; a write of a run still open, a
+    write that finished, and one younger than the bound are left alone."""
+    ended, going = uid("agent-ended"), uid("agent-going")
+    for rid in (ended, going):
+        await ledger.start_agent_run(
+            rid, request_id=rid, request="restart it", requested_by="bob", source="cli", agent="x"
+        )
+    orphan, done, young = uid("key"), uid("key"), uid("key")
+    await ledger.start_action(ended, 0, "infra.restart", {"name": "sonarr"}, orphan, agent_run=True)
+    await ledger.start_action(ended, 1, "infra.restart", {"name": "radarr"}, done, agent_run=True)
+    await ledger.finish_action(done, "succeeded", {"ok": True})
+    running = uid("key")
+    await ledger.start_action(going, 0, "infra.restart", {"name": "lidarr"}, running, agent_run=True)
+    await ledger.close_open_agent_run(ended, "failed", answer="the agent run was terminated")
+
+    assert await ledger.close_orphaned_agent_actions(started_before_s=3600) == []  # too young yet
+    await ledger.start_action(ended, 2, "infra.restart", {"name": "bazarr"}, young, agent_run=True)
+    closed = await ledger.close_orphaned_agent_actions(started_before_s=0)
+    assert sorted(closed) == sorted([(orphan, "failed"), (young, "failed")])
+    row = await ledger.get_action(orphan)
+    assert row is not None and row.status == "failed" and row.finished_at is not None
+    assert row.error is not None and row.error.startswith("outcome unknown: the agent run ended (failed)")
+    assert (await ledger.get_action(done)).status == "succeeded"  # type: ignore[union-attr]
+    assert (await ledger.get_action(running)).status == "running"  # type: ignore[union-attr]
+    assert await ledger.close_orphaned_agent_actions(started_before_s=0) == []
+
+
 async def test_outcomes_and_notifications(ledger: Ledger) -> None:
     iid = uid("inc")
     outcome = await ledger.record_outcome(iid, "success", "alert resolved within 2m")
