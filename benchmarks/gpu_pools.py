@@ -1,4 +1,4 @@
-"""The chart's vLLM planner and embedding pools on a GPU machine, through the platform's LiteLLM router.
+"""The chart's vLLM planner and embedding pools on a GPU machine, through the platform's inference router.
 
     python benchmarks/gpu_pools.py [--requests 64] [--concurrency 16] [--models-dir DIR]
 
@@ -10,8 +10,9 @@ One command, ready for a GPU machine (docs/scaling.md). What it does:
    `--gpu-memory-utilization` is scaled down to share it; `--models-dir` holds local copies of
    the weights when the machine cannot reach Hugging Face: DIR/<org>/<name>).
 3. Builds the platform's router with `workers.wiring.inference_router` from Settings pointing at
-   them (AGENTIC_PLANNER_URL, AGENTIC_EMBED_URL, the served names): the same LiteLLM
-   configuration and structured-output path the worker uses.
+   them (AGENTIC_PLANNER_URL, AGENTIC_EMBED_URL, the served names): the same router
+   configuration and structured-output path the worker uses (one endpoint per pool: the OpenAI
+   client directly, as `direct_model` decides; LiteLLM routes pools with replicas).
 4. Drives the planner with `--requests` incident prompts, `--concurrency` at a time: each a
    streamed completion (time to first token, output tokens/s) and a structured `Proposal`
    (valid JSON for the schema or not); then the embed pool with batches of runbook texts.
