@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker, WorkflowRunner
 
@@ -171,3 +172,18 @@ async def answer_approval(client: Client, approval_id: str, choice: str, by: str
 async def history_bytes(handle: WorkflowHandle[Any, Any]) -> int:
     """The size of the run's whole event history as JSON."""
     return len((await handle.fetch_history()).to_json())
+
+
+def first_task(history: WorkflowHistory) -> list[str]:
+    """An agent run's patch markers (`patch:ID`) and local activities, in order, before its first
+    model turn is scheduled (what its first workflow task ran)."""
+    out: list[str] = []
+    for e in history.events:
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "agents.model_turn":
+            return out
+        marker = e.marker_recorded_event_attributes
+        if marker.marker_name == "core_patch":
+            out.append("patch:" + json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+        elif marker.marker_name == "core_local_activity":
+            out.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    raise AssertionError("the run never asked its model")

@@ -6,7 +6,6 @@ their real names on the time-skipping server (as in tests/support/capture_agent_
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +31,7 @@ from agentic_core.agents import (
 )
 from agentic_core.incident import ListToolsInput, ListToolsResult, ToolSpec
 from tests.support import capture_agent_history as agent_fakes
-from tests.support.agent_harness import AgentFakes, start_agent
+from tests.support.agent_harness import AgentFakes, first_task, start_agent
 from tests.support.temporal import register_search_attributes, time_skipping_server
 from workflows.agent import _RETRY, START_LISTS_TOOLS_PATCH, AgentWorkflow
 
@@ -92,20 +91,6 @@ async def run(
         history = await handle.fetch_history()
     await Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
     return res, history
-
-
-def first_task(history: WorkflowHistory) -> list[str]:
-    """Patch markers (`patch:ID`) and local activities before the first model turn."""
-    out: list[str] = []
-    for e in history.events:
-        if e.activity_task_scheduled_event_attributes.activity_type.name == ACTIVITY_MODEL_TURN:
-            return out
-        marker = e.marker_recorded_event_attributes
-        if marker.marker_name == "core_patch":
-            out.append("patch:" + json.loads(marker.details["patch-data"].payloads[0].data)["id"])
-        elif marker.marker_name == "core_local_activity":
-            out.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
-    raise AssertionError("the run never asked its model")
 
 
 @pytest.mark.parametrize("agent", ["observability", None], ids=["named", "routed"])

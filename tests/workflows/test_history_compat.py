@@ -17,6 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.support.agent_harness import first_task
 from workflows.agent import RUN_CANCEL_PATCH, START_LISTS_TOOLS_PATCH, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
@@ -197,28 +198,13 @@ def test_cancelled_runs_that_said_failed_and_cancelled_are_both_kept() -> None:
     )
 
 
-def _first_task(history: WorkflowHistory) -> list[str]:
-    """The run's patch markers (`patch:ID`) and local activities, in order, before its first model
-    turn is scheduled."""
-    out: list[str] = []
-    for e in history.events:
-        if e.activity_task_scheduled_event_attributes.activity_type.name == "agents.model_turn":
-            return out
-        marker = e.marker_recorded_event_attributes
-        if marker.marker_name == "core_patch":
-            out.append("patch:" + json.loads(marker.details["patch-data"].payloads[0].data)["id"])
-        elif marker.marker_name == "core_local_activity":
-            out.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
-    raise AssertionError("the run never asked its model")
-
-
 def test_agent_runs_that_listed_tools_apart_and_with_the_start_are_kept() -> None:
     # Before `START_LISTS_TOOLS_PATCH` the first workflow task ran `agents.start_run`, then
     # `tools.list_tools`; with it, `agents.start_run` lists the tools too: one local activity.
     before = load(HISTORIES / "agent-v5-cancelled-status.agent.json")
-    assert _first_task(before) == ["agents.start_run", "tools.list_tools"]
+    assert first_task(before) == ["agents.start_run", "tools.list_tools"]
     after = load(HISTORIES / "agent-v6-start-lists-tools.agent.json")
-    assert _first_task(after) == [f"patch:{START_LISTS_TOOLS_PATCH}", "agents.start_run"]
+    assert first_task(after) == [f"patch:{START_LISTS_TOOLS_PATCH}", "agents.start_run"]
     assert b"tools.list_tools" not in after.to_json().encode()
     _, scheduled = _patches_and_scheduled(after)  # the same run as v1's from there on
     assert scheduled == _patches_and_scheduled(load(HISTORIES / "agent-v1-read-and-write.agent.json"))[1]
