@@ -195,7 +195,7 @@ from workers.temporal import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
-RULES = Path("/work/shared/corpora/awesome-prometheus-alerts/rules.yml")
+RULES = REPO.parent / "shared" / "corpora" / "awesome-prometheus-alerts" / "rules.yml"
 RECEIVER = "agentic-bench"
 NAMESPACES = ("monitoring", "databases", "network", "storage", "media")
 RUNBOOK_ID = "bench/inspect-namespace-pods"
