@@ -52,7 +52,7 @@ from workers.gateway.core import (
     _key,
     _unavailable,
 )
-from workers.gateway.deltas import StreamedText
+from workers.gateway.deltas import NOT_THE_ANSWER, StreamedText
 from workers.gateway.ended import ending, named_by, not_gone, run_gone, run_result
 from workers.temporal import RunEnding
 
@@ -335,6 +335,11 @@ class RunEvent:
 
 
 _ENDED = object()  # a progress query that lost the race with the run's end
+# The run's result and its last words come by two ways (Temporal's answer, PostgreSQL's NOTIFY):
+# when the result comes first and what was shown is not the start of the answer (a retried turn
+# whose new words are still on their way), the stream waits this long for them before it says
+# so and sends the whole answer.
+LATE_WORDS_S = 0.5
 
 
 async def follow_run(
@@ -444,6 +449,17 @@ async def follow_run(
         answer = res.answer
         if res.status not in (AgentStatus.DONE, AgentStatus.LIMITED) and not res.answer:
             answer += f"(the run ended {res.status.value})"
+        late_until = time.monotonic() + LATE_WORDS_S
+        while deltas is not None and (streamed.rest(res.steps, answer) or "").startswith(NOT_THE_ANSWER):
+            try:
+                d = await asyncio.wait_for(deltas.get(), max(0.0, late_until - time.monotonic()))
+            except TimeoutError:
+                break
+            shown = streamed.take(d)
+            if shown is not None:
+                text = (sep() if shown[1] else "") + shown[0]
+                written = text
+                yield RunEvent("text", text, res)
         rest = streamed.rest(res.steps, answer)
         yield RunEvent("answer", sep() + answer if rest is None else rest, res)
     finally:
