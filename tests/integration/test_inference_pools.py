@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -107,13 +106,12 @@ async def test_calls_spread_over_the_replicas_within_their_bound(replicas: list[
         r.requests = 0
     POOL_IN_FLIGHT[:] = [0, 0]
     before = waited()
-    started = time.perf_counter()
     replies = await asyncio.gather(*(router.complete("planner", hi) for _ in range(8)))
-    took = time.perf_counter() - started
     assert [r.text for r in replies] == ["ok"] * 8
-    assert POOL_IN_FLIGHT[1] == 2  # the pool's bound: max_parallel per replica, two replicas
+    # two at a time, not one after another (counted, not timed: a loaded CI machine once took
+    # 2.5 s for what is 1.2 s quiet) and never more: max_parallel per replica, two replicas
+    assert POOL_IN_FLIGHT[1] == 2
     assert all(r.requests >= 2 for r in replicas)  # least busy: both replicas took calls
-    assert took < 8 * 0.3  # two at a time, not one after another
     assert waited() - before == 8  # every call's wait for a slot is measured
     assert router.describe()[0]["replicas"] == 2
 

@@ -2,7 +2,11 @@
 `POST /v1/chat/completions` (one `AgentWorkflow` per request; `stream: true` answers server-sent
 events in OpenAI's chunk format with the run's progress as it happens, then the answer, then
 `data: [DONE]`; `Idempotency-Key` or `X-Request-Id` reattaches to the same run). A run that ended
-without an answer is `410 Gone` for its key (`workers.gateway.ended`), never a 503 to retry."""
+without an answer is `410 Gone` for its key (`workers.gateway.ended`), never a 503 to retry.
+
+Long because following a run is one piece with its cases: the progress lines, the model's words
+as they come (a gap, a retried turn, words that come after the result), keep-alives, and a run
+that ends without an answer; the SSE endpoint and the console's agents page share it."""
 
 from __future__ import annotations
 
