@@ -59,3 +59,17 @@ async def dev_server_with_attributes() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def time_skipping_with_attributes() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (pydantic payloads) with the platform's search attributes
+    registered, shut down on exit."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()

@@ -32,18 +32,14 @@ from agentic_core.agents import (
 from agentic_core.incident import ListToolsInput, ListToolsResult, ToolSpec
 from tests.support import capture_agent_history as agent_fakes
 from tests.support.agent_harness import AgentFakes, first_task, start_agent
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.agent import _RETRY, START_LISTS_TOOLS_PATCH, AgentWorkflow
 
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 class Run:
