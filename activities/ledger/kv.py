@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from activities.ledger.base import LedgerBase
+
+
+@dataclass
+class KvSlot:
+    """A locked key's value (`KvStore.kv_locked`): set `value` to write it when the block ends."""
+
+    value: Any
+    changed: bool = False
+
+    def set(self, value: Any) -> None:
+        self.value, self.changed = value, True
 
 
 class KvStore(LedgerBase):
@@ -30,6 +43,21 @@ class KvStore(LedgerBase):
             new = update(current)
             await conn.execute("UPDATE kv SET value = $2, updated_at = now() WHERE key = $1", key, new)
         return new
+
+    @contextlib.asynccontextmanager
+    async def kv_locked(self, key: str) -> AsyncIterator[KvSlot]:
+        """Read-modify-write an existing `key` with awaits in between (a message edited between
+        the read and the write): its row stays locked until the block ends, so a second writer
+        waits for the first one's whole change, sent message included, and then sees it. The
+        value set on the slot is written when the block ends; nothing is when it raises. A key
+        that does not exist yields None and locks nothing. The block holds one pooled connection:
+        it must not wait for another (no other ledger call inside it)."""
+        async with self._conn(transaction=True) as conn:
+            value = await conn.fetchval("SELECT value FROM kv WHERE key = $1 FOR UPDATE", key)
+            slot = KvSlot(value)
+            yield slot
+            if slot.changed and value is not None:
+                await conn.execute("UPDATE kv SET value = $2, updated_at = now() WHERE key = $1", key, slot.value)
 
     async def kv_purge(self, prefix: str, older_than: timedelta) -> int:
         """Delete the keys under `prefix` not written for `older_than`; return how many went."""

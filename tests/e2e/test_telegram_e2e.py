@@ -486,6 +486,48 @@ async def test_a_ledger_hiccup_after_a_send_neither_duplicates_nor_orphans_the_c
     assert down.failed == 4  # the first write and its three retries
 
 
+async def test_a_press_marked_during_the_workflows_edit_of_the_same_card_is_kept(
+    tg: Telegram, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers of one card at once: the worker's notification editing it (slowly: Telegram
+    took its time) and the bot marking a press on it. The second waits for the first's whole
+    edit and builds on it, so the message keeps both (it lost the press's line once in CI)."""
+    plan = [RESTART]
+    question = NotifyInput(
+        incident_id="inc-two-writers",
+        kind=NotifyKind.QUESTION,
+        route="platform",
+        text="restart checkout?",
+        approval_id="approval-two-writers",
+        plan=plan,
+        plan_hash=plan_hash(plan),
+    )
+    ref = (await tg.notifier.notify(question)).message_ref
+    message_id = int(ref.rsplit(":", 1)[1])
+    edit = tg.emu._m_editMessageText
+    slow = [0.4]
+
+    async def slow_edit(p: dict[str, Any]) -> dict[str, Any]:
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return await edit(p)
+
+    monkeypatch.setattr(tg.emu, "_m_editMessageText", slow_edit)
+    update = NotifyInput(
+        incident_id="inc-two-writers", kind=NotifyKind.UPDATE, route="platform", text="Running: restart", edit_of=ref
+    )
+    running = asyncio.create_task(tg.notifier.notify(update))
+    await asyncio.sleep(0.1)  # the worker's edit is on its way to Telegram
+    await tg.notifier.add_history(CHAT, message_id, "✅ Approved by @alice", keep_buttons=False)
+    await running
+    shown = tg.emu.messages[(CHAT, message_id)].text
+    assert "Running: restart" in shown and "✅ Approved by @alice" in shown, shown
+    card = await tg.notifier.store.card(CHAT, message_id)
+    assert card is not None and card.text == "Running: restart" and card.history == ["✅ Approved by @alice"]
+    row = await ledger.find_notification(CHANNEL, str(CHAT), str(message_id))
+    assert row is not None and "✅ Approved by @alice" in row.text and "Running: restart" in row.text
+
+
 async def test_reports_photos_long_text_and_escaping(tg: Telegram, tmp_path: Any) -> None:
     png = tmp_path / "week.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -717,3 +718,29 @@ async def test_kv_update_is_atomic_under_concurrent_writers(ledger: Ledger) -> N
     stored = await ledger.kv_get(key)
     assert sorted(stored) == list(range(20))  # no writer lost another's change
     assert max(len(r) for r in results) == 20
+
+
+async def test_kv_locked_serialises_writers_that_await_between_read_and_write(ledger: Ledger) -> None:
+    key = uid("kv-locked")
+    await ledger.kv_set(key, [])
+
+    async def append(n: int) -> None:
+        async with ledger.kv_locked(key) as slot:
+            current = list(slot.value)
+            await asyncio.sleep(0.01)  # a message edited between the read and the write
+            slot.set([*current, n])
+
+    await asyncio.gather(*(append(n) for n in range(5)))
+    assert sorted(await ledger.kv_get(key)) == list(range(5))  # no writer lost another's change
+
+    with contextlib.suppress(RuntimeError):  # a block that raises writes nothing
+        async with ledger.kv_locked(key) as slot:
+            slot.set(["lost"])
+            raise RuntimeError("the edit failed")
+    assert sorted(await ledger.kv_get(key)) == list(range(5))
+
+    missing = uid("kv-missing")
+    async with ledger.kv_locked(missing) as slot:  # an unknown key: None, and nothing created
+        assert slot.value is None
+        slot.set(["x"])
+    assert await ledger.kv_get(missing, "absent") == "absent"

@@ -339,6 +339,18 @@ class RunEvent:
 
 
 _ENDED = object()  # a progress query that lost the race with the run's end
+
+
+def _ended_result(result_task: asyncio.Future[AgentResult], step: int) -> AgentProgress | None:
+    """The run's progress before `step` from its result, when it has ended well and a progress
+    query lost the race with its end: the lines due before that turn's words still go first (the
+    later turns' lines after them, as they happened); an ended run's failure is `follow_run`'s."""
+    if not result_task.done() or result_task.cancelled() or result_task.exception() is not None:
+        return None
+    res = result_task.result()
+    return res.model_copy(update={"tool_calls": [rec for rec in res.tool_calls if rec.step < step]})
+
+
 # The run's result and its last words come by two ways (Temporal's answer, PostgreSQL's NOTIFY):
 # when the result comes first and what was shown is not the start of the answer (a retried turn
 # whose new words are still on their way), the stream waits this long for them before it says
@@ -409,6 +421,8 @@ async def follow_run(
                     text, first = shown
                     if first and (d.step > 1 or not named):  # the lines due before this turn's words
                         now = await query()
+                        if not isinstance(now, AgentProgress):
+                            now = _ended_result(result_task, d.step)  # the run ended meanwhile
                         if isinstance(now, AgentProgress):
                             for line in progress_lines(handle.id, now, seen, routed):
                                 written = line

@@ -31,9 +31,10 @@ bookkeeping (sent keys, links, topics), which must stay idempotent together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,6 +202,18 @@ class CardStore:
 
     async def save_card(self, card: CardState) -> None:
         await self.ledger.kv_set(f"tg:card:{card.chat_id}:{card.message_id}", card.model_dump(mode="json"))
+
+    @contextlib.asynccontextmanager
+    async def editing(self, chat_id: int, message_id: int) -> AsyncIterator[CardState | None]:
+        """The card to change, None when it is unknown. It stays locked until the block ends and is
+        saved then as the block left it, so the edits of two writers (the worker's notification, a
+        button press in the bot's process) are made one after the other, each on the other's
+        state, and the message shows both. No other ledger call inside the block."""
+        async with self.ledger.kv_locked(f"tg:card:{chat_id}:{message_id}") as slot:
+            card = CardState.model_validate(slot.value) if slot.value is not None else None
+            yield card
+            if card is not None:
+                slot.set(card.model_dump(mode="json"))
 
     async def link(self, ref: str) -> ApprovalLink | None:
         raw = await self.ledger.kv_get(f"tg:ref:{ref}")
@@ -422,25 +435,26 @@ class TelegramNotifier:
 
     async def _edit(self, inp: NotifyInput, message_id: int, asking: bool) -> str | None:
         """Edit the card; None when it is gone (the caller posts anew)."""
-        card = await self.store.card(self.chat_id, message_id)
-        if card is None:
-            return None
-        card.kind, card.text = inp.kind, inp.text
-        card.approval_id = inp.approval_id if asking else None
-        card.plan_hash = inp.plan_hash if asking else None
-        card.buttons = asking
-        card.choices = list(inp.choices) if asking else []
-        card.facts = await self.facts(inp) or card.facts
-        if inp.incident_id and not card.incident_id:
-            card.incident_id = inp.incident_id
-        place_diffs(inp, card)
-        try:
-            await self.render_card(card)
-        except BadRequest as exc:
-            if "not found" in exc.message.lower():
-                log.warning("telegram: message %s to edit is gone; posting anew", message_id)
+        facts = await self.facts(inp)
+        async with self.store.editing(self.chat_id, message_id) as card:
+            if card is None:
                 return None
-            raise
+            card.kind, card.text = inp.kind, inp.text
+            card.approval_id = inp.approval_id if asking else None
+            card.plan_hash = inp.plan_hash if asking else None
+            card.buttons = asking
+            card.choices = list(inp.choices) if asking else []
+            card.facts = facts or card.facts
+            if inp.incident_id and not card.incident_id:
+                card.incident_id = inp.incident_id
+            place_diffs(inp, card)
+            try:
+                await self.render_card(card)
+            except BadRequest as exc:
+                if "not found" in exc.message.lower():
+                    log.warning("telegram: message %s to edit is gone; posting anew", message_id)
+                    return None
+                raise
         ref = message_ref(self.chat_id, message_id)
         if asking and inp.approval_id and inp.plan_hash:
             await self.store.add_link(inp.approval_id, inp.incident_id, list(inp.plan), inp.plan_hash, ref)
@@ -500,8 +514,8 @@ class TelegramNotifier:
         return d.diff + "\n… (cut: the ledger no longer holds the whole diff)\n"
 
     async def render_card(self, card: CardState) -> None:
-        """Push the card's current state to its message (its buttons only while it asks)."""
-        await self.store.save_card(card)
+        """Push the card's current state to its message (its buttons only while it asks); inside
+        `CardStore.editing`, which saves it."""
         if card.photo:
             caption, cut = card.card().render(CAPTION_LIMIT)
             await _ignore_unchanged(
@@ -534,6 +548,9 @@ class TelegramNotifier:
         )
 
     async def _record_edit(self, card: CardState) -> None:
+        """The card's text as it now stands (another writer's change may have followed this one's)
+        onto its notification row."""
+        card = await self.store.card(card.chat_id, card.message_id) or card
         row = await self.ledger.find_notification(CHANNEL, str(card.chat_id), str(card.message_id))
         text = "\n".join([*card.history, card.text])
         if row is not None:
@@ -542,16 +559,16 @@ class TelegramNotifier:
     # -- marks on earlier cards ----------------------------------------------------------------
 
     async def add_history(self, chat_id: int, message_id: int, line: str, *, keep_buttons: bool) -> CardState | None:
-        card = await self.store.card(chat_id, message_id)
-        if card is None:
-            return None
-        if line not in card.history:  # a retried mark does not repeat itself
-            card.history.append(line)
-        card.buttons = card.buttons and keep_buttons
-        try:
-            await self.render_card(card)
-        except BadRequest as exc:
-            log.warning("telegram: cannot mark message %s: %s", message_id, exc.message)
+        async with self.store.editing(chat_id, message_id) as card:
+            if card is None:
+                return None
+            if line not in card.history:  # a retried mark does not repeat itself
+                card.history.append(line)
+            card.buttons = card.buttons and keep_buttons
+            try:
+                await self.render_card(card)
+            except BadRequest as exc:
+                log.warning("telegram: cannot mark message %s: %s", message_id, exc.message)
         await self._record_edit(card)
         return card
 
