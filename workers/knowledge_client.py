@@ -6,9 +6,11 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -116,10 +118,42 @@ async def import_runbooks(
     return report
 
 
+@dataclass(frozen=True)
+class IngestRunning:
+    """A documentation ingest still under way (`IngestDocsWorkflow`): a search sees only the
+    sections it has indexed so far."""
+
+    workflow_id: str
+    started_at: datetime | None
+
+
+async def docs_ingests_running(client: Client) -> list[IngestRunning]:
+    """The documentation ingests still running (a fresh stack's first start ingests docs/ for
+    about half a minute without `agentic up` waiting for it)."""
+    query = "WorkflowType = 'IngestDocsWorkflow' AND ExecutionStatus = 'Running'"
+    return [IngestRunning(wf.id, wf.start_time) async for wf in client.list_workflows(query, limit=5)]
+
+
+async def search_docs(settings: Settings, text: str, limit: int) -> tuple[list[SearchHit], list[IngestRunning]]:
+    """The documentation's best sections for `text`, and the ingests still running beside it
+    (the caller says the hits may be incomplete)."""
+    client, queue = await platform_client(settings)
+    hits, running = await asyncio.gather(
+        _search(client, queue, Collection.DOCUMENTATION, text, limit, None), docs_ingests_running(client)
+    )
+    return hits, running
+
+
 async def search(
     settings: Settings, collection: Collection, text: str, limit: int, labels: dict[str, str] | None = None
 ) -> list[SearchHit]:
     client, queue = await platform_client(settings)
+    return await _search(client, queue, collection, text, limit, labels)
+
+
+async def _search(
+    client: Client, queue: str, collection: Collection, text: str, limit: int, labels: dict[str, str] | None
+) -> list[SearchHit]:
     try:
         out = await client.execute_workflow(
             SearchKnowledgeWorkflow.run,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -327,3 +328,49 @@ async def test_refuses_a_public_interface_without_a_token() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert err.decode().strip().startswith("error: refusing to serve the knowledge base on 0.0.0.0 without a token")
+
+
+async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(platform: Platform, tmp_path: Any) -> None:
+    """`agentic docs search` right after a fresh `agentic up` (the README's next command) runs while
+    the first start still ingests docs/: it says so, on stderr, so a partial answer is not taken
+    for the whole one; --json stays one document."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env.update(
+        AGENTIC_TEMPORAL_ADDRESS=platform.client.service_client.config.target_host,
+        AGENTIC_TASK_QUEUE=platform.queue,
+        AGENTIC_POSTGRES_DSN=platform.dsn,
+        AGENTIC_DATA_DIR=str(tmp_path),
+    )
+
+    async def docs_search() -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "docs",
+            "search",
+            "external Temporal frontend",
+            "--json",
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, out.decode(), " ".join(err.decode().split())
+
+    rc, out, err = await docs_search()
+    assert rc == 0, err
+    assert json.loads(out)[0]["source"] == "docs/configuration.md" and "still being ingested" not in err
+    # an ingest under way (on a queue nobody polls: it stays running)
+    ingest = await platform.client.start_workflow(
+        "IngestDocsWorkflow", {"chunks": []}, id=f"docs-ingest-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls-this"
+    )
+    try:
+        rc, out, err = await docs_search()
+        assert rc == 0, err
+        assert json.loads(out)[0]["source"] == "docs/configuration.md"  # the hits so far, still JSON
+        assert f"note: the documentation is still being ingested (workflow {ingest.id}" in err, err
+        assert "search again in a moment" in err
+    finally:
+        await ingest.terminate("test done")

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agentic_core.models import Collection
-from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import DataDir, JsonOut, console, err_console
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 
@@ -40,11 +39,18 @@ def docs_search(
     as_json: JsonOut = False,
 ) -> None:
     """Search the operator documentation."""
-    from workers.knowledge_client import search
+    from workers.knowledge_client import search_docs
 
     if not text.strip():
         raise AgenticError("search text is empty")
-    hits = asyncio.run(search(_settings(data_dir), Collection.DOCUMENTATION, text, limit))
+    hits, running = asyncio.run(search_docs(_settings(data_dir), text, limit))
+    for ingest in running:  # on stderr: --json stays one document
+        since = f", started {ingest.started_at:%H:%M:%S} UTC" if ingest.started_at else ""
+        err_console.print(
+            f"note: the documentation is still being ingested (workflow {ingest.workflow_id}{since}): "
+            "these hits come from the sections indexed so far; search again in a moment for all of them",
+            highlight=False,
+        )
     if as_json:
         print(
             json.dumps(
