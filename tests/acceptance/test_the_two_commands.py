@@ -90,7 +90,7 @@ def test_make_run_starts_the_platform_and_ctrl_c_stops_it(workdir: Path) -> None
         ready = out.wait_for("stop with Ctrl-C", proc, 300)
         assert ready, f"`{' '.join(argv)}` never printed its table:\n{out.text[-4000:]}\n{stack.logs()}"
         # README: "`make run` is `agentic up`: it starts, each as a supervised child process with its
-        # health checked, ... then it ingests `docs/` into the knowledge base and prints what runs where"
+        # health checked, ... then it ingests `docs/` into the knowledge base (...) and prints what runs where"
         check_parts_table(out.text, env)
         status = stack.status()
         assert status["rc"] == 0 and status["healthy"], status
