@@ -26,7 +26,6 @@ import pytest
 import uvicorn
 from mcp import Client
 from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.knowledge.markdown import load_runbooks
@@ -53,7 +52,7 @@ from tests.support.env import REPO, free_port
 from tests.support.incident_fakes import Fakes, incident, make_group
 from tests.support.pg import ledger_on, pg_server
 from tests.support.telegram_emulator import emulator
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workers.settings import Settings
 from workers.toolservers.coding.repos import Repo
 from workers.toolservers.coding.server import build_server
@@ -144,12 +143,8 @@ async def coding_server(repo: Path) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 def example_runbook() -> tuple[list[ToolCall], list[ToolCall]]:

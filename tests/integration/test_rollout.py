@@ -67,7 +67,7 @@ from tests.support.agent_fakes import FakeAgentWorkflow
 from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import write_kubeconfig
 from tests.support.pg import create_database, pg_server
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.approval import ApprovalWorkflow
 from workflows.rollout import RolloutWorkflow
 from workflows.route_probe import RouteProbeWorkflow
@@ -352,12 +352,8 @@ def plan_for(inference_url: str) -> RolloutPlan:
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 @dataclass

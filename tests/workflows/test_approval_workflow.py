@@ -34,7 +34,7 @@ from agentic_core.incident import (
     plan_hash,
 )
 from agentic_core.models import ToolCall
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.approval import ApprovalWorkflow
 
 PLAN = [ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})]
@@ -46,12 +46,8 @@ HASH = plan_hash(PLAN)
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 @dataclass

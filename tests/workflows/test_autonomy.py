@@ -71,7 +71,7 @@ from agentic_core.models import ApprovalMode, AutomationLevel, Proposal, Runbook
 from agentic_core.proposals import fallback_proposal
 from tests.support.incident_fakes import LABELS, LOGS, RESTART, Fakes, incident, make_group
 from tests.support.pg import create_database, pg_server
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import EXECUTE_RETRY
 from workflows.promotion import RunbookPromotionWorkflow
@@ -82,12 +82,8 @@ M, P, S = AutomationLevel.MANUAL, AutomationLevel.PROMPTED, AutomationLevel.STAN
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from tests.support.agent_harness import AgentFakes, answer_approval, progress_wh
 from tests.support.env import stack_env
 from tests.support.incident_fakes import PREVIOUS_LOGS, WORKING_SET, Fakes, incident
 from tests.support.pg import create_database, pg_server
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workers.stack.stuck_actions import STUCK_AFTER_S
 from workflows.agent import EXECUTE_RETRY, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
@@ -52,12 +52,8 @@ UNREACHABLE = "MCP server infra (http://127.0.0.1:9/mcp): connection refused"
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from pydantic import SecretStr
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -61,7 +60,7 @@ from tests.support.incident_fakes import (
     make_group,
     replay,
 )
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.incident import IncidentWorkflow
 
 # --------------------------------------------------------------------------- environment
@@ -75,13 +74,8 @@ from workflows.incident import IncidentWorkflow
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=time_skipping_server(),
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 async def test_happy_path_question_approve_execute_resolve(env: WorkflowEnvironment) -> None:

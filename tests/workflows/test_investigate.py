@@ -34,19 +34,15 @@ from tests.support.incident_fakes import (
     make_group,
     replay,
 )
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 def by_tool(st: IncidentState) -> dict[str, EvidenceItem]:

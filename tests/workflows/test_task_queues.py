@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -33,7 +32,7 @@ from agentic_core.incident import (
     ProposeResult,
 )
 from tests.support.incident_fakes import Fakes, Run, make_group, replay
-from tests.support.temporal import register_search_attributes, time_skipping_server
+from tests.support.temporal import time_skipping_with_attributes
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
@@ -41,13 +40,8 @@ from workflows.promotion import RunbookPromotionWorkflow
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=time_skipping_server(),
-    )
-    await register_search_attributes(e.client)
-    yield e
-    await e.shutdown()
+    async with time_skipping_with_attributes() as e:
+        yield e
 
 
 @dataclass
