@@ -186,6 +186,14 @@ GITOPS_BASE_PATCH = "gitops-base"
 # an action whose `tools.execute` gave up (retries exhausted, timed out, no result) is closed in
 # the ledger by `tools.give_up`: its row ends `failed` with the reason, never `running` forever
 ACTION_GIVE_UP_PATCH = "action-give-up"
+# Every patch above, and `EVIDENCE_GIVE_UP_PATCH` (workflows/investigate.py), at once: a run that
+# has this one took all of them, and records one marker instead of twelve. Each marker comes with
+# an upsert of `TemporalChangeVersion` (the SDK's core adds it), so a new incident's first workflow
+# task carried eleven of each, which the server writes as events and as visibility updates: in an
+# alert burst on the embedded stack, its SQLite (benchmarks/alert_burst.py). Runs from before it
+# replay through the single patches as they recorded them. A later change adds its own patch
+# after this one; the next consolidation folds it in.
+PATCHES_V10_PATCH = "incident-patches-v10"
 MAX_ALERTS = 200  # distinct alerts held in state; more are counted, not kept
 MAX_ERROR_CHARS = 500  # of an unexpected error, in the incident's outcome
 AGENT = "incident"
@@ -252,6 +260,7 @@ class IncidentWorkflow:
         self._protected_rule = False  # PROTECTED_NAMESPACES_PATCH (set when the run starts)
         self._untrusted_event = False  # UNTRUSTED_PLAN_EVENT_PATCH (set when the run starts)
         self._investigate = False  # INVESTIGATE_PATCH (set when the run starts)
+        self._v10 = False  # PATCHES_V10_PATCH: every patch before it, one marker (set when the run starts)
         self._gitops_base = False  # GITOPS_BASE_PATCH (set when the run starts)
         self._give_up = False  # ACTION_GIVE_UP_PATCH (set when the run starts)
         self._allow_namespaces: list[str] = []  # protected namespaces the plan's runbook allows (guard stage)
@@ -443,7 +452,14 @@ class IncidentWorkflow:
         first task, before the patch is known, and fails ("patch marker encountered … but there
         is no corresponding change command"; reproduced under CPU load). So every patch is
         decided here, where its marker is in the first task. Runs from before
-        `PATCHES_AT_START_PATCH` decide `autonomy-trust` and `executing-notice` where they did."""
+        `PATCHES_AT_START_PATCH` decide `autonomy-trust` and `executing-notice` where they did.
+        Runs from `PATCHES_V10_PATCH` on record that one marker for all of them."""
+        self._v10 = workflow.patched(PATCHES_V10_PATCH)
+        if self._v10:  # all of the ones below, one marker (`PATCHES_V10_PATCH`)
+            self._local = self._at_start = self._ask_nothing = self._evidence_rule = True
+            self._protected_rule = self._untrusted_event = self._investigate = self._gitops_base = True
+            self._give_up = self._trust_patch = self._executing_notice = True
+            return
         self._local = workflow.patched(LOCAL_STAGES_PATCH)
         self._at_start = workflow.patched(PATCHES_AT_START_PATCH)
         self._ask_nothing = workflow.patched(ASK_NOTHING_TO_RUN_PATCH)
@@ -522,7 +538,7 @@ class IncidentWorkflow:
         """The best runbook's read-only evidence, within the budget, into the state."""
         rec = self._begin("investigate")
         best = recall.runbooks[0] if recall.runbooks else None
-        stage = Investigation(inp.incident_id, self._occurrence, inp.config, local=self._local)
+        stage = Investigation(inp.incident_id, self._occurrence, inp.config, local=self._local, give_up=self._v10)
         self._state.evidence, detail = await stage.run(best, tri.title)
         self._end(rec, detail)
 
@@ -932,7 +948,7 @@ class IncidentWorkflow:
         """No action survived: wait for the alert to resolve (so repeats join this incident)."""
         cfg = self._inp.config
         rec = self._begin("verify")
-        if workflow.patched(NOTHING_TO_DO_VERIFYING_PATCH):
+        if self._v10 or workflow.patched(NOTHING_TO_DO_VERIFYING_PATCH):
             # watching for the alert to resolve, nothing to run: `verifying`, not a bare `open`
             await self._set_status(IncidentStatus.VERIFYING)
         with contextlib.suppress(TimeoutError):

@@ -86,13 +86,17 @@ GIVE_UP_RETRY = RetryPolicy(
 
 class Investigation:
     """One run's investigate stage. `local`: short stages as local activities (the incident's
-    `LOCAL_STAGES_PATCH`)."""
+    `LOCAL_STAGES_PATCH`); `give_up`: the run took `EVIDENCE_GIVE_UP_PATCH` with its start's
+    patches (`PATCHES_V10_PATCH`), so a give-up asks for no patch of its own."""
 
-    def __init__(self, incident_id: str, occurrence: int, cfg: IncidentConfig, *, local: bool) -> None:
+    def __init__(
+        self, incident_id: str, occurrence: int, cfg: IncidentConfig, *, local: bool, give_up: bool = False
+    ) -> None:
         self.incident_id = incident_id
         self.occurrence = occurrence
         self.cfg = cfg
         self.local = local
+        self.give_up = give_up
         self.started: datetime = workflow.now()
 
     def _left(self) -> float:
@@ -211,7 +215,7 @@ class Investigation:
         """The gateway may have claimed this call's key before it gave up: close its ledger row
         (`tools.give_up`, on the incident's own queue: the tools workers may be what is gone;
         `EVIDENCE_GIVE_UP_PATCH`). Best effort: the evidence item says what happened either way."""
-        if not workflow.patched(EVIDENCE_GIVE_UP_PATCH):
+        if not (self.give_up or workflow.patched(EVIDENCE_GIVE_UP_PATCH)):
             return
         await close_given_up(
             GiveUpInput(incident_id=self.incident_id, index=index, call=call, idempotency_key=key, reason=reason),

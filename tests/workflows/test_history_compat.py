@@ -25,6 +25,7 @@ from workflows.incident import (
     EVIDENCE_CONFIDENCE_PATCH,
     INVESTIGATE_PATCH,
     LOCAL_STAGES_PATCH,
+    PATCHES_V10_PATCH,
     PROTECTED_NAMESPACES_PATCH,
     UNTRUSTED_PLAN_EVENT_PATCH,
     IncidentWorkflow,
@@ -208,6 +209,39 @@ def test_agent_runs_that_listed_tools_apart_and_with_the_start_are_kept() -> Non
     assert b"tools.list_tools" not in after.to_json().encode()
     _, scheduled = _patches_and_scheduled(after)  # the same run as v1's from there on
     assert scheduled == _patches_and_scheduled(load(HISTORIES / "agent-v1-read-and-write.agent.json"))[1]
+
+
+def test_a_history_with_every_patch_in_one_marker_is_kept() -> None:
+    # v9's run (the happy path, one evidence call given up) with `PATCHES_V10_PATCH`: one marker
+    # and one TemporalChangeVersion upsert where v9 recorded twelve of each, and otherwise the
+    # same activities in the same order (the give-up included)
+    v10 = load(HISTORIES / "v10-patches-in-one.incident.json")
+    patches, scheduled = _patches_and_scheduled(v10)
+    assert patches == [PATCHES_V10_PATCH]
+    versions = [
+        e
+        for e in v10.events
+        if "TemporalChangeVersion"
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert len(versions) == 1
+    v9_patches, v9_scheduled = _patches_and_scheduled(load(HISTORIES / "v9-evidence-give-up.incident.json"))
+    assert len(v9_patches) == 12 and scheduled == v9_scheduled
+    assert len(v10.events) < len(load(HISTORIES / "v9-evidence-give-up.incident.json").events) - 20
+
+
+async def test_replay_catches_code_that_ignores_the_one_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker carries the run: today's code that did not see `PATCHES_V10_PATCH` (the old
+    patches, each unrecorded in this history, so each off) cannot replay a run that took it."""
+    from temporalio import workflow
+
+    real = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: real(id) and id != PATCHES_V10_PATCH)
+    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(
+        load(HISTORIES / "v10-patches-in-one.incident.json"), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
 
 
 @pytest.mark.parametrize("path", CAPTURED, ids=[p.stem for p in CAPTURED])

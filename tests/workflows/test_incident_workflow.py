@@ -774,8 +774,20 @@ async def test_every_patch_is_decided_in_the_first_workflow_task(env: WorkflowEn
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    # local stages, at start, nothing to run, evidence, protected, untrusted-plan event, investigate,
-    # gitops-base, action give-up, trust, executing
-    assert len(patches) == 11
+    # one marker for all of them (PATCHES_V10_PATCH: local stages, at start, nothing to run,
+    # evidence, protected, untrusted-plan event, investigate, gitops-base, action give-up, trust,
+    # executing, evidence give-up), with one TemporalChangeVersion upsert, not eleven of each
+    names = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data for e in (events[i] for i in patches)
+    ]
+    assert len(patches) == 1 and b'"incident-patches-v10"' in names[0], names
+    versions = [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        and "TemporalChangeVersion"
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert len(versions) == 1
     # every marker is a command of the first workflow task: after its completion, before the second
     assert all(completed[0] < i < completed[1] for i in patches), (patches, completed[:2])
