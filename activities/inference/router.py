@@ -53,6 +53,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from activities.telemetry import metrics, tracing
+from activities.tls import httpx_tls
 from agentic_core.models import InferenceMode
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
@@ -689,7 +690,7 @@ class InferenceRouter:
         root = base[: -len("/v1")] if base.endswith("/v1") else base
         headers = {"Authorization": f"Bearer {g.api_key.get_secret_value()}"} if g.api_key else {}
         try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=headers) as client:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=headers, verify=httpx_tls()) as client:
                 resp = await client.get(f"{root}/health")
                 if resp.status_code == 200:
                     return True

@@ -36,6 +36,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult
 from mcp_types import Tool as ListedTool
 
+from activities.tls import httpx2_tls
+
 __all__ = ["CLOSE_TIMEOUT_S", "CONNECT_TIMEOUT_S", "McpClient", "ServerError"]
 
 CONNECT_TIMEOUT_S = 10.0
@@ -155,6 +157,7 @@ class McpClient:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         http = httpx2.AsyncClient(
             headers=headers,
+            verify=httpx2_tls(),  # made once: a new one costs ~44 ms of CPU (activities/tls.py)
             timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=self.call_timeout_s),
             event_hooks={"response": [on_response]},
         )

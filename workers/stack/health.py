@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from activities.tls import httpx_tls
+
 
 async def check_postgres(dsn: str) -> tuple[bool, str]:
     import asyncpg
@@ -43,7 +45,7 @@ async def check_llm(base_url: str, api_key: str | None) -> tuple[bool, str]:
     root = base_url.rstrip("/").removesuffix("/v1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        async with httpx.AsyncClient(timeout=3) as http:
+        async with httpx.AsyncClient(timeout=3, verify=httpx_tls()) as http:
             r = await http.get(f"{root}/health", headers=headers)
             if r.status_code == 200:
                 return True, "ready"
@@ -59,7 +61,7 @@ async def check_http(url: str, token: str | None, *, ok_below: int = 300) -> tup
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with httpx.AsyncClient(timeout=3) as http:
+        async with httpx.AsyncClient(timeout=3, verify=httpx_tls()) as http:
             r = await http.get(url, headers=headers)
     except Exception as exc:
         return False, f"unreachable: {type(exc).__name__}"
