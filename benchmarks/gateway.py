@@ -265,7 +265,7 @@ async def bench(runs: int, model_ms: int, token_ms: int, concurrent: int, incide
                         ("gateway: started -> model turn", (marks["turn0"] - marks["start1"]) * 1000),
                         ("gateway: turn: transcript", (marks["turn1"] - marks["turn0"]) * 1000),
                         ("gateway: turn: context", (marks["chat0"] - marks["turn1"]) * 1000),
-                        ("gateway: turn: LiteLLM -> model", (at_model - marks["chat0"]) * 1000),
+                        ("gateway: turn: router -> model", (at_model - marks["chat0"]) * 1000),
                         *after,
                     ):
                         phases.setdefault(name, []).append(ms)
