@@ -25,6 +25,7 @@ from activities.ledger.db import (
     create_pool,
     current_version,
     list_migrations,
+    mark_stateful,
     migrate,
 )
 from activities.ledger.models import MessageIn
@@ -744,3 +745,44 @@ async def test_kv_locked_serialises_writers_that_await_between_read_and_write(le
         assert slot.value is None
         slot.set(["x"])
     assert await ledger.kv_get(missing, "absent") == "absent"
+
+
+async def test_the_pool_resets_only_connections_that_keep_session_state(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain use goes back to the pool without asyncpg's reset query (one round trip saved per
+    use); a connection marked stateful (a LISTEN, a session advisory lock) is reset the full way,
+    and an open transaction is rolled back either way."""
+    full_resets: list[int] = []
+    real_reset = asyncpg.Connection.reset
+
+    async def counted(self: asyncpg.Connection, **kw: Any) -> None:
+        full_resets.append(self.get_server_pid())
+        await real_reset(self, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "reset", counted)
+    pool = await create_pool(fresh_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert full_resets == []  # a plain use: no reset query
+
+        async with pool.acquire() as conn:  # LISTEN and a session lock, marked
+            mark_stateful(conn)
+            await conn.execute("LISTEN some_channel")
+            assert await conn.fetchval("SELECT pg_try_advisory_lock(4242)")
+        assert len(full_resets) == 1
+        async with pool.acquire() as conn:  # the same connection (one in the pool), clean again
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert len(full_resets) == 1  # and that use was plain again
+
+        conn = await pool.acquire()  # a transaction left open (not through `transaction()`)
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TABLE left_open (x int)")
+        await pool.release(conn)
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None  # rolled back
+    finally:
+        await pool.close()

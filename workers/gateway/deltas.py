@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from activities.agents.stream import DELTA_CHANNEL, TextDelta
+from activities.ledger.db import mark_stateful
 
 log = logging.getLogger("agentic.gateway")
 
@@ -59,6 +60,7 @@ class DeltaHub:
                 await self._give_back()
             if self._conn is None:
                 conn = await asyncio.wait_for(self._pool.acquire(), timeout=5)
+                mark_stateful(conn)  # LISTEN: the pool UNLISTENs it when it comes back
                 try:
                     await conn.add_listener(DELTA_CHANNEL, self._heard)
                 except BaseException:
