@@ -330,7 +330,9 @@ async def test_refuses_a_public_interface_without_a_token() -> None:
     assert err.decode().strip().startswith("error: refusing to serve the knowledge base on 0.0.0.0 without a token")
 
 
-async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(platform: Platform, tmp_path: Any) -> None:
+async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(
+    platform: Platform, server: McpProcess, tmp_path: Any
+) -> None:
     """`agentic docs search` right after a fresh `agentic up` (the README's next command) runs while
     the first start still ingests docs/: it says so, on stderr, so a partial answer is not taken
     for the whole one; --json stays one document."""
@@ -362,6 +364,7 @@ async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(pla
     rc, out, err = await docs_search()
     assert rc == 0, err
     assert json.loads(out)[0]["source"] == "docs/configuration.md" and "still being ingested" not in err
+    assert data(await call(server, "search_docs", {"query": "external Temporal frontend"}))["note"] == ""
     # an ingest under way (on a queue nobody polls: it stays running)
     ingest = await platform.client.start_workflow(
         "IngestDocsWorkflow", {"chunks": []}, id=f"docs-ingest-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls-this"
@@ -372,5 +375,9 @@ async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(pla
         assert json.loads(out)[0]["source"] == "docs/configuration.md"  # the hits so far, still JSON
         assert f"note: the documentation is still being ingested (workflow {ingest.id}" in err, err
         assert "search again in a moment" in err
+        # the knowledge MCP server's tool says it too, in its result
+        res = await call(server, "search_docs", {"query": "external Temporal frontend"})
+        assert not res.is_error and data(res)["hits"][0]["source"] == "docs/configuration.md"
+        assert f"still being ingested (workflow {ingest.id})" in data(res)["note"], data(res)
     finally:
         await ingest.terminate("test done")

@@ -5,8 +5,10 @@ on first use; a backend that cannot be used is a tool error that says what to ch
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
@@ -19,6 +21,11 @@ from agentic_core.models import Collection
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.toolservers.common import tool_errors
+
+if TYPE_CHECKING:
+    from workers.knowledge_client import IngestRunning
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SEARCH_TIMEOUT", "KnowledgeBackends"]
 
@@ -67,6 +74,16 @@ class KnowledgeBackends:
         if self._ledger is not None and self._owns_ledger:
             await self._ledger.close()
             self._ledger = None
+
+    async def docs_ingests_running(self) -> list[IngestRunning]:
+        """The documentation ingests still running (best effort: none when visibility cannot say)."""
+        from workers.knowledge_client import docs_ingests_running
+
+        try:
+            return await docs_ingests_running(await self.client())
+        except Exception as exc:  # a note, never the search's failure
+            log.debug("cannot tell whether a docs ingest runs: %s", exc)
+            return []
 
     async def search(
         self, collection: Collection, query: str, limit: int, labels: dict[str, str] | None

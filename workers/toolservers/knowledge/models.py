@@ -56,6 +56,10 @@ class DocHit(BaseModel):
 class DocSearchResult(BaseModel):
     query: str
     hits: list[DocHit]
+    note: str = Field(
+        default="",
+        description="set while a documentation ingest is still running: the hits come from the sections indexed so far",
+    )
 
 
 class RunbookStatsResult(BaseModel):

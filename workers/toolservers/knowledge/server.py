@@ -29,6 +29,7 @@ exit 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -174,7 +175,9 @@ def build_server(
 
     async def search_docs(query: Query, limit: Limit = 5) -> DocSearchResult:
         """Search the operator documentation (installation, configuration, runbook format, ...) by section."""
-        out = await backends.search(Collection.DOCUMENTATION, query, limit, None)
+        out, running = await asyncio.gather(
+            backends.search(Collection.DOCUMENTATION, query, limit, None), backends.docs_ingests_running()
+        )
         hits = [
             DocHit(
                 id=h.id,
@@ -185,7 +188,13 @@ def build_server(
             )
             for h in out.hits
         ]
-        return DocSearchResult(query=query, hits=hits)
+        note = (
+            f"the documentation is still being ingested (workflow {running[0].workflow_id}): these hits come "
+            "from the sections indexed so far; search again in a moment for all of them"
+            if running
+            else ""
+        )
+        return DocSearchResult(query=query, hits=hits, note=note)
 
     async def runbook_stats(
         runbook_id: Annotated[
