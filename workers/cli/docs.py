@@ -46,9 +46,14 @@ def docs_search(
     hits, running = asyncio.run(search_docs(_settings(data_dir), text, limit))
     for ingest in running:  # on stderr: --json stays one document
         since = f", started {ingest.started_at:%H:%M:%S} UTC" if ingest.started_at else ""
+        so_far = (
+            "these hits come from the sections indexed so far"
+            if hits
+            else "none of the sections indexed so far matches"
+        )
         err_console.print(
             f"note: the documentation is still being ingested (workflow {ingest.workflow_id}{since}): "
-            "these hits come from the sections indexed so far; search again in a moment for all of them",
+            f"{so_far}; search again in a moment for all of them",
             highlight=False,
         )
     if as_json:
