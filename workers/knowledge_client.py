@@ -13,6 +13,7 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from agentic_core.knowledge import (
     IngestDocsInput,
@@ -129,9 +130,28 @@ class IngestRunning:
 
 async def docs_ingests_running(client: Client) -> list[IngestRunning]:
     """The documentation ingests still running (a fresh stack's first start ingests docs/ for
-    about half a minute without `agentic up` waiting for it)."""
+    about half a minute without `agentic up` waiting for it). Best effort: none when visibility
+    cannot say (a note, never a search's failure)."""
     query = "WorkflowType = 'IngestDocsWorkflow' AND ExecutionStatus = 'Running'"
-    return [IngestRunning(wf.id, wf.start_time) async for wf in client.list_workflows(query, limit=5)]
+    try:
+        return [IngestRunning(wf.id, wf.start_time) async for wf in client.list_workflows(query, limit=5)]
+    except RPCError:
+        return []
+
+
+def ingest_note(running: list[IngestRunning], *, any_hits: bool) -> str:
+    """What a docs search says beside its hits while an ingest still runs ("" when none does):
+    the CLI's note on stderr, the knowledge MCP server's `note` field."""
+    if not running:
+        return ""
+    ingest = running[0]
+    since = f", started {ingest.started_at:%H:%M:%S} UTC" if ingest.started_at else ""
+    hits = "these hits come from the sections indexed so far"
+    so_far = hits if any_hits else "nothing in the sections indexed so far matches"
+    return (
+        f"the documentation is still being ingested (workflow {ingest.workflow_id}{since}): "
+        f"{so_far}; search again in a moment for all of them"
+    )
 
 
 async def search_docs(settings: Settings, text: str, limit: int) -> tuple[list[SearchHit], list[IngestRunning]]:

@@ -192,7 +192,7 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
     pid = conn.get_server_pid()
     if pid in _STATEFUL:
         _STATEFUL.discard(pid)
-        await conn.reset()
+        await conn.execute(conn.get_reset_query())
 
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (

@@ -753,14 +753,14 @@ async def test_the_pool_resets_only_connections_that_keep_session_state(
     """A plain use goes back to the pool without asyncpg's reset query (one round trip saved per
     use); a connection marked stateful (a LISTEN, a session advisory lock) is reset the full way,
     and an open transaction is rolled back either way."""
-    full_resets: list[int] = []
-    real_reset = asyncpg.Connection.reset
+    full_resets: list[int] = []  # each time asyncpg's reset query is asked for, to be sent
+    real_query = asyncpg.Connection.get_reset_query
 
-    async def counted(self: asyncpg.Connection, **kw: Any) -> None:
+    def counted(self: asyncpg.Connection) -> str:
         full_resets.append(self.get_server_pid())
-        await real_reset(self, **kw)
+        return real_query(self)
 
-    monkeypatch.setattr(asyncpg.Connection, "reset", counted)
+    monkeypatch.setattr(asyncpg.Connection, "get_reset_query", counted)
     pool = await create_pool(fresh_dsn, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:

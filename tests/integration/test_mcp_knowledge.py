@@ -31,6 +31,7 @@ from activities.knowledge.embeddings import LocalEmbedder
 from activities.knowledge.kb import KnowledgeBase
 from activities.ledger.repository import Ledger
 from agentic_core.models import AutomationLevel, DecisionRecord, DocChunk, LabelMatcher, Runbook, ToolCall
+from tests.support.e2e import agentic
 from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import McpProcess, mcp_client
 from tests.support.kmock_helpers import result_data as data
@@ -345,21 +346,8 @@ async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(
     )
 
     async def docs_search() -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "docs",
-            "search",
-            "external Temporal frontend",
-            "--json",
-            cwd=REPO,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode or 0, out.decode(), " ".join(err.decode().split())
+        rc, out, err = await agentic(env, "docs", "search", "external Temporal frontend", "--json", limit=120)
+        return rc, out, " ".join(err.split())  # the note as one line, however the console wrapped it
 
     rc, out, err = await docs_search()
     assert rc == 0, err
@@ -378,6 +366,6 @@ async def test_docs_search_from_the_cli_says_when_an_ingest_is_still_running(
         # the knowledge MCP server's tool says it too, in its result
         res = await call(server, "search_docs", {"query": "external Temporal frontend"})
         assert not res.is_error and data(res)["hits"][0]["source"] == "docs/configuration.md"
-        assert f"still being ingested (workflow {ingest.id})" in data(res)["note"], data(res)
+        assert f"still being ingested (workflow {ingest.id}, started " in data(res)["note"], data(res)
     finally:
         await ingest.terminate("test done")

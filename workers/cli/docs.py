@@ -39,23 +39,14 @@ def docs_search(
     as_json: JsonOut = False,
 ) -> None:
     """Search the operator documentation."""
-    from workers.knowledge_client import search_docs
+    from workers.knowledge_client import ingest_note, search_docs
 
     if not text.strip():
         raise AgenticError("search text is empty")
     hits, running = asyncio.run(search_docs(_settings(data_dir), text, limit))
-    for ingest in running:  # on stderr: --json stays one document
-        since = f", started {ingest.started_at:%H:%M:%S} UTC" if ingest.started_at else ""
-        so_far = (
-            "these hits come from the sections indexed so far"
-            if hits
-            else "none of the sections indexed so far matches"
-        )
-        err_console.print(
-            f"note: the documentation is still being ingested (workflow {ingest.workflow_id}{since}): "
-            f"{so_far}; search again in a moment for all of them",
-            highlight=False,
-        )
+    note = ingest_note(running, any_hits=bool(hits))
+    if note:  # on stderr: --json stays one document
+        err_console.print(f"note: {note}", highlight=False)
     if as_json:
         print(
             json.dumps(

@@ -5,7 +5,6 @@ on first use; a backend that cannot be used is a tool error that says what to ch
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -25,7 +24,6 @@ from workers.toolservers.common import tool_errors
 if TYPE_CHECKING:
     from workers.knowledge_client import IngestRunning
 
-log = logging.getLogger(__name__)
 
 __all__ = ["SEARCH_TIMEOUT", "KnowledgeBackends"]
 
@@ -76,14 +74,10 @@ class KnowledgeBackends:
             self._ledger = None
 
     async def docs_ingests_running(self) -> list[IngestRunning]:
-        """The documentation ingests still running (best effort: none when visibility cannot say)."""
+        """The documentation ingests still running (`workers.knowledge_client.docs_ingests_running`)."""
         from workers.knowledge_client import docs_ingests_running
 
-        try:
-            return await docs_ingests_running(await self.client())
-        except Exception as exc:  # a note, never the search's failure
-            log.debug("cannot tell whether a docs ingest runs: %s", exc)
-            return []
+        return await docs_ingests_running(await self.client())
 
     async def search(
         self, collection: Collection, query: str, limit: int, labels: dict[str, str] | None

@@ -175,6 +175,8 @@ def build_server(
 
     async def search_docs(query: Query, limit: Limit = 5) -> DocSearchResult:
         """Search the operator documentation (installation, configuration, runbook format, ...) by section."""
+        from workers.knowledge_client import ingest_note
+
         out, running = await asyncio.gather(
             backends.search(Collection.DOCUMENTATION, query, limit, None), backends.docs_ingests_running()
         )
@@ -188,12 +190,7 @@ def build_server(
             )
             for h in out.hits
         ]
-        note = (
-            f"the documentation is still being ingested (workflow {running[0].workflow_id}): these hits come "
-            "from the sections indexed so far; search again in a moment for all of them"
-            if running
-            else ""
-        )
+        note = ingest_note(running, any_hits=bool(hits))
         return DocSearchResult(query=query, hits=hits, note=note)
 
     async def runbook_stats(
