@@ -191,11 +191,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         embedder = build_embedder_from(settings)
         kb = KnowledgeBase(store, embedder)
         await kb.ensure()
-        # The embedding model (5-7 s of imports and weights) loads in the embedder's thread while
-        # the rest is built and the worker polls: after a restart, approvals, tool calls and agent
-        # runs resume that much sooner; a recall that comes first queues behind the load.
-        warm_up = asyncio.create_task(embedder.embed_query("warm up"))
-        stack.callback(warm_up.cancel)  # a start that fails before polling leaves no task behind
 
         knowledge = KnowledgeActivities(kb, ledger)
         router = inference_router(settings)
@@ -307,6 +302,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as running:
             for w in workers:
                 await running.enter_async_context(w)
+            # The embedding model (5-7 s of imports and weights) loads in the embedder's thread once
+            # the worker polls: after a restart, approvals, tool calls and agent runs resume at
+            # once, and a recall that comes first queues behind the load. Loaded any sooner, while
+            # the rest is built, its imports held up the building (the import lock, the GIL) by
+            # 2-3 s and the model was not ready any earlier.
+            warm_up = asyncio.create_task(embedder.embed_query("warm up"))
+            running.callback(warm_up.cancel)
             warm = asyncio.create_task(index_route_exemplars(routes)) if settings.router_index_at_start else None
             # Agent runs that ended without closing their ledger row (terminated, timed out) are
             # closed, saying how (workers/agent_runs.py): by the workers that run the workflows.
