@@ -38,6 +38,8 @@ from tests.acceptance.conftest import (
     check_parts_table,
     eventually,
     parse_parts_table,
+    readme_argv,
+    run,
 )
 from tests.acceptance.outside import alert_from_rule, webhook
 
@@ -242,6 +244,10 @@ def test_incidents_list(first_stack: Stack, sent: tuple[Ran, str], alert_dir: Pa
     # README: "one incident per alert group"
     rows = [ln for ln in res.out.splitlines() if "KubePodCrashLooping" in ln]
     assert len(rows) == 1 and incident in rows[0], res
+    # in a terminal 80 columns wide the id is still whole, to copy into `agentic incidents show`
+    narrow = run(readme_argv("agentic incidents list"), first_stack.shell_env(COLUMNS="80"), cwd=REPO, timeout=180)
+    assert narrow.rc == 0 and max(len(ln) for ln in narrow.out.splitlines()) <= 80, narrow
+    assert any(incident in ln for ln in narrow.out.splitlines()) and "…" not in narrow.out, narrow
 
 
 def test_incidents_show(first_stack: Stack, sent: tuple[Ran, str]) -> None:

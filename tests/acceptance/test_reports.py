@@ -65,7 +65,8 @@ def _check_digest(first_stack: Stack, res: Ran, week: str) -> None:
         assert str(f.resolve()) in res.out or str(f) in res.out, f"{f} not named in the output:\n{res}"
     assert png.read_bytes().startswith(PNG), "the chart is not a PNG"
     json.loads(js.read_text())
-    assert re.search(r"^posted:\s+\S+", res.out, flags=re.M), f"no report message:\n{res}"
+    # where the message went, in words: Telegram, or the ledger only when no bot is configured
+    assert re.search(r"^posted:\s+to (Telegram|the ledger only) \((tg|ledger):\S+\)", res.out, flags=re.M), res
     # "A weekly digest (alerts, decisions by kind, top alert sources, new runbooks, confidence,
     # automated actions and their success, with a chart)"
     text = md.read_text()

@@ -4,13 +4,14 @@ with this message" and showed none)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from agentic_core.evidence import EvidenceItem
-from agentic_core.incident import IncidentState, IncidentStatus
+from agentic_core.incident import Category, IncidentState, IncidentStatus, Severity, StageRecord
 from agentic_core.models import ToolCall
 
 DIFF = (
@@ -46,3 +47,32 @@ def test_incidents_show_prints_the_diff(monkeypatch: pytest.MonkeyPatch) -> None
     assert res.exit_code == 0, res.output
     assert "diff from evidence 1:" in res.output
     assert DIFF.rstrip("\n") in res.output  # whole, markup-free (the brackets are kept)
+
+
+def test_incidents_show_says_when_no_runbook_matched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import incident_client
+    from workers.cli import app
+
+    now = datetime.now(UTC)
+    states = [
+        IncidentState(incident_id="inc-2", status=IncidentStatus.OPEN),
+        IncidentState(
+            incident_id="inc-2",
+            status=IncidentStatus.VERIFYING,
+            severity=Severity.WARNING,
+            category=Category.INFRASTRUCTURE,
+            stages=[StageRecord(name="recall", started_at=now, finished_at=now, detail="no runbook")],
+        ),
+    ]
+
+    async def state(*_: Any, **__: Any) -> IncidentState:
+        return states.pop(0)
+
+    monkeypatch.setattr(incident_client, "incident_state", state)
+    just_in = CliRunner().invoke(app, ["incidents", "show", "inc-2"], env={"COLUMNS": "200"})
+    assert just_in.exit_code == 0, just_in.output
+    assert "severity not triaged yet" in just_in.output and "runbook not looked up yet" in just_in.output
+    assert "None" not in just_in.output, just_in.output
+    recalled = CliRunner().invoke(app, ["incidents", "show", "inc-2"], env={"COLUMNS": "200"})
+    assert "severity warning" in recalled.output and "runbook none matched" in recalled.output, recalled.output
+    assert "None" not in recalled.output, recalled.output

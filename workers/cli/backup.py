@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from activities.backup.archive import human_size
-from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 
@@ -110,7 +110,7 @@ def backup_list(from_dir: FromDir = None, data_dir: DataDir = None, as_json: Jso
         created = b.created_at.strftime("%Y-%m-%d %H:%M:%S %Z") if b.created_at else ""
         state = "complete" if b.complete else f"[red]incomplete[/]: {b.problem}"
         table.add_row(b.name, created, human_size(b.size), b.secrets, str(b.versions.get("ledger_schema") or ""), state)
-    console.print(table)
+    print_table(table, "name")
 
 
 @app.command("restore")

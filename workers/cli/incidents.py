@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import DataDir, JsonOut, console, print_table
 from workers.cli.options import cli_settings as _settings
 
 app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def incidents_list(
     for r in rows:
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
         table.add_row(r.id, r.status, r.severity, r.category, r.alertname, r.runbook, started)
-    console.print(table)
+    print_table(table, "id")
 
 
 @app.command("show")
@@ -52,7 +52,12 @@ def incidents_show(
         print(st.model_dump_json(indent=2))
         return
     console.print(f"[bold]{st.incident_id}[/]  {st.title}", highlight=False)
-    console.print(f"status {st.status}   severity {st.severity}   category {st.category}   runbook {st.runbook_id}")
+    recalled = any(s.name == "recall" and s.finished_at for s in st.stages)
+    runbook = st.runbook_id or ("none matched" if recalled else "not looked up yet")
+    severity, category = st.severity or "not triaged yet", st.category or "not triaged yet"
+    console.print(
+        f"status {st.status}   severity {severity}   category {category}   runbook {runbook}", highlight=False
+    )
     table = Table(title="stages", title_justify="left")
     for col in ("stage", "started", "finished", "detail"):
         table.add_column(col)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 
 app = typer.Typer(help="API keys of the gateway (OpenAI-compatible endpoint, console).", no_args_is_help=True)
@@ -72,7 +72,7 @@ def list_(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             _when(k.last_used_at),
             _when(k.revoked_at),
         )
-    console.print(table)
+    print_table(table, "name")
 
 
 @app.command()

@@ -43,4 +43,16 @@ def report_weekly(
     console.print(f"report:   {res.files.markdown}", highlight=False, soft_wrap=True)
     console.print(f"data:     {res.files.json_path}", highlight=False, soft_wrap=True)
     if res.message_ref:
-        console.print(f"posted:   {res.message_ref} (route weekly)", highlight=False, soft_wrap=True)
+        console.print(f"posted:   {_where(res.message_ref)}", highlight=False, soft_wrap=True)
+
+
+def _where(ref: str) -> str:
+    """Where the report's message went, in words (the ref itself after them)."""
+    if ref.startswith("tg:"):
+        return f"to Telegram, the weekly route's topic ({ref})"
+    if ref.startswith("ledger:"):
+        return (
+            f"to the ledger only ({ref}): no Telegram bot is configured (docs/telegram.md); "
+            "the console's reports page shows it"
+        )
+    return f"{ref} (route weekly)"

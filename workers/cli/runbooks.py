@@ -17,7 +17,7 @@ from rich.table import Table
 
 from agentic_core.models import Collection
 from workers.autonomy_client import level_counts, runbook_record, runbook_records
-from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 
@@ -150,7 +150,7 @@ def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         table.add_column(col)
     for r in rbs:
         table.add_row(r.id, r.title, r.automation_level)
-    console.print(table)
+    print_table(table, "id")
 
 
 def _parse_labels(labels: list[str] | None) -> dict[str, str] | None:

@@ -10,7 +10,7 @@ import json
 import typer
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import DataDir, JsonOut, console, print_table
 from workers.cli.options import cli_settings as _settings
 
 app = typer.Typer(
@@ -77,4 +77,4 @@ def schedules_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             state = ("paused" if i.paused else "active") + ("" if i.in_step else ", [yellow]out of step[/]")
         nxt = i.next_runs[0].strftime("%Y-%m-%d %H:%M %Z") if i.next_runs else ""
         table.add_row(i.schedule_id, i.workflow_type, i.cron, state, nxt, ", ".join(i.recent_runs))
-    console.print(table)
+    print_table(table, "id")

@@ -1,0 +1,46 @@
+"""`print_table`: in a narrow terminal nothing is cut short, and what the next command takes (an
+id, a backup's name) stays whole on one line."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+from rich.table import Table
+
+from workers.cli import options
+
+
+@pytest.fixture
+def narrow(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=60, color_system=None))
+    return out
+
+
+def test_the_named_column_is_whole_and_nothing_is_cut_with_an_ellipsis(narrow: io.StringIO) -> None:
+    table = Table(title="1 incidents")
+    for col in ("id", "status", "alert", "runbook", "started"):
+        table.add_column(col)
+    ident = "inc-3f0634dbdcc84e877801"
+    table.add_row(ident, "awaiting_approval", "KubePodCrashLooping", "kubernetes/KubePodCrashLooping", "2026-12-07")
+    options.print_table(table, "id")
+    text = narrow.getvalue()
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= 60, text
+    assert "…" not in text, text
+    assert any(ident in ln for ln in lines), text
+    # a folded cell keeps every character, in order, down its column
+    folded = "".join(ln.split("│")[3].strip() for ln in lines if ln.count("│") == 6)
+    assert folded.startswith("KubePodCrashLooping"), text
+
+
+def test_without_names_every_column_folds_and_a_wide_terminal_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=200, color_system=None))
+    table = Table()
+    table.add_column("name")
+    table.add_row("backup-20261207T163154Z")
+    options.print_table(table)
+    assert "backup-20261207T163154Z" in out.getvalue()
