@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,6 +104,11 @@ def test_weekly_digest_from_the_temporal_cli(first_stack: Stack) -> None:
     assert digest["files"]["png"] == str((first_stack.data / "reports" / f"{week}.png").resolve()), digest
 
 
+async def _call(url: str, token: str, tool: str, args: dict[str, Any]) -> Any:
+    async with mcp_client(url, token) as c:
+        return await c.call_tool(tool, args)
+
+
 def test_knowledge_mcp_server(first_stack: Stack, corpus: Ran) -> None:
     # README: "The `mcp-knowledge` part of `agentic up` serves `search_runbooks`, `search_decisions`,
     # `search_docs`, `runbook_stats` and `runbook_record` at `http://127.0.0.1:8092/mcp` (bearer
@@ -127,6 +133,12 @@ def test_knowledge_mcp_server(first_stack: Stack, corpus: Ran) -> None:
     assert "kubernetes/KubePodCrashLooping" in [h["id"] for h in runbooks["hits"]], runbooks
     assert "hits" in result_data(got["search_decisions"])
     docs = result_data(got["search_docs"])
+    # on a stack just started, docs/ may still be being ingested (README: "half a minute to a minute
+    # on a first start"): the answer says so in its `note`; the search is asked again once it ends
+    deadline = time.monotonic() + 180
+    while docs.get("note") and time.monotonic() < deadline:
+        time.sleep(2)
+        docs = result_data(asyncio.run(_call(url, token, "search_docs", {"query": "point the platform at PostgreSQL"})))
     assert any(h["source"] == "configuration.md" for h in docs["hits"]), docs
     stats = result_data(got["runbook_stats"])
     assert set(stats["level_counts"]) == {"manual", "prompted", "standard"}, stats
