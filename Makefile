@@ -42,15 +42,16 @@ system-deps:
 run: setup
 	$(BIN)/agentic up
 
+# Bytecode is written even where the environment says not to (an empty value is "write"): the
+# suite starts hundreds of `agentic` processes, and each would compile the project's modules again.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy agentic_core workflows activities workers
 	# Two workers: most of the suite waits on servers and processes, not on the CPU. Each test
-	# module stays on one worker, the acceptance suite whole (tests/conftest.py). Bytecode is
-	# written even where the environment says not to: the suite starts hundreds of `agentic`
-	# processes, and each would compile the project's modules again.
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -p no:cacheprovider -n 2 --durations=30
+	# module stays on one worker, the acceptance suite whole (tests/conftest.py).
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --durations=30
 
 test-fast: setup
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"

@@ -194,7 +194,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
         knowledge = KnowledgeActivities(kb, ledger)
         router = inference_router(settings)
-        await asyncio.to_thread(preload_lazy_modules)  # not on the first model call, mid-burst
+        # not on the first model call, mid-burst; LiteLLM's only when a group goes through it
+        await asyncio.to_thread(preload_lazy_modules, router.uses_litellm)
         notifier = await build_notifier(settings, ledger, stack)
         incident = IncidentActivities(kb, ledger, router, notifier, planner=planner_config(settings, router))
         tools = tool_gateway(ledger, settings)

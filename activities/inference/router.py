@@ -17,7 +17,9 @@ A group with one OpenAI-compatible endpoint (`openai/…` or `hosted_vllm/…` w
 the embedded llama.cpp, one vLLM Service) is called with the OpenAI client directly, the client
 LiteLLM would use under it: LiteLLM's layers have nothing to choose there and cost such a call
 about 4.5 ms before the request leaves (`direct_model`). Pools with replicas and other providers
-go through LiteLLM's `Router`.
+go through LiteLLM's `Router`. LiteLLM itself is imported only when a group needs it (`_litellm`):
+its import is 2-2.5 s of a core, which the embedded stack's worker (every group direct) paid at
+every start before it polled.
 
 Client-side retries are off everywhere (router, LiteLLM call and the OpenAI client under it):
 Temporal retries activities, and a retry inside an activity would hide failures from it.
@@ -40,6 +42,7 @@ import inspect
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -48,15 +51,12 @@ from typing import Any, Generic, TypeVar
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
 
 import httpx
-import litellm
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from activities.telemetry import metrics, tracing
 from activities.tls import httpx_tls
 from agentic_core.models import InferenceMode
-
-litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
 
 __all__ = [
     "ChatReply",
@@ -114,10 +114,21 @@ LAZY_MODULES = (
 )
 
 
-def preload_lazy_modules() -> list[str]:
-    """Import `LAZY_MODULES` now; return the ones that could be loaded."""
+def _litellm() -> Any:
+    """LiteLLM, imported the first time a group needs it (`InferenceRouter.uses_litellm`)."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners in worker logs
+    return litellm
+
+
+def preload_lazy_modules(with_litellm: bool = True) -> list[str]:
+    """Import `LAZY_MODULES` now (LiteLLM's only `with_litellm`: a router whose groups are all
+    called directly never imports LiteLLM); return the ones that could be loaded."""
     loaded = []
     for name in LAZY_MODULES:
+        if not with_litellm and name.split(".")[0] == "litellm":
+            continue
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
             loaded.append(name)
@@ -329,18 +340,29 @@ def _take_chunk(
 # LiteLLM maps provider errors onto OpenAI's exception types. A refused connection arrives as
 # InternalServerError (not APIConnectionError), so every 5xx counts as "unavailable".
 # The direct OpenAI client (below) raises OpenAI's own types, of which LiteLLM's are subclasses.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+_OPENAI_UNAVAILABLE: tuple[type[BaseException], ...] = (
     openai.APIConnectionError,  # APITimeoutError is one
     openai.InternalServerError,  # any 5xx
     openai.RateLimitError,
-    litellm.APIConnectionError,
-    litellm.Timeout,
-    litellm.InternalServerError,
-    litellm.ServiceUnavailableError,
-    litellm.BadGatewayError,
-    litellm.RateLimitError,
     httpx.TransportError,
 )
+
+
+def _unavailable() -> tuple[type[BaseException], ...]:
+    """The errors that mean "the pool cannot answer now"; LiteLLM's once it is imported (nothing
+    raises them before)."""
+    lm = sys.modules.get("litellm")
+    if lm is None:
+        return _OPENAI_UNAVAILABLE
+    return (
+        *_OPENAI_UNAVAILABLE,
+        lm.APIConnectionError,
+        lm.Timeout,
+        lm.InternalServerError,
+        lm.ServiceUnavailableError,
+        lm.BadGatewayError,
+        lm.RateLimitError,
+    )
 
 
 # Model strings whose server speaks OpenAI's API as it is (llama.cpp, vLLM, the test fakes):
@@ -396,17 +418,32 @@ class InferenceRouter:
         # the direct groups' clients, one per event loop (an HTTP connection belongs to its loop)
         self._direct: dict[str, str] = {g.name: m for g in groups if (m := direct_model(g)) is not None}
         self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
-        self._router = litellm.Router(
-            model_list=model_list,
-            routing_strategy="least-busy",  # among a pool's replicas: the one with the fewest calls in flight
-            num_retries=0,
-            max_fallbacks=0,
-            timeout=max(g.timeout_s for g in groups),
+        self._router_args: dict[str, Any] = {
+            "model_list": model_list,
+            "routing_strategy": "least-busy",  # among a pool's replicas: the one with the fewest calls in flight
+            "num_retries": 0,
+            "max_fallbacks": 0,
+            "timeout": max(g.timeout_s for g in groups),
             # One deployment per group: a cooldown would only turn errors into "no deployments".
             # With replicas, a failing one is cooled down and the others take its calls.
-            disable_cooldowns=all(len(g.replicas) == 1 for g in groups),
-            set_verbose=False,
-        )
+            "disable_cooldowns": all(len(g.replicas) == 1 for g in groups),
+            "set_verbose": False,
+        }
+        self._litellm_router: Any = None
+        if self.uses_litellm:  # built now, so a configuration LiteLLM refuses fails at start
+            self._litellm_router = _litellm().Router(**self._router_args)
+
+    @property
+    def uses_litellm(self) -> bool:
+        """Whether a group goes through LiteLLM (replicas, another provider), not only direct ones."""
+        return len(self._direct) < len(self._groups)
+
+    @property
+    def _router(self) -> Any:
+        """LiteLLM's `Router` over every group, built (and LiteLLM imported) on first need."""
+        if self._litellm_router is None:
+            self._litellm_router = _litellm().Router(**self._router_args)
+        return self._litellm_router
 
     # --- introspection -------------------------------------------------------------------
     @property
@@ -516,7 +553,7 @@ class InferenceRouter:
                 if on_text is not None:
                     resp = await _assembled(resp, on_text)
                 outcome = "ok"
-            except _UNAVAILABLE as exc:
+            except _unavailable() as exc:
                 outcome = "unavailable"
                 tracing.set_error(span, exc)
                 raise InferenceUnavailable(

@@ -157,6 +157,11 @@ def test_status(first_stack: Stack) -> None:
     for part in ("mcp ", "mcp-ha", "mcp-arr", "bot"):  # disabled: off, not "planned" (they are not coming)
         row = next((ln for ln in res.out.splitlines() if ln.startswith(f"│ {part}")), "")
         assert "│ disabled │ off " in row, f"{part}: {row!r}\n{res}"
+    # in a terminal 80 columns wide nothing is cut short: an address folds, whole, never "…"
+    narrow = run(readme_argv("agentic status"), first_stack.shell_env(COLUMNS="80"), cwd=REPO, timeout=180)
+    table = [ln for ln in narrow.out.splitlines() if ln[:1] in ("│", "┃", "┏", "┡", "└")]
+    assert narrow.rc == 0 and table and max(len(ln) for ln in table) <= 80, narrow
+    assert "…" not in narrow.out and "│ mcp-knowledge │" in narrow.out, narrow
 
 
 def test_runbooks_import(corpus: Ran) -> None:

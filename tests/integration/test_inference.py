@@ -392,6 +392,23 @@ async def test_one_openai_compatible_endpoint_is_called_without_litellm(fake: Fa
     assert fake.requests[0]["headers"]["authorization"] == "Bearer k1"
 
 
+def test_litellm_is_built_at_start_only_for_groups_that_go_through_it() -> None:
+    """LiteLLM's `Router` is built when the router is, for pools with replicas and other providers
+    (a configuration it refuses fails at the worker's start); with only direct groups it is built
+    on first need (the embedded stack never needs it)."""
+    base = "http://127.0.0.1:9/v1"
+    direct = InferenceRouter([GroupConfig(name="planner", model="openai/smollm2", api_base=base)])
+    assert not direct.uses_litellm and direct._litellm_router is None
+    pool = InferenceRouter(
+        [
+            GroupConfig(name="planner", model="openai/smollm2", api_base=base),
+            GroupConfig(name="code", model="openai/m", api_base=base, api_bases=(base, base + "2")),
+        ]
+    )
+    assert pool.uses_litellm and pool._litellm_router is not None
+    assert direct._router is not None and direct._litellm_router is direct._router  # built once, when asked
+
+
 def test_which_groups_are_called_directly() -> None:
     base = "http://127.0.0.1:9/v1"
     assert direct_model(GroupConfig(name="a", model="openai/smollm2", api_base=base)) == "smollm2"
@@ -589,11 +606,12 @@ from agentic_core.models import Proposal
 
 async def main() -> None:
     router = InferenceRouter([GroupConfig(name="planner", model="openai/fake", api_base=sys.argv[1])])
-    preload_lazy_modules()
+    preload_lazy_modules(router.uses_litellm)  # as the worker does
     before = set(sys.modules)
     t0 = time.perf_counter()
     await router.structured("planner", [{"role": "user", "content": "plan"}], Proposal)
-    print(json.dumps({"imported": sorted(set(sys.modules) - before), "s": time.perf_counter() - t0}))
+    imported = sorted(set(sys.modules) - before)
+    print(json.dumps({"imported": imported, "s": time.perf_counter() - t0, "litellm": "litellm" in sys.modules}))
 
 asyncio.run(main())
 """
@@ -616,3 +634,5 @@ async def test_after_the_preload_the_first_model_call_imports_nothing(fake: Fake
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert fake.requests, "the model was not asked"
     assert result["imported"] == [], f"imported on the first call: {result['imported']}"
+    # the embedded stack's groups are all called directly: the worker never imports LiteLLM (2-2.5 s)
+    assert result["litellm"] is False

@@ -41,7 +41,7 @@ from workers.cli import (
     schedules,
     telegram,
 )
-from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 from workers.settings import Settings
@@ -78,7 +78,7 @@ def _print_table(settings: Settings) -> None:
         table.add_column(col)
     for p in st.parts.values():
         table.add_row(p.name, p.mode, p.url, str(p.pid or ""), p.role)
-    console.print(table)
+    print_table(table, "part")  # an address folds onto the next line in a narrow terminal, never "…"
     console.print(f"data dir: {st.data_dir}    logs: {Path(st.data_dir) / 'logs'}")
     if st.ui_url:
         console.print(f"Temporal Web UI: {st.ui_url}")
@@ -196,7 +196,7 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             if p.down:
                 mark = "[bold red]down[/]"
             table.add_row(p.name, p.mode, mark, str(p.restarts) if p.restarts else "", p.detail, p.url)
-        console.print(table)
+        print_table(table, "part")
         endpoints = [(p.name, url) for p in parts if p.healthy is not None for url in p.metrics.split()]
         if endpoints:  # docs/observability.md
             console.print("metrics: " + ", ".join(f"{name} {url}" for name, url in endpoints), soft_wrap=True)
