@@ -429,9 +429,11 @@ class InferenceRouter:
             "disable_cooldowns": all(len(g.replicas) == 1 for g in groups),
             "set_verbose": False,
         }
-        self._litellm_router: Any = None
-        if self.uses_litellm:  # built now, so a configuration LiteLLM refuses fails at start
-            self._litellm_router = _litellm().Router(**self._router_args)
+        # built now when a group goes through it, so a configuration LiteLLM refuses fails at start
+        self._litellm_router: Any = self._new_litellm_router() if self.uses_litellm else None
+
+    def _new_litellm_router(self) -> Any:
+        return _litellm().Router(**self._router_args)
 
     @property
     def uses_litellm(self) -> bool:
@@ -442,7 +444,7 @@ class InferenceRouter:
     def _router(self) -> Any:
         """LiteLLM's `Router` over every group, built (and LiteLLM imported) on first need."""
         if self._litellm_router is None:
-            self._litellm_router = _litellm().Router(**self._router_args)
+            self._litellm_router = self._new_litellm_router()
         return self._litellm_router
 
     # --- introspection -------------------------------------------------------------------

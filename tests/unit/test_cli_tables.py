@@ -36,11 +36,29 @@ def test_the_named_column_is_whole_and_nothing_is_cut_with_an_ellipsis(narrow: i
     assert folded.startswith("KubePodCrashLooping"), text
 
 
-def test_without_names_every_column_folds_and_a_wide_terminal_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def _backups() -> Table:
+    table = Table(title="backups")
+    for col in ("name", "created", "state"):
+        table.add_column(col)
+    table.add_row("backup-20261207T163154Z", "2026-12-07 16:31:54 UTC", "incomplete: manifest.json is missing")
+    return table
+
+
+def test_a_wide_terminal_sees_the_table_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = io.StringIO()
+    Console(file=plain, width=200, color_system=None).print(_backups())
     out = io.StringIO()
     monkeypatch.setattr(options, "console", Console(file=out, width=200, color_system=None))
-    table = Table()
-    table.add_column("name")
-    table.add_row("backup-20261207T163154Z")
-    options.print_table(table)
-    assert "backup-20261207T163154Z" in out.getvalue()
+    options.print_table(_backups(), "name")
+    assert out.getvalue() == plain.getvalue()
+
+
+def test_without_names_long_words_fold_instead_of_being_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = io.StringIO()
+    Console(file=plain, width=30, color_system=None).print(_backups())
+    assert "…" in plain.getvalue()  # what rich does on its own
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=30, color_system=None))
+    options.print_table(_backups())
+    assert "…" not in out.getvalue(), out.getvalue()
+    assert max(len(ln) for ln in out.getvalue().splitlines()) <= 30

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from agentic_core.agents import AgentProgress, AgentStatus, ToolCallRecord
-from workers.cli.options import DataDir, JsonOut, console, err_console
+from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 
@@ -193,10 +193,8 @@ def runs(
         console.print("no agent runs yet", highlight=False)
         return
     table = Table(title=f"agent runs ({len(rows)}, newest first)", title_justify="left")
-    for col in ("run", "agent", "status", "started (UTC)"):
-        table.add_column(col, no_wrap=True)  # an id or a status is read whole
-    for col in ("request", "answer"):
-        table.add_column(col, overflow="fold")
+    for col in ("run", "agent", "status", "started (UTC)", "request", "answer"):
+        table.add_column(col)
     for r in rows:
         answer = " ".join(r.answer.split())
         table.add_row(
@@ -207,7 +205,7 @@ def runs(
             " ".join(r.request.split())[:80],
             answer if len(answer) <= 200 else answer[:199] + "…",
         )
-    console.print(table)
+    print_table(table, "run", "agent", "status", "started (UTC)")
 
 
 def _decide(run: str, choice: str, by: str | None, data_dir: Path | None) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import DataDir, JsonOut, console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.guardrails_client import KINDS, check_kinds, list_events, parse_since
 
@@ -51,7 +51,7 @@ def list_(
         return
     table = Table(title=f"guardrail events ({len(events)})", title_justify="left")
     for col in ("when (UTC)", "kind", "agent", "subject", "tool", "detail"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col)
     for e in events:
         table.add_row(
             e.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -61,4 +61,4 @@ def list_(
             e.tool or "-",
             e.detail,
         )
-    console.print(table)
+    print_table(table)

@@ -174,7 +174,7 @@ def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
         table.add_column(col)
     for i, h in enumerate(hits, 1):
         table.add_row(str(i), f"{h.score:.4f}", h.id, h.title)
-    console.print(table)
+    print_table(table, "id")
 
 
 @app.command("search")
