@@ -205,7 +205,7 @@ def runs(
             " ".join(r.request.split())[:80],
             answer if len(answer) <= 200 else answer[:199] + "…",
         )
-    print_table(table, "run", "agent", "status", "started (UTC)")
+    print_table(table, "run")
 
 
 def _decide(run: str, choice: str, by: str | None, data_dir: Path | None) -> None:
