@@ -24,6 +24,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from agentic_core import policy
+from agentic_core import search_attributes as sa
 from agentic_core.alerts import AlertStatus, incident_id_for
 from agentic_core.models import ApprovalMode
 from tests.support.env import free_port
@@ -46,7 +48,7 @@ from tests.support.intake import (
     wait_health,
     webhook,
 )
-from tests.support.temporal import start_dev_server
+from tests.support.temporal import dev_server_with_attributes, start_dev_server
 from workers.intake import create_app
 from workers.temporal import connect
 
@@ -130,6 +132,44 @@ async def test_webhook_opens_an_incident(temporal: Client, http: httpx.AsyncClie
     assert cfg.approval_mode == ApprovalMode.NORMAL and cfg.approvers == ["alice", "12345"]
     assert (cfg.confidence_threshold, cfg.remind_after_s, cfg.escalate_after_s) == (0.8, 60, 120)
     assert (cfg.expire_after_s, cfg.verify_window_s) == (600, 30)
+
+
+async def test_a_new_incident_is_listed_with_its_alert_before_any_worker_runs_it() -> None:
+    # `agentic incidents list` reads these attributes: a run that no worker has triaged yet (a
+    # busy worker, a burst, a worker restarting) still shows what fired, its severity and status.
+    async with dev_server_with_attributes() as env:
+        app = create_app(factory_for(env.client), settings())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+            name = "DiskAlmostFull" + uniq()
+            doc = webhook("agentic-" + uniq(), name)
+            r = await post(http, "/alerts", doc)
+            assert r.status_code == 202, r.text
+        incident = incident_of(doc)
+        attrs = (await env.client.get_workflow_handle(incident).describe()).typed_search_attributes
+        assert attrs.get(sa.ALERT_NAME) == name
+        assert attrs.get(sa.INCIDENT_STATUS) == "open"
+        tri = policy.triage(doc["commonLabels"], doc["commonAnnotations"])
+        assert (attrs.get(sa.INCIDENT_SEVERITY), attrs.get(sa.INCIDENT_CATEGORY)) == (
+            tri.severity.value,
+            tri.category.value,
+        )
+        assert await listed(env.client, f"AlertName = '{name}' AND IncidentStatus = 'open'", expect=1) == [incident]
+
+
+async def test_a_namespace_without_the_attributes_still_opens_incidents(
+    temporal: Client, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The module's dev server has no search attributes registered: the start with them is refused,
+    # and the intake starts the incident without them (one warning), instead of a 503 for every alert.
+    docs = [webhook("agentic-" + uniq(), "Unregistered" + uniq()) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="agentic.intake"):
+        for doc in docs:
+            r = await post(http, "/alerts", doc)
+            assert r.status_code == 202, r.text
+            assert (await temporal.get_workflow_handle(incident_of(doc)).describe()).workflow_type == "IncidentWorkflow"
+    warned = [rec for rec in caplog.records if "refused the incident's search attributes" in rec.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert "IncidentStatus" in warned[0].getMessage() or "search attribute" in warned[0].getMessage()
 
 
 async def test_repeats_signal_one_run(temporal: Client, http: httpx.AsyncClient) -> None:

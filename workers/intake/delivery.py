@@ -16,16 +16,25 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.telemetry import tracing
+from agentic_core import policy
+from agentic_core import search_attributes as sa
 from agentic_core.alerts import (
     AlertGroup,
     AlertStatus,
     redact_group,
 )
-from agentic_core.incident import SIGNAL_ALERTS, AlertsSignal, IncidentConfig, IncidentInput
+from agentic_core.incident import (
+    SIGNAL_ALERTS,
+    AlertsSignal,
+    IncidentConfig,
+    IncidentInput,
+    IncidentStatus,
+    group_annotations,
+)
 from workers.errors import AgenticError
 from workers.intake.errors import IntakeError, TemporalUnavailable, _is_json, _load_json, _unauthorized
 from workers.settings import Settings
@@ -85,6 +94,8 @@ class Intake:
     _connect_failure: tuple[float, str] | None = None
     _health: tuple[float, bool, str] | None = None
     _health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # False once the namespace refused the opening search attributes (not registered on it)
+    _with_attributes: bool = True
 
     # ---- Temporal ------------------------------------------------------------------------
 
@@ -154,17 +165,20 @@ class Intake:
                             return Delivery(group.incident_id, signalled=False)
                         raise
                     return Delivery(group.incident_id, signalled=True)
-                handle = await client.start_workflow(
-                    IncidentWorkflow.run,
-                    IncidentInput(incident_id=group.incident_id, group=group, config=self.config),
-                    id=group.incident_id,
-                    task_queue=self.settings.task_queue,
-                    start_signal=SIGNAL_ALERTS,
-                    start_signal_args=[signal_arg],
-                    # a closed incident that fires again is a new run under the same id
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    static_summary=_summary(group),
-                )
+                try:
+                    handle = await self._start(client, group, signal_arg)
+                except RPCError as exc:
+                    if not (self._with_attributes and _unknown_attribute(exc)):
+                        raise
+                    # A namespace without the platform's search attributes (an external Temporal
+                    # `agentic up` did not register them on): the alert still opens its incident.
+                    self._with_attributes = False
+                    log.warning(
+                        "Temporal's namespace refused the incident's search attributes (%s): incidents start without "
+                        "them until the intake restarts; `agentic up` registers them (docs/architecture.md)",
+                        _one_line(exc),
+                    )
+                    handle = await self._start(client, group, signal_arg)
                 return Delivery(group.incident_id, signalled=True, run_id=handle.result_run_id)
         except TimeoutError:
             raise TemporalUnavailable(
@@ -175,6 +189,20 @@ class Intake:
                 f"Temporal at {self.target} refused or failed the request "
                 f"({exc.status.name if exc.status is not None else 'unknown'}): {_one_line(exc)}"
             ) from None
+
+    async def _start(self, client: Client, group: AlertGroup, signal_arg: AlertsSignal) -> Any:
+        return await client.start_workflow(
+            IncidentWorkflow.run,
+            IncidentInput(incident_id=group.incident_id, group=group, config=self.config),
+            id=group.incident_id,
+            task_queue=self.settings.task_queue,
+            start_signal=SIGNAL_ALERTS,
+            start_signal_args=[signal_arg],
+            # a closed incident that fires again is a new run under the same id
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=_summary(group),
+            search_attributes=_opening_attributes(group) if self._with_attributes else None,
+        )
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -265,6 +293,28 @@ def _one_line(exc: BaseException) -> str:
 
 def _redacted(secrets: int) -> str:
     return f"; {secrets} secret(s) redacted" if secrets else ""
+
+
+def _opening_attributes(group: AlertGroup) -> TypedSearchAttributes:
+    """The search attributes a new incident run starts with: its status, and the alert's name,
+    severity and category as its triage stage will set them (the same pure `policy.triage`), so
+    `agentic incidents list`, the console and the Web UI show what fired from the run's first
+    moment, not blanks until the worker has triaged it. Ignored when the run already exists (a
+    signal-with-start to a running incident only signals)."""
+    tri = policy.triage(group.labels, group_annotations(group))
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.INCIDENT_STATUS, IncidentStatus.OPEN.value),
+            SearchAttributePair(sa.INCIDENT_SEVERITY, tri.severity.value),
+            SearchAttributePair(sa.INCIDENT_CATEGORY, tri.category.value),
+            *([SearchAttributePair(sa.ALERT_NAME, sa.keyword(tri.alertname))] if tri.alertname else []),
+        ]
+    )
+
+
+def _unknown_attribute(exc: RPCError) -> bool:
+    """Temporal's refusal of a search attribute the namespace does not define."""
+    return exc.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in str(exc).lower()
 
 
 def _summary(group: AlertGroup) -> str:
