@@ -310,6 +310,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             # 2-3 s and the model was not ready any earlier.
             warm_up = asyncio.create_task(embedder.embed_query("warm up"))
             running.callback(warm_up.cancel)
+            router.open_clients()  # the first incident's plan and the first chat skip 0.2 s of client set-up
             warm = asyncio.create_task(index_route_exemplars(routes)) if settings.router_index_at_start else None
             # Agent runs that ended without closing their ledger row (terminated, timed out) are
             # closed, saying how (workers/agent_runs.py): by the workers that run the workflows.

@@ -607,11 +607,15 @@ from agentic_core.models import Proposal
 async def main() -> None:
     router = InferenceRouter([GroupConfig(name="planner", model="openai/fake", api_base=sys.argv[1])])
     preload_lazy_modules(router.uses_litellm)  # as the worker does
+    opened = router.open_clients()  # as the worker does once it polls
+    clients = dict(router._clients)
     before = set(sys.modules)
     t0 = time.perf_counter()
     await router.structured("planner", [{"role": "user", "content": "plan"}], Proposal)
     imported = sorted(set(sys.modules) - before)
-    print(json.dumps({"imported": imported, "s": time.perf_counter() - t0, "litellm": "litellm" in sys.modules}))
+    built = [k for k, c in router._clients.items() if clients.get(k) is not c]
+    print(json.dumps({"imported": imported, "s": time.perf_counter() - t0, "litellm": "litellm" in sys.modules,
+                      "opened": opened, "built": len(built)}))
 
 asyncio.run(main())
 """
@@ -634,5 +638,7 @@ async def test_after_the_preload_the_first_model_call_imports_nothing(fake: Fake
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert fake.requests, "the model was not asked"
     assert result["imported"] == [], f"imported on the first call: {result['imported']}"
+    # nor builds a client (160 ms for the first OpenAI client of a process, ~20 ms each later one)
+    assert result["opened"] == ["planner"] and result["built"] == 0, result
     # the embedded stack's groups are all called directly: the worker never imports LiteLLM (2-2.5 s)
     assert result["litellm"] is False
