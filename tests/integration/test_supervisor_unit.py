@@ -360,3 +360,28 @@ async def test_status_checks_a_failing_part_once_more_before_calling_it_unhealth
     got = {h.name: (h.healthy, h.detail) for h in health}
     assert got == {"flaky": (True, "serving"), "down": (False, "unreachable: ConnectError")}
     assert calls == {"flaky": 2, "down": 2}
+
+
+def test_parts_run_the_code_of_the_agentic_that_started_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parts start in the data dir, where Python would find the project through its
+    installation: with a second checkout or a copy sharing the virtual environment, another tree's
+    code (an editable install of the copy, here a decoy on PYTHONPATH). `child_env` puts the
+    running code's root first, so a part imports what the supervisor imports."""
+    import subprocess
+
+    from tests.support.env import REPO
+    from workers.stack.env import CODE_ROOT, child_env
+
+    decoy = tmp_path / "decoy" / "workers"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(decoy.parent))
+    env = child_env(settings_for(tmp_path))
+    assert CODE_ROOT == REPO and env["PYTHONPATH"].split(os.pathsep) == [str(REPO), str(decoy.parent)]
+    data = tmp_path / "data"
+    data.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", "import workers.stack.env as e; print(e.__file__)"],
+        env=env, cwd=data, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert Path(out.stdout.strip()) == REPO / "workers" / "stack" / "env.py", out

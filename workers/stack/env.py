@@ -149,8 +149,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# The directory the running `workers` package was imported from: the checkout, or site-packages.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def with_code_path(env: dict[str, str]) -> dict[str, str]:
+    """`env` with `CODE_ROOT` first on PYTHONPATH. The parts start in the data dir, where Python
+    finds the project through its installation instead; with a second checkout, a copy or a
+    worktree sharing one virtual environment, that is another tree's code. This way every part
+    runs the code of the `agentic` that started it."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(CODE_ROOT)]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(CODE_ROOT), *rest])}
+
+
 def child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
+    env = with_code_path({k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")})
     env.update(settings_env(settings))
     env.update(
         {
