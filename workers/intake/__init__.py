@@ -43,7 +43,10 @@ How a group reaches its incident:
   incident runs, only the signal is delivered; otherwise a run starts with the signal as
   its first event. Repeats and retries of a group are therefore just more signals to the
   same incident, and a request that timed out and is retried at worst delivers a signal
-  twice (delivery is at least once; the workflow treats a repeat as a repeat).
+  twice (delivery is at least once; the workflow treats a repeat as a repeat). A new run
+  starts with its search attributes set (`IncidentStatus=open`, the alert's name, severity
+  and category, by the triage stage's own rules), so listings show it whole at once; a
+  namespace that does not define them gets runs without them, and one warning.
 - an incident that already closed (resolved, expired, ignored) and fires again: the id
   reuse policy is ALLOW_DUPLICATE, so signal-with-start starts a **new run under the same
   workflow id**: a new incident for the same group, with the old run's history kept.

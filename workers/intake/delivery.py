@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -190,7 +190,7 @@ class Intake:
                 f"({exc.status.name if exc.status is not None else 'unknown'}): {_one_line(exc)}"
             ) from None
 
-    async def _start(self, client: Client, group: AlertGroup, signal_arg: AlertsSignal) -> Any:
+    async def _start(self, client: Client, group: AlertGroup, signal_arg: AlertsSignal) -> WorkflowHandle[Any, Any]:
         return await client.start_workflow(
             IncidentWorkflow.run,
             IncidentInput(incident_id=group.incident_id, group=group, config=self.config),
