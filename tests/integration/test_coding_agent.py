@@ -108,10 +108,10 @@ async def coding(settings: Settings) -> AsyncIterator[McpProcess]:
     part = next(
         p for p in build_parts(settings, effective_settings(settings), resolve_binaries=False) if p.name == "mcp-coding"
     )
-    assert part.mode == "embedded" and part.argv[2] == "workers.toolservers.coding"
+    assert part.mode == "embedded" and part.argv[3] == "workers.toolservers.coding"
     args = part.argv[part.argv.index("--repos") :]
     env = {k: v for k, v in part.env.items() if k.startswith("AGENTIC_CODING_")}
-    proc = await start_server(settings.mcp_coding_port, None, TOKEN, module=part.argv[2], extra_args=args, env=env)
+    proc = await start_server(settings.mcp_coding_port, None, TOKEN, module=part.argv[3], extra_args=args, env=env)
     yield proc
     assert await proc.stop() == 0
 

@@ -368,6 +368,7 @@ def test_the_stack_part_runs_only_when_repositories_are_set(tmp_path: Path) -> N
     on = part(repos=f"gitops={tmp_path},app=/src/app", mcp_coding_port=18096, coding_push_remote="origin")
     assert on.mode == "embedded" and on.phase == "service" and on.role == "MCP coding tools (Git: gitops, app)"
     assert on.argv[1:] == [
+        "-P",
         "-m",
         "workers.toolservers.coding",
         "--host",

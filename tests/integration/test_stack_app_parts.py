@@ -57,6 +57,7 @@ def test_embedded_and_external_parts(tmp_path: Path) -> None:
     ha, arr = parts["mcp-ha"], parts["mcp-arr"]
     assert (ha.mode, arr.mode) == ("embedded", "embedded")
     assert ha.argv[1:] == [
+        "-P",
         "-m",
         "workers.toolservers.homeassistant",
         "--host",
@@ -193,6 +194,7 @@ def test_embedded_and_external(tmp_path: Path) -> None:
     assert part.mode == "embedded" and part.phase == "service"
     assert part.role == "MCP metrics tools (Prometheus, Alertmanager) http://prometheus:9090"
     assert part.argv[1:] == [
+        "-P",
         "-m",
         "workers.toolservers.metrics",
         "--host",

@@ -363,25 +363,34 @@ async def test_status_checks_a_failing_part_once_more_before_calling_it_unhealth
 
 
 def test_parts_run_the_code_of_the_agentic_that_started_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The parts start in the data dir, where Python would find the project through its
-    installation: with a second checkout or a copy sharing the virtual environment, another tree's
-    code (an editable install of the copy, here a decoy on PYTHONPATH). `child_env` puts the
-    running code's root first, so a part imports what the supervisor imports."""
+    """The parts start in the data dir and the supervisor in the shell's directory, where Python
+    could find another tree's code: the project through its installation (an editable install
+    of a copy sharing the virtual environment: here a decoy on PYTHONPATH), or a `workers`
+    directory where the process starts. `child_env` puts the running code's root first on
+    PYTHONPATH and `PYTHON_M` keeps the working directory off sys.path (`-P`), so a part imports
+    what the `agentic` that started it imports."""
     import subprocess
 
     from tests.support.env import REPO
-    from workers.stack.env import CODE_ROOT, child_env
+    from workers.stack.env import CODE_ROOT, PYTHON_M, child_env
 
-    decoy = tmp_path / "decoy" / "workers"
-    decoy.mkdir(parents=True)
-    (decoy / "__init__.py").write_text("")
-    monkeypatch.setenv("PYTHONPATH", str(decoy.parent))
+    for where in (tmp_path / "decoy", tmp_path / "data"):  # on PYTHONPATH; where the part starts
+        (where / "workers" / "stack").mkdir(parents=True)
+        (where / "workers" / "__init__.py").write_text("")
+        (where / "workers" / "stack" / "__init__.py").write_text("")
+        (where / "workers" / "stack" / "env.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "decoy"))
     env = child_env(settings_for(tmp_path))
-    assert CODE_ROOT == REPO and env["PYTHONPATH"].split(os.pathsep) == [str(REPO), str(decoy.parent)]
-    data = tmp_path / "data"
-    data.mkdir()
-    out = subprocess.run(
-        [sys.executable, "-c", "import workers.stack.env as e; print(e.__file__)"],
-        env=env, cwd=data, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    assert Path(out.stdout.strip()) == REPO / "workers" / "stack" / "env.py", out
+    assert CODE_ROOT == REPO and env["PYTHONPATH"].split(os.pathsep) == [str(REPO), str(tmp_path / "decoy")]
+    assert PYTHON_M[1:] == ("-P", "-m")
+    code = "import workers.stack.env as e; print(e.__file__)"
+
+    def imported(*flags: str) -> Path:
+        out = subprocess.run(
+            [sys.executable, *flags, "-c", code], env=env, cwd=tmp_path / "data",
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return Path(out.stdout.strip())
+
+    assert imported(*PYTHON_M[1:-1]) == REPO / "workers" / "stack" / "env.py"
+    assert imported() == tmp_path / "data" / "workers" / "stack" / "env.py"  # what -P prevents

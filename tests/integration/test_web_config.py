@@ -36,7 +36,7 @@ def test_off_until_search_or_sites_are_set(tmp_path: Path) -> None:
     on = settings(tmp_path, searxng_url="http://searxng:8080", web_allowed_domains="docs.python.org,*.github.com")
     part = next(p for p in build_parts(on, effective_settings(on), resolve_binaries=False) if p.name == "mcp-web")
     assert (part.mode, part.port) == ("embedded", 8097)
-    assert part.argv[1:3] == ["-m", "workers.toolservers.web"]
+    assert part.argv[1:4] == ["-P", "-m", "workers.toolservers.web"]
     assert part.role == "MCP web tools (search http://searxng:8080; fetch docs.python.org,*.github.com)"
     assert on.mcp_servers["web"] == "http://127.0.0.1:8097/mcp" and "web" in on.agent_limit_map
 

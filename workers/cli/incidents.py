@@ -28,7 +28,7 @@ def incidents_list(
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    table = Table(title=f"{len(rows)} incidents", title_justify="left")
+    table = Table(title=f"{len(rows)} incident{'' if len(rows) == 1 else 's'}", title_justify="left")
     for col in ("id", "status", "severity", "category", "alert", "runbook", "started"):
         table.add_column(col)
     for r in rows:

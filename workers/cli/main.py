@@ -116,7 +116,7 @@ def up(
 
 
 def _up_detached(settings: Settings, timeout: float) -> None:
-    from workers.stack.env import with_code_path
+    from workers.stack.env import PYTHON_M, with_code_path
     from workers.stack.state import read_state
 
     data = settings.data_path
@@ -125,7 +125,7 @@ def _up_detached(settings: Settings, timeout: float) -> None:
     log = data / "logs" / "supervisor.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "up", "--data-dir", str(data)],
+            [*PYTHON_M, "workers.cli", "up", "--data-dir", str(data)],
             env=with_code_path(dict(os.environ)),  # this code, wherever the supervisor's cwd is
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -145,7 +145,7 @@ def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     if as_json:
         print(json.dumps([r.model_dump() for r in rbs], indent=2))
         return
-    table = Table(title=f"{len(rbs)} runbooks", title_justify="left")
+    table = Table(title=f"{len(rbs)} runbook{'' if len(rbs) == 1 else 's'}", title_justify="left")
     for col in ("id", "title", "level"):
         table.add_column(col)
     for r in rbs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
 
+# How the stack starts a module of its own: `-P` (Python 3.11+) keeps the working directory off
+# sys.path, so the module comes from PYTHONPATH's `CODE_ROOT` (`with_code_path`), never from a
+# `workers` directory that happens to be where the process starts.
+PYTHON_M = (sys.executable, "-P", "-m")
+
+
 def with_code_path(env: dict[str, str]) -> dict[str, str]:
     """`env` with `CODE_ROOT` first on PYTHONPATH. The parts start in the data dir, where Python
     finds the project through its installation instead; with a second checkout, a copy or a
-    worktree sharing one virtual environment, that is another tree's code. This way every part
+    worktree sharing one virtual environment, that is another tree's code; and the supervisor
+    starts in the shell's directory, which may be another checkout. With `PYTHON_M`, every part
     runs the code of the `agentic` that started it."""
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(CODE_ROOT)]
     return {**env, "PYTHONPATH": os.pathsep.join([str(CODE_ROOT), *rest])}

@@ -21,7 +21,7 @@ from typing import IO, Literal
 
 from workers.errors import AgenticError
 from workers.settings import Settings
-from workers.stack.env import child_env
+from workers.stack.env import PYTHON_M, child_env
 from workers.stack.health import check_http, check_llm, check_postgres, check_temporal, check_worker
 from workers.stack.postgres import PG_USER, postgres_bin
 from workers.stack.state import PartMode, PartState
@@ -283,8 +283,7 @@ def llm_part(ctx: PartContext) -> Part:
         port=settings.llm_port,
         phase="service",
         argv=[
-            sys.executable,
-            "-m",
+            *PYTHON_M,
             "workers.llm_server",
             "--model",
             str(mp),
@@ -378,7 +377,7 @@ def worker_part(ctx: PartContext) -> Part:
         mode="embedded",
         phase="worker",
         url=f"task queue {tq}",
-        argv=[sys.executable, "-m", "workers.worker"],
+        argv=[*PYTHON_M, "workers.worker"],
         env=ctx.env,
         metrics=worker_metrics(settings),
         start_timeout=180.0,
@@ -420,7 +419,7 @@ def intake_part(ctx: PartContext) -> Part:
         mode="embedded",
         url=f"http://{host}:{settings.intake_port}/alerts",
         port=settings.intake_port,
-        argv=[sys.executable, "-m", "workers.intake"],
+        argv=[*PYTHON_M, "workers.intake"],
         env=ctx.env,
         health=lambda: check_http(intake_health, intake_token),
         log=ctx.logs / "intake.log",
@@ -440,7 +439,7 @@ def gateway_part(ctx: PartContext) -> Part:
         mode="embedded",
         url=f"http://{host}:{settings.gateway_port}/v1",
         port=settings.gateway_port,
-        argv=[sys.executable, "-m", "workers.gateway"],
+        argv=[*PYTHON_M, "workers.gateway"],
         env=ctx.env,
         health=lambda: check_http(health, None),
         log=ctx.logs / "gateway.log",
@@ -466,7 +465,7 @@ def bot_part(ctx: PartContext) -> Part:
         mode="embedded",
         url=bot_health,
         port=settings.bot_port,
-        argv=[sys.executable, "-m", "workers.telegram"],
+        argv=[*PYTHON_M, "workers.telegram"],
         env=ctx.env,
         health=lambda: check_http(bot_health, None),
         log=ctx.logs / "bot.log",
@@ -525,7 +524,7 @@ class McpPartContext:
             url=endpoint,
             port=port,
             phase=phase,
-            argv=[sys.executable, "-m", module, "--host", self.host, "--port", str(port), *args, *token_args],
+            argv=[*PYTHON_M, module, "--host", self.host, "--port", str(port), *args, *token_args],
             env=self.env,
             health=health,
             log=self.logs / f"{name}.log",
