@@ -191,6 +191,12 @@ def test_runbooks_list(first_stack: Stack, corpus: Ran) -> None:
         row = next((ln for ln in res.out.splitlines() if f"│ {rb} " in ln), "")
         # README (Earned autonomy): runbooks start at `manual`
         assert row and "manual" in row, f"{rb}: {row!r}\n{res}"
+    # in a terminal 80 columns wide: every id whole, on one line with its level, a row a runbook
+    # (the corpus's titles only repeat the id's last part: left blank, not folded into pieces)
+    narrow = run(readme_argv("agentic runbooks list"), first_stack.shell_env(COLUMNS="80"), cwd=REPO, timeout=180)
+    assert narrow.rc == 0 and max(len(ln) for ln in narrow.out.splitlines()) <= 80, narrow
+    rows = [ln for ln in narrow.out.splitlines() if ln.startswith("│ ") and "manual" in ln]
+    assert len(rows) == n and "…" not in narrow.out, narrow
 
 
 def test_docs_search(first_stack: Stack) -> None:

@@ -62,3 +62,16 @@ def test_without_names_long_words_fold_instead_of_being_cut(monkeypatch: pytest.
     options.print_table(_backups())
     assert "…" not in out.getvalue(), out.getvalue()
     assert max(len(ln) for ln in out.getvalue().splitlines()) <= 30
+
+
+def test_a_runbook_title_that_repeats_its_id_is_left_blank() -> None:
+    from workers.cli.runbooks import shown_title
+
+    assert shown_title("alertmanager/AlertmanagerClusterDown", "AlertmanagerClusterDown") == ""
+    assert shown_title("alertmanager/AlertmanagerClusterDown", "Alertmanager Cluster Down") == ""
+    assert shown_title("alertmanager/AlertmanagerConfigInconsistent", "Alertmanager ConfigInconsistent") == ""
+    assert shown_title("node/NodeClockNotSynchronising", "Node clock skew detected") == "Node clock skew detected"
+    said = "Sonarr's download queue is stuck"
+    assert shown_title("arr/sonarr-queue-stuck", said) == said
+    assert shown_title("learned/inc-1", "inc-1 ") == ""
+    assert shown_title("KubePodCrashLooping", "KubePodCrashLooping") == ""

@@ -146,11 +146,22 @@ def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         print(json.dumps([r.model_dump() for r in rbs], indent=2))
         return
     table = Table(title=f"{len(rbs)} runbook{'' if len(rbs) == 1 else 's'}", title_justify="left")
-    for col in ("id", "title", "level"):
+    for col in ("id", "level", "title"):
         table.add_column(col)
     for r in rbs:
-        table.add_row(r.id, r.title, r.automation_level)
+        table.add_row(r.id, r.automation_level, shown_title(r.id, r.title))
     print_table(table, "id")
+
+
+def shown_title(runbook_id: str, title: str) -> str:
+    """A runbook's title for a table: blank when it only repeats the id's last part, spaced out
+    (the corpus's `alertmanager/AlertmanagerClusterDown` is titled "Alertmanager Cluster Down"),
+    so a narrow terminal gives its room to the id and to the titles that say more."""
+
+    def letters(text: str) -> str:
+        return "".join(c for c in text.casefold() if c.isalnum())
+
+    return "" if letters(title) == letters(runbook_id.rsplit("/", 1)[-1]) else title
 
 
 def _parse_labels(labels: list[str] | None) -> dict[str, str] | None:
@@ -173,7 +184,7 @@ def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
     for col in ("#", "score", "id", "title"):
         table.add_column(col)
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, h.title)
+        table.add_row(str(i), f"{h.score:.4f}", h.id, shown_title(h.id, h.title))
     print_table(table, "id")
 
 
