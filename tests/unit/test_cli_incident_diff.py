@@ -77,3 +77,32 @@ def test_incidents_show_says_when_no_runbook_matched(monkeypatch: pytest.MonkeyP
     assert "None" not in words, just_in.output
     recalled = " ".join(CliRunner().invoke(app, ["incidents", "show", "inc-2"]).output.split())
     assert "severity warning" in recalled and "runbook none matched" in recalled and "None" not in recalled, recalled
+
+
+def test_incidents_show_says_what_a_waiting_incident_needs_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import incident_client
+    from workers.cli import app
+
+    plan = [ToolCall(tool="rollout_restart", arguments={"namespace": "media", "name": "radarr"})]
+    states = [
+        IncidentState(incident_id="inc-3", status=IncidentStatus.AWAITING_APPROVAL),  # nothing to run
+        IncidentState(incident_id="inc-3", status=IncidentStatus.AWAITING_APPROVAL, plan=plan),
+        IncidentState(incident_id="inc-3", status=IncidentStatus.VERIFYING, plan=plan),
+    ]
+
+    async def state(*_: Any, **__: Any) -> IncidentState:
+        return states.pop(0)
+
+    monkeypatch.setattr(incident_client, "incident_state", state)
+
+    def shown() -> str:
+        res = CliRunner().invoke(app, ["incidents", "show", "inc-3"])
+        assert res.exit_code == 0, res.output
+        return " ".join(res.output.split())
+
+    nothing = shown()
+    assert "nothing to run; waiting for a human: agentic acknowledge inc-3 --by NAME" in nothing, nothing
+    assert "agentic ignore inc-3" in nothing and "agentic modify inc-3" in nothing, nothing
+    planned = shown()
+    assert "waiting for a human: agentic approve inc-3 --by NAME" in planned and "acknowledge" not in planned, planned
+    assert "waiting for a human" not in shown()  # past the approval: nothing to ask for

@@ -102,7 +102,7 @@ def _print_result(res: AgentProgress) -> None:
                 else " ".join(r.reason.split())[:200]
             )
             table.add_row(str(r.step), r.call.tool, _args(r), r.status, detail)
-        console.print(table)
+        print_table(table)
 
 
 @app.command()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from workers.cli.options import DataDir, JsonOut, console, print_table
 from workers.cli.options import cli_settings as _settings
+
+if TYPE_CHECKING:
+    from agentic_core.incident import IncidentState
 
 app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
 
@@ -64,7 +67,7 @@ def incidents_show(
     for stage in st.stages:
         fin = stage.finished_at.strftime("%H:%M:%S.%f")[:-3] if stage.finished_at else "…"
         table.add_row(stage.name, stage.started_at.strftime("%H:%M:%S.%f")[:-3], fin, stage.detail)
-    console.print(table)
+    print_table(table)
     if st.evidence:
         console.print(f"evidence ({evidence_summary(st.evidence)}):")
         for line in evidence_lines(st.evidence, 300):
@@ -85,10 +88,27 @@ def incidents_show(
     if st.decision:
         d = st.decision
         console.print(f"decision: {d.choice} by {d.by or '-'} at {d.decided_at}")
+    else:
+        for line in waiting_lines(st):
+            console.print(line, highlight=False, markup=False)
     for a in st.actions:
         console.print(f"  action[{a.index}] {a.tool}: {a.status} {a.error or a.output[:120]}", highlight=False)
     if st.outcome:
         console.print(f"outcome: {st.outcome.outcome} {st.outcome.detail}")
+
+
+def waiting_lines(st: IncidentState) -> list[str]:
+    """What an incident waiting for a human needs next, as commands (none when it does not wait)."""
+    from agentic_core.incident import IncidentStatus
+
+    if st.status != IncidentStatus.AWAITING_APPROVAL:
+        return []
+    iid = st.incident_id
+    if not st.plan:
+        first = f"plan: nothing to run; waiting for a human: agentic acknowledge {iid} --by NAME"
+    else:
+        first = f"waiting for a human: agentic approve {iid} --by NAME"
+    return [first, f"  (or agentic ignore {iid}, or agentic modify {iid} --args '…')"]
 
 
 @app.command("trace")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console
+from workers.cli.options import DataDir, JsonOut, console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
 
@@ -52,7 +52,7 @@ def rollout_status(
     for w in st.waves:
         checks = ", ".join(f"{c.name} {'✓' if c.passed else '✗'}" for c in w.checks)
         table.add_row(str(w.wave), w.name, w.phase, checks, "; ".join(w.reasons))
-    console.print(table)
+    print_table(table)
     if st.gate_id:
         console.print(f"waiting at gate {st.gate_id}: answer it with the `decide` update (Temporal Web UI)")
     for r in st.reasons:

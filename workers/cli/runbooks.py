@@ -56,7 +56,7 @@ def show(
         table.add_column(col)
     for h in view.level_history:
         table.add_row(h.changed_at.strftime("%Y-%m-%d %H:%M"), h.from_level or "-", h.to_level, h.changed_by, h.reason)
-    console.print(table)
+    print_table(table)
 
 
 @app.command("stats")
@@ -98,7 +98,7 @@ def stats(
             str(r.infra_errors),
             f"{r.smoothed_success:.3f}",
         )
-    console.print(table)
+    print_table(table, "id")
     errors = sum(r.infra_errors for r in lines)
     if errors:
         console.print(
