@@ -259,6 +259,9 @@ def test_incidents_list(first_stack: Stack, sent: tuple[Ran, str], alert_dir: Pa
     narrow = run(readme_argv("agentic incidents list"), first_stack.shell_env(COLUMNS="80"), cwd=REPO, timeout=180)
     assert narrow.rc == 0 and max(len(ln) for ln in narrow.out.splitlines()) <= 80, narrow
     assert any(incident in ln for ln in narrow.out.splitlines()) and "…" not in narrow.out, narrow
+    # and the rest of the row a line each, words whole (not seven columns folded mid-word)
+    for words in ("KubePodCrashLooping", "warning · infrastructure", "kubernetes/KubePodCrashLooping"):
+        assert any(words in ln for ln in narrow.out.splitlines()), f"{words!r} not on one line:\n{narrow}"
 
 
 def test_incidents_show(first_stack: Stack, sent: tuple[Ran, str]) -> None:
