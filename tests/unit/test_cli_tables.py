@@ -20,20 +20,37 @@ def narrow(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 def test_the_named_column_is_whole_and_nothing_is_cut_with_an_ellipsis(narrow: io.StringIO) -> None:
-    table = Table(title="1 incidents")
+    table = Table(title="1 incident")
     for col in ("id", "status", "alert", "runbook", "started"):
         table.add_column(col)
     ident = "inc-3f0634dbdcc84e877801"
     table.add_row(ident, "awaiting_approval", "KubePodCrashLooping", "kubernetes/KubePodCrashLooping", "2026-12-07")
+    table.add_row("inc-2", "open", "", "", "2026-12-08")
     options.print_table(table, "id")
     text = narrow.getvalue()
     lines = text.splitlines()
     assert max(len(ln) for ln in lines) <= 60, text
     assert "…" not in text, text
     assert any(ident in ln for ln in lines), text
-    # a folded cell keeps every character, in order, down its column
-    folded = "".join(ln.split("│")[3].strip() for ln in lines if ln.count("│") == 6)
-    assert folded.startswith("KubePodCrashLooping"), text
+    # five columns cannot each have their longest word in 60: the rest of a row a line each, words
+    # whole, each after its header; empty cells left out
+    for shown in ("status awaiting_approval", "alert KubePodCrashLooping", "started 2026-12-07"):
+        assert any(shown in ln for ln in lines), f"{shown!r}:\n{text}"
+    # a value wider than the column still folds, every character kept
+    details = "".join(ln.split("│")[2].strip() for ln in lines if ln.count("│") == 3)
+    assert "runbookkubernetes/KubePodCrashLooping" in details, text
+    assert "alert  " not in text and sum("started" in ln for ln in lines) == 2, text
+
+
+def test_a_table_that_fits_word_by_word_folds_as_before(narrow: io.StringIO) -> None:
+    table = Table(title="stages")
+    for col in ("stage", "at", "ms", "detail"):
+        table.add_column(col)
+    table.add_row("recall", "18:56", "55", "kubernetes/KubePodCrashLooping (1.99), node/NodeClockSkew (0.4)")
+    options.print_table(table)
+    text = narrow.getvalue()
+    assert "details" not in text and "kubernetes/KubePodCrashLooping" in text, text  # words whole, columns kept
+    assert max(len(ln) for ln in text.splitlines()) <= 60, text
 
 
 def _backups() -> Table:
@@ -75,3 +92,19 @@ def test_a_runbook_title_that_repeats_its_id_is_left_blank() -> None:
     assert shown_title("arr/sonarr-queue-stuck", said) == said
     assert shown_title("learned/inc-1", "inc-1 ") == ""
     assert shown_title("KubePodCrashLooping", "KubePodCrashLooping") == ""
+
+
+def test_a_table_that_fits_word_by_word_breaks_no_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 80 columns hold each column's longest word but not each line: rich alone shares the room
+    # out its own way, breaking "complete" and the date though they fit
+    table = Table(title="backups")
+    for col in ("name", "created", "size", "secrets", "ledger schema", "state"):
+        table.add_column(col)
+    table.add_row("backup-20261207T185828Z", "2026-12-07 18:58:28 UTC", "11.1 MiB", "omitted", "0014", "complete")
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=80, color_system=None))
+    options.print_table(table, "name")
+    text = out.getvalue()
+    assert max(len(ln) for ln in text.splitlines()) <= 80, text
+    for word in ("backup-20261207T185828Z", "2026-12-07", "18:58:28", "omitted", "complete", "schema"):
+        assert any(word in ln for ln in text.splitlines()), f"{word!r} broken:\n{text}"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
@@ -29,13 +29,68 @@ def print_table(table: Table, *whole: str) -> None:
     """Print `table` with nothing in it cut short by "…" in a narrow terminal (80 columns, a pipe,
     a phone's SSH session): a word longer than its column folds onto the next line, and the
     columns named in `whole` (what the next command takes: an incident's id, a backup's name)
-    keep their widest value on one line, so it can be copied."""
+    keep their widest value on one line, so it can be copied. A table of more than three columns
+    that cannot give each column its longest word is printed collapsed instead (`_collapsed`):
+    folding then cut most of its words into pieces."""
+    fits = _least_width(table, whole) <= console.width
+    if not fits and len(table.columns) > 3:
+        table = _collapsed(table, whole)
     for col in table.columns:
         col.overflow = "fold"
         if str(col.header) in whole:
             col.no_wrap = True
-            col.min_width = max([cell_len(str(c)) for c in col.cells] + [cell_len(str(col.header))])
+            col.min_width = max(_widest(col, line=True), 1)
+    if fits:
+        _share_out(table, whole)
     console.print(table)
+
+
+def _share_out(table: Table, whole: tuple[str, ...]) -> None:
+    """Column widths for a table that fits word by word but not line by line: each column its
+    longest word (its widest line when kept whole), and the room left in proportion to what each
+    still lacks. Left to itself rich shares the room its own way and breaks words that fit."""
+    least = [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
+    most = [max(_widest(c, line=True), 1) for c in table.columns]
+    room = console.width - (3 * len(table.columns) + 1)
+    if sum(most) <= room:
+        return  # every line fits as it is
+    spare, lack = room - sum(least), [m - n for m, n in zip(most, least, strict=True)]
+    total = sum(lack)
+    for col, n, short in zip(table.columns, least, lack, strict=True):
+        col.width = n + (spare * short // total if total else 0)
+
+
+def _widest(col: Column, *, line: bool) -> int:
+    """The widest line (`line`) or word of a column's header and cells."""
+    parts = [str(col.header), *(str(c) for c in col.cells)]
+    pieces = [p for text in parts for p in (text.splitlines() if line else text.split())]
+    return max((cell_len(p) for p in pieces), default=0)
+
+
+def _least_width(table: Table, whole: tuple[str, ...]) -> int:
+    """The width the table needs with no word broken: each column its longest word (its widest
+    line when it is kept whole), and the box's three characters a column."""
+    need = sum(_widest(col, line=str(col.header) in whole) for col in table.columns)
+    return need + 3 * len(table.columns) + 1
+
+
+def _collapsed(table: Table, whole: tuple[str, ...]) -> Table:
+    """The first column and the `whole` ones as they are; every other column's cell in one
+    column, `header value` a line (empty values left out)."""
+    keep = [i for i, col in enumerate(table.columns) if i == 0 or str(col.header) in whole]
+    out = Table(title=table.title, title_justify=table.title_justify, caption=table.caption, show_header=True)
+    for i in keep:
+        out.add_column(table.columns[i].header)
+    out.add_column("details")
+    columns = [list(col.cells) for col in table.columns]
+    for r in range(table.row_count):
+        lines = [
+            f"{table.columns[i].header} {columns[i][r]}"
+            for i in range(len(table.columns))
+            if i not in keep and str(columns[i][r]).strip()
+        ]
+        out.add_row(*(columns[i][r] for i in keep), "\n".join(lines))
+    return out
 
 
 def cli_settings(data_dir: Path | None) -> Settings:
