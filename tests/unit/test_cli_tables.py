@@ -108,3 +108,16 @@ def test_a_table_that_fits_word_by_word_breaks_no_word(monkeypatch: pytest.Monke
     assert max(len(ln) for ln in text.splitlines()) <= 80, text
     for word in ("backup-20261207T185828Z", "2026-12-07", "18:58:28", "omitted", "complete", "schema"):
         assert any(word in ln for ln in text.splitlines()), f"{word!r} broken:\n{text}"
+
+
+def test_markup_is_measured_as_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `[red]missing[/]` shows as 7 characters, not 17: the table fits without collapsing
+    table = Table(title="schedules")
+    for col in ("id", "workflow", "every", "state"):
+        table.add_column(col)
+    table.add_row("agentic-weekly-digest", "WeeklyDigestWorkflow", "Mon 08:00", "[red]missing[/]")
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=72, color_system=None))
+    options.print_table(table, "id")
+    text = out.getvalue()
+    assert "details" not in text and "[red]" not in text and "missing" in text, text

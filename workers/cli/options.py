@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.table import Column, Table
+from rich.text import Text
 
 from workers.errors import AgenticError
 from workers.settings import Settings, load_settings
@@ -60,9 +62,21 @@ def _share_out(table: Table, whole: tuple[str, ...]) -> None:
         col.width = n + (spare * short // total if total else 0)
 
 
+def _plain(cell: object) -> str:
+    """A cell's text as it shows: its markup (`[red]missing[/]`) rendered away."""
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        try:
+            return Text.from_markup(cell).plain
+        except MarkupError:
+            return cell
+    return str(cell)
+
+
 def _widest(col: Column, *, line: bool) -> int:
-    """The widest line (`line`) or word of a column's header and cells."""
-    parts = [str(col.header), *(str(c) for c in col.cells)]
+    """The widest line (`line`) or word of a column's header and cells, as they show."""
+    parts = [_plain(col.header), *(_plain(c) for c in col.cells)]
     pieces = [p for text in parts for p in (text.splitlines() if line else text.split())]
     return max((cell_len(p) for p in pieces), default=0)
 
@@ -87,7 +101,7 @@ def _collapsed(table: Table, whole: tuple[str, ...]) -> Table:
         lines = [
             f"{table.columns[i].header} {columns[i][r]}"
             for i in range(len(table.columns))
-            if i not in keep and str(columns[i][r]).strip()
+            if i not in keep and _plain(columns[i][r]).strip()
         ]
         out.add_row(*(columns[i][r] for i in keep), "\n".join(lines))
     return out
