@@ -30,7 +30,7 @@ from typing import Any
 import kmock
 import pytest
 
-from tests.support.e2e import RUNBOOK, agentic, eventually, incidents, ledger, show, status_of, webhook
+from tests.support.e2e import RUNBOOK, agentic, eventually, incidents, ledger, recorded_as, show, status_of, webhook
 from tests.support.env import stack_env
 from tests.support.kmock_helpers import NS, emulated_cluster, requests_for
 from tests.support.promstack import MetricsSource, alerting_stack
@@ -167,7 +167,8 @@ async def test_prometheus_alert_to_verified_outcome(world: World) -> None:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{await diagnose(world, inc)}") from None
     metrics.values[(NS, "sonarr")] = 1  # the restart healed it: the alert resolves
-    st = await eventually(lambda: status_of(env, inc, {"resolved"}), 120, "the verified outcome")
+    # the status is final before the record stage writes the ledger's rows: wait for both
+    st = await eventually(lambda: recorded_as(env, inc, {"resolved"}), 120, "the verified, recorded outcome")
 
     assert st["decision"]["choice"] == "approved" and st["decision"]["by"] == "alice"
     assert [a["status"] for a in st["actions"]] == ["succeeded"]

@@ -117,6 +117,15 @@ async def status_of(env: dict[str, str], incident_id: str, wanted: set[str]) -> 
     return st if st["status"] in wanted else None
 
 
+async def recorded_as(env: dict[str, str], incident_id: str, wanted: set[str]) -> dict[str, Any] | None:
+    """The state once the incident's status is one of `wanted` AND its record stage is done: the
+    final status is set first, then `incident.record` writes the decision and outcome rows, so a
+    reader of the ledger waits for the stage, not only the status."""
+    st = await status_of(env, incident_id, wanted)
+    done = st is not None and any(s["name"] == "record" and s.get("finished_at") for s in st["stages"])
+    return st if done else None
+
+
 async def ledger(data: Path, env: dict[str, str]) -> asyncpg.Connection:
     pw = (data / "secrets" / "postgres.password").read_text().strip()
     return await asyncpg.connect(
