@@ -105,7 +105,10 @@ def workflow_runner(mode: SandboxMode | str) -> SandboxedWorkflowRunner:
     """The sandbox for `mode` (`Settings.workflow_sandbox`). Replay tests use the strict one."""
     global _warned
     if mode != "passthrough":
-        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default)
+        # sniffio (which async library runs: asked by httpx and anyio) may be imported for the
+        # first time while a workflow runs, and the SDK warns about a module imported after the
+        # workflow's load; it holds no state a workflow could depend on, so it comes from outside.
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("sniffio"))
     restrictions = SandboxRestrictions.default.with_passthrough_all_modules()
     if not _ready and not _warned:
         _warned = True
