@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.cells import cell_len
 from rich.table import Table
 
-from workers.cli.options import DataDir, JsonOut, console, print_table
+from workers.cli.options import DataDir, JsonOut, console, one_line_width, print_table
 from workers.cli.options import cli_settings as _settings
 
 if TYPE_CHECKING:
@@ -34,35 +32,28 @@ def incidents_list(
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    title = f"{len(rows)} incident{'' if len(rows) == 1 else 's'}"
-    cells = [(r.id, r.status, r.severity, r.category, r.alertname, r.runbook, _when(r.started_at)) for r in rows]
-    heads = ("id", "status", "severity", "category", "alert", "runbook", "started")
-    table = Table(title=title, title_justify="left")
-    if natural_width(heads, cells) <= console.width:
-        for col in heads:
-            table.add_column(col)
-        for row in cells:
-            table.add_row(*row)
-    else:
+    table = Table(title=f"{len(rows)} incident{'' if len(rows) == 1 else 's'}", title_justify="left")
+    for col in ("id", "status", "severity", "category", "alert", "runbook", "started"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.id, r.status, r.severity, r.category, r.alertname, r.runbook, _when(r.started_at))
+    if one_line_width(table) > console.width:
         # A narrow terminal (80 columns, a phone): the rest of a row in one column, a line each,
         # instead of seven columns each folded into pieces of a word.
+        narrow = Table(title=table.title, title_justify="left")
         for col in ("id", "status", "incident"):
-            table.add_column(col)
-        for iid, status, severity, category, alert, runbook, started in cells:
-            what = [alert or "(no alert name)", " · ".join(x for x in (severity, category) if x)]
-            what += [f"runbook {runbook}" if runbook else "", f"started {started}" if started else ""]
-            table.add_row(iid, status, "\n".join(x for x in what if x))
+            narrow.add_column(col)
+        for r in rows:
+            what = [r.alertname or "(no alert name)", " · ".join(x for x in (r.severity, r.category) if x)]
+            started = _when(r.started_at)
+            what += [f"runbook {r.runbook}" if r.runbook else "", f"started {started}" if started else ""]
+            narrow.add_row(r.id, r.status, "\n".join(x for x in what if x))
+        table = narrow
     print_table(table, "id")
 
 
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S") if at else ""
-
-
-def natural_width(heads: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
-    """The columns a table with a box needs to show every cell on one line."""
-    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(heads)]
-    return sum(widths) + 3 * len(heads) + 1
 
 
 @app.command("show")

@@ -34,7 +34,8 @@ def print_table(table: Table, *whole: str) -> None:
     keep their widest value on one line, so it can be copied. A table of more than three columns
     that cannot give each column its longest word is printed collapsed instead (`_collapsed`):
     folding then cut most of its words into pieces."""
-    fits = _least_width(table, whole) <= console.width
+    least = [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
+    fits = sum(least) + _frame(table) <= console.width
     if not fits and len(table.columns) > 3:
         table = _collapsed(table, whole)
     for col in table.columns:
@@ -43,17 +44,27 @@ def print_table(table: Table, *whole: str) -> None:
             col.no_wrap = True
             col.min_width = max(_widest(col, line=True), 1)
     if fits:
-        _share_out(table, whole)
+        _share_out(table, least)
     console.print(table)
 
 
-def _share_out(table: Table, whole: tuple[str, ...]) -> None:
-    """Column widths for a table that fits word by word but not line by line: each column its
-    longest word (its widest line when kept whole), and the room left in proportion to what each
-    still lacks. Left to itself rich shares the room its own way and breaks words that fit."""
-    least = [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
+def one_line_width(table: Table) -> int:
+    """The width `table` needs to show every cell on one line."""
+    return sum(_widest(c, line=True) for c in table.columns) + _frame(table)
+
+
+def _frame(table: Table) -> int:
+    """The box's characters: a border and a space each side, a column."""
+    return 3 * len(table.columns) + 1
+
+
+def _share_out(table: Table, least: list[int]) -> None:
+    """Column widths for a table that fits word by word (`least`: each column's longest word, its
+    widest line when kept whole) but not line by line: `least`, and the room left in proportion
+    to what each still lacks. Left to itself rich shares the room its own way and breaks words
+    that fit."""
     most = [max(_widest(c, line=True), 1) for c in table.columns]
-    room = console.width - (3 * len(table.columns) + 1)
+    room = console.width - _frame(table)
     if sum(most) <= room:
         return  # every line fits as it is
     spare, lack = room - sum(least), [m - n for m, n in zip(most, least, strict=True)]
@@ -79,13 +90,6 @@ def _widest(col: Column, *, line: bool) -> int:
     parts = [_plain(col.header), *(_plain(c) for c in col.cells)]
     pieces = [p for text in parts for p in (text.splitlines() if line else text.split())]
     return max((cell_len(p) for p in pieces), default=0)
-
-
-def _least_width(table: Table, whole: tuple[str, ...]) -> int:
-    """The width the table needs with no word broken: each column its longest word (its widest
-    line when it is kept whole), and the box's three characters a column."""
-    need = sum(_widest(col, line=str(col.header) in whole) for col in table.columns)
-    return need + 3 * len(table.columns) + 1
 
 
 def _collapsed(table: Table, whole: tuple[str, ...]) -> Table:
