@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from agentic_core.wording import counted
+
 WEEKLY_DIGEST_WORKFLOW = "WeeklyDigestWorkflow"
 TRUST_REVIEW_WORKFLOW = "TrustReviewWorkflow"  # owned by workflows/trust_review.py; referenced by name only
 REPORT_ROUTE = "weekly"
@@ -252,7 +254,7 @@ def render_summary(d: WeeklyDigest, *, limit: int = CAPTION_LIMIT) -> str:
     dec = d.decisions
     lines = [
         f"📊 Weekly digest {d.week} ({_period(d)})",
-        f"Alerts processed: {d.alerts_processed} in {d.incidents_opened} incidents",
+        f"Alerts processed: {d.alerts_processed} in {counted(d.incidents_opened, 'incident')}",
         f"Decisions: {d.total_decisions} — approved {dec.get('approved', 0)}, modified {dec.get('modified', 0)},"
         + (f" acknowledged {dec['acknowledged']}," if dec.get("acknowledged") else "")
         + f" ignored {dec.get('ignored', 0)}, expired {dec.get('expired', 0)}, automatic {dec.get('automatic', 0)}",
@@ -264,12 +266,13 @@ def render_summary(d: WeeklyDigest, *, limit: int = CAPTION_LIMIT) -> str:
     lines.append(f"Runbooks created: {d.runbooks_created_total}")
     avg = f"{d.local_confidence_avg:.2f}" if d.local_confidence_avg is not None else "n/a"
     lines.append(
-        f"Confidence: local avg {avg} ({d.local_proposals} proposals, {d.fallback_proposals} fallbacks);"
+        f"Confidence: local avg {avg} ({counted(d.local_proposals, 'proposal')},"
+        f" {counted(d.fallback_proposals, 'fallback')});"
         f" cloud escalations {d.cloud_escalations} ({_rate(d.cloud_share) if d.total_proposals else '0%'});"
         f" PII detections {_tracked(d.pii_detections)}, secrets redacted {_tracked(d.secrets_redacted)}"
     )
     lines.append(
-        f"Automated: {d.automatic_decisions} runs, {d.automated_actions} actions,"
+        f"Automated: {counted(d.automatic_decisions, 'run')}, {counted(d.automated_actions, 'action')},"
         f" success {_rate(d.automated_success_rate)}"
     )
     lines.append(f"Guardrail events: {_guardrails(d)}")
@@ -311,10 +314,10 @@ def render_text(d: WeeklyDigest) -> str:
     out += [
         "",
         "Confidence",
-        f"  local inference: {d.local_proposals} proposals, average confidence {avg}",
+        f"  local inference: {counted(d.local_proposals, 'proposal')}, average confidence {avg}",
         f"  runbook fallbacks (the model could not help): {d.fallback_proposals}",
         f"  cloud escalations: {d.cloud_escalations} ({_pct(d.cloud_escalations, d.total_proposals)}"
-        f" of {d.total_proposals} proposals)",
+        f" of {counted(d.total_proposals, 'proposal')})",
         f"  PII detections (personal data redacted before cloud calls): {_tracked(d.pii_detections)}",
         f"  secrets redacted before cloud calls: {_tracked(d.secrets_redacted)}",
         "",
@@ -380,10 +383,10 @@ def render_markdown(d: WeeklyDigest, chart_name: str | None = None) -> str:
         "",
         "## Confidence",
         "",
-        f"- Local inference: {d.local_proposals} proposals, average confidence {avg}",
+        f"- Local inference: {counted(d.local_proposals, 'proposal')}, average confidence {avg}",
         f"- Runbook fallbacks: {d.fallback_proposals}",
         f"- Cloud escalations: {d.cloud_escalations} ({_pct(d.cloud_escalations, d.total_proposals)} of"
-        f" {d.total_proposals} proposals)",
+        f" {counted(d.total_proposals, 'proposal')})",
         f"- PII detections (personal data redacted before cloud calls): {_tracked(d.pii_detections)}",
         f"- Secrets redacted before cloud calls: {_tracked(d.secrets_redacted)}",
         "",

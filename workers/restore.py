@@ -40,6 +40,7 @@ from activities.backup.archive import (
     verify,
     write_secrets,
 )
+from agentic_core.wording import counted
 from workers.errors import AgenticError
 from workers.settings import Settings
 from workers.stack.env import EmbeddedSecrets
@@ -196,7 +197,7 @@ def restore(settings: Settings, backup: Path, out: Callable[[str], None] = print
     except BackupError as exc:
         raise AgenticError(f"{exc}; nothing was restored and {data} is untouched") from None
     size = human_size(disk_usage(backup))
-    out(f"verified {backup.name}: {len(manifest.files)} files, {size} on disk, checksums match")
+    out(f"verified {backup.name}: {counted(len(manifest.files), 'file')}, {size} on disk, checksums match")
     secrets = _secrets_of(backup, manifest, key, data, out)
     if "ledger.dump" not in {f.path for f in manifest.files}:
         raise AgenticError(f"{backup.name} holds no ledger.dump: not a backup of this platform; {data} is untouched")
@@ -253,7 +254,7 @@ def _secrets_of(
             files = decrypt_secrets((backup / SECRETS_FILE).read_bytes(), key, manifest.kdf_salt)
         except BackupError as exc:
             raise AgenticError(f"{exc}; {data} is untouched") from None
-        out(f"  ✓ secrets   decrypted ({len(files)} files)")
+        out(f"  ✓ secrets   decrypted ({counted(len(files), 'file')})")
         return files
     out(
         "  ! secrets   not in the backup: new ones are generated (the intake token and MCP token change: "

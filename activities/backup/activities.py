@@ -49,6 +49,7 @@ from activities.backup.archive import (
 from activities.heartbeat import heartbeating
 from agentic_core.backup import BACKUP_FAILED_ALERT, BackupFailure, BackupInput, BackupResult
 from agentic_core.models import Collection
+from agentic_core.wording import counted
 
 BACKUP_SOURCE = "agentic-backup"  # the `source` of a failed backup's event at the intake
 
@@ -243,7 +244,7 @@ class BackupActivities:
         argv = [pg_tool(cfg.pg_bin, "pg_dump"), "-Fc", "--no-owner", "--no-privileges", "-f", str(dump)]
         await run_tool(argv, libpq_env(cfg.postgres_dsn), "pg_dump of the ledger")
         manifest.contents["ledger"] = "ledger.dump (pg_dump -Fc)"
-        manifest.contents["runbooks"] = f"runbooks.json ({len(runbooks)} runbooks; also in the ledger)"
+        manifest.contents["runbooks"] = f"runbooks.json ({counted(len(runbooks), 'runbook')}; also in the ledger)"
 
     async def _temporal(self, work: Path, manifest: Manifest) -> None:
         db = self.config.temporal_db

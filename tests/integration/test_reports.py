@@ -138,6 +138,15 @@ def test_summary_fits_a_caption_and_names_the_headlines() -> None:
     assert "success 80%" in s
     assert "Guardrail events: 7 (tool_refused 4, protected_namespace 1, untrusted_plan 2)" in s
     assert "Guardrail events: 0" in render_summary(_digest(guardrail_events={"tool_refused": 0}))
+
+
+def test_summary_counts_in_the_singular_when_there_is_one() -> None:
+    s = render_summary(_digest(incidents_opened=1, local_proposals=1, fallback_proposals=1, automatic_decisions=1))
+    assert "Alerts processed: 12 in 1 incident\n" in s
+    assert "(1 proposal, 1 fallback)" in s and "Automated: 1 run, 5 actions" in s
+    assert "Cloud escalations: 0 (n/a of 0 proposals)" in render_markdown(
+        _digest(local_proposals=0, fallback_proposals=0, cloud_escalations=0)
+    )
     many = [SourceCount(label="alertname", value="X" * 200, count=1) for _ in range(10)]
     long = render_summary(_digest(top_sources=many))
     assert len(long) == CAPTION_LIMIT and long.endswith("…")

@@ -94,6 +94,26 @@ def test_a_runbook_title_that_repeats_its_id_is_left_blank() -> None:
     assert shown_title("KubePodCrashLooping", "KubePodCrashLooping") == ""
 
 
+def test_search_hits_whose_titles_are_all_blank_have_no_title_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from workers.cli import runbooks
+
+    def shown(hits: list[SimpleNamespace]) -> str:
+        out = io.StringIO()
+        monkeypatch.setattr(runbooks, "print_table", options.print_table)
+        monkeypatch.setattr(options, "console", Console(file=out, width=80, color_system=None))
+        runbooks._print_hits(hits, as_json=False)
+        return out.getvalue()
+
+    same = [SimpleNamespace(id="kubernetes/KubePodCrashLooping", title="Kube Pod Crash Looping", score=0.9)]
+    text = shown(same)
+    assert "kubernetes/KubePodCrashLooping" in text and "title" not in text.splitlines()[1], text
+    said = SimpleNamespace(id="arr/sonarr-queue-stuck", title="Sonarr's download queue is stuck", score=0.5)
+    text = shown([*same, said])
+    assert "title" in text.splitlines()[1] and "Sonarr's download queue" in text, text
+
+
 def test_a_table_that_fits_word_by_word_breaks_no_word(monkeypatch: pytest.MonkeyPatch) -> None:
     # 80 columns hold each column's longest word but not each line: rich alone shares the room
     # out its own way, breaking "complete" and the date though they fit

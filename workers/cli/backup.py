@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from activities.backup.archive import human_size
+from agentic_core.wording import counted
 from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -186,7 +187,8 @@ def knowledge_rebuild(
         print(json.dumps({**result.model_dump(), "doc_chunks": docs}, indent=2))
         return
     console.print(
-        f"knowledge base rebuilt: {result.runbooks} runbooks and {result.decisions} decisions from the ledger, "
+        f"knowledge base rebuilt: {counted(result.runbooks, 'runbook')} and"
+        f" {counted(result.decisions, 'decision')} from the ledger, "
         f"{docs} documentation chunks",
         highlight=False,
     )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from agentic_core.wording import counted
 from workers.cli.options import DataDir, JsonOut, console, one_line_width, print_table
 from workers.cli.options import cli_settings as _settings
 
@@ -32,7 +33,7 @@ def incidents_list(
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    table = Table(title=f"{len(rows)} incident{'' if len(rows) == 1 else 's'}", title_justify="left")
+    table = Table(title=counted(len(rows), "incident"), title_justify="left")
     for col in ("id", "status", "severity", "category", "alert", "runbook", "started"):
         table.add_column(col)
     for r in rows:

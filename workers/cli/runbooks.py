@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentic_core.models import Collection
+from agentic_core.wording import counted
 from workers.autonomy_client import level_counts, runbook_record, runbook_records
 from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
@@ -43,10 +44,12 @@ def show(
         console.print(f"  action[{i}] {call.tool} {json.dumps(call.arguments)}", highlight=False)
     r = view.record
     console.print(
-        f"record: {r.get('executions', 0)} executions, {r.get('successes', 0)} successes,"
-        f" {r.get('failures', 0)} failures; {r.get('approvals', 0)} approvals, {r.get('ignores', 0)} ignores,"
-        f" {r.get('modifications', 0)} modifications, {r.get('automatic_decisions', 0)} automatic;"
-        f" {r.get('infra_errors', 0)} infrastructure errors (not failures)",
+        f"record: {counted(r.get('executions', 0), 'execution')},"
+        f" {counted(r.get('successes', 0), 'success', 'successes')},"
+        f" {counted(r.get('failures', 0), 'failure')}; {counted(r.get('approvals', 0), 'approval')},"
+        f" {counted(r.get('ignores', 0), 'ignore')}, {counted(r.get('modifications', 0), 'modification')},"
+        f" {r.get('automatic_decisions', 0)} automatic;"
+        f" {counted(r.get('infra_errors', 0), 'infrastructure error')} (not failures)",
         highlight=False,
     )
     eligible = f"; eligible for {view.eligible_for}" if view.eligible_for else ""
@@ -131,7 +134,7 @@ def runbooks_import(
         task = bar.add_task("import", total=len(runbooks))
         report = asyncio.run(import_runbooks(settings, runbooks, progress=lambda n: bar.advance(task, n)))
     console.print(
-        f"imported {report.total} runbooks: {len(report.added)} added, {len(report.updated)} updated, "
+        f"imported {counted(report.total, 'runbook')}: {len(report.added)} added, {len(report.updated)} updated, "
         f"{len(report.unchanged)} unchanged; {len(errors)} skipped"
     )
 
@@ -145,18 +148,20 @@ def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     if as_json:
         print(json.dumps([r.model_dump() for r in rbs], indent=2))
         return
-    table = Table(title=f"{len(rbs)} runbook{'' if len(rbs) == 1 else 's'}", title_justify="left")
-    for col in ("id", "level", "title"):
+    table = Table(title=counted(len(rbs), "runbook"), title_justify="left")
+    titles = [shown_title(r.id, r.title) for r in rbs]
+    for col in ("id", "level", "title") if any(titles) else ("id", "level"):
         table.add_column(col)
-    for r in rbs:
-        table.add_row(r.id, r.automation_level, shown_title(r.id, r.title))
+    for r, title in zip(rbs, titles, strict=True):
+        table.add_row(r.id, r.automation_level, *([title] if any(titles) else []))
     print_table(table, "id")
 
 
 def shown_title(runbook_id: str, title: str) -> str:
     """A runbook's title for a table: blank when it only repeats the id's last part, spaced out
     (the corpus's `alertmanager/AlertmanagerClusterDown` is titled "Alertmanager Cluster Down"),
-    so a narrow terminal gives its room to the id and to the titles that say more."""
+    so a narrow terminal gives its room to the id and to the titles that say more. A table whose
+    titles are all blank has no title column."""
 
     def letters(text: str) -> str:
         return "".join(c for c in text.casefold() if c.isalnum())
@@ -181,10 +186,11 @@ def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
         print(json.dumps([{"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits], indent=2))
         return
     table = Table(show_header=True)
-    for col in ("#", "score", "id", "title"):
+    titles = [shown_title(h.id, h.title) for h in hits]
+    for col in ("#", "score", "id", "title") if any(titles) else ("#", "score", "id"):
         table.add_column(col)
-    for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, shown_title(h.id, h.title))
+    for i, (h, title) in enumerate(zip(hits, titles, strict=True), 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.id, *([title] if any(titles) else []))
     print_table(table, "id")
 
 
