@@ -141,3 +141,18 @@ def test_markup_is_measured_as_it_shows(monkeypatch: pytest.MonkeyPatch) -> None
     options.print_table(table, "id")
     text = out.getvalue()
     assert "details" not in text and "[red]" not in text and "missing" in text, text
+
+
+def test_collapsed_rows_can_rename_a_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `agentic up` in 80 columns: a part that is off says why it is off, not "where" it runs
+    table = Table()
+    for col in ("part", "mode", "where", "pid", "role"):
+        table.add_column(col)
+    table.add_row("postgres", "embedded", "postgresql://postgres@127.0.0.1:5433/postgres", "14623", "ledger (pgserver)")
+    table.add_row("mcp", "disabled", "no cluster configured: set AGENTIC_KUBECONFIG", "", "MCP infrastructure tools")
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=60, color_system=None))
+    options.print_table(table, "part", labels=[{}, {"where": "why"}])
+    text = out.getvalue()
+    assert "where" in text and "why no cluster configured" in text, text
+    assert "where no cluster" not in text and "pid 14623" in text, text

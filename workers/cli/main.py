@@ -78,7 +78,10 @@ def _print_table(settings: Settings) -> None:
         table.add_column(col)
     for p in st.parts.values():
         table.add_row(p.name, p.mode, p.url, str(p.pid or ""), p.role)
-    print_table(table, "part")  # an address folds onto the next line in a narrow terminal, never "…"
+    # an address folds onto the next line in a narrow terminal, never "…"; collapsed, a part that
+    # is off says why, not "where"
+    why = [{"where": "why"} if p.mode == "disabled" else {} for p in st.parts.values()]
+    print_table(table, "part", labels=why)
     console.print(f"data dir: {st.data_dir}    logs: {Path(st.data_dir) / 'logs'}")
     if st.ui_url:
         console.print(f"Temporal Web UI: {st.ui_url}")

@@ -4,6 +4,7 @@ the consoles they print on."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -27,17 +28,18 @@ console = Console()
 err_console = Console(stderr=True)  # progress, warnings and the `error:` line
 
 
-def print_table(table: Table, *whole: str) -> None:
+def print_table(table: Table, *whole: str, labels: Sequence[Mapping[str, str]] = ()) -> None:
     """Print `table` with nothing in it cut short by "…" in a narrow terminal (80 columns, a pipe,
     a phone's SSH session): a word longer than its column folds onto the next line, and the
     columns named in `whole` (what the next command takes: an incident's id, a backup's name)
     keep their widest value on one line, so it can be copied. A table of more than three columns
     that cannot give each column its longest word is printed collapsed instead (`_collapsed`):
-    folding then cut most of its words into pieces."""
+    folding then cut most of its words into pieces. `labels` renames, row by row, the headers the
+    collapsed layout prints before the values (`{"where": "why"}` for a part that is off)."""
     least = [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
     fits = sum(least) + _frame(table) <= console.width
     if not fits and len(table.columns) > 3:
-        table = _collapsed(table, whole)
+        table = _collapsed(table, whole, labels)
     for col in table.columns:
         col.overflow = "fold"
         if str(col.header) in whole:
@@ -92,9 +94,9 @@ def _widest(col: Column, *, line: bool) -> int:
     return max((cell_len(p) for p in pieces), default=0)
 
 
-def _collapsed(table: Table, whole: tuple[str, ...]) -> Table:
+def _collapsed(table: Table, whole: tuple[str, ...], labels: Sequence[Mapping[str, str]] = ()) -> Table:
     """The first column and the `whole` ones as they are; every other column's cell in one
-    column, `header value` a line (empty values left out)."""
+    column, `header value` a line (empty values left out; `labels[row]` renames a header)."""
     keep = [i for i, col in enumerate(table.columns) if i == 0 or str(col.header) in whole]
     out = Table(title=table.title, title_justify=table.title_justify, caption=table.caption, show_header=True)
     for i in keep:
@@ -102,8 +104,9 @@ def _collapsed(table: Table, whole: tuple[str, ...]) -> Table:
     out.add_column("details")
     columns = [list(col.cells) for col in table.columns]
     for r in range(table.row_count):
+        renamed = labels[r] if r < len(labels) else {}
         lines = [
-            f"{table.columns[i].header} {columns[i][r]}"
+            f"{renamed.get(str(table.columns[i].header), table.columns[i].header)} {columns[i][r]}"
             for i in range(len(table.columns))
             if i not in keep and _plain(columns[i][r]).strip()
         ]
