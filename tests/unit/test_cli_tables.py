@@ -156,3 +156,40 @@ def test_collapsed_rows_can_rename_a_header(monkeypatch: pytest.MonkeyPatch) -> 
     text = out.getvalue()
     assert "where" in text and "why no cluster configured" in text, text
     assert "where no cluster" not in text and "pid 14623" in text, text
+
+
+def test_incidents_list_in_80_columns_breaks_no_word_whatever_the_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from workers import incident_client
+    from workers.cli import incidents
+
+    def listed(status: str) -> list[str]:
+        row = incident_client.IncidentSummary(
+            id="inc-3f0634dbdcc84e877801",
+            status=status,
+            severity="warning",
+            category="infrastructure",
+            alertname="KubePodCrashLooping",
+            runbook="kubernetes/KubePodCrashLooping",
+            started_at=datetime(2026, 12, 7, 21, 2, 18, tzinfo=UTC),
+        )
+
+        async def rows(settings: object, limit: int) -> list[incident_client.IncidentSummary]:
+            return [row]
+
+        out = io.StringIO()
+        monkeypatch.setattr(incident_client, "list_incidents", rows)
+        monkeypatch.setattr(incidents, "_settings", lambda data_dir: None)
+        monkeypatch.setattr(options, "console", Console(file=out, width=80, color_system=None))
+        monkeypatch.setattr(incidents, "console", options.console)
+        monkeypatch.setattr(incidents, "print_table", options.print_table)
+        incidents.incidents_list(limit=50, data_dir=None, as_json=False)
+        return out.getvalue().splitlines()
+
+    for status in ("open", "awaiting_approval"):
+        lines = listed(status)
+        assert max(len(ln) for ln in lines) <= 80, "\n".join(lines)
+        for words in (status, "inc-3f0634dbdcc84e877801", "runbook kubernetes/KubePodCrashLooping"):
+            assert any(words in ln for ln in lines), f"{words!r} not on one line:\n" + "\n".join(lines)
+    assert "┃ status" in "\n".join(listed("open"))  # a short status keeps its column

@@ -11,11 +11,12 @@ import typer
 from rich.table import Table
 
 from agentic_core.wording import counted
-from workers.cli.options import DataDir, JsonOut, console, one_line_width, print_table
+from workers.cli.options import DataDir, JsonOut, console, fits_word_by_word, one_line_width, print_table
 from workers.cli.options import cli_settings as _settings
 
 if TYPE_CHECKING:
     from agentic_core.incident import IncidentState
+    from workers.incident_client import IncidentSummary
 
 app = typer.Typer(help="Incidents: one per alert group.", no_args_is_help=True)
 
@@ -41,16 +42,27 @@ def incidents_list(
     if one_line_width(table) > console.width:
         # A narrow terminal (80 columns, a phone): the rest of a row in one column, a line each,
         # instead of seven columns each folded into pieces of a word.
-        narrow = Table(title=table.title, title_justify="left")
-        for col in ("id", "status", "incident"):
-            narrow.add_column(col)
-        for r in rows:
-            what = [r.alertname or "(no alert name)", " · ".join(x for x in (r.severity, r.category) if x)]
-            started = _when(r.started_at)
-            what += [f"runbook {r.runbook}" if r.runbook else "", f"started {started}" if started else ""]
-            narrow.add_row(r.id, r.status, "\n".join(x for x in what if x))
-        table = narrow
+        table = _narrow(table.title, rows, status_column=True)
+        if not fits_word_by_word(table, "id"):  # a long status (awaiting_approval) beside a long runbook id
+            table = _narrow(table.title, rows, status_column=False)
     print_table(table, "id")
+
+
+def _narrow(title: object, rows: list[IncidentSummary], *, status_column: bool) -> Table:
+    """An incident a row: its id, its status (in a column of its own, or the first line of the
+    rest) and the rest of it a line each."""
+    narrow = Table(title=title, title_justify="left")  # type: ignore[arg-type]
+    for col in ("id", "status", "incident") if status_column else ("id", "incident"):
+        narrow.add_column(col)
+    for r in rows:
+        what = [r.alertname or "(no alert name)", " · ".join(x for x in (r.severity, r.category) if x)]
+        started = _when(r.started_at)
+        what += [f"runbook {r.runbook}" if r.runbook else "", f"started {started}" if started else ""]
+        if status_column:
+            narrow.add_row(r.id, r.status, "\n".join(x for x in what if x))
+        else:
+            narrow.add_row(r.id, "\n".join(x for x in [r.status, *what] if x))
+    return narrow
 
 
 def _when(at: datetime | None) -> str:

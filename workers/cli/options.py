@@ -36,7 +36,7 @@ def print_table(table: Table, *whole: str, labels: Sequence[Mapping[str, str]] =
     that cannot give each column its longest word is printed collapsed instead (`_collapsed`):
     folding then cut most of its words into pieces. `labels` renames, row by row, the headers the
     collapsed layout prints before the values (`{"where": "why"}` for a part that is off)."""
-    least = [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
+    least = _least(table, whole)
     fits = sum(least) + _frame(table) <= console.width
     if not fits and len(table.columns) > 3:
         table = _collapsed(table, whole, labels)
@@ -48,6 +48,16 @@ def print_table(table: Table, *whole: str, labels: Sequence[Mapping[str, str]] =
     if fits:
         _share_out(table, least)
     console.print(table)
+
+
+def fits_word_by_word(table: Table, *whole: str) -> bool:
+    """Whether `table` gives each column its longest word (its widest line for the `whole` ones)
+    in this terminal: `print_table` then breaks no word."""
+    return sum(_least(table, whole)) + _frame(table) <= console.width
+
+
+def _least(table: Table, whole: tuple[str, ...]) -> list[int]:
+    return [max(_widest(c, line=str(c.header) in whole), 1) for c in table.columns]
 
 
 def one_line_width(table: Table) -> int:
