@@ -815,6 +815,9 @@ class IncidentWorkflow:
     async def _verify(self, cfg: IncidentConfig) -> IncidentState:
         await self._set_status(IncidentStatus.VERIFYING)
         rec = self._begin("verify")
+        until = workflow.now() + timedelta(seconds=cfg.verify_window_s)
+        # what `incidents show` and the console say while it waits (state only: no command)
+        rec.detail = f"watching for the alert to resolve, until {until:%H:%M:%S} UTC"
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._resolved, timeout=timedelta(seconds=cfg.verify_window_s))
         if self._resolved:

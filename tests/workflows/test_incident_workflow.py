@@ -581,6 +581,10 @@ async def test_actions_that_do_not_resolve_the_alert_end_unknown(env: WorkflowEn
     async with incident(env, fakes, IncidentConfig(verify_window_s=600)) as run:
         st = await run.awaiting()
         await run.decide(DecideInput(choice="approved", by="alice", plan_hash=st.plan_hash or ""))
+        # while it waits, the stage says what for and until when (`incidents show`, the console)
+        waiting = await run.wait_for(lambda s: any(x.name == "verify" for x in s.stages))
+        detail = next(x for x in waiting.stages if x.name == "verify").detail
+        assert detail.startswith("watching for the alert to resolve, until ") and detail.endswith(" UTC"), detail
         final = await run.result()
     assert final.status == IncidentStatus.UNKNOWN
     assert final.outcome is not None and final.outcome.outcome == "unknown"

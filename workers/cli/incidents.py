@@ -116,7 +116,8 @@ def incidents_show(
         console.print(f"  refused[{ref.index}] {ref.call.tool}: {ref.reason}", highlight=False)
     if st.decision:
         d = st.decision
-        console.print(f"decision: {d.choice} by {d.by or '-'} at {d.decided_at}")
+        at = f" at {d.decided_at:%Y-%m-%d %H:%M:%S %Z}".rstrip() if d.decided_at else ""
+        console.print(f"decision: {d.choice} by {d.by or '-'}{at}", highlight=False)
     else:
         for line in waiting_lines(st):
             console.print(line, highlight=False, markup=False)
