@@ -608,7 +608,7 @@ async def test_a_run_terminated_while_it_waits_ends_in_the_ledger_and_the_cli_sa
     shown = json.loads(out)
     assert (shown["status"], shown["answer"], shown["approval_id"]) == ("failed", said, None), shown
     rc, out, err = await agentic(env, "agents", "show", handle.id)  # the words, not the JSON
-    assert rc == 0 and out.startswith("failed after 1 model turn(s)") and "waiting for a human" not in out, out
+    assert rc == 0 and out.startswith("failed after 1 model turn\n") and "waiting for a human" not in out, out
     assert "was terminated: stopped by the on-call" in " ".join(out.split())
     rc, out, err = await agentic({**env, "COLUMNS": "240"}, "agents", "runs", "--limit", "1")  # the table
     row_line = next((line for line in out.splitlines() if handle.id in line), "")

@@ -200,7 +200,7 @@ async def test_agentic_status_names_an_action_row_left_running(ledger: Ledger, d
     text = await asyncio.to_thread(
         subprocess.run, [*agentic, "status"], env=env, cwd=REPO, capture_output=True, text=True
     )
-    assert "1 action row(s) still running after 54.5 min" in text.stdout, text.stdout + text.stderr
+    assert "1 action row still running after 54.5 min" in text.stdout, text.stdout + text.stderr
     assert old_key in text.stdout and "kubernetes.restart_deployment" in text.stdout
     assert fresh_key not in text.stdout
     doc = await asyncio.to_thread(

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from agentic_core.agents import AgentProgress, AgentStatus, ToolCallRecord
+from agentic_core.wording import counted
 from workers.cli.options import DataDir, JsonOut, console, err_console, print_table
 from workers.cli.options import cli_settings as _settings
 from workers.errors import AgenticError
@@ -86,13 +87,13 @@ class _Printer:
 
 
 def _print_result(res: AgentProgress) -> None:
-    console.print(f"[bold]{res.status.value}[/] after {res.steps} model turn(s)", highlight=False)
+    console.print(f"[bold]{res.status.value}[/] after {counted(res.steps, 'model turn')}", highlight=False)
     if res.limit_hit:
         console.print(f"limit: {res.limit_hit}", highlight=False)
     console.print()
     console.print(res.answer or "(no answer)", highlight=False, markup=False, soft_wrap=True)
     if res.tool_calls:
-        table = Table(title=f"{len(res.tool_calls)} tool call(s)", title_justify="left")
+        table = Table(title=counted(len(res.tool_calls), "tool call"), title_justify="left")
         for col in ("step", "tool", "arguments", "status", "result"):
             table.add_column(col)
         for r in res.tool_calls:

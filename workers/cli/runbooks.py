@@ -105,7 +105,7 @@ def stats(
     errors = sum(r.infra_errors for r in lines)
     if errors:
         console.print(
-            f"{errors} infrastructure error(s): a tool server could not be reached or timed out; "
+            f"{counted(errors, 'infrastructure error')}: a tool server could not be reached or timed out; "
             "not counted against any runbook's remedy",
             highlight=False,
         )

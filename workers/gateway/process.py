@@ -14,6 +14,7 @@ from collections.abc import Generator
 import uvicorn
 from temporalio.client import Client
 
+from agentic_core.wording import counted
 from workers.errors import AgenticError
 from workers.gateway.app import create_app
 from workers.http_limits import bounded_config
@@ -94,7 +95,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         first = "" if active else "; no API key yet: create one with `agentic keys create NAME`"
         print(
             f"gateway: listening on http://{host}:{port} (OpenAI-compatible /v1/models, /v1/chat/completions; "
-            f"GET /healthz); {active} active API key(s){first}",
+            f"GET /healthz); {counted(active, 'active API key')}{first}",
             file=sys.stderr,
             flush=True,
         )

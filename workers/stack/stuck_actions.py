@@ -12,6 +12,7 @@ import asyncio
 
 from pydantic import BaseModel
 
+from agentic_core.wording import counted
 from workers.settings import Settings
 from workflows.incident import EXECUTE_RETRY, EXECUTE_TIMEOUT
 
@@ -38,7 +39,7 @@ class StuckActions(BaseModel):
         named = ", ".join(f"{r.key} ({r.tool}, since {r.started_at})" for r in self.rows)
         more = f" and {self.count - len(self.rows)} more" if self.count > len(self.rows) else ""
         return (
-            f"ledger: {self.count} action row(s) still running after {self.older_than_s / 60:.1f} min "
+            f"ledger: {counted(self.count, 'action row')} still running after {self.older_than_s / 60:.1f} min "
             f"(longer than any execute with its retries): {named}{more}"
         )
 
