@@ -193,3 +193,19 @@ def test_incidents_list_in_80_columns_breaks_no_word_whatever_the_status(monkeyp
         for words in (status, "inc-3f0634dbdcc84e877801", "runbook kubernetes/KubePodCrashLooping"):
             assert any(words in ln for ln in lines), f"{words!r} not on one line:\n" + "\n".join(lines)
     assert "┃ status" in "\n".join(listed("open"))  # a short status keeps its column
+
+
+def test_three_columns_that_cannot_hold_their_words_collapse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `runbooks list` in 80 columns: the longest id kept whole left the titles six characters
+    table = Table()
+    for col in ("id", "level", "title"):
+        table.add_column(col)
+    table.add_row("prometheus-operator/PrometheusOperatorRejectedResources-long", "manual", "")
+    table.add_row("kubernetes/KubeletPlegDurationHigh", "manual", "Kubelet Pod Lifecycle Event Generator Duration High")
+    out = io.StringIO()
+    monkeypatch.setattr(options, "console", Console(file=out, width=80, color_system=None))
+    options.print_table(table, "id")
+    text = out.getvalue()
+    for word in ("Lifecycle", "Generator", "Duration", "prometheus-operator/PrometheusOperatorRejectedResources-long"):
+        assert word in text, text
+    assert "level manual" in text and max(len(ln) for ln in text.splitlines()) <= 80, text

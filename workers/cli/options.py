@@ -32,13 +32,14 @@ def print_table(table: Table, *whole: str, labels: Sequence[Mapping[str, str]] =
     """Print `table` with nothing in it cut short by "…" in a narrow terminal (80 columns, a pipe,
     a phone's SSH session): a word longer than its column folds onto the next line, and the
     columns named in `whole` (what the next command takes: an incident's id, a backup's name)
-    keep their widest value on one line, so it can be copied. A table of more than three columns
+    keep their widest value on one line, so it can be copied. A table of three columns or more
     that cannot give each column its longest word is printed collapsed instead (`_collapsed`):
-    folding then cut most of its words into pieces. `labels` renames, row by row, the headers the
+    folding then cut most of its words into pieces (`runbooks list` in 80 columns: its ids kept
+    whole left its titles six characters, "Lifecy" / "cle"). `labels` renames, row by row, the headers the
     collapsed layout prints before the values (`{"where": "why"}` for a part that is off)."""
     least = _least(table, whole)
     fits = sum(least) + _frame(table) <= console.width
-    if not fits and len(table.columns) > 3:
+    if not fits and len(table.columns) >= 3:
         table = _collapsed(table, whole, labels)
     for col in table.columns:
         col.overflow = "fold"
