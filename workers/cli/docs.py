@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -60,5 +61,28 @@ def docs_search(
         return
     for i, h in enumerate(hits, 1):
         console.print(f"[bold]{i}. {h.title}[/]  ({h.payload.get('source', '')}, score {h.score:.4f})")
-        text_ = str(h.payload.get("text", "")).strip().replace("\n", " ")
-        console.print(f"   {text_[:240]}{'…' if len(text_) > 240 else ''}", highlight=False)
+        console.print(f"   {excerpt(str(h.payload.get('text', '')), text)}", highlight=False, markup=False)
+
+
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
+
+
+def excerpt(section: str, query: str, width: int = 240) -> str:
+    """A section's words for one search hit: from its first line that shares the most words with
+    the query (a table row as its cells, `a · b · c`, not its pipes), about `width` characters."""
+    from activities.knowledge.sparse import tokenize
+
+    lines = []
+    for raw in section.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("```") or _TABLE_RULE.match(line):
+            continue
+        if line.startswith("|") and line.endswith("|"):
+            line = " · ".join(c.strip() for c in line.strip("|").split("|") if c.strip()) + ";"
+        lines.append(line.lstrip("#").strip())
+    wanted = set(tokenize(query))
+    shared = [len(wanted & set(tokenize(line))) for line in lines]
+    start = shared.index(max(shared)) if shared and max(shared) > 0 else 0
+    text = " ".join(lines[start:])
+    cut = text[:width] + ("…" if len(text) > width else "")
+    return ("… " if start else "") + cut
