@@ -624,7 +624,7 @@ async def test_cli_runbooks_stats_and_show(
     mine = next(line for line in lines if line["runbook_id"] == rid)
     assert (mine["level"], mine["executions"], mine["failures"], mine["infra_errors"]) == ("prompted", 1, 0, 1)
     text = await asyncio.to_thread(run, "runbooks", "stats")
-    assert "infra" in text and "1 infrastructure error(s)" in text, text
+    assert "infra" in text and "1 infrastructure error:" in text, text
     view = json.loads(await asyncio.to_thread(run, "runbooks", "show", rid, "--json"))
     assert view["runbook"]["id"] == rid and view["runbook"]["automation_level"] == "prompted"
     assert view["record"]["executions"] == 1 and view["record"]["successes"] == 1
