@@ -382,6 +382,8 @@ def test_down_stops_everything_and_up_resumes(first_stack: Stack, sent: tuple[Ra
     assert not still, f"still running after `agentic down`: {still}"
     status = first_stack.readme("agentic status")
     assert status.rc == 1, status  # README: "exit 1 if one is unhealthy"
+    # and it says what to do in one line, not with a table of parts that do not run
+    assert "nothing runs on" in status.out and "agentic up" in status.out and "┃" not in status.out, status
 
     # README: "A second `agentic up` on the same data dir resumes with all data intact."
     up = first_stack.agentic("up", "--detach", timeout=300)

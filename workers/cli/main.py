@@ -189,6 +189,14 @@ def status(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
             "stuck_actions": stuck.model_dump() if stuck is not None else None,
         }
         print(json.dumps(doc, indent=2))
+    elif st is None and not any(p.healthy for p in parts) and all(p.mode != "external" for p in parts):
+        # the embedded stack is not running and nothing outside is configured: one line, not a
+        # table of "not running"
+        console.print(
+            f"nothing runs on {settings.data_path}: start the platform with `agentic up`"
+            " (`--detach` for the background) or `make run`",
+            highlight=False,
+        )
     else:
         if st is None:
             console.print(f"no stack supervisor runs on {settings.data_path}")
