@@ -6,6 +6,7 @@ word, the gateway's error code)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -42,8 +43,20 @@ async def connect(target: str, namespace: str = "default", *, runtime: Runtime |
     except Exception as exc:  # the SDK raises RuntimeError with a long gRPC text
         raise AgenticError(
             f"cannot reach Temporal at {target}: is the platform running? "
-            f"Start it with `agentic up`, or set AGENTIC_TEMPORAL_ADDRESS ({str(exc).splitlines()[0][:120]})"
+            f"Start it with `agentic up`, or set AGENTIC_TEMPORAL_ADDRESS ({connect_cause(exc)})"
         ) from exc
+
+
+def connect_cause(exc: BaseException) -> str:
+    """The reason in the SDK's long connect error: the OS's message where it carries one
+    (`Failed client connect: … Os { code: 111, …, message: "Connection refused" } …` ->
+    "Connection refused"), else its first line, cut at a word."""
+    text = str(exc)
+    said = re.search(r'message: "([^"]+)"', text)
+    if said:
+        return said.group(1)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 120 else first[:120].rsplit(" ", 1)[0] + " …"
 
 
 async def platform_client(settings: Settings) -> tuple[Client, str]:

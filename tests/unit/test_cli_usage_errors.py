@@ -33,3 +33,17 @@ def test_a_mistyped_command_line_is_a_usage_error(argv: list[str], says: str) ->
     assert res.returncode == 2, res.stdout + res.stderr
     assert says in res.stderr and "Usage: agentic" in res.stderr, res.stderr
     assert "unexpected" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_refused_temporal_connection_is_said_in_words() -> None:
+    from workers.temporal import connect_cause
+
+    sdk = RuntimeError(
+        "Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError(ConnectError("
+        '"tcp connect error", 127.0.0.1:7233, Os { code: 111, kind: ConnectionRefused, '
+        'message: "Connection refused" })))'
+    )
+    assert connect_cause(sdk) == "Connection refused"
+    long = RuntimeError("deadline " + "word " * 40)
+    cause = connect_cause(long)
+    assert cause.endswith(" …") and len(cause) <= 122 and "wor …" not in cause, cause
