@@ -35,6 +35,7 @@ from agentic_core.incident import (
     IncidentStatus,
     group_annotations,
 )
+from agentic_core.wording import counted
 from workers.errors import AgenticError
 from workers.intake.errors import IntakeError, TemporalUnavailable, _is_json, _load_json, _unauthorized
 from workers.settings import Settings
@@ -292,7 +293,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _redacted(secrets: int) -> str:
-    return f"; {secrets} secret(s) redacted" if secrets else ""
+    return f"; {counted(secrets, 'secret')} redacted" if secrets else ""
 
 
 def _opening_attributes(group: AlertGroup) -> TypedSearchAttributes:
