@@ -64,25 +64,37 @@ def docs_search(
         console.print(f"   {excerpt(str(h.payload.get('text', '')), text)}", highlight=False, markup=False)
 
 
+_ITEM = re.compile(r"^([-*+]|\d+[.)])\s")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
 
 
 def excerpt(section: str, query: str, width: int = 240) -> str:
-    """A section's words for one search hit: from its first line that shares the most words with
-    the query (a table row as its cells, `a · b · c`, not its pipes), about `width` characters."""
+    """A section's words for one search hit: from the start of its first paragraph, list item or
+    table row that shares the most words with the query (a row as its cells, `a · b · c;`, not its
+    pipes), about `width` characters."""
     from activities.knowledge.sparse import tokenize
 
-    lines = []
+    blocks: list[str] = []
+    prose = False  # the last block is a paragraph that the next prose line continues
     for raw in section.splitlines():
         line = raw.strip()
         if not line or line.startswith("```") or _TABLE_RULE.match(line):
+            prose = False
             continue
         if line.startswith("|") and line.endswith("|"):
-            line = " · ".join(c.strip() for c in line.strip("|").split("|") if c.strip()) + ";"
-        lines.append(line.lstrip("#").strip())
+            blocks.append(" · ".join(c.strip() for c in line.strip("|").split("|") if c.strip()) + ";")
+            prose = False
+        elif line.startswith("#") or _ITEM.match(line):
+            blocks.append(line.lstrip("#").strip())
+            prose = not line.startswith("#")
+        elif prose:
+            blocks[-1] += " " + line
+        else:
+            blocks.append(line)
+            prose = True
     wanted = set(tokenize(query))
-    shared = [len(wanted & set(tokenize(line))) for line in lines]
-    start = shared.index(max(shared)) if shared and max(shared) > 0 else 0
-    text = " ".join(lines[start:])
+    shared = [len(wanted & set(tokenize(block))) for block in blocks]
+    first = shared.index(max(shared)) if shared and max(shared) > 0 else 0
+    text = " ".join(blocks[first:])
     cut = text[:width] + ("…" if len(text) > width else "")
-    return ("… " if start else "") + cut
+    return ("… " if first else "") + cut
