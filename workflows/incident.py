@@ -314,6 +314,14 @@ class IncidentWorkflow:
         self._state.stages.append(rec)
         return rec
 
+    def _begin_watching(self, cfg: IncidentConfig) -> StageRecord:
+        """The verify stage, saying while it waits what for and until when (`incidents show`, the
+        console): state only, no command, so histories replay as before."""
+        rec = self._begin("verify")
+        until = workflow.now() + timedelta(seconds=cfg.verify_window_s)
+        rec.detail = f"watching for the alert to resolve, until {until:%H:%M:%S} UTC"
+        return rec
+
     @staticmethod
     def _end(rec: StageRecord, detail: str = "") -> None:
         rec.finished_at = workflow.now()
@@ -814,10 +822,7 @@ class IncidentWorkflow:
 
     async def _verify(self, cfg: IncidentConfig) -> IncidentState:
         await self._set_status(IncidentStatus.VERIFYING)
-        rec = self._begin("verify")
-        until = workflow.now() + timedelta(seconds=cfg.verify_window_s)
-        # what `incidents show` and the console say while it waits (state only: no command)
-        rec.detail = f"watching for the alert to resolve, until {until:%H:%M:%S} UTC"
+        rec = self._begin_watching(cfg)
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._resolved, timeout=timedelta(seconds=cfg.verify_window_s))
         if self._resolved:
@@ -950,7 +955,7 @@ class IncidentWorkflow:
     async def _close_nothing_to_do(self) -> IncidentState:
         """No action survived: wait for the alert to resolve (so repeats join this incident)."""
         cfg = self._inp.config
-        rec = self._begin("verify")
+        rec = self._begin_watching(cfg)
         if self._v10 or workflow.patched(NOTHING_TO_DO_VERIFYING_PATCH):
             # watching for the alert to resolve, nothing to run: `verifying`, not a bare `open`
             await self._set_status(IncidentStatus.VERIFYING)

@@ -601,6 +601,8 @@ async def test_nothing_to_do_when_the_guard_refuses_everything(env: WorkflowEnvi
         # for the Web UI's IncidentStatus search attribute alike
         watching = await run.wait_for(lambda s: s.status == IncidentStatus.VERIFYING)
         assert watching.verdict == PolicyVerdict.NOTHING_TO_DO
+        verify = next(x for x in watching.stages if x.name == "verify")
+        assert verify.detail.startswith("watching for the alert to resolve, until "), verify  # `incidents show`
         desc = await run.handle.describe()
         assert desc.typed_search_attributes.get(sa.INCIDENT_STATUS) == IncidentStatus.VERIFYING.value
         await run.signal(make_group(run.incident_id, AlertStatus.RESOLVED))
