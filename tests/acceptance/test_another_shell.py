@@ -9,6 +9,7 @@ agentic alert send docs/examples/alert.json
 agentic incidents list
 agentic incidents show inc-…
 agentic acknowledge inc-… --by alice
+agentic alert send docs/examples/alert.json --resolved
 agentic down
 
 in that order, on the first stack (the embedded defaults). The alert is an Alertmanager webhook
@@ -321,6 +322,11 @@ def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert st["decision"]["choice"] == "acknowledged" and st["decision"]["by"] == "alice", st["decision"]
     shown = first_stack.readme("agentic incidents show inc-…", {"inc-…": incident})
     assert "decision: acknowledged by alice" in shown.out, shown
+    # README: "the alert is over (Alertmanager's resolved): the incident closes"
+    over = first_stack.readme("agentic alert send docs/examples/alert.json --resolved")
+    assert over.rc == 0 and over.out.strip() == f"accepted: incidents {incident}", over
+    st = first_stack.wait_incident(incident, {"resolved"}, 60, "the incident closed by the resolved alert")
+    assert st["outcome"]["detail"] == "the alert resolved before any action ran", st["outcome"]
 
 
 def test_agents_route(first_stack: Stack) -> None:

@@ -47,3 +47,22 @@ def test_a_refused_temporal_connection_is_said_in_words() -> None:
     long = RuntimeError("deadline " + "word " * 40)
     cause = connect_cause(long)
     assert cause.endswith(" …") and len(cause) <= 122 and "wor …" not in cause, cause
+
+
+def test_alert_send_resolved_rewrites_the_payload_as_alertmanager_sends_it() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from workers.cli.alert import as_resolved
+    from workers.errors import AgenticError
+
+    example = (REPO / "docs" / "examples" / "alert.json").read_bytes()
+    doc = json.loads(as_resolved(example, datetime(2026, 12, 7, 21, 50, 1, 250000, tzinfo=UTC)))
+    before = json.loads(example)
+    assert doc["status"] == "resolved" and doc["groupKey"] == before["groupKey"]
+    assert [a["status"] for a in doc["alerts"]] == ["resolved"] * len(before["alerts"])
+    assert {a["endsAt"] for a in doc["alerts"]} == {"2026-12-07T21:50:01.250Z"}
+    assert [a["fingerprint"] for a in doc["alerts"]] == [a["fingerprint"] for a in before["alerts"]]
+    for bad, said in ((b"not json", "needs a JSON"), (b"[1, 2]", "an object with `alerts`")):
+        with pytest.raises(AgenticError, match=said):
+            as_resolved(bad, datetime.now(UTC))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +24,10 @@ def alert_send(
     events: Annotated[
         bool, typer.Option("--events", help="a generic event (POST /events), not Alertmanager's")
     ] = False,
+    resolved: Annotated[
+        bool,
+        typer.Option("--resolved", help="send the payload as resolved (its alerts ended now), as Alertmanager does"),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Post an Alertmanager webhook payload (or a generic event) to the intake, with the token."""
@@ -34,5 +40,27 @@ def alert_send(
         if not path.is_file():
             raise AgenticError(f"no such file: {file}")
         payload = path.read_bytes()
+    if resolved:
+        if events:
+            raise AgenticError("--resolved is for Alertmanager payloads, not --events")
+        payload = as_resolved(payload, datetime.now(UTC))
     body = asyncio.run(send_alert(_settings(data_dir), payload, "events" if events else "alerts"))
     console.print(f"accepted: incidents {', '.join(body.get('incidents', []))}", highlight=False)
+
+
+def as_resolved(payload: bytes, now: datetime) -> bytes:
+    """An Alertmanager webhook payload as Alertmanager sends it once its alerts are over: the
+    group's and each alert's `status` resolved, each alert's `endsAt` now."""
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise AgenticError(f"--resolved needs a JSON Alertmanager payload: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("alerts"), list):
+        raise AgenticError("--resolved needs an Alertmanager webhook payload (an object with `alerts`)")
+    ended = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    doc["status"] = "resolved"
+    for alert in doc["alerts"]:
+        if isinstance(alert, dict):
+            alert["status"] = "resolved"
+            alert["endsAt"] = ended
+    return json.dumps(doc).encode()

@@ -124,7 +124,8 @@ def incidents_show(
     for a in st.actions:
         console.print(f"  action[{a.index}] {a.tool}: {a.status} {a.error or a.output[:120]}", highlight=False)
     if st.outcome:
-        console.print(f"outcome: {st.outcome.outcome} {st.outcome.detail}")
+        detail = f" ({st.outcome.detail})" if st.outcome.detail else ""
+        console.print(f"outcome: {st.outcome.outcome}{detail}", highlight=False)
 
 
 def waiting_lines(st: IncidentState) -> list[str]:
