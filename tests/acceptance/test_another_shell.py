@@ -302,7 +302,7 @@ def test_guardrails_list(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert ("no guardrail events" in plain.out) == (not events), plain
 
 
-def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
+def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str], alert_dir: Path) -> None:
     _, incident = sent
     # README (Earned autonomy): "the default, `VERBOSE`, asks a human about everything (the
     # go-live setting)"; README (In another shell): "On this fresh stack nothing can act on a
@@ -322,6 +322,14 @@ def test_acknowledge(first_stack: Stack, sent: tuple[Ran, str]) -> None:
     assert st["decision"]["choice"] == "acknowledged" and st["decision"]["by"] == "alice", st["decision"]
     shown = first_stack.readme("agentic incidents show inc-…", {"inc-…": incident})
     assert "decision: acknowledged by alice" in shown.out, shown
+    # the alerts test_incidents_list added to the group (two pods) are over first; the README's
+    # own alert still fires, so the incident still watches
+    (alert_dir / "others.json").write_text(
+        json.dumps(webhook([crashlooping("checkout-7d4b9c-x2kq9"), crashlooping("checkout-7d4b9c-p8w2m")]))
+    )
+    others = first_stack.agentic("alert", "send", "others.json", "--resolved", cwd=alert_dir)
+    assert others.rc == 0 and incident in others.out, others
+    assert first_stack.incident(incident)["outcome"] is None
     # README: "the alert is over (Alertmanager's resolved): the incident closes"
     over = first_stack.readme("agentic alert send docs/examples/alert.json --resolved")
     assert over.rc == 0 and over.out.strip() == f"accepted: incidents {incident}", over
