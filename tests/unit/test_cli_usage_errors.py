@@ -66,3 +66,15 @@ def test_alert_send_resolved_rewrites_the_payload_as_alertmanager_sends_it() -> 
     for bad, said in ((b"not json", "needs a JSON"), (b"[1, 2]", "an object with `alerts`")):
         with pytest.raises(AgenticError, match=said):
             as_resolved(bad, datetime.now(UTC))
+
+
+def test_alert_send_says_what_the_intake_did_with_each_group() -> None:
+    from workers.cli.alert import accepted_lines
+
+    assert accepted_lines({"accepted": True, "incidents": ["inc-a", "inc-b"], "alerts": 2}) == [
+        "accepted: incidents inc-a, inc-b"
+    ]
+    gone = {"incident_id": "inc-c", "reason": "resolved, and no incident of this group is open: nothing to do"}
+    assert accepted_lines({"accepted": True, "incidents": [], "ignored": [gone], "alerts": 1}) == [
+        "ignored: inc-c: resolved, and no incident of this group is open: nothing to do"
+    ]

@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,7 +45,17 @@ def alert_send(
             raise AgenticError("--resolved is for Alertmanager payloads, not --events")
         payload = as_resolved(payload, datetime.now(UTC))
     body = asyncio.run(send_alert(_settings(data_dir), payload, "events" if events else "alerts"))
-    console.print(f"accepted: incidents {', '.join(body.get('incidents', []))}", highlight=False)
+    for line in accepted_lines(body):
+        console.print(line, highlight=False)
+
+
+def accepted_lines(body: dict[str, Any]) -> list[str]:
+    """What the intake did with the payload, from its 202 answer: the incidents it went to, and
+    each group it left alone with why (a resolved alert whose incident is no longer open)."""
+    lines = [f"accepted: incidents {', '.join(body['incidents'])}"] if body.get("incidents") else []
+    for item in body.get("ignored") or []:
+        lines.append(f"ignored: {item.get('incident_id', '?')}: {item.get('reason', 'nothing to do')}")
+    return lines or ["accepted: nothing to do"]
 
 
 def as_resolved(payload: bytes, now: datetime) -> bytes:
