@@ -61,6 +61,7 @@ from agentic_core.incident import (
     state_occurrence,
 )
 from agentic_core.models import AutomationLevel, Proposal, ToolCall
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
@@ -381,6 +382,10 @@ async def incident(
         task_queue=task_queue,
         workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow, *extra_workflows],
         activities=activities or fakes.activities(),
+        # the strict sandbox (the SDK's default restrictions) as the replay has it: sniffio passed
+        # through, which httpx and anyio may import first while a workflow runs (CI warned, with
+        # some orders of the tests)
+        workflow_runner=workflow_runner("strict"),
     ):
         group = make_group(incident_id, labels=labels)
         handle = await env.client.start_workflow(
