@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -149,12 +150,20 @@ def runbooks_list(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         print(json.dumps([r.model_dump() for r in rbs], indent=2))
         return
     table = Table(title=counted(len(rbs), "runbook"), title_justify="left")
-    titles = [shown_title(r.id, r.title) for r in rbs]
-    for col in ("id", "level", "title") if any(titles) else ("id", "level"):
-        table.add_column(col)
-    for r, title in zip(rbs, titles, strict=True):
-        table.add_row(r.id, r.automation_level, *([title] if any(titles) else []))
+    _add_rows(table, ("id", "level"), [(r.id, r.automation_level) for r in rbs], [(r.id, r.title) for r in rbs])
     print_table(table, "id")
+
+
+def _add_rows(
+    table: Table, columns: tuple[str, ...], rows: Sequence[Sequence[str]], titled: Sequence[tuple[str, str]]
+) -> None:
+    """`columns` and `rows`, then each runbook's `shown_title` (from its (id, title)) in a last
+    "title" column, left out when every title is blank."""
+    titles = [shown_title(rid, title) for rid, title in titled]
+    for col in (*columns, "title") if any(titles) else columns:
+        table.add_column(col)
+    for row, title in zip(rows, titles, strict=True):
+        table.add_row(*row, *([title] if any(titles) else []))
 
 
 def shown_title(runbook_id: str, title: str) -> str:
@@ -186,11 +195,8 @@ def _print_hits(hits: list, as_json: bool) -> None:  # type: ignore[type-arg]
         print(json.dumps([{"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits], indent=2))
         return
     table = Table(show_header=True)
-    titles = [shown_title(h.id, h.title) for h in hits]
-    for col in ("#", "score", "id", "title") if any(titles) else ("#", "score", "id"):
-        table.add_column(col)
-    for i, (h, title) in enumerate(zip(hits, titles, strict=True), 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, *([title] if any(titles) else []))
+    rows = [(str(i), f"{h.score:.4f}", h.id) for i, h in enumerate(hits, 1)]
+    _add_rows(table, ("#", "score", "id"), rows, [(h.id, h.title) for h in hits])
     print_table(table, "id")
 
 
