@@ -54,6 +54,7 @@ from tests.support.telegram_harness import (
     telegram,
 )
 from tests.support.temporal import start_dev_server
+from workers.sandbox import workflow_runner
 from workers.telegram import signing
 from workers.telegram.bot import BotConfig, TelegramBot, build_application
 from workers.telegram.notifier import CHANNEL, TelegramNotifier
@@ -792,6 +793,7 @@ async def test_weekly_digest_lands_in_weekly_reports_as_a_photo(
         async with Worker(
             client,
             task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
             workflows=[WeeklyDigestWorkflow],
             activities=[reports.compute_digest, reports.write_digest, incident.notify],
         ):

@@ -70,6 +70,7 @@ from tests.support.injection import (
 from tests.support.kmock_helpers import McpProcess, result_text, seed, start_server, write_kubeconfig
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import register_search_attributes, time_skipping_server
+from workers.sandbox import workflow_runner
 from workers.settings import Settings
 from workers.wiring import tool_gateway
 from workflows.approval import ApprovalWorkflow
@@ -181,7 +182,11 @@ async def test_incidents_driven_by_injected_text_run_nothing_and_record_every_at
                 guardrails.record,
             ]
             async with Worker(
-                env.client, task_queue=queue, workflows=[IncidentWorkflow, ApprovalWorkflow], activities=activities
+                env.client,
+                task_queue=queue,
+                workflow_runner=workflow_runner("strict"),
+                workflows=[IncidentWorkflow, ApprovalWorkflow],
+                activities=activities,
             ):
                 for case in CASES:
                     model.answer(obey(case))

@@ -38,6 +38,7 @@ from tests.support.kmock_helpers import result_data as data
 from tests.support.kmock_helpers import result_text as text
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import temporal_bin
+from workers.sandbox import workflow_runner
 from workers.settings import Settings
 from workers.toolservers.knowledge.client import KnowledgeBackends
 from workers.toolservers.knowledge.server import build_server
@@ -142,7 +143,13 @@ async def platform(pg: pgserver.PostgresServer, tmp_path_factory: pytest.TempPat
     queue = f"knowledge-{uuid.uuid4().hex[:8]}"
     acts = KnowledgeActivities(kb, ledger)
     try:
-        async with Worker(env.client, task_queue=queue, workflows=[SearchKnowledgeWorkflow], activities=[acts.search]):
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
+            workflows=[SearchKnowledgeWorkflow],
+            activities=[acts.search],
+        ):
             yield Platform(client=env.client, queue=queue, ledger=ledger, dsn=dsn)
     finally:
         await env.shutdown()

@@ -68,6 +68,7 @@ from tests.support.env import REPO, free_port
 from tests.support.kmock_helpers import write_kubeconfig
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 from workflows.rollout import RolloutWorkflow
 from workflows.route_probe import RouteProbeWorkflow
@@ -376,6 +377,7 @@ class Rig:
         return Worker(
             self.env.client,
             task_queue=self.task_queue,
+            workflow_runner=workflow_runner("strict"),
             workflows=[RolloutWorkflow, ApprovalWorkflow, RouteProbeWorkflow, FakeAgentWorkflow],
             activities=[*acts, apply, self.notes.notify, self.router.route],
             max_cached_workflows=0,  # no sticky queue: another worker can take over
@@ -510,7 +512,9 @@ async def test_clean_run_waves_0_to_3(env: WorkflowEnvironment) -> None:
         assert desc.typed_search_attributes.get(sa.ROLLOUT_WAVE) == 3
         history = await handle.fetch_history()
     await Replayer(
-        workflows=[RolloutWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter
+        workflow_runner=workflow_runner("strict"),
+        workflows=[RolloutWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
     ).replay_workflow(history)
 
 
@@ -533,7 +537,9 @@ async def test_failing_check_rolls_back_and_stops(env: WorkflowEnvironment) -> N
         assert r.cluster.sync_requests("platform-01-stores") == []  # wave 1 never started
         history = await handle.fetch_history()
     await Replayer(
-        workflows=[RolloutWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter
+        workflow_runner=workflow_runner("strict"),
+        workflows=[RolloutWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
     ).replay_workflow(history)
 
 

@@ -59,6 +59,7 @@ from tests.support.pg import create_database, pg_server
 from tests.support.temporal import dev_server_with_attributes
 from workers import telemetry
 from workers.intake import create_app
+from workers.sandbox import workflow_runner
 from workers.temporal import connect
 from workers.wiring import inference_router, planner_config
 
@@ -181,6 +182,7 @@ async def test_an_incident_is_one_trace_from_the_intake_post_to_the_mcp_tool_wit
         Worker(
             client,
             task_queue=task_queue,
+            workflow_runner=workflow_runner("strict"),
             workflows=_workflows(),
             activities=acts,
         ),

@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.worker import Worker
 
 from tests.support.temporal import start_dev_server
+from workers.sandbox import workflow_runner
 from workers.stack.health import check_worker
 
 
@@ -38,7 +39,13 @@ async def test_a_dead_workers_poller_does_not_make_its_successor_healthy() -> No
         target = env.client.service_client.config.target_host
         queue = f"health-{uuid.uuid4().hex[:8]}"
         assert (await check_worker(target, "default", queue, pid=4242))[0] is False  # nobody polls
-        async with Worker(env.client, task_queue=queue, workflows=[_Probe], identity="agentic-worker@host:4242"):
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
+            workflows=[_Probe],
+            identity="agentic-worker@host:4242",
+        ):
             ok, detail = await _healthy_within(target, queue, 4242)  # as the supervisor waits
             assert ok, detail
         # The worker with pid 4242 is gone; Temporal still lists its poller for a while.

@@ -60,6 +60,7 @@ from agentic_core.incident import (
 )
 from tests.support.agent_harness import AgentFakes, answer_approval, progress_when, start_agent
 from tests.support.temporal import register_search_attributes, time_skipping_server
+from workers.sandbox import workflow_runner
 from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 
@@ -148,6 +149,7 @@ async def capture(name: str, *, gave_up: bool = False, cancelled: bool = False) 
         async with Worker(
             env.client,
             task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
             workflows=[AgentWorkflow, ApprovalWorkflow],
             activities=[
                 start_run,

@@ -37,6 +37,7 @@ from agentic_core.incident import (
 from agentic_core.models import ToolCall
 from tests.support.incident_fakes import Fakes, make_group
 from tests.support.telegram_emulator import BotApiEmulator, Stored
+from workers.sandbox import workflow_runner
 from workers.telegram.bot import BotConfig, SchemaSource, TelegramBot, build_application
 from workers.telegram.notifier import TelegramNotifier
 from workers.telegram.routing import TOPICS_KEY, setup_topics
@@ -145,6 +146,7 @@ async def platform_worker(client: Client, ledger: Ledger, tg: Telegram, fakes: F
     async with Worker(
         client,
         task_queue=task_queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[IncidentWorkflow, ApprovalWorkflow],
         activities=acts,
         max_concurrent_activities=50,

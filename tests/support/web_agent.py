@@ -24,6 +24,7 @@ from tests.support.agent_harness import AgentFakes
 from tests.support.env import free_port
 from tests.support.fake_openai import FakeChatServer
 from tests.support.web_sites import FakeSearxng, Site, cluster_writes, serving
+from workers.sandbox import workflow_runner
 from workers.toolservers.web.egress import EgressPolicy, Fetcher
 from workers.toolservers.web.searxng import SearxNG
 from workers.toolservers.web.server import build_server
@@ -78,6 +79,7 @@ def web_agent_worker(
     worker = Worker(
         client,
         task_queue=queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[AgentWorkflow, ApprovalWorkflow],
         activities=[
             agents.start_run,

@@ -33,6 +33,7 @@ from agentic_core.incident import ListToolsInput, ListToolsResult, ToolSpec
 from tests.support import capture_agent_history as agent_fakes
 from tests.support.agent_harness import AgentFakes, first_task, start_agent
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.agent import _RETRY, START_LISTS_TOOLS_PATCH, AgentWorkflow
 
 
@@ -79,13 +80,16 @@ async def run(
     async with Worker(
         env.client,
         task_queue=queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[AgentWorkflow],
         activities=[*activities, helpers.route, helpers.record, helpers.notify],
     ):
         handle = await start_agent(env.client, queue, "are the pods up?", agent=agent)
         res = await handle.result()
         history = await handle.fetch_history()
-    await Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(
+        workflow_runner=workflow_runner("strict"), workflows=[AgentWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
     return res, history
 
 

@@ -35,6 +35,7 @@ from agentic_core.incident import (
 )
 from agentic_core.models import ToolCall
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 
 PLAN = [ToolCall(tool="kubernetes.restart_deployment", arguments={"namespace": "shop", "name": "checkout"})]
@@ -78,6 +79,7 @@ async def approval(
     async with Worker(
         env.client,
         task_queue=task_queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[ApprovalWorkflow],
         activities=[notes.notify],
         max_cached_workflows=100 if cache else 0,  # 0: no sticky queue, another worker can take over
@@ -136,7 +138,9 @@ async def test_approve(env: WorkflowEnvironment) -> None:
     assert result.decided_at is not None
     assert notes.sent == []  # answered at once: no reminder
     assert (await h.describe()).typed_search_attributes.get(sa.APPROVAL_STATE) == "approved"
-    replayer = Replayer(workflows=[ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"), workflows=[ApprovalWorkflow], data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(await h.fetch_history())
 
 
@@ -176,6 +180,7 @@ async def test_second_answer_is_rejected(env: WorkflowEnvironment) -> None:
     async with Worker(
         env.client,
         task_queue=(await h.describe()).task_queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[ApprovalWorkflow],
         activities=[notes.notify],
         max_cached_workflows=0,

@@ -72,6 +72,7 @@ from agentic_core.proposals import fallback_proposal
 from tests.support.incident_fakes import LABELS, LOGS, RESTART, Fakes, incident, make_group
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import EXECUTE_RETRY
 from workflows.promotion import RunbookPromotionWorkflow
@@ -317,6 +318,7 @@ async def _promotion_worker(
     worker = Worker(
         env.client,
         task_queue=tq,
+        workflow_runner=workflow_runner("strict"),
         workflows=[RunbookPromotionWorkflow, ApprovalWorkflow],
         activities=[fakes.notify, *TrustActivities(ledger, kb, TrustConfig(approvers=["alice"])).all()],
     )
@@ -360,7 +362,11 @@ async def test_promotion_asks_and_promotes_on_approval(
     assert question.incident_id is None and question.approval_id == approval_id
     notice = fakes.notifications[-1]
     assert notice.kind == NotifyKind.NOTICE and "now standard" in notice.text
-    replayer = Replayer(workflows=[RunbookPromotionWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[RunbookPromotionWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     await replayer.replay_workflow(await handle.fetch_history())
 
 
@@ -550,6 +556,7 @@ async def test_trust_review_audits_the_quarter_and_applies_approved_proposals(
         async with Worker(
             env.client,
             task_queue=tq,
+            workflow_runner=workflow_runner("strict"),
             workflows=[TrustReviewWorkflow, ApprovalWorkflow],
             activities=[fakes.notify, *TrustActivities(led, kb, TrustConfig(approvers=["alice"])).all()],
         ):
@@ -573,7 +580,11 @@ async def test_trust_review_audits_the_quarter_and_applies_approved_proposals(
         assert report.kind == NotifyKind.REPORT and report.route == "weekly" and report.incident_id is None
         assert quarter in report.text and "3 (33.3% failed" in report.text
         assert [r.status for r in await led.promotion_requests(strong)] == ["refused"]
-        replayer = Replayer(workflows=[TrustReviewWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+        replayer = Replayer(
+            workflow_runner=workflow_runner("strict"),
+            workflows=[TrustReviewWorkflow, ApprovalWorkflow],
+            data_converter=pydantic_data_converter,
+        )
         await replayer.replay_workflow(await handle.fetch_history())
     finally:
         await led.close()

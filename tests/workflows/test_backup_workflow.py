@@ -26,6 +26,7 @@ from agentic_core.backup import BACKUP_FAILED_ALERT, BackupInput
 from tests.support.env import free_port
 from tests.support.http_server import LoopServer
 from tests.support.temporal import time_skipping_server
+from workers.sandbox import workflow_runner
 from workflows.backup import BackupWorkflow
 
 
@@ -64,7 +65,11 @@ async def test_a_failed_backup_fails_the_workflow_and_opens_an_incident(tmp_path
     try:
         queue = f"backup-{uuid.uuid4().hex[:8]}"
         async with Worker(
-            env.client, task_queue=queue, workflows=[BackupWorkflow], activities=[acts.create, acts.report_failure]
+            env.client,
+            task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
+            workflows=[BackupWorkflow],
+            activities=[acts.create, acts.report_failure],
         ):
             with pytest.raises(WorkflowFailureError) as info:
                 await env.client.execute_workflow(

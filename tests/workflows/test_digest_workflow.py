@@ -39,6 +39,7 @@ from tests.support.env import REPO
 from tests.support.pg import create_database, pg_server
 from tests.support.report_helpers import Expected, check_png, seed_week
 from tests.support.temporal import temporal_bin, time_skipping_server
+from workers.sandbox import workflow_runner
 from workers.schedules import (
     TRUST_REVIEW_SCHEDULE,
     WEEKLY_DIGEST_SCHEDULE,
@@ -83,6 +84,7 @@ def digest_worker(client: Client, queue: str, ledger: Ledger, data_dir: Path) ->
     worker = Worker(
         client,
         task_queue=queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[WeeklyDigestWorkflow],
         activities=[reports.compute_digest, reports.write_digest, incident.notify],
     )
@@ -153,7 +155,11 @@ async def test_a_time_skipped_week_produces_the_digest(ledger: Ledger, tmp_path:
             )
             res = await handle.result()
         await check_result(res, exp, ledger, notifier)
-        replayer = Replayer(workflows=[WeeklyDigestWorkflow], data_converter=pydantic_data_converter)
+        replayer = Replayer(
+            workflow_runner=workflow_runner("strict"),
+            workflows=[WeeklyDigestWorkflow],
+            data_converter=pydantic_data_converter,
+        )
         await replayer.replay_workflow(await handle.fetch_history())
     finally:
         await env.shutdown()

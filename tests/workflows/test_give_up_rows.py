@@ -41,6 +41,7 @@ from tests.support.env import stack_env
 from tests.support.incident_fakes import PREVIOUS_LOGS, WORKING_SET, Fakes, incident
 from tests.support.pg import create_database, pg_server
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workers.stack.stuck_actions import STUCK_AFTER_S
 from workflows.agent import EXECUTE_RETRY, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
@@ -113,6 +114,7 @@ async def test_an_approved_write_that_gives_up_ends_failed_not_running(
     async with Worker(
         env.client,
         task_queue=queue,
+        workflow_runner=workflow_runner("strict"),
         workflows=[AgentWorkflow, ApprovalWorkflow],
         activities=[*activities, fakes.route, fakes.record, fakes.notify],
     ):
@@ -133,7 +135,9 @@ async def test_an_approved_write_that_gives_up_ends_failed_not_running(
     assert write.status == "error" and "gave up" in write.reason and "connection refused" in write.reason
     # behind its patch, and the history replays with today's code
     assert WRITE_GIVE_UP_PATCH in patches(history)
-    await Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(
+        workflow_runner=workflow_runner("strict"), workflows=[AgentWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
 
 
 async def test_evidence_calls_that_give_up_end_failed_not_running(

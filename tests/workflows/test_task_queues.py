@@ -33,6 +33,7 @@ from agentic_core.incident import (
 )
 from tests.support.incident_fakes import Fakes, Run, make_group, replay
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.promotion import RunbookPromotionWorkflow
@@ -73,6 +74,7 @@ async def test_a_busy_model_queue_does_not_delay_questions_or_approvals(env: Wor
         Worker(
             env.client,
             task_queue=orch,
+            workflow_runner=workflow_runner("strict"),
             workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow],
             activities=short,
         ),
