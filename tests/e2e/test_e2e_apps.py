@@ -52,6 +52,7 @@ from workers.errors import AgenticError
 from workers.incident_client import decide, incident_state
 from workers.intake import create_app
 from workers.knowledge_client import import_runbooks
+from workers.sandbox import workflow_runner
 from workers.settings import Settings
 from workers.temporal import ensure_search_attributes
 from workers.worker import run_worker
@@ -319,7 +320,11 @@ async def test_stalled_sonarr_queue_alert_is_handled_end_to_end(
         await conn.close()
 
     # The history of this real run replays under the strict sandbox.
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     history = await handle.fetch_history()
     try:
         await replayer.replay_workflow(history)

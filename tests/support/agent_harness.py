@@ -42,6 +42,7 @@ from agentic_core.incident import (
     NotifyResult,
 )
 from workers.agent_client import approval_state
+from workers.sandbox import workflow_runner
 from workflows.agent import AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 
@@ -89,12 +90,11 @@ async def agent_worker(
     runner: WorkflowRunner | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker with the real agent activities and gateway (`runner`: the workflow sandbox, e.g. the
-    platform worker's passthrough one; default: the SDK's strict sandbox)."""
-    extra: dict[str, Any] = {} if runner is None else {"workflow_runner": runner}
+    platform worker's passthrough one; default: the strict sandbox the replay tests use)."""
     worker = Worker(
         client,
         task_queue=task_queue,
-        **extra,
+        workflow_runner=runner or workflow_runner("strict"),
         workflows=[AgentWorkflow, ApprovalWorkflow],
         activities=[
             agents.start_run,

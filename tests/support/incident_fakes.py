@@ -401,6 +401,10 @@ async def incident(
 
 async def replay(run: Run) -> None:
     """The incident's history and its approval's replay with today's code (no nondeterminism)."""
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     await replayer.replay_workflow(await run.handle.fetch_history())
     await replayer.replay_workflow(await run.approval().fetch_history())

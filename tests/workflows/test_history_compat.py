@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.support.agent_harness import first_task
+from workers.sandbox import workflow_runner
 from workflows.agent import RUN_CANCEL_PATCH, START_LISTS_TOOLS_PATCH, WRITE_GIVE_UP_PATCH, AgentWorkflow
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import (
@@ -237,7 +238,11 @@ async def test_replay_catches_code_that_ignores_the_one_marker(monkeypatch: pyte
 
     real = workflow.patched
     monkeypatch.setattr(workflow, "patched", lambda id: real(id) and id != PATCHES_V10_PATCH)
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     result = await replayer.replay_workflow(
         load(HISTORIES / "v10-patches-in-one.incident.json"), raise_on_replay_failure=False
     )
@@ -248,7 +253,9 @@ async def test_replay_catches_code_that_ignores_the_one_marker(monkeypatch: pyte
 async def test_captured_history_replays_with_todays_code(path: Path) -> None:
     history = load(path)
     replayer = Replayer(
-        workflows=[IncidentWorkflow, ApprovalWorkflow, AgentWorkflow], data_converter=pydantic_data_converter
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow, AgentWorkflow],
+        data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
@@ -263,7 +270,11 @@ async def test_replay_catches_a_change_without_a_patch(monkeypatch: pytest.Monke
     monkeypatch.setattr(workflow, "patched", lambda _id: True)
     path = HISTORIES / "v1-regular-stages.incident.json"
     history = load(path)
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
 
@@ -275,7 +286,11 @@ async def test_replay_catches_the_run_cancel_change_without_its_patch(monkeypatc
 
     monkeypatch.setattr(workflow, "patched", lambda _id: True)
     history = load(HISTORIES / "agent-v3-cancelled-before-patch.agent.json")
-    replayer = Replayer(workflows=[AgentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[AgentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
 
@@ -290,7 +305,11 @@ async def test_replay_catches_a_run_that_listed_its_tools_with_the_start_without
     from temporalio import workflow
 
     real = workflow.patched
-    replayer = Replayer(workflows=[AgentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[AgentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     # the marker is recorded (the real call), its answer ignored: only the sequence differs
     monkeypatch.setattr(workflow, "patched", lambda id: real(id) and id != START_LISTS_TOOLS_PATCH)
     result = await replayer.replay_workflow(

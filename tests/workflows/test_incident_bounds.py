@@ -41,6 +41,7 @@ from tests.support.incident_fakes import Fakes, make_group
 from tests.support.intake import TOKEN, factory_for, settings, webhook
 from tests.support.temporal import start_dev_server
 from workers.intake import create_app
+from workers.sandbox import workflow_runner
 from workers.temporal import ensure_search_attributes
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
@@ -92,6 +93,7 @@ async def test_an_accepted_alert_with_a_huge_name_reaches_a_human(dev: WorkflowE
         Worker(
             dev.client,
             task_queue=queue,
+            workflow_runner=workflow_runner("strict"),
             workflows=[IncidentWorkflow, ApprovalWorkflow, RunbookPromotionWorkflow],
             activities=fakes.activities(),
         ),

@@ -35,6 +35,7 @@ from tests.support.incident_fakes import (
     replay,
 )
 from tests.support.temporal import time_skipping_with_attributes
+from workers.sandbox import workflow_runner
 from workflows.approval import ApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 
@@ -172,7 +173,11 @@ async def test_a_runbook_without_evidence_runs_nothing_and_says_so(env: Workflow
 
 
 async def replay_incident(run: Run) -> None:
-    replayer = Replayer(workflows=[IncidentWorkflow, ApprovalWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflow_runner=workflow_runner("strict"),
+        workflows=[IncidentWorkflow, ApprovalWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     await replayer.replay_workflow(await run.handle.fetch_history())
 
 
