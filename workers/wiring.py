@@ -54,11 +54,14 @@ def build_embedder_from(settings: Settings):  # type: ignore[no-untyped-def]
 
 def inference_router(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> InferenceRouter:
     """The groups the settings describe. Groups served by the embedded llama.cpp server get
-    the small-model generation bounds; external pools and the cloud get none."""
+    the small-model generation bounds and its repeat penalty; external pools and the cloud get
+    none (a vLLM pool samples with the model's own generation config)."""
     embedded = settings.llm_embedded
     small: dict[str, Any] = (
         {"max_string_length": EMBEDDED_MAX_STRING_LENGTH, "max_items": EMBEDDED_MAX_ITEMS} if embedded else {}
     )
+    if embedded and settings.llm_repeat_penalty > 1.0:  # llama.cpp's default is off: the small model loops
+        small["sampling"] = {"repeat_penalty": settings.llm_repeat_penalty}
     planner_key = settings.llm_api_key if embedded else settings.pool_api_key
     # each pool's replicas (least-busy routing) and its per-replica bound (docs/scaling.md)
     par, queue_s = settings.pool_max_parallel, settings.pool_queue_timeout_s

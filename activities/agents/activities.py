@@ -54,6 +54,7 @@ from agentic_core.agents import (
     no_tools_note,
     not_configured_answer,
 )
+from agentic_core.generation import FINISH_REPETITION, REPETITION_NOTE
 
 if TYPE_CHECKING:
     from activities.inference.router import InferenceRouter
@@ -295,6 +296,10 @@ class AgentActivities:
                 reply = await self.router.chat(
                     self.planner_group, ctx.messages, tools or None, max_tokens=self.max_reply_tokens, on_text=publish
                 )
+            if reply.finish_reason == FINISH_REPETITION:  # cut at a loop: the reader is told
+                reply = reply.model_copy(update={"text": f"{reply.text}\n\n{REPETITION_NOTE}"})
+                if publish is not None:
+                    publish(f"\n\n{REPETITION_NOTE}")
         except InferenceUnavailable as exc:
             raise ApplicationError(str(exc), type=ERR_MODEL) from None
         except InferenceError as exc:

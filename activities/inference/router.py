@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from activities.telemetry import metrics, tracing
 from activities.tls import httpx_tls
+from agentic_core.generation import FINISH_REPETITION, runaway_cut
 from agentic_core.models import InferenceMode
 
 __all__ = [
@@ -175,6 +176,10 @@ class GroupConfig(BaseModel):
     api_bases: tuple[str, ...] = ()
     max_parallel: int = Field(default=0, ge=0)
     queue_timeout_s: float = Field(default=30.0, gt=0)
+    # Sampler settings the server understands beyond OpenAI's, sent with free-text turns (`chat`)
+    # and never with structured output, where a repeated `"` or `:` is the format, not a loop:
+    # `{"repeat_penalty": 1.15}` for the embedded llama.cpp (`AGENTIC_LLM_REPEAT_PENALTY`).
+    sampling: dict[str, float] = Field(default_factory=dict)
 
     @property
     def replicas(self) -> tuple[str | None, ...]:
@@ -283,15 +288,21 @@ def _short(text: str, n: int = 300) -> str:
 async def _assembled(stream: Any, on_text: Callable[[str], None]) -> Any:
     """A streamed chat completion read to its end, each text piece given to `on_text` as it comes,
     and put together in the shape of a whole one (`model`, `choices[0].message` with `content` and
-    `tool_calls`, `finish_reason`, `usage`): what `chat` and the span read of a reply."""
+    `tool_calls`, `finish_reason`, `usage`): what `chat` and the span read of a reply. A runaway
+    repetition (`runaway_cut`) ends the reading there: the content is cut after the loop's first
+    copy and the finish reason is `repetition` (what was given to `on_text` stays given)."""
     text: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     finish = None
     model = None
     usage = None
+    cut: int | None = None
     try:
         async for chunk in stream:
+            before = len(text)
             model, usage, finish = _take_chunk(chunk, text, calls, on_text, model, usage, finish)
+            if len(text) > before and (cut := runaway_cut("".join(text))) is not None:
+                break  # a loop: closing the stream stops the server generating it
     finally:  # however the reading ends (on_text raising included), the response is closed
         closing = getattr(stream, "close", None)
         if callable(closing):
@@ -302,7 +313,10 @@ async def _assembled(stream: Any, on_text: Callable[[str], None]) -> Any:
         SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments=c["arguments"]))
         for _i, c in sorted(calls.items())
     ]
-    message = SimpleNamespace(content="".join(text), tool_calls=tool_calls)
+    content = "".join(text)
+    if cut is not None:
+        content, finish = content[:cut], FINISH_REPETITION
+    message = SimpleNamespace(content=content, tool_calls=tool_calls)
     return SimpleNamespace(model=model, usage=usage, choices=[SimpleNamespace(message=message, finish_reason=finish)])
 
 
@@ -643,6 +657,8 @@ class InferenceRouter:
         if tools:
             kwargs["tools"] = tools
             kwargs["tool_choice"] = "auto"
+        if g.sampling:
+            kwargs["extra_body"] = dict(g.sampling)
         start = time.perf_counter()
         resp = await self._acompletion(g, messages, on_text, **kwargs)
         latency_ms = (time.perf_counter() - start) * 1000
@@ -657,15 +673,18 @@ class InferenceRouter:
                 arguments = json.dumps(arguments)
             calls.append(RawToolCall(id=str(getattr(tc, "id", "") or f"call_{i}"), name=name, arguments=arguments))
         prompt_tokens, completion_tokens = self._usage(resp)
+        text, finish = message.content or "", choice.finish_reason
+        if (cut := runaway_cut(text)) is not None:  # a whole reply (a stream was cut as it came)
+            text, finish = text[:cut], FINISH_REPETITION
         return ChatReply(
-            text=message.content or "",
+            text=text,
             tool_calls=calls,
             model=str(resp.model or g.model),
             group=group,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency_ms=latency_ms,
-            finish_reason=choice.finish_reason,
+            finish_reason=finish,
         )
 
     async def structured(

@@ -51,6 +51,7 @@ from activities.reports.activities import ReportActivities
 from activities.rollout.gateway_check import check_gateway, probe_gateway
 from activities.tools.gateway import ToolActivities
 from agentic_core.agents import AGENT_WORKFLOW, AgentLimits, AgentRequest, AgentResult, AgentStatus, agent_run_id
+from agentic_core.generation import REPETITION_NOTE
 from agentic_core.incident import ApprovalRequest, plan_hash
 from agentic_core.models import ToolCall
 from agentic_core.reports import DigestQuery
@@ -77,7 +78,7 @@ from workers.errors import AgenticError
 from workers.gateway import console
 from workers.gateway.app import MODELS, RateLimiter, create_app
 from workers.gateway.chat import request_id_for_text
-from workers.gateway.deltas import RETRIED
+from workers.gateway.deltas import NOT_THE_ANSWER, RETRIED
 from workers.gateway.process import check_exposure, is_loopback
 from workers.keys_client import check_agents, create_key
 from workers.settings import Settings
@@ -513,6 +514,28 @@ async def test_a_turn_retried_after_some_words_ends_with_the_whole_answer(
     assert len(model.requests) == 2 and result.answer == "Sonarr is fine now."
     # what the client saw: the broken attempt's words, a notice that the turn was retried, the answer
     assert content == "Sonarr is down " + RETRIED + "Sonarr is fine now.", content
+
+
+async def test_a_model_that_loops_is_cut_and_the_stream_and_the_answer_say_so(
+    gateway: str, keys: dict[str, str], model: FakeChatServer, temporal: WorkflowEnvironment
+) -> None:
+    """A model that writes one sentence until its limit (the embedded 135M model did, 15 times):
+    the answer keeps the first copy and a note; the stream showed the copies written before the
+    loop was seen, then the same note, and no 'not the answer' notice."""
+    sentence = "Sonarr is down and it stays down for a while now."
+    model.reply = scripted([(sentence + " ") * 40])
+    model.token_s = 0.005
+    run_id, _pieces, _ended, content = await _streamed(client(gateway, keys["obs-only"]), "is sonarr ok?")
+    result = await temporal.client.get_workflow_handle(run_id, result_type=AgentResult).result()
+    assert result.answer.endswith(f"{sentence}\n\n{REPETITION_NOTE}") and result.answer.count(sentence) == 1
+    assert content.endswith(f"\n\n{REPETITION_NOTE}") and NOT_THE_ANSWER.strip() not in content
+    assert 3 <= content.count(sentence) <= 4, content  # the copies seen before the cut, not 40
+    # without streaming: the answer alone
+    reply = await client(gateway, keys["obs-only"]).chat.completions.create(
+        model="agentic-observability", messages=[{"role": "user", "content": "and now?"}]
+    )
+    whole = reply.choices[0].message.content or ""
+    assert whole.endswith(f"{sentence}\n\n{REPETITION_NOTE}") and whole.count(sentence) == 1
 
 
 async def test_a_stream_whose_client_left_before_its_body_keeps_no_subscription(

@@ -37,8 +37,10 @@ from activities.inference.router import (
     direct_model,
     generation_schema,
 )
+from agentic_core.generation import EMBEDDED_REPEAT_PENALTY, FINISH_REPETITION
 from agentic_core.models import InferenceMode, Proposal
 from tests.support.env import REPO, RUNBOOKS_CORPUS, free_port
+from tests.support.fake_openai import chat_server
 from workers.llm_server import default_model_path
 from workers.settings import Settings
 from workers.wiring import inference_router
@@ -168,6 +170,14 @@ async def test_complete_returns_text_from_the_real_model(router: InferenceRouter
     assert 0 < result.completion_tokens <= 16
     assert result.finish_reason in ("stop", "length")
     assert result.group == "planner" and result.model == "smollm2"
+
+
+async def test_a_chat_turn_with_the_repeat_penalty_is_answered_by_the_real_model(router: InferenceRouter) -> None:
+    """llama.cpp takes the embedded group's `repeat_penalty` (a server that refused the field would
+    answer 400: an InferenceError here)."""
+    reply = await router.chat("planner", [{"role": "user", "content": "Say hello."}], max_tokens=16, on_text=None)
+    assert reply.text.strip() and 0 < reply.completion_tokens <= 16
+    assert reply.finish_reason in ("stop", "length", FINISH_REPETITION)
 
 
 async def test_code_group_uses_the_embedded_server_when_no_code_pool(router: InferenceRouter) -> None:
@@ -642,3 +652,69 @@ async def test_after_the_preload_the_first_model_call_imports_nothing(fake: Fake
     assert result["opened"] == ["planner"] and result["built"] == 0, result
     # the embedded stack's groups are all called directly: the worker never imports LiteLLM (2-2.5 s)
     assert result["litellm"] is False
+
+
+# --- a runaway repetition ------------------------------------------------------------------------
+
+LOOPING = "Sonarr is down and it stays down for a while now. " * 40
+
+
+async def test_a_streamed_reply_that_loops_is_cut_and_its_stream_stopped() -> None:
+    """A model that writes one sentence until its limit: the stream is read until the loop shows
+    (three copies), then closed; the reply keeps the first copy and says why it ended."""
+    async with chat_server("looping") as model:
+        model.answer(LOOPING)
+        model.token_s = 0.002
+        router = InferenceRouter([GroupConfig(name="planner", model="openai/looping", api_base=model.base_url)])
+        words: list[str] = []
+        reply = await router.chat("planner", [{"role": "user", "content": "is sonarr ok?"}], on_text=words.append)
+    assert reply.text == "Sonarr is down and it stays down for a while now."
+    assert reply.finish_reason == FINISH_REPETITION
+    streamed = "".join(words)
+    assert LOOPING.startswith(streamed) and streamed.count("Sonarr") <= 4  # not the 40 copies the model had
+
+
+async def test_a_whole_reply_that_loops_is_cut_and_one_that_does_not_is_left_alone() -> None:
+    async with chat_server("looping") as model:
+        router = InferenceRouter([GroupConfig(name="planner", model="openai/looping", api_base=model.base_url)])
+        model.answer(LOOPING)
+        reply = await router.chat("planner", [{"role": "user", "content": "is sonarr ok?"}])
+        assert reply.text == "Sonarr is down and it stays down for a while now."
+        assert reply.finish_reason == FINISH_REPETITION
+        model.answer("Sonarr is fine. Sonarr is fine.")
+        reply = await router.chat("planner", [{"role": "user", "content": "is sonarr ok?"}])
+        assert (reply.text, reply.finish_reason) == ("Sonarr is fine. Sonarr is fine.", "stop")
+
+
+async def test_the_embedded_models_repeat_penalty_goes_with_free_text_only(tmp_path: Path) -> None:
+    """The embedded llama.cpp's groups send `repeat_penalty` (its server's default is off) with
+    a chat turn, directly or through LiteLLM, and never with structured output."""
+    async with chat_server("smollm2") as model:
+        router = inference_router(local_settings(model.port))
+        assert router._groups["planner"].sampling == {"repeat_penalty": EMBEDDED_REPEAT_PENALTY}
+        model.answer("Fine.")
+        await router.chat("planner", [{"role": "user", "content": "hi"}])
+        await router.chat("planner", [{"role": "user", "content": "hi"}], on_text=lambda _t: None)
+        model.answer(Proposal(summary="s", diagnosis="d", confidence=0.5).model_dump_json())
+        await router.structured("planner", INCIDENT, Proposal)
+        assert [b.get("repeat_penalty") for b in model.bodies] == [EMBEDDED_REPEAT_PENALTY] * 2 + [None]
+        off = inference_router(local_settings(model.port, llm_repeat_penalty=1.0))
+        assert off._groups["planner"].sampling == {}
+        # a pool with replicas goes through LiteLLM: the same field in the request
+        pooled = InferenceRouter(
+            [
+                GroupConfig(
+                    name="planner",
+                    model="openai/smollm2",
+                    api_base=model.base_url,
+                    api_bases=(model.base_url, model.base_url),
+                    sampling={"repeat_penalty": 1.2},
+                )
+            ]
+        )
+        model.answer("Fine.")
+        await pooled.chat("planner", [{"role": "user", "content": "hi"}])
+        assert model.bodies[-1]["repeat_penalty"] == 1.2
+    # a pool of its own (AGENTIC_PLANNER_URL) samples as its server does: nothing added
+    pool = inference_router(local_settings(free_port(), planner_url="http://127.0.0.1:9/v1"))
+    assert pool._groups["planner"].sampling == {}

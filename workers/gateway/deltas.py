@@ -23,6 +23,7 @@ from typing import Any
 
 from activities.agents.stream import DELTA_CHANNEL, TextDelta
 from activities.ledger.db import mark_stateful
+from agentic_core.generation import REPETITION_NOTE
 
 log = logging.getLogger("agentic.gateway")
 
@@ -166,6 +167,15 @@ class _Turn:
     gap: bool = False  # a delta of this attempt was missed: show no more of it
 
 
+def _cut_at_a_loop(shown: str, answer: str) -> bool:
+    """The answer is a reply cut at a runaway repetition (`agentic_core.generation`) whose stream
+    showed more copies of the loop before the cut, then the same note."""
+    if not (shown.endswith(REPETITION_NOTE) and answer.endswith(REPETITION_NOTE)):
+        return False
+    kept = answer[: -len(REPETITION_NOTE)].rstrip()
+    return shown.startswith(kept)
+
+
 class StreamedText:
     """What a stream has shown of the model's text, turn by turn, so that what the client ends up
     with is the run's answer, never silently different text (docs/gateway.md, "Streaming"):
@@ -175,7 +185,8 @@ class StreamedText:
     - a retried turn (a higher attempt, from its first delta) starts again after a notice;
       deltas of an older attempt are dropped;
     - at the end (`rest`), if what was shown of the answer's turn is the start of the answer, the
-      rest of it; else a notice and the whole answer."""
+      rest of it (nothing, for an answer cut at a loop after the stream showed more of it);
+      else a notice and the whole answer."""
 
     def __init__(self) -> None:
         self.turns: dict[int, _Turn] = {}
@@ -212,4 +223,6 @@ class StreamedText:
             return None
         if answer.startswith(turn.text):
             return answer[len(turn.text) :]
+        if _cut_at_a_loop(turn.text, answer):
+            return ""  # the stream showed the loop's copies, then the note that says the answer ends there
         return NOT_THE_ANSWER + answer
