@@ -209,3 +209,13 @@ def test_three_columns_that_cannot_hold_their_words_collapse(monkeypatch: pytest
     for word in ("Lifecycle", "Generator", "Duration", "prometheus-operator/PrometheusOperatorRejectedResources-long"):
         assert word in text, text
     assert "level manual" in text and max(len(ln) for ln in text.splitlines()) <= 80, text
+
+
+def test_the_console_line_never_folds_the_command_to_sign_in() -> None:
+    from workers.cli.main import console_line
+
+    wide = console_line("http://127.0.0.1:8087/v1", 120)
+    assert wide == "console: http://127.0.0.1:8087/console/ (sign in with a key: `agentic keys create NAME`)"
+    narrow = console_line("http://127.0.0.1:8087/v1", 80).splitlines()
+    assert narrow == ["console: http://127.0.0.1:8087/console/", "  sign in with a key: `agentic keys create NAME`"]
+    assert all(len(ln) <= 80 for ln in narrow)

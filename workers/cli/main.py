@@ -67,6 +67,14 @@ app.add_typer(backup.knowledge_app, name="knowledge")  # rebuild (docs/disaster-
 # --------------------------------------------------------------------------- stack
 
 
+def console_line(gateway_url: str, width: int) -> str:
+    """Where the web console is and how to sign in: one line, or two when one would fold the
+    command in the middle."""
+    url = f"{gateway_url.removesuffix('/v1')}/console/"
+    line = f"console: {url} (sign in with a key: `agentic keys create NAME`)"
+    return line if len(line) <= width else f"console: {url}\n  sign in with a key: `agentic keys create NAME`"
+
+
 def _print_table(settings: Settings) -> None:
     from workers.stack.state import read_state
 
@@ -87,10 +95,7 @@ def _print_table(settings: Settings) -> None:
         console.print(f"Temporal Web UI: {st.ui_url}")
     gateway = st.parts.get("gateway")
     if gateway is not None and gateway.mode == "embedded":
-        console.print(
-            f"console: {gateway.url.removesuffix('/v1')}/console/ (sign in with a key: `agentic keys create NAME`)",
-            highlight=False,
-        )
+        console.print(console_line(gateway.url, console.width), highlight=False)
     console.print("stop with Ctrl-C or `agentic down`; check with `agentic status`")
 
 
