@@ -189,7 +189,7 @@ class SimRouter:
 
     _ID = re.compile(r'"runbooks":\[\{"id":"([^"]+)"')  # the first recalled runbook in the prompt's data
 
-    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> _Answer:
+    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any], **_: Any) -> _Answer:
         m = self._ID.search(messages[-1]["content"])
         return _Answer(
             Proposal(

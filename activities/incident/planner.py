@@ -19,7 +19,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.incident.prompt import build_messages
+from activities.incident.prompt import build_messages, proposal_generation_schema
 from activities.telemetry import metrics
 from agentic_core.incident import ProposeInput, ProposeResult
 from agentic_core.models import InferenceMode, Proposal, ToolCall
@@ -313,7 +313,12 @@ class Planner:
             return _Asked(reason=self._burst_reason())
         started = time.monotonic()
         call = asyncio.ensure_future(
-            asyncio.wait_for(self.router.structured(self.planner_group, messages, Proposal), timeout=timeout_s)
+            asyncio.wait_for(
+                self.router.structured(
+                    self.planner_group, messages, Proposal, narrow=proposal_generation_schema(inp.tools)
+                ),
+                timeout=timeout_s,
+            )
         )
         self._calls.add(call)
         try:

@@ -178,3 +178,38 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
         parts.append(compact_tool(t))
     parts += ["", "Answer with the JSON object only. confidence is a number from 0 to 1."]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
+
+
+# An argument's value in the small model's plan: one scalar (a string within the group's bound).
+_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+
+
+def proposal_generation_schema(tools: list[ToolSpec]) -> dict[str, Any]:
+    """The JSON schema a small model's `Proposal` is generated with (`InferenceRouter.structured`'s
+    `narrow`): an action names one of the tools in the prompt, and its arguments are the names
+    those tools take, each once, with a scalar value; with no tool, no action. Every reply it
+    allows is a valid `Proposal` (the plan is then checked against each tool's own schema).
+
+    Without it, SmolLM2-135M ran every plan of `benchmarks/decision_eval.py` to the 768-token limit
+    (invented argument names, nested objects, a pod name repeated), so each ended invalid or past
+    the model's 25 s timeout, two attempts per incident on the embedded stack (47 s). With no
+    tool offered (the stack as the README starts it), 4 replies of 4 were JSON in 1.7-4.7 s."""
+    from agentic_core.models import Proposal
+
+    schema = Proposal.model_json_schema()
+    offered = tools[:MAX_PROMPT_TOOLS]
+    if not offered:
+        schema["properties"]["actions"]["maxItems"] = 0
+        return schema
+    names: dict[str, None] = {}
+    for t in offered:
+        names |= dict.fromkeys((t.input_schema or {}).get("properties") or {})
+    call = schema["$defs"]["ToolCall"]["properties"]
+    call["tool"] = {"enum": [t.name for t in offered], "title": "Tool", "type": "string"}
+    call["arguments"] = {
+        "type": "object",
+        "properties": dict.fromkeys(names, _SCALAR),
+        "additionalProperties": False,
+        "title": "Arguments",
+    }
+    return schema

@@ -695,6 +695,7 @@ class InferenceRouter:
         *,
         max_tokens: int = 768,
         temperature: float = 0.0,
+        narrow: dict[str, Any] | None = None,
     ) -> Structured[T]:
         """Ask for JSON constrained by `schema`'s JSON schema and validate the reply into it.
 
@@ -704,11 +705,17 @@ class InferenceRouter:
         does not enforce every keyword (number `minimum`/`maximum` are not), so the reply is
         always validated; a reply that does not validate raises `StructuredOutputError`.
         The group's `max_string_length`/`max_items` tighten the schema sent (never the one
-        validated against): see `generation_schema`.
+        validated against): see `generation_schema`. `narrow`, for a group with those bounds (the
+        embedded small model), is the JSON schema generated with in place of `schema`'s own: a
+        narrower one the caller knows (every reply it allows must be valid for `schema`), e.g. the
+        planner's with only the offered tools and their argument names. Other groups ignore it.
         """
         g = self._group(group)
+        bounded = g.max_string_length is not None or g.max_items is not None
         json_schema = generation_schema(
-            schema.model_json_schema(), max_string_length=g.max_string_length, max_items=g.max_items
+            narrow if narrow is not None and bounded else schema.model_json_schema(),
+            max_string_length=g.max_string_length,
+            max_items=g.max_items,
         )
         response_format = {
             "type": "json_schema",

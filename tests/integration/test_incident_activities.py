@@ -136,7 +136,7 @@ class FakeRouter:
         self.answer = answer
         self.calls: list[tuple[str, list[dict[str, Any]], type[Any]]] = []
 
-    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> Answer:
+    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any], **_: Any) -> Answer:
         self.calls.append((group, messages, schema))
         if self.answer is None:
             await asyncio.sleep(3600)

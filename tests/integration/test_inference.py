@@ -718,3 +718,17 @@ async def test_the_embedded_models_repeat_penalty_goes_with_free_text_only(tmp_p
     # a pool of its own (AGENTIC_PLANNER_URL) samples as its server does: nothing added
     pool = inference_router(local_settings(free_port(), planner_url="http://127.0.0.1:9/v1"))
     assert pool._groups["planner"].sampling == {}
+
+
+async def test_a_narrower_schema_is_sent_to_a_bounded_group_only(fake: FakeOpenAI) -> None:
+    """`narrow` (the planner's: only the offered tools) constrains the embedded small model's
+    generation; a pool or the cloud (no bounds) generates with the model's own schema."""
+    fake.content = json.dumps({"summary": "s", "diagnosis": "d", "confidence": 0.1})
+    narrow = Proposal.model_json_schema()
+    narrow["properties"]["actions"]["maxItems"] = 0
+    await fake_router(fake, max_string_length=50, max_items=3).structured("planner", INCIDENT, Proposal, narrow=narrow)
+    await fake_router(fake).structured("planner", INCIDENT, Proposal, narrow=narrow)
+    sent = [r["json"]["response_format"]["json_schema"]["schema"] for r in fake.requests]
+    assert sent[0]["properties"]["actions"]["maxItems"] == 0  # kept, and the bounds added around it
+    assert sent[0]["properties"]["summary"]["maxLength"] == 50
+    assert "maxItems" not in sent[1]["properties"]["actions"]

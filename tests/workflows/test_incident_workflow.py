@@ -231,7 +231,7 @@ class DeadModel:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any]) -> Any:
+    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any], **_: Any) -> Any:
         self.calls += 1
         raise InferenceUnavailable("planner: openai/smollm2 at http://127.0.0.1:1/v1 unavailable: refused")
 
