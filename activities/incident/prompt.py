@@ -168,15 +168,20 @@ def incident_data(inp: ProposeInput) -> dict[str, Any]:
 
 
 def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
-    """The planner's chat messages for an incident: the fixed instructions, the incident's data as
-    one quoted JSON document (`incident_data`, `quoted_data`), then the tools."""
-    parts = [DATA_HEADER, quoted_data(incident_data(inp)), DATA_FOOTER, ""]
-    parts.append("Tools you may call (name: what it does; its arguments, * = required):")
+    """The planner's chat messages for an incident: the fixed instructions, the tools, then the
+    incident's data as one quoted JSON document (`incident_data`, `quoted_data`).
+
+    What is the same for every incident comes first: a model server that keeps the last prompt's
+    KV cache (llama.cpp's `cache_prompt`, vLLM's prefix caching) computes the instructions and the
+    tool list once, not once per incident. With the 26 tools of a configured stack that is about
+    2,700 of 3,500 prompt tokens, about 19 s of SmolLM2's one CPU thread."""
+    parts = ["Tools you may call (name: what it does; its arguments, * = required):"]
     if not inp.tools:
         parts.append("- none: propose no actions")
     for t in inp.tools[:MAX_PROMPT_TOOLS]:
         parts.append(compact_tool(t))
-    parts += ["", "Answer with the JSON object only. confidence is a number from 0 to 1."]
+    parts += ["", DATA_HEADER, quoted_data(incident_data(inp)), DATA_FOOTER, ""]
+    parts += ["Answer with the JSON object only. confidence is a number from 0 to 1."]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
 
 
@@ -184,16 +189,49 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
 
 
+_SCALAR_TYPES = {"string", "integer", "number", "boolean"}
+_SCALAR_KEYS = {"type", "enum", "minimum", "maximum", "maxLength", "minLength", "description", "title", "default"}
+
+
+def _argument_schema(node: Any) -> dict[str, Any]:
+    """An argument's own schema when it is one scalar (a string, a bounded integer, an enum), as
+    the tool declares it; else any scalar (an object or a list is more than a small model writes)."""
+    if isinstance(node, dict) and set(node) <= _SCALAR_KEYS and (node.get("type") in _SCALAR_TYPES or "enum" in node):
+        return {k: v for k, v in node.items() if k not in ("description", "title", "default")}
+    return _SCALAR
+
+
+def _action_schema(tool: ToolSpec) -> dict[str, Any]:
+    """One action calling `tool`: its name, and its own arguments, each at most once, the required
+    ones required."""
+    schema = tool.input_schema or {}
+    names = schema.get("properties") or {}
+    arguments = {
+        "type": "object",
+        "properties": {name: _argument_schema(node) for name, node in names.items()},
+        "required": [r for r in schema.get("required") or [] if r in names],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": [tool.name]}, "arguments": arguments},
+        "required": ["tool", "arguments"],
+        "additionalProperties": False,
+    }
+
+
 def proposal_generation_schema(tools: list[ToolSpec]) -> dict[str, Any]:
     """The JSON schema a small model's `Proposal` is generated with (`InferenceRouter.structured`'s
     `narrow`): an action names one of the tools in the prompt, and its arguments are the names
-    those tools take, each once, with a scalar value; with no tool, no action. Every reply it
+    that tool takes, each once, with a scalar value; with no tool, no action. Every reply it
     allows is a valid `Proposal` (the plan is then checked against each tool's own schema).
 
-    Without it, SmolLM2-135M ran every plan of `benchmarks/decision_eval.py` to the 768-token limit
-    (invented argument names, nested objects, a pod name repeated), so each ended invalid or past
-    the model's 25 s timeout, two attempts per incident on the embedded stack (47 s). With no
-    tool offered (the stack as the README starts it), 4 replies of 4 were JSON in 1.7-4.7 s."""
+    Without it, SmolLM2-135M ran every plan to the 768-token limit (invented argument names,
+    nested objects, a pod name repeated): on the stack as the README starts it (no tool offered)
+    two attempts, 47 s, then the runbook's fallback; narrowed, the model's plan in 6 s. On the
+    first 12 incidents of `benchmarks/decision_eval.py --models local` (26 tools offered): the
+    model's plan used for 0 of 12 before (every call past the 25 s timeout), 8 of 12 after, time
+    per incident p50 25.0 s -> 19.0 s (with the tools before the incident's data in the prompt)."""
     from agentic_core.models import Proposal
 
     schema = Proposal.model_json_schema()
@@ -201,15 +239,5 @@ def proposal_generation_schema(tools: list[ToolSpec]) -> dict[str, Any]:
     if not offered:
         schema["properties"]["actions"]["maxItems"] = 0
         return schema
-    names: dict[str, None] = {}
-    for t in offered:
-        names |= dict.fromkeys((t.input_schema or {}).get("properties") or {})
-    call = schema["$defs"]["ToolCall"]["properties"]
-    call["tool"] = {"enum": [t.name for t in offered], "title": "Tool", "type": "string"}
-    call["arguments"] = {
-        "type": "object",
-        "properties": dict.fromkeys(names, _SCALAR),
-        "additionalProperties": False,
-        "title": "Arguments",
-    }
+    schema["properties"]["actions"]["items"] = {"anyOf": [_action_schema(t) for t in offered]}
     return schema

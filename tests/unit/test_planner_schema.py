@@ -50,6 +50,7 @@ def test_an_action_names_an_offered_tool_and_its_arguments_once_each_as_scalars(
     for bad in (
         {"tool": "delete_everything", "arguments": {}},  # not offered
         {"tool": "get_pods", "arguments": {"action_type_name": "x"}},  # a name no tool takes
+        {"tool": "get_pods", "arguments": {"deployment": "x"}},  # a name only another tool takes
         {"tool": "get_pods", "arguments": {"namespace": {"nested": "object"}}},  # not a scalar
         {"tool": "get_pods", "arguments": {"namespace": "n" * 121}},  # past the string bound
     ):
@@ -60,4 +61,5 @@ def test_an_action_names_an_offered_tool_and_its_arguments_once_each_as_scalars(
 def test_only_the_tools_in_the_prompt_are_offered() -> None:
     many = [PODS.model_copy(update={"name": f"tool_{i}"}) for i in range(MAX_PROMPT_TOOLS + 5)]
     schema = proposal_generation_schema(many)
-    assert schema["$defs"]["ToolCall"]["properties"]["tool"]["enum"] == [t.name for t in many[:MAX_PROMPT_TOOLS]]
+    offered = [a["properties"]["tool"]["enum"][0] for a in schema["properties"]["actions"]["items"]["anyOf"]]
+    assert offered == [t.name for t in many[:MAX_PROMPT_TOOLS]]
