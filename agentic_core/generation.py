@@ -2,8 +2,8 @@
 
 A small model (the embedded SmolLM2-135M) often falls into a loop: the same sentence again and
 again, or a few characters (`_OOM_OOM_OOM…`) until `max_tokens`. Measured on the agents' prompts
-with llama.cpp's default sampling, 6 of 8 answers ran to 512 tokens repeating one sentence up to
-15 times. `runaway_cut` finds such a loop at the end of the text as it grows, so the reader can
+with llama.cpp's default sampling, 6 of 8 answers ran to 512 tokens repeating one sentence, up
+to 15 times. `runaway_cut` finds such a loop at the end of the text as it grows, so the reader can
 stop the stream (the server stops generating and the model's slot is free) and keep the text up
 to the end of the loop's first copy.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 # llama.cpp's repeat penalty for the embedded model's free text (its server's default is 1.0, off).
 # Measured with SmolLM2-135M on 8 agent requests (the observability agent's prompt, max_tokens 512):
-# at 1.0, 6 of 8 answers ran to 512 tokens repeating one sentence up to 15 times (57 s of the
-# model's one thread); at 1.15, none repeated a sentence more than twice and 3 ran to the limit
+# at 1.0, 7 of 8 answers ran to 512 tokens, 6 of them repeating one sentence (up to 15 times; 57 s
+# of the model's one thread); at 1.15, 2 ran to the limit and no sentence came more than twice
 # (31 s). OpenAI's `frequency_penalty` at 0.5 left loops of 13 copies; llama.cpp's DRY sampler
 # alone (`dry_multiplier` 0.8), of 8. Sent with free text only, never with structured output.
 EMBEDDED_REPEAT_PENALTY = 1.15
