@@ -189,6 +189,7 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
 
 
+CONFIDENCE_STEPS = [i / 20 for i in range(21)]
 _SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 _SCALAR_KEYS = {"type", "enum", "minimum", "maximum", "maxLength", "minLength", "description", "title", "default"}
 
@@ -231,10 +232,15 @@ def proposal_generation_schema(tools: list[ToolSpec]) -> dict[str, Any]:
     two attempts, 47 s, then the runbook's fallback; narrowed, the model's plan in 6 s. On the
     first 12 incidents of `benchmarks/decision_eval.py --models local` (26 tools offered): the
     model's plan used for 0 of 12 before (every call past the 25 s timeout), 8 of 12 after, time
-    per incident p50 25.0 s -> 19.0 s (with the tools before the incident's data in the prompt)."""
+    per incident p50 25.0 s -> 19.0 s (with the tools before the incident's data in the prompt);
+    with the confidence as steps, 7 of 12 and p50 20.4 s in the next run, every miss now the 25 s
+    timeout (a 3,500-token prompt on one CPU thread) where one had been `"confidence": 1.99`."""
     from agentic_core.models import Proposal
 
     schema = Proposal.model_json_schema()
+    # llama.cpp's grammar does not hold a number to `minimum`/`maximum` (SmolLM2 wrote 1.99, and
+    # the whole plan was invalid): the confidence is one of 0, 0.05, ..., 1
+    schema["properties"]["confidence"] = {"type": "number", "enum": CONFIDENCE_STEPS}
     offered = tools[:MAX_PROMPT_TOOLS]
     if not offered:
         schema["properties"]["actions"]["maxItems"] = 0

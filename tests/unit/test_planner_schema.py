@@ -7,7 +7,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from activities.incident.prompt import MAX_PROMPT_TOOLS, proposal_generation_schema
+from activities.incident.prompt import CONFIDENCE_STEPS, MAX_PROMPT_TOOLS, proposal_generation_schema
 from activities.inference.router import generation_schema
 from agentic_core.incident import ToolSpec
 from agentic_core.models import Proposal
@@ -63,3 +63,11 @@ def test_only_the_tools_in_the_prompt_are_offered() -> None:
     schema = proposal_generation_schema(many)
     offered = [a["properties"]["tool"]["enum"][0] for a in schema["properties"]["actions"]["items"]["anyOf"]]
     assert offered == [t.name for t in many[:MAX_PROMPT_TOOLS]]
+
+
+def test_the_confidence_is_one_of_twenty_one_steps_within_its_bounds() -> None:
+    schema = narrow([PODS])
+    jsonschema.validate(BASE | {"confidence": 0.35}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(BASE | {"confidence": 1.99}, schema)
+    assert all(Proposal.model_validate(BASE | {"confidence": c}) for c in CONFIDENCE_STEPS)
