@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from agentic_core.incident import ProposeInput, ToolSpec
+from agentic_core.models import Proposal
 
 MAX_PROMPT_TOOLS = 40
 MAX_PROMPT_DECISIONS = 3
@@ -185,11 +186,11 @@ def build_messages(inp: ProposeInput) -> list[dict[str, Any]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(parts)}]
 
 
-# An argument's value in the small model's plan: one scalar (a string within the group's bound).
-_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
-
-
+# The small model's plan (`proposal_generation_schema`): the confidence as one of these steps; an
+# argument's value as one scalar (a string within the group's bound) unless the tool declares a
+# simple one of its own.
 CONFIDENCE_STEPS = [i / 20 for i in range(21)]
+_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
 _SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 _SCALAR_KEYS = {"type", "enum", "minimum", "maximum", "maxLength", "minLength", "description", "title", "default"}
 
@@ -235,8 +236,6 @@ def proposal_generation_schema(tools: list[ToolSpec]) -> dict[str, Any]:
     per incident p50 25.0 s -> 19.0 s (with the tools before the incident's data in the prompt);
     with the confidence as steps, 7 of 12 and p50 20.4 s in the next run, every miss now the 25 s
     timeout (a 3,500-token prompt on one CPU thread) where one had been `"confidence": 1.99`."""
-    from agentic_core.models import Proposal
-
     schema = Proposal.model_json_schema()
     # llama.cpp's grammar does not hold a number to `minimum`/`maximum` (SmolLM2 wrote 1.99, and
     # the whole plan was invalid): the confidence is one of 0, 0.05, ..., 1

@@ -26,6 +26,7 @@ from activities.incident.prompt import (
     MAX_DECISION_SUMMARY_CHARS,
     build_messages,
     compact_tool,
+    proposal_generation_schema,
 )
 from activities.inference.router import InferenceUnavailable, StructuredOutputError
 from activities.knowledge.edge_store import EdgeStore
@@ -135,9 +136,13 @@ class FakeRouter:
     def __init__(self, answer: Proposal | BaseException | None) -> None:
         self.answer = answer
         self.calls: list[tuple[str, list[dict[str, Any]], type[Any]]] = []
+        self.narrowed: list[Any] = []  # the `narrow` schema of each call
 
-    async def structured(self, group: str, messages: list[dict[str, Any]], schema: type[Any], **_: Any) -> Answer:
+    async def structured(
+        self, group: str, messages: list[dict[str, Any]], schema: type[Any], *, narrow: Any = None, **_: Any
+    ) -> Answer:
         self.calls.append((group, messages, schema))
+        self.narrowed.append(narrow)
         if self.answer is None:
             await asyncio.sleep(3600)
         if isinstance(self.answer, BaseException):
@@ -332,6 +337,8 @@ async def test_propose_uses_a_valid_model_answer(kb: KnowledgeBase, ledger: Ledg
     assert "kubernetes.restart_deployment: Rolling restart" in prompt  # the tools, their schemas compactly
     assert "arguments: namespace*: string; name*: string" in prompt
     assert build_messages(inp) == messages
+    # the small model's generation schema offers exactly the prompt's tools
+    assert a.router.narrowed[0] == proposal_generation_schema(inp.tools)
 
 
 async def test_propose_drops_a_runbook_id_that_was_not_recalled(kb: KnowledgeBase, ledger: Ledger) -> None:

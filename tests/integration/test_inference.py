@@ -175,6 +175,7 @@ async def test_complete_returns_text_from_the_real_model(router: InferenceRouter
 async def test_a_chat_turn_with_the_repeat_penalty_is_answered_by_the_real_model(router: InferenceRouter) -> None:
     """llama.cpp takes the embedded group's `repeat_penalty` (a server that refused the field would
     answer 400: an InferenceError here)."""
+    assert router._groups["planner"].sampling == {"repeat_penalty": EMBEDDED_REPEAT_PENALTY}  # sent with the turn
     reply = await router.chat("planner", [{"role": "user", "content": "Say hello."}], max_tokens=16, on_text=None)
     assert reply.text.strip() and 0 < reply.completion_tokens <= 16
     assert reply.finish_reason in ("stop", "length", FINISH_REPETITION)
